@@ -1,0 +1,54 @@
+"""The `harness` command line: a thin dispatcher over `harness/commands/*`.
+
+Start-up stays cheap: only argparse and the command modules' parsers are imported here; each command
+imports what it needs when it runs. User mistakes (UserError) print one line and exit non-zero.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from harness import __version__
+from harness.errors import UserError
+
+COMMANDS = ("list", "plugins", "run", "score", "publish", "cache", "agreement")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="harness",
+        description="Reproducible evaluation of medical vision-language models.",
+    )
+    parser.add_argument("--version", action="version", version=f"medvlm-harness {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMANDS:
+        try:
+            module = importlib.import_module(f"harness.commands.{name.replace('-', '_')}")
+        except ModuleNotFoundError as exc:
+            if exc.name == f"harness.commands.{name}":
+                continue  # a command whose module is not there yet
+            raise
+        module.register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 1
+    try:
+        return int(args.func(args) or 0)
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("interrupted: finished work is saved; run the same command again to continue", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,58 @@
+"""Judge flags shared by `harness run` and `harness score`, and their translation into JudgeOptions."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from harness.errors import UserError
+
+
+def add_judge_options(parser: argparse.ArgumentParser) -> None:
+    g = parser.add_argument_group("judging")
+    g.add_argument("--judge", action="append", default=None, metavar="ID",
+                   help="judge to apply (repeat or comma-separate for several); default: the task's judges")
+    g.add_argument("--convention", default=None,
+                   help="scoring convention of the judge (exact: pefomed, llava-med, multimedeval; "
+                   "LLM judges: pefomed or default)")
+    g.add_argument("--judge-model", default=None, help="LLM judge model id or alias (gpt4, gpt-4o, claude)")
+    g.add_argument("--judge-provider", default=None, choices=["openai", "anthropic", "openai-compatible"],
+                   help="LLM judge provider, where the model id leaves it ambiguous")
+    g.add_argument("--judge-base-url", default=None, help="OpenAI-compatible server for the LLM judge")
+    g.add_argument("--judge-repeats", type=int, default=None, help="ask the LLM judge N times per sample")
+    g.add_argument("--judge-concurrency", type=int, default=None, help="concurrent LLM judge calls")
+    g.add_argument("--judge-timeout", type=float, default=None, help="seconds per LLM judge call")
+    g.add_argument("--judge-batch", action="store_true", help="use the provider's batch API (half price)")
+    g.add_argument("--allow-external-judge", action="store_true",
+                   help="allow sending a credentialed task's data to an external API judge")
+    g.add_argument("--judge-arg", action="append", default=[], metavar="KEY=VALUE",
+                   help="extra judge setting (repeatable), e.g. --judge-arg cleaning=r2gen")
+
+
+def judge_ids(args: argparse.Namespace, defaults: list[str]) -> list[str]:
+    if not args.judge:
+        return list(defaults)
+    ids: list[str] = []
+    for value in args.judge:
+        ids.extend(part.strip() for part in value.split(",") if part.strip())
+    return ids
+
+
+def judge_settings(args: argparse.Namespace) -> dict[str, Any]:
+    """The judge-specific settings from the flags (only those the user gave)."""
+    settings: dict[str, Any] = {}
+    for flag in ("judge_model", "judge_provider", "judge_base_url", "judge_repeats", "judge_concurrency",
+                 "judge_timeout"):
+        value = getattr(args, flag, None)
+        if value is not None:
+            settings[flag.removeprefix("judge_")] = value
+    if getattr(args, "judge_batch", False):
+        settings["batch"] = True
+    if getattr(args, "allow_external_judge", False):
+        settings["allow_external"] = True
+    for item in getattr(args, "judge_arg", []) or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise UserError(f"--judge-arg '{item}': expected KEY=VALUE")
+        settings[key.strip()] = value
+    return settings

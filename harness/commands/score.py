@@ -1,0 +1,68 @@
+"""`harness score`: re-score saved predictions (a run directory, or a JSONL made elsewhere) without generating."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from harness.commands.judge_options import add_judge_options, judge_ids, judge_settings
+from harness.errors import UserError
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("score", help="score saved predictions with judges", description=__doc__)
+    p.add_argument("predictions", type=Path, help="a run directory (runs/<run-id>) or a predictions .jsonl file")
+    p.add_argument("--task-type", choices=["vqa", "report", "caption"], default=None,
+                   help="kind of task, for a predictions file made elsewhere")
+    p.add_argument("--task-name", default=None, help="task name to record for a predictions file")
+    p.add_argument("--model-name", default=None, help="model name to record for a predictions file")
+    p.add_argument("--breakdown", action="append", default=None,
+                   help="field to break metrics down by (default: the task's breakdowns / every text field)")
+    p.add_argument("--output", type=Path, default=None,
+                   help="where to write scores.jsonl and results.json for a predictions file")
+    add_judge_options(p)
+    p.set_defaults(func=main)
+
+
+def main(args: argparse.Namespace) -> int:
+    from harness import plugin_manager
+    from harness.external import external_manifest, read_external_predictions
+    from harness.io import atomic_write_jsonl, read_jsonl
+    from harness.results import write_results
+    from harness.scoring import MANIFEST_FILE, PREDICTIONS_FILE, apply_judges, build_judges
+    from harness.summary import results_summary
+
+    path: Path = args.predictions
+    if path.is_dir():
+        manifest_path = path / MANIFEST_FILE
+        if not manifest_path.exists() or not (path / PREDICTIONS_FILE).exists():
+            raise UserError(f"{path} is not a run directory: expected {MANIFEST_FILE} and {PREDICTIONS_FILE}")
+        manifest = json.loads(manifest_path.read_text())
+        records = list({r["id"]: r for r in read_jsonl(path / PREDICTIONS_FILE, repair_tail=True)}.values())
+        out_dir = args.output or path
+        if args.output:
+            atomic_write_jsonl(out_dir / PREDICTIONS_FILE, records)
+        kind = manifest["task"]["kind"]
+        default_judges = []
+        if manifest["task"]["id"] in plugin_manager.tasks():
+            default_judges = plugin_manager.tasks().get(manifest["task"]["id"]).judges
+    elif path.is_file():
+        if not args.task_type:
+            raise UserError(f"{path} is a predictions file: say its --task-type (vqa, report or caption)")
+        kind = args.task_type
+        records = read_external_predictions(path, kind)
+        manifest = external_manifest(path, records, kind, args.task_name, args.model_name)
+        out_dir = args.output or path.with_name(path.stem + "-scored")
+        default_judges = ["exact"] if kind == "vqa" else ["lexical"]
+    else:
+        raise UserError(f"{path} does not exist (expected a run directory or a predictions .jsonl file)")
+    breakdowns = args.breakdown or manifest["task"].get("breakdowns", [])
+    judges = build_judges(judge_ids(args, default_judges), args.convention, judge_settings(args), kind,
+                          bool(manifest["task"].get("credentialed")))
+    out_dir.mkdir(parents=True, exist_ok=True)
+    entries = apply_judges(out_dir, records, judges, breakdowns)
+    results = write_results(out_dir, manifest, records, entries)
+    print(results_summary(results))
+    print(f"scores: {out_dir / 'scores.jsonl'}\nresults: {out_dir / 'results.json'}")
+    return 0

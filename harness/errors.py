@@ -1,0 +1,24 @@
+"""User-facing errors: one clear line, non-zero exit, no traceback.
+
+Raise `UserError` for anything the user can fix (a bad flag, a missing file, a malformed YAML).
+The CLI catches it and prints `error: <message>`; any other exception is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+
+
+class UserError(Exception):
+    """A mistake in the user's input; the message must name the file, field or value and what was expected."""
+
+    exit_code = 2
+
+
+def unknown_name(kind: str, name: str, known: Iterable[str]) -> UserError:
+    """Build the error for an unknown plugin/task/judge name, with the closest match and the known names."""
+    known = sorted(set(known))
+    close = difflib.get_close_matches(name, known, n=1, cutoff=0.5)
+    hint = f" Did you mean '{close[0]}'?" if close else ""
+    return UserError(f"unknown {kind} '{name}'.{hint} Known {kind}s: {', '.join(known) or '(none)'}")

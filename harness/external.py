@@ -1,0 +1,90 @@
+"""Predictions made elsewhere: validate a user's JSONL and give it a manifest so it scores like a run.
+
+One JSON object per line with `id`, `answer` (reference), `prediction`, for VQA also `answer_type`
+(OPEN/CLOSED) and optionally `question`, `question_type` and any other breakdown fields.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from harness.errors import UserError
+from harness.fingerprint import config_hash
+
+REQUIRED = {"vqa": ("id", "answer", "prediction", "answer_type"), "report": ("id", "answer", "prediction"),
+            "caption": ("id", "answer", "prediction")}
+NOT_BREAKDOWNS = {"id", "question", "answer", "prediction", "images", "error", "prompt_tokens",
+                  "completion_tokens", "time_s"}
+
+
+def read_external_predictions(path: Path, kind: str) -> list[dict[str, Any]]:
+    records: list[dict[str, Any]] = []
+    seen: set[str] = set()
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except OSError as exc:
+        raise UserError(f"cannot read {path}: {exc.strerror or exc}") from None
+    for lineno, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise UserError(f"{path}:{lineno}: not valid JSON ({exc.msg})") from None
+        if not isinstance(row, dict):
+            raise UserError(f"{path}:{lineno}: expected a JSON object with {', '.join(REQUIRED[kind])}")
+        missing = [k for k in REQUIRED[kind] if k not in row]
+        if missing:
+            raise UserError(f"{path}:{lineno}: missing field(s) {', '.join(missing)} "
+                            f"(a {kind} prediction needs {', '.join(REQUIRED[kind])})")
+        row["id"] = str(row["id"])
+        if row["id"] in seen:
+            raise UserError(f"{path}:{lineno}: duplicate id '{row['id']}'")
+        seen.add(row["id"])
+        for key in ("answer", "prediction"):
+            value = row[key]
+            if value is None:
+                row[key] = ""
+            elif isinstance(value, (int, float)) and not isinstance(value, bool):
+                row[key] = str(value)
+            elif not isinstance(value, str):
+                raise UserError(f"{path}:{lineno}: field '{key}' must be a string, got {type(value).__name__}")
+        if kind == "vqa":
+            label = str(row["answer_type"]).strip().upper()
+            if label not in ("OPEN", "CLOSED"):
+                raise UserError(f"{path}:{lineno}: field 'answer_type' is {row['answer_type']!r}, "
+                                "expected OPEN or CLOSED")
+            row["answer_type"] = label
+        records.append(row)
+    if not records:
+        raise UserError(f"{path}: no predictions in the file")
+    return records
+
+
+def external_manifest(path: Path, records: list[dict[str, Any]], kind: str, task_name: str | None,
+                      model_name: str | None) -> dict[str, Any]:
+    from harness.fingerprint import dataset_fingerprint
+    from harness.types import Sample
+
+    fingerprint = dataset_fingerprint(
+        Sample(id=r["id"], images=[], answer=r["answer"], question=r.get("question")) for r in records
+    )
+    task_id = task_name or path.stem
+    model_id = model_name or "external"
+    breakdowns = sorted({k for r in records for k, v in r.items()
+                         if k not in NOT_BREAKDOWNS and isinstance(v, str)})
+    return {
+        "run_id": f"{task_id}--{model_id}--{config_hash([str(path.resolve()), fingerprint])}",
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "model": {"id": model_id, "label": model_id, "plugin": "external", "args": {}, "adapter": None,
+                  "adapter_hash": None, "identity": {"predictions_file": str(path)}},
+        "task": {"id": task_id, "version": "external", "kind": kind,
+                 "source": {"name": "external", "format": "predictions-jsonl", "path": str(path)},
+                 "revision": None, "split": "external", "fingerprint": fingerprint, "n_total": len(records),
+                 "credentialed": False, "breakdowns": breakdowns},
+        "prompt": {"variant": None, "hash": None, "template": None},
+        "generation": None,
+    }

@@ -1,0 +1,81 @@
+"""The judge plugin interface: per-sample scores plus an aggregation rule.
+
+A judge reads prediction records (dicts with id, question, answer, prediction, answer_type and the
+breakdown fields) and returns one score row per record: `{"metrics": {name: value or None}, ...}`.
+`None` means "unscored" (for example an LLM reply that could not be parsed): counted and reported,
+never treated as 0. `aggregate` turns a set of score rows into corpus-level values; the default is the
+mean of each metric, and judges with corpus metrics (BLEU, CIDEr) override it. The same `aggregate`
+serves the overall numbers and every breakdown slice, so no judge writes per-slice code.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass
+class JudgeOptions:
+    """Options the user gave for a judge (`--convention`, judge-specific settings)."""
+
+    convention: str | None = None
+    task_kind: str = "vqa"
+    settings: dict[str, Any] = field(default_factory=dict)
+    credentialed: bool = False
+
+
+class JudgePlugin:
+    id: str = ""
+    version: str = "1"
+    conventions: tuple[str, ...] = ()
+    default_convention: str | None = None
+    task_kinds: tuple[str, ...] = ("vqa", "report", "caption")
+    #: settings keys this judge understands (from --judge-model, --judge-repeats, --judge-arg KEY=VALUE ...);
+    #: the core passes only these to the judge and records them in results.json
+    accepted_settings: tuple[str, ...] = ()
+    #: metrics whose per-sample mean is the corpus value (used to pick the confidence interval method)
+    mean_metrics: bool = True
+
+    def __init__(self, options: JudgeOptions) -> None:
+        from harness.errors import UserError
+
+        self.options = options
+        convention = options.convention or self.default_convention
+        if self.conventions and convention not in self.conventions:
+            raise UserError(
+                f"judge '{self.id}' has no convention '{options.convention}'; "
+                f"its conventions: {', '.join(self.conventions)}"
+            )
+        if options.task_kind not in self.task_kinds:
+            raise UserError(
+                f"judge '{self.id}' scores {'/'.join(self.task_kinds)} tasks, not '{options.task_kind}'"
+            )
+        self.convention = convention
+
+    def describe(self) -> dict[str, Any]:
+        """Recorded in results.json: which judge, which convention, which version and settings."""
+        return {
+            "id": self.id,
+            "convention": self.convention,
+            "version": self.version,
+            "settings": dict(self.options.settings),
+        }
+
+    def score(self, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        raise NotImplementedError
+
+    def aggregate(self, records: list[dict[str, Any]], rows: list[dict[str, Any]]) -> dict[str, float | None]:
+        """Corpus value of every metric over these rows; default: mean over scored rows."""
+        sums: dict[str, float] = {}
+        counts: dict[str, int] = {}
+        for row in rows:
+            for name, value in row["metrics"].items():
+                counts.setdefault(name, 0)
+                sums.setdefault(name, 0.0)
+                if value is not None:
+                    sums[name] += float(value)
+                    counts[name] += 1
+        return {name: (sums[name] / counts[name] if counts[name] else None) for name in sums}
+
+    def close(self) -> None:
+        """Release resources (a Java process, HTTP clients)."""

@@ -1,0 +1,34 @@
+"""Dataset loaders: one module per upstream format, looked up by the `format` of a task source.
+
+A loader module exposes
+    load(source: SourceConfig, split: str, data_dir: Path | None, kind: str) -> list[Sample]
+and, for local formats,
+    expected_files(source: SourceConfig, split: str) -> list[str]   # relative to the data dir
+so that a missing data dir gets an error that lists which files were expected where.
+Samples carry `fields["answer_type"]` as "OPEN"/"CLOSED" for VQA (decided by the source's closed_rule).
+Loaders import heavy libraries (datasets) inside `load` only.
+"""
+
+from __future__ import annotations
+
+import importlib
+from types import ModuleType
+
+from harness.errors import unknown_name
+
+FORMATS: dict[str, str] = {
+    "hf": "harness.loaders.hub",
+    "vqa-rad-official": "harness.loaders.vqa_rad",
+    "mevf-json": "harness.loaders.mevf_json",
+    "slake-json": "harness.loaders.slake",
+    "pathvqa-pickle": "harness.loaders.pathvqa",
+    "r2gen-json": "harness.loaders.r2gen",
+    "imageclef-csv": "harness.loaders.imageclef",
+    "phantom": "harness.loaders.phantom",
+}
+
+
+def loader_for(fmt: str) -> ModuleType:
+    if fmt not in FORMATS:
+        raise unknown_name("data format", fmt, FORMATS)
+    return importlib.import_module(FORMATS[fmt])

@@ -1,0 +1,59 @@
+"""The model plugin interface: batch-first generation.
+
+A model plugin is a class registered through `register_models` with a `ModelInfo`. The harness builds it
+once per run with the user's `--model-args` and a `ModelContext`, then calls `generate` with lists of
+requests and expects exactly one `GenerationOutput` per request, in order. A failure for one sample
+is returned as `GenerationOutput(text="", error="...")`, not raised.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from harness.types import GenerationOutput, GenerationRequest
+
+if TYPE_CHECKING:
+    from harness.task import Task
+
+
+@dataclass
+class ModelContext:
+    """What the harness tells a model plugin about the run it serves."""
+
+    task: Task | None = None
+    device: str | None = None
+    dtype: str | None = None
+    adapter: Path | None = None
+    cache_dir: Path = field(default_factory=lambda: Path.home() / ".cache" / "medvlm-harness")
+
+
+class ModelPlugin:
+    """Base class for model plugins (subclassing is optional; the duck-typed contract is what counts)."""
+
+    #: batch size used when the user gives no --batch-size
+    default_batch_size: int = 8
+
+    def __init__(self, args: dict[str, str], context: ModelContext) -> None:
+        self.args = dict(args)
+        self.context = context
+
+    @classmethod
+    def run_identity(cls, args: dict[str, str], context: ModelContext) -> dict[str, Any]:
+        """Cheap facts (no weight loading) that change outputs beyond the model id, args and adapter hash,
+        e.g. a pinned hub revision. Enters the run id, so a finished run is recognised without loading."""
+        return {}
+
+    def identity(self) -> dict[str, Any]:
+        """Facts about the loaded model (resolved revision, dtype, ...), recorded in results.json.
+
+        Must never contain secrets.
+        """
+        return {}
+
+    def generate(self, requests: list[GenerationRequest]) -> list[GenerationOutput]:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Release resources (GPU memory, servers)."""

@@ -1,0 +1,119 @@
+"""Merge results.json files into a leaderboard.json (schema-checked, written atomically).
+
+One row per model x task x judge x convention, carrying its provenance (run id, harness version and
+commit, judge version and settings, prompt, generation settings, dataset fingerprint). Rows of one task
+version whose dataset fingerprints differ are refused: their numbers are not comparable.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from harness.errors import UserError
+from harness.io import atomic_write_json
+from harness.results import SCHEMA_VERSION, validate
+
+
+def find_results(paths: list[Path]) -> list[Path]:
+    found: list[Path] = []
+    for path in paths:
+        if path.is_file() and path.name.endswith(".json"):
+            found.append(path)
+        elif path.is_dir():
+            found.extend(sorted(path.rglob("results.json")))
+        else:
+            raise UserError(f"{path} is neither a results.json file nor a folder of runs")
+    if not found:
+        raise UserError(f"no results.json found under {', '.join(map(str, paths))}")
+    return found
+
+
+def rows_from_results(path: Path) -> list[dict[str, Any]]:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise UserError(f"{path}: cannot read results ({exc})") from None
+    import jsonschema
+
+    try:
+        validate(data, "results")
+    except jsonschema.ValidationError as exc:
+        where = "/".join(map(str, exc.absolute_path)) or "(top level)"
+        raise UserError(f"{path}: not a valid results file at '{where}': {exc.message}") from None
+    rows = []
+    for judge in data["judges"]:
+        rows.append({
+            "model": data["model"].get("label", data["model"]["id"]),
+            "model_plugin": data["model"]["plugin"],
+            "adapter_hash": data["model"].get("adapter_hash"),
+            "task": data["task"]["id"],
+            "task_version": data["task"]["version"],
+            "split": data["task"]["split"],
+            "fingerprint": data["task"]["fingerprint"],
+            "judge": judge["id"],
+            "convention": judge.get("convention"),
+            "prompt_variant": data["prompt"].get("variant"),
+            "n": data["task"]["n"],
+            "errors": data["errors"]["count"],
+            "metrics": {name: {"value": m["value"], "ci95": m["ci95"], "n": m["n"]}
+                        for name, m in judge["metrics"].items()},
+            "provenance": {
+                "run_id": data["run_id"],
+                "created": data["created"],
+                "harness_version": data["environment"]["harness_version"],
+                "git_commit": data["environment"].get("git_commit"),
+                "results_file": str(path),
+                "judge_version": judge["version"],
+                "judge_settings": judge.get("settings", {}),
+                "prompt_hash": data["prompt"].get("hash"),
+                "generation": data.get("generation"),
+            },
+        })
+    return rows
+
+
+def row_key(row: dict[str, Any]) -> tuple:
+    return (row["model"], row["task"], row["judge"], row["convention"])
+
+
+def check_fingerprints(rows: list[dict[str, Any]]) -> None:
+    seen: dict[tuple[str, str, str], dict[str, Any]] = {}
+    for row in rows:
+        key = (row["task"], row["task_version"], row["split"])
+        first = seen.setdefault(key, row)
+        if first["fingerprint"] != row["fingerprint"]:
+            raise UserError(
+                f"task {row['task']} v{row['task_version']} ({row['split']}) has two dataset fingerprints: "
+                f"{first['fingerprint']} in {first['provenance']['results_file']} and {row['fingerprint']} in "
+                f"{row['provenance']['results_file']}; results from different data are not comparable "
+                "(re-run on the same data, or publish them to separate leaderboards)"
+            )
+
+
+def publish(inputs: list[Path], output: Path) -> dict[str, Any]:
+    rows: dict[tuple, dict[str, Any]] = {}
+    if output.exists():
+        try:
+            existing = json.loads(output.read_text())
+            validate(existing, "leaderboard")
+        except Exception as exc:  # noqa: BLE001 - any unreadable leaderboard is the user's file to fix
+            raise UserError(f"{output}: existing leaderboard is not valid ({str(exc).splitlines()[0]})") from None
+        rows = {row_key(r): r for r in existing["rows"]}
+    for path in find_results(inputs):
+        for row in rows_from_results(path):
+            old = rows.get(row_key(row))
+            if old is None or old["provenance"]["created"] <= row["provenance"]["created"]:
+                rows[row_key(row)] = row
+    ordered = sorted(rows.values(), key=lambda r: (r["task"], r["judge"], str(r["convention"]), r["model"]))
+    check_fingerprints(ordered)
+    board = {
+        "schema_version": SCHEMA_VERSION,
+        "updated": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "rows": ordered,
+    }
+    validate(board, "leaderboard")
+    atomic_write_json(output, board)
+    return board

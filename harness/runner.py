@@ -1,0 +1,234 @@
+"""`harness run`: task -> samples -> model -> predictions.jsonl (streamed, resumable) -> judges -> results.
+
+The run directory is named by a run id derived from everything that changes the outputs (model id, args,
+adapter hash, task id/version/source/split/fingerprint, prompt variant and text, generation settings), so
+running the same command again finds the same directory and only generates what is missing. Predictions
+are appended and fsync'd batch by batch; a kill loses at most the batch in flight, never duplicates.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from harness import plugin_manager
+from harness.errors import UserError
+from harness.fingerprint import config_hash, directory_hash, text_hash
+from harness.io import append_jsonl, atomic_write_json, iter_batches, read_jsonl
+from harness.model_api import ModelContext
+from harness.paths import cache_dir
+from harness.results import write_results
+from harness.scoring import MANIFEST_FILE, PREDICTIONS_FILE, apply_judges, build_judges
+from harness.task import Task
+from harness.types import Sample
+
+CORE_KEYS = ("id", "question", "answer", "prediction", "images", "error", "prompt_tokens",
+             "completion_tokens", "time_s")
+
+
+@dataclass
+class RunSpec:
+    model: str
+    task: str
+    model_args: dict[str, str] = field(default_factory=dict)
+    data_dir: Path | None = None
+    source: str | None = None
+    split: str | None = None
+    prompt: str | None = None
+    generation: dict[str, Any] = field(default_factory=dict)
+    limit: int | None = None
+    batch_size: int | None = None
+    output: Path | None = None
+    runs_dir: Path = Path("runs")
+    judges: list[str] | None = None
+    convention: str | None = None
+    judge_settings: dict[str, Any] = field(default_factory=dict)
+    adapter: Path | None = None
+    device: str | None = None
+    dtype: str | None = None
+    progress: bool = True
+
+
+def model_label(model_id: str, args: dict[str, str], adapter_hash: str | None) -> str:
+    label = model_id
+    if args:
+        label += "[" + ",".join(f"{k}={v}" for k, v in sorted(args.items())) + "]"
+    if adapter_hash:
+        label += f"+adapter:{adapter_hash.split(':')[-1][:8]}"
+    return label
+
+
+def prepare(spec: RunSpec) -> tuple[Task, Any, dict[str, Any], Path, ModelContext]:
+    """Resolve task, model and settings, and compute the manifest and run directory (no weights loaded)."""
+    task = Task(plugin_manager.tasks().get(spec.task), source=spec.source, data_dir=spec.data_dir)
+    split = spec.split or task.config.test_split
+    model_info = plugin_manager.models().get(spec.model)
+    kinds = model_info.capabilities.get("task_kinds")
+    if kinds and task.kind not in kinds:
+        raise UserError(f"model '{model_info.id}' handles {'/'.join(kinds)} tasks, not '{task.kind}' ({task.id})")
+    if spec.adapter is not None and not Path(spec.adapter).is_dir():
+        raise UserError(f"--adapter {spec.adapter} is not a directory (expected a PEFT adapter folder)")
+    adapter_hash = directory_hash(spec.adapter) if spec.adapter else None
+    variant, template = task.prompt_template(spec.prompt)
+    settings = task.generation_settings(spec.generation)
+    context = ModelContext(task=task, device=spec.device, dtype=spec.dtype,
+                           adapter=Path(spec.adapter) if spec.adapter else None, cache_dir=cache_dir())
+    model_cls = model_info.load()
+    run_identity = model_cls.run_identity(spec.model_args, context) if hasattr(model_cls, "run_identity") else {}
+    samples = task.samples(split)
+    fingerprint = task.fingerprint(split)
+    model = {
+        "id": model_info.id,
+        "label": model_label(model_info.id, spec.model_args, adapter_hash),
+        "plugin": model_info.plugin,
+        "args": dict(spec.model_args),
+        "adapter": str(spec.adapter) if spec.adapter else None,
+        "adapter_hash": adapter_hash,
+        "identity": run_identity,
+    }
+    task_part = {
+        "id": task.id,
+        "version": task.config.version,
+        "kind": task.kind,
+        "source": task.describe_source(),
+        "revision": task.source.revision,
+        "split": split,
+        "fingerprint": fingerprint,
+        "n_total": len(samples),
+        "credentialed": task.config.credentialed,
+        "breakdowns": list(task.config.breakdowns),
+    }
+    prompt = {"variant": variant, "hash": text_hash(template), "template": template}
+    identity = {
+        "model": {k: model[k] for k in ("id", "args", "adapter_hash", "identity")},
+        "task": {k: task_part[k] for k in ("id", "version", "split", "fingerprint")} | {
+            "source": task.source.name},
+        "prompt": prompt["hash"],
+        "generation": settings.to_dict(),
+    }
+    run_id = f"{task.id}--{model_info.id}--{config_hash(identity)}"
+    manifest = {
+        "run_id": run_id,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "model": model,
+        "task": task_part,
+        "prompt": prompt,
+        "generation": settings.to_dict(),
+    }
+    out_dir = Path(spec.output) if spec.output else Path(spec.runs_dir) / run_id
+    return task, model_info, manifest, out_dir, context
+
+
+def _claim_run_dir(out_dir: Path, manifest: dict[str, Any]) -> dict[str, Any]:
+    path = out_dir / MANIFEST_FILE
+    if path.exists():
+        import json
+
+        existing = json.loads(path.read_text())
+        if existing.get("run_id") != manifest["run_id"]:
+            raise UserError(
+                f"{out_dir} holds run '{existing.get('run_id')}', not '{manifest['run_id']}' (different model, "
+                "task, data, prompt or generation settings): choose another --output"
+            )
+        return existing
+    out_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(path, manifest)
+    return manifest
+
+
+def _record(sample: Sample, prediction: str, error: str | None, extra: dict[str, Any]) -> dict[str, Any]:
+    record = {k: v for k, v in sample.fields.items() if k not in CORE_KEYS}
+    record.update(
+        id=sample.id,
+        question=sample.question,
+        answer=sample.answer,
+        prediction=prediction,
+        images=[ref.name for ref in sample.images],
+        error=error,
+        **extra,
+    )
+    return record
+
+
+def _open_images(sample: Sample) -> tuple[list[Any], str | None]:
+    images = []
+    for ref in sample.images:
+        try:
+            images.append(ref.open())
+        except (OSError, ValueError) as exc:
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+            return [], f"image {ref.name}: {reason}"
+    return images, None
+
+
+def generate(spec: RunSpec, task: Task, model_info: Any, manifest: dict[str, Any], out_dir: Path,
+             context: ModelContext, selected: list[Sample]) -> None:
+    """Generate predictions for the selected samples that have none yet, appending batch by batch."""
+    pred_path = out_dir / PREDICTIONS_FILE
+    done = {row["id"] for row in read_jsonl(pred_path, repair_tail=True)} if pred_path.exists() else set()
+    pending = [s for s in selected if s.id not in done]
+    if not pending:
+        return
+    model = model_info.load()(spec.model_args, context)
+    batch_size = spec.batch_size or getattr(model, "default_batch_size", 8)
+    if batch_size < 1:
+        raise UserError(f"--batch-size must be at least 1, got {batch_size}")
+    template = manifest["prompt"]["template"]
+    from harness.types import GenerationSettings
+
+    settings = GenerationSettings(**manifest["generation"])
+    from tqdm import tqdm
+
+    bar = tqdm(total=len(selected), initial=len(selected) - len(pending), unit="sample",
+               desc=f"{task.id} / {model_info.id}", disable=not spec.progress, dynamic_ncols=True)
+    try:
+        for batch in iter_batches(pending, batch_size):
+            started = time.perf_counter()
+            rows: list[dict[str, Any] | None] = [None] * len(batch)
+            requests, positions = [], []
+            for i, sample in enumerate(batch):
+                images, error = _open_images(sample)
+                if error:
+                    rows[i] = _record(sample, "", error, {"time_s": 0.0})
+                else:
+                    requests.append(task.build_request(sample, template, settings, images))
+                    positions.append(i)
+            outputs = model.generate(requests) if requests else []
+            if len(outputs) != len(requests):
+                raise RuntimeError(f"model '{model_info.id}' returned {len(outputs)} outputs for "
+                                   f"{len(requests)} requests")
+            per_sample = (time.perf_counter() - started) / max(1, len(requests))
+            for pos, out in zip(positions, outputs):
+                rows[pos] = _record(batch[pos], out.text, out.error, {
+                    "prompt_tokens": out.prompt_tokens, "completion_tokens": out.completion_tokens,
+                    "time_s": round(per_sample, 6)})
+            append_jsonl(pred_path, [r for r in rows if r is not None])
+            bar.update(len(batch))
+    finally:
+        bar.close()
+        model.close()
+
+
+def load_selected_records(out_dir: Path, selected_ids: list[str]) -> list[dict[str, Any]]:
+    by_id: dict[str, dict[str, Any]] = {}
+    for row in read_jsonl(out_dir / PREDICTIONS_FILE, repair_tail=True):
+        by_id.setdefault(row["id"], row)
+    return [by_id[i] for i in selected_ids if i in by_id]
+
+
+def run(spec: RunSpec) -> tuple[Path, dict[str, Any]]:
+    task, model_info, manifest, out_dir, context = prepare(spec)
+    if spec.limit is not None and spec.limit < 1:
+        raise UserError(f"--limit must be at least 1, got {spec.limit}")
+    judges = build_judges(spec.judges or list(task.config.judges), spec.convention, spec.judge_settings,
+                          task.kind, task.config.credentialed)
+    manifest = _claim_run_dir(out_dir, manifest)
+    samples = task.samples(manifest["task"]["split"])[: spec.limit]
+    generate(spec, task, model_info, manifest, out_dir, context, samples)
+    records = load_selected_records(out_dir, [s.id for s in samples])
+    entries = apply_judges(out_dir, records, judges, list(task.config.breakdowns))
+    results = write_results(out_dir, manifest, records, entries)
+    return out_dir, results

@@ -1,0 +1,113 @@
+"""The scoring stage: prediction records -> judges -> scores.jsonl and results.json.
+
+Reads only what the generation stage wrote (predictions.jsonl and run.json), so saved predictions can be
+re-scored with another judge or convention without regenerating. `scores.jsonl` holds one line per sample
+id with every judge's row under "<judge>/<convention>"; results.json keeps one entry per judge+convention,
+so scoring with a new judge adds to what is there.
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from harness import plugin_manager
+from harness.aggregate import summarize
+from harness.errors import UserError
+from harness.io import atomic_write_jsonl, read_jsonl
+from harness.judge_api import JudgeOptions, JudgePlugin
+
+PREDICTIONS_FILE = "predictions.jsonl"
+SCORES_FILE = "scores.jsonl"
+RESULTS_FILE = "results.json"
+MANIFEST_FILE = "run.json"
+
+
+def parse_judge_spec(spec: str, default_convention: str | None) -> tuple[str, str | None]:
+    """'exact' or 'exact:llava-med' -> (judge id, convention)."""
+    judge_id, _, convention = spec.partition(":")
+    return judge_id.strip(), (convention.strip() or default_convention)
+
+
+def build_judge(
+    spec: str, convention: str | None, settings: dict[str, Any], task_kind: str, credentialed: bool
+) -> JudgePlugin:
+    judge_id, convention = parse_judge_spec(spec, convention)
+    info = plugin_manager.judges().get(judge_id)
+    if task_kind not in info.capabilities.get("task_kinds", [task_kind]):
+        raise UserError(
+            f"judge '{info.id}' scores {'/'.join(info.capabilities['task_kinds'])} tasks, not '{task_kind}'"
+        )
+    cls = info.load()
+    accepted = getattr(cls, "accepted_settings", ())
+    options = JudgeOptions(
+        convention=convention,
+        task_kind=task_kind,
+        settings={k: v for k, v in settings.items() if k in accepted},
+        credentialed=credentialed,
+    )
+    return cls(options)
+
+
+def judge_key(judge: JudgePlugin) -> str:
+    return f"{judge.id}/{judge.convention}" if judge.convention else judge.id
+
+
+def build_judges(
+    judge_specs: list[str], convention: str | None, settings: dict[str, Any], task_kind: str, credentialed: bool
+) -> list[JudgePlugin]:
+    """Build every judge up front, so a wrong name or option fails before any generation."""
+    if not judge_specs:
+        raise UserError("no judge given and the task names no default judge: pass --judge")
+    return [build_judge(spec, convention, settings, task_kind, credentialed) for spec in judge_specs]
+
+
+def apply_judges(
+    out_dir: Path, records: list[dict[str, Any]], judges: list[JudgePlugin], breakdown_keys: list[str]
+) -> list[dict[str, Any]]:
+    """Score `records` with each judge; update scores.jsonl after each judge; return the results entries."""
+    scorable = [r for r in records if not r.get("error")]
+    excluded = len(records) - len(scorable)
+    entries = []
+    for judge in judges:
+        started = time.perf_counter()
+        try:
+            rows = judge.score(scorable) if scorable else []
+        finally:
+            judge.close()
+        if len(rows) != len(scorable):
+            raise RuntimeError(f"judge '{judge.id}' returned {len(rows)} rows for {len(scorable)} records")
+        _merge_scores(out_dir / SCORES_FILE, judge_key(judge), scorable, rows)
+        summary = summarize(judge, scorable, rows, breakdown_keys)
+        entries.append(
+            {
+                **judge.describe(),
+                "n_scored": len(scorable),
+                "n_excluded": excluded,
+                "metrics": summary["metrics"],
+                "breakdowns": summary["breakdowns"],
+                "scoring_s": round(time.perf_counter() - started, 3),
+                "scored_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            }
+        )
+    return entries
+
+
+def _merge_scores(path: Path, key: str, records: list[dict], rows: list[dict]) -> None:
+    existing = {row["id"]: row for row in read_jsonl(path)} if path.exists() else {}
+    for record, row in zip(records, rows):
+        entry = existing.setdefault(record["id"], {"id": record["id"], "judges": {}})
+        entry["judges"][key] = row
+    atomic_write_jsonl(path, existing.values())
+
+
+def merge_judge_entries(old: list[dict[str, Any]], new: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Replace entries of the same judge+convention, keep the others (in their order)."""
+    def key(entry: dict[str, Any]) -> tuple[str, Any]:
+        return entry["id"], entry.get("convention")
+
+    fresh = {key(e): e for e in new}
+    merged = [fresh.pop(key(e), e) for e in old]
+    return merged + list(fresh.values())

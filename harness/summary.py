@@ -1,0 +1,39 @@
+"""Plain-text summaries of results for the terminal (what `harness run` / `harness score` print)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def format_metric(entry: dict[str, Any]) -> str:
+    value = entry.get("value")
+    if value is None:
+        return "n/a"
+    text = f"{value:.4f}" if isinstance(value, float) else str(value)
+    ci = entry.get("ci95")
+    if ci:
+        text += f" [{ci[0]:.3f}, {ci[1]:.3f}]"
+    text += f" (n={entry.get('n', 0)}"
+    if entry.get("unscored"):
+        text += f", unscored={entry['unscored']}"
+    return text + ")"
+
+
+def results_summary(results: dict[str, Any], max_breakdowns: int = 2) -> str:
+    task, model = results["task"], results["model"]
+    lines = [f"{model.get('label', model['id'])} on {task['id']} v{task['version']} ({task['split']}, n={task['n']}, "
+             f"data {task['fingerprint']})"]
+    errors = results["errors"]["count"]
+    if errors:
+        lines.append(f"  {errors} sample(s) failed and were not scored (see errors in results.json)")
+    for judge in results["judges"]:
+        name = judge["id"] + (f" ({judge['convention']})" if judge.get("convention") else "")
+        lines.append(f"  judge {name}:")
+        for metric, entry in judge["metrics"].items():
+            lines.append(f"    {metric:<22} {format_metric(entry)}")
+        for key in list(judge["breakdowns"])[:max_breakdowns]:
+            for value, metrics in judge["breakdowns"][key].items():
+                main = next(iter(metrics.items()), None)
+                if main:
+                    lines.append(f"    {key}={value}: {main[0]} {format_metric(main[1])}")
+    return "\n".join(lines)

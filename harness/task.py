@@ -1,0 +1,126 @@
+"""A task bound to one data source: its samples, prompts and generation settings.
+
+Source choice is explicit and recorded: `--source NAME`, else (with `--data-dir`) the first local
+source whose files are present, else the hub source, else the embedded generator.
+"""
+
+from __future__ import annotations
+
+from dataclasses import fields as dc_fields
+from pathlib import Path
+from typing import Any
+
+from harness.errors import UserError
+from harness.fingerprint import dataset_fingerprint, text_hash
+from harness.loaders import loader_for
+from harness.task_config import SourceConfig, TaskConfig
+from harness.types import GenerationRequest, GenerationSettings, Sample
+
+
+class Task:
+    def __init__(self, config: TaskConfig, source: str | None = None, data_dir: Path | None = None) -> None:
+        self.config = config
+        self.data_dir = Path(data_dir).expanduser() if data_dir else None
+        self.source = config.source(source) if source else self._pick_source()
+        self._samples: dict[str, list[Sample]] = {}
+        self._fingerprints: dict[str, str] = {}
+
+    @property
+    def id(self) -> str:
+        return self.config.id
+
+    @property
+    def kind(self) -> str:
+        return self.config.kind
+
+    def _pick_source(self) -> SourceConfig:
+        cfg = self.config
+        local = [s for s in cfg.sources if s.format not in ("hf", "phantom")]
+        if self.data_dir is not None:
+            if not self.data_dir.is_dir():
+                raise UserError(f"--data-dir {self.data_dir} is not a directory")
+            tried = []
+            for src in local:
+                expected = loader_for(src.format).expected_files(src, cfg.test_split)
+                if all((self.data_dir / name).exists() for name in expected):
+                    return src
+                tried.append(f"{src.name}: {', '.join(expected)}")
+            hub = [s for s in cfg.sources if s.format == "hf"]
+            if hub and _looks_like_hf_folder(self.data_dir):
+                return hub[0]
+            raise UserError(
+                f"--data-dir {self.data_dir} matches no local format of task '{cfg.id}'; expected files "
+                + "; ".join(tried or ["(this task has no local source)"])
+            )
+        for fmt in ("phantom", "hf"):
+            for src in cfg.sources:
+                if src.format == fmt:
+                    return src
+        names = ", ".join(s.name for s in local)
+        raise UserError(f"task '{cfg.id}' reads local files ({names}): pass --data-dir")
+
+    def samples(self, split: str | None = None) -> list[Sample]:
+        split = split or self.config.test_split
+        if split not in self._samples:
+            module = loader_for(self.source.format)
+            self._samples[split] = module.load(self.source, split, self.data_dir, self.kind)
+            if not self._samples[split]:
+                raise UserError(f"task '{self.id}' source '{self.source.name}' split '{split}' has no samples")
+        return self._samples[split]
+
+    def train_samples(self) -> list[Sample]:
+        return self.samples(self.config.train_split)
+
+    def fingerprint(self, split: str | None = None) -> str:
+        split = split or self.config.test_split
+        if split not in self._fingerprints:
+            self._fingerprints[split] = dataset_fingerprint(self.samples(split))
+        return self._fingerprints[split]
+
+    def prompt_template(self, variant: str | None) -> tuple[str, str]:
+        name = variant or "default"
+        if name not in self.config.prompts:
+            known = ", ".join(sorted(self.config.prompts))
+            raise UserError(f"task '{self.id}' has no prompt variant '{name}'. Its variants: {known}")
+        return name, self.config.prompts[name]
+
+    def generation_settings(self, overrides: dict[str, Any] | None = None) -> GenerationSettings:
+        values = {**self.config.generation, **{k: v for k, v in (overrides or {}).items() if v is not None}}
+        allowed = {f.name for f in dc_fields(GenerationSettings)}
+        return GenerationSettings(**{k: v for k, v in values.items() if k in allowed})
+
+    def build_request(
+        self, sample: Sample, template: str, settings: GenerationSettings, images: list[Any]
+    ) -> GenerationRequest:
+        prompt = template.format(question=sample.question or "")
+        content: list[dict[str, Any]] = [{"type": "image"} for _ in images]
+        content.append({"type": "text", "text": prompt})
+        metadata = {"question": sample.question, **{k: v for k, v in sample.fields.items()}}
+        return GenerationRequest(
+            id=sample.id,
+            images=images,
+            prompt=prompt,
+            messages=[{"role": "user", "content": content}],
+            generation=settings,
+            task_kind=self.kind,  # type: ignore[arg-type]
+            metadata=metadata,
+        )
+
+    def describe_source(self) -> dict[str, Any]:
+        src = self.source
+        return {
+            "name": src.name,
+            "format": src.format,
+            "path": src.path or (str(self.data_dir) if self.data_dir else None),
+            "config": src.config,
+            "revision": src.revision,
+            "closed_rule": src.closed_rule,
+        }
+
+
+def _looks_like_hf_folder(path: Path) -> bool:
+    return any(path.glob("**/*.parquet")) or (path / "dataset_dict.json").exists()
+
+
+def prompt_hash(template: str) -> str:
+    return text_hash(template)

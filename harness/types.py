@@ -1,0 +1,105 @@
+"""The data that flows between stages: samples, generation requests and outputs.
+
+task -> Sample -> GenerationRequest -> model -> GenerationOutput -> prediction record -> judges.
+These are plain dataclasses so that every stage can be written to and read back from JSON.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+TaskKind = Literal["vqa", "report", "caption"]
+
+
+@dataclass(frozen=True)
+class ImageRef:
+    """Where one image of a sample lives: a file on disk or bytes held in memory (hub datasets).
+
+    `name` is what gets recorded in predictions (a relative path or a hub row id), never the bytes.
+    """
+
+    name: str
+    path: Path | None = None
+    data: bytes | None = None
+
+    def read_bytes(self) -> bytes:
+        if self.data is not None:
+            return self.data
+        if self.path is None:
+            raise FileNotFoundError(f"image '{self.name}' has neither a path nor bytes")
+        return self.path.read_bytes()
+
+    def open(self):  # -> PIL.Image.Image
+        """Decode the image as RGB. Raises OSError/FileNotFoundError for missing or corrupt files."""
+        import io
+
+        from PIL import Image
+
+        with Image.open(io.BytesIO(self.read_bytes())) as img:
+            return img.convert("RGB")
+
+
+@dataclass
+class Sample:
+    """One evaluation item of a task.
+
+    `answer` is the reference (answer, report or caption). `fields` holds every breakdown key
+    (answer_type as OPEN/CLOSED for VQA, question_type, organ, modality, ...) and other metadata.
+    """
+
+    id: str
+    images: list[ImageRef]
+    answer: str
+    question: str | None = None
+    fields: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def answer_type(self) -> str | None:
+        return self.fields.get("answer_type")
+
+
+@dataclass
+class GenerationSettings:
+    """Decoding settings; everything here enters the run id."""
+
+    max_new_tokens: int = 32
+    temperature: float = 0.0
+    top_p: float = 1.0
+    do_sample: bool = False
+    seed: int = 0
+    stop: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class GenerationRequest:
+    """What a model plugin receives for one sample.
+
+    `images` are decoded PIL images (several for multi-view samples such as IU-Xray),
+    `prompt` is the filled prompt template, and `messages` the same content as chat messages
+    (`[{"role": "user", "content": [{"type": "image"}, ..., {"type": "text", "text": prompt}]}]`)
+    for plugins that use a chat template. `metadata` carries non-answer sample fields
+    (question, answer_type, question_type, ...) for baselines that condition on them.
+    """
+
+    id: str
+    images: list[Any]
+    prompt: str
+    messages: list[dict[str, Any]]
+    generation: GenerationSettings
+    task_kind: TaskKind
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class GenerationOutput:
+    """What a model plugin returns for one request (same order as the requests)."""
+
+    text: str
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    error: str | None = None
