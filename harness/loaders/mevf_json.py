@@ -1,0 +1,146 @@
+"""Loader for the MEVF VQA json layout (also used by LLaVA-Med and PeFoMed for VQA-RAD), and the shared
+record -> Sample conversion of every VQA json format.
+
+Layout (the MEVF `data_RAD` folder):
+    trainset.json, testset.json   lists of records like
+        {"qid": 1, "image_name": "synpic54610.jpg", "image_organ": "HEAD", "answer": "Yes",
+         "answer_type": "CLOSED", "question_type": "PRES", "question": "...", "phrase_type": "freeform"}
+    images/<image_name>
+Source options: `files` (split -> json file name) and `image_dir` (default "images"). The source's `fields`
+mapping renames columns: keys id, image, question, answer, answer_type, plus any breakdown name.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from harness.errors import UserError
+from harness.loaders.common import answer_text, closed_label, require_data_dir
+from harness.task_config import SourceConfig
+from harness.types import ImageRef, Sample
+
+FILES = {"train": "trainset.json", "test": "testset.json"}
+IMAGE_DIR = "images"
+CORE_KEYS = ("id", "image", "question", "answer", "answer_type")
+
+# harness field name -> record key; question_type etc. are kept as breakdown fields.
+MEVF_FIELDS = {
+    "id": "qid",
+    "image": "image_name",
+    "question": "question",
+    "answer": "answer",
+    "answer_type": "answer_type",
+    "question_type": "question_type",
+    "organ": "image_organ",
+    "phrase_type": "phrase_type",
+}
+
+
+def split_file(source: SourceConfig, split: str, default_files: dict[str, str]) -> str:
+    """The json file of a split, from `options.files` or the format's defaults."""
+    files = {**default_files, **(source.options.get("files") or {})}
+    name = source.split_name(split)
+    if name not in files:
+        raise UserError(
+            f"source '{source.name}' ({source.format}) has no split '{split}'; its splits: {', '.join(files)}"
+        )
+    return files[name]
+
+
+def expected_files(source: SourceConfig, split: str) -> list[str]:
+    return [split_file(source, split, FILES)]
+
+
+def read_json(path: Path) -> Any:
+    try:
+        with open(path, encoding="utf-8") as fh:
+            return json.load(fh)
+    except json.JSONDecodeError as exc:
+        raise UserError(f"{path}:{exc.lineno}: not valid JSON ({exc.msg})") from None
+    except UnicodeDecodeError as exc:
+        raise UserError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+
+
+def read_records(path: Path) -> list[dict[str, Any]]:
+    data = read_json(path)
+    if not isinstance(data, list) or not all(isinstance(r, dict) for r in data):
+        raise UserError(f"{path}: expected a JSON list of question records (objects)")
+    return data
+
+
+def unique_ids(raw_ids: Iterable[str]) -> list[str]:
+    """Keep ids as given; a repeated id gets '#2', '#3', ... in file order, so ids stay stable and unique."""
+    seen: dict[str, int] = {}
+    out = []
+    for raw in raw_ids:
+        seen[raw] = seen.get(raw, 0) + 1
+        out.append(raw if seen[raw] == 1 else f"{raw}#{seen[raw]}")
+    return out
+
+
+def vqa_samples(
+    records: list[dict[str, Any]],
+    *,
+    source: SourceConfig,
+    path: Path,
+    image_root: Path,
+    default_fields: dict[str, str],
+) -> list[Sample]:
+    """Turn VQA records into Samples: OPEN/CLOSED by the source's closed_rule, breakdown fields stripped."""
+    mapping = {**default_fields, **source.fields}
+    for key in ("image", "question", "answer"):
+        if key not in mapping:
+            raise UserError(f"source '{source.name}': fields.{key} must name the record key holding the {key}")
+    needed = [mapping["image"], mapping["question"], mapping["answer"]]
+    if source.closed_rule != "yes_no" and "answer_type" in mapping:
+        needed.append(mapping["answer_type"])
+    raw_ids = []
+    for i, rec in enumerate(records):
+        missing = [key for key in needed if key not in rec]
+        if missing:
+            raise UserError(
+                f"{path}: record {i} lacks {', '.join(missing)} (it has {', '.join(sorted(rec))}); "
+                "map other names with the source's `fields`"
+            )
+        id_key = mapping.get("id")
+        raw_ids.append(answer_text(rec[id_key]) if id_key and rec.get(id_key) is not None else str(i))
+    samples = []
+    for sample_id, rec in zip(unique_ids(raw_ids), records):
+        answer = answer_text(rec[mapping["answer"]])
+        raw_type = rec.get(mapping["answer_type"]) if "answer_type" in mapping else None
+        try:
+            label = closed_label(answer, raw_type, source.closed_rule)
+        except ValueError:
+            raise UserError(
+                f"{path}: record '{sample_id}' has answer_type {raw_type!r}; expected OPEN or CLOSED "
+                "(or set closed_rule: yes_no)"
+            ) from None
+        fields: dict[str, Any] = {"answer_type": label}
+        for name, key in mapping.items():
+            if name in CORE_KEYS or key not in rec:
+                continue
+            value = rec[key]
+            fields[name] = value.strip() if isinstance(value, str) else value
+        image_name = str(rec[mapping["image"]]).strip()
+        samples.append(
+            Sample(
+                id=sample_id,
+                images=[ImageRef(name=image_name, path=image_root / image_name)],
+                answer=answer,
+                question=str(rec[mapping["question"]]).strip(),
+                fields=fields,
+            )
+        )
+    return samples
+
+
+def load(source: SourceConfig, split: str, data_dir: Path | None, kind: str) -> list[Sample]:
+    name = split_file(source, split, FILES)
+    root = require_data_dir(data_dir, source.name, [name])
+    path = root / name
+    image_root = root / source.options.get("image_dir", IMAGE_DIR)
+    return vqa_samples(read_records(path), source=source, path=path, image_root=image_root,
+                       default_fields=MEVF_FIELDS)

@@ -1,0 +1,90 @@
+"""Loader for the original PathVQA release (He et al. 2020, github.com/UCSD-AI4H/PathVQA): pickled QA lists.
+
+This is the version whose test split has 6,761 pairs (3,370 open / 3,391 closed), used by LLaVA-Med and
+PeFoMed; the Hugging Face copy (format `hf`) removed duplicates and has 6,719.
+Layout assumptions (the released `pvqa/` folder):
+    qas/<split>/<split>_qa.pkl   a pickled list of dicts with at least `image` (file stem such as
+                                 "test_0001"), `question` and `answer` (str); splits train / val / test
+    images/<split>/<image>.jpg   (an `image` value that already ends in .jpg/.png is used as is)
+There is no id or answer type in the file: ids are "<split>-<position in the list>" (stable for a given
+release) and closed = a yes/no answer (closed_rule yes_no). The file is read with a restricted unpickler
+that builds only plain containers, strings and numbers, so a tampered pickle cannot run code.
+Source options: `qa_file` (pattern, default "qas/{split}/{split}_qa.pkl"), `image_path`
+(default "images/{split}/{image}.jpg").
+"""
+
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+from typing import Any
+
+from harness.errors import UserError
+from harness.loaders.common import answer_text, closed_label, require_data_dir
+from harness.task_config import SourceConfig
+from harness.types import ImageRef, Sample
+
+QA_FILE = "qas/{split}/{split}_qa.pkl"
+IMAGE_PATH = "images/{split}/{image}.jpg"
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
+SAFE_GLOBALS = {("builtins", "set"), ("builtins", "frozenset"), ("collections", "OrderedDict")}
+
+
+class _SafeUnpickler(pickle.Unpickler):
+    def find_class(self, module: str, name: str) -> Any:
+        if (module, name) in SAFE_GLOBALS:
+            return super().find_class(module, name)
+        raise pickle.UnpicklingError(f"refusing to load {module}.{name} (only plain lists/dicts/strings)")
+
+
+def _qa_file(source: SourceConfig, split: str) -> str:
+    return str(source.options.get("qa_file", QA_FILE)).format(split=source.split_name(split))
+
+
+def expected_files(source: SourceConfig, split: str) -> list[str]:
+    return [_qa_file(source, split)]
+
+
+def read_pickle(path: Path) -> Any:
+    try:
+        with open(path, "rb") as fh:
+            return _SafeUnpickler(fh, encoding="utf-8").load()
+    except (pickle.UnpicklingError, EOFError, UnicodeDecodeError, ValueError) as exc:
+        raise UserError(f"{path}: not a PathVQA QA pickle ({exc})") from None
+
+
+def load(source: SourceConfig, split: str, data_dir: Path | None, kind: str) -> list[Sample]:
+    name = source.split_name(split)
+    if source.closed_rule not in (None, "yes_no"):
+        raise UserError(
+            f"source '{source.name}' (pathvqa-pickle) has no answer_type in its files: use closed_rule: yes_no"
+        )
+    qa_name = _qa_file(source, split)
+    root = require_data_dir(data_dir, source.name, [qa_name])
+    path = root / qa_name
+    records = read_pickle(path)
+    if not isinstance(records, list) or not all(isinstance(r, dict) for r in records):
+        raise UserError(f"{path}: expected a pickled list of dicts with image, question, answer")
+    mapping = {"image": "image", "question": "question", "answer": "answer", **source.fields}
+    image_pattern = str(source.options.get("image_path", IMAGE_PATH))
+    samples = []
+    for i, rec in enumerate(records):
+        missing = [mapping[k] for k in ("image", "question", "answer") if mapping[k] not in rec]
+        if missing:
+            raise UserError(f"{path}: record {i} lacks {', '.join(missing)} (it has {', '.join(sorted(rec))})")
+        image = str(rec[mapping["image"]]).strip()
+        if image.lower().endswith(IMAGE_SUFFIXES):
+            rel = str(Path(image_pattern.format(split=name, image="x")).parent / image)
+        else:
+            rel = image_pattern.format(split=name, image=image)
+        answer = answer_text(rec[mapping["answer"]])
+        samples.append(
+            Sample(
+                id=f"{name}-{i}",
+                images=[ImageRef(name=rel, path=root / rel)],
+                answer=answer,
+                question=str(rec[mapping["question"]]).strip(),
+                fields={"answer_type": closed_label(answer, None, "yes_no")},
+            )
+        )
+    return samples

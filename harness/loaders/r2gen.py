@@ -1,0 +1,87 @@
+"""Loader for the R2Gen report-generation layout (IU-Xray; Chen et al., EMNLP 2020).
+
+Layout: `annotation.json` = {"train": [...], "val": [...], "test": [...]}, each record
+    {"id": "CXR2384_IM-0942", "report": "...", "image_path": ["CXR2384_IM-0942/0.png", ".../1.png"],
+     "split": "train"}
+and `images/<image_path>`. One sample per study with all its views (2069 / 296 / 590 studies).
+Source option `per_image: true` gives PeFoMed's variant: one sample per image, id "<study>/<view index>"
+(view index = position of the image within its study; an `image_path` given as a single string, as in
+PeFoMed's own per-image file, counts in file order). Other options: `annotation`, `image_dir`.
+The report is kept as written; judges apply the lowercasing/cleaning that papers use.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from harness.errors import UserError
+from harness.loaders.common import require_data_dir
+from harness.loaders.mevf_json import read_json
+from harness.task_config import SourceConfig
+from harness.types import ImageRef, Sample
+
+ANNOTATION = "annotation.json"
+IMAGE_DIR = "images"
+
+
+def expected_files(source: SourceConfig, split: str) -> list[str]:
+    return [str(source.options.get("annotation", ANNOTATION))]
+
+
+def _records(source: SourceConfig, split: str, root: Path) -> tuple[Path, list[dict[str, Any]]]:
+    path = root / expected_files(source, split)[0]
+    data = read_json(path)
+    if not isinstance(data, dict):
+        raise UserError(f"{path}: expected an object {{\"train\": [...], \"val\": [...], \"test\": [...]}}")
+    name = source.split_name(split)
+    if name not in data:
+        raise UserError(f"{path} has no split '{name}'; its splits: {', '.join(data)}")
+    records = data[name]
+    if not isinstance(records, list) or not all(isinstance(r, dict) for r in records):
+        raise UserError(f"{path}: split '{name}' must be a list of study records")
+    return path, records
+
+
+def load(source: SourceConfig, split: str, data_dir: Path | None, kind: str) -> list[Sample]:
+    root = require_data_dir(data_dir, source.name, expected_files(source, split))
+    path, records = _records(source, split, root)
+    mapping = {"id": "id", "answer": "report", "image": "image_path", **source.fields}
+    image_root = root / str(source.options.get("image_dir", IMAGE_DIR))
+    per_image = bool(source.options.get("per_image", False))
+    samples: list[Sample] = []
+    views_seen: dict[str, int] = {}
+    for i, rec in enumerate(records):
+        missing = [mapping[k] for k in ("id", "answer", "image") if mapping[k] not in rec]
+        if missing:
+            raise UserError(f"{path}: record {i} lacks {', '.join(missing)} (it has {', '.join(sorted(rec))})")
+        study = str(rec[mapping["id"]]).strip()
+        paths = rec[mapping["image"]]
+        paths = [paths] if isinstance(paths, str) else list(paths)
+        report = str(rec[mapping["answer"]] or "").strip()
+        refs = [ImageRef(name=str(p), path=image_root / str(p)) for p in paths]
+        if not per_image:
+            samples.append(
+                Sample(id=study, images=refs, answer=report, fields={"study_id": study, "views": len(refs)})
+            )
+            continue
+        for ref in refs:
+            view = views_seen.get(study, 0)
+            views_seen[study] = view + 1
+            samples.append(
+                Sample(
+                    id=f"{study}/{view}",
+                    images=[ref],
+                    answer=report,
+                    fields={"study_id": study, "view": view, "views": 1},
+                )
+            )
+    repeated = [sid for sid, n in Counter(s.id for s in samples).items() if n > 1]
+    if repeated:
+        dup = repeated[0]
+        raise UserError(
+            f"{path}: study id '{dup}' appears twice in split '{split}'"
+            + ("" if per_image else " (a one-record-per-image file needs the source option per_image: true)")
+        )
+    return samples
