@@ -140,16 +140,11 @@ def _claim_run_dir(out_dir: Path, manifest: dict[str, Any]) -> dict[str, Any]:
 
 
 def _record(sample: Sample, prediction: str, error: str | None, extra: dict[str, Any]) -> dict[str, Any]:
-    record = {k: v for k, v in sample.fields.items() if k not in CORE_KEYS}
-    record.update(
-        id=sample.id,
-        question=sample.question,
-        answer=sample.answer,
-        prediction=prediction,
-        images=[ref.name for ref in sample.images],
-        error=error,
-        **extra,
-    )
+    """One predictions.jsonl line: the sample's identity and texts, its breakdown fields, the output."""
+    record: dict[str, Any] = {"id": sample.id, "question": sample.question, "answer": sample.answer,
+                              "prediction": prediction}
+    record.update({k: v for k, v in sample.fields.items() if k not in CORE_KEYS})
+    record.update(images=[ref.name for ref in sample.images], error=error, **extra)
     return record
 
 

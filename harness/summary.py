@@ -19,7 +19,7 @@ def format_metric(entry: dict[str, Any]) -> str:
     return text + ")"
 
 
-def results_summary(results: dict[str, Any], max_breakdowns: int = 2) -> str:
+def results_summary(results: dict[str, Any], max_breakdowns: int = 1, max_values: int = 8) -> str:
     task, model = results["task"], results["model"]
     lines = [f"{model.get('label', model['id'])} on {task['id']} v{task['version']} ({task['split']}, n={task['n']}, "
              f"data {task['fingerprint']})"]
@@ -32,7 +32,7 @@ def results_summary(results: dict[str, Any], max_breakdowns: int = 2) -> str:
         for metric, entry in judge["metrics"].items():
             lines.append(f"    {metric:<22} {format_metric(entry)}")
         for key in list(judge["breakdowns"])[:max_breakdowns]:
-            for value, metrics in judge["breakdowns"][key].items():
+            for value, metrics in list(judge["breakdowns"][key].items())[:max_values]:
                 main = next(iter(metrics.items()), None)
                 if main:
                     lines.append(f"    {key}={value}: {main[0]} {format_metric(main[1])}")

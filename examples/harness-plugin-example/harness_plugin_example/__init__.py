@@ -1,0 +1,1 @@
+"""Example MedVLM Harness plugin package."""

@@ -1,0 +1,82 @@
+"""Metrics per breakdown value with n and 95% confidence intervals, through one generic mechanism."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from harness.aggregate import normal_interval, summarize, wilson_interval
+from harness.judge_api import JudgeOptions, JudgePlugin
+
+
+class CorrectJudge(JudgePlugin):
+    id = "test-correct"
+    task_kinds = ("vqa",)
+
+    def score(self, records):
+        return [{"metrics": {"accuracy": float(r["prediction"] == r["answer"])}} for r in records]
+
+
+class CorpusJudge(JudgePlugin):
+    """Ratio of sums, like corpus BLEU: not a mean of per-sample values."""
+
+    id = "test-corpus"
+    mean_metrics = False
+
+    def score(self, records):
+        return [{"metrics": {"ratio": float(len(r["prediction"]))}, "details": {"len": len(r["answer"])}}
+                for r in records]
+
+    def aggregate(self, records, rows):
+        total = sum(row["details"]["len"] for row in rows)
+        return {"ratio": sum(row["metrics"]["ratio"] for row in rows) / total if total else None}
+
+
+def test_wilson_matches_the_textbook_formula():
+    lo, hi = wilson_interval(8, 10)
+    # Wilson score interval for 8/10 at 95%: (0.4902, 0.9433)
+    assert lo == pytest.approx(0.49016, abs=1e-4) and hi == pytest.approx(0.94332, abs=1e-4)
+    assert wilson_interval(0, 0) is None
+    assert wilson_interval(0, 5)[0] == 0.0
+
+
+def test_normal_interval():
+    lo, hi = normal_interval([0.0, 0.5, 1.0])
+    assert (lo + hi) / 2 == pytest.approx(0.5)
+    assert hi - lo == pytest.approx(2 * 1.959963984540054 * 0.5 / math.sqrt(3))
+
+
+def test_breakdowns_use_the_same_aggregation_per_slice():
+    records = [
+        {"id": "1", "answer": "yes", "prediction": "yes", "answer_type": "CLOSED", "organ": "CHEST"},
+        {"id": "2", "answer": "no", "prediction": "yes", "answer_type": "CLOSED", "organ": "HEAD"},
+        {"id": "3", "answer": "lung", "prediction": "lung", "answer_type": "OPEN", "organ": "CHEST"},
+        {"id": "4", "answer": "ct", "prediction": "mri", "answer_type": "OPEN", "organ": ""},
+    ]
+    judge = CorrectJudge(JudgeOptions(task_kind="vqa"))
+    out = summarize(judge, records, judge.score(records), ["answer_type", "organ"])
+    assert out["metrics"]["accuracy"]["value"] == 0.5 and out["metrics"]["accuracy"]["n"] == 4
+    assert out["breakdowns"]["answer_type"]["CLOSED"]["accuracy"]["value"] == 0.5
+    assert out["breakdowns"]["answer_type"]["OPEN"]["accuracy"]["n"] == 2
+    assert set(out["breakdowns"]["organ"]) == {"CHEST", "HEAD"}, "empty values form no slice"
+    assert out["breakdowns"]["organ"]["CHEST"]["accuracy"]["value"] == 1.0
+
+
+def test_unscored_rows_are_counted_not_zero():
+    class Partial(CorrectJudge):
+        def score(self, records):
+            return [{"metrics": {"accuracy": None if r["id"] == "2" else 1.0}} for r in records]
+
+    records = [{"id": str(i), "answer": "a", "prediction": "a"} for i in range(1, 4)]
+    judge = Partial(JudgeOptions(task_kind="vqa"))
+    metric = summarize(judge, records, judge.score(records), [])["metrics"]["accuracy"]
+    assert metric["value"] == 1.0 and metric["n"] == 2 and metric["unscored"] == 1
+
+
+def test_corpus_metrics_get_a_bootstrap_interval():
+    records = [{"id": str(i), "answer": "x" * (i % 5 + 1), "prediction": "y" * (i % 3)} for i in range(40)]
+    judge = CorpusJudge(JudgeOptions(task_kind="report"))
+    metric = summarize(judge, records, judge.score(records), [])["metrics"]["ratio"]
+    lo, hi = metric["ci95"]
+    assert lo < metric["value"] < hi

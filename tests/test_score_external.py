@@ -1,0 +1,87 @@
+"""`harness score` on predictions made elsewhere and on saved runs (re-judging without regenerating)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+
+def cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "harness", *args], capture_output=True, text=True)
+
+
+def write_preds(path: Path, rows: list[dict]) -> Path:
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+ROWS = [
+    {"id": "a", "question": "Is there a lesion?", "answer": "Yes", "prediction": "yes", "answer_type": "CLOSED",
+     "question_type": "PRES"},
+    {"id": "b", "question": "Is it on the left?", "answer": "no", "prediction": "No, it is not.",
+     "answer_type": "CLOSED", "question_type": "POS"},
+    {"id": "c", "question": "Which organ?", "answer": "left lung", "prediction": "the lung",
+     "answer_type": "OPEN", "question_type": "ORGAN"},
+    {"id": "d", "question": "How many?", "answer": "2", "prediction": "two", "answer_type": "OPEN",
+     "question_type": "COUNT"},
+]
+
+
+def test_score_external_predictions_with_each_convention(tmp_path):
+    preds = write_preds(tmp_path / "preds.jsonl", ROWS)
+    out = tmp_path / "out"
+    proc = cli("score", str(preds), "--task-type", "vqa", "--judge", "exact", "--convention", "pefomed",
+               "--output", str(out))
+    assert proc.returncode == 0, proc.stderr
+    results = json.loads((out / "results.json").read_text())
+    (judge,) = results["judges"]
+    assert judge["convention"] == "pefomed"
+    # a: yes==yes; b: "no, it is not" != "no"; c: "lung" != "left lung"; d: "two" -> "2" matches
+    assert judge["metrics"]["accuracy"]["value"] == 0.5
+    assert judge["breakdowns"]["answer_type"]["OPEN"]["accuracy"]["value"] == 0.5
+    assert judge["breakdowns"]["question_type"]["COUNT"]["accuracy"]["value"] == 1.0
+    scores = [json.loads(line) for line in (out / "scores.jsonl").read_text().splitlines()]
+    assert [s["id"] for s in scores] == ["a", "b", "c", "d"]
+
+    proc = cli("score", str(preds), "--task-type", "vqa", "--judge", "exact", "--convention", "llava-med",
+               "--output", str(out))
+    assert proc.returncode == 0, proc.stderr
+    results = json.loads((out / "results.json").read_text())
+    assert [j["convention"] for j in results["judges"]] == ["pefomed", "llava-med"], "re-scoring adds a judge"
+    llava = results["judges"][1]["metrics"]
+    assert llava["closed_accuracy"]["value"] == 1.0  # substring hits: "yes" in "yes", "no" in "no it is not"
+    assert llava["open_recall"]["value"] == 0.75  # "left lung" -> 1/2 ; "2" in "2" -> 1
+    scores = [json.loads(line) for line in (out / "scores.jsonl").read_text().splitlines()]
+    assert set(scores[0]["judges"]) == {"exact/pefomed", "exact/llava-med"}
+
+
+def test_malformed_predictions_name_file_line_and_field(tmp_path):
+    bad = write_preds(tmp_path / "bad.jsonl", [ROWS[0], {"id": "x", "answer": "yes", "prediction": "no"}])
+    proc = cli("score", str(bad), "--task-type", "vqa", "--judge", "exact")
+    assert proc.returncode == 2
+    assert f"{bad}:2: missing field(s) answer_type" in proc.stderr
+    bad.write_text(json.dumps(ROWS[0]) + "\n{not json\n")
+    proc = cli("score", str(bad), "--task-type", "vqa")
+    assert f"{bad}:2: not valid JSON" in proc.stderr
+    bad.write_text(json.dumps({**ROWS[0], "answer_type": "maybe"}) + "\n")
+    proc = cli("score", str(bad), "--task-type", "vqa")
+    assert "expected OPEN or CLOSED" in proc.stderr and "Traceback" not in proc.stderr
+    proc = cli("score", str(bad))
+    assert "--task-type" in proc.stderr
+
+
+def test_rescore_a_run_directory_without_generating(tmp_path):
+    out = tmp_path / "run"
+    proc = cli("run", "--model", "prior", "--task", "phantom-vqa", "--judge", "exact", "--output", str(out),
+               "--limit", "30", "--no-progress")
+    assert proc.returncode == 0, proc.stderr
+    preds_before = (out / "predictions.jsonl").read_bytes()
+    proc = cli("score", str(out), "--judge", "exact", "--convention", "multimedeval")
+    assert proc.returncode == 0, proc.stderr
+    assert (out / "predictions.jsonl").read_bytes() == preds_before
+    results = json.loads((out / "results.json").read_text())
+    assert [(j["id"], j["convention"]) for j in results["judges"]] == [("exact", "pefomed"),
+                                                                        ("exact", "multimedeval")]
+    assert "multimedeval_class" in results["judges"][1]["breakdowns"]
