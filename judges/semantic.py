@@ -22,10 +22,9 @@ from collections.abc import Iterator
 from itertools import chain
 from typing import Any
 
-from harness.judges import embedding_models as em
-
 from harness.errors import UserError
 from harness.judge_api import JudgeOptions, JudgePlugin
+from harness.judges import embedding_models as em
 
 DEFAULT_BERTSCORE_MODEL = "roberta-large"
 #: giving any of these turns BERTScore on (as does --judge-arg bertscore=true)

@@ -7,8 +7,9 @@ import subprocess
 import sys
 from collections import Counter
 
-from harness.plugins.prior import most_frequent, most_typical_text
 from plugins_prior_helpers import vqa_rad_train_answers
+
+from harness.plugins.prior import most_frequent, most_typical_text
 
 
 def test_most_frequent_is_case_insensitive_with_alphabetical_ties():

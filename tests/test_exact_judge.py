@@ -1,0 +1,346 @@
+"""The `exact` judge: hand-checked edge cases, agreement with the original scorers, and real VQA-RAD answers."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from oracles import llava_med_eval, multimedeval_vqa
+from oracles.pefomed_vqa_eval import MedVQAEval
+
+from harness.errors import UserError
+from harness.judge_api import JudgeOptions
+from harness.judges.exact import ExactMatchJudge
+
+DOTS_40 = "." * 40  # the originals drop at most 32 periods per pass
+
+
+def judge(convention: str | None) -> ExactMatchJudge:
+    return ExactMatchJudge(JudgeOptions(convention=convention))
+
+
+def records(pairs: list[tuple[str, str, str]]) -> list[dict]:
+    return [
+        {"id": str(i), "question": "q?", "answer": a, "prediction": p, "answer_type": t, "question_type": "PRES"}
+        for i, (a, p, t) in enumerate(pairs)
+    ]
+
+
+def score_one(convention: str, answer: str, prediction: str, answer_type: str = "OPEN") -> dict:
+    [row] = judge(convention).score(records([(answer, prediction, answer_type)]))
+    return row
+
+
+# ---- hand-checked cases --------------------------------------------------------------------------------
+
+PEFOMED_CASES = [
+    ("Yes", "yes", 1.0),  # case
+    ("yes", "", 0.0),  # empty prediction
+    ("the", "", 1.0),  # an answer that normalizes to nothing is matched by an empty prediction
+    ("two", "2", 1.0),  # number words
+    ("None", "zero", 1.0),
+    ("2", "two lesions", 0.0),
+    ("X-ray", "xray", 1.0),  # "-" becomes a space, then PeFoMed's "x ray" -> "xray"
+    ("x ray", "X-Ray", 1.0),
+    ("left lung.", "Left lung", 1.0),  # periods not followed by a digit go
+    ("3.", "3", 1.0),
+    ("3.5", "35", 0.0),  # periods inside numbers stay
+    ("3.5 cm", "3.5cm", 0.0),
+    ("1,000", "1000", 1.0),  # digit-comma-digit: punctuation is deleted, not spaced
+    ("1,5 cm-wide", "15 cmwide", 1.0),  # ... every mark, not only the comma
+    ("left,right", "left right", 1.0),  # otherwise a mark between words becomes a space
+    ("T-cell - count", "tcell count", 1.0),  # a mark seen next to a space is deleted everywhere
+    ("T-cell count", "t cell count", 1.0),
+    ("yes", "yes yes", 0.0),  # repeated tokens
+    ("the left lung", "left lung", 1.0),  # articles
+    ("an MRI", "mri", 1.0),
+    ("isnt", "isn't", 1.0),  # contractions
+    ("dont know", "don't know", 1.0),
+    (" no\t", "No\n", 1.0),  # whitespace
+    ("yes", "yes" + "." * 32, 1.0),
+    ("yes", "yes" + DOTS_40, 0.0),  # only the first 32 periods are dropped
+    (" ;yes;yes", "yesyes", 1.0),  # " ;" makes ";" vanish (MultiMedEval strips first: "yes yes")
+]
+
+
+@pytest.mark.parametrize(("answer", "prediction", "expected"), PEFOMED_CASES)
+def test_pefomed_hand_checked(answer, prediction, expected):
+    row = score_one("pefomed", answer, prediction)
+    assert row["metrics"] == {"accuracy": expected}
+    assert row["groups"] == {}
+
+
+LLAVA_MED_CASES = [
+    ("Yes", "yes", "CLOSED", "closed_accuracy", 1.0),
+    ("yes", "", "CLOSED", "closed_accuracy", 0.0),
+    ("no", "yes", "CLOSED", "closed_accuracy", 0.0),
+    ("no", "Not seen", "CLOSED", "closed_accuracy", 1.0),  # substring test: "no" is in "not"
+    ("yes", "eyes", "CLOSED", "closed_accuracy", 1.0),
+    ("the", "anything", "CLOSED", "closed_accuracy", 1.0),  # "" is in every prediction
+    ("Left", "left side", "CLOSED", "closed_accuracy", 1.0),  # no yes/no gate
+    ("yes", "Yes" + DOTS_40, "CLOSED", "closed_accuracy", 1.0),
+    ("left lung", "left", "OPEN", "open_recall", 0.5),
+    ("left lung", "left left left", "OPEN", "open_recall", 0.75),  # tp counts the prediction's repeats
+    ("lung lung", "lung", "OPEN", "open_recall", 1.0),
+    ("left lung", "", "OPEN", "open_recall", 0.0),
+    ("the", "the", "OPEN", "open_recall", 0.0),  # an empty answer recalls nothing
+    ("two lesions", "2 lesions", "OPEN", "open_recall", 1.0),
+    ("right lower lobe", "lobe lower right", "OPEN", "open_recall", 1.0),
+    ("isnt", "isn't", "OPEN", "open_recall", 1.0),
+    ("x-ray", "xray", "OPEN", "open_recall", 0.0),  # no "x ray" rule here
+    ("3.5 cm", "3.5cm", "OPEN", "open_recall", 0.0),
+    ("left lung", "left lung" + DOTS_40, "OPEN", "open_recall", 1.0),  # normalized twice: 32 + 8 periods
+]
+
+
+@pytest.mark.parametrize(("answer", "prediction", "answer_type", "metric", "expected"), LLAVA_MED_CASES)
+def test_llava_med_hand_checked(answer, prediction, answer_type, metric, expected):
+    row = score_one("llava-med", answer, prediction, answer_type)
+    assert row["metrics"] == {metric: expected}
+
+
+MULTIMEDEVAL_CASES = [
+    ("Yes", "yes", "CLOSED", "closed", 1.0, 1.0),
+    ("no", "not", "CLOSED", "closed", 0.5, 1.0),  # "no" also accepts "not"; 0.5 >= 0.4
+    ("no", "No, there is not.", "CLOSED", "closed", 1.0, 1.0),
+    ("yes", "yes or no", "CLOSED", "closed", 1.0, 1.0),  # a hedge counts for both answers
+    ("no", "yes or no", "CLOSED", "closed", 0.5, 1.0),
+    ("no", "", "CLOSED", "closed", 0.0, 0.0),
+    ("yes", "yeah", "CLOSED", "closed", 0.0, 0.0),
+    ("yes", "eyes", "CLOSED", "closed", 0.0, 0.0),  # tokens, not substrings
+    ("yes", "yes" + DOTS_40, "CLOSED", "closed", 0.0, 0.0),
+    ("Yes.", "yes", "OPEN", "closed", 1.0, 1.0),  # the class comes from the answer, not answer_type
+    ("Left", "left", "CLOSED", "open", 1.0, 1.0),
+    ("left lung", "left", "OPEN", "open", 0.5, 0.0),
+    ("right lower lobe", "right lower", "OPEN", "open", 2 / 3, 0.0),
+    ("right upper lung lobe", "right upper lobe", "OPEN", "open", 0.75, 1.0),  # threshold is inclusive
+    ("right lower lobe", "The right lower lobe is involved", "OPEN", "open", 1.0, 1.0),
+    ("left lung lung", "lung", "OPEN", "open", 0.5, 0.0),  # token sets
+    ("the", "anything", "OPEN", "open", 0.0, 0.0),
+    ("x-ray", "xray", "OPEN", "open", 0.0, 0.0),
+    ("one", "1 lesion", "OPEN", "open", 1.0, 1.0),
+    (" ;yes;yes", "yes", "CLOSED", "open", 1.0, 1.0),  # the answer is stripped first: "yes yes"
+]
+
+
+@pytest.mark.parametrize(("answer", "prediction", "answer_type", "cls", "recall", "accuracy"), MULTIMEDEVAL_CASES)
+def test_multimedeval_hand_checked(answer, prediction, answer_type, cls, recall, accuracy):
+    row = score_one("multimedeval", answer, prediction, answer_type)
+    assert row["metrics"] == {f"{cls}_recall": recall, f"{cls}_accuracy": accuracy}
+    assert row["groups"] == {"multimedeval_class": cls}
+
+
+def test_details_show_the_normalized_strings():
+    row = score_one("pefomed", "The X-ray, 2 views.", "two views on x ray")
+    assert row["details"] == {"answer_norm": "xray 2 views", "prediction_norm": "2 views on xray"}
+
+
+def test_json_number_answers_are_scored_as_their_text():
+    assert score_one("pefomed", 2, "two")["metrics"] == {"accuracy": 1.0}
+    assert score_one("multimedeval", 2, "2 lesions")["metrics"] == {"open_recall": 1.0, "open_accuracy": 1.0}
+
+
+def test_default_convention_is_pefomed_and_recorded():
+    j = judge(None)
+    assert j.convention == "pefomed"
+    assert j.describe()["convention"] == "pefomed" and j.describe()["id"] == "exact"
+
+
+def test_unknown_convention_names_the_known_ones():
+    with pytest.raises(UserError, match="pefomed, llava-med, multimedeval"):
+        judge("vqa-v2")
+
+
+def test_report_tasks_are_refused():
+    with pytest.raises(UserError, match="vqa"):
+        ExactMatchJudge(JudgeOptions(task_kind="report"))
+
+
+def test_llava_med_needs_an_answer_type():
+    with pytest.raises(UserError, match="record '0'.*neither OPEN nor CLOSED"):
+        judge("llava-med").score(records([("yes", "yes", "")]))
+
+
+def test_registered_under_its_id_and_aliases():
+    from harness.plugin_manager import judges
+
+    info = judges().get("em")
+    assert info.id == "exact" and info.load() is ExactMatchJudge
+    assert tuple(info.capabilities["conventions"]) == ExactMatchJudge.conventions
+
+
+# ---- differential tests against the original scorers ------------------------------------------------------
+
+WORDS = [
+    "yes", "no", "not", "Yes", "NO", "left", "Right", "lung", "lobe", "lesion", "mass", "normal", "nodule",
+    "eyes", "x", "ray", "x-ray", "X-Ray", "xray", "box", "MRI", "ct", "T2", "cm", "the", "a", "an", "The",
+    "one", "two", "Three", "ten", "none", "zero", "0", "1", "2", "10", "3.5", "1,000", "5,0", ".5", "3.",
+    "isnt", "dont", "Im", "isn't", "she's", "somebody'd", "twas", "e.g.", "left-sided", "(axial)",
+]  # fmt: skip
+MARKS = list(";/[]\"{}()=+\\_-><@`,?!.:'") + ["...", "." * 33, " - ", ", "]
+SPACES = [" ", " ", " ", "", "  ", "\t", "\n"]
+
+ODDITIES = ["\u0130", "\u212a", "\u00bd", "\u0663", "\ufb01", "\u00a0", "\u2028", "\x1c", "\u00e9"]  # İ K ½ ٣ ﬁ ...
+text = st.lists(st.sampled_from(WORDS + MARKS + SPACES + ODDITIES), max_size=8).map("".join)
+# a small shared vocabulary makes answers and predictions overlap: repeated, missing and dotted tokens
+CORE = ["yes", "no", "not", "left", "lung", "lobe", "the", "two", "2", "x", "ray"]
+phrase = st.lists(st.sampled_from(CORE), max_size=5).map(" ".join)
+dotted = st.lists(st.sampled_from(CORE + [" ", " ", "." * 33, ", "]), max_size=6).map("".join)
+answer = st.one_of(st.sampled_from(["yes", "no", "Yes", "No.", " no ", "not"]), phrase, text)
+prediction = st.one_of(text, phrase, dotted)
+batch = st.lists(st.tuples(answer, prediction, st.sampled_from(["OPEN", "CLOSED"])), min_size=5, max_size=30)
+
+
+def same_mean(ours: float | None, theirs: float) -> bool:
+    """Corpus means: equal up to float summation order (the per-row values are compared exactly)."""
+    return ours is not None and math.isclose(ours, theirs, rel_tol=1e-12, abs_tol=1e-15)
+
+
+class _Annotations:
+    """The two attributes of PeFoMed's MedVQA that MedVQAEval reads."""
+
+    def __init__(self, qa: dict) -> None:
+        self.qa = qa
+
+    def getQuesIds(self) -> list:  # noqa: N802 (PeFoMed's API)
+        return list(self.qa)
+
+
+def check_pefomed(pairs):
+    j = judge("pefomed")
+    recs = records(pairs)
+    rows = j.score(recs)
+    gts = _Annotations(
+        {i: {"answer": a, "question_type": "PRES", "answer_type": t} for i, (a, _, t) in enumerate(pairs)}
+    )
+    preds = _Annotations({i: {"answer": p} for i, (_, p, _) in enumerate(pairs)})
+    original = MedVQAEval(gts, preds, n=2)
+    original.evaluate()
+    for i, row in enumerate(rows):
+        assert row["metrics"]["accuracy"] * 100 == original.evalQA[i], pairs[i]
+        assert [row["details"]["answer_norm"], row["details"]["prediction_norm"]] == original.ansComp[i]
+    overall = j.aggregate(recs, rows)["accuracy"]
+    assert round(100 * overall, 2) == original.accuracy["overall"]
+    for answer_type, published in original.accuracy["perAnswerType"].items():
+        subset = [(r, row) for r, row in zip(recs, rows) if r["answer_type"] == answer_type]
+        value = j.aggregate([r for r, _ in subset], [row for _, row in subset])["accuracy"]
+        assert round(100 * value, 2) == published
+
+
+def check_llava_med(pairs):
+    j = judge("llava-med")
+    recs = records(pairs)
+    rows = j.score(recs)
+    original = llava_med_eval.evaluate(
+        [{"answer": a, "answer_type": t} for a, _, t in pairs], [{"text": p} for _, p, _ in pairs]
+    )
+    closed = [row["metrics"]["closed_accuracy"] for row, r in zip(rows, recs) if r["answer_type"] == "CLOSED"]
+    opened = [row["metrics"]["open_recall"] for row, r in zip(rows, recs) if r["answer_type"] == "OPEN"]
+    assert closed == original["closed_hits"]
+    assert opened == original["open_recalls"]
+    totals = j.aggregate(recs, rows)
+    if closed:
+        assert same_mean(totals["closed_accuracy"], original["closed_accuracy"])
+    if opened:
+        assert same_mean(totals["open_recall"], original["open_recall"])
+
+
+def check_multimedeval(pairs):
+    j = judge("multimedeval")
+    recs = records(pairs)
+    rows = j.score(recs)
+    scorer = multimedeval_vqa.VQA([{"answer": a} for a, _, _ in pairs])
+    for row, (a, p, _) in zip(rows, pairs):
+        alone = multimedeval_vqa.VQA([{"answer": a}]).evaluate([{"answer": p, "idx": 0}])
+        is_closed = multimedeval_vqa.clean_str(a.lower().strip()) in ["yes", "no"]
+        assert row["groups"]["multimedeval_class"] == ("closed" if is_closed else "open")
+        m = row["metrics"]
+        if is_closed:
+            _, _, _, _, _, accepted, predicted = alone.answer_log[1]
+            assert m["closed_recall"] == len(predicted & accepted) / len(accepted)
+            assert m["closed_accuracy"] == alone.metrics["closedQuestionsAccuracy"], (a, p)
+        else:
+            assert m["open_recall"] == alone.metrics["openQuestionsRecall"], (a, p)
+            assert m["open_accuracy"] == alone.metrics["openQuestionsAccuracy"], (a, p)
+    published = scorer.evaluate([{"answer": p, "idx": i} for i, (_, p, _) in enumerate(pairs)]).metrics
+    totals = j.aggregate(recs, rows)
+    for ours, theirs in [
+        ("closed_accuracy", "closedQuestionsAccuracy"),
+        ("open_recall", "openQuestionsRecall"),
+        ("open_accuracy", "openQuestionsAccuracy"),
+    ]:
+        if ours in totals:
+            assert same_mean(totals[ours], published[theirs]), ours
+
+
+@settings(
+    max_examples=250, deadline=None, derandomize=True, database=None, suppress_health_check=[HealthCheck.too_slow]
+)
+@given(batch)
+def test_every_convention_matches_its_original_scorer(pairs):
+    """About 2,300 generated (answer, prediction) pairs in batches; per-row values equal, corpus means too."""
+    check_pefomed(pairs)
+    check_llava_med(pairs)
+    check_multimedeval(pairs)
+
+
+def test_llava_med_v1_gate_difference_is_deliberate():
+    """v1.0's run_eval.py scores a non-yes/no closed answer 0 (metrics.md's rule, used here, scores 1)."""
+    assert llava_med_eval.closed_hit_v1_gate("Left", "left") == 0
+    assert score_one("llava-med", "Left", "left", "CLOSED")["metrics"] == {"closed_accuracy": 1.0}
+
+
+# ---- real data: the VQA-RAD test split (official release) -------------------------------------------------
+
+
+@pytest.fixture
+def vqa_rad_test(shared_data) -> list[dict]:
+    path = shared_data / "vqa-rad" / "VQA_RAD Dataset Public.json"
+    rows = [r for r in json.loads(path.read_text()) if r["phrase_type"] in ("test_freeform", "test_para")]
+    return [
+        {
+            "id": str(r["qid"]),
+            "question": r["question"],
+            "answer": str(r["answer"]),  # some answers are JSON numbers
+            "answer_type": r["answer_type"].strip(),  # "CLOSED " occurs
+            "question_type": r["question_type"],
+        }
+        for r in rows
+    ]
+
+
+def test_vqa_rad_answers_match_themselves(vqa_rad_test):
+    assert len(vqa_rad_test) == 451
+    recs = [dict(r, prediction=r["answer"]) for r in vqa_rad_test]
+    for convention in ("pefomed", "llava-med", "multimedeval"):
+        j = judge(convention)
+        rows = j.score(recs)
+        totals = j.aggregate(recs, rows)
+        for name in ("accuracy", "closed_accuracy", "open_accuracy", "open_recall"):
+            if name in totals:
+                assert totals[name] == 1.0, (convention, name)
+        if convention == "pefomed":
+            assert all(row["metrics"]["accuracy"] == 1.0 for row in rows)
+
+
+def test_vqa_rad_always_yes(vqa_rad_test):
+    recs = [dict(r, prediction="yes") for r in vqa_rad_test]
+    closed = [r for r in recs if r["answer_type"] == "CLOSED"]
+    yes = [r for r in closed if r["answer"].strip().lower() == "yes"]
+    yes_no = [r for r in recs if r["answer"].strip().lower() in ("yes", "no")]
+    assert (len(closed), len(yes), len(yes_no)) == (272, 118, 251)
+
+    j = judge("pefomed")
+    closed_rows = j.score(closed)
+    assert j.aggregate(closed, closed_rows)["accuracy"] == len(yes) / len(closed)
+
+    j = judge("llava-med")
+    assert j.aggregate(recs, j.score(recs))["closed_accuracy"] == len(yes) / len(closed)
+
+    j = judge("multimedeval")  # denominator: yes/no answers, whatever their answer_type
+    rows = j.score(recs)
+    assert sum(row["groups"]["multimedeval_class"] == "closed" for row in rows) == len(yes_no)
+    assert j.aggregate(recs, rows)["closed_accuracy"] == len(yes) / len(yes_no)
