@@ -20,3 +20,34 @@ def register_judges(register) -> None:
             capabilities={"task_kinds": ["vqa"], "conventions": ["pefomed", "llava-med", "multimedeval"]},
         )
     )
+    register(
+        JudgeInfo(
+            id="gpt4",
+            loader="harness.judges.gpt4:GPT4Judge",
+            description="LLM judge: VQA answer correct (1) or not (0); conventions default (gpt-4o, JSON verdict) "
+            "and pefomed (PeFoMed GPT-4 protocol)",
+            aliases=["gpt4-judge", "llm-binary"],
+            capabilities={"task_kinds": ["vqa"], "conventions": ["default", "pefomed"], "needs_api": True},
+        )
+    )
+    register(
+        JudgeInfo(
+            id="likert",
+            loader="harness.judges.likert:LikertJudge",
+            description="LLM judge: report/caption rated 0-4 against the reference, WASM and level counts; "
+            "conventions default and pefomed",
+            aliases=["llm-likert", "wasm"],
+            capabilities={"task_kinds": ["report", "caption"], "conventions": ["default", "pefomed"],
+                          "needs_api": True},
+        )
+    )
+    register(
+        JudgeInfo(
+            id="semantic",
+            loader="harness.judges.semantic:SemanticJudge",
+            description="Embedding cosine similarity (bundled all-MiniLM-L6-v2, offline) and optional BERTScore "
+            "(--judge-arg bertscore=true, bertscore_model=..., bertscore_layers=N)",
+            aliases=["embedding-similarity", "bertscore"],
+            capabilities={"task_kinds": ["vqa", "report", "caption"], "conventions": []},
+        )
+    )

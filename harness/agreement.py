@@ -1,0 +1,307 @@
+"""Agreement between an LLM judge and human raters (`harness agreement`), like PeFoMed Tables 2 and 6.
+
+Inputs: human labels (CSV or JSONL rows with id, rater, label: 0/1 for a binary judge, 0..4 for Likert)
+and the per-sample judge rows of a run's scores.jsonl (every repeat's verdict). Per rater and overall
+(all raters' labels pooled) the report gives the agreement with the judge (accuracy; for Likert exact and
+within-one) and Cohen's kappa (unweighted for binary, linear-weighted for Likert), each computed per judge
+repeat and reported as mean and std across repeats; next to it the human mean (accuracy or mean score)
+with its std across raters, and the judge's mean with its std across repeats on the same samples.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from harness.errors import UserError
+
+SCALES = {"binary": (0, 1), "likert": (0, 1, 2, 3, 4)}
+
+
+# ------------------------------------------------------------------------------------------------- kappa
+def cohen_kappa(a: Any, b: Any, categories: Any = None, weights: str | None = None) -> float:
+    """Cohen's kappa of two raters' labels; `weights` None, "linear" or "quadratic".
+
+    `categories` fixes the label scale (weights use the positions on it); by default the sorted union of
+    the labels seen, as scikit-learn does. NaN when kappa is undefined (no pairs, or one category only).
+    """
+    a, b = np.asarray(a), np.asarray(b)
+    if a.shape != b.shape:
+        raise ValueError("the two label lists differ in length")
+    cats = np.union1d(a, b) if categories is None else np.asarray(categories)
+    k = len(cats)
+    if a.size == 0 or k == 0:
+        return float("nan")
+    order = np.argsort(cats)
+    ia = order[np.clip(np.searchsorted(cats, a, sorter=order), 0, k - 1)]
+    ib = order[np.clip(np.searchsorted(cats, b, sorter=order), 0, k - 1)]
+    if not (np.array_equal(cats[ia], a) and np.array_equal(cats[ib], b)):
+        raise ValueError("a label is not among the categories")
+    confusion = np.zeros((k, k), dtype=float)
+    np.add.at(confusion, (ia, ib), 1.0)
+    expected = np.outer(confusion.sum(axis=1), confusion.sum(axis=0)) / confusion.sum()
+    idx = np.arange(k)
+    if weights is None:
+        w = 1.0 - np.eye(k)
+    elif weights == "linear":
+        w = np.abs(idx[:, None] - idx[None, :]).astype(float)
+    elif weights == "quadratic":
+        w = ((idx[:, None] - idx[None, :]) ** 2).astype(float)
+    else:
+        raise ValueError(f"unknown weights {weights!r}")
+    denominator = float((w * expected).sum())
+    if denominator == 0.0:
+        return float("nan")
+    return 1.0 - float((w * confusion).sum()) / denominator
+
+
+# ------------------------------------------------------------------------------------------------ labels
+@dataclass
+class Label:
+    id: str
+    rater: str
+    label: int
+    where: str  # "file:line", for error messages
+
+
+def _int_label(value: Any, where: str) -> int:
+    if isinstance(value, bool) or value is None:
+        raise UserError(f"{where}: label {value!r} is not an integer (expected 0/1 or 0..4)")
+    text = str(value).strip()
+    try:
+        number = float(text)
+    except ValueError:
+        raise UserError(f"{where}: label {text!r} is not an integer (expected 0/1 or 0..4)") from None
+    if not number.is_integer():
+        raise UserError(f"{where}: label {text!r} is not an integer (expected 0/1 or 0..4)")
+    return int(number)
+
+
+def _label(fields: dict[str, Any], where: str) -> Label:
+    ident = fields.get("id")
+    rater = fields.get("rater")
+    if ident is None or str(ident).strip() == "":
+        raise UserError(f"{where}: empty 'id' (expected columns id, rater, label)")
+    if rater is None or str(rater).strip() == "":
+        raise UserError(f"{where}: empty 'rater' (expected columns id, rater, label)")
+    return Label(str(ident).strip(), str(rater).strip(), _int_label(fields.get("label"), where), where)
+
+
+def read_labels(path: Path) -> list[Label]:
+    """Human labels from a .csv (header id,rater,label) or .jsonl file; malformed rows name file and line."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"--labels {path}: no such file")
+    labels: list[Label] = []
+    if path.suffix.lower() in (".jsonl", ".json"):
+        with open(path, encoding="utf-8") as fh:
+            for lineno, line in enumerate(fh, start=1):
+                if not line.strip():
+                    continue
+                try:
+                    row = json.loads(line)
+                except json.JSONDecodeError as exc:
+                    raise UserError(f"{path}:{lineno}: not valid JSON ({exc.msg})") from None
+                if not isinstance(row, dict):
+                    raise UserError(f"{path}:{lineno}: expected an object with id, rater, label")
+                labels.append(_label(row, f"{path}:{lineno}"))
+    elif path.suffix.lower() in (".csv", ".tsv"):
+        with open(path, encoding="utf-8", newline="") as fh:
+            reader = csv.DictReader(fh, delimiter="\t" if path.suffix.lower() == ".tsv" else ",")
+            columns = [c.strip().lower() for c in reader.fieldnames or []]
+            missing = [c for c in ("id", "rater", "label") if c not in columns]
+            if missing:
+                raise UserError(f"{path}:1: missing column(s) {', '.join(missing)}; expected a header "
+                                f"with id, rater, label (found: {', '.join(columns) or 'nothing'})")
+            for row in reader:
+                fields = {(k or "").strip().lower(): v for k, v in row.items()}
+                labels.append(_label(fields, f"{path}:{reader.line_num}"))
+    else:
+        raise UserError(f"--labels {path}: expected a .csv or .jsonl file")
+    if not labels:
+        raise UserError(f"--labels {path}: no label rows")
+    seen: dict[tuple[str, str], str] = {}
+    for lab in labels:
+        key = (lab.id, lab.rater)
+        if key in seen:
+            raise UserError(f"{lab.where}: rater '{lab.rater}' labels id '{lab.id}' twice (first at {seen[key]})")
+        seen[key] = lab.where
+    return labels
+
+
+# ------------------------------------------------------------------------------------------- judge rows
+def scores_file(path: Path) -> Path:
+    """A run directory's scores.jsonl, or the file itself."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / "scores.jsonl"
+    if not path.is_file():
+        raise UserError(f"--scores {path}: no such file (give a run directory or its scores.jsonl)")
+    return path
+
+
+def read_judge_verdicts(path: Path, judge: str) -> dict[str, tuple[str, dict[str, list[int | None]]]]:
+    """Per judge key matching `judge` ("gpt4" or "gpt4/pefomed"): (scale, {sample id: per-repeat values}).
+
+    Rows are `{"id": ..., "judges": {"<judge id>/<convention>": {"metrics": ..., "details": ...}}}`;
+    a binary judge keeps its repeats in details.verdicts, a Likert judge in details.scores (None =
+    unscored reply).
+    """
+    from harness.io import read_jsonl
+
+    found: dict[str, tuple[str, dict[str, list[int | None]]]] = {}
+    available: set[str] = set()
+    for lineno, row in enumerate(read_jsonl(path), start=1):
+        judges = row.get("judges")
+        if "id" not in row or not isinstance(judges, dict):
+            raise UserError(f"{path}: row {lineno} has no 'id' and 'judges' (not a scores.jsonl file?)")
+        for key, entry in judges.items():
+            available.add(key)
+            if key != judge and key.split("/", 1)[0] != judge:
+                continue
+            details = (entry or {}).get("details") or {}
+            if "verdicts" in details:
+                scale, values = "binary", details["verdicts"]
+            elif "scores" in details:
+                scale, values = "likert", details["scores"]
+            else:
+                raise UserError(f"{path}: judge '{key}' rows have no per-repeat verdicts "
+                                "(details.verdicts or details.scores); is it an LLM judge?")
+            found.setdefault(key, (scale, {}))[1][str(row["id"])] = list(values)
+    if not found:
+        raise UserError(f"{path}: no scores of judge '{judge}'; judges in this file: "
+                        f"{', '.join(sorted(available)) or '(none)'}")
+    return found
+
+
+# -------------------------------------------------------------------------------------------- statistics
+def _mean_std(values: list[float]) -> dict[str, float | None]:
+    values = [v for v in values if v is not None and not math.isnan(v)]
+    if not values:
+        return {"mean": None, "std": None}
+    std = float(np.std(values, ddof=1)) if len(values) > 1 else None
+    return {"mean": float(np.mean(values)), "std": std}
+
+
+def _compare(pairs_by_repeat: list[list[tuple[int, int]]], scale: str) -> dict[str, Any]:
+    """Agreement statistics of (human, judge) pairs, per judge repeat, as mean and std across repeats."""
+    cats, weights = SCALES[scale], ("linear" if scale == "likert" else None)
+    exact, within, kappa = [], [], []
+    for pairs in pairs_by_repeat:
+        if not pairs:
+            continue
+        h = np.array([p[0] for p in pairs])
+        j = np.array([p[1] for p in pairs])
+        exact.append(float(np.mean(h == j)))
+        within.append(float(np.mean(np.abs(h - j) <= 1)))
+        kappa.append(cohen_kappa(h, j, cats, weights))
+    out: dict[str, Any] = {"n": max((len(p) for p in pairs_by_repeat), default=0)}
+    out["agreement"] = _mean_std(exact)
+    if scale == "likert":
+        out["within_one"] = _mean_std(within)
+    out["kappa"] = _mean_std(kappa)
+    return out
+
+
+def agreement_report(labels: list[Label], scale: str, verdicts: dict[str, list[int | None]]) -> dict[str, Any]:
+    """The agreement of one judge (its per-sample repeats) with the human labels."""
+    allowed = SCALES[scale]
+    for lab in labels:
+        if lab.label not in allowed:
+            raise UserError(f"{lab.where}: label {lab.label} is outside {'/'.join(map(str, allowed))}, "
+                            f"the scale of this {scale} judge")
+    matched = [lab for lab in labels if lab.id in verdicts]
+    if not matched:
+        raise UserError("no labelled id is among the judge's scored samples (do the ids match the "
+                        "prediction ids?)")
+    repeats = max(len(v) for v in verdicts.values())
+    raters = sorted({lab.rater for lab in matched})
+
+    def pairs(subset: list[Label]) -> list[list[tuple[int, int]]]:
+        out = []
+        for r in range(repeats):
+            values = (verdicts[lab.id][r] if r < len(verdicts[lab.id]) else None for lab in subset)
+            out.append([(lab.label, v) for lab, v in zip(subset, values) if v is not None])
+        return out
+
+    per_rater = {}
+    for rater in raters:
+        subset = [lab for lab in matched if lab.rater == rater]
+        row = _compare(pairs(subset), scale)
+        row["human_mean"] = float(np.mean([lab.label for lab in subset]))
+        row["judge"] = _judge_means(verdicts, {lab.id for lab in subset}, repeats)
+        per_rater[rater] = row
+    overall = _compare(pairs(matched), scale)
+    ids = {lab.id for lab in matched}
+    unscored = sum(1 for lab in matched for v in verdicts[lab.id] if v is None)
+    return {
+        "scale": scale,
+        "measure": "accuracy" if scale == "binary" else "mean score (WASM)",
+        "kappa_weights": "linear" if scale == "likert" else "none",
+        "repeats": repeats,
+        "samples": len(ids),
+        "raters": len(raters),
+        "labels": len(matched),
+        "labels_without_scores": len(labels) - len(matched),
+        "unscored_judge_replies": unscored,
+        "human": _mean_std([per_rater[r]["human_mean"] for r in raters]),
+        "judge": _judge_means(verdicts, ids, repeats),
+        "per_rater": per_rater,
+        "overall": overall,
+    }
+
+
+def _judge_means(verdicts: dict[str, list[int | None]], ids: set[str], repeats: int) -> dict[str, Any]:
+    """The judge's mean (accuracy or WASM) over these samples, per repeat, as mean and std across repeats."""
+    per_repeat = []
+    for r in range(repeats):
+        values = [verdicts[i][r] for i in ids if r < len(verdicts[i]) and verdicts[i][r] is not None]
+        if values:
+            per_repeat.append(float(np.mean(values)))
+    return _mean_std(per_repeat)
+
+
+# ---------------------------------------------------------------------------------------------- printing
+def _fmt(stat: dict[str, float | None] | float | None) -> str:
+    if isinstance(stat, dict):
+        if stat["mean"] is None:
+            return "n/a"
+        return f"{stat['mean']:.3f}" + (f" ± {stat['std']:.3f}" if stat["std"] is not None else "")
+    return "n/a" if stat is None else f"{stat:.3f}"
+
+
+def format_table(key: str, report: dict[str, Any]) -> str:
+    """A readable table of one judge's report."""
+    likert = report["scale"] == "likert"
+    head = ["rater", "n", "human", "judge", "agreement"] + (["within-one"] if likert else [])
+    head.append("kappa (linear)" if likert else "kappa")
+    lines = []
+    for rater, row in report["per_rater"].items():
+        cells = [rater, str(row["n"]), _fmt(row["human_mean"]), _fmt(row["judge"]), _fmt(row["agreement"])]
+        if likert:
+            cells.append(_fmt(row["within_one"]))
+        lines.append(cells + [_fmt(row["kappa"])])
+    o = report["overall"]
+    cells = ["overall", str(o["n"]), _fmt(report["human"]), _fmt(report["judge"]), _fmt(o["agreement"])]
+    if likert:
+        cells.append(_fmt(o["within_one"]))
+    lines.append(cells + [_fmt(o["kappa"])])
+    widths = [max(len(r[c]) for r in [head] + lines) for c in range(len(head))]
+    render = ["  ".join(cell.ljust(w) for cell, w in zip(r, widths)).rstrip() for r in [head] + lines]
+    render.insert(1, "  ".join("-" * w for w in widths))
+    title = (f"{key}: {report['scale']} judge, {report['repeats']} repeat(s), {report['raters']} rater(s), "
+             f"{report['samples']} samples; human/judge = {report['measure']} (human ± std across raters, "
+             "judge ± std across repeats; agreement and kappa ± std across judge repeats)")
+    notes = []
+    if report["labels_without_scores"]:
+        notes.append(f"{report['labels_without_scores']} label(s) have no judge score and were left out")
+    if report["unscored_judge_replies"]:
+        notes.append(f"{report['unscored_judge_replies']} unscored judge replies on labelled samples "
+                     "were left out of the pairs")
+    return "\n".join([title, *render, *notes])

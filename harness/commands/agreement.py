@@ -1,0 +1,46 @@
+"""`harness agreement`: how well an LLM judge agrees with human raters (accuracy, Cohen's kappa)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "agreement",
+        help="compare an LLM judge's verdicts with human labels (agreement, Cohen's kappa)",
+        description="Agreement between an LLM judge and human raters, per rater and overall: accuracy "
+        "(Likert: exact and within-one), Cohen's kappa (Likert: linear-weighted), and the human mean "
+        "± std across raters next to the judge's mean ± std across repeats.",
+    )
+    p.add_argument("--labels", required=True, type=Path, metavar="FILE",
+                   help="human labels: .csv with header id,rater,label or .jsonl with those keys "
+                   "(label 0/1 for gpt4, 0..4 for likert)")
+    p.add_argument("--scores", required=True, type=Path, metavar="PATH",
+                   help="a run directory or its scores.jsonl")
+    p.add_argument("--judge", action="append", required=True, metavar="ID",
+                   help="judge id (gpt4, likert) or id/convention (gpt4/pefomed); repeatable")
+    p.add_argument("--output", type=Path, default=None, metavar="FILE",
+                   help="where to write the JSON report (default: agreement.json next to scores.jsonl)")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from harness import agreement
+    from harness.io import atomic_write_json
+
+    labels = agreement.read_labels(args.labels)
+    scores = agreement.scores_file(args.scores)
+    judges = [part.strip() for value in args.judge for part in value.split(",") if part.strip()]
+    reports = {}
+    for judge in judges:
+        for key, (scale, verdicts) in agreement.read_judge_verdicts(scores, judge).items():
+            reports[key] = agreement.agreement_report(labels, scale, verdicts)
+    for key, report in reports.items():
+        print(agreement.format_table(key, report))
+        print()
+    output = args.output or scores.parent / "agreement.json"
+    atomic_write_json(output, {"labels": str(args.labels), "scores": str(scores), "judges": reports})
+    print(f"wrote {output}")
+    return 0

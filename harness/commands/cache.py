@@ -1,0 +1,56 @@
+"""`harness cache`: show where the LLM call cache is, how many replies it holds and its size; `--clear` empties it."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "cache", help="show or clear the LLM call cache",
+        description="Show the LLM call cache (judge and API-model replies): path, entries, size. Cached replies "
+                    "make reruns, resumed runs and re-scoring free; --clear deletes them.")
+    parser.add_argument("--clear", action="store_true", help="delete every cached reply and stored batch id")
+    parser.add_argument("--json", action="store_true", help="print the figures as JSON")
+    parser.set_defaults(func=run)
+
+
+def _size(n: int) -> str:
+    size = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if size < 1024 or unit == "GiB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{n} B"
+
+
+def run(args: argparse.Namespace) -> int:
+    from harness.providers.cache import LLMCache, cache_path
+
+    path = cache_path()
+    if not path.exists():
+        stats = {"path": str(path), "entries": 0, "size_bytes": 0, "pending_batches": 0, "models": []}
+        if args.clear:
+            print(f"LLM cache {path}: already empty")
+            return 0
+    else:
+        with LLMCache(path) as cache:
+            if args.clear:
+                pending = cache.stats()["pending_batches"]
+                removed = cache.clear()
+                note = f"; forgot {pending} unfinished batch id(s)" if pending else ""
+                print(f"LLM cache {path}: cleared {removed} entries{note}")
+                return 0
+            stats = cache.stats()
+    if args.json:
+        print(json.dumps(stats, indent=2))
+        return 0
+    print(f"path:    {stats['path']}")
+    print(f"entries: {stats['entries']}")
+    print(f"size:    {_size(stats['size_bytes'])}")
+    if stats["pending_batches"]:
+        print(f"batches: {stats['pending_batches']} submitted and not yet collected (the next run resumes them)")
+    for row in stats["models"]:
+        print(f"  {row['provider']}:{row['model']}  {row['entries']} entries, est. ${row['cost_usd']:.4f} spent")
+    return 0

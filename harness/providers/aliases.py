@@ -1,0 +1,129 @@
+"""Model aliases -> (provider, pinned dated model id), provider inference, default endpoints, loopback test.
+
+The resolved, dated id is what gets recorded, so a number can always be traced to the exact judge model.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from urllib.parse import urlsplit
+
+from harness.errors import UserError
+
+PROVIDERS = ("openai", "anthropic", "openai-compatible")
+
+DEFAULT_BASE_URLS = {
+    "openai": "https://api.openai.com/v1",
+    "anthropic": "https://api.anthropic.com",
+}
+
+API_KEY_ENV = {"openai": "OPENAI_API_KEY", "anthropic": "ANTHROPIC_API_KEY", "openai-compatible": "OPENAI_API_KEY"}
+
+# alias -> (provider, pinned id)
+ALIASES: dict[str, tuple[str, str]] = {
+    "gpt4": ("openai", "gpt-4-0613"),
+    "gpt-4": ("openai", "gpt-4-0613"),
+    "gpt-4o": ("openai", "gpt-4o-2024-08-06"),
+    "gpt-4o-mini": ("openai", "gpt-4o-mini-2024-07-18"),
+    "gpt-4-turbo": ("openai", "gpt-4-turbo-2024-04-09"),
+    "gpt-4.1": ("openai", "gpt-4.1-2025-04-14"),
+    "gpt-4.1-mini": ("openai", "gpt-4.1-mini-2025-04-14"),
+    "claude": ("anthropic", "claude-sonnet-4-5-20250929"),
+    "claude-sonnet-4-5": ("anthropic", "claude-sonnet-4-5-20250929"),
+    "claude-haiku-4-5": ("anthropic", "claude-haiku-4-5-20251001"),
+}
+
+# why an alias points where it does (recorded next to the resolved id)
+ALIAS_NOTES: dict[str, str] = {
+    "gpt4": "PeFoMed's GPT-4 judge: 'gpt-4' pointed to gpt-4-0613 during its evaluation (2023-2024); "
+            "OpenAI shut gpt-4-0613 down on 2026-10-23",
+    "gpt-4": "'gpt-4' pointed to gpt-4-0613 from June 2023 until its shutdown on 2026-10-23",
+}
+
+# announced shutdown dates of pinned ids (from the deprecation notes in openai 3.54 and anthropic 2.12)
+SHUTDOWN: dict[str, str] = {
+    "gpt-4-0613": "2026-10-23",
+    "gpt-4-turbo-2024-04-09": "2026-10-23",
+    "gpt-4o-2024-05-13": "2026-10-23",
+    "gpt-4o-2024-08-06": "2027-01-14",
+    "gpt-4o-2024-11-20": "2027-01-14",
+    "gpt-4o-mini-2024-07-18": "2027-01-14",
+    "gpt-4.1-2025-04-14": "2027-01-14",
+    "gpt-4.1-mini-2025-04-14": "2027-01-14",
+    "claude-sonnet-4-5-20250929": "2026-11-30",
+    "claude-3-5-haiku-20241022": "2026-02-19",
+}
+
+
+def resolve_model(name: str, provider: str | None, base_url: str | None) -> tuple[str, str]:
+    """(provider, model id) for a model name or alias; `provider` disambiguates, `base_url` implies a server.
+
+    An alias resolves to its pinned id (also behind a base URL: a proxy of the same provider); with
+    provider "openai-compatible" the name is sent verbatim. An unknown name with a base URL is
+    openai-compatible; without one, "claude-*" is Anthropic and "gpt-*"/"o1"/"o3"/"o4" are OpenAI.
+    """
+    if not name or not name.strip():
+        raise UserError("LLM model: empty name; give --judge-model (e.g. gpt-4o, claude, or a model id)")
+    name = name.strip()
+    if provider is not None and provider not in PROVIDERS:
+        raise UserError(f"LLM provider '{provider}': expected one of {', '.join(PROVIDERS)}")
+    if provider == "openai-compatible":
+        if not base_url:
+            raise UserError(f"LLM model '{name}': provider openai-compatible needs a base URL (--judge-base-url)")
+        return provider, name
+    alias = ALIASES.get(name.lower())
+    if alias is not None:
+        alias_provider, pinned = alias
+        if provider is not None and provider != alias_provider:
+            raise UserError(f"LLM model '{name}' is an {alias_provider} model, not {provider}; "
+                            f"drop --judge-provider or give an {provider} model id")
+        return alias_provider, pinned
+    if provider is not None:
+        return provider, name
+    if base_url:
+        return "openai-compatible", name
+    lowered = name.lower()
+    if lowered.startswith("claude"):
+        return "anthropic", name
+    if lowered.startswith(("gpt-", "o1", "o3", "o4", "chatgpt")):
+        return "openai", name
+    raise UserError(f"LLM model '{name}': unknown model; give --judge-provider (openai, anthropic) or "
+                    f"--judge-base-url for an OpenAI-compatible server. Aliases: {', '.join(sorted(ALIASES))}")
+
+
+def check_not_shut_down(provider: str, model: str, base_url: str, requested: str, today: str) -> None:
+    """A pinned id past its shutdown date cannot be called at the provider itself: say so before any call.
+
+    Behind another base URL (a proxy, a cloud deployment that still serves it) the call is allowed.
+    """
+    date = SHUTDOWN.get(model)
+    if date is None or today < date or base_url != DEFAULT_BASE_URLS.get(provider):
+        return
+    alias = f" ('{requested}')" if requested != model else ""
+    raise UserError(f"LLM model {model}{alias} was shut down by {provider} on {date}: it cannot judge any more. "
+                    "Choose another --judge-model (results will differ from those of the retired model and are "
+                    "recorded under the new id), or a --judge-base-url that still serves it")
+
+
+def normalise_base_url(provider: str, base_url: str | None) -> str:
+    """The endpoint to call and to record: the provider's default when none is given, no trailing slash."""
+    url = (base_url or DEFAULT_BASE_URLS.get(provider, "")).strip().rstrip("/")
+    if not url:
+        raise UserError(f"LLM provider '{provider}': needs a base URL (--judge-base-url)")
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise UserError(f"LLM base URL '{url}': expected http(s)://host[:port]/path")
+    if parts.username or parts.password:
+        raise UserError("LLM base URL: credentials in the URL are not accepted; use the API key variable")
+    return url
+
+
+def is_loopback(base_url: str) -> bool:
+    """True when the URL's host is this machine (localhost, 127.0.0.0/8, ::1)."""
+    host = (urlsplit(base_url).hostname or "").lower()
+    if host in ("localhost", "localhost.localdomain") or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False

@@ -1,0 +1,76 @@
+"""Provider-neutral chat requests and results, and the errors of the provider layer.
+
+A `ChatRequest` is OpenAI-shaped (role/content messages; content is a string or a list of text and image
+parts, images as raw PNG/JPEG bytes); each provider module translates it to its own wire format.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from harness.errors import UserError
+
+
+@dataclass
+class ChatRequest:
+    # [{"role": "system"|"user"|"assistant", "content": str | list[part]}]; parts are
+    # {"type": "text", "text": str} or {"type": "image", "data": <PNG/JPEG/GIF/WebP bytes>}
+    messages: list[dict]
+    max_tokens: int = 100
+    temperature: float = 0.0
+    seed: int | None = None
+    # structured output: OpenAI response_format json_schema; Anthropic a forced tool; openai-compatible
+    # servers get response_format and, if they reject it, the request again without it
+    json_schema: dict | None = None
+    repeat: int = 0  # repeat index (asking the same question N times); part of the cache key
+
+
+@dataclass
+class ChatResult:
+    text: str | None  # None when the call failed for good
+    error: str | None = None
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cached: bool = False  # served from the cache; tokens and cost are those of the original call
+    cost_usd: float = 0.0  # estimated from pricing.py; 0 for unknown/local models
+
+
+class ProviderUnavailable(UserError):
+    """The provider stays down, or refuses our credentials: the run stops, finished results are cached."""
+
+
+class BatchPending(UserError):
+    """A submitted batch is still running after the wait allowed; its id is stored, the next run collects it."""
+
+
+@dataclass
+class CallError(Exception):
+    """One failed provider call, classified for the scheduler (never carries the API key).
+
+    kind: "retry" (429, 5xx, 529, timeouts, connection errors, malformed bodies), "fail" (this request is bad:
+    400, 413, 422: no retry, the others go on) or "fatal" (401, 403, 404: every request would fail; stop).
+    """
+
+    kind: str
+    message: str
+    status: int | None = None
+    retry_after: float | None = None  # seconds, from the retry-after / retry-after-ms headers
+
+    def __str__(self) -> str:
+        return self.message
+
+    @property
+    def throttled(self) -> bool:
+        return self.status in (429, 529)
+
+
+RETRYABLE_STATUS = frozenset({408, 409, 425, 429, 500, 502, 503, 504, 520, 522, 524, 529})
+FATAL_STATUS = frozenset({401, 403, 404})
+
+
+def classify_status(status: int) -> str:
+    if status in RETRYABLE_STATUS or status >= 500:
+        return "retry"
+    if status in FATAL_STATUS:
+        return "fatal"
+    return "fail"

@@ -1,0 +1,188 @@
+"""SQLite cache of LLM call results and of submitted batch ids (`<cache dir>/llm-cache.sqlite`, WAL mode).
+
+The key is the sha256 of the provider, resolved model, base URL and the whole request (messages with images as
+their sha256, max_tokens, temperature, seed, json_schema, repeat index). Only successful replies are stored
+(text, token usage, cost, time), never the prompt and never a credential. Rerunning, resuming or re-scoring
+therefore makes no repeated calls. Several processes may write at once (WAL + busy timeout).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sqlite3
+import threading
+import time
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from harness.errors import UserError
+from harness.paths import cache_dir
+from harness.providers.base import ChatRequest, ChatResult
+
+KEY_VERSION = 1
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS results (
+    key TEXT PRIMARY KEY, provider TEXT NOT NULL, model TEXT NOT NULL, text TEXT NOT NULL,
+    input_tokens INTEGER NOT NULL, output_tokens INTEGER NOT NULL, cost_usd REAL NOT NULL,
+    batch INTEGER NOT NULL DEFAULT 0, created_at REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS batches (
+    batch_key TEXT PRIMARY KEY, provider TEXT NOT NULL, model TEXT NOT NULL, base_url TEXT NOT NULL,
+    batch_id TEXT NOT NULL, n_requests INTEGER NOT NULL, submitted_at REAL NOT NULL,
+    request_keys TEXT NOT NULL);
+"""
+
+
+def cache_path() -> Path:
+    return cache_dir() / "llm-cache.sqlite"
+
+
+def _canonical_content(content: Any) -> Any:
+    if isinstance(content, str):
+        return content
+    parts = []
+    for part in content:
+        kind = part.get("type")
+        if kind == "text":
+            parts.append({"type": "text", "text": part["text"]})
+        elif kind == "image":
+            parts.append({"type": "image", "sha256": hashlib.sha256(part["data"]).hexdigest()})
+        else:
+            raise ValueError(f"ChatRequest: unknown content part type {kind!r} (expected 'text' or 'image')")
+    return parts
+
+
+def request_key(provider: str, model: str, base_url: str, request: ChatRequest) -> str:
+    """The cache key of one request to one endpoint and model (64 hex characters)."""
+    payload = {
+        "v": KEY_VERSION, "provider": provider, "model": model, "base_url": base_url,
+        "messages": [{"role": m["role"], "content": _canonical_content(m["content"])} for m in request.messages],
+        "max_tokens": request.max_tokens, "temperature": request.temperature, "seed": request.seed,
+        "json_schema": request.json_schema, "repeat": request.repeat,
+    }
+    blob = json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(blob.encode("utf-8")).hexdigest()
+
+
+def batch_key(provider: str, model: str, base_url: str, keys: Iterable[str]) -> str:
+    """Identity of one batch submission: the set of its request keys."""
+    blob = "\n".join([provider, model, base_url, *sorted(keys)])
+    return hashlib.sha256(blob.encode("utf-8")).hexdigest()
+
+
+class LLMCache:
+    """The results and batches tables; one connection shared by the threads of one process (locked)."""
+
+    def __init__(self, path: Path | None = None) -> None:
+        self.path = Path(path) if path is not None else cache_path()
+        self._conn: sqlite3.Connection | None = None
+        self._lock = threading.Lock()
+
+    def _db(self) -> sqlite3.Connection:
+        if self._conn is None:
+            try:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                conn = sqlite3.connect(self.path, timeout=60, check_same_thread=False, isolation_level=None)
+                conn.execute("PRAGMA busy_timeout=60000")
+                conn.execute("PRAGMA journal_mode=WAL")
+                conn.execute("PRAGMA synchronous=NORMAL")
+                conn.executescript(_SCHEMA)
+            except (OSError, sqlite3.DatabaseError) as exc:
+                raise UserError(f"LLM cache {self.path}: cannot open it ({exc}); delete the file if it is "
+                                "damaged, or set HARNESS_CACHE_DIR to a writable folder") from None
+            self._conn = conn
+        return self._conn
+
+    def close(self) -> None:
+        with self._lock:
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
+
+    def __enter__(self) -> LLMCache:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # results ---------------------------------------------------------------------------------------------
+    def get_many(self, keys: list[str]) -> dict[str, ChatResult]:
+        found: dict[str, ChatResult] = {}
+        with self._lock:
+            db = self._db()
+            for start in range(0, len(keys), 500):
+                chunk = keys[start : start + 500]
+                marks = ",".join("?" * len(chunk))
+                rows = db.execute(
+                    f"SELECT key, text, input_tokens, output_tokens, cost_usd FROM results WHERE key IN ({marks})",
+                    chunk,
+                ).fetchall()
+                for key, text, n_in, n_out, cost in rows:
+                    found[key] = ChatResult(text=text, input_tokens=n_in, output_tokens=n_out, cached=True,
+                                            cost_usd=cost)
+        return found
+
+    def put(self, key: str, provider: str, model: str, result: ChatResult, *, batch: bool = False) -> None:
+        """Store one successful result (failures are not cached: the next run asks again)."""
+        if result.text is None:
+            return
+        with self._lock:
+            self._db().execute(
+                "INSERT OR REPLACE INTO results VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (key, provider, model, result.text, result.input_tokens, result.output_tokens, result.cost_usd,
+                 int(batch), time.time()),
+            )
+
+    # batches ---------------------------------------------------------------------------------------------
+    def batches_for(self, provider: str, model: str, base_url: str) -> list[dict[str, Any]]:
+        """Submitted, not yet collected batches to this endpoint and model (oldest first)."""
+        with self._lock:
+            rows = self._db().execute(
+                "SELECT batch_key, batch_id, request_keys, submitted_at FROM batches "
+                "WHERE provider = ? AND model = ? AND base_url = ? ORDER BY submitted_at",
+                (provider, model, base_url)).fetchall()
+        return [{"batch_key": bkey, "batch_id": batch_id, "keys": set(json.loads(keys)), "submitted_at": when}
+                for bkey, batch_id, keys, when in rows]
+
+    def put_batch(self, key: str, provider: str, model: str, base_url: str, batch_id: str,
+                  request_keys: list[str]) -> None:
+        with self._lock:
+            self._db().execute("INSERT OR REPLACE INTO batches VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                               (key, provider, model, base_url, batch_id, len(request_keys), time.time(),
+                                json.dumps(sorted(request_keys))))
+
+    def delete_batch(self, key: str) -> None:
+        with self._lock:
+            self._db().execute("DELETE FROM batches WHERE batch_key = ?", (key,))
+
+    # the `harness cache` command -------------------------------------------------------------------------
+    def stats(self) -> dict[str, Any]:
+        with self._lock:
+            db = self._db()
+            entries = db.execute("SELECT COUNT(*) FROM results").fetchone()[0]
+            batches = db.execute("SELECT COUNT(*) FROM batches").fetchone()[0]
+            per_model = db.execute(
+                "SELECT provider, model, COUNT(*), SUM(cost_usd) FROM results GROUP BY provider, model "
+                "ORDER BY provider, model").fetchall()
+        size = sum(p.stat().st_size for p in self._files())
+        return {
+            "path": str(self.path), "entries": entries, "size_bytes": size, "pending_batches": batches,
+            "models": [{"provider": p, "model": m, "entries": n, "cost_usd": round(c or 0.0, 6)}
+                       for p, m, n, c in per_model],
+        }
+
+    def clear(self) -> int:
+        """Delete every stored result and batch id; returns the number of results removed."""
+        with self._lock:
+            db = self._db()
+            n = db.execute("SELECT COUNT(*) FROM results").fetchone()[0]
+            db.execute("DELETE FROM results")
+            db.execute("DELETE FROM batches")
+            db.execute("VACUUM")
+            db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        return n
+
+    def _files(self) -> list[Path]:
+        names = (self.path, self.path.with_name(self.path.name + "-wal"), self.path.with_name(self.path.name + "-shm"))
+        return [p for p in names if p.exists()]

@@ -1,0 +1,235 @@
+"""`ProviderClient`: one (provider, model, base URL); cache first, then concurrent calls or a batch.
+
+`make_client(settings)` builds one from the CLI's judge settings (model, provider, base_url, concurrency, timeout,
+batch, max_retries, cache; tuning: retry_base_delay, retry_max_delay, down_after, batch_poll_interval,
+batch_max_wait). The API key comes from OPENAI_API_KEY / ANTHROPIC_API_KEY only and never leaves this object
+except in the request headers.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import time
+from dataclasses import replace
+from typing import Any
+
+from harness.errors import UserError
+from harness.providers import pricing
+from harness.providers.aliases import (
+    ALIAS_NOTES,
+    API_KEY_ENV,
+    SHUTDOWN,
+    check_not_shut_down,
+    is_loopback,
+    normalise_base_url,
+    resolve_model,
+)
+from harness.providers.base import ChatRequest, ChatResult, ProviderUnavailable
+from harness.providers.cache import LLMCache, request_key
+from harness.providers.scheduler import ProviderDown, RetryPolicy, run_calls, run_sync
+
+POOL_SIZE = 8  # concurrent calls per HTTP connection pool
+LOCAL_DUMMY_KEY = "EMPTY"  # what local OpenAI-compatible servers (vLLM, llama.cpp, Ollama) accept
+
+
+class ProviderClient:
+    """Calls one model at one endpoint. Results come back in request order; successes are cached on arrival."""
+
+    def __init__(self, provider: str, model: str, base_url: str, api_key: str, *, requested: str | None = None,
+                 concurrency: int = 16, timeout: float = 60.0, batch: bool = False, max_retries: int = 6,
+                 cache: bool = True, retry_base_delay: float = 1.0, retry_max_delay: float = 60.0,
+                 down_after: int = 3, batch_poll_interval: float = 30.0,
+                 batch_max_wait: float | None = None) -> None:
+        self.provider = provider
+        self.model = model
+        self.base_url = base_url
+        self.requested = requested or model
+        self.concurrency = concurrency
+        self.timeout = timeout
+        self.batch = batch
+        self.use_cache = cache
+        self.policy = RetryPolicy(max_retries=max_retries, base_delay=retry_base_delay,
+                                  max_delay=retry_max_delay, down_after=down_after)
+        self.batch_poll_interval = batch_poll_interval
+        self.batch_max_wait = batch_max_wait
+        if provider == "anthropic":
+            from harness.providers.anthropic_client import AnthropicBackend
+
+            self.backend: Any = AnthropicBackend(model, base_url, api_key, timeout)
+        else:
+            from harness.providers.openai_client import OpenAIBackend
+
+            self.backend = OpenAIBackend(provider, model, base_url, api_key, timeout)
+
+    def __repr__(self) -> str:
+        return f"ProviderClient({self.provider}, {self.model}, {self.base_url})"
+
+    @property
+    def is_local(self) -> bool:
+        return is_loopback(self.base_url)
+
+    def describe(self) -> dict[str, Any]:
+        """What to record about the judge model (never the API key)."""
+        info: dict[str, Any] = {"provider": self.provider, "model": self.model, "base_url": self.base_url,
+                                "is_local": self.is_local, "requested": self.requested, "batch": self.batch}
+        note = ALIAS_NOTES.get(self.requested.lower())
+        if note:
+            info["alias_note"] = note
+        if pricing.has_price(self.model):
+            info["prices_as_of"] = pricing.PRICES_AS_OF
+        if self.model in SHUTDOWN:
+            info["shutdown_date"] = SHUTDOWN[self.model]
+        if self.provider == "anthropic":
+            info["sampling"] = "provider default (API 2026-10-21 accepts no temperature or seed)"
+        dropped = sorted(getattr(self.backend, "dropped", ()))
+        if dropped:
+            info["rejected_parameters"] = dropped  # the model/server refused these; requests went without them
+        return info
+
+    def key(self, request: ChatRequest) -> str:
+        return request_key(self.provider, self.model, self.base_url, request)
+
+    def run(self, requests: list[ChatRequest], progress: bool = True) -> list[ChatResult]:
+        """One result per request, same order: cached ones first, then calls (or one batch) for the rest.
+
+        Raises ProviderUnavailable when the provider refuses the key or stays down, BatchPending when a batch
+        is still running after `batch_max_wait`; results that arrived before are in the cache either way.
+        """
+        if not requests:
+            return []
+        keys = [self.key(r) for r in requests]
+        results: list[ChatResult | None] = [None] * len(requests)
+        where: dict[str, list[int]] = {}
+        for index, key in enumerate(keys):
+            where.setdefault(key, []).append(index)
+        cache = LLMCache() if self.use_cache else None
+        try:
+            if cache is not None:
+                for key, hit in cache.get_many(list(where)).items():
+                    for index in where.pop(key):
+                        results[index] = replace(hit)
+            todo = [(key, requests[indices[0]]) for key, indices in where.items()]
+            if todo:
+                self._call(todo, where, results, cache, progress)
+        finally:
+            if cache is not None:
+                cache.close()
+        return [r if r is not None else ChatResult(text=None, error="no result") for r in results]
+
+    def _call(self, todo: list[tuple[str, ChatRequest]], where: dict[str, list[int]],
+              results: list[ChatResult | None], cache: LLMCache | None, progress: bool) -> None:
+        from tqdm import tqdm
+
+        bar = tqdm(total=len(todo), disable=not progress, desc=f"{self.provider}:{self.model}", unit="call",
+                   leave=False)
+        saved = 0
+
+        def on_result(key: str, result: ChatResult) -> None:
+            nonlocal saved
+            if result.text is not None:
+                saved += 1
+                result.cost_usd = pricing.cost_usd(self.model, result.input_tokens, result.output_tokens,
+                                                   batch=self.batch)
+                if cache is not None:
+                    cache.put(key, self.provider, self.model, result, batch=self.batch)
+            for index in where[key]:
+                results[index] = replace(result)
+            bar.update(1)
+
+        try:
+            if self.batch:
+                from harness.providers.batch import run_batch
+
+                run_sync(lambda: run_batch(self, todo, on_result, cache))
+            else:
+                run_sync(lambda: self._live(todo, on_result))
+        except ProviderDown as exc:
+            raise ProviderUnavailable(
+                f"{self.provider} model {self.model} at {self.base_url} is unavailable: {exc}. "
+                f"{saved} of {len(todo)} new results were saved{' in the cache' if cache else ''}; run the same "
+                "command again to resume") from None
+        finally:
+            bar.close()
+
+    async def _live(self, todo: list[tuple[str, ChatRequest]], on_result: Any) -> None:
+        # one SDK client (one connection pool) per POOL_SIZE concurrent calls: the pool scans all its connections
+        # for every request, which costs more than the rest of a call beyond a few dozen connections
+        sdks = [self.backend.open() for _ in range(-(-self.concurrency // POOL_SIZE))]
+        turn = itertools.count()
+
+        async def send(request: ChatRequest) -> ChatResult:
+            return await self.backend.send(sdks[next(turn) % len(sdks)], request)
+
+        try:
+            await run_calls(todo, send, on_result, concurrency=self.concurrency, timeout=self.timeout,
+                            policy=self.policy)
+        finally:
+            for sdk in sdks:
+                await sdk.close()
+
+
+def _number(settings: dict[str, Any], name: str, kind: type, default: Any, minimum: float) -> Any:
+    value = settings.get(name)
+    if value is None or value == "":
+        return default
+    try:
+        number = kind(value)
+    except (TypeError, ValueError):
+        raise UserError(f"LLM setting {name}={value!r}: expected a {kind.__name__}") from None
+    if number < minimum:
+        raise UserError(f"LLM setting {name}={value!r}: expected at least {minimum:g}")
+    return number
+
+
+def _flag(settings: dict[str, Any], name: str, default: bool) -> bool:
+    value = settings.get(name)
+    if value is None:
+        return default
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off"):
+        return False
+    raise UserError(f"LLM setting {name}={value!r}: expected true or false")
+
+
+def _api_key(provider: str, model: str, base_url: str) -> str:
+    env = API_KEY_ENV[provider]
+    key = os.environ.get(env, "").strip()
+    if key:
+        return key
+    if is_loopback(base_url):
+        return LOCAL_DUMMY_KEY
+    raise UserError(f"{env} is not set: the {provider} model {model} at {base_url} needs an API key in the "
+                    f"environment variable {env}")
+
+
+def make_client(settings: dict[str, Any]) -> ProviderClient:
+    """A ProviderClient from judge/model settings; unknown keys are ignored (they belong to the caller)."""
+    name = settings.get("model")
+    if not name:
+        raise UserError("LLM model: none given; use --judge-model (e.g. gpt-4o, gpt4, claude, or a model id)")
+    provider, model = resolve_model(str(name), settings.get("provider"), settings.get("base_url"))
+    base_url = normalise_base_url(provider, settings.get("base_url"))
+    check_not_shut_down(provider, model, base_url, str(name), time.strftime("%Y-%m-%d", time.gmtime()))
+    batch = _flag(settings, "batch", False)
+    if batch and provider == "openai-compatible":
+        raise UserError(f"--judge-batch: the batch API needs provider openai or anthropic, not {provider} "
+                        f"({base_url})")
+    max_wait = settings.get("batch_max_wait")
+    return ProviderClient(
+        provider, model, base_url, _api_key(provider, model, base_url), requested=str(name),
+        concurrency=_number(settings, "concurrency", int, 16, 1),
+        timeout=_number(settings, "timeout", float, 60.0, 0.001),
+        batch=batch,
+        max_retries=_number(settings, "max_retries", int, 6, 0),
+        cache=_flag(settings, "cache", True),
+        retry_base_delay=_number(settings, "retry_base_delay", float, 1.0, 0),
+        retry_max_delay=_number(settings, "retry_max_delay", float, 60.0, 0),
+        down_after=_number(settings, "down_after", int, 3, 1),
+        batch_poll_interval=_number(settings, "batch_poll_interval", float, 30.0, 0),
+        batch_max_wait=None if max_wait is None else _number(settings, "batch_max_wait", float, None, 0),
+    )

@@ -1,0 +1,152 @@
+"""OpenAI and OpenAI-compatible chat completions through the official `openai` SDK (its retries off).
+
+Images go inline as data URLs. `json_schema` becomes `response_format` (strict when the schema allows it). A
+request rejected (400/422) because of `response_format`, `temperature` or `seed` (an OpenAI-compatible server
+without structured output; gpt-5-class models that take no temperature) is sent again without that parameter,
+later requests skip it, and `describe()` records it. Requests go through the SDK's plain `post` method.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+from harness.providers.aliases import API_KEY_ENV
+from harness.providers.base import CallError, ChatRequest, ChatResult
+from harness.providers.wire import b64, http_client, image_media_type, redact, status_error, strict_schema_ok
+
+log = logging.getLogger("harness.providers")
+
+# parameters a model or server may reject; dropped (and recorded) instead of failing every request
+OPTIONAL_PARAMS = ("response_format", "temperature", "seed")
+
+
+def _content(content: Any) -> Any:
+    if isinstance(content, str):
+        return content
+    parts = []
+    for part in content:
+        if part["type"] == "text":
+            parts.append({"type": "text", "text": part["text"]})
+        elif part["type"] == "image":
+            url = f"data:{image_media_type(part['data'])};base64,{b64(part['data'])}"
+            parts.append({"type": "image_url", "image_url": {"url": url}})
+        else:
+            raise ValueError(f"ChatRequest: unknown content part type {part['type']!r}")
+    return parts
+
+
+class OpenAIBackend:
+    """Wire format and error mapping for provider "openai" and "openai-compatible"."""
+
+    def __init__(self, provider: str, model: str, base_url: str, api_key: str, timeout: float) -> None:
+        self.provider = provider
+        self.model = model
+        self.base_url = base_url
+        self._api_key = api_key
+        self.timeout = timeout
+        self.dropped: set[str] = set()  # parameters this model/server rejected (see send)
+
+    def open(self) -> Any:
+        """The SDK's async client (made inside the running event loop; closed by the caller)."""
+        import openai
+
+        return openai.AsyncOpenAI(api_key=self._api_key, base_url=self.base_url, max_retries=0,
+                                  timeout=self.timeout + 5, http_client=http_client(openai, self.timeout + 5))
+
+    def body(self, request: ChatRequest) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "model": self.model,
+            "messages": [{"role": m["role"], "content": _content(m["content"])} for m in request.messages],
+            "temperature": request.temperature,
+        }
+        # OpenAI's current name for the limit; servers that mimic the API know the older one
+        body["max_completion_tokens" if self.provider == "openai" else "max_tokens"] = request.max_tokens
+        if request.seed is not None:
+            body["seed"] = request.seed
+        if request.json_schema is not None:
+            body["response_format"] = {"type": "json_schema", "json_schema": {
+                "name": "reply", "schema": request.json_schema, "strict": strict_schema_ok(request.json_schema)}}
+        for param in self.dropped:
+            body.pop(param, None)
+        return body
+
+    async def send(self, sdk: Any, request: ChatRequest) -> ChatResult:
+        body = self.body(request)
+        without: list[str] = []
+        while True:
+            try:
+                result = await self._post(sdk, body)
+                break
+            except CallError as err:
+                param = self._unsupported(err, body)
+                if param is None:
+                    raise
+            # the model or server rejects this parameter (gpt-5-class models take no temperature; many
+            # OpenAI-compatible servers have no structured output): ask again without it
+            body.pop(param)
+            without.append(param)
+        for param in without:  # it worked without: leave it out from now on
+            if param not in self.dropped:
+                self.dropped.add(param)
+                log.warning("%s model %s rejects '%s': sending requests without it", self.provider, self.model,
+                            param)
+        return result
+
+    def _unsupported(self, err: CallError, body: dict[str, Any]) -> str | None:
+        if err.kind != "fail" or err.status not in (400, 422):
+            return None
+        for param in OPTIONAL_PARAMS:
+            if param in body and param in err.message:
+                return param
+        if self.provider == "openai-compatible" and "response_format" in body:
+            return "response_format"
+        return None
+
+    async def _post(self, sdk: Any, body: dict[str, Any]) -> ChatResult:
+        import httpx2
+
+        try:
+            # the SDK's plain request method (its auth, headers and error types) with our own JSON body:
+            # `chat.completions.create` re-walks the body against its type hints, which halves throughput
+            response = await sdk.post("/chat/completions", body=body, cast_to=httpx2.Response)
+            data = json.loads(response.content)
+        except Exception as exc:
+            raise self.classify(exc) from None
+        if not isinstance(data, dict):
+            raise CallError("retry", f"malformed reply from {self.provider}: not a JSON object")
+        return self.parse(data)
+
+    def parse(self, data: dict[str, Any]) -> ChatResult:
+        """A ChatResult from a chat.completion object (also one line of a batch output file)."""
+        choices = data.get("choices") or []
+        message = (choices[0] or {}).get("message") if choices else None
+        if not isinstance(message, dict):
+            raise CallError("retry", f"malformed reply from {self.provider}: no choices[0].message")
+        text = message.get("content")
+        if text is None:
+            refusal = message.get("refusal")
+            if refusal:
+                raise CallError("fail", f"{self.provider} refused: {str(refusal)[:200]}")
+            text = ""
+        usage = data.get("usage") or {}
+        return ChatResult(text=text, input_tokens=int(usage.get("prompt_tokens") or 0),
+                          output_tokens=int(usage.get("completion_tokens") or 0))
+
+    def classify(self, exc: BaseException) -> CallError:
+        import openai
+
+        if isinstance(exc, CallError):
+            return exc
+        if isinstance(exc, openai.APITimeoutError):
+            return CallError("retry", f"{self.provider}: no reply within {self.timeout:g} s")
+        if isinstance(exc, openai.APIConnectionError):
+            return CallError("retry", redact(f"{self.provider}: connection error ({exc.__cause__ or exc})",
+                                             self._api_key))
+        if isinstance(exc, openai.APIStatusError):
+            return status_error(self.provider, exc.status_code, exc.body, exc.response.headers, self._api_key,
+                                API_KEY_ENV[self.provider])
+        if isinstance(exc, (json.JSONDecodeError, openai.APIResponseValidationError, ValueError)):
+            return CallError("retry", f"malformed reply from {self.provider} (not the expected JSON)")
+        raise exc

@@ -1,0 +1,189 @@
+"""Concurrent provider calls: an adaptive concurrency limit (AIMD), retries with back-off, outage detection.
+
+- At most `concurrency` calls in flight; a 429/529 halves the allowed number (once per round of calls) and each
+  success grows it back by 1/limit (about one slot per round), up to `concurrency`.
+- A `retry-after` on 429/503/529 pauses every new call until then and is the wait before that call's retry;
+  otherwise the wait is exponential (base * 2**attempt, capped) with jitter.
+- Retryable failures (429, 5xx, 529, timeouts, connection and malformed replies) are retried up to
+  `max_retries` times; "fail" errors (400, 422 ...) end that request only; "fatal" ones (401, 403, 404) and
+  `down_after` requests in a row running out of retries stop the run with `ProviderDown`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import threading
+from collections import deque
+from collections.abc import Awaitable, Callable, Coroutine
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from harness.providers.base import CallError, ChatResult
+
+log = logging.getLogger("harness.providers")
+T = TypeVar("T")
+
+
+class ProviderDown(Exception):
+    """Internal: the run must stop (auth failure, or the provider stays down). The client words the error."""
+
+
+@dataclass
+class RetryPolicy:
+    max_retries: int = 6
+    base_delay: float = 1.0  # seconds before the first retry (doubles each time)
+    max_delay: float = 60.0
+    retry_after_cap: float = 600.0  # a longer retry-after is cut to this
+    down_after: int = 3  # requests in a row that ran out of retries: the provider is down
+
+    def delay(self, attempt: int, retry_after: float | None) -> float:
+        if retry_after is not None:
+            wait = min(max(retry_after, 0.0), self.retry_after_cap)
+            return wait + random.uniform(0.0, min(1.0, 0.1 * wait + 0.01))
+        ceiling = min(self.max_delay, self.base_delay * (2**attempt))
+        return random.uniform(ceiling / 2, ceiling)
+
+
+class AdaptiveLimiter:
+    """Concurrency slots whose number shrinks on throttling and grows back slowly (AIMD)."""
+
+    def __init__(self, max_limit: int) -> None:
+        self.max_limit = max(1, int(max_limit))
+        self.limit = float(self.max_limit)
+        self.min_seen = self.max_limit
+        self.in_flight = 0
+        self._epoch = 0
+        self._pause_until = 0.0
+        self._cond = asyncio.Condition()
+
+    @property
+    def allowed(self) -> int:
+        return max(1, int(self.limit))
+
+    async def acquire(self) -> int:
+        loop = asyncio.get_running_loop()
+        while True:
+            pause = self._pause_until - loop.time()
+            if pause > 0:
+                await asyncio.sleep(pause)
+                continue
+            async with self._cond:
+                if self.in_flight < self.allowed and loop.time() >= self._pause_until:
+                    self.in_flight += 1
+                    return self._epoch
+                await self._cond.wait()
+
+    async def release(self, epoch: int, *, ok: bool, throttled: bool = False,
+                      pause_for: float | None = None) -> None:
+        loop = asyncio.get_running_loop()
+        async with self._cond:
+            self.in_flight -= 1
+            if throttled and epoch == self._epoch:
+                # one cut per round: the other calls started in the same round do not cut again
+                self.limit = max(1.0, self.limit / 2)
+                self._epoch += 1
+                self.min_seen = min(self.min_seen, self.allowed)
+                log.info("rate limited: concurrency now %d", self.allowed)
+            elif ok:
+                self.limit = min(float(self.max_limit), self.limit + 1.0 / self.limit)
+            if pause_for:
+                self._pause_until = max(self._pause_until, loop.time() + pause_for)
+            self._cond.notify_all()
+
+
+async def run_calls(
+    jobs: list[tuple[Any, Any]],
+    send: Callable[[Any], Awaitable[ChatResult]],
+    on_result: Callable[[Any, ChatResult], None],
+    *,
+    concurrency: int,
+    timeout: float,
+    policy: RetryPolicy,
+    limiter: AdaptiveLimiter | None = None,
+) -> None:
+    """Call `send(body)` for every (id, body) job and hand each final result to `on_result(id, result)` as it
+    arrives (the caller caches it there, so an interrupted run loses nothing it paid for).
+
+    Raises ProviderDown (after cancelling the calls in flight) when the run must stop.
+    """
+    limiter = limiter or AdaptiveLimiter(concurrency)
+    queue = deque(jobs)
+    failures_in_row = 0
+
+    async def one(body: Any) -> ChatResult:
+        nonlocal failures_in_row
+        attempt = 0
+        while True:
+            epoch = await limiter.acquire()
+            try:
+                result = await asyncio.wait_for(send(body), timeout)
+            except asyncio.TimeoutError:
+                err = CallError("retry", f"no reply within {timeout:g} s")
+            except CallError as exc:
+                err = exc
+            except BaseException:
+                await limiter.release(epoch, ok=False)
+                raise
+            else:
+                await limiter.release(epoch, ok=True)
+                failures_in_row = 0
+                return result
+            honour = err.retry_after if err.status in (429, 503, 529) else None
+            await limiter.release(epoch, ok=False, throttled=err.throttled, pause_for=honour)
+            if err.kind == "fatal":
+                raise ProviderDown(err.message)
+            if err.kind == "fail":
+                return ChatResult(text=None, error=err.message)
+            if attempt >= policy.max_retries:
+                failures_in_row += 1
+                if failures_in_row >= policy.down_after:
+                    raise ProviderDown(f"{failures_in_row} requests in a row failed after {policy.max_retries} "
+                                       f"retries (last error: {err.message})")
+                return ChatResult(text=None, error=f"failed after {attempt + 1} attempts: {err.message}")
+            wait = policy.delay(attempt, err.retry_after)
+            log.debug("retrying in %.2f s after: %s", wait, err.message)
+            await asyncio.sleep(wait)
+            attempt += 1
+
+    async def worker() -> None:
+        while queue:
+            index, body = queue.popleft()
+            on_result(index, await one(body))
+
+    workers = [asyncio.create_task(worker()) for _ in range(min(max(1, concurrency), len(jobs)))]
+    if not workers:
+        return
+    try:
+        done, pending = await asyncio.wait(workers, return_when=asyncio.FIRST_EXCEPTION)
+        for task in done:
+            if task.exception() is not None:
+                raise task.exception()  # type: ignore[misc]
+    finally:
+        for task in workers:
+            task.cancel()
+        await asyncio.gather(*workers, return_exceptions=True)
+
+
+def run_sync(make_coro: Callable[[], Coroutine[Any, Any, T]]) -> T:
+    """Run a coroutine to completion from synchronous code, also when this thread already runs an event loop
+    (a notebook): then it runs on a fresh loop in a helper thread."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(make_coro())
+    box: dict[str, Any] = {}
+
+    def target() -> None:
+        try:
+            box["value"] = asyncio.run(make_coro())
+        except BaseException as exc:  # handed to the caller's thread
+            box["error"] = exc
+
+    thread = threading.Thread(target=target, name="harness-llm-calls")
+    thread.start()
+    thread.join()
+    if "error" in box:
+        raise box["error"]
+    return box["value"]

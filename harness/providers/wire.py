@@ -1,0 +1,127 @@
+"""Helpers shared by the provider modules: image media types, retry-after parsing, error wording, redaction."""
+
+from __future__ import annotations
+
+import base64
+import email.utils
+import functools
+import time
+from collections.abc import Mapping
+from typing import Any
+
+from harness.providers.base import CallError, classify_status
+
+_MAGIC = (
+    (b"\x89PNG\r\n\x1a\n", "image/png"),
+    (b"\xff\xd8\xff", "image/jpeg"),
+    (b"GIF87a", "image/gif"),
+    (b"GIF89a", "image/gif"),
+)
+
+
+@functools.lru_cache(maxsize=1)
+def shared_ssl_context() -> Any:
+    """One TLS context for every HTTP client of this process (building one costs ~0.1 s: certificate loading)."""
+    import httpx2
+
+    return httpx2.create_ssl_context()
+
+
+def http_client(sdk_module: Any, timeout: float) -> Any:
+    """An httpx2 AsyncClient with the SDK's defaults (limits, redirects) and the shared TLS context."""
+    import httpx2
+
+    return sdk_module.DefaultAsyncHttpxClient(verify=shared_ssl_context(),
+                                              timeout=httpx2.Timeout(timeout, connect=min(timeout, 10.0)))
+
+
+def image_media_type(data: bytes) -> str:
+    """The media type of PNG/JPEG/GIF/WebP bytes (what both providers accept inline)."""
+    for magic, media_type in _MAGIC:
+        if data.startswith(magic):
+            return media_type
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "image/webp"
+    raise ValueError("ChatRequest image part: expected PNG, JPEG, GIF or WebP bytes")
+
+
+def b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
+def system_and_rest(messages: list[dict]) -> tuple[str | None, list[dict]]:
+    """Split the system messages (joined by blank lines) from the conversation."""
+    system = [m["content"] if isinstance(m["content"], str) else
+              "\n".join(p["text"] for p in m["content"] if p.get("type") == "text")
+              for m in messages if m["role"] == "system"]
+    rest = [m for m in messages if m["role"] != "system"]
+    return ("\n\n".join(system) if system else None), rest
+
+
+def parse_retry_after(headers: Mapping[str, str] | None) -> float | None:
+    """Seconds to wait from `retry-after-ms`, or `retry-after` given in seconds or as an HTTP date."""
+    if not headers:
+        return None
+    value = headers.get("retry-after-ms")
+    if value:
+        try:
+            return max(0.0, float(value) / 1000)
+        except ValueError:
+            pass
+    value = headers.get("retry-after")
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())
+
+
+def redact(text: str, secret: str | None) -> str:
+    """Remove the API key (and its tail, which some providers echo) from a message."""
+    if secret and len(secret) >= 8:
+        text = text.replace(secret, "***").replace(secret[-8:], "***")
+    return text
+
+
+def error_message(body: Any, fallback: str) -> str:
+    """The human message inside an error body of either provider."""
+    if isinstance(body, dict):
+        inner = body.get("error", body)
+        if isinstance(inner, dict):
+            inner = inner.get("error", inner) if isinstance(inner.get("error"), dict) else inner
+            if isinstance(inner.get("message"), str):
+                return inner["message"]
+    if isinstance(body, str) and body.strip():
+        return body.strip()
+    return fallback
+
+
+def status_error(provider: str, status: int, body: Any, headers: Mapping[str, str] | None,
+                 secret: str | None, key_env: str) -> CallError:
+    message = " ".join(error_message(body, "no details").split())[:300]
+    hint = ""
+    if status in (401, 403):
+        hint = f" (check {key_env})"
+    elif status == 404:
+        hint = " (is the model id or base URL right?)"
+    return CallError(classify_status(status), redact(f"HTTP {status} from {provider}: {message}{hint}", secret),
+                     status=status, retry_after=parse_retry_after(headers))
+
+
+def strict_schema_ok(schema: Any) -> bool:
+    """Whether OpenAI's strict structured output accepts this schema: every object closed and fully required."""
+    if isinstance(schema, dict):
+        if schema.get("type") == "object" or "properties" in schema:
+            props = schema.get("properties", {})
+            if schema.get("additionalProperties") is not False or set(schema.get("required", [])) != set(props):
+                return False
+        return all(strict_schema_ok(v) for v in schema.values())
+    if isinstance(schema, list):
+        return all(strict_schema_ok(v) for v in schema)
+    return True

@@ -1,0 +1,354 @@
+"""Shared machinery of the LLM judges: settings, requests, reply parsing, repeats and their aggregation.
+
+`LLMJudge` is the base of the binary (`gpt4`) and Likert (`likert`) judges. It sends one user message
+per sample and repeat through the provider layer (harness.providers: cache, concurrency, retries),
+parses each reply into a verdict, and keeps replies that cannot be parsed as "unscored" (None), never 0.
+Per-sample rows keep every repeat's verdict and raw reply, so `aggregate` can compute the per-repeat
+corpus values (mean and sample standard deviation across repeats) for any subset of rows.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from harness.errors import UserError
+from harness.judge_api import JudgeOptions, JudgePlugin
+from harness.judges.llm_prompts import SCHEMAS, TEMPLATES, fill, template_sha256
+
+#: PeFoMed's reply regex, applied to the text after the marker ("Correctness:" or "Score:")
+PEFOMED_NUMBER = re.compile(r"\b[0-5](?:\.\d+)?\b")
+LIKERT_LEVELS = (0, 1, 2, 3, 4)
+
+#: settings passed on to harness.providers.make_client, which checks them (the others are the judge's own)
+CLIENT_KEYS = (
+    "model", "provider", "base_url", "concurrency", "timeout", "batch", "max_retries", "cache",
+    "retry_base_delay", "retry_max_delay", "down_after", "batch_poll_interval", "batch_max_wait",
+)
+ACCEPTED_SETTINGS = (*CLIENT_KEYS, "repeats", "allow_external", "temperature", "seed", "max_tokens",
+                     "structured_output")
+
+
+# ----------------------------------------------------------------------------------------- reply parsing
+def parse_pefomed(reply: str | None, marker: str) -> int | None:
+    """PeFoMed's parser: the first 0-5 number after the first `marker`, through int().
+
+    A reply without the marker or number, or with a decimal such as "1.0" (int() raised in the
+    original script and the sample went uncounted), gives None.
+    """
+    if not reply:
+        return None
+    parts = reply.split(marker)
+    if len(parts) < 2:
+        return None
+    match = PEFOMED_NUMBER.search(parts[1])
+    if not match:
+        return None
+    try:
+        return int(match.group(0))
+    except ValueError:
+        return None
+
+
+def _as_level(value: Any, allowed: tuple[int, ...]) -> int | None:
+    if isinstance(value, bool):
+        value = int(value)
+    if isinstance(value, str):
+        value = value.strip()
+        if not re.fullmatch(r"\d+(?:\.0+)?", value):
+            return None
+        value = float(value)
+    if isinstance(value, float):
+        if not value.is_integer():
+            return None
+        value = int(value)
+    return value if isinstance(value, int) and value in allowed else None
+
+
+def _json_objects(reply: str) -> list[Any]:
+    text = reply.strip()
+    fenced = re.search(r"```(?:json)?\s*(.*?)```", text, re.S)
+    candidates = [text, fenced.group(1) if fenced else ""]
+    brace = re.search(r"\{.*\}", text, re.S)
+    if brace:
+        candidates.append(brace.group(0))
+    found = []
+    for candidate in candidates:
+        try:
+            found.append(json.loads(candidate))
+        except (json.JSONDecodeError, ValueError):
+            continue
+    return found
+
+
+def parse_default(reply: str | None, key: str, allowed: tuple[int, ...], marker: str) -> int | None:
+    """The default preset's parser: the JSON verdict, else `"key": n` anywhere, else `Marker: n`, else a
+    bare number; None when none of these gives a value in `allowed`."""
+    if not reply or not reply.strip():
+        return None
+    for obj in _json_objects(reply):
+        if isinstance(obj, dict) and key in obj:
+            return _as_level(obj[key], allowed)
+    patterns = (
+        rf'"?\b{key}\b"?\s*[:=]\s*"?(\w+(?:\.\d+)?)',
+        rf"\b{marker}\s*:\s*(\d+(?:\.\d+)?)",
+    )
+    for pattern in patterns:
+        for match in re.finditer(pattern, reply, re.I):
+            word = match.group(1).lower()
+            level = _as_level({"true": "1", "false": "0"}.get(word, word), allowed)
+            if level is not None:
+                return level
+    return _as_level(reply.strip().rstrip("."), allowed)
+
+
+def parse_reply(reply: str | None, kind: str, convention: str) -> int | None:
+    """Verdict of one reply: binary 0/1 or Likert 0..4; None = unscored."""
+    if kind == "binary":
+        if convention == "pefomed":
+            value = parse_pefomed(reply, "Correctness:")
+            # PeFoMed counted 1 as correct and every other parsed number (0, 2..5) as incorrect
+            return None if value is None else int(value == 1)
+        return parse_default(reply, "correct", (0, 1), "Correctness")
+    if convention == "pefomed":
+        value = parse_pefomed(reply, "Score:")
+        return value if value in LIKERT_LEVELS else None  # PeFoMed left a 5 out of the counts
+    return parse_default(reply, "score", LIKERT_LEVELS, "Score")
+
+
+# ------------------------------------------------------------------------------------------ aggregation
+def wasm(counts: list[int] | tuple[int, ...]) -> float | None:
+    """Weighted average score: sum(i * N_i) / sum(N_i) over Likert levels 0..4."""
+    total = sum(counts)
+    return sum(i * n for i, n in enumerate(counts)) / total if total else None
+
+
+def mean_std(values: list[float]) -> tuple[float | None, float | None]:
+    """Mean and sample standard deviation (ddof=1; None with fewer than two values)."""
+    if not values:
+        return None, None
+    mean = sum(values) / len(values)
+    if len(values) < 2:
+        return mean, None
+    var = sum((v - mean) ** 2 for v in values) / (len(values) - 1)
+    return mean, math.sqrt(var)
+
+
+def aggregate_repeats(rows: list[dict[str, Any]], kind: str, metric: str) -> dict[str, float | None]:
+    """Corpus numbers of an LLM judge over any subset of its rows.
+
+    Per repeat r the corpus value is the mean over the samples whose repeat r was scored (for Likert
+    that is the WASM of repeat r's level counts); reported are the mean and sample std over repeats.
+    """
+    key = "verdicts" if kind == "binary" else "scores"
+    per_sample = [row.get("details", {}).get(key) or [] for row in rows]
+    repeats = max((len(v) for v in per_sample), default=0)
+    per_repeat: list[float] = []
+    counts = [0] * len(LIKERT_LEVELS)
+    for r in range(repeats):
+        scored = [v[r] for v in per_sample if r < len(v) and v[r] is not None]
+        if scored:
+            per_repeat.append(sum(scored) / len(scored))
+        if kind == "likert":
+            for value in scored:
+                counts[int(value)] += 1
+    mean, std = mean_std(per_repeat)
+    out: dict[str, float | None] = {metric: mean, f"{metric}_std": std, "repeats": repeats}
+    out["unscored_replies"] = sum(int(row.get("details", {}).get("unscored", 0)) for row in rows)
+    out["scored_samples"] = sum(1 for v in per_sample if any(x is not None for x in v))
+    if kind == "likert":
+        out.update({f"likert_{i}": n for i, n in enumerate(counts)})
+    for name in ("input_tokens", "output_tokens"):
+        out[name] = sum(int(row.get("details", {}).get(name, 0)) for row in rows)
+    out["cost_usd"] = sum(float(row.get("details", {}).get("cost_usd", 0.0)) for row in rows)
+    return out
+
+
+# ---------------------------------------------------------------------------------------------- settings
+def _int(name: str, value: Any, minimum: int) -> int:
+    try:
+        number = int(str(value).strip())
+    except ValueError:
+        raise UserError(f"judge setting {name}={value!r}: expected an integer >= {minimum}") from None
+    if number < minimum:
+        raise UserError(f"judge setting {name}={value!r}: expected an integer >= {minimum}")
+    return number
+
+
+def _float(name: str, value: Any, low: float, high: float) -> float:
+    try:
+        number = float(str(value).strip())
+    except ValueError:
+        raise UserError(f"judge setting {name}={value!r}: expected a number from {low} to {high}") from None
+    if not low <= number <= high:
+        raise UserError(f"judge setting {name}={value!r}: expected a number from {low} to {high}")
+    return number
+
+
+def _bool(name: str, value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off"):
+        return False
+    raise UserError(f"judge setting {name}={value!r}: expected true or false")
+
+
+@dataclass
+class LLMJudgeSettings:
+    repeats: int
+    temperature: float
+    seed: int | None
+    max_tokens: int
+    structured_output: bool
+    allow_external: bool
+    client: dict[str, Any]
+
+
+def resolve_settings(raw: dict[str, Any], convention: str) -> LLMJudgeSettings:
+    """Typed judge settings from the CLI's (partly string) values, with the convention's defaults.
+
+    pefomed: model gpt4 (pinned by the provider layer), max_tokens 100, temperature 1.0 (the API default
+    PeFoMed used). default: model gpt-4o (structured output), max_tokens 200, temperature 0 for a single
+    repeat and 1.0 when repeating (repeats of a greedy judge would be copies). Explicit settings win.
+    """
+    repeats = _int("repeats", raw.get("repeats", 1), 1)
+    if raw.get("temperature") not in (None, ""):
+        temperature = _float("temperature", raw["temperature"], 0.0, 2.0)
+    else:
+        temperature = 1.0 if convention == "pefomed" or repeats > 1 else 0.0
+    seed = _int("seed", raw["seed"], 0) if raw.get("seed") not in (None, "") else None
+    default_tokens = 100 if convention == "pefomed" else 200
+    max_tokens = _int("max_tokens", raw.get("max_tokens", default_tokens), 1)
+    structured = convention == "default" and _bool("structured_output", raw.get("structured_output", True))
+    client = {k: raw[k] for k in CLIENT_KEYS if raw.get(k) is not None}
+    client.setdefault("model", "gpt4" if convention == "pefomed" else "gpt-4o")
+    allow_external = _bool("allow_external", raw.get("allow_external", False))
+    return LLMJudgeSettings(repeats, temperature, seed, max_tokens, structured, allow_external, client)
+
+
+# ------------------------------------------------------------------------------------------------- judge
+class LLMJudge(JudgePlugin):
+    """Base of the LLM judges; subclasses set `kind` ("binary"/"likert"), `metric` and `task_kinds`."""
+
+    kind = "binary"
+    metric = "accuracy"
+    conventions = ("default", "pefomed")
+    default_convention = "default"
+    accepted_settings = ACCEPTED_SETTINGS
+    mean_metrics = False  # mean over repeats of per-repeat means, not a plain per-sample mean
+
+    def __init__(self, options: JudgeOptions) -> None:
+        super().__init__(options)
+        from harness.providers import make_client
+
+        self.settings = resolve_settings(dict(options.settings), self.convention)
+        self.template = TEMPLATES[(self.kind, self.convention)]
+        # refuse before asking for an API key, and again on the client (the provider layer's own rule)
+        self._refuse_external_if_credentialed()
+        self.client = make_client(dict(self.settings.client))
+        if self._must_stay_local() and not self.client.is_local:
+            raise self._refusal(self.client.model, self.client.provider, self.client.base_url)
+
+    def _must_stay_local(self) -> bool:
+        return self.options.credentialed and not self.settings.allow_external
+
+    def _refuse_external_if_credentialed(self) -> None:
+        """Credentialed data (MIMIC-CXR, ...) goes only to a judge on this machine unless the user allows it."""
+        from harness.providers.aliases import is_loopback, normalise_base_url, resolve_model
+
+        if not self._must_stay_local():
+            return
+        client = self.settings.client
+        provider, model = resolve_model(str(client["model"]), client.get("provider"), client.get("base_url"))
+        base_url = normalise_base_url(provider, client.get("base_url"))
+        if not is_loopback(base_url):
+            raise self._refusal(model, provider, base_url)
+
+    def _refusal(self, model: str, provider: str, base_url: str) -> UserError:
+        return UserError(
+            f"judge '{self.id}': this task's data is credentialed and the judge model '{model}' is an "
+            f"external API ({provider} at {base_url}); refusing to send it. Use a judge served on this "
+            "machine (--judge-base-url http://127.0.0.1:PORT/v1) or, if your data use agreement allows "
+            "it, pass --allow-external-judge"
+        )
+
+    # -- requests
+    def prompt(self, record: dict[str, Any]) -> str:
+        prediction = record.get("prediction")
+        prediction = "" if prediction is None else str(prediction)
+        reference = str(record.get("answer") or "")
+        if self.kind == "binary":
+            question = str(record.get("question") or "")
+            return fill(self.template, question=question, true_answer=reference, generated_answer=prediction)
+        return fill(self.template, ground_truth=reference, generated_report=prediction)
+
+    def requests(self, records: list[dict[str, Any]]) -> list[Any]:
+        from harness.providers.base import ChatRequest
+
+        s = self.settings
+        schema = SCHEMAS[self.kind] if s.structured_output else None
+        out = []
+        for record in records:
+            messages = [{"role": "user", "content": self.prompt(record)}]
+            for r in range(s.repeats):
+                seed = None if s.seed is None else s.seed + r  # same seed on every repeat would copy it
+                out.append(ChatRequest(messages=messages, max_tokens=s.max_tokens, temperature=s.temperature,
+                                       seed=seed, json_schema=schema, repeat=r))
+        return out
+
+    # -- scoring
+    def score(self, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        if not records:
+            return []
+        results = self.client.run(self.requests(records), progress=True)
+        n = self.settings.repeats
+        return [self._row(results[i * n : (i + 1) * n]) for i in range(len(records))]
+
+    def _row(self, results: list[Any]) -> dict[str, Any]:
+        values = [parse_reply(res.text, self.kind, self.convention) for res in results]
+        scored = [v for v in values if v is not None]
+        details: dict[str, Any] = {
+            "verdicts" if self.kind == "binary" else "scores": values,
+            "replies": [res.text for res in results],
+            "unscored": len(values) - len(scored),
+            "input_tokens": sum(res.input_tokens for res in results),
+            "output_tokens": sum(res.output_tokens for res in results),
+            "cost_usd": sum(res.cost_usd for res in results),
+            "cached": sum(1 for res in results if res.cached),
+        }
+        errors = [res.error for res in results if res.error]
+        if errors:
+            details["errors"] = errors
+        value = sum(scored) / len(scored) if scored else None
+        return {"metrics": {self.metric: value}, "details": details}
+
+    def aggregate(self, records: list[dict[str, Any]], rows: list[dict[str, Any]]) -> dict[str, float | None]:
+        return aggregate_repeats(rows, self.kind, self.metric)
+
+    def describe(self) -> dict[str, Any]:
+        out = super().describe()
+        s = self.settings
+        out.update({
+            "model": self.client.model,
+            "provider": self.client.provider,
+            "base_url": self.client.base_url,
+            "client": self.client.describe(),
+            "prompt_sha256": template_sha256(self.template),
+            "json_schema": SCHEMAS[self.kind] if s.structured_output else None,
+            "temperature": s.temperature,
+            "seed": s.seed,
+            "max_tokens": s.max_tokens,
+            "repeats": s.repeats,
+        })
+        return out
+
+    def close(self) -> None:
+        close = getattr(getattr(self, "client", None), "close", None)
+        if callable(close):
+            close()

@@ -1,0 +1,196 @@
+"""`harness agreement`: Cohen's kappa against scikit-learn, label-file errors, and the CLI report."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+from sklearn.metrics import cohen_kappa_score
+
+from harness.agreement import agreement_report, cohen_kappa, read_labels
+from harness.cli import main
+from harness.errors import UserError
+
+
+# ----------------------------------------------------------------------------------------------- kappa
+@pytest.mark.parametrize("seed", range(25))
+def test_binary_kappa_equals_sklearn(seed):
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(5, 200))
+    a = rng.integers(0, 2, n)
+    # correlated second rater: copies a with some flips
+    b = np.where(rng.random(n) < rng.uniform(0.05, 0.6), 1 - a, a)
+    assert cohen_kappa(a, b) == pytest.approx(cohen_kappa_score(a, b), abs=1e-12)
+    assert cohen_kappa(a, b, categories=[0, 1]) == pytest.approx(
+        cohen_kappa_score(a, b, labels=[0, 1]), abs=1e-12)
+
+
+@pytest.mark.parametrize("seed", range(25))
+def test_linear_weighted_likert_kappa_equals_sklearn(seed):
+    rng = np.random.default_rng(100 + seed)
+    n = int(rng.integers(5, 300))
+    a = rng.integers(0, 5, n)
+    b = np.clip(a + rng.integers(-2, 3, n) * (rng.random(n) < 0.5), 0, 4)
+    for weights in ("linear", "quadratic"):
+        assert cohen_kappa(a, b, weights=weights) == pytest.approx(
+            cohen_kappa_score(a, b, weights=weights), abs=1e-12)
+        assert cohen_kappa(a, b, categories=[0, 1, 2, 3, 4], weights=weights) == pytest.approx(
+            cohen_kappa_score(a, b, labels=[0, 1, 2, 3, 4], weights=weights), abs=1e-12)
+
+
+def test_kappa_with_unused_level_follows_the_fixed_scale():
+    # level 2 never used: on the fixed 0..4 scale 1 vs 3 is two steps apart, as in sklearn with labels=
+    a, b = [0, 1, 3, 4, 1, 3], [0, 3, 1, 4, 1, 4]
+    ours = cohen_kappa(a, b, categories=range(5), weights="linear")
+    assert ours == pytest.approx(cohen_kappa_score(a, b, labels=list(range(5)), weights="linear"))
+    assert ours != pytest.approx(cohen_kappa(a, b, weights="linear"))
+
+
+def test_kappa_known_value_and_undefined_case():
+    # po = 0.75, pe = 0.25*0.5 + 0.75*0.5 = 0.5 -> kappa = 0.5
+    assert cohen_kappa([1, 0, 0, 0], [1, 1, 0, 0]) == pytest.approx(0.5)
+    assert math.isnan(cohen_kappa([1, 1, 1], [1, 1, 1]))  # one category only: undefined, as in sklearn
+
+
+# ---------------------------------------------------------------------------------------------- labels
+def test_malformed_label_rows_name_file_and_line(tmp_path):
+    bad_value = tmp_path / "labels.csv"
+    bad_value.write_text("id,rater,label\ns1,alice,1\ns2,alice,yes\n")
+    with pytest.raises(UserError, match=r"labels\.csv:3: label 'yes' is not an integer"):
+        read_labels(bad_value)
+
+    missing_col = tmp_path / "nocol.csv"
+    missing_col.write_text("id,label\ns1,1\n")
+    with pytest.raises(UserError, match=r"nocol\.csv:1: missing column\(s\) rater"):
+        read_labels(missing_col)
+
+    empty_rater = tmp_path / "empty.csv"
+    empty_rater.write_text("id,rater,label\ns1,alice,1\ns2,,0\n")
+    with pytest.raises(UserError, match=r"empty\.csv:3: empty 'rater'"):
+        read_labels(empty_rater)
+
+    bad_json = tmp_path / "labels.jsonl"
+    bad_json.write_text('{"id": "s1", "rater": "a", "label": 1}\n\n{"id": "s2", "rater": "a", "label": \n')
+    with pytest.raises(UserError, match=r"labels\.jsonl:3: not valid JSON"):
+        read_labels(bad_json)
+
+    duplicate = tmp_path / "dup.jsonl"
+    duplicate.write_text('{"id": "s1", "rater": "a", "label": 1}\n{"id": "s1", "rater": "a", "label": 0}\n')
+    with pytest.raises(UserError, match=r"dup\.jsonl:2: rater 'a' labels id 's1' twice \(first at .*dup\.jsonl:1\)"):
+        read_labels(duplicate)
+
+
+def test_label_outside_the_judge_scale_names_the_line(tmp_path):
+    path = tmp_path / "labels.csv"
+    path.write_text("id,rater,label\ns1,alice,1\ns2,alice,3\n")
+    labels = read_labels(path)
+    with pytest.raises(UserError, match=r"labels\.csv:3: label 3 is outside 0/1"):
+        agreement_report(labels, "binary", {"s1": [1], "s2": [0]})
+    report = agreement_report(labels, "likert", {"s1": [1], "s2": [3]})
+    assert report["overall"]["agreement"]["mean"] == 1.0
+
+
+# ------------------------------------------------------------------------------------------------- CLI
+def _write_scores(path, key, field, per_sample):
+    with open(path, "w") as fh:
+        for sid, values in per_sample.items():
+            row = {"id": sid, "judges": {key: {"metrics": {}, "details": {field: values}},
+                                         "exact/pefomed": {"metrics": {"accuracy": 1.0}, "details": {}}}}
+            fh.write(json.dumps(row) + "\n")
+
+
+def test_cli_binary_report_per_rater_and_overall(tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    judge = {"s1": [1, 1, 1], "s2": [1, 0, 1], "s3": [0, 0, None], "s4": [0, 0, 0], "s5": [1, 1, 0]}
+    _write_scores(run_dir / "scores.jsonl", "gpt4/pefomed", "verdicts", judge)
+    alice = {"s1": 1, "s2": 0, "s3": 0, "s4": 0}
+    bob = {"s1": 1, "s2": 1, "s3": 1, "s4": 0, "s5": 1, "unknown": 1}
+    labels = tmp_path / "human.csv"
+    labels.write_text("id,rater,label\n" + "".join(f"{i},alice,{v}\n" for i, v in alice.items())
+                      + "".join(f"{i},bob,{v}\n" for i, v in bob.items()))
+    out = tmp_path / "report.json"
+    code = main(["agreement", "--labels", str(labels), "--scores", str(run_dir), "--judge", "gpt4",
+                 "--output", str(out)])
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert "gpt4/pefomed" in printed and "alice" in printed and "bob" in printed and "overall" in printed
+    report = json.loads(out.read_text())["judges"]["gpt4/pefomed"]
+    assert report["repeats"] == 3 and report["raters"] == 2 and report["samples"] == 5
+    assert report["labels_without_scores"] == 1 and report["unscored_judge_replies"] == 2
+
+    def expected(labels_of):
+        agree, kappas = [], []
+        for r in range(3):
+            pairs = [(h, judge[i][r]) for i, h in labels_of.items() if i in judge and judge[i][r] is not None]
+            h, j = [p[0] for p in pairs], [p[1] for p in pairs]
+            agree.append(np.mean(np.array(h) == np.array(j)))
+            kappas.append(cohen_kappa_score(h, j, labels=[0, 1]))
+        return agree, kappas
+
+    agree, kappas = expected(alice)
+    row = report["per_rater"]["alice"]
+    assert row["agreement"]["mean"] == pytest.approx(np.mean(agree))
+    assert row["agreement"]["std"] == pytest.approx(np.std(agree, ddof=1))
+    assert row["kappa"]["mean"] == pytest.approx(np.mean(kappas))
+    assert row["human_mean"] == pytest.approx(0.25)
+
+    pooled = {(i, "a"): v for i, v in alice.items()} | {(i, "b"): v for i, v in bob.items()}
+    agree_all, kappa_all = [], []
+    for r in range(3):
+        pairs = [(h, judge[i][r]) for (i, _), h in pooled.items() if i in judge and judge[i][r] is not None]
+        agree_all.append(np.mean([h == j for h, j in pairs]))
+        kappa_all.append(cohen_kappa_score([p[0] for p in pairs], [p[1] for p in pairs]))
+    assert report["overall"]["agreement"]["mean"] == pytest.approx(np.mean(agree_all))
+    assert report["overall"]["kappa"]["mean"] == pytest.approx(np.mean(kappa_all))
+    assert report["overall"]["kappa"]["std"] == pytest.approx(np.std(kappa_all, ddof=1))
+    # human accuracy: alice 1/4, bob 4/5 -> mean and sample std across the two raters
+    assert report["human"]["mean"] == pytest.approx((0.25 + 0.8) / 2)
+    assert report["human"]["std"] == pytest.approx(np.std([0.25, 0.8], ddof=1))
+    # judge accuracy per repeat over the labelled samples s1..s5: 3/5, 2/5, 2/4
+    assert report["judge"]["mean"] == pytest.approx(np.mean([0.6, 0.4, 0.5]))
+    assert report["judge"]["std"] == pytest.approx(np.std([0.6, 0.4, 0.5], ddof=1))
+
+
+def test_cli_likert_exact_within_one_and_linear_kappa(tmp_path, capsys):
+    scores = tmp_path / "scores.jsonl"
+    judge = {f"r{i}": [i % 5, (i + 1) % 5] for i in range(12)}
+    _write_scores(scores, "likert/default", "scores", judge)
+    human = {f"r{i}": (i * 3) % 5 for i in range(12)}
+    labels = tmp_path / "human.jsonl"
+    labels.write_text("".join(json.dumps({"id": k, "rater": "rad1", "label": v}) + "\n" for k, v in human.items()))
+    assert main(["agreement", "--labels", str(labels), "--scores", str(scores), "--judge", "likert"]) == 0
+    printed = capsys.readouterr().out
+    assert "within-one" in printed and "kappa (linear)" in printed
+    report = json.loads((tmp_path / "agreement.json").read_text())["judges"]["likert/default"]
+    h = [human[k] for k in judge]
+    exact, within, kappa = [], [], []
+    for r in range(2):
+        j = [judge[k][r] for k in judge]
+        exact.append(np.mean(np.array(h) == np.array(j)))
+        within.append(np.mean(np.abs(np.array(h) - np.array(j)) <= 1))
+        kappa.append(cohen_kappa_score(h, j, labels=[0, 1, 2, 3, 4], weights="linear"))
+    o = report["overall"]
+    assert o["agreement"]["mean"] == pytest.approx(np.mean(exact))
+    assert o["within_one"]["mean"] == pytest.approx(np.mean(within))
+    assert o["kappa"]["mean"] == pytest.approx(np.mean(kappa))
+    assert report["human"]["std"] is None  # one rater: no spread across raters
+    assert report["judge"]["mean"] == pytest.approx(np.mean([np.mean([judge[k][r] for k in judge]) for r in range(2)]))
+
+
+def test_cli_errors_are_one_line(tmp_path, capsys):
+    scores = tmp_path / "scores.jsonl"
+    _write_scores(scores, "gpt4/pefomed", "verdicts", {"s1": [1]})
+    labels = tmp_path / "human.csv"
+    labels.write_text("id,rater,label\ns1,alice,1\n")
+    assert main(["agreement", "--labels", str(labels), "--scores", str(scores), "--judge", "likert"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "no scores of judge 'likert'" in err and "gpt4/pefomed" in err
+    assert main(["agreement", "--labels", str(labels), "--scores", str(scores), "--judge", "exact"]) == 2
+    assert "no per-repeat verdicts" in capsys.readouterr().err
+    other = tmp_path / "other.csv"
+    other.write_text("id,rater,label\nzzz,alice,1\n")
+    assert main(["agreement", "--labels", str(other), "--scores", str(scores), "--judge", "gpt4"]) == 2
+    assert "no labelled id" in capsys.readouterr().err
