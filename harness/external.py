@@ -17,7 +17,7 @@ from harness.fingerprint import config_hash
 REQUIRED = {"vqa": ("id", "answer", "prediction", "answer_type"), "report": ("id", "answer", "prediction"),
             "caption": ("id", "answer", "prediction")}
 NOT_BREAKDOWNS = {"id", "question", "answer", "prediction", "images", "error", "prompt_tokens",
-                  "completion_tokens", "time_s"}
+                  "completion_tokens", "cost_usd", "time_s"}
 
 
 def read_external_predictions(path: Path, kind: str) -> list[dict[str, Any]]:

@@ -34,6 +34,9 @@ class ModelPlugin:
 
     #: batch size used when the user gives no --batch-size
     default_batch_size: int = 8
+    #: --model-args that change how outputs are obtained but not what they are (concurrency, timeouts,
+    #: retries): left out of the run id, so changing them continues the same run
+    transport_args: tuple[str, ...] = ()
 
     def __init__(self, args: dict[str, str], context: ModelContext) -> None:
         self.args = dict(args)

@@ -13,7 +13,7 @@ from typing import Any
 
 from harness.environment import environment
 from harness.io import atomic_write_json
-from harness.scoring import RESULTS_FILE, merge_judge_entries
+from harness.scoring import LOADED_MODEL_FILE, RESULTS_FILE, merge_judge_entries
 
 SCHEMA_VERSION = "1.0"
 
@@ -41,9 +41,13 @@ def timing_summary(records: list[dict[str, Any]]) -> dict[str, Any]:
     out: dict[str, Any] = {"generation_s": round(seconds, 3)}
     if seconds > 0:
         out["samples_per_s"] = round(len(generated) / seconds, 3)
-    tokens = [r.get("completion_tokens") for r in generated if r.get("completion_tokens") is not None]
-    if tokens:
-        out["completion_tokens"] = int(sum(tokens))
+    for key in ("prompt_tokens", "completion_tokens"):
+        tokens = [r[key] for r in generated if r.get(key) is not None]
+        if tokens:
+            out[key] = int(sum(tokens))
+    costs = [r["cost_usd"] for r in generated if r.get("cost_usd") is not None]
+    if costs:
+        out["generation_cost_usd"] = round(sum(costs), 6)
     return out
 
 
@@ -61,11 +65,15 @@ def write_results(
             old_judges = []
     task = dict(manifest["task"])
     task["n"] = len(records)
+    model = dict(manifest["model"])
+    loaded = out_dir / LOADED_MODEL_FILE
+    if loaded.exists():
+        model["loaded"] = json.loads(loaded.read_text()).get("identity", {})
     data = {
         "schema_version": SCHEMA_VERSION,
         "run_id": manifest["run_id"],
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "model": manifest["model"],
+        "model": model,
         "task": task,
         "prompt": manifest["prompt"],
         "generation": manifest.get("generation"),

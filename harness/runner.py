@@ -21,12 +21,12 @@ from harness.io import append_jsonl, atomic_write_json, iter_batches, read_jsonl
 from harness.model_api import ModelContext
 from harness.paths import cache_dir
 from harness.results import write_results
-from harness.scoring import MANIFEST_FILE, PREDICTIONS_FILE, apply_judges, build_judges
+from harness.scoring import LOADED_MODEL_FILE, MANIFEST_FILE, PREDICTIONS_FILE, apply_judges, build_judges
 from harness.task import Task
 from harness.types import Sample
 
 CORE_KEYS = ("id", "question", "answer", "prediction", "images", "error", "prompt_tokens",
-             "completion_tokens", "time_s")
+             "completion_tokens", "cost_usd", "time_s")
 
 
 @dataclass
@@ -102,8 +102,10 @@ def prepare(spec: RunSpec) -> tuple[Task, Any, dict[str, Any], Path, ModelContex
         "breakdowns": list(task.config.breakdowns),
     }
     prompt = {"variant": variant, "hash": text_hash(template), "template": template}
+    transport = set(getattr(model_cls, "transport_args", ()))
     identity = {
-        "model": {k: model[k] for k in ("id", "args", "adapter_hash", "identity")},
+        "model": {"id": model["id"], "adapter_hash": adapter_hash, "identity": run_identity,
+                  "args": {k: v for k, v in spec.model_args.items() if k not in transport}},
         "task": {k: task_part[k] for k in ("id", "version", "split", "fingerprint")} | {
             "source": task.source.name},
         "prompt": prompt["hash"],
@@ -163,11 +165,15 @@ def generate(spec: RunSpec, task: Task, model_info: Any, manifest: dict[str, Any
              context: ModelContext, selected: list[Sample]) -> None:
     """Generate predictions for the selected samples that have none yet, appending batch by batch."""
     pred_path = out_dir / PREDICTIONS_FILE
-    done = {row["id"] for row in read_jsonl(pred_path, repair_tail=True)} if pred_path.exists() else set()
-    pending = [s for s in selected if s.id not in done]
+    latest = {row["id"]: row for row in read_jsonl(pred_path, repair_tail=True)} if pred_path.exists() else {}
+    # Samples that failed last time (a missing image since restored, an API error) are tried again;
+    # the newer line of an id wins when predictions are read.
+    pending = [s for s in selected if s.id not in latest or latest[s.id].get("error")]
     if not pending:
         return
     model = model_info.load()(spec.model_args, context)
+    atomic_write_json(out_dir / LOADED_MODEL_FILE, {"identity": model.identity() if hasattr(model, "identity")
+                                                     else {}})
     batch_size = spec.batch_size or getattr(model, "default_batch_size", 8)
     if batch_size < 1:
         raise UserError(f"--batch-size must be at least 1, got {batch_size}")
@@ -199,7 +205,7 @@ def generate(spec: RunSpec, task: Task, model_info: Any, manifest: dict[str, Any
             for pos, out in zip(positions, outputs):
                 rows[pos] = _record(batch[pos], out.text, out.error, {
                     "prompt_tokens": out.prompt_tokens, "completion_tokens": out.completion_tokens,
-                    "time_s": round(per_sample, 6)})
+                    "cost_usd": getattr(out, "cost_usd", None), "time_s": round(per_sample, 6)})
             append_jsonl(pred_path, [r for r in rows if r is not None])
             bar.update(len(batch))
     finally:
@@ -208,9 +214,7 @@ def generate(spec: RunSpec, task: Task, model_info: Any, manifest: dict[str, Any
 
 
 def load_selected_records(out_dir: Path, selected_ids: list[str]) -> list[dict[str, Any]]:
-    by_id: dict[str, dict[str, Any]] = {}
-    for row in read_jsonl(out_dir / PREDICTIONS_FILE, repair_tail=True):
-        by_id.setdefault(row["id"], row)
+    by_id = {row["id"]: row for row in read_jsonl(out_dir / PREDICTIONS_FILE, repair_tail=True)}
     return [by_id[i] for i in selected_ids if i in by_id]
 
 

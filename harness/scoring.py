@@ -23,6 +23,7 @@ PREDICTIONS_FILE = "predictions.jsonl"
 SCORES_FILE = "scores.jsonl"
 RESULTS_FILE = "results.json"
 MANIFEST_FILE = "run.json"
+LOADED_MODEL_FILE = "model.json"  # what the model plugin reported after loading (identity())
 
 
 def parse_judge_spec(spec: str, default_convention: str | None) -> tuple[str, str | None]:

@@ -103,3 +103,4 @@ class GenerationOutput:
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
     error: str | None = None
+    cost_usd: float | None = None  # estimated price of this call (API models); None for local models

@@ -21,3 +21,30 @@ def register_models(register) -> None:
             capabilities={"task_kinds": ["vqa", "report", "caption"], "needs_weights": False},
         )
     )
+    kinds = ["vqa", "report", "caption"]
+    register(
+        ModelInfo(
+            id="gpt-4o",
+            loader="harness.plugins.api_vlm:GPT4oModel",
+            aliases=["gpt4o"],
+            description="OpenAI GPT-4o through the API, zero-shot (pinned dated id; OPENAI_API_KEY)",
+            capabilities={"task_kinds": kinds, "needs_weights": False, "external_api": True},
+        )
+    )
+    register(
+        ModelInfo(
+            id="claude",
+            loader="harness.plugins.api_vlm:ClaudeModel",
+            description="Anthropic Claude through the API, zero-shot (pinned dated id; ANTHROPIC_API_KEY)",
+            capabilities={"task_kinds": kinds, "needs_weights": False, "external_api": True},
+        )
+    )
+    register(
+        ModelInfo(
+            id="openai-compatible",
+            loader="harness.plugins.api_vlm:OpenAICompatibleModel",
+            description="A VLM behind an OpenAI-compatible server (vLLM serve, SGLang, TGI): "
+            "--model-args base_url=...,model=... (key: OPENAI_COMPATIBLE_API_KEY if the server needs one)",
+            capabilities={"task_kinds": kinds, "needs_weights": False},
+        )
+    )

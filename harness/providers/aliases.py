@@ -17,7 +17,9 @@ DEFAULT_BASE_URLS = {
     "anthropic": "https://api.anthropic.com",
 }
 
-API_KEY_ENV = {"openai": "OPENAI_API_KEY", "anthropic": "ANTHROPIC_API_KEY", "openai-compatible": "OPENAI_API_KEY"}
+# A third-party OpenAI-compatible server gets its own key variable, so an OpenAI key never leaves for another host.
+API_KEY_ENV = {"openai": "OPENAI_API_KEY", "anthropic": "ANTHROPIC_API_KEY",
+               "openai-compatible": "OPENAI_COMPATIBLE_API_KEY"}
 
 # alias -> (provider, pinned id)
 ALIASES: dict[str, tuple[str, str]] = {

@@ -1,0 +1,270 @@
+"""API model baselines: `gpt-4o`, `claude` and `openai-compatible` (vLLM serve, SGLang, TGI, ...).
+
+One plugin class serves the three registered ids through the provider layer shared with the LLM judges
+(harness.providers: concurrency, retries with back-off, SQLite cache, cost). Each request becomes one user
+message: the request's images as PNG bytes (sent inline: data URLs for OpenAI, base64 blocks for Anthropic),
+then its `prompt`. Decoding comes from the task's generation settings: `max_new_tokens` -> max_tokens,
+temperature (0 unless sampling), seed (OpenAI only; Anthropic's API takes neither temperature nor seed, which
+`run_identity` records). Stop strings, which chat APIs do not all take, are applied to the reply text.
+
+    harness run --model gpt-4o --task vqa-rad                      # OPENAI_API_KEY, pinned gpt-4o-2024-08-06
+    harness run --model claude --task slake                        # ANTHROPIC_API_KEY, pinned Claude id
+    harness run --model openai-compatible --task phantom-vqa \\
+        --model-args base_url=http://127.0.0.1:8000/v1,model=<served model name>
+
+--model-args: model (alias or id), base_url, concurrency (16), timeout (s per call, 120), max_retries (6),
+retry_base_delay, retry_max_delay, down_after, cache (true), allow_external (false). Keys come from
+OPENAI_API_KEY / ANTHROPIC_API_KEY only (a loopback server needs none) and are never recorded.
+
+Credentialed tasks (MIMIC-CXR-like data use agreements) are refused unless `allow_external=true`; only an
+openai-compatible server on this machine (loopback) may see them without it. `gpt-4o`/`claude` are external
+APIs even behind a loopback base URL (usually a proxy that forwards to the provider).
+
+Every reply is cached as it arrives, so a rerun (or a new run over the same requests) makes no repeated calls.
+If the provider stays down or refuses the key, ProviderUnavailable ends the run with one line; the runner has
+already saved the earlier batches (the default batch size keeps them small) and a rerun resumes. Token counts
+go into each GenerationOutput (predictions.jsonl: prompt_tokens, completion_tokens); the estimated cost (list
+prices of harness.providers.pricing) is summed in `identity()` and printed when the model closes.
+"""
+
+from __future__ import annotations
+
+import io
+import sys
+from dataclasses import fields
+from typing import Any, ClassVar
+
+from harness.errors import UserError
+from harness.model_api import ModelContext, ModelPlugin
+from harness.types import GenerationOutput, GenerationRequest, GenerationSettings
+
+# flavour -> (provider, default model alias)
+FLAVOURS: dict[str, tuple[str, str | None]] = {
+    "gpt-4o": ("openai", "gpt-4o"),
+    "claude": ("anthropic", "claude"),
+    "openai-compatible": ("openai-compatible", None),
+}
+ACCEPTED_ARGS = ("model", "base_url", "concurrency", "timeout", "max_retries", "retry_base_delay",
+                 "retry_max_delay", "down_after", "cache", "allow_external")
+MOVED_ARGS = {"temperature": "--temperature", "max_tokens": "--max-new-tokens",
+              "max_new_tokens": "--max-new-tokens", "seed": "--seed"}
+NUMBER_ARGS = (("concurrency", int, 1), ("timeout", float, 0.001), ("max_retries", int, 0),
+               ("retry_base_delay", float, 0), ("retry_max_delay", float, 0), ("down_after", int, 1))
+DEFAULT_TIMEOUT = 120.0  # seconds per call: requests carry images
+_HAS_COST_FIELD = "cost_usd" in {f.name for f in fields(GenerationOutput)}
+
+
+def _flag(flavour: str, name: str, value: str) -> bool:
+    text = value.strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off"):
+        return False
+    raise UserError(f"model '{flavour}': --model-args {name}={value!r}: expected true or false")
+
+
+def _number(flavour: str, args: dict[str, str], name: str, kind: type, minimum: float) -> Any:
+    if name not in args:
+        return None
+    value = args[name]
+    try:
+        number = kind(value.strip())
+    except ValueError:
+        number = None
+    if number is None or number < minimum:
+        what = "an integer" if kind is int else "a number"
+        raise UserError(f"model '{flavour}': --model-args {name}={value!r}: expected {what} >= {minimum:g}")
+    return number
+
+
+def resolve(flavour: str, args: dict[str, str]) -> dict[str, Any]:
+    """Check the model args and resolve provider, pinned model id and endpoint (cheap: no call, no key)."""
+    from harness.providers.aliases import (
+        ALIASES,
+        DEFAULT_BASE_URLS,
+        SHUTDOWN,
+        normalise_base_url,
+        resolve_model,
+    )
+
+    provider, default_model = FLAVOURS[flavour]
+    for name in args:
+        if name in MOVED_ARGS:
+            raise UserError(f"model '{flavour}': '{name}' comes from the generation settings: use "
+                            f"{MOVED_ARGS[name]} instead of --model-args {name}=...")
+        if name not in ACCEPTED_ARGS:
+            raise UserError(f"model '{flavour}': unknown --model-args '{name}'; accepted: "
+                            f"{', '.join(ACCEPTED_ARGS)}")
+    base_url = args.get("base_url", "").strip() or None
+    requested = args.get("model", "").strip() or default_model
+    if provider == "openai-compatible":
+        if base_url is None:
+            raise UserError(f"model '{flavour}' needs the server's address (vLLM serve, SGLang, TGI): "
+                            "--model-args base_url=http://HOST:PORT/v1,model=<served model name>")
+        if requested is None:
+            raise UserError(f"model '{flavour}' needs the served model's name: --model-args model=NAME "
+                            "(what the server lists at GET /v1/models)")
+    assert requested is not None
+    alias = ALIASES.get(requested.lower())
+    if alias is not None and provider != "openai-compatible" and alias[0] != provider:
+        other = "claude" if alias[0] == "anthropic" else "gpt-4o"
+        raise UserError(f"model '{flavour}' serves {provider} models; model={requested} is an {alias[0]} "
+                        f"model: use --model {other} --model-args model={requested}")
+    provider, model = resolve_model(requested, provider, base_url)
+    base_url = normalise_base_url(provider, base_url)
+    shutdown = SHUTDOWN.get(model)
+    if shutdown and base_url == DEFAULT_BASE_URLS.get(provider):
+        import time
+
+        if time.strftime("%Y-%m-%d", time.gmtime()) >= shutdown:
+            raise UserError(f"model '{flavour}': {model} was shut down by {provider} on {shutdown}; give "
+                            "--model-args model=<a current model id> (recorded under the new id), or a "
+                            "base_url that still serves it")
+    resolved: dict[str, Any] = {"provider": provider, "model": model, "base_url": base_url,
+                                "requested": requested, "timeout": DEFAULT_TIMEOUT}
+    for name, kind, minimum in NUMBER_ARGS:
+        value = _number(flavour, args, name, kind, minimum)
+        if value is not None:
+            resolved[name] = value
+    resolved["cache"] = _flag(flavour, "cache", args.get("cache", "true"))
+    resolved["allow_external"] = _flag(flavour, "allow_external", args.get("allow_external", "false"))
+    return resolved
+
+
+def check_credentialed(flavour: str, resolved: dict[str, Any], context: ModelContext) -> None:
+    """Refuse to send a credentialed task's data to an external API unless the user allows it explicitly."""
+    from harness.providers.aliases import is_loopback
+
+    task = context.task
+    if task is None or not task.config.credentialed:
+        return
+    if resolved["allow_external"]:
+        return
+    if resolved["provider"] == "openai-compatible" and is_loopback(resolved["base_url"]):
+        return
+    raise UserError(
+        f"model '{flavour}': task '{task.id}' holds credentialed data and {resolved['model']} is an external "
+        f"API ({resolved['provider']} at {resolved['base_url']}); refusing to send it. Serve a model on this "
+        "machine (--model openai-compatible --model-args base_url=http://127.0.0.1:PORT/v1,...) or, if your "
+        "data use agreement allows it, add --model-args allow_external=true")
+
+
+def png_bytes(image: Any) -> bytes:
+    """Lossless PNG bytes of one request image (a PIL image; bytes pass through unchanged)."""
+    if isinstance(image, (bytes, bytearray)):
+        return bytes(image)
+    buf = io.BytesIO()
+    image.save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def apply_stop(text: str, stop: list[str]) -> str:
+    """Cut the reply at the first stop string (chat APIs differ in whether and how many they take)."""
+    cut = len(text)
+    for s in stop:
+        if s:
+            at = text.find(s)
+            if at != -1:
+                cut = min(cut, at)
+    return text[:cut]
+
+
+class APIVisionModel(ModelPlugin):
+    """A zero-shot VLM behind a chat API; subclasses pick the flavour (the registered id)."""
+
+    flavour: ClassVar[str] = "openai-compatible"
+    default_batch_size = 32  # the runner saves progress per batch; __init__ raises it with the concurrency
+    transport_args = ("concurrency", "timeout", "max_retries", "retry_base_delay", "retry_max_delay", "down_after",
+                      "cache")
+
+    def __init__(self, args: dict[str, str], context: ModelContext) -> None:
+        super().__init__(args, context)
+        from harness.providers import make_client
+
+        self.resolved = resolve(self.flavour, self.args)
+        check_credentialed(self.flavour, self.resolved, context)
+        settings = {k: v for k, v in self.resolved.items() if k not in ("requested", "allow_external")}
+        self.client = make_client(settings)
+        self.default_batch_size = max(32, 2 * settings.get("concurrency", 16))
+        # tokens of every output (cached ones: those of the original call); cost of the calls made now
+        self.totals = {"requests": 0, "from_cache": 0, "failed": 0, "input_tokens": 0, "output_tokens": 0,
+                       "cost_usd": 0.0}
+
+    @classmethod
+    def run_identity(cls, args: dict[str, str], context: ModelContext) -> dict[str, Any]:
+        """Provider, pinned model id and endpoint (never a key); refuses credentialed tasks early."""
+        resolved = resolve(cls.flavour, dict(args))
+        check_credentialed(cls.flavour, resolved, context)
+        identity = {k: resolved[k] for k in ("provider", "model", "base_url")}
+        if resolved["provider"] == "anthropic":
+            identity["sampling"] = "provider default: the Anthropic API takes no temperature or seed"
+        return identity
+
+    def chat_request(self, request: GenerationRequest) -> Any:
+        from harness.providers import ChatRequest
+
+        g: GenerationSettings = request.generation
+        content: list[dict[str, Any]] = [{"type": "image", "data": png_bytes(img)} for img in request.images]
+        content.append({"type": "text", "text": request.prompt})
+        return ChatRequest(messages=[{"role": "user", "content": content}], max_tokens=g.max_new_tokens,
+                           temperature=g.temperature if g.do_sample else 0.0, seed=g.seed)
+
+    def generate(self, requests: list[GenerationRequest]) -> list[GenerationOutput]:
+        chats = [self.chat_request(r) for r in requests]
+        results = self.client.run(chats, progress=False)  # the runner shows progress per sample
+        outputs = []
+        for request, result in zip(requests, results):
+            t = self.totals
+            t["requests"] += 1
+            t["from_cache"] += int(result.cached)
+            t["input_tokens"] += result.input_tokens
+            t["output_tokens"] += result.output_tokens
+            t["cost_usd"] += 0.0 if result.cached else result.cost_usd
+            if result.text is None:
+                t["failed"] += 1
+                outputs.append(GenerationOutput(text="", error=result.error or "no reply"))
+                continue
+            out = GenerationOutput(text=apply_stop(result.text, request.generation.stop),
+                                   prompt_tokens=result.input_tokens, completion_tokens=result.output_tokens)
+            if _HAS_COST_FIELD:
+                out.cost_usd = result.cost_usd  # type: ignore[attr-defined]
+            outputs.append(out)
+        return outputs
+
+    def identity(self) -> dict[str, Any]:
+        from harness.providers import pricing
+
+        info = dict(self.client.describe())
+        info["usage"] = dict(self.totals, cost_usd=round(self.totals["cost_usd"], 6))
+        info["priced"] = pricing.has_price(self.client.model)
+        return info
+
+    def usage_line(self) -> str:
+        from harness.providers import pricing
+
+        t = self.totals
+        line = (f"{self.flavour} ({self.client.provider} {self.client.model}): {t['requests']} requests, "
+                f"{t['from_cache']} from the cache, {t['failed']} failed; {t['input_tokens']} input + "
+                f"{t['output_tokens']} output tokens; ")
+        if pricing.has_price(self.client.model):
+            line += (f"estimated cost of the new calls ${t['cost_usd']:.4f} (list prices as of "
+                     f"{pricing.PRICES_AS_OF})")
+        else:
+            line += "cost unknown (no list price for this model)"
+        return line
+
+    def close(self) -> None:
+        if getattr(self, "totals", None) and self.totals["requests"]:
+            print(self.usage_line(), file=sys.stderr)
+
+
+class GPT4oModel(APIVisionModel):
+    flavour = "gpt-4o"
+
+
+class ClaudeModel(APIVisionModel):
+    flavour = "claude"
+
+
+class OpenAICompatibleModel(APIVisionModel):
+    flavour = "openai-compatible"
