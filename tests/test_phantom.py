@@ -15,7 +15,8 @@ from PIL import Image
 
 from harness.errors import UserError
 from harness.loaders import phantom as loader
-from harness.phantom import NORMAL_IMPRESSION, generate_cases
+from harness.phantom import generate_cases
+from harness.phantom_text import NORMAL_IMPRESSION
 from harness.plugin_manager import tasks
 from harness.task import Task
 from harness.task_config import SourceConfig
