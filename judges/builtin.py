@@ -51,3 +51,14 @@ def register_judges(register) -> None:
             capabilities={"task_kinds": ["vqa", "report", "caption"], "conventions": []},
         )
     )
+    register(
+        JudgeInfo(
+            id="lexical",
+            loader="harness.judges.lexical:LexicalJudge",
+            description="BLEU-1..4, METEOR, ROUGE-L, CIDEr-D exactly as pycocoevalcap (needs Java), plus "
+            "rouge-score ROUGE-1/2/L F (conventions: none, r2gen, imageclef)",
+            aliases=["coco", "pycocoevalcap", "nlg"],
+            capabilities={"task_kinds": ["report", "caption", "vqa"], "conventions": ["none", "r2gen", "imageclef"],
+                          "requires": ["java"]},
+        )
+    )
