@@ -48,3 +48,8 @@ def register_models(register) -> None:
             capabilities={"task_kinds": kinds, "needs_weights": False},
         )
     )
+    # the Hugging Face backend, its presets and tiny-vlm (plugins/hf_presets.py imports nothing heavy)
+    from harness.plugins import hf_presets
+
+    for info in hf_presets.model_infos():
+        register(info)

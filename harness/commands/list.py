@@ -35,7 +35,7 @@ def _line(what: str, row: dict) -> str:
     if caps.get("conventions"):
         extra += f" conventions: {', '.join(caps['conventions'])}"
     if caps.get("hub_id"):
-        extra += f" hub: {caps['hub_id']}"
+        extra += f" hub: {caps['hub_id']}@{caps.get('revision') or 'main'}"
     return f"  {row['id']:<18} {row['description']}{aliases}{extra}"
 
 

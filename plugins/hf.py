@@ -1,0 +1,394 @@
+"""The `hf` model backend: Hugging Face transformers checkpoints (hub id or local folder), batched, greedy.
+
+`--model hf --model-args model=<hub id or path>[,revision=<sha>]` loads an image-text-to-text checkpoint with
+`AutoModelForImageTextToText` + `AutoProcessor` and prompts it through the processor's chat template; BLIP,
+BLIP-2, InstructBLIP and `VisionEncoderDecoderModel` captioners (ViT-GPT2) have their own prompting
+(see plugins/hf_presets.py, whose presets are model ids of their own). Model args: `model`; `revision`
+(default: the preset's, else "main"); `family` (auto|chat|blip|blip2|instructblip|vision-encoder-decoder);
+`prepend_modality` (true: "Imaging modality: <label>. " before the prompt, the label read from the sample's
+`modality_field`, default `modality`; the ROCOv2 study prepended *predicted* labels, a classifier for them is
+out of scope); `attn` (auto|sdpa|eager|flash_attention_2; auto: SDPA where the architecture has it);
+`cache` (auto|static|dynamic; auto: a static KV cache, which also compiles the decoding step, on CUDA where
+the model supports it); `merge_adapter` (default true); `image_backend` (pil|torchvision; default pil, the
+processors' reference implementation, the same on every machine); `min_new_tokens` (for benchmarks).
+
+Generation: requests are sorted by prompt length (images, then text tokens) into left-padded micro-batches and
+come back in request order. Greedy unless sampling is asked for, with a fresh generation config (the
+checkpoint's own sampling or repetition-penalty defaults are not used), so an output does not depend on its
+batch. On GPU the next micro-batch is preprocessed in a thread while the current one generates, and an
+out-of-memory error halves the micro-batch for the rest of the run. `--adapter DIR` loads a PEFT adapter,
+checks on a fixed probe input that it changes the logits, and merges it.
+
+LLaVA-Med v1.5 (microsoft/llava-med-v1.5-mistral-7b) is an original-LLaVA `llava_mistral` checkpoint that
+transformers cannot load. Convert it once into a `LlavaForConditionalGeneration` folder and run
+`--model hf --model-args model=<folder>`: a `LlavaConfig` from the checkpoint's Mistral text config and the
+CLIP ViT-L/14-336 vision config (vision_feature_layer=-2, vision_feature_select_strategy="default", the id of
+an added `<image>` token, embeddings resized for it); the vision tower's weights from
+openai/clip-vit-large-patch14-336; the checkpoint's keys renamed `model.embed_tokens|layers|norm.*` ->
+`model.language_model.*`, `model.mm_projector.0.*` -> `model.multi_modal_projector.linear_1.*`,
+`model.mm_projector.2.*` -> `model.multi_modal_projector.linear_2.*` (`lm_head.*` unchanged); saved with a
+`LlavaProcessor` (patch_size=14, num_additional_image_tokens=1; `LlavaImageProcessor(do_pad=True)` if its
+config says image_aspect_ratio "pad") whose chat template writes LLaVA-Med's `mistral_instruct` prompt
+`[INST] <image>\n{prompt} [/INST]`. The transformers repository's `convert_llava_weights_to_hf.py` does the
+same for LLaVA-1.5. Not run here: no weights can be downloaded in this environment.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any, ClassVar
+
+from harness.errors import UserError
+from harness.model_api import ModelContext, ModelPlugin
+from harness.plugins import hf_generation as gen
+from harness.plugins.hf_presets import (
+    FAMILY_OF_MODEL_TYPE,
+    HFPreset,
+    parse_options,
+    quick_fingerprint,
+    resolve_device_dtype,
+)
+from harness.types import GenerationOutput, GenerationRequest
+
+PROBE_ID = "__adapter_probe__"
+
+
+class HFModel(ModelPlugin):
+    """A transformers checkpoint served batch by batch (model id `hf`; presets are subclasses)."""
+
+    preset: ClassVar[HFPreset | None] = None
+    default_batch_size = 8
+
+    @classmethod
+    def for_preset(cls, preset: HFPreset) -> type[HFModel]:
+        name = "HF_" + "".join(c if c.isalnum() else "_" for c in preset.id)
+        return type(name, (cls,), {"preset": preset, "__doc__": f"The hf backend serving {preset.hub_id}."})
+
+    @classmethod
+    def options(cls, args: dict[str, str]) -> dict[str, Any]:
+        return parse_options(cls.preset, args)
+
+    @classmethod
+    def run_identity(cls, args: dict[str, str], context: ModelContext) -> dict[str, Any]:
+        opts = cls.options(args)
+        _, dtype = resolve_device_dtype(context)
+        identity: dict[str, Any] = {"hub_id": None if opts["local"] else opts["model"],
+                                    "revision": "local" if opts["local"] else opts["revision"],
+                                    "dtype": dtype, "family": opts["family"]}
+        if opts["local"]:
+            identity["path"] = opts["model"]
+            identity["local_fingerprint"] = quick_fingerprint(Path(opts["model"]))
+        return identity
+
+    def __init__(self, args: dict[str, str], context: ModelContext) -> None:
+        super().__init__(args, context)
+        self.opts = self.options(args)
+        self.device, self.dtype_name = resolve_device_dtype(context)
+        self.family = self.opts["family"] if self.opts["family"] != "auto" else self._detect_family()
+        kind = context.task.kind if context.task is not None else None
+        if kind == "vqa" and self.family in ("blip", "vision-encoder-decoder"):
+            raise UserError(f"{self.opts['model']} is a {self.family} captioner: it cannot answer questions "
+                            f"(task '{context.task.id}' is VQA); use it on caption or report tasks")
+        model, processor = self._load()
+        self._setup(model, processor)
+        self.adapter_info: dict[str, Any] | None = None
+        if context.adapter is not None:
+            self._load_adapter(Path(context.adapter))
+
+    @classmethod
+    def from_components(cls, model: Any, processor: Any, context: ModelContext,
+                        args: dict[str, str] | None = None) -> HFModel:
+        """Serve an already-built model and processor (benchmarks, tests of in-memory models)."""
+        self = cls.__new__(cls)
+        ModelPlugin.__init__(self, {"model": "(in memory)", **(args or {})}, context)
+        self.opts = cls.options(self.args)
+        self.device, self.dtype_name = resolve_device_dtype(context)
+        self.family = self.opts["family"] if self.opts["family"] != "auto" else "chat"
+        self._setup(model.to(self.device).eval(), processor)
+        self.adapter_info = None
+        return self
+
+    # ---- loading -------------------------------------------------------------------------------------
+    def _source_kwargs(self) -> dict[str, Any]:
+        return {} if self.opts["local"] else {"revision": self.opts["revision"]}
+
+    def _detect_family(self) -> str:
+        from transformers import AutoConfig
+
+        try:
+            config = AutoConfig.from_pretrained(self.opts["model"], **self._source_kwargs())
+        except (OSError, ValueError) as exc:
+            reason = gen.first_line(exc)
+            raise UserError(f"model {self.opts['model']}: cannot read its config.json ({reason}); expected a "
+                            "hub id in the local hub cache (offline) or a folder saved with save_pretrained"
+                            ) from exc
+        return FAMILY_OF_MODEL_TYPE.get(config.model_type, "chat")
+
+    def _load(self) -> tuple[Any, Any]:
+        import torch
+        from transformers import AutoImageProcessor, AutoModelForImageTextToText, AutoProcessor, AutoTokenizer
+
+        src, kw = self.opts["model"], self._source_kwargs()
+        load_kw = {**kw, "dtype": getattr(torch, self.dtype_name)}
+        if self.opts["attn"] != "auto":  # auto: SDPA where the architecture supports it, else eager
+            load_kw["attn_implementation"] = self.opts["attn"]
+        if self.device.startswith("cuda"):
+            load_kw["device_map"] = self.device
+        try:
+            if self.family == "vision-encoder-decoder":
+                from transformers import VisionEncoderDecoderModel
+
+                model = VisionEncoderDecoderModel.from_pretrained(src, **load_kw)
+                images = AutoImageProcessor.from_pretrained(src, backend=self.opts["image_backend"], **kw)
+                processor = {"image_processor": images, "tokenizer": AutoTokenizer.from_pretrained(src, **kw)}
+            else:
+                model = AutoModelForImageTextToText.from_pretrained(src, **load_kw)
+                processor = AutoProcessor.from_pretrained(src, backend=self.opts["image_backend"], **kw)
+        except (OSError, ValueError) as exc:
+            raise UserError(f"cannot load model {src} (revision {self.opts['revision']}): "
+                            f"{gen.first_line(exc)}") from exc
+        return model.to(self.device).eval(), processor
+
+    def _setup(self, model: Any, processor: Any) -> None:
+        """Common state after loading: left padding, pad/eos ids, cache choice, default batch size."""
+        self.model = model
+        if isinstance(processor, dict):  # vision-encoder-decoder: separate image processor and tokenizer
+            self.processor, self.tokenizer = None, processor["tokenizer"]
+            self.image_processor = processor["image_processor"]
+        else:
+            self.processor, self.image_processor = processor, getattr(processor, "image_processor", None)
+            self.tokenizer = processor.tokenizer
+        self.tokenizer.padding_side = "left"  # not saved with tokenizers: set after every load
+        if self.tokenizer.pad_token_id is None:
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+        if self.family == "chat" and not getattr(self.processor, "chat_template", None):
+            raise UserError(f"model {self.opts['model']}: its processor has no chat template; pass "
+                            "--model-args family=blip2|instructblip|blip|vision-encoder-decoder if it is one")
+        gc = model.generation_config
+        eos = gc.eos_token_id if gc.eos_token_id is not None else self.tokenizer.eos_token_id
+        self.eos_ids = set(eos if isinstance(eos, list) else [eos]) - {None}
+        self.skip_leading = {t for t in (gc.decoder_start_token_id, gc.bos_token_id) if t is not None} \
+            if self.family in ("blip", "vision-encoder-decoder") else set()
+        cache = self.opts["cache"]
+        if cache == "auto":
+            compilable = getattr(model, "_can_compile_fullgraph", False) and self.family == "chat"
+            cache = "static" if self.device.startswith("cuda") and compilable else "dynamic"
+        self.cache = cache
+        # The preprocessing thread gets its own copy: a tokenizer must not be used by two threads at once.
+        self.encoder = copy.deepcopy(self.processor) if self.processor is not None else None
+        micro = self._pick_batch_size()
+        if self.device.startswith("cuda"):  # the runner hands two micro-batches: one prepared while one runs
+            self.batcher, self.default_batch_size = gen.AdaptiveBatcher(limit=micro), 2 * micro
+        else:
+            self.batcher, self.default_batch_size = gen.AdaptiveBatcher(), micro
+
+    def _pick_batch_size(self) -> int:
+        import torch
+
+        n_params = sum(p.numel() for p in self.model.parameters())
+        dtype_bytes = torch.finfo(getattr(torch, self.dtype_name)).bits // 8
+        task = self.context.task
+        new_tokens = int(task.config.generation.get("max_new_tokens", 32)) if task is not None else 32
+        gpu, images = None, 1
+        if self.device.startswith("cuda"):
+            gpu = torch.cuda.get_device_properties(torch.device(self.device)).total_memory
+            if task is not None and self.family == "chat":  # multi-view tasks: longer prompts
+                images = max((len(s.images) for s in task.samples()[:16]), default=1)
+        return gen.pick_batch_size(n_params=n_params, dtype_bytes=dtype_bytes, new_tokens=new_tokens,
+                                   kv_per_token=gen.kv_bytes_per_token(self.model.config, dtype_bytes),
+                                   gpu_memory=gpu, images_per_sample=images)
+
+    # ---- adapters ------------------------------------------------------------------------------------
+    def _load_adapter(self, folder: Path) -> None:
+        """Load a PEFT adapter, check on a probe input that it changes the logits, merge it (by default)."""
+        import json
+
+        from peft import PeftModel
+
+        config_path = folder / "adapter_config.json"
+        if not config_path.is_file():
+            raise UserError(f"--adapter {folder}: no adapter_config.json (expected a folder saved by PEFT)")
+        targets = json.loads(config_path.read_text()).get("target_modules")
+        no_match = (f"adapter modules did not match any layer of {self.opts['model']}: --adapter {folder} "
+                    f"(target_modules {targets!r})")
+        try:
+            model = PeftModel.from_pretrained(self.model, str(folder), is_trainable=False)
+        except ValueError as exc:
+            if type(exc).__name__ == "NoMatchingPeftModuleError" or "not found in the base model" in str(exc):
+                raise UserError(f"{no_match} names no module of this model") from exc
+            raise UserError(f"--adapter {folder} does not fit {self.opts['model']}: {gen.first_line(exc)}"
+                            ) from exc
+        model.eval()
+        with_adapter = self._probe_logits(model)
+        with model.disable_adapter():
+            without = self._probe_logits(model)
+        change = float((with_adapter - without).abs().max())
+        if not change > 0.0:
+            raise UserError(f"{no_match} leaves the logits of a fixed probe input unchanged: its weights did "
+                            "not load onto any layer (a wrapper prefix in the weight names?) or are all zero")
+        merged = self.opts["merge_adapter"]
+        self.model = model.merge_and_unload() if merged else model
+        self.adapter_info = {"path": str(folder), "target_modules": targets, "merged": merged,
+                             "probe_max_logit_change": change}
+
+    def _probe_logits(self, model: Any) -> Any:
+        import torch
+
+        enc = dict(self._encode([gen.probe_request(PROBE_ID)]).to(self.device))
+        start = model.generation_config.decoder_start_token_id or model.generation_config.bos_token_id or 0
+        if self.family == "vision-encoder-decoder":
+            enc["decoder_input_ids"] = torch.tensor([[start]], device=self.device)
+        elif "input_ids" not in enc:
+            enc["input_ids"] = torch.tensor([[start]], device=self.device)
+        with torch.inference_mode():
+            return model(**enc).logits.float()
+
+    # ---- prompting -----------------------------------------------------------------------------------
+    def _images(self, req: GenerationRequest) -> list[Any]:
+        return list(req.images) if self.family == "chat" else list(req.images[:1])
+
+    def _prefix(self, req: GenerationRequest) -> str:
+        """"Imaging modality: <label>. " with prepend_modality=true, else ""."""
+        if not self.opts["prepend_modality"] or req.id == PROBE_ID:
+            return ""
+        field = self.opts["modality_field"]
+        label = req.metadata.get(field)
+        if label is None or str(label).strip() == "":
+            task = self.context.task.id if self.context.task is not None else "this task"
+            raise UserError(f"prepend_modality=true but sample '{req.id}' of {task} has no '{field}' field "
+                            "(set --model-args modality_field=<field> or drop prepend_modality)")
+        return f"Imaging modality: {label}. "
+
+    def _prompt(self, req: GenerationRequest) -> str:
+        return self._prefix(req) + req.prompt
+
+    def _conversation(self, req: GenerationRequest) -> list[dict[str, Any]]:
+        messages = copy.deepcopy(req.messages)
+        images, prompt = iter(self._images(req)), self._prompt(req)
+        for message in messages:
+            if isinstance(message.get("content"), list):
+                for part in message["content"]:
+                    if part.get("type") == "image":
+                        part["image"] = next(images)
+                    elif part.get("type") == "text" and message is messages[-1]:
+                        part["text"] = prompt
+        return messages
+
+    def _text(self, req: GenerationRequest) -> str | None:
+        """Text input of the BLIP-2 family (None: unconditional captioners)."""
+        if self.family == "blip2":
+            question = req.metadata.get("question") if req.task_kind == "vqa" else None
+            return self._prefix(req) + (f"Question: {question} Answer:" if question else "")
+        return self._prompt(req) if self.family == "instructblip" else None
+
+    def _sort_key(self, req: GenerationRequest) -> tuple[int, int, int]:
+        images = self._images(req)
+        if self.family == "chat":
+            text = self.processor.apply_chat_template(self._conversation(req), add_generation_prompt=True,
+                                                      tokenize=False)
+        else:
+            text = self._text(req) or ""
+        pixels = sum(getattr(im, "width", 0) * getattr(im, "height", 0) for im in images)
+        return len(images), pixels, len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    def _encode(self, reqs: list[GenerationRequest], processor: Any = None) -> Any:
+        """Processor inputs for a micro-batch (left-padded, on the CPU). `processor`: the copy that the
+        preprocessing thread uses (a tokenizer must not be used by two threads at once)."""
+        processor = processor or self.processor
+        if self.family == "chat":
+            kwargs: dict[str, Any] = {"padding": True, "padding_side": "left"}
+            if self.cache == "static":  # few distinct cache lengths: few recompilations
+                kwargs["pad_to_multiple_of"] = 64
+            enc = processor.apply_chat_template([self._conversation(r) for r in reqs], tokenize=True,
+                                                add_generation_prompt=True, return_dict=True,
+                                                return_tensors="pt", processor_kwargs=kwargs)
+        elif self.family == "vision-encoder-decoder":
+            enc = self.image_processor(images=[self._images(r)[0] for r in reqs], return_tensors="pt")
+        elif self.family == "blip":
+            enc = processor(images=[self._images(r)[0] for r in reqs], return_tensors="pt")
+        else:
+            enc = processor(images=[self._images(r)[0] for r in reqs], text=[self._text(r) for r in reqs],
+                            padding=True, return_tensors="pt")
+        return enc
+
+    # ---- generation ----------------------------------------------------------------------------------
+    def _generate_batch(self, reqs: list[GenerationRequest], enc: Any) -> list[GenerationOutput]:
+        import torch
+
+        settings = reqs[0].generation
+        enc = enc.to(self.device)
+        config = gen.generation_config(self.model.generation_config, settings, eos_ids=self.eos_ids,
+                                       pad_id=self.tokenizer.pad_token_id,
+                                       static_cache=self.cache == "static",
+                                       min_new_tokens=self.opts["min_new_tokens"])
+        kwargs: dict[str, Any] = {"generation_config": config}
+        if settings.stop:
+            kwargs.update(stop_strings=list(settings.stop), tokenizer=self.tokenizer)
+        if settings.do_sample:
+            torch.manual_seed(settings.seed)
+        with torch.inference_mode():
+            out = self.model.generate(**enc, **kwargs)
+        sequences = out.sequences if hasattr(out, "sequences") else out
+        input_ids = enc.get("input_ids")
+        mask = enc.get("attention_mask")
+        outputs = []
+        for i, row in enumerate(sequences.tolist()):
+            prompt = input_ids[i].tolist() if input_ids is not None else None
+            ids = gen.completion_ids(row, prompt=prompt, skip_leading=self.skip_leading, eos=self.eos_ids)
+            text = gen.cut_at_stop(self.tokenizer.decode(ids, skip_special_tokens=True), settings.stop)
+            outputs.append(GenerationOutput(text=text.strip(), completion_tokens=len(ids),
+                                            prompt_tokens=int(mask[i].sum()) if mask is not None else 0))
+        return outputs
+
+    def _padded(self, chunk: list[int]) -> list[int]:
+        """With a static cache (compiled), micro-batch sizes are rounded up to a power of two (at most the
+        micro-batch limit) by repeating the last request, so a run compiles for few batch shapes."""
+        if self.cache != "static":
+            return chunk
+        return chunk + chunk[-1:] * (gen.static_batch_size(len(chunk), self.batcher.limit) - len(chunk))
+
+    def generate(self, requests: list[GenerationRequest]) -> list[GenerationOutput]:
+        def prepare(chunk: list[int]) -> Any:
+            return self._encode([requests[i] for i in self._padded(chunk)], self.encoder)
+
+        def run(chunk: list[int], enc: Any) -> list[GenerationOutput]:
+            return self._generate_batch([requests[i] for i in self._padded(chunk)], enc)[: len(chunk)]
+
+        def failed(i: int, exc: BaseException) -> GenerationOutput:
+            return GenerationOutput(text="", error=f"{type(exc).__name__}: {exc}")
+
+        outputs: list[GenerationOutput | None] = [None] * len(requests)
+        groups: dict[str, list[int]] = {}
+        for i, req in enumerate(requests):  # one generation config per micro-batch
+            groups.setdefault(repr(req.generation.to_dict()), []).append(i)
+        for indices in groups.values():
+            keys = [self._sort_key(requests[i]) for i in indices]
+            order = [indices[j] for j in gen.length_sorted(keys)]
+            for i, out in zip(order, self.batcher.run(order, prepare, run, failed)):
+                outputs[i] = out
+        return [o if o is not None else GenerationOutput(text="", error="not generated") for o in outputs]
+
+    def identity(self) -> dict[str, Any]:
+        import torch
+        import transformers
+
+        info = self.run_identity(self.args, self.context) if self.args.get("model") != "(in memory)" else {}
+        base = self.model.get_base_model() if hasattr(self.model, "get_base_model") else self.model
+        info.update(model_class=type(base).__name__, transformers=transformers.__version__,
+                    torch=torch.__version__, commit=getattr(self.model.config, "_commit_hash", None),
+                    family=self.family, device=self.device, cache_implementation=self.cache,
+                    attn_implementation=getattr(self.model.config, "_attn_implementation", None),
+                    image_backend=self.opts["image_backend"], padding_side=self.tokenizer.padding_side,
+                    decoding="harness settings (greedy unless sampling is asked for)",
+                    micro_batch=self.batcher.limit, default_batch_size=self.default_batch_size)
+        if self.preset is not None and self.preset.pin_note and "revision" not in self.args:
+            info["pin_note"] = self.preset.pin_note
+        if self.adapter_info is not None:
+            info["adapter"] = self.adapter_info
+        return info
+
+    def close(self) -> None:
+        self.model = None
+        gen.free_memory()
+

@@ -1,0 +1,197 @@
+"""Generation helpers of the `hf` backend: length-sorted micro-batches, halving on out-of-memory, batch
+sizing, the generation config, reading generated token ids back into text and token counts, and the fixed
+probe input of the adapter check.
+
+Nothing here imports torch at module level; the functions that need it import it when called.
+"""
+
+from __future__ import annotations
+
+import gc
+import logging
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
+
+R = TypeVar("R")
+log = logging.getLogger(__name__)
+
+MAX_DEFAULT_BATCH = 128
+PROMPT_TOKENS_GUESS = 768  # image + text tokens of a typical single-image prompt (LLaVA-1.5: 576 + ~50)
+
+
+def length_sorted(keys: Sequence[Any]) -> list[int]:
+    """Indices ordered by key, longest first (stable), so that each micro-batch pads little."""
+    return sorted(range(len(keys)), key=lambda i: keys[i], reverse=True)
+
+
+def first_line(exc: BaseException) -> str:
+    """The first line of an exception's message (library errors often span many lines)."""
+    lines = str(exc).strip().splitlines()
+    return lines[0] if lines else type(exc).__name__
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    import torch
+
+    if isinstance(exc, torch.OutOfMemoryError):
+        return True
+    return isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower()
+
+
+def free_memory() -> None:
+    import torch
+
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+class AdaptiveBatcher:
+    """Runs items in micro-batches of at most `limit` (None: all at once).
+
+    `prepare(chunk)` (preprocessing, on the CPU) runs in a worker thread: while `generate(chunk, prepared)`
+    runs on the GPU, the next micro-batch is already being prepared. An out-of-memory error halves the limit
+    for this and every later call and retries; an item that fails alone at batch size 1 gets
+    `on_error(item, exc)`.
+    """
+
+    def __init__(self, limit: int | None = None) -> None:
+        self.limit = limit
+        self.halvings = 0
+
+    def _size(self, start: int, total: int) -> int:
+        return min(self.limit or total, total - start)
+
+    def run(self, items: list[Any], prepare: Callable[[list[Any]], Any],
+            generate: Callable[[list[Any], Any], list[R]],
+            on_error: Callable[[Any, BaseException], R]) -> list[R]:
+        from concurrent.futures import ThreadPoolExecutor
+
+        results: list[R] = []
+        start = 0
+        ahead: tuple[int, int, Any] | None = None  # (start, size, future) of the micro-batch prepared ahead
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="hf-prepare") as pool:
+            while start < len(items):
+                size = self._size(start, len(items))
+                chunk = items[start:start + size]
+                if ahead is not None and ahead[:2] == (start, size):
+                    future = ahead[2]
+                else:
+                    future = pool.submit(prepare, chunk)
+                ahead = None
+                try:
+                    prepared = future.result()
+                    nxt = start + size
+                    if nxt < len(items):
+                        ahead = (nxt, self._size(nxt, len(items)),
+                                 pool.submit(prepare, items[nxt:nxt + self._size(nxt, len(items))]))
+                    results.extend(generate(chunk, prepared))
+                except Exception as exc:  # noqa: BLE001 - only out-of-memory is handled, the rest re-raised
+                    if not is_out_of_memory(exc):
+                        raise
+                    del exc
+                    free_memory()
+                    if size == 1:
+                        results.append(on_error(chunk[0], MemoryError("out of memory at batch size 1")))
+                        start += 1
+                        continue
+                    self.limit = max(1, size // 2)
+                    self.halvings += 1
+                    log.warning("out of memory at batch size %d: going on with %d", size, self.limit)
+                    continue
+                start += size
+        return results
+
+
+def kv_bytes_per_token(config: Any, dtype_bytes: int) -> int:
+    """Key/value cache bytes per token of the language model described by `config` (0 if unknown)."""
+    text = getattr(config, "text_config", None) or getattr(config, "decoder", None) or config
+    try:
+        layers = int(text.num_hidden_layers)
+        heads = int(text.num_attention_heads)
+        kv_heads = int(getattr(text, "num_key_value_heads", None) or heads)
+        head_dim = int(getattr(text, "head_dim", None) or text.hidden_size // heads)
+    except (AttributeError, TypeError, ValueError):
+        return 0
+    return 2 * layers * kv_heads * head_dim * dtype_bytes
+
+
+def pick_batch_size(*, n_params: int, dtype_bytes: int, kv_per_token: int, new_tokens: int,
+                    gpu_memory: int | None, images_per_sample: int = 1) -> int:
+    """Default (micro-)batch size. On GPU: as many samples as the memory left after the weights holds (KV
+    cache for a typical prompt per image plus the new tokens, with a margin), rounded down to a multiple of
+    16, at most 128. On the CPU: a small batch (large ones only add padding there)."""
+    if not gpu_memory:
+        return 16 if n_params < 50e6 else (4 if n_params < 1e9 else 1)
+    free = 0.85 * gpu_memory - n_params * dtype_bytes
+    tokens = PROMPT_TOKENS_GUESS * max(1, images_per_sample) + new_tokens
+    per_sample = max(kv_per_token, 1) * tokens * 1.2
+    batch = int(free // per_sample) if free > 0 else 1
+    if batch >= 16:
+        batch -= batch % 16
+    return max(1, min(MAX_DEFAULT_BATCH, batch))
+
+
+def static_batch_size(n: int, limit: int | None) -> int:
+    """`n` rounded up to a power of two, but not above `limit` (nor below `n`)."""
+    size = 1 << max(0, n - 1).bit_length()
+    return max(n, min(size, limit or size))
+
+
+def completion_ids(row: Sequence[int], *, prompt: Sequence[int] | None, skip_leading: set[int],
+                   eos: set[int]) -> list[int]:
+    """The generated token ids of one output row: without the echoed prompt (decoder-only models return it),
+    without leading decoder-start/bos ids (encoder-decoder models), cut at the first end-of-sequence id."""
+    ids = list(row)
+    if prompt is not None and len(ids) >= len(prompt) and ids[:len(prompt)] == list(prompt):
+        ids = ids[len(prompt):]
+    while ids and ids[0] in skip_leading:
+        ids = ids[1:]
+    for i, token in enumerate(ids):
+        if token in eos:
+            return ids[:i]
+    return ids
+
+
+def cut_at_stop(text: str, stops: Sequence[str]) -> str:
+    """Text up to the first occurrence of any stop string."""
+    cut = len(text)
+    for stop in stops:
+        if stop:
+            pos = text.find(stop)
+            if pos != -1:
+                cut = min(cut, pos)
+    return text[:cut]
+
+
+def generation_config(base: Any, settings: Any, *, eos_ids: set[int], pad_id: int | None, min_new_tokens: int,
+                      static_cache: bool) -> Any:
+    """A fresh GenerationConfig from the harness's settings: greedy unless sampling is asked for; of the
+    checkpoint's own generation config only the special token ids are used (not its sampling or penalties)."""
+    from transformers import GenerationConfig
+
+    config = GenerationConfig(
+        max_new_tokens=settings.max_new_tokens, min_new_tokens=min_new_tokens or None,
+        do_sample=settings.do_sample, num_beams=1, eos_token_id=sorted(eos_ids) or None, pad_token_id=pad_id,
+        bos_token_id=base.bos_token_id, decoder_start_token_id=base.decoder_start_token_id)
+    if settings.do_sample:
+        config.temperature, config.top_p = settings.temperature or 1.0, settings.top_p
+    if static_cache:
+        config.cache_implementation = "static"
+    return config
+
+
+def probe_request(request_id: str) -> Any:
+    """A fixed input (a deterministic gradient image and a short prompt) for checking that an adapter acts."""
+    import numpy as np
+    from PIL import Image
+
+    from harness.types import GenerationRequest, GenerationSettings
+
+    prompt = "Describe the image."
+    ramp = np.linspace(0, 255, 96, dtype=np.float64)
+    pixels = np.stack([np.add.outer(ramp, ramp) / 2, np.add.outer(ramp, 255 - ramp) / 2,
+                       np.full((96, 96), 128.0)], axis=-1).astype(np.uint8)
+    messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": prompt}]}]
+    return GenerationRequest(id=request_id, images=[Image.fromarray(pixels, "RGB")], prompt=prompt,
+                             messages=messages, generation=GenerationSettings(), task_kind="caption")

@@ -1,0 +1,224 @@
+"""Named Hugging Face checkpoints of the `hf` backend, its model args, and their `ModelInfo` registrations.
+
+Each preset is registered as its own model id (`harness run --model llava-1.5-7b ...`); `harness list models`
+shows its hub id and revision. This module imports nothing heavy (torch only inside `resolve_device_dtype`):
+plugins/builtin.py imports it to register the presets, and `harness list` must stay fast.
+
+Revisions: a preset records the hub revision it loads. No commit sha is verified for certain here, so every
+preset says "main" and carries a `pin_note`: a run is only reproducible once pinned with
+`--model-args revision=<commit sha>` (the sha a run actually loaded is recorded in its model.json, identity
+`commit`). The `family` says how a checkpoint is prompted:
+- `chat`: `AutoModelForImageTextToText` + `AutoProcessor` and the processor's chat template (LLaVA, Qwen-VL);
+- `blip`: BLIP captioning (`BlipForConditionalGeneration`): unconditional captions, the task prompt is unused;
+- `blip2`: BLIP-2: "Question: {question} Answer:" for VQA, no text for captions and reports;
+- `instructblip`: InstructBLIP: the task prompt is the instruction;
+- `vision-encoder-decoder`: `VisionEncoderDecoderModel` captioners such as ViT-GPT2 (no prompt).
+Single-image families use the first image of multi-view samples (IU-Xray: the frontal view).
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from harness.errors import UserError
+from harness.registry import ModelInfo
+
+if TYPE_CHECKING:
+    from harness.model_api import ModelContext
+
+UNPINNED = ("revision 'main': no commit sha was verified for this preset; pin one with "
+            "--model-args revision=<sha> for a reproducible run")
+ALL_KINDS = ("vqa", "report", "caption")
+CAPTION_KINDS = ("caption", "report")
+FIRST_IMAGE = "single-image model: multi-view samples use their first image"
+
+
+@dataclass(frozen=True)
+class HFPreset:
+    id: str
+    hub_id: str
+    family: str
+    description: str
+    params_b: float  # parameters in billions (shown in `harness list`)
+    revision: str = "main"
+    task_kinds: tuple[str, ...] = ALL_KINDS
+    aliases: tuple[str, ...] = ()
+    notes: str = ""
+
+    @property
+    def pin_note(self) -> str | None:
+        return UNPINNED if self.revision == "main" else None
+
+
+PRESETS: tuple[HFPreset, ...] = (
+    HFPreset("llava-1.5-7b", "llava-hf/llava-1.5-7b-hf", "chat",
+             "LLaVA-1.5 7B (Vicuna-7B, CLIP ViT-L/14-336)", 7.1, aliases=("llava-1.5",)),
+    HFPreset("llava-1.5-13b", "llava-hf/llava-1.5-13b-hf", "chat",
+             "LLaVA-1.5 13B (Vicuna-13B, CLIP ViT-L/14-336)", 13.4),
+    HFPreset("llava-next-mistral-7b", "llava-hf/llava-v1.6-mistral-7b-hf", "chat",
+             "LLaVA-NeXT (v1.6) Mistral-7B, any-resolution tiles", 7.6, aliases=("llava-mistral-7b",)),
+    HFPreset("qwen2-vl-2b", "Qwen/Qwen2-VL-2B-Instruct", "chat", "Qwen2-VL 2B Instruct", 2.2),
+    HFPreset("qwen2.5-vl-3b", "Qwen/Qwen2.5-VL-3B-Instruct", "chat", "Qwen2.5-VL 3B Instruct", 3.8),
+    HFPreset("qwen2.5-vl-7b", "Qwen/Qwen2.5-VL-7B-Instruct", "chat", "Qwen2.5-VL 7B Instruct", 8.3),
+    HFPreset("smolvlm", "HuggingFaceTB/SmolVLM-Instruct", "chat",
+             "SmolVLM Instruct (2.2B, Idefics3 architecture)", 2.2, aliases=("smolvlm-2b",)),
+    HFPreset("smolvlm-256m", "HuggingFaceTB/SmolVLM-256M-Instruct", "chat", "SmolVLM 256M Instruct", 0.26),
+    HFPreset("idefics3-8b", "HuggingFaceM4/Idefics3-8B-Llama3", "chat",
+             "Idefics3 8B (Llama-3.1-8B, SigLIP)", 8.5),
+    HFPreset("blip-caption", "Salesforce/blip-image-captioning-base", "blip",
+             "BLIP captioning, base (ViT-B); captions only, the task prompt is not used", 0.25,
+             task_kinds=CAPTION_KINDS, aliases=("blip",), notes=FIRST_IMAGE),
+    HFPreset("blip-caption-large", "Salesforce/blip-image-captioning-large", "blip",
+             "BLIP captioning, large (ViT-L); captions only, the task prompt is not used", 0.47,
+             task_kinds=CAPTION_KINDS, notes=FIRST_IMAGE),
+    HFPreset("blip2-opt-2.7b", "Salesforce/blip2-opt-2.7b", "blip2",
+             "BLIP-2 OPT-2.7B ('Question: ... Answer:' for VQA, plain captions otherwise)", 3.9,
+             aliases=("blip2",), notes=FIRST_IMAGE),
+    HFPreset("instructblip-vicuna-7b", "Salesforce/instructblip-vicuna-7b", "instructblip",
+             "InstructBLIP Vicuna-7B (BLIP-2 Instruct); the task prompt is the instruction", 7.9,
+             notes=FIRST_IMAGE),
+    HFPreset("vit-gpt2", "nlpconnect/vit-gpt2-image-captioning", "vision-encoder-decoder",
+             "ViT-GPT2 captioner (VisionEncoderDecoderModel); captions only, no prompt", 0.24,
+             task_kinds=CAPTION_KINDS, aliases=("vit-gpt2-captioning",), notes=FIRST_IMAGE),
+)
+_BY_ID = {p.id: p for p in PRESETS}
+
+ARGS = ("model", "revision", "family", "prepend_modality", "modality_field", "attn", "cache", "merge_adapter",
+        "image_backend", "min_new_tokens")
+FAMILIES = ("chat", "blip", "blip2", "instructblip", "vision-encoder-decoder")
+FAMILY_OF_MODEL_TYPE = {"blip": "blip", "blip-2": "blip2", "instructblip": "instructblip",
+                        "vision-encoder-decoder": "vision-encoder-decoder"}
+DTYPES = {"bfloat16": "bfloat16", "bf16": "bfloat16", "float16": "float16", "fp16": "float16",
+          "half": "float16", "float32": "float32", "fp32": "float32", "float": "float32"}
+CHOICES = {"attn": ("auto", "sdpa", "eager", "flash_attention_2"), "cache": ("auto", "static", "dynamic"),
+           "image_backend": ("pil", "torchvision")}
+
+
+def get_preset(preset_id: str) -> HFPreset:
+    return _BY_ID[preset_id]
+
+
+def _bool(name: str, value: str) -> bool:
+    if value.lower() in ("1", "true", "yes", "on"):
+        return True
+    if value.lower() in ("0", "false", "no", "off"):
+        return False
+    raise UserError(f"--model-args {name}={value}: expected true or false")
+
+
+def parse_options(preset: HFPreset | None, args: dict[str, str]) -> dict[str, Any]:
+    """Validate the `--model-args` of the hf backend (for `preset`, or for model id `hf` when None)."""
+    unknown = sorted(set(args) - set(ARGS))
+    if unknown:
+        raise UserError(f"model args {', '.join(unknown)} unknown to the hf backend; "
+                        f"known: {', '.join(ARGS)}")
+    if preset is not None and "model" in args:
+        raise UserError(f"model '{preset.id}' is {preset.hub_id}; for another checkpoint use "
+                        "--model hf --model-args model=<hub id or path>")
+    model = preset.hub_id if preset else args.get("model", "").strip()
+    if not model:
+        raise UserError("model 'hf' needs --model-args model=<hub id or local folder>")
+    for key, allowed in CHOICES.items():
+        if key in args and args[key] not in allowed:
+            raise UserError(f"--model-args {key}={args[key]}: expected one of {', '.join(allowed)}")
+    family = args.get("family", preset.family if preset else "auto")
+    if family not in (*FAMILIES, "auto"):
+        raise UserError(f"--model-args family={family}: expected auto or one of {', '.join(FAMILIES)}")
+    min_new = args.get("min_new_tokens", "0")
+    if not min_new.isdigit():
+        raise UserError(f"--model-args min_new_tokens={min_new}: expected a whole number")
+    local = Path(model).expanduser()
+    if model.startswith(("/", "./", "../", "~")) and not local.is_dir():
+        raise UserError(f"--model-args model={model}: no such folder (expected a folder saved with "
+                        "save_pretrained, or a hub id such as llava-hf/llava-1.5-7b-hf)")
+    return {"model": str(local.resolve()) if local.is_dir() else model, "local": local.is_dir(),
+            "revision": args.get("revision", preset.revision if preset else "main"), "family": family,
+            "prepend_modality": _bool("prepend_modality", args.get("prepend_modality", "false")),
+            "modality_field": args.get("modality_field", "modality"), "attn": args.get("attn", "auto"),
+            "cache": args.get("cache", "auto"), "image_backend": args.get("image_backend", "pil"),
+            "merge_adapter": _bool("merge_adapter", args.get("merge_adapter", "true")),
+            "min_new_tokens": int(min_new)}
+
+
+def quick_fingerprint(folder: Path) -> str:
+    """Cheap content fingerprint of a local checkpoint: file names and sizes, small files whole, large files'
+    first and last MiB (no 14 GB read at start-up; changed weights differ there too)."""
+    digest = hashlib.sha256()
+    files = [p for p in folder.rglob("*")
+             if p.is_file() and not any(part.startswith(".") for part in p.relative_to(folder).parts)]
+    for path in sorted(files):
+        size = path.stat().st_size
+        digest.update(f"{path.relative_to(folder).as_posix()}\0{size}\0".encode())
+        with open(path, "rb") as fh:
+            if size <= 4 << 20:
+                digest.update(fh.read())
+            else:
+                digest.update(fh.read(1 << 20))
+                fh.seek(size - (1 << 20))
+                digest.update(fh.read())
+    return "sha256:" + digest.hexdigest()[:16]
+
+
+def resolve_device_dtype(context: ModelContext) -> tuple[str, str]:
+    """`--device` (default: cuda when available, else cpu) and `--dtype` (default: bfloat16 on a GPU,
+    float32 on the CPU)."""
+    import torch
+
+    device = context.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        parsed = torch.device(device)
+    except (RuntimeError, ValueError) as exc:
+        raise UserError(f"--device {device}: not a torch device (cpu, cuda, cuda:1, mps)") from exc
+    if parsed.type == "cuda" and not torch.cuda.is_available():
+        raise UserError(f"--device {device}: no CUDA device is available (torch {torch.__version__})")
+    dtype = context.dtype or ("bfloat16" if parsed.type == "cuda" else "float32")
+    if dtype.lower() not in DTYPES:
+        raise UserError(f"--dtype {dtype}: expected one of bfloat16, float16, float32")
+    return device, DTYPES[dtype.lower()]
+
+
+def _load_preset_class(preset_id: str) -> Any:
+    from harness.plugins.hf import HFModel
+
+    return HFModel.for_preset(get_preset(preset_id))
+
+
+def preset_capabilities(preset: HFPreset) -> dict[str, Any]:
+    caps: dict[str, Any] = {"task_kinds": list(preset.task_kinds), "needs_weights": True, "backend": "hf",
+                            "hub_id": preset.hub_id, "revision": preset.revision, "family": preset.family,
+                            "params_b": preset.params_b}
+    if preset.pin_note:
+        caps["pin_note"] = preset.pin_note
+    if preset.notes:
+        caps["notes"] = preset.notes
+    return caps
+
+
+def model_infos() -> list[ModelInfo]:
+    """Registrations of `hf`, `tiny-vlm` and every preset (plugins/builtin.py registers them)."""
+    infos = [
+        ModelInfo(
+            id="hf",
+            loader="harness.plugins.hf:HFModel",
+            description="Any Hugging Face image-text-to-text checkpoint: --model-args "
+            "model=<hub id or path>[,revision=<sha>]",
+            aliases=["transformers", "huggingface"],
+            capabilities={"task_kinds": list(ALL_KINDS), "needs_weights": True, "backend": "hf"},
+        ),
+        ModelInfo(
+            id="tiny-vlm",
+            loader="harness.plugins.tiny_vlm:TinyVLM",
+            description="Tiny random LLaVA-architecture model built offline (tests, fine-tuning smoke runs)",
+            capabilities={"task_kinds": list(ALL_KINDS), "needs_weights": False, "backend": "hf",
+                          "hub_id": "(built locally)", "revision": "local"},
+        ),
+    ]
+    for preset in PRESETS:
+        infos.append(ModelInfo(id=preset.id, loader=functools.partial(_load_preset_class, preset.id),
+                               description=preset.description, aliases=list(preset.aliases),
+                               capabilities=preset_capabilities(preset)))
+    return infos

@@ -1,0 +1,183 @@
+"""`tiny-vlm`: a small, randomly initialised LLaVA-architecture model built offline (tests, fine-tuning).
+
+`ensure_tiny_vlm()` builds it once into `cache_dir()/tiny-vlm/<version>/` and returns that folder. The build
+goes into a hidden temporary folder that is renamed into place, so the final path never holds a half-written
+model. The folder holds a `LlavaForConditionalGeneration` (a CLIP-style vision tower at 64 px with 8 px
+patches, 64 image tokens per image, and a 4-layer Llama language model: about 4.5 million parameters), a
+byte-level BPE tokenizer trained with the `tokenizers` library on phantom-task text, a `CLIPImageProcessor`
+and a `LlavaProcessor` with a simple chat template, all saved with `save_pretrained`:
+`AutoModelForImageTextToText` + `AutoProcessor` load it like a hub checkpoint, and the `hf` backend serves it
+through its ordinary chat-template path.
+
+The build is deterministic: the tokenizer corpus is fixed text plus `harness.phantom.generate_cases` with a
+fixed seed, and the weights come from `torch.manual_seed(SEED)`. The version folder names this builder's
+version and the phantom generator's, so a change to either builds a new model instead of reusing a stale one.
+
+Chat format (what fine-tuning must reproduce):
+`<s>USER: <image>\n...<image>\n{text} ASSISTANT: {answer}</s>`; `add_generation_prompt` ends the prompt with
+`ASSISTANT:`.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from harness.errors import UserError
+from harness.model_api import ModelContext
+from harness.plugins.hf import HFModel
+from harness.plugins.hf_presets import resolve_device_dtype
+
+BUILD_VERSION = "2"
+SEED = 0
+IMAGE_SIZE = 64
+PATCH_SIZE = 8
+VOCAB_SIZE = 1024
+CORPUS_CASES = 240
+CORPUS_SEED = 9001
+SPECIAL_TOKENS = ("<pad>", "<s>", "</s>", "<image>")
+
+CHAT_TEMPLATE = (
+    "{{ bos_token }}"
+    "{% for message in messages %}"
+    "{% if message['role'] == 'assistant' %}ASSISTANT: {% elif message['role'] == 'user' %}USER: {% endif %}"
+    "{% if message['content'] is string %}{{ message['content'] }}"
+    "{% else %}"
+    "{% for part in message['content'] %}{% if part['type'] == 'image' %}<image>\n{% endif %}{% endfor %}"
+    "{% for part in message['content'] %}{% if part['type'] == 'text' %}{{ part['text'] }}{% endif %}"
+    "{% endfor %}"
+    "{% endif %}"
+    "{% if message['role'] == 'assistant' %}{{ eos_token }}{% else %} {% endif %}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}ASSISTANT:{% endif %}"
+)
+
+# Instructions of the phantom tasks and common VQA/report prompt wording, so they tokenize compactly.
+PROMPT_LINES = (
+    "Answer with a single word or short phrase.",
+    "Write the findings section of a radiology report for these images.",
+    "Write a one-sentence caption for this medical image.",
+    "Write a caption for this radiology image, as in the figure legend of a scientific article.",
+    "[vqa] Based on the image, respond to this question with a short answer:",
+    "[report] Describe the given medical image in detail and write a radiology report.",
+    "[caption] Briefly describe this medical image.",
+    "Imaging modality: x-ray. Imaging modality: ct. Imaging modality: mri.",
+    "USER: ASSISTANT: yes no left right small large bright dark 0 1 2 3",
+    "chest head abdomen knee lung hemisphere x-ray ct mri CT MRI radiograph",
+)
+
+
+def version() -> str:
+    """The cache folder name: this builder's version and the phantom generator's."""
+    from harness.phantom import GENERATOR_VERSION
+
+    return f"v{BUILD_VERSION}-phantom{GENERATOR_VERSION}"
+
+
+def ensure_tiny_vlm(cache: Path | None = None) -> Path:
+    """Return the folder of the tiny model, building it first if it is not in the cache yet."""
+    from harness.paths import cache_dir
+
+    base = Path(cache) if cache is not None else cache_dir()
+    final = base / "tiny-vlm" / version()
+    if (final / "config.json").is_file():
+        return final
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=final.parent))
+    try:
+        build_tiny_vlm(tmp)
+        try:
+            os.rename(tmp, final)
+        except OSError:  # another process finished first: keep its copy
+            if not (final / "config.json").is_file():
+                raise
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return final
+
+
+def corpus() -> list[str]:
+    """The tokenizer's training text: fixed prompt wording and the texts of generated phantom cases (every
+    question, answer, report and caption wording of the phantom tasks turns up in a few hundred cases)."""
+    from harness.phantom import generate_cases
+
+    lines = list(PROMPT_LINES)
+    for case in generate_cases(CORPUS_CASES, CORPUS_SEED):
+        lines += [f"{qa.question} {qa.answer}" for qa in case.qa]
+        lines += [case.report, case.caption]
+    return lines
+
+
+def build_tokenizer() -> Any:
+    """A byte-level BPE tokenizer (no unknown tokens) trained on `corpus()`, wrapped for transformers."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=VOCAB_SIZE, special_tokens=list(SPECIAL_TOKENS),
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    tok.train_from_iterator(corpus(), trainer)
+    return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>", pad_token="<pad>",
+                                   extra_special_tokens={"image_token": "<image>"}, model_max_length=1024)
+
+
+def build_tiny_vlm(folder: Path) -> None:
+    """Build the tokenizer, processor and random model and save them into `folder`."""
+    import torch
+    from transformers import (
+        CLIPVisionConfig,
+        GenerationConfig,
+        LlamaConfig,
+        LlavaConfig,
+        LlavaForConditionalGeneration,
+        LlavaProcessor,
+    )
+    from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil
+
+    tokenizer = build_tokenizer()
+    image_processor = CLIPImageProcessorPil(size={"shortest_edge": IMAGE_SIZE},
+                                            crop_size={"height": IMAGE_SIZE, "width": IMAGE_SIZE})
+    processor = LlavaProcessor(image_processor=image_processor, tokenizer=tokenizer, patch_size=PATCH_SIZE,
+                               vision_feature_select_strategy="default", num_additional_image_tokens=1,
+                               chat_template=CHAT_TEMPLATE)
+    vision = CLIPVisionConfig(hidden_size=128, intermediate_size=512, num_hidden_layers=4,
+                              num_attention_heads=4, image_size=IMAGE_SIZE, patch_size=PATCH_SIZE,
+                              projection_dim=128)
+    ids = {"bos_token_id": tokenizer.bos_token_id, "eos_token_id": tokenizer.eos_token_id,
+           "pad_token_id": tokenizer.pad_token_id}
+    text = LlamaConfig(vocab_size=len(tokenizer), hidden_size=256, intermediate_size=688, num_hidden_layers=4,
+                       num_attention_heads=4, num_key_value_heads=4, max_position_embeddings=1024,
+                       tie_word_embeddings=False, **ids)
+    config = LlavaConfig(vision_config=vision, text_config=text, vision_feature_select_strategy="default",
+                         vision_feature_layer=-2, image_token_id=tokenizer.convert_tokens_to_ids("<image>"))
+    config.pad_token_id = tokenizer.pad_token_id
+    torch.manual_seed(SEED)
+    model = LlavaForConditionalGeneration(config).eval()
+    model.generation_config = GenerationConfig(do_sample=False, **ids)
+    folder.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(folder)
+    processor.save_pretrained(folder)
+
+
+class TinyVLM(HFModel):
+    """The `hf` backend serving the cached tiny model (model id `tiny-vlm`)."""
+
+    default_batch_size = 16
+
+    def __init__(self, args: dict[str, str], context: ModelContext) -> None:
+        if "model" in args or "revision" in args:
+            raise UserError("model 'tiny-vlm' is built locally; it takes no model= or revision= "
+                            "(use --model hf --model-args model=PATH for another checkpoint)")
+        super().__init__({**args, "model": str(ensure_tiny_vlm())}, context)
+
+    @classmethod
+    def run_identity(cls, args: dict[str, str], context: ModelContext) -> dict[str, Any]:
+        cls.options({**args, "model": "tiny-vlm"})  # validates the other model args
+        _, dtype = resolve_device_dtype(context)
+        return {"hub_id": "tiny-vlm", "revision": version(), "dtype": dtype, "family": "chat"}

@@ -1,0 +1,345 @@
+"""The `hf` backend on tiny random checkpoints built offline: batching, multi-image prompts, adapters,
+captioners, presets and an end-to-end `harness run --model tiny-vlm`."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+import tiny_models
+
+from harness import plugin_manager
+from harness.errors import UserError
+from harness.model_api import ModelContext
+from harness.task import Task
+from harness.types import GenerationSettings
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("transformers")
+pytest.importorskip("peft")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    """Tiny models run fastest on one thread, and a busy machine does not slow them down tenfold."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def models_dir(tmp_path_factory) -> dict[str, Path]:
+    """Tiny checkpoints, built once for this module (the tiny-vlm cache goes where conftest puts caches)."""
+    root = tmp_path_factory.mktemp("tiny-models")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("HARNESS_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "harness-cache"))
+        return {"llava": tiny_models.tiny_llava(root / "llava"),
+                "ved": tiny_models.tiny_vision_encoder_decoder(root / "ved"),
+                "blip": tiny_models.tiny_blip(root / "blip")}
+
+
+def requests_for(task_id: str, n: int, settings: dict | None = None):
+    task = Task(plugin_manager.tasks().get(task_id))
+    _, template = task.prompt_template(None)
+    generation = task.generation_settings(settings)
+    samples = task.samples()[:n]
+    return task, [task.build_request(s, template, generation, [r.open() for r in s.images]) for s in samples]
+
+
+def hf_model(folder: Path, task: Task, adapter: Path | None = None, **args: str):
+    from harness.plugins.hf import HFModel
+
+    return HFModel({"model": str(folder), **args}, ModelContext(task=task, adapter=adapter))
+
+
+def texts(outputs) -> list[str]:
+    assert all(o.error is None for o in outputs), [o.error for o in outputs]
+    return [o.text for o in outputs]
+
+
+def test_batched_generation_equals_unbatched_and_keeps_request_order(models_dir):
+    task, reqs = requests_for("phantom-vqa", 10)
+    model = hf_model(models_dir["llava"], task)
+    assert model.tokenizer.padding_side == "left"
+    batched = model.generate(reqs)
+    single = [model.generate([r])[0] for r in reqs]
+    assert len({o.prompt_tokens for o in batched}) > 1, "the batch must mix prompt lengths"
+    assert texts(batched) == texts(single)
+    assert [o.completion_tokens for o in batched] == [o.completion_tokens for o in single]
+    assert len(set(texts(batched))) > 5, "the tiny model should answer different prompts differently"
+    reversed_out = model.generate(list(reversed(reqs)))
+    assert texts(reversed_out) == list(reversed(texts(batched)))
+
+
+def test_static_cache_and_micro_batches_give_the_same_answers(models_dir):
+    task, reqs = requests_for("phantom-vqa", 7)
+    reference = hf_model(models_dir["llava"], task).generate(reqs)
+    static = hf_model(models_dir["llava"], task, cache="static")
+    static.batcher.limit = 4  # micro-batches of 4 and 3 (padded to 4 with a repeat: one compiled shape)
+    real_generate, sizes = static.model.generate, []
+    static.model.generate = lambda **kw: sizes.append(len(kw["input_ids"])) or real_generate(**kw)
+    outputs = static.generate(reqs)
+    assert sizes == [4, 4]
+    assert texts(outputs) == texts(reference)
+    assert [o.prompt_tokens for o in outputs] == [o.prompt_tokens for o in reference]
+
+
+def test_two_images_per_sample_both_reach_the_model(models_dir):
+    from PIL import Image
+
+    task, reqs = requests_for("phantom-report", 3, {"max_new_tokens": 12})
+    assert all(len(r.images) == 2 for r in reqs)
+    model = hf_model(models_dir["llava"], task)
+    two = model.generate(reqs)
+    first_only = []
+    for r in reqs:
+        content = [p for p in r.messages[0]["content"] if p["type"] != "image"]
+        first_only.append(replace(r, images=r.images[:1],
+                                  messages=[{"role": "user", "content": [{"type": "image"}, *content]}]))
+    one = model.generate(first_only)
+    per_image = 64 + 1  # (64 px / 8 px patches)^2 image tokens and the newline after them
+    assert [a.prompt_tokens - b.prompt_tokens for a, b in zip(two, one)] == [per_image] * 3
+    flipped = [replace(r, images=[r.images[0], Image.new("RGB", (128, 128), "white")]) for r in reqs]
+    assert texts(model.generate(flipped)) != texts(two), "the second view must change the report"
+
+
+def test_out_of_memory_halves_the_batch_and_goes_on(models_dir):
+    task, reqs = requests_for("phantom-vqa", 8)
+    model = hf_model(models_dir["llava"], task)
+    expected = texts(model.generate(reqs))
+    real_generate = model.model.generate
+    sizes = []
+
+    def small_gpu(**kwargs):
+        sizes.append(len(kwargs["input_ids"]))
+        if len(kwargs["input_ids"]) > 2:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
+        return real_generate(**kwargs)
+
+    model.model.generate = small_gpu
+    assert texts(model.generate(reqs)) == expected
+    assert sizes[:3] == [8, 4, 2] and model.batcher.limit == 2 and model.batcher.halvings == 2
+    assert model.identity()["micro_batch"] == 2
+
+    def no_memory_at_all(**kwargs):
+        raise torch.OutOfMemoryError("CUDA out of memory")
+
+    model.model.generate = no_memory_at_all
+    failed = model.generate(reqs[:2])
+    assert [o.text for o in failed] == ["", ""] and all("out of memory" in o.error for o in failed)
+
+
+def test_stop_strings_cut_the_answer(models_dir):
+    task, reqs = requests_for("phantom-caption", 2)
+    model = hf_model(models_dir["llava"], task)
+    full = texts(model.generate(reqs))
+    stop = full[0][5:9]
+    settings = GenerationSettings(**{**reqs[0].generation.to_dict(), "stop": [stop]})
+    cut = model.generate([replace(reqs[0], generation=settings)])[0].text
+    assert cut == full[0][: full[0].index(stop)].strip()
+
+
+def test_adapter_changes_outputs_and_merging_keeps_them(models_dir, tmp_path):
+    task, reqs = requests_for("phantom-vqa", 6)
+    adapter = tiny_models.lora_adapter(models_dir["llava"], tmp_path / "adapter")
+    base = texts(hf_model(models_dir["llava"], task).generate(reqs))
+    merged = hf_model(models_dir["llava"], task, adapter=adapter)
+    unmerged = hf_model(models_dir["llava"], task, adapter=adapter, merge_adapter="false")
+    assert type(unmerged.model).__name__ == "PeftModel" and type(merged.model).__name__ != "PeftModel"
+    with_adapter = texts(merged.generate(reqs))
+    assert with_adapter != base
+    assert texts(unmerged.generate(reqs)) == with_adapter
+    info = merged.identity()["adapter"]
+    assert info["merged"] is True and info["probe_max_logit_change"] > 0
+
+
+def test_adapter_matching_no_layer_is_a_user_error(models_dir, tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    task, _ = requests_for("phantom-vqa", 1)
+    nothing = tiny_models.lora_adapter(models_dir["llava"], tmp_path / "a1")
+    config = json.loads((nothing / "adapter_config.json").read_text())
+    (nothing / "adapter_config.json").write_text(json.dumps({**config, "target_modules": ["not_a_layer"]}))
+    with pytest.raises(UserError, match="adapter modules did not match any layer"):
+        hf_model(models_dir["llava"], task, adapter=nothing)
+
+    # Module names that match but weight names with a wrapper prefix: PEFT only warns, the probe catches it.
+    prefixed = tiny_models.lora_adapter(models_dir["llava"], tmp_path / "a2")
+    weights = load_file(prefixed / "adapter_model.safetensors")
+    renamed = {k.replace("base_model.model.", "base_model.model.llama_model."): v for k, v in weights.items()}
+    save_file(renamed, prefixed / "adapter_model.safetensors")
+    with pytest.raises(UserError, match="adapter modules did not match any layer.*unchanged"), \
+            pytest.warns(UserWarning, match="missing adapter keys"):
+        hf_model(models_dir["llava"], task, adapter=prefixed)
+
+
+@pytest.mark.parametrize("name", ["ved", "blip"])
+def test_captioners_batch_like_single_and_refuse_vqa(models_dir, name):
+    task, reqs = requests_for("phantom-caption", 5)
+    model = hf_model(models_dir[name], task)
+    assert model.family == {"ved": "vision-encoder-decoder", "blip": "blip"}[name]
+    batched = model.generate(reqs)
+    assert texts(batched) == texts([model.generate([r])[0] for r in reqs])
+    assert len(set(texts(batched))) > 1 and all(o.completion_tokens > 0 for o in batched)
+    vqa_task, _ = requests_for("phantom-vqa", 1)
+    with pytest.raises(UserError, match="cannot answer questions"):
+        hf_model(models_dir[name], vqa_task)
+
+
+def test_prepend_modality_adds_the_label_and_needs_the_field(models_dir):
+    task, reqs = requests_for("phantom-vqa", 4)
+    plain = hf_model(models_dir["llava"], task).generate(reqs)
+    model = hf_model(models_dir["llava"], task, prepend_modality="true")
+    labelled = model.generate(reqs)
+    label_tokens = [len(model.tokenizer(f"Imaging modality: {r.metadata['modality']}. ")["input_ids"])
+                    for r in reqs]
+    assert [b.prompt_tokens - a.prompt_tokens for a, b in zip(plain, labelled)] == label_tokens
+    missing = replace(reqs[0], metadata={"question": "q"})
+    with pytest.raises(UserError, match="no 'modality' field"):
+        model.generate([missing])
+
+
+def test_model_arg_mistakes_are_one_line_user_errors(models_dir):
+    from harness.plugins.hf import HFModel
+    from harness.plugins.hf_presets import get_preset
+
+    task, _ = requests_for("phantom-vqa", 1)
+    context = ModelContext(task=task)
+    cases = [
+        (HFModel, {}, "needs --model-args model="),
+        (HFModel, {"model": str(models_dir["llava"]), "temperature": "1"}, "unknown to the hf backend"),
+        (HFModel.for_preset(get_preset("llava-1.5-7b")), {"model": "x"}, "another checkpoint use --model hf"),
+        (HFModel, {"model": str(models_dir["llava"]), "cache": "huge"}, "cache=huge: expected one of"),
+        (HFModel, {"model": str(models_dir["llava"]), "prepend_modality": "maybe"}, "expected true or false"),
+        (HFModel, {"model": "no-such-org/no-such-model"}, "no-such-org/no-such-model"),
+        (HFModel, {"model": "/no/such/folder"}, "no such folder"),
+    ]
+    for cls, args, message in cases:
+        with pytest.raises(UserError, match=message) as raised:
+            cls(args, context)
+        assert "\n" not in str(raised.value), "a user error is one line"
+    with pytest.raises(UserError, match="--dtype int4"):
+        HFModel({"model": str(models_dir["llava"])}, ModelContext(task=task, dtype="int4"))
+    if not torch.cuda.is_available():
+        with pytest.raises(UserError, match="no CUDA device"):
+            HFModel({"model": str(models_dir["llava"])}, ModelContext(task=task, device="cuda"))
+
+
+def test_run_identity_names_checkpoint_revision_and_dtype_without_loading(models_dir, tmp_path):
+    import shutil
+
+    from harness.plugins.hf import HFModel
+    from harness.plugins.hf_presets import get_preset
+
+    preset_cls = HFModel.for_preset(get_preset("llava-1.5-7b"))
+    identity = preset_cls.run_identity({}, ModelContext(dtype="bf16"))  # offline, no weights: nothing loaded
+    assert identity["hub_id"] == "llava-hf/llava-1.5-7b-hf" and identity["dtype"] == "bfloat16"
+    assert identity["revision"] == "main"
+    pinned = preset_cls.run_identity({"revision": "0123abc"}, ModelContext())
+    assert pinned["revision"] == "0123abc"
+    copy = shutil.copytree(models_dir["llava"], tmp_path / "copy")
+    local = HFModel.run_identity({"model": str(copy)}, ModelContext(device="cpu"))
+    assert local["revision"] == "local" and local["dtype"] == "float32"
+    weights = copy / "model.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[-1] ^= 0xFF  # a changed weight gives another run id
+    weights.write_bytes(bytes(data))
+    changed = HFModel.run_identity({"model": str(copy)}, ModelContext())
+    assert changed["local_fingerprint"] != local["local_fingerprint"]
+
+
+def test_presets_register_without_heavy_imports():
+    code = ("import sys, json; from harness.plugins import hf_presets as p; infos = p.model_infos(); "
+            "heavy = [m for m in ('torch', 'transformers', 'peft') if m in sys.modules]; "
+            "print(json.dumps({'heavy': heavy, 'infos': [i.describe() for i in infos]}))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    data = json.loads(out.stdout)
+    assert data["heavy"] == []
+    by_id = {i["id"]: i for i in data["infos"]}
+    for preset_id, hub_id in [("llava-1.5-7b", "llava-hf/llava-1.5-7b-hf"),
+                              ("qwen2-vl-2b", "Qwen/Qwen2-VL-2B-Instruct"),
+                              ("vit-gpt2", "nlpconnect/vit-gpt2-image-captioning"),
+                              ("blip2-opt-2.7b", "Salesforce/blip2-opt-2.7b")]:
+        caps = by_id[preset_id]["capabilities"]
+        assert caps["hub_id"] == hub_id and caps["revision"]
+        assert caps["revision"] != "main" or "pin" in caps["pin_note"]
+    assert by_id["vit-gpt2"]["capabilities"]["task_kinds"] == ["caption", "report"]
+    assert {"hf", "tiny-vlm"} <= set(by_id)
+
+
+def test_tiny_vlm_build_is_deterministic(tmp_path):
+    from harness.plugins.tiny_vlm import ensure_tiny_vlm
+
+    first, second = ensure_tiny_vlm(tmp_path / "a"), ensure_tiny_vlm(tmp_path / "b")
+    for name in ("tokenizer.json", "model.safetensors", "config.json", "chat_template.jinja"):
+        assert (first / name).read_bytes() == (second / name).read_bytes(), name
+    assert ensure_tiny_vlm(tmp_path / "a") == first
+    leftovers = [p.name for p in (tmp_path / "a" / "tiny-vlm").iterdir()]
+    assert leftovers == [first.name], "no temporary folder is left behind"
+
+
+# Registers the hf models in the subprocess unless plugins/builtin.py already does.
+E2E = """
+import sys
+from harness.cli import main
+from harness.hookspecs import hookimpl
+from harness.plugin_manager import get_plugin_manager, models
+from harness.plugins import hf_presets
+
+class HFModels:
+    @staticmethod
+    @hookimpl
+    def register_models(register):
+        for info in hf_presets.model_infos():
+            register(info)
+
+if "tiny-vlm" not in models():
+    get_plugin_manager().register(HFModels, name="tests.hf_models")
+    models.cache_clear()
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+@pytest.mark.slow
+def test_harness_run_tiny_vlm_end_to_end(tmp_path):
+    out = tmp_path / "run"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    args = ["run", "--model", "tiny-vlm", "--task", "phantom-vqa", "--limit", "20", "--judge", "exact",
+            "--output", str(out), "--no-progress"]
+    proc = subprocess.run([sys.executable, "-c", E2E, *args], capture_output=True, text=True, env=env,
+                          cwd=tmp_path, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = [json.loads(line) for line in (out / "predictions.jsonl").read_text().splitlines()]
+    assert len(rows) == 20 and all(r["error"] is None for r in rows)
+    assert all(r["prompt_tokens"] > 64 and r["completion_tokens"] >= 0 for r in rows)
+    loaded = json.loads((out / "model.json").read_text())["identity"]
+    assert loaded["hub_id"] == "tiny-vlm" and loaded["padding_side"] == "left"
+    assert loaded["model_class"] == "LlavaForConditionalGeneration"
+    results = json.loads((out / "results.json").read_text())
+    assert results["task"]["n"] == 20
+
+
+def test_default_batch_size_fills_a_gpu_and_stays_small_on_the_cpu():
+    from types import SimpleNamespace
+
+    from harness.plugins import hf_generation as gen
+
+    llama_7b = SimpleNamespace(text_config=SimpleNamespace(num_hidden_layers=32, num_attention_heads=32,
+                                                           num_key_value_heads=32, hidden_size=4096))
+    kv = gen.kv_bytes_per_token(llama_7b, 2)
+    assert kv == 2 * 32 * 4096 * 2  # keys and values, 32 layers, 4096 wide, bf16: 0.5 MiB per token
+    h100 = 80 * 2**30
+    vqa = gen.pick_batch_size(n_params=7_060_000_000, dtype_bytes=2, kv_per_token=kv, new_tokens=16,
+                              gpu_memory=h100)
+    two_view_reports = gen.pick_batch_size(n_params=7_060_000_000, dtype_bytes=2, kv_per_token=kv,
+                                           new_tokens=128, gpu_memory=h100, images_per_sample=2)
+    assert 64 <= vqa <= 128 and vqa % 16 == 0
+    assert 16 <= two_view_reports < vqa
+    assert gen.pick_batch_size(n_params=7_060_000_000, dtype_bytes=4, kv_per_token=kv, new_tokens=16,
+                               gpu_memory=None) == 1
