@@ -53,3 +53,12 @@ def register_models(register) -> None:
 
     for info in hf_presets.model_infos():
         register(info)
+    register(
+        ModelInfo(
+            id="pefomed",
+            loader="harness.plugins.pefomed:PeFoMedModel",
+            description="PeFoMed / MiniGPT-v2 (EVA ViT-g/14 448px + LLaMA-2-chat-7B with LoRA); --model-args "
+            "llm=...,vision=eva_vit_g.pth,checkpoint=X.pth, or --adapter DIR from `harness convert pefomed-checkpoint`",
+            capabilities={"task_kinds": ["vqa", "report", "caption"], "needs_weights": True, "adapters": True},
+        )
+    )

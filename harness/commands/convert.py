@@ -15,22 +15,41 @@ from harness.errors import UserError
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("convert", help="convert published checkpoints to standard formats", description=__doc__,
-                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = sub.add_parser(
+        "convert",
+        help="convert published checkpoints to standard formats",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     kinds = p.add_subparsers(dest="kind", metavar="KIND")
-    c = kinds.add_parser("pefomed-checkpoint", help="PeFoMed / MiniGPT-v2 .pth -> PEFT adapter + projection",
-                         description="Convert a PeFoMed or MiniGPT-v2 checkpoint (.pth holding {'model': "
-                                     "state_dict} with llama_proj.* and LoRA weights) into a PEFT adapter "
-                                     "directory plus projection.safetensors.")
+    c = kinds.add_parser(
+        "pefomed-checkpoint",
+        help="PeFoMed / MiniGPT-v2 .pth -> PEFT adapter + projection",
+        description="Convert a PeFoMed or MiniGPT-v2 checkpoint (.pth holding {'model': "
+        "state_dict} with llama_proj.* and LoRA weights) into a PEFT adapter "
+        "directory plus projection.safetensors.",
+    )
     c.add_argument("checkpoint", type=Path, help="the .pth checkpoint")
     c.add_argument("--out", type=Path, required=True, help="output directory")
-    c.add_argument("--base-model", default="meta-llama/Llama-2-7b-chat-hf",
-                   help="recorded as base_model_name_or_path in adapter_config.json")
-    c.add_argument("--lora-alpha", type=float, default=16.0,
-                   help="LoRA alpha (not stored in the checkpoint; PeFoMed and MiniGPT-v2 use 16)")
-    c.add_argument("--trust-pickle", action="store_true",
-                   help="allow torch.load to unpickle Python objects in the file (only for files you trust)")
-    c.add_argument("--force", action="store_true", help="replace the files of an existing conversion in --out")
+    c.add_argument(
+        "--base-model",
+        default="meta-llama/Llama-2-7b-chat-hf",
+        help="recorded as base_model_name_or_path in adapter_config.json",
+    )
+    c.add_argument(
+        "--lora-alpha",
+        type=float,
+        default=16.0,
+        help="LoRA alpha (not stored in the checkpoint; PeFoMed and MiniGPT-v2 use 16)",
+    )
+    c.add_argument(
+        "--trust-pickle",
+        action="store_true",
+        help="allow torch.load to unpickle Python objects in the file (only for files you trust)",
+    )
+    c.add_argument(
+        "--force", action="store_true", help="replace the files of an existing conversion in --out"
+    )
     c.set_defaults(func=convert_pefomed)
     p.set_defaults(func=lambda args: _usage(p))
 
@@ -50,11 +69,20 @@ def convert_pefomed(args: argparse.Namespace) -> int:
         raise UserError(f"--out {out} already holds a converted checkpoint: pass --force to replace it")
     if args.lora_alpha <= 0:
         raise UserError(f"--lora-alpha {args.lora_alpha}: must be positive")
-    weights = convert_checkpoint(args.checkpoint, out, alpha=args.lora_alpha, base_model=args.base_model,
-                                 trust_pickle=args.trust_pickle)
+    weights = convert_checkpoint(
+        args.checkpoint,
+        out,
+        alpha=args.lora_alpha,
+        base_model=args.base_model,
+        trust_pickle=args.trust_pickle,
+    )
     n_modules = len(weights.lora) // 2
-    print(f"converted {args.checkpoint} -> {out}: LoRA rank {weights.rank} on {', '.join(weights.targets)} "
-          f"({n_modules} modules, alpha {args.lora_alpha:g}), projection "
-          f"{tuple(weights.projection['llama_proj.weight'].shape)}")
-    print(f"use it with: harness run --model pefomed --adapter {out} --model-args llm=...,vision=eva_vit_g.pth")
+    print(
+        f"converted {args.checkpoint} -> {out}: LoRA rank {weights.rank} on {', '.join(weights.targets)} "
+        f"({n_modules} modules, alpha {args.lora_alpha:g}), projection "
+        f"{tuple(weights.projection['llama_proj.weight'].shape)}"
+    )
+    print(
+        f"use it with: harness run --model pefomed --adapter {out} --model-args llm=...,vision=eva_vit_g.pth"
+    )
     return 0

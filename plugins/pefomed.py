@@ -1,0 +1,363 @@
+"""The `pefomed` model: PeFoMed (MiniGPT-v2: EVA ViT-g/14 + LLaMA-2-chat with LoRA), re-implemented.
+
+    harness run --model pefomed --task vqa-rad --data-dir ... --prompt pefomed \\
+        --model-args llm=meta-llama/Llama-2-7b-chat-hf,vision=eva_vit_g.pth,checkpoint=pefomed_vqarad.pth
+    harness run --model pefomed ... --model-args llm=...,vision=... --adapter CONVERTED_DIR
+
+Weights: `vision` = LAVIS `eva_vit_g.pth`, `llm` = LLaMA-2-chat-7B in HF format (hub id or directory), and the
+trainable part either as a PeFoMed / MiniGPT-v2 `checkpoint=...pth` or as a directory converted with
+`harness convert pefomed-checkpoint` (`--adapter DIR`). Architecture, transform and text processing are in
+pefomed_arch (the published code evaluated with random crops and flips; this transform is deterministic).
+
+Prompt: with `--prompt pefomed` the task's PeFoMed instruction (it starts with its task tag) is used as is;
+any other prompt gets the tag of the task kind in front ([vqa], [report], [caption]). PeFoMed's text
+processing (lowercase, .!"()*#:;~ removed) applies to that instruction (`text_processor=none` turns it off).
+Several images (IU-Xray's two views) become consecutive `<Img><ImageHere></Img>` blocks; PeFoMed itself
+used one image per record (`--source r2gen-per-image`). One BOS token starts the prompt, as in training (the
+published evaluation code also had a literal "<s>" in its template, i.e. two BOS tokens).
+
+Decoding: left-padded batches from inputs_embeds, greedy unless --temperature is set. CUDA defaults:
+bfloat16, SDPA attention, LoRA merged into the weights, batch 128, vision encoder batched, static KV cache
+with the decoding step compiled (CUDA graphs); `cache=dynamic`, `compile=false`, `merge=false` change that.
+
+Other backends (vLLM): `embed_requests` gives each prompt's embedding sequence (BOS included, image
+embeddings spliced), `llm_path` the HF LLaMA directory, `adapter_path` the PEFT adapter directory;
+`embed_only=true` skips loading the LLM weights (only its embedding table is read).
+Fine-tuning (`harness finetune`): `train=true`, then the methods of pefomed_train.TrainingMixin.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from harness.errors import UserError
+from harness.model_api import ModelContext, ModelPlugin
+from harness.plugins import pefomed_arch as arch
+from harness.plugins import pefomed_checkpoint as ckpt
+from harness.plugins.pefomed_train import TrainingMixin
+from harness.types import GenerationOutput, GenerationRequest
+
+if TYPE_CHECKING:
+    import torch
+
+DEFAULT_LLM = "meta-llama/Llama-2-7b-chat-hf"
+EVA_URL = "https://storage.googleapis.com/sfr-vision-language-research/LAVIS/models/BLIP2/eva_vit_g.pth"
+ARGS = {
+    "llm": "LLaMA-2-chat in HF format: hub id or directory (default meta-llama/Llama-2-7b-chat-hf)",
+    "vision": "LAVIS eva_vit_g.pth (required)",
+    "vision_config": "JSON file of Blip2VisionConfig fields replacing the EVA ViT-g/14 shapes (test models)",
+    "checkpoint": "PeFoMed or MiniGPT-v2 .pth (projection + LoRA); or use --adapter DIR",
+    "lora_alpha": "LoRA alpha for checkpoint= (not stored in the .pth; default 16)",
+    "trust_pickle": "true: let torch.load unpickle Python objects in checkpoint/vision files (default false)",
+    "text_processor": "pefomed (default) or none",
+    "cache": "static or dynamic KV cache (default static on CUDA)",
+    "compile": "true/false: compile the decoding step (default true on CUDA with the static cache)",
+    "compile_vision": "true/false: torch.compile the vision encoder (default false)",
+    "attn": "attention implementation: sdpa (default), eager, flash_attention_2",
+    "merge": "true/false: merge LoRA into the weights (default true)",
+    "vision_batch": "images per vision-encoder pass (default 64)",
+    "min_new_tokens": "generate at least this many tokens (default 0; for benchmarks)",
+    "embed_only": "true: load only what embed_requests needs (for vLLM), no generation",
+    "train": "true: keep LoRA unmerged and trainable (harness finetune)",
+}
+_DTYPES = {"bfloat16": "bfloat16", "bf16": "bfloat16", "float16": "float16", "fp16": "float16",
+           "half": "float16", "float32": "float32", "fp32": "float32", "float": "float32"}
+
+
+def _flag(args: dict[str, str], key: str, default: bool) -> bool:
+    value = args.get(key)
+    if value is None or value == "":
+        return default
+    if value.lower() in ("1", "true", "yes", "on"):
+        return True
+    if value.lower() in ("0", "false", "no", "off"):
+        return False
+    raise UserError(f"--model-args {key}={value}: expected true or false")
+
+
+def _int(args: dict[str, str], key: str, default: int, minimum: int) -> int:
+    try:
+        value = int(args.get(key) or default)
+    except ValueError:
+        raise UserError(f"--model-args {key}={args[key]}: expected an integer") from None
+    if value < minimum:
+        raise UserError(f"--model-args {key}={value}: must be at least {minimum}")
+    return value
+
+
+def default_options(on_cuda: bool) -> dict[str, Any]:
+    return {"cache": "static" if on_cuda else "dynamic", "compile": on_cuda, "compile_vision": False,
+            "attn": "sdpa", "merge": True, "vision_batch": 64, "min_new_tokens": 0,
+            "lora_alpha": float(ckpt.DEFAULT_LORA_ALPHA), "trust_pickle": False, "embed_only": False}
+
+
+class PeFoMedModel(TrainingMixin, ModelPlugin):
+    default_batch_size = 8
+    transport_args = ("vision_batch", "trust_pickle", "embed_only")
+
+    @classmethod
+    def run_identity(cls, args: dict[str, str], context: ModelContext) -> dict[str, Any]:
+        out: dict[str, Any] = {"transform": "resize448-bicubic-clipnorm", "prompt": "pefomed-v1"}
+        if args.get("checkpoint"):
+            path = Path(args["checkpoint"]).expanduser()
+            out["checkpoint_sha256"] = ckpt.file_sha256(path) if path.is_file() else None
+        if args.get("vision"):
+            path = Path(args["vision"]).expanduser()
+            out["vision_file"] = {"name": path.name, "bytes": path.stat().st_size if path.is_file() else None}
+        return out
+
+    def __init__(self, args: dict[str, str], context: ModelContext) -> None:
+        super().__init__(args, context)
+        import torch
+
+        from harness.plugins.pefomed_load import LoadSpec, load_parts, resolve_llm_path
+
+        unknown = sorted(set(args) - set(ARGS))
+        if unknown:
+            known = "; ".join(f"{k}: {v}" for k, v in ARGS.items())
+            raise UserError(
+                f"model 'pefomed' does not take --model-args {', '.join(unknown)}. It takes {known}")
+        if not args.get("vision"):
+            raise UserError("model 'pefomed' needs --model-args vision=PATH to LAVIS eva_vit_g.pth "
+                            f"(download: {EVA_URL})")
+        self.train_mode = _flag(args, "train", False)
+        if args.get("checkpoint") and context.adapter:
+            raise UserError(
+                "model 'pefomed': give the trainable weights once, either checkpoint=... or --adapter")
+        if not args.get("checkpoint") and not context.adapter and not self.train_mode:
+            raise UserError("model 'pefomed' needs its trained projection and LoRA: --model-args "
+                            "checkpoint=X.pth (PeFoMed or MiniGPT-v2) or --adapter DIR (from "
+                            "`harness convert pefomed-checkpoint`)")
+        self.device = torch.device(context.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        on_cuda = self.device.type == "cuda"
+        dtype_name = _DTYPES.get((context.dtype or ("bfloat16" if on_cuda else "float32")).lower())
+        if dtype_name is None:
+            raise UserError(f"--dtype {context.dtype}: expected bfloat16, float16 or float32")
+        self.dtype = getattr(torch, dtype_name)
+        if args.get("text_processor") not in (None, "", "pefomed", "none"):
+            raise UserError(f"--model-args text_processor={args['text_processor']}: expected pefomed or none")
+        self.process_text = (args.get("text_processor") or "pefomed") != "none"
+        cache = args.get("cache") or ("static" if on_cuda else "dynamic")
+        if cache not in ("static", "dynamic"):
+            raise UserError(f"--model-args cache={cache}: expected static or dynamic")
+        self.options = {
+            **default_options(on_cuda),
+            "cache": cache,
+            "compile": _flag(args, "compile", on_cuda) and cache == "static",
+            "compile_vision": _flag(args, "compile_vision", False),
+            "attn": args.get("attn") or "sdpa",
+            "merge": _flag(args, "merge", True) and not self.train_mode,
+            "vision_batch": _int(args, "vision_batch", 64, 1),
+            "min_new_tokens": _int(args, "min_new_tokens", 0, 0),
+            "lora_alpha": float(args.get("lora_alpha") or ckpt.DEFAULT_LORA_ALPHA),
+            "trust_pickle": _flag(args, "trust_pickle", False),
+            "embed_only": _flag(args, "embed_only", False),
+        }
+        self.default_batch_size = 128 if on_cuda else 8
+        self._checkpoint = Path(args["checkpoint"]).expanduser() if args.get("checkpoint") else None
+        self._adapter_dir = Path(context.adapter).expanduser() if context.adapter else None
+        self.llm_path: Path | None = resolve_llm_path(args.get("llm") or DEFAULT_LLM)
+        parts = load_parts(LoadSpec(
+            llm_path=self.llm_path, vision=args["vision"], vision_config=args.get("vision_config"),
+            checkpoint=self._checkpoint, adapter_dir=self._adapter_dir, device=self.device, dtype=self.dtype,
+            options=self.options, train=self.train_mode))
+        self.lora_info = parts.lora_info
+        self._setup(parts.vision, parts.llama_proj, parts.llm, parts.tokenizer)
+
+    @classmethod
+    def from_parts(cls, vision, llama_proj, llm, tokenizer, options: dict[str, Any] | None = None,
+                   llm_path: Path | None = None) -> PeFoMedModel:
+        """A model from modules already built (benchmarks on random weights); nothing is loaded."""
+        self = cls.__new__(cls)
+        ModelPlugin.__init__(self, {}, ModelContext())
+        self.device, self.dtype = llama_proj.weight.device, llama_proj.weight.dtype
+        on_cuda = self.device.type == "cuda"
+        self.options = {**default_options(on_cuda), **(options or {})}
+        self.options["compile"] = self.options["compile"] and self.options["cache"] == "static"
+        self.process_text, self.train_mode = True, False
+        self.default_batch_size = 128 if on_cuda else 8
+        self._checkpoint = self._adapter_dir = None
+        self.llm_path, self.lora_info = llm_path, {}
+        self._setup(vision, llama_proj, llm, tokenizer)
+        return self
+
+    def _setup(self, vision, llama_proj, llm, tokenizer) -> None:
+        from harness.plugins.pefomed_decode import Decoder
+
+        self.tokenizer = tokenizer
+        self.image_size = int(vision.config.image_size)
+        if self.options.get("compile_vision"):
+            import torch
+
+            vision = torch.compile(vision)
+        self.net = arch.PeFoMedNet(vision, llama_proj, llm)
+        self.decoder = None
+        if not self.options.get("embed_only"):
+            self.decoder = Decoder(llm, cache=self.options["cache"], compile=self.options["compile"])
+        stops = {tokenizer.eos_token_id}
+        gen_eos = getattr(getattr(llm, "generation_config", None), "eos_token_id", None)
+        stops.update(gen_eos if isinstance(gen_eos, list) else [gen_eos])
+        self.stop_ids = sorted(s for s in stops if s is not None)
+        self.bos_id = tokenizer.bos_token_id
+        if self.bos_id is None:
+            raise UserError(f"the tokenizer of {self.llm_path} has no BOS token")
+        self._pool = None
+
+    # ---- prompt embeddings (also the interface for other backends) ---------------------------------------
+
+    @property
+    def adapter_path(self) -> Path | None:
+        """The PEFT adapter directory: --adapter, or checkpoint= converted once into the harness cache."""
+        if self._adapter_dir is not None:
+            return self._adapter_dir
+        if self._checkpoint is None:
+            return None
+        name = f"{ckpt.file_sha256(self._checkpoint)[:16]}-alpha{self.options['lora_alpha']:g}"
+        out = Path(self.context.cache_dir) / "pefomed-adapters" / name
+        if not (out / ckpt.ADAPTER_CONFIG).is_file():
+            ckpt.convert_checkpoint(self._checkpoint, out, alpha=self.options["lora_alpha"],
+                                    base_model=str(self.llm_path), trust_pickle=self.options["trust_pickle"])
+        return out
+
+    def prompt_ids(self, requests: Sequence[GenerationRequest]) -> list[list[list[int]]]:
+        """Token ids of the text segments around the images, per request (BOS not included)."""
+        segments = [arch.prompt_segments(arch.instruction_for(r.prompt, r.task_kind, self.process_text),
+                                         len(r.images)) for r in requests]
+        flat = [s for segs in segments for s in segs]
+        ids = self.tokenizer(flat, add_special_tokens=False)["input_ids"] if flat else []
+        out, i = [], 0
+        for segs in segments:
+            out.append(ids[i:i + len(segs)])
+            i += len(segs)
+        return out
+
+    def pixel_values(self, images: Sequence[Any]) -> torch.Tensor:
+        """Deterministic evaluation transform of PIL images -> [N, 3, S, S] on the model's device."""
+        if len(images) > 4:
+            if self._pool is None:
+                import os
+                from concurrent.futures import ThreadPoolExecutor
+
+                self._pool = ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1))
+            arrays = list(self._pool.map(lambda im: arch.image_to_array(im, self.image_size), images))
+        else:
+            arrays = [arch.image_to_array(im, self.image_size) for im in images]
+        return arch.pixel_batch(arrays, self.device, self.net.vision.dtype)
+
+    def embed_requests(self, requests: Sequence[GenerationRequest]) -> list[torch.Tensor]:
+        """Per request, the unpadded prompt embeddings [T_i, hidden]: BOS, text, image embeddings spliced."""
+        import torch
+
+        with torch.no_grad():
+            return self._embed(requests)
+
+    def _embed(self, requests: Sequence[GenerationRequest]) -> list[torch.Tensor]:
+        import torch
+
+        ids = self.prompt_ids(requests)
+        images = [img for r in requests for img in r.images]
+        img_embeds = None
+        if images:
+            img_embeds = self.net.encode_images(self.pixel_values(images), chunk=self.options["vision_batch"])
+        flat = [self.bos_id] + [t for segs in ids for seg in segs for t in seg]
+        table = self.net.embedding_layer()(torch.tensor(flat, device=self.device))
+        bos, pos, k = table[:1], 1, 0
+        out = []
+        for segs in ids:
+            pieces = [bos]
+            for j, seg in enumerate(segs):
+                pieces.append(table[pos:pos + len(seg)])
+                pos += len(seg)
+                if j < len(segs) - 1:
+                    pieces.append(img_embeds[k].to(table.dtype))
+                    k += 1
+            out.append(torch.cat(pieces, dim=0))
+        return out
+
+    # ---- generation -------------------------------------------------------------------------------------
+
+    def generate(self, requests: list[GenerationRequest]) -> list[GenerationOutput]:
+        if self.decoder is None:
+            raise UserError("model 'pefomed' was built with embed_only=true: it gives embeddings, not text")
+        groups: dict[tuple, list[int]] = {}
+        for i, r in enumerate(requests):
+            g = r.generation
+            key = (g.max_new_tokens, g.do_sample, g.temperature, g.top_p, g.seed, tuple(g.stop))
+            groups.setdefault(key, []).append(i)
+        outputs: list[GenerationOutput | None] = [None] * len(requests)
+        for index in groups.values():
+            for i, out in zip(index, self._generate_split([requests[i] for i in index])):
+                outputs[i] = out
+        return [o if o is not None else GenerationOutput(text="", error="no output") for o in outputs]
+
+    def _generate_split(self, requests: list[GenerationRequest]) -> list[GenerationOutput]:
+        """Generate; on CUDA out-of-memory, retry in halves (one request that still fails gets an error)."""
+        import torch
+
+        try:
+            return self._generate_batch(requests)
+        except torch.cuda.OutOfMemoryError:
+            self.decoder.release()
+            torch.cuda.empty_cache()
+            if len(requests) == 1:
+                return [GenerationOutput(text="", error="CUDA out of memory for this sample")]
+            half = len(requests) // 2
+            return self._generate_split(requests[:half]) + self._generate_split(requests[half:])
+
+    def _generate_batch(self, requests: list[GenerationRequest]) -> list[GenerationOutput]:
+        import torch
+
+        settings = requests[0].generation
+        self.net.llm.eval()
+        embeds = self.embed_requests(requests)
+        lengths = [e.shape[0] for e in embeds]
+        width = max(lengths)
+        padded = embeds[0].new_zeros(len(embeds), width, embeds[0].shape[1])
+        mask = torch.zeros(len(embeds), width, dtype=torch.long, device=self.device)
+        for i, e in enumerate(embeds):
+            padded[i, width - e.shape[0]:] = e
+            mask[i, width - e.shape[0]:] = 1
+        del embeds
+        result = self.decoder.generate(
+            padded, mask, max_new_tokens=settings.max_new_tokens, stop_ids=self.stop_ids,
+            min_new_tokens=min(self.options["min_new_tokens"], settings.max_new_tokens),
+            do_sample=settings.do_sample and settings.temperature > 0, temperature=settings.temperature,
+            top_p=settings.top_p, seed=settings.seed)
+        texts = self.tokenizer.batch_decode(result.tokens, skip_special_tokens=True)
+        outs = []
+        for text, toks, done, n in zip(texts, result.tokens, result.finished, lengths):
+            for stop in settings.stop:
+                if stop and stop in text:
+                    text = text[:text.index(stop)]
+            outs.append(GenerationOutput(text=text.strip(), prompt_tokens=n,
+                                         completion_tokens=len(toks) + done))
+        return outs
+
+    def identity(self) -> dict[str, Any]:
+        return {
+            "architecture": "minigpt-v2 (eva-vit-g/14 448px, 4-token grouping, linear projection, llama)",
+            "llm": str(self.llm_path), "llm_revision": _snapshot_revision(self.llm_path),
+            "checkpoint": self._checkpoint.name if self._checkpoint else None,
+            "lora": self.lora_info, "device": str(self.device),
+            "dtype": str(self.dtype).removeprefix("torch."),
+            "text_processor": "pefomed" if self.process_text else "none",
+            "transform": f"resize {self.image_size} bicubic, CLIP mean/std (deterministic)",
+            **{k: self.options[k] for k in ("cache", "compile", "compile_vision", "attn", "min_new_tokens")},
+        }
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=False)
+            self._pool = None
+        if self.decoder is not None:
+            self.decoder.release()
+
+
+def _snapshot_revision(path: Path | None) -> str | None:
+    """The commit of a hub snapshot directory (.../snapshots/<commit>), else None."""
+    if path is None:
+        return None
+    parts = Path(path).parts
+    return parts[-1] if len(parts) >= 2 and parts[-2] == "snapshots" else None

@@ -1,0 +1,215 @@
+"""Loading the `pefomed` model's parts: tokenizer, LLaMA (+ LoRA), EVA encoder, projection.
+
+The LoRA of a PeFoMed / MiniGPT-v2 `checkpoint=` is applied the way PeFoMed does it (PEFT's LoRA wrapper
+around the LLM, then the checkpoint's tensors loaded by name); a converted `--adapter DIR` goes through
+`PeftModel.from_pretrained`. Either way every LoRA tensor must find its module and every module its tensor,
+otherwise loading stops with a one-line error (an adapter that matches nothing would silently give the base
+model). With `embed_only=true` only the LLM's input embedding table is read (for backends such as vLLM that
+run the LLM themselves and only need the prompt embeddings).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from harness.errors import UserError
+from harness.plugins import pefomed_arch as arch
+from harness.plugins import pefomed_checkpoint as ckpt
+
+
+@dataclass
+class LoadSpec:
+    llm_path: Path
+    vision: str
+    vision_config: str | None
+    checkpoint: Path | None
+    adapter_dir: Path | None
+    device: Any
+    dtype: Any
+    options: dict[str, Any]
+    train: bool = False
+
+
+@dataclass
+class Parts:
+    vision: Any
+    llama_proj: Any
+    llm: Any
+    tokenizer: Any
+    lora_info: dict[str, Any]
+
+
+def resolve_llm_path(name: str) -> Path:
+    """A local directory as is; a hub id through the HF cache (downloaded unless HF_HUB_OFFLINE=1)."""
+    path = Path(name).expanduser()
+    if path.is_dir():
+        return path
+    if path.exists() or name.startswith((".", "/", "~")):
+        raise UserError(f"--model-args llm={name}: not a directory with an HF-format LLaMA")
+    from huggingface_hub import snapshot_download
+
+    try:
+        return Path(snapshot_download(name, allow_patterns=["*.json", "*.safetensors", "tokenizer.model"]))
+    except Exception as exc:  # noqa: BLE001 - hub errors come in many types; the user needs one line
+        first = str(exc).splitlines()[0] if str(exc) else ""
+        raise UserError(f"--model-args llm={name}: cannot get it from the Hugging Face hub "
+                        f"({type(exc).__name__}: {first})") from exc
+
+
+class EmbeddingOnlyLM:
+    """Stands in for the LLM when only prompt embeddings are needed: its config and input embeddings."""
+
+    def __init__(self, llm_path: Path, device: Any, dtype: Any) -> None:
+        import torch
+        from safetensors import safe_open
+        from transformers import AutoConfig, GenerationConfig
+
+        self.config = AutoConfig.from_pretrained(str(llm_path))
+        try:
+            self.generation_config = GenerationConfig.from_pretrained(str(llm_path))
+        except OSError:
+            self.generation_config = None
+        key, file = "model.embed_tokens.weight", llm_path / "model.safetensors"
+        index = llm_path / "model.safetensors.index.json"
+        if index.is_file():
+            file = llm_path / json.loads(index.read_text())["weight_map"].get(key, "model.safetensors")
+        if not file.is_file():
+            raise UserError(f"embed_only=true needs {key} in safetensors files under {llm_path}")
+        with safe_open(str(file), "pt") as fh:
+            weight = fh.get_tensor(key)
+        weight = weight.to(device=device, dtype=dtype)
+        self.embed_tokens = torch.nn.Embedding.from_pretrained(weight, freeze=True)
+
+    def get_input_embeddings(self):
+        return self.embed_tokens
+
+    def eval(self) -> EmbeddingOnlyLM:
+        return self
+
+
+def load_parts(spec: LoadSpec) -> Parts:
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    opts = spec.options
+    overrides = None
+    if spec.vision_config:
+        path = Path(spec.vision_config).expanduser()
+        if not path.is_file():
+            raise UserError(f"--model-args vision_config={path}: no such file")
+        overrides = json.loads(path.read_text())
+    config = arch.vision_config(overrides, attn="eager" if opts["attn"] == "eager" else "sdpa")
+    tokenizer = AutoTokenizer.from_pretrained(str(spec.llm_path))
+    if opts.get("embed_only"):
+        llm: Any = EmbeddingOnlyLM(spec.llm_path, spec.device, spec.dtype)
+        projection, lora_info = _projection_only(spec)
+    else:
+        llm = AutoModelForCausalLM.from_pretrained(str(spec.llm_path), dtype=spec.dtype,
+                                                   attn_implementation=opts["attn"])
+        llm.to(spec.device).eval()
+        llm.requires_grad_(False)
+        projection, llm, lora_info = _apply_lora(spec, llm)
+    vision_sd = ckpt.map_lavis_eva(
+        ckpt.read_state_dict(spec.vision, opts["trust_pickle"], what="vision weights"), config,
+        ln_vision={k: v for k, v in projection.items() if k in ckpt.LN_VISION_KEYS}, source=spec.vision)
+    vision = arch.build_vision(config, vision_sd, device=str(spec.device), dtype=spec.dtype)
+    hidden, in_features = llm.config.hidden_size, config.hidden_size * arch.GROUP
+    llama_proj = torch.nn.Linear(in_features, hidden, device=spec.device, dtype=spec.dtype)
+    if "llama_proj.weight" in projection:
+        weight, bias = projection["llama_proj.weight"], projection["llama_proj.bias"]
+        if tuple(weight.shape) != (hidden, in_features) or tuple(bias.shape) != (hidden,):
+            raise UserError(f"projection llama_proj.weight has shape {tuple(weight.shape)}; encoder width "
+                            f"{config.hidden_size} x {arch.GROUP} and LLM width {hidden} need "
+                            f"({hidden}, {in_features}): wrong vision or llm for these weights")
+        with torch.no_grad():
+            llama_proj.weight.copy_(weight)
+            llama_proj.bias.copy_(bias)
+    llama_proj.requires_grad_(False)
+    return Parts(vision, llama_proj, llm, tokenizer, lora_info)
+
+
+def _read_checkpoint(spec: LoadSpec) -> ckpt.PeFoMedWeights:
+    assert spec.checkpoint is not None
+    sd = ckpt.read_state_dict(spec.checkpoint, spec.options["trust_pickle"])
+    return ckpt.split_checkpoint(sd, str(spec.checkpoint))
+
+
+def _projection_only(spec: LoadSpec) -> tuple[dict[str, Any], dict[str, Any]]:
+    if spec.checkpoint is not None:
+        weights = _read_checkpoint(spec)
+        info = {"r": weights.rank, "alpha": spec.options["lora_alpha"], "targets": weights.targets}
+        return weights.projection, {**info, "merged": False}
+    if spec.adapter_dir is None:
+        raise UserError("embed_only=true needs checkpoint=... or --adapter DIR")
+    projection, config = ckpt.read_converted(spec.adapter_dir)
+    targets = config.get("target_modules") or []
+    info = {"r": config.get("r"), "alpha": config.get("lora_alpha"),
+            "targets": sorted(targets) if isinstance(targets, list) else targets, "merged": False}
+    return projection, info
+
+
+def _apply_lora(spec: LoadSpec, llm) -> tuple[dict[str, Any], Any, dict[str, Any]]:
+    """Projection tensors and the LLM with LoRA applied (merged unless merge=false or training)."""
+    opts = spec.options
+    if spec.checkpoint is not None:
+        weights = _read_checkpoint(spec)
+        peft_model = _inject_checkpoint_lora(spec, llm, weights)
+        projection = weights.projection
+    elif spec.adapter_dir is not None:
+        projection, _ = ckpt.read_converted(spec.adapter_dir)
+        peft_model = _load_adapter_dir(spec, llm)
+    else:  # training from scratch: a fresh LoRA (B = 0); the projection keeps its fresh initialization
+        from peft import get_peft_model
+
+        projection = {}
+        peft_model = get_peft_model(llm, ckpt.lora_config(64, ["q_proj", "v_proj"], opts["lora_alpha"]))
+    cfg = peft_model.peft_config["default"]
+    merge = opts["merge"] and not spec.train
+    info = {"r": cfg.r, "alpha": cfg.lora_alpha, "targets": sorted(cfg.target_modules), "merged": merge}
+    return projection, (peft_model.merge_and_unload() if merge else peft_model), info
+
+
+def _inject_checkpoint_lora(spec: LoadSpec, llm, weights: ckpt.PeFoMedWeights):
+    """PeFoMed's own way: wrap the LLM with PEFT's LoRA and load the checkpoint's tensors by name."""
+    from peft import get_peft_model
+
+    config = ckpt.lora_config(weights.rank, weights.targets, spec.options["lora_alpha"])
+    peft_model = get_peft_model(llm, config)
+    named = {k.replace(".lora_A.weight", ".lora_A.default.weight")
+              .replace(".lora_B.weight", ".lora_B.default.weight"): v for k, v in weights.lora.items()}
+    own = {k for k in peft_model.state_dict() if ".lora_" in k}
+    stray = sorted(set(named) - own)
+    if stray:
+        raise UserError(f"checkpoint {spec.checkpoint}: LoRA weights for modules that LLM {spec.llm_path} "
+                        f"does not have: {ckpt.short_list(stray)}")
+    try:
+        peft_model.load_state_dict(named, strict=False)
+    except RuntimeError as exc:
+        raise UserError(f"checkpoint {spec.checkpoint} does not fit LLM {spec.llm_path}: "
+                        f"{str(exc).splitlines()[-1].strip()}") from exc
+    lacking = sorted(own - set(named))
+    if lacking:
+        raise UserError(f"checkpoint {spec.checkpoint} lacks LoRA weights for {ckpt.short_list(lacking)}")
+    return peft_model
+
+
+def _load_adapter_dir(spec: LoadSpec, llm):
+    from peft import PeftModel
+    from safetensors import safe_open
+
+    assert spec.adapter_dir is not None
+    peft_model = PeftModel.from_pretrained(llm, str(spec.adapter_dir), is_trainable=spec.train)
+    file = spec.adapter_dir / ckpt.ADAPTER_WEIGHTS[0]
+    if file.is_file():
+        with safe_open(str(file), "pt") as fh:
+            names = set(fh.keys())
+        own = {k.replace(".default.", ".") for k in peft_model.state_dict() if ".lora_" in k}
+        if names != own:
+            extra, lacking = sorted(names - own), sorted(own - names)
+            raise UserError(f"--adapter {spec.adapter_dir} does not fit LLM {spec.llm_path}: "
+                            f"{len(extra)} tensors match no module ({ckpt.short_list(extra, 3)}), "
+                            f"{len(lacking)} modules get no tensor ({ckpt.short_list(lacking, 3)})")
+    return peft_model

@@ -1,0 +1,333 @@
+"""The `pefomed` model on a tiny configuration of the real architecture: prompts, generation, CLI, training.
+
+Weights, key mapping and conversion are tested in test_pefomed_weights.py."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from tiny_pefomed import build_tiny, make_checkpoint_state, save_checkpoint
+
+from harness import plugin_manager
+from harness.commands import convert as convert_cmd
+from harness.errors import UserError
+from harness.model_api import ModelContext
+from harness.paths import cache_dir
+from harness.plugins import pefomed_arch as arch
+from harness.plugins.pefomed import PeFoMedModel
+from harness.task import Task
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Tiny matrices gain nothing from threads, and OpenMP threads stall badly on a busy 2-core machine."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    return build_tiny(tmp_path_factory.mktemp("tiny_pefomed"))
+
+
+def load(tiny, adapter: Path | None = None, **args: str) -> PeFoMedModel:
+    return PeFoMedModel(tiny.model_args(**args), ModelContext(adapter=adapter, cache_dir=cache_dir()))
+
+
+@pytest.fixture(scope="module")
+def phantom():
+    task = Task(plugin_manager.tasks().get("phantom-vqa"))
+    _, template = task.prompt_template("pefomed")
+    settings = task.generation_settings({"max_new_tokens": 8})
+    samples = task.samples("test")[:8]
+    requests = [task.build_request(s, template, settings, [ref.open() for ref in s.images]) for s in samples]
+    return samples, requests
+
+
+@pytest.fixture(scope="module")
+def model(tiny):
+    return load(tiny)
+
+
+def convert(*argv: str) -> int:
+    parser = argparse.ArgumentParser(prog="harness")
+    convert_cmd.register(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(["convert", "pefomed-checkpoint", *argv])
+    return args.func(args)
+
+
+@pytest.fixture(scope="module")
+def converted(tiny, tmp_path_factory):
+    out = tmp_path_factory.mktemp("converted") / "adapter"
+    assert convert(str(tiny.checkpoint_path), "--out", str(out), "--base-model", str(tiny.llm_dir)) == 0
+    return out
+
+
+def texts(outputs) -> list[str]:
+    assert all(o.error is None for o in outputs)
+    return [o.text for o in outputs]
+
+
+# ---- architecture pieces ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("prompt", "kind", "process", "expected"),
+    [
+        (
+            "[vqa] Based on the image, respond to this question with a short answer: Is there an (aortic) "
+            "aneurysm?",
+            "vqa",
+            True,
+            "[vqa] based on the image, respond to this question with a short answer is there an aortic "
+            "aneurysm?",
+        ),
+        (
+            "Write the findings section of the radiology report.",
+            "report",
+            True,
+            "[report] write the findings section of the radiology report",
+        ),
+        ("What is shown? Answer: one word.", "caption", False, "[caption] What is shown? Answer: one word."),
+        (
+            "[caption]  Briefly describe ~this~ image!!",
+            "caption",
+            True,
+            "[caption] briefly describe this image",
+        ),
+    ],
+)
+def test_instruction_tags_and_pefomed_text_processing(prompt, kind, process, expected):
+    assert arch.instruction_for(prompt, kind, process) == expected
+
+
+def test_text_processor_keeps_fifty_words_and_prompt_layout():
+    assert arch.pefomed_text(" ".join(f"w{i}" for i in range(60))) == " ".join(f"w{i}" for i in range(50))
+    assert arch.prompt_segments("[vqa] q", 1) == ["[INST] <Img>", "</Img> [vqa] q [/INST]"]
+    assert arch.prompt_segments("[report] r", 2) == [
+        "[INST] <Img>",
+        "</Img> <Img>",
+        "</Img> [report] r [/INST]",
+    ]
+
+
+def test_image_transform_is_deterministic_resize_and_clip_normalization(model):
+    rng = np.random.default_rng(0)
+    img = Image.fromarray(rng.integers(0, 256, (200, 300, 3), dtype=np.uint8))
+    px = model.pixel_values([img, img.convert("L").convert("RGB"), img])
+    assert px.shape == (3, 3, 224, 224)
+    assert torch.equal(px[0], px[2])
+    manual = np.asarray(img.resize((224, 224), Image.BICUBIC), dtype=np.float32) / 255.0
+    manual = (manual - np.array(arch.CLIP_MEAN, dtype=np.float32)) / np.array(arch.CLIP_STD, dtype=np.float32)
+    assert np.allclose(px[0].permute(1, 2, 0).numpy(), manual, atol=1e-5)
+
+
+def test_embed_requests_splices_bos_text_and_image_embeddings(model, phantom):
+    _, requests = phantom
+    request = requests[0]
+    [embeds] = model.embed_requests([request])
+    [[before, after]] = model.prompt_ids([request])
+    table = model.net.embedding_layer()
+    with torch.no_grad():
+        image = model.net.encode_images(model.pixel_values(request.images))[0]
+        expect = torch.cat([table(torch.tensor([model.bos_id] + before)), image, table(torch.tensor(after))])
+    assert image.shape == (64, 64)  # 16x16 patches grouped by 4
+    assert embeds.shape == (1 + len(before) + 64 + len(after), 64)
+    assert torch.equal(embeds, expect)
+    question = arch.pefomed_text(request.metadata["question"])
+    assert model.tokenizer.decode(after).endswith(f"{question} [/INST]")
+
+
+# ---- loading and generation ------------------------------------------------------------------------------
+
+
+def test_checkpoint_and_converted_directory_give_identical_generations(tiny, converted, model, phantom):
+    _, requests = phantom
+    from_checkpoint = model.generate(requests)
+    from_adapter = load(tiny, adapter=converted, checkpoint="").generate(requests)
+    assert texts(from_checkpoint) == texts(from_adapter)
+    assert [o.completion_tokens for o in from_checkpoint] == [o.completion_tokens for o in from_adapter]
+    assert all(o.prompt_tokens > 64 for o in from_checkpoint)
+
+
+def test_lora_changes_the_output_and_unmerged_equals_merged(tiny, model, phantom, tmp_path):
+    _, requests = phantom
+    zero = save_checkpoint(tmp_path / "zero_b.pth", make_checkpoint_state(zero_b=True, peft_default=True))
+    base = texts(load(tiny, checkpoint=str(zero)).generate(requests))
+    adapted = texts(model.generate(requests))
+    assert sum(a != b for a, b in zip(base, adapted)) >= len(requests) // 2
+    assert texts(load(tiny, merge="false").generate(requests)) == adapted
+
+
+def test_batched_generation_equals_one_by_one_and_static_cache_equals_dynamic(tiny, model, phantom):
+    _, requests = phantom
+    batched = texts(model.generate(requests))
+    assert batched[:4] == [texts(model.generate([r]))[0] for r in requests[:4]]
+    static = load(tiny, cache="static", compile="false")
+    assert texts(static.generate(requests)) == batched
+    assert texts(static.generate(requests[:3])) == batched[:3]  # the kept cache is for another batch size
+
+    def broken_compiled_step(**inputs):
+        raise RuntimeError("inductor failed")
+
+    static.decoder.compile, static.decoder._step = True, broken_compiled_step
+    with pytest.warns(UserWarning, match="compiled decoding failed .* eager"):
+        assert texts(static.generate(requests)) == batched
+    assert static.decoder.compile is False
+
+
+def test_embed_only_gives_the_same_embeddings_without_the_llm(tiny, converted, model, phantom):
+    _, requests = phantom
+    light = load(tiny, adapter=converted, checkpoint="", embed_only="true")
+    assert light.decoder is None and light.adapter_path == converted and light.llm_path == tiny.llm_dir
+    for a, b in zip(light.embed_requests(requests[:3]), model.embed_requests(requests[:3])):
+        assert torch.equal(a, b)
+    with pytest.raises(UserError, match="embed_only=true"):
+        light.generate(requests[:1])
+    assert load(tiny, embed_only="true").adapter_path.joinpath("adapter_config.json").is_file()
+
+
+def test_out_of_memory_halves_the_batch(model, phantom, monkeypatch):
+    _, requests = phantom
+    expected = texts(model.generate(requests))
+    real = model._generate_batch
+    sizes = []
+
+    def small_memory(batch):
+        sizes.append(len(batch))
+        if len(batch) > 3:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory")
+        return real(batch)
+
+    monkeypatch.setattr(model, "_generate_batch", small_memory)
+    monkeypatch.setattr(torch.cuda, "empty_cache", lambda: None)
+    assert texts(model.generate(requests)) == expected
+    assert sizes == [8, 4, 2, 2, 4, 2, 2]
+
+
+def test_sampling_is_reproducible_per_seed(model, phantom):
+    from dataclasses import replace
+
+    _, requests = phantom
+
+    def sampled(seed: int) -> list[str]:
+        settings = replace(requests[0].generation, do_sample=True, temperature=1.0, seed=seed)
+        return texts(model.generate([replace(r, generation=settings) for r in requests]))
+
+    greedy = texts(model.generate(requests))
+    assert sampled(3) == sampled(3)
+    assert sampled(3) != sampled(4) and sampled(3) != greedy
+
+
+def test_decoder_matches_transformers_generate(model, phantom):
+    _, requests = phantom
+    embeds = model.embed_requests(requests[:4])
+    width = max(e.shape[0] for e in embeds)
+    padded = torch.zeros(4, width, 64)
+    mask = torch.zeros(4, width, dtype=torch.long)
+    for i, e in enumerate(embeds):
+        padded[i, width - e.shape[0] :], mask[i, width - e.shape[0] :] = e, 1
+    assert len({e.shape[0] for e in embeds}) > 1  # the batch really is padded
+    with torch.no_grad():
+        reference = model.net.llm.generate(
+            inputs_embeds=padded, attention_mask=mask, max_new_tokens=10, min_new_tokens=10, do_sample=False
+        )
+    ours = model.decoder.generate(padded, mask, max_new_tokens=10, min_new_tokens=10, stop_ids=model.stop_ids)
+    assert ours.tokens == reference.tolist()
+
+
+# ---- errors ----------------------------------------------------------------------------------------------
+
+
+def test_loading_mistakes_are_one_line_errors(tiny, converted, tmp_path):
+    with pytest.raises(UserError, match="either checkpoint=... or --adapter"):
+        load(tiny, adapter=converted)
+    lacking = tmp_path / "no_projection"
+    lacking.mkdir()
+    for name in ("adapter_config.json", "adapter_model.safetensors"):
+        (lacking / name).write_bytes((converted / name).read_bytes())
+    with pytest.raises(UserError, match="lacks projection.safetensors"):
+        load(tiny, adapter=lacking, checkpoint="")
+    wide = make_checkpoint_state()
+    wide["llama_proj.weight"] = torch.zeros(64, 256)
+    with pytest.raises(UserError, match=r"need \(64, 128\)"):
+        load(tiny, checkpoint=str(save_checkpoint(tmp_path / "wide.pth", wide)))
+    with pytest.raises(UserError, match="does not take --model-args temprature"):
+        load(tiny, temprature="0")
+    with pytest.raises(UserError, match="already holds a converted checkpoint"):
+        convert(str(tiny.checkpoint_path), "--out", str(converted))
+
+
+# ---- the command line and fine-tuning --------------------------------------------------------------------
+
+
+def test_harness_run_pefomed_on_phantom_vqa(tiny, tmp_path):
+    out = tmp_path / "run"
+    cmd = [
+        sys.executable,
+        "-m",
+        "harness",
+        "run",
+        "--model",
+        "pefomed",
+        "--model-args",
+        tiny.args_string(),
+        "--task",
+        "phantom-vqa",
+        "--limit",
+        "8",
+        "--judge",
+        "exact",
+        "--prompt",
+        "pefomed",
+        "--max-new-tokens",
+        "6",
+        "--output",
+        str(out),
+        "--no-progress",
+    ]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=REPO, env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = [json.loads(line) for line in (out / "predictions.jsonl").read_text().splitlines()]
+    assert len(rows) == 8 and all(r["error"] is None and r["completion_tokens"] >= 1 for r in rows)
+    results = json.loads((out / "results.json").read_text())
+    assert results["model"]["id"] == "pefomed"
+    assert "accuracy" in json.dumps(results)
+
+
+def test_training_lowers_the_loss_and_the_saved_directory_reloads(tiny, phantom, tmp_path):
+    samples, requests = phantom
+    trainee = load(tiny, train="true")
+    named = dict(trainee.trainable_parameters())
+    assert {"llama_proj.weight", "llama_proj.bias"} <= set(named) and len(named) == 10
+    frozen = {n: p.detach().clone() for n, p in trainee.net.llm.named_parameters() if not p.requires_grad}
+    frozen_vision = trainee.net.vision.encoder.layers[0].mlp.fc1.weight.detach().clone()
+    optimizer = torch.optim.AdamW(named.values(), lr=3e-3)
+    targets = [s.answer for s in samples[:4]]
+    first = trainee.training_loss(requests[:4], targets)
+    first.backward()
+    for _ in range(10):
+        optimizer.step()
+        optimizer.zero_grad()
+        trainee.training_loss(requests[:4], targets).backward()
+    last = trainee.training_loss(requests[:4], targets).item()
+    assert last < 0.5 * first.item()
+    assert all(torch.equal(p, frozen[n]) for n, p in trainee.net.llm.named_parameters() if n in frozen)
+    assert torch.equal(trainee.net.vision.encoder.layers[0].mlp.fc1.weight, frozen_vision)
+    saved = trainee.save_trained(tmp_path / "trained")
+    reloaded = load(tiny, adapter=saved, checkpoint="")
+    assert texts(reloaded.generate(requests[:4])) == texts(trainee.generate(requests[:4]))

@@ -1,0 +1,161 @@
+"""PeFoMed weights: the LAVIS EVA key mapping, checkpoint reading and `harness convert pefomed-checkpoint`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+import pytest
+import torch
+from tiny_pefomed import (
+    TINY_VISION,
+    LavisEvaViT,
+    build_tiny,
+    lavis_interpolate,
+    make_checkpoint_state,
+    save_checkpoint,
+)
+
+from harness.commands import convert as convert_cmd
+from harness.errors import UserError
+from harness.plugins import pefomed_arch as arch
+from harness.plugins import pefomed_checkpoint as ckpt
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Tiny matrices gain nothing from threads, and OpenMP threads stall badly on a busy 2-core machine."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    return build_tiny(tmp_path_factory.mktemp("tiny_pefomed"))
+
+
+def convert(*argv: str) -> int:
+    """`harness convert pefomed-checkpoint ...` through the command's own parser."""
+    parser = argparse.ArgumentParser(prog="harness")
+    convert_cmd.register(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(["convert", "pefomed-checkpoint", *argv])
+    return args.func(args)
+
+
+@pytest.fixture(scope="module")
+def converted(tiny, tmp_path_factory):
+    out = tmp_path_factory.mktemp("converted") / "adapter"
+    assert convert(str(tiny.checkpoint_path), "--out", str(out), "--base-model", str(tiny.llm_dir)) == 0
+    return out
+
+
+def test_eva_key_mapping_reproduces_the_lavis_encoder(tiny):
+    """LAVIS-layout weights (coarser grid, q/v biases, a surplus block) in Blip2VisionModel: LAVIS' output."""
+    state = torch.load(tiny.vision_path)
+    config = arch.vision_config(TINY_VISION)
+    ln = {"ln_vision.weight": torch.rand(32) + 0.5, "ln_vision.bias": torch.randn(32)}
+    vision = arch.build_vision(config, ckpt.map_lavis_eva(state, config, ln_vision=ln))
+    reference = LavisEvaViT(224, 14, 32, 2, 2, 64)
+    ref_state = {k: v for k, v in state.items() if not k.startswith("blocks.2.")}
+    assert state["pos_embed"].shape == (1, 65, 32)
+    ref_state["pos_embed"] = lavis_interpolate(state["pos_embed"], 16)
+    reference.load_state_dict(ref_state)
+    x = torch.randn(2, 3, 224, 224)
+    with torch.no_grad():
+        expected = torch.nn.functional.layer_norm(
+            reference(x), (32,), ln["ln_vision.weight"], ln["ln_vision.bias"], eps=1e-5
+        )
+        got = vision(pixel_values=x).last_hidden_state
+    assert got.shape == (2, 257, 32)
+    assert torch.allclose(got, expected, atol=1e-4), (got - expected).abs().max()
+
+
+def test_the_published_eva_vit_g_layout_fits_the_eva_config():
+    """eva_vit_g.pth's shapes (224 px, 40 blocks) map onto Blip2VisionModel(EVA ViT-g/14 at 448, depth 39)."""
+    from transformers import Blip2VisionModel
+
+    width, mlp = 1408, 6144
+    shapes = {"cls_token": (1, 1, width), "pos_embed": (1, 257, width),
+              "patch_embed.proj.weight": (width, 3, 14, 14), "patch_embed.proj.bias": (width,)}
+    vector = (width,)
+    block = {"norm1.weight": vector, "norm1.bias": vector, "attn.q_bias": vector, "attn.v_bias": vector,
+             "attn.qkv.weight": (3 * width, width), "attn.proj.weight": (width, width),
+             "attn.proj.bias": vector, "norm2.weight": vector, "norm2.bias": vector,
+             "mlp.fc1.weight": (mlp, width), "mlp.fc1.bias": (mlp,), "mlp.fc2.weight": (width, mlp),
+             "mlp.fc2.bias": vector}
+    for i in range(40):
+        shapes.update({f"blocks.{i}.{name}": shape for name, shape in block.items()})
+    config = arch.vision_config()
+    mapped = ckpt.map_lavis_eva({k: torch.empty(s, device="meta") for k, s in shapes.items()}, config)
+    with torch.device("meta"):
+        expected = {k: tuple(v.shape) for k, v in Blip2VisionModel(config).state_dict().items()}
+    assert {k: tuple(v.shape) for k, v in mapped.items()} == expected
+    assert expected["embeddings.position_embedding"] == (1, 1025, width) and config.num_hidden_layers == 39
+
+
+def test_eva_weights_with_missing_or_foreign_keys_are_refused(tiny):
+    state = torch.load(tiny.vision_path)
+    config = arch.vision_config(TINY_VISION)
+    with pytest.raises(UserError, match=r"missing encoder\.layers\.1\.mlp\.fc2\.weight"):
+        ckpt.map_lavis_eva({k: v for k, v in state.items() if k != "blocks.1.mlp.fc2.weight"}, config)
+    with pytest.raises(UserError, match="not LAVIS EVA-ViT weights: text_proj.weight"):
+        ckpt.map_lavis_eva({**state, "text_proj.weight": torch.zeros(2)}, config)
+
+
+def test_conversion_writes_a_standard_peft_adapter(tiny, converted):
+    from peft import PeftModel
+    from safetensors.torch import load_file
+    from transformers import LlamaForCausalLM
+
+    assert sorted(p.name for p in converted.iterdir()) == [
+        "adapter_config.json",
+        "adapter_model.safetensors",
+        "projection.safetensors",
+    ]
+    config = json.loads((converted / "adapter_config.json").read_text())
+    assert (config["peft_type"], config["r"], config["lora_alpha"]) == ("LORA", 64, 16)
+    assert sorted(config["target_modules"]) == ["q_proj", "v_proj"] and config["modules_to_save"] is None
+    lora = load_file(str(converted / "adapter_model.safetensors"))
+    assert len(lora) == 8 and all(k.startswith("base_model.model.model.layers.") for k in lora)
+    source = make_checkpoint_state()
+    assert torch.equal(
+        load_file(str(converted / "projection.safetensors"))["llama_proj.weight"], source["llama_proj.weight"]
+    )
+    # PEFT's own loader on the plain LLaMA gives W + alpha/r * B @ A, computed here from the checkpoint
+    peft = PeftModel.from_pretrained(LlamaForCausalLM.from_pretrained(tiny.llm_dir), str(converted)).eval()
+    by_hand = LlamaForCausalLM.from_pretrained(tiny.llm_dir).eval()
+    plain = LlamaForCausalLM.from_pretrained(tiny.llm_dir).eval()
+    with torch.no_grad():
+        for layer in range(2):
+            for proj in ("q_proj", "v_proj"):
+                base = f"llama_model.base_model.model.model.layers.{layer}.self_attn.{proj}"
+                delta = source[f"{base}.lora_B.weight"] @ source[f"{base}.lora_A.weight"] * (16 / 64)
+                getattr(by_hand.model.layers[layer].self_attn, proj).weight += delta
+        ids = torch.randint(3, by_hand.config.vocab_size, (2, 12))
+        got, want, base_logits = peft(ids).logits, by_hand(ids).logits, plain(ids).logits
+    assert torch.allclose(got, want, atol=1e-4)
+    assert not torch.allclose(base_logits, want, atol=1e-2)
+
+
+def test_converting_a_checkpoint_without_projection_names_the_missing_keys(tmp_path):
+    bad = save_checkpoint(tmp_path / "no_projection.pth", make_checkpoint_state(projection=False))
+    with pytest.raises(UserError) as err:
+        convert(str(bad), "--out", str(tmp_path / "out"))
+    message = str(err.value)
+    assert "missing llama_proj.weight, llama_proj.bias" in message and "\n" not in message
+    assert not (tmp_path / "out" / "adapter_config.json").exists()
+
+
+def test_checkpoints_with_python_objects_need_trust(tmp_path):
+    path = tmp_path / "with_namespace.pth"
+    torch.save({"model": make_checkpoint_state(), "args": argparse.Namespace(lr=1e-4)}, path)
+    with pytest.raises(UserError, match="--trust-pickle"):
+        ckpt.read_state_dict(path)
+    assert "llama_proj.weight" in ckpt.read_state_dict(path, trust_pickle=True)
+    junk = tmp_path / "junk.pth"
+    junk.write_bytes(b"not a checkpoint")
+    with pytest.raises(UserError, match="junk.pth cannot be read by torch.load") as err:
+        ckpt.read_state_dict(junk)
+    assert "\n" not in str(err.value)
