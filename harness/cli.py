@@ -13,7 +13,7 @@ import sys
 from harness import __version__
 from harness.errors import UserError
 
-COMMANDS = ("list", "plugins", "run", "score", "publish", "cache", "agreement")
+COMMANDS = ("list", "plugins", "run", "score", "publish", "cache", "agreement", "finetune", "convert", "serve")
 
 
 def build_parser() -> argparse.ArgumentParser:
