@@ -284,35 +284,13 @@ def test_tiny_vlm_build_is_deterministic(tmp_path):
     assert leftovers == [first.name], "no temporary folder is left behind"
 
 
-# Registers the hf models in the subprocess unless plugins/builtin.py already does.
-E2E = """
-import sys
-from harness.cli import main
-from harness.hookspecs import hookimpl
-from harness.plugin_manager import get_plugin_manager, models
-from harness.plugins import hf_presets
-
-class HFModels:
-    @staticmethod
-    @hookimpl
-    def register_models(register):
-        for info in hf_presets.model_infos():
-            register(info)
-
-if "tiny-vlm" not in models():
-    get_plugin_manager().register(HFModels, name="tests.hf_models")
-    models.cache_clear()
-sys.exit(main(sys.argv[1:]))
-"""
-
-
 @pytest.mark.slow
 def test_harness_run_tiny_vlm_end_to_end(tmp_path):
     out = tmp_path / "run"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     args = ["run", "--model", "tiny-vlm", "--task", "phantom-vqa", "--limit", "20", "--judge", "exact",
             "--output", str(out), "--no-progress"]
-    proc = subprocess.run([sys.executable, "-c", E2E, *args], capture_output=True, text=True, env=env,
+    proc = subprocess.run([sys.executable, "-m", "harness", *args], capture_output=True, text=True, env=env,
                           cwd=tmp_path, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     rows = [json.loads(line) for line in (out / "predictions.jsonl").read_text().splitlines()]
