@@ -62,3 +62,12 @@ def register_models(register) -> None:
             capabilities={"task_kinds": ["vqa", "report", "caption"], "needs_weights": True, "adapters": True},
         )
     )
+    register(
+        ModelInfo(
+            id="vllm",
+            loader="harness.plugins.vllm_backend:VLLMModel",
+            description="Models on vLLM: supported VLMs (model=...), PeFoMed through prompt_embeds (arch=pefomed), "
+            "LoRA adapters with an effect probe; offline engine or a vLLM server (base_url=...); needs the vllm extra",
+            capabilities={"task_kinds": kinds, "needs_weights": True},
+        )
+    )

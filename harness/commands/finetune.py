@@ -1,0 +1,137 @@
+"""`harness finetune`: train LoRA adapters (PEFT) for a hf model on a task's train split (resumable).
+
+Example: `harness finetune --model tiny-vlm --task phantom-vqa --out adapters/demo`, then
+`harness run --model tiny-vlm --adapter adapters/demo --task phantom-vqa`. Two-stage training as in PeFoMed:
+`--stage1-task <caption task>`. Rerunning the same command after a kill resumes from the last checkpoint.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+TARGET_HELP = ("llm-attn (LoRA on the language model's q/v projections), llm-all-linear, decoder-only, "
+               "encoder-only, full, or re:<regex> (default: llm-attn for chat VLMs, decoder-only for "
+               "captioners)")
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("finetune", help="train a LoRA adapter on a task's train split", description=__doc__)
+    p.add_argument("--model", required=True,
+                   help="hf preset id (see `harness list models`) or checkpoint folder")
+    p.add_argument("--model-args", action="append", default=[], metavar="K=V[,K=V]",
+                   help="arguments for the hf backend (revision=..., family=...)")
+    p.add_argument("--task", required=True, help="task to train on (its train split)")
+    p.add_argument("--out", type=Path, required=True, help="output folder for the adapter and manifest.json")
+    p.add_argument("--data-dir", type=Path, default=None, help="folder with your local copy of the dataset")
+    p.add_argument("--source", default=None, help="which of the task's sources to read")
+    p.add_argument("--prompt", default=None, help="prompt variant of the task (default: 'default')")
+    p.add_argument("--stage1-task", default=None, help="captioning task trained first (PeFoMed's stage 1)")
+    p.add_argument("--stage1-data-dir", type=Path, default=None)
+    p.add_argument("--stage1-source", default=None)
+    p.add_argument("--stage1-prompt", default=None)
+    p.add_argument("--limit", type=int, default=None, help="train on the first N samples of each stage")
+    g = p.add_argument_group("adapter")
+    g.add_argument("--targets", default=None, help=TARGET_HELP)
+    g.add_argument("--method", choices=["lora", "full"], default="lora",
+                   help="lora: PEFT adapter; full: train the selected parts' weights and save a whole model")
+    g.add_argument("--rank", type=int, default=None, help="LoRA rank, one vLLM serves: 1, 8, 16, 32, 64 "
+                   "(default), 128, 256, 320, 512")
+    g.add_argument("--alpha", type=float, default=None, help="LoRA alpha (default 16)")
+    g.add_argument("--dropout", type=float, default=None, help="LoRA dropout (default 0.05)")
+    o = p.add_argument_group("optimisation (AdamW)")
+    o.add_argument("--lr", type=float, default=None, help="peak learning rate (default 3e-5; tiny-vlm 2e-3)")
+    o.add_argument("--lr-end", type=float, default=None,
+                   help="final learning rate of the decay (default 1e-5)")
+    o.add_argument("--stage1-lr", type=float, default=None, help="stage-1 peak learning rate (default 1e-4)")
+    o.add_argument("--stage1-lr-end", type=float, default=None,
+                   help="stage-1 final learning rate (default 8e-5)")
+    o.add_argument("--schedule", choices=["cosine", "linear", "constant"], default=None,
+                   help="after the warm-up (default cosine)")
+    o.add_argument("--warmup-steps", type=int, default=None)
+    o.add_argument("--epochs", type=int, default=None,
+                   help="epochs of the main task (default 3; PeFoMed: 50)")
+    o.add_argument("--stage1-epochs", type=int, default=None, help="epochs of stage 1 (default 1)")
+    o.add_argument("--max-steps", type=int, default=None, help="stop the main stage after N optimizer steps")
+    o.add_argument("--batch-size", type=int, default=None, help="examples per optimizer step (default 8)")
+    o.add_argument("--micro-batch-size", type=int, default=None,
+                   help="examples per forward pass (gradient accumulation; default: the batch size)")
+    o.add_argument("--weight-decay", type=float, default=None)
+    o.add_argument("--max-grad-norm", type=float, default=None,
+                   help="gradient clipping (default 1.0; 0: off)")
+    o.add_argument("--seed", type=int, default=0, help="seed of initialisation, dropout and data order")
+    r = p.add_argument_group("run")
+    r.add_argument("--save-every", type=int, default=100, help="checkpoint every N optimizer steps")
+    r.add_argument("--keep-checkpoints", action="store_true", help="keep <out>/checkpoints after finishing")
+    r.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda when available)")
+    r.add_argument("--dtype", default=None,
+                   help="bfloat16, float16, float32 (default: bf16 on GPU, fp32 on CPU)")
+    r.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=main)
+
+
+OVERRIDES = ("targets", "rank", "alpha", "dropout", "lr", "lr_end", "stage1_lr", "stage1_lr_end", "schedule",
+             "warmup_steps", "epochs", "stage1_epochs", "max_steps", "batch_size", "micro_batch_size",
+             "weight_decay", "max_grad_norm")
+
+
+def _size(n: int) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if n < 1024 or unit == "TiB":
+            return f"{n:.1f} {unit}" if unit != "B" else f"{n} B"
+        n /= 1024
+    return str(n)
+
+
+def report(manifest: dict[str, Any], out: Path) -> str:
+    """The printed summary: what was trained, its size and cost, and how to use it."""
+    lines = []
+    base = manifest["base_model"]
+    if manifest.get("already_done"):
+        lines.append(f"already trained ({out / 'manifest.json'}); delete the folder to train again")
+    for stage in manifest["stages"]:
+        task = stage["task"]
+        lines.append(f"{stage['name']}: {task['id']} ({task['split']} split, {task['n_samples']} samples, "
+                     f"prompt '{task['prompt_variant']}'): {stage['steps']} steps, {stage['epochs']} epochs, "
+                     f"lr {stage['lr']:g} -> {stage['lr_end']:g}, {stage['train_time_s']:.1f} s")
+    targets = manifest["targets"]
+    lines.append(f"base model: {base['id']} ({base.get('hub_id') or base.get('path')}, revision "
+                 f"{base.get('revision')}); targets {targets['preset']} ({targets['method']})")
+    lines.append(f"trainable parameters: {manifest['trainable_parameters']:,} of "
+                 f"{manifest['total_parameters']:,} ({100 * manifest['trainable_share']:.3f}%)")
+    per_step = manifest.get("time_per_step_s")
+    lines.append(f"time per step: {per_step:.3f} s" if per_step is not None else "time per step: n/a")
+    lines.append(f"peak memory: {_size(manifest['peak_memory_bytes'])} ({manifest.get('peak_memory_what')})")
+    curve = manifest["loss_curve"]
+    if curve:
+        head = sum(c["loss"] for c in curve[:10]) / min(10, len(curve))
+        tail = sum(c["loss"] for c in curve[-10:]) / min(10, len(curve))
+        lines.append(f"loss: {head:.4f} (first steps) -> {tail:.4f} (last steps)")
+    if manifest.get("resumed_at_steps"):
+        lines.append(f"resumed at step(s): {', '.join(str(s) for s in manifest['resumed_at_steps'])}")
+    if manifest["kind"] == "full-model":
+        lines.append(f"model: {out}  (use: harness run --model hf --model-args model={out} --task ...)")
+    else:
+        lines.append(f"adapter: {out}  (use: harness run --model {base['id']} --adapter {out} --task "
+                     f"{manifest['task']['id']})")
+    return "\n".join(lines)
+
+
+def main(args: argparse.Namespace) -> int:
+    from harness.commands.run import parse_model_args
+    from harness.plugins.finetune_config import FinetuneConfig
+    from harness.plugins.finetune_lora import finetune
+
+    cfg = FinetuneConfig(
+        model=args.model, task=args.task, out=args.out, model_args=parse_model_args(args.model_args),
+        stage1_task=args.stage1_task, data_dir=args.data_dir, source=args.source, prompt=args.prompt,
+        stage1_data_dir=args.stage1_data_dir, stage1_source=args.stage1_source,
+        stage1_prompt=args.stage1_prompt,
+        limit=args.limit, method=args.method, seed=args.seed, save_every=args.save_every,
+        keep_checkpoints=args.keep_checkpoints, device=args.device, dtype=args.dtype,
+        overrides={k: getattr(args, k) for k in OVERRIDES},
+    )
+    manifest = finetune(cfg, progress=not args.no_progress)
+    print(report(manifest, args.out))
+    return 0

