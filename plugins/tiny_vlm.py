@@ -2,8 +2,9 @@
 
 `ensure_tiny_vlm()` builds it once into `cache_dir()/tiny-vlm/<version>/` and returns that folder. The build
 goes into a hidden temporary folder that is renamed into place, so the final path never holds a half-written
-model. The folder holds a `LlavaForConditionalGeneration` (a CLIP-style vision tower at 64 px with 8 px
-patches, 64 image tokens per image, and a 4-layer Llama language model: about 4.5 million parameters), a
+model. The folder holds a `LlavaForConditionalGeneration` (a 3-layer CLIP-style vision tower at 64 px with
+16 px patches, 16 image tokens per image, and a 2-layer, 128-wide Llama language model: about 0.84 million
+parameters, small enough that `harness finetune` runs several epochs of phantom-vqa in CPU minutes), a
 byte-level BPE tokenizer trained with the `tokenizers` library on phantom-task text, a `CLIPImageProcessor`
 and a `LlavaProcessor` with a simple chat template, all saved with `save_pretrained`:
 `AutoModelForImageTextToText` + `AutoProcessor` load it like a hub checkpoint, and the `hf` backend serves it
@@ -31,11 +32,15 @@ from harness.model_api import ModelContext
 from harness.plugins.hf import HFModel
 from harness.plugins.hf_presets import resolve_device_dtype
 
-BUILD_VERSION = "2"
+BUILD_VERSION = "3"
 SEED = 0
 IMAGE_SIZE = 64
-PATCH_SIZE = 8
+PATCH_SIZE = 16
 VOCAB_SIZE = 1024
+# The output head is scaled up from the random initialisation (std 0.02): after the final RMSNorm the hidden
+# state has unit scale, so a 0.02-std head caps every logit near 5 and no LoRA (which never touches the head or
+# the norm) could make an answer likely; a trained model's head has no such cap.
+HEAD_SCALE = 4.0
 CORPUS_CASES = 240
 CORPUS_SEED = 9001
 SPECIAL_TOKENS = ("<pad>", "<s>", "</s>", "<image>")
@@ -146,12 +151,12 @@ def build_tiny_vlm(folder: Path) -> None:
     processor = LlavaProcessor(image_processor=image_processor, tokenizer=tokenizer, patch_size=PATCH_SIZE,
                                vision_feature_select_strategy="default", num_additional_image_tokens=1,
                                chat_template=CHAT_TEMPLATE)
-    vision = CLIPVisionConfig(hidden_size=128, intermediate_size=512, num_hidden_layers=4,
+    vision = CLIPVisionConfig(hidden_size=64, intermediate_size=256, num_hidden_layers=3,
                               num_attention_heads=4, image_size=IMAGE_SIZE, patch_size=PATCH_SIZE,
-                              projection_dim=128)
+                              projection_dim=64)
     ids = {"bos_token_id": tokenizer.bos_token_id, "eos_token_id": tokenizer.eos_token_id,
            "pad_token_id": tokenizer.pad_token_id}
-    text = LlamaConfig(vocab_size=len(tokenizer), hidden_size=256, intermediate_size=688, num_hidden_layers=4,
+    text = LlamaConfig(vocab_size=len(tokenizer), hidden_size=128, intermediate_size=344, num_hidden_layers=2,
                        num_attention_heads=4, num_key_value_heads=4, max_position_embeddings=1024,
                        tie_word_embeddings=False, **ids)
     config = LlavaConfig(vision_config=vision, text_config=text, vision_feature_select_strategy="default",
@@ -159,6 +164,8 @@ def build_tiny_vlm(folder: Path) -> None:
     config.pad_token_id = tokenizer.pad_token_id
     torch.manual_seed(SEED)
     model = LlavaForConditionalGeneration(config).eval()
+    with torch.no_grad():
+        model.lm_head.weight.mul_(HEAD_SCALE)
     model.generation_config = GenerationConfig(do_sample=False, **ids)
     folder.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(folder)
