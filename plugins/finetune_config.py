@@ -28,10 +28,13 @@ GENERIC: dict[str, Any] = {
 # The target preset by model family: decoder LoRA for chat VLMs (PeFoMed), decoder-only for captioners (BLIP).
 FAMILY_TARGETS = {"chat": "llm-attn", "blip": "decoder-only", "vision-encoder-decoder": "decoder-only",
                   "blip2": "llm-attn", "instructblip": "llm-attn"}
-# Per-model defaults (model id -> overrides).
+# Per-model defaults (model id -> overrides). tiny-vlm is a random model: LoRA must reach its vision tower too,
+# at a rank that covers its narrow layers, with a learning rate far above a pretrained model's (measured on
+# phantom-vqa on a 2-core CPU: 3e-3 diverges to a constant answer, 1e-3 learns; 6 epochs take about 3 minutes).
 MODEL_DEFAULTS: dict[str, dict[str, Any]] = {
-    "tiny-vlm": {"targets": "full", "lr": 2e-3, "lr_end": 1e-4, "stage1_lr": 2e-3, "stage1_lr_end": 1e-3,
-                 "epochs": 6, "stage1_epochs": 1, "batch_size": 16, "warmup_steps": 10, "dropout": 0.0},
+    "tiny-vlm": {"targets": "full", "rank": 128, "alpha": 128.0, "dropout": 0.0, "lr": 1e-3, "lr_end": 0.0,
+                 "stage1_lr": 1e-3, "stage1_lr_end": 5e-4, "epochs": 6, "stage1_epochs": 3, "batch_size": 8,
+                 "warmup_steps": 0, "weight_decay": 0.01},
 }
 
 

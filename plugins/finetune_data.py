@@ -74,6 +74,21 @@ def epoch_order(n: int, seed: int, stage: int, epoch: int) -> list[int]:
     return [int(i) for i in np.random.default_rng([seed, stage, epoch]).permutation(n)]
 
 
+def open_requests(data: StageData, samples: list[Sample], skipped: list[str]) -> list[tuple[Sample, Any]]:
+    """(sample, GenerationRequest) per sample whose images open; unreadable ones are skipped and noted."""
+    out = []
+    for sample in samples:
+        try:
+            images = [ref.open() for ref in sample.images]
+        except (OSError, ValueError) as exc:
+            if sample.id not in skipped:
+                skipped.append(sample.id)
+                print(f"warning: skipping training sample {sample.id}: image unreadable ({exc})", file=sys.stderr)
+            continue
+        out.append((sample, data.task.build_request(sample, data.template, data.settings, images)))
+    return out
+
+
 class TrainEncoder:
     """Turns samples into model inputs with labels, prompting as the `hf` backend (`plugin`) does."""
 
@@ -92,19 +107,7 @@ class TrainEncoder:
 
     # ---- requests ---------------------------------------------------------------------------------------
     def requests(self, data: StageData, samples: list[Sample]) -> list[tuple[Sample, Any]]:
-        """(sample, GenerationRequest) per sample whose images open; unreadable ones are skipped, noted."""
-        out = []
-        for sample in samples:
-            try:
-                images = [ref.open() for ref in sample.images]
-            except (OSError, ValueError) as exc:
-                if sample.id not in self.skipped:
-                    self.skipped.append(sample.id)
-                    print(f"warning: skipping training sample {sample.id}: image unreadable ({exc})",
-                          file=sys.stderr)
-                continue
-            out.append((sample, data.task.build_request(sample, data.template, data.settings, images)))
-        return out
+        return open_requests(data, samples, self.skipped)
 
     # ---- encoding ---------------------------------------------------------------------------------------
     def encode(self, data: StageData, samples: list[Sample]) -> dict[str, Any] | None:

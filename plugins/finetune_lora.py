@@ -29,7 +29,7 @@ from harness.errors import UserError
 from harness.io import atomic_write_json
 from harness.plugins import finetune_checkpoint as ckpt
 from harness.plugins.finetune_config import FinetuneConfig, Hyper, run_identity_hash
-from harness.plugins.finetune_data import StageData, TrainEncoder, answer_tokens, epoch_order, to_device
+from harness.plugins.finetune_data import StageData, epoch_order
 
 MANIFEST = "manifest.json"
 CHECKPOINTS = "checkpoints"
@@ -62,11 +62,13 @@ def peak_memory(device: str) -> dict[str, Any]:
             "what": "process peak resident memory"}
 
 
-def load_plugin(cfg: FinetuneConfig, task: Any) -> tuple[Any, Any, dict[str, Any]]:
-    """The `hf` backend plugin (model + processor) for --model: a registered id, or a local folder/hub id."""
+def resolve_model(cfg: FinetuneConfig, task: Any) -> tuple[Any, Any, dict[str, str], Any]:
+    """(registration, plugin class, model args, context) for --model: a registered id, or a local folder or
+    hub id for the `hf` backend. Only transformers models and plugins with training hooks can be trained."""
     from harness import plugin_manager
     from harness.model_api import ModelContext
     from harness.paths import cache_dir
+    from harness.plugins.finetune_recipes import trains_itself
     from harness.plugins.hf import HFModel
 
     models = plugin_manager.models()
@@ -78,15 +80,13 @@ def load_plugin(cfg: FinetuneConfig, task: Any) -> tuple[Any, Any, dict[str, Any
     else:
         info = models.get(cfg.model)  # raises the unknown-model error with suggestions
     cls = info.load()
-    if not (isinstance(cls, type) and issubclass(cls, HFModel)):
-        raise UserError(f"model '{info.id}' is not a transformers checkpoint; fine-tuning needs the hf "
-                        "backend (a preset such as tiny-vlm or llava-1.5-7b, or a checkpoint folder)")
+    if not (isinstance(cls, type) and (issubclass(cls, HFModel) or trains_itself(cls))):
+        raise UserError(f"model '{info.id}' cannot be fine-tuned here: fine-tuning needs the hf backend (a "
+                        "preset such as tiny-vlm or llava-1.5-7b, or a checkpoint folder) or pefomed")
     kinds = info.capabilities.get("task_kinds")
     if kinds and task.kind not in kinds:
         raise UserError(f"model '{info.id}' handles {'/'.join(kinds)} tasks, not '{task.kind}' ({task.id})")
-    context = ModelContext(task=task, device=cfg.device, dtype=cfg.dtype, cache_dir=cache_dir())
-    identity = {"id": info.id, "args": args, **cls.run_identity(args, context)}
-    return cls(args, context), info, identity
+    return info, cls, args, ModelContext(task=task, device=cfg.device, dtype=cfg.dtype, cache_dir=cache_dir())
 
 
 def _check_out(out: Path, identity_hash: str) -> dict[str, Any] | None:
@@ -114,20 +114,19 @@ def _check_out(out: Path, identity_hash: str) -> dict[str, Any] | None:
 class Trainer:
     """Runs the stages, step by step, with checkpoints; `state` is what a checkpoint resumes."""
 
-    def __init__(self, cfg: FinetuneConfig, hyper: Hyper, plugin: Any, model: Any, stages: list[StageData],
+    def __init__(self, cfg: FinetuneConfig, hyper: Hyper, recipe: Any, stages: list[StageData],
                  config_hash: str) -> None:
-        self.cfg, self.hyper, self.plugin, self.model, self.stages = cfg, hyper, plugin, model, stages
-        self.encoder = TrainEncoder(plugin)
+        self.cfg, self.hyper, self.recipe, self.stages = cfg, hyper, recipe, stages
+        self.model = recipe.model
         self.root = cfg.out / CHECKPOINTS
         self.state: dict[str, Any] = {
             "config_hash": config_hash, "stage": 0, "stage_step": 0, "loss_curve": [],
             "stage_time_s": [0.0] * len(stages), "stage_steps_timed": [0] * len(stages), "resumed_at": [],
             "peak_memory_bytes": 0}
-        self.params = [p for p in model.parameters() if p.requires_grad]
+        self.params = [p for p in self.model.parameters() if p.requires_grad]
         import torch
 
-        self.dtype = next(model.parameters()).dtype
-        self.device = str(next(model.parameters()).device)
+        self.dtype, self.device = recipe.dtype, recipe.device
         self.torch = torch
 
     def stage_plan(self, index: int) -> dict[str, Any]:
@@ -175,20 +174,18 @@ class Trainer:
         order = epoch_order(len(data.samples), self.cfg.seed, stage, epoch)
         indices = order[k * plan["batch_size"]:(k + 1) * plan["batch_size"]]
         micro = plan["micro_batch_size"] or plan["batch_size"]
-        batches = []
-        for start in range(0, len(indices), micro):
-            enc = self.encoder.encode(data, [data.samples[i] for i in indices[start:start + micro]])
-            if enc is not None:
-                batches.append((enc, answer_tokens(enc)))
+        batches = [self.recipe.prepare(data, [data.samples[i] for i in indices[start:start + micro]])
+                   for start in range(0, len(indices), micro)]
+        batches = [b for b in batches if b is not None]
         total = sum(n for _, n in batches)
         loss_sum = 0.0
         self.model.train()
-        for enc, n in batches:
+        for batch, n in batches:
             if n == 0:
                 continue
-            out = self.model(**to_device(enc, self.device, self.dtype))
-            (out.loss * (n / total)).backward()
-            loss_sum += float(out.loss.detach()) * n
+            loss = self.recipe.loss(batch)
+            (loss * (n / total)).backward()
+            loss_sum += float(loss.detach()) * n
         if total and plan["max_grad_norm"]:
             self.torch.nn.utils.clip_grad_norm_(self.params, plan["max_grad_norm"])
         lr = opt.param_groups[0]["lr"]
@@ -249,21 +246,7 @@ def save_output(trainer: Trainer, cfg: FinetuneConfig, base_identity: dict[str, 
     """Write the adapter (or full model) into --out; manifest.json comes after it, by the caller."""
     tmp = Path(tempfile.mkdtemp(prefix=".output.", dir=cfg.out))
     try:
-        model = trainer.model
-        if cfg.method == "full":
-            model.save_pretrained(tmp)
-            processor = trainer.plugin.processor
-            if processor is not None:
-                processor.save_pretrained(tmp)
-            else:
-                trainer.plugin.image_processor.save_pretrained(tmp)
-                trainer.plugin.tokenizer.save_pretrained(tmp)
-        else:
-            base_name = base_identity.get("hub_id") or base_identity.get("path") or cfg.model
-            for config in model.peft_config.values():
-                config.base_model_name_or_path = base_name
-                config.revision = base_identity.get("revision") if base_identity.get("hub_id") else None
-            model.save_pretrained(tmp)
+        trainer.recipe.save(tmp, base_identity, cfg.model)
         _move_into(tmp, cfg.out)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -292,7 +275,7 @@ def build_manifest(trainer: Trainer, cfg: FinetuneConfig, base: dict[str, Any], 
     trainable, total = counts
     return {
         "format": FORMAT,
-        "kind": "full-model" if cfg.method == "full" else "peft-lora-adapter",
+        "kind": trainer.recipe.kind,
         "config_hash": config_hash,
         "base_model": base,
         "task": trainer.stages[-1].describe(),
@@ -311,8 +294,8 @@ def build_manifest(trainer: Trainer, cfg: FinetuneConfig, base: dict[str, Any], 
         "device": trainer.device,
         "dtype": str(trainer.dtype).replace("torch.", ""),
         "resumed_at_steps": state["resumed_at"],
-        "skipped_samples": list(trainer.encoder.skipped),
-        "prompt_prefix_mismatches": trainer.encoder.prefix_mismatches,
+        "skipped_samples": list(trainer.recipe.skipped),
+        "prompt_prefix_mismatches": trainer.recipe.prefix_mismatches,
         "loss_curve": state["loss_curve"],
         "versions": {"harness": __version__, "torch": torch.__version__,
                      "transformers": transformers.__version__, "peft": peft.__version__},
@@ -326,7 +309,8 @@ def finetune(cfg: FinetuneConfig, progress: bool = True) -> dict[str, Any]:
     import torch
 
     from harness.plugins.finetune_data import load_stage_data
-    from harness.plugins.lora_targets import apply_plan, parameter_counts, plan_targets
+    from harness.plugins.finetune_recipes import PeftRecipe, PluginRecipe, trains_itself
+    from harness.plugins.lora_targets import plan_targets
 
     cfg.validate()
     stages = []
@@ -335,11 +319,19 @@ def finetune(cfg: FinetuneConfig, progress: bool = True) -> dict[str, Any]:
                                       prompt=cfg.stage1_prompt, limit=cfg.limit))
     stages.append(load_stage_data(cfg.task, data_dir=cfg.data_dir, source=cfg.source, prompt=cfg.prompt,
                                   limit=cfg.limit))
-    plugin, info, base = load_plugin(cfg, stages[-1].task)
+    info, cls, args, context = resolve_model(cfg, stages[-1].task)
     for data in stages[:-1]:
         if data.task.kind not in info.capabilities.get("task_kinds", [data.task.kind]):
             raise UserError(f"model '{info.id}' cannot train on {data.task.kind} task '{data.task.id}'")
-    hyper = cfg.hyperparameters(info.id, plugin.family)
+    if trains_itself(cls):
+        hyper = cfg.hyperparameters(info.id, "chat")
+        args = {**args, "train": "true", "lora_r": str(hyper.rank), "lora_alpha": str(hyper.alpha),
+                "lora_dropout": str(hyper.dropout)}
+    base = {"id": info.id, "args": args, **cls.run_identity(args, context)}
+    torch.manual_seed(cfg.seed)  # the fresh LoRA and projection of a plugin that trains itself
+    plugin = cls(args, context)
+    if not trains_itself(cls):
+        hyper = cfg.hyperparameters(info.id, plugin.family)
     config_hash = run_identity_hash(cfg, hyper, base, [s.describe() for s in stages])
     done = _check_out(cfg.out, config_hash)
     if done is not None:
@@ -348,14 +340,17 @@ def finetune(cfg: FinetuneConfig, progress: bool = True) -> dict[str, Any]:
     cfg.out.mkdir(parents=True, exist_ok=True)
     started = datetime.now(timezone.utc).isoformat(timespec="seconds")
     torch.manual_seed(cfg.seed)
-    plan = plan_targets(plugin.model, hyper.targets, cfg.method)
-    model = apply_plan(plugin.model, plan, hyper.rank, hyper.alpha, hyper.dropout)
-    counts = parameter_counts(model)
+    if trains_itself(cls):
+        recipe: Any = PluginRecipe(plugin, info.id, hyper, cfg.method)
+    else:
+        recipe = PeftRecipe(plugin, plan_targets(plugin.model, hyper.targets, cfg.method), hyper.rank, hyper.alpha,
+                            hyper.dropout)
+    counts = recipe.counts()
     base = {**base, "identity": _base_identity(plugin)}
-    trainer = Trainer(cfg, hyper, plugin, model, stages, config_hash)
+    trainer = Trainer(cfg, hyper, recipe, stages, config_hash)
     trainer.run(progress)
     save_output(trainer, cfg, base)
-    manifest = build_manifest(trainer, cfg, base, plan.describe(), counts, config_hash, started)
+    manifest = build_manifest(trainer, cfg, base, recipe.plan_info(), counts, config_hash, started)
     atomic_write_json(cfg.out / MANIFEST, manifest)
     if not cfg.keep_checkpoints:
         shutil.rmtree(cfg.out / CHECKPOINTS, ignore_errors=True)

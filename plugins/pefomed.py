@@ -61,6 +61,8 @@ ARGS = {
     "min_new_tokens": "generate at least this many tokens (default 0; for benchmarks)",
     "embed_only": "true: load only what embed_requests needs (for vLLM), no generation",
     "train": "true: keep LoRA unmerged and trainable (harness finetune)",
+    "lora_r": "rank of a fresh LoRA when training from scratch (train=true; default 64)",
+    "lora_dropout": "LoRA dropout while training (train=true; default 0.05)",
 }
 _DTYPES = {"bfloat16": "bfloat16", "bf16": "bfloat16", "float16": "float16", "fp16": "float16",
            "half": "float16", "float32": "float32", "fp32": "float32", "float": "float32"}
@@ -84,6 +86,16 @@ def _int(args: dict[str, str], key: str, default: int, minimum: int) -> int:
         raise UserError(f"--model-args {key}={args[key]}: expected an integer") from None
     if value < minimum:
         raise UserError(f"--model-args {key}={value}: must be at least {minimum}")
+    return value
+
+
+def _dropout(args: dict[str, str]) -> float:
+    try:
+        value = float(args.get("lora_dropout") or ckpt.DEFAULT_LORA_DROPOUT)
+    except ValueError:
+        value = -1.0
+    if not 0.0 <= value < 1.0:
+        raise UserError(f"--model-args lora_dropout={args['lora_dropout']}: expected a number in [0, 1)")
     return value
 
 
@@ -152,6 +164,8 @@ class PeFoMedModel(TrainingMixin, ModelPlugin):
             "vision_batch": _int(args, "vision_batch", 64, 1),
             "min_new_tokens": _int(args, "min_new_tokens", 0, 0),
             "lora_alpha": float(args.get("lora_alpha") or ckpt.DEFAULT_LORA_ALPHA),
+            "lora_r": _int(args, "lora_r", 64, 1),
+            "lora_dropout": _dropout(args),
             "trust_pickle": _flag(args, "trust_pickle", False),
             "embed_only": _flag(args, "embed_only", False),
         }

@@ -165,7 +165,9 @@ def _apply_lora(spec: LoadSpec, llm) -> tuple[dict[str, Any], Any, dict[str, Any
         from peft import get_peft_model
 
         projection = {}
-        peft_model = get_peft_model(llm, ckpt.lora_config(64, ["q_proj", "v_proj"], opts["lora_alpha"]))
+        config = ckpt.lora_config(opts.get("lora_r", 64), ["q_proj", "v_proj"], opts["lora_alpha"],
+                                  opts.get("lora_dropout", ckpt.DEFAULT_LORA_DROPOUT))
+        peft_model = get_peft_model(llm, config)
     cfg = peft_model.peft_config["default"]
     merge = opts["merge"] and not spec.train
     info = {"r": cfg.r, "alpha": cfg.lora_alpha, "targets": sorted(cfg.target_modules), "merged": merge}

@@ -1,4 +1,4 @@
-"""`harness finetune`: train LoRA adapters (PEFT) for a hf model on a task's train split (resumable).
+"""`harness finetune`: train LoRA adapters (PEFT) for a hf model or pefomed on a task's train split (resumable).
 
 Example: `harness finetune --model tiny-vlm --task phantom-vqa --out adapters/demo`, then
 `harness run --model tiny-vlm --adapter adapters/demo --task phantom-vqa`. Two-stage training as in PeFoMed:
@@ -19,9 +19,9 @@ TARGET_HELP = ("llm-attn (LoRA on the language model's q/v projections), llm-all
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("finetune", help="train a LoRA adapter on a task's train split", description=__doc__)
     p.add_argument("--model", required=True,
-                   help="hf preset id (see `harness list models`) or checkpoint folder")
+                   help="hf preset id (see `harness list models`), checkpoint folder, or pefomed")
     p.add_argument("--model-args", action="append", default=[], metavar="K=V[,K=V]",
-                   help="arguments for the hf backend (revision=..., family=...)")
+                   help="model arguments (hf: revision=..., family=...; pefomed: llm=...,vision=...)")
     p.add_argument("--task", required=True, help="task to train on (its train split)")
     p.add_argument("--out", type=Path, required=True, help="output folder for the adapter and manifest.json")
     p.add_argument("--data-dir", type=Path, default=None, help="folder with your local copy of the dataset")
@@ -41,7 +41,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--alpha", type=float, default=None, help="LoRA alpha (default 16)")
     g.add_argument("--dropout", type=float, default=None, help="LoRA dropout (default 0.05)")
     o = p.add_argument_group("optimisation (AdamW)")
-    o.add_argument("--lr", type=float, default=None, help="peak learning rate (default 3e-5; tiny-vlm 2e-3)")
+    o.add_argument("--lr", type=float, default=None, help="peak learning rate (default 3e-5; tiny-vlm 1e-3)")
     o.add_argument("--lr-end", type=float, default=None,
                    help="final learning rate of the decay (default 1e-5)")
     o.add_argument("--stage1-lr", type=float, default=None, help="stage-1 peak learning rate (default 1e-4)")
@@ -84,6 +84,18 @@ def _size(n: int) -> str:
     return str(n)
 
 
+def _run_args(base: dict[str, Any]) -> str:
+    """The --model-args to evaluate the adapter with: the base model's, less the training-only ones."""
+    training_only = ("train", "lora_r", "lora_alpha", "lora_dropout", "checkpoint")
+    args = {k: v for k, v in base.get("args", {}).items() if k not in training_only}
+    return f" --model-args {','.join(f'{k}={v}' for k, v in args.items())}" if args else ""
+
+
+def _prompt(manifest: dict[str, Any]) -> str:
+    variant = manifest["task"].get("prompt_variant", "default")
+    return "" if variant == "default" else f" --prompt {variant}"
+
+
 def report(manifest: dict[str, Any], out: Path) -> str:
     """The printed summary: what was trained, its size and cost, and how to use it."""
     lines = []
@@ -96,8 +108,9 @@ def report(manifest: dict[str, Any], out: Path) -> str:
                      f"prompt '{task['prompt_variant']}'): {stage['steps']} steps, {stage['epochs']} epochs, "
                      f"lr {stage['lr']:g} -> {stage['lr_end']:g}, {stage['train_time_s']:.1f} s")
     targets = manifest["targets"]
-    lines.append(f"base model: {base['id']} ({base.get('hub_id') or base.get('path')}, revision "
-                 f"{base.get('revision')}); targets {targets['preset']} ({targets['method']})")
+    where = base.get("hub_id") or base.get("path") or base.get("args", {}).get("llm")
+    lines.append(f"base model: {base['id']} ({where}, revision {base.get('revision')}); targets "
+                 f"{targets['preset']} ({targets['method']})")
     lines.append(f"trainable parameters: {manifest['trainable_parameters']:,} of "
                  f"{manifest['total_parameters']:,} ({100 * manifest['trainable_share']:.3f}%)")
     per_step = manifest.get("time_per_step_s")
@@ -105,16 +118,17 @@ def report(manifest: dict[str, Any], out: Path) -> str:
     lines.append(f"peak memory: {_size(manifest['peak_memory_bytes'])} ({manifest.get('peak_memory_what')})")
     curve = manifest["loss_curve"]
     if curve:
-        head = sum(c["loss"] for c in curve[:10]) / min(10, len(curve))
-        tail = sum(c["loss"] for c in curve[-10:]) / min(10, len(curve))
+        k = max(1, min(10, len(curve) // 2))
+        head = sum(c["loss"] for c in curve[:k]) / k
+        tail = sum(c["loss"] for c in curve[-k:]) / k
         lines.append(f"loss: {head:.4f} (first steps) -> {tail:.4f} (last steps)")
     if manifest.get("resumed_at_steps"):
         lines.append(f"resumed at step(s): {', '.join(str(s) for s in manifest['resumed_at_steps'])}")
     if manifest["kind"] == "full-model":
         lines.append(f"model: {out}  (use: harness run --model hf --model-args model={out} --task ...)")
     else:
-        lines.append(f"adapter: {out}  (use: harness run --model {base['id']} --adapter {out} --task "
-                     f"{manifest['task']['id']})")
+        lines.append(f"adapter: {out}  (use: harness run --model {base['id']}{_run_args(base)} --adapter {out} "
+                     f"--task {manifest['task']['id']}{_prompt(manifest)})")
     return "\n".join(lines)
 
 
