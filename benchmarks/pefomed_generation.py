@@ -98,20 +98,24 @@ def make_requests(n: int, tokenizer, new_tokens: int, seed: int = 0):
 
     rng = np.random.default_rng(seed)
     words = (
-        "is there a lesion in the left lung how many lesions which side organ modality large small".split()
+        "is there a lesion in the left lung how many lesions which side organ modality large small abnormality "
+        "opacity mediastinum pneumothorax".split()
     )
     text_budget = TARGET_PROMPT_TOKENS - 1 - 256  # text tokens of a real PeFoMed VQA prompt (BOS, 256 image)
     requests = []
     settings = GenerationSettings(max_new_tokens=new_tokens)
     for i in range(n):
-        question, target = "", text_budget + int(rng.integers(-6, 7))
+        question, target, instruction = "", text_budget + int(rng.integers(-6, 7)), None
         while True:  # grow the question until the text reaches about the LLaMA-tokenized length
             longer = (question + " " + words[int(rng.integers(len(words)))]).strip()
             prompt = f"[vqa] Based on the image, respond to this question with a short answer: {longer}?"
-            segs = arch.prompt_segments(arch.instruction_for(prompt, "vqa"), 1)
+            processed = arch.instruction_for(prompt, "vqa")
+            if processed == instruction:  # PeFoMed's text processing keeps 50 words: no longer prompt
+                break
+            segs = arch.prompt_segments(processed, 1)
             if sum(len(tokenizer(s, add_special_tokens=False)["input_ids"]) for s in segs) > target:
                 break
-            question = longer
+            question, instruction = longer, processed
         image = Image.fromarray(rng.integers(0, 256, (512, 512, 3), dtype=np.uint8))
         requests.append(
             GenerationRequest(
