@@ -323,14 +323,15 @@ def finetune(cfg: FinetuneConfig, progress: bool = True) -> dict[str, Any]:
     for data in stages[:-1]:
         if data.task.kind not in info.capabilities.get("task_kinds", [data.task.kind]):
             raise UserError(f"model '{info.id}' cannot train on {data.task.kind} task '{data.task.id}'")
-    if trains_itself(cls):
+    self_training = trains_itself(cls)
+    if self_training:
         hyper = cfg.hyperparameters(info.id, "chat")
         args = {**args, "train": "true", "lora_r": str(hyper.rank), "lora_alpha": str(hyper.alpha),
                 "lora_dropout": str(hyper.dropout)}
     base = {"id": info.id, "args": args, **cls.run_identity(args, context)}
     torch.manual_seed(cfg.seed)  # the fresh LoRA and projection of a plugin that trains itself
     plugin = cls(args, context)
-    if not trains_itself(cls):
+    if not self_training:
         hyper = cfg.hyperparameters(info.id, plugin.family)
     config_hash = run_identity_hash(cfg, hyper, base, [s.describe() for s in stages])
     done = _check_out(cfg.out, config_hash)
@@ -340,7 +341,7 @@ def finetune(cfg: FinetuneConfig, progress: bool = True) -> dict[str, Any]:
     cfg.out.mkdir(parents=True, exist_ok=True)
     started = datetime.now(timezone.utc).isoformat(timespec="seconds")
     torch.manual_seed(cfg.seed)
-    if trains_itself(cls):
+    if self_training:
         recipe: Any = PluginRecipe(plugin, info.id, hyper, cfg.method)
     else:
         recipe = PeftRecipe(plugin, plan_targets(plugin.model, hyper.targets, cfg.method), hyper.rank, hyper.alpha,

@@ -94,7 +94,7 @@ class PluginRecipe:
         if hyper.targets != "llm-attn":
             raise UserError(f"model '{model_id}' trains LoRA on the language model's q/v projections (llm-attn) "
                             f"and its projection: --targets {hyper.targets} is not available for it")
-        self.plugin, self.model_id, self.hyper = plugin, model_id, hyper
+        self.plugin = plugin
         self.model = torch.nn.ModuleDict(plugin.trainable_modules())
         self.skipped: list[str] = []
         self.prefix_mismatches = 0

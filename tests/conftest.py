@@ -1,4 +1,5 @@
-"""Shared test setup: offline hub variables, the real data in ../shared/data, temporary caches."""
+"""Shared test setup: offline hub variables, the real data in ../shared/data, temporary caches, one torch
+thread for tiny models, and the tiny PeFoMed files (tests/tiny_pefomed.py) built once per session."""
 
 from __future__ import annotations
 
@@ -28,3 +29,23 @@ def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.fail(f"real test data expected at {SHARED_DATA} (set HARNESS_SHARED_DATA)")
     return SHARED_DATA
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Tiny matrices gain nothing from threads, and OpenMP threads stall badly on a busy 2-core machine.
+    Modules of tiny-model tests take it with `pytestmark = pytest.mark.usefixtures("one_torch_thread")`."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="session")
+def pefomed_tiny(tmp_path_factory):
+    """EVA weights, vision config, LLaMA folder and PeFoMed checkpoint of the tiny PeFoMed (read-only)."""
+    from tiny_pefomed import build_tiny
+
+    return build_tiny(tmp_path_factory.mktemp("tiny_pefomed"))

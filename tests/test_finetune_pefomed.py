@@ -13,44 +13,30 @@ from pathlib import Path
 import pytest
 import torch
 
-sys.path.insert(0, str(Path(__file__).parent))
-from tiny_pefomed import build_tiny  # noqa: E402
-
-from harness import plugin_manager  # noqa: E402
-from harness.errors import UserError  # noqa: E402
-from harness.model_api import ModelContext  # noqa: E402
-from harness.paths import cache_dir  # noqa: E402
-from harness.plugins.finetune_config import FinetuneConfig  # noqa: E402
-from harness.plugins.finetune_lora import finetune  # noqa: E402
-from harness.plugins.pefomed import PeFoMedModel  # noqa: E402
-from harness.task import Task  # noqa: E402
+from harness import plugin_manager
+from harness.errors import UserError
+from harness.model_api import ModelContext
+from harness.paths import cache_dir
+from harness.plugins.finetune_config import FinetuneConfig
+from harness.plugins.finetune_lora import finetune
+from harness.plugins.pefomed import PeFoMedModel
+from harness.task import Task
 
 REPO = Path(__file__).resolve().parents[1]
 
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    return build_tiny(tmp_path_factory.mktemp("tiny_pefomed"))
-
-
-def config(tiny, out: Path, **settings) -> FinetuneConfig:
+def config(pefomed_tiny, out: Path, **settings) -> FinetuneConfig:
     overrides = {"batch_size": 4, "epochs": 2, "lr": 3e-3, "stage1_lr": 3e-3, "stage1_lr_end": 1e-3, **settings}
     return FinetuneConfig(model="pefomed", task="phantom-vqa", out=out, stage1_task="phantom-caption", limit=8,
-                          prompt="pefomed", model_args=tiny.model_args(checkpoint=""), overrides=overrides)
+                          prompt="pefomed", model_args=pefomed_tiny.model_args(checkpoint=""), overrides=overrides)
 
 
-def training_loss(tiny, adapter: Path | None) -> float:
+def training_loss(pefomed_tiny, adapter: Path | None) -> float:
     """Loss of the first 8 phantom-vqa train samples under `adapter` (None: a fresh projection and LoRA)."""
     torch.manual_seed(0)
-    model = PeFoMedModel(tiny.model_args(checkpoint="", train="true", lora_dropout="0"),
+    model = PeFoMedModel(pefomed_tiny.model_args(checkpoint="", train="true", lora_dropout="0"),
                          ModelContext(adapter=adapter, cache_dir=cache_dir()))
     task = Task(plugin_manager.tasks().get("phantom-vqa"))
     _, template = task.prompt_template("pefomed")
@@ -62,16 +48,16 @@ def training_loss(tiny, adapter: Path | None) -> float:
         return float(model.training_loss(requests, [s.answer for s in samples]))
 
 
-def test_two_stage_pefomed_finetune_writes_a_directory_pefomed_loads(tiny, tmp_path):
+def test_two_stage_pefomed_finetune_writes_a_directory_pefomed_loads(pefomed_tiny, tmp_path):
     out = tmp_path / "adapters" / "pefomed"
-    manifest = finetune(config(tiny, out), progress=False)
+    manifest = finetune(config(pefomed_tiny, out), progress=False)
     assert manifest["kind"] == "pefomed-adapter"
     assert [s["task"]["id"] for s in manifest["stages"]] == ["phantom-caption", "phantom-vqa"]
     assert [c["stage"] for c in manifest["loss_curve"]] == [1, 1, 2, 2, 2, 2]
     assert manifest["hyperparameters"]["rank"] == 64 and manifest["hyperparameters"]["alpha"] == 16
     assert manifest["base_model"]["args"]["train"] == "true"
     # PeFoMed trains the projection and LoRA on q/v only: 2 layers x (q, v) x (A, B) + weight and bias.
-    proj = 4 * tiny_vision_width(tiny) * 64 + 64  # four visual tokens concatenated -> the LLM's width
+    proj = 4 * tiny_vision_width(pefomed_tiny) * 64 + 64  # four visual tokens concatenated -> the LLM's width
     lora = 2 * 2 * 64 * (64 + 64)
     assert manifest["trainable_parameters"] == proj + lora
     assert manifest["targets"]["target_modules"] == ["q_proj", "v_proj"] and manifest["targets"]["n_modules"] == 4
@@ -79,12 +65,13 @@ def test_two_stage_pefomed_finetune_writes_a_directory_pefomed_loads(tiny, tmp_p
     adapter_config = json.loads((out / "adapter_config.json").read_text())
     assert adapter_config["r"] == 64 and adapter_config["lora_alpha"] == 16 and not adapter_config["modules_to_save"]
     # what was learned is in the directory: lower loss on the training data than a fresh start
-    assert training_loss(tiny, out) < 0.8 * training_loss(tiny, None)
+    assert training_loss(pefomed_tiny, out) < 0.8 * training_loss(pefomed_tiny, None)
 
     run_dir = tmp_path / "run"
     cmd = [sys.executable, "-m", "harness", "run", "--model", "pefomed", "--model-args",
-           tiny.args_string(checkpoint=""), "--adapter", str(out), "--task", "phantom-vqa", "--prompt", "pefomed",
-           "--limit", "4", "--max-new-tokens", "4", "--judge", "exact", "--output", str(run_dir), "--no-progress"]
+           pefomed_tiny.args_string(checkpoint=""), "--adapter", str(out), "--task", "phantom-vqa",
+           "--prompt", "pefomed", "--limit", "4", "--max-new-tokens", "4", "--judge", "exact", "--output",
+           str(run_dir), "--no-progress"]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=REPO,
                           env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -92,19 +79,19 @@ def test_two_stage_pefomed_finetune_writes_a_directory_pefomed_loads(tiny, tmp_p
     assert len(rows) == 4 and all(r["error"] is None for r in rows)
 
 
-def tiny_vision_width(tiny) -> int:
-    return json.loads(Path(tiny.vision_config_path).read_text())["hidden_size"]
+def tiny_vision_width(pefomed_tiny) -> int:
+    return json.loads(Path(pefomed_tiny.vision_config_path).read_text())["hidden_size"]
 
 
-def test_interrupted_pefomed_finetune_resumes_to_the_same_weights(tiny, tmp_path, monkeypatch):
+def test_interrupted_pefomed_finetune_resumes_to_the_same_weights(pefomed_tiny, tmp_path, monkeypatch):
     from safetensors.torch import load_file
 
     from harness.plugins.finetune_recipes import PluginRecipe
 
     whole = tmp_path / "whole"
-    finetune(config(tiny, whole, epochs=1, stage1_epochs=1), progress=False)
+    finetune(config(pefomed_tiny, whole, epochs=1, stage1_epochs=1), progress=False)
     cut = tmp_path / "cut"
-    cfg = config(tiny, cut, epochs=1, stage1_epochs=1)
+    cfg = config(pefomed_tiny, cut, epochs=1, stage1_epochs=1)
     cfg.save_every = 1
     calls = {"n": 0}
     real_loss = PluginRecipe.loss
@@ -127,10 +114,10 @@ def test_interrupted_pefomed_finetune_resumes_to_the_same_weights(tiny, tmp_path
         assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), name
 
 
-def test_pefomed_refuses_targets_and_methods_it_cannot_train(tiny, tmp_path):
+def test_pefomed_refuses_targets_and_methods_it_cannot_train(pefomed_tiny, tmp_path):
     with pytest.raises(UserError, match="--targets llm-all-linear is not available"):
-        finetune(config(tiny, tmp_path / "a", targets="llm-all-linear"), progress=False)
-    cfg = config(tiny, tmp_path / "b")
+        finetune(config(pefomed_tiny, tmp_path / "a", targets="llm-all-linear"), progress=False)
+    cfg = config(pefomed_tiny, tmp_path / "b")
     cfg.method = "full"
     with pytest.raises(UserError, match="--method full is not available"):
         finetune(cfg, progress=False)

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from tiny_pefomed import build_tiny, make_checkpoint_state, save_checkpoint
+from tiny_pefomed import make_checkpoint_state, save_checkpoint
 
 from harness import plugin_manager
 from harness.commands import convert as convert_cmd
@@ -28,23 +28,11 @@ from harness.task import Task
 
 REPO = Path(__file__).resolve().parents[1]
 
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny matrices gain nothing from threads, and OpenMP threads stall badly on a busy 2-core machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    return build_tiny(tmp_path_factory.mktemp("tiny_pefomed"))
-
-
-def load(tiny, adapter: Path | None = None, **args: str) -> PeFoMedModel:
-    return PeFoMedModel(tiny.model_args(**args), ModelContext(adapter=adapter, cache_dir=cache_dir()))
+def load(pefomed_tiny, adapter: Path | None = None, **args: str) -> PeFoMedModel:
+    return PeFoMedModel(pefomed_tiny.model_args(**args), ModelContext(adapter=adapter, cache_dir=cache_dir()))
 
 
 @pytest.fixture(scope="module")
@@ -58,8 +46,8 @@ def phantom():
 
 
 @pytest.fixture(scope="module")
-def model(tiny):
-    return load(tiny)
+def model(pefomed_tiny):
+    return load(pefomed_tiny)
 
 
 def convert(*argv: str) -> int:
@@ -70,9 +58,9 @@ def convert(*argv: str) -> int:
 
 
 @pytest.fixture(scope="module")
-def converted(tiny, tmp_path_factory):
+def converted(pefomed_tiny, tmp_path_factory):
     out = tmp_path_factory.mktemp("converted") / "adapter"
-    assert convert(str(tiny.checkpoint_path), "--out", str(out), "--base-model", str(tiny.llm_dir)) == 0
+    assert convert(str(pefomed_tiny.checkpoint_path), "--out", str(out), "--base-model", str(pefomed_tiny.llm_dir)) == 0
     return out
 
 
@@ -154,29 +142,29 @@ def test_embed_requests_splices_bos_text_and_image_embeddings(model, phantom):
 # ---- loading and generation ------------------------------------------------------------------------------
 
 
-def test_checkpoint_and_converted_directory_give_identical_generations(tiny, converted, model, phantom):
+def test_checkpoint_and_converted_directory_give_identical_generations(pefomed_tiny, converted, model, phantom):
     _, requests = phantom
     from_checkpoint = model.generate(requests)
-    from_adapter = load(tiny, adapter=converted, checkpoint="").generate(requests)
+    from_adapter = load(pefomed_tiny, adapter=converted, checkpoint="").generate(requests)
     assert texts(from_checkpoint) == texts(from_adapter)
     assert [o.completion_tokens for o in from_checkpoint] == [o.completion_tokens for o in from_adapter]
     assert all(o.prompt_tokens > 64 for o in from_checkpoint)
 
 
-def test_lora_changes_the_output_and_unmerged_equals_merged(tiny, model, phantom, tmp_path):
+def test_lora_changes_the_output_and_unmerged_equals_merged(pefomed_tiny, model, phantom, tmp_path):
     _, requests = phantom
     zero = save_checkpoint(tmp_path / "zero_b.pth", make_checkpoint_state(zero_b=True, peft_default=True))
-    base = texts(load(tiny, checkpoint=str(zero)).generate(requests))
+    base = texts(load(pefomed_tiny, checkpoint=str(zero)).generate(requests))
     adapted = texts(model.generate(requests))
     assert sum(a != b for a, b in zip(base, adapted)) >= len(requests) // 2
-    assert texts(load(tiny, merge="false").generate(requests)) == adapted
+    assert texts(load(pefomed_tiny, merge="false").generate(requests)) == adapted
 
 
-def test_batched_generation_equals_one_by_one_and_static_cache_equals_dynamic(tiny, model, phantom):
+def test_batched_generation_equals_one_by_one_and_static_cache_equals_dynamic(pefomed_tiny, model, phantom):
     _, requests = phantom
     batched = texts(model.generate(requests))
     assert batched[:4] == [texts(model.generate([r]))[0] for r in requests[:4]]
-    static = load(tiny, cache="static", compile="false")
+    static = load(pefomed_tiny, cache="static", compile="false")
     assert texts(static.generate(requests)) == batched
     assert texts(static.generate(requests[:3])) == batched[:3]  # the kept cache is for another batch size
 
@@ -189,15 +177,15 @@ def test_batched_generation_equals_one_by_one_and_static_cache_equals_dynamic(ti
     assert static.decoder.compile is False
 
 
-def test_embed_only_gives_the_same_embeddings_without_the_llm(tiny, converted, model, phantom):
+def test_embed_only_gives_the_same_embeddings_without_the_llm(pefomed_tiny, converted, model, phantom):
     _, requests = phantom
-    light = load(tiny, adapter=converted, checkpoint="", embed_only="true")
-    assert light.decoder is None and light.adapter_path == converted and light.llm_path == tiny.llm_dir
+    light = load(pefomed_tiny, adapter=converted, checkpoint="", embed_only="true")
+    assert light.decoder is None and light.adapter_path == converted and light.llm_path == pefomed_tiny.llm_dir
     for a, b in zip(light.embed_requests(requests[:3]), model.embed_requests(requests[:3])):
         assert torch.equal(a, b)
     with pytest.raises(UserError, match="embed_only=true"):
         light.generate(requests[:1])
-    assert load(tiny, embed_only="true").adapter_path.joinpath("adapter_config.json").is_file()
+    assert load(pefomed_tiny, embed_only="true").adapter_path.joinpath("adapter_config.json").is_file()
 
 
 def test_out_of_memory_halves_the_batch(model, phantom, monkeypatch):
@@ -252,29 +240,29 @@ def test_decoder_matches_transformers_generate(model, phantom):
 # ---- errors ----------------------------------------------------------------------------------------------
 
 
-def test_loading_mistakes_are_one_line_errors(tiny, converted, tmp_path):
+def test_loading_mistakes_are_one_line_errors(pefomed_tiny, converted, tmp_path):
     with pytest.raises(UserError, match="either checkpoint=... or --adapter"):
-        load(tiny, adapter=converted)
+        load(pefomed_tiny, adapter=converted)
     lacking = tmp_path / "no_projection"
     lacking.mkdir()
     for name in ("adapter_config.json", "adapter_model.safetensors"):
         (lacking / name).write_bytes((converted / name).read_bytes())
     with pytest.raises(UserError, match="lacks projection.safetensors"):
-        load(tiny, adapter=lacking, checkpoint="")
+        load(pefomed_tiny, adapter=lacking, checkpoint="")
     wide = make_checkpoint_state()
     wide["llama_proj.weight"] = torch.zeros(64, 256)
     with pytest.raises(UserError, match=r"need \(64, 128\)"):
-        load(tiny, checkpoint=str(save_checkpoint(tmp_path / "wide.pth", wide)))
+        load(pefomed_tiny, checkpoint=str(save_checkpoint(tmp_path / "wide.pth", wide)))
     with pytest.raises(UserError, match="does not take --model-args temprature"):
-        load(tiny, temprature="0")
+        load(pefomed_tiny, temprature="0")
     with pytest.raises(UserError, match="already holds a converted checkpoint"):
-        convert(str(tiny.checkpoint_path), "--out", str(converted))
+        convert(str(pefomed_tiny.checkpoint_path), "--out", str(converted))
 
 
 # ---- the command line and fine-tuning --------------------------------------------------------------------
 
 
-def test_harness_run_pefomed_on_phantom_vqa(tiny, tmp_path):
+def test_harness_run_pefomed_on_phantom_vqa(pefomed_tiny, tmp_path):
     out = tmp_path / "run"
     cmd = [
         sys.executable,
@@ -284,7 +272,7 @@ def test_harness_run_pefomed_on_phantom_vqa(tiny, tmp_path):
         "--model",
         "pefomed",
         "--model-args",
-        tiny.args_string(),
+        pefomed_tiny.args_string(),
         "--task",
         "phantom-vqa",
         "--limit",
@@ -309,9 +297,9 @@ def test_harness_run_pefomed_on_phantom_vqa(tiny, tmp_path):
     assert "accuracy" in json.dumps(results)
 
 
-def test_training_lowers_the_loss_and_the_saved_directory_reloads(tiny, phantom, tmp_path):
+def test_training_lowers_the_loss_and_the_saved_directory_reloads(pefomed_tiny, phantom, tmp_path):
     samples, requests = phantom
-    trainee = load(tiny, train="true")
+    trainee = load(pefomed_tiny, train="true")
     named = dict(trainee.trainable_parameters())
     assert {"llama_proj.weight", "llama_proj.bias"} <= set(named) and len(named) == 10
     frozen = {n: p.detach().clone() for n, p in trainee.net.llm.named_parameters() if not p.requires_grad}
@@ -329,5 +317,5 @@ def test_training_lowers_the_loss_and_the_saved_directory_reloads(tiny, phantom,
     assert all(torch.equal(p, frozen[n]) for n, p in trainee.net.llm.named_parameters() if n in frozen)
     assert torch.equal(trainee.net.vision.encoder.layers[0].mlp.fc1.weight, frozen_vision)
     saved = trainee.save_trained(tmp_path / "trained")
-    reloaded = load(tiny, adapter=saved, checkpoint="")
+    reloaded = load(pefomed_tiny, adapter=saved, checkpoint="")
     assert texts(reloaded.generate(requests[:4])) == texts(trainee.generate(requests[:4]))

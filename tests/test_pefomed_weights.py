@@ -10,7 +10,6 @@ import torch
 from tiny_pefomed import (
     TINY_VISION,
     LavisEvaViT,
-    build_tiny,
     lavis_interpolate,
     make_checkpoint_state,
     save_checkpoint,
@@ -21,19 +20,7 @@ from harness.errors import UserError
 from harness.plugins import pefomed_arch as arch
 from harness.plugins import pefomed_checkpoint as ckpt
 
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny matrices gain nothing from threads, and OpenMP threads stall badly on a busy 2-core machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    return build_tiny(tmp_path_factory.mktemp("tiny_pefomed"))
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def convert(*argv: str) -> int:
@@ -45,15 +32,15 @@ def convert(*argv: str) -> int:
 
 
 @pytest.fixture(scope="module")
-def converted(tiny, tmp_path_factory):
+def converted(pefomed_tiny, tmp_path_factory):
     out = tmp_path_factory.mktemp("converted") / "adapter"
-    assert convert(str(tiny.checkpoint_path), "--out", str(out), "--base-model", str(tiny.llm_dir)) == 0
+    assert convert(str(pefomed_tiny.checkpoint_path), "--out", str(out), "--base-model", str(pefomed_tiny.llm_dir)) == 0
     return out
 
 
-def test_eva_key_mapping_reproduces_the_lavis_encoder(tiny):
+def test_eva_key_mapping_reproduces_the_lavis_encoder(pefomed_tiny):
     """LAVIS-layout weights (coarser grid, q/v biases, a surplus block) in Blip2VisionModel: LAVIS' output."""
-    state = torch.load(tiny.vision_path)
+    state = torch.load(pefomed_tiny.vision_path)
     config = arch.vision_config(TINY_VISION)
     ln = {"ln_vision.weight": torch.rand(32) + 0.5, "ln_vision.bias": torch.randn(32)}
     vision = arch.build_vision(config, ckpt.map_lavis_eva(state, config, ln_vision=ln))
@@ -95,8 +82,8 @@ def test_the_published_eva_vit_g_layout_fits_the_eva_config():
     assert expected["embeddings.position_embedding"] == (1, 1025, width) and config.num_hidden_layers == 39
 
 
-def test_eva_weights_with_missing_or_foreign_keys_are_refused(tiny):
-    state = torch.load(tiny.vision_path)
+def test_eva_weights_with_missing_or_foreign_keys_are_refused(pefomed_tiny):
+    state = torch.load(pefomed_tiny.vision_path)
     config = arch.vision_config(TINY_VISION)
     with pytest.raises(UserError, match=r"missing encoder\.layers\.1\.mlp\.fc2\.weight"):
         ckpt.map_lavis_eva({k: v for k, v in state.items() if k != "blocks.1.mlp.fc2.weight"}, config)
@@ -104,7 +91,7 @@ def test_eva_weights_with_missing_or_foreign_keys_are_refused(tiny):
         ckpt.map_lavis_eva({**state, "text_proj.weight": torch.zeros(2)}, config)
 
 
-def test_conversion_writes_a_standard_peft_adapter(tiny, converted):
+def test_conversion_writes_a_standard_peft_adapter(pefomed_tiny, converted):
     from peft import PeftModel
     from safetensors.torch import load_file
     from transformers import LlamaForCausalLM
@@ -124,9 +111,9 @@ def test_conversion_writes_a_standard_peft_adapter(tiny, converted):
         load_file(str(converted / "projection.safetensors"))["llama_proj.weight"], source["llama_proj.weight"]
     )
     # PEFT's own loader on the plain LLaMA gives W + alpha/r * B @ A, computed here from the checkpoint
-    peft = PeftModel.from_pretrained(LlamaForCausalLM.from_pretrained(tiny.llm_dir), str(converted)).eval()
-    by_hand = LlamaForCausalLM.from_pretrained(tiny.llm_dir).eval()
-    plain = LlamaForCausalLM.from_pretrained(tiny.llm_dir).eval()
+    peft = PeftModel.from_pretrained(LlamaForCausalLM.from_pretrained(pefomed_tiny.llm_dir), str(converted)).eval()
+    by_hand = LlamaForCausalLM.from_pretrained(pefomed_tiny.llm_dir).eval()
+    plain = LlamaForCausalLM.from_pretrained(pefomed_tiny.llm_dir).eval()
     with torch.no_grad():
         for layer in range(2):
             for proj in ("q_proj", "v_proj"):

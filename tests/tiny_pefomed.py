@@ -145,18 +145,20 @@ def train_tokenizer():
     return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>", unk_token="<unk>")
 
 
-def build_llm(out_dir: Path, seed: int = 0) -> Path:
+def build_llm(out_dir: Path, seed: int = 0, heads: int = 4, chat_template: str | None = None) -> Path:
+    """The tiny LLaMA (64 wide, 2 layers); `heads` 2 gives the head size 32 that vLLM's CPU attention needs."""
     from transformers import LlamaConfig, LlamaForCausalLM
 
     tokenizer = train_tokenizer()
+    tokenizer.chat_template = chat_template
     torch.manual_seed(seed)
     config = LlamaConfig(
         vocab_size=len(tokenizer),
         hidden_size=LLM_HIDDEN,
         intermediate_size=128,
         num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=4,
+        num_attention_heads=heads,
+        num_key_value_heads=heads,
         max_position_embeddings=2048,
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id,
@@ -224,12 +226,12 @@ class TinyPeFoMed:
         return ",".join(f"{k}={v}" for k, v in self.model_args(**extra).items())
 
 
-def build_tiny(root: Path) -> TinyPeFoMed:
+def build_tiny(root: Path, heads: int = 4, chat_template: str | None = None) -> TinyPeFoMed:
     root.mkdir(parents=True, exist_ok=True)
     vision_path = root / "eva_vit_tiny.pth"
     torch.save(make_eva_state(), vision_path)
     config_path = root / "vision_config.json"
     config_path.write_text(json.dumps(TINY_VISION))
-    llm_dir = build_llm(root / "llm")
+    llm_dir = build_llm(root / "llm", heads=heads, chat_template=chat_template)
     ckpt = save_checkpoint(root / "pefomed_tiny.pth", make_checkpoint_state())
     return TinyPeFoMed(root, llm_dir, vision_path, config_path, ckpt)

@@ -17,16 +17,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+import tiny_pefomed
 import torch
-from tiny_pefomed import (
-    LLM_HIDDEN,
-    TINY_VISION,
-    TinyPeFoMed,
-    make_checkpoint_state,
-    make_eva_state,
-    save_checkpoint,
-    train_tokenizer,
-)
+from tiny_pefomed import TinyPeFoMed
 
 REPO = Path(__file__).resolve().parents[1]
 CHAT_TEMPLATE = ("{{ bos_token }}{% for m in messages %}[INST] {{ m['content'] }} [/INST]{% endfor %}")
@@ -39,33 +32,9 @@ ENGINE_ARGS = "dtype=float32,distributed_executor_backend=uni,kv_cache_gb=0.25,m
 MIXED_STEPS = "max_num_batched_tokens=512"
 
 
-def build_llm(out_dir: Path, seed: int = 0) -> Path:
-    """The tiny LLaMA of tiny_pefomed with 2 attention heads (head size 32) and a LLaMA-2-style chat template."""
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    tokenizer = train_tokenizer()
-    tokenizer.chat_template = CHAT_TEMPLATE
-    torch.manual_seed(seed)
-    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=LLM_HIDDEN, intermediate_size=128,
-                         num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=2,
-                         max_position_embeddings=2048, bos_token_id=tokenizer.bos_token_id,
-                         eos_token_id=tokenizer.eos_token_id, tie_word_embeddings=False, initializer_range=0.2)
-    model = LlamaForCausalLM(config)
-    model.generation_config.pad_token_id = tokenizer.eos_token_id
-    model.save_pretrained(out_dir)
-    tokenizer.save_pretrained(out_dir)
-    return out_dir
-
-
 def build_tiny(root: Path) -> TinyPeFoMed:
-    root.mkdir(parents=True, exist_ok=True)
-    vision_path = root / "eva_vit_tiny.pth"
-    torch.save(make_eva_state(), vision_path)
-    config_path = root / "vision_config.json"
-    config_path.write_text(json.dumps(TINY_VISION))
-    llm_dir = build_llm(root / "llm")
-    ckpt = save_checkpoint(root / "pefomed_tiny.pth", make_checkpoint_state())
-    return TinyPeFoMed(root, llm_dir, vision_path, config_path, ckpt)
+    """tiny_pefomed's model with 2 attention heads (head size 32) and a LLaMA-2-style chat template."""
+    return tiny_pefomed.build_tiny(root, heads=2, chat_template=CHAT_TEMPLATE)
 
 
 def prefixed_adapter(adapter_dir: Path, out_dir: Path, prefix: str = "llama_model.") -> Path:
