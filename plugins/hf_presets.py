@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from harness.errors import UserError
+from harness.flags import parse_flag
 from harness.registry import ModelInfo
 
 if TYPE_CHECKING:
@@ -103,11 +104,7 @@ def get_preset(preset_id: str) -> HFPreset:
 
 
 def _bool(name: str, value: str) -> bool:
-    if value.lower() in ("1", "true", "yes", "on"):
-        return True
-    if value.lower() in ("0", "false", "no", "off"):
-        return False
-    raise UserError(f"--model-args {name}={value}: expected true or false")
+    return parse_flag(value, f"--model-args {name}={value}")
 
 
 def parse_options(preset: HFPreset | None, args: dict[str, str]) -> dict[str, Any]:

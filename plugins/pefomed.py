@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from harness.errors import UserError
+from harness.flags import parse_flag
 from harness.model_api import ModelContext, ModelPlugin
 from harness.plugins import pefomed_arch as arch
 from harness.plugins import pefomed_checkpoint as ckpt
@@ -72,11 +73,7 @@ def _flag(args: dict[str, str], key: str, default: bool) -> bool:
     value = args.get(key)
     if value is None or value == "":
         return default
-    if value.lower() in ("1", "true", "yes", "on"):
-        return True
-    if value.lower() in ("0", "false", "no", "off"):
-        return False
-    raise UserError(f"--model-args {key}={value}: expected true or false")
+    return parse_flag(value, f"--model-args {key}={value}")
 
 
 def _int(args: dict[str, str], key: str, default: int, minimum: int) -> int:

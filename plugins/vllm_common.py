@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.errors import UserError
+from harness.flags import parse_flag
 
 #: LoRA ranks vLLM accepts for `max_lora_rank` (an adapter of rank r needs the smallest one >= r)
 LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)
@@ -161,12 +162,7 @@ def adapter_no_effect_error(adapter: AdapterInfo, model: str) -> UserError:
 def parse_bool(value: str | None, name: str, default: bool) -> bool:
     if value is None or value == "":
         return default
-    text = value.strip().lower()
-    if text in ("1", "true", "yes", "on"):
-        return True
-    if text in ("0", "false", "no", "off"):
-        return False
-    raise UserError(f"--model-args {name}={value}: expected true or false")
+    return parse_flag(value, f"--model-args {name}={value}")
 
 
 def parse_number(value: str, name: str, kind: type, minimum: float | None = None) -> Any:

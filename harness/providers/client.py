@@ -15,6 +15,7 @@ from dataclasses import replace
 from typing import Any
 
 from harness.errors import UserError
+from harness.flags import parse_flag
 from harness.providers import pricing
 from harness.providers.aliases import (
     ALIAS_NOTES,
@@ -186,14 +187,7 @@ def _flag(settings: dict[str, Any], name: str, default: bool) -> bool:
     value = settings.get(name)
     if value is None:
         return default
-    if isinstance(value, bool):
-        return value
-    text = str(value).strip().lower()
-    if text in ("1", "true", "yes", "on"):
-        return True
-    if text in ("0", "false", "no", "off"):
-        return False
-    raise UserError(f"LLM setting {name}={value!r}: expected true or false")
+    return parse_flag(value, f"LLM setting {name}={value!r}")
 
 
 def _api_key(provider: str, model: str, base_url: str) -> str:
