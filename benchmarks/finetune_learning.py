@@ -43,7 +43,10 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--n-train", type=int, default=300, help="phantom cases in the train split (task: 300)")
     p.add_argument("--eval-every", type=int, default=130)
     p.add_argument("--threads", type=int, default=2)
-    return p.parse_args()
+    args = p.parse_args()
+    if (args.freeze and args.method != "full") or (args.also and args.method != "lora"):
+        p.error("--freeze goes with --method full, --also with --method lora")
+    return args
 
 
 def main() -> None:
@@ -53,7 +56,8 @@ def main() -> None:
 
     from harness.loaders import phantom
     from harness.model_api import ModelContext
-    from harness.plugins.finetune_data import TrainEncoder, load_stage_data
+    from harness.plugins.finetune_data import TrainEncoder, epoch_order, load_stage_data
+    from harness.plugins.finetune_lora import lr_factor
     from harness.plugins.hf import HFModel
     from harness.plugins.lora_targets import apply_plan, plan_targets
     from harness.plugins.tiny_vlm import ensure_tiny_vlm
@@ -68,10 +72,11 @@ def main() -> None:
     plugin = HFModel({"model": str(ensure_tiny_vlm())}, context)
     torch.manual_seed(0)
     model = apply_plan(plugin.model, plan_targets(plugin.model, "full", args.method), args.rank, args.alpha, 0.0)
-    pattern = re.compile(args.freeze if args.method == "full" else args.also) if (args.freeze or args.also) else None
-    for name, param in model.named_parameters():
-        if pattern is not None and pattern.search(name):
-            param.requires_grad_(args.method != "full")
+    if args.freeze or args.also:
+        pattern = re.compile(args.freeze or args.also)
+        for name, param in model.named_parameters():
+            if pattern.search(name):
+                param.requires_grad_(bool(args.also))
     params = [p for p in model.parameters() if p.requires_grad]
     print(f"tiny-vlm, {args.method}: {sum(p.numel() for p in params):,} trainable parameters; "
           f"{len(train)} training questions ({args.n_train} cases), {len(closed)} closed test questions, "
@@ -81,13 +86,14 @@ def main() -> None:
     test_data = dataclasses.replace(data, samples=closed)
     test_batches = [(closed[i:i + 64], encoder.encode(test_data, closed[i:i + 64])) for i in range(0, len(closed), 64)]
     opt = torch.optim.AdamW(params, lr=args.lr, weight_decay=args.weight_decay)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: schedule(s, args))
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: lr_factor(s, args.steps, args.warmup, args.lr, args.lr_end, "cosine"))
     per_epoch = math.ceil(len(train) / args.batch_size)
     started, losses = time.time(), []
     model.train()
     for step in range(args.steps):
         epoch, k = divmod(step, per_epoch)
-        order = np.random.default_rng([0, 0, epoch]).permutation(len(train))
+        order = epoch_order(len(train), 0, 0, epoch)  # the order harness finetune uses (seed 0, one stage)
         batch = encoder.encode(data, [train[i] for i in order[k * args.batch_size:(k + 1) * args.batch_size]])
         loss = model(**batch).loss
         loss.backward()
@@ -102,13 +108,6 @@ def main() -> None:
             by_type = " ".join(f"{k} {v:.2f}" for k, v in accuracy.items() if k != "ALL")
             print(f"step {step + 1:5d} {time.time() - started:5.0f} s  loss {np.mean(losses[-args.eval_every:]):.3f}"
                   f"  closed {accuracy['ALL']:.3f}  ({by_type})", flush=True)
-
-
-def schedule(step: int, args: argparse.Namespace) -> float:
-    if step < args.warmup:
-        return (step + 1) / args.warmup
-    t = (step - args.warmup) / max(1, args.steps - args.warmup)
-    return (args.lr_end + (args.lr - args.lr_end) * 0.5 * (1 + math.cos(math.pi * t))) / args.lr
 
 
 def closed_accuracy(model: Any, batches: list[tuple[list[Any], dict[str, Any]]]) -> dict[str, float]:
