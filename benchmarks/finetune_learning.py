@@ -1,15 +1,17 @@
 """How fast `tiny-vlm` learns phantom-vqa: closed-question accuracy by question type during training.
 
 The study behind issue 4's learning test (ARCHITECTURE.md, "Fine-tuning and the tiny model"). It trains the
-cached tiny-vlm on the phantom-vqa train split (optionally a larger one, `--n-train`) with the harness's own
-batch encoding (plugins/finetune_data.py) and prints, every `--eval-every` steps, the accuracy on the closed
-test questions. Accuracy is teacher-forced: a question counts as right when every answer token and the end of
-sequence are the argmax, which is exactly when greedy generation reproduces the answer. Types ending in `2`
-are the two-option questions ("left or right?").
+cached tiny-vlm (`--base pretrained`, the default, or `random`) on the phantom-vqa train split (optionally a
+larger one, `--n-train`) with the harness's own batch encoding (plugins/finetune_data.py) and prints, before
+training and every `--eval-every` steps, the accuracy on the closed test questions. Accuracy is
+teacher-forced: a question counts as right when every answer token and the end of sequence are the argmax,
+which is exactly when greedy generation reproduces the answer. Types ending in `2` are the two-option
+questions ("left or right?").
 
-    .venv/bin/python benchmarks/finetune_learning.py --method lora --steps 780            # the preset's LoRA
-    .venv/bin/python benchmarks/finetune_learning.py --method full --n-train 2000 --steps 3000
-    .venv/bin/python benchmarks/finetune_learning.py --method lora --also "embed|norm|lm_head|patch|position"
+    .venv/bin/python benchmarks/finetune_learning.py --steps 1056         # what `harness finetune` does by default
+    .venv/bin/python benchmarks/finetune_learning.py --base random --method lora --steps 780
+    .venv/bin/python benchmarks/finetune_learning.py --base random --method full --n-train 2000 --steps 3000
+    .venv/bin/python benchmarks/finetune_learning.py --base random --also "embed|norm|lm_head|patch|position"
 
 `--method lora` is LoRA on every linear layer (rank/alpha as given); `--method full` trains every parameter;
 `--freeze REGEX` then freezes the parameters whose names match; `--also REGEX` additionally trains matching
@@ -29,8 +31,9 @@ from typing import Any
 
 def parse_args() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--base", choices=("pretrained", "random"), default="pretrained", help="which tiny-vlm build")
     p.add_argument("--method", choices=("lora", "full"), default="lora")
-    p.add_argument("--steps", type=int, default=780, help="optimizer steps (780 = 6 epochs of 300 cases)")
+    p.add_argument("--steps", type=int, default=1056, help="optimizer steps (1056 = 8 epochs of 300 cases)")
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--lr-end", type=float, default=0.0, help="end of the cosine schedule")
@@ -41,7 +44,7 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--freeze", default="", help="with --method full: freeze parameters matching this regex")
     p.add_argument("--also", default="", help="with --method lora: also train base parameters matching this")
     p.add_argument("--n-train", type=int, default=300, help="phantom cases in the train split (task: 300)")
-    p.add_argument("--eval-every", type=int, default=130)
+    p.add_argument("--eval-every", type=int, default=132)
     p.add_argument("--threads", type=int, default=2)
     args = p.parse_args()
     if (args.freeze and args.method != "full") or (args.also and args.method != "lora"):
@@ -69,7 +72,7 @@ def main() -> None:
                          "train", None, "vqa")
     closed = [s for s in phantom.load(source, "test", None, "vqa") if s.fields["answer_type"] == "CLOSED"]
     context = ModelContext(task=data.task, device="cpu", dtype="float32", cache_dir=None)
-    plugin = HFModel({"model": str(ensure_tiny_vlm())}, context)
+    plugin = HFModel({"model": str(ensure_tiny_vlm(base=args.base))}, context)
     torch.manual_seed(0)
     model = apply_plan(plugin.model, plan_targets(plugin.model, "full", args.method), args.rank, args.alpha, 0.0)
     if args.freeze or args.also:
@@ -90,6 +93,8 @@ def main() -> None:
         opt, lambda s: lr_factor(s, args.steps, args.warmup, args.lr, args.lr_end, "cosine"))
     per_epoch = math.ceil(len(train) / args.batch_size)
     started, losses = time.time(), []
+    before = closed_accuracy(model, test_batches)
+    print(f"step     0  closed {before['ALL']:.3f}  (the {args.base} base, before training)", flush=True)
     model.train()
     for step in range(args.steps):
         epoch, k = divmod(step, per_epoch)

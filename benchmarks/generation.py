@@ -42,7 +42,7 @@ def build(shape: str, device: str, dtype: str) -> tuple[Any, Any]:
 
     from harness.plugins.tiny_vlm import CHAT_TEMPLATE, ensure_tiny_vlm
 
-    tiny = ensure_tiny_vlm()
+    tiny = ensure_tiny_vlm(base="random")  # its tokenizer, processor and shapes; the weights are random anyway
     processor = AutoProcessor.from_pretrained(tiny)
     if shape == "tiny":
         config = AutoConfig.from_pretrained(tiny)

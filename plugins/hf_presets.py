@@ -209,7 +209,8 @@ def model_infos() -> list[ModelInfo]:
         ModelInfo(
             id="tiny-vlm",
             loader="harness.plugins.tiny_vlm:TinyVLM",
-            description="Tiny random LLaVA-architecture model built offline (tests, fine-tuning smoke runs)",
+            description="Tiny LLaVA-architecture model built and pretrained offline on phantom data (the fine-tuning "
+            "demo; --model-args base=random for the untrained one)",
             capabilities={"task_kinds": list(ALL_KINDS), "needs_weights": False, "backend": "hf",
                           "hub_id": "(built locally)", "revision": "local"},
         ),

@@ -1,18 +1,25 @@
-"""`tiny-vlm`: a small, randomly initialised LLaVA-architecture model built offline (tests, fine-tuning).
+"""`tiny-vlm`: a small LLaVA-architecture model built offline (tests, the fine-tuning demo and learning test).
 
-`ensure_tiny_vlm()` builds it once into `cache_dir()/tiny-vlm/<version>/` and returns that folder. The build
-goes into a hidden temporary folder that is renamed into place, so the final path never holds a half-written
-model. The folder holds a `LlavaForConditionalGeneration` (a 3-layer CLIP-style vision tower at 64 px with
-16 px patches, 16 image tokens per image, and a 2-layer, 128-wide Llama language model: about 0.84 million
-parameters, small enough that `harness finetune` runs several epochs of phantom-vqa in CPU minutes), a
-byte-level BPE tokenizer trained with the `tokenizers` library on phantom-task text, a `CLIPImageProcessor`
-and a `LlavaProcessor` with a simple chat template, all saved with `save_pretrained`:
-`AutoModelForImageTextToText` + `AutoProcessor` load it like a hub checkpoint, and the `hf` backend serves it
-through its ordinary chat-template path.
+`ensure_tiny_vlm(base=...)` builds it once into `cache_dir()/tiny-vlm/<version>-<base>/` and returns that
+folder. Two bases:
+- `random`: the randomly initialised model. A `LlavaForConditionalGeneration` (a 3-layer CLIP-style vision
+  tower at 64 px with 16 px patches, 16 image tokens per image, and a 2-layer, 128-wide Llama language model:
+  about 0.84 million parameters), a byte-level BPE tokenizer trained with the `tokenizers` library on
+  phantom-task text, a `CLIPImageProcessor` and a `LlavaProcessor` with a simple chat template, all saved with
+  `save_pretrained`: `AutoModelForImageTextToText` + `AutoProcessor` load it like a hub checkpoint, and the
+  `hf` backend serves it through its ordinary chat-template path. Tests that need a model, not a trained one,
+  use this (`--model-args base=random`).
+- `pretrained` (the default): the random model trained once, in full, on phantom captions with their images
+  and on phantom questions as text only (plugins/tiny_vlm_pretrain.py: about 8 CPU minutes on 2 cores), the way
+  a real VLM starts from a text-pretrained LLM and caption alignment. LoRA fine-tuning then teaches it to read
+  the pixels to answer; on the random model it does not (ARCHITECTURE.md, "Fine-tuning and the tiny model").
+Each build goes into a hidden temporary folder that is renamed into place, so the final path never holds a
+half-written model.
 
-The build is deterministic: the tokenizer corpus is fixed text plus `harness.phantom.generate_cases` with a
-fixed seed, and the weights come from `torch.manual_seed(SEED)`. The version folder names this builder's
-version and the phantom generator's, so a change to either builds a new model instead of reusing a stale one.
+The builds are deterministic: the tokenizer corpus is fixed text plus `harness.phantom.generate_cases` with a
+fixed seed, the weights come from `torch.manual_seed(SEED)`, the pretraining data and order from fixed seeds.
+The version folder names this builder's version and the phantom generator's, so a change to either builds a
+new model instead of reusing a stale one.
 
 Chat format (what fine-tuning must reproduce):
 `<s>USER: <image>\n...<image>\n{text} ASSISTANT: {answer}</s>`; `add_generation_prompt` ends the prompt with
@@ -23,7 +30,9 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +41,8 @@ from harness.model_api import ModelContext
 from harness.plugins.hf import HFModel
 from harness.plugins.hf_presets import resolve_device_dtype
 
-BUILD_VERSION = "3"
+BUILD_VERSION = "4"
+BASES = ("pretrained", "random")
 SEED = 0
 IMAGE_SIZE = 64
 PATCH_SIZE = 16
@@ -82,18 +92,42 @@ def version() -> str:
     return f"v{BUILD_VERSION}-phantom{GENERATOR_VERSION}"
 
 
-def ensure_tiny_vlm(cache: Path | None = None) -> Path:
-    """Return the folder of the tiny model, building it first if it is not in the cache yet."""
+def ensure_tiny_vlm(cache: Path | None = None, base: str = "pretrained") -> Path:
+    """Return the folder of the tiny model (`base`: pretrained or random), building it first if needed."""
     from harness.paths import cache_dir
 
-    base = Path(cache) if cache is not None else cache_dir()
-    final = base / "tiny-vlm" / version()
+    if base not in BASES:
+        raise UserError(f"tiny-vlm base '{base}': expected one of {', '.join(BASES)}")
+    root = Path(cache) if cache is not None else cache_dir()
+    final = root / "tiny-vlm" / f"{version()}-{base}"
     if (final / "config.json").is_file():
         return final
+    if base == "random":
+        _build_into(final, build_tiny_vlm)
+    else:
+        random_folder = ensure_tiny_vlm(cache, "random")
+        _build_into(final, lambda folder: _pretrain(random_folder, folder))
+    return final
+
+
+def _pretrain(random_folder: Path, folder: Path) -> None:
+    import json
+
+    from harness.plugins import tiny_vlm_pretrain
+
+    print("building tiny-vlm: pretraining the random model on phantom captions and questions "
+          "(about 8 CPU minutes on 2 cores, once per cache)", file=sys.stderr)
+    tiny_vlm_pretrain.pretrain(random_folder, folder)
+    (folder / "pretraining.json").write_text(json.dumps(tiny_vlm_pretrain.describe(), indent=2) + "\n",
+                                             encoding="utf-8")
+
+
+def _build_into(final: Path, build: Callable[[Path], None]) -> None:
+    """Run `build` on a hidden temporary folder beside `final`, then rename it into place."""
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=final.parent))
     try:
-        build_tiny_vlm(tmp)
+        build(tmp)
         try:
             os.rename(tmp, final)
         except OSError:  # another process finished first: keep its copy
@@ -102,7 +136,6 @@ def ensure_tiny_vlm(cache: Path | None = None) -> Path:
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
-    return final
 
 
 def corpus() -> list[str]:
@@ -133,7 +166,7 @@ def build_tokenizer() -> Any:
 
 
 def build_tiny_vlm(folder: Path) -> None:
-    """Build the tokenizer, processor and random model and save them into `folder`."""
+    """Build the tokenizer, processor and random model and save them into `folder` (the `random` base)."""
     import torch
     from transformers import (
         CLIPVisionConfig,
@@ -173,7 +206,8 @@ def build_tiny_vlm(folder: Path) -> None:
 
 
 class TinyVLM(HFModel):
-    """The `hf` backend serving the cached tiny model (model id `tiny-vlm`)."""
+    """The `hf` backend serving the cached tiny model (model id `tiny-vlm`; `--model-args base=random` for the
+    un-pretrained build)."""
 
     default_batch_size = 16
 
@@ -181,10 +215,21 @@ class TinyVLM(HFModel):
         if "model" in args or "revision" in args:
             raise UserError("model 'tiny-vlm' is built locally; it takes no model= or revision= "
                             "(use --model hf --model-args model=PATH for another checkpoint)")
-        super().__init__({**args, "model": str(ensure_tiny_vlm())}, context)
+        rest, base = _split_base(args)
+        super().__init__({**rest, "model": str(ensure_tiny_vlm(base=base))}, context)
 
     @classmethod
     def run_identity(cls, args: dict[str, str], context: ModelContext) -> dict[str, Any]:
-        cls.options({**args, "model": "tiny-vlm"})  # validates the other model args
+        rest, base = _split_base(args)  # after loading, args also hold model=<the built folder>
+        cls.options({**rest, "model": "tiny-vlm"})  # validates the other model args
         _, dtype = resolve_device_dtype(context)
-        return {"hub_id": "tiny-vlm", "revision": version(), "dtype": dtype, "family": "chat"}
+        return {"hub_id": "tiny-vlm", "revision": f"{version()}-{base}", "dtype": dtype, "family": "chat"}
+
+
+def _split_base(args: dict[str, str]) -> tuple[dict[str, str], str]:
+    """(the other model args, the base) of tiny-vlm's model args."""
+    rest = {k: v for k, v in args.items() if k not in ("base", "model")}
+    base = args.get("base", "pretrained")
+    if base not in BASES:
+        raise UserError(f"--model-args base={base}: tiny-vlm's base is one of {', '.join(BASES)}")
+    return rest, base

@@ -27,10 +27,10 @@ def harness(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
 
 @pytest.fixture(scope="module")
 def tiny_vlm(tmp_path_factory) -> Path:
-    """The tiny-vlm checkpoint, built once into the session's shared harness cache."""
+    """The random tiny-vlm checkpoint, built once into the session's shared harness cache."""
     from harness.plugins.tiny_vlm import ensure_tiny_vlm
 
-    return ensure_tiny_vlm(tmp_path_factory.getbasetemp() / "harness-cache")
+    return ensure_tiny_vlm(tmp_path_factory.getbasetemp() / "harness-cache", base="random")
 
 
 def load(folder: Path):
@@ -42,7 +42,8 @@ def load(folder: Path):
 def config(out: Path, **overrides):
     from harness.plugins.finetune_config import FinetuneConfig
 
-    fields = {"model": "tiny-vlm", "task": "phantom-vqa", "out": out, "limit": 8, "seed": 0}
+    fields = {"model": "tiny-vlm", "model_args": {"base": "random"}, "task": "phantom-vqa", "out": out, "limit": 8,
+              "seed": 0}
     settings = {"batch_size": 4, "epochs": 1}
     for key in list(overrides):
         if key not in FinetuneConfig.__dataclass_fields__:
@@ -55,7 +56,8 @@ def test_rank_outside_vllm_ranks_is_refused_with_one_line():
     from harness.plugins.lora_targets import VLLM_RANKS, check_rank
 
     assert [check_rank(r) for r in VLLM_RANKS] == list(VLLM_RANKS)
-    result = harness("finetune", "--model", "tiny-vlm", "--task", "phantom-vqa", "--out", "unused", "--rank", "4")
+    result = harness("finetune", "--model", "tiny-vlm", "--model-args", "base=random", "--task", "phantom-vqa",
+                     "--out", "unused", "--rank", "4")
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert lines == ["error: --rank 4: LoRA rank must be one vLLM accepts: 1, 8, 16, 32, 64, 128, 256, 320, 512"]
@@ -170,8 +172,9 @@ def test_finetune_writes_a_peft_adapter_that_loads_and_acts(tiny_vlm, tmp_path, 
     from harness.cli import main
 
     out = tmp_path / "adapters" / "demo"
-    args = ["finetune", "--model", "tiny-vlm", "--task", "phantom-vqa", "--out", str(out), "--limit", "8",
-            "--batch-size", "4", "--epochs", "1", "--targets", "llm-attn", "--no-progress"]
+    args = ["finetune", "--model", "tiny-vlm", "--model-args", "base=random", "--task", "phantom-vqa",
+            "--out", str(out), "--limit", "8", "--batch-size", "4", "--epochs", "1", "--targets", "llm-attn",
+            "--no-progress"]
     assert main(args) == 0
     printed = capsys.readouterr().out
     for words in ("trainable parameters:", "time per step:", "peak memory:", "--adapter"):
@@ -218,8 +221,8 @@ def test_finetune_refuses_a_foreign_output_folder(tmp_path, capsys):
     from harness.cli import main
 
     (tmp_path / "notes.txt").write_text("mine")
-    assert main(["finetune", "--model", "tiny-vlm", "--task", "phantom-vqa", "--out", str(tmp_path),
-                 "--limit", "4", "--no-progress"]) == 2
+    assert main(["finetune", "--model", "tiny-vlm", "--model-args", "base=random", "--task", "phantom-vqa",
+                 "--out", str(tmp_path), "--limit", "4", "--no-progress"]) == 2
     assert "is not a fine-tune output folder" in capsys.readouterr().err
     assert main(["finetune", "--model", "prior", "--task", "phantom-vqa", "--out", str(tmp_path / "x"),
                  "--no-progress"]) == 2
@@ -229,8 +232,8 @@ def test_finetune_refuses_a_foreign_output_folder(tmp_path, capsys):
 def test_killed_finetune_resumes_where_it_stopped(tiny_vlm, tmp_path):
     from safetensors.torch import load_file
 
-    common = ["--model", "tiny-vlm", "--task", "phantom-vqa", "--limit", "24", "--batch-size", "2", "--epochs", "1",
-              "--dropout", "0.1", "--save-every", "2", "--no-progress"]
+    common = ["--model", "tiny-vlm", "--model-args", "base=random", "--task", "phantom-vqa", "--limit", "24",
+              "--batch-size", "2", "--epochs", "1", "--dropout", "0.1", "--save-every", "2", "--no-progress"]
     whole = harness("finetune", *common, "--out", str(tmp_path / "whole"))
     assert whole.returncode == 0, whole.stderr
 
@@ -319,20 +322,24 @@ def test_lora_on_a_vit_gpt2_captioner_trains_the_decoder(tmp_path):
 
 
 # ---- the learning test --------------------------------------------------------------------------------------
-# Pending (issue 4): measured 2026-11-22 with tiny-vlm v3 and its defaults, the adapter reaches 0.517 closed
-# accuracy against the prior's 0.429 (+8.8 points, 118 s of training), short of the +0.10 asked for: its yes/no
-# answers (presence, modality, organ) stay constant. Only a full fine-tune on a 2,000-case train split has read
-# the pixels in CPU minutes so far (0.655); every LoRA variant tried stays near 0.5. The study, and how to rerun
-# it with benchmarks/finetune_learning.py, is in ARCHITECTURE.md ("Fine-tuning and the tiny model").
+# The whole train -> adapter -> run path must learn to read the pixels: the answer prior alone scores about 0.43
+# on phantom-vqa's closed questions (balanced answers), and so does any model that ignores the image. tiny-vlm's
+# pretrained base, never trained on questions about images, scores below the prior (0.34): the adapter must teach
+# it the task. Measured 2026-11-23: adapter 0.63, base 0.34, prior 0.43. Building the pretrained base takes about
+# 8 CPU minutes once per cache (plugins/tiny_vlm_pretrain.py), the fine-tune about 2. The study behind this
+# setup is in ARCHITECTURE.md ("Fine-tuning and the tiny model").
 @pytest.mark.slow
-@pytest.mark.pending
 def test_finetuned_tiny_vlm_beats_the_prior_on_closed_questions(tmp_path):
     started = time.time()
+    from harness.plugins.tiny_vlm import ensure_tiny_vlm
+
+    ensure_tiny_vlm()  # the pretrained base, into this session's cache (HARNESS_CACHE_DIR)
+    built_s = time.time() - started
     adapter = tmp_path / "adapters" / "demo"
     trained = harness("finetune", "--model", "tiny-vlm", "--task", "phantom-vqa", "--out", str(adapter),
-                      "--no-progress")
+                      "--no-progress", timeout=1200)
     assert trained.returncode == 0, trained.stderr
-    train_s = time.time() - started
+    train_s = time.time() - started - built_s
 
     def closed_accuracy(*model: str) -> float:
         result = harness("run", *model, "--task", "phantom-vqa", "--judge", "exact", "--runs-dir",
@@ -343,8 +350,11 @@ def test_finetuned_tiny_vlm_beats_the_prior_on_closed_questions(tmp_path):
         return results["judges"][0]["breakdowns"]["answer_type"]["CLOSED"]["accuracy"]["value"]
 
     tuned = closed_accuracy("--model", "tiny-vlm", "--adapter", str(adapter))
+    base = closed_accuracy("--model", "tiny-vlm")
     prior = closed_accuracy("--model", "prior")
-    print(f"\nclosed accuracy: fine-tuned tiny-vlm {tuned:.3f}, prior {prior:.3f} "
-          f"(fine-tune {train_s:.0f} s, total {time.time() - started:.0f} s)")
+    print(f"\nclosed accuracy: fine-tuned tiny-vlm {tuned:.3f}, its base without the adapter {base:.3f}, "
+          f"prior {prior:.3f} (base build {built_s:.0f} s, fine-tune {train_s:.0f} s, "
+          f"total {time.time() - started:.0f} s)")
     print(trained.stdout)
+    assert tuned >= base + 0.10  # the adapter's doing, not the base's
     assert tuned >= prior + 0.10

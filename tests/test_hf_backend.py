@@ -278,10 +278,10 @@ def test_presets_register_without_heavy_imports():
 def test_tiny_vlm_build_is_deterministic(tmp_path):
     from harness.plugins.tiny_vlm import ensure_tiny_vlm
 
-    first, second = ensure_tiny_vlm(tmp_path / "a"), ensure_tiny_vlm(tmp_path / "b")
+    first, second = ensure_tiny_vlm(tmp_path / "a", "random"), ensure_tiny_vlm(tmp_path / "b", "random")
     for name in ("tokenizer.json", "model.safetensors", "config.json", "chat_template.jinja"):
         assert (first / name).read_bytes() == (second / name).read_bytes(), name
-    assert ensure_tiny_vlm(tmp_path / "a") == first
+    assert ensure_tiny_vlm(tmp_path / "a", "random") == first
     leftovers = [p.name for p in (tmp_path / "a" / "tiny-vlm").iterdir()]
     assert leftovers == [first.name], "no temporary folder is left behind"
 
@@ -290,7 +290,8 @@ def test_tiny_vlm_build_is_deterministic(tmp_path):
 def test_harness_run_tiny_vlm_end_to_end(tmp_path):
     out = tmp_path / "run"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    args = ["run", "--model", "tiny-vlm", "--task", "phantom-vqa", "--limit", "20", "--judge", "exact",
+    args = ["run", "--model", "tiny-vlm", "--model-args", "base=random", "--task", "phantom-vqa", "--limit", "20",
+            "--judge", "exact",
             "--output", str(out), "--no-progress"]
     proc = subprocess.run([sys.executable, "-m", "harness", *args], capture_output=True, text=True, env=env,
                           cwd=tmp_path, timeout=300)

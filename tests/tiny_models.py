@@ -21,7 +21,7 @@ def tiny_llava(folder: Path, init_std: float = 0.25) -> Path:
     import torch
     from transformers import AutoConfig, AutoProcessor, LlavaForConditionalGeneration
 
-    base = ensure_tiny_vlm()
+    base = ensure_tiny_vlm(base="random")
     config = AutoConfig.from_pretrained(base)
     config.text_config.initializer_range = init_std
     config.vision_config.initializer_range = init_std
@@ -37,7 +37,7 @@ def tiny_llava(folder: Path, init_std: float = 0.25) -> Path:
 def _tokenizer():
     from transformers import AutoTokenizer
 
-    return AutoTokenizer.from_pretrained(ensure_tiny_vlm())
+    return AutoTokenizer.from_pretrained(ensure_tiny_vlm(base="random"))
 
 
 def tiny_vision_encoder_decoder(folder: Path) -> Path:
