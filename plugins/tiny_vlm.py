@@ -106,20 +106,21 @@ def ensure_tiny_vlm(cache: Path | None = None, base: str = "pretrained") -> Path
         _build_into(final, build_tiny_vlm)
     else:
         random_folder = ensure_tiny_vlm(cache, "random")
-        _build_into(final, lambda folder: _pretrain(random_folder, folder))
+        checkpoint = final.parent / f".{final.name}.checkpoint.pt"  # an interrupted build resumes from it
+        _build_into(final, lambda folder: _pretrain(random_folder, folder, checkpoint))
+        checkpoint.unlink(missing_ok=True)
     return final
 
 
-def _pretrain(random_folder: Path, folder: Path) -> None:
+def _pretrain(random_folder: Path, folder: Path, checkpoint: Path) -> None:
     import json
 
-    from harness.plugins import tiny_vlm_pretrain
+    from harness.plugins.tiny_vlm_pretrain import Recipe, pretrain
 
     print("building tiny-vlm: pretraining the random model on phantom captions and questions "
           "(about 8 CPU minutes on 2 cores, once per cache)", file=sys.stderr)
-    tiny_vlm_pretrain.pretrain(random_folder, folder)
-    (folder / "pretraining.json").write_text(json.dumps(tiny_vlm_pretrain.describe(), indent=2) + "\n",
-                                             encoding="utf-8")
+    pretrain(random_folder, folder, checkpoint)
+    (folder / "pretraining.json").write_text(json.dumps(Recipe().describe(), indent=2) + "\n", encoding="utf-8")
 
 
 def _build_into(final: Path, build: Callable[[Path], None]) -> None:

@@ -4,8 +4,8 @@ Real VLMs that researchers fine-tune with LoRA start from a language model pretr
 connector aligned on image captions (LLaVA's stage 1). A randomly initialised model has neither, and LoRA on
 it does not learn to read the pixels in CPU minutes (the study in ARCHITECTURE.md, "Fine-tuning and the tiny
 model": 0.51 closed accuracy against the prior's 0.43). So the `tiny-vlm` build trains its random model in
-full, once, on both kinds of data, drawn from phantom cases of their own seed (`PRETRAIN_SEED`: none of them is
-in any phantom task's train or test split):
+full, once, on both kinds of data, drawn from phantom cases of their own seed (none of them is
+in any phantom task's train or test split; `Recipe`):
 
 - caption alignment: an image and the phantom-caption prompt, the case's caption as the answer;
 - text only: a phantom question in phantom-vqa's default prompt and no image, its answer as the answer. This
@@ -21,29 +21,40 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import sys
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-PRETRAIN_SEED = 7  # phantom generator seeds 14 (these cases); tasks use seed 0 (generator seeds 0 and 1)
-PRETRAIN_CASES = 3000
-STEPS = 1500  # per kind: 1,500 caption batches and 1,500 text batches
-BATCH = 32
-LR = 1e-3
-WEIGHT_DECAY = 0.01
-MAX_GRAD_NORM = 1.0
+
+@dataclass(frozen=True)
+class Recipe:
+    """The pretraining settings. `steps` counts batches per kind (as many caption as text batches)."""
+
+    seed: int = 7  # phantom generator seed 14 for these cases; the tasks use seed 0 (generator seeds 0 and 1)
+    cases: int = 3000
+    steps: int = 1500
+    batch: int = 32
+    lr: float = 1e-3
+    weight_decay: float = 0.01
+    max_grad_norm: float = 1.0
+
+    def describe(self) -> dict[str, Any]:
+        """The recipe as recorded next to the model (pretraining.json) and in checkpoints."""
+        return {**asdict(self), "schedule": "cosine to 0 over all batches",
+                "data": ["phantom-caption train prompt + image -> caption",
+                         "phantom-vqa question, default prompt, no image -> answer"]}
 
 
-def describe() -> dict[str, Any]:
-    """The pretraining recipe, as recorded next to the model (pretraining.json)."""
-    return {"seed": PRETRAIN_SEED, "cases": PRETRAIN_CASES, "steps_per_kind": STEPS, "batch_size": BATCH,
-            "lr": LR, "schedule": "cosine to 0", "weight_decay": WEIGHT_DECAY, "max_grad_norm": MAX_GRAD_NORM,
-            "data": ["phantom-caption train prompt + image -> caption",
-                     "phantom-vqa question, default prompt, no image -> answer"]}
+def pretrain(random_folder: Path, out: Path, checkpoint: Path, recipe: Recipe = Recipe(), *,
+             save_every: int = 100) -> None:
+    """Train the random model in `random_folder` as described above and save it, with its processor, to `out`.
 
-
-def pretrain(random_folder: Path, out: Path) -> None:
-    """Train the random model in `random_folder` as described above and save it, with its processor, to `out`."""
+    Every `save_every` steps the model, optimizer and scheduler go atomically to `checkpoint`; a later call with
+    the same recipe continues from there (the data order is a function of the step), so an interrupted build
+    loses at most `save_every` steps. The caller deletes `checkpoint` once `out` is in place.
+    """
     import numpy as np
     import torch
     from tqdm import tqdm
@@ -53,10 +64,10 @@ def pretrain(random_folder: Path, out: Path) -> None:
     from harness.plugins.hf import HFModel
 
     captions = load_stage_data("phantom-caption")
-    captions = dataclasses.replace(captions, samples=_pretraining_samples(captions.task, "caption"))
+    captions = dataclasses.replace(captions, samples=_pretraining_samples(captions.task, "caption", recipe))
     vqa = load_stage_data("phantom-vqa")
     questions = [(vqa.template.replace("{question}", s.question), s.answer)
-                 for s in _pretraining_samples(vqa.task, "vqa")]
+                 for s in _pretraining_samples(vqa.task, "vqa", recipe)]
     context = ModelContext(task=captions.task, device="cpu", dtype="float32", cache_dir=None)
     plugin = HFModel({"model": str(random_folder)}, context)
     model, tokenizer = plugin.model, plugin.tokenizer
@@ -64,45 +75,78 @@ def pretrain(random_folder: Path, out: Path) -> None:
         param.requires_grad_(True)
     encoder = TrainEncoder(plugin)
     params = list(model.parameters())
-    torch.manual_seed(PRETRAIN_SEED)
-    optimizer = torch.optim.AdamW(params, lr=LR, weight_decay=WEIGHT_DECAY)
-    total = 2 * STEPS
+    torch.manual_seed(recipe.seed)
+    optimizer = torch.optim.AdamW(params, lr=recipe.lr, weight_decay=recipe.weight_decay)
+    total = 2 * recipe.steps
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda step: 0.5 * (1 + math.cos(math.pi * min(step, total) / total)))
+    first = _resume(checkpoint, recipe, model, optimizer, scheduler)
 
     def batch_indices(n: int, stream: int, step: int) -> list[int]:
-        epoch, k = divmod(step, math.ceil(n / BATCH))
-        order = np.random.default_rng([PRETRAIN_SEED, stream, epoch]).permutation(n)
-        return [int(i) for i in order[k * BATCH:(k + 1) * BATCH]]
+        epoch, k = divmod(step, math.ceil(n / recipe.batch))
+        order = np.random.default_rng([recipe.seed, stream, epoch]).permutation(n)
+        return [int(i) for i in order[k * recipe.batch:(k + 1) * recipe.batch]]
 
     def update(batch: dict[str, Any]) -> float:
         loss = model(**batch).loss
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, MAX_GRAD_NORM)
+        torch.nn.utils.clip_grad_norm_(params, recipe.max_grad_norm)
         optimizer.step()
         scheduler.step()
         optimizer.zero_grad()
         return float(loss.item())
 
     model.train()
-    bar = tqdm(range(STEPS), desc="pretraining tiny-vlm (once per cache)", unit="step", file=sys.stderr,
-               dynamic_ncols=True)
+    bar = tqdm(range(first, recipe.steps), desc="pretraining tiny-vlm (once per cache)", unit="step",
+               file=sys.stderr, dynamic_ncols=True, initial=first, total=recipe.steps)
     for step in bar:
         picked = [captions.samples[i] for i in batch_indices(len(captions.samples), 0, step)]
         caption_batch = encoder.encode(captions, picked)
         caption_loss = update(caption_batch) if caption_batch is not None else float("nan")
         text_loss = update(text_batch(tokenizer, [questions[i] for i in batch_indices(len(questions), 1, step)]))
         bar.set_postfix(caption_loss=f"{caption_loss:.3f}", text_loss=f"{text_loss:.3f}")
+        if (step + 1) % save_every == 0 and step + 1 < recipe.steps:
+            _save_checkpoint(checkpoint, recipe, step + 1, model, optimizer, scheduler)
     model.eval()
     model.save_pretrained(out)
     plugin.processor.save_pretrained(out)
 
 
-def _pretraining_samples(task: Any, kind: str) -> list[Any]:
-    """The train split of `task`'s embedded phantom source, drawn with PRETRAIN_SEED and PRETRAIN_CASES."""
+def _save_checkpoint(path: Path, recipe: Recipe, step: int, model: Any, optimizer: Any, scheduler: Any) -> None:
+    import torch
+
+    state = {"recipe": recipe.describe(), "step": step, "model": model.state_dict(),
+             "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()}
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+
+
+def _resume(path: Path, recipe: Recipe, model: Any, optimizer: Any, scheduler: Any) -> int:
+    """Load a checkpoint of this recipe into the model, optimizer and scheduler; the step to go on from (0 if
+    there is none, or it is unreadable or from another recipe)."""
+    import torch
+
+    if not path.is_file():
+        return 0
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception:  # a checkpoint cut short is only lost time
+        return 0
+    if state.get("recipe") != recipe.describe():
+        return 0
+    model.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    print(f"resuming the tiny-vlm pretraining at step {state['step']} of {recipe.steps}", file=sys.stderr)
+    return int(state["step"])
+
+
+def _pretraining_samples(task: Any, kind: str, recipe: Recipe) -> list[Any]:
+    """The train split of `task`'s embedded phantom source, drawn with the recipe's seed and number of cases."""
     from harness.loaders import phantom
 
-    options = {"seed": PRETRAIN_SEED, "n_train": PRETRAIN_CASES, "n_test": 1}
+    options = {"seed": recipe.seed, "n_train": recipe.cases, "n_test": 1}
     return phantom.load(dataclasses.replace(task.source, options=options), "train", None, kind)
 
 

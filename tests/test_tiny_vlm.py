@@ -1,7 +1,13 @@
-"""tiny-vlm's two bases: the model args that choose one, and the text-only turns of the pretraining, which must
-be exactly what phantom-vqa sends the model, less the image."""
+"""tiny-vlm's two bases: the model args that choose one, the text-only turns of the pretraining (exactly what
+phantom-vqa sends the model, less the image), and a killed pretraining that resumes."""
 
 from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
 
 import pytest
 
@@ -43,3 +49,42 @@ def test_text_turns_equal_the_vqa_prompt_without_the_image(random_base):
     assert tokenizer.decode(answer) == " yes</s>"  # the loss covers the answer and the end of sequence only
     assert batch["attention_mask"][1].all() and not batch["attention_mask"][0][-1]  # right-padded
     assert (batch["labels"][0][~batch["attention_mask"][0].bool()] == -100).all()
+
+
+def test_killed_pretraining_resumes_to_the_same_model(random_base, tmp_path, one_torch_thread):
+    """The 8-minute build must not start over after a kill: it goes on from its last checkpoint."""
+    import torch
+    from safetensors.torch import load_file
+
+    from harness.plugins.tiny_vlm_pretrain import Recipe, pretrain
+
+    small = {"cases": 8, "steps": 40, "batch": 4}
+    recipe = Recipe(**small)
+    pretrain(random_base, tmp_path / "whole", tmp_path / "whole.pt", recipe, save_every=2)
+
+    checkpoint = tmp_path / "killed.pt"
+    script = ("from pathlib import Path\nfrom harness.plugins.tiny_vlm_pretrain import Recipe, pretrain\n"
+              f"pretrain(Path({str(random_base)!r}), Path({str(tmp_path / 'killed')!r}), "
+              f"Path({str(checkpoint)!r}), Recipe(**{small!r}), save_every=2)\n")
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
+    proc = subprocess.Popen([sys.executable, "-c", script], env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while time.time() < deadline and not checkpoint.exists():
+        assert proc.poll() is None, "the pretraining ended before its first checkpoint"
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (tmp_path / "killed").exists()
+    killed_at = torch.load(checkpoint, weights_only=True)["step"]
+    assert 0 < killed_at < 40
+
+    pretrain(random_base, tmp_path / "resumed", checkpoint, recipe, save_every=2)
+    whole = load_file(str(tmp_path / "whole" / "model.safetensors"))
+    resumed = load_file(str(tmp_path / "resumed" / "model.safetensors"))
+    assert whole.keys() == resumed.keys()
+    for name in whole:
+        torch.testing.assert_close(resumed[name], whole[name], msg=name)
+    before = load_file(str(random_base / "model.safetensors"))
+    assert before.keys() == whole.keys()
+    assert sum(not torch.equal(whole[k], before[k]) for k in whole) > len(whole) // 2  # it did train
