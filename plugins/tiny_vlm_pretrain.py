@@ -117,7 +117,7 @@ def _save_checkpoint(path: Path, recipe: Recipe, step: int, model: Any, optimize
 
     state = {"recipe": recipe.describe(), "step": step, "model": model.state_dict(),
              "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()}
-    tmp = path.with_name(path.name + ".tmp")
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")  # two builds at once never share a temporary file
     torch.save(state, tmp)
     os.replace(tmp, path)
 
