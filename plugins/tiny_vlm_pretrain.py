@@ -98,7 +98,8 @@ def pretrain(random_folder: Path, out: Path, checkpoint: Path, recipe: Recipe = 
 
     model.train()
     bar = tqdm(range(first, recipe.steps), desc="pretraining tiny-vlm (once per cache)", unit="step",
-               file=sys.stderr, dynamic_ncols=True, initial=first, total=recipe.steps)
+               file=sys.stderr, dynamic_ncols=True, initial=first, total=recipe.steps,
+               mininterval=1.0 if sys.stderr.isatty() else 30.0)  # a log file gets a line every 30 s
     for step in bar:
         picked = [captions.samples[i] for i in batch_indices(len(captions.samples), 0, step)]
         caption_batch = encoder.encode(captions, picked)
