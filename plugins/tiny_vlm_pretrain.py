@@ -61,6 +61,7 @@ def pretrain(random_folder: Path, out: Path, checkpoint: Path, recipe: Recipe = 
 
     from harness.model_api import ModelContext
     from harness.plugins.finetune_data import TrainEncoder, load_stage_data
+    from harness.plugins.finetune_lora import lr_factor
     from harness.plugins.hf import HFModel
 
     captions = load_stage_data("phantom-caption")
@@ -79,7 +80,7 @@ def pretrain(random_folder: Path, out: Path, checkpoint: Path, recipe: Recipe = 
     optimizer = torch.optim.AdamW(params, lr=recipe.lr, weight_decay=recipe.weight_decay)
     total = 2 * recipe.steps
     scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda step: 0.5 * (1 + math.cos(math.pi * min(step, total) / total)))
+        optimizer, lambda step: lr_factor(step, total, 0, recipe.lr, 0.0, "cosine"))
     first = _resume(checkpoint, recipe, model, optimizer, scheduler)
 
     def batch_indices(n: int, stream: int, step: int) -> list[int]:
@@ -156,19 +157,15 @@ def text_batch(tokenizer: Any, pairs: list[tuple[str, str]]) -> dict[str, Any]:
     with the loss on the answer and the end-of-sequence token only."""
     import torch
 
+    from harness.plugins.finetune_data import IGNORE, collate
+
     rows = []
     for text, answer in pairs:
         turn = [{"role": "user", "content": text}]
         prompt = tokenizer.apply_chat_template(turn, add_generation_prompt=True, tokenize=False)
         prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
         answer_ids = tokenizer(f" {answer}{tokenizer.eos_token}", add_special_tokens=False)["input_ids"]
-        rows.append((prompt_ids + answer_ids, [-100] * len(prompt_ids) + answer_ids))
-    width = max(len(ids) for ids, _ in rows)
-    input_ids = torch.full((len(rows), width), tokenizer.pad_token_id)
-    labels = torch.full((len(rows), width), -100)
-    mask = torch.zeros((len(rows), width), dtype=torch.long)
-    for i, (ids, labs) in enumerate(rows):
-        input_ids[i, :len(ids)] = torch.tensor(ids)
-        labels[i, :len(ids)] = torch.tensor(labs)
-        mask[i, :len(ids)] = 1
-    return {"input_ids": input_ids, "attention_mask": mask, "labels": labels}
+        ids = torch.tensor([prompt_ids + answer_ids])
+        rows.append({"input_ids": ids, "attention_mask": torch.ones_like(ids),
+                     "labels": torch.tensor([[IGNORE] * len(prompt_ids) + answer_ids])})
+    return collate(rows, tokenizer.pad_token_id)

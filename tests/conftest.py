@@ -1,5 +1,6 @@
 """Shared test setup: offline hub variables, the real data in ../shared/data, temporary caches, one torch
-thread for tiny models, and the tiny PeFoMed files (tests/tiny_pefomed.py) built once per session."""
+thread for tiny models, and the random tiny-vlm and tiny PeFoMed files (tests/tiny_pefomed.py) built once per
+session."""
 
 from __future__ import annotations
 
@@ -49,3 +50,11 @@ def pefomed_tiny(tmp_path_factory):
     from tiny_pefomed import build_tiny
 
     return build_tiny(tmp_path_factory.mktemp("tiny_pefomed"))
+
+
+@pytest.fixture(scope="session")
+def tiny_vlm(tmp_path_factory) -> Path:
+    """The random tiny-vlm build (not the pretrained one), in the session's shared harness cache."""
+    from harness.plugins.tiny_vlm import ensure_tiny_vlm
+
+    return ensure_tiny_vlm(tmp_path_factory.getbasetemp() / "harness-cache", base="random")

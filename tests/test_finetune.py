@@ -25,14 +25,6 @@ def harness(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
                           env=env, timeout=timeout)
 
 
-@pytest.fixture(scope="module")
-def tiny_vlm(tmp_path_factory) -> Path:
-    """The random tiny-vlm checkpoint, built once into the session's shared harness cache."""
-    from harness.plugins.tiny_vlm import ensure_tiny_vlm
-
-    return ensure_tiny_vlm(tmp_path_factory.getbasetemp() / "harness-cache", base="random")
-
-
 def load(folder: Path):
     from transformers import AutoModelForImageTextToText
 

@@ -14,13 +14,6 @@ import pytest
 from harness.errors import UserError
 
 
-@pytest.fixture(scope="module")
-def random_base(tmp_path_factory):
-    from harness.plugins.tiny_vlm import ensure_tiny_vlm
-
-    return ensure_tiny_vlm(tmp_path_factory.getbasetemp() / "harness-cache", base="random")
-
-
 def test_base_model_arg_is_checked_and_recorded():
     from harness.model_api import ModelContext
     from harness.plugins.tiny_vlm import TinyVLM, version
@@ -34,12 +27,12 @@ def test_base_model_arg_is_checked_and_recorded():
         TinyVLM({"model": "x"}, context)
 
 
-def test_text_turns_equal_the_vqa_prompt_without_the_image(random_base):
+def test_text_turns_equal_the_vqa_prompt_without_the_image(tiny_vlm):
     from transformers import AutoTokenizer
 
     from harness.plugins.tiny_vlm_pretrain import text_batch
 
-    tokenizer = AutoTokenizer.from_pretrained(random_base)
+    tokenizer = AutoTokenizer.from_pretrained(tiny_vlm)
     prompt = "Is there a lesion in this image? Answer with a single word or short phrase."
     longer = f"How many lesions are seen in the left lung of this chest radiograph? {prompt.split('? ')[1]}"
     batch = text_batch(tokenizer, [(prompt, "yes"), (longer, "2")])
@@ -51,7 +44,7 @@ def test_text_turns_equal_the_vqa_prompt_without_the_image(random_base):
     assert (batch["labels"][0][~batch["attention_mask"][0].bool()] == -100).all()
 
 
-def test_killed_pretraining_resumes_to_the_same_model(random_base, tmp_path, one_torch_thread):
+def test_killed_pretraining_resumes_to_the_same_model(tiny_vlm, tmp_path, one_torch_thread):
     """The 8-minute build must not start over after a kill: it goes on from its last checkpoint."""
     import torch
     from safetensors.torch import load_file
@@ -60,11 +53,11 @@ def test_killed_pretraining_resumes_to_the_same_model(random_base, tmp_path, one
 
     small = {"cases": 8, "steps": 40, "batch": 4}
     recipe = Recipe(**small)
-    pretrain(random_base, tmp_path / "whole", tmp_path / "whole.pt", recipe, save_every=2)
+    pretrain(tiny_vlm, tmp_path / "whole", tmp_path / "whole.pt", recipe, save_every=2)
 
     checkpoint = tmp_path / "killed.pt"
     script = ("from pathlib import Path\nfrom harness.plugins.tiny_vlm_pretrain import Recipe, pretrain\n"
-              f"pretrain(Path({str(random_base)!r}), Path({str(tmp_path / 'killed')!r}), "
+              f"pretrain(Path({str(tiny_vlm)!r}), Path({str(tmp_path / 'killed')!r}), "
               f"Path({str(checkpoint)!r}), Recipe(**{small!r}), save_every=2)\n")
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
     proc = subprocess.Popen([sys.executable, "-c", script], env=env, stdout=subprocess.DEVNULL,
@@ -79,12 +72,12 @@ def test_killed_pretraining_resumes_to_the_same_model(random_base, tmp_path, one
     killed_at = torch.load(checkpoint, weights_only=True)["step"]
     assert 0 < killed_at < 40
 
-    pretrain(random_base, tmp_path / "resumed", checkpoint, recipe, save_every=2)
+    pretrain(tiny_vlm, tmp_path / "resumed", checkpoint, recipe, save_every=2)
     whole = load_file(str(tmp_path / "whole" / "model.safetensors"))
     resumed = load_file(str(tmp_path / "resumed" / "model.safetensors"))
     assert whole.keys() == resumed.keys()
     for name in whole:
         torch.testing.assert_close(resumed[name], whole[name], msg=name)
-    before = load_file(str(random_base / "model.safetensors"))
+    before = load_file(str(tiny_vlm / "model.safetensors"))
     assert before.keys() == whole.keys()
     assert sum(not torch.equal(whole[k], before[k]) for k in whole) > len(whole) // 2  # it did train
