@@ -46,6 +46,7 @@ from harness.plugins.hf_presets import (
     FAMILY_OF_MODEL_TYPE,
     HFPreset,
     parse_options,
+    pin_note,
     quick_fingerprint,
     resolve_device_dtype,
 )
@@ -146,7 +147,9 @@ class HFModel(ModelPlugin):
                 model = AutoModelForImageTextToText.from_pretrained(src, **load_kw)
                 processor = AutoProcessor.from_pretrained(src, backend=self.opts["image_backend"], **kw)
         except (OSError, ValueError) as exc:
-            raise UserError(f"cannot load model {src} (revision {self.opts['revision']}): "
+            hint = "" if self.opts["local"] or "revision" in self.args or self.preset is None else \
+                " (the preset's pinned commit; --model-args revision=main loads the latest)"
+            raise UserError(f"cannot load model {src} (revision {self.opts['revision']}{hint}): "
                             f"{gen.first_line(exc)}") from exc
         return model.to(self.device).eval(), processor
 
@@ -382,8 +385,9 @@ class HFModel(ModelPlugin):
                     image_backend=self.opts["image_backend"], padding_side=self.tokenizer.padding_side,
                     decoding="harness settings (greedy unless sampling is asked for)",
                     micro_batch=self.batcher.limit, default_batch_size=self.default_batch_size)
-        if self.preset is not None and self.preset.pin_note and "revision" not in self.args:
-            info["pin_note"] = self.preset.pin_note
+        note = None if self.opts["local"] else pin_note(self.opts["revision"])
+        if note:
+            info["pin_note"] = note
         if self.adapter_info is not None:
             info["adapter"] = self.adapter_info
         return info

@@ -4,10 +4,13 @@ Each preset is registered as its own model id (`harness run --model llava-1.5-7b
 shows its hub id and revision. This module imports nothing heavy (torch only inside `resolve_device_dtype`):
 plugins/builtin.py imports it to register the presets, and `harness list` must stay fast.
 
-Revisions: a preset records the hub revision it loads. No commit sha is verified for certain here, so every
-preset says "main" and carries a `pin_note`: a run is only reproducible once pinned with
-`--model-args revision=<commit sha>` (the sha a run actually loaded is recorded in its model.json, identity
-`commit`). The `family` says how a checkpoint is prompted:
+Revisions: each preset pins a full commit sha of its hub repository, so that a run loads the same files
+whenever it runs. This machine cannot reach the hub: every sha was taken from public code that loaded that
+repository (Hugging Face cache snapshot folders `models--<org>--<name>/snapshots/<sha>`, `revision=` pins),
+seen in at least three public projects, the most recent where several were seen (2026-11). A sha that the hub
+no longer serves fails to load with a one-line error naming it; `--model-args revision=<sha or main>`
+overrides it. A branch or tag (`main`) is recorded with a `pin_note`, and the sha a run actually loaded is
+recorded in its model.json (identity `commit`). The `family` says how a checkpoint is prompted:
 - `chat`: `AutoModelForImageTextToText` + `AutoProcessor` and the processor's chat template (LLaVA, Qwen-VL);
 - `blip`: BLIP captioning (`BlipForConditionalGeneration`): unconditional captions, the task prompt is unused;
 - `blip2`: BLIP-2: "Question: {question} Answer:" for VQA, no text for captions and reports;
@@ -31,8 +34,6 @@ from harness.registry import ModelInfo
 if TYPE_CHECKING:
     from harness.model_api import ModelContext
 
-UNPINNED = ("revision 'main': no commit sha was verified for this preset; pin one with "
-            "--model-args revision=<sha> for a reproducible run")
 ALL_KINDS = ("vqa", "report", "caption")
 CAPTION_KINDS = ("caption", "report")
 FIRST_IMAGE = "single-image model: multi-view samples use their first image"
@@ -42,47 +43,70 @@ FIRST_IMAGE = "single-image model: multi-view samples use their first image"
 class HFPreset:
     id: str
     hub_id: str
+    revision: str  # full commit sha on the hub
     family: str
     description: str
     params_b: float  # parameters in billions (shown in `harness list`)
-    revision: str = "main"
     task_kinds: tuple[str, ...] = ALL_KINDS
     aliases: tuple[str, ...] = ()
     notes: str = ""
 
-    @property
-    def pin_note(self) -> str | None:
-        return UNPINNED if self.revision == "main" else None
+
+def is_commit(revision: str) -> bool:
+    """A full 40-hex commit sha (a branch or tag such as `main` can move)."""
+    return len(revision) == 40 and all(c in "0123456789abcdef" for c in revision.lower())
+
+
+def pin_note(revision: str) -> str | None:
+    """The warning recorded with a hub checkpoint loaded by a branch or tag instead of a commit."""
+    if is_commit(revision):
+        return None
+    return (f"revision '{revision}' is not a commit sha and can move; pin one with --model-args "
+            "revision=<40-hex sha> for a reproducible run (identity 'commit' records what was loaded)")
 
 
 PRESETS: tuple[HFPreset, ...] = (
-    HFPreset("llava-1.5-7b", "llava-hf/llava-1.5-7b-hf", "chat",
+    HFPreset("llava-1.5-7b", "llava-hf/llava-1.5-7b-hf",
+             "b234b804b114d9e37bb655e11cbbb5f5e971b7a9", "chat",
              "LLaVA-1.5 7B (Vicuna-7B, CLIP ViT-L/14-336)", 7.1, aliases=("llava-1.5",)),
-    HFPreset("llava-1.5-13b", "llava-hf/llava-1.5-13b-hf", "chat",
+    HFPreset("llava-1.5-13b", "llava-hf/llava-1.5-13b-hf",
+             "5dda2880bda009266dda7c4baff660b95ca64540", "chat",
              "LLaVA-1.5 13B (Vicuna-13B, CLIP ViT-L/14-336)", 13.4),
-    HFPreset("llava-next-mistral-7b", "llava-hf/llava-v1.6-mistral-7b-hf", "chat",
+    HFPreset("llava-next-mistral-7b", "llava-hf/llava-v1.6-mistral-7b-hf",
+             "2424fdd47412fccc66d91719126b420e9fbd7065", "chat",
              "LLaVA-NeXT (v1.6) Mistral-7B, any-resolution tiles", 7.6, aliases=("llava-mistral-7b",)),
-    HFPreset("qwen2-vl-2b", "Qwen/Qwen2-VL-2B-Instruct", "chat", "Qwen2-VL 2B Instruct", 2.2),
-    HFPreset("qwen2.5-vl-3b", "Qwen/Qwen2.5-VL-3B-Instruct", "chat", "Qwen2.5-VL 3B Instruct", 3.8),
-    HFPreset("qwen2.5-vl-7b", "Qwen/Qwen2.5-VL-7B-Instruct", "chat", "Qwen2.5-VL 7B Instruct", 8.3),
-    HFPreset("smolvlm", "HuggingFaceTB/SmolVLM-Instruct", "chat",
+    HFPreset("qwen2-vl-2b", "Qwen/Qwen2-VL-2B-Instruct",
+             "895c3a49bc3fa70a340399125c650a463535e71c", "chat", "Qwen2-VL 2B Instruct", 2.2),
+    HFPreset("qwen2.5-vl-3b", "Qwen/Qwen2.5-VL-3B-Instruct",
+             "66285546d2b821cf421d4f5eb2576359d3770cd3", "chat", "Qwen2.5-VL 3B Instruct", 3.8),
+    HFPreset("qwen2.5-vl-7b", "Qwen/Qwen2.5-VL-7B-Instruct",
+             "cc594898137f460bfe9f0759e9844b3ce807cfb5", "chat", "Qwen2.5-VL 7B Instruct", 8.3),
+    HFPreset("smolvlm", "HuggingFaceTB/SmolVLM-Instruct",
+             "81cd9a775a4d644f2faf4e7becff4559b46b14c7", "chat",
              "SmolVLM Instruct (2.2B, Idefics3 architecture)", 2.2, aliases=("smolvlm-2b",)),
-    HFPreset("smolvlm-256m", "HuggingFaceTB/SmolVLM-256M-Instruct", "chat", "SmolVLM 256M Instruct", 0.26),
-    HFPreset("idefics3-8b", "HuggingFaceM4/Idefics3-8B-Llama3", "chat",
+    HFPreset("smolvlm-256m", "HuggingFaceTB/SmolVLM-256M-Instruct",
+             "7e3e67edbbed1bf9888184d9df282b700a323964", "chat", "SmolVLM 256M Instruct", 0.26),
+    HFPreset("idefics3-8b", "HuggingFaceM4/Idefics3-8B-Llama3",
+             "fddb4ff79181e55a994674777e06cd5456ce3dc3", "chat",
              "Idefics3 8B (Llama-3.1-8B, SigLIP)", 8.5),
-    HFPreset("blip-caption", "Salesforce/blip-image-captioning-base", "blip",
+    HFPreset("blip-caption", "Salesforce/blip-image-captioning-base",
+             "82a37760796d32b1411fe092ab5d4e227313294b", "blip",
              "BLIP captioning, base (ViT-B); captions only, the task prompt is not used", 0.25,
              task_kinds=CAPTION_KINDS, aliases=("blip",), notes=FIRST_IMAGE),
-    HFPreset("blip-caption-large", "Salesforce/blip-image-captioning-large", "blip",
+    HFPreset("blip-caption-large", "Salesforce/blip-image-captioning-large",
+             "353689b859fcf0523410b1806dace5fb46ecdf41", "blip",
              "BLIP captioning, large (ViT-L); captions only, the task prompt is not used", 0.47,
              task_kinds=CAPTION_KINDS, notes=FIRST_IMAGE),
-    HFPreset("blip2-opt-2.7b", "Salesforce/blip2-opt-2.7b", "blip2",
+    HFPreset("blip2-opt-2.7b", "Salesforce/blip2-opt-2.7b",
+             "59a1ef6c1e5117b3f65523d1c6066825bcf315e3", "blip2",
              "BLIP-2 OPT-2.7B ('Question: ... Answer:' for VQA, plain captions otherwise)", 3.9,
              aliases=("blip2",), notes=FIRST_IMAGE),
-    HFPreset("instructblip-vicuna-7b", "Salesforce/instructblip-vicuna-7b", "instructblip",
+    HFPreset("instructblip-vicuna-7b", "Salesforce/instructblip-vicuna-7b",
+             "19103d0c5b5263c8a7891012e08573439fb6607f", "instructblip",
              "InstructBLIP Vicuna-7B (BLIP-2 Instruct); the task prompt is the instruction", 7.9,
              notes=FIRST_IMAGE),
-    HFPreset("vit-gpt2", "nlpconnect/vit-gpt2-image-captioning", "vision-encoder-decoder",
+    HFPreset("vit-gpt2", "nlpconnect/vit-gpt2-image-captioning",
+             "dc68f91c06a1ba6f15268e5b9c13ae7a7c514084", "vision-encoder-decoder",
              "ViT-GPT2 captioner (VisionEncoderDecoderModel); captions only, no prompt", 0.24,
              task_kinds=CAPTION_KINDS, aliases=("vit-gpt2-captioning",), notes=FIRST_IMAGE),
 )
@@ -188,8 +212,6 @@ def preset_capabilities(preset: HFPreset) -> dict[str, Any]:
     caps: dict[str, Any] = {"task_kinds": list(preset.task_kinds), "needs_weights": True, "backend": "hf",
                             "hub_id": preset.hub_id, "revision": preset.revision, "family": preset.family,
                             "params_b": preset.params_b}
-    if preset.pin_note:
-        caps["pin_note"] = preset.pin_note
     if preset.notes:
         caps["notes"] = preset.notes
     return caps

@@ -44,9 +44,11 @@ if TYPE_CHECKING:
     import torch
 
 DEFAULT_LLM = "meta-llama/Llama-2-7b-chat-hf"
+DEFAULT_LLM_REVISION = "f5db02db724555f92da89c216ac04704f23d4590"  # commit pinned as the hf presets' are
 EVA_URL = "https://storage.googleapis.com/sfr-vision-language-research/LAVIS/models/BLIP2/eva_vit_g.pth"
 ARGS = {
     "llm": "LLaMA-2-chat in HF format: hub id or directory (default meta-llama/Llama-2-7b-chat-hf)",
+    "llm_revision": "hub commit of llm= (default: a pinned commit for the default llm, main for other hub ids)",
     "vision": "LAVIS eva_vit_g.pth (required)",
     "vision_config": "JSON file of Blip2VisionConfig fields replacing the EVA ViT-g/14 shapes (test models)",
     "checkpoint": "PeFoMed or MiniGPT-v2 .pth (projection + LoRA); or use --adapter DIR",
@@ -109,6 +111,9 @@ class PeFoMedModel(TrainingMixin, ModelPlugin):
     @classmethod
     def run_identity(cls, args: dict[str, str], context: ModelContext) -> dict[str, Any]:
         out: dict[str, Any] = {"transform": "resize448-bicubic-clipnorm", "prompt": "pefomed-v1"}
+        llm = args.get("llm") or DEFAULT_LLM
+        if not Path(llm).expanduser().is_dir():  # a hub id: which commit of it
+            out["llm_revision"] = llm_revision(args)
         if args.get("checkpoint"):
             path = Path(args["checkpoint"]).expanduser()
             out["checkpoint_sha256"] = ckpt.file_sha256(path) if path.is_file() else None
@@ -169,7 +174,7 @@ class PeFoMedModel(TrainingMixin, ModelPlugin):
         self.default_batch_size = 128 if on_cuda else 8
         self._checkpoint = Path(args["checkpoint"]).expanduser() if args.get("checkpoint") else None
         self._adapter_dir = Path(context.adapter).expanduser() if context.adapter else None
-        self.llm_path: Path | None = resolve_llm_path(args.get("llm") or DEFAULT_LLM)
+        self.llm_path: Path | None = resolve_llm_path(args.get("llm") or DEFAULT_LLM, llm_revision(args))
         parts = load_parts(LoadSpec(
             llm_path=self.llm_path, vision=args["vision"], vision_config=args.get("vision_config"),
             checkpoint=self._checkpoint, adapter_dir=self._adapter_dir, device=self.device, dtype=self.dtype,
@@ -364,6 +369,13 @@ class PeFoMedModel(TrainingMixin, ModelPlugin):
             self._pool = None
         if self.decoder is not None:
             self.decoder.release()
+
+
+def llm_revision(args: dict[str, str]) -> str:
+    """The hub revision of `llm=`: `llm_revision=`, else the pinned commit of the default LLaMA, else main."""
+    if args.get("llm_revision"):
+        return args["llm_revision"]
+    return DEFAULT_LLM_REVISION if (args.get("llm") or DEFAULT_LLM) == DEFAULT_LLM else "main"
 
 
 def _snapshot_revision(path: Path | None) -> str | None:

@@ -42,8 +42,9 @@ class Parts:
     lora_info: dict[str, Any]
 
 
-def resolve_llm_path(name: str) -> Path:
-    """A local directory as is; a hub id through the HF cache (downloaded unless HF_HUB_OFFLINE=1)."""
+def resolve_llm_path(name: str, revision: str | None = None) -> Path:
+    """A local directory as is; a hub id at `revision` through the HF cache (downloaded unless
+    HF_HUB_OFFLINE=1)."""
     path = Path(name).expanduser()
     if path.is_dir():
         return path
@@ -52,11 +53,12 @@ def resolve_llm_path(name: str) -> Path:
     from huggingface_hub import snapshot_download
 
     try:
-        return Path(snapshot_download(name, allow_patterns=["*.json", "*.safetensors", "tokenizer.model"]))
+        return Path(snapshot_download(name, revision=revision,
+                                      allow_patterns=["*.json", "*.safetensors", "tokenizer.model"]))
     except Exception as exc:  # noqa: BLE001 - hub errors come in many types; the user needs one line
         first = str(exc).splitlines()[0] if str(exc) else ""
-        raise UserError(f"--model-args llm={name}: cannot get it from the Hugging Face hub "
-                        f"({type(exc).__name__}: {first})") from exc
+        raise UserError(f"--model-args llm={name}: cannot get revision {revision or 'main'} from the "
+                        f"Hugging Face hub ({type(exc).__name__}: {first})") from exc
 
 
 class EmbeddingOnlyLM:

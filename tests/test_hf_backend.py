@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from dataclasses import replace
@@ -242,9 +243,9 @@ def test_run_identity_names_checkpoint_revision_and_dtype_without_loading(models
     preset_cls = HFModel.for_preset(get_preset("llava-1.5-7b"))
     identity = preset_cls.run_identity({}, ModelContext(dtype="bf16"))  # offline, no weights: nothing loaded
     assert identity["hub_id"] == "llava-hf/llava-1.5-7b-hf" and identity["dtype"] == "bfloat16"
-    assert identity["revision"] == "main"
-    pinned = preset_cls.run_identity({"revision": "0123abc"}, ModelContext())
-    assert pinned["revision"] == "0123abc"
+    assert identity["revision"] == "b234b804b114d9e37bb655e11cbbb5f5e971b7a9"  # the preset's pinned commit
+    other = preset_cls.run_identity({"revision": "0123abc"}, ModelContext())
+    assert other["revision"] == "0123abc"  # another revision is another run
     copy = shutil.copytree(models_dir["llava"], tmp_path / "copy")
     local = HFModel.run_identity({"model": str(copy)}, ModelContext(device="cpu"))
     assert local["revision"] == "local" and local["dtype"] == "float32"
@@ -254,6 +255,25 @@ def test_run_identity_names_checkpoint_revision_and_dtype_without_loading(models
     weights.write_bytes(bytes(data))
     changed = HFModel.run_identity({"model": str(copy)}, ModelContext())
     assert changed["local_fingerprint"] != local["local_fingerprint"]
+
+
+def test_preset_that_cannot_load_names_its_pinned_commit_and_cli_exits_with_one_line(tmp_path):
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf")}  # nothing cached: cannot load
+    out = subprocess.run([sys.executable, "-m", "harness", "run", "--model", "qwen2-vl-2b", "--task", "phantom-vqa",
+                          "--limit", "2", "--judge", "exact", "--out", str(tmp_path / "runs")],
+                         capture_output=True, text=True, env=env, cwd=tmp_path)
+    assert out.returncode != 0 and "Traceback" not in out.stderr
+    error = out.stderr.strip().splitlines()[-1]
+    assert "Qwen/Qwen2-VL-2B-Instruct" in error and "895c3a49bc3fa70a340399125c650a463535e71c" in error
+    assert "revision=main" in error  # how to load the latest instead
+
+
+def test_pin_note_only_for_branches_and_tags():
+    from harness.plugins.hf_presets import pin_note
+
+    assert pin_note("main") is not None and "revision=<40-hex sha>" in pin_note("main")
+    assert pin_note("v1.0") is not None
+    assert pin_note("b234b804b114d9e37bb655e11cbbb5f5e971b7a9") is None
 
 
 def test_presets_register_without_heavy_imports():
@@ -269,8 +289,11 @@ def test_presets_register_without_heavy_imports():
                               ("vit-gpt2", "nlpconnect/vit-gpt2-image-captioning"),
                               ("blip2-opt-2.7b", "Salesforce/blip2-opt-2.7b")]:
         caps = by_id[preset_id]["capabilities"]
-        assert caps["hub_id"] == hub_id and caps["revision"]
-        assert caps["revision"] != "main" or "pin" in caps["pin_note"]
+        assert caps["hub_id"] == hub_id
+    for info in data["infos"]:  # every preset pins a full commit sha
+        caps = info["capabilities"]
+        if "hub_id" in caps and info["id"] not in ("hf", "tiny-vlm"):
+            assert re.fullmatch(r"[0-9a-f]{40}", caps["revision"]), info["id"]
     assert by_id["vit-gpt2"]["capabilities"]["task_kinds"] == ["caption", "report"]
     assert {"hf", "tiny-vlm"} <= set(by_id)
 

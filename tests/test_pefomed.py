@@ -259,6 +259,21 @@ def test_loading_mistakes_are_one_line_errors(pefomed_tiny, converted, tmp_path)
         convert(str(pefomed_tiny.checkpoint_path), "--out", str(converted))
 
 
+def test_the_default_llm_is_a_pinned_commit_and_enters_the_run_identity(pefomed_tiny, monkeypatch, tmp_path):
+    from harness.plugins.pefomed import DEFAULT_LLM_REVISION
+
+    assert len(DEFAULT_LLM_REVISION) == 40
+    identity = PeFoMedModel.run_identity({"vision": "eva.pth"}, ModelContext())
+    assert identity["llm_revision"] == DEFAULT_LLM_REVISION
+    other = PeFoMedModel.run_identity({"llm": "me/llama", "vision": "eva.pth"}, ModelContext())
+    assert other["llm_revision"] == "main"
+    assert "llm_revision" not in PeFoMedModel.run_identity({"llm": str(tmp_path), "vision": "x"}, ModelContext())
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))  # nothing cached: the hub id cannot resolve offline
+    with pytest.raises(UserError, match=f"Llama-2-7b-chat-hf: cannot get revision {DEFAULT_LLM_REVISION}"):
+        load(pefomed_tiny, llm="")
+
+
 # ---- the command line and fine-tuning --------------------------------------------------------------------
 
 
