@@ -7,12 +7,16 @@ tokens) or a report instruction (128 new tokens); every sample produces exactly 
 (min_new_tokens = max_new_tokens). Each setting is warmed up with two full batches before it is timed.
 
 Rows: `harness b=1` (the backend at batch size 1); `harness default` (the batch size, micro-batches, cache and
-compilation the backend picks by itself, fed batch by batch as the runner does); `generate b=1` and
-`generate b=<micro>` (processor + `model.generate` with transformers' defaults: dynamic cache, no
-compilation, at batch 1 and at the backend's micro-batch size). Batch-1 rows time 8 samples.
+compilation the backend picks by itself, fed batch by batch as the runner does: the next batch is announced
+with `prefetch` while the current one generates); `harness +<args>` (the same with `--variant` model args, e.g.
+`prefill_chunk=64`); `generate b=1` and `generate b=<micro>` (processor + `model.generate` with transformers'
+defaults: dynamic cache, no compilation, at batch 1 and at the backend's micro-batch size). Batch-1 rows time
+8 samples. The backend sizes its micro-batch for a task: phantom-vqa for the 16-token rows, phantom-caption
+(also one image per sample, like these prompts) for the 128-token report rows.
 
     .venv/bin/python benchmarks/generation.py --shape tiny --samples 32           # CPU
     .venv/bin/python benchmarks/generation.py --shape llava-7b                    # GPU (bf16)
+    .venv/bin/python benchmarks/generation.py --shape llava-7b --variant prefill_chunk=64 prefill_chunk=128
 """
 
 from __future__ import annotations
@@ -118,6 +122,8 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=None,
                         help="timed samples per row (default: two default batches)")
     parser.add_argument("--new-tokens", type=int, nargs="+", default=[16, 128])
+    parser.add_argument("--variant", nargs="*", default=[],
+                        help="extra `harness default` rows with these model args (k=v[;k=v]), e.g. prefill_chunk=64")
     args = parser.parse_args()
 
     import torch
@@ -136,10 +142,10 @@ def main() -> None:
     print(f"# shape={args.shape} device={device} ({gpu}) dtype={dtype} params={params:.3f}B "
           f"transformers={transformers.__version__} torch={torch.__version__}")
     header = ("new tok", "setting", "batch", "micro", "cache", "samples/s", "prompt")
-    print("{:>7} {:<20} {:>5} {:>5} {:<8} {:>9} {:>6}".format(*header))
+    print("{:>7} {:<30} {:>5} {:>5} {:<8} {:>9} {:>6}".format(*header))
     for new_tokens in args.new_tokens:
         report = new_tokens > 32
-        task_id = "phantom-report" if report else "phantom-vqa"
+        task_id = "phantom-caption" if report else "phantom-vqa"  # one image per sample, like the prompts
         context = ModelContext(task=Task(tasks().get(task_id)), device=device, dtype=dtype)
         harness = HFModel.from_components(model, processor, context, {"min_new_tokens": str(new_tokens)})
         default = harness.default_batch_size
@@ -150,17 +156,35 @@ def main() -> None:
         rows = []
         micro = harness.batcher.limit or default
         plain = functools.partial(plain_generate, model, processor, harness, new_tokens=new_tokens)
-        settings = [("harness b=1", harness.generate, 1, 1, harness.cache),
-                    ("harness default", harness.generate, default, micro, harness.cache),
-                    ("generate b=1", plain, 1, 1, "dynamic"),
-                    (f"generate b={micro}", plain, micro, micro, "dynamic")]
-        for label, fn, batch, micro_batch, cache in settings:
+        settings = [("harness b=1", harness, 1, 1, harness.cache),
+                    ("harness default", harness, default, micro, harness.cache)]
+        for variant in args.variant:
+            extra = dict(kv.split("=", 1) for kv in variant.split(";"))
+            other = HFModel.from_components(model, processor, context,
+                                            {"min_new_tokens": str(new_tokens), **extra})
+            settings.append((f"harness +{variant}", other, default, micro, other.cache))
+        settings += [("generate b=1", plain, 1, 1, "dynamic"), (f"generate b={micro}", plain, micro, micro, "dynamic")]
+        for label, runner, batch, micro_batch, cache in settings:
             count = max(n, batch) if batch > 1 else min(n, 8)  # batch 1 is slow: fewer samples
-            rows.append((label, batch, micro_batch, cache, timed(fn, chunks(reqs[:count], batch))))
+            batches = chunks(reqs[:count], batch)
+            fn = as_the_runner_calls(runner, batches) if isinstance(runner, HFModel) else runner
+            rows.append((label, batch, micro_batch, cache, timed(fn, batches)))
         for label, batch, micro_batch, cache, rate in rows:
-            print(f"{new_tokens:>7} {label:<20} {batch:>5} {micro_batch:>5} {cache:<8} {rate:>9.2f} "
+            print(f"{new_tokens:>7} {label:<30} {batch:>5} {micro_batch:>5} {cache:<8} {rate:>9.2f} "
                   f"{check.prompt_tokens:>6}")
     print(f"# OOM halvings during the run: {harness.batcher.halvings}")
+
+
+def as_the_runner_calls(harness: Any, batches: list[list[Any]]) -> Any:
+    """`harness.generate(batch)`, announcing the batch after it with `prefetch` first, as the runner does."""
+    following = {id(b): batches[i + 1] for i, b in enumerate(batches[:-1])}
+
+    def step(batch: list[Any]) -> Any:
+        if id(batch) in following:
+            harness.prefetch(following[id(batch)])
+        return harness.generate(batch)
+
+    return step
 
 
 def plain_generate(model: Any, processor: Any, harness: Any, batch: list[Any], *, new_tokens: int) -> None:

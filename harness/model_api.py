@@ -58,5 +58,10 @@ class ModelPlugin:
     def generate(self, requests: list[GenerationRequest]) -> list[GenerationOutput]:
         raise NotImplementedError
 
+    def prefetch(self, requests: list[GenerationRequest]) -> None:
+        """Optional: the requests of the next `generate` call, announced while the current call runs, from
+        another thread, so that CPU work for them (ordering, preprocessing) can start early. It must return
+        at once and must not change the outputs; the next call receives these very request objects."""
+
     def close(self) -> None:
         """Release resources (GPU memory, servers)."""

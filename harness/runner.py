@@ -185,32 +185,63 @@ def generate(spec: RunSpec, task: Task, model_info: Any, manifest: dict[str, Any
 
     bar = tqdm(total=len(selected), initial=len(selected) - len(pending), unit="sample",
                desc=f"{task.id} / {model_info.id}", disable=not spec.progress, dynamic_ncols=True)
+    prefetch = getattr(model, "prefetch", None)
+
+    def build(batch: list[Sample]) -> _Batch:
+        built = _build_batch(task, template, settings, batch)
+        if prefetch is not None and built.requests:
+            prefetch(built.requests)
+        return built
+
+    from concurrent.futures import ThreadPoolExecutor
+
+    batches = list(iter_batches(pending, batch_size))
     try:
-        for batch in iter_batches(pending, batch_size):
-            started = time.perf_counter()
-            rows: list[dict[str, Any] | None] = [None] * len(batch)
-            requests, positions = [], []
-            for i, sample in enumerate(batch):
-                images, error = _open_images(sample)
-                if error:
-                    rows[i] = _record(sample, "", error, {"time_s": 0.0})
-                else:
-                    requests.append(task.build_request(sample, template, settings, images))
-                    positions.append(i)
-            outputs = model.generate(requests) if requests else []
-            if len(outputs) != len(requests):
-                raise RuntimeError(f"model '{model_info.id}' returned {len(outputs)} outputs for "
-                                   f"{len(requests)} requests")
-            per_sample = (time.perf_counter() - started) / max(1, len(requests))
-            for pos, out in zip(positions, outputs):
-                rows[pos] = _record(batch[pos], out.text, out.error, {
-                    "prompt_tokens": out.prompt_tokens, "completion_tokens": out.completion_tokens,
-                    "cost_usd": getattr(out, "cost_usd", None), "time_s": round(per_sample, 6)})
-            append_jsonl(pred_path, [r for r in rows if r is not None])
-            bar.update(len(batch))
+        # The next batch's images are opened (and the model told about its requests) on a thread of its own
+        # while the current batch generates.
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="harness-requests") as pool:
+            ahead = pool.submit(build, batches[0])
+            for k, batch in enumerate(batches):
+                started = time.perf_counter()
+                built = ahead.result()
+                if k + 1 < len(batches):
+                    ahead = pool.submit(build, batches[k + 1])
+                outputs = model.generate(built.requests) if built.requests else []
+                if len(outputs) != len(built.requests):
+                    raise RuntimeError(f"model '{model_info.id}' returned {len(outputs)} outputs for "
+                                       f"{len(built.requests)} requests")
+                per_sample = (time.perf_counter() - started) / max(1, len(built.requests))
+                for pos, out in zip(built.positions, outputs):
+                    built.rows[pos] = _record(batch[pos], out.text, out.error, {
+                        "prompt_tokens": out.prompt_tokens, "completion_tokens": out.completion_tokens,
+                        "cost_usd": getattr(out, "cost_usd", None), "time_s": round(per_sample, 6)})
+                append_jsonl(pred_path, [r for r in built.rows if r is not None])
+                bar.update(len(batch))
     finally:
         bar.close()
         model.close()
+
+
+@dataclass
+class _Batch:
+    """One batch of samples made ready for the model: requests for those whose images opened, and the
+    predictions rows (filled in for samples whose images failed)."""
+
+    rows: list[dict[str, Any] | None]
+    requests: list[Any]
+    positions: list[int]
+
+
+def _build_batch(task: Task, template: str, settings: Any, batch: list[Sample]) -> _Batch:
+    built = _Batch(rows=[None] * len(batch), requests=[], positions=[])
+    for i, sample in enumerate(batch):
+        images, error = _open_images(sample)
+        if error:
+            built.rows[i] = _record(sample, "", error, {"time_s": 0.0})
+        else:
+            built.requests.append(task.build_request(sample, template, settings, images))
+            built.positions.append(i)
+    return built
 
 
 def load_selected_records(out_dir: Path, selected_ids: list[str]) -> list[dict[str, Any]]:

@@ -10,13 +10,17 @@ BLIP-2, InstructBLIP and `VisionEncoderDecoderModel` captioners (ViT-GPT2) have 
 out of scope); `attn` (auto|sdpa|eager|flash_attention_2; auto: SDPA where the architecture has it);
 `cache` (auto|static|dynamic; auto: a static KV cache, which also compiles the decoding step, on CUDA where
 the model supports it); `merge_adapter` (default true); `image_backend` (pil|torchvision; default pil, the
-processors' reference implementation, the same on every machine); `min_new_tokens` (for benchmarks).
+processors' reference implementation, the same on every machine); `min_new_tokens` (for benchmarks);
+`prefill_chunk` (N > 0: the prompt is prefilled N tokens at a time, which on CUDA with the static cache runs
+through the same compiled forward as the decoding steps; default 0, one eager prefill; not yet measured on a GPU).
 
 Generation: requests are sorted by prompt length (images, then text tokens) into left-padded micro-batches and
 come back in request order. Greedy unless sampling is asked for, with a fresh generation config (the
 checkpoint's own sampling or repetition-penalty defaults are not used), so an output does not depend on its
-batch. On GPU the next micro-batch is preprocessed in a thread while the current one generates, and an
-out-of-memory error halves the micro-batch for the rest of the run. `--adapter DIR` loads a PEFT adapter,
+batch. The next micro-batch is preprocessed in a thread while the current one generates, and `prefetch` (called
+by the runner while a call generates) orders the next call's requests and preprocesses its first micro-batch
+ahead, so the GPU does not wait for the CPU between calls. An out-of-memory error halves the micro-batch for
+the rest of the run. `--adapter DIR` loads a PEFT adapter,
 checks on a fixed probe input that it changes the logits, and merges it.
 
 LLaVA-Med v1.5 (microsoft/llava-med-v1.5-mistral-7b) is an original-LLaVA `llava_mistral` checkpoint that
@@ -50,12 +54,12 @@ from harness.plugins.hf_presets import (
     quick_fingerprint,
     resolve_device_dtype,
 )
+from harness.plugins.hf_prompting import PROBE_ID, HFPrompting
+from harness.plugins.prefetch import Prefetcher
 from harness.types import GenerationOutput, GenerationRequest
 
-PROBE_ID = "__adapter_probe__"
 
-
-class HFModel(ModelPlugin):
+class HFModel(HFPrompting, ModelPlugin):
     """A transformers checkpoint served batch by batch (model id `hf`; presets are subclasses)."""
 
     preset: ClassVar[HFPreset | None] = None
@@ -178,8 +182,11 @@ class HFModel(ModelPlugin):
             compilable = getattr(model, "_can_compile_fullgraph", False) and self.family == "chat"
             cache = "static" if self.device.startswith("cuda") and compilable else "dynamic"
         self.cache = cache
-        # The preprocessing thread gets its own copy: a tokenizer must not be used by two threads at once.
+        self.prefill_chunk = self.opts["prefill_chunk"]
+        # Each preprocessing thread gets its own copy: a tokenizer must not be used by two threads at once.
         self.encoder = copy.deepcopy(self.processor) if self.processor is not None else None
+        self.ahead_encoder = copy.deepcopy(self.processor) if self.processor is not None else None
+        self.prefetcher = Prefetcher()
         micro = self._pick_batch_size()
         if self.device.startswith("cuda"):  # the runner hands two micro-batches: one prepared while one runs
             self.batcher, self.default_batch_size = gen.AdaptiveBatcher(limit=micro), 2 * micro
@@ -247,74 +254,6 @@ class HFModel(ModelPlugin):
         with torch.inference_mode():
             return model(**enc).logits.float()
 
-    # ---- prompting -----------------------------------------------------------------------------------
-    def _images(self, req: GenerationRequest) -> list[Any]:
-        return list(req.images) if self.family == "chat" else list(req.images[:1])
-
-    def _prefix(self, req: GenerationRequest) -> str:
-        """"Imaging modality: <label>. " with prepend_modality=true, else ""."""
-        if not self.opts["prepend_modality"] or req.id == PROBE_ID:
-            return ""
-        field = self.opts["modality_field"]
-        label = req.metadata.get(field)
-        if label is None or str(label).strip() == "":
-            task = self.context.task.id if self.context.task is not None else "this task"
-            raise UserError(f"prepend_modality=true but sample '{req.id}' of {task} has no '{field}' field "
-                            "(set --model-args modality_field=<field> or drop prepend_modality)")
-        return f"Imaging modality: {label}. "
-
-    def _prompt(self, req: GenerationRequest) -> str:
-        return self._prefix(req) + req.prompt
-
-    def _conversation(self, req: GenerationRequest) -> list[dict[str, Any]]:
-        messages = copy.deepcopy(req.messages)
-        images, prompt = iter(self._images(req)), self._prompt(req)
-        for message in messages:
-            if isinstance(message.get("content"), list):
-                for part in message["content"]:
-                    if part.get("type") == "image":
-                        part["image"] = next(images)
-                    elif part.get("type") == "text" and message is messages[-1]:
-                        part["text"] = prompt
-        return messages
-
-    def _text(self, req: GenerationRequest) -> str | None:
-        """Text input of the BLIP-2 family (None: unconditional captioners)."""
-        if self.family == "blip2":
-            question = req.metadata.get("question") if req.task_kind == "vqa" else None
-            return self._prefix(req) + (f"Question: {question} Answer:" if question else "")
-        return self._prompt(req) if self.family == "instructblip" else None
-
-    def _sort_key(self, req: GenerationRequest) -> tuple[int, int, int]:
-        images = self._images(req)
-        if self.family == "chat":
-            text = self.processor.apply_chat_template(self._conversation(req), add_generation_prompt=True,
-                                                      tokenize=False)
-        else:
-            text = self._text(req) or ""
-        pixels = sum(getattr(im, "width", 0) * getattr(im, "height", 0) for im in images)
-        return len(images), pixels, len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
-
-    def _encode(self, reqs: list[GenerationRequest], processor: Any = None) -> Any:
-        """Processor inputs for a micro-batch (left-padded, on the CPU). `processor`: the copy that the
-        preprocessing thread uses (a tokenizer must not be used by two threads at once)."""
-        processor = processor or self.processor
-        if self.family == "chat":
-            kwargs: dict[str, Any] = {"padding": True, "padding_side": "left"}
-            if self.cache == "static":  # few distinct cache lengths: few recompilations
-                kwargs["pad_to_multiple_of"] = 64
-            enc = processor.apply_chat_template([self._conversation(r) for r in reqs], tokenize=True,
-                                                add_generation_prompt=True, return_dict=True,
-                                                return_tensors="pt", processor_kwargs=kwargs)
-        elif self.family == "vision-encoder-decoder":
-            enc = self.image_processor(images=[self._images(r)[0] for r in reqs], return_tensors="pt")
-        elif self.family == "blip":
-            enc = processor(images=[self._images(r)[0] for r in reqs], return_tensors="pt")
-        else:
-            enc = processor(images=[self._images(r)[0] for r in reqs], text=[self._text(r) for r in reqs],
-                            padding=True, return_tensors="pt")
-        return enc
-
     # ---- generation ----------------------------------------------------------------------------------
     def _generate_batch(self, reqs: list[GenerationRequest], enc: Any) -> list[GenerationOutput]:
         import torch
@@ -323,7 +262,7 @@ class HFModel(ModelPlugin):
         enc = enc.to(self.device)
         config = gen.generation_config(self.model.generation_config, settings, eos_ids=self.eos_ids,
                                        pad_id=self.tokenizer.pad_token_id,
-                                       static_cache=self.cache == "static",
+                                       static_cache=self.cache == "static", prefill_chunk=self.prefill_chunk,
                                        min_new_tokens=self.opts["min_new_tokens"])
         kwargs: dict[str, Any] = {"generation_config": config}
         if settings.stop:
@@ -351,6 +290,31 @@ class HFModel(ModelPlugin):
             return chunk
         return chunk + chunk[-1:] * (gen.static_batch_size(len(chunk), self.batcher.limit) - len(chunk))
 
+    def _plan(self, requests: list[GenerationRequest], processor: Any) -> list[list[int]]:
+        """Request indices in micro-batch order: one group per generation config, longest prompts first."""
+        groups: dict[str, list[int]] = {}
+        for i, req in enumerate(requests):
+            groups.setdefault(repr(req.generation.to_dict()), []).append(i)
+        plan = []
+        for indices in groups.values():
+            keys = [self._sort_key(requests[i], processor) for i in indices]
+            plan.append([indices[j] for j in gen.length_sorted(keys)])
+        return plan
+
+    def prefetch(self, requests: list[GenerationRequest]) -> None:
+        """Start ordering the next `generate` call's requests and preprocessing its first micro-batch, on a
+        thread of its own (the runner calls this while the current call generates)."""
+        if not requests:
+            return
+        limit = self.batcher.limit
+
+        def work() -> tuple[list[list[int]], int, Any]:
+            plan = self._plan(requests, self.ahead_encoder)
+            first = plan[0][: limit or len(plan[0])]
+            return plan, len(first), self._encode([requests[i] for i in self._padded(first)], self.ahead_encoder)
+
+        self.prefetcher.start(requests, work)
+
     def generate(self, requests: list[GenerationRequest]) -> list[GenerationOutput]:
         def prepare(chunk: list[int]) -> Any:
             return self._encode([requests[i] for i in self._padded(chunk)], self.encoder)
@@ -362,13 +326,11 @@ class HFModel(ModelPlugin):
             return GenerationOutput(text="", error=f"{type(exc).__name__}: {exc}")
 
         outputs: list[GenerationOutput | None] = [None] * len(requests)
-        groups: dict[str, list[int]] = {}
-        for i, req in enumerate(requests):  # one generation config per micro-batch
-            groups.setdefault(repr(req.generation.to_dict()), []).append(i)
-        for indices in groups.values():
-            keys = [self._sort_key(requests[i]) for i in indices]
-            order = [indices[j] for j in gen.length_sorted(keys)]
-            for i, out in zip(order, self.batcher.run(order, prepare, run, failed)):
+        ahead = self.prefetcher.take(requests)
+        plan = ahead[0] if ahead is not None else self._plan(requests, self.processor)
+        for n, order in enumerate(plan):
+            first = (ahead[1], ahead[2]) if ahead is not None and n == 0 else None
+            for i, out in zip(order, self.batcher.run(order, prepare, run, failed, first=first)):
                 outputs[i] = out
         return [o if o is not None else GenerationOutput(text="", error="not generated") for o in outputs]
 
@@ -384,7 +346,8 @@ class HFModel(ModelPlugin):
                     attn_implementation=getattr(self.model.config, "_attn_implementation", None),
                     image_backend=self.opts["image_backend"], padding_side=self.tokenizer.padding_side,
                     decoding="harness settings (greedy unless sampling is asked for)",
-                    micro_batch=self.batcher.limit, default_batch_size=self.default_batch_size)
+                    micro_batch=self.batcher.limit, default_batch_size=self.default_batch_size,
+                    prefill_chunk=self.prefill_chunk or None)
         note = None if self.opts["local"] else pin_note(self.opts["revision"])
         if note:
             info["pin_note"] = note
@@ -393,6 +356,7 @@ class HFModel(ModelPlugin):
         return info
 
     def close(self) -> None:
+        self.prefetcher.close()
         self.model = None
         gen.free_memory()
 

@@ -64,12 +64,18 @@ class AdaptiveBatcher:
 
     def run(self, items: list[Any], prepare: Callable[[list[Any]], Any],
             generate: Callable[[list[Any], Any], list[R]],
-            on_error: Callable[[Any, BaseException], R]) -> list[R]:
-        from concurrent.futures import ThreadPoolExecutor
+            on_error: Callable[[Any, BaseException], R], first: tuple[int, Any] | None = None) -> list[R]:
+        """`first`: (size, prepared) of the first micro-batch when it was prepared before this call; used only
+        if the micro-batch size has not changed since."""
+        from concurrent.futures import Future, ThreadPoolExecutor
 
         results: list[R] = []
         start = 0
         ahead: tuple[int, int, Any] | None = None  # (start, size, future) of the micro-batch prepared ahead
+        if first is not None:
+            done: Future[Any] = Future()
+            done.set_result(first[1])
+            ahead = (0, first[0], done)
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="hf-prepare") as pool:
             while start < len(items):
                 size = self._size(start, len(items))
@@ -165,7 +171,7 @@ def cut_at_stop(text: str, stops: Sequence[str]) -> str:
 
 
 def generation_config(base: Any, settings: Any, *, eos_ids: set[int], pad_id: int | None, min_new_tokens: int,
-                      static_cache: bool) -> Any:
+                      static_cache: bool, prefill_chunk: int = 0) -> Any:
     """A fresh GenerationConfig from the harness's settings: greedy unless sampling is asked for; of the
     checkpoint's own generation config only the special token ids are used (not its sampling or penalties)."""
     from transformers import GenerationConfig
@@ -178,6 +184,8 @@ def generation_config(base: Any, settings: Any, *, eos_ids: set[int], pad_id: in
         config.temperature, config.top_p = settings.temperature or 1.0, settings.top_p
     if static_cache:
         config.cache_implementation = "static"
+    if prefill_chunk:  # the prompt in chunks of this many tokens (compiled like decoding steps on CUDA)
+        config.prefill_chunk_size = prefill_chunk
     return config
 
 

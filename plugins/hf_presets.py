@@ -113,7 +113,7 @@ PRESETS: tuple[HFPreset, ...] = (
 _BY_ID = {p.id: p for p in PRESETS}
 
 ARGS = ("model", "revision", "family", "prepend_modality", "modality_field", "attn", "cache", "merge_adapter",
-        "image_backend", "min_new_tokens")
+        "image_backend", "min_new_tokens", "prefill_chunk")
 FAMILIES = ("chat", "blip", "blip2", "instructblip", "vision-encoder-decoder")
 FAMILY_OF_MODEL_TYPE = {"blip": "blip", "blip-2": "blip2", "instructblip": "instructblip",
                         "vision-encoder-decoder": "vision-encoder-decoder"}
@@ -149,9 +149,9 @@ def parse_options(preset: HFPreset | None, args: dict[str, str]) -> dict[str, An
     family = args.get("family", preset.family if preset else "auto")
     if family not in (*FAMILIES, "auto"):
         raise UserError(f"--model-args family={family}: expected auto or one of {', '.join(FAMILIES)}")
-    min_new = args.get("min_new_tokens", "0")
-    if not min_new.isdigit():
-        raise UserError(f"--model-args min_new_tokens={min_new}: expected a whole number")
+    for key in ("min_new_tokens", "prefill_chunk"):
+        if not args.get(key, "0").isdigit():
+            raise UserError(f"--model-args {key}={args[key]}: expected a whole number (0: off)")
     local = Path(model).expanduser()
     if model.startswith(("/", "./", "../", "~")) and not local.is_dir():
         raise UserError(f"--model-args model={model}: no such folder (expected a folder saved with "
@@ -162,7 +162,8 @@ def parse_options(preset: HFPreset | None, args: dict[str, str]) -> dict[str, An
             "modality_field": args.get("modality_field", "modality"), "attn": args.get("attn", "auto"),
             "cache": args.get("cache", "auto"), "image_backend": args.get("image_backend", "pil"),
             "merge_adapter": _bool("merge_adapter", args.get("merge_adapter", "true")),
-            "min_new_tokens": int(min_new)}
+            "min_new_tokens": int(args.get("min_new_tokens", "0")),
+            "prefill_chunk": int(args.get("prefill_chunk", "0"))}
 
 
 def quick_fingerprint(folder: Path) -> str:

@@ -37,7 +37,9 @@ from harness.flags import parse_flag
 from harness.model_api import ModelContext, ModelPlugin
 from harness.plugins import pefomed_arch as arch
 from harness.plugins import pefomed_checkpoint as ckpt
+from harness.plugins.pefomed_load import llm_revision
 from harness.plugins.pefomed_train import TrainingMixin
+from harness.plugins.prefetch import Prefetcher
 from harness.types import GenerationOutput, GenerationRequest
 
 if TYPE_CHECKING:
@@ -113,7 +115,7 @@ class PeFoMedModel(TrainingMixin, ModelPlugin):
         out: dict[str, Any] = {"transform": "resize448-bicubic-clipnorm", "prompt": "pefomed-v1"}
         llm = args.get("llm") or DEFAULT_LLM
         if not Path(llm).expanduser().is_dir():  # a hub id: which commit of it
-            out["llm_revision"] = llm_revision(args)
+            out["llm_revision"] = llm_revision(args, DEFAULT_LLM, DEFAULT_LLM_REVISION)
         if args.get("checkpoint"):
             path = Path(args["checkpoint"]).expanduser()
             out["checkpoint_sha256"] = ckpt.file_sha256(path) if path.is_file() else None
@@ -174,7 +176,8 @@ class PeFoMedModel(TrainingMixin, ModelPlugin):
         self.default_batch_size = 128 if on_cuda else 8
         self._checkpoint = Path(args["checkpoint"]).expanduser() if args.get("checkpoint") else None
         self._adapter_dir = Path(context.adapter).expanduser() if context.adapter else None
-        self.llm_path: Path | None = resolve_llm_path(args.get("llm") or DEFAULT_LLM, llm_revision(args))
+        revision = llm_revision(args, DEFAULT_LLM, DEFAULT_LLM_REVISION)
+        self.llm_path: Path | None = resolve_llm_path(args.get("llm") or DEFAULT_LLM, revision)
         parts = load_parts(LoadSpec(
             llm_path=self.llm_path, vision=args["vision"], vision_config=args.get("vision_config"),
             checkpoint=self._checkpoint, adapter_dir=self._adapter_dir, device=self.device, dtype=self.dtype,
@@ -219,7 +222,12 @@ class PeFoMedModel(TrainingMixin, ModelPlugin):
         self.bos_id = tokenizer.bos_token_id
         if self.bos_id is None:
             raise UserError(f"the tokenizer of {self.llm_path} has no BOS token")
-        self._pool = None
+        import os
+        from concurrent.futures import ThreadPoolExecutor
+
+        self._pool: Any = ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1), thread_name_prefix="images")
+        self._ready: dict[int, Any] = {}  # id(image) -> array transformed ahead by `prefetch`
+        self.prefetcher = Prefetcher()
 
     # ---- prompt embeddings (also the interface for other backends) ---------------------------------------
 
@@ -249,18 +257,26 @@ class PeFoMedModel(TrainingMixin, ModelPlugin):
             i += len(segs)
         return out
 
-    def pixel_values(self, images: Sequence[Any]) -> torch.Tensor:
-        """Deterministic evaluation transform of PIL images -> [N, 3, S, S] on the model's device."""
-        if len(images) > 4:
-            if self._pool is None:
-                import os
-                from concurrent.futures import ThreadPoolExecutor
+    def _arrays(self, images: Sequence[Any]) -> list[Any]:
+        """The deterministic evaluation transform of PIL images (CPU, threads for more than 4 images)."""
+        if len(images) <= 4 or self._pool is None:  # (None: closed)
+            return [arch.image_to_array(im, self.image_size) for im in images]
+        return list(self._pool.map(lambda im: arch.image_to_array(im, self.image_size), images))
 
-                self._pool = ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1))
-            arrays = list(self._pool.map(lambda im: arch.image_to_array(im, self.image_size), images))
-        else:
-            arrays = [arch.image_to_array(im, self.image_size) for im in images]
+    def pixel_values(self, images: Sequence[Any]) -> torch.Tensor:
+        """Transformed images -> [N, 3, S, S] on the model's device (those transformed ahead by `prefetch`
+        are not transformed again)."""
+        arrays = [self._ready.pop(id(im), None) for im in images]
+        todo = [im for im, a in zip(images, arrays) if a is None]
+        done = iter(self._arrays(todo))
+        arrays = [a if a is not None else next(done) for a in arrays]
         return arch.pixel_batch(arrays, self.device, self.net.vision.dtype)
+
+    def prefetch(self, requests: list[GenerationRequest]) -> None:
+        """Transform the next call's images on a thread of its own while the current call generates."""
+        images = [im for r in requests for im in r.images]
+        if images:
+            self.prefetcher.start(requests, lambda: {id(im): a for im, a in zip(images, self._arrays(images))})
 
     def embed_requests(self, requests: Sequence[GenerationRequest]) -> list[torch.Tensor]:
         """Per request, the unpadded prompt embeddings [T_i, hidden]: BOS, text, image embeddings spliced."""
@@ -303,9 +319,11 @@ class PeFoMedModel(TrainingMixin, ModelPlugin):
             key = (g.max_new_tokens, g.do_sample, g.temperature, g.top_p, g.seed, tuple(g.stop))
             groups.setdefault(key, []).append(i)
         outputs: list[GenerationOutput | None] = [None] * len(requests)
+        self._ready = self.prefetcher.take(requests) or {}  # images transformed ahead, by id
         for index in groups.values():
             for i, out in zip(index, self._generate_split([requests[i] for i in index])):
                 outputs[i] = out
+        self._ready = {}
         return [o if o is not None else GenerationOutput(text="", error="no output") for o in outputs]
 
     def _generate_split(self, requests: list[GenerationRequest]) -> list[GenerationOutput]:
@@ -364,18 +382,12 @@ class PeFoMedModel(TrainingMixin, ModelPlugin):
         }
 
     def close(self) -> None:
+        self.prefetcher.close()
         if self._pool is not None:
             self._pool.shutdown(wait=False)
             self._pool = None
         if self.decoder is not None:
             self.decoder.release()
-
-
-def llm_revision(args: dict[str, str]) -> str:
-    """The hub revision of `llm=`: `llm_revision=`, else the pinned commit of the default LLaMA, else main."""
-    if args.get("llm_revision"):
-        return args["llm_revision"]
-    return DEFAULT_LLM_REVISION if (args.get("llm") or DEFAULT_LLM) == DEFAULT_LLM else "main"
 
 
 def _snapshot_revision(path: Path | None) -> str | None:

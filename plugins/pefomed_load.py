@@ -42,6 +42,13 @@ class Parts:
     lora_info: dict[str, Any]
 
 
+def llm_revision(args: dict[str, str], default_llm: str, default_revision: str) -> str:
+    """The hub revision of `llm=`: `llm_revision=`, else the pinned commit of the default LLaMA, else main."""
+    if args.get("llm_revision"):
+        return args["llm_revision"]
+    return default_revision if (args.get("llm") or default_llm) == default_llm else "main"
+
+
 def resolve_llm_path(name: str, revision: str | None = None) -> Path:
     """A local directory as is; a hub id at `revision` through the HF cache (downloaded unless
     HF_HUB_OFFLINE=1)."""

@@ -91,6 +91,41 @@ def test_static_cache_and_micro_batches_give_the_same_answers(models_dir):
     assert [o.prompt_tokens for o in outputs] == [o.prompt_tokens for o in reference]
 
 
+def test_prefetched_next_call_gives_the_same_answers(models_dir):
+    task, reqs = requests_for("phantom-vqa", 7)
+    reference = texts(hf_model(models_dir["llava"], task).generate(reqs))
+    model = hf_model(models_dir["llava"], task, cache="static")
+    model.batcher.limit = 4
+    encoded: list[str] = []
+    real_encode = model._encode
+    model._encode = lambda batch, processor=None: encoded.append(
+        "ahead" if processor is model.ahead_encoder else "in call") or real_encode(batch, processor)
+    model.prefetch(reqs)  # what the runner does while the call before this one generates
+    assert texts(model.generate(reqs)) == reference
+    assert encoded == ["ahead", "in call"], "the first micro-batch comes from the prefetch, the second not"
+    encoded.clear()
+    model.prefetch(reqs[:3])
+    assert texts(model.generate([replace(r) for r in reqs[:3]])) == reference[:3]  # other requests: prepared anew
+    assert "in call" in encoded
+    model.prefetch([replace(r, images=[]) for r in reqs[:2]])  # prefetch work that fails is redone in the call
+    assert texts(model.generate(reqs[:2])) == reference[:2]
+
+
+def test_chunked_prefill_gives_the_same_answers(models_dir):
+    task, reqs = requests_for("phantom-vqa", 6)
+    reference = hf_model(models_dir["llava"], task, cache="static").generate(reqs)
+    chunked = hf_model(models_dir["llava"], task, cache="static", prefill_chunk="16")
+    lengths: list[int] = []
+    chunked.model.get_decoder().register_forward_pre_hook(
+        lambda module, args, kwargs: lengths.append(kwargs["inputs_embeds"].shape[1]), with_kwargs=True)
+    outputs = chunked.generate(reqs)
+    assert texts(outputs) == texts(reference)
+    assert lengths[0] == 16 and max(lengths) == 16, "the prompt went in 16-token chunks"
+    assert chunked.identity()["prefill_chunk"] == 16
+    with pytest.raises(UserError, match="prefill_chunk=big: expected a whole number"):
+        hf_model(models_dir["llava"], task, prefill_chunk="big")
+
+
 def test_two_images_per_sample_both_reach_the_model(models_dir):
     from PIL import Image
 

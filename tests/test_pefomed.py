@@ -177,6 +177,25 @@ def test_batched_generation_equals_one_by_one_and_static_cache_equals_dynamic(pe
     assert static.decoder.compile is False
 
 
+def test_images_transformed_ahead_by_prefetch_give_the_same_answers(model, phantom):
+    import threading
+
+    _, requests = phantom
+    reference = texts(model.generate(requests))
+    calls: list[tuple[str, int]] = []
+    real = model._arrays
+    model._arrays = lambda images: calls.append((threading.current_thread().name, len(images))) or real(images)
+    try:
+        model.prefetch(requests)  # what the runner does while the call before this one generates
+        assert texts(model.generate(requests)) == reference
+    finally:
+        del model._arrays
+    main = threading.current_thread().name
+    ahead = [n for thread, n in calls if thread != main]
+    assert ahead == [len(requests)], "every image was transformed on the prefetch thread"
+    assert all(n == 0 for thread, n in calls if thread == main), "and none again in the call"
+
+
 def test_embed_only_gives_the_same_embeddings_without_the_llm(pefomed_tiny, converted, model, phantom):
     _, requests = phantom
     light = load(pefomed_tiny, adapter=converted, checkpoint="", embed_only="true")

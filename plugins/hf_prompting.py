@@ -1,0 +1,101 @@
+"""How the `hf` backend turns generation requests into processor inputs: the images a family takes, the
+optional modality prefix, the chat conversation or BLIP-2/InstructBLIP text, the length key that micro-batches
+are sorted by, and the left-padded encoding of a micro-batch.
+
+A mixin of `HFModel` (plugins/hf.py). Every method that tokenizes takes the processor to use, because the
+preprocessing threads each own a copy (a tokenizer must not be used by two threads at once).
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from typing import Any
+
+from harness.errors import UserError
+from harness.types import GenerationRequest
+
+PROBE_ID = "__adapter_probe__"
+
+
+class HFPrompting:
+    """Prompt building and encoding of `HFModel` (needs `family`, `opts`, `context`, `processor`,
+    `tokenizer`, `image_processor` and `cache` set by the model)."""
+
+    family: str
+    opts: dict[str, Any]
+    context: Any
+    processor: Any
+    tokenizer: Any
+    image_processor: Any
+    cache: str
+    prefill_chunk: int
+
+    def _images(self, req: GenerationRequest) -> list[Any]:
+        return list(req.images) if self.family == "chat" else list(req.images[:1])
+
+    def _prefix(self, req: GenerationRequest) -> str:
+        """"Imaging modality: <label>. " with prepend_modality=true, else ""."""
+        if not self.opts["prepend_modality"] or req.id == PROBE_ID:
+            return ""
+        field = self.opts["modality_field"]
+        label = req.metadata.get(field)
+        if label is None or str(label).strip() == "":
+            task = self.context.task.id if self.context.task is not None else "this task"
+            raise UserError(f"prepend_modality=true but sample '{req.id}' of {task} has no '{field}' field "
+                            "(set --model-args modality_field=<field> or drop prepend_modality)")
+        return f"Imaging modality: {label}. "
+
+    def _prompt(self, req: GenerationRequest) -> str:
+        return self._prefix(req) + req.prompt
+
+    def _conversation(self, req: GenerationRequest) -> list[dict[str, Any]]:
+        messages = copy.deepcopy(req.messages)
+        images, prompt = iter(self._images(req)), self._prompt(req)
+        for message in messages:
+            if isinstance(message.get("content"), list):
+                for part in message["content"]:
+                    if part.get("type") == "image":
+                        part["image"] = next(images)
+                    elif part.get("type") == "text" and message is messages[-1]:
+                        part["text"] = prompt
+        return messages
+
+    def _text(self, req: GenerationRequest) -> str | None:
+        """Text input of the BLIP-2 family (None: unconditional captioners)."""
+        if self.family == "blip2":
+            question = req.metadata.get("question") if req.task_kind == "vqa" else None
+            return self._prefix(req) + (f"Question: {question} Answer:" if question else "")
+        return self._prompt(req) if self.family == "instructblip" else None
+
+    def _sort_key(self, req: GenerationRequest, processor: Any) -> tuple[int, int, int]:
+        """(images, pixels, text tokens): micro-batches of similar keys pad little."""
+        images = self._images(req)
+        if self.family == "chat":
+            text = processor.apply_chat_template(self._conversation(req), add_generation_prompt=True,
+                                                 tokenize=False)
+        else:
+            text = self._text(req) or ""
+        pixels = sum(getattr(im, "width", 0) * getattr(im, "height", 0) for im in images)
+        tokens = len(processor.tokenizer(text, add_special_tokens=False)["input_ids"]) if text else 0
+        return len(images), pixels, tokens
+
+    def _encode(self, reqs: list[GenerationRequest], processor: Any = None) -> Any:
+        """Processor inputs for a micro-batch (left-padded, on the CPU). `processor`: the copy owned by the
+        calling thread (default: the main thread's)."""
+        processor = processor or self.processor
+        if self.family == "chat":
+            kwargs: dict[str, Any] = {"padding": True, "padding_side": "left"}
+            if self.cache == "static":  # few distinct cache lengths (and prefill chunks): few recompilations
+                kwargs["pad_to_multiple_of"] = math.lcm(64, self.prefill_chunk or 64)
+            enc = processor.apply_chat_template([self._conversation(r) for r in reqs], tokenize=True,
+                                                add_generation_prompt=True, return_dict=True,
+                                                return_tensors="pt", processor_kwargs=kwargs)
+        elif self.family == "vision-encoder-decoder":
+            enc = self.image_processor(images=[self._images(r)[0] for r in reqs], return_tensors="pt")
+        elif self.family == "blip":
+            enc = processor(images=[self._images(r)[0] for r in reqs], return_tensors="pt")
+        else:
+            enc = processor(images=[self._images(r)[0] for r in reqs], text=[self._text(r) for r in reqs],
+                            padding=True, return_tensors="pt")
+        return enc
