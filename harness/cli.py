@@ -1,7 +1,8 @@
 """The `harness` command line: a thin dispatcher over `harness/commands/*`.
 
 Start-up stays cheap: only argparse and the command modules' parsers are imported here; each command
-imports what it needs when it runs. User mistakes (UserError) print one line and exit non-zero.
+imports what it needs when it runs. User mistakes (UserError, and OSError on a path such as an --output
+that is a file) print one line and exit non-zero.
 """
 
 from __future__ import annotations
@@ -50,6 +51,11 @@ def main(argv: list[str] | None = None) -> int:
 
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
+    except OSError as exc:  # a path given on the command line (or HARNESS_CACHE_DIR) cannot be used
+        if exc.filename is None:
+            raise
+        print(f"error: cannot use {exc.filename}: {exc.strerror or exc}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("interrupted: finished work is saved; run the same command again to continue", file=sys.stderr)
         return 130

@@ -63,6 +63,8 @@ def model_label(model_id: str, args: dict[str, str], adapter_hash: str | None) -
 
 def prepare(spec: RunSpec) -> tuple[Task, Any, dict[str, Any], Path, ModelContext]:
     """Resolve task, model and settings, and compute the manifest and run directory (no weights loaded)."""
+    if spec.batch_size is not None and spec.batch_size < 1:
+        raise UserError(f"--batch-size {spec.batch_size}: expected at least 1")
     task = Task(plugin_manager.tasks().get(spec.task), source=spec.source, data_dir=spec.data_dir)
     split = spec.split or task.config.test_split
     model_info = plugin_manager.models().get(spec.model)
@@ -157,8 +159,19 @@ def _open_images(sample: Sample) -> tuple[list[Any], str | None]:
             images.append(ref.open())
         except (OSError, ValueError) as exc:
             reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-            return [], f"image {ref.name}: {reason}"
+            where = f" ({ref.path})" if ref.path is not None and str(ref.path) != ref.name else ""
+            return [], f"image {ref.name}{where}: {reason}"
     return images, None
+
+
+def _check_images_exist(task: Task, samples: list[Sample]) -> None:
+    """Refuse, before loading a model, a run in which no image file of any sample exists (a data dir without
+    its image folder); a few missing images only fail their own samples."""
+    files = [ref.path for s in samples for ref in s.images if ref.path is not None and ref.data is None]
+    if files and not any(path.exists() for path in files):
+        where = f" under --data-dir {task.data_dir}" if task.data_dir else ""
+        raise UserError(f"none of the {len(files)} image files of task '{task.id}' exists{where}: the first is "
+                        f"{files[0]} (is the dataset's image folder in place?)")
 
 
 def generate(spec: RunSpec, task: Task, model_info: Any, manifest: dict[str, Any], out_dir: Path,
@@ -171,12 +184,11 @@ def generate(spec: RunSpec, task: Task, model_info: Any, manifest: dict[str, Any
     pending = [s for s in selected if s.id not in latest or latest[s.id].get("error")]
     if not pending:
         return
+    _check_images_exist(task, pending)
     model = model_info.load()(spec.model_args, context)
     atomic_write_json(out_dir / LOADED_MODEL_FILE, {"identity": model.identity() if hasattr(model, "identity")
                                                      else {}})
     batch_size = spec.batch_size or getattr(model, "default_batch_size", 8)
-    if batch_size < 1:
-        raise UserError(f"--batch-size must be at least 1, got {batch_size}")
     template = manifest["prompt"]["template"]
     from harness.types import GenerationSettings
 
@@ -260,5 +272,6 @@ def run(spec: RunSpec) -> tuple[Path, dict[str, Any]]:
     generate(spec, task, model_info, manifest, out_dir, context, samples)
     records = load_selected_records(out_dir, [s.id for s in samples])
     entries = apply_judges(out_dir, records, judges, list(task.config.breakdowns))
-    results = write_results(out_dir, manifest, records, entries)
+    # A smaller --limit than results.json already holds leaves it as it is (see write_results).
+    results = write_results(out_dir, manifest, records, entries, limit=spec.limit)
     return out_dir, results

@@ -199,7 +199,8 @@ class Trainer:
 
         resumed = self.resume()
         bar = tqdm(total=self.total_steps(), initial=self.global_step(), unit="step", desc="finetune",
-                   disable=not progress, dynamic_ncols=True)
+                   disable=not progress, dynamic_ncols=True,
+                   mininterval=0.1 if sys.stderr.isatty() else 30.0)  # a log file gets a line every 30 s
         try:
             for stage in range(self.state["stage"], len(self.stages)):
                 plan = self.stage_plan(stage)
@@ -216,7 +217,7 @@ class Trainer:
                     self.state["loss_curve"].append({"step": step, "stage": stage + 1, "loss": round(loss, 6),
                                                      "lr": lr})
                     bar.update(1)
-                    bar.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.2e}")
+                    bar.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.2e}", refresh=False)
                     last = self.state["stage_step"] == plan["total_steps"]
                     if last or step % self.cfg.save_every == 0:
                         self._save(opt, sched, last and stage + 1 < len(self.stages))

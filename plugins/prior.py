@@ -70,6 +70,10 @@ class PriorModel(ModelPlugin):
         self.by = args.get("by", "answer_type" if self.task.kind == "vqa" else "none")
         train = self.task.train_samples()
         self.n_train = len(train)
+        fields = sorted({k for s in train for k in s.fields})
+        if self.by != "none" and train and self.by not in fields:
+            raise UserError(f"--model-args by={self.by}: no training sample of task '{self.task.id}' has that "
+                            f"field; expected none or one of {', '.join(fields) or '(no fields)'}")
         if self.task.kind == "vqa":
             self.answers = self._fit_vqa(train)
         else:

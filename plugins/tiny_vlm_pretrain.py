@@ -106,7 +106,7 @@ def pretrain(random_folder: Path, out: Path, checkpoint: Path, recipe: Recipe = 
         caption_batch = encoder.encode(captions, picked)
         caption_loss = update(caption_batch) if caption_batch is not None else float("nan")
         text_loss = update(text_batch(tokenizer, [questions[i] for i in batch_indices(len(questions), 1, step)]))
-        bar.set_postfix(caption_loss=f"{caption_loss:.3f}", text_loss=f"{text_loss:.3f}")
+        bar.set_postfix(caption_loss=f"{caption_loss:.3f}", text_loss=f"{text_loss:.3f}", refresh=False)
         if (step + 1) % save_every == 0 and step + 1 < recipe.steps:
             _save_checkpoint(checkpoint, recipe, step + 1, model, optimizer, scheduler)
     model.eval()

@@ -41,3 +41,32 @@ def test_missing_data_dir_files_are_listed(tmp_path):
     assert proc.returncode == 2
     assert "VQA_RAD Dataset Public.json" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_unusable_paths_and_settings_are_one_line(tmp_path):
+    a_file = tmp_path / "notes.txt"
+    a_file.write_text("x")
+    run = ["run", "--model", "prior", "--task", "phantom-vqa", "--limit", "3", "--no-progress"]
+    cases = [
+        ([*run, "--output", str(a_file)], f"cannot use {a_file}: File exists"),
+        ([*run, "--runs-dir", str(a_file)], f"cannot use {a_file}/"),
+        ([*run, "--output", str(tmp_path / "runs"), "--max-new-tokens", "0"], "max_new_tokens=0"),
+        ([*run, "--output", str(tmp_path / "runs"), "--temperature", "-1"], "temperature=-1.0"),
+        ([*run, "--output", str(tmp_path / "runs"), "--batch-size", "-1"], "--batch-size -1: expected at least 1"),
+    ]
+    for args, expected in cases:
+        proc = cli(*args)
+        lines = [line for line in proc.stderr.splitlines() if line.strip()]
+        assert proc.returncode == 2 and len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr
+        assert expected in lines[0]
+    assert a_file.read_text() == "x"
+
+
+def test_data_dir_without_its_images_is_refused_before_loading_a_model(tmp_path, shared_data):
+    """The real SLAKE annotation files without the imgs/ folder: one line naming the first missing file."""
+    proc = cli("run", "--model", "prior", "--task", "slake", "--data-dir", str(shared_data / "slake"),
+               "--limit", "5", "--no-progress", "--output", str(tmp_path / "run"))
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert proc.returncode == 2 and len(lines) == 1, proc.stderr
+    assert "none of the 5 image files of task 'slake' exists" in lines[0]
+    assert str(shared_data / "slake" / "imgs") in lines[0]

@@ -7,6 +7,7 @@ import subprocess
 import sys
 from collections import Counter
 
+import pytest
 from plugins_prior_helpers import vqa_rad_train_answers
 
 from harness.plugins.prior import most_frequent, most_typical_text
@@ -40,3 +41,16 @@ def test_prior_on_real_vqa_rad_predicts_the_training_majority(tmp_path, shared_d
     assert results["task"]["n"] == 451 and results["errors"]["count"] == 0
     closed = results["judges"][0]["breakdowns"]["answer_type"]["CLOSED"]["accuracy"]
     assert closed["n"] == 272
+
+
+def test_misspelled_by_field_is_refused():
+    from harness import plugin_manager
+    from harness.errors import UserError
+    from harness.model_api import ModelContext
+    from harness.plugins.prior import PriorModel
+    from harness.task import Task
+
+    task = Task(plugin_manager.tasks().get("phantom-vqa"))
+    with pytest.raises(UserError, match=r"by=answr_type: no training sample .* one of .*answer_type"):
+        PriorModel({"by": "answr_type"}, ModelContext(task=task))
+    assert PriorModel({"by": "question_type"}, ModelContext(task=task)).by == "question_type"
