@@ -77,7 +77,8 @@ class PeftRecipe:
         for config in self.model.peft_config.values():
             config.base_model_name_or_path = base_name
             config.revision = base_identity.get("revision") if base_identity.get("hub_id") else None
-        self.model.save_pretrained(folder)
+        # adapters never train embeddings (vLLM-loadable): no check of the base's vocabulary on the hub
+        self.model.save_pretrained(folder, save_embedding_layers=False)
 
 
 class PluginRecipe:
