@@ -1,8 +1,10 @@
 """Merge results.json files into a leaderboard.json (schema-checked, written atomically).
 
-One row per model x task x judge x convention, carrying its provenance (run id, harness version and
-commit, judge version and settings, prompt, generation settings, dataset fingerprint). Rows of one task
-version whose dataset fingerprints differ are refused: their numbers are not comparable.
+One row per model x task x split x prompt variant x judge x convention, carrying its provenance (run id,
+harness version and commit, judge version and settings, prompt, generation settings, dataset fingerprint).
+A partial row (fewer samples than the split, e.g. a --limit run) never replaces a complete one; among rows
+equally complete the newest wins. Rows of one task version whose dataset fingerprints differ are refused:
+their numbers are not comparable.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from typing import Any
 
 from harness.errors import UserError
 from harness.io import atomic_write_json
-from harness.results import SCHEMA_VERSION, validate
+from harness.results import SCHEMA_VERSION, selection_of, validate
 
 
 def find_results(paths: list[Path]) -> list[Path]:
@@ -43,6 +45,7 @@ def rows_from_results(path: Path) -> list[dict[str, Any]]:
     except jsonschema.ValidationError as exc:
         where = "/".join(map(str, exc.absolute_path)) or "(top level)"
         raise UserError(f"{path}: not a valid results file at '{where}': {exc.message}") from None
+    chosen = selection_of(data)
     rows = []
     for judge in data["judges"]:
         rows.append({
@@ -57,6 +60,8 @@ def rows_from_results(path: Path) -> list[dict[str, Any]]:
             "convention": judge.get("convention"),
             "prompt_variant": data["prompt"].get("variant"),
             "n": data["task"]["n"],
+            "n_total": chosen["n_total"],
+            "partial": chosen["partial"],
             "errors": data["errors"]["count"],
             "metrics": {name: {"value": m["value"], "ci95": m["ci95"], "n": m["n"]}
                         for name, m in judge["metrics"].items()},
@@ -76,7 +81,21 @@ def rows_from_results(path: Path) -> list[dict[str, Any]]:
 
 
 def row_key(row: dict[str, Any]) -> tuple:
-    return (row["model"], row["task"], row["judge"], row["convention"])
+    return (row["model"], row["task"], row["split"], row["prompt_variant"], row["judge"], row["convention"])
+
+
+def describe(row: dict[str, Any]) -> str:
+    size = f"n={row['n']}" + (f" of {row['n_total']}" if row.get("n_total") is not None else "")
+    convention = f":{row['convention']}" if row["convention"] else ""
+    return (f"{row['model']} on {row['task']} ({row['split']}, prompt {row['prompt_variant']}) "
+            f"judge {row['judge']}{convention}, {size}, run {row['provenance']['run_id']}")
+
+
+def prefer(new: dict[str, Any], old: dict[str, Any]) -> bool:
+    """A complete row beats a partial one; among equally complete rows the newest wins."""
+    if bool(new.get("partial")) != bool(old.get("partial")):
+        return not new.get("partial")
+    return old["provenance"]["created"] <= new["provenance"]["created"]
 
 
 def check_fingerprints(rows: list[dict[str, Any]]) -> None:
@@ -93,7 +112,9 @@ def check_fingerprints(rows: list[dict[str, Any]]) -> None:
             )
 
 
-def publish(inputs: list[Path], output: Path) -> dict[str, Any]:
+def publish(inputs: list[Path], output: Path) -> tuple[dict[str, Any], list[str]]:
+    """Merge the rows of `inputs` into `output`; return the leaderboard and one notice per row skipped
+    (a partial row beside a complete one, or an older row) and per partial row on the leaderboard."""
     rows: dict[tuple, dict[str, Any]] = {}
     if output.exists():
         try:
@@ -102,13 +123,20 @@ def publish(inputs: list[Path], output: Path) -> dict[str, Any]:
         except Exception as exc:  # noqa: BLE001 - any unreadable leaderboard is the user's file to fix
             raise UserError(f"{output}: existing leaderboard is not valid ({str(exc).splitlines()[0]})") from None
         rows = {row_key(r): r for r in existing["rows"]}
+    notices = []
     for path in find_results(inputs):
         for row in rows_from_results(path):
             old = rows.get(row_key(row))
-            if old is None or old["provenance"]["created"] <= row["provenance"]["created"]:
+            if old is None or prefer(row, old):
                 rows[row_key(row)] = row
-    ordered = sorted(rows.values(), key=lambda r: (r["task"], r["judge"], str(r["convention"]), r["model"]))
+            else:
+                why = ("partial; the leaderboard keeps the complete" if row["partial"] and not old.get("partial")
+                       else "older than")
+                notices.append(f"skipped {describe(row)}: {why} run {old['provenance']['run_id']}")
+    ordered = sorted(rows.values(), key=lambda r: (r["task"], r["split"], r["judge"], str(r["convention"]),
+                                                   str(r["prompt_variant"]), r["model"]))
     check_fingerprints(ordered)
+    notices += [f"partial row kept (no complete run yet): {describe(r)}" for r in ordered if r.get("partial")]
     board = {
         "schema_version": SCHEMA_VERSION,
         "updated": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -116,4 +144,4 @@ def publish(inputs: list[Path], output: Path) -> dict[str, Any]:
     }
     validate(board, "leaderboard")
     atomic_write_json(output, board)
-    return board
+    return board, notices

@@ -5,6 +5,7 @@ validated against harness/schemas/results.schema.json (schema_version 1.0) and w
 from __future__ import annotations
 
 import json
+import sys
 from datetime import datetime, timezone
 from functools import cache
 from importlib import resources
@@ -12,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.environment import environment
+from harness.fingerprint import text_hash
 from harness.io import atomic_write_json
 from harness.scoring import LOADED_MODEL_FILE, RESULTS_FILE, merge_judge_entries
 
@@ -51,20 +53,87 @@ def timing_summary(records: list[dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
+def selection(records: list[dict[str, Any]], n_total: int | None, limit: int | None) -> dict[str, Any]:
+    """Which samples a results.json describes: `n` of the split's `n_total` (`partial` when fewer), the
+    `--limit` that chose them (null: none, or `harness score`, which scores every saved prediction) and a
+    hash of their ids."""
+    n = len(records)
+    return {"limit": limit, "n": n, "n_total": n_total, "partial": n_total is not None and n < n_total,
+            "ids_hash": text_hash("\n".join(sorted(str(r["id"]) for r in records)))}
+
+
+def selection_of(data: dict[str, Any]) -> dict[str, Any]:
+    """The selection of a results.json; files written before it was recorded fall back on task.n/n_total."""
+    if "selection" in data:
+        return data["selection"]
+    n, n_total = data["task"]["n"], data["task"].get("n_total")
+    return {"limit": None, "n": n, "n_total": n_total, "partial": n_total is not None and n < n_total,
+            "ids_hash": None}
+
+
+def _same_selection(old: dict[str, Any], new: dict[str, Any]) -> bool:
+    if old.get("ids_hash") and new.get("ids_hash"):
+        return old["ids_hash"] == new["ids_hash"]
+    return old["n"] == new["n"]
+
+
+def _error_ids(rows: list[dict[str, Any]]) -> list[str]:
+    return sorted(str(r["id"]) for r in rows if r.get("error"))
+
+
+def _read_previous(path: Path, run_id: str) -> dict[str, Any] | None:
+    """The results.json of the same run already in the folder, if readable."""
+    try:
+        old = json.loads(path.read_text()) if path.exists() else None
+    except (OSError, json.JSONDecodeError):
+        return None
+    return old if isinstance(old, dict) and old.get("run_id") == run_id and "task" in old else None
+
+
+def _judge_names(entries: list[dict[str, Any]]) -> list[str]:
+    return [e["id"] + (f":{e['convention']}" if e.get("convention") else "") for e in entries]
+
+
 def write_results(
-    out_dir: Path, manifest: dict[str, Any], records: list[dict[str, Any]], judge_entries: list[dict[str, Any]]
+    out_dir: Path, manifest: dict[str, Any], records: list[dict[str, Any]], judge_entries: list[dict[str, Any]],
+    limit: int | None = None,
 ) -> dict[str, Any]:
+    """Record the judges' entries for the selected `records` and return the results of this selection.
+
+    results.json of the same run is merged with, never silently shrunk:
+    - same selection: the entries of judges not run this time are kept (a judge run again replaces its own);
+    - larger selection: results.json now describes it; entries of other judges (smaller selection) are dropped;
+    - smaller selection: results.json is left as it is; the returned results (this selection) are not recorded.
+    Each of these, and partial results, is stated in one line on stderr.
+    """
     path = out_dir / RESULTS_FILE
-    old_judges: list[dict[str, Any]] = []
-    if path.exists():
-        try:
-            old = json.loads(path.read_text())
-            if old.get("run_id") == manifest["run_id"] and old.get("task", {}).get("n") == len(records):
-                old_judges = old.get("judges", [])
-        except (OSError, json.JSONDecodeError):
-            old_judges = []
     task = dict(manifest["task"])
     task["n"] = len(records)
+    chosen = selection(records, task.get("n_total"), limit)
+    old = _read_previous(path, manifest["run_id"])
+    old_sel = selection_of(old) if old else None
+    old_judges = old.get("judges", []) if old else []
+    same = old_sel is not None and _same_selection(old_sel, chosen)
+    keep_old = old_sel is not None and not same and chosen["n"] < old_sel["n"]
+    # Entries of other judges stay only if they scored exactly these samples (not before a failed one was retried).
+    mergeable = same and _error_ids(old.get("errors", {}).get("samples", [])) == _error_ids(records)
+    judges = merge_judge_entries(old_judges, judge_entries) if mergeable else judge_entries
+    notes = []
+    if keep_old:
+        notes.append(f"results.json keeps its {old_sel['n']} scored samples ({', '.join(_judge_names(old_judges))});"
+                     f" the metrics of these {chosen['n']} are not recorded there (per-sample verdicts: scores.jsonl;"
+                     f" to record a judge on every saved prediction: harness score {out_dir} --judge ID)")
+    elif old_sel is not None and not mergeable:
+        run_now = {(j["id"], j.get("convention")) for j in judge_entries}
+        dropped = _judge_names([e for e in old_judges if (e["id"], e.get("convention")) not in run_now])
+        why = ("they scored these samples before failed ones were generated again" if same
+               else f"they scored {old_sel['n']} samples, not these {chosen['n']}")
+        if dropped:
+            notes.append(f"results.json drops {', '.join(dropped)} ({why}); re-score with harness score {out_dir} "
+                         + " ".join("--judge " + name for name in dropped))
+    if chosen["partial"] and not keep_old:
+        notes.append(f"partial results: {chosen['n']} of the {chosen['n_total']} samples of the {task['split']} "
+                     "split (on a leaderboard a partial run never replaces a complete one)")
     model = dict(manifest["model"])
     loaded = out_dir / LOADED_MODEL_FILE
     if loaded.exists():
@@ -75,13 +144,17 @@ def write_results(
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "model": model,
         "task": task,
+        "selection": chosen,
         "prompt": manifest["prompt"],
         "generation": manifest.get("generation"),
-        "judges": merge_judge_entries(old_judges, judge_entries),
+        "judges": judges,
         "errors": error_summary(records),
         "timings": timing_summary(records),
         "environment": environment(),
     }
     validate(data)
-    atomic_write_json(path, data)
+    if not keep_old:
+        atomic_write_json(path, data)
+    for note in notes:
+        print(f"note: {note}", file=sys.stderr)
     return data

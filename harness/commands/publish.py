@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 
@@ -16,6 +17,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 def main(args: argparse.Namespace) -> int:
     from harness.publish import publish
 
-    board = publish(args.inputs, args.output)
+    board, notices = publish(args.inputs, args.output)
+    for notice in notices:
+        print(f"note: {notice}", file=sys.stderr)
     print(f"{len(board['rows'])} rows in {args.output}")
     return 0

@@ -1,0 +1,74 @@
+"""`harness publish` keys rows by split and prompt variant too; a partial run never replaces a complete one."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from harness.results import validate
+
+RUNNER = Path(__file__).with_name("run_harness.py")
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def harness(*args: str) -> subprocess.CompletedProcess:
+    proc = subprocess.run([sys.executable, str(RUNNER), *args], capture_output=True, text=True,
+                          env=os.environ.copy())
+    assert proc.returncode == 0, proc.stderr
+    return proc
+
+
+def run_prior(out: Path, *extra: str) -> Path:
+    harness("run", "--model", "prior", "--task", "phantom-vqa", "--judge", "exact", "--output", str(out),
+            "--no-progress", *extra)
+    return out / "results.json"
+
+
+def rows(board: Path) -> list[tuple]:
+    return [(r["split"], r["prompt_variant"], r["n"], r["n_total"], r["partial"])
+            for r in json.loads(board.read_text())["rows"]]
+
+
+def test_partial_runs_never_replace_complete_ones(tmp_path):
+    board = tmp_path / "leaderboard.json"
+    smoke_first = run_prior(tmp_path / "smoke-first", "--limit", "5")
+    full = run_prior(tmp_path / "full")
+    smoke = run_prior(tmp_path / "smoke", "--limit", "5")  # same run id, newest, partial
+    smoke_prompt = run_prior(tmp_path / "smoke-prompt", "--limit", "5", "--prompt", "pefomed")
+    train = run_prior(tmp_path / "train", "--split", "train", "--limit", "20")
+
+    # A partial row alone is published, with a notice.
+    proc = harness("publish", str(smoke_first), "-o", str(board))
+    assert rows(board) == [("test", "default", 5, 361, True)]
+    assert "partial row kept (no complete run yet)" in proc.stderr and "n=5 of 361" in proc.stderr
+
+    # The complete run replaces it; the newer partial run of the same key is skipped, with a notice.
+    proc = harness("publish", str(full), str(smoke), "-o", str(board))
+    assert rows(board) == [("test", "default", 361, 361, False)]
+    (row,) = json.loads(board.read_text())["rows"]
+    assert row["provenance"]["results_file"] == str(full)
+    skipped = [line for line in proc.stderr.splitlines() if line.startswith("note: skipped")]
+    assert len(skipped) == 1 and "n=5 of 361" in skipped[0] and "keeps the complete run" in skipped[0]
+
+    # Another prompt variant and another split are rows of their own, not replacements.
+    proc = harness("publish", str(smoke_prompt), str(train), "-o", str(board))
+    assert sorted(rows(board)) == [("test", "default", 361, 361, False), ("test", "pefomed", 5, 361, True),
+                                   ("train", "default", 20, rows(board)[-1][3], True)]
+    assert rows(board)[-1][3] > 20
+    assert proc.stderr.count("partial row kept") == 2
+
+    # Among equally complete rows the newest wins, whatever the order given (runs seconds apart).
+    newer = run_prior(tmp_path / "full-again")
+    assert json.loads(newer.read_text())["created"] > json.loads(full.read_text())["created"]
+    harness("publish", str(newer), str(full), "-o", str(board))
+    test_rows = [r for r in json.loads(board.read_text())["rows"] if r["prompt_variant"] == "default"
+                 and r["split"] == "test"]
+    assert [r["provenance"]["results_file"] for r in test_rows] == [str(newer)]
+    validate(json.loads(board.read_text()), "leaderboard")
+
+
+def test_committed_leaderboard_is_valid():
+    validate(json.loads((REPO_ROOT / "leaderboard" / "leaderboard.json").read_text()), "leaderboard")
