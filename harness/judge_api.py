@@ -31,7 +31,8 @@ class JudgePlugin:
     default_convention: str | None = None
     task_kinds: tuple[str, ...] = ("vqa", "report", "caption")
     #: settings keys this judge understands (from --judge-model, --judge-repeats, --judge-arg KEY=VALUE ...);
-    #: the core passes only these to the judge and records them in results.json
+    #: the core passes only these to the judge and records them in results.json, and refuses a key that no
+    #: selected judge accepts (harness.scoring.check_settings), so a misspelt --judge-arg is an error
     accepted_settings: tuple[str, ...] = ()
     #: metrics whose per-sample mean is the corpus value (used to pick the confidence interval method)
     mean_metrics: bool = True

@@ -1,8 +1,9 @@
 """The single pluggy PluginManager: built-in plugins and third-party entry points (group `harness`).
 
 Built-in plugins are registered through the same hook implementations as third-party ones.
-`HARNESS_PLUGINS` (comma-separated plugin names) restricts which plugins load, like llm's LLM_LOAD_PLUGINS;
-set it to an empty string to load only the built-ins.
+`HARNESS_PLUGINS` (comma-separated entry-point names of group `harness`, e.g. `example`, not the package name
+`harness-plugin-example`) restricts which third-party plugins load, like llm's LLM_LOAD_PLUGINS; set it to an
+empty string to load only the built-ins. A name that matches no installed entry point is an error.
 """
 
 from __future__ import annotations
@@ -45,9 +46,42 @@ def get_plugin_manager() -> pluggy.PluginManager:
 def _load_allowed_entrypoints(pm: pluggy.PluginManager, allowed: set[str]) -> None:
     from importlib.metadata import entry_points
 
-    for ep in entry_points(group=ENTRY_POINT_GROUP):
+    available = list(entry_points(group=ENTRY_POINT_GROUP))
+    unknown = sorted(allowed - {ep.name for ep in available} - set(BUILTIN_PLUGINS))
+    if unknown:
+        raise _unknown_plugins_error(unknown, available)
+    for ep in available:
         if ep.name in allowed and pm.get_plugin(ep.name) is None:
             pm.register(ep.load(), name=ep.name)
+
+
+def _unknown_plugins_error(unknown: list[str], available: list[Any]) -> UserError:
+    """HARNESS_PLUGINS names no installed entry point: name it, and the entry points there are."""
+    import difflib
+
+    names = sorted({ep.name for ep in available})
+    by_package: dict[str, list[str]] = {}
+    for ep in available:
+        dist = getattr(ep, "dist", None)
+        if dist is not None and dist.name:
+            package = dist.name.lower().replace("_", "-")
+            by_package.setdefault(package, []).append(ep.name)
+    hints = []
+    for name in unknown:
+        package = by_package.get(name.lower().replace("_", "-"))
+        if package:
+            points = ", ".join(f"'{n}'" for n in sorted(set(package)))
+            hints.append(f"'{name}' is the package name; its entry point is {points}")
+            continue
+        close = difflib.get_close_matches(name, names, n=1, cutoff=0.5)
+        if close:
+            hints.append(f"'{name}': did you mean '{close[0]}'?")
+    hint = f" ({'; '.join(hints)})" if hints else ""
+    return UserError(
+        f"HARNESS_PLUGINS={os.environ.get('HARNESS_PLUGINS', '')}: no installed plugin named "
+        f"{', '.join(repr(n) for n in unknown)}{hint}. It takes entry-point names of group '{ENTRY_POINT_GROUP}'; "
+        f"installed: {', '.join(names) or '(none)'} (empty: built-ins only)"
+    )
 
 
 def _collect(hook_name: str, make_registry: Registry, wrap) -> Registry:

@@ -8,6 +8,7 @@ so scoring with a new judge adds to what is there.
 
 from __future__ import annotations
 
+import difflib
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -32,9 +33,16 @@ def parse_judge_spec(spec: str, default_convention: str | None) -> tuple[str, st
     return judge_id.strip(), (convention.strip() or default_convention)
 
 
-def build_judge(
-    spec: str, convention: str | None, settings: dict[str, Any], task_kind: str, credentialed: bool
-) -> JudgePlugin:
+#: judge settings that have a flag of their own (the others come from --judge-arg KEY=VALUE)
+SETTING_FLAGS = {
+    "model": "--judge-model", "provider": "--judge-provider", "base_url": "--judge-base-url",
+    "repeats": "--judge-repeats", "concurrency": "--judge-concurrency", "timeout": "--judge-timeout",
+    "batch": "--judge-batch", "allow_external": "--allow-external-judge",
+}
+
+
+def _load_judge(spec: str, convention: str | None, task_kind: str) -> tuple[Any, str | None, tuple[str, ...]]:
+    """(judge class, convention, accepted settings) of one `id[:convention]` spec, checked against the task kind."""
     judge_id, convention = parse_judge_spec(spec, convention)
     info = plugin_manager.judges().get(judge_id)
     if task_kind not in info.capabilities.get("task_kinds", [task_kind]):
@@ -42,7 +50,19 @@ def build_judge(
             f"judge '{info.id}' scores {'/'.join(info.capabilities['task_kinds'])} tasks, not '{task_kind}'"
         )
     cls = info.load()
-    accepted = getattr(cls, "accepted_settings", ())
+    return cls, convention, tuple(getattr(cls, "accepted_settings", ()) or ())
+
+
+def build_judge(
+    spec: str, convention: str | None, settings: dict[str, Any], task_kind: str, credentialed: bool
+) -> JudgePlugin:
+    """One judge, given the settings it accepts (the others are left out: they belong to other judges)."""
+    cls, convention, accepted = _load_judge(spec, convention, task_kind)
+    return _construct(cls, convention, accepted, settings, task_kind, credentialed)
+
+
+def _construct(cls: Any, convention: str | None, accepted: tuple[str, ...], settings: dict[str, Any],
+               task_kind: str, credentialed: bool) -> JudgePlugin:
     options = JudgeOptions(
         convention=convention,
         task_kind=task_kind,
@@ -50,6 +70,33 @@ def build_judge(
         credentialed=credentialed,
     )
     return cls(options)
+
+
+def check_settings(settings: dict[str, Any], accepted: dict[str, tuple[str, ...]]) -> None:
+    """Refuse a setting that no selected judge accepts (a typo in --judge-arg would otherwise do nothing).
+
+    `accepted` maps each selected judge id to its `accepted_settings`. One set of settings is shared by all of
+    them, so a key is fine when at least one of them accepts it.
+    """
+    known = sorted({key for keys in accepted.values() for key in keys})
+    several = len(accepted) > 1
+    which = f"judge{'s' if several else ''} {', '.join(accepted)}"
+    for key, value in settings.items():
+        if key in known or key == "allow_external":  # a permission, harmless where no judge calls out
+            continue
+        if key in SETTING_FLAGS:
+            flag = SETTING_FLAGS[key]
+            given = flag if value is True else f"{flag} {value}"
+            raise UserError(f"{given}: not used by the selected {which}; it is a setting of the LLM judges "
+                            "(gpt4, likert): add --judge gpt4 or --judge likert, or drop the flag")
+        close = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
+        hint = f" Did you mean '{close[0]}'?" if close else ""
+        if known:
+            accepts = f"{'they accept' if several else 'it accepts'}: {', '.join(known)}"
+        else:
+            accepts = f"{'they accept' if several else 'it accepts'} no --judge-arg keys"
+        raise UserError(f"--judge-arg {key}={value}: the selected {which} {'do' if several else 'does'} not "
+                        f"accept '{key}'.{hint} Keys {accepts}")
 
 
 def judge_key(judge: JudgePlugin) -> str:
@@ -62,7 +109,12 @@ def build_judges(
     """Build every judge up front, so a wrong name or option fails before any generation."""
     if not judge_specs:
         raise UserError("no judge given and the task names no default judge: pass --judge")
-    return [build_judge(spec, convention, settings, task_kind, credentialed) for spec in judge_specs]
+    loaded = [_load_judge(spec, convention, task_kind) for spec in judge_specs]
+    accepted: dict[str, tuple[str, ...]] = {}
+    for cls, _, keys in loaded:
+        accepted.setdefault(getattr(cls, "id", "") or cls.__name__, keys)
+    check_settings(settings, accepted)
+    return [_construct(cls, conv, keys, settings, task_kind, credentialed) for cls, conv, keys in loaded]
 
 
 def apply_judges(

@@ -228,11 +228,10 @@ class APIVisionModel(ModelPlugin):
         return outputs
 
     def identity(self) -> dict[str, Any]:
-        from harness.providers import pricing
 
         info = dict(self.client.describe())
         info["usage"] = dict(self.totals, cost_usd=round(self.totals["cost_usd"], 6))
-        info["priced"] = pricing.has_price(self.client.model)
+        info["priced"] = self.client.priced
         return info
 
     def usage_line(self) -> str:
@@ -242,9 +241,11 @@ class APIVisionModel(ModelPlugin):
         line = (f"{self.flavour} ({self.client.provider} {self.client.model}): {t['requests']} requests, "
                 f"{t['from_cache']} from the cache, {t['failed']} failed; {t['input_tokens']} input + "
                 f"{t['output_tokens']} output tokens; ")
-        if pricing.has_price(self.client.model):
+        if self.client.priced:
             line += (f"estimated cost of the new calls ${t['cost_usd']:.4f} (list prices as of "
                      f"{pricing.PRICES_AS_OF})")
+        elif pricing.has_price(self.client.model):
+            line += f"no API fees counted (not the provider's own endpoint: {self.client.base_url})"
         else:
             line += "cost unknown (no list price for this model)"
         return line

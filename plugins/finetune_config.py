@@ -39,6 +39,16 @@ MODEL_DEFAULTS: dict[str, dict[str, Any]] = {
 }
 
 
+def _check_dir(flag: str, path: Path | None) -> None:
+    if path is None:
+        return
+    full = Path(path).expanduser()
+    if not full.is_dir():
+        what = "not a directory" if full.exists() else "no such directory"
+        shown = f"{path} ({full.resolve()})" if str(full.resolve()) != str(path) else str(path)
+        raise UserError(f"{flag} {shown}: {what} (expected the folder with your local copy of the dataset)")
+
+
 @dataclass
 class Hyper:
     """Hyperparameters after defaults; `stage(i, n)` gives one stage's learning-rate settings."""
@@ -131,6 +141,29 @@ class FinetuneConfig:
         if self.stage1_task and self.stage1_task == self.task:
             raise UserError(f"--stage1-task {self.stage1_task} is the same as --task; "
                             "stage 1 is the captioning stage")
+        if not self.stage1_task:
+            given = [flag for flag, value in (("--stage1-data-dir", self.stage1_data_dir),
+                                              ("--stage1-source", self.stage1_source),
+                                              ("--stage1-prompt", self.stage1_prompt)) if value is not None]
+            if given:
+                raise UserError(f"{', '.join(given)} given without --stage1-task (the captioning task of stage 1)")
+        _check_dir("--data-dir", self.data_dir)
+        _check_dir("--stage1-data-dir", self.stage1_data_dir)
+        if self.stage1_task:
+            self._check_stage1_source()
+
+    def _check_stage1_source(self) -> None:
+        """Stage 1's task, source and data folder, checked up front with errors naming the --stage1-* flags."""
+        from harness import plugin_manager
+        from harness.task import Task
+
+        try:
+            Task(plugin_manager.tasks().get(self.stage1_task), source=self.stage1_source,
+                 data_dir=self.stage1_data_dir)
+        except UserError as exc:
+            # the task's messages name the flags of `harness run`; stage 1 has flags of its own
+            message = str(exc).replace("--data-dir", "--stage1-data-dir").replace("--source", "--stage1-source")
+            raise UserError(f"--stage1-task {self.stage1_task}: {message}") from None
 
     def hyperparameters(self, model_id: str, family: str) -> Hyper:
         values = {**GENERIC, "targets": FAMILY_TARGETS.get(family, "llm-attn"),

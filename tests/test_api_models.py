@@ -254,9 +254,9 @@ def test_claude_through_the_anthropic_format(env, harness, answer_from_pixels, t
         tokens_in = sum(r["prompt_tokens"] for r in rows)
         tokens_out = sum(r["completion_tokens"] for r in rows)
         assert tokens_in > 85 * 10 and tokens_out >= 10
-        cost = (tokens_in * 3.00 + tokens_out * 15.00) / 1e6  # list prices of claude-sonnet-4-5
         assert f"{tokens_in} input + {tokens_out} output tokens" in proc.stderr
-        assert f"estimated cost of the new calls ${cost:.4f}" in proc.stderr
+        # the fake server is a custom base URL, not Anthropic's API: no list price applies (test_pricing.py)
+        assert "no API fees counted (not the provider's own endpoint: http://127.0.0.1" in proc.stderr
         assert_secret_absent([proc.stdout, proc.stderr], runs, Path(os.environ["HARNESS_CACHE_DIR"]))
 
 
@@ -282,8 +282,8 @@ def test_gpt4o_refused_key_stops_at_once_and_never_leaks(env, harness, answer_fr
         assert accuracy(run_dir) == 1.0
         rows = predictions(run_dir)
         tokens_in, tokens_out = (sum(r[k] for r in rows) for k in ("prompt_tokens", "completion_tokens"))
-        cost = (tokens_in * 2.50 + tokens_out * 10.00) / 1e6  # list prices of gpt-4o-2024-08-06
-        assert f"estimated cost of the new calls ${cost:.4f}" in done.stderr
+        assert tokens_in > 0 and tokens_out > 0
+        assert "no API fees counted" in done.stderr  # a custom base URL: no list price
         identity = json.loads((run_dir / "results.json").read_text())["model"]["identity"]
         assert identity == {"provider": "openai", "model": "gpt-4o-2024-08-06",
                             "base_url": server.openai_base_url}

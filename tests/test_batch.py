@@ -56,11 +56,10 @@ def test_batch_end_to_end(server, provider):
     assert len(failed) == 1 and "item failed" in failed[0].error
     good = [(i, r) for i, r in enumerate(results) if r.text is not None]
     assert all(r.text == f"graded: item {i}" for i, r in good)
-    # batch calls cost half the list price
-    price_in, price_out = (2.50, 10.00) if provider == "openai" else (3.00, 15.00)
+    # batch calls cost half the list price at the provider's own API (test_pricing.py); the fake is a custom
+    # base URL, where no list price applies
     _, first = good[0]
-    assert first.cost_usd == pytest.approx(
-        0.5 * (first.input_tokens * price_in + first.output_tokens * price_out) / 1e6)
+    assert first.input_tokens > 0 and first.cost_usd == 0.0
     # what the batch carried is each provider's request format
     if provider == "openai":
         assert server.counts["POST /v1/files"] == 1
@@ -130,6 +129,5 @@ def test_resume_with_other_requests_pays_nothing_twice(server):
     before = sum(server.counts.values())
     again = batch_client(server, "anthropic").run(reqs, progress=False)
     assert all(r.cached for r in again) and sum(server.counts.values()) == before
-    first = again[0]  # cached by the run that did not ask for it, still at the batch price
-    assert first.cost_usd == pytest.approx(0.5 * (first.input_tokens * 3.00 + first.output_tokens * 15.00) / 1e6)
-    assert first.cost_usd > 0
+    first = again[0]  # cached by the run that did not ask for it, with its usage (a custom base URL: cost 0)
+    assert first.input_tokens > 0 and first.output_tokens > 0 and first.cost_usd == 0.0

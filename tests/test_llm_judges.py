@@ -210,7 +210,7 @@ def test_gpt4_pefomed_repeats_unscored_and_rerun_without_calls():
         expected_in = sum(len(prompt_text(b).split()) for b in server.requests)
         expected_out = sum(len(row["details"]["replies"][k].split()) for row in rows for k in range(3))
         assert agg["input_tokens"] == expected_in and agg["output_tokens"] == expected_out
-        assert agg["cost_usd"] == pytest.approx((expected_in * 30 + expected_out * 60) / 1e6)
+        assert agg["cost_usd"] == 0.0  # a judge behind a custom base URL costs no API fees (test_pricing.py)
 
         # any subset (a breakdown slice): the 5 wavering samples alone
         flaky = [i for i, r in enumerate(records) if r["prediction"] == "FLAKY"]
@@ -295,7 +295,7 @@ def test_likert_through_anthropic_counts_levels_and_wasm():
     assert [agg[f"likert_{i}"] for i in range(5)] == counts
     assert agg["wasm"] == pytest.approx(wasm(counts)) and agg["wasm_std"] == pytest.approx(0.0)
     assert agg["unscored_replies"] == 4
-    assert agg["cost_usd"] == pytest.approx((agg["input_tokens"] * 3 + agg["output_tokens"] * 15) / 1e6)
+    assert agg["input_tokens"] > 0 and agg["cost_usd"] == 0.0  # a custom base URL: no list price
 
 
 def test_likert_pefomed_through_anthropic_sends_the_paper_text():
@@ -355,4 +355,4 @@ def test_gpt4_batch_mode_goes_through_the_batch_api():
         assert server.counts["POST /v1/batches"] == 1 and server.counts["POST /v1/chat/completions"] == 0
     assert [row["details"]["verdicts"] for row in rows] == [[1, 1], [0, 0], [1, 0], [None, None], [1, 1], [0, 0]]
     agg = judge.aggregate(records, rows)
-    assert agg["cost_usd"] == pytest.approx((agg["input_tokens"] * 30 + agg["output_tokens"] * 60) / 2e6)
+    assert agg["input_tokens"] > 0 and agg["cost_usd"] == 0.0  # a custom base URL: no list price

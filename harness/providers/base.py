@@ -32,7 +32,7 @@ class ChatResult:
     input_tokens: int = 0
     output_tokens: int = 0
     cached: bool = False  # served from the cache; tokens and cost are those of the original call
-    cost_usd: float = 0.0  # estimated from pricing.py; 0 for unknown/local models
+    cost_usd: float = 0.0  # estimated from pricing.py; 0 for unknown models and custom base URLs
 
 
 class ProviderUnavailable(UserError):

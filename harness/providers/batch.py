@@ -16,7 +16,6 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from harness.providers import pricing
 from harness.providers.base import BatchPending, CallError, ChatRequest, ChatResult
 from harness.providers.cache import LLMCache, batch_key
 from harness.providers.scheduler import ProviderDown
@@ -77,8 +76,8 @@ async def run_batch(client: Any, todo: list[tuple[str, ChatRequest]], on_result:
         if key in wanted:
             on_result(key, result)
         elif result.text is not None:
-            result.cost_usd = pricing.cost_usd(client.model, result.input_tokens, result.output_tokens, batch=True)
-            cache.put(key, client.provider, client.model, result, batch=True)
+            result.cost_usd = client.cost_usd(result)
+            cache.put(key, client.provider, client.model, result, batch=True, base_url=client.base_url)
 
     sdk = client.backend.open()
     try:

@@ -2,8 +2,8 @@
 
 The key is the sha256 of the provider, resolved model, base URL and the whole request (messages with images as
 their sha256, max_tokens, temperature, seed, json_schema, repeat index). Only successful replies are stored
-(text, token usage, cost, time), never the prompt and never a credential. Rerunning, resuming or re-scoring
-therefore makes no repeated calls. Several processes may write at once (WAL + busy timeout).
+(text, token usage, cost, time, base URL), never the prompt and never a credential. Rerunning, resuming or
+re-scoring therefore makes no repeated calls. Several processes may write at once (WAL + busy timeout).
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from typing import Any
 
 from harness.errors import UserError
 from harness.paths import cache_dir
+from harness.providers import pricing
 from harness.providers.base import ChatRequest, ChatResult
 
 KEY_VERSION = 1
@@ -26,7 +27,7 @@ _SCHEMA = """
 CREATE TABLE IF NOT EXISTS results (
     key TEXT PRIMARY KEY, provider TEXT NOT NULL, model TEXT NOT NULL, text TEXT NOT NULL,
     input_tokens INTEGER NOT NULL, output_tokens INTEGER NOT NULL, cost_usd REAL NOT NULL,
-    batch INTEGER NOT NULL DEFAULT 0, created_at REAL NOT NULL);
+    batch INTEGER NOT NULL DEFAULT 0, created_at REAL NOT NULL, base_url TEXT);
 CREATE TABLE IF NOT EXISTS batches (
     batch_key TEXT PRIMARY KEY, provider TEXT NOT NULL, model TEXT NOT NULL, base_url TEXT NOT NULL,
     batch_id TEXT NOT NULL, n_requests INTEGER NOT NULL, submitted_at REAL NOT NULL,
@@ -71,6 +72,18 @@ def batch_key(provider: str, model: str, base_url: str, keys: Iterable[str]) -> 
     return hashlib.sha256(blob.encode("utf-8")).hexdigest()
 
 
+def _add_base_url_column(conn: sqlite3.Connection) -> None:
+    """Caches written before the base URL was stored get the column (NULL: endpoint not recorded)."""
+    columns = {row[1] for row in conn.execute("PRAGMA table_info(results)")}
+    if "base_url" in columns:
+        return
+    try:
+        conn.execute("ALTER TABLE results ADD COLUMN base_url TEXT")
+    except sqlite3.OperationalError as exc:  # another process added it first
+        if "duplicate column" not in str(exc):
+            raise
+
+
 class LLMCache:
     """The results and batches tables; one connection shared by the threads of one process (locked)."""
 
@@ -88,6 +101,7 @@ class LLMCache:
                 conn.execute("PRAGMA journal_mode=WAL")
                 conn.execute("PRAGMA synchronous=NORMAL")
                 conn.executescript(_SCHEMA)
+                _add_base_url_column(conn)
             except (OSError, sqlite3.DatabaseError) as exc:
                 raise UserError(f"LLM cache {self.path}: cannot open it ({exc}); delete the file if it is "
                                 "damaged, or set HARNESS_CACHE_DIR to a writable folder") from None
@@ -123,16 +137,35 @@ class LLMCache:
                                             cost_usd=cost)
         return found
 
-    def put(self, key: str, provider: str, model: str, result: ChatResult, *, batch: bool = False) -> None:
+    def put(self, key: str, provider: str, model: str, result: ChatResult, *, batch: bool = False,
+            base_url: str | None = None) -> None:
         """Store one successful result (failures are not cached: the next run asks again)."""
         if result.text is None:
             return
         with self._lock:
             self._db().execute(
-                "INSERT OR REPLACE INTO results VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "INSERT OR REPLACE INTO results (key, provider, model, text, input_tokens, output_tokens, cost_usd, "
+                "batch, created_at, base_url) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (key, provider, model, result.text, result.input_tokens, result.output_tokens, result.cost_usd,
-                 int(batch), time.time()),
+                 int(batch), time.time(), base_url),
             )
+
+    def note_endpoint(self, keys: list[str], base_url: str, *, priced: bool) -> None:
+        """Record the endpoint of entries stored without it; behind a custom base URL (`priced` false) their
+        cost is 0, whatever an older version estimated at list price."""
+        stale = "base_url IS NULL" if priced else "(base_url IS NULL OR cost_usd != 0)"
+        with self._lock:
+            db = self._db()
+            for start in range(0, len(keys), 500):
+                chunk = keys[start : start + 500]
+                marks = ",".join("?" * len(chunk))
+                # read first: a cache hit is usually up to date, and then nothing is written
+                if db.execute(f"SELECT 1 FROM results WHERE {stale} AND key IN ({marks}) LIMIT 1", chunk).fetchone():
+                    db.execute(f"UPDATE results SET base_url = ? WHERE base_url IS NULL AND key IN ({marks})",
+                               [base_url, *chunk])
+                    if not priced:
+                        db.execute(f"UPDATE results SET cost_usd = 0 WHERE cost_usd != 0 AND key IN ({marks})",
+                                   chunk)
 
     # batches ---------------------------------------------------------------------------------------------
     def batches_for(self, provider: str, model: str, base_url: str) -> list[dict[str, Any]]:
@@ -162,14 +195,29 @@ class LLMCache:
             db = self._db()
             entries = db.execute("SELECT COUNT(*) FROM results").fetchone()[0]
             batches = db.execute("SELECT COUNT(*) FROM batches").fetchone()[0]
-            per_model = db.execute(
-                "SELECT provider, model, COUNT(*), SUM(cost_usd) FROM results GROUP BY provider, model "
-                "ORDER BY provider, model").fetchall()
+            per_endpoint = db.execute(
+                "SELECT provider, model, base_url, COUNT(*), SUM(cost_usd) FROM results "
+                "GROUP BY provider, model, base_url ORDER BY provider, model, base_url").fetchall()
         size = sum(p.stat().st_size for p in self._files())
+        models: dict[tuple[str, str], dict[str, Any]] = {}
+        for provider, model, base_url, n, cost in per_endpoint:
+            row = models.setdefault((provider, model), {"provider": provider, "model": model, "entries": 0,
+                                                        "cost_usd": 0.0, "unpriced_entries": 0,
+                                                        "base_urls": []})
+            row["entries"] += n
+            if base_url is not None:
+                row["base_urls"].append(base_url)
+            if base_url is not None and not pricing.priced_endpoint(provider, base_url):
+                row["unpriced_entries"] += n  # custom base URL: no API fees (0 since the endpoint is stored)
+            else:
+                row["cost_usd"] += cost or 0.0
+        for row in models.values():
+            row["cost_usd"] = round(row["cost_usd"], 6)
+            if row["unpriced_entries"]:
+                row["pricing"] = pricing.UNPRICED_NOTE
         return {
             "path": str(self.path), "entries": entries, "size_bytes": size, "pending_batches": batches,
-            "models": [{"provider": p, "model": m, "entries": n, "cost_usd": round(c or 0.0, 6)}
-                       for p, m, n, c in per_model],
+            "models": list(models.values()),
         }
 
     def clear(self) -> int:

@@ -70,6 +70,17 @@ class ProviderClient:
     def is_local(self) -> bool:
         return is_loopback(self.base_url)
 
+    @property
+    def priced(self) -> bool:
+        """Whether list prices apply: the provider's official API (a custom base URL costs no API fees)."""
+        return pricing.priced_endpoint(self.provider, self.base_url)
+
+    def cost_usd(self, result: ChatResult) -> float:
+        """Estimated cost of one call: list price at the provider's own API, 0 behind a custom base URL."""
+        if not self.priced:
+            return 0.0
+        return pricing.cost_usd(self.model, result.input_tokens, result.output_tokens, batch=self.batch)
+
     def describe(self) -> dict[str, Any]:
         """What to record about the judge model (never the API key)."""
         info: dict[str, Any] = {"provider": self.provider, "model": self.model, "base_url": self.base_url,
@@ -77,7 +88,9 @@ class ProviderClient:
         note = ALIAS_NOTES.get(self.requested.lower())
         if note:
             info["alias_note"] = note
-        if pricing.has_price(self.model):
+        if not self.priced:
+            info["pricing"] = pricing.UNPRICED_NOTE
+        elif pricing.has_price(self.model):
             info["prices_as_of"] = pricing.PRICES_AS_OF
         if self.model in SHUTDOWN:
             info["shutdown_date"] = SHUTDOWN[self.model]
@@ -107,7 +120,14 @@ class ProviderClient:
         cache = LLMCache() if self.use_cache else None
         try:
             if cache is not None:
-                for key, hit in cache.get_many(list(where)).items():
+                hits = cache.get_many(list(where))
+                if hits:
+                    # entries stored before the cache kept endpoints may carry a list price wrongly applied to a
+                    # custom base URL: record where they came from (the key includes the URL) and correct them
+                    cache.note_endpoint(list(hits), self.base_url, priced=self.priced)
+                for key, hit in hits.items():
+                    if not self.priced:
+                        hit.cost_usd = 0.0
                     for index in where.pop(key):
                         results[index] = replace(hit)
             todo = [(key, requests[indices[0]]) for key, indices in where.items()]
@@ -130,10 +150,9 @@ class ProviderClient:
             nonlocal saved
             if result.text is not None:
                 saved += 1
-                result.cost_usd = pricing.cost_usd(self.model, result.input_tokens, result.output_tokens,
-                                                   batch=self.batch)
+                result.cost_usd = self.cost_usd(result)
                 if cache is not None:
-                    cache.put(key, self.provider, self.model, result, batch=self.batch)
+                    cache.put(key, self.provider, self.model, result, batch=self.batch, base_url=self.base_url)
             for index in where[key]:
                 results[index] = replace(result)
             bar.update(1)

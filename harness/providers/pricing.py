@@ -1,10 +1,15 @@
 """Estimated cost of LLM calls: list prices per million tokens for the pinned model ids.
 
 Prices are the providers' published standard rates (USD per 1M tokens) as of PRICES_AS_OF; the batch APIs of
-both providers cost half. Unknown and local models cost 0 (reported as such, not guessed).
+both providers cost half. They apply only to calls to the provider's own API (`priced_endpoint`): a model
+behind any other base URL (a self-hosted vLLM/SGLang server, a proxy, another cloud) costs nothing in
+OpenAI/Anthropic API fees, so its calls are recorded at 0, as are models without a known price (reported as
+such, not guessed).
 """
 
 from __future__ import annotations
+
+from harness.providers.aliases import DEFAULT_BASE_URLS
 
 PRICES_AS_OF = "2025-10"
 
@@ -39,3 +44,12 @@ def cost_usd(model: str, input_tokens: int, output_tokens: int, *, batch: bool =
 
 def has_price(model: str) -> bool:
     return model in PRICES
+
+
+def priced_endpoint(provider: str, base_url: str | None) -> bool:
+    """True when the calls go to the provider's official API, the only endpoint its list prices describe."""
+    official = DEFAULT_BASE_URLS.get(provider)
+    return official is not None and (base_url or "").strip().rstrip("/") == official
+
+
+UNPRICED_NOTE = "no list price applied: custom base URL (self-hosted server or proxy), cost recorded as 0"

@@ -1,0 +1,51 @@
+"""`harness finetune` flag mistakes name the flag the user gave (--stage1-data-dir, not --data-dir)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+
+def finetune(*args: str, cwd) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "harness", "finetune", "--model", "tiny-vlm", "--task",
+                           "phantom-vqa", "--out", "adapters/demo", *args], capture_output=True, text=True,
+                          cwd=cwd, timeout=300)
+
+
+def error_line(proc: subprocess.CompletedProcess) -> str:
+    assert proc.returncode == 2, proc.stderr
+    assert "Traceback" not in proc.stderr
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, proc.stderr
+    return lines[0]
+
+
+def test_missing_stage1_data_dir_names_its_own_flag(tmp_path):
+    missing = tmp_path / "data" / "rocov2"
+    line = error_line(finetune("--stage1-task", "rocov2", "--stage1-data-dir", str(missing), cwd=tmp_path))
+    assert line == (f"error: --stage1-data-dir {missing}: no such directory "
+                    "(expected the folder with your local copy of the dataset)")
+    assert not (tmp_path / "adapters").exists()
+
+
+def test_data_dirs_that_are_missing_files_or_wrong(tmp_path):
+    line = error_line(finetune("--data-dir", "data/vqa", cwd=tmp_path))  # relative: shown with where it points
+    assert line.startswith(f"error: --data-dir data/vqa ({tmp_path / 'data' / 'vqa'}): no such directory")
+    (tmp_path / "notes.txt").write_text("x")
+    line = error_line(finetune("--stage1-task", "rocov2", "--stage1-data-dir", "notes.txt", cwd=tmp_path))
+    assert line.startswith("error: --stage1-data-dir notes.txt") and "not a directory" in line
+    # a folder without the stage-1 task's files: the task's own message, with the stage-1 flags
+    (tmp_path / "empty").mkdir()
+    line = error_line(finetune("--stage1-task", "rocov2", "--stage1-data-dir", "empty", cwd=tmp_path))
+    assert line.startswith("error: --stage1-task rocov2: --stage1-data-dir empty matches no local format")
+    assert "test_captions.csv" in line
+    line = error_line(finetune("--stage1-task", "rocov2", "--stage1-source", "nope", cwd=tmp_path))
+    assert "--stage1-task rocov2: task 'rocov2' has no source 'nope'" in line
+    line = error_line(finetune("--stage1-task", "rocv2", cwd=tmp_path))
+    assert "--stage1-task rocv2: unknown task 'rocv2'. Did you mean 'rocov2'?" in line
+
+
+def test_stage1_flags_without_a_stage1_task(tmp_path):
+    (tmp_path / "rocov2").mkdir()
+    line = error_line(finetune("--stage1-data-dir", "rocov2", cwd=tmp_path))
+    assert line == "error: --stage1-data-dir given without --stage1-task (the captioning task of stage 1)"

@@ -1,0 +1,93 @@
+"""Judge settings (--judge-arg KEY=VALUE and the --judge-* flags) are shared by the selected judges: a key that
+none of them accepts is a one-line error naming it and the keys they do accept, never silently dropped."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from fake_llm_servers import FakeLLMServer
+
+pytestmark = pytest.mark.filterwarnings("ignore:The model .* is deprecated:DeprecationWarning")
+
+REPORTS = [{"id": "r1", "answer": "no acute cardiopulmonary process", "prediction": "no acute process"}]
+VQA = [{"id": f"q{i}", "question": "Is there a lesion?", "answer": "yes", "prediction": "yes" if i else "no",
+        "answer_type": "CLOSED"} for i in range(3)]
+
+
+def cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "harness", *args], capture_output=True, text=True, timeout=300)
+
+
+def write(path: Path, rows: list[dict]) -> Path:
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def one_error_line(proc: subprocess.CompletedProcess) -> str:
+    assert proc.returncode == 2, proc.stderr
+    assert "Traceback" not in proc.stderr
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, proc.stderr
+    assert lines[0].startswith("error: ")
+    return lines[0]
+
+
+def test_misspelt_judge_arg_is_an_error_listing_the_accepted_keys(tmp_path):
+    preds = write(tmp_path / "preds.jsonl", REPORTS)
+    line = one_error_line(cli("score", str(preds), "--task-type", "report", "--judge", "lexical",
+                              "--judge-arg", "rouge_stemer=true", "--output", str(tmp_path / "out")))
+    assert "--judge-arg rouge_stemer=true" in line and "lexical" in line
+    assert "Did you mean 'rouge_stemmer'?" in line
+    assert "meteor_table, meteor_workers, rouge_stemmer, spice" in line
+    assert not (tmp_path / "out" / "results.json").exists()
+
+
+def test_judge_without_settings_and_dedicated_flags(tmp_path):
+    preds = write(tmp_path / "preds.jsonl", VQA)
+    score = ["score", str(preds), "--task-type", "vqa", "--output", str(tmp_path / "out")]
+    line = one_error_line(cli(*score, "--judge", "exact", "--judge-arg", "strict=true"))
+    assert "--judge-arg strict=true" in line and "exact" in line and "no --judge-arg keys" in line
+    # a flag of the LLM judges given to a judge that has no use for it
+    line = one_error_line(cli(*score, "--judge", "exact", "--judge-model", "gpt4"))
+    assert line.startswith("error: --judge-model gpt4: not used by the selected judge exact")
+    allowed = cli(*score, "--judge", "exact", "--allow-external-judge")  # a permission: harmless here
+    assert allowed.returncode == 0, allowed.stderr
+
+
+def test_a_key_one_selected_judge_accepts_goes_to_that_judge_only(tmp_path):
+    preds = write(tmp_path / "preds.jsonl", VQA)
+    out = tmp_path / "out"
+    with FakeLLMServer(reply=lambda body: "Correctness: 1") as server:
+        url = server.openai_base_url
+        proc = cli("score", str(preds), "--task-type", "vqa", "--judge", "exact", "--judge", "gpt4",
+                   "--convention", "pefomed", "--judge-base-url", url,
+                   "--judge-arg", "max_tokens=20", "--output", str(out))
+        assert proc.returncode == 0, proc.stderr
+        assert {body["max_completion_tokens"] for body in server.requests} == {20}
+    exact, gpt4 = json.loads((out / "results.json").read_text())["judges"]
+    assert exact["id"] == "exact" and exact["settings"] == {}
+    assert gpt4["id"] == "gpt4" and gpt4["settings"]["max_tokens"] == "20"
+    assert gpt4["settings"]["base_url"] == url
+    # the same key given to both selected judges' union, misspelt: an error naming both
+    line = one_error_line(cli("score", str(preds), "--task-type", "vqa", "--judge", "exact,gpt4",
+                              "--judge-arg", "max_token=20", "--output", str(out)))
+    assert "judges exact, gpt4 do not accept 'max_token'" in line and "Did you mean 'max_tokens'?" in line
+
+
+def test_harness_run_checks_settings_before_generating_and_task_defaults_pass(tmp_path):
+    runs = tmp_path / "runs"
+    base = ["run", "--model", "prior", "--task", "phantom-vqa", "--limit", "3", "--no-progress",
+            "--runs-dir", str(runs)]
+    # phantom-vqa's default judge is exact, which takes no settings
+    line = one_error_line(cli(*base, "--judge-arg", "convention=llava-med"))
+    assert "--judge-arg convention=llava-med" in line and "exact" in line
+    assert not runs.exists() or not any(runs.rglob("predictions.jsonl"))
+    # the task's default judges with no settings given never trip the check
+    proc = cli(*base)
+    assert proc.returncode == 0, proc.stderr
+    (results,) = runs.rglob("results.json")
+    assert [j["id"] for j in json.loads(results.read_text())["judges"]] == ["exact"]

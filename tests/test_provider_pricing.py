@@ -1,0 +1,134 @@
+"""Cost of LLM calls: list prices only at the provider's own API; a custom base URL (self-hosted server, proxy)
+is recorded at $0, alike in results.json, scores.jsonl and `harness cache`.
+
+The judge runs against a real HTTP server on 127.0.0.1 (tests/fake_llm_servers.py); nothing of ours is patched.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from fake_llm_servers import FakeLLMServer
+
+from harness.providers import make_client, pricing
+from harness.providers.base import ChatResult
+from harness.providers.cache import LLMCache
+
+pytestmark = pytest.mark.filterwarnings("ignore:The model .* is deprecated:DeprecationWarning")
+
+ROWS = [
+    {"id": f"q{i}", "question": f"Is there a lesion in image {i}?", "answer": "yes",
+     "prediction": "yes" if i % 2 else "no", "answer_type": "CLOSED"}
+    for i in range(6)
+]
+
+
+def cli(*args: str, cache_dir: Path) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if k not in ("OPENAI_API_KEY", "ANTHROPIC_API_KEY")}
+    env["HARNESS_CACHE_DIR"] = str(cache_dir)
+    return subprocess.run([sys.executable, "-m", "harness", *args], capture_output=True, text=True, env=env,
+                          timeout=300)
+
+
+def test_list_prices_apply_only_at_the_providers_own_api(monkeypatch, tmp_path):
+    monkeypatch.setenv("HARNESS_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test-openai-key")
+    monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-test-anthropic-key")
+    assert pricing.cost_usd("gpt-4o-2024-08-06", 1000, 100) == pytest.approx((1000 * 2.50 + 100 * 10.00) / 1e6)
+    assert pricing.cost_usd("gpt-4o-2024-08-06", 1000, 100, batch=True) == pytest.approx(
+        0.5 * (1000 * 2.50 + 100 * 10.00) / 1e6)
+    assert pricing.cost_usd("some-local-model", 1000, 100) == 0.0
+    assert pricing.priced_endpoint("openai", "https://api.openai.com/v1")
+    assert pricing.priced_endpoint("openai", "https://api.openai.com/v1/")
+    assert pricing.priced_endpoint("anthropic", "https://api.anthropic.com")
+    assert not pricing.priced_endpoint("openai", "http://localhost:8765/v1")
+    assert not pricing.priced_endpoint("openai", "https://my-proxy.example.org/v1")
+    assert not pricing.priced_endpoint("openai-compatible", "http://127.0.0.1:8000/v1")
+
+    usage = ChatResult(text="Correctness: 1", input_tokens=1000, output_tokens=100)
+    official = make_client({"model": "gpt-4o"})  # no call is made: only the client's pricing is read
+    assert official.priced and official.cost_usd(usage) == pytest.approx((1000 * 2.50 + 100 * 10.00) / 1e6)
+    assert official.describe()["prices_as_of"] == pricing.PRICES_AS_OF and "pricing" not in official.describe()
+    batch = make_client({"model": "claude", "batch": True})
+    assert batch.cost_usd(usage) == pytest.approx(0.5 * (1000 * 3.00 + 100 * 15.00) / 1e6)
+    # the same pinned model behind another base URL (the README's `--judge gpt4 --judge-base-url ...`)
+    local = make_client({"model": "gpt4", "base_url": "http://localhost:8765/v1"})
+    assert local.model == "gpt-4-0613" and local.provider == "openai"
+    assert not local.priced and local.cost_usd(usage) == 0.0
+    assert local.describe()["pricing"] == pricing.UNPRICED_NOTE and "prices_as_of" not in local.describe()
+
+
+def test_judge_behind_a_custom_base_url_costs_nothing_everywhere(tmp_path):
+    """The user's report: `--judge gpt4 --convention pefomed --judge-base-url http://localhost:.../v1` recorded
+    cost_usd 1.89 and `harness cache` showed "est. $1.85 spent"."""
+    preds = tmp_path / "preds.jsonl"
+    preds.write_text("".join(json.dumps(r) + "\n" for r in ROWS))
+    cache_dir = tmp_path / "cache"
+    out = tmp_path / "scored"
+    with FakeLLMServer(reply=lambda body: "Correctness: 1") as server:
+        url = server.openai_base_url
+        args = ["score", str(preds), "--task-type", "vqa", "--judge", "gpt4", "--convention", "pefomed",
+                "--judge-base-url", server.openai_base_url, "--judge-repeats", "2", "--output", str(out)]
+        proc = cli(*args, cache_dir=cache_dir)
+        assert proc.returncode == 0, proc.stderr
+        assert server.chat_calls == 12
+        assert all(body["model"] == "gpt-4-0613" for body in server.requests)  # a list-priced model id
+
+        (judge,) = json.loads((out / "results.json").read_text())["judges"]
+        assert judge["model"] == "gpt-4-0613" and judge["base_url"] == server.openai_base_url
+        assert judge["metrics"]["input_tokens"]["value"] > 0
+        assert judge["metrics"]["cost_usd"]["value"] == 0.0
+        assert judge["client"]["pricing"] == pricing.UNPRICED_NOTE and "prices_as_of" not in judge["client"]
+        rows = [json.loads(line) for line in (out / "scores.jsonl").read_text().splitlines()]
+        details = [row["judges"]["gpt4/pefomed"]["details"] for row in rows]
+        assert len(details) == 6 and all(d["input_tokens"] > 0 and d["cost_usd"] == 0.0 for d in details)
+
+        listing = cli("cache", "--json", cache_dir=cache_dir)
+        assert listing.returncode == 0, listing.stderr
+        (model,) = json.loads(listing.stdout)["models"]
+        assert (model["provider"], model["model"], model["entries"]) == ("openai", "gpt-4-0613", 12)
+        assert model["cost_usd"] == 0.0 and model["unpriced_entries"] == 12
+        assert model["base_urls"] == [server.openai_base_url] and model["pricing"] == pricing.UNPRICED_NOTE
+        text = cli("cache", cache_dir=cache_dir)
+        assert "openai:gpt-4-0613  12 entries, est. $0.0000 spent" in text.stdout
+
+        # a cache written by an earlier version: no endpoint column, the list price wrongly applied
+        db_path = cache_dir / "llm-cache.sqlite"
+        with sqlite3.connect(db_path) as db:
+            db.execute("ALTER TABLE results DROP COLUMN base_url")
+            db.execute("UPDATE results SET cost_usd = 0.15")
+        stale = json.loads(cli("cache", "--json", cache_dir=cache_dir).stdout)["models"][0]
+        assert stale["cost_usd"] == pytest.approx(1.8) and stale["base_urls"] == []  # endpoint unknown yet
+        again = cli(*args, cache_dir=cache_dir)  # re-scoring: every reply from the cache, none paid
+        assert again.returncode == 0, again.stderr
+        assert server.chat_calls == 12
+    (judge,) = json.loads((out / "results.json").read_text())["judges"]
+    assert judge["metrics"]["cost_usd"]["value"] == 0.0
+    fixed = json.loads(cli("cache", "--json", cache_dir=cache_dir).stdout)["models"][0]
+    assert fixed["cost_usd"] == 0.0 and fixed["unpriced_entries"] == 12
+    assert fixed["base_urls"] == [url]
+
+
+def test_old_cache_without_endpoints_opens_and_counts(tmp_path):
+    path = tmp_path / "llm-cache.sqlite"
+    with sqlite3.connect(path) as db:  # the results table as earlier versions created it
+        db.execute("CREATE TABLE results (key TEXT PRIMARY KEY, provider TEXT NOT NULL, model TEXT NOT NULL, "
+                   "text TEXT NOT NULL, input_tokens INTEGER NOT NULL, output_tokens INTEGER NOT NULL, "
+                   "cost_usd REAL NOT NULL, batch INTEGER NOT NULL DEFAULT 0, created_at REAL NOT NULL)")
+        db.execute("INSERT INTO results VALUES ('k1', 'openai', 'gpt-4o-2024-08-06', 'yes', 10, 1, 0.5, 0, 0)")
+    with LLMCache(path) as cache:
+        cache.put("k2", "openai", "gpt-4o-2024-08-06", ChatResult(text="no", input_tokens=3, output_tokens=1,
+                                                                  cost_usd=0.25),
+                  base_url="https://api.openai.com/v1")
+        cache.put("k3", "openai", "gpt-4o-2024-08-06", ChatResult(text="no", input_tokens=3, output_tokens=1),
+                  base_url="http://127.0.0.1:9/v1")
+        (row,) = cache.stats()["models"]
+        assert cache.get_many(["k1"])["k1"].text == "yes"
+    assert row["entries"] == 3 and row["cost_usd"] == pytest.approx(0.75) and row["unpriced_entries"] == 1
+    assert row["base_urls"] == ["http://127.0.0.1:9/v1", "https://api.openai.com/v1"]

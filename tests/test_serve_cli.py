@@ -1,0 +1,43 @@
+"""`harness serve --adapter NAME=DIR` mistakes quote the value as given (no vLLM needed: checked first)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+
+def serve(*args: str, cwd) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "harness", "serve", "--model", "qwen2.5-vl-3b", *args],
+                          capture_output=True, text=True, cwd=cwd, timeout=120)
+
+
+def error_line(proc: subprocess.CompletedProcess) -> str:
+    assert proc.returncode == 2, proc.stderr
+    assert "Traceback" not in proc.stderr
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, proc.stderr
+    return lines[0]
+
+
+def test_missing_adapter_folder(tmp_path):
+    line = error_line(serve("--adapter", "slake=adapters/demo", cwd=tmp_path))
+    assert line == "error: --adapter slake=adapters/demo: no such directory (expected a PEFT LoRA adapter folder)"
+    (tmp_path / "adapter.txt").write_text("x")
+    line = error_line(serve("--adapter", "slake=adapter.txt", cwd=tmp_path))
+    assert line == "error: --adapter slake=adapter.txt: not a directory (expected a PEFT LoRA adapter folder)"
+
+
+def test_adapter_folder_without_an_adapter(tmp_path):
+    folder = tmp_path / "adapters" / "demo"
+    folder.mkdir(parents=True)
+    line = error_line(serve("--adapter", "slake=adapters/demo", cwd=tmp_path))
+    assert line.startswith(f"error: --adapter slake=adapters/demo -> {folder}: no adapter_config.json")
+    (folder / "adapter_config.json").write_text(json.dumps({"peft_type": "LORA", "r": 8}))
+    line = error_line(serve("--adapter", "slake=adapters/demo", cwd=tmp_path))
+    assert "--adapter slake=adapters/demo ->" in line and "no adapter_model.safetensors" in line
+
+
+def test_malformed_adapter_values(tmp_path):
+    assert "expected NAME=DIR" in error_line(serve("--adapter", "adapters/demo", cwd=tmp_path))
+    assert "the name may use letters" in error_line(serve("--adapter", "a b=adapters/demo", cwd=tmp_path))
