@@ -5,19 +5,13 @@ from __future__ import annotations
 import subprocess
 import sys
 
+from cli_helpers import error_line
+
 
 def finetune(*args: str, cwd) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "harness", "finetune", "--model", "tiny-vlm", "--task",
                            "phantom-vqa", "--out", "adapters/demo", *args], capture_output=True, text=True,
                           cwd=cwd, timeout=300)
-
-
-def error_line(proc: subprocess.CompletedProcess) -> str:
-    assert proc.returncode == 2, proc.stderr
-    assert "Traceback" not in proc.stderr
-    lines = [line for line in proc.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1, proc.stderr
-    return lines[0]
 
 
 def test_missing_stage1_data_dir_names_its_own_flag(tmp_path):

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from cli_helpers import error_line
 from fake_llm_servers import FakeLLMServer
 
 pytestmark = pytest.mark.filterwarnings("ignore:The model .* is deprecated:DeprecationWarning")
@@ -27,18 +28,9 @@ def write(path: Path, rows: list[dict]) -> Path:
     return path
 
 
-def one_error_line(proc: subprocess.CompletedProcess) -> str:
-    assert proc.returncode == 2, proc.stderr
-    assert "Traceback" not in proc.stderr
-    lines = [line for line in proc.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1, proc.stderr
-    assert lines[0].startswith("error: ")
-    return lines[0]
-
-
 def test_misspelt_judge_arg_is_an_error_listing_the_accepted_keys(tmp_path):
     preds = write(tmp_path / "preds.jsonl", REPORTS)
-    line = one_error_line(cli("score", str(preds), "--task-type", "report", "--judge", "lexical",
+    line = error_line(cli("score", str(preds), "--task-type", "report", "--judge", "lexical",
                               "--judge-arg", "rouge_stemer=true", "--output", str(tmp_path / "out")))
     assert "--judge-arg rouge_stemer=true" in line and "lexical" in line
     assert "Did you mean 'rouge_stemmer'?" in line
@@ -49,10 +41,10 @@ def test_misspelt_judge_arg_is_an_error_listing_the_accepted_keys(tmp_path):
 def test_judge_without_settings_and_dedicated_flags(tmp_path):
     preds = write(tmp_path / "preds.jsonl", VQA)
     score = ["score", str(preds), "--task-type", "vqa", "--output", str(tmp_path / "out")]
-    line = one_error_line(cli(*score, "--judge", "exact", "--judge-arg", "strict=true"))
+    line = error_line(cli(*score, "--judge", "exact", "--judge-arg", "strict=true"))
     assert "--judge-arg strict=true" in line and "exact" in line and "no --judge-arg keys" in line
     # a flag of the LLM judges given to a judge that has no use for it
-    line = one_error_line(cli(*score, "--judge", "exact", "--judge-model", "gpt4"))
+    line = error_line(cli(*score, "--judge", "exact", "--judge-model", "gpt4"))
     assert line.startswith("error: --judge-model gpt4: not used by the selected judge exact")
     allowed = cli(*score, "--judge", "exact", "--allow-external-judge")  # a permission: harmless here
     assert allowed.returncode == 0, allowed.stderr
@@ -73,7 +65,7 @@ def test_a_key_one_selected_judge_accepts_goes_to_that_judge_only(tmp_path):
     assert gpt4["id"] == "gpt4" and gpt4["settings"]["max_tokens"] == "20"
     assert gpt4["settings"]["base_url"] == url
     # the same key given to both selected judges' union, misspelt: an error naming both
-    line = one_error_line(cli("score", str(preds), "--task-type", "vqa", "--judge", "exact,gpt4",
+    line = error_line(cli("score", str(preds), "--task-type", "vqa", "--judge", "exact,gpt4",
                               "--judge-arg", "max_token=20", "--output", str(out)))
     assert "judges exact, gpt4 do not accept 'max_token'" in line and "Did you mean 'max_tokens'?" in line
 
@@ -83,7 +75,7 @@ def test_harness_run_checks_settings_before_generating_and_task_defaults_pass(tm
     base = ["run", "--model", "prior", "--task", "phantom-vqa", "--limit", "3", "--no-progress",
             "--runs-dir", str(runs)]
     # phantom-vqa's default judge is exact, which takes no settings
-    line = one_error_line(cli(*base, "--judge-arg", "convention=llava-med"))
+    line = error_line(cli(*base, "--judge-arg", "convention=llava-med"))
     assert "--judge-arg convention=llava-med" in line and "exact" in line
     assert not runs.exists() or not any(runs.rglob("predictions.jsonl"))
     # the task's default judges with no settings given never trip the check

@@ -12,6 +12,7 @@ import subprocess
 import sys
 
 import pytest
+from cli_helpers import error_line
 
 HEAVY = ("torch", "transformers", "vllm", "datasets", "peft", "openai", "anthropic")
 
@@ -19,14 +20,6 @@ HEAVY = ("torch", "transformers", "vllm", "datasets", "peft", "openai", "anthrop
 def cli(*args: str, plugins: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "harness", *args], capture_output=True, text=True,
                           env={**os.environ, "HARNESS_PLUGINS": plugins}, timeout=120)
-
-
-def error_line(proc: subprocess.CompletedProcess) -> str:
-    assert proc.returncode == 2, proc.stderr
-    assert "Traceback" not in proc.stderr
-    lines = [line for line in proc.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1, proc.stderr
-    return lines[0]
 
 
 @pytest.mark.parametrize(

@@ -6,18 +6,12 @@ import json
 import subprocess
 import sys
 
+from cli_helpers import error_line
+
 
 def serve(*args: str, cwd) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "harness", "serve", "--model", "qwen2.5-vl-3b", *args],
                           capture_output=True, text=True, cwd=cwd, timeout=120)
-
-
-def error_line(proc: subprocess.CompletedProcess) -> str:
-    assert proc.returncode == 2, proc.stderr
-    assert "Traceback" not in proc.stderr
-    lines = [line for line in proc.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1, proc.stderr
-    return lines[0]
 
 
 def test_missing_adapter_folder(tmp_path):
