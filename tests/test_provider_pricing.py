@@ -96,7 +96,8 @@ def test_judge_behind_a_custom_base_url_costs_nothing_everywhere(tmp_path):
         assert model["cost_usd"] == 0.0 and model["unpriced_entries"] == 12
         assert model["base_urls"] == [server.openai_base_url] and model["pricing"] == pricing.UNPRICED_NOTE
         text = cli("cache", cache_dir=cache_dir)
-        assert "openai:gpt-4-0613  12 entries, est. $0.0000 spent" in text.stdout
+        assert ("openai:gpt-4-0613  12 entries, est. $0.0000 spent (12 through a custom base URL: no API fees "
+                "counted)") in text.stdout
 
         # a cache written by an earlier version: no endpoint column, the list price wrongly applied
         db_path = cache_dir / "llm-cache.sqlite"

@@ -52,5 +52,7 @@ def run(args: argparse.Namespace) -> int:
     if stats["pending_batches"]:
         print(f"batches: {stats['pending_batches']} submitted and not yet collected (the next run resumes them)")
     for row in stats["models"]:
-        print(f"  {row['provider']}:{row['model']}  {row['entries']} entries, est. ${row['cost_usd']:.4f} spent")
+        unpriced = row.get("unpriced_entries", 0)
+        why = f" ({unpriced} through a custom base URL: no API fees counted)" if unpriced else ""
+        print(f"  {row['provider']}:{row['model']}  {row['entries']} entries, est. ${row['cost_usd']:.4f} spent{why}")
     return 0
