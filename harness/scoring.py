@@ -53,14 +53,6 @@ def _load_judge(spec: str, convention: str | None, task_kind: str) -> tuple[Any,
     return cls, convention, tuple(getattr(cls, "accepted_settings", ()) or ())
 
 
-def build_judge(
-    spec: str, convention: str | None, settings: dict[str, Any], task_kind: str, credentialed: bool
-) -> JudgePlugin:
-    """One judge, given the settings it accepts (the others are left out: they belong to other judges)."""
-    cls, convention, accepted = _load_judge(spec, convention, task_kind)
-    return _construct(cls, convention, accepted, settings, task_kind, credentialed)
-
-
 def _construct(cls: Any, convention: str | None, accepted: tuple[str, ...], settings: dict[str, Any],
                task_kind: str, credentialed: bool) -> JudgePlugin:
     options = JudgeOptions(

@@ -88,16 +88,16 @@ class Task:
         values = {**self.config.generation, **{k: v for k, v in (overrides or {}).items() if v is not None}}
         allowed = {f.name for f in dc_fields(GenerationSettings)}
         settings = GenerationSettings(**{k: v for k, v in values.items() if k in allowed})
-        checks = {"max_new_tokens": (settings.max_new_tokens, "a whole number of at least 1",
-                                     isinstance(settings.max_new_tokens, int) and settings.max_new_tokens >= 1),
-                  "temperature": (settings.temperature, "a number >= 0 (0: greedy)",
-                                  isinstance(settings.temperature, (int, float)) and settings.temperature >= 0),
-                  "top_p": (settings.top_p, "a number in (0, 1]",
-                            isinstance(settings.top_p, (int, float)) and 0 < settings.top_p <= 1)}
-        for name, (value, expected, ok) in checks.items():
+        number = (int, float)
+        checks = (("max_new_tokens", "a whole number of at least 1",
+                   isinstance(settings.max_new_tokens, int) and settings.max_new_tokens >= 1),
+                  ("temperature", "a number >= 0 (0: greedy)",
+                   isinstance(settings.temperature, number) and settings.temperature >= 0),
+                  ("top_p", "a number in (0, 1]", isinstance(settings.top_p, number) and 0 < settings.top_p <= 1))
+        for name, expected, ok in checks:
             if not ok:
-                flag = "--" + name.replace("_", "-")
-                raise UserError(f"generation setting {name}={value} ({flag} or task '{self.id}'): expected {expected}")
+                raise UserError(f"generation setting {name}={getattr(settings, name)} (command line or task "
+                                f"'{self.id}'): expected {expected}")
         return settings
 
     def build_request(

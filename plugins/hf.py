@@ -20,8 +20,8 @@ checkpoint's own sampling or repetition-penalty defaults are not used), so an ou
 batch. The next micro-batch is preprocessed in a thread while the current one generates, and `prefetch` (called
 by the runner while a call generates) orders the next call's requests and preprocesses its first micro-batch
 ahead, so the GPU does not wait for the CPU between calls. An out-of-memory error halves the micro-batch for
-the rest of the run. `--adapter DIR` loads a PEFT adapter,
-checks on a fixed probe input that it changes the logits, and merges it.
+the rest of the run. `--adapter DIR` loads a PEFT adapter, checks on a fixed probe input that it changes the
+logits, and merges it.
 
 LLaVA-Med v1.5 (microsoft/llava-med-v1.5-mistral-7b) is an original-LLaVA `llava_mistral` checkpoint that
 transformers cannot load. Convert it once into a `LlavaForConditionalGeneration` folder and run

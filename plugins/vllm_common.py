@@ -125,14 +125,20 @@ def lora_target_modules(adapters: list[AdapterInfo]) -> list[str] | None:
 
 
 def parse_named_adapter(value: str) -> tuple[str, AdapterInfo]:
-    """`NAME=DIR` (harness serve --adapter) -> (name, adapter)."""
+    """`NAME=DIR` (harness serve --adapter) -> (name, adapter); errors quote the value as the user gave it."""
     name, sep, directory = value.partition("=")
-    if not sep or not name.strip() or not directory.strip():
+    name, directory = name.strip(), directory.strip()
+    if not sep or not name or not directory:
         raise UserError(f"--adapter {value}: expected NAME=DIR (the name clients use as the model)")
-    name = name.strip()
     if not all(c.isalnum() or c in "-_." for c in name):
         raise UserError(f"--adapter {value}: the name may use letters, digits, '-', '_' and '.' only")
-    return name, read_adapter(directory.strip(), what=f"--adapter {name}=")
+    path = Path(directory).expanduser()
+    given = f"--adapter {name}={directory}"
+    if not path.is_dir():
+        what = "not a directory" if path.exists() else "no such directory"
+        raise UserError(f"{given}: {what} (expected a PEFT LoRA adapter folder)")
+    # the adapter's own checks (adapter_config.json, weights, rank) name the resolved folder after the value
+    return name, read_adapter(path, what=f"{given} ->")
 
 
 @dataclass

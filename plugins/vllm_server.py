@@ -33,23 +33,6 @@ from harness.types import GenerationOutput, GenerationSettings
 SERVER_MODULE = "vllm.entrypoints.openai.api_server"
 
 
-def parse_named_adapter(value: str) -> tuple[str, common.AdapterInfo]:
-    """`NAME=DIR` of `harness serve --adapter` -> (name, adapter); errors quote the value as the user gave it."""
-    name, sep, directory = value.partition("=")
-    name, directory = name.strip(), directory.strip()
-    if not sep or not name or not directory:
-        raise UserError(f"--adapter {value}: expected NAME=DIR (the name clients use as the model)")
-    if not all(c.isalnum() or c in "-_." for c in name):
-        raise UserError(f"--adapter {value}: the name may use letters, digits, '-', '_' and '.' only")
-    path = Path(directory).expanduser()
-    given = f"--adapter {name}={directory}"
-    if not path.is_dir():
-        what = "not a directory" if path.exists() else "no such directory"
-        raise UserError(f"{given}: {what} (expected a PEFT LoRA adapter folder)")
-    # the adapter's own checks (adapter_config.json, weights, rank) name the resolved folder after the value
-    return name, common.read_adapter(path, what=f"{given} ->")
-
-
 def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind((host, 0))

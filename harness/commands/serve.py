@@ -71,7 +71,7 @@ def main(args: argparse.Namespace) -> int:
     from harness.plugins import vllm_common as common
     from harness.plugins import vllm_server as server
 
-    adapters = [server.parse_named_adapter(value) for value in args.adapter]
+    adapters = [common.parse_named_adapter(value) for value in args.adapter]
     names = [name for name, _ in adapters]
     if len(set(names)) != len(names):
         raise UserError(f"--adapter: each NAME must be unique, got {', '.join(names)}")
