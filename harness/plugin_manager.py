@@ -4,12 +4,18 @@ Built-in plugins are registered through the same hook implementations as third-p
 `HARNESS_PLUGINS` (comma-separated entry-point names of group `harness`, e.g. `example`, not the package name
 `harness-plugin-example`) restricts which third-party plugins load, like llm's LLM_LOAD_PLUGINS; set it to an
 empty string to load only the built-ins. A name that matches no installed entry point is an error.
+
+A broken third-party plugin (it fails to import, its hook raises, or one of its task YAMLs is invalid) does not
+block the rest: that plugin or file is skipped with one `warning:` line on stderr, `harness plugins` lists it
+under `problems`, and asking for a name it would have registered says why it is missing. Errors in the
+built-in plugins stay errors.
 """
 
 from __future__ import annotations
 
 import importlib
 import os
+import sys
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -28,6 +34,18 @@ BUILTIN_PLUGINS = (
 )
 
 
+# Third-party plugins that failed to load, by plugin name: one line each, what `harness plugins` shows.
+PROBLEMS: dict[str, list[str]] = {}
+# Plugin name -> (distribution, version) of the third-party plugins loaded from entry points.
+DISTRIBUTIONS: dict[str, tuple[str, str]] = {}
+
+
+def _problem(plugin: str, message: str) -> None:
+    """Record that part of a third-party plugin was skipped, and say so once on stderr."""
+    PROBLEMS.setdefault(plugin, []).append(message)
+    print(f"warning: plugin '{plugin}' skipped: {message}", file=sys.stderr)
+
+
 @cache
 def get_plugin_manager() -> pluggy.PluginManager:
     pm = pluggy.PluginManager("harness")
@@ -36,23 +54,38 @@ def get_plugin_manager() -> pluggy.PluginManager:
         module = importlib.import_module(module_name)
         pm.register(module, name=module_name)
     allow = os.environ.get("HARNESS_PLUGINS")
-    if allow is None:
-        pm.load_setuptools_entrypoints(ENTRY_POINT_GROUP)
-    else:
-        _load_allowed_entrypoints(pm, {n.strip() for n in allow.split(",") if n.strip()})
+    _load_entrypoints(pm, None if allow is None else {n.strip() for n in allow.split(",") if n.strip()})
     return pm
 
 
-def _load_allowed_entrypoints(pm: pluggy.PluginManager, allowed: set[str]) -> None:
+def _load_entrypoints(pm: pluggy.PluginManager, allowed: set[str] | None) -> None:
+    """Register the entry points of group `harness` (only the `allowed` names, when given)."""
     from importlib.metadata import entry_points
 
     available = list(entry_points(group=ENTRY_POINT_GROUP))
-    unknown = sorted(allowed - {ep.name for ep in available} - set(BUILTIN_PLUGINS))
-    if unknown:
-        raise _unknown_plugins_error(unknown, available)
+    if allowed is not None:
+        unknown = sorted(allowed - {ep.name for ep in available} - set(BUILTIN_PLUGINS))
+        if unknown:
+            raise _unknown_plugins_error(unknown, available)
     for ep in available:
-        if ep.name in allowed and pm.get_plugin(ep.name) is None:
-            pm.register(ep.load(), name=ep.name)
+        if (allowed is not None and ep.name not in allowed) or pm.get_plugin(ep.name) is not None:
+            continue
+        if pm.is_blocked(ep.name):
+            continue
+        try:
+            plugin = ep.load()
+            pm.register(plugin, name=ep.name)
+        except Exception as exc:  # noqa: BLE001 - a broken third-party package must not block the rest
+            _problem(ep.name, f"entry point '{ep.value}' could not be loaded: {_describe(exc)}")
+            continue
+        dist = getattr(ep, "dist", None)
+        if dist is not None:
+            DISTRIBUTIONS[ep.name] = (dist.name, dist.version)
+
+
+def _describe(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
 
 
 def _unknown_plugins_error(unknown: list[str], available: list[Any]) -> UserError:
@@ -89,13 +122,30 @@ def _collect(hook_name: str, make_registry: Registry, wrap) -> Registry:
     hook = getattr(pm.hook, hook_name)
     for impl in hook.get_hookimpls():
         plugin_name = impl.plugin_name
+        builtin = plugin_name in BUILTIN_PLUGINS
 
-        def register(item: Any, _plugin: str = plugin_name) -> None:
-            item_id, obj, aliases = wrap(item, _plugin)
-            make_registry.add(item_id, obj, aliases)
+        def register(item: Any, _plugin: str = plugin_name, _builtin: bool = builtin) -> None:
+            try:
+                item_id, obj, aliases = wrap(item, _plugin)
+                make_registry.add(item_id, obj, aliases)
+            except UserError as exc:
+                if _builtin:
+                    raise
+                _skipped(make_registry, _plugin, str(exc))
 
-        impl.function(register=register)
+        if builtin:
+            impl.function(register=register)
+            continue
+        try:
+            impl.function(register=register)
+        except Exception as exc:  # noqa: BLE001 - a broken third-party hook must not block the rest
+            _skipped(make_registry, plugin_name, f"its {hook_name} hook raised {_describe(exc)}")
     return make_registry
+
+
+def _skipped(registry: Registry, plugin: str, message: str) -> None:
+    _problem(plugin, message)
+    registry.notes.append(f"plugin '{plugin}': {message}")
 
 
 def _wrap_info(item: Any, plugin: str) -> tuple[str, Any, list[str]]:
@@ -135,7 +185,6 @@ def describe_plugins() -> list[dict[str, Any]]:
     for kind, registry in (("models", models()), ("judges", judges()), ("tasks", tasks())):
         for item_id, item in registry.items():
             registered.setdefault(item.plugin, {}).setdefault(kind, []).append(item_id)
-    dists = {plugin: dist for plugin, dist in pm.list_plugin_distinfo()}
     out = []
     for name, plugin in sorted(pm.list_name_plugin(), key=lambda p: p[0]):
         entry: dict[str, Any] = {
@@ -143,10 +192,12 @@ def describe_plugins() -> list[dict[str, Any]]:
             "hooks": sorted(h.name for h in pm.get_hookcallers(plugin) or []),
             "builtin": name in BUILTIN_PLUGINS,
         }
-        dist = dists.get(plugin)
-        if dist is not None:
-            entry["distribution"] = dist.project_name
-            entry["version"] = dist.version
+        if name in DISTRIBUTIONS:
+            entry["distribution"], entry["version"] = DISTRIBUTIONS[name]
         entry.update(registered.get(name, {}))
+        if PROBLEMS.get(name):
+            entry["problems"] = list(PROBLEMS[name])
         out.append(entry)
+    for name in sorted(set(PROBLEMS) - {entry["name"] for entry in out}):  # failed to import: not registered
+        out.append({"name": name, "hooks": [], "builtin": False, "problems": list(PROBLEMS[name])})
     return out

@@ -65,6 +65,7 @@ class Registry:
         self.kind = kind
         self._items: dict[str, Any] = {}
         self._aliases: dict[str, str] = {}
+        self.notes: list[str] = []  # third-party registrations that were skipped, and why
 
     def add(self, item_id: str, item: Any, aliases: list[str] | tuple[str, ...] = ()) -> None:
         if item_id in self._items or item_id in self._aliases:
@@ -77,7 +78,10 @@ class Registry:
     def get(self, name: str) -> Any:
         key = self._aliases.get(name, name)
         if key not in self._items:
-            raise unknown_name(self.kind, name, list(self._items) + list(self._aliases))
+            error = unknown_name(self.kind, name, list(self._items) + list(self._aliases))
+            if self.notes:
+                error = UserError(f"{error} (skipped because broken: {'; '.join(self.notes)})")
+            raise error
         return self._items[key]
 
     def ids(self) -> list[str]:

@@ -1,0 +1,118 @@
+"""A broken third-party plugin does not block the harness: the broken part is skipped with a warning.
+
+The test installs two plugins by putting a package and its `.dist-info` (with `entry_points.txt`, group
+`harness`) on PYTHONPATH, the way pip lays them out: `half-broken` registers one good task, one task YAML with
+a wrong field and a model whose id clashes with a built-in; `unimportable` fails when its module is imported.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+GOOD_TASK = """\
+id: third-party-vqa
+version: "1"
+kind: vqa
+description: A small synthetic task from a third-party package
+sources:
+  - {name: embedded, format: phantom, closed_rule: answer_type, options: {seed: 7, n_train: 8, n_test: 6}}
+prompts:
+  default: "{question} Answer with one word."
+judges: [exact]
+metadata: {citation: "a third-party package", license: Apache-2.0, credentialed: false}
+"""
+
+PLUGIN = """\
+from pathlib import Path
+
+from harness.hookspecs import hookimpl
+from harness.registry import ModelInfo
+
+
+@hookimpl
+def register_tasks(register):
+    here = Path(__file__).parent
+    register(here / "broken.yaml")
+    register(here / "good.yaml")
+
+
+@hookimpl
+def register_models(register):
+    register(ModelInfo(id="prior", loader="nowhere:Nothing", description="clashes with the built-in"))
+"""
+
+
+def _install(site: Path, dist: str, module: str, files: dict[str, str]) -> None:
+    package = site / module
+    package.mkdir(parents=True)
+    for name, text in files.items():
+        (package / name).write_text(text)
+    info = site / f"{dist.replace('-', '_')}-0.1.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist}\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text(f"[harness]\n{dist} = {module}.plugin\n")
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory) -> Path:
+    site = tmp_path_factory.mktemp("site")
+    broken = GOOD_TASK.replace("id: third-party-vqa", "id: broken-vqa").replace("kind: vqa", "kind: quiz")
+    _install(site, "half-broken", "half_broken",
+             {"__init__.py": "", "plugin.py": PLUGIN, "good.yaml": GOOD_TASK, "broken.yaml": broken})
+    _install(site, "unimportable", "unimportable",
+             {"__init__.py": "", "plugin.py": "import a_module_that_is_not_installed\n"})
+    return site
+
+
+def cli(site: Path, *args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(site), os.environ.get("PYTHONPATH", "")])}
+    env.pop("HARNESS_PLUGINS", None)
+    return subprocess.run([sys.executable, "-m", "harness", *args], capture_output=True, text=True, env=env,
+                          timeout=120)
+
+
+def test_list_works_and_warns_once_per_broken_part(site):
+    proc = cli(site, "list", "--json")
+    assert proc.returncode == 0, proc.stderr
+    data = json.loads(proc.stdout)
+    tasks = {t["id"]: t for t in data["tasks"]}
+    assert tasks["third-party-vqa"]["plugin"] == "half-broken"  # the good file after the broken one still loads
+    assert "slake" in tasks and "broken-vqa" not in tasks
+    prior = {m["id"]: m for m in data["models"]}["prior"]
+    assert prior["plugin"] == "harness.plugins.builtin"  # the clash does not replace the built-in
+    warnings = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert "Traceback" not in proc.stderr
+    assert len(warnings) == 3, proc.stderr
+    assert all(line.startswith("warning: plugin '") for line in warnings)
+    broken_yaml = next(line for line in warnings if "broken.yaml" in line)
+    assert "half-broken" in broken_yaml and ":3: field 'kind'" in broken_yaml
+    assert any("'unimportable'" in line and "a_module_that_is_not_installed" in line for line in warnings)
+    assert any("model id 'prior'" in line for line in warnings)
+
+
+def test_plugins_lists_problems_per_plugin(site):
+    plugins = {p["name"]: p for p in json.loads(cli(site, "plugins").stdout)}
+    assert plugins["half-broken"]["distribution"] == "half-broken"
+    assert plugins["half-broken"]["tasks"] == ["third-party-vqa"]
+    assert len(plugins["half-broken"]["problems"]) == 2
+    assert "ModuleNotFoundError" in plugins["unimportable"]["problems"][0]
+    assert "problems" not in plugins["harness.plugins.builtin"]
+
+
+def test_other_tasks_still_run_and_the_broken_one_says_why(site, tmp_path):
+    run = cli(site, "run", "--model", "prior", "--task", "third-party-vqa", "--judge", "exact",
+              "--output", str(tmp_path / "run"), "--no-progress")
+    assert run.returncode == 0, run.stderr
+    assert json.loads((tmp_path / "run" / "results.json").read_text())["task"]["id"] == "third-party-vqa"
+    refused = cli(site, "run", "--model", "prior", "--task", "broken-vqa", "--judge", "exact",
+                  "--output", str(tmp_path / "refused"), "--no-progress")
+    assert refused.returncode == 2
+    error = refused.stderr.strip().splitlines()[-1]
+    assert error.startswith("error: unknown task 'broken-vqa'")
+    assert "skipped because broken" in error and "broken.yaml:3: field 'kind'" in error
