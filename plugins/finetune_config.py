@@ -11,6 +11,8 @@ and a changed command is refused instead of mixing two trainings in one folder.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -157,11 +159,16 @@ class FinetuneConfig:
         from harness import plugin_manager
         from harness.task import Task
 
-        try:
+        with self.stage1_errors():
             Task(plugin_manager.tasks().get(self.stage1_task), source=self.stage1_source,
                  data_dir=self.stage1_data_dir)
+
+    @contextmanager
+    def stage1_errors(self) -> Iterator[None]:
+        """Errors about stage 1's data name the --stage1-* flags (the task's messages name `harness run`'s)."""
+        try:
+            yield
         except UserError as exc:
-            # the task's messages name the flags of `harness run`; stage 1 has flags of its own
             message = str(exc).replace("--data-dir", "--stage1-data-dir").replace("--source", "--stage1-source")
             raise UserError(f"--stage1-task {self.stage1_task}: {message}") from None
 

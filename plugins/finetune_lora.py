@@ -316,8 +316,9 @@ def finetune(cfg: FinetuneConfig, progress: bool = True) -> dict[str, Any]:
     cfg.validate()
     stages = []
     if cfg.stage1_task:
-        stages.append(load_stage_data(cfg.stage1_task, data_dir=cfg.stage1_data_dir, source=cfg.stage1_source,
-                                      prompt=cfg.stage1_prompt, limit=cfg.limit))
+        with cfg.stage1_errors():
+            stages.append(load_stage_data(cfg.stage1_task, data_dir=cfg.stage1_data_dir, source=cfg.stage1_source,
+                                          prompt=cfg.stage1_prompt, limit=cfg.limit))
     stages.append(load_stage_data(cfg.task, data_dir=cfg.data_dir, source=cfg.source, prompt=cfg.prompt,
                                   limit=cfg.limit))
     info, cls, args, context = resolve_model(cfg, stages[-1].task)

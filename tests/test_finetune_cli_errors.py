@@ -43,3 +43,12 @@ def test_stage1_flags_without_a_stage1_task(tmp_path):
     (tmp_path / "rocov2").mkdir()
     line = error_line(finetune("--stage1-data-dir", "rocov2", cwd=tmp_path))
     assert line == "error: --stage1-data-dir given without --stage1-task (the captioning task of stage 1)"
+
+
+def test_stage1_hub_task_offline_names_the_stage1_flag(tmp_path):
+    # rocov2 without a data folder reads the hub copy; offline (as in the tests) that fails, and the way out
+    # the message gives is stage 1's own flag
+    line = error_line(finetune("--stage1-task", "rocov2", cwd=tmp_path))
+    assert line.startswith("error: --stage1-task rocov2: cannot load hub dataset 'eltorio/ROCOv2-radiology'")
+    assert line.endswith("or pass --stage1-data-dir with a local copy")
+    assert not (tmp_path / "adapters").exists()
