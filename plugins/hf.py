@@ -194,20 +194,23 @@ class HFModel(HFPrompting, ModelPlugin):
             self.batcher, self.default_batch_size = gen.AdaptiveBatcher(), micro
 
     def _pick_batch_size(self) -> int:
+        """Micro-batch size from the memory free after loading and the task's measured prompt length."""
         import torch
 
         n_params = sum(p.numel() for p in self.model.parameters())
         dtype_bytes = torch.finfo(getattr(torch, self.dtype_name)).bits // 8
         task = self.context.task
         new_tokens = int(task.config.generation.get("max_new_tokens", 32)) if task is not None else 32
-        gpu, images = None, 1
+        free = total = prompt = None
         if self.device.startswith("cuda"):
-            gpu = torch.cuda.get_device_properties(torch.device(self.device)).total_memory
-            if task is not None and self.family == "chat":  # multi-view tasks: longer prompts
-                images = max((len(s.images) for s in task.samples()[:16]), default=1)
+            free, total = torch.cuda.mem_get_info(torch.device(self.device))
+            if task is not None and self.family == "chat":  # multi-view tasks, larger images: longer prompts
+                prompt = gen.measure_prompt_tokens(task, self._encode)
+        text = getattr(self.model.config, "text_config", None) or self.model.config
         return gen.pick_batch_size(n_params=n_params, dtype_bytes=dtype_bytes, new_tokens=new_tokens,
                                    kv_per_token=gen.kv_bytes_per_token(self.model.config, dtype_bytes),
-                                   gpu_memory=gpu, images_per_sample=images)
+                                   gpu_free=free, gpu_total=total, prompt_tokens=prompt,
+                                   hidden_size=int(getattr(text, "hidden_size", 0) or 0))
 
     # ---- adapters ------------------------------------------------------------------------------------
     def _load_adapter(self, folder: Path) -> None:

@@ -17,6 +17,8 @@ log = logging.getLogger(__name__)
 
 MAX_DEFAULT_BATCH = 128
 PROMPT_TOKENS_GUESS = 768  # image + text tokens of a typical single-image prompt (LLaVA-1.5: 576 + ~50)
+GPU_RESERVE = 0.06  # share of the card's memory the batch size leaves free
+ACTIVATION_WIDTHS = 16  # prefill activations per prompt token, in hidden-size vectors (eager LLaMA: about 12)
 
 
 def length_sorted(keys: Sequence[Any]) -> list[int]:
@@ -123,19 +125,42 @@ def kv_bytes_per_token(config: Any, dtype_bytes: int) -> int:
 
 
 def pick_batch_size(*, n_params: int, dtype_bytes: int, kv_per_token: int, new_tokens: int,
-                    gpu_memory: int | None, images_per_sample: int = 1) -> int:
-    """Default (micro-)batch size. On GPU: as many samples as the memory left after the weights holds (KV
-    cache for a typical prompt per image plus the new tokens, with a margin), rounded down to a multiple of
-    16, at most 128. On the CPU: a small batch (large ones only add padding there)."""
-    if not gpu_memory:
+                    gpu_free: int | None, gpu_total: int | None = None, prompt_tokens: int | None = None,
+                    images_per_sample: int = 1, hidden_size: int = 0) -> int:
+    """Default (micro-)batch size.
+
+    On GPU: as many samples as the memory free after loading (`gpu_free`, less a reserve of 6% of the card
+    for CUDA graphs, workspaces and fragmentation) holds, each taking its KV cache for the prompt plus the new
+    tokens and the prefill's activations (about 16 hidden-size vectors per prompt token); rounded down to a
+    multiple of 16, at most 128. `prompt_tokens` is the task's measured (padded) prompt length; without it a
+    typical single-image prompt per image is assumed. On the CPU: a small batch (large ones only add padding)."""
+    if not gpu_free:
         return 16 if n_params < 50e6 else (4 if n_params < 1e9 else 1)
-    free = 0.85 * gpu_memory - n_params * dtype_bytes
-    tokens = PROMPT_TOKENS_GUESS * max(1, images_per_sample) + new_tokens
-    per_sample = max(kv_per_token, 1) * tokens * 1.2
-    batch = int(free // per_sample) if free > 0 else 1
+    prompt = prompt_tokens or PROMPT_TOKENS_GUESS * max(1, images_per_sample)
+    budget = gpu_free - GPU_RESERVE * (gpu_total or gpu_free)
+    per_sample = max(kv_per_token, 1) * (prompt + new_tokens) + ACTIVATION_WIDTHS * hidden_size * dtype_bytes * prompt
+    batch = int(budget // per_sample) if budget > 0 else 1
     if batch >= 16:
         batch -= batch % 16
     return max(1, min(MAX_DEFAULT_BATCH, batch))
+
+
+def measure_prompt_tokens(task: Any, encode: Callable[[list[Any]], Any], n: int = 16) -> int | None:
+    """The longest prompt (image and text tokens, padded as generation pads it) among the task's first `n`
+    test samples, encoded by `encode`; None when it cannot be measured (images missing, no samples)."""
+    try:
+        _, template = task.prompt_template(None)
+        settings = task.generation_settings()
+        lengths = []
+        for sample in task.samples()[:n]:
+            images = [ref.open() for ref in sample.images]
+            enc = encode([task.build_request(sample, template, settings, images)])
+            lengths.append(int(enc["input_ids"].shape[-1]))
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        log.info("prompt length not measured (%s): assuming %d tokens per image", first_line(exc),
+                 PROMPT_TOKENS_GUESS)
+        return None
+    return max(lengths, default=None)
 
 
 def static_batch_size(n: int, limit: int | None) -> int:

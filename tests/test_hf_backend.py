@@ -362,23 +362,3 @@ def test_harness_run_tiny_vlm_end_to_end(tmp_path):
     assert loaded["model_class"] == "LlavaForConditionalGeneration"
     results = json.loads((out / "results.json").read_text())
     assert results["task"]["n"] == 20
-
-
-def test_default_batch_size_fills_a_gpu_and_stays_small_on_the_cpu():
-    from types import SimpleNamespace
-
-    from harness.plugins import hf_generation as gen
-
-    llama_7b = SimpleNamespace(text_config=SimpleNamespace(num_hidden_layers=32, num_attention_heads=32,
-                                                           num_key_value_heads=32, hidden_size=4096))
-    kv = gen.kv_bytes_per_token(llama_7b, 2)
-    assert kv == 2 * 32 * 4096 * 2  # keys and values, 32 layers, 4096 wide, bf16: 0.5 MiB per token
-    h100 = 80 * 2**30
-    vqa = gen.pick_batch_size(n_params=7_060_000_000, dtype_bytes=2, kv_per_token=kv, new_tokens=16,
-                              gpu_memory=h100)
-    two_view_reports = gen.pick_batch_size(n_params=7_060_000_000, dtype_bytes=2, kv_per_token=kv,
-                                           new_tokens=128, gpu_memory=h100, images_per_sample=2)
-    assert 64 <= vqa <= 128 and vqa % 16 == 0
-    assert 16 <= two_view_reports < vqa
-    assert gen.pick_batch_size(n_params=7_060_000_000, dtype_bytes=4, kv_per_token=kv, new_tokens=16,
-                               gpu_memory=None) == 1
