@@ -1,6 +1,7 @@
-"""Dataset fingerprints: a hash over sample ids, texts and image bytes.
+"""Dataset fingerprints: a hash over sample ids, texts, labels and image bytes.
 
-Recorded in every result so that numbers from different data versions are never silently mixed.
+Recorded in every result (and part of the run id) so that numbers from different data versions are never
+silently mixed: relabelled answer types or question types change it as much as a changed answer does.
 """
 
 from __future__ import annotations
@@ -8,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Iterable
+from typing import Any
 
 from harness.types import Sample
 
@@ -22,12 +24,18 @@ def image_digest(sample: Sample) -> list[str]:
     return digests
 
 
+def _labels(fields: dict[str, Any]) -> dict[str, Any]:
+    """The sample's fields (answer_type after the closed rule, question_type, organ, ...) that are plain data."""
+    plain = (str, int, float, bool, type(None), list, tuple, dict)
+    return {k: v for k, v in sorted(fields.items()) if isinstance(v, plain)}
+
+
 def dataset_fingerprint(samples: Iterable[Sample]) -> str:
-    """sha256 over (id, question, answer, image digests) of every sample, in id order."""
+    """sha256 over (id, question, answer, image digests, fields) of every sample, in id order."""
     h = hashlib.sha256()
     for sample in sorted(samples, key=lambda s: s.id):
-        record = [sample.id, sample.question or "", sample.answer, image_digest(sample)]
-        h.update(json.dumps(record, ensure_ascii=False).encode("utf-8"))
+        record = [sample.id, sample.question or "", sample.answer, image_digest(sample), _labels(sample.fields)]
+        h.update(json.dumps(record, ensure_ascii=False, default=str).encode("utf-8"))
         h.update(b"\n")
     return "sha256:" + h.hexdigest()[:32]
 
