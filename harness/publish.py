@@ -1,10 +1,11 @@
 """Merge results.json files into a leaderboard.json (schema-checked, written atomically).
 
-One row per model x task x split x prompt variant x judge x convention, carrying its provenance (run id,
-harness version and commit, judge version and settings, prompt, generation settings, dataset fingerprint).
-A partial row (fewer samples than the split, e.g. a --limit run) never replaces a complete one; among rows
-equally complete the newest wins. Rows of one task version whose dataset fingerprints differ are refused:
-their numbers are not comparable.
+One row per model x task x split x source x prompt variant x judge x convention, carrying its metrics (overall
+and per breakdown, e.g. open/closed) and provenance (run id, harness version and commit, judge version and
+settings, prompt, generation settings, dataset fingerprint). A partial row (fewer samples than the split, e.g. a
+--limit run) never replaces a complete one; then fewer failed samples win; then the newest. Results of one task
+version, split and source whose dataset fingerprints differ are refused, whether or not one would replace the
+other: their numbers are not comparable.
 """
 
 from __future__ import annotations
@@ -47,6 +48,10 @@ def rows_from_results(path: Path) -> list[dict[str, Any]]:
         raise UserError(f"{path}: not a valid results file at '{where}': {exc.message}") from None
     chosen = selection_of(data)
     rows = []
+
+    def trimmed(metrics: dict[str, Any]) -> dict[str, Any]:
+        return {name: {"value": m["value"], "ci95": m["ci95"], "n": m["n"]} for name, m in metrics.items()}
+
     for judge in data["judges"]:
         rows.append({
             "model": data["model"].get("label", data["model"]["id"]),
@@ -55,6 +60,7 @@ def rows_from_results(path: Path) -> list[dict[str, Any]]:
             "task": data["task"]["id"],
             "task_version": data["task"]["version"],
             "split": data["task"]["split"],
+            "source": data["task"]["source"].get("name"),
             "fingerprint": data["task"]["fingerprint"],
             "judge": judge["id"],
             "convention": judge.get("convention"),
@@ -63,8 +69,9 @@ def rows_from_results(path: Path) -> list[dict[str, Any]]:
             "n_total": chosen["n_total"],
             "partial": chosen["partial"],
             "errors": data["errors"]["count"],
-            "metrics": {name: {"value": m["value"], "ci95": m["ci95"], "n": m["n"]}
-                        for name, m in judge["metrics"].items()},
+            "metrics": trimmed(judge["metrics"]),
+            "breakdowns": {key: {value: trimmed(metrics) for value, metrics in values.items()}
+                           for key, values in judge.get("breakdowns", {}).items()},
             "provenance": {
                 "run_id": data["run_id"],
                 "created": data["created"],
@@ -81,35 +88,49 @@ def rows_from_results(path: Path) -> list[dict[str, Any]]:
 
 
 def row_key(row: dict[str, Any]) -> tuple:
-    return (row["model"], row["task"], row["split"], row["prompt_variant"], row["judge"], row["convention"])
+    return (row["model"], row["task"], row["split"], row.get("source"), row["prompt_variant"], row["judge"],
+            row["convention"])
 
 
 def describe(row: dict[str, Any]) -> str:
     size = f"n={row['n']}" + (f" of {row['n_total']}" if row.get("n_total") is not None else "")
     convention = f":{row['convention']}" if row["convention"] else ""
-    return (f"{row['model']} on {row['task']} ({row['split']}, prompt {row['prompt_variant']}) "
+    source = f", source {row['source']}" if row.get("source") else ""
+    return (f"{row['model']} on {row['task']} ({row['split']}{source}, prompt {row['prompt_variant']}) "
             f"judge {row['judge']}{convention}, {size}, run {row['provenance']['run_id']}")
 
 
 def prefer(new: dict[str, Any], old: dict[str, Any]) -> bool:
-    """A complete row beats a partial one; among equally complete rows the newest wins."""
+    """A complete row beats a partial one, then fewer failed samples win, then the newest."""
     if bool(new.get("partial")) != bool(old.get("partial")):
         return not new.get("partial")
+    if new.get("errors", 0) != old.get("errors", 0):
+        return new.get("errors", 0) < old.get("errors", 0)
     return old["provenance"]["created"] <= new["provenance"]["created"]
 
 
 def check_fingerprints(rows: list[dict[str, Any]]) -> None:
-    seen: dict[tuple[str, str, str], dict[str, Any]] = {}
+    """Every row (kept or not) of one task version, split and source must come from the same data."""
+    seen: dict[tuple, dict[str, Any]] = {}
     for row in rows:
-        key = (row["task"], row["task_version"], row["split"])
+        key = (row["task"], row["task_version"], row["split"], row.get("source"))
         first = seen.setdefault(key, row)
         if first["fingerprint"] != row["fingerprint"]:
+            source = f", source {row['source']}" if row.get("source") else ""
             raise UserError(
-                f"task {row['task']} v{row['task_version']} ({row['split']}) has two dataset fingerprints: "
+                f"task {row['task']} v{row['task_version']} ({row['split']}{source}) has two dataset fingerprints: "
                 f"{first['fingerprint']} in {first['provenance']['results_file']} and {row['fingerprint']} in "
                 f"{row['provenance']['results_file']}; results from different data are not comparable "
                 "(re-run on the same data, or publish them to separate leaderboards)"
             )
+
+
+def _why_not(row: dict[str, Any], kept: dict[str, Any]) -> str:
+    if row.get("partial") and not kept.get("partial"):
+        return "partial; the leaderboard keeps the complete"
+    if row.get("errors", 0) > kept.get("errors", 0):
+        return "more failed samples than"
+    return "older than"
 
 
 def publish(inputs: list[Path], output: Path) -> tuple[dict[str, Any], list[str]]:
@@ -123,20 +144,20 @@ def publish(inputs: list[Path], output: Path) -> tuple[dict[str, Any], list[str]
         except Exception as exc:  # noqa: BLE001 - any unreadable leaderboard is the user's file to fix
             raise UserError(f"{output}: existing leaderboard is not valid ({str(exc).splitlines()[0]})") from None
         rows = {row_key(r): r for r in existing["rows"]}
+    candidates = list(rows.values()) + [row for path in find_results(inputs) for row in rows_from_results(path)]
+    check_fingerprints(candidates)
     notices = []
-    for path in find_results(inputs):
-        for row in rows_from_results(path):
-            old = rows.get(row_key(row))
-            if old is None or prefer(row, old):
-                rows[row_key(row)] = row
-            else:
-                why = ("partial; the leaderboard keeps the complete" if row["partial"] and not old.get("partial")
-                       else "older than")
-                notices.append(f"skipped {describe(row)}: {why} run {old['provenance']['run_id']}")
-    ordered = sorted(rows.values(), key=lambda r: (r["task"], r["split"], r["judge"], str(r["convention"]),
-                                                   str(r["prompt_variant"]), r["model"]))
-    check_fingerprints(ordered)
+    for row in candidates[len(rows):]:
+        old = rows.get(row_key(row))
+        if old is None or prefer(row, old):
+            rows[row_key(row)] = row
+        else:
+            notices.append(f"skipped {describe(row)}: {_why_not(row, old)} run {old['provenance']['run_id']}")
+    ordered = sorted(rows.values(), key=lambda r: (r["task"], r["split"], str(r.get("source")), r["judge"],
+                                                   str(r["convention"]), str(r["prompt_variant"]), r["model"]))
     notices += [f"partial row kept (no complete run yet): {describe(r)}" for r in ordered if r.get("partial")]
+    notices += [f"row with {r['errors']} failed sample(s), not in its metrics (re-run to retry them): {describe(r)}"
+                for r in ordered if r.get("errors")]
     board = {
         "schema_version": SCHEMA_VERSION,
         "updated": datetime.now(timezone.utc).isoformat(timespec="seconds"),

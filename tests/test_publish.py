@@ -58,3 +58,58 @@ def test_publish_rejects_a_file_that_is_not_results(tmp_path):
     bad.write_text(json.dumps({"schema_version": "1.0"}))
     proc = cli("publish", str(bad), "-o", str(tmp_path / "lb.json"))
     assert proc.returncode == 2 and "not a valid results file" in proc.stderr
+
+
+def _variant(run_dir: Path, dest: Path, **changes) -> Path:
+    """A copy of a run's results.json with some task fields, the creation time or the error count changed."""
+    data = json.loads((run_dir / "results.json").read_text())
+    for key, value in changes.items():
+        if key == "created":
+            data["created"] = value
+        elif key == "errors":
+            data["errors"] = {"count": value, "samples": [{"id": f"x{i}", "error": "HTTP 500"} for i in range(value)]}
+        elif key == "source":
+            data["task"]["source"]["name"] = value
+        else:
+            data["task"][key] = value
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    dest.write_text(json.dumps(data))
+    return dest
+
+
+def test_sources_get_their_own_rows_and_open_closed_breakdowns(tmp_path):
+    runs = make_run(tmp_path / "runs", "--judge", "exact")
+    (run_dir,) = list(runs.iterdir())
+    per_image = _variant(run_dir, tmp_path / "per-image" / "results.json", source="embedded-per-image",
+                         fingerprint="sha256:" + "1" * 32)
+    board_path = tmp_path / "lb.json"
+    proc = cli("publish", str(runs), str(per_image), "-o", str(board_path))
+    assert proc.returncode == 0, proc.stderr
+    rows = json.loads(board_path.read_text())["rows"]
+    assert sorted(r["source"] for r in rows) == ["embedded", "embedded-per-image"]
+    closed = rows[0]["breakdowns"]["answer_type"]["CLOSED"]["accuracy"]
+    assert 0 < closed["n"] < rows[0]["n"] and closed["ci95"] is not None
+
+
+def test_a_newer_run_on_other_data_does_not_silently_replace_the_row(tmp_path):
+    runs = make_run(tmp_path / "runs", "--judge", "exact")
+    (run_dir,) = list(runs.iterdir())
+    newer = _variant(run_dir, tmp_path / "newer" / "results.json", fingerprint="sha256:" + "2" * 32,
+                     created="2999-01-01T00:00:00+00:00")
+    proc = cli("publish", str(runs), str(newer), "-o", str(tmp_path / "lb.json"))
+    assert proc.returncode == 2 and "two dataset fingerprints" in proc.stderr
+    assert not (tmp_path / "lb.json").exists()
+
+
+def test_a_run_with_failed_samples_does_not_replace_a_clean_one_and_is_flagged(tmp_path):
+    runs = make_run(tmp_path / "runs", "--judge", "exact")
+    (run_dir,) = list(runs.iterdir())
+    failing = _variant(run_dir, tmp_path / "failing" / "results.json", errors=3, created="2999-01-01T00:00:00+00:00")
+    board_path = tmp_path / "lb.json"
+    proc = cli("publish", str(runs), str(failing), "-o", str(board_path))
+    assert proc.returncode == 0, proc.stderr
+    (row,) = json.loads(board_path.read_text())["rows"]
+    assert row["errors"] == 0 and row["provenance"]["results_file"] == str(run_dir / "results.json")
+    assert "more failed samples than run" in proc.stderr
+    alone = cli("publish", str(failing), "-o", str(tmp_path / "alone.json"))
+    assert "row with 3 failed sample(s), not in its metrics" in alone.stderr
