@@ -159,6 +159,8 @@ def _open_images(sample: Sample) -> tuple[list[Any], str | None]:
             images.append(ref.open())
         except (OSError, ValueError) as exc:
             reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+            if type(exc).__name__ == "UnidentifiedImageError":  # PIL's message names a BytesIO object
+                reason = "not an image file Pillow can read"
             where = f" ({ref.path})" if ref.path is not None and str(ref.path) != ref.name else ""
             return [], f"image {ref.name}{where}: {reason}"
     return images, None

@@ -25,7 +25,10 @@ def results_summary(results: dict[str, Any], max_breakdowns: int = 1, max_values
              f"data {task['fingerprint']})"]
     errors = results["errors"]["count"]
     if errors:
-        lines.append(f"  {errors} sample(s) failed and were not scored (see errors in results.json)")
+        first = results["errors"]["samples"][0] if results["errors"].get("samples") else None
+        example = f" (first: {first['id']}: {first['error'].splitlines()[0][:200]})" if first else ""
+        lines.append(f"  {errors} of {task['n']} sample(s) failed and are not in the metrics{example}; run the same "
+                     "command again to retry them")
     for judge in results["judges"]:
         name = judge["id"] + (f" ({judge['convention']})" if judge.get("convention") else "")
         lines.append(f"  judge {name}:")

@@ -78,4 +78,9 @@ def main(args: argparse.Namespace) -> int:
     out_dir, results = run(spec)
     print(results_summary(results))
     print(f"results: {out_dir / 'results.json'}")
+    failed, n = results["errors"]["count"], results["task"]["n"]
+    if n and failed == n:
+        first = results["errors"]["samples"][0]
+        raise UserError(f"all {n} samples failed, so there is nothing to score (first: {first['id']}: "
+                        f"{first['error'].splitlines()[0][:300]}); fix the cause and run the same command again")
     return 0
