@@ -2,10 +2,13 @@
 
 Source choice is explicit and recorded: `--source NAME`, else (with `--data-dir`) the first local
 source whose files are present, else the hub source, else the embedded generator.
+A loaded split whose size differs from the source's `sizes` in the task YAML gets one `warning:` line on stderr
+(not an error: a deliberately modified copy is a valid thing to evaluate); `size_note(split)` returns it.
 """
 
 from __future__ import annotations
 
+import sys
 from dataclasses import fields as dc_fields
 from pathlib import Path
 from typing import Any
@@ -24,6 +27,7 @@ class Task:
         self.source = config.source(source) if source else self._pick_source()
         self._samples: dict[str, list[Sample]] = {}
         self._fingerprints: dict[str, str] = {}
+        self._size_notes: dict[str, str | None] = {}
 
     @property
     def id(self) -> str:
@@ -66,7 +70,24 @@ class Task:
             self._samples[split] = module.load(self.source, split, self.data_dir, self.kind)
             if not self._samples[split]:
                 raise UserError(f"task '{self.id}' source '{self.source.name}' split '{split}' has no samples")
+            self._size_notes[split] = self._check_size(split, len(self._samples[split]))
         return self._samples[split]
+
+    def _check_size(self, split: str, found: int) -> str | None:
+        expected = self.source.expected_size(split)
+        if expected is None or expected == found:
+            return None
+        note = (f"task '{self.id}' source '{self.source.name}' split '{split}': expected {expected} samples "
+                f"(sizes in {self.config.path.name}), found {found}")
+        print(f"warning: {note}", file=sys.stderr)
+        return note
+
+    def size_note(self, split: str | None = None) -> str | None:
+        """Why a split's size differs from the task YAML's expected size (None when it matches or none is
+        given); loads the split if needed. Meant to be recorded with results."""
+        split = split or self.config.test_split
+        self.samples(split)
+        return self._size_notes.get(split)
 
     def train_samples(self) -> list[Sample]:
         return self.samples(self.config.train_split)

@@ -26,7 +26,11 @@ def task_schema() -> dict[str, Any]:
 
 @dataclass
 class SourceConfig:
-    """One way to obtain the data: a hub dataset (`format: hf`) or a local release format."""
+    """One way to obtain the data: a hub dataset (`format: hf`) or a local release format.
+
+    `sizes` holds the expected number of samples per split (keys as passed to --split, e.g. test, validation),
+    from the release and the papers; `Task` warns when a loaded split differs.
+    """
 
     name: str
     format: str
@@ -38,6 +42,7 @@ class SourceConfig:
     closed_rule: str | None = None
     options: dict[str, Any] = field(default_factory=dict)
     description: str = ""
+    sizes: dict[str, int] = field(default_factory=dict)
 
     @property
     def is_hub(self) -> bool:
@@ -45,6 +50,13 @@ class SourceConfig:
 
     def split_name(self, split: str) -> str:
         return self.splits.get(split, split)
+
+    def expected_size(self, split: str) -> int | None:
+        """The YAML's expected size of a split, found by its name or by the release split it maps to."""
+        if split in self.sizes:
+            return self.sizes[split]
+        wanted = self.split_name(split)
+        return next((n for key, n in self.sizes.items() if self.split_name(key) == wanted), None)
 
 
 @dataclass

@@ -260,7 +260,7 @@ def test_bad_answer_type_names_file_and_record(tmp_path, phantom):
     recs = written.records["test"]
     recs[0]["answer_type"] = "MAYBE"
     (tmp_path / "testset.json").write_text(json.dumps(recs))
-    with pytest.raises(UserError, match=rf"testset\.json: record '{recs[0]['qid']}' has answer_type 'MAYBE'"):
+    with pytest.raises(UserError, match=rf"testset\.json: record 0 \(qid {recs[0]['qid']}\) has answer_type 'MAYBE'"):
         task("vqa-rad", tmp_path).samples("test")
 
 

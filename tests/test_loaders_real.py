@@ -30,6 +30,7 @@ def test_vqa_rad_official_test_split(vqa_rad):
     assert len({s.id for s in test} | {s.id for s in train}) == 451 + 1797
     assert {s.fields["phrase_type"] for s in test} == {"test_freeform", "test_para"}
     assert {s.fields["organ"] for s in test} == {"HEAD", "CHEST", "ABD"}
+    assert t.size_note("test") is None and t.size_note("train") is None  # vqa-rad.yaml's sizes match the release
 
 
 def test_vqa_rad_quirks_survive_loading(vqa_rad):
@@ -55,6 +56,9 @@ def test_slake_english_counts(shared_data):
     assert t.source.name == "local"
     counts = {split: len(t.samples(split)) for split in ("train", "validation", "test")}
     assert counts == {"train": 4919, "validation": 1053, "test": 1061}
+    assert all(t.size_note(split) is None for split in counts)
+    blank = [s for s in t.samples("train") if not s.answer]
+    assert [s.id for s in blank] == ["1622"]  # the release's one blank answer, kept as slake.yaml lists it
     test = t.samples("test")
     assert Counter(s.answer_type for s in test) == {"OPEN": 645, "CLOSED": 416}
     assert len({s.images[0].name for s in test}) == 96
@@ -71,6 +75,7 @@ def test_iu_xray_r2gen_counts(shared_data, source, factor):
     t = real_task("iu-xray", shared_data / "iu-xray", source=source)
     counts = {split: len(t.samples(split)) for split in ("train", "validation", "test")}
     assert counts == {"train": 2069 * factor, "validation": 296 * factor, "test": 590 * factor}
+    assert all(t.size_note(split) is None for split in counts)
     test = t.samples("test")
     assert len({s.id for s in test}) == len(test)
     assert all(len(s.images) == 3 - factor for s in test)

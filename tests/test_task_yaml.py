@@ -95,3 +95,22 @@ def test_vqa_prompt_without_question_is_refused(tmp_path):
         load_task_config(path)
     assert str(err.value).startswith(f"{path}:{line}: field 'prompts.llava-med'")
     assert "{question}" in str(err.value)
+
+
+@pytest.mark.parametrize(("bad", "said"), [("{test: many}", "got 'many', expected type integer"),
+                                           ("{test: 0}", "0 is less than the minimum of 1"),
+                                           ("[451]", "expected type object")])
+def test_bad_expected_sizes_name_file_line_and_field(tmp_path, bad, said):
+    path, line = _broken_copy(tmp_path, "    sizes: {test: 451, train: 1797}", f"    sizes: {bad}")
+    with pytest.raises(UserError) as err:
+        load_task_config(path)
+    assert str(err.value).startswith(f"{path}:{line}: field 'sources.0.sizes")
+    assert said in str(err.value)
+
+
+def test_expected_sizes_are_read_into_the_source(tmp_path):
+    path, _ = _broken_copy(tmp_path, "    sizes: {test: 451, train: 1797}", "    sizes: {test: 450}")
+    config = load_task_config(path)
+    assert config.source("official").sizes == {"test": 450}
+    assert config.source("official").expected_size("test") == 450
+    assert config.source("official").expected_size("train") is None

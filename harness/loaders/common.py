@@ -1,7 +1,13 @@
-"""Helpers shared by the format loaders: required-file checks, answer text, open/closed decision."""
+"""Helpers shared by the format loaders: required-file checks, record labels, reference texts, unique ids,
+case-insensitive matching and the open/closed decision.
+
+Bad records give one-line `UserError`s that name the file, the record (its position in the file, and its id
+where the format has one) and the field, so a user can find the line to fix.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -29,13 +35,52 @@ def require_data_dir(data_dir: Path | None, source_name: str, expected: list[str
     return data_dir
 
 
-def answer_text(value: Any) -> str:
-    """Answers in real releases are sometimes JSON numbers (VQA-RAD): keep them as their text."""
+def as_text(value: Any) -> str:
+    """A scalar as stripped text: real releases store some answers and ids as JSON numbers (VQA-RAD); None -> ""."""
     if value is None:
         return ""
     if isinstance(value, float) and value.is_integer():
         value = int(value)
     return str(value).strip()
+
+
+def norm(value: Any) -> str:
+    """Text compared case-insensitively and without surrounding whitespace ("TEST_FREEFORM " == "test_freeform")."""
+    return as_text(value).casefold()
+
+
+def record_label(index: int, record_id: Any = None, id_key: str | None = None, unit: str = "record") -> str:
+    """'record 19 (qid 20)': the 0-based position in the file and, when known, the record's id."""
+    shown = as_text(record_id)
+    return f"{unit} {index} ({id_key} {shown})" if id_key and shown else f"{unit} {index}"
+
+
+def reference_text(value: Any, where: str, field: str, *, allow_empty: bool = False) -> str:
+    """The reference answer / report / caption of a record as text.
+
+    A null or blank reference would be scored against every prediction (an empty string is a substring of any
+    answer), so it is refused; `where` names the file and record, `field` the record key. `allow_empty` keeps a
+    blank text for records a task YAML lists as known defects of the release.
+    """
+    if value is None and not allow_empty:
+        raise UserError(f"{where}: {field} is null; expected the reference text (non-empty)")
+    text = as_text(value)
+    if not text and not allow_empty:
+        raise UserError(f"{where}: {field} is empty; expected the reference text (non-empty)")
+    return text
+
+
+def check_unique_ids(ids: Sequence[str], positions: Iterable[int], where: str, id_key: str,
+                     unit: str = "record") -> None:
+    """Refuse a repeated id: results, resume and fingerprints are keyed by sample id."""
+    first: dict[str, int] = {}
+    for sample_id, pos in zip(ids, positions):
+        if sample_id in first:
+            raise UserError(
+                f"{where}: {id_key} '{sample_id}' appears twice ({unit}s {first[sample_id]} and {pos}); "
+                "expected one record per id"
+            )
+        first[sample_id] = pos
 
 
 def closed_label(answer: str, answer_type: Any, rule: str | None) -> str:

@@ -6,7 +6,8 @@ from the user's Hugging Face cache when offline. Local copy: a folder in hub lay
 to the harness cache dir) or a `DatasetDict.save_to_disk` folder (`dataset_dict.json`).
 The image column is read undecoded, so each ImageRef carries the stored bytes. Columns follow the source's
 `fields` mapping: id, image, question (vqa), answer, answer_type (for closed_rule answer_type), plus any
-breakdown name; without an id column the id is "<split>-<row index>" (stable for a pinned revision).
+breakdown name; without an id column the id is "<split>-<row index>" (stable for a pinned revision). A blank
+or repeated id, and a null or blank reference (answer, report or caption), are errors naming the row.
 """
 
 from __future__ import annotations
@@ -15,9 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from harness.errors import UserError
-from harness.loaders.common import answer_text, closed_label
+from harness.loaders.common import as_text, check_unique_ids, closed_label, record_label, reference_text
 from harness.loaders.imageclef import split_cuis
-from harness.loaders.mevf_json import unique_ids
 from harness.paths import cache_dir
 from harness.task_config import SourceConfig
 from harness.types import ImageRef, Sample
@@ -111,13 +111,15 @@ def load(source: SourceConfig, split: str, data_dir: Path | None, kind: str) -> 
         ds = ds.cast_column(mapping["image"], datasets.Image(decode=False))
     extra = {name: col for name, col in mapping.items() if name not in CORE_KEYS and col in columns}
     rows = list(ds)
-    if "id" in mapping:
-        ids = unique_ids(str(row[mapping["id"]]).strip() for row in rows)
-    else:
-        ids = [f"{split_name}-{i}" for i in range(len(rows))]
+    where = f"{local or source.path} split '{split_name}'"
+    id_key = mapping.get("id")
     samples = []
-    for sample_id, row in zip(ids, rows):
-        answer = answer_text(row[mapping["answer"]])
+    for i, row in enumerate(rows):
+        label = record_label(i, row[id_key] if id_key else None, id_key, unit="row")
+        sample_id = as_text(row[id_key]) if id_key else f"{split_name}-{i}"
+        if not sample_id:
+            raise UserError(f"{where} {label}: {id_key} is blank; expected the sample's id")
+        answer = reference_text(row[mapping["answer"]], f"{where} {label}", mapping["answer"])
         fields: dict[str, Any] = {}
         if kind == "vqa":
             raw_type = row.get(mapping.get("answer_type", ""))
@@ -125,7 +127,7 @@ def load(source: SourceConfig, split: str, data_dir: Path | None, kind: str) -> 
                 fields["answer_type"] = closed_label(answer, raw_type, source.closed_rule)
             except ValueError:
                 raise UserError(
-                    f"{source.path or local} row '{sample_id}': answer_type {raw_type!r} is neither OPEN nor CLOSED"
+                    f"{where} {label}: answer_type {raw_type!r} is neither OPEN nor CLOSED"
                 ) from None
         for name, col in extra.items():
             value = row[col]
@@ -139,4 +141,5 @@ def load(source: SourceConfig, split: str, data_dir: Path | None, kind: str) -> 
                 fields=fields,
             )
         )
+    check_unique_ids([s.id for s in samples], range(len(samples)), where, id_key or "id", unit="row")
     return samples

@@ -5,7 +5,8 @@ Layout (defaults, each overridable by a source option; `{split}` and `{id}` are 
     concepts  "{split}_concepts.csv"   header ID,CUIs with the CUIs joined by ';' (optional: read when present)
     image     "{split}/{id}.jpg"
 Splits: train / valid / test. The caption is the reference; `fields["cuis"]` holds the image's UMLS CUIs.
-Column names follow the source's `fields` mapping (id, answer, cuis).
+Column names follow the source's `fields` mapping (id, answer, cuis). An empty id or caption, or a repeated id,
+is an error naming the CSV line.
 """
 
 from __future__ import annotations
@@ -87,13 +88,17 @@ def load(source: SourceConfig, split: str, data_dir: Path | None, kind: str) -> 
         if image_id in seen:
             raise UserError(f"{captions_path}:{line}: {mapping['id']} '{image_id}' appears twice")
         seen.add(image_id)
+        caption = (row[mapping["answer"]] or "").strip()
+        if not caption:
+            raise UserError(f"{captions_path}:{line}: {mapping['id']} '{image_id}' has an empty {mapping['answer']}; "
+                            "expected the reference caption")
         rel = image_pattern.format(id=image_id)
         fields = {} if cuis is None else {"cuis": cuis.get(image_id, [])}
         samples.append(
             Sample(
                 id=image_id,
                 images=[ImageRef(name=rel, path=root / rel)],
-                answer=(row[mapping["answer"]] or "").strip(),
+                answer=caption,
                 fields=fields,
             )
         )

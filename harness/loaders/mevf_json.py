@@ -6,19 +6,29 @@ Layout (the MEVF `data_RAD` folder):
         {"qid": 1, "image_name": "synpic54610.jpg", "image_organ": "HEAD", "answer": "Yes",
          "answer_type": "CLOSED", "question_type": "PRES", "question": "...", "phrase_type": "freeform"}
     images/<image_name>
-Source options: `files` (split -> json file name) and `image_dir` (default "images"). The source's `fields`
-mapping renames columns: keys id, image, question, answer, answer_type, plus any breakdown name.
+Source options: `files` (split -> json file name), `image_dir` (default "images") and `known_empty_answers`
+(json file name -> ids whose blank answer is a known defect of the release: kept as released; any other null,
+missing or blank answer is an error). The source's `fields` mapping renames columns: keys id, image,
+question, answer, answer_type, plus any breakdown name. Ids must be unique within a file's split; errors name
+the record by its position in the file and its id.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from harness.errors import UserError
-from harness.loaders.common import answer_text, closed_label, require_data_dir
+from harness.loaders.common import (
+    as_text,
+    check_unique_ids,
+    closed_label,
+    record_label,
+    reference_text,
+    require_data_dir,
+)
 from harness.task_config import SourceConfig
 from harness.types import ImageRef, Sample
 
@@ -71,16 +81,6 @@ def read_records(path: Path) -> list[dict[str, Any]]:
     return data
 
 
-def unique_ids(raw_ids: Iterable[str]) -> list[str]:
-    """Keep ids as given; a repeated id gets '#2', '#3', ... in file order, so ids stay stable and unique."""
-    seen: dict[str, int] = {}
-    out = []
-    for raw in raw_ids:
-        seen[raw] = seen.get(raw, 0) + 1
-        out.append(raw if seen[raw] == 1 else f"{raw}#{seen[raw]}")
-    return out
-
-
 def vqa_samples(
     records: list[dict[str, Any]],
     *,
@@ -88,8 +88,12 @@ def vqa_samples(
     path: Path,
     image_root: Path,
     default_fields: dict[str, str],
+    positions: Sequence[int] | None = None,
 ) -> list[Sample]:
-    """Turn VQA records into Samples: OPEN/CLOSED by the source's closed_rule, breakdown fields stripped."""
+    """Turn VQA records into Samples: OPEN/CLOSED by the source's closed_rule, breakdown fields stripped.
+
+    `positions` are the records' indices in the file (when `records` is a selection of it), used in errors.
+    """
     mapping = {**default_fields, **source.fields}
     for key in ("image", "question", "answer"):
         if key not in mapping:
@@ -97,28 +101,32 @@ def vqa_samples(
     needed = [mapping["image"], mapping["question"], mapping["answer"]]
     if source.closed_rule != "yes_no" and "answer_type" in mapping:
         needed.append(mapping["answer_type"])
-    raw_ids = []
-    for i, rec in enumerate(records):
+    id_key = mapping.get("id")
+    known_empty = {as_text(x) for x in (source.options.get("known_empty_answers") or {}).get(path.name, [])}
+    positions = list(range(len(records))) if positions is None else list(positions)
+    samples = []
+    for pos, rec in zip(positions, records):
+        label = record_label(pos, rec.get(id_key) if id_key else None, id_key)
         missing = [key for key in needed if key not in rec]
+        if id_key and not as_text(rec.get(id_key)):
+            missing.insert(0, id_key)
         if missing:
             raise UserError(
-                f"{path}: record {i} lacks {', '.join(missing)} (it has {', '.join(sorted(rec))}); "
+                f"{path}: {label} lacks {', '.join(missing)} (it has {', '.join(sorted(rec))}); "
                 "map other names with the source's `fields`"
             )
-        id_key = mapping.get("id")
-        raw_ids.append(answer_text(rec[id_key]) if id_key and rec.get(id_key) is not None else str(i))
-    samples = []
-    for sample_id, rec in zip(unique_ids(raw_ids), records):
-        answer = answer_text(rec[mapping["answer"]])
+        sample_id = as_text(rec[id_key]) if id_key else str(pos)
+        answer = reference_text(rec[mapping["answer"]], f"{path}: {label}", mapping["answer"],
+                                allow_empty=sample_id in known_empty)
         raw_type = rec.get(mapping["answer_type"]) if "answer_type" in mapping else None
         try:
-            label = closed_label(answer, raw_type, source.closed_rule)
+            kind = closed_label(answer, raw_type, source.closed_rule)
         except ValueError:
             raise UserError(
-                f"{path}: record '{sample_id}' has answer_type {raw_type!r}; expected OPEN or CLOSED "
+                f"{path}: {label} has {mapping['answer_type']} {raw_type!r}; expected OPEN or CLOSED "
                 "(or set closed_rule: yes_no)"
             ) from None
-        fields: dict[str, Any] = {"answer_type": label}
+        fields: dict[str, Any] = {"answer_type": kind}
         for name, key in mapping.items():
             if name in CORE_KEYS or key not in rec:
                 continue
@@ -134,6 +142,7 @@ def vqa_samples(
                 fields=fields,
             )
         )
+    check_unique_ids([s.id for s in samples], positions, str(path), id_key or "id")
     return samples
 
 

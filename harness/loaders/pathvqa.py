@@ -7,8 +7,9 @@ Layout assumptions (the released `pvqa/` folder):
                                  "test_0001"), `question` and `answer` (str); splits train / val / test
     images/<split>/<image>.jpg   (an `image` value that already ends in .jpg/.png is used as is)
 There is no id or answer type in the file: ids are "<split>-<position in the list>" (stable for a given
-release) and closed = a yes/no answer (closed_rule yes_no). The file is read with a restricted unpickler
-that builds only plain containers, strings and numbers, so a tampered pickle cannot run code.
+release) and closed = a yes/no answer (closed_rule yes_no). A null or blank answer is an error naming the
+record. The file is read with a restricted unpickler that builds only plain containers, strings and numbers,
+so a tampered pickle cannot run code.
 Source options: `qa_file` (pattern, default "qas/{split}/{split}_qa.pkl"), `image_path`
 (default "images/{split}/{image}.jpg").
 """
@@ -20,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.errors import UserError
-from harness.loaders.common import answer_text, closed_label, require_data_dir
+from harness.loaders.common import closed_label, record_label, reference_text, require_data_dir
 from harness.task_config import SourceConfig
 from harness.types import ImageRef, Sample
 
@@ -69,15 +70,16 @@ def load(source: SourceConfig, split: str, data_dir: Path | None, kind: str) -> 
     image_pattern = str(source.options.get("image_path", IMAGE_PATH))
     samples = []
     for i, rec in enumerate(records):
+        label = record_label(i, f"{name}-{i}", "id")
         missing = [mapping[k] for k in ("image", "question", "answer") if mapping[k] not in rec]
         if missing:
-            raise UserError(f"{path}: record {i} lacks {', '.join(missing)} (it has {', '.join(sorted(rec))})")
+            raise UserError(f"{path}: {label} lacks {', '.join(missing)} (it has {', '.join(sorted(rec))})")
         image = str(rec[mapping["image"]]).strip()
         if image.lower().endswith(IMAGE_SUFFIXES):
             rel = str(Path(image_pattern.format(split=name, image="x")).parent / image)
         else:
             rel = image_pattern.format(split=name, image=image)
-        answer = answer_text(rec[mapping["answer"]])
+        answer = reference_text(rec[mapping["answer"]], f"{path}: {label}", mapping["answer"])
         samples.append(
             Sample(
                 id=f"{name}-{i}",

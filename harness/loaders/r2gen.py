@@ -7,7 +7,9 @@ and `images/<image_path>`. One sample per study with all its views (2069 / 296 /
 Source option `per_image: true` gives PeFoMed's variant: one sample per image, id "<study>/<view index>"
 (view index = position of the image within its study; an `image_path` given as a single string, as in
 PeFoMed's own per-image file, counts in file order). Other options: `annotation`, `image_dir`.
-The report is kept as written; judges apply the lowercasing/cleaning that papers use.
+The report is kept as written; judges apply the lowercasing/cleaning that papers use. A null or blank report
+is an error naming the split and record (the real R2Gen annotation has none; an empty reference would make
+the lexical metrics meaningless).
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.errors import UserError
-from harness.loaders.common import require_data_dir
+from harness.loaders.common import record_label, reference_text, require_data_dir
 from harness.loaders.mevf_json import read_json
 from harness.task_config import SourceConfig
 from harness.types import ImageRef, Sample
@@ -47,19 +49,21 @@ def _records(source: SourceConfig, split: str, root: Path) -> tuple[Path, list[d
 def load(source: SourceConfig, split: str, data_dir: Path | None, kind: str) -> list[Sample]:
     root = require_data_dir(data_dir, source.name, expected_files(source, split))
     path, records = _records(source, split, root)
+    name = source.split_name(split)
     mapping = {"id": "id", "answer": "report", "image": "image_path", **source.fields}
     image_root = root / str(source.options.get("image_dir", IMAGE_DIR))
     per_image = bool(source.options.get("per_image", False))
     samples: list[Sample] = []
     views_seen: dict[str, int] = {}
     for i, rec in enumerate(records):
+        label = f"split '{name}' " + record_label(i, rec.get(mapping["id"]), mapping["id"])
         missing = [mapping[k] for k in ("id", "answer", "image") if mapping[k] not in rec]
         if missing:
-            raise UserError(f"{path}: record {i} lacks {', '.join(missing)} (it has {', '.join(sorted(rec))})")
+            raise UserError(f"{path}: {label} lacks {', '.join(missing)} (it has {', '.join(sorted(rec))})")
         study = str(rec[mapping["id"]]).strip()
         paths = rec[mapping["image"]]
         paths = [paths] if isinstance(paths, str) else list(paths)
-        report = str(rec[mapping["answer"]] or "").strip()
+        report = reference_text(rec[mapping["answer"]], f"{path}: {label}", mapping["answer"])
         refs = [ImageRef(name=str(p), path=image_root / str(p)) for p in paths]
         if not per_image:
             samples.append(

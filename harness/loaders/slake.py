@@ -4,16 +4,20 @@ Layout: `train.json`, `validate.json` (the released name; the Hugging Face copy 
 both are accepted), `test.json`; each a list of records with img_id, img_name ("xmlab102/source.jpg"),
 question, answer, q_lang ("en"|"zh"), location, modality, answer_type (OPEN|CLOSED), base_type,
 content_type, triple, qid. Images live at `imgs/<img_name>`. Only `q_lang == "en"` is kept by default
-(source option `q_lang`; "all" keeps both languages): 4919 / 1053 / 1061 records.
-CLOSED answers are not only yes/no, so the YAML uses closed_rule answer_type.
+(source option `q_lang`; "all" keeps both languages): 4919 / 1053 / 1061 records. q_lang is matched
+case-insensitively after stripping; a record without one, or with a language other than en/zh, is an error (it
+would silently change a split's size). CLOSED answers are not only yes/no, so the YAML uses closed_rule
+answer_type. The released train.json has one English record with a blank answer (qid 1622): the task YAML lists
+it under `known_empty_answers` (see mevf_json), so it is kept as released and any other blank answer is an error.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from harness.errors import UserError
-from harness.loaders.common import require_data_dir
+from harness.loaders.common import norm, record_label, require_data_dir
 from harness.loaders.mevf_json import read_records, vqa_samples
 from harness.task_config import SourceConfig
 from harness.types import Sample
@@ -26,6 +30,7 @@ FILES: dict[str, tuple[str, ...]] = {
     "test": ("test.json",),
 }
 IMAGE_DIR = "imgs"
+LANGUAGES = ("en", "zh")
 SLAKE_FIELDS = {
     "id": "qid",
     "image": "img_name",
@@ -68,8 +73,27 @@ def load(source: SourceConfig, split: str, data_dir: Path | None, kind: str) -> 
             f"'{split}' file there)"
         )
     records = read_records(found)
-    lang = str(source.options.get("q_lang", "en"))
+    positions = list(range(len(records)))
+    lang = norm(source.options.get("q_lang", "en"))
     if lang != "all":
-        records = [r for r in records if str(r.get("q_lang", "")).strip() == lang]
+        positions = _language_positions(records, lang, found, {**SLAKE_FIELDS, **source.fields}.get("id"))
+        records = [records[i] for i in positions]
     image_root = root / str(source.options.get("image_dir", IMAGE_DIR))
-    return vqa_samples(records, source=source, path=found, image_root=image_root, default_fields=SLAKE_FIELDS)
+    return vqa_samples(records, source=source, path=found, image_root=image_root, default_fields=SLAKE_FIELDS,
+                       positions=positions)
+
+
+def _language_positions(records: list[dict[str, Any]], lang: str, path: Path, id_key: str | None) -> list[int]:
+    """Positions of the records in language `lang`; a missing or unknown q_lang is an error, not a dropped record."""
+    known = sorted({*LANGUAGES, lang})
+    keep = []
+    for i, rec in enumerate(records):
+        value = norm(rec.get("q_lang"))
+        if value not in known:
+            label = record_label(i, rec.get(id_key) if id_key else None, id_key)
+            found = f"has q_lang {rec['q_lang']!r}" if value else "lacks q_lang"
+            raise UserError(f"{path}: {label} {found}, which decides whether it is kept; expected one of "
+                            f"{', '.join(known)} (source option q_lang: {lang})")
+        if value == lang:
+            keep.append(i)
+    return keep
