@@ -1,9 +1,12 @@
 """Turn per-sample judge rows into metrics overall and per breakdown value, each with n and a 95% CI.
 
 One generic mechanism for every judge and every slice (answer_type, question_type, organ, ...): a slice
-is just a subset of rows handed to the judge's own `aggregate`. Confidence intervals: Wilson for 0/1
-metrics, a normal approximation for other per-sample means, and a seeded percentile bootstrap for
-corpus-level metrics (BLEU, CIDEr) whose judge allows it.
+is just a subset of rows handed to the judge's own `aggregate`. Confidence intervals (each metric records its
+`ci_method`): Wilson for 0/1 metrics; a seeded percentile bootstrap of the mean for other per-sample means
+(it never leaves the range of the values, unlike a normal approximation); a seeded percentile bootstrap of the
+judge's own aggregate for corpus-level metrics (BLEU, CIDEr) whose judge allows it. When samples are not
+independent (one sample per image of a two-view study), `cluster_key` names the record field that groups them
+and every interval resamples whole groups instead.
 """
 
 from __future__ import annotations
@@ -15,7 +18,8 @@ from typing import Any
 from harness.judge_api import JudgePlugin
 
 Z95 = 1.959963984540054
-BOOTSTRAP_SAMPLES = 200
+BOOTSTRAP_SAMPLES = 200  # resamples of a corpus metric (each recomputes the judge's aggregate)
+MEAN_BOOTSTRAP_SAMPLES = 2000  # resamples of a mean (vectorised)
 
 
 def wilson_interval(successes: float, n: int) -> list[float] | None:
@@ -25,32 +29,53 @@ def wilson_interval(successes: float, n: int) -> list[float] | None:
     denom = 1 + Z95**2 / n
     centre = (p + Z95**2 / (2 * n)) / denom
     half = Z95 * math.sqrt(p * (1 - p) / n + Z95**2 / (4 * n * n)) / denom
-    return [max(0.0, centre - half), min(1.0, centre + half)]
+    low = 0.0 if successes <= 0 else max(0.0, centre - half)  # exact ends, not 6.9e-18
+    high = 1.0 if successes >= n else min(1.0, centre + half)
+    return [low, high]
 
 
-def normal_interval(values: list[float]) -> list[float] | None:
-    n = len(values)
-    if n < 2:
+def _groups(n: int, clusters: list[Any] | None) -> list[list[int]]:
+    """Row indices grouped for resampling: one group per cluster value, or one per row."""
+    if clusters is None:
+        return [[i] for i in range(n)]
+    by_value: dict[Any, list[int]] = {}
+    for i, value in enumerate(clusters):
+        by_value.setdefault(value, []).append(i)
+    return list(by_value.values())
+
+
+def bootstrap_mean_interval(values: list[float], clusters: list[Any] | None = None) -> list[float] | None:
+    """Seeded percentile bootstrap of the mean of `values`, resampling whole clusters when given."""
+    import numpy as np
+
+    groups = _groups(len(values), clusters)
+    if len(groups) < 2:
         return None
-    mean = sum(values) / n
-    sd = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1))
-    half = Z95 * sd / math.sqrt(n)
-    return [mean - half, mean + half]
+    array = np.asarray(values, dtype=float)
+    sums = np.array([array[g].sum() for g in groups])
+    counts = np.array([len(g) for g in groups], dtype=float)
+    idx = np.random.default_rng(0).integers(0, len(groups), size=(MEAN_BOOTSTRAP_SAMPLES, len(groups)))
+    means = sums[idx].sum(axis=1) / counts[idx].sum(axis=1)
+    low, high = np.quantile(means, [0.025, 0.975])
+    return [float(low), float(high)]
 
 
-def _per_sample_interval(values: list[float]) -> list[float] | None:
-    if values and all(v in (0.0, 1.0) for v in values):
-        return wilson_interval(sum(values), len(values))
-    return normal_interval(values)
+def _per_sample_interval(values: list[float], clusters: list[Any] | None) -> tuple[list[float] | None, str]:
+    if clusters is None and values and all(v in (0.0, 1.0) for v in values):
+        return wilson_interval(sum(values), len(values)), "wilson"
+    method = "cluster-bootstrap-mean" if clusters is not None else "bootstrap-mean"
+    return bootstrap_mean_interval(values, clusters), method
 
 
-def _bootstrap(judge: JudgePlugin, records: list[dict], rows: list[dict], name: str) -> list[float] | None:
-    if len(rows) < 2:
+def _bootstrap(judge: JudgePlugin, records: list[dict], rows: list[dict], name: str,
+               clusters: list[Any] | None = None) -> list[float] | None:
+    groups = _groups(len(rows), clusters)
+    if len(groups) < 2:
         return None
     rng = random.Random(0)
     stats = []
     for _ in range(BOOTSTRAP_SAMPLES):
-        idx = [rng.randrange(len(rows)) for _ in rows]
+        idx = [i for _ in groups for i in groups[rng.randrange(len(groups))]]
         value = judge.aggregate([records[i] for i in idx], [rows[i] for i in idx]).get(name)
         if value is not None:
             stats.append(float(value))
@@ -62,27 +87,31 @@ def _bootstrap(judge: JudgePlugin, records: list[dict], rows: list[dict], name: 
     return [lo, hi]
 
 
-def summarize_slice(judge: JudgePlugin, records: list[dict], rows: list[dict]) -> dict[str, dict[str, Any]]:
-    """Metrics of one set of rows: {name: {"value", "n", "ci95", "unscored"}}."""
+def summarize_slice(judge: JudgePlugin, records: list[dict], rows: list[dict],
+                    cluster_key: str | None = None) -> dict[str, dict[str, Any]]:
+    """Metrics of one set of rows: {name: {"value", "n", "ci95", "ci_method", "unscored"}}."""
     values = judge.aggregate(records, rows)
     out: dict[str, dict[str, Any]] = {}
     for name, value in values.items():
-        per_sample = [row["metrics"][name] for row in rows if name in row.get("metrics", {})]
-        if per_sample:
-            scored = [float(v) for v in per_sample if v is not None]
-            unscored = len(per_sample) - len(scored)
+        present = [i for i, row in enumerate(rows) if name in row.get("metrics", {})]
+        if present:
+            scored_at = [i for i in present if rows[i]["metrics"][name] is not None]
+            scored = [float(rows[i]["metrics"][name]) for i in scored_at]
+            unscored = len(present) - len(scored)
             n = len(scored)
+            ci, method = None, None
             if value is None:
-                ci = None
+                pass
             elif judge.mean_metrics:
-                ci = _per_sample_interval(scored)
+                clusters = [records[i].get(cluster_key) for i in scored_at] if cluster_key else None
+                ci, method = _per_sample_interval(scored, clusters)
             elif getattr(judge, "bootstrap_ci", True):
-                ci = _bootstrap(judge, records, rows, name)
-            else:
-                ci = None
+                clusters = [r.get(cluster_key) for r in records] if cluster_key else None
+                ci = _bootstrap(judge, records, rows, name, clusters)
+                method = "cluster-bootstrap-corpus" if cluster_key else "bootstrap-corpus"
         else:  # a corpus-level quantity with no per-sample counterpart (std across repeats, counts, cost)
-            n, unscored, ci = len(rows), 0, None
-        out[name] = {"value": value, "n": n, "ci95": ci, "unscored": unscored}
+            n, unscored, ci, method = len(rows), 0, None, None
+        out[name] = {"value": value, "n": n, "ci95": ci, "ci_method": method if ci else None, "unscored": unscored}
     return out
 
 
@@ -94,7 +123,8 @@ def breakdown_values(record: dict, row: dict, key: str) -> Any:
 
 
 def summarize(
-    judge: JudgePlugin, records: list[dict], rows: list[dict], breakdown_keys: list[str]
+    judge: JudgePlugin, records: list[dict], rows: list[dict], breakdown_keys: list[str],
+    cluster_key: str | None = None,
 ) -> dict[str, Any]:
     """Overall metrics plus the same metrics per value of each breakdown key (and judge-defined groups)."""
     keys = list(dict.fromkeys(list(breakdown_keys) + [k for row in rows for k in row.get("groups", {})]))
@@ -108,7 +138,7 @@ def summarize(
         if not slices:
             continue
         breakdowns[key] = {
-            value: summarize_slice(judge, [records[i] for i in idx], [rows[i] for i in idx])
+            value: summarize_slice(judge, [records[i] for i in idx], [rows[i] for i in idx], cluster_key)
             for value, idx in sorted(slices.items())
         }
-    return {"metrics": summarize_slice(judge, records, rows), "breakdowns": breakdowns}
+    return {"metrics": summarize_slice(judge, records, rows, cluster_key), "breakdowns": breakdowns}

@@ -50,7 +50,8 @@ def rows_from_results(path: Path) -> list[dict[str, Any]]:
     rows = []
 
     def trimmed(metrics: dict[str, Any]) -> dict[str, Any]:
-        return {name: {"value": m["value"], "ci95": m["ci95"], "n": m["n"]} for name, m in metrics.items()}
+        return {name: {"value": m["value"], "ci95": m["ci95"], "n": m["n"], "ci_method": m.get("ci_method")}
+                for name, m in metrics.items()}
 
     for judge in data["judges"]:
         rows.append({

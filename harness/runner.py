@@ -102,6 +102,8 @@ def prepare(spec: RunSpec) -> tuple[Task, Any, dict[str, Any], Path, ModelContex
         "n_total": len(samples),
         "credentialed": task.config.credentialed,
         "breakdowns": list(task.config.breakdowns),
+        "cluster_by": task.source.cluster_by,
+        "size_note": task.size_note(split),
     }
     prompt = {"variant": variant, "hash": text_hash(template), "template": template}
     transport = set(getattr(model_cls, "transport_args", ()))
@@ -273,7 +275,7 @@ def run(spec: RunSpec) -> tuple[Path, dict[str, Any]]:
     samples = task.samples(manifest["task"]["split"])[: spec.limit]
     generate(spec, task, model_info, manifest, out_dir, context, samples)
     records = load_selected_records(out_dir, [s.id for s in samples])
-    entries = apply_judges(out_dir, records, judges, list(task.config.breakdowns))
+    entries = apply_judges(out_dir, records, judges, list(task.config.breakdowns), task.source.cluster_by)
     # A smaller --limit than results.json already holds leaves it as it is (see write_results).
     results = write_results(out_dir, manifest, records, entries, limit=spec.limit)
     return out_dir, results

@@ -110,9 +110,11 @@ def build_judges(
 
 
 def apply_judges(
-    out_dir: Path, records: list[dict[str, Any]], judges: list[JudgePlugin], breakdown_keys: list[str]
+    out_dir: Path, records: list[dict[str, Any]], judges: list[JudgePlugin], breakdown_keys: list[str],
+    cluster_key: str | None = None,
 ) -> list[dict[str, Any]]:
-    """Score `records` with each judge; update scores.jsonl after each judge; return the results entries."""
+    """Score `records` with each judge; update scores.jsonl after each judge; return the results entries.
+    `cluster_key`: the record field grouping dependent samples, resampled together for the intervals."""
     scorable = [r for r in records if not r.get("error")]
     excluded = len(records) - len(scorable)
     entries = []
@@ -125,7 +127,7 @@ def apply_judges(
         if len(rows) != len(scorable):
             raise RuntimeError(f"judge '{judge.id}' returned {len(rows)} rows for {len(scorable)} records")
         _merge_scores(out_dir / SCORES_FILE, judge_key(judge), scorable, rows)
-        summary = summarize(judge, scorable, rows, breakdown_keys)
+        summary = summarize(judge, scorable, rows, breakdown_keys, cluster_key)
         entries.append(
             {
                 **judge.describe(),

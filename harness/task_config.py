@@ -43,6 +43,7 @@ class SourceConfig:
     options: dict[str, Any] = field(default_factory=dict)
     description: str = ""
     sizes: dict[str, int] = field(default_factory=dict)
+    cluster_by: str | None = None  # field grouping dependent samples (per-image copies of a study) for the CIs
 
     @property
     def is_hub(self) -> bool:

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import math
-
 import pytest
 
-from harness.aggregate import normal_interval, summarize, wilson_interval
+from harness.aggregate import bootstrap_mean_interval, summarize, wilson_interval
 from harness.judge_api import JudgeOptions, JudgePlugin
 
 
@@ -41,10 +39,43 @@ def test_wilson_matches_the_textbook_formula():
     assert wilson_interval(0, 5)[0] == 0.0
 
 
-def test_normal_interval():
-    lo, hi = normal_interval([0.0, 0.5, 1.0])
-    assert (lo + hi) / 2 == pytest.approx(0.5)
-    assert hi - lo == pytest.approx(2 * 1.959963984540054 * 0.5 / math.sqrt(3))
+def test_wilson_ends_are_exact():
+    assert wilson_interval(0, 50)[0] == 0.0 and wilson_interval(50, 50)[1] == 1.0
+
+
+def test_mean_interval_stays_inside_the_range_of_the_values():
+    values = [1.0] * 9 + [0.5]  # a normal approximation gives [0.852, 1.048]: above the largest possible value
+    lo, hi = bootstrap_mean_interval(values)
+    assert 0.5 <= lo < 0.95 < hi <= 1.0
+    assert bootstrap_mean_interval(values) == [lo, hi]  # seeded: the same interval every time
+    assert bootstrap_mean_interval([0.3]) is None
+
+
+def test_duplicated_samples_resampled_as_clusters_give_the_unduplicated_interval():
+    values = [0.1 * (i % 7) for i in range(30)]
+    alone = bootstrap_mean_interval(values)
+    twice = [v for v in values for _ in range(2)]  # each study scored once per view, identical verdicts
+    studies = [i for i in range(30) for _ in range(2)]
+    assert bootstrap_mean_interval(twice, studies) == pytest.approx(alone)
+    naive_lo, naive_hi = bootstrap_mean_interval(twice)
+    assert naive_hi - naive_lo < 0.8 * (alone[1] - alone[0])  # treating views as independent: too narrow
+
+
+def test_each_interval_names_its_method():
+    class Recall(CorrectJudge):
+        def score(self, records):
+            return [{"metrics": {"accuracy": float(r["prediction"] == r["answer"]), "recall": 0.5 + 0.1 * (i % 3)}}
+                    for i, r in enumerate(records)]
+
+    records = [{"id": str(i), "answer": "a", "prediction": "ab"[i % 2], "study": i // 2} for i in range(20)]
+    judge = Recall(JudgeOptions(task_kind="vqa"))
+    plain = summarize(judge, records, judge.score(records), [])["metrics"]
+    assert plain["accuracy"]["ci_method"] == "wilson" and plain["recall"]["ci_method"] == "bootstrap-mean"
+    grouped = summarize(judge, records, judge.score(records), [], cluster_key="study")["metrics"]
+    assert grouped["accuracy"]["ci_method"] == "cluster-bootstrap-mean"
+    corpus = CorpusJudge(JudgeOptions(task_kind="report"))
+    grouped_corpus = summarize(corpus, records, corpus.score(records), [], cluster_key="study")["metrics"]
+    assert grouped_corpus["ratio"]["ci_method"] == "cluster-bootstrap-corpus"
 
 
 def test_breakdowns_use_the_same_aggregation_per_slice():

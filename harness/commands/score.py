@@ -61,7 +61,7 @@ def main(args: argparse.Namespace) -> int:
     judges = build_judges(judge_ids(args, default_judges), args.convention, judge_settings(args), kind,
                           bool(manifest["task"].get("credentialed")))
     out_dir.mkdir(parents=True, exist_ok=True)
-    entries = apply_judges(out_dir, records, judges, breakdowns)
+    entries = apply_judges(out_dir, records, judges, breakdowns, manifest["task"].get("cluster_by"))
     results = write_results(out_dir, manifest, records, entries)
     print(results_summary(results))
     print(f"scores: {out_dir / 'scores.jsonl'}\nresults: {out_dir / 'results.json'}")
