@@ -48,12 +48,43 @@ CLOSED_RECALL_THRESHOLD = 0.4  # MultiMedEval: a yes/no answer counts as correct
 OPEN_ACCURACY_THRESHOLD = 0.75  # MultiMedEval: an open answer counts as correct at this token recall
 
 
+# What each convention does, recorded in results.json with the judge so a published number says its rule.
+RULES: dict[str, dict[str, str]] = {
+    "pefomed": {
+        "origin": "jinlHe/PeFoMed MedVQAEval",
+        "normalisation": "VQA-v2 normalisation (punctuation, digits, articles, contractions) of both sides",
+        "open_closed": "the sample's answer_type (the task source's closed_rule)",
+        "metric": "accuracy: normalised prediction == normalised answer, for open and closed alike",
+    },
+    "llava-med": {
+        "origin": "microsoft/LLaVA-Med v1.0 llava/eval/run_eval.py",
+        "normalisation": "VQA-v2 normalisation of both sides",
+        "open_closed": "the sample's answer_type (the task source's closed_rule)",
+        "metric": "closed_accuracy: normalised answer is a substring of the normalised prediction; "
+                  "open_recall: token recall counting the prediction's repeats",
+        "deviation": "follows shared/reference/metrics.md, not the original's missing `else`: the original also "
+                     "required yes/no in a closed prediction and dropped wrong ones from the denominator; here "
+                     "every closed sample counts",
+    },
+    "multimedeval": {
+        "origin": "corentin-ryr/MultiMedEval VQA.evaluate",
+        "normalisation": "VQA-v2 normalisation; the answer is stripped first",
+        "open_closed": "closed iff the normalised answer is yes or no (answer_type is ignored)",
+        "metric": f"closed: token recall (with 'not' for 'no'), correct at >= {CLOSED_RECALL_THRESHOLD}; "
+                  f"open: token-set recall, open_accuracy at >= {OPEN_ACCURACY_THRESHOLD}",
+    },
+}
+
+
 class ExactMatchJudge(JudgePlugin):
     id = "exact"
     version = "1"
     conventions = ("pefomed", "llava-med", "multimedeval")
     default_convention = "pefomed"
     task_kinds = ("vqa",)
+
+    def describe(self) -> dict[str, Any]:
+        return {**super().describe(), "rules": dict(RULES[self.convention])}
 
     def score(self, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
         scorer = {"pefomed": _pefomed, "llava-med": _llava_med, "multimedeval": _multimedeval}[self.convention]

@@ -149,6 +149,19 @@ def test_default_convention_is_pefomed_and_recorded():
     assert j.describe()["convention"] == "pefomed" and j.describe()["id"] == "exact"
 
 
+def test_results_say_each_conventions_rule(tmp_path):
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-m", "harness", "run", "--model", "prior", "--task", "phantom-vqa",
+                           "--limit", "12", "--judge", "exact:llava-med", "--judge", "exact:multimedeval",
+                           "--output", str(tmp_path / "run"), "--no-progress"], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    judges = {j["convention"]: j for j in json.loads((tmp_path / "run" / "results.json").read_text())["judges"]}
+    assert "every closed sample counts" in judges["llava-med"]["rules"]["deviation"]
+    assert judges["multimedeval"]["rules"]["open_closed"].startswith("closed iff the normalised answer is yes or no")
+
+
 def test_unknown_convention_names_the_known_ones():
     with pytest.raises(UserError, match="pefomed, llava-med, multimedeval"):
         judge("vqa-v2")
