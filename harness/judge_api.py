@@ -22,6 +22,7 @@ class JudgeOptions:
     task_kind: str = "vqa"
     settings: dict[str, Any] = field(default_factory=dict)
     credentialed: bool = False
+    progress: bool | None = None  # the command's --no-progress (None: a judge decides, e.g. by stderr being a tty)
 
 
 class JudgePlugin:

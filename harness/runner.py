@@ -270,7 +270,7 @@ def run(spec: RunSpec) -> tuple[Path, dict[str, Any]]:
     if spec.limit is not None and spec.limit < 1:
         raise UserError(f"--limit must be at least 1, got {spec.limit}")
     judges = build_judges(spec.judges or list(task.config.judges), spec.convention, spec.judge_settings,
-                          task.kind, task.config.credentialed)
+                          task.kind, task.config.credentialed, progress=None if spec.progress else False)
     manifest = _claim_run_dir(out_dir, manifest)
     samples = task.samples(manifest["task"]["split"])[: spec.limit]
     generate(spec, task, model_info, manifest, out_dir, context, samples)

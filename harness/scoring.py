@@ -9,6 +9,7 @@ so scoring with a new judge adds to what is there.
 from __future__ import annotations
 
 import difflib
+import re
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -54,12 +55,13 @@ def _load_judge(spec: str, convention: str | None, task_kind: str) -> tuple[Any,
 
 
 def _construct(cls: Any, convention: str | None, accepted: tuple[str, ...], settings: dict[str, Any],
-               task_kind: str, credentialed: bool) -> JudgePlugin:
+               task_kind: str, credentialed: bool, progress: bool | None = None) -> JudgePlugin:
     options = JudgeOptions(
         convention=convention,
         task_kind=task_kind,
         settings={k: v for k, v in settings.items() if k in accepted},
         credentialed=credentialed,
+        progress=progress,
     )
     return cls(options)
 
@@ -78,7 +80,7 @@ def check_settings(settings: dict[str, Any], accepted: dict[str, tuple[str, ...]
             continue
         if key in SETTING_FLAGS:
             flag = SETTING_FLAGS[key]
-            given = flag if value is True else f"{flag} {value}"
+            given = flag if value is True else f"{flag} {_shown(value)}"
             raise UserError(f"{given}: not used by the selected {which}; it is a setting of the LLM judges "
                             "(gpt4, likert): add --judge gpt4 or --judge likert, or drop the flag")
         close = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
@@ -87,8 +89,27 @@ def check_settings(settings: dict[str, Any], accepted: dict[str, tuple[str, ...]
             accepts = f"{'they accept' if several else 'it accepts'}: {', '.join(known)}"
         else:
             accepts = f"{'they accept' if several else 'it accepts'} no --judge-arg keys"
-        raise UserError(f"--judge-arg {key}={value}: the selected {which} {'do' if several else 'does'} not "
+        shown = _unknown_value(key, value)
+        raise UserError(f"--judge-arg {key}={shown}: the selected {which} {'do' if several else 'does'} not "
                         f"accept '{key}'.{hint} Keys {accepts}")
+
+
+def _unknown_value(key: str, value: Any) -> str:
+    """How an unknown setting's value appears in the error: '...' (it may be a key: --judge-arg api_key=...)
+    unless it is a short lowercase word or number under a name that does not suggest a credential."""
+    text = str(value)
+    if re.search(r"(?i)key|token|secret|auth|pass|cred|bearer", key) or not re.fullmatch(r"[a-z0-9][a-z0-9._-]{0,23}",
+                                                                                          text):
+        return "..."
+    shown = _shown(text)
+    return shown if shown == text else "..."
+
+
+def _shown(value: Any) -> str:
+    """A setting's value for an error message, with any API key of the environment taken out."""
+    from harness.providers.secrets import redact_env
+
+    return redact_env(str(value))
 
 
 def judge_key(judge: JudgePlugin) -> str:
@@ -96,7 +117,8 @@ def judge_key(judge: JudgePlugin) -> str:
 
 
 def build_judges(
-    judge_specs: list[str], convention: str | None, settings: dict[str, Any], task_kind: str, credentialed: bool
+    judge_specs: list[str], convention: str | None, settings: dict[str, Any], task_kind: str, credentialed: bool,
+    progress: bool | None = None,
 ) -> list[JudgePlugin]:
     """Build every judge up front, so a wrong name or option fails before any generation."""
     if not judge_specs:
@@ -106,7 +128,7 @@ def build_judges(
     for cls, _, keys in loaded:
         accepted.setdefault(getattr(cls, "id", "") or cls.__name__, keys)
     check_settings(settings, accepted)
-    return [_construct(cls, conv, keys, settings, task_kind, credentialed) for cls, conv, keys in loaded]
+    return [_construct(cls, conv, keys, settings, task_kind, credentialed, progress) for cls, conv, keys in loaded]
 
 
 def apply_judges(

@@ -3,6 +3,8 @@
 `LLMJudge` is the base of the binary (`gpt4`) and Likert (`likert`) judges. It sends one user message
 per sample and repeat through the provider layer (harness.providers: cache, concurrency, retries),
 parses each reply into a verdict, and keeps replies that cannot be parsed as "unscored" (None), never 0.
+Calls that failed (no reply after the retries) are also None but counted apart (`failed_calls`), with one
+`note:` line on stderr, since rerunning the same command retries exactly those.
 Per-sample rows keep every repeat's verdict and raw reply, so `aggregate` can compute the per-repeat
 corpus values (mean and sample standard deviation across repeats) for any subset of rows.
 """
@@ -12,6 +14,7 @@ from __future__ import annotations
 import json
 import math
 import re
+import sys
 from dataclasses import dataclass
 from typing import Any
 
@@ -159,6 +162,7 @@ def aggregate_repeats(rows: list[dict[str, Any]], kind: str, metric: str) -> dic
     mean, std = mean_std(per_repeat)
     out: dict[str, float | None] = {metric: mean, f"{metric}_std": std, "repeats": repeats}
     out["unscored_replies"] = sum(int(row.get("details", {}).get("unscored", 0)) for row in rows)
+    out["failed_calls"] = sum(int(row.get("details", {}).get("failed_calls", 0)) for row in rows)
     out["scored_samples"] = sum(1 for v in per_sample if any(x is not None for x in v))
     if kind == "likert":
         out.update({f"likert_{i}": n for i, n in enumerate(counts)})
@@ -227,6 +231,13 @@ def resolve_settings(raw: dict[str, Any], convention: str) -> LLMJudgeSettings:
 
 
 # ------------------------------------------------------------------------------------------------- judge
+def _on_this_machine(provider: str, base_url: str) -> bool:
+    """Whether a judge keeps the data on this machine: an openai-compatible server on a loopback address."""
+    from harness.providers.aliases import is_loopback
+
+    return provider == "openai-compatible" and is_loopback(base_url)
+
+
 class LLMJudge(JudgePlugin):
     """Base of the LLM judges; subclasses set `kind` ("binary"/"likert"), `metric` and `task_kinds`."""
 
@@ -246,29 +257,34 @@ class LLMJudge(JudgePlugin):
         # refuse before asking for an API key, and again on the client (the provider layer's own rule)
         self._refuse_external_if_credentialed()
         self.client = make_client(dict(self.settings.client))
-        if self._must_stay_local() and not self.client.is_local:
+        if self._must_stay_local() and not _on_this_machine(self.client.provider, self.client.base_url):
             raise self._refusal(self.client.model, self.client.provider, self.client.base_url)
 
     def _must_stay_local(self) -> bool:
         return self.options.credentialed and not self.settings.allow_external
 
     def _refuse_external_if_credentialed(self) -> None:
-        """Credentialed data (MIMIC-CXR, ...) goes only to a judge on this machine unless the user allows it."""
-        from harness.providers.aliases import is_loopback, normalise_base_url, resolve_model
+        """Credentialed data (MIMIC-CXR, ...) goes only to a judge on this machine unless the user allows it.
+
+        As for API models (plugins/api_vlm.py check_credentialed), only provider openai-compatible on a loopback
+        URL is on this machine: an openai/anthropic model behind a loopback URL is usually a forwarding proxy.
+        """
+        from harness.providers.aliases import normalise_base_url, resolve_model
 
         if not self._must_stay_local():
             return
         client = self.settings.client
         provider, model = resolve_model(str(client["model"]), client.get("provider"), client.get("base_url"))
         base_url = normalise_base_url(provider, client.get("base_url"))
-        if not is_loopback(base_url):
+        if not _on_this_machine(provider, base_url):
             raise self._refusal(model, provider, base_url)
 
     def _refusal(self, model: str, provider: str, base_url: str) -> UserError:
         return UserError(
             f"judge '{self.id}': this task's data is credentialed and the judge model '{model}' is an "
             f"external API ({provider} at {base_url}); refusing to send it. Use a judge served on this "
-            "machine (--judge-base-url http://127.0.0.1:PORT/v1) or, if your data use agreement allows "
+            "machine (--judge-base-url http://127.0.0.1:PORT/v1 with an openai-compatible model; an openai or "
+            "anthropic model there counts as external) or, if your data use agreement allows "
             "it, pass --allow-external-judge"
         )
 
@@ -300,17 +316,37 @@ class LLMJudge(JudgePlugin):
     def score(self, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
         if not records:
             return []
-        results = self.client.run(self.requests(records), progress=True)
+        results = self.client.run(self.requests(records), progress=self._progress())
+        self._note_failures(results)
         n = self.settings.repeats
         return [self._row(results[i * n : (i + 1) * n]) for i in range(len(records))]
+
+    def _progress(self) -> bool:
+        """Show the calls' progress bar: never with the command's --no-progress, else only when stderr is a
+        terminal (never in a log file)."""
+        if self.options.progress is not None:
+            return self.options.progress
+        return bool(getattr(sys.stderr, "isatty", lambda: False)())
+
+    def _note_failures(self, results: list[Any]) -> None:
+        """One note line when calls failed for good: they are unscored, and a rerun retries just those."""
+        from harness.providers.secrets import redact
+
+        failed = [res for res in results if res.text is None]
+        if failed:
+            first = redact(str(failed[0].error or "no reply"))
+            print(f"note: judge '{self.id}': {len(failed)} of {len(results)} calls failed (first error: {first}); "
+                  "their samples are unscored: run the same command again to retry them", file=sys.stderr)
 
     def _row(self, results: list[Any]) -> dict[str, Any]:
         values = [parse_reply(res.text, self.kind, self.convention) for res in results]
         scored = [v for v in values if v is not None]
+        failed = sum(1 for res in results if res.text is None)
         details: dict[str, Any] = {
             "verdicts" if self.kind == "binary" else "scores": values,
             "replies": [res.text for res in results],
-            "unscored": len(values) - len(scored),
+            "unscored": len(values) - len(scored) - failed,  # replies that could not be parsed
+            "failed_calls": failed,  # calls without a reply (provider errors); a rerun retries them
             "input_tokens": sum(res.input_tokens for res in results),
             "output_tokens": sum(res.output_tokens for res in results),
             "cost_usd": sum(res.cost_usd for res in results),

@@ -90,6 +90,7 @@ class Handler(BaseHTTPRequestHandler):
         route = self._route()
         with fake._lock:
             fake.counts[f"{method} {route}"] += 1
+            fake.last_key = self._key()
         if fake.api_key is not None and self._key() != fake.api_key:
             # echo the key like a careless server would: the client must not leak it
             self._send(401, fake.error_body(self._flavor(), 401, f"Incorrect API key provided: {self._key()}"))
@@ -131,11 +132,12 @@ class Handler(BaseHTTPRequestHandler):
             if fault is not None and fault.delay:
                 time.sleep(fault.delay)
             if fault is not None and fault.body is not None:
-                self._send(fault.status, fault.body)
+                self._send(fault.status, fault.body.replace(b"{key}", self._key().encode()))
                 return
             if fault is not None and fault.status != 200:
                 headers = {"retry-after": fault.retry_after} if fault.retry_after is not None else {}
-                self._send(fault.status, fake.error_body(flavor, fault.status, fault.message), headers)
+                message = fault.message.replace("{key}", self._key())
+                self._send(fault.status, fake.error_body(flavor, fault.status, message), headers)
                 return
             text = fault.text if fault is not None and fault.text is not None else fake.reply(body)
             if flavor == "anthropic":

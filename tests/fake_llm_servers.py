@@ -12,7 +12,9 @@ calls receive in arrival order; `fault_fn(request_json, call_index) -> Fault | N
 over the queue). A `Fault` can answer with a status (429 with `retry_after`, 500, 401 ...), wait `delay` seconds
 (slower than the client's timeout), send a malformed `body`, or replace the reply `text` (an unparsable reply).
 Inspection: `requests` (chat bodies in arrival order), `counts` (per "METHOD route"), `chat_calls`,
-`max_in_flight`. `latency` delays every chat reply (the benchmark uses 0.2 s).
+`max_in_flight`, `last_key` (the API key of the latest request). `latency` delays every chat reply (the
+benchmark uses 0.2 s). Careless servers: "{key}" in a fault's `message` or `body` (also of batch items) becomes
+the API key the server received, and `batch_failure` makes OpenAI batches end "failed" with that error message.
 
 Usable as a context manager (`with FakeLLMServer(reply=...) as server:`) or via the pytest fixture
 `fake_llm_server` (import it into a test module or a conftest).
@@ -101,6 +103,8 @@ class FakeLLMServer:
         self.batch_polls = batch_polls  # status polls before a batch is finished
         self.hold_batches = False  # keep every batch in progress (a slow batch; a simulated restart)
         self.api_key = api_key  # when set, calls with another key get 401
+        self.last_key = ""  # the key of the latest request ("{key}" in fault messages and bodies)
+        self.batch_failure: str | None = None  # OpenAI batches end "failed" with this error message
         self.requests: list[dict[str, Any]] = []
         self.counts: Counter[str] = Counter()
         self.in_flight = 0
@@ -165,6 +169,10 @@ class FakeLLMServer:
             self.requests.clear()
             self.counts.clear()
             self.max_in_flight = 0
+
+    def fill(self, text: str) -> str:
+        """A fault's message with "{key}" replaced by the key this server received (a careless server)."""
+        return text.replace("{key}", self.last_key)
 
     def _next_id(self, prefix: str) -> str:
         return f"{prefix}{next(self._ids):06d}"
@@ -233,6 +241,10 @@ class FakeLLMServer:
 
     # batches -----------------------------------------------------------------------------------------------
     def _finish_openai_batch(self, batch: dict[str, Any]) -> None:
+        if self.batch_failure is not None:
+            batch.update(status="failed", errors={"object": "list", "data": [
+                {"code": "invalid_request", "message": self.fill(self.batch_failure), "param": None, "line": 1}]})
+            return
         lines = self.files[batch["input_file_id"]].decode().splitlines()
         out, err = [], []
         for index, line in enumerate(filter(None, lines)):
@@ -244,7 +256,7 @@ class FakeLLMServer:
             if fault is not None and fault.status != 200:
                 row = {"id": self._next_id("batch_req_"), "custom_id": item["custom_id"],
                        "response": {"status_code": fault.status, "request_id": "req",
-                                    "body": self.error_body("openai", fault.status, fault.message)},
+                                    "body": self.error_body("openai", fault.status, self.fill(fault.message))},
                        "error": None}
                 err.append(row)
                 continue
@@ -270,7 +282,7 @@ class FakeLLMServer:
                 fault = Fault(status=400, message=problem)
             if fault is not None and fault.status != 200:
                 result = {"type": "errored", "error": {"type": "error", "error": {
-                    "type": _ERROR_TYPES.get(fault.status, "api_error"), "message": fault.message}}}
+                    "type": _ERROR_TYPES.get(fault.status, "api_error"), "message": self.fill(fault.message)}}}
             else:
                 text = fault.text if fault is not None and fault.text is not None else self.reply(item["params"])
                 result = {"type": "succeeded", "message": self.anthropic_message(item["params"], text)}

@@ -21,6 +21,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="field to break metrics down by (default: the task's breakdowns / every text field)")
     p.add_argument("--output", type=Path, default=None,
                    help="where to write scores.jsonl and results.json for a predictions file")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
     add_judge_options(p)
     p.set_defaults(func=main)
 
@@ -59,7 +60,7 @@ def main(args: argparse.Namespace) -> int:
         raise UserError(f"{path} does not exist (expected a run directory or a predictions .jsonl file)")
     breakdowns = args.breakdown or manifest["task"].get("breakdowns", [])
     judges = build_judges(judge_ids(args, default_judges), args.convention, judge_settings(args), kind,
-                          bool(manifest["task"].get("credentialed")))
+                          bool(manifest["task"].get("credentialed")), progress=False if args.no_progress else None)
     out_dir.mkdir(parents=True, exist_ok=True)
     entries = apply_judges(out_dir, records, judges, breakdowns, manifest["task"].get("cluster_by"))
     results = write_results(out_dir, manifest, records, entries)

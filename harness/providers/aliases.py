@@ -17,7 +17,10 @@ DEFAULT_BASE_URLS = {
     "anthropic": "https://api.anthropic.com",
 }
 
-# A third-party OpenAI-compatible server gets its own key variable, so an OpenAI key never leaves for another host.
+# The key variable of each provider. A provider key (OPENAI_API_KEY, ANTHROPIC_API_KEY) is sent only over https or
+# to this machine (loopback): normalise_base_url refuses plain http to another host for those providers. It does go
+# to any https base URL given for them (a proxy, a cloud deployment of the same API). OPENAI_COMPATIBLE_API_KEY
+# goes wherever the user points provider openai-compatible, http included: that server is the user's own choice.
 API_KEY_ENV = {"openai": "OPENAI_API_KEY", "anthropic": "ANTHROPIC_API_KEY",
                "openai-compatible": "OPENAI_COMPATIBLE_API_KEY"}
 
@@ -63,7 +66,17 @@ def resolve_model(name: str, provider: str | None, base_url: str | None) -> tupl
     An alias resolves to its pinned id (also behind a base URL: a proxy of the same provider); with
     provider "openai-compatible" the name is sent verbatim. An unknown name with a base URL is
     openai-compatible; without one, "claude-*" is Anthropic and "gpt-*"/"o1"/"o3"/"o4" are OpenAI.
+    Errors never echo a key of the environment (a key pasted where the model name goes).
     """
+    from harness.providers.secrets import redact_env
+
+    try:
+        return _resolve_model(name, provider, base_url)
+    except UserError as exc:
+        raise UserError(redact_env(str(exc))) from None
+
+
+def _resolve_model(name: str, provider: str | None, base_url: str | None) -> tuple[str, str]:
     if not name or not name.strip():
         raise UserError("LLM model: empty name; give --judge-model (e.g. gpt-4o, claude, or a model id)")
     name = name.strip()
@@ -108,15 +121,39 @@ def check_not_shut_down(provider: str, model: str, base_url: str, requested: str
 
 
 def normalise_base_url(provider: str, base_url: str | None) -> str:
-    """The endpoint to call and to record: the provider's default when none is given, no trailing slash."""
+    """The endpoint to call and to record: the provider's default when none is given, no trailing slash.
+
+    Refused before any call: credentials, a query string or a fragment in the URL (keys belong in the key
+    variable; the URL is recorded everywhere), and plain http to another host for a provider key.
+    The messages never echo what came after '?' or '#', nor any key of the environment.
+    """
+    from harness.providers.secrets import redact_env
+
     url = (base_url or DEFAULT_BASE_URLS.get(provider, "")).strip().rstrip("/")
     if not url:
         raise UserError(f"LLM provider '{provider}': needs a base URL (--judge-base-url)")
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise UserError(f"LLM base URL '{url}': expected http(s)://host[:port]/path")
-    if parts.username or parts.password:
-        raise UserError("LLM base URL: credentials in the URL are not accepted; use the API key variable")
+    key_vars = f"{API_KEY_ENV['openai']}, {API_KEY_ENV['anthropic']} or {API_KEY_ENV['openai-compatible']}"
+    if "?" in url or "#" in url:
+        cut = min(i for i in (url.find("?"), url.find("#")) if i != -1)
+        shown = redact_env(url[:cut]) + url[cut] + "..."
+        raise UserError(f"LLM base URL {shown}: a query string or fragment is not accepted (it would be "
+                        f"recorded with the results); put API keys in the environment variable ({key_vars})")
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname
+        parts.port  # noqa: B018 - raises ValueError on a port that is not a number
+    except ValueError:
+        parts, host = urlsplit(""), None
+    if parts.scheme not in ("http", "https") or not host:
+        raise UserError(redact_env(f"LLM base URL '{url}': expected http(s)://host[:port]/path"))
+    if parts.username or parts.password or "@" in parts.netloc:
+        raise UserError(f"LLM base URL: credentials in the URL are not accepted; put the key in the environment "
+                        f"variable ({key_vars})")
+    if parts.scheme == "http" and provider in ("openai", "anthropic") and not is_loopback(url):
+        raise UserError(redact_env(
+            f"LLM base URL {url}: plain http to another host; {API_KEY_ENV[provider]} is sent only over https or "
+            "to this machine. Use https, or for your own server provider openai-compatible (--judge-provider "
+            "openai-compatible, or --model openai-compatible) with its key in OPENAI_COMPATIBLE_API_KEY"))
     return url
 
 

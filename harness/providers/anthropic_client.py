@@ -13,7 +13,16 @@ import json
 from typing import Any
 
 from harness.providers.base import CallError, ChatRequest, ChatResult
-from harness.providers.wire import b64, http_client, image_media_type, redact, status_error, system_and_rest
+from harness.providers.wire import (
+    b64,
+    http_client,
+    image_media_type,
+    malformed,
+    redact,
+    status_error,
+    system_and_rest,
+    token_count,
+)
 
 TOOL_NAME = "reply"
 
@@ -43,6 +52,10 @@ class AnthropicBackend:
         self.base_url = base_url
         self._api_key = api_key
         self.timeout = timeout
+
+    def redact(self, text: str) -> str:
+        """`text` without this backend's key (and the environment's keys), whole or in fragments."""
+        return redact(text, self._api_key)
 
     def open(self) -> Any:
         import anthropic
@@ -77,22 +90,31 @@ class AnthropicBackend:
         except Exception as exc:
             raise self.classify(exc) from None
         if not isinstance(data, dict):
-            raise CallError("retry", "malformed reply from anthropic: not a JSON object")
+            raise malformed("anthropic", "not a JSON object")
         return self.parse(data)
 
-    def parse(self, data: dict[str, Any]) -> ChatResult:
-        """A ChatResult from a Message object (also the `message` of a batch result line)."""
-        blocks = data.get("content")
-        if not isinstance(blocks, list):
-            raise CallError("retry", "malformed reply from anthropic: no content blocks")
+    def parse(self, data: Any) -> ChatResult:
+        """A ChatResult from a Message object (also the `message` of a batch result line).
+
+        Anything but a list of block objects with string texts and int token counts >= 0 is a malformed
+        (retryable) reply.
+        """
+        blocks = data.get("content") if isinstance(data, dict) else None
+        if not isinstance(blocks, list) or not all(isinstance(b, dict) for b in blocks):
+            raise malformed("anthropic", "no content blocks")
         tool = next((b for b in blocks if b.get("type") == "tool_use"), None)
         if tool is not None:
-            text = json.dumps(tool.get("input"), ensure_ascii=False)
+            if not isinstance(tool.get("input"), dict):
+                raise malformed("anthropic", "tool_use input is not an object")
+            text = json.dumps(tool["input"], ensure_ascii=False)
         else:
-            text = "".join(b.get("text", "") for b in blocks if b.get("type") == "text")
-        usage = data.get("usage") or {}
-        return ChatResult(text=text, input_tokens=int(usage.get("input_tokens") or 0),
-                          output_tokens=int(usage.get("output_tokens") or 0))
+            texts = [b.get("text", "") for b in blocks if b.get("type") == "text"]
+            if not all(isinstance(t, str) for t in texts):
+                raise malformed("anthropic", "a text block's text is not text")
+            text = "".join(texts)
+        usage = data.get("usage")
+        return ChatResult(text=text, input_tokens=token_count("anthropic", usage, "input_tokens"),
+                          output_tokens=token_count("anthropic", usage, "output_tokens"))
 
     def classify(self, exc: BaseException) -> CallError:
         import anthropic

@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from harness.errors import UserError
+from harness.providers.secrets import redact
 
 
 @dataclass
@@ -35,11 +36,18 @@ class ChatResult:
     cost_usd: float = 0.0  # estimated from pricing.py; 0 for unknown models and custom base URLs
 
 
-class ProviderUnavailable(UserError):
+class _RedactedError(UserError):
+    """A user-facing provider error whose text never carries an API key (redacted when it is made)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(redact(str(message)))
+
+
+class ProviderUnavailable(_RedactedError):
     """The provider stays down, or refuses our credentials: the run stops, finished results are cached."""
 
 
-class BatchPending(UserError):
+class BatchPending(_RedactedError):
     """A submitted batch is still running after the wait allowed; its id is stored, the next run collects it."""
 
 
@@ -55,6 +63,10 @@ class CallError(Exception):
     message: str
     status: int | None = None
     retry_after: float | None = None  # seconds, from the retry-after / retry-after-ms headers
+
+    def __post_init__(self) -> None:
+        # the choke point of every provider error text: whatever built it, no key survives
+        self.message = redact(str(self.message))
 
     def __str__(self) -> str:
         return self.message

@@ -18,7 +18,7 @@ from typing import Any
 
 from harness.providers.base import BatchPending, CallError, ChatRequest, ChatResult
 from harness.providers.cache import LLMCache, batch_key
-from harness.providers.scheduler import ProviderDown
+from harness.providers.scheduler import OutageState, ProviderDown, announce_wait
 
 log = logging.getLogger("harness.providers")
 
@@ -27,6 +27,17 @@ MAX_BYTES = 100 * 1024 * 1024  # per batch (OpenAI: 200 MB input file, Anthropic
 TRANSFER_TIMEOUT = 900.0  # seconds for uploading a batch or downloading its results
 
 OnResult = Callable[[str, ChatResult], None]
+
+
+def _dict(value: Any) -> dict[str, Any]:
+    """`value` when it is a JSON object, else {} (result files of odd shapes are failures, not crashes)."""
+    return value if isinstance(value, dict) else {}
+
+
+def _message(error: dict[str, Any]) -> str:
+    """The message of a batch item's error object; the client redacts every error text it records."""
+    message = error.get("message")
+    return " ".join(message.split())[:300] if isinstance(message, str) and message.strip() else "no details"
 
 
 async def _retrying(client: Any, what: str, make: Callable[[], Awaitable[Any]], timeout: float | None = None) -> Any:
@@ -43,7 +54,9 @@ async def _retrying(client: Any, what: str, make: Callable[[], Awaitable[Any]], 
             err = client.backend.classify(exc)
         if err.kind != "retry" or attempt >= policy.max_retries:
             raise ProviderDown(f"{what} failed: {err.message}")
-        await asyncio.sleep(policy.delay(attempt, err.retry_after))
+        wait = policy.delay(attempt, err.retry_after)
+        announce_wait(getattr(client, "outage", None) or OutageState(), wait, f"{what}: {err.message}")
+        await asyncio.sleep(wait)
         attempt += 1
 
 
@@ -157,7 +170,8 @@ class OpenAIBatches:
         if batch.status in ("completed", "expired", "cancelled") and any(self._files):
             return "done"  # expired/cancelled batches still return what they finished
         if batch.status == "failed" and batch.errors is not None and batch.errors.data:
-            self.last_detail += ": " + "; ".join(str(e.message) for e in batch.errors.data[:3])
+            detail = "; ".join(str(e.message) for e in batch.errors.data[:3])
+            self.last_detail += ": " + self.client.backend.redact(detail)
         return "gone"
 
     async def collect(self, sdk: Any, batch_id: str, keys: set[str], on_result: OnResult) -> None:
@@ -171,7 +185,10 @@ class OpenAIBatches:
             for line in content.content.decode("utf-8").splitlines():
                 if not line.strip():
                     continue
-                row = json.loads(line)
+                try:
+                    row = _dict(json.loads(line))
+                except ValueError:
+                    continue  # a damaged line: its request counts as missing and goes into the next batch
                 key = row.get("custom_id")
                 if key not in keys or key in seen:
                     continue
@@ -181,15 +198,16 @@ class OpenAIBatches:
             on_result(key, ChatResult(text=None, error=f"missing from the output of batch {batch_id}"))
 
     def _result(self, row: dict[str, Any]) -> ChatResult:
-        response = row.get("response") or {}
+        response = _dict(row.get("response"))
+        body = _dict(response.get("body"))
         if response.get("status_code") == 200:
             try:
-                return self.client.backend.parse(response.get("body") or {})
+                return self.client.backend.parse(body)
             except CallError as err:
                 return ChatResult(text=None, error=err.message)
-        error = row.get("error") or (response.get("body") or {}).get("error") or {}
+        error = _dict(row.get("error")) or _dict(body.get("error"))
         return ChatResult(text=None, error=f"batch item failed (HTTP {response.get('status_code')}): "
-                                           f"{error.get('message', 'no details')}")
+                                           f"{_message(error)}")
 
 
 class AnthropicBatches:
@@ -231,14 +249,14 @@ class AnthropicBatches:
             if key not in keys or key in seen:
                 continue
             seen.add(key)
-            result = row.get("result") or {}
+            result = _dict(row.get("result"))
             if result.get("type") == "succeeded":
                 try:
-                    on_result(key, self.client.backend.parse(result.get("message") or {}))
+                    on_result(key, self.client.backend.parse(_dict(result.get("message"))))
                 except CallError as err:
                     on_result(key, ChatResult(text=None, error=err.message))
                 continue
-            error = ((result.get("error") or {}).get("error") or {}).get("message", "no details")
+            error = _message(_dict(_dict(result.get("error")).get("error")))
             on_result(key, ChatResult(text=None, error=f"batch item {result.get('type')}: {error}"))
         for key in sorted(keys - seen):
             on_result(key, ChatResult(text=None, error=f"missing from the results of batch {batch_id}"))

@@ -2,8 +2,10 @@
 
 `make_client(settings)` builds one from the CLI's judge settings (model, provider, base_url, concurrency, timeout,
 batch, max_retries, cache; tuning: retry_base_delay, retry_max_delay, down_after, batch_poll_interval,
-batch_max_wait). The API key comes from OPENAI_API_KEY / ANTHROPIC_API_KEY only and never leaves this object
-except in the request headers.
+batch_max_wait). The API key comes from OPENAI_API_KEY / ANTHROPIC_API_KEY / OPENAI_COMPATIBLE_API_KEY only
+(a provider key goes only over https or to this machine: aliases.normalise_base_url) and never leaves this object
+except in the request headers. Every result passes `_record`, which redacts the error text of a failed call and
+turns a reply that is not text into a failure, before anything is cached or handed back.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from harness.providers.aliases import (
 )
 from harness.providers.base import ChatRequest, ChatResult, ProviderUnavailable
 from harness.providers.cache import LLMCache, request_key
-from harness.providers.scheduler import ProviderDown, RetryPolicy, run_calls, run_sync
+from harness.providers.scheduler import OutageState, ProviderDown, RetryPolicy, run_calls, run_sync
 
 POOL_SIZE = 8  # concurrent calls per HTTP connection pool
 LOCAL_DUMMY_KEY = "EMPTY"  # what local OpenAI-compatible servers (vLLM, llama.cpp, Ollama) accept
@@ -54,6 +56,7 @@ class ProviderClient:
                                   max_delay=retry_max_delay, down_after=down_after)
         self.batch_poll_interval = batch_poll_interval
         self.batch_max_wait = batch_max_wait
+        self.outage = OutageState()  # failures in a row across run() calls (a model runs small batches)
         if provider == "anthropic":
             from harness.providers.anthropic_client import AnthropicBackend
 
@@ -138,6 +141,15 @@ class ProviderClient:
                 cache.close()
         return [r if r is not None else ChatResult(text=None, error="no result") for r in results]
 
+    def _record(self, result: ChatResult) -> ChatResult:
+        """The choke point of every new result: a failed call's error text is redacted; a reply that is not
+        text (it cannot be parsed or cached) becomes a failure."""
+        if result.text is not None and not isinstance(result.text, str):
+            result = ChatResult(text=None, error=f"malformed reply from {self.provider}: the reply is not text")
+        if result.error is not None:
+            result.error = self.backend.redact(str(result.error))
+        return result
+
     def _call(self, todo: list[tuple[str, ChatRequest]], where: dict[str, list[int]],
               results: list[ChatResult | None], cache: LLMCache | None, progress: bool) -> None:
         from tqdm import tqdm
@@ -148,6 +160,7 @@ class ProviderClient:
 
         def on_result(key: str, result: ChatResult) -> None:
             nonlocal saved
+            result = self._record(result)
             if result.text is not None:
                 saved += 1
                 result.cost_usd = self.cost_usd(result)
@@ -165,10 +178,14 @@ class ProviderClient:
             else:
                 run_sync(lambda: self._live(todo, on_result))
         except ProviderDown as exc:
+            bar.leave = True  # keep the bar's line: the error that follows starts on a line of its own
             raise ProviderUnavailable(
                 f"{self.provider} model {self.model} at {self.base_url} is unavailable: {exc}. "
                 f"{saved} of {len(todo)} new results were saved{' in the cache' if cache else ''}; run the same "
                 "command again to resume") from None
+        except BaseException:
+            bar.leave = True
+            raise
         finally:
             bar.close()
 
@@ -183,7 +200,7 @@ class ProviderClient:
 
         try:
             await run_calls(todo, send, on_result, concurrency=self.concurrency, timeout=self.timeout,
-                            policy=self.policy)
+                            policy=self.policy, outage=self.outage)
         finally:
             for sdk in sdks:
                 await sdk.close()

@@ -14,7 +14,16 @@ from typing import Any
 
 from harness.providers.aliases import API_KEY_ENV
 from harness.providers.base import CallError, ChatRequest, ChatResult
-from harness.providers.wire import b64, http_client, image_media_type, redact, status_error, strict_schema_ok
+from harness.providers.wire import (
+    b64,
+    http_client,
+    image_media_type,
+    malformed,
+    redact,
+    status_error,
+    strict_schema_ok,
+    token_count,
+)
 
 log = logging.getLogger("harness.providers")
 
@@ -47,6 +56,10 @@ class OpenAIBackend:
         self._api_key = api_key
         self.timeout = timeout
         self.dropped: set[str] = set()  # parameters this model/server rejected (see send)
+
+    def redact(self, text: str) -> str:
+        """`text` without this backend's key (and the environment's keys), whole or in fragments."""
+        return redact(text, self._api_key)
 
     def open(self) -> Any:
         """The SDK's async client (made inside the running event loop; closed by the caller)."""
@@ -115,24 +128,30 @@ class OpenAIBackend:
         except Exception as exc:
             raise self.classify(exc) from None
         if not isinstance(data, dict):
-            raise CallError("retry", f"malformed reply from {self.provider}: not a JSON object")
+            raise malformed(self.provider, "not a JSON object")
         return self.parse(data)
 
-    def parse(self, data: dict[str, Any]) -> ChatResult:
-        """A ChatResult from a chat.completion object (also one line of a batch output file)."""
-        choices = data.get("choices") or []
-        message = (choices[0] or {}).get("message") if choices else None
+    def parse(self, data: Any) -> ChatResult:
+        """A ChatResult from a chat.completion object (also one line of a batch output file).
+
+        Anything but a string text and int token counts >= 0 is a malformed (retryable) reply.
+        """
+        choices = data.get("choices") if isinstance(data, dict) else None
+        choice = choices[0] if isinstance(choices, list) and choices else None
+        message = choice.get("message") if isinstance(choice, dict) else None
         if not isinstance(message, dict):
-            raise CallError("retry", f"malformed reply from {self.provider}: no choices[0].message")
+            raise malformed(self.provider, "no choices[0].message")
         text = message.get("content")
         if text is None:
             refusal = message.get("refusal")
             if refusal:
                 raise CallError("fail", f"{self.provider} refused: {str(refusal)[:200]}")
             text = ""
-        usage = data.get("usage") or {}
-        return ChatResult(text=text, input_tokens=int(usage.get("prompt_tokens") or 0),
-                          output_tokens=int(usage.get("completion_tokens") or 0))
+        if not isinstance(text, str):
+            raise malformed(self.provider, "choices[0].message.content is not text")
+        usage = data.get("usage")
+        return ChatResult(text=text, input_tokens=token_count(self.provider, usage, "prompt_tokens"),
+                          output_tokens=token_count(self.provider, usage, "completion_tokens"))
 
     def classify(self, exc: BaseException) -> CallError:
         import openai

@@ -6,7 +6,11 @@
   otherwise the wait is exponential (base * 2**attempt, capped) with jitter.
 - Retryable failures (429, 5xx, 529, timeouts, connection and malformed replies) are retried up to
   `max_retries` times; "fail" errors (400, 422 ...) end that request only; "fatal" ones (401, 403, 404) and
-  `down_after` requests in a row running out of retries stop the run with `ProviderDown`.
+  `down_after` requests in a row running out of retries stop the run with `ProviderDown`. The count lives in an
+  `OutageState` that the client keeps across runs (a model plugin runs one small batch at a time), and only a
+  success resets it.
+- A wait of `ANNOUNCE_AFTER` seconds or more (retry-after, back-off) is announced in one warning line, once per
+  pause, so a long wait is not silent.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import asyncio
 import logging
 import random
 import threading
+import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
@@ -24,6 +29,27 @@ from harness.providers.base import CallError, ChatResult
 
 log = logging.getLogger("harness.providers")
 T = TypeVar("T")
+ANNOUNCE_AFTER = 10.0  # seconds: a longer wait is announced
+
+
+@dataclass
+class OutageState:
+    """Failures in a row (requests that ran out of retries) across runs of one client; a success resets it."""
+
+    failures_in_row: int = 0
+    quiet_until: float = 0.0  # monotonic time until which a wait was already announced
+
+
+def announce_wait(state: OutageState, wait: float, what: str) -> None:
+    """One warning line for a long wait (not one per concurrent call waiting for the same pause)."""
+    now = time.monotonic()
+    if wait < ANNOUNCE_AFTER:
+        return
+    announced = now < state.quiet_until  # this pause (of several calls at once) was already announced
+    state.quiet_until = max(state.quiet_until, now + wait)
+    if announced:
+        return
+    log.warning("waiting %.0f s before retrying (%s)", wait, what)
 
 
 class ProviderDown(Exception):
@@ -102,18 +128,19 @@ async def run_calls(
     timeout: float,
     policy: RetryPolicy,
     limiter: AdaptiveLimiter | None = None,
+    outage: OutageState | None = None,
 ) -> None:
     """Call `send(body)` for every (id, body) job and hand each final result to `on_result(id, result)` as it
     arrives (the caller caches it there, so an interrupted run loses nothing it paid for).
 
-    Raises ProviderDown (after cancelling the calls in flight) when the run must stop.
+    Raises ProviderDown (after cancelling the calls in flight) when the run must stop. `outage` carries the
+    failures in a row over from earlier runs of the same client.
     """
     limiter = limiter or AdaptiveLimiter(concurrency)
+    state = outage if outage is not None else OutageState()
     queue = deque(jobs)
-    failures_in_row = 0
 
     async def one(body: Any) -> ChatResult:
-        nonlocal failures_in_row
         attempt = 0
         while True:
             epoch = await limiter.acquire()
@@ -128,7 +155,7 @@ async def run_calls(
                 raise
             else:
                 await limiter.release(epoch, ok=True)
-                failures_in_row = 0
+                state.failures_in_row = 0
                 return result
             honour = err.retry_after if err.status in (429, 503, 529) else None
             await limiter.release(epoch, ok=False, throttled=err.throttled, pause_for=honour)
@@ -137,13 +164,15 @@ async def run_calls(
             if err.kind == "fail":
                 return ChatResult(text=None, error=err.message)
             if attempt >= policy.max_retries:
-                failures_in_row += 1
-                if failures_in_row >= policy.down_after:
-                    raise ProviderDown(f"{failures_in_row} requests in a row failed after {policy.max_retries} "
-                                       f"retries (last error: {err.message})")
+                state.failures_in_row += 1
+                if state.failures_in_row >= policy.down_after:
+                    raise ProviderDown(f"{state.failures_in_row} requests in a row failed after "
+                                       f"{policy.max_retries} retries (last error: {err.message})")
                 return ChatResult(text=None, error=f"failed after {attempt + 1} attempts: {err.message}")
             wait = policy.delay(attempt, err.retry_after)
             log.debug("retrying in %.2f s after: %s", wait, err.message)
+            announce_wait(state, wait, "retry-after from the provider" if err.retry_after is not None
+                          else f"back-off after: {err.message}")
             await asyncio.sleep(wait)
             attempt += 1
 

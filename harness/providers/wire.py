@@ -9,6 +9,7 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
+from harness.providers import secrets
 from harness.providers.base import CallError, classify_status
 
 _MAGIC = (
@@ -83,10 +84,27 @@ def parse_retry_after(headers: Mapping[str, str] | None) -> float | None:
 
 
 def redact(text: str, secret: str | None) -> str:
-    """Remove the API key (and its tail, which some providers echo) from a message."""
-    if secret and len(secret) >= 8:
-        text = text.replace(secret, "***").replace(secret[-8:], "***")
-    return text
+    """Remove the API key (whole or in fragments) and every key of the environment from an error text."""
+    return secrets.redact(text, secret)
+
+
+def malformed(provider: str, what: str) -> CallError:
+    """The retryable error of a reply that is JSON but not of the expected shape (never cached)."""
+    return CallError("retry", f"malformed reply from {provider}: {what}")
+
+
+def token_count(provider: str, usage: Any, name: str) -> int:
+    """A token count of a reply's usage object: absent/null is 0; anything but an int >= 0 is malformed."""
+    if usage is None:
+        return 0
+    if not isinstance(usage, dict):
+        raise malformed(provider, "usage is not an object")
+    value = usage.get(name)
+    if value is None:
+        return 0
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise malformed(provider, f"usage.{name} is not a count")
+    return value
 
 
 def error_message(body: Any, fallback: str) -> str:
@@ -104,7 +122,8 @@ def error_message(body: Any, fallback: str) -> str:
 
 def status_error(provider: str, status: int, body: Any, headers: Mapping[str, str] | None,
                  secret: str | None, key_env: str) -> CallError:
-    message = " ".join(error_message(body, "no details").split())[:300]
+    # redacted before it is cut, so a key cut in two still matches
+    message = redact(" ".join(error_message(body, "no details").split()), secret)[:300]
     hint = ""
     if status in (401, 403):
         hint = f" (check {key_env})"

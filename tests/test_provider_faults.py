@@ -1,0 +1,166 @@
+"""Provider replies of odd shapes, outages across small batches, failed judge calls, the credentialed guard of
+the LLM judges, the progress bar and long waits: against real local servers (tests/fake_llm_servers.py)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import time
+
+import pytest
+from fake_llm_servers import FakeLLMServer, Fault, prompt_text
+
+from harness.cli import main as cli_main
+from harness.errors import UserError
+from harness.judge_api import JudgeOptions
+from harness.judges.gpt4 import GPT4Judge
+from harness.providers import ChatRequest, ProviderUnavailable, make_client
+from harness.providers.cache import LLMCache
+
+pytestmark = pytest.mark.filterwarnings("ignore:The model .* is deprecated:DeprecationWarning")
+KEY = "sk-test-FAULTS-5x7Yq2Lw"
+FAST = {"retry_base_delay": 0.01, "retry_max_delay": 0.02}
+
+
+@pytest.fixture(autouse=True)
+def _env(tmp_path, monkeypatch):
+    monkeypatch.setenv("HARNESS_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("OPENAI_API_KEY", KEY)
+    monkeypatch.setenv("ANTHROPIC_API_KEY", KEY + "-ant")
+
+
+def ask(text: str) -> ChatRequest:
+    return ChatRequest(messages=[{"role": "user", "content": text}])
+
+
+def client(server: FakeLLMServer, provider: str = "openai", **settings):
+    url = server.anthropic_base_url if provider == "anthropic" else server.openai_base_url
+    model = "claude" if provider == "anthropic" else "gpt-4o"
+    return make_client({"model": model, "base_url": url, **FAST, **settings})
+
+
+ODD = {
+    "openai": [b'{"choices": ["oops"]}', b'{"choices": [{"message": {"content": 5}}]}',
+               b'{"choices": [{"message": {"content": "yes"}}], "usage": {"prompt_tokens": "n/a"}}',
+               b'{"choices": [{"message": {"content": "yes"}}], "usage": {"completion_tokens": -5}}',
+               b'{"choices": [{"message": ["yes"]}]}', b'{"choices": {}}', b'[1, 2]'],
+    "anthropic": [b'{"content": ["oops"]}', b'{"content": [{"type": "text", "text": 5}]}',
+                  b'{"content": [{"type": "text", "text": "yes"}], "usage": {"input_tokens": "n/a"}}',
+                  b'{"content": [{"type": "text", "text": "yes"}], "usage": {"output_tokens": -5}}',
+                  b'{"content": [{"type": "tool_use", "input": "x"}]}', b'{"content": "yes"}'],
+}
+
+
+@pytest.mark.parametrize("provider", ["openai", "anthropic"])
+def test_valid_json_of_an_unexpected_shape_is_a_retried_malformed_reply_never_cached(provider):
+    with FakeLLMServer() as server:
+        bodies = ODD[provider]
+        server.fault_fn = lambda body, i: Fault(body=bodies[int(prompt_text(body)[1:])])
+        requests = [ask(f"q{i}") for i in range(len(bodies))]
+        results = client(server, provider, max_retries=1, down_after=100).run(requests, progress=False)
+        assert all(r.text is None and "malformed reply" in r.error for r in results), results
+        assert server.chat_calls == 2 * len(bodies)  # retried once each
+        with LLMCache() as cache:
+            assert cache.stats()["entries"] == 0
+        server.fault_fn = None  # the provider answers properly now: asked again, not served from a cache
+        again = client(server, provider).run(requests, progress=False)
+    assert [r.text for r in again] == [f"echo: q{i}" for i in range(len(bodies))]
+    assert not any(r.cached for r in again)
+
+
+def test_outage_is_detected_across_small_runs_and_reset_by_a_success():
+    with FakeLLMServer() as server:
+        server.fault_fn = lambda body, i: Fault(status=500, message="down")
+        c = client(server, max_retries=0, down_after=3, concurrency=1)
+        assert all(r.text is None for r in c.run([ask("a"), ask("b")], progress=False))
+        with pytest.raises(ProviderUnavailable, match="3 requests in a row failed"):
+            c.run([ask("c"), ask("d")], progress=False)
+        assert server.chat_calls == 3
+        # a success in between resets the count
+        server.fault_fn = lambda body, i: None if "ok" in prompt_text(body) else Fault(status=500)
+        c = client(server, max_retries=0, down_after=3, concurrency=1)
+        for batch in (["e", "f"], ["ok1", "g"], ["h", "ok2"]):
+            c.run([ask(x) for x in batch], progress=False)
+
+
+def judge(server: FakeLLMServer, **settings) -> GPT4Judge:
+    base = {"model": "gpt-4o", "base_url": server.openai_base_url, "max_retries": 0, "down_after": 100, **FAST}
+    return GPT4Judge(JudgeOptions(convention="pefomed", task_kind="vqa", settings={**base, **settings}))
+
+
+RECORDS = [{"id": f"s{i}", "question": f"q{i}", "answer": "yes", "prediction": "yes"} for i in range(6)]
+
+
+def test_failed_judge_calls_are_counted_apart_with_a_note(capsys):
+    def fault(body, i):
+        text = prompt_text(body)
+        if "q1" in text or "q2" in text:
+            return Fault(status=500, message="upstream error for key {key}")
+        if "q3" in text:
+            return Fault(text="I cannot tell.")
+        return None
+
+    with FakeLLMServer(reply=lambda body: "Correctness: 1", fault_fn=fault) as server:
+        j = judge(server)
+        rows = j.score(RECORDS)
+    details = [row["details"] for row in rows]
+    assert [d["failed_calls"] for d in details] == [0, 1, 1, 0, 0, 0]
+    assert [d["unscored"] for d in details] == [0, 0, 0, 1, 0, 0]
+    agg = j.aggregate(RECORDS, rows)
+    assert agg["failed_calls"] == 2 and agg["unscored_replies"] == 1 and agg["accuracy"] == 1.0
+    err = capsys.readouterr().err
+    notes = [line for line in err.splitlines() if line.startswith("note:")]
+    assert len(notes) == 1 and "2 of 6 calls failed" in notes[0] and "HTTP 500" in notes[0]
+    assert "run the same command again to retry them" in notes[0] and KEY[4:] not in err
+
+
+@pytest.mark.parametrize("settings", [{"model": "claude"}, {"model": "gpt-4o"}, {"model": "gpt4"},
+                                      {"model": "m", "provider": "openai"}])
+def test_credentialed_data_is_refused_by_a_provider_model_behind_a_loopback_url(settings):
+    with FakeLLMServer() as server:
+        url = server.anthropic_base_url if settings["model"] == "claude" else server.openai_base_url
+        options = JudgeOptions(convention="pefomed", task_kind="vqa", credentialed=True,
+                               settings={**settings, "base_url": url})
+        with pytest.raises(UserError, match="credentialed.*--allow-external-judge"):
+            GPT4Judge(options)
+        assert server.chat_calls == 0
+        allowed = GPT4Judge(JudgeOptions(convention="pefomed", task_kind="vqa", credentialed=True,
+                                         settings={**settings, "base_url": url, "allow_external": True}))
+        assert allowed.client.base_url == url
+        local = GPT4Judge(JudgeOptions(convention="pefomed", task_kind="vqa", credentialed=True,
+                                       settings={"model": "m", "provider": "openai-compatible", "base_url": url}))
+        assert local.client.provider == "openai-compatible"
+
+
+def test_no_progress_bar_unless_asked_and_the_error_starts_its_own_line(tmp_path, capsys):
+    from harness.scoring import build_judges
+
+    preds = tmp_path / "preds.jsonl"
+    preds.write_text("".join(json.dumps({**r, "answer_type": "CLOSED"}) + "\n" for r in RECORDS))
+    with FakeLLMServer(reply=lambda body: "Correctness: 1") as server:
+        score = ["score", str(preds), "--task-type", "vqa", "--judge", "gpt4", "--judge-base-url",
+                 server.openai_base_url, "--judge-model", "gpt-4o"]
+        assert cli_main([*score, "--output", str(tmp_path / "a")]) == 0  # stderr is no terminal: no bar
+        assert "gpt-4o-2024-08-06:" not in capsys.readouterr().err
+        settings = {"model": "gpt-4o", "base_url": server.openai_base_url, "cache": False}
+        (quiet,) = build_judges(["gpt4"], None, settings, "vqa", False, progress=False)  # --no-progress
+        assert quiet._progress() is False
+        (shown,) = build_judges(["gpt4"], None, settings, "vqa", False, progress=True)
+        server.api_key = "another-key"  # 401: the run stops while the bar is shown
+        with pytest.raises(UserError):
+            shown.score([{**r, "answer_type": "CLOSED"} for r in RECORDS])
+    err = capsys.readouterr().err
+    assert "openai:gpt-4o-2024-08-06" in err and err.endswith("\n")  # the bar was drawn and kept its own line
+    assert KEY not in err
+
+
+def test_a_long_retry_after_is_announced_once(caplog):
+    caplog.set_level(logging.WARNING, logger="harness.providers")
+    with FakeLLMServer() as server:
+        server.add_faults(Fault(status=429, retry_after="10"), Fault(status=429, retry_after="10"))
+        started = time.monotonic()
+        results = client(server, concurrency=2).run([ask("a"), ask("b")], progress=False)
+    assert [r.text for r in results] == ["echo: a", "echo: b"] and time.monotonic() - started >= 10
+    waits = [r.getMessage() for r in caplog.records if "waiting" in r.getMessage()]
+    assert len(waits) == 1 and re.match(r"waiting 1[01] s ", waits[0]) and "retry-after" in waits[0], waits

@@ -1,0 +1,119 @@
+"""The grep test: whole runs (an API model, an LLM judge live and in batch mode, a refused key) against a server
+that echoes the API key in every error shape it can, then no file of the run and cache directories, no stdout,
+stderr or log record holds the key or any of its prefixes and suffixes of 4 or more characters."""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+import pytest
+from fake_llm_servers import FakeLLMServer, Fault
+
+from harness.cli import main as cli_main
+from harness.plugin_manager import tasks as task_registry
+from harness.task import Task
+
+pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
+
+OPENAI_KEY = "sk-LeakZq7-Wx93-PLMNB-vT5r"
+ANTHROPIC_KEY = "sk-ant-LkQ8-Yu27-ZXCV-pR4m"
+OK, AK = OPENAI_KEY, ANTHROPIC_KEY
+
+#: every way the fake server echoes a key ("{key}": the key it received), in turn; None answers normally
+SHAPES: list[Fault | None] = [
+    None,
+    Fault(status=400, message=f"Incorrect API key provided: {OK[:8]}****{OK[-4:]} / {AK[:8]}****{AK[-4:]}"),
+    Fault(status=500, message="upstream rejected Bearer {key}"),
+    Fault(status=502, body=b"<html><h1>502 Bad Gateway</h1><p>invalid Authorization: Bearer {key}</p></html>"),
+    Fault(status=400, message=f"key prefix {OK[:10]} suffix {OK[-6:]} / prefix {AK[:10]} suffix {AK[-6:]}"),
+    None,
+    Fault(status=429, retry_after="0", message="slow down, {key}"),
+    Fault(status=200, body=b'{"choices": [{"message": {"content": 5}}], "content": 5, "echo": "{key}"}'),
+    Fault(status=400, message=f"Key {OK[:8]}...{OK[-4:]} is not allowed; x-api-key: {{key}}"),
+    Fault(status=400, message=f"short {OK[:6]}\u2026{OK[-4:]} {AK[:6]}\u2026{AK[-4:]} and {{key}} again"),
+    None,
+]
+
+
+def fragments(key: str) -> set[str]:
+    return {key[:n] for n in range(4, len(key) + 1)} | {key[-n:] for n in range(4, len(key) + 1)}
+
+
+FRAGMENTS = sorted(fragments(OPENAI_KEY) | fragments(ANTHROPIC_KEY), key=len)
+
+
+def leaks(text: str) -> list[str]:
+    return [fragment for fragment in FRAGMENTS if fragment in text]
+
+
+@pytest.fixture
+def env(tmp_path, monkeypatch) -> Path:
+    """Its own LLM cache (the session's phantom data linked in) and the two fake keys; returns the cache dir."""
+    shared = Path(os.environ["HARNESS_CACHE_DIR"])
+    Task(task_registry().get("phantom-vqa")).samples("test")  # generated once into the session cache
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    (cache / "phantom").symlink_to(shared / "phantom", target_is_directory=True)
+    monkeypatch.setenv("HARNESS_CACHE_DIR", str(cache))
+    monkeypatch.setenv("OPENAI_API_KEY", OPENAI_KEY)
+    monkeypatch.setenv("ANTHROPIC_API_KEY", ANTHROPIC_KEY)
+    monkeypatch.delenv("OPENAI_COMPATIBLE_API_KEY", raising=False)
+    return cache
+
+
+def files_under(*folders: Path) -> list[Path]:
+    out = []
+    for folder in folders:
+        for path in folder.rglob("*"):
+            if "phantom" not in path.relative_to(folder).parts and path.is_file():
+                out.append(path)
+    return out
+
+
+def test_no_key_fragment_anywhere_after_runs_against_a_key_echoing_server(env, tmp_path, capsys, caplog):
+    caplog.set_level(logging.DEBUG)
+    runs = tmp_path / "runs"
+    fast = "retry_base_delay=0.01,retry_max_delay=0.02"
+    outputs: list[str] = []
+    with FakeLLMServer(reply=lambda body: '{"correct": 1}') as server:
+        server.fault_fn = lambda body, index: SHAPES[index % len(SHAPES)]
+        # an API model (OPENAI_API_KEY) judged live by claude (ANTHROPIC_API_KEY)
+        code = cli_main(["run", "--model", "gpt-4o", "--model-args",
+                         f"base_url={server.openai_base_url},concurrency=2,{fast}", "--task", "phantom-vqa",
+                         "--limit", "16", "--judge", "gpt4", "--judge-model", "claude", "--judge-base-url",
+                         server.anthropic_base_url, "--judge-arg", "retry_base_delay=0.01",
+                         "--judge-arg", "retry_max_delay=0.02", "--runs-dir", str(runs), "--no-progress"])
+        captured = capsys.readouterr()
+        outputs.append(captured.out + captured.err)
+        assert code == 0, outputs[-1]
+        (run_dir,) = list(runs.iterdir())
+        # the same predictions judged again through both batch APIs
+        for model, url in (("gpt-4o", server.openai_base_url), ("claude", server.anthropic_base_url)):
+            code = cli_main(["score", str(run_dir), "--judge", "gpt4", "--judge-model", model, "--judge-base-url",
+                             url, "--judge-batch", "--judge-arg", "batch_poll_interval=0.01", "--convention",
+                             "pefomed"])
+            captured = capsys.readouterr()
+            outputs.append(captured.out + captured.err)
+            assert code == 0, outputs[-1]
+        # a refused key, echoed whole by the server (401 stops the run)
+        server.api_key = "the-right-key"
+        code = cli_main(["run", "--model", "claude", "--model-args", f"base_url={server.anthropic_base_url},{fast}",
+                         "--task", "phantom-vqa", "--limit", "4", "--judge", "exact", "--runs-dir", str(runs),
+                         "--no-progress"])
+        captured = capsys.readouterr()
+        outputs.append(captured.out + captured.err)
+        assert code == 2 and "HTTP 401" in outputs[-1]
+    every_error = "\n".join(outputs)
+    assert "Traceback" not in every_error
+    # the echoes did arrive and were recorded (redacted) where errors are kept
+    scores = (run_dir / "scores.jsonl").read_text()
+    assert "HTTP 400" in scores or "HTTP 400" in (run_dir / "predictions.jsonl").read_text()
+    for text in [*outputs, caplog.text]:
+        assert leaks(text) == [], leaks(text)
+    checked = files_under(runs, env)
+    assert any(p.name == "llm-cache.sqlite" for p in checked) and any(p.name == "scores.jsonl" for p in checked)
+    for path in checked:
+        found = leaks(path.read_bytes().decode("utf-8", "replace"))
+        assert found == [], (path, found)
