@@ -349,7 +349,7 @@ class LLMJudge(JudgePlugin):
             "failed_calls": failed,  # calls without a reply (provider errors); a rerun retries them
             "input_tokens": sum(res.input_tokens for res in results),
             "output_tokens": sum(res.output_tokens for res in results),
-            "cost_usd": sum(res.cost_usd for res in results),
+            "cost_usd": sum(0.0 if res.cached else res.cost_usd for res in results),  # paid by this run
             "cached": sum(1 for res in results if res.cached),
         }
         errors = [res.error for res in results if res.error]

@@ -225,7 +225,9 @@ class APIVisionModel(ModelPlugin):
             out = GenerationOutput(text=apply_stop(result.text, request.generation.stop),
                                    prompt_tokens=result.input_tokens, completion_tokens=result.output_tokens)
             if _HAS_COST_FIELD:
-                out.cost_usd = result.cost_usd  # type: ignore[attr-defined]
+                # what this call cost this run: an answer from the cache was paid for before (summing the
+                # costs of several runs sharing a cache must not count it twice)
+                out.cost_usd = 0.0 if result.cached else result.cost_usd  # type: ignore[attr-defined]
             outputs.append(out)
         return outputs
 
