@@ -233,6 +233,8 @@ def generate(spec: RunSpec, task: Task, model_info: Any, manifest: dict[str, Any
                         "cost_usd": getattr(out, "cost_usd", None), "time_s": round(per_sample, 6)})
                 append_jsonl(pred_path, [r for r in built.rows if r is not None])
                 bar.update(len(batch))
+        if hasattr(model, "identity"):  # again, now with what generation used (API calls, tokens, cost)
+            atomic_write_json(out_dir / LOADED_MODEL_FILE, {"identity": model.identity()})
     finally:
         bar.close()
         model.close()

@@ -225,6 +225,8 @@ def test_openai_compatible_end_to_end_and_reruns_make_no_calls(env, harness, ans
         assert results["model"]["identity"] == {"provider": "openai-compatible", "model": "tiny",
                                                 "base_url": server.openai_base_url}
         assert "10 requests, 0 from the cache" in first.stderr and "cost unknown" in first.stderr
+        usage = json.loads((run_dir / "model.json").read_text())["identity"]["usage"]  # written after generating
+        assert usage["requests"] == 10 and usage["from_cache"] == 0 and usage["input_tokens"] > 0
 
         again = harness_subprocess(*args)  # the same command: nothing left to generate
         assert server.chat_calls == 10 and again.stdout == first.stdout
