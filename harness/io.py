@@ -1,22 +1,46 @@
-"""File writing that never loses work: atomic replace for documents, fsync'd appends for JSONL streams."""
+"""File writing that never loses work: atomic replace for documents, fsync'd appends for JSONL streams, and
+an exclusive lock per folder so that two harness processes never change the same run or leaderboard at once.
+
+Atomic writes keep the mode of the file they replace (a new file gets the usual mode under the umask, not
+mkstemp's private 0600), so a shared results folder or leaderboard stays readable to others.
+"""
 
 from __future__ import annotations
 
 import json
 import os
+import sys
 import tempfile
 from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from harness.errors import UserError
 
+RUN_LOCK = ".harness.lock"
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+NEW_FILE_MODE = 0o666 & ~_umask()  # read once at import, in the main thread (umask is process-wide)
+
 
 def atomic_write_text(path: Path, text: str) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        mode = path.stat().st_mode & 0o777
+    except FileNotFoundError:
+        mode = NEW_FILE_MODE
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        if hasattr(os, "fchmod"):
+            os.fchmod(fd, mode)
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             fh.write(text)
             fh.flush()
@@ -79,3 +103,35 @@ def read_jsonl(path: Path, *, repair_tail: bool = False) -> list[dict[str, Any]]
 def iter_batches(items: list[Any], size: int) -> Iterator[list[Any]]:
     for start in range(0, len(items), size):
         yield items[start : start + size]
+
+
+@contextmanager
+def exclusive(folder: Path, lock_name: str = RUN_LOCK) -> Iterator[None]:
+    """Hold an exclusive lock (file `lock_name` in `folder`) while a command changes the folder's files.
+
+    Another harness process that wants the same folder says so on stderr and waits, then carries on with what
+    the first one left (a second `harness run` of the same run finds the predictions made and only scores).
+    The operating system releases the lock when a process ends, even by SIGKILL, so a kill never leaves a
+    stale lock. Without fcntl (Windows) there is no lock.
+    """
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not POSIX
+        yield
+        return
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / lock_name, "a+", encoding="utf-8") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            fh.seek(0)
+            holder = fh.read().strip() or "unknown"
+            print(f"note: another harness process (pid {holder}) is using {folder}; waiting for it to finish",
+                  file=sys.stderr, flush=True)
+            fcntl.flock(fh, fcntl.LOCK_EX)
+        fh.seek(0)
+        fh.truncate()
+        fh.write(str(os.getpid()))
+        fh.flush()
+        yield  # closing the file releases the lock

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.errors import UserError
-from harness.io import atomic_write_json
+from harness.io import atomic_write_json, exclusive
 from harness.results import SCHEMA_VERSION, selection_of, validate
 
 
@@ -136,7 +136,13 @@ def _why_not(row: dict[str, Any], kept: dict[str, Any]) -> str:
 
 def publish(inputs: list[Path], output: Path) -> tuple[dict[str, Any], list[str]]:
     """Merge the rows of `inputs` into `output`; return the leaderboard and one notice per row skipped
-    (a partial row beside a complete one, or an older row) and per partial row on the leaderboard."""
+    (a partial row beside a complete one, or an older row) and per partial row on the leaderboard.
+    Two publishes into one leaderboard run one after the other (a lock beside it), so neither loses rows."""
+    with exclusive(output.parent, f".{output.name}.lock"):
+        return _publish(inputs, output)
+
+
+def _publish(inputs: list[Path], output: Path) -> tuple[dict[str, Any], list[str]]:
     rows: dict[tuple, dict[str, Any]] = {}
     if output.exists():
         try:

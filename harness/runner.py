@@ -17,7 +17,7 @@ from typing import Any
 from harness import plugin_manager
 from harness.errors import UserError
 from harness.fingerprint import config_hash, directory_hash, text_hash
-from harness.io import append_jsonl, atomic_write_json, iter_batches, read_jsonl
+from harness.io import append_jsonl, atomic_write_json, exclusive, iter_batches, read_jsonl
 from harness.model_api import ModelContext
 from harness.paths import cache_dir
 from harness.results import write_results
@@ -273,11 +273,12 @@ def run(spec: RunSpec) -> tuple[Path, dict[str, Any]]:
         raise UserError(f"--limit must be at least 1, got {spec.limit}")
     judges = build_judges(spec.judges or list(task.config.judges), spec.convention, spec.judge_settings,
                           task.kind, task.config.credentialed, progress=None if spec.progress else False)
-    manifest = _claim_run_dir(out_dir, manifest)
-    samples = task.samples(manifest["task"]["split"])[: spec.limit]
-    generate(spec, task, model_info, manifest, out_dir, context, samples)
-    records = load_selected_records(out_dir, [s.id for s in samples])
-    entries = apply_judges(out_dir, records, judges, list(task.config.breakdowns), task.source.cluster_by)
-    # A smaller --limit than results.json already holds leaves it as it is (see write_results).
-    results = write_results(out_dir, manifest, records, entries, limit=spec.limit)
+    with exclusive(out_dir):  # a second process on the same run waits, then finds the work done
+        manifest = _claim_run_dir(out_dir, manifest)
+        samples = task.samples(manifest["task"]["split"])[: spec.limit]
+        generate(spec, task, model_info, manifest, out_dir, context, samples)
+        records = load_selected_records(out_dir, [s.id for s in samples])
+        entries = apply_judges(out_dir, records, judges, list(task.config.breakdowns), task.source.cluster_by)
+        # A smaller --limit than results.json already holds leaves it as it is (see write_results).
+        results = write_results(out_dir, manifest, records, entries, limit=spec.limit)
     return out_dir, results

@@ -27,6 +27,19 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
+    from harness.io import exclusive
+
+    path: Path = args.predictions
+    # A run directory is locked while it is scored (a `harness run` still appending to it is waited for);
+    # a predictions file made elsewhere locks the folder its scores go to.
+    folder = path if path.is_dir() else args.output or path.with_name(path.stem + "-scored")
+    if not path.exists():
+        raise UserError(f"{path} does not exist (expected a run directory or a predictions .jsonl file)")
+    with exclusive(folder):
+        return _score(args)
+
+
+def _score(args: argparse.Namespace) -> int:
     from harness import plugin_manager
     from harness.external import external_manifest, read_external_predictions
     from harness.io import atomic_write_jsonl, read_jsonl
