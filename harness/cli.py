@@ -2,7 +2,7 @@
 
 Start-up stays cheap: only argparse and the command modules' parsers are imported here; each command
 imports what it needs when it runs. User mistakes (UserError, and OSError on a path such as an --output
-that is a file) print one line and exit non-zero.
+that is a file) print one line and exit non-zero. SIGTERM stops a command the way Ctrl-C does (exit 143).
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import importlib
 import sys
 
 from harness import __version__
-from harness.errors import UserError
+from harness.errors import Terminated, UserError
 
 COMMANDS = ("list", "plugins", "run", "score", "publish", "cache", "agreement", "finetune", "convert", "serve")
 
@@ -35,12 +35,21 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _on_sigterm(signum: int, frame: object) -> None:  # noqa: ARG001 - signal handler signature
+    raise Terminated
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         parser.print_help()
         return 1
+    import signal
+    import threading
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _on_sigterm)
     try:
         return int(args.func(args) or 0)
     except UserError as exc:
@@ -56,9 +65,10 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"error: cannot use {exc.filename}: {exc.strerror or exc}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("interrupted: finished work is saved; run the same command again to continue", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as exc:
+        how = "terminated" if isinstance(exc, Terminated) else "interrupted"
+        print(f"{how}: finished work is saved; run the same command again to continue", file=sys.stderr)
+        return 143 if isinstance(exc, Terminated) else 130
 
 
 if __name__ == "__main__":

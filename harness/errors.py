@@ -22,3 +22,8 @@ def unknown_name(kind: str, name: str, known: Iterable[str]) -> UserError:
     close = difflib.get_close_matches(name, known, n=1, cutoff=0.5)
     hint = f" Did you mean '{close[0]}'?" if close else ""
     return UserError(f"unknown {kind} '{name}'.{hint} Known {kind}s: {', '.join(known) or '(none)'}")
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (Slurm's time limit, `docker stop`, `kill`): the CLI turns it into this, so every command stops
+    the way Ctrl-C stops it (finished work saved, temporary state cleaned up) instead of dying mid-write."""

@@ -51,6 +51,29 @@ def test_kill_and_rerun_loses_and_duplicates_nothing(tmp_path):
     assert results["judges"][0]["n_scored"] == 40
 
 
+def test_sigterm_stops_like_ctrl_c_and_the_rerun_continues(tmp_path):
+    out = tmp_path / "run"
+    args = ["run", "--model", "slow-echo", "--model-args", "delay=0.15", "--task", "phantom-vqa",
+            "--judge", "exact", "--limit", "30", "--output", str(out), "--no-progress"]
+    proc = subprocess.Popen([sys.executable, str(RUNNER), *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    preds = out / "predictions.jsonl"
+    deadline = time.time() + 60
+    while time.time() < deadline and not (preds.exists() and len(preds.read_text().splitlines()) >= 4):
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)  # Slurm's time limit, docker stop
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 143
+    assert err.strip().splitlines()[-1] == ("terminated: finished work is saved; run the same command again to "
+                                            "continue")
+    partial = prediction_ids(preds)
+    assert 4 <= len(partial) < 30
+    done = harness(*args)
+    assert done.returncode == 0, done.stderr
+    ids = prediction_ids(preds)
+    assert len(ids) == len(set(ids)) == 30 and ids[: len(partial)] == partial
+
+
 def test_rerun_of_a_finished_run_generates_nothing(tmp_path):
     out = tmp_path / "run"
     args = ["run", "--model", "slow-echo", "--model-args", "delay=0", "--task", "phantom-vqa", "--limit", "6",
