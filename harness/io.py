@@ -106,8 +106,11 @@ def iter_batches(items: list[Any], size: int) -> Iterator[list[Any]]:
 
 
 @contextmanager
-def exclusive(folder: Path, lock_name: str = RUN_LOCK) -> Iterator[None]:
+def exclusive(folder: Path, lock_name: str = RUN_LOCK, leftovers: str = ".*.tmp") -> Iterator[None]:
     """Hold an exclusive lock (file `lock_name` in `folder`) while a command changes the folder's files.
+
+    Once the lock is held, temporary files of atomic writes matching `leftovers` are removed: with nobody else
+    writing here, they can only be what a process killed mid-write (SIGKILL) left behind.
 
     Another harness process that wants the same folder says so on stderr and waits, then carries on with what
     the first one left (a second `harness run` of the same run finds the predictions made and only scores).
@@ -134,4 +137,7 @@ def exclusive(folder: Path, lock_name: str = RUN_LOCK) -> Iterator[None]:
         fh.truncate()
         fh.write(str(os.getpid()))
         fh.flush()
+        for stale in folder.glob(leftovers):
+            if stale.is_file():
+                stale.unlink(missing_ok=True)
         yield  # closing the file releases the lock

@@ -138,7 +138,7 @@ def publish(inputs: list[Path], output: Path) -> tuple[dict[str, Any], list[str]
     """Merge the rows of `inputs` into `output`; return the leaderboard and one notice per row skipped
     (a partial row beside a complete one, or an older row) and per partial row on the leaderboard.
     Two publishes into one leaderboard run one after the other (a lock beside it), so neither loses rows."""
-    with exclusive(output.parent, f".{output.name}.lock"):
+    with exclusive(output.parent, f".{output.name}.lock", leftovers=f".{output.name}.*.tmp"):
         return _publish(inputs, output)
 
 

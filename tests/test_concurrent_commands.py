@@ -80,3 +80,21 @@ def test_atomic_writes_keep_the_file_mode(tmp_path):
     path.chmod(0o640)
     atomic_write_json(path, {"a": 2})
     assert stat.S_IMODE(path.stat().st_mode) == 0o640 and json.loads(path.read_text()) == {"a": 2}
+
+
+def test_temporary_files_of_a_killed_write_are_removed_by_the_next_command(tmp_path):
+    out = tmp_path / "run"
+    args = ["run", "--model", "slow-echo", "--model-args", "delay=0", "--task", "phantom-vqa", "--judge", "exact",
+            "--limit", "6", "--output", str(out), "--no-progress"]
+    finish(start(*args))
+    stray = out / ".results.json.k3j4h5.tmp"  # what SIGKILL during an atomic write leaves
+    stray.write_text('{"half": ')
+    board = tmp_path / "lb" / "leaderboard.json"
+    other = tmp_path / "lb" / ".notes.txt.tmp"  # not ours: a leaderboard folder may hold other files
+    other.parent.mkdir()
+    other.write_text("keep")
+    (tmp_path / "lb" / ".leaderboard.json.x1y2.tmp").write_text("{")
+    finish(start(*args))
+    finish(start("publish", str(out), "-o", str(board)))
+    assert not stray.exists() and not (tmp_path / "lb" / ".leaderboard.json.x1y2.tmp").exists()
+    assert other.read_text() == "keep"
