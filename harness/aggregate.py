@@ -19,7 +19,7 @@ from harness.judge_api import JudgePlugin
 
 Z95 = 1.959963984540054
 BOOTSTRAP_SAMPLES = 200  # resamples of a corpus metric (each recomputes the judge's aggregate)
-MEAN_BOOTSTRAP_SAMPLES = 2000  # resamples of a mean (vectorised)
+MEAN_BOOTSTRAP_SAMPLES = 1000  # resamples of a mean (vectorised, drawn in bounded chunks)
 
 
 def wilson_interval(successes: float, n: int) -> list[float] | None:
@@ -48,14 +48,24 @@ def bootstrap_mean_interval(values: list[float], clusters: list[Any] | None = No
     """Seeded percentile bootstrap of the mean of `values`, resampling whole clusters when given."""
     import numpy as np
 
-    groups = _groups(len(values), clusters)
-    if len(groups) < 2:
+    if clusters is None:
+        sums, counts = np.asarray(values, dtype=float), None
+    else:
+        order: dict[Any, int] = {}  # cluster -> its index, in order of first appearance
+        group = np.fromiter((order.setdefault(c, len(order)) for c in clusters), dtype=np.int64, count=len(clusters))
+        sums = np.bincount(group, weights=np.asarray(values, dtype=float))
+        counts = np.bincount(group).astype(float)
+    n = len(sums)
+    if n < 2:
         return None
-    array = np.asarray(values, dtype=float)
-    sums = np.array([array[g].sum() for g in groups])
-    counts = np.array([len(g) for g in groups], dtype=float)
-    idx = np.random.default_rng(0).integers(0, len(groups), size=(MEAN_BOOTSTRAP_SAMPLES, len(groups)))
-    means = sums[idx].sum(axis=1) / counts[idx].sum(axis=1)
+    rng = np.random.default_rng(0)
+    means = np.empty(MEAN_BOOTSTRAP_SAMPLES)
+    chunk = max(1, min(MEAN_BOOTSTRAP_SAMPLES, 2_000_000 // n))  # resamples per step: bounded memory
+    for start in range(0, MEAN_BOOTSTRAP_SAMPLES, chunk):
+        stop = min(start + chunk, MEAN_BOOTSTRAP_SAMPLES)
+        idx = rng.integers(0, n, size=(stop - start, n), dtype=np.int32)
+        total = sums[idx].sum(axis=1)
+        means[start:stop] = total / (n if counts is None else counts[idx].sum(axis=1))
     low, high = np.quantile(means, [0.025, 0.975])
     return [float(low), float(high)]
 

@@ -30,14 +30,26 @@ def _labels(fields: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in sorted(fields.items()) if isinstance(v, plain)}
 
 
+# Version 2 (harness 0.1.0 after 2026-11-23) hashes the labels too; version-1 fingerprints were plain
+# "sha256:<hex>". A different version means the data cannot be compared, not that it differs.
+FINGERPRINT_VERSION = 2
+
+
+def fingerprint_version(fingerprint: str) -> int:
+    """The version a recorded fingerprint was made with ("v2-sha256:..." -> 2, "sha256:..." -> 1)."""
+    head = fingerprint.split("-", 1)[0]
+    return int(head[1:]) if head.startswith("v") and head[1:].isdigit() else 1
+
+
 def dataset_fingerprint(samples: Iterable[Sample]) -> str:
-    """sha256 over (id, question, answer, image digests, fields) of every sample, in id order."""
+    """sha256 over (id, question, answer, image digests, fields) of every sample, in id order, marked with
+    FINGERPRINT_VERSION."""
     h = hashlib.sha256()
     for sample in sorted(samples, key=lambda s: s.id):
         record = [sample.id, sample.question or "", sample.answer, image_digest(sample), _labels(sample.fields)]
         h.update(json.dumps(record, ensure_ascii=False, default=str).encode("utf-8"))
         h.update(b"\n")
-    return "sha256:" + h.hexdigest()[:32]
+    return f"v{FINGERPRINT_VERSION}-sha256:" + h.hexdigest()[:32]
 
 
 def text_hash(text: str) -> str:

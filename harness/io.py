@@ -68,8 +68,9 @@ def append_jsonl(path: Path, rows: Iterable[dict[str, Any]]) -> None:
         os.fsync(fh.fileno())
 
 
-def read_jsonl(path: Path, *, repair_tail: bool = False) -> list[dict[str, Any]]:
-    """Read a JSONL file. With `repair_tail`, a torn last line (from a kill mid-write) is cut off the file.
+def read_jsonl(path: Path, *, repair_tail: bool = False, skip_torn_tail: bool = False) -> list[dict[str, Any]]:
+    """Read a JSONL file. With `repair_tail`, a torn last line (from a kill mid-write) is cut off the file;
+    with `skip_torn_tail` it is only left out (for a reader that does not own the file).
 
     Any other malformed line is a user error naming the file and line.
     """
@@ -84,10 +85,12 @@ def read_jsonl(path: Path, *, repair_tail: bool = False) -> list[dict[str, Any]]
         if not line.strip():
             good_end += len(line) + (0 if is_last else 1)
             continue
-        if repair_tail and is_last:
-            # A last line without its newline was cut mid-write: drop it, its sample is redone.
-            with open(path, "r+b") as fh:
-                fh.truncate(good_end)
+        if (repair_tail or skip_torn_tail) and is_last:
+            # A last line without its newline was cut mid-write (or is being written): leave it out; the owner
+            # (repair_tail) cuts it off, and its sample is redone.
+            if repair_tail:
+                with open(path, "r+b") as fh:
+                    fh.truncate(good_end)
             break
         try:
             row = json.loads(line)
@@ -106,16 +109,16 @@ def iter_batches(items: list[Any], size: int) -> Iterator[list[Any]]:
 
 
 @contextmanager
-def exclusive(folder: Path, lock_name: str = RUN_LOCK, leftovers: str = ".*.tmp") -> Iterator[None]:
+def exclusive(folder: Path, lock_name: str = RUN_LOCK, owned: Iterable[str] = ()) -> Iterator[None]:
     """Hold an exclusive lock (file `lock_name` in `folder`) while a command changes the folder's files.
-
-    Once the lock is held, temporary files of atomic writes matching `leftovers` are removed: with nobody else
-    writing here, they can only be what a process killed mid-write (SIGKILL) left behind.
 
     Another harness process that wants the same folder says so on stderr and waits, then carries on with what
     the first one left (a second `harness run` of the same run finds the predictions made and only scores).
-    The operating system releases the lock when a process ends, even by SIGKILL, so a kill never leaves a
-    stale lock. Without fcntl (Windows) there is no lock.
+    The lock is a POSIX record lock (fcntl.lockf): the operating system releases it when the process ends, even
+    by SIGKILL, and a child process (vLLM forks its engine) does not inherit it, so no stale lock is left.
+    Once it is held, the temporary files of atomic writes of the `owned` file names (`.<name>.*.tmp`) are
+    removed: with nobody else writing them, they can only be what a process killed mid-write left behind.
+    Where locks are not available (Windows, a file system without them) the command runs without one.
     """
     try:
         import fcntl
@@ -125,19 +128,31 @@ def exclusive(folder: Path, lock_name: str = RUN_LOCK, leftovers: str = ".*.tmp"
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     with open(folder / lock_name, "a+", encoding="utf-8") as fh:
-        try:
-            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
+        if _lock(fcntl, fh, folder):
             fh.seek(0)
-            holder = fh.read().strip() or "unknown"
-            print(f"note: another harness process (pid {holder}) is using {folder}; waiting for it to finish",
-                  file=sys.stderr, flush=True)
-            fcntl.flock(fh, fcntl.LOCK_EX)
-        fh.seek(0)
-        fh.truncate()
-        fh.write(str(os.getpid()))
-        fh.flush()
-        for stale in folder.glob(leftovers):
-            if stale.is_file():
-                stale.unlink(missing_ok=True)
+            fh.truncate()
+            fh.write(str(os.getpid()))
+            fh.flush()
+            for name in owned:
+                for stale in folder.glob(f".{name}.*.tmp"):
+                    stale.unlink(missing_ok=True)
         yield  # closing the file releases the lock
+
+
+def _lock(fcntl: Any, fh: Any, folder: Path) -> bool:
+    """Take the lock, waiting (and saying so) while another process holds it; False where locks are not
+    supported (then the caller goes on unlocked, with a warning)."""
+    try:
+        fcntl.lockf(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return True
+    except (BlockingIOError, PermissionError):  # held by another process (EAGAIN or EACCES)
+        fh.seek(0)
+        holder = fh.read().strip() or "unknown"
+        print(f"note: another harness process (pid {holder}) is using {folder}; waiting for it to finish",
+              file=sys.stderr, flush=True)
+        fcntl.lockf(fh, fcntl.LOCK_EX)
+        return True
+    except OSError as exc:  # ENOLCK / EOPNOTSUPP: e.g. Lustre without -o flock, some NFS or FUSE mounts
+        print(f"warning: {folder}: file locks are not supported here ({exc.strerror or exc}); going on without "
+              "one, so do not run two harness commands on this folder at once", file=sys.stderr, flush=True)
+        return False

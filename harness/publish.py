@@ -3,9 +3,9 @@
 One row per model x task x split x source x prompt variant x judge x convention, carrying its metrics (overall
 and per breakdown, e.g. open/closed) and provenance (run id, harness version and commit, judge version and
 settings, prompt, generation settings, dataset fingerprint). A partial row (fewer samples than the split, e.g. a
---limit run) never replaces a complete one; then fewer failed samples win; then the newest. Results of one task
-version, split and source whose dataset fingerprints differ are refused, whether or not one would replace the
-other: their numbers are not comparable.
+--limit run) never replaces a complete one; then the newest wins (rows with failed samples are flagged).
+Results of one task version, split and source whose dataset fingerprints differ are refused, whether or not
+one would replace the other: their numbers are not comparable.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.errors import UserError
+from harness.fingerprint import fingerprint_version
 from harness.io import atomic_write_json, exclusive
 from harness.results import SCHEMA_VERSION, selection_of, validate
 
@@ -102,11 +103,10 @@ def describe(row: dict[str, Any]) -> str:
 
 
 def prefer(new: dict[str, Any], old: dict[str, Any]) -> bool:
-    """A complete row beats a partial one, then fewer failed samples win, then the newest."""
+    """A complete row beats a partial one; among equally complete rows the newest wins (a row with failed
+    samples is kept but flagged: rerunning the same command retries them)."""
     if bool(new.get("partial")) != bool(old.get("partial")):
         return not new.get("partial")
-    if new.get("errors", 0) != old.get("errors", 0):
-        return new.get("errors", 0) < old.get("errors", 0)
     return old["provenance"]["created"] <= new["provenance"]["created"]
 
 
@@ -118,19 +118,23 @@ def check_fingerprints(rows: list[dict[str, Any]]) -> None:
         first = seen.setdefault(key, row)
         if first["fingerprint"] != row["fingerprint"]:
             source = f", source {row['source']}" if row.get("source") else ""
+            versions = {fingerprint_version(first["fingerprint"]), fingerprint_version(row["fingerprint"])}
+            why = ("results from different data are not comparable (re-run on the same data, or publish them to "
+                   "separate leaderboards)")
+            if len(versions) > 1:
+                why = (f"one comes from an older harness (fingerprint v{min(versions)}; v{max(versions)} also hashes "
+                       "the labels), so the data cannot be compared: run that model again with this harness "
+                       "(same command; it starts a new run folder), or publish into a separate leaderboard")
             raise UserError(
                 f"task {row['task']} v{row['task_version']} ({row['split']}{source}) has two dataset fingerprints: "
                 f"{first['fingerprint']} in {first['provenance']['results_file']} and {row['fingerprint']} in "
-                f"{row['provenance']['results_file']}; results from different data are not comparable "
-                "(re-run on the same data, or publish them to separate leaderboards)"
+                f"{row['provenance']['results_file']}; {why}"
             )
 
 
 def _why_not(row: dict[str, Any], kept: dict[str, Any]) -> str:
     if row.get("partial") and not kept.get("partial"):
         return "partial; the leaderboard keeps the complete"
-    if row.get("errors", 0) > kept.get("errors", 0):
-        return "more failed samples than"
     return "older than"
 
 
@@ -138,7 +142,7 @@ def publish(inputs: list[Path], output: Path) -> tuple[dict[str, Any], list[str]
     """Merge the rows of `inputs` into `output`; return the leaderboard and one notice per row skipped
     (a partial row beside a complete one, or an older row) and per partial row on the leaderboard.
     Two publishes into one leaderboard run one after the other (a lock beside it), so neither loses rows."""
-    with exclusive(output.parent, f".{output.name}.lock", leftovers=f".{output.name}.*.tmp"):
+    with exclusive(output.parent, f".{output.name}.lock", owned=(output.name,)):
         return _publish(inputs, output)
 
 

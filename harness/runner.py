@@ -21,7 +21,14 @@ from harness.io import append_jsonl, atomic_write_json, exclusive, iter_batches,
 from harness.model_api import ModelContext
 from harness.paths import cache_dir
 from harness.results import write_results
-from harness.scoring import LOADED_MODEL_FILE, MANIFEST_FILE, PREDICTIONS_FILE, apply_judges, build_judges
+from harness.scoring import (
+    LOADED_MODEL_FILE,
+    MANIFEST_FILE,
+    PREDICTIONS_FILE,
+    RUN_FILES,
+    apply_judges,
+    build_judges,
+)
 from harness.task import Task
 from harness.types import Sample
 
@@ -273,7 +280,7 @@ def run(spec: RunSpec) -> tuple[Path, dict[str, Any]]:
         raise UserError(f"--limit must be at least 1, got {spec.limit}")
     judges = build_judges(spec.judges or list(task.config.judges), spec.convention, spec.judge_settings,
                           task.kind, task.config.credentialed, progress=None if spec.progress else False)
-    with exclusive(out_dir):  # a second process on the same run waits, then finds the work done
+    with exclusive(out_dir, owned=RUN_FILES):  # a second process on the same run waits, then finds the work done
         manifest = _claim_run_dir(out_dir, manifest)
         samples = task.samples(manifest["task"]["split"])[: spec.limit]
         generate(spec, task, model_info, manifest, out_dir, context, samples)

@@ -26,6 +26,7 @@ SCORES_FILE = "scores.jsonl"
 RESULTS_FILE = "results.json"
 MANIFEST_FILE = "run.json"
 LOADED_MODEL_FILE = "model.json"  # what the model plugin reported after loading (identity())
+RUN_FILES = (PREDICTIONS_FILE, SCORES_FILE, RESULTS_FILE, MANIFEST_FILE, LOADED_MODEL_FILE)
 
 
 def parse_judge_spec(spec: str, default_convention: str | None) -> tuple[str, str | None]:

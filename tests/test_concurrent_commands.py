@@ -29,7 +29,7 @@ def finish(proc: subprocess.Popen) -> tuple[str, str]:
 
 def test_the_same_run_started_twice_generates_each_sample_once(tmp_path):
     out = tmp_path / "run"
-    args = ["run", "--model", "slow-echo", "--model-args", "delay=0.1", "--task", "phantom-vqa", "--judge", "exact",
+    args = ["run", "--model", "slow-echo", "--model-args", "delay=0.4", "--task", "phantom-vqa", "--judge", "exact",
             "--limit", "30", "--output", str(out), "--no-progress"]
     first = start(*args)
     deadline = time.time() + 60

@@ -31,7 +31,7 @@ def test_publish_rows_per_model_task_judge_convention(tmp_path):
         ("prior", "phantom-vqa", "exact", "pefomed"),
     ]
     row = board["rows"][1]
-    assert row["n"] == 20 and row["fingerprint"].startswith("sha256:")
+    assert row["n"] == 20 and row["fingerprint"].startswith("v2-sha256:")
     assert row["provenance"]["run_id"].startswith("phantom-vqa--prior--")
     # publishing again merges instead of duplicating
     assert cli("publish", str(runs), "-o", str(board_path)).returncode == 0
@@ -44,7 +44,7 @@ def test_publish_refuses_mixed_dataset_fingerprints(tmp_path):
     other = tmp_path / "other" / "results.json"
     other.parent.mkdir()
     data = json.loads((run_dir / "results.json").read_text())
-    data["task"]["fingerprint"] = "sha256:" + "0" * 32
+    data["task"]["fingerprint"] = "v2-sha256:" + "0" * 32
     data["model"]["label"] = "another-model"
     other.write_text(json.dumps(data))
     proc = cli("publish", str(runs), str(other), "-o", str(tmp_path / "lb.json"))
@@ -81,7 +81,7 @@ def test_sources_get_their_own_rows_and_open_closed_breakdowns(tmp_path):
     runs = make_run(tmp_path / "runs", "--judge", "exact")
     (run_dir,) = list(runs.iterdir())
     per_image = _variant(run_dir, tmp_path / "per-image" / "results.json", source="embedded-per-image",
-                         fingerprint="sha256:" + "1" * 32)
+                         fingerprint="v2-sha256:" + "1" * 32)
     board_path = tmp_path / "lb.json"
     proc = cli("publish", str(runs), str(per_image), "-o", str(board_path))
     assert proc.returncode == 0, proc.stderr
@@ -94,14 +94,14 @@ def test_sources_get_their_own_rows_and_open_closed_breakdowns(tmp_path):
 def test_a_newer_run_on_other_data_does_not_silently_replace_the_row(tmp_path):
     runs = make_run(tmp_path / "runs", "--judge", "exact")
     (run_dir,) = list(runs.iterdir())
-    newer = _variant(run_dir, tmp_path / "newer" / "results.json", fingerprint="sha256:" + "2" * 32,
+    newer = _variant(run_dir, tmp_path / "newer" / "results.json", fingerprint="v2-sha256:" + "2" * 32,
                      created="2999-01-01T00:00:00+00:00")
     proc = cli("publish", str(runs), str(newer), "-o", str(tmp_path / "lb.json"))
     assert proc.returncode == 2 and "two dataset fingerprints" in proc.stderr
     assert not (tmp_path / "lb.json").exists()
 
 
-def test_a_run_with_failed_samples_does_not_replace_a_clean_one_and_is_flagged(tmp_path):
+def test_a_row_with_failed_samples_is_flagged(tmp_path):
     runs = make_run(tmp_path / "runs", "--judge", "exact")
     (run_dir,) = list(runs.iterdir())
     failing = _variant(run_dir, tmp_path / "failing" / "results.json", errors=3, created="2999-01-01T00:00:00+00:00")
@@ -109,7 +109,14 @@ def test_a_run_with_failed_samples_does_not_replace_a_clean_one_and_is_flagged(t
     proc = cli("publish", str(runs), str(failing), "-o", str(board_path))
     assert proc.returncode == 0, proc.stderr
     (row,) = json.loads(board_path.read_text())["rows"]
-    assert row["errors"] == 0 and row["provenance"]["results_file"] == str(run_dir / "results.json")
-    assert "more failed samples than run" in proc.stderr
-    alone = cli("publish", str(failing), "-o", str(tmp_path / "alone.json"))
-    assert "row with 3 failed sample(s), not in its metrics" in alone.stderr
+    assert row["errors"] == 3 and row["provenance"]["results_file"] == str(failing)  # the newest wins
+    assert "row with 3 failed sample(s), not in its metrics (re-run to retry them)" in proc.stderr
+
+
+def test_rows_from_an_older_fingerprint_version_are_explained(tmp_path):
+    runs = make_run(tmp_path / "runs", "--judge", "exact")
+    (run_dir,) = list(runs.iterdir())
+    old = _variant(run_dir, tmp_path / "old" / "results.json", fingerprint="sha256:" + "3" * 32)
+    proc = cli("publish", str(runs), str(old), "-o", str(tmp_path / "lb.json"))
+    assert proc.returncode == 2 and "two dataset fingerprints" in proc.stderr
+    assert "older harness (fingerprint v1; v2 also hashes the labels)" in proc.stderr

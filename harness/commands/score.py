@@ -28,14 +28,17 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def main(args: argparse.Namespace) -> int:
     from harness.io import exclusive
+    from harness.scoring import RUN_FILES
 
     path: Path = args.predictions
-    # A run directory is locked while it is scored (a `harness run` still appending to it is waited for);
-    # a predictions file made elsewhere locks the folder its scores go to.
-    folder = path if path.is_dir() else args.output or path.with_name(path.stem + "-scored")
     if not path.exists():
         raise UserError(f"{path} does not exist (expected a run directory or a predictions .jsonl file)")
-    with exclusive(folder):
+    if path.is_file() and not args.task_type:
+        raise UserError(f"{path} is a predictions file: say its --task-type (vqa, report or caption)")
+    # The folder the scores go to is locked while it is scored: a run directory scored in place (a `harness
+    # run` still appending to it is waited for), else --output (or <file>-scored for a predictions file).
+    folder = args.output or (path if path.is_dir() else path.with_name(path.stem + "-scored"))
+    with exclusive(folder, owned=RUN_FILES):
         return _score(args)
 
 
@@ -53,7 +56,9 @@ def _score(args: argparse.Namespace) -> int:
         if not manifest_path.exists() or not (path / PREDICTIONS_FILE).exists():
             raise UserError(f"{path} is not a run directory: expected {MANIFEST_FILE} and {PREDICTIONS_FILE}")
         manifest = json.loads(manifest_path.read_text())
-        records = list({r["id"]: r for r in read_jsonl(path / PREDICTIONS_FILE, repair_tail=True)}.values())
+        # in place (locked), a torn last line from a kill is cut off; read from elsewhere, it is only skipped
+        rows = read_jsonl(path / PREDICTIONS_FILE, repair_tail=not args.output, skip_torn_tail=bool(args.output))
+        records = list({r["id"]: r for r in rows}.values())
         out_dir = args.output or path
         if args.output:
             atomic_write_jsonl(out_dir / PREDICTIONS_FILE, records)
