@@ -111,6 +111,7 @@ def prepare(spec: RunSpec) -> tuple[Task, Any, dict[str, Any], Path, ModelContex
         "breakdowns": list(task.config.breakdowns),
         "cluster_by": task.source.cluster_by,
         "size_note": task.size_note(split),
+        "skipped_note": task.skipped_note(split),
     }
     prompt = {"variant": variant, "hash": text_hash(template), "template": template}
     transport = set(getattr(model_cls, "transport_args", ()))

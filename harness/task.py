@@ -4,6 +4,9 @@ Source choice is explicit and recorded: `--source NAME`, else (with `--data-dir`
 source whose files are present, else the hub source, else the embedded generator.
 A loaded split whose size differs from the source's `sizes` in the task YAML gets one `warning:` line on stderr
 (not an error: a deliberately modified copy is a valid thing to evaluate); `size_note(split)` returns it.
+Records whose reference is null or blank are skipped by the loaders (a hub dataset or a train split cannot be
+edited by the user); each loaded split with such records gets one `warning:` line naming the count and up to
+three records, returned by `skipped_note(split)`. The expected size is compared with the samples loaded.
 """
 
 from __future__ import annotations
@@ -19,6 +22,8 @@ from harness.loaders import loader_for
 from harness.task_config import SourceConfig, TaskConfig
 from harness.types import GenerationRequest, GenerationSettings, Sample
 
+SKIPPED_SHOWN = 3  # records named in the skipped-samples warning
+
 
 class Task:
     def __init__(self, config: TaskConfig, source: str | None = None, data_dir: Path | None = None) -> None:
@@ -28,6 +33,8 @@ class Task:
         self._samples: dict[str, list[Sample]] = {}
         self._fingerprints: dict[str, str] = {}
         self._size_notes: dict[str, str | None] = {}
+        self._skipped: dict[str, list[str]] = {}
+        self._skipped_notes: dict[str, str | None] = {}
 
     @property
     def id(self) -> str:
@@ -67,11 +74,27 @@ class Task:
         split = split or self.config.test_split
         if split not in self._samples:
             module = loader_for(self.source.format)
-            self._samples[split] = module.load(self.source, split, self.data_dir, self.kind)
-            if not self._samples[split]:
-                raise UserError(f"task '{self.id}' source '{self.source.name}' split '{split}' has no samples")
-            self._size_notes[split] = self._check_size(split, len(self._samples[split]))
+            loaded = module.load(self.source, split, self.data_dir, self.kind)
+            skipped = list(getattr(loaded, "skipped", []))
+            if not loaded:
+                why = f" ({len(skipped)} skipped: blank reference)" if skipped else ""
+                raise UserError(f"task '{self.id}' source '{self.source.name}' split '{split}' has no samples{why}")
+            self._skipped[split] = skipped
+            self._skipped_notes[split] = self._report_skipped(split, skipped)
+            self._size_notes[split] = self._check_size(split, len(loaded))
+            self._samples[split] = list(loaded)
         return self._samples[split]
+
+    def _report_skipped(self, split: str, skipped: list[str]) -> str | None:
+        if not skipped:
+            return None
+        n = len(skipped)
+        shown = ", ".join(skipped[:SKIPPED_SHOWN]) + (f", and {n - SKIPPED_SHOWN} more" if n > SKIPPED_SHOWN else "")
+        what = "1 sample with a blank reference" if n == 1 else f"{n} samples with a blank reference"
+        note = (f"task '{self.id}' source '{self.source.name}' split '{split}': {what} skipped ({shown}); "
+                f"{'it is' if n == 1 else 'they are'} not evaluated")
+        print(f"warning: {note}", file=sys.stderr)
+        return note
 
     def _check_size(self, split: str, found: int) -> str | None:
         expected = self.source.expected_size(split)
@@ -88,6 +111,19 @@ class Task:
         split = split or self.config.test_split
         self.samples(split)
         return self._size_notes.get(split)
+
+    def skipped_note(self, split: str | None = None) -> str | None:
+        """The warning about samples skipped for a null or blank reference (count and up to three records), or
+        None when none was; loads the split if needed. Meant to be recorded with results."""
+        split = split or self.config.test_split
+        self.samples(split)
+        return self._skipped_notes.get(split)
+
+    def skipped_records(self, split: str | None = None) -> list[str]:
+        """Every record skipped for a null or blank reference ("record 7 (qid 8)"), in file order."""
+        split = split or self.config.test_split
+        self.samples(split)
+        return list(self._skipped.get(split, []))
 
     def train_samples(self) -> list[Sample]:
         return self.samples(self.config.train_split)

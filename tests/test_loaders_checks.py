@@ -1,5 +1,6 @@
 """Bad records in real-format files are refused with one line naming file, record (position in the file and id)
-and field, instead of silently shrinking a split, renaming an id or scoring against an empty reference."""
+and field, instead of silently shrinking a split or renaming an id. A record whose reference is null or blank is
+skipped, never scored against, and the split gets one `warning:` line naming the count and up to three records."""
 
 from __future__ import annotations
 
@@ -56,20 +57,45 @@ def first_train_position(records: list[dict[str, Any]]) -> int:
     return next(i for i, r in enumerate(records) if not str(r["phrase_type"]).startswith("test_"))
 
 
-# --- reference answers -------------------------------------------------------------------------------------------
+# --- reference answers: a null or blank one is skipped with one warning per split -------------------------------
 
-BAD_ANSWERS = [("null", None, "answer is null"), ("empty", "", "answer is empty"), ("blank", "  \t", "answer is empty")]
+BAD_ANSWERS = [("null", None), ("empty", ""), ("blank", "  \t")]
 
 
-@pytest.mark.parametrize(("case", "value", "said"), BAD_ANSWERS, ids=[b[0] for b in BAD_ANSWERS])
-def test_vqa_rad_official_bad_answer_names_file_record_and_qid(tmp_path, phantom, case, value, said):
+def skip_warning(task_id: str, source: str, split: str, shown: str, n: int = 1) -> str:
+    what = "1 sample with a blank reference" if n == 1 else f"{n} samples with a blank reference"
+    return (f"task '{task_id}' source '{source}' split '{split}': {what} skipped ({shown}); "
+            f"{'it is' if n == 1 else 'they are'} not evaluated")
+
+
+def warnings_in(err: str) -> list[str]:
+    return [line for line in err.splitlines() if line.startswith("warning:")]
+
+
+def loaded_skipping(capsys, task_id: str, data_dir: Path, split: str = "test", source: str | None = None,
+                    **expected: Any) -> list:
+    """Load a split that has skipped records: one warning line (no size warning), the same text as skipped_note."""
+    capsys.readouterr()
+    t = task(task_id, data_dir, source)
+    samples = t.samples(split)
+    t.samples(split)  # loaded once: no second warning
+    note = skip_warning(task_id, t.source.name, split, **expected)
+    assert t.skipped_note(split) == note
+    assert [w for w in warnings_in(capsys.readouterr().err) if "expected " not in w] == [f"warning: {note}"]
+    return samples
+
+
+@pytest.mark.parametrize(("case", "value"), BAD_ANSWERS, ids=[b[0] for b in BAD_ANSWERS])
+def test_vqa_rad_official_bad_answer_is_skipped_naming_record_and_qid(tmp_path, phantom, capsys, case, value):
     written = write_vqa_rad_official(tmp_path, phantom)
     k = len(written.records["test"]) + 1  # a train record: its file position differs from its index in the split
     data = edit_json(tmp_path / OFFICIAL, lambda recs: recs[k].update(answer=value))
-    assert load_error("vqa-rad", tmp_path, "train") == (
-        f"{tmp_path / OFFICIAL}: record {k} (qid {data[k]['qid']}): {said}; expected the reference text (non-empty)"
-    )
-    assert task("vqa-rad", tmp_path).samples("test")  # the other split has no bad record
+    train = loaded_skipping(capsys, "vqa-rad", tmp_path, "train", shown=f"record {k} (qid {data[k]['qid']})")
+    assert len(train) == len(written.records["train"]) - 1
+    assert str(data[k]["qid"]) not in {s.id for s in train} and all(s.answer for s in train)
+    t = task("vqa-rad", tmp_path)
+    assert len(t.samples("test")) == len(written.records["test"]) and t.skipped_note("test") is None
+    assert t.skipped_records("test") == []
 
 
 def test_missing_answer_names_the_position_in_the_file_not_in_the_split(tmp_path, phantom):
@@ -77,79 +103,113 @@ def test_missing_answer_names_the_position_in_the_file_not_in_the_split(tmp_path
     data = json.loads((tmp_path / OFFICIAL).read_text())
     k = first_train_position(data) + 2
     edit_json(tmp_path / OFFICIAL, lambda recs: recs[k].pop("answer"))
-    message = load_error("vqa-rad", tmp_path, "train")
+    message = load_error("vqa-rad", tmp_path, "train")  # a missing key is a layout error, not a blank answer
     assert message.startswith(f"{tmp_path / OFFICIAL}: record {k} (qid {data[k]['qid']}) lacks answer (it has ")
 
 
-@pytest.mark.parametrize("value", [None, " "])
-def test_mevf_bad_answer(tmp_path, phantom, value):
+def test_mevf_blank_answers_show_three_records_and_count_the_rest(tmp_path, phantom, capsys):
     written = write_mevf(tmp_path, phantom)
-    qid = written.records["test"][2]["qid"]
-    edit_json(tmp_path / "testset.json", lambda recs: recs[2].update(answer=value))
-    assert load_error("vqa-rad", tmp_path).startswith(f"{tmp_path / 'testset.json'}: record 2 (qid {qid}): answer is")
+    recs = written.records["test"]
+    assert len(recs) >= 6
+    edit_json(tmp_path / "testset.json", lambda rs: [rs[i].update(answer=[None, " ", ""][i % 3]) for i in range(5)])
+    shown = ", ".join(f"record {i} (qid {recs[i]['qid']})" for i in range(3)) + ", and 2 more"
+    test = loaded_skipping(capsys, "vqa-rad", tmp_path, source="mevf", shown=shown, n=5)
+    assert [s.id for s in test] == [str(r["qid"]) for r in recs[5:]]
+    t = task("vqa-rad", tmp_path, "mevf")
+    assert t.skipped_records() == [f"record {i} (qid {recs[i]['qid']})" for i in range(5)]
 
 
-def test_slake_bad_answer_counts_chinese_records_in_the_position(tmp_path, phantom):
+def test_slake_skipped_record_counts_chinese_records_in_the_position(tmp_path, phantom, capsys):
     write_slake(tmp_path, phantom)
     data = edit_json(tmp_path / "test.json", lambda recs: recs[4].update(answer=None))
     assert data[4]["q_lang"] == "en" and data[1]["q_lang"] == "zh"  # position 4 in the file, 2 among English
-    assert load_error("slake", tmp_path).startswith(
-        f"{tmp_path / 'test.json'}: record 4 (qid {data[4]['qid']}): answer is null")
+    test = loaded_skipping(capsys, "slake", tmp_path, shown=f"record 4 (qid {data[4]['qid']})")
+    assert str(data[4]["qid"]) not in {s.id for s in test}
 
 
-def test_slake_known_blank_answer_is_kept_only_where_the_yaml_lists_it(tmp_path, phantom):
-    """The real train.json has qid 1622 with a blank answer (slake.yaml known_empty_answers): kept as released.
-    The same qid elsewhere, or any other blank answer, is still an error."""
-    write_slake(tmp_path, phantom)
+def test_slake_qid_1622_is_skipped_like_any_blank_answer(tmp_path, phantom, capsys):
+    """The real train.json has qid 1622 with a blank answer: no exception in slake.yaml, it is skipped."""
+    assert "known_empty_answers" not in tasks().get("slake").source("local").options
+    written = write_slake(tmp_path, phantom)
     edit_json(tmp_path / "train.json", lambda recs: recs[0].update(qid=1622, answer=""))
-    train = task("slake", tmp_path).samples("train")
-    assert train[0].id == "1622" and train[0].answer == ""
-    edit_json(tmp_path / "test.json", lambda recs: recs[0].update(qid=1622, answer=""))
-    assert "record 0 (qid 1622): answer is empty" in load_error("slake", tmp_path)
-    edit_json(tmp_path / "train.json", lambda recs: recs[2].update(answer=" "))
-    assert "train.json: record 2 (qid " in load_error("slake", tmp_path, "train")
+    train = loaded_skipping(capsys, "slake", tmp_path, "train", shown="record 0 (qid 1622)")
+    n_english = sum(r["q_lang"] == "en" for r in written.records["train"])
+    assert len(train) == n_english - 1 and "1622" not in {s.id for s in train}
 
 
-def test_pathvqa_blank_answer(tmp_path, phantom):
+def test_skipped_record_still_counts_for_repeated_ids(tmp_path, phantom):
+    write_mevf(tmp_path, phantom)
+    data = edit_json(tmp_path / "testset.json", lambda recs: recs[1].update(qid=recs[0]["qid"], answer=""))
+    assert load_error("vqa-rad", tmp_path) == (
+        f"{tmp_path / 'testset.json'}: qid '{data[0]['qid']}' appears twice (records 0 and 1); "
+        "expected one record per id")
+
+
+def test_split_of_blank_answers_only_is_an_error(tmp_path, phantom):
+    written = write_mevf(tmp_path, phantom)
+    edit_json(tmp_path / "testset.json", lambda recs: [r.update(answer="") for r in recs])
+    n = len(written.records["test"])
+    assert load_error("vqa-rad", tmp_path) == (
+        f"task 'vqa-rad' source 'mevf' split 'test' has no samples ({n} skipped: blank reference)")
+
+
+def test_pathvqa_blank_answer_keeps_the_other_ids(tmp_path, phantom, capsys):
     written = write_pathvqa_pickle(tmp_path, phantom)
     recs = written.records["test"]
     recs[1]["answer"] = ""
     (tmp_path / "qas/test/test_qa.pkl").write_bytes(pickle.dumps(recs))
-    path = tmp_path / "qas/test/test_qa.pkl"
-    assert load_error("pathvqa", tmp_path) == (
-        f"{path}: record 1 (id test-1): answer is empty; expected the reference text (non-empty)")
+    test = loaded_skipping(capsys, "pathvqa", tmp_path, shown="record 1 (id test-1)")
+    assert [s.id for s in test] == [f"test-{i}" for i in range(len(recs)) if i != 1]
 
 
-def test_hf_folder_null_answer(tmp_path, phantom):
+def test_hf_folder_null_answer(tmp_path, phantom, capsys):
     import pyarrow.parquet as pq
 
-    write_hf_parquet(tmp_path, phantom, kind="vqa")
+    written = write_hf_parquet(tmp_path, phantom, kind="vqa")
     path = tmp_path / "data" / "test-00000-of-00001.parquet"
     table = pq.read_table(path)
     answers = table.column("answer").to_pylist()
     answers[3] = None
     pq.write_table(table.set_column(table.schema.get_field_index("answer"), "answer", [answers]), path)
-    message = load_error("vqa-rad", tmp_path, source="hf")
-    assert message == f"{tmp_path} split 'test' row 3: answer is null; expected the reference text (non-empty)"
+    test = loaded_skipping(capsys, "vqa-rad", tmp_path, source="hf", shown="row 3")
+    assert len(test) == len(written.records["test"]) - 1 and "test-3" not in {s.id for s in test}
 
 
-def test_r2gen_blank_report(tmp_path, phantom):
-    write_r2gen(tmp_path, phantom)
-    data = edit_json(tmp_path / "annotation.json", lambda d: d["test"][0].update(report="   "))
-    study = data["test"][0]["id"]
-    assert load_error("iu-xray", tmp_path) == (
-        f"{tmp_path / 'annotation.json'}: split 'test' record 0 (id {study}): report is empty; "
-        "expected the reference text (non-empty)")
+def test_hf_blank_caption_names_row_and_id(tmp_path, phantom, capsys):
+    from datasets import DatasetDict, load_from_disk
+
+    write_hf_saved(tmp_path / "orig", phantom, kind="caption")
+    dd = load_from_disk(str(tmp_path / "orig"))
+    captions = list(dd["test"]["caption"])
+    captions[0] = " "
+    dd["test"] = dd["test"].remove_columns("caption").add_column("caption", captions)
+    DatasetDict(dict(dd)).save_to_disk(str(tmp_path / "blank"))
+    image_id = list(dd["test"]["image_id"])[0]
+    test = loaded_skipping(capsys, "rocov2", tmp_path / "blank", source="hf", shown=f"row 0 (image_id {image_id})")
+    assert image_id not in {s.id for s in test}
 
 
-def test_imageclef_empty_caption_names_the_csv_line(tmp_path, phantom):
+@pytest.mark.parametrize(("source", "shown"), [("r2gen", "record 1 (id {study})"),
+                                               ("r2gen-per-image", "record 1 (id {study}/0), record 1 (id {study}/1)")])
+def test_r2gen_blank_report_skips_the_study(tmp_path, phantom, capsys, source, shown):
+    written = write_r2gen(tmp_path, phantom)
+    assert len(written.records["train"]) == 2
+    data = edit_json(tmp_path / "annotation.json", lambda d: d["train"][1].update(report="   "))
+    study, kept = data["train"][1]["id"], data["train"][0]["id"]
+    n = 1 if source == "r2gen" else len(data["train"][1]["image_path"])
+    train = loaded_skipping(capsys, "iu-xray", tmp_path, "train", source=source, shown=shown.format(study=study), n=n)
+    assert {s.fields["study_id"] for s in train} == {kept}
+
+
+def test_imageclef_empty_caption_names_the_csv_line(tmp_path, phantom, capsys):
     written = write_imageclef(tmp_path, phantom, split="test")
     path = tmp_path / "test_captions.csv"
     lines = path.read_text().splitlines()
     image_id = written.records["test"][1]["ID"]
     lines[2] = f"{image_id},"
     path.write_text("\n".join(lines) + "\n")
-    assert load_error("rocov2", tmp_path).startswith(f"{path}:3: ID '{image_id}' has an empty Caption")
+    test = loaded_skipping(capsys, "rocov2", tmp_path, shown=f"line 3 (ID {image_id})")
+    assert [s.id for s in test] == [r["ID"] for r in written.records["test"] if r["ID"] != image_id]
 
 
 # --- split-deciding fields ---------------------------------------------------------------------------------------

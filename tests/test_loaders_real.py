@@ -31,6 +31,7 @@ def test_vqa_rad_official_test_split(vqa_rad):
     assert {s.fields["phrase_type"] for s in test} == {"test_freeform", "test_para"}
     assert {s.fields["organ"] for s in test} == {"HEAD", "CHEST", "ABD"}
     assert t.size_note("test") is None and t.size_note("train") is None  # vqa-rad.yaml's sizes match the release
+    assert t.skipped_note("test") is None and t.skipped_note("train") is None  # no blank answer in the release
 
 
 def test_vqa_rad_quirks_survive_loading(vqa_rad):
@@ -51,14 +52,21 @@ def test_vqa_rad_images_are_real_files(vqa_rad):
         assert img.mode == "RGB" and min(img.size) > 100
 
 
-def test_slake_english_counts(shared_data):
+def test_slake_english_counts(shared_data, capsys):
     t = real_task("slake", shared_data / "slake")
     assert t.source.name == "local"
     counts = {split: len(t.samples(split)) for split in ("train", "validation", "test")}
-    assert counts == {"train": 4919, "validation": 1053, "test": 1061}
-    assert all(t.size_note(split) is None for split in counts)
-    blank = [s for s in t.samples("train") if not s.answer]
-    assert [s.id for s in blank] == ["1622"]  # the release's one blank answer, kept as slake.yaml lists it
+    # 4,919 English train questions in the release; qid 1622 has a blank answer and is skipped with one warning
+    assert counts == {"train": 4918, "validation": 1053, "test": 1061}
+    assert all(t.size_note(split) is None for split in counts)  # slake.yaml expects what loads: no size warning
+    note = ("task 'slake' source 'local' split 'train': 1 sample with a blank reference skipped "
+            "(record 1622 (qid 1622)); it is not evaluated")
+    assert t.skipped_note("train") == note and t.skipped_records("train") == ["record 1622 (qid 1622)"]
+    warnings = [line for line in capsys.readouterr().err.splitlines() if line.startswith("warning:")]
+    assert warnings == [f"warning: {note}"]
+    assert t.skipped_note("validation") is None and t.skipped_note("test") is None
+    assert all(s.answer for split in counts for s in t.samples(split))
+    assert "1622" not in {s.id for s in t.samples("train")}
     test = t.samples("test")
     assert Counter(s.answer_type for s in test) == {"OPEN": 645, "CLOSED": 416}
     assert len({s.images[0].name for s in test}) == 96

@@ -1,5 +1,6 @@
 """Expected split sizes in the task YAML: a loaded split of another size gets one `warning:` line on stderr (not
-an error) and a note on the Task; the shipped tasks declare the documented sizes."""
+an error) and a note on the Task; the shipped tasks declare the documented sizes (of the samples that load:
+records skipped for a blank reference are not counted)."""
 
 from __future__ import annotations
 
@@ -73,7 +74,7 @@ SHIPPED = {
     ("vqa-rad", "official"): {"test": 451, "train": 1797},
     ("vqa-rad", "mevf"): {"test": 451, "train": 3064},
     ("vqa-rad", "hf"): {"test": 451, "train": 1793},
-    ("slake", "local"): {"train": 4919, "validation": 1053, "test": 1061},
+    ("slake", "local"): {"train": 4918, "validation": 1053, "test": 1061},  # 4,919 released, 1 blank answer
     ("pathvqa", "original"): {"test": 6761},
     ("pathvqa", "hf"): {"train": 19654, "validation": 6259, "test": 6719},
     ("iu-xray", "r2gen"): {"train": 2069, "validation": 296, "test": 590},
@@ -96,6 +97,22 @@ def test_shipped_toy_copies_get_the_warning(tmp_path, phantom, capsys):
         f"warning: task 'vqa-rad' source 'official' split 'test': expected 451 samples (sizes in vqa-rad.yaml), "
         f"found {found}"
     ]
+
+
+def test_sizes_count_the_samples_left_after_skipping_blank_references(tmp_path, phantom, capsys):
+    """A skipped record is not loaded: the expected size is compared with what loaded, and the two warnings
+    (skip first, then size) are separate lines with separate notes."""
+    written = write_vqa_rad_official(tmp_path, phantom)
+    n_test = len(written.records["test"])
+    records = json.loads((tmp_path / OFFICIAL).read_text())
+    records[0]["answer"] = " "
+    (tmp_path / OFFICIAL).write_text(json.dumps(records))
+    quiet = Task(with_sizes("vqa-rad", "official", {"test": n_test - 1}), data_dir=tmp_path)
+    assert quiet.size_note() is None and quiet.skipped_note() is not None
+    assert len(warnings_in(capsys.readouterr().err)) == 1
+    loud = Task(with_sizes("vqa-rad", "official", {"test": n_test}), data_dir=tmp_path)
+    assert loud.size_note().endswith(f"expected {n_test} samples (sizes in vqa-rad.yaml), found {n_test - 1}")
+    assert warnings_in(capsys.readouterr().err) == [f"warning: {loud.skipped_note()}", f"warning: {loud.size_note()}"]
 
 
 def test_size_note_path_is_the_yaml_file_name(tmp_path, phantom):

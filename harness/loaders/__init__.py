@@ -2,7 +2,8 @@
 
 A loader module exposes
     load(source: SourceConfig, split: str, data_dir: Path | None, kind: str) -> list[Sample]
-and, for local formats,
+(a `common.SplitSamples`, whose `skipped` labels the records left out for a null or blank reference; the Task
+warns about them) and, for local formats,
     expected_files(source: SourceConfig, split: str) -> list[str]   # relative to the data dir
 so that a missing data dir gets an error that lists which files were expected where.
 Samples carry `fields["answer_type"]` as "OPEN"/"CLOSED" for VQA (decided by the source's closed_rule).

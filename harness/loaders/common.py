@@ -1,8 +1,10 @@
 """Helpers shared by the format loaders: required-file checks, record labels, reference texts, unique ids,
-case-insensitive matching and the open/closed decision.
+case-insensitive matching, the open/closed decision and the list type loaders return.
 
 Bad records give one-line `UserError`s that name the file, the record (its position in the file, and its id
-where the format has one) and the field, so a user can find the line to fix.
+where the format has one) and the field, so a user can find the line to fix. A record whose reference (answer,
+report, caption) is null or blank is not an error: it is skipped and listed in `SplitSamples.skipped`, and the
+Task prints one warning per split (a hub dataset or a released train split cannot be edited by the user).
 """
 
 from __future__ import annotations
@@ -55,19 +57,22 @@ def record_label(index: int, record_id: Any = None, id_key: str | None = None, u
     return f"{unit} {index} ({id_key} {shown})" if id_key and shown else f"{unit} {index}"
 
 
-def reference_text(value: Any, where: str, field: str, *, allow_empty: bool = False) -> str:
-    """The reference answer / report / caption of a record as text.
+class SplitSamples(list):  # type: ignore[type-arg]
+    """The samples of one split (a plain list of Sample) plus `skipped`: the labels ("record 7 (qid 8)") of the
+    records left out because their reference is null or blank, in file order."""
 
-    A null or blank reference would be scored against every prediction (an empty string is a substring of any
-    answer), so it is refused; `where` names the file and record, `field` the record key. `allow_empty` keeps a
-    blank text for records a task YAML lists as known defects of the release.
+    def __init__(self, samples: Iterable[Any] = (), skipped: Iterable[str] = ()) -> None:
+        super().__init__(samples)
+        self.skipped: list[str] = list(skipped)
+
+
+def reference_text(value: Any) -> str | None:
+    """The reference answer / report / caption of a record as stripped text, or None when it is null or blank.
+
+    A blank reference would be scored against every prediction (an empty string is a substring of any answer)
+    and would teach a fine-tuned model to answer nothing, so the caller skips such a record (see SplitSamples).
     """
-    if value is None and not allow_empty:
-        raise UserError(f"{where}: {field} is null; expected the reference text (non-empty)")
-    text = as_text(value)
-    if not text and not allow_empty:
-        raise UserError(f"{where}: {field} is empty; expected the reference text (non-empty)")
-    return text
+    return as_text(value) or None
 
 
 def check_unique_ids(ids: Sequence[str], positions: Iterable[int], where: str, id_key: str,

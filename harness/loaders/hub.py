@@ -7,7 +7,8 @@ to the harness cache dir) or a `DatasetDict.save_to_disk` folder (`dataset_dict.
 The image column is read undecoded, so each ImageRef carries the stored bytes. Columns follow the source's
 `fields` mapping: id, image, question (vqa), answer, answer_type (for closed_rule answer_type), plus any
 breakdown name; without an id column the id is "<split>-<row index>" (stable for a pinned revision). A blank
-or repeated id, and a null or blank reference (answer, report or caption), are errors naming the row.
+or repeated id is an error naming the row; a row whose reference (answer, report or caption) is null or blank is
+skipped (listed in the result's `skipped`; the Task warns), since a hub dataset cannot be fixed by the user.
 """
 
 from __future__ import annotations
@@ -16,7 +17,14 @@ from pathlib import Path
 from typing import Any
 
 from harness.errors import UserError
-from harness.loaders.common import as_text, check_unique_ids, closed_label, record_label, reference_text
+from harness.loaders.common import (
+    SplitSamples,
+    as_text,
+    check_unique_ids,
+    closed_label,
+    record_label,
+    reference_text,
+)
 from harness.loaders.imageclef import split_cuis
 from harness.paths import cache_dir
 from harness.task_config import SourceConfig
@@ -88,7 +96,7 @@ def _image_ref(value: Any, name: str, data_dir: Path | None) -> ImageRef:
     return ImageRef(name=name)  # no image stored: the runner records the error for this sample
 
 
-def load(source: SourceConfig, split: str, data_dir: Path | None, kind: str) -> list[Sample]:
+def load(source: SourceConfig, split: str, data_dir: Path | None, kind: str) -> SplitSamples:
     import datasets
 
     split_name = source.split_name(split)
@@ -113,13 +121,18 @@ def load(source: SourceConfig, split: str, data_dir: Path | None, kind: str) -> 
     rows = list(ds)
     where = f"{local or source.path} split '{split_name}'"
     id_key = mapping.get("id")
-    samples = []
+    samples = SplitSamples()
+    ids: list[str] = []
     for i, row in enumerate(rows):
         label = record_label(i, row[id_key] if id_key else None, id_key, unit="row")
         sample_id = as_text(row[id_key]) if id_key else f"{split_name}-{i}"
         if not sample_id:
             raise UserError(f"{where} {label}: {id_key} is blank; expected the sample's id")
-        answer = reference_text(row[mapping["answer"]], f"{where} {label}", mapping["answer"])
+        ids.append(sample_id)
+        answer = reference_text(row[mapping["answer"]])
+        if answer is None:
+            samples.skipped.append(label)
+            continue
         fields: dict[str, Any] = {}
         if kind == "vqa":
             raw_type = row.get(mapping.get("answer_type", ""))
@@ -141,5 +154,5 @@ def load(source: SourceConfig, split: str, data_dir: Path | None, kind: str) -> 
                 fields=fields,
             )
         )
-    check_unique_ids([s.id for s in samples], range(len(samples)), where, id_key or "id", unit="row")
+    check_unique_ids(ids, range(len(ids)), where, id_key or "id", unit="row")  # skipped rows' ids count too
     return samples

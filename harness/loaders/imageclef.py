@@ -5,8 +5,9 @@ Layout (defaults, each overridable by a source option; `{split}` and `{id}` are 
     concepts  "{split}_concepts.csv"   header ID,CUIs with the CUIs joined by ';' (optional: read when present)
     image     "{split}/{id}.jpg"
 Splits: train / valid / test. The caption is the reference; `fields["cuis"]` holds the image's UMLS CUIs.
-Column names follow the source's `fields` mapping (id, answer, cuis). An empty id or caption, or a repeated id,
-is an error naming the CSV line.
+Column names follow the source's `fields` mapping (id, answer, cuis). An empty or repeated id is an error naming
+the CSV line; a row with an empty caption is skipped (listed in the result's `skipped` as "line N (ID x)"; the
+Task warns).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import csv
 from pathlib import Path
 
 from harness.errors import UserError
-from harness.loaders.common import require_data_dir
+from harness.loaders.common import SplitSamples, record_label, reference_text, require_data_dir
 from harness.task_config import SourceConfig
 from harness.types import ImageRef, Sample
 
@@ -65,7 +66,7 @@ def split_cuis(value: object) -> list[str]:
     return [str(c).strip() for c in value]  # type: ignore[attr-defined]
 
 
-def load(source: SourceConfig, split: str, data_dir: Path | None, kind: str) -> list[Sample]:
+def load(source: SourceConfig, split: str, data_dir: Path | None, kind: str) -> SplitSamples:
     captions_name = _option(source, "captions", CAPTIONS, split)
     root = require_data_dir(data_dir, source.name, [captions_name])
     mapping = {"id": "ID", "answer": "Caption", "cuis": "CUIs", **source.fields}
@@ -79,7 +80,7 @@ def load(source: SourceConfig, split: str, data_dir: Path | None, kind: str) -> 
             for r in _read_csv(concepts_path, [mapping["id"], mapping["cuis"]])
         }
     image_pattern = _option(source, "image", IMAGE, split)
-    samples = []
+    samples = SplitSamples()
     seen: set[str] = set()
     for line, row in enumerate(rows, start=2):
         image_id = (row[mapping["id"]] or "").strip()
@@ -88,10 +89,10 @@ def load(source: SourceConfig, split: str, data_dir: Path | None, kind: str) -> 
         if image_id in seen:
             raise UserError(f"{captions_path}:{line}: {mapping['id']} '{image_id}' appears twice")
         seen.add(image_id)
-        caption = (row[mapping["answer"]] or "").strip()
-        if not caption:
-            raise UserError(f"{captions_path}:{line}: {mapping['id']} '{image_id}' has an empty {mapping['answer']}; "
-                            "expected the reference caption")
+        caption = reference_text(row[mapping["answer"]])
+        if caption is None:
+            samples.skipped.append(record_label(line, image_id, mapping["id"], unit="line"))
+            continue
         rel = image_pattern.format(id=image_id)
         fields = {} if cuis is None else {"cuis": cuis.get(image_id, [])}
         samples.append(

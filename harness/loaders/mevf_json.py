@@ -6,11 +6,10 @@ Layout (the MEVF `data_RAD` folder):
         {"qid": 1, "image_name": "synpic54610.jpg", "image_organ": "HEAD", "answer": "Yes",
          "answer_type": "CLOSED", "question_type": "PRES", "question": "...", "phrase_type": "freeform"}
     images/<image_name>
-Source options: `files` (split -> json file name), `image_dir` (default "images") and `known_empty_answers`
-(json file name -> ids whose blank answer is a known defect of the release: kept as released; any other null,
-missing or blank answer is an error). The source's `fields` mapping renames columns: keys id, image,
-question, answer, answer_type, plus any breakdown name. Ids must be unique within a file's split; errors name
-the record by its position in the file and its id.
+Source options: `files` (split -> json file name) and `image_dir` (default "images"). The source's `fields`
+mapping renames columns: keys id, image, question, answer, answer_type, plus any breakdown name. Ids must be
+unique within a file's split and a missing key is an error; errors name the record by its position in the file
+and its id. A record whose answer is null or blank is skipped (listed in the result's `skipped`; the Task warns).
 """
 
 from __future__ import annotations
@@ -22,6 +21,7 @@ from typing import Any
 
 from harness.errors import UserError
 from harness.loaders.common import (
+    SplitSamples,
     as_text,
     check_unique_ids,
     closed_label,
@@ -89,10 +89,11 @@ def vqa_samples(
     image_root: Path,
     default_fields: dict[str, str],
     positions: Sequence[int] | None = None,
-) -> list[Sample]:
-    """Turn VQA records into Samples: OPEN/CLOSED by the source's closed_rule, breakdown fields stripped.
+) -> SplitSamples:
+    """Turn VQA records into Samples: OPEN/CLOSED by the source's closed_rule, breakdown fields stripped; a
+    record with a null or blank answer is skipped (its label goes to `skipped`).
 
-    `positions` are the records' indices in the file (when `records` is a selection of it), used in errors.
+    `positions` are the records' indices in the file (when `records` is a selection of it), used in labels.
     """
     mapping = {**default_fields, **source.fields}
     for key in ("image", "question", "answer"):
@@ -102,9 +103,9 @@ def vqa_samples(
     if source.closed_rule != "yes_no" and "answer_type" in mapping:
         needed.append(mapping["answer_type"])
     id_key = mapping.get("id")
-    known_empty = {as_text(x) for x in (source.options.get("known_empty_answers") or {}).get(path.name, [])}
     positions = list(range(len(records))) if positions is None else list(positions)
-    samples = []
+    samples = SplitSamples()
+    ids: list[str] = []
     for pos, rec in zip(positions, records):
         label = record_label(pos, rec.get(id_key) if id_key else None, id_key)
         missing = [key for key in needed if key not in rec]
@@ -116,8 +117,11 @@ def vqa_samples(
                 "map other names with the source's `fields`"
             )
         sample_id = as_text(rec[id_key]) if id_key else str(pos)
-        answer = reference_text(rec[mapping["answer"]], f"{path}: {label}", mapping["answer"],
-                                allow_empty=sample_id in known_empty)
+        ids.append(sample_id)
+        answer = reference_text(rec[mapping["answer"]])
+        if answer is None:
+            samples.skipped.append(label)
+            continue
         raw_type = rec.get(mapping["answer_type"]) if "answer_type" in mapping else None
         try:
             kind = closed_label(answer, raw_type, source.closed_rule)
@@ -142,11 +146,11 @@ def vqa_samples(
                 fields=fields,
             )
         )
-    check_unique_ids([s.id for s in samples], positions, str(path), id_key or "id")
+    check_unique_ids(ids, positions, str(path), id_key or "id")  # skipped records' ids count too
     return samples
 
 
-def load(source: SourceConfig, split: str, data_dir: Path | None, kind: str) -> list[Sample]:
+def load(source: SourceConfig, split: str, data_dir: Path | None, kind: str) -> SplitSamples:
     name = split_file(source, split, FILES)
     root = require_data_dir(data_dir, source.name, [name])
     path = root / name

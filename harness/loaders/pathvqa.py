@@ -7,9 +7,9 @@ Layout assumptions (the released `pvqa/` folder):
                                  "test_0001"), `question` and `answer` (str); splits train / val / test
     images/<split>/<image>.jpg   (an `image` value that already ends in .jpg/.png is used as is)
 There is no id or answer type in the file: ids are "<split>-<position in the list>" (stable for a given
-release) and closed = a yes/no answer (closed_rule yes_no). A null or blank answer is an error naming the
-record. The file is read with a restricted unpickler that builds only plain containers, strings and numbers,
-so a tampered pickle cannot run code.
+release) and closed = a yes/no answer (closed_rule yes_no). A record with a null or blank answer is skipped
+(listed in the result's `skipped`; the Task warns); ids stay positions in the file. The file is read with a
+restricted unpickler that builds only plain containers, strings and numbers, so a tampered pickle cannot run code.
 Source options: `qa_file` (pattern, default "qas/{split}/{split}_qa.pkl"), `image_path`
 (default "images/{split}/{image}.jpg").
 """
@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.errors import UserError
-from harness.loaders.common import closed_label, record_label, reference_text, require_data_dir
+from harness.loaders.common import SplitSamples, closed_label, record_label, reference_text, require_data_dir
 from harness.task_config import SourceConfig
 from harness.types import ImageRef, Sample
 
@@ -54,7 +54,7 @@ def read_pickle(path: Path) -> Any:
         raise UserError(f"{path}: not a PathVQA QA pickle ({exc})") from None
 
 
-def load(source: SourceConfig, split: str, data_dir: Path | None, kind: str) -> list[Sample]:
+def load(source: SourceConfig, split: str, data_dir: Path | None, kind: str) -> SplitSamples:
     name = source.split_name(split)
     if source.closed_rule not in (None, "yes_no"):
         raise UserError(
@@ -68,7 +68,7 @@ def load(source: SourceConfig, split: str, data_dir: Path | None, kind: str) -> 
         raise UserError(f"{path}: expected a pickled list of dicts with image, question, answer")
     mapping = {"image": "image", "question": "question", "answer": "answer", **source.fields}
     image_pattern = str(source.options.get("image_path", IMAGE_PATH))
-    samples = []
+    samples = SplitSamples()
     for i, rec in enumerate(records):
         label = record_label(i, f"{name}-{i}", "id")
         missing = [mapping[k] for k in ("image", "question", "answer") if mapping[k] not in rec]
@@ -79,7 +79,10 @@ def load(source: SourceConfig, split: str, data_dir: Path | None, kind: str) -> 
             rel = str(Path(image_pattern.format(split=name, image="x")).parent / image)
         else:
             rel = image_pattern.format(split=name, image=image)
-        answer = reference_text(rec[mapping["answer"]], f"{path}: {label}", mapping["answer"])
+        answer = reference_text(rec[mapping["answer"]])
+        if answer is None:
+            samples.skipped.append(label)
+            continue
         samples.append(
             Sample(
                 id=f"{name}-{i}",

@@ -7,9 +7,9 @@ and `images/<image_path>`. One sample per study with all its views (2069 / 296 /
 Source option `per_image: true` gives PeFoMed's variant: one sample per image, id "<study>/<view index>"
 (view index = position of the image within its study; an `image_path` given as a single string, as in
 PeFoMed's own per-image file, counts in file order). Other options: `annotation`, `image_dir`.
-The report is kept as written; judges apply the lowercasing/cleaning that papers use. A null or blank report
-is an error naming the split and record (the real R2Gen annotation has none; an empty reference would make
-the lexical metrics meaningless).
+The report is kept as written; judges apply the lowercasing/cleaning that papers use. A study whose report is
+null or blank is skipped with all its views (listed in the result's `skipped`; the Task warns): an empty
+reference would make the lexical metrics meaningless. The real R2Gen annotation has none.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.errors import UserError
-from harness.loaders.common import record_label, reference_text, require_data_dir
+from harness.loaders.common import SplitSamples, record_label, reference_text, require_data_dir
 from harness.loaders.mevf_json import read_json
 from harness.task_config import SourceConfig
 from harness.types import ImageRef, Sample
@@ -46,15 +46,16 @@ def _records(source: SourceConfig, split: str, root: Path) -> tuple[Path, list[d
     return path, records
 
 
-def load(source: SourceConfig, split: str, data_dir: Path | None, kind: str) -> list[Sample]:
+def load(source: SourceConfig, split: str, data_dir: Path | None, kind: str) -> SplitSamples:
     root = require_data_dir(data_dir, source.name, expected_files(source, split))
     path, records = _records(source, split, root)
     name = source.split_name(split)
     mapping = {"id": "id", "answer": "report", "image": "image_path", **source.fields}
     image_root = root / str(source.options.get("image_dir", IMAGE_DIR))
     per_image = bool(source.options.get("per_image", False))
-    samples: list[Sample] = []
+    samples = SplitSamples()
     views_seen: dict[str, int] = {}
+    skipped_studies: list[str] = []
     for i, rec in enumerate(records):
         label = f"split '{name}' " + record_label(i, rec.get(mapping["id"]), mapping["id"])
         missing = [mapping[k] for k in ("id", "answer", "image") if mapping[k] not in rec]
@@ -63,16 +64,23 @@ def load(source: SourceConfig, split: str, data_dir: Path | None, kind: str) -> 
         study = str(rec[mapping["id"]]).strip()
         paths = rec[mapping["image"]]
         paths = [paths] if isinstance(paths, str) else list(paths)
-        report = reference_text(rec[mapping["answer"]], f"{path}: {label}", mapping["answer"])
+        report = reference_text(rec[mapping["answer"]])
         refs = [ImageRef(name=str(p), path=image_root / str(p)) for p in paths]
         if not per_image:
-            samples.append(
-                Sample(id=study, images=refs, answer=report, fields={"study_id": study, "views": len(refs)})
-            )
+            if report is None:
+                samples.skipped.append(record_label(i, study, mapping["id"]))
+                skipped_studies.append(study)
+            else:
+                samples.append(
+                    Sample(id=study, images=refs, answer=report, fields={"study_id": study, "views": len(refs)})
+                )
             continue
         for ref in refs:
             view = views_seen.get(study, 0)
-            views_seen[study] = view + 1
+            views_seen[study] = view + 1  # a skipped view keeps its index: the other views' ids do not move
+            if report is None:
+                samples.skipped.append(record_label(i, f"{study}/{view}", "id"))
+                continue
             samples.append(
                 Sample(
                     id=f"{study}/{view}",
@@ -81,7 +89,7 @@ def load(source: SourceConfig, split: str, data_dir: Path | None, kind: str) -> 
                     fields={"study_id": study, "view": view, "views": 1},
                 )
             )
-    repeated = [sid for sid, n in Counter(s.id for s in samples).items() if n > 1]
+    repeated = [sid for sid, n in Counter([s.id for s in samples] + skipped_studies).items() if n > 1]
     if repeated:
         dup = repeated[0]
         raise UserError(

@@ -7,8 +7,8 @@ content_type, triple, qid. Images live at `imgs/<img_name>`. Only `q_lang == "en
 (source option `q_lang`; "all" keeps both languages): 4919 / 1053 / 1061 records. q_lang is matched
 case-insensitively after stripping; a record without one, or with a language other than en/zh, is an error (it
 would silently change a split's size). CLOSED answers are not only yes/no, so the YAML uses closed_rule
-answer_type. The released train.json has one English record with a blank answer (qid 1622): the task YAML lists
-it under `known_empty_answers` (see mevf_json), so it is kept as released and any other blank answer is an error.
+answer_type. The released train.json has one English record with a blank answer (qid 1622): like any record
+with a blank answer it is skipped (see mevf_json), so train loads 4,918 samples and the Task prints a warning.
 """
 
 from __future__ import annotations
@@ -17,10 +17,9 @@ from pathlib import Path
 from typing import Any
 
 from harness.errors import UserError
-from harness.loaders.common import norm, record_label, require_data_dir
+from harness.loaders.common import SplitSamples, norm, record_label, require_data_dir
 from harness.loaders.mevf_json import read_records, vqa_samples
 from harness.task_config import SourceConfig
-from harness.types import Sample
 
 FILES: dict[str, tuple[str, ...]] = {
     "train": ("train.json",),
@@ -61,7 +60,7 @@ def expected_files(source: SourceConfig, split: str) -> list[str]:
     return [_candidates(source, split)[0]]
 
 
-def load(source: SourceConfig, split: str, data_dir: Path | None, kind: str) -> list[Sample]:
+def load(source: SourceConfig, split: str, data_dir: Path | None, kind: str) -> SplitSamples:
     candidates = _candidates(source, split)
     if data_dir is None or not Path(data_dir).expanduser().is_dir():
         require_data_dir(data_dir, source.name, list(candidates[:1]))

@@ -7,8 +7,8 @@ train = phrase_type in {freeform, para} (1,797). phrase_type is matched case-ins
 record without one, or with any other value, is an error (it would silently change a split's size).
 Quirks of the real file handled here: answer_type with stray whitespace ("CLOSED "), answers that are JSON
 numbers, qid given once as a string; question_type values such as "POS, PRES" are kept as given (stripped).
-Source options: `json_file`, `image_dir`, `test_phrase_types`, `train_phrase_types`, `known_empty_answers`
-(see mevf_json).
+Source options: `json_file`, `image_dir`, `test_phrase_types`, `train_phrase_types`. A record with a null or
+blank answer is skipped with a warning (see mevf_json); the real file has none.
 """
 
 from __future__ import annotations
@@ -17,10 +17,9 @@ from pathlib import Path
 from typing import Any
 
 from harness.errors import UserError
-from harness.loaders.common import norm, record_label, require_data_dir
+from harness.loaders.common import SplitSamples, norm, record_label, require_data_dir
 from harness.loaders.mevf_json import MEVF_FIELDS, read_records, vqa_samples
 from harness.task_config import SourceConfig
-from harness.types import Sample
 
 JSON_FILE = "VQA_RAD Dataset Public.json"
 IMAGE_DIR = "VQA_RAD Image Folder"
@@ -63,7 +62,7 @@ def select_split(records: list[dict[str, Any]], source: SourceConfig, path: Path
     return chosen, positions
 
 
-def load(source: SourceConfig, split: str, data_dir: Path | None, kind: str) -> list[Sample]:
+def load(source: SourceConfig, split: str, data_dir: Path | None, kind: str) -> SplitSamples:
     name = source.split_name(split)
     if name not in SPLITS:
         raise UserError(f"source '{source.name}' (vqa-rad-official) has no split '{split}'; its splits: train, test")
