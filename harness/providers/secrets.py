@@ -3,8 +3,18 @@
 Providers and proxies echo keys in many shapes: whole, masked ("sk-QA-SE****7890", "sk-QA-SE...7890"), as
 separate prefix and suffix tokens, after "Bearer" or "x-api-key". `redact(text, *keys)` removes all of these for
 the given keys and for every key in the provider key variables of the environment. It is applied to provider
-error texts only (CallError, ProviderUnavailable, a failed call's ChatResult.error), never to model replies,
-so a short key cannot blank ordinary words of an answer.
+error texts only (CallError, ProviderUnavailable, a failed call's ChatResult.error), never to model replies.
+
+It must not eat ordinary words of those texts either ("Missing bearer or basic authentication in header",
+"invalid x-api-key (check ANTHROPIC_API_KEY)", "localhost" while the key is "local"), hence three rules:
+
+- a key of LONG_KEY or more characters (real provider keys have 40+) is removed wherever it appears, and so are
+  its prefixes/suffixes of MIN_FRAGMENT+ characters that touch a masking character or stand as a token;
+- a shorter key (a local placeholder such as "local" or "tok42xy") is removed only where it stands as a whole
+  token, and its fragments only where they touch '*' or '…' at a token's edge ("tok42***");
+- after Bearer / x-api-key / api_key= / Authorization:, a value is removed only when it looks like a credential
+  (CREDENTIAL_MIN+ characters of [A-Za-z0-9_-.*…] with a digit or a masking character: keys, masked keys, JWTs;
+  never "header", "or", "(check"), and anything shaped like an OpenAI/Anthropic key ("sk-...") always is.
 """
 
 from __future__ import annotations
@@ -19,15 +29,19 @@ KEY_VARIABLES = ("OPENAI_API_KEY", "ANTHROPIC_API_KEY", "OPENAI_COMPATIBLE_API_K
 NOT_SECRET = frozenset({"", "EMPTY"})
 MASK = "***"
 MIN_FRAGMENT = 4  # shorter prefixes/suffixes of a key are too common to mean anything
+LONG_KEY = 16  # keys this long are removed anywhere, fragments included; shorter ones only as whole tokens
+CREDENTIAL_MIN = 8  # the shortest value after Bearer / x-api-key / ... that is taken for a credential
 
 _MASKING = "*.\u2026"  # characters providers put between the visible parts of a masked key
-_TOKEN = re.compile(r"[A-Za-z0-9_\-]+")
-_PATTERNS = (
-    re.compile(r"(?i)\b(bearer)\s+[^\s\"',;<>)}\]]+"),
-    re.compile(r"(?i)\b(x-api-key)([\"']?\s*[:=]?\s*[\"']?)[^\s\"',;<>)}\]]+"),
-    re.compile(r"(?i)\b(api[_-]?key|authorization)([\"']?\s*[:=]\s*[\"']?)[^\s\"',;<>)}\]]+"),
-    re.compile(r"\bsk-(?:ant-)?[A-Za-z0-9_*.\u2026\-]{4,}"),
+_WORD = r"A-Za-z0-9_\-"  # the characters of a token (a key, a word, a hyphenated name)
+_TOKEN = re.compile(f"[{_WORD}]+")
+_VALUE = f"[{_WORD}{re.escape(_MASKING)}]+"  # what a credential value after a label may be made of
+_SEP = r"[\"']?(?:\s*[:=]\s*|\s+)[\"']?"  # 'Bearer X', 'x-api-key: X', '"x-api-key": "X"', 'api_key=X'
+_LABELLED = (
+    re.compile(rf"(?i)\b(bearer|x-api-key)({_SEP})({_VALUE})"),
+    re.compile(rf"(?i)\b(api[_-]?key|authorization)([\"']?\s*[:=]\s*[\"']?)({_VALUE})"),
 )
+_SK = re.compile(r"\bsk-(?:ant-)?[A-Za-z0-9_*.\u2026\-]{4,}")
 
 
 def env_keys() -> list[str]:
@@ -42,8 +56,22 @@ def _keys(extra: Iterable[str | None]) -> list[str]:
     return sorted(found, key=len, reverse=True)  # longest first: a key inside another one goes with it
 
 
+def looks_like_credential(value: str) -> bool:
+    """Whether a value after a label (Bearer, x-api-key, ...) is a key or a masked key, not an ordinary word."""
+    return len(value) >= CREDENTIAL_MIN and any(c.isdigit() or c in _MASKING for c in value)
+
+
+def _whole_token(text: str, key: str) -> str:
+    """`text` without `key` where it stands alone: not inside a longer token ('local' stays in 'localhost',
+    'local.example.org' and 'my-local'), but removed before punctuation ('Bearer local.', '(local)')."""
+    before = rf"(?<![{_WORD}])(?<![{_WORD}]\.)"
+    after = rf"(?![{_WORD}])(?!\.[{_WORD}])"
+    return re.sub(before + re.escape(key) + after, MASK, text)
+
+
 def _fragments(text: str, key: str) -> str:
-    """Remove prefixes/suffixes (>= MIN_FRAGMENT chars) of `key` that touch a masking character or stand alone."""
+    """Remove prefixes/suffixes (>= MIN_FRAGMENT chars) of a long `key` that touch a masking character or stand
+    alone as a token."""
     masking = re.escape(_MASKING)
     for length in range(len(key) - 1, MIN_FRAGMENT - 1, -1):
         head, tail = re.escape(key[:length]), re.escape(key[-length:])
@@ -59,25 +87,39 @@ def _fragments(text: str, key: str) -> str:
     return _TOKEN.sub(token, text)
 
 
+def _masked_fragments(text: str, key: str) -> str:
+    """Remove prefixes/suffixes (>= MIN_FRAGMENT chars) of a short `key` echoed masked: a prefix that starts a
+    token and runs into '*' or '…' ('tok42***'), a suffix that follows one and ends a token ('***42xy')."""
+    for length in range(len(key) - 1, MIN_FRAGMENT - 1, -1):
+        head, tail = re.escape(key[:length]), re.escape(key[-length:])
+        text = re.sub(rf"(?<![{_WORD}]){head}(?=[*\u2026])", MASK, text)
+        text = re.sub(rf"(?<=[*\u2026]){tail}(?![{_WORD}])", MASK, text)
+    return text
+
+
+def _labelled(match: re.Match[str]) -> str:
+    label, separator, value = match.groups()
+    return f"{label}{separator}{MASK}" if looks_like_credential(value) else match.group(0)
+
+
 def redact(text: str, *keys: str | None) -> str:
-    """`text` without the given keys and the environment's provider keys, whole or in fragments, and without
-    anything after 'Bearer' / 'x-api-key:' or shaped like an OpenAI/Anthropic key ('sk-...')."""
+    """`text` without the given keys and the environment's provider keys (see the module's rules), without a
+    credential after 'Bearer' / 'x-api-key' / 'api_key=' / 'Authorization:' and without 'sk-...' tokens."""
     if not text:
         return text
     for key in _keys(keys):
-        if len(key) >= MIN_FRAGMENT:
-            text = text.replace(key, MASK)
-        else:  # a very short key: only where it stands alone
-            text = re.sub(rf"(?<![A-Za-z0-9_\-]){re.escape(key)}(?![A-Za-z0-9_\-])", MASK, text)
-        text = _fragments(text, key)
-    text = _PATTERNS[0].sub(lambda m: f"{m.group(1)} {MASK}", text)
-    for pattern in _PATTERNS[1:3]:
-        text = pattern.sub(lambda m: f"{m.group(1)}{m.group(2)}{MASK}", text)
-    return _PATTERNS[3].sub(MASK, text)
+        if len(key) >= LONG_KEY:
+            text = _fragments(text.replace(key, MASK), key)
+        else:  # a local placeholder: only where it stands alone, or masked at a token's edge
+            text = _masked_fragments(_whole_token(text, key), key)
+    for pattern in _LABELLED:
+        text = pattern.sub(_labelled, text)
+    return _SK.sub(MASK, text)
 
 
 def redact_env(text: str) -> str:
-    """`text` with any environment provider key removed, whole only (for user errors that echo a value)."""
+    """`text` with any environment provider key removed, whole only (for user errors that echo a value); a short
+    key only where it stands as a whole token."""
     for key in _keys(()):
-        text = text.replace(key, MASK)
+        text = text.replace(key, MASK) if len(key) >= LONG_KEY else _whole_token(text, key)
     return text
