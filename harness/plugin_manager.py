@@ -36,6 +36,8 @@ BUILTIN_PLUGINS = (
 
 # Third-party plugins that failed to load, by plugin name: one line each, what `harness plugins` shows.
 PROBLEMS: dict[str, list[str]] = {}
+# Third-party plugins that could not be imported at all: named when a lookup of any kind fails.
+UNLOADED: list[str] = []
 # Plugin name -> (distribution, version) of the third-party plugins loaded from entry points.
 DISTRIBUTIONS: dict[str, tuple[str, str]] = {}
 
@@ -76,7 +78,9 @@ def _load_entrypoints(pm: pluggy.PluginManager, allowed: set[str] | None) -> Non
             plugin = ep.load()
             pm.register(plugin, name=ep.name)
         except Exception as exc:  # noqa: BLE001 - a broken third-party package must not block the rest
-            _problem(ep.name, f"entry point '{ep.value}' could not be loaded: {_describe(exc)}")
+            message = f"entry point '{ep.value}' could not be loaded: {_describe(exc)}"
+            _problem(ep.name, message)
+            UNLOADED.append(f"plugin '{ep.name}': {message}")
             continue
         dist = getattr(ep, "dist", None)
         if dist is not None:
@@ -119,6 +123,7 @@ def _unknown_plugins_error(unknown: list[str], available: list[Any]) -> UserErro
 
 def _collect(hook_name: str, make_registry: Registry, wrap) -> Registry:
     pm = get_plugin_manager()
+    make_registry.notes.extend(UNLOADED)  # whatever they would have registered is missing too
     hook = getattr(pm.hook, hook_name)
     for impl in hook.get_hookimpls():
         plugin_name = impl.plugin_name

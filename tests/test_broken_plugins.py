@@ -116,3 +116,12 @@ def test_other_tasks_still_run_and_the_broken_one_says_why(site, tmp_path):
     error = refused.stderr.strip().splitlines()[-1]
     assert error.startswith("error: unknown task 'broken-vqa'")
     assert "skipped because broken" in error and "broken.yaml:3: field 'kind'" in error
+
+
+def test_a_model_of_a_plugin_that_failed_to_import_says_why_it_is_missing(site, tmp_path):
+    refused = cli(site, "run", "--model", "unimportable-model", "--task", "phantom-vqa", "--judge", "exact",
+                  "--output", str(tmp_path / "run"), "--no-progress")
+    assert refused.returncode == 2
+    error = refused.stderr.strip().splitlines()[-1]
+    assert error.startswith("error: unknown model 'unimportable-model'")
+    assert "plugin 'unimportable'" in error and "a_module_that_is_not_installed" in error
