@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from harness.types import GenerationOutput, GenerationRequest
+from harness.types import GenerationOutput, GenerationRequest, GenerationSettings
 
 if TYPE_CHECKING:
     from harness.task import Task
@@ -27,6 +27,10 @@ class ModelContext:
     dtype: str | None = None
     adapter: Path | None = None
     cache_dir: Path = field(default_factory=lambda: Path.home() / ".cache" / "medvlm-harness")
+    # what the run will ask for (None outside `harness run`): a plugin may size its batches for them
+    split: str | None = None
+    prompt_template: str | None = None
+    generation: GenerationSettings | None = None
 
 
 class ModelPlugin:

@@ -84,7 +84,8 @@ def prepare(spec: RunSpec) -> tuple[Task, Any, dict[str, Any], Path, ModelContex
     variant, template = task.prompt_template(spec.prompt)
     settings = task.generation_settings(spec.generation)
     context = ModelContext(task=task, device=spec.device, dtype=spec.dtype,
-                           adapter=Path(spec.adapter) if spec.adapter else None, cache_dir=cache_dir())
+                           adapter=Path(spec.adapter) if spec.adapter else None, cache_dir=cache_dir(),
+                           split=split, prompt_template=template, generation=settings)
     model_cls = model_info.load()
     run_identity = model_cls.run_identity(spec.model_args, context) if hasattr(model_cls, "run_identity") else {}
     samples = task.samples(split)

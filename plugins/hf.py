@@ -199,13 +199,15 @@ class HFModel(HFPrompting, ModelPlugin):
 
         n_params = sum(p.numel() for p in self.model.parameters())
         dtype_bytes = torch.finfo(getattr(torch, self.dtype_name)).bits // 8
-        task = self.context.task
-        new_tokens = int(task.config.generation.get("max_new_tokens", 32)) if task is not None else 32
+        task, ctx = self.context.task, self.context
+        new_tokens = (ctx.generation.max_new_tokens if ctx.generation is not None else
+                      int(task.config.generation.get("max_new_tokens", 32)) if task is not None else 32)
         free = total = prompt = None
         if self.device.startswith("cuda"):
             free, total = torch.cuda.mem_get_info(torch.device(self.device))
             if task is not None and self.family == "chat":  # multi-view tasks, larger images: longer prompts
-                prompt = gen.measure_prompt_tokens(task, self._encode)
+                prompt = gen.measure_prompt_tokens(task, self._encode, split=ctx.split,
+                                                   template=ctx.prompt_template, settings=ctx.generation)
         text = getattr(self.model.config, "text_config", None) or self.model.config
         return gen.pick_batch_size(n_params=n_params, dtype_bytes=dtype_bytes, new_tokens=new_tokens,
                                    kv_per_token=gen.kv_bytes_per_token(self.model.config, dtype_bytes),

@@ -145,18 +145,23 @@ def pick_batch_size(*, n_params: int, dtype_bytes: int, kv_per_token: int, new_t
     return max(1, min(MAX_DEFAULT_BATCH, batch))
 
 
-def measure_prompt_tokens(task: Any, encode: Callable[[list[Any]], Any], n: int = 16) -> int | None:
-    """The longest prompt (image and text tokens, padded as generation pads it) among the task's first `n`
-    test samples, encoded by `encode`; None when it cannot be measured (images missing, no samples)."""
+def measure_prompt_tokens(task: Any, encode: Callable[[list[Any]], Any], n: int = 16, *, split: str | None = None,
+                          template: str | None = None, settings: Any = None) -> int | None:
+    """The longest prompt (image and text tokens, padded as generation pads it) among the first `n` samples of
+    the run's split, with the run's prompt template and settings (the task's defaults when not given),
+    encoded by `encode`; None when it cannot be measured (images or split files missing, no samples)."""
+    from harness.errors import UserError
+
     try:
-        _, template = task.prompt_template(None)
-        settings = task.generation_settings()
+        if template is None:
+            _, template = task.prompt_template(None)
+        settings = settings or task.generation_settings()
         lengths = []
-        for sample in task.samples()[:n]:
+        for sample in task.samples(split)[:n]:
             images = [ref.open() for ref in sample.images]
             enc = encode([task.build_request(sample, template, settings, images)])
             lengths.append(int(enc["input_ids"].shape[-1]))
-    except (OSError, ValueError, KeyError, TypeError) as exc:
+    except (OSError, ValueError, KeyError, TypeError, UserError) as exc:
         log.info("prompt length not measured (%s): assuming %d tokens per image", first_line(exc),
                  PROMPT_TOKENS_GUESS)
         return None

@@ -70,3 +70,16 @@ def test_measured_prompt_length_is_the_longest_encoded_prompt(tiny_llava, task_i
 
     image_tokens = ((IMAGE_SIZE // PATCH_SIZE) ** 2 + 1) * len(task.samples()[0].images)
     assert measured > image_tokens
+
+
+def test_the_runs_prompt_and_split_are_measured(tiny_llava):
+    from harness.plugins import hf_generation as gen
+    from harness.plugins.hf import HFModel
+
+    task = Task(plugin_manager.tasks().get("phantom-vqa"))
+    model = HFModel({"model": str(tiny_llava)}, ModelContext(task=task))
+    default = gen.measure_prompt_tokens(task, model._encode)
+    wordy = gen.measure_prompt_tokens(task, model._encode, template="{question} " + "Explain your answer. " * 20)
+    assert wordy > default + 60  # a run with a longer --prompt variant gets its own length measured
+    assert gen.measure_prompt_tokens(task, model._encode, split="train") is not None
+    assert gen.measure_prompt_tokens(task, model._encode, split="no-such-split") is None  # a guess, no crash
