@@ -6,6 +6,10 @@ A checkpoint is a folder `<out>/checkpoints/step-<N>/` holding the trainable wei
 `state.json` (stage, steps, loss curve, timings). It is written into a hidden temporary folder that is
 fsync'd and then renamed into place, so a kill at any moment leaves either the previous checkpoint or the
 new one, never half of one. Older checkpoints are removed after the rename.
+
+`stop_signals()` turns SIGINT (Ctrl-C) and SIGTERM (Slurm, `docker stop`) into a request the training loop
+answers at the next step boundary: it writes a checkpoint of the step just completed and then stops, so an
+interrupted fine-tune loses no finished step. A second signal interrupts at once.
 """
 
 from __future__ import annotations
@@ -14,7 +18,11 @@ import json
 import os
 import random
 import shutil
+import signal
 import tempfile
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +32,7 @@ PREFIX = "step-"
 STATE = "state.json"
 
 
-def _fsync_dir(path: Path) -> None:
+def fsync_dir(path: Path) -> None:
     try:
         fd = os.open(path, os.O_RDONLY)
     except OSError:
@@ -37,11 +45,15 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def _fsync_tree(folder: Path) -> None:
-    for file in folder.iterdir():
-        with open(file, "rb") as fh:
-            os.fsync(fh.fileno())
-    _fsync_dir(folder)
+def fsync_tree(folder: Path) -> None:
+    """fsync every file under `folder` and the folders themselves."""
+    for entry in folder.iterdir():
+        if entry.is_dir() and not entry.is_symlink():
+            fsync_tree(entry)
+        elif entry.is_file():
+            with open(entry, "rb") as fh:
+                os.fsync(fh.fileno())
+    fsync_dir(folder)
 
 
 def rng_state() -> dict[str, Any]:
@@ -72,8 +84,9 @@ def trainable_state(model: Any) -> dict[str, Any]:
 
 
 def save(root: Path, step: int, model: Any, optimizer: Any, scheduler: Any, state: dict[str, Any],
-         keep: int = 1) -> Path:
-    """Write checkpoint `step` under `root` atomically and keep only the newest `keep` checkpoints."""
+         keep: int = 1, rng: dict[str, Any] | None = None) -> Path:
+    """Write checkpoint `step` under `root` atomically and keep only the newest `keep` checkpoints. `rng`: the
+    random states to record (those of the step boundary; default: the current ones)."""
     import torch
     from safetensors.torch import save_file
 
@@ -84,13 +97,13 @@ def save(root: Path, step: int, model: Any, optimizer: Any, scheduler: Any, stat
         save_file(trainable_state(model), str(tmp / "trainable.safetensors"))
         torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
         torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
-        torch.save(rng_state(), tmp / "rng.pt")
+        torch.save(rng if rng is not None else rng_state(), tmp / "rng.pt")
         (tmp / STATE).write_text(json.dumps({**state, "step": step}, indent=1) + "\n", encoding="utf-8")
-        _fsync_tree(tmp)
+        fsync_tree(tmp)
         if final.exists():  # a checkpoint of the same step from an earlier attempt
             shutil.rmtree(final)
         os.rename(tmp, final)
-        _fsync_dir(root)
+        fsync_dir(root)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -136,3 +149,45 @@ def restore(folder: Path, model: Any, optimizer: Any, scheduler: Any) -> dict[st
     scheduler.load_state_dict(torch.load(folder / "scheduler.pt", weights_only=False))
     set_rng_state(torch.load(folder / "rng.pt", weights_only=False))
     return read_state(folder)
+
+
+class StopRequest:
+    """Set by `stop_signals`' handler: the signal received (None: keep training)."""
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+
+    @property
+    def requested(self) -> bool:
+        return self.signum is not None
+
+
+@contextmanager
+def stop_signals() -> Iterator[StopRequest]:
+    """While training: SIGINT and SIGTERM ask the loop to checkpoint and stop after the current step (a second
+    one raises KeyboardInterrupt at once). Only in the main thread, and never for a signal the process ignores;
+    the previous handlers are restored afterwards."""
+    request = StopRequest()
+    if threading.current_thread() is not threading.main_thread():
+        yield request
+        return
+
+    def handler(signum: int, frame: Any) -> None:
+        if request.requested:
+            raise KeyboardInterrupt
+        request.signum = signum
+        os.write(2, f"\n{signal.Signals(signum).name}: saving a checkpoint after the current step, then "
+                    "stopping (signal again to stop at once)\n".encode())
+
+    previous: dict[int, Any] = {}
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        old = signal.getsignal(signum)
+        if old is signal.SIG_IGN or old is None:  # ignored (e.g. nohup'ed), or set outside Python: leave it
+            continue
+        previous[signum] = old
+        signal.signal(signum, handler)
+    try:
+        yield request
+    finally:
+        for signum, old in previous.items():
+            signal.signal(signum, old)

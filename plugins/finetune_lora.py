@@ -7,32 +7,30 @@ main task (PeFoMed's two stages, each with its own learning rate and schedule).
 
 Every `save_every` steps, and at the end of each stage, an atomic checkpoint (plugins/finetune_checkpoint.py)
 records the trainable weights, optimizer, scheduler, random states and step; running the same command again
-after a kill continues from the last one and ends with the same adapter as an uninterrupted run. The output
-folder holds a standard PEFT adapter (`adapter_config.json`, `adapter_model.safetensors`; no
+after a kill continues from the last one and ends with the same adapter as an uninterrupted run. SIGINT
+(Ctrl-C) and SIGTERM checkpoint the step just completed before stopping, so they lose no finished step. The
+output folder holds a standard PEFT adapter (`adapter_config.json`, `adapter_model.safetensors`; no
 `modules_to_save`, a vLLM rank) or, with `--method full`, a complete `save_pretrained` model, plus
-`manifest.json` (written last).
+`manifest.json`, published last (plugins/finetune_output.py: a kill while finishing is finished by a rerun).
 """
 
 from __future__ import annotations
 
 import math
-import os
-import shutil
+import signal
 import sys
-import tempfile
 import time
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from harness.errors import UserError
-from harness.io import atomic_write_json
+from harness.errors import Terminated, UserError
 from harness.plugins import finetune_checkpoint as ckpt
 from harness.plugins.finetune_config import FinetuneConfig, Hyper, run_identity_hash
 from harness.plugins.finetune_data import StageData, epoch_order
+from harness.plugins.finetune_output import CHECKPOINTS, MANIFEST, check_out, publish
 
-MANIFEST = "manifest.json"
-CHECKPOINTS = "checkpoints"
+__all__ = ["CHECKPOINTS", "MANIFEST", "Trainer", "finetune", "lr_factor"]
 FORMAT = "medvlm-harness-finetune/1"
 
 
@@ -89,28 +87,6 @@ def resolve_model(cfg: FinetuneConfig, task: Any) -> tuple[Any, Any, dict[str, s
     return info, cls, args, ModelContext(task=task, device=cfg.device, dtype=cfg.dtype, cache_dir=cache_dir())
 
 
-def _check_out(out: Path, identity_hash: str) -> dict[str, Any] | None:
-    """The finished manifest if this exact fine-tune is already done; an error for a foreign folder."""
-    import json
-
-    manifest = out / MANIFEST
-    if manifest.is_file():
-        done = json.loads(manifest.read_text(encoding="utf-8"))
-        if done.get("config_hash") == identity_hash:
-            return done
-        raise UserError(f"--out {out} holds a different fine-tune (config {done.get('config_hash')}, this "
-                        f"one {identity_hash}): choose another --out")
-    for folder in reversed(ckpt.list_checkpoints(out / CHECKPOINTS)):
-        if ckpt.read_state(folder).get("config_hash") != identity_hash:
-            raise UserError(f"--out {out} holds checkpoints of a different fine-tune (other model, data or "
-                            f"settings): choose another --out, or delete {out / CHECKPOINTS} to start over")
-        break
-    if out.is_dir() and any(p.name != CHECKPOINTS for p in out.iterdir()):
-        raise UserError(f"--out {out} exists and is not a fine-tune output folder: "
-                        "choose a new or empty folder")
-    return None
-
-
 class Trainer:
     """Runs the stages, step by step, with checkpoints; `state` is what a checkpoint resumes."""
 
@@ -124,6 +100,9 @@ class Trainer:
             "stage_time_s": [0.0] * len(stages), "stage_steps_timed": [0] * len(stages), "resumed_at": [],
             "peak_memory_bytes": 0}
         self.params = [p for p in self.model.parameters() if p.requires_grad]
+        # interruption bookkeeping: the last checkpointed step, the random states of the last step boundary,
+        # and whether the weights are being updated or a checkpoint written (no consistent state to save then)
+        self._saved_at, self._rng_at_boundary, self._updating, self._saving = -1, None, False, False
         import torch
 
         self.dtype, self.device = recipe.dtype, recipe.device
@@ -189,68 +168,89 @@ class Trainer:
         if total and plan["max_grad_norm"]:
             self.torch.nn.utils.clip_grad_norm_(self.params, plan["max_grad_norm"])
         lr = opt.param_groups[0]["lr"]
+        self._updating = True  # from here until the step is counted, the weights and the state disagree
         opt.step()
         sched.step()
         opt.zero_grad(set_to_none=True)
         return (loss_sum / total if total else float("nan")), lr
 
     def run(self, progress: bool) -> None:
+        """Train to the end, checkpointing every `save_every` steps and at the end of each stage. SIGINT or
+        SIGTERM: checkpoint the last completed step, then raise KeyboardInterrupt (the same on a
+        KeyboardInterrupt raised mid-step, unless it came during a weight update or a checkpoint write)."""
         from tqdm import tqdm
 
         resumed = self.resume()
+        self._saved_at, self._rng_at_boundary = self.global_step(), ckpt.rng_state()
         bar = tqdm(total=self.total_steps(), initial=self.global_step(), unit="step", desc="finetune",
                    disable=not progress, dynamic_ncols=True,
                    mininterval=0.1 if sys.stderr.isatty() else 30.0)  # a log file gets a line every 30 s
+        opt = sched = None
         try:
-            for stage in range(self.state["stage"], len(self.stages)):
-                plan = self.stage_plan(stage)
-                opt, sched = resumed if resumed is not None else self._optimizer(plan)
-                resumed = None
-                bar.set_description(f"finetune {self.stages[stage].task.id}")
-                while self.state["stage_step"] < plan["total_steps"]:
-                    started = time.perf_counter()
-                    loss, lr = self._step(stage, plan, opt, sched)
-                    self.state["stage_time_s"][stage] += time.perf_counter() - started
-                    self.state["stage_steps_timed"][stage] += 1
-                    self.state["stage_step"] += 1
-                    step = self.global_step()
-                    self.state["loss_curve"].append({"step": step, "stage": stage + 1, "loss": round(loss, 6),
-                                                     "lr": lr})
-                    bar.update(1)
-                    bar.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.2e}", refresh=False)
-                    last = self.state["stage_step"] == plan["total_steps"]
-                    if last or step % self.cfg.save_every == 0:
-                        self._save(opt, sched, last and stage + 1 < len(self.stages))
-                    if last:
-                        break
+            with ckpt.stop_signals() as stop:
+                for stage in range(self.state["stage"], len(self.stages)):
+                    plan = self.stage_plan(stage)
+                    opt, sched = resumed if resumed is not None else self._optimizer(plan)
+                    resumed = None
+                    bar.set_description(f"finetune {self.stages[stage].task.id}")
+                    while self.state["stage_step"] < plan["total_steps"]:
+                        self._train_step(stage, plan, opt, sched, bar)
+                        last = self.state["stage_step"] == plan["total_steps"]
+                        if last or self.global_step() % self.cfg.save_every == 0:
+                            self._save(opt, sched)
+                        if stop.requested:
+                            self._save_if_new(opt, sched)
+                            raise Terminated if stop.signum == signal.SIGTERM else KeyboardInterrupt
+                        if last:
+                            break
+        except KeyboardInterrupt:
+            if opt is not None and not (self._updating or self._saving):
+                self._save_if_new(opt, sched, self._rng_at_boundary)
+            raise
         finally:
             bar.close()
 
-    def _save(self, opt: Any, sched: Any, next_stage: bool) -> None:
+    def _train_step(self, stage: int, plan: dict[str, Any], opt: Any, sched: Any, bar: Any) -> None:
+        started = time.perf_counter()
+        loss, lr = self._step(stage, plan, opt, sched)
+        self.state["stage_time_s"][stage] += time.perf_counter() - started
+        self.state["stage_steps_timed"][stage] += 1
+        self.state["stage_step"] += 1
+        step = self.global_step()
+        self.state["loss_curve"].append({"step": step, "stage": stage + 1, "loss": round(loss, 6), "lr": lr})
+        self._rng_at_boundary = ckpt.rng_state()
+        self._updating = False  # a consistent state again: weights, optimizer, counters and random states
+        bar.update(1)
+        bar.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.2e}", refresh=False)
+
+    def _save_if_new(self, opt: Any, sched: Any, rng: dict[str, Any] | None = None) -> None:
+        if self.global_step() != self._saved_at:
+            self._save(opt, sched, rng)
+
+    def _save(self, opt: Any, sched: Any, rng: dict[str, Any] | None = None) -> None:
         memory = peak_memory(self.device)
         self.state["peak_memory_bytes"] = max(self.state["peak_memory_bytes"], memory["bytes"])
         self.state["peak_memory_what"] = memory["what"]
         state = dict(self.state)
+        stage = self.state["stage"]
+        next_stage = stage + 1 < len(self.stages) and self.state["stage_step"] >= self.stage_plan(stage)["total_steps"]
         if next_stage:  # the checkpoint that ends a stage resumes at the start of the next one
-            state.update(stage=self.state["stage"] + 1, stage_step=0)
-        ckpt.save(self.root, self.global_step(), self.model, opt, sched, state)
+            state.update(stage=stage + 1, stage_step=0)
+        step = self.global_step()
+        self._saving = True
+        try:
+            ckpt.save(self.root, step, self.model, opt, sched, state, rng=rng)
+        finally:
+            self._saving = False
+        self._saved_at = step
         if next_stage:
             self.state.update(stage=state["stage"], stage_step=0)
 
 
-def _move_into(src: Path, out: Path) -> None:
-    for file in sorted(src.iterdir()):
-        os.replace(file, out / file.name)
-
-
-def save_output(trainer: Trainer, cfg: FinetuneConfig, base_identity: dict[str, Any]) -> None:
-    """Write the adapter (or full model) into --out; manifest.json comes after it, by the caller."""
-    tmp = Path(tempfile.mkdtemp(prefix=".output.", dir=cfg.out))
-    try:
-        trainer.recipe.save(tmp, base_identity, cfg.model)
-        _move_into(tmp, cfg.out)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+def epochs_run(plan: dict[str, Any]) -> float | int:
+    """Epochs a stage's steps amount to (fewer than planned when --max-steps stops it early)."""
+    epochs = plan["total_steps"] / plan["steps_per_epoch"] if plan["steps_per_epoch"] else 0
+    return int(epochs) if epochs == int(epochs) else round(epochs, 3)
 
 
 def build_manifest(trainer: Trainer, cfg: FinetuneConfig, base: dict[str, Any], plan_info: dict[str, Any],
@@ -268,7 +268,8 @@ def build_manifest(trainer: Trainer, cfg: FinetuneConfig, base: dict[str, Any], 
         timed = state["stage_steps_timed"][i]
         name = f"stage{i + 1}" if len(trainer.stages) > 1 else "main"
         stages.append({"name": name, "task": data.describe(),
-                       "steps": p["total_steps"], "epochs": p["epochs"], "batch_size": p["batch_size"],
+                       "steps": p["total_steps"], "epochs": epochs_run(p), "epochs_planned": p["epochs"],
+                       "batch_size": p["batch_size"],
                        "lr": p["lr"], "lr_end": p["lr_end"], "warmup_steps": p["warmup"],
                        "train_time_s": round(state["stage_time_s"][i], 3),
                        "time_per_step_s": round(state["stage_time_s"][i] / timed, 4) if timed else None})
@@ -284,6 +285,7 @@ def build_manifest(trainer: Trainer, cfg: FinetuneConfig, base: dict[str, Any], 
         "targets": plan_info,
         "hyperparameters": trainer.hyper.describe(len(trainer.stages)),
         "seed": cfg.seed,
+        "keep_checkpoints": cfg.keep_checkpoints,
         "steps": trainer.global_step(),
         "trainable_parameters": trainable,
         "total_parameters": total,
@@ -336,10 +338,10 @@ def finetune(cfg: FinetuneConfig, progress: bool = True) -> dict[str, Any]:
     if not self_training:
         hyper = cfg.hyperparameters(info.id, plugin.family)
     config_hash = run_identity_hash(cfg, hyper, base, [s.describe() for s in stages])
-    done = _check_out(cfg.out, config_hash)
+    done, already = check_out(cfg.out, config_hash, cfg.keep_checkpoints)
     if done is not None:
         plugin.close()
-        return {**done, "already_done": True}
+        return {**done, "already_done": True} if already else done
     cfg.out.mkdir(parents=True, exist_ok=True)
     started = datetime.now(timezone.utc).isoformat(timespec="seconds")
     torch.manual_seed(cfg.seed)
@@ -352,11 +354,8 @@ def finetune(cfg: FinetuneConfig, progress: bool = True) -> dict[str, Any]:
     base = {**base, "identity": _base_identity(plugin)}
     trainer = Trainer(cfg, hyper, recipe, stages, config_hash)
     trainer.run(progress)
-    save_output(trainer, cfg, base)
     manifest = build_manifest(trainer, cfg, base, recipe.plan_info(), counts, config_hash, started)
-    atomic_write_json(cfg.out / MANIFEST, manifest)
-    if not cfg.keep_checkpoints:
-        shutil.rmtree(cfg.out / CHECKPOINTS, ignore_errors=True)
+    publish(cfg.out, lambda folder: recipe.save(folder, base, cfg.model), manifest, cfg.keep_checkpoints)
     plugin.close()
     return manifest
 

@@ -14,7 +14,9 @@ folder. Two bases:
   a real VLM starts from a text-pretrained LLM and caption alignment. LoRA fine-tuning then teaches it to read
   the pixels to answer; on the random model it does not (ARCHITECTURE.md, "Fine-tuning and the tiny model").
 Each build goes into a hidden temporary folder that is renamed into place, so the final path never holds a
-half-written model.
+half-written model. Temporary folders and files name their host and process (`.<final>.<host>.<pid>.<random>`);
+a build first removes those a killed build left (`remove_stale_temporaries`: its process is gone, or, for names
+without this host's process, older than an hour).
 
 The builds are deterministic: the tokenizer corpus is fixed text plus `harness.phantom.generate_cases` with a
 fixed seed, the weights come from `torch.manual_seed(SEED)`, the pretraining data and order from fixed seeds.
@@ -29,9 +31,12 @@ Chat format (what fine-tuning must reproduce):
 from __future__ import annotations
 
 import os
+import re
 import shutil
+import socket
 import sys
 import tempfile
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -54,6 +59,7 @@ HEAD_SCALE = 4.0
 CORPUS_CASES = 240
 CORPUS_SEED = 9001
 SPECIAL_TOKENS = ("<pad>", "<s>", "</s>", "<image>")
+STALE_AFTER_S = 3600.0  # a temporary of another host, or of an older harness, is a leftover after this long
 
 CHAT_TEMPLATE = (
     "{{ bos_token }}"
@@ -123,10 +129,57 @@ def _pretrain(random_folder: Path, folder: Path, checkpoint: Path) -> None:
     (folder / "pretraining.json").write_text(json.dumps(Recipe().describe(), indent=2) + "\n", encoding="utf-8")
 
 
+def temp_tag() -> str:
+    """`<host>.<pid>`: what names a temporary file or folder's owner, so later builds can tell leftovers."""
+    host = re.sub(r"[^A-Za-z0-9]", "", socket.gethostname())[:40] or "host"
+    return f"{host}.{os.getpid()}"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # exists, owned by someone else
+        return True
+    return True
+
+
+def remove_stale_temporaries(folder: Path, stale_after_s: float = STALE_AFTER_S) -> list[Path]:
+    """Delete what killed builds left in `folder` (a cache's tiny-vlm folder): hidden temporary build folders and
+    `*.tmp` checkpoint files whose process, named in them, is gone on this host; those that name no process of
+    this host (another host's, an older harness's) once older than `stale_after_s`. Resumable checkpoints
+    (`.<final>.checkpoint.pt`) and finished builds stay. Returns what was removed."""
+    if not folder.is_dir():
+        return []
+    host = temp_tag().split(".")[0]
+    removed = []
+    for entry in folder.iterdir():
+        if not entry.name.startswith(".") or not (entry.is_dir() or entry.name.endswith(".tmp")):
+            continue
+        owner = re.search(r"\.([A-Za-z0-9]+)\.(\d+)\.[^.]+$", entry.name)
+        if owner and owner[1] == host:
+            stale = not _alive(int(owner[2]))
+        else:
+            try:
+                stale = time.time() - entry.stat().st_mtime > stale_after_s
+            except OSError:
+                continue
+        if not stale:
+            continue
+        if entry.is_dir():
+            shutil.rmtree(entry, ignore_errors=True)
+        else:
+            entry.unlink(missing_ok=True)
+        removed.append(entry)
+    return removed
+
+
 def _build_into(final: Path, build: Callable[[Path], None]) -> None:
     """Run `build` on a hidden temporary folder beside `final`, then rename it into place."""
     final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=final.parent))
+    remove_stale_temporaries(final.parent)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.{temp_tag()}.", dir=final.parent))
     try:
         build(tmp)
         try:

@@ -117,11 +117,19 @@ def pretrain(random_folder: Path, out: Path, checkpoint: Path, recipe: Recipe = 
 def _save_checkpoint(path: Path, recipe: Recipe, step: int, model: Any, optimizer: Any, scheduler: Any) -> None:
     import torch
 
+    from harness.plugins.tiny_vlm import temp_tag
+
     state = {"recipe": recipe.describe(), "step": step, "model": model.state_dict(),
              "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()}
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")  # two builds at once never share a temporary file
-    torch.save(state, tmp)
-    os.replace(tmp, path)
+    # two builds at once never share a temporary file; one a kill leaves names its owner, for the next build
+    # to remove (tiny_vlm.remove_stale_temporaries)
+    tmp = path.with_name(f"{path.name}.{temp_tag()}.tmp")
+    try:
+        torch.save(state, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def _resume(path: Path, recipe: Recipe, model: Any, optimizer: Any, scheduler: Any) -> int:

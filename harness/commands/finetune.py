@@ -105,7 +105,7 @@ def report(manifest: dict[str, Any], out: Path) -> str:
     for stage in manifest["stages"]:
         task = stage["task"]
         lines.append(f"{stage['name']}: {task['id']} ({task['split']} split, {task['n_samples']} samples, "
-                     f"prompt '{task['prompt_variant']}'): {stage['steps']} steps, {stage['epochs']} epochs, "
+                     f"prompt '{task['prompt_variant']}'): {stage['steps']} steps, {_epochs(stage)}, "
                      f"lr {stage['lr']:g} -> {stage['lr_end']:g}, {stage['train_time_s']:.1f} s")
     targets = manifest["targets"]
     where = base.get("hub_id") or base.get("path") or base.get("args", {}).get("llm")
@@ -149,3 +149,11 @@ def main(args: argparse.Namespace) -> int:
     manifest = finetune(cfg, progress=not args.no_progress)
     print(report(manifest, args.out))
     return 0
+
+
+def _epochs(stage: dict) -> str:
+    """'1.5 epochs', or '0.469 of 8 epochs (stopped by --max-steps)' when training stopped early."""
+    planned = stage.get("epochs_planned")  # manifests written before it was recorded lack it
+    if planned is not None and planned != stage["epochs"]:
+        return f"{stage['epochs']} of {planned} epochs (stopped by --max-steps)"
+    return f"{stage['epochs']} epochs"

@@ -1,0 +1,186 @@
+"""The output folder of `harness finetune` (plugins/finetune_output.py): a kill at any point of publishing, or an
+older harness's leftovers, never makes the folder unusable; the rerun finishes it to the adapter an uninterrupted
+run writes, with nothing of ours left in it (its directory hash is part of run ids). Foreign folders are still
+refused. Also: the epochs recorded and printed are those actually run, and an exception mid-step (Ctrl-C with no
+signal handler) checkpoints the last completed step."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import signal
+from pathlib import Path
+
+import pytest
+
+from harness.errors import UserError
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
+class Killed(BaseException):
+    """A kill at a chosen point (nothing catches it but the test)."""
+
+
+def config(out: Path, save_every: int = 100, **settings):
+    from harness.plugins.finetune_config import FinetuneConfig
+
+    return FinetuneConfig(model="tiny-vlm", model_args={"base": "random"}, task="phantom-vqa", out=out, limit=8,
+                          seed=0, save_every=save_every,
+                          overrides={"batch_size": 4, "epochs": 1, "dropout": 0.1, **settings})
+
+
+def run(out: Path, **settings) -> dict:
+    from harness.plugins.finetune_lora import finetune
+
+    return finetune(config(out, **settings), progress=False)
+
+
+def kill_at_move(monkeypatch, n: int) -> None:
+    """Make the n-th rename of publishing (0: staging -> ready; then the files; the manifest last) a kill."""
+    from harness.plugins import finetune_output
+
+    real, calls = finetune_output._move, []
+
+    def move(src: Path, dst: Path) -> None:
+        if len(calls) == n:
+            raise Killed
+        calls.append(dst.name)
+        real(src, dst)
+
+    monkeypatch.setattr(finetune_output, "_move", move)
+
+
+def entries(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.iterdir())
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory, tiny_vlm) -> Path:
+    out = tmp_path_factory.mktemp("reference") / "adapter"
+    run(out)
+    return out
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, tiny_vlm) -> Path:
+    """A fine-tune killed as its output was about to be published: the last checkpoint, nothing else."""
+    out = tmp_path_factory.mktemp("trained") / "adapter"
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        kill_at_move(monkeypatch, 0)
+        with pytest.raises(Killed):
+            run(out)
+    assert entries(out) == ["checkpoints"]
+    return out
+
+
+def test_a_kill_at_any_rename_of_publishing_is_finished_by_the_rerun(reference, trained, tmp_path, monkeypatch):
+    files = entries(reference)
+    assert files == ["README.md", "adapter_config.json", "adapter_model.safetensors", "manifest.json"]
+    for n in range(1, len(files) + 1):  # after the staging folder is complete: each file, manifest last
+        out = tmp_path / f"cut{n}"
+        shutil.copytree(trained, out)
+        kill_at_move(monkeypatch, n)
+        with pytest.raises(Killed):
+            run(out)
+        monkeypatch.undo()
+        assert not (out / "manifest.json").exists() and (out / ".output.ready" / "manifest.json").is_file()
+        assert not (out / "checkpoints").exists()  # the ready folder holds the result
+        manifest = run(out)
+        assert not manifest.get("already_done")  # the summary of the training is printed, as the first time
+        assert entries(out) == files, n
+        assert (out / "adapter_model.safetensors").read_bytes() == (reference / "adapter_model.safetensors"
+                                                                    ).read_bytes()
+        assert (out / "adapter_config.json").read_bytes() == (reference / "adapter_config.json").read_bytes()
+
+
+def test_an_older_harness_leftovers_resume_instead_of_being_refused(reference, trained, tmp_path):
+    """Killed mid-publish by the old protocol: adapter files moved in, a temporary folder, no manifest."""
+    out = tmp_path / "old"
+    shutil.copytree(trained, out)
+    (out / ".output.k2j3h4x9").mkdir()
+    (out / ".output.k2j3h4x9" / "README.md").write_text("partial")
+    for name in ("adapter_config.json", "adapter_model.safetensors"):
+        shutil.copy(reference / name, out / name)
+    (out / "adapter_model.safetensors").write_bytes(b"torn")
+    manifest = run(out)
+    assert manifest["resumed_at_steps"] == [2]  # the checkpoint at the end: nothing trained again
+    assert entries(out) == entries(reference)
+    assert (out / "adapter_model.safetensors").read_bytes() == (reference / "adapter_model.safetensors").read_bytes()
+
+
+def test_foreign_files_beside_our_checkpoints_are_still_refused(trained, tmp_path):
+    out = tmp_path / "mixed"
+    shutil.copytree(trained, out)
+    (out / "notes.txt").write_text("mine")
+    (out / ".output.abcd1234").mkdir()
+    with pytest.raises(UserError, match=r"is not a fine-tune output folder \(notes.txt\)"):
+        run(out)
+    assert entries(out) == [".output.abcd1234", "checkpoints", "notes.txt"]  # nothing deleted
+    assert (out / "notes.txt").read_text() == "mine"
+
+
+def test_leftovers_in_a_finished_folder_are_removed_and_leave_its_hash(reference, trained, tmp_path):
+    """Killed after the manifest but before checkpoints/ was removed (the old order), or before the empty
+    ready folder was: the rerun says "already trained" and the adapter hashes as if nothing had happened."""
+    from harness.fingerprint import directory_hash
+
+    out = tmp_path / "finished"
+    shutil.copytree(reference, out)
+    clean = directory_hash(out)
+    shutil.copytree(trained / "checkpoints", out / "checkpoints")
+    (out / ".output.ready").mkdir()
+    (out / ".output.zz9_abc1").mkdir()
+    (out / ".output.zz9_abc1" / "adapter_model.safetensors").write_bytes(b"x")
+    assert directory_hash(out) != clean
+    manifest = run(out)
+    assert manifest["already_done"]
+    assert entries(out) == entries(reference) and directory_hash(out) == clean
+
+    kept = tmp_path / "kept"  # checkpoints kept on purpose stay
+    shutil.copytree(reference, kept)
+    (kept / "manifest.json").write_text(json.dumps({**json.loads((reference / "manifest.json").read_text()),
+                                                    "keep_checkpoints": True}))
+    shutil.copytree(trained / "checkpoints", kept / "checkpoints")
+    assert run(kept)["already_done"] and (kept / "checkpoints").is_dir()
+
+
+def test_epochs_recorded_and_printed_are_the_ones_run(tmp_path, tiny_vlm):
+    from harness.commands.finetune import report
+
+    out = tmp_path / "short"
+    manifest = run(out, epochs=4, max_steps=3)  # 2 steps per epoch: --max-steps stops inside the second
+    (stage,) = manifest["stages"]
+    assert (stage["steps"], stage["epochs"], stage["epochs_planned"]) == (3, 1.5, 4)
+    assert "3 steps, 1.5 of 4 epochs (stopped by --max-steps)" in report(manifest, out)
+    assert json.loads((out / "manifest.json").read_text())["stages"][0]["epochs"] == 1.5
+    whole = run(tmp_path / "whole", epochs=2)
+    assert (whole["stages"][0]["epochs"], whole["steps"]) == (2, 4)
+
+
+def test_an_interrupt_inside_a_step_checkpoints_the_step_before(reference, tmp_path, monkeypatch):
+    """KeyboardInterrupt raised mid-step (no handler: a second Ctrl-C, or training outside the main thread)
+    after the forward pass drew dropout masks: the checkpoint is of the last completed step, with the random
+    states of that moment, so the rerun ends with the reference adapter."""
+    from harness.plugins.finetune_recipes import PeftRecipe
+
+    real_loss, calls = PeftRecipe.loss, []
+
+    def loss(self, batch):
+        calls.append(1)
+        value = real_loss(self, batch)
+        if len(calls) == 2:  # step 2's forward pass
+            raise KeyboardInterrupt
+        return value
+
+    monkeypatch.setattr(PeftRecipe, "loss", loss)
+    out = tmp_path / "cut"
+    handler = signal.getsignal(signal.SIGTERM)
+    with pytest.raises(KeyboardInterrupt):
+        run(out, save_every=1000)
+    assert signal.getsignal(signal.SIGTERM) is handler  # training's handler is gone again
+    assert [p.name for p in (out / "checkpoints").iterdir()] == ["step-00000001"]
+    monkeypatch.setattr(PeftRecipe, "loss", real_loss)
+    manifest = run(out)
+    assert manifest["resumed_at_steps"] == [1]
+    assert (out / "adapter_model.safetensors").read_bytes() == (reference / "adapter_model.safetensors").read_bytes()
