@@ -30,10 +30,17 @@ def harness(out: Path, cache: Path, *extra: str) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, cwd=REPO, env=environment(cache), timeout=600)
 
 
+def _ctrl_c_as_in_a_terminal() -> None:
+    # A shell starts background jobs (CI runners often are one) with SIGINT ignored, and Python then keeps
+    # ignoring Ctrl-C; give the child the default disposition a terminal's foreground process has.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def start(out: Path, cache: Path, log: Path) -> subprocess.Popen:
     with open(log, "wb") as err:  # the progress bar goes to stderr: it says when training has started
         return subprocess.Popen([sys.executable, "-m", "harness", *COMMON, "--out", str(out)], cwd=REPO,
-                                env=environment(cache), stdout=subprocess.DEVNULL, stderr=err)
+                                env=environment(cache), stdout=subprocess.DEVNULL, stderr=err,
+                                preexec_fn=_ctrl_c_as_in_a_terminal)
 
 
 def wait_for(proc: subprocess.Popen, condition, what: str, timeout: float = 300) -> None:
