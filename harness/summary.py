@@ -19,14 +19,23 @@ def format_metric(entry: dict[str, Any]) -> str:
     return text + ")"
 
 
+def first_error(results: dict[str, Any], width: int = 200) -> str | None:
+    """'<id>: <first line of its error>' of the first failed sample of a results.json (None: none failed)."""
+    samples = results["errors"].get("samples") or []
+    if not samples:
+        return None
+    lines = samples[0]["error"].splitlines() or [""]
+    return f"{samples[0]['id']}: {lines[0][:width]}"
+
+
 def results_summary(results: dict[str, Any], max_breakdowns: int = 1, max_values: int = 8) -> str:
     task, model = results["task"], results["model"]
     lines = [f"{model.get('label', model['id'])} on {task['id']} v{task['version']} ({task['split']}, n={task['n']}, "
              f"data {task['fingerprint']})"]
     errors = results["errors"]["count"]
     if errors:
-        first = results["errors"]["samples"][0] if results["errors"].get("samples") else None
-        example = f" (first: {first['id']}: {first['error'].splitlines()[0][:200]})" if first else ""
+        first = first_error(results)
+        example = f" (first: {first})" if first else ""
         lines.append(f"  {errors} of {task['n']} sample(s) failed and are not in the metrics{example}; run the same "
                      "command again to retry them")
     for judge in results["judges"]:

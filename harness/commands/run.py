@@ -49,7 +49,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def main(args: argparse.Namespace) -> int:
     from harness.runner import RunSpec, run
-    from harness.summary import results_summary
+    from harness.summary import first_error, results_summary
 
     generation = {"max_new_tokens": args.max_new_tokens, "temperature": args.temperature, "seed": args.seed}
     if args.temperature:
@@ -80,7 +80,6 @@ def main(args: argparse.Namespace) -> int:
     print(f"results: {out_dir / 'results.json'}")
     failed, n = results["errors"]["count"], results["task"]["n"]
     if n and failed == n:
-        first = results["errors"]["samples"][0]
-        raise UserError(f"all {n} samples failed, so there is nothing to score (first: {first['id']}: "
-                        f"{first['error'].splitlines()[0][:300]}); fix the cause and run the same command again")
+        raise UserError(f"all {n} samples failed, so there is nothing to score (first: "
+                        f"{first_error(results, 300)}); fix the cause and run the same command again")
     return 0

@@ -37,12 +37,13 @@ def main(args: argparse.Namespace) -> int:
         raise UserError(f"{path} is a predictions file: say its --task-type (vqa, report or caption)")
     # The folder the scores go to is locked while it is scored: a run directory scored in place (a `harness
     # run` still appending to it is waited for), else --output (or <file>-scored for a predictions file).
-    folder = args.output or (path if path.is_dir() else path.with_name(path.stem + "-scored"))
-    with exclusive(folder, owned=RUN_FILES):
-        return _score(args)
+    out_dir = args.output or (path if path.is_dir() else path.with_name(path.stem + "-scored"))
+    with exclusive(out_dir, owned=RUN_FILES):
+        return _score(args, path, out_dir)
 
 
-def _score(args: argparse.Namespace) -> int:
+def _score(args: argparse.Namespace, path: Path, out_dir: Path) -> int:
+    """Score the predictions at `path` (checked by `main`) into `out_dir`, which `main` holds locked."""
     from harness import plugin_manager
     from harness.external import external_manifest, read_external_predictions
     from harness.io import atomic_write_jsonl, read_jsonl
@@ -50,7 +51,6 @@ def _score(args: argparse.Namespace) -> int:
     from harness.scoring import MANIFEST_FILE, PREDICTIONS_FILE, apply_judges, build_judges
     from harness.summary import results_summary
 
-    path: Path = args.predictions
     if path.is_dir():
         manifest_path = path / MANIFEST_FILE
         if not manifest_path.exists() or not (path / PREDICTIONS_FILE).exists():
@@ -59,23 +59,17 @@ def _score(args: argparse.Namespace) -> int:
         # in place (locked), a torn last line from a kill is cut off; read from elsewhere, it is only skipped
         rows = read_jsonl(path / PREDICTIONS_FILE, repair_tail=not args.output, skip_torn_tail=bool(args.output))
         records = list({r["id"]: r for r in rows}.values())
-        out_dir = args.output or path
         if args.output:
             atomic_write_jsonl(out_dir / PREDICTIONS_FILE, records)
         kind = manifest["task"]["kind"]
         default_judges = []
         if manifest["task"]["id"] in plugin_manager.tasks():
             default_judges = plugin_manager.tasks().get(manifest["task"]["id"]).judges
-    elif path.is_file():
-        if not args.task_type:
-            raise UserError(f"{path} is a predictions file: say its --task-type (vqa, report or caption)")
+    else:
         kind = args.task_type
         records = read_external_predictions(path, kind)
         manifest = external_manifest(path, records, kind, args.task_name, args.model_name)
-        out_dir = args.output or path.with_name(path.stem + "-scored")
         default_judges = ["exact"] if kind == "vqa" else ["lexical"]
-    else:
-        raise UserError(f"{path} does not exist (expected a run directory or a predictions .jsonl file)")
     breakdowns = args.breakdown or manifest["task"].get("breakdowns", [])
     judges = build_judges(judge_ids(args, default_judges), args.convention, judge_settings(args), kind,
                           bool(manifest["task"].get("credentialed")), progress=False if args.no_progress else None)
