@@ -125,6 +125,7 @@ def load_task_config(path: Path) -> TaskConfig:
     names = [s.name for s in sources]
     if len(set(names)) != len(names):
         raise UserError(f"{path}:{line_of(lines, ('sources',))}: source names must be unique, got {names}")
+    _check_formats(sources, path, lines)
     if data["kind"] == "vqa":
         for i, src in enumerate(sources):
             if src.closed_rule is None:
@@ -140,6 +141,25 @@ def load_task_config(path: Path) -> TaskConfig:
             )
     fields = {k: v for k, v in data.items() if k != "sources"}
     return TaskConfig(sources=sources, path=path, **fields)
+
+
+def _check_formats(sources: list[SourceConfig], path: Path, lines: dict[Any, int]) -> None:
+    """Each source names a known format and sets only options that format reads (a typo would be ignored)."""
+    from harness.loaders import FORMATS, unknown_options
+
+    for i, src in enumerate(sources):
+        if src.format not in FORMATS:
+            raise UserError(
+                f"{path}:{line_of(lines, ('sources', i, 'format'))}: field 'sources.{i}.format': got "
+                f"{src.format!r}, expected one of {', '.join(FORMATS)}"
+            )
+        unknown, allowed = unknown_options(src.format, src.options)
+        if unknown:
+            takes = f"allowed options: {', '.join(allowed)}" if allowed else "this format takes no options"
+            raise UserError(
+                f"{path}:{line_of(lines, ('sources', i, 'options', unknown[0]))}: field 'sources.{i}.options': "
+                f"unknown option {', '.join(unknown)} for format '{src.format}'; {takes}"
+            )
 
 
 def _explain(err: Any) -> str:

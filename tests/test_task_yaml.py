@@ -114,3 +114,30 @@ def test_expected_sizes_are_read_into_the_source(tmp_path):
     assert config.source("official").sizes == {"test": 450}
     assert config.source("official").expected_size("test") == 450
     assert config.source("official").expected_size("train") is None
+
+
+def test_misspelt_source_option_names_line_and_the_options_the_format_reads(tmp_path):
+    # a typo (q_lang -> qlang) would otherwise keep Chinese questions out or in without a word
+    text = (TASKS_DIR / "slake.yaml").read_text(encoding="utf-8").replace("      q_lang: en", "      qlang: all")
+    path = tmp_path / "slake.yaml"
+    path.write_text(text, encoding="utf-8")
+    line = text.splitlines().index("      qlang: all") + 1
+    with pytest.raises(UserError) as err:
+        load_task_config(path)
+    assert str(err.value) == (
+        f"{path}:{line}: field 'sources.0.options': unknown option qlang for format 'slake-json'; "
+        "allowed options: files, q_lang, image_dir"
+    )
+
+
+def test_option_on_a_format_without_options_and_an_unknown_format_are_refused(tmp_path):
+    path, line = _broken_copy(tmp_path, "    revision: main", "    options: {split: test}")
+    with pytest.raises(UserError) as err:
+        load_task_config(path)
+    assert str(err.value) == (
+        f"{path}:{line}: field 'sources.2.options': unknown option split for format 'hf'; this format takes no options"
+    )
+    path, line = _broken_copy(tmp_path, "    format: mevf-json", "    format: mevf-jsonl")
+    with pytest.raises(UserError) as err:
+        load_task_config(path)
+    assert str(err.value).startswith(f"{path}:{line}: field 'sources.1.format': got 'mevf-jsonl', expected one of hf,")

@@ -5,7 +5,9 @@ A loader module exposes
 (a `common.SplitSamples`, whose `skipped` labels the records left out for a null or blank reference; the Task
 warns about them) and, for local formats,
     expected_files(source: SourceConfig, split: str) -> list[str]   # relative to the data dir
-so that a missing data dir gets an error that lists which files were expected where.
+so that a missing data dir gets an error that lists which files were expected where, and
+    OPTIONS: tuple[str, ...]   # the keys its sources may set under `options`
+so that a misspelt option is an error at the task file's line instead of a silently ignored setting.
 Samples carry `fields["answer_type"]` as "OPEN"/"CLOSED" for VQA (decided by the source's closed_rule).
 Loaders import heavy libraries (datasets) inside `load` only.
 """
@@ -33,3 +35,9 @@ def loader_for(fmt: str) -> ModuleType:
     if fmt not in FORMATS:
         raise unknown_name("data format", fmt, FORMATS)
     return importlib.import_module(FORMATS[fmt])
+
+
+def unknown_options(fmt: str, options: dict[str, object]) -> tuple[list[str], tuple[str, ...]]:
+    """(option keys the format does not read, the ones it does) for a source's `options`."""
+    allowed = tuple(loader_for(fmt).OPTIONS)
+    return sorted(set(options) - set(allowed)), allowed

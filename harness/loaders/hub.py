@@ -30,6 +30,8 @@ from harness.paths import cache_dir
 from harness.task_config import SourceConfig
 from harness.types import ImageRef, Sample
 
+OPTIONS: tuple[str, ...] = ()  # a hub source is described by path, config, revision and fields alone
+
 CORE_KEYS = ("id", "image", "question", "answer", "answer_type")
 
 

@@ -23,6 +23,7 @@ from harness.types import ImageRef, Sample
 CAPTIONS = "{split}_captions.csv"
 CONCEPTS = "{split}_concepts.csv"
 IMAGE = "{split}/{id}.jpg"
+OPTIONS = ("captions", "concepts", "image")
 
 
 def _option(source: SourceConfig, key: str, default: str, split: str) -> str:

@@ -32,6 +32,8 @@ from harness.loaders.common import (
 from harness.task_config import SourceConfig
 from harness.types import ImageRef, Sample
 
+OPTIONS = ("files", "image_dir")
+
 FILES = {"train": "trainset.json", "test": "testset.json"}
 IMAGE_DIR = "images"
 CORE_KEYS = ("id", "image", "question", "answer", "answer_type")

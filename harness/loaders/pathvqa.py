@@ -25,6 +25,8 @@ from harness.loaders.common import SplitSamples, closed_label, record_label, ref
 from harness.task_config import SourceConfig
 from harness.types import ImageRef, Sample
 
+OPTIONS = ("qa_file", "image_path")
+
 QA_FILE = "qas/{split}/{split}_qa.pkl"
 IMAGE_PATH = "images/{split}/{image}.jpg"
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")

@@ -30,6 +30,7 @@ from harness.task_config import SourceConfig
 from harness.types import ImageRef, Sample
 
 DEFAULTS = {"seed": 0, "n_train": 300, "n_test": 100}
+OPTIONS = tuple(DEFAULTS)
 SPLIT_OFFSET = {"train": 0, "test": 1}
 MARKER = "complete.json"
 MAX_CASES = 100_000

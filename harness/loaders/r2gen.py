@@ -24,6 +24,8 @@ from harness.loaders.mevf_json import read_json
 from harness.task_config import SourceConfig
 from harness.types import ImageRef, Sample
 
+OPTIONS = ("annotation", "image_dir", "per_image")
+
 ANNOTATION = "annotation.json"
 IMAGE_DIR = "images"
 

@@ -21,6 +21,8 @@ from harness.loaders.common import SplitSamples, norm, record_label, require_dat
 from harness.loaders.mevf_json import read_records, vqa_samples
 from harness.task_config import SourceConfig
 
+OPTIONS = ("files", "q_lang", "image_dir")
+
 FILES: dict[str, tuple[str, ...]] = {
     "train": ("train.json",),
     "validation": ("validate.json", "validation.json"),

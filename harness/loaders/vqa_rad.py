@@ -21,6 +21,8 @@ from harness.loaders.common import SplitSamples, norm, record_label, require_dat
 from harness.loaders.mevf_json import MEVF_FIELDS, read_records, vqa_samples
 from harness.task_config import SourceConfig
 
+OPTIONS = ("json_file", "image_dir", "test_phrase_types", "train_phrase_types")
+
 JSON_FILE = "VQA_RAD Dataset Public.json"
 IMAGE_DIR = "VQA_RAD Image Folder"
 TEST_PHRASE_TYPES = ("test_freeform", "test_para")
