@@ -4,19 +4,22 @@ The model is built from a config with random weights (no download). `--shape lla
 shapes (CLIP ViT-L/14 at 336 px: 576 image tokens; a 2-layer MLP projector; a 32-layer, 4096-wide Llama);
 `--shape tiny` has the tiny-vlm shapes, for a CPU. Prompts are one phantom image plus a VQA question (16 new
 tokens) or a report instruction (128 new tokens); every sample produces exactly that many tokens
-(min_new_tokens = max_new_tokens). Each setting is warmed up with two full batches before it is timed.
+(min_new_tokens = max_new_tokens). Each setting is warmed up with `--warmup` full batches (default 1) before it
+is timed; each row is printed when it is done, and a row that fails prints its error and the others go on.
 
 Rows: `harness b=1` (the backend at batch size 1); `harness default` (the batch size, micro-batches, cache and
 compilation the backend picks by itself, fed batch by batch as the runner does: the next batch is announced
 with `prefetch` while the current one generates); `harness +<args>` (the same with `--variant` model args, e.g.
-`prefill_chunk=64`); `generate b=1` and `generate b=<micro>` (processor + `model.generate` with transformers'
-defaults: dynamic cache, no compilation, at batch 1 and at the backend's micro-batch size). Batch-1 rows time
-8 samples. The backend sizes its micro-batch for a task: phantom-vqa for the 16-token rows, phantom-caption
-(also one image per sample, like these prompts) for the 128-token report rows.
+`prefill_chunk=64`, at the batch and micro-batch that backend picks for itself); `generate b=1` and
+`generate b=<micro>` (processor + `model.generate` with transformers' defaults: dynamic cache, no compilation,
+at batch 1 and at the backend's micro-batch size). Batch-1 rows time 8 samples. The backend sizes its
+micro-batch for a task: phantom-vqa for the 16-token rows, phantom-caption (also one image per sample, like
+these prompts) for the 128-token report rows.
 
     .venv/bin/python benchmarks/generation.py --shape tiny --samples 32           # CPU
     .venv/bin/python benchmarks/generation.py --shape llava-7b                    # GPU (bf16)
-    .venv/bin/python benchmarks/generation.py --shape llava-7b --variant prefill_chunk=64 prefill_chunk=128
+    .venv/bin/python benchmarks/generation.py --shape llava-7b --new-tokens 16 --variant prefill_chunk=64
+(one token count per process keeps each run within a few minutes and its compiled graphs apart)
 """
 
 from __future__ import annotations
@@ -91,8 +94,8 @@ def requests(n: int, new_tokens: int, report: bool) -> list[Any]:
     return reqs
 
 
-def timed(fn, batches: list[list[Any]]) -> float:
-    for batch in batches[:1] * 2:  # two full warm-up batches (compilation, allocator)
+def timed(fn, batches: list[list[Any]], warmup: int) -> float:
+    for batch in batches[:1] * warmup:  # full warm-up batches (compilation, CUDA graphs, allocator)
         fn(batch)
     sync()
     started = time.perf_counter()
@@ -122,6 +125,7 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=None,
                         help="timed samples per row (default: two default batches)")
     parser.add_argument("--new-tokens", type=int, nargs="+", default=[16, 128])
+    parser.add_argument("--warmup", type=int, default=1, help="untimed full batches before each row (default 1)")
     parser.add_argument("--variant", nargs="*", default=[],
                         help="extra `harness default` rows with these model args (k=v[;k=v]), e.g. prefill_chunk=64")
     args = parser.parse_args()
@@ -132,6 +136,7 @@ def main() -> None:
     from harness.model_api import ModelContext
     from harness.plugin_manager import tasks
     from harness.plugins.hf import HFModel
+    from harness.plugins.hf_generation import free_memory
     from harness.plugins.hf_presets import resolve_device_dtype
     from harness.task import Task
 
@@ -143,36 +148,50 @@ def main() -> None:
           f"transformers={transformers.__version__} torch={torch.__version__}")
     header = ("new tok", "setting", "batch", "micro", "cache", "samples/s", "prompt")
     print("{:>7} {:<30} {:>5} {:>5} {:<8} {:>9} {:>6}".format(*header))
+    backends: list[Any] = []  # for the count of out-of-memory halvings
     for new_tokens in args.new_tokens:
         report = new_tokens > 32
-        task_id = "phantom-caption" if report else "phantom-vqa"  # one image per sample, like the prompts
-        context = ModelContext(task=Task(tasks().get(task_id)), device=device, dtype=dtype)
-        harness = HFModel.from_components(model, processor, context, {"min_new_tokens": str(new_tokens)})
+        task = Task(tasks().get("phantom-caption" if report else "phantom-vqa"))  # one image, like the prompts
+        context = ModelContext(task=task, device=device, dtype=dtype,
+                               generation=task.generation_settings({"max_new_tokens": new_tokens}))
+
+        def backend(extra: dict[str, str], context: ModelContext = context, new_tokens: int = new_tokens) -> Any:
+            free_memory()  # each backend sizes its micro-batch from the memory free now, as after loading
+            made = HFModel.from_components(model, processor, context, {"min_new_tokens": str(new_tokens), **extra})
+            backends.append(made)
+            return made
+
+        harness = backend({})
         default = harness.default_batch_size
         n = args.samples or max(2 * default, 8)
         reqs = requests(n, new_tokens, report)
         check = harness.generate(reqs[:1])[0]
         assert check.completion_tokens == new_tokens, check
-        rows = []
         micro = harness.batcher.limit or default
         plain = functools.partial(plain_generate, model, processor, harness, new_tokens=new_tokens)
-        settings = [("harness b=1", harness, 1, 1, harness.cache),
-                    ("harness default", harness, default, micro, harness.cache)]
-        for variant in args.variant:
-            extra = dict(kv.split("=", 1) for kv in variant.split(";"))
-            other = HFModel.from_components(model, processor, context,
-                                            {"min_new_tokens": str(new_tokens), **extra})
-            settings.append((f"harness +{variant}", other, default, micro, other.cache))
-        settings += [("generate b=1", plain, 1, 1, "dynamic"), (f"generate b={micro}", plain, micro, micro, "dynamic")]
-        for label, runner, batch, micro_batch, cache in settings:
-            count = max(n, batch) if batch > 1 else min(n, 8)  # batch 1 is slow: fewer samples
-            batches = chunks(reqs[:count], batch)
-            fn = as_the_runner_calls(runner, batches) if isinstance(runner, HFModel) else runner
-            rows.append((label, batch, micro_batch, cache, timed(fn, batches)))
-        for label, batch, micro_batch, cache, rate in rows:
+        # (label, the runner or the model args of a backend built for the row, batch size or None: its default)
+        settings: list[tuple[str, Any, int | None]] = [("harness b=1", harness, 1), ("harness default", harness, None)]
+        settings += [(f"harness +{variant}", dict(kv.split("=", 1) for kv in variant.split(";")), None)
+                     for variant in args.variant]
+        settings += [("generate b=1", plain, 1), (f"generate b={micro}", plain, micro)]
+        for label, spec, batch in settings:  # each row printed when done; a failing row does not stop the rest
+            try:
+                runner = backend(spec) if isinstance(spec, dict) else spec
+                if isinstance(runner, HFModel):
+                    batch = batch or runner.default_batch_size
+                    micro_batch, cache = min(batch, runner.batcher.limit or batch), runner.cache
+                else:
+                    micro_batch, cache = batch, "dynamic"
+                count = max(n, batch) if batch > 1 else min(n, 8)  # batch 1 is slow: fewer samples
+                batches = chunks(reqs[:count], batch)
+                fn = as_the_runner_calls(runner, batches) if isinstance(runner, HFModel) else runner
+                rate = timed(fn, batches, args.warmup)
+            except Exception as exc:  # noqa: BLE001 - report the row and go on with the next
+                print(f"{new_tokens:>7} {label:<30} failed: {type(exc).__name__}: {str(exc)[:200]}", flush=True)
+                continue
             print(f"{new_tokens:>7} {label:<30} {batch:>5} {micro_batch:>5} {cache:<8} {rate:>9.2f} "
-                  f"{check.prompt_tokens:>6}")
-    print(f"# OOM halvings during the run: {harness.batcher.halvings}")
+                  f"{check.prompt_tokens:>6}", flush=True)
+    print(f"# OOM halvings during the run: {sum(b.batcher.halvings for b in backends)}")
 
 
 def as_the_runner_calls(harness: Any, batches: list[list[Any]]) -> Any:

@@ -249,7 +249,9 @@ def main(argv: list[str] | None = None) -> int:
             else:
                 seconds, outputs = time_plugin(plugins[row], chunk, batch, args.warmup, device)
                 lengths = [o.completion_tokens for o in outputs]
-                plugins[row].close()
+                decoder = plugins[row].decoder
+                if plugins[row].options["compile"] and not decoder.compile:
+                    print(f"# warning: {row}: compiled decoding failed, this row decoded in eager mode", flush=True)
             if set(lengths) != {args.new_tokens}:
                 raise SystemExit(
                     f"{row}: answers of {sorted(set(lengths))} tokens, expected {args.new_tokens}"
@@ -266,6 +268,8 @@ def main(argv: list[str] | None = None) -> int:
                     "samples_per_s": rate,
                 }
             )
+    for plugin in plugins.values():  # after every row: a closed plugin transforms images without its threads
+        plugin.close()
     if args.json:
         args.json.write_text(json.dumps({"shape": args.shape, "device": name, "rows": rows}, indent=2) + "\n")
     return 0

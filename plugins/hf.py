@@ -204,7 +204,10 @@ class HFModel(HFPrompting, ModelPlugin):
                       int(task.config.generation.get("max_new_tokens", 32)) if task is not None else 32)
         free = total = prompt = None
         if self.device.startswith("cuda"):
-            free, total = torch.cuda.mem_get_info(torch.device(self.device))
+            cuda = torch.device(self.device)
+            free, total = torch.cuda.mem_get_info(cuda)
+            # memory this process's allocator holds but does not use (left by earlier work) is free for us too
+            free += torch.cuda.memory_reserved(cuda) - torch.cuda.memory_allocated(cuda)
             if task is not None and self.family == "chat":  # multi-view tasks, larger images: longer prompts
                 prompt = gen.measure_prompt_tokens(task, self._encode, split=ctx.split,
                                                    template=ctx.prompt_template, settings=ctx.generation)

@@ -86,7 +86,7 @@ class AdaptiveBatcher:
                     future = ahead[2]
                 else:
                     future = pool.submit(prepare, chunk)
-                ahead = None
+                ahead, out_of_memory = None, False
                 try:
                     prepared = future.result()
                     nxt = start + size
@@ -97,7 +97,9 @@ class AdaptiveBatcher:
                 except Exception as exc:  # noqa: BLE001 - only out-of-memory is handled, the rest re-raised
                     if not is_out_of_memory(exc):
                         raise
-                    del exc
+                    out_of_memory = True  # handled after the `except`: its traceback holds the batch's tensors
+                if out_of_memory:
+                    prepared = future = None
                     free_memory()
                     if size == 1:
                         results.append(on_error(chunk[0], MemoryError("out of memory at batch size 1")))

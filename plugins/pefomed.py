@@ -28,6 +28,7 @@ Fine-tuning (`harness finetune`): `train=true`, then the methods of pefomed_trai
 
 from __future__ import annotations
 
+import gc
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -333,12 +334,14 @@ class PeFoMedModel(TrainingMixin, ModelPlugin):
         try:
             return self._generate_batch(requests)
         except torch.cuda.OutOfMemoryError:
-            self.decoder.release()
-            torch.cuda.empty_cache()
-            if len(requests) == 1:
-                return [GenerationOutput(text="", error="CUDA out of memory for this sample")]
-            half = len(requests) // 2
-            return self._generate_split(requests[:half]) + self._generate_split(requests[half:])
+            pass  # freed and retried below: inside `except` the traceback keeps the failed batch's tensors alive
+        self.decoder.release()
+        gc.collect()
+        torch.cuda.empty_cache()
+        if len(requests) == 1:
+            return [GenerationOutput(text="", error="CUDA out of memory for this sample")]
+        half = len(requests) // 2
+        return self._generate_split(requests[:half]) + self._generate_split(requests[half:])
 
     def _generate_batch(self, requests: list[GenerationRequest]) -> list[GenerationOutput]:
         import torch

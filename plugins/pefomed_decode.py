@@ -5,7 +5,8 @@ padding mask, logits of the last position only), written out so that the static 
 and kept between batches: with `cache="static"` and `compile=True` the one-token decoding step is compiled
 once per (batch size, cache length) with CUDA graphs (transformers' `get_compiled_call`, i.e. torch.compile
 with mode="reduce-overhead") instead of once per prompt length. If compilation fails, decoding falls back to
-eager mode with a warning.
+eager mode with a warning (out of memory is raised, for the caller to retry in smaller batches). A kept cache
+that is long enough is reused for shorter batches, so prompts either side of a bucket boundary share one.
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ import logging
 import warnings
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
+
+from harness.plugins.hf_generation import is_out_of_memory
 
 if TYPE_CHECKING:
     import torch
@@ -56,7 +59,9 @@ class Decoder:
         from transformers import StaticCache
 
         length = -(-needed // self.bucket) * self.bucket
-        if self._static is not None and self._static[0] == batch and self._static[1] == length:
+        if self._static is not None and self._static[0] == batch and self._static[1] >= length:
+            # a kept cache that is long enough serves shorter batches too (the mask covers its whole length),
+            # so prompts straddling a bucket boundary do not re-allocate it and recompile the decoding step
             _, _, cache, mask = self._static
             cache.reset()
             mask.fill_(1)
@@ -76,7 +81,7 @@ class Decoder:
         try:
             return step(**inputs)
         except Exception as exc:  # noqa: BLE001 - a compiler failure must not lose the run
-            if not self.compile:
+            if not self.compile or is_out_of_memory(exc):  # out of memory is the caller's to handle (halving)
                 raise
             warnings.warn(
                 f"compiled decoding failed ({type(exc).__name__}: {exc}); decoding in eager mode",
@@ -132,6 +137,8 @@ class Decoder:
                 cache_position=torch.arange(length, device=device),
             )
             last_pos = positions[:, -1:]
+            # decoding positions made once: a tensor built from a Python int each step would copy host-to-device
+            steps = torch.arange(length, length + max_new_tokens, device=device)
             for step in range(max_new_tokens):
                 # a copy: the outputs of a CUDA-graph step are overwritten by the next step
                 logits = result.logits[:, -1, :].to(torch.float32, copy=True)
@@ -145,7 +152,6 @@ class Decoder:
                 if step + 1 == max_new_tokens or (step + 1 >= min_new_tokens and bool(finished.all())):
                     break
                 last_pos = last_pos + 1
-                cache_position = torch.tensor([length + step], device=device)
                 if full_mask is not None:
                     step_mask = full_mask
                 else:
@@ -157,7 +163,7 @@ class Decoder:
                     position_ids=last_pos,
                     past_key_values=cache,
                     use_cache=True,
-                    cache_position=cache_position,
+                    cache_position=steps[step:step + 1],
                 )
         ids = torch.stack(out, dim=1).tolist() if out else [[] for _ in range(batch)]
         stop_set = set(stop_ids)

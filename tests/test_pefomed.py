@@ -167,6 +167,13 @@ def test_batched_generation_equals_one_by_one_and_static_cache_equals_dynamic(pe
     static = load(pefomed_tiny, cache="static", compile="false")
     assert texts(static.generate(requests)) == batched
     assert texts(static.generate(requests[:3])) == batched[:3]  # the kept cache is for another batch size
+    # a kept cache long enough for a shorter prompt is reused (no new cache, no recompiled step), same answers
+    by_length = sorted(requests, key=lambda r: static.embed_requests([r])[0].shape[0], reverse=True)
+    static.decoder.bucket = 1  # every prompt length its own bucket
+    static.generate(by_length[:1])
+    kept = static.decoder._static[2]
+    assert texts(static.generate(by_length[-1:])) == texts(model.generate(by_length[-1:]))
+    assert static.decoder._static[2] is kept
 
     def broken_compiled_step(**inputs):
         raise RuntimeError("inductor failed")
@@ -175,6 +182,15 @@ def test_batched_generation_equals_one_by_one_and_static_cache_equals_dynamic(pe
     with pytest.warns(UserWarning, match="compiled decoding failed .* eager"):
         assert texts(static.generate(requests)) == batched
     assert static.decoder.compile is False
+
+    def out_of_memory_step(**inputs):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    # out of memory in the compiled step is not a compiler failure: halved down to one sample, then an error
+    static.decoder.compile, static.decoder._step = True, out_of_memory_step
+    outputs = static.generate(requests[:2])
+    assert [o.error for o in outputs] == ["CUDA out of memory for this sample"] * 2
+    assert static.decoder.compile is True
 
 
 def test_images_transformed_ahead_by_prefetch_give_the_same_answers(model, phantom):
