@@ -73,7 +73,7 @@ def prepare(spec: RunSpec) -> tuple[Task, Any, dict[str, Any], Path, ModelContex
     if spec.batch_size is not None and spec.batch_size < 1:
         raise UserError(f"--batch-size {spec.batch_size}: expected at least 1")
     task = Task(plugin_manager.tasks().get(spec.task), source=spec.source, data_dir=spec.data_dir)
-    split = spec.split or task.config.test_split
+    split = task.canonical_split(spec.split)
     model_info = plugin_manager.models().get(spec.model)
     kinds = model_info.capabilities.get("task_kinds")
     if kinds and task.kind not in kinds:

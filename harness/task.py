@@ -18,7 +18,7 @@ from typing import Any
 
 from harness.errors import UserError
 from harness.fingerprint import dataset_fingerprint, text_hash
-from harness.loaders import loader_for
+from harness.loaders import canonical_split, loader_for
 from harness.task_config import SourceConfig, TaskConfig
 from harness.types import GenerationRequest, GenerationSettings, Sample
 
@@ -70,8 +70,14 @@ class Task:
         names = ", ".join(s.name for s in local)
         raise UserError(f"task '{cfg.id}' reads local files ({names}): pass --data-dir")
 
-    def samples(self, split: str | None = None) -> list[Sample]:
+    def canonical_split(self, split: str | None = None) -> str:
+        """The split's canonical name ("val" and "validate" are SLAKE's "validation"); the test split if None.
+        A name the task YAML maps itself (source `splits`) is kept as written."""
         split = split or self.config.test_split
+        return split if split in self.source.splits else canonical_split(self.source.format, split)
+
+    def samples(self, split: str | None = None) -> list[Sample]:
+        split = self.canonical_split(split)
         if split not in self._samples:
             module = loader_for(self.source.format)
             loaded = module.load(self.source, split, self.data_dir, self.kind)
@@ -108,20 +114,20 @@ class Task:
     def size_note(self, split: str | None = None) -> str | None:
         """Why a split's size differs from the task YAML's expected size (None when it matches or none is
         given); loads the split if needed. Meant to be recorded with results."""
-        split = split or self.config.test_split
+        split = self.canonical_split(split)
         self.samples(split)
         return self._size_notes.get(split)
 
     def skipped_note(self, split: str | None = None) -> str | None:
         """The warning about samples skipped for a null or blank reference (count and up to three records), or
         None when none was; loads the split if needed. Meant to be recorded with results."""
-        split = split or self.config.test_split
+        split = self.canonical_split(split)
         self.samples(split)
         return self._skipped_notes.get(split)
 
     def skipped_records(self, split: str | None = None) -> list[str]:
         """Every record skipped for a null or blank reference ("record 7 (qid 8)"), in file order."""
-        split = split or self.config.test_split
+        split = self.canonical_split(split)
         self.samples(split)
         return list(self._skipped.get(split, []))
 
@@ -129,7 +135,7 @@ class Task:
         return self.samples(self.config.train_split)
 
     def fingerprint(self, split: str | None = None) -> str:
-        split = split or self.config.test_split
+        split = self.canonical_split(split)
         if split not in self._fingerprints:
             self._fingerprints[split] = dataset_fingerprint(self.samples(split))
         return self._fingerprints[split]

@@ -247,6 +247,21 @@ def test_slake_missing_validation_names_both_file_names(tmp_path, phantom):
         task("slake", tmp_path).samples("validation")
 
 
+def test_slake_validation_aliases_are_one_run(tmp_path, phantom):
+    """--split validate / val / validation read the same file: one run directory and one recorded split."""
+    from harness import runner
+
+    write_slake(tmp_path / "data", phantom)
+    seen = set()
+    for alias in ("validation", "validate", "val"):
+        spec = runner.RunSpec(model="constant", task="slake", split=alias, data_dir=tmp_path / "data",
+                              output=tmp_path / "runs", progress=False)
+        _, _, manifest, out_dir, _ = runner.prepare(spec)
+        seen.add((manifest["task"]["split"], out_dir.name))
+    assert len(seen) == 1
+    assert next(iter(seen))[0] == "validation"
+
+
 def test_data_dir_matching_no_format_lists_every_expectation(tmp_path):
     (tmp_path / "notes.txt").write_text("nothing here")
     with pytest.raises(UserError) as err:

@@ -7,7 +7,9 @@ warns about them) and, for local formats,
     expected_files(source: SourceConfig, split: str) -> list[str]   # relative to the data dir
 so that a missing data dir gets an error that lists which files were expected where, and
     OPTIONS: tuple[str, ...]   # the keys its sources may set under `options`
-so that a misspelt option is an error at the task file's line instead of a silently ignored setting.
+so that a misspelt option is an error at the task file's line instead of a silently ignored setting. Optionally
+    SPLIT_ALIASES: dict[str, str]   # other names of a split -> its canonical name ("val" -> "validation")
+so that one split typed three ways is one run (one run id, one leaderboard row), not three.
 Samples carry `fields["answer_type"]` as "OPEN"/"CLOSED" for VQA (decided by the source's closed_rule).
 Loaders import heavy libraries (datasets) inside `load` only.
 """
@@ -41,3 +43,8 @@ def unknown_options(fmt: str, options: dict[str, object]) -> tuple[list[str], tu
     """(option keys the format does not read, the ones it does) for a source's `options`."""
     allowed = tuple(loader_for(fmt).OPTIONS)
     return sorted(set(options) - set(allowed)), allowed
+
+
+def canonical_split(fmt: str, split: str) -> str:
+    """The canonical name of a split for a format (its SPLIT_ALIASES), or the split itself."""
+    return dict(getattr(loader_for(fmt), "SPLIT_ALIASES", {})).get(split, split)

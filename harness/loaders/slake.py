@@ -22,12 +22,12 @@ from harness.loaders.mevf_json import read_records, vqa_samples
 from harness.task_config import SourceConfig
 
 OPTIONS = ("files", "q_lang", "image_dir")
+# Other names users type for the validation split; a run records (and is identified by) the canonical name.
+SPLIT_ALIASES = {"validate": "validation", "val": "validation", "dev": "validation"}
 
 FILES: dict[str, tuple[str, ...]] = {
     "train": ("train.json",),
     "validation": ("validate.json", "validation.json"),
-    "validate": ("validate.json", "validation.json"),
-    "val": ("validate.json", "validation.json"),
     "test": ("test.json",),
 }
 IMAGE_DIR = "imgs"
@@ -49,6 +49,7 @@ SLAKE_FIELDS = {
 def _candidates(source: SourceConfig, split: str) -> tuple[str, ...]:
     files = source.options.get("files") or {}
     name = source.split_name(split)
+    name = name if name in files else SPLIT_ALIASES.get(name, name)
     if name in files:
         return (str(files[name]),)
     if name not in FILES:
