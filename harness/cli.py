@@ -2,7 +2,8 @@
 
 Start-up stays cheap: only argparse and the command modules' parsers are imported here; each command
 imports what it needs when it runs. User mistakes (UserError, and OSError on a path such as an --output
-that is a file) print one line and exit non-zero. SIGTERM stops a command the way Ctrl-C does (exit 143).
+that is a file) print one line and exit non-zero, and so does a missing optional extra (harness/extras.py).
+SIGTERM stops a command the way Ctrl-C does (exit 143).
 """
 
 from __future__ import annotations
@@ -64,6 +65,14 @@ def main(argv: list[str] | None = None) -> int:
         if exc.filename is None:
             raise
         print(f"error: cannot use {exc.filename}: {exc.strerror or exc}", file=sys.stderr)
+        return 2
+    except ModuleNotFoundError as exc:  # an optional extra is not installed (light core)
+        from harness.extras import missing_extra_message
+
+        message = missing_extra_message(exc.name)
+        if message is None:
+            raise
+        print(f"error: {message}", file=sys.stderr)
         return 2
     except KeyboardInterrupt as exc:
         how = "terminated" if isinstance(exc, Terminated) else "interrupted"

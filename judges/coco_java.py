@@ -48,7 +48,7 @@ def coco_dir() -> Path:
     except ImportError:
         raise UserError(
             "the lexical judge needs the 'pycocoevalcap' and 'rouge-score' packages: "
-            "pip install 'medvlm-harness[lexical]'"
+            "pip install -e '.[lexical]'"
         ) from None
     folder = Path(next(iter(pycocoevalcap.__path__))).resolve()  # a namespace package: no __file__
     for rel in (PTB_JAR, METEOR_JAR, PARAPHRASE_TABLE):

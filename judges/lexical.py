@@ -82,7 +82,7 @@ class LexicalJudge(JudgePlugin):
         try:
             import rouge_score  # noqa: F401
         except ImportError:
-            raise UserError("the lexical judge needs 'rouge-score': pip install 'medvlm-harness[lexical]'") from None
+            raise UserError("the lexical judge needs 'rouge-score': pip install -e '.[lexical]'") from None
         if self.spice:
             from harness.judges.coco_spice import spice_dir
 

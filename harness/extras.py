@@ -1,0 +1,47 @@
+"""Which optional extra provides a missing import, and the install command for it (a checkout install).
+
+The light core (`pip install -e .`) runs the prior baseline, the exact judge and scoring of saved predictions;
+model backends and some judges live in extras. A command that reaches a missing heavy import gets one line
+naming the extra and the command that installs it (cli.main), never a ModuleNotFoundError traceback.
+"""
+
+from __future__ import annotations
+
+# top-level module -> extra that installs it
+MODULE_EXTRA: dict[str, str] = {
+    "torch": "hf",
+    "transformers": "hf",
+    "peft": "hf",
+    "accelerate": "hf",
+    "safetensors": "hf",
+    "tokenizers": "hf",
+    "huggingface_hub": "hf",
+    "vllm": "vllm",
+    "pycocoevalcap": "lexical",
+    "rouge_score": "lexical",
+    "openai": "llm",
+    "anthropic": "llm",
+    "httpx2": "llm",
+    "sentence_transformers": "semantic",
+    "bert_score": "semantic",
+}
+# extras whose torch must be the CPU build on a machine without a GPU (an unpinned torch pulls CUDA wheels)
+TORCH_EXTRAS = ("hf", "semantic")
+
+
+def install_hint(extra: str) -> str:
+    """The command that installs an extra into a checkout install."""
+    if extra == "vllm":
+        return "pip install -e '.[vllm]' on a GPU machine (on CPU: bash scripts/vllm-venv)"
+    if extra in TORCH_EXTRAS:
+        return f"pip install torch==2.13.0 && pip install -e '.[{extra}]' (or a CUDA torch on a GPU machine)"
+    return f"pip install -e '.[{extra}]'"
+
+
+def missing_extra_message(module: str | None) -> str | None:
+    """One line for a ModuleNotFoundError of an optional dependency, or None when it is not one."""
+    top = (module or "").split(".")[0]
+    extra = MODULE_EXTRA.get(top)
+    if extra is None:
+        return None
+    return f"this needs '{top}', from the {extra} extra: {install_hint(extra)}"

@@ -1,0 +1,55 @@
+"""The light core (no torch, transformers or peft installed): what it runs works, what needs an extra says so."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+# Runs the CLI in a Python where the hf extra's modules cannot be imported (as after `pip install -e .`).
+WITHOUT_HF = """
+import sys
+for name in ("torch", "transformers", "peft", "accelerate"):
+    sys.modules[name] = None
+from harness.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def harness_without_hf(tmp_path: Path, *argv: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "HARNESS_CACHE_DIR": str(tmp_path / "cache"), "HF_HUB_OFFLINE": "1"}
+    return subprocess.run([sys.executable, "-c", WITHOUT_HF, *argv], capture_output=True, text=True, env=env,
+                          cwd=tmp_path)
+
+
+def assert_names_the_hf_extra(proc: subprocess.CompletedProcess[str]) -> None:
+    assert proc.returncode == 2, proc.stderr
+    assert "Traceback" not in proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert lines[-1].startswith("error: this needs 'torch', from the hf extra: pip install torch==2.13.0 && "
+                                "pip install -e '.[hf]'"), proc.stderr
+
+
+def test_model_runs_needing_torch_name_the_extra(tmp_path):
+    for model in ("tiny-vlm", "llava-1.5-7b"):
+        proc = harness_without_hf(tmp_path, "run", "--model", model, "--task", "phantom-vqa", "--limit", "2",
+                                  "--output", str(tmp_path / model), "--no-progress")
+        assert_names_the_hf_extra(proc)
+
+
+def test_finetune_and_convert_name_the_extra(tmp_path):
+    proc = harness_without_hf(tmp_path, "finetune", "--model", "tiny-vlm", "--task", "phantom-vqa",
+                              "--out", str(tmp_path / "adapter"), "--max-steps", "1")
+    assert_names_the_hf_extra(proc)
+    (tmp_path / "ckpt.pth").write_bytes(b"not a checkpoint")
+    proc = harness_without_hf(tmp_path, "convert", "pefomed-checkpoint", str(tmp_path / "ckpt.pth"),
+                              "--out", str(tmp_path / "converted"))
+    assert_names_the_hf_extra(proc)
+
+
+def test_prior_baseline_and_exact_judge_run_without_torch(tmp_path):
+    proc = harness_without_hf(tmp_path, "run", "--model", "prior", "--task", "phantom-vqa", "--limit", "20",
+                              "--judge", "exact", "--output", str(tmp_path / "prior"), "--no-progress")
+    assert proc.returncode == 0, proc.stderr
+    assert list((tmp_path / "prior").rglob("results.json"))
