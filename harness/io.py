@@ -2,7 +2,8 @@
 an exclusive lock per folder so that two harness processes never change the same run or leaderboard at once.
 
 Atomic writes keep the mode of the file they replace (a new file gets the usual mode under the umask, not
-mkstemp's private 0600), so a shared results folder or leaderboard stays readable to others.
+mkstemp's private 0600), so a shared results folder or leaderboard stays readable to others. Reading a JSON
+document a user may have edited (read_json_object) gives a one-line error naming the file.
 """
 
 from __future__ import annotations
@@ -53,6 +54,20 @@ def atomic_write_text(path: Path, text: str) -> None:
 
 def atomic_write_json(path: Path, data: Any) -> None:
     atomic_write_text(path, json.dumps(data, indent=2, ensure_ascii=False, sort_keys=False) + "\n")
+
+
+def read_json_object(path: Path) -> dict[str, Any]:
+    """A JSON file that must hold an object (a manifest, an adapter_config.json); a one-line error naming the
+    file when it is unreadable, not JSON, or not an object."""
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise UserError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno})") from None
+    except UnicodeDecodeError:
+        raise UserError(f"{path}: not valid JSON (not UTF-8 text)") from None
+    if not isinstance(data, dict):
+        raise UserError(f"{path}: expected a JSON object, found {type(data).__name__}")
+    return data
 
 
 def atomic_write_jsonl(path: Path, rows: Iterable[dict[str, Any]]) -> None:

@@ -17,7 +17,7 @@ from typing import Any
 from harness import plugin_manager
 from harness.errors import UserError
 from harness.fingerprint import config_hash, directory_hash, text_hash
-from harness.io import append_jsonl, atomic_write_json, exclusive, iter_batches, read_jsonl
+from harness.io import append_jsonl, atomic_write_json, exclusive, iter_batches, read_json_object, read_jsonl
 from harness.model_api import ModelContext
 from harness.paths import cache_dir
 from harness.results import write_results
@@ -140,9 +140,7 @@ def prepare(spec: RunSpec) -> tuple[Task, Any, dict[str, Any], Path, ModelContex
 def _claim_run_dir(out_dir: Path, manifest: dict[str, Any]) -> dict[str, Any]:
     path = out_dir / MANIFEST_FILE
     if path.exists():
-        import json
-
-        existing = json.loads(path.read_text())
+        existing = read_json_object(path)
         if existing.get("run_id") != manifest["run_id"]:
             raise UserError(
                 f"{out_dir} holds run '{existing.get('run_id')}', not '{manifest['run_id']}' (different model, "

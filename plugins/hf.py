@@ -44,6 +44,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from harness.errors import UserError
+from harness.io import read_json_object
 from harness.model_api import ModelContext, ModelPlugin
 from harness.plugins import hf_generation as gen
 from harness.plugins.hf_presets import (
@@ -220,14 +221,12 @@ class HFModel(HFPrompting, ModelPlugin):
     # ---- adapters ------------------------------------------------------------------------------------
     def _load_adapter(self, folder: Path) -> None:
         """Load a PEFT adapter, check on a probe input that it changes the logits, merge it (by default)."""
-        import json
-
         from peft import PeftModel
 
         config_path = folder / "adapter_config.json"
         if not config_path.is_file():
             raise UserError(f"--adapter {folder}: no adapter_config.json (expected a folder saved by PEFT)")
-        targets = json.loads(config_path.read_text()).get("target_modules")
+        targets = read_json_object(config_path).get("target_modules")
         no_match = (f"adapter modules did not match any layer of {self.opts['model']}: --adapter {folder} "
                     f"(target_modules {targets!r})")
         try:

@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from harness.errors import UserError
+from harness.io import read_json_object
 
 if TYPE_CHECKING:
     import torch
@@ -390,7 +391,7 @@ def read_converted(adapter_dir: Path) -> tuple[dict[str, Any], dict[str, Any]]:
     absent = [k for k in PROJECTION_KEYS if k not in projection]
     if absent:
         raise UserError(f"{adapter_dir / PROJECTION_FILE} lacks {', '.join(absent)}")
-    config = json.loads((adapter_dir / ADAPTER_CONFIG).read_text())
+    config = read_json_object(adapter_dir / ADAPTER_CONFIG)
     if config.get("peft_type", "LORA") != "LORA":
         raise UserError(
             f"{adapter_dir / ADAPTER_CONFIG}: peft_type {config.get('peft_type')!r}, expected 'LORA'"

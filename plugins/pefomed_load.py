@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.errors import UserError
+from harness.io import read_json_object
 from harness.plugins import pefomed_arch as arch
 from harness.plugins import pefomed_checkpoint as ckpt
 
@@ -109,7 +110,7 @@ def load_parts(spec: LoadSpec) -> Parts:
         path = Path(spec.vision_config).expanduser()
         if not path.is_file():
             raise UserError(f"--model-args vision_config={path}: no such file")
-        overrides = json.loads(path.read_text())
+        overrides = read_json_object(path)
     config = arch.vision_config(overrides, attn="eager" if opts["attn"] == "eager" else "sdpa")
     tokenizer = AutoTokenizer.from_pretrained(str(spec.llm_path))
     if opts.get("embed_only"):

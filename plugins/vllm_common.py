@@ -9,7 +9,6 @@ Nothing here imports vLLM or torch at module level.
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +16,7 @@ from typing import Any
 
 from harness.errors import UserError
 from harness.flags import parse_flag
+from harness.io import read_json_object
 
 #: LoRA ranks vLLM accepts for `max_lora_rank` (an adapter of rank r needs the smallest one >= r)
 LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)
@@ -91,10 +91,7 @@ def read_adapter(path: Path | str, what: str = "--adapter") -> AdapterInfo:
         raise UserError(f"{what} {path}: no adapter_config.json (expected a PEFT LoRA adapter folder)")
     if not any((path / n).is_file() for n in ("adapter_model.safetensors", "adapter_model.bin")):
         raise UserError(f"{what} {path}: no adapter_model.safetensors or adapter_model.bin")
-    try:
-        config = json.loads(config_file.read_text())
-    except json.JSONDecodeError as exc:
-        raise UserError(f"{config_file}: not valid JSON ({exc.msg} at line {exc.lineno})") from None
+    config = read_json_object(config_file)
     if config.get("peft_type", "LORA") != "LORA":
         raise UserError(f"{config_file}: peft_type {config.get('peft_type')!r}; vLLM serves LoRA adapters only")
     rank = config.get("r")

@@ -53,7 +53,10 @@ def test_unusable_paths_and_settings_are_one_line(tmp_path):
         ([*run, "--output", str(tmp_path / "runs"), "--max-new-tokens", "0"], "max_new_tokens=0"),
         ([*run, "--output", str(tmp_path / "runs"), "--temperature", "-1"], "temperature=-1.0"),
         ([*run, "--output", str(tmp_path / "runs"), "--batch-size", "-1"], "--batch-size -1: expected at least 1"),
+        ([*run, "--output", str(tmp_path / "edited")], f"{tmp_path / 'edited' / 'run.json'}: not valid JSON"),
     ]
+    (tmp_path / "edited").mkdir()
+    (tmp_path / "edited" / "run.json").write_text('{"run_id": "x",')
     for args, expected in cases:
         proc = cli(*args)
         lines = [line for line in proc.stderr.splitlines() if line.strip()]

@@ -207,6 +207,10 @@ def test_adapter_matching_no_layer_is_a_user_error(models_dir, tmp_path):
     with pytest.raises(UserError, match="adapter modules did not match any layer"):
         hf_model(models_dir["llava"], task, adapter=nothing)
 
+    (nothing / "adapter_config.json").write_text('{"target_modules": ["q_proj",]}')  # a hand edit gone wrong
+    with pytest.raises(UserError, match=r"adapter_config\.json: not valid JSON \(.* at line 1 column"):
+        hf_model(models_dir["llava"], task, adapter=nothing)
+
     # Module names that match but weight names with a wrapper prefix: PEFT only warns, the probe catches it.
     prefixed = tiny_models.lora_adapter(models_dir["llava"], tmp_path / "a2")
     weights = load_file(prefixed / "adapter_model.safetensors")

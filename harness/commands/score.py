@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 from harness.commands.judge_options import add_judge_options, judge_ids, judge_settings
@@ -46,7 +45,7 @@ def _score(args: argparse.Namespace, path: Path, out_dir: Path) -> int:
     """Score the predictions at `path` (checked by `main`) into `out_dir`, which `main` holds locked."""
     from harness import plugin_manager
     from harness.external import external_manifest, read_external_predictions
-    from harness.io import atomic_write_jsonl, read_jsonl
+    from harness.io import atomic_write_jsonl, read_json_object, read_jsonl
     from harness.results import write_results
     from harness.scoring import MANIFEST_FILE, PREDICTIONS_FILE, apply_judges, build_judges
     from harness.summary import results_summary
@@ -55,7 +54,7 @@ def _score(args: argparse.Namespace, path: Path, out_dir: Path) -> int:
         manifest_path = path / MANIFEST_FILE
         if not manifest_path.exists() or not (path / PREDICTIONS_FILE).exists():
             raise UserError(f"{path} is not a run directory: expected {MANIFEST_FILE} and {PREDICTIONS_FILE}")
-        manifest = json.loads(manifest_path.read_text())
+        manifest = read_json_object(manifest_path)
         # in place (locked), a torn last line from a kill is cut off; read from elsewhere, it is only skipped
         rows = read_jsonl(path / PREDICTIONS_FILE, repair_tail=not args.output, skip_torn_tail=bool(args.output))
         records = list({r["id"]: r for r in rows}.values())
