@@ -47,7 +47,11 @@ class PluginInfo:
 
 @dataclass
 class ModelInfo(PluginInfo):
-    """A model plugin. `loader` yields a class `Cls(args: dict[str, str], context: ModelContext)`."""
+    """A model plugin. `loader` yields a class `Cls(args: dict[str, str], context: ModelContext)`.
+
+    `capabilities` should say `task_kinds` (which task kinds it answers) and `adapters: True` when it loads
+    `--adapter DIR` (context.adapter); `harness run --adapter` refuses a model that does not say so.
+    """
 
 
 @dataclass

@@ -78,6 +78,11 @@ def prepare(spec: RunSpec) -> tuple[Task, Any, dict[str, Any], Path, ModelContex
     kinds = model_info.capabilities.get("task_kinds")
     if kinds and task.kind not in kinds:
         raise UserError(f"model '{model_info.id}' handles {'/'.join(kinds)} tasks, not '{task.kind}' ({task.id})")
+    if spec.adapter is not None and not model_info.capabilities.get("adapters"):
+        takes = [i for i, m in plugin_manager.models().items() if m.capabilities.get("adapters")
+                 and "family" not in m.capabilities]  # presets are listed as one
+        raise UserError(f"--adapter {spec.adapter}: model '{model_info.id}' does not load adapters (models that do: "
+                        f"{', '.join(takes)} and the hf presets)")
     if spec.adapter is not None and not Path(spec.adapter).is_dir():
         raise UserError(f"--adapter {spec.adapter} is not a directory (expected a PEFT adapter folder)")
     adapter_hash = directory_hash(spec.adapter) if spec.adapter else None

@@ -68,6 +68,6 @@ def register_models(register) -> None:
             loader="harness.plugins.vllm_backend:VLLMModel",
             description="Models on vLLM: supported VLMs (model=...), PeFoMed through prompt_embeds (arch=pefomed), "
             "LoRA adapters with an effect probe; offline engine or a vLLM server (base_url=...); needs the vllm extra",
-            capabilities={"task_kinds": kinds, "needs_weights": True},
+            capabilities={"task_kinds": kinds, "needs_weights": True, "adapters": True},
         )
     )

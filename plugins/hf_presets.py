@@ -211,8 +211,8 @@ def _load_preset_class(preset_id: str) -> Any:
 
 def preset_capabilities(preset: HFPreset) -> dict[str, Any]:
     caps: dict[str, Any] = {"task_kinds": list(preset.task_kinds), "needs_weights": True, "backend": "hf",
-                            "hub_id": preset.hub_id, "revision": preset.revision, "family": preset.family,
-                            "params_b": preset.params_b}
+                            "adapters": True, "hub_id": preset.hub_id, "revision": preset.revision,
+                            "family": preset.family, "params_b": preset.params_b}
     if preset.notes:
         caps["notes"] = preset.notes
     return caps
@@ -227,14 +227,14 @@ def model_infos() -> list[ModelInfo]:
             description="Any Hugging Face image-text-to-text checkpoint: --model-args "
             "model=<hub id or path>[,revision=<sha>]",
             aliases=["transformers", "huggingface"],
-            capabilities={"task_kinds": list(ALL_KINDS), "needs_weights": True, "backend": "hf"},
+            capabilities={"task_kinds": list(ALL_KINDS), "needs_weights": True, "backend": "hf", "adapters": True},
         ),
         ModelInfo(
             id="tiny-vlm",
             loader="harness.plugins.tiny_vlm:TinyVLM",
             description="Tiny LLaVA-architecture model built and pretrained offline on phantom data (the fine-tuning "
             "demo; --model-args base=random for the untrained one)",
-            capabilities={"task_kinds": list(ALL_KINDS), "needs_weights": False, "backend": "hf",
+            capabilities={"task_kinds": list(ALL_KINDS), "needs_weights": False, "backend": "hf", "adapters": True,
                           "hub_id": "(built locally)", "revision": "local"},
         ),
     ]

@@ -24,6 +24,8 @@ def cli(*args: str) -> subprocess.CompletedProcess:
         (["run", "--model", "prior", "--task", "slake", "--data-dir", "/nonexistent/slake"], "/nonexistent/slake"),
         (["run", "--model", "prior", "--task", "phantom-vqa", "--model-args", "bogus"], "expected KEY=VALUE"),
         (["score", "/nonexistent/preds.jsonl"], "does not exist"),
+        (["run", "--model", "prior", "--task", "phantom-vqa", "--adapter", "."],
+         "--adapter .: model 'prior' does not load adapters (models that do: "),
     ],
 )
 def test_user_mistakes_are_one_line(args, expected):
