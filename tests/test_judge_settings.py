@@ -4,6 +4,7 @@ none of them accepts is a one-line error naming it and the keys they do accept, 
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -36,6 +37,16 @@ def test_misspelt_judge_arg_is_an_error_listing_the_accepted_keys(tmp_path):
     assert "Did you mean 'rouge_stemmer'?" in line
     assert "meteor_table, meteor_workers, rouge_stemmer, spice" in line
     assert not (tmp_path / "out" / "results.json").exists()
+
+
+def test_the_judge_arg_example_in_help_works(tmp_path):
+    preds = write(tmp_path / "preds.jsonl", REPORTS)
+    for command in ("run", "score"):
+        example = re.search(r"e\.g\. --judge-arg (\w+=\w+)", re.sub(r"\s+", " ", cli(command, "--help").stdout))
+        assert example, f"harness {command} --help gives no --judge-arg example"
+        proc = cli("score", str(preds), "--task-type", "report", "--judge", "lexical", "--judge-arg", example.group(1),
+                   "--output", str(tmp_path / command))
+        assert proc.returncode == 0, proc.stderr
 
 
 def test_judge_without_settings_and_dedicated_flags(tmp_path):

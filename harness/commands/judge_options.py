@@ -26,7 +26,7 @@ def add_judge_options(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--allow-external-judge", action="store_true",
                    help="allow sending a credentialed task's data to an external API judge")
     g.add_argument("--judge-arg", action="append", default=[], metavar="KEY=VALUE",
-                   help="extra judge setting (repeatable), e.g. --judge-arg cleaning=r2gen")
+                   help="extra judge setting (repeatable), e.g. --judge-arg rouge_stemmer=true")
 
 
 def judge_ids(args: argparse.Namespace, defaults: list[str]) -> list[str]:
