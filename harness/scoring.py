@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import difflib
 import re
+import sys
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -132,6 +133,25 @@ def build_judges(
     return [_construct(cls, conv, keys, settings, task_kind, credentialed, progress) for cls, conv, keys in loaded]
 
 
+# record keys that are the sample's texts or the run's accounting, not fields to slice metrics by
+NOT_BREAKDOWN_FIELDS = frozenset({"id", "question", "answer", "prediction", "error", "images", "prompt_tokens",
+                                  "completion_tokens", "cost_usd", "time_s"})
+
+
+def warn_absent_breakdowns(records: list[dict[str, Any]], breakdown_keys: list[str]) -> list[str]:
+    """Breakdown keys no record has a value for (a misspelt --breakdown or YAML `breakdowns`, or a field this
+    source does not carry): one `warning:` line naming them and the fields the records do have."""
+    absent = [k for k in breakdown_keys if not any(r.get(k) not in (None, "") for r in records)]
+    if absent and records:
+        present = sorted({k for r in records for k, v in r.items()
+                          if isinstance(v, (str, int, float)) and v != "" and k not in NOT_BREAKDOWN_FIELDS})
+        hint = difflib.get_close_matches(absent[0], present, n=1)
+        print(f"warning: breakdown {', '.join(repr(k) for k in absent)} is in no sample, so it is left out"
+              + (f" (did you mean {hint[0]!r}?)" if hint else "")
+              + f"; fields the samples have: {', '.join(present) or 'none'}", file=sys.stderr)
+    return absent
+
+
 def apply_judges(
     out_dir: Path, records: list[dict[str, Any]], judges: list[JudgePlugin], breakdown_keys: list[str],
     cluster_key: str | None = None,
@@ -140,6 +160,7 @@ def apply_judges(
     `cluster_key`: the record field grouping dependent samples, resampled together for the intervals."""
     scorable = [r for r in records if not r.get("error")]
     excluded = len(records) - len(scorable)
+    warn_absent_breakdowns(records, breakdown_keys)
     entries = []
     for judge in judges:
         started = time.perf_counter()

@@ -85,3 +85,15 @@ def test_rescore_a_run_directory_without_generating(tmp_path):
     assert [(j["id"], j["convention"]) for j in results["judges"]] == [("exact", "pefomed"),
                                                                         ("exact", "multimedeval")]
     assert "multimedeval_class" in results["judges"][1]["breakdowns"]
+
+
+def test_a_breakdown_field_in_no_sample_is_named_in_a_warning(tmp_path):
+    preds = write_preds(tmp_path / "preds.jsonl", ROWS)
+    proc = cli("score", str(preds), "--task-type", "vqa", "--judge", "exact", "--breakdown", "question_typ",
+               "--breakdown", "answer_type", "--output", str(tmp_path / "out"))
+    assert proc.returncode == 0, proc.stderr
+    warnings = [line for line in proc.stderr.splitlines() if line.startswith("warning: breakdown")]
+    assert warnings == ["warning: breakdown 'question_typ' is in no sample, so it is left out (did you mean "
+                        "'question_type'?); fields the samples have: answer_type, question_type"]
+    (judge,) = json.loads((tmp_path / "out" / "results.json").read_text())["judges"]
+    assert list(judge["breakdowns"]) == ["answer_type"]
