@@ -77,6 +77,7 @@ class TaskConfig:
     judges: list[str] = field(default_factory=list)
     breakdowns: list[str] = field(default_factory=list)
     plugin: str = ""
+    judges_line: int = 0  # where `judges:` is in the file, for errors about a judge id it names
 
     @property
     def credentialed(self) -> bool:
@@ -140,7 +141,7 @@ def load_task_config(path: Path) -> TaskConfig:
                 "a vqa prompt must contain the placeholder {question}"
             )
     fields = {k: v for k, v in data.items() if k != "sources"}
-    return TaskConfig(sources=sources, path=path, **fields)
+    return TaskConfig(sources=sources, path=path, judges_line=line_of(lines, ("judges",)), **fields)
 
 
 def _check_formats(sources: list[SourceConfig], path: Path, lines: dict[Any, int]) -> None:
