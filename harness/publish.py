@@ -158,10 +158,15 @@ def _publish(inputs: list[Path], output: Path) -> tuple[dict[str, Any], list[str
     candidates = list(rows.values()) + [row for path in find_results(inputs) for row in rows_from_results(path)]
     check_fingerprints(candidates)
     notices = []
+    published = {id(r) for r in rows.values()}  # rows already on the leaderboard
     for row in candidates[len(rows):]:
         old = rows.get(row_key(row))
         if old is None or prefer(row, old):
             rows[row_key(row)] = row
+            # a row given in this call and displaced by a later one is skipped just the same (same notice in
+            # either order); a row already on the board is replaced as usual
+            if old is not None and id(old) not in published:
+                notices.append(f"skipped {describe(old)}: {_why_not(old, row)} run {row['provenance']['run_id']}")
         else:
             notices.append(f"skipped {describe(row)}: {_why_not(row, old)} run {old['provenance']['run_id']}")
     ordered = sorted(rows.values(), key=lambda r: (r["task"], r["split"], str(r.get("source")), r["judge"],

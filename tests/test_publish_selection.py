@@ -53,6 +53,11 @@ def test_partial_runs_never_replace_complete_ones(tmp_path):
     skipped = [line for line in proc.stderr.splitlines() if line.startswith("note: skipped")]
     assert len(skipped) == 1 and "n=5 of 361" in skipped[0] and "keeps the complete run" in skipped[0]
 
+    # The same two runs given the other way round (partial first) into a new board: the same notice.
+    proc = harness("publish", str(smoke), str(full), "-o", str(tmp_path / "other.json"))
+    assert rows(tmp_path / "other.json") == [("test", "default", 361, 361, False)]
+    assert [line for line in proc.stderr.splitlines() if line.startswith("note: skipped")] == skipped
+
     # Another prompt variant and another split are rows of their own, not replacements.
     proc = harness("publish", str(smoke_prompt), str(train), "-o", str(board))
     assert sorted(rows(board)) == [("test", "default", 361, 361, False), ("test", "pefomed", 5, 361, True),
