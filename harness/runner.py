@@ -8,6 +8,7 @@ are appended and fsync'd batch by batch; a kill loses at most the batch in fligh
 
 from __future__ import annotations
 
+import sys
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -212,7 +213,8 @@ def generate(spec: RunSpec, task: Task, model_info: Any, manifest: dict[str, Any
     from tqdm import tqdm
 
     bar = tqdm(total=len(selected), initial=len(selected) - len(pending), unit="sample",
-               desc=f"{task.id} / {model_info.id}", disable=not spec.progress, dynamic_ncols=True)
+               desc=f"{task.id} / {model_info.id}", disable=not spec.progress, dynamic_ncols=True,
+               mininterval=0.1 if sys.stderr.isatty() else 30.0)  # a log file gets a line every 30 s
     prefetch = getattr(model, "prefetch", None)
 
     def build(batch: list[Sample]) -> _Batch:

@@ -337,6 +337,7 @@ def test_finetuned_tiny_vlm_beats_the_prior_on_closed_questions(tmp_path):
         result = harness("run", *model, "--task", "phantom-vqa", "--judge", "exact", "--runs-dir",
                          str(tmp_path / "runs"), "--no-progress")
         assert result.returncode == 0, result.stderr
+        assert "Loading weights" not in result.stderr and "%|" not in result.stderr, "--no-progress shows bars"
         path = result.stdout.strip().splitlines()[-1].split("results: ", 1)[1]
         results = json.loads(Path(path).read_text())
         return results["judges"][0]["breakdowns"]["answer_type"]["CLOSED"]["accuracy"]["value"]

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import sys
 import time
 from dataclasses import replace
 from typing import Any
@@ -155,7 +156,7 @@ class ProviderClient:
         from tqdm import tqdm
 
         bar = tqdm(total=len(todo), disable=not progress, desc=f"{self.provider}:{self.model}", unit="call",
-                   leave=False)
+                   leave=False, mininterval=0.1 if sys.stderr.isatty() else 30.0)  # a log: a line every 30 s
         saved = 0
 
         def on_result(key: str, result: ChatResult) -> None:
