@@ -19,6 +19,7 @@ from typing import Any
 from harness import plugin_manager
 from harness.aggregate import summarize
 from harness.errors import UserError
+from harness.external import NOT_BREAKDOWNS
 from harness.io import atomic_write_jsonl, read_jsonl
 from harness.judge_api import JudgeOptions, JudgePlugin
 
@@ -133,18 +134,13 @@ def build_judges(
     return [_construct(cls, conv, keys, settings, task_kind, credentialed, progress) for cls, conv, keys in loaded]
 
 
-# record keys that are the sample's texts or the run's accounting, not fields to slice metrics by
-NOT_BREAKDOWN_FIELDS = frozenset({"id", "question", "answer", "prediction", "error", "images", "prompt_tokens",
-                                  "completion_tokens", "cost_usd", "time_s"})
-
-
 def warn_absent_breakdowns(records: list[dict[str, Any]], breakdown_keys: list[str]) -> list[str]:
     """Breakdown keys no record has a value for (a misspelt --breakdown or YAML `breakdowns`, or a field this
     source does not carry): one `warning:` line naming them and the fields the records do have."""
     absent = [k for k in breakdown_keys if not any(r.get(k) not in (None, "") for r in records)]
     if absent and records:
         present = sorted({k for r in records for k, v in r.items()
-                          if isinstance(v, (str, int, float)) and v != "" and k not in NOT_BREAKDOWN_FIELDS})
+                          if isinstance(v, (str, int, float)) and v != "" and k not in NOT_BREAKDOWNS})
         hint = difflib.get_close_matches(absent[0], present, n=1)
         print(f"warning: breakdown {', '.join(repr(k) for k in absent)} is in no sample, so it is left out"
               + (f" (did you mean {hint[0]!r}?)" if hint else "")

@@ -30,8 +30,11 @@ def first_error(results: dict[str, Any], width: int = 200) -> str | None:
 
 def results_summary(results: dict[str, Any], max_breakdowns: int = 1, max_values: int = 8) -> str:
     task, model = results["task"], results["model"]
-    lines = [f"{model.get('label', model['id'])} on {task['id']} v{task['version']} ({task['split']}, n={task['n']}, "
-             f"data {task['fingerprint']})"]
+    if task["version"] == "external":  # harness score on a predictions file made elsewhere
+        what = f"{task['id']} (predictions file, n={task['n']}, data {task['fingerprint']})"
+    else:
+        what = f"{task['id']} v{task['version']} ({task['split']}, n={task['n']}, data {task['fingerprint']})"
+    lines = [f"{model.get('label', model['id'])} on {what}"]
     errors = results["errors"]["count"]
     if errors:
         first = first_error(results)

@@ -36,6 +36,7 @@ def test_score_external_predictions_with_each_convention(tmp_path):
                "--output", str(out))
     assert proc.returncode == 0, proc.stderr
     results = json.loads((out / "results.json").read_text())
+    assert proc.stdout.startswith(f"external on preds (predictions file, n=4, data {results['task']['fingerprint']})")
     (judge,) = results["judges"]
     assert judge["convention"] == "pefomed"
     # a: yes==yes; b: "no, it is not" != "no"; c: "lung" != "left lung"; d: "two" -> "2" matches
