@@ -132,7 +132,11 @@ def _collect(hook_name: str, make_registry: Registry, wrap) -> Registry:
         def register(item: Any, _plugin: str = plugin_name, _builtin: bool = builtin) -> None:
             try:
                 item_id, obj, aliases = wrap(item, _plugin)
-                make_registry.add(item_id, obj, aliases)
+                try:
+                    make_registry.add(item_id, obj, aliases)
+                except UserError as exc:  # name the file that repeats the id (a task YAML)
+                    where = getattr(obj, "path", None)
+                    raise UserError(f"{where}: {exc}" if where else str(exc)) from None
             except UserError as exc:
                 if _builtin:
                     raise

@@ -73,7 +73,11 @@ class Registry:
 
     def add(self, item_id: str, item: Any, aliases: list[str] | tuple[str, ...] = ()) -> None:
         if item_id in self._items or item_id in self._aliases:
-            raise UserError(f"two plugins register the {self.kind} id '{item_id}'")
+            first = self._items.get(self._aliases.get(item_id, item_id))
+            where = f"plugin '{first.plugin}'" if getattr(first, "plugin", "") else "another plugin"
+            if getattr(first, "path", None):
+                where += f" ({first.path})"
+            raise UserError(f"the {self.kind} id '{item_id}' is already registered by {where}")
         self._items[item_id] = item
         for alias in aliases:
             if alias not in self._items:

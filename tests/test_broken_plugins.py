@@ -2,7 +2,7 @@
 
 The test installs two plugins by putting a package and its `.dist-info` (with `entry_points.txt`, group
 `harness`) on PYTHONPATH, the way pip lays them out: `half-broken` registers one good task, one task YAML with
-a wrong field and a model whose id clashes with a built-in; `unimportable` fails when its module is imported.
+a wrong field, a task YAML and a model whose ids clash with built-ins; `unimportable` fails when its module is imported.
 """
 
 from __future__ import annotations
@@ -40,6 +40,7 @@ def register_tasks(register):
     here = Path(__file__).parent
     register(here / "broken.yaml")
     register(here / "good.yaml")
+    register(here / "clash.yaml")
 
 
 @hookimpl
@@ -63,8 +64,9 @@ def _install(site: Path, dist: str, module: str, files: dict[str, str]) -> None:
 def site(tmp_path_factory) -> Path:
     site = tmp_path_factory.mktemp("site")
     broken = GOOD_TASK.replace("id: third-party-vqa", "id: broken-vqa").replace("kind: vqa", "kind: quiz")
-    _install(site, "half-broken", "half_broken",
-             {"__init__.py": "", "plugin.py": PLUGIN, "good.yaml": GOOD_TASK, "broken.yaml": broken})
+    clash = GOOD_TASK.replace("id: third-party-vqa", "id: slake")
+    _install(site, "half-broken", "half_broken", {"__init__.py": "", "plugin.py": PLUGIN, "good.yaml": GOOD_TASK,
+                                                  "broken.yaml": broken, "clash.yaml": clash})
     _install(site, "unimportable", "unimportable",
              {"__init__.py": "", "plugin.py": "import a_module_that_is_not_installed\n"})
     return site
@@ -88,19 +90,24 @@ def test_list_works_and_warns_once_per_broken_part(site):
     assert prior["plugin"] == "harness.plugins.builtin"  # the clash does not replace the built-in
     warnings = [line for line in proc.stderr.splitlines() if line.strip()]
     assert "Traceback" not in proc.stderr
-    assert len(warnings) == 3, proc.stderr
+    assert len(warnings) == 4, proc.stderr
     assert all(line.startswith("warning: plugin '") for line in warnings)
     broken_yaml = next(line for line in warnings if "broken.yaml" in line)
     assert "half-broken" in broken_yaml and ":3: field 'kind'" in broken_yaml
     assert any("'unimportable'" in line and "a_module_that_is_not_installed" in line for line in warnings)
-    assert any("model id 'prior'" in line for line in warnings)
+    assert any("model id 'prior' is already registered by plugin 'harness.plugins.builtin'" in line
+               for line in warnings)
+    clash = next(line for line in warnings if "clash.yaml" in line)  # the file that repeats the id is named
+    assert "task id 'slake' is already registered by plugin 'harness.builtin_tasks' (" in clash
+    assert clash.rstrip(")").endswith("slake.yaml")
+    assert tasks["slake"]["plugin"] == "harness.builtin_tasks"
 
 
 def test_plugins_lists_problems_per_plugin(site):
     plugins = {p["name"]: p for p in json.loads(cli(site, "plugins").stdout)}
     assert plugins["half-broken"]["distribution"] == "half-broken"
     assert plugins["half-broken"]["tasks"] == ["third-party-vqa"]
-    assert len(plugins["half-broken"]["problems"]) == 2
+    assert len(plugins["half-broken"]["problems"]) == 3
     assert "ModuleNotFoundError" in plugins["unimportable"]["problems"][0]
     assert "problems" not in plugins["harness.plugins.builtin"]
 
