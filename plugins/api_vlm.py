@@ -14,9 +14,10 @@ temperature (0 unless sampling), seed (OpenAI only; Anthropic's API takes neithe
 
 --model-args: model (alias or id), base_url, concurrency (16), timeout (s per call, 120), max_retries (6),
 retry_base_delay, retry_max_delay, down_after, cache (true), allow_external (false). Keys come from
-OPENAI_API_KEY / ANTHROPIC_API_KEY / OPENAI_COMPATIBLE_API_KEY only (a loopback server needs none) and are never
-recorded; the first two go only over https or to this machine (a plain-http base_url on another host, or any
-base_url with a query string or fragment, is refused before any call).
+OPENAI_API_KEY / ANTHROPIC_API_KEY / OPENAI_COMPATIBLE_API_KEY only (a loopback or openai-compatible server may
+go without: it is sent "EMPTY") and are never recorded; the first two go only over https or to this machine
+(a plain-http base_url on another host, or any base_url with a query string or fragment, is refused before any
+call).
 
 Credentialed tasks (MIMIC-CXR-like data use agreements) are refused unless `allow_external=true`; only an
 openai-compatible server on this machine (loopback) may see them without it. `gpt-4o`/`claude` are external

@@ -112,6 +112,14 @@ def test_an_openai_compatible_key_goes_where_the_user_points_it(monkeypatch):
     assert remote.base_url == "http://10.1.2.3:8000/v1"
 
 
+def test_only_an_openai_compatible_server_may_go_without_a_key(monkeypatch):
+    for env in ("OPENAI_API_KEY", "OPENAI_COMPATIBLE_API_KEY"):
+        monkeypatch.delenv(env, raising=False)
+    make_client({"model": "m", "provider": "openai-compatible", "base_url": "http://10.1.2.3:8000/v1"})  # no key
+    with pytest.raises(UserError, match="OPENAI_API_KEY is not set"):
+        make_client({"model": "gpt-4o", "base_url": "https://gateway.example.org/v1"})
+
+
 def test_cli_refusals_never_echo_a_key(tmp_path, capsys):
     preds = tmp_path / "preds.jsonl"
     preds.write_text("".join(json.dumps(r) + "\n" for r in VQA))

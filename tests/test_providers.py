@@ -370,8 +370,8 @@ def test_resolve_model_and_settings(monkeypatch):
         make_client({"model": "x", "base_url": "http://localhost:1/v1", "batch": True})
     monkeypatch.setenv("OPENAI_API_KEY", "sk-test-openai-key")
     monkeypatch.delenv("OPENAI_COMPATIBLE_API_KEY", raising=False)
-    with pytest.raises(UserError, match="OPENAI_COMPATIBLE_API_KEY is not set"):  # the OpenAI key stays home
-        make_client({"model": "m", "base_url": "https://api.example.com/v1"})
+    elsewhere = make_client({"model": "m", "base_url": "https://api.example.com/v1"})  # the OpenAI key stays home
+    assert elsewhere.provider == "openai-compatible" and elsewhere.backend._api_key == "EMPTY"
     monkeypatch.setenv("OPENAI_COMPATIBLE_API_KEY", "sk-test-compatible-key")
     for url, local in [("http://[::1]:8000/v1", True), ("http://127.8.0.1/v1", True),
                        ("http://localhost:1/v1", True), ("https://api.example.com/v1", False),

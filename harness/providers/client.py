@@ -232,7 +232,8 @@ def _api_key(provider: str, model: str, base_url: str) -> str:
     key = os.environ.get(env, "").strip()
     if key:
         return key
-    if is_loopback(base_url):
+    if is_loopback(base_url) or provider == "openai-compatible":
+        # a server of the user's own may need no key; one that does answers 401 "(check OPENAI_COMPATIBLE_API_KEY)"
         return LOCAL_DUMMY_KEY
     raise UserError(f"{env} is not set: the {provider} model {model} at {base_url} needs an API key in the "
                     f"environment variable {env}")
