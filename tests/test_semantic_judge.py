@@ -175,10 +175,11 @@ def test_default_bertscore_model_offline_is_one_clear_error(tmp_path) -> None:
 
 def test_missing_extra_names_the_extra(monkeypatch) -> None:
     monkeypatch.setitem(sys.modules, "bert_score", None)
-    with pytest.raises(UserError, match=r"bert-score \(not installed\): pip install 'medvlm-harness\[semantic\]'"):
+    hint = r"pip install torch==2\.13\.0 && pip install -e '\.\[semantic\]'"
+    with pytest.raises(UserError, match=r"bert-score \(not installed\): " + hint):
         judge(bertscore="true")
     monkeypatch.setitem(sys.modules, "sentence_transformers", None)
-    with pytest.raises(UserError, match=r"sentence-transformers .*medvlm-harness\[semantic\]"):
+    with pytest.raises(UserError, match=r"sentence-transformers .*" + hint):
         judge()
 
 
