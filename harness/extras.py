@@ -38,10 +38,19 @@ def install_hint(extra: str) -> str:
     return f"pip install -e '.[{extra}]'"
 
 
+def _installed(top: str) -> bool:
+    import importlib.util
+
+    try:
+        return importlib.util.find_spec(top) is not None
+    except (ImportError, ValueError):  # a None in sys.modules (blocked) or a broken package
+        return False
+
+
 def missing_extra_message(module: str | None) -> str | None:
     """One line for a ModuleNotFoundError of an optional dependency, or None when it is not one."""
     top = (module or "").split(".")[0]
     extra = MODULE_EXTRA.get(top)
-    if extra is None:
+    if extra is None or _installed(top):  # installed: a submodule is missing (a bug or a version mismatch)
         return None
     return f"this needs '{top}', from the {extra} extra: {install_hint(extra)}"

@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 # Runs the CLI in a Python where the hf extra's modules cannot be imported (as after `pip install -e .`).
 WITHOUT_HF = """
 import sys
@@ -53,3 +55,11 @@ def test_prior_baseline_and_exact_judge_run_without_torch(tmp_path):
                               "--judge", "exact", "--output", str(tmp_path / "prior"), "--no-progress")
     assert proc.returncode == 0, proc.stderr
     assert list((tmp_path / "prior").rglob("results.json"))
+
+
+def test_a_missing_submodule_of_an_installed_package_is_not_called_a_missing_extra():
+    from harness.extras import missing_extra_message
+
+    pytest.importorskip("torch")
+    assert missing_extra_message("torch.nn.no_such_module") is None  # a bug or a version mismatch: traceback
+    assert missing_extra_message("numpy") is None  # not an optional extra of ours
