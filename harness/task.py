@@ -71,10 +71,19 @@ class Task:
         raise UserError(f"task '{cfg.id}' reads local files ({names}): pass --data-dir")
 
     def canonical_split(self, split: str | None = None) -> str:
-        """The split's canonical name ("val" and "validate" are SLAKE's "validation"); the test split if None.
-        A name the task YAML maps itself (source `splits`) is kept as written."""
+        """The split's canonical name, so that one split typed two ways is one run: the test split if None; a
+        name the source's YAML uses itself (a key of `splits`, `sizes` or option `files`) as written; a release
+        name a `splits` entry maps to (iu-xray's "val") as that entry's key ("validation"); else the loader's
+        SPLIT_ALIASES ("val" and "validate" are SLAKE's "validation")."""
         split = split or self.config.test_split
-        return split if split in self.source.splits else canonical_split(self.source.format, split)
+        src = self.source
+        files = src.options.get("files")
+        if split in src.splits or split in src.sizes or (isinstance(files, dict) and split in files):
+            return split
+        mapped = [key for key, release in src.splits.items() if release == split]
+        if mapped:
+            return mapped[0]
+        return canonical_split(src.format, split)
 
     def samples(self, split: str | None = None) -> list[Sample]:
         split = self.canonical_split(split)

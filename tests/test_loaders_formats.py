@@ -262,6 +262,20 @@ def test_slake_validation_aliases_are_one_run(tmp_path, phantom):
     assert next(iter(seen))[0] == "validation"
 
 
+def test_split_names_a_yaml_uses_are_kept_and_release_names_map_to_their_key(tmp_path):
+    from dataclasses import replace
+
+    slake = tasks().get("slake")
+    custom = replace(slake, sources=[replace(slake.sources[0], options={"files": {"val": "my_val.json"}},
+                                             sizes={"dev": 3})])
+    t = Task(custom, source="local")
+    assert (t.canonical_split("val"), t.canonical_split("dev"), t.canonical_split("validate")) == (
+        "val", "dev", "validation")  # a custom file for "val", a size for "dev": the YAML's own names stay
+    iu = task("iu-xray", None, source="r2gen")
+    assert (iu.canonical_split("val"), iu.canonical_split("validation"), iu.canonical_split(None)) == (
+        "validation", "validation", "test")  # the release name of `splits: {validation: val}` is its key
+
+
 def test_data_dir_matching_no_format_lists_every_expectation(tmp_path):
     (tmp_path / "notes.txt").write_text("nothing here")
     with pytest.raises(UserError) as err:
