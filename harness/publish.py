@@ -32,7 +32,7 @@ def find_results(paths: list[Path]) -> list[Path]:
             raise UserError(f"{path} is neither a results.json file nor a folder of runs")
     if not found:
         raise UserError(f"no results.json found under {', '.join(map(str, paths))}")
-    return found
+    return list({path.resolve(): path for path in found}.values())  # a file reached twice is read once
 
 
 def rows_from_results(path: Path) -> list[dict[str, Any]]:
@@ -134,8 +134,15 @@ def check_fingerprints(rows: list[dict[str, Any]]) -> None:
 
 def _why_not(row: dict[str, Any], kept: dict[str, Any]) -> str:
     if row.get("partial") and not kept.get("partial"):
-        return "partial; the leaderboard keeps the complete"
-    return "older than"
+        return "partial; the leaderboard keeps the complete results of"
+    if row["provenance"]["created"] == kept["provenance"]["created"]:
+        return "as old as the kept"
+    return "older than the kept"
+
+
+def _same_run(row: dict[str, Any], kept: dict[str, Any]) -> bool:
+    """The same results of the same run (published before, or given twice): nothing to tell."""
+    return all(row["provenance"][k] == kept["provenance"][k] for k in ("run_id", "created"))
 
 
 def publish(inputs: list[Path], output: Path) -> tuple[dict[str, Any], list[str]]:
@@ -157,18 +164,17 @@ def _publish(inputs: list[Path], output: Path) -> tuple[dict[str, Any], list[str
         rows = {row_key(r): r for r in existing["rows"]}
     candidates = list(rows.values()) + [row for path in find_results(inputs) for row in rows_from_results(path)]
     check_fingerprints(candidates)
-    notices = []
-    published = {id(r) for r in rows.values()}  # rows already on the leaderboard
-    for row in candidates[len(rows):]:
+    given = candidates[len(rows):]
+    for row in given:
         old = rows.get(row_key(row))
         if old is None or prefer(row, old):
             rows[row_key(row)] = row
-            # a row given in this call and displaced by a later one is skipped just the same (same notice in
-            # either order); a row already on the board is replaced as usual
-            if old is not None and id(old) not in published:
-                notices.append(f"skipped {describe(old)}: {_why_not(old, row)} run {row['provenance']['run_id']}")
-        else:
-            notices.append(f"skipped {describe(row)}: {_why_not(row, old)} run {old['provenance']['run_id']}")
+    notices = []
+    for row in given:  # each row given and not kept, against the row kept in the end (in any input order)
+        kept = rows[row_key(row)]
+        if kept is not row and not _same_run(row, kept):
+            notices.append(f"skipped {describe(row)} ({row['provenance']['results_file']}): {_why_not(row, kept)} "
+                           f"{kept['provenance']['results_file']}")
     ordered = sorted(rows.values(), key=lambda r: (r["task"], r["split"], str(r.get("source")), r["judge"],
                                                    str(r["convention"]), str(r["prompt_variant"]), r["model"]))
     notices += [f"partial row kept (no complete run yet): {describe(r)}" for r in ordered if r.get("partial")]

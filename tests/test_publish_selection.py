@@ -51,7 +51,8 @@ def test_partial_runs_never_replace_complete_ones(tmp_path):
     (row,) = json.loads(board.read_text())["rows"]
     assert row["provenance"]["results_file"] == str(full)
     skipped = [line for line in proc.stderr.splitlines() if line.startswith("note: skipped")]
-    assert len(skipped) == 1 and "n=5 of 361" in skipped[0] and "keeps the complete run" in skipped[0]
+    assert len(skipped) == 1 and "n=5 of 361" in skipped[0]
+    assert skipped[0].endswith(f"keeps the complete results of {full}")
 
     # The same two runs given the other way round (partial first) into a new board: the same notice.
     proc = harness("publish", str(smoke), str(full), "-o", str(tmp_path / "other.json"))
@@ -73,6 +74,17 @@ def test_partial_runs_never_replace_complete_ones(tmp_path):
                  and r["split"] == "test"]
     assert [r["provenance"]["results_file"] for r in test_rows] == [str(newer)]
     validate(json.loads(board.read_text()), "leaderboard")
+
+    # Every skipped row names the results kept in the end; a file reached twice is read once and is no news.
+    run_id = json.loads(newer.read_text())["run_id"]  # the same run id: --limit and the time are not part of it
+    partial = (f"prior on phantom-vqa (test, source embedded, prompt default) judge exact:pefomed, n=5 of 361, "
+               f"run {run_id}")
+    complete = partial.replace("n=5 of 361", "n=361 of 361")
+    proc = harness("publish", str(smoke), str(full), str(newer), str(newer.parent), "-o", str(tmp_path / "3.json"))
+    skipped = sorted(line for line in proc.stderr.splitlines() if line.startswith("note: skipped"))
+    assert skipped == sorted([f"note: skipped {line}" for line in (
+        f"{partial} ({smoke}): partial; the leaderboard keeps the complete results of {newer}",
+        f"{complete} ({full}): older than the kept {newer}")]), proc.stderr
 
 
 def test_committed_leaderboard_is_valid():
