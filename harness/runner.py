@@ -29,6 +29,7 @@ from harness.scoring import (
     RUN_FILES,
     apply_judges,
     build_judges,
+    check_default_judges,
 )
 from harness.task import Task
 from harness.types import Sample
@@ -281,23 +282,12 @@ def load_selected_records(out_dir: Path, selected_ids: list[str]) -> list[dict[s
     return [by_id[i] for i in selected_ids if i in by_id]
 
 
-def check_default_judges(task: Task) -> None:
-    """The task YAML's `judges:` name registered judges; an error names the file and line (a YAML typo is not a
-    --judge typo)."""
-    registry = plugin_manager.judges()
-    for judge_id in task.config.judges:
-        try:
-            registry.get(judge_id.split(":")[0])
-        except UserError as exc:
-            raise UserError(f"{task.config.path}:{task.config.judges_line}: field 'judges': {exc}") from None
-
-
 def run(spec: RunSpec) -> tuple[Path, dict[str, Any]]:
     task, model_info, manifest, out_dir, context = prepare(spec)
     if spec.limit is not None and spec.limit < 1:
         raise UserError(f"--limit must be at least 1, got {spec.limit}")
     if not spec.judges:
-        check_default_judges(task)
+        check_default_judges(task.config)
     judges = build_judges(spec.judges or list(task.config.judges), spec.convention, spec.judge_settings,
                           task.kind, task.config.credentialed, progress=None if spec.progress else False)
     with exclusive(out_dir, owned=RUN_FILES):  # a second process on the same run waits, then finds the work done
@@ -305,7 +295,8 @@ def run(spec: RunSpec) -> tuple[Path, dict[str, Any]]:
         samples = task.samples(manifest["task"]["split"])[: spec.limit]
         generate(spec, task, model_info, manifest, out_dir, context, samples)
         records = load_selected_records(out_dir, [s.id for s in samples])
-        entries = apply_judges(out_dir, records, judges, list(task.config.breakdowns), task.source.cluster_by)
+        entries = apply_judges(out_dir, records, judges, list(task.config.breakdowns), task.source.cluster_by,
+                               breakdowns_declared_by=f"task {task.id} source '{task.source.name}'")
         # A smaller --limit than results.json already holds leaves it as it is (see write_results).
         results = write_results(out_dir, manifest, records, entries, limit=spec.limit)
     return out_dir, results

@@ -22,6 +22,7 @@ from harness.errors import UserError
 from harness.external import NOT_BREAKDOWNS
 from harness.io import atomic_write_jsonl, read_jsonl
 from harness.judge_api import JudgeOptions, JudgePlugin
+from harness.task_config import TaskConfig
 
 PREDICTIONS_FILE = "predictions.jsonl"
 SCORES_FILE = "scores.jsonl"
@@ -134,29 +135,46 @@ def build_judges(
     return [_construct(cls, conv, keys, settings, task_kind, credentialed, progress) for cls, conv, keys in loaded]
 
 
-def warn_absent_breakdowns(records: list[dict[str, Any]], breakdown_keys: list[str]) -> list[str]:
-    """Breakdown keys no record has a value for (a misspelt --breakdown or YAML `breakdowns`, or a field this
-    source does not carry): one `warning:` line naming them and the fields the records do have."""
+def check_default_judges(config: TaskConfig) -> None:
+    """A task YAML's `judges:` name registered judges; an error names the file and line (a YAML typo is not a
+    --judge typo)."""
+    registry = plugin_manager.judges()
+    for judge_id in config.judges:
+        try:
+            registry.get(judge_id.split(":")[0])
+        except UserError as exc:
+            raise UserError(f"{config.path}:{config.judges_line}: field 'judges': {exc}") from None
+
+
+def warn_absent_breakdowns(records: list[dict[str, Any]], breakdown_keys: list[str],
+                           declared_by: str | None = None) -> list[str]:
+    """Breakdown keys no record has a value for, on one stderr line with the fields the records do have: a
+    `warning:` for keys the user typed (--breakdown: a typo), a `note:` for keys a task YAML declares
+    (`declared_by`, e.g. "task vqa-rad source 'hf'": a source without that field, or a typo in the YAML)."""
     absent = [k for k in breakdown_keys if not any(r.get(k) not in (None, "") for r in records)]
     if absent and records:
         present = sorted({k for r in records for k, v in r.items()
                           if isinstance(v, (str, int, float)) and v != "" and k not in NOT_BREAKDOWNS})
         hint = difflib.get_close_matches(absent[0], present, n=1)
-        print(f"warning: breakdown {', '.join(repr(k) for k in absent)} is in no sample, so it is left out"
-              + (f" (did you mean {hint[0]!r}?)" if hint else "")
+        names = ", ".join(repr(k) for k in absent)
+        field, it = ("field", "it") if len(absent) == 1 else ("fields", "them")
+        head = (f"note: no sample of {declared_by} has the breakdown {field} {names}, so results have no breakdown "
+                f"by {it}" if declared_by else f"warning: --breakdown {names} is in no sample, so it is left out")
+        print(head + (f" (did you mean {hint[0]!r}?)" if hint else "")
               + f"; fields the samples have: {', '.join(present) or 'none'}", file=sys.stderr)
     return absent
 
 
 def apply_judges(
     out_dir: Path, records: list[dict[str, Any]], judges: list[JudgePlugin], breakdown_keys: list[str],
-    cluster_key: str | None = None,
+    cluster_key: str | None = None, breakdowns_declared_by: str | None = None,
 ) -> list[dict[str, Any]]:
     """Score `records` with each judge; update scores.jsonl after each judge; return the results entries.
-    `cluster_key`: the record field grouping dependent samples, resampled together for the intervals."""
+    `cluster_key`: the record field grouping dependent samples, resampled together for the intervals.
+    `breakdowns_declared_by`: the task YAML the breakdown keys come from, None for a user's --breakdown."""
     scorable = [r for r in records if not r.get("error")]
     excluded = len(records) - len(scorable)
-    warn_absent_breakdowns(records, breakdown_keys)
+    warn_absent_breakdowns(records, breakdown_keys, breakdowns_declared_by)
     entries = []
     for judge in judges:
         started = time.perf_counter()

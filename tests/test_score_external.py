@@ -93,8 +93,21 @@ def test_a_breakdown_field_in_no_sample_is_named_in_a_warning(tmp_path):
     proc = cli("score", str(preds), "--task-type", "vqa", "--judge", "exact", "--breakdown", "question_typ",
                "--breakdown", "answer_type", "--output", str(tmp_path / "out"))
     assert proc.returncode == 0, proc.stderr
-    warnings = [line for line in proc.stderr.splitlines() if line.startswith("warning: breakdown")]
-    assert warnings == ["warning: breakdown 'question_typ' is in no sample, so it is left out (did you mean "
+    warnings = [line for line in proc.stderr.splitlines() if line.startswith("warning: --breakdown")]
+    assert warnings == ["warning: --breakdown 'question_typ' is in no sample, so it is left out (did you mean "
                         "'question_type'?); fields the samples have: answer_type, question_type"]
     (judge,) = json.loads((tmp_path / "out" / "results.json").read_text())["judges"]
     assert list(judge["breakdowns"]) == ["answer_type"]
+
+
+def test_a_task_breakdown_its_source_lacks_is_a_note_naming_the_source(capsys):
+    from harness.scoring import warn_absent_breakdowns
+
+    hub_rows = [{k: r[k] for k in ("id", "question", "answer", "prediction", "answer_type")} for r in ROWS]
+    absent = warn_absent_breakdowns(hub_rows, ["answer_type", "question_type", "organ"], "task vqa-rad source 'hf'")
+    assert absent == ["question_type", "organ"]
+    assert capsys.readouterr().err == (
+        "note: no sample of task vqa-rad source 'hf' has the breakdown fields 'question_type', 'organ', so results "
+        "have no breakdown by them; fields the samples have: answer_type\n")
+    assert warn_absent_breakdowns(ROWS, ["answer_type", "question_type"], "task x") == []
+    assert capsys.readouterr().err == ""

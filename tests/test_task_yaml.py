@@ -144,11 +144,11 @@ def test_option_on_a_format_without_options_and_an_unknown_format_are_refused(tm
 
 
 def test_a_misspelt_default_judge_names_the_task_file_and_line(tmp_path):
-    from harness.runner import check_default_judges
+    from harness.scoring import check_default_judges
 
     path, line = _broken_copy(tmp_path, "judges: [exact]", "judges: [exactt]")
     with pytest.raises(UserError) as err:
-        check_default_judges(Task(load_task_config(path)))
+        check_default_judges(load_task_config(path))
     assert str(err.value).startswith(f"{path}:{line}: field 'judges': unknown judge 'exactt'")
     assert "Did you mean 'exact'?" in str(err.value)
-    check_default_judges(Task(load_task_config(TASKS_DIR / "vqa-rad.yaml")))  # the shipped one is fine
+    check_default_judges(load_task_config(TASKS_DIR / "vqa-rad.yaml"))  # the shipped one is fine

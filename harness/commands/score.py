@@ -47,7 +47,7 @@ def _score(args: argparse.Namespace, path: Path, out_dir: Path) -> int:
     from harness.external import external_manifest, read_external_predictions
     from harness.io import atomic_write_jsonl, read_json_object, read_jsonl
     from harness.results import write_results
-    from harness.scoring import MANIFEST_FILE, PREDICTIONS_FILE, apply_judges, build_judges
+    from harness.scoring import MANIFEST_FILE, PREDICTIONS_FILE, apply_judges, build_judges, check_default_judges
     from harness.summary import results_summary
 
     if path.is_dir():
@@ -62,8 +62,10 @@ def _score(args: argparse.Namespace, path: Path, out_dir: Path) -> int:
             atomic_write_jsonl(out_dir / PREDICTIONS_FILE, records)
         kind = manifest["task"]["kind"]
         default_judges = []
-        if manifest["task"]["id"] in plugin_manager.tasks():
-            default_judges = plugin_manager.tasks().get(manifest["task"]["id"]).judges
+        if manifest["task"]["id"] in plugin_manager.tasks() and not args.judge:
+            config = plugin_manager.tasks().get(manifest["task"]["id"])
+            check_default_judges(config)
+            default_judges = config.judges
     else:
         kind = args.task_type
         records = read_external_predictions(path, kind)
@@ -73,7 +75,8 @@ def _score(args: argparse.Namespace, path: Path, out_dir: Path) -> int:
     judges = build_judges(judge_ids(args, default_judges), args.convention, judge_settings(args), kind,
                           bool(manifest["task"].get("credentialed")), progress=False if args.no_progress else None)
     out_dir.mkdir(parents=True, exist_ok=True)
-    entries = apply_judges(out_dir, records, judges, breakdowns, manifest["task"].get("cluster_by"))
+    declared_by = None if args.breakdown else f"task {manifest['task']['id']} (run {manifest['run_id']})"
+    entries = apply_judges(out_dir, records, judges, breakdowns, manifest["task"].get("cluster_by"), declared_by)
     results = write_results(out_dir, manifest, records, entries)
     print(results_summary(results))
     print(f"scores: {out_dir / 'scores.jsonl'}\nresults: {out_dir / 'results.json'}")
