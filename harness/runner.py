@@ -8,7 +8,6 @@ are appended and fsync'd batch by batch; a kill loses at most the batch in fligh
 
 from __future__ import annotations
 
-import sys
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -213,9 +212,11 @@ def generate(spec: RunSpec, task: Task, model_info: Any, manifest: dict[str, Any
     settings = GenerationSettings(**manifest["generation"])
     from tqdm import tqdm
 
+    from harness.progress import bar_pacing
+
     bar = tqdm(total=len(selected), initial=len(selected) - len(pending), unit="sample",
                desc=f"{task.id} / {model_info.id}", disable=not spec.progress, dynamic_ncols=True,
-               mininterval=0.1 if sys.stderr.isatty() else 30.0)  # a log file gets a line every 30 s
+               **bar_pacing())
     prefetch = getattr(model, "prefetch", None)
 
     def build(batch: list[Sample]) -> _Batch:

@@ -180,11 +180,13 @@ class Trainer:
         KeyboardInterrupt raised mid-step, unless it came during a weight update or a checkpoint write)."""
         from tqdm import tqdm
 
+        from harness.progress import bar_pacing
+
         resumed = self.resume()
         self._saved_at, self._rng_at_boundary = self.global_step(), ckpt.rng_state()
         bar = tqdm(total=self.total_steps(), initial=self.global_step(), unit="step", desc="finetune",
                    disable=not progress, dynamic_ncols=True,
-                   mininterval=0.1 if sys.stderr.isatty() else 30.0)  # a log file gets a line every 30 s
+                   **bar_pacing())
         opt = sched = None
         try:
             with ckpt.stop_signals() as stop:

@@ -63,6 +63,7 @@ def pretrain(random_folder: Path, out: Path, checkpoint: Path, recipe: Recipe = 
     from harness.plugins.finetune_data import TrainEncoder, load_stage_data
     from harness.plugins.finetune_lora import lr_factor
     from harness.plugins.hf import HFModel
+    from harness.progress import bar_pacing
 
     captions = load_stage_data("phantom-caption")
     captions = dataclasses.replace(captions, samples=_pretraining_samples(captions.task, "caption", recipe))
@@ -100,7 +101,7 @@ def pretrain(random_folder: Path, out: Path, checkpoint: Path, recipe: Recipe = 
     model.train()
     bar = tqdm(range(first, recipe.steps), desc="pretraining tiny-vlm (once per cache)", unit="step",
                file=sys.stderr, dynamic_ncols=True, initial=first, total=recipe.steps,
-               mininterval=1.0 if sys.stderr.isatty() else 30.0)  # a log file gets a line every 30 s
+               **bar_pacing(terminal_interval=1.0))
     for step in bar:
         picked = [captions.samples[i] for i in batch_indices(len(captions.samples), 0, step)]
         caption_batch = encoder.encode(captions, picked)

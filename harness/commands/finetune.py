@@ -133,7 +133,8 @@ def report(manifest: dict[str, Any], out: Path) -> str:
 
 
 def main(args: argparse.Namespace) -> int:
-    from harness.commands.run import parse_model_args, silence_library_progress_bars
+    from harness.commands.run import parse_model_args
+    from harness.progress import silence_library_progress_bars
 
     if args.no_progress:
         silence_library_progress_bars()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import os
 from pathlib import Path
 
 from harness.commands.judge_options import add_judge_options, judge_ids, judge_settings
@@ -48,14 +47,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=main)
 
 
-def silence_library_progress_bars() -> None:
-    """--no-progress also means no weight-loading or download bars from transformers / huggingface_hub (they
-    read this variable when first imported, which commands do after parsing their arguments)."""
-    os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] = "1"
-
-
 def main(args: argparse.Namespace) -> int:
     if args.no_progress:
+        from harness.progress import silence_library_progress_bars
+
         silence_library_progress_bars()
     from harness.runner import RunSpec, run
     from harness.summary import first_error, results_summary

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import itertools
 import os
-import sys
 import time
 from dataclasses import replace
 from typing import Any
@@ -155,8 +154,10 @@ class ProviderClient:
               results: list[ChatResult | None], cache: LLMCache | None, progress: bool) -> None:
         from tqdm import tqdm
 
+        from harness.progress import bar_pacing
+
         bar = tqdm(total=len(todo), disable=not progress, desc=f"{self.provider}:{self.model}", unit="call",
-                   leave=False, mininterval=0.1 if sys.stderr.isatty() else 30.0)  # a log: a line every 30 s
+                   leave=False, **bar_pacing())
         saved = 0
 
         def on_result(key: str, result: ChatResult) -> None:
