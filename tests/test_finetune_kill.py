@@ -30,17 +30,17 @@ def harness(out: Path, cache: Path, *extra: str) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, cwd=REPO, env=environment(cache), timeout=600)
 
 
-def _ctrl_c_as_in_a_terminal() -> None:
-    # A shell starts background jobs (CI runners often are one) with SIGINT ignored, and Python then keeps
-    # ignoring Ctrl-C; give the child the default disposition a terminal's foreground process has.
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
+# A shell starts background jobs (CI runners often are one) with SIGINT ignored, and Python then keeps ignoring
+# Ctrl-C; the child restores the KeyboardInterrupt handler a terminal's foreground Python has, then runs `harness`.
+# (Not a preexec_fn: Python code between fork and exec can deadlock on a lock another thread of pytest held.)
+CTRL_C_AS_IN_A_TERMINAL = ("import runpy, signal; signal.signal(signal.SIGINT, signal.default_int_handler); "
+                           "runpy.run_module('harness', run_name='__main__', alter_sys=True)")
 
 
 def start(out: Path, cache: Path, log: Path) -> subprocess.Popen:
     with open(log, "wb") as err:  # the progress bar goes to stderr: it says when training has started
-        return subprocess.Popen([sys.executable, "-m", "harness", *COMMON, "--out", str(out)], cwd=REPO,
-                                env=environment(cache), stdout=subprocess.DEVNULL, stderr=err,
-                                preexec_fn=_ctrl_c_as_in_a_terminal)
+        return subprocess.Popen([sys.executable, "-c", CTRL_C_AS_IN_A_TERMINAL, *COMMON, "--out", str(out)],
+                                cwd=REPO, env=environment(cache), stdout=subprocess.DEVNULL, stderr=err)
 
 
 def wait_for(proc: subprocess.Popen, condition, what: str, timeout: float = 300) -> None:
