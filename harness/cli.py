@@ -51,6 +51,10 @@ def main(argv: list[str] | None = None) -> int:
 
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, _on_sigterm)
+    if getattr(args, "no_progress", False):  # run, score, finetune: the libraries' own bars too
+        from harness.progress import silence_library_progress_bars
+
+        silence_library_progress_bars()
     try:
         return int(args.func(args) or 0)
     except UserError as exc:

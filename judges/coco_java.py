@@ -12,6 +12,7 @@ import subprocess
 from pathlib import Path
 
 from harness.errors import UserError
+from harness.extras import install_hint
 
 JAVA_MISSING = (
     "the lexical judge needs Java (PTB tokenizer and METEOR 1.5 run on the JVM) but `java` is not on PATH; "
@@ -47,8 +48,7 @@ def coco_dir() -> Path:
         import pycocoevalcap
     except ImportError:
         raise UserError(
-            "the lexical judge needs the 'pycocoevalcap' and 'rouge-score' packages: "
-            "pip install -e '.[lexical]'"
+            f"the lexical judge needs the 'pycocoevalcap' and 'rouge-score' packages: {install_hint('lexical')}"
         ) from None
     folder = Path(next(iter(pycocoevalcap.__path__))).resolve()  # a namespace package: no __file__
     for rel in (PTB_JAR, METEOR_JAR, PARAPHRASE_TABLE):

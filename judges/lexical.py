@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from harness.errors import UserError
+from harness.extras import install_hint
 from harness.flags import parse_flag
 from harness.judge_api import JudgeOptions, JudgePlugin
 from harness.judges.coco_java import METEOR_JAR, PARAPHRASE_TABLE, JavaVersion, PTBJob, coco_dir, require_java
@@ -82,7 +83,7 @@ class LexicalJudge(JudgePlugin):
         try:
             import rouge_score  # noqa: F401
         except ImportError:
-            raise UserError("the lexical judge needs 'rouge-score': pip install -e '.[lexical]'") from None
+            raise UserError(f"the lexical judge needs 'rouge-score': {install_hint('lexical')}") from None
         if self.spice:
             from harness.judges.coco_spice import spice_dir
 

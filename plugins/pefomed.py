@@ -34,10 +34,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from harness.errors import UserError
-from harness.flags import parse_flag
 from harness.model_api import ModelContext, ModelPlugin
 from harness.plugins import pefomed_arch as arch
 from harness.plugins import pefomed_checkpoint as ckpt
+from harness.plugins import pefomed_options as opts
 from harness.plugins.pefomed_load import llm_revision
 from harness.plugins.pefomed_train import TrainingMixin
 from harness.plugins.prefetch import Prefetcher
@@ -48,65 +48,6 @@ if TYPE_CHECKING:
 
 DEFAULT_LLM = "meta-llama/Llama-2-7b-chat-hf"
 DEFAULT_LLM_REVISION = "f5db02db724555f92da89c216ac04704f23d4590"  # commit pinned as the hf presets' are
-EVA_URL = "https://storage.googleapis.com/sfr-vision-language-research/LAVIS/models/BLIP2/eva_vit_g.pth"
-ARGS = {
-    "llm": "LLaMA-2-chat in HF format: hub id or directory (default meta-llama/Llama-2-7b-chat-hf)",
-    "llm_revision": "hub commit of llm= (default: a pinned commit for the default llm, main for other hub ids)",
-    "vision": "LAVIS eva_vit_g.pth (required)",
-    "vision_config": "JSON file of Blip2VisionConfig fields replacing the EVA ViT-g/14 shapes (test models)",
-    "checkpoint": "PeFoMed or MiniGPT-v2 .pth (projection + LoRA); or use --adapter DIR",
-    "lora_alpha": "LoRA alpha for checkpoint= (not stored in the .pth; default 16)",
-    "trust_pickle": "true: let torch.load unpickle Python objects in checkpoint/vision files (default false)",
-    "text_processor": "pefomed (default) or none",
-    "cache": "static or dynamic KV cache (default static on CUDA)",
-    "compile": "true/false: compile the decoding step (default true on CUDA with the static cache)",
-    "compile_vision": "true/false: torch.compile the vision encoder (default false)",
-    "attn": "attention implementation: sdpa (default), eager, flash_attention_2",
-    "merge": "true/false: merge LoRA into the weights (default true)",
-    "vision_batch": "images per vision-encoder pass (default 64)",
-    "min_new_tokens": "generate at least this many tokens (default 0; for benchmarks)",
-    "embed_only": "true: load only what embed_requests needs (for vLLM), no generation",
-    "train": "true: keep LoRA unmerged and trainable (harness finetune)",
-    "lora_r": "rank of a fresh LoRA when training from scratch (train=true; default 64)",
-    "lora_dropout": "LoRA dropout while training (train=true; default 0.05)",
-}
-_DTYPES = {"bfloat16": "bfloat16", "bf16": "bfloat16", "float16": "float16", "fp16": "float16",
-           "half": "float16", "float32": "float32", "fp32": "float32", "float": "float32"}
-
-
-def _flag(args: dict[str, str], key: str, default: bool) -> bool:
-    value = args.get(key)
-    if value is None or value == "":
-        return default
-    return parse_flag(value, f"--model-args {key}={value}")
-
-
-def _int(args: dict[str, str], key: str, default: int, minimum: int) -> int:
-    try:
-        value = int(args.get(key) or default)
-    except ValueError:
-        raise UserError(f"--model-args {key}={args[key]}: expected an integer") from None
-    if value < minimum:
-        raise UserError(f"--model-args {key}={value}: must be at least {minimum}")
-    return value
-
-
-def _dropout(args: dict[str, str]) -> float:
-    try:
-        value = float(args.get("lora_dropout") or ckpt.DEFAULT_LORA_DROPOUT)
-    except ValueError:
-        value = -1.0
-    if not 0.0 <= value < 1.0:
-        raise UserError(f"--model-args lora_dropout={args['lora_dropout']}: expected a number in [0, 1)")
-    return value
-
-
-def default_options(on_cuda: bool) -> dict[str, Any]:
-    return {"cache": "static" if on_cuda else "dynamic", "compile": on_cuda, "compile_vision": False,
-            "attn": "sdpa", "merge": True, "vision_batch": 64, "min_new_tokens": 0,
-            "lora_alpha": float(ckpt.DEFAULT_LORA_ALPHA), "trust_pickle": False, "embed_only": False}
-
-
 class PeFoMedModel(TrainingMixin, ModelPlugin):
     default_batch_size = 8
     transport_args = ("vision_batch", "trust_pickle", "embed_only")
@@ -131,49 +72,12 @@ class PeFoMedModel(TrainingMixin, ModelPlugin):
 
         from harness.plugins.pefomed_load import LoadSpec, load_parts, resolve_llm_path
 
-        unknown = sorted(set(args) - set(ARGS))
-        if unknown:
-            known = "; ".join(f"{k}: {v}" for k, v in ARGS.items())
-            raise UserError(
-                f"model 'pefomed' does not take --model-args {', '.join(unknown)}. It takes {known}")
-        if not args.get("vision"):
-            raise UserError("model 'pefomed' needs --model-args vision=PATH to LAVIS eva_vit_g.pth "
-                            f"(download: {EVA_URL})")
-        self.train_mode = _flag(args, "train", False)
-        if args.get("checkpoint") and context.adapter:
-            raise UserError(
-                "model 'pefomed': give the trainable weights once, either checkpoint=... or --adapter")
-        if not args.get("checkpoint") and not context.adapter and not self.train_mode:
-            raise UserError("model 'pefomed' needs its trained projection and LoRA: --model-args "
-                            "checkpoint=X.pth (PeFoMed or MiniGPT-v2) or --adapter DIR (from "
-                            "`harness convert pefomed-checkpoint`)")
+        self.train_mode = opts.check_args(args, context.adapter)
         self.device = torch.device(context.device or ("cuda" if torch.cuda.is_available() else "cpu"))
         on_cuda = self.device.type == "cuda"
-        dtype_name = _DTYPES.get((context.dtype or ("bfloat16" if on_cuda else "float32")).lower())
-        if dtype_name is None:
-            raise UserError(f"--dtype {context.dtype}: expected bfloat16, float16 or float32")
-        self.dtype = getattr(torch, dtype_name)
-        if args.get("text_processor") not in (None, "", "pefomed", "none"):
-            raise UserError(f"--model-args text_processor={args['text_processor']}: expected pefomed or none")
-        self.process_text = (args.get("text_processor") or "pefomed") != "none"
-        cache = args.get("cache") or ("static" if on_cuda else "dynamic")
-        if cache not in ("static", "dynamic"):
-            raise UserError(f"--model-args cache={cache}: expected static or dynamic")
-        self.options = {
-            **default_options(on_cuda),
-            "cache": cache,
-            "compile": _flag(args, "compile", on_cuda) and cache == "static",
-            "compile_vision": _flag(args, "compile_vision", False),
-            "attn": args.get("attn") or "sdpa",
-            "merge": _flag(args, "merge", True) and not self.train_mode,
-            "vision_batch": _int(args, "vision_batch", 64, 1),
-            "min_new_tokens": _int(args, "min_new_tokens", 0, 0),
-            "lora_alpha": float(args.get("lora_alpha") or ckpt.DEFAULT_LORA_ALPHA),
-            "lora_r": _int(args, "lora_r", 64, 1),
-            "lora_dropout": _dropout(args),
-            "trust_pickle": _flag(args, "trust_pickle", False),
-            "embed_only": _flag(args, "embed_only", False),
-        }
+        self.dtype = getattr(torch, opts.dtype_name(context.dtype, on_cuda))
+        self.process_text = opts.process_text(args)
+        self.options = opts.parse_options(args, on_cuda, self.train_mode)
         self.default_batch_size = 128 if on_cuda else 8
         self._checkpoint = Path(args["checkpoint"]).expanduser() if args.get("checkpoint") else None
         self._adapter_dir = Path(context.adapter).expanduser() if context.adapter else None
@@ -194,7 +98,7 @@ class PeFoMedModel(TrainingMixin, ModelPlugin):
         ModelPlugin.__init__(self, {}, ModelContext())
         self.device, self.dtype = llama_proj.weight.device, llama_proj.weight.dtype
         on_cuda = self.device.type == "cuda"
-        self.options = {**default_options(on_cuda), **(options or {})}
+        self.options = {**opts.default_options(on_cuda), **(options or {})}
         self.options["compile"] = self.options["compile"] and self.options["cache"] == "static"
         self.process_text, self.train_mode = True, False
         self.default_batch_size = 128 if on_cuda else 8

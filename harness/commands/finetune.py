@@ -134,10 +134,6 @@ def report(manifest: dict[str, Any], out: Path) -> str:
 
 def main(args: argparse.Namespace) -> int:
     from harness.commands.run import parse_model_args
-    from harness.progress import silence_library_progress_bars
-
-    if args.no_progress:
-        silence_library_progress_bars()
     from harness.plugins.finetune_config import FinetuneConfig
     from harness.plugins.finetune_lora import finetune
 

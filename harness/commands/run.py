@@ -48,10 +48,6 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    if args.no_progress:
-        from harness.progress import silence_library_progress_bars
-
-        silence_library_progress_bars()
     from harness.runner import RunSpec, run
     from harness.summary import first_error, results_summary
 

@@ -26,10 +26,6 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    if args.no_progress:
-        from harness.progress import silence_library_progress_bars
-
-        silence_library_progress_bars()
     from harness.io import exclusive
     from harness.scoring import RUN_FILES
 
