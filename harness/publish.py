@@ -141,8 +141,9 @@ def _why_not(row: dict[str, Any], kept: dict[str, Any]) -> str:
 
 
 def _same_run(row: dict[str, Any], kept: dict[str, Any]) -> bool:
-    """The same results of the same run (published before, or given twice): nothing to tell."""
-    return all(row["provenance"][k] == kept["provenance"][k] for k in ("run_id", "created"))
+    """The same results file, unchanged (published before): nothing to tell. Runs of one key share their run id
+    and may finish within one second (a --limit run and the full one), so neither tells them apart."""
+    return all(row["provenance"][k] == kept["provenance"][k] for k in ("results_file", "created"))
 
 
 def publish(inputs: list[Path], output: Path) -> tuple[dict[str, Any], list[str]]:
