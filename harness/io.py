@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import sys
 import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -83,11 +84,13 @@ def append_jsonl(path: Path, rows: Iterable[dict[str, Any]]) -> None:
         os.fsync(fh.fileno())
 
 
-def read_jsonl(path: Path, *, repair_tail: bool = False, skip_torn_tail: bool = False) -> list[dict[str, Any]]:
+def read_jsonl(path: Path, *, repair_tail: bool = False, skip_torn_tail: bool = False,
+               check: Callable[[dict[str, Any]], str | None] | None = None) -> list[dict[str, Any]]:
     """Read a JSONL file. With `repair_tail`, a torn last line (from a kill mid-write) is cut off the file;
     with `skip_torn_tail` it is only left out (for a reader that does not own the file).
 
-    Any other malformed line is a user error naming the file and line.
+    Any other malformed line is a user error naming the file and line, and so is a row for which `check`
+    returns a problem ("missing field 'id'").
     """
     path = Path(path)
     rows: list[dict[str, Any]] = []
@@ -113,6 +116,9 @@ def read_jsonl(path: Path, *, repair_tail: bool = False, skip_torn_tail: bool = 
             raise UserError(f"{path}:{lineno}: not valid JSON ({exc.msg})") from None
         if not isinstance(row, dict):
             raise UserError(f"{path}:{lineno}: expected a JSON object per line, got {type(row).__name__}")
+        problem = check(row) if check is not None else None
+        if problem:
+            raise UserError(f"{path}:{lineno}: {problem}")
         rows.append(row)
         good_end += len(line) + (0 if is_last else 1)
     return rows
@@ -121,6 +127,21 @@ def read_jsonl(path: Path, *, repair_tail: bool = False, skip_torn_tail: bool = 
 def iter_batches(items: list[Any], size: int) -> Iterator[list[Any]]:
     for start in range(0, len(items), size):
         yield items[start : start + size]
+
+
+@contextmanager
+def removed_on_failure(folder: Path, keep: Iterable[str]) -> Iterator[None]:
+    """A folder that this command creates is removed again when the command fails (or is interrupted) before
+    any of the files `keep` exists in it: a run stopped by a wrong --model-args or a missing image folder
+    leaves no empty run folder behind, nor a run.json holding the arguments it was given."""
+    folder = Path(folder)
+    existed = folder.exists()
+    try:
+        yield
+    except BaseException:
+        if not existed and folder.is_dir() and not any((folder / name).exists() for name in keep):
+            shutil.rmtree(folder, ignore_errors=True)
+        raise
 
 
 @contextmanager

@@ -14,7 +14,8 @@ from typing import Any
 
 from harness.environment import environment
 from harness.fingerprint import text_hash
-from harness.io import atomic_write_json
+from harness.io import atomic_write_json, read_json_object
+from harness.run_files import read_previous_results
 from harness.scoring import LOADED_MODEL_FILE, RESULTS_FILE, merge_judge_entries
 
 SCHEMA_VERSION = "1.0"
@@ -81,15 +82,6 @@ def _error_ids(rows: list[dict[str, Any]]) -> list[str]:
     return sorted(str(r["id"]) for r in rows if r.get("error"))
 
 
-def _read_previous(path: Path, run_id: str) -> dict[str, Any] | None:
-    """The results.json of the same run already in the folder, if readable."""
-    try:
-        old = json.loads(path.read_text()) if path.exists() else None
-    except (OSError, json.JSONDecodeError):
-        return None
-    return old if isinstance(old, dict) and old.get("run_id") == run_id and "task" in old else None
-
-
 def _judge_names(entries: list[dict[str, Any]]) -> list[str]:
     return [e["id"] + (f":{e['convention']}" if e.get("convention") else "") for e in entries]
 
@@ -110,7 +102,7 @@ def write_results(
     task = dict(manifest["task"])
     task["n"] = len(records)
     chosen = selection(records, task.get("n_total"), limit)
-    old = _read_previous(path, manifest["run_id"])
+    old = read_previous_results(path, manifest["run_id"])
     old_sel = selection_of(old) if old else None
     old_judges = old.get("judges", []) if old else []
     same = old_sel is not None and _same_selection(old_sel, chosen)
@@ -137,7 +129,7 @@ def write_results(
     model = dict(manifest["model"])
     loaded = out_dir / LOADED_MODEL_FILE
     if loaded.exists():
-        model["loaded"] = json.loads(loaded.read_text()).get("identity", {})
+        model["loaded"] = read_json_object(loaded).get("identity", {})
     data = {
         "schema_version": SCHEMA_VERSION,
         "run_id": manifest["run_id"],

@@ -17,10 +17,11 @@ from typing import Any
 from harness import plugin_manager
 from harness.errors import UserError
 from harness.fingerprint import config_hash, directory_hash, text_hash
-from harness.io import append_jsonl, atomic_write_json, exclusive, iter_batches, read_json_object, read_jsonl
+from harness.io import append_jsonl, atomic_write_json, exclusive, iter_batches, removed_on_failure
 from harness.model_api import ModelContext
 from harness.paths import cache_dir
 from harness.results import write_results
+from harness.run_files import read_manifest, read_predictions
 from harness.scoring import (
     LOADED_MODEL_FILE,
     MANIFEST_FILE,
@@ -146,7 +147,7 @@ def prepare(spec: RunSpec) -> tuple[Task, Any, dict[str, Any], Path, ModelContex
 def _claim_run_dir(out_dir: Path, manifest: dict[str, Any]) -> dict[str, Any]:
     path = out_dir / MANIFEST_FILE
     if path.exists():
-        existing = read_json_object(path)
+        existing = read_manifest(path)
         if existing.get("run_id") != manifest["run_id"]:
             raise UserError(
                 f"{out_dir} holds run '{existing.get('run_id')}', not '{manifest['run_id']}' (different model, "
@@ -195,7 +196,7 @@ def generate(spec: RunSpec, task: Task, model_info: Any, manifest: dict[str, Any
              context: ModelContext, selected: list[Sample]) -> None:
     """Generate predictions for the selected samples that have none yet, appending batch by batch."""
     pred_path = out_dir / PREDICTIONS_FILE
-    latest = {row["id"]: row for row in read_jsonl(pred_path, repair_tail=True)} if pred_path.exists() else {}
+    latest = {row["id"]: row for row in read_predictions(pred_path, repair_tail=True)} if pred_path.exists() else {}
     # Samples that failed last time (a missing image since restored, an API error) are tried again;
     # the newer line of an id wins when predictions are read.
     pending = [s for s in selected if s.id not in latest or latest[s.id].get("error")]
@@ -279,7 +280,7 @@ def _build_batch(task: Task, template: str, settings: Any, batch: list[Sample]) 
 
 
 def load_selected_records(out_dir: Path, selected_ids: list[str]) -> list[dict[str, Any]]:
-    by_id = {row["id"]: row for row in read_jsonl(out_dir / PREDICTIONS_FILE, repair_tail=True)}
+    by_id = {row["id"]: row for row in read_predictions(out_dir / PREDICTIONS_FILE, repair_tail=True)}
     return [by_id[i] for i in selected_ids if i in by_id]
 
 
@@ -291,7 +292,8 @@ def run(spec: RunSpec) -> tuple[Path, dict[str, Any]]:
         check_default_judges(task.config)
     judges = build_judges(spec.judges or list(task.config.judges), spec.convention, spec.judge_settings,
                           task.kind, task.config.credentialed, progress=None if spec.progress else False)
-    with exclusive(out_dir, owned=RUN_FILES):  # a second process on the same run waits, then finds the work done
+    # a second process on the same run waits for the lock, then finds the work done
+    with removed_on_failure(out_dir, keep=(PREDICTIONS_FILE,)), exclusive(out_dir, owned=RUN_FILES):
         manifest = _claim_run_dir(out_dir, manifest)
         samples = task.samples(manifest["task"]["split"])[: spec.limit]
         generate(spec, task, model_info, manifest, out_dir, context, samples)

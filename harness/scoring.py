@@ -20,7 +20,7 @@ from harness import plugin_manager
 from harness.aggregate import summarize
 from harness.errors import UserError
 from harness.external import NOT_BREAKDOWNS
-from harness.io import atomic_write_jsonl, read_jsonl
+from harness.io import atomic_write_jsonl
 from harness.judge_api import JudgeOptions, JudgePlugin
 from harness.task_config import TaskConfig
 
@@ -95,7 +95,7 @@ def check_settings(settings: dict[str, Any], accepted: dict[str, tuple[str, ...]
             accepts = f"{'they accept' if several else 'it accepts'} no --judge-arg keys"
         shown = _unknown_value(key, value)
         raise UserError(f"--judge-arg {key}={shown}: the selected {which} {'do' if several else 'does'} not "
-                        f"accept '{key}'.{hint} Keys {accepts}")
+                        f"accept '{key}'.{hint} {'Keys ' + accepts if known else accepts.capitalize()}")
 
 
 def _unknown_value(key: str, value: Any) -> str:
@@ -201,7 +201,9 @@ def apply_judges(
 
 
 def _merge_scores(path: Path, key: str, records: list[dict], rows: list[dict]) -> None:
-    existing = {row["id"]: row for row in read_jsonl(path)} if path.exists() else {}
+    from harness.run_files import read_scores
+
+    existing = {row["id"]: row for row in read_scores(path)} if path.exists() else {}
     for record, row in zip(records, rows):
         entry = existing.setdefault(record["id"], {"id": record["id"], "judges": {}})
         entry["judges"][key] = row

@@ -28,6 +28,18 @@ def first_error(results: dict[str, Any], width: int = 200) -> str | None:
     return f"{samples[0]['id']}: {lines[0][:width]}"
 
 
+def retry_advice(results: dict[str, Any], first: str = "") -> str:
+    """What to do about failed samples. Images that failed to open are part of the dataset fingerprint (a
+    missing image hashes as 'missing'), so restoring them changes the data and the run id: the same command
+    then starts a new run folder, not a retry in this one."""
+    samples = results["errors"].get("samples") or []
+    if any(str(s.get("error", "")).startswith("image ") for s in samples):
+        return ("restore or repair the images that failed and run the same command again: the data (and its "
+                "fingerprint) then changes, so it starts a new run folder; delete this one so that harness publish "
+                "does not meet two fingerprints of one split")
+    return f"{first}run the same command again" + ("" if first else " to retry them")
+
+
 def results_summary(results: dict[str, Any], max_breakdowns: int = 1, max_values: int = 8) -> str:
     task, model = results["task"], results["model"]
     if task["version"] == "external":  # harness score on a predictions file made elsewhere
@@ -39,8 +51,8 @@ def results_summary(results: dict[str, Any], max_breakdowns: int = 1, max_values
     if errors:
         first = first_error(results)
         example = f" (first: {first})" if first else ""
-        lines.append(f"  {errors} of {task['n']} sample(s) failed and are not in the metrics{example}; run the same "
-                     "command again to retry them")
+        lines.append(f"  {errors} of {task['n']} sample(s) failed and are not in the metrics{example}; "
+                     f"{retry_advice(results)}")
     for judge in results["judges"]:
         name = judge["id"] + (f" ({judge['convention']})" if judge.get("convention") else "")
         lines.append(f"  judge {name}:")

@@ -22,14 +22,22 @@ def run(data_dir: Path, runs: Path) -> subprocess.CompletedProcess:
 def test_some_failed_samples_are_counted_and_named(tmp_path):
     write_vqa_rad_official(tmp_path / "data", cases(4, seed=7))
     broken = sorted((tmp_path / "data" / IMAGES).iterdir())[0]
+    good = broken.read_bytes()
     broken.write_bytes(b"not an image")
     proc = run(tmp_path / "data", tmp_path / "runs")
     assert proc.returncode == 0, proc.stderr
-    results = json.loads(next((tmp_path / "runs").glob("*/results.json")).read_text())
+    first = next((tmp_path / "runs").glob("*/results.json"))
+    results = json.loads(first.read_text())
     failed, n = results["errors"]["count"], results["task"]["n"]
     assert 0 < failed < n
     assert f"{failed} of {n} sample(s) failed and are not in the metrics (first: " in proc.stdout
-    assert broken.name in proc.stdout and "run the same command again to retry them" in proc.stdout
+    # an image that failed is part of the data's fingerprint: the advice says that repairing it starts a new run
+    assert broken.name in proc.stdout and "run the same command again: the data (and its fingerprint)" in proc.stdout
+    broken.write_bytes(good)
+    again = run(tmp_path / "data", tmp_path / "runs")
+    assert again.returncode == 0 and "sample(s) failed" not in again.stdout, again.stdout
+    assert sorted((tmp_path / "runs").glob("*/results.json")) == sorted([first, Path(again.stdout.split(
+        "results: ")[1].strip())]), "the repaired data ran in a run folder of its own, as the advice said"
 
 
 def test_a_run_in_which_every_sample_failed_exits_non_zero(tmp_path):

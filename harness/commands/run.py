@@ -49,7 +49,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def main(args: argparse.Namespace) -> int:
     from harness.runner import RunSpec, run
-    from harness.summary import first_error, results_summary
+    from harness.summary import first_error, results_summary, retry_advice
 
     generation = {"max_new_tokens": args.max_new_tokens, "temperature": args.temperature, "seed": args.seed}
     if args.temperature:
@@ -81,5 +81,5 @@ def main(args: argparse.Namespace) -> int:
     failed, n = results["errors"]["count"], results["task"]["n"]
     if n and failed == n:
         raise UserError(f"all {n} samples failed, so there is nothing to score (first: "
-                        f"{first_error(results, 300)}); fix the cause and run the same command again")
+                        f"{first_error(results, 300)}); {retry_advice(results, first='fix the cause and ')}")
     return 0

@@ -26,8 +26,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from harness.io import exclusive
-    from harness.scoring import RUN_FILES
+    from harness.io import exclusive, removed_on_failure
+    from harness.scoring import PREDICTIONS_FILE, RESULTS_FILE, RUN_FILES, SCORES_FILE
 
     path: Path = args.predictions
     if not path.exists():
@@ -37,7 +37,8 @@ def main(args: argparse.Namespace) -> int:
     # The folder the scores go to is locked while it is scored: a run directory scored in place (a `harness
     # run` still appending to it is waited for), else --output (or <file>-scored for a predictions file).
     out_dir = args.output or (path if path.is_dir() else path.with_name(path.stem + "-scored"))
-    with exclusive(out_dir, owned=RUN_FILES):
+    with removed_on_failure(out_dir, keep=(PREDICTIONS_FILE, SCORES_FILE, RESULTS_FILE)), \
+            exclusive(out_dir, owned=RUN_FILES):
         return _score(args, path, out_dir)
 
 
@@ -45,8 +46,9 @@ def _score(args: argparse.Namespace, path: Path, out_dir: Path) -> int:
     """Score the predictions at `path` (checked by `main`) into `out_dir`, which `main` holds locked."""
     from harness import plugin_manager
     from harness.external import external_manifest, read_external_predictions
-    from harness.io import atomic_write_jsonl, read_json_object, read_jsonl
+    from harness.io import atomic_write_jsonl
     from harness.results import write_results
+    from harness.run_files import read_manifest, read_predictions
     from harness.scoring import MANIFEST_FILE, PREDICTIONS_FILE, apply_judges, build_judges, check_default_judges
     from harness.summary import results_summary
 
@@ -54,10 +56,17 @@ def _score(args: argparse.Namespace, path: Path, out_dir: Path) -> int:
         manifest_path = path / MANIFEST_FILE
         if not manifest_path.exists() or not (path / PREDICTIONS_FILE).exists():
             raise UserError(f"{path} is not a run directory: expected {MANIFEST_FILE} and {PREDICTIONS_FILE}")
-        manifest = read_json_object(manifest_path)
+        manifest = read_manifest(manifest_path)
         # in place (locked), a torn last line from a kill is cut off; read from elsewhere, it is only skipped
-        rows = read_jsonl(path / PREDICTIONS_FILE, repair_tail=not args.output, skip_torn_tail=bool(args.output))
+        rows = read_predictions(path / PREDICTIONS_FILE, repair_tail=not args.output,
+                                skip_torn_tail=bool(args.output))
         records = list({r["id"]: r for r in rows}.values())
+        n_total = manifest["task"].get("n_total")
+        if n_total is not None and len(records) > n_total:
+            raise UserError(f"{path / PREDICTIONS_FILE} has {len(records)} sample ids, more than the {n_total} of "
+                            f"the {manifest['task']['split']} split of {manifest['task']['id']} that {MANIFEST_FILE} "
+                            "records: lines were added or their ids changed by hand (run the same harness run "
+                            "command to regenerate what is missing)")
         if args.output:
             atomic_write_jsonl(out_dir / PREDICTIONS_FILE, records)
         kind = manifest["task"]["kind"]

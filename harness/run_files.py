@@ -1,0 +1,116 @@
+"""Reading back the files of a run folder, which a user may have edited or damaged by hand.
+
+Each stage reads what the one before wrote (run.json and predictions.jsonl for scoring, scores.jsonl and an
+earlier results.json for merging). A file of the wrong shape is a one-line error naming the file, the line
+or field and what was expected, never a traceback from deep inside a later stage. An earlier results.json
+that no longer passes its schema is only a cache of scores.jsonl: it is set aside with a note and rewritten.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+from harness.errors import UserError
+from harness.io import read_json_object, read_jsonl
+
+_RESTORE = "restore it, or run again into a new --output"
+
+
+@cache
+def _manifest_schema() -> dict[str, Any]:
+    """run.json's schema: the parts of results.schema.json that `harness run` writes first (the task has no `n`,
+    the count of samples scored, yet)."""
+    from harness.results import schema
+
+    results = schema("results")
+    props = results["properties"]
+    task = dict(props["task"])
+    task["required"] = [k for k in task["required"] if k != "n"]
+    task["properties"] = {**task["properties"], "breakdowns": {"type": "array", "items": {"type": "string"}}}
+    prompt = dict(props["prompt"])
+    return {
+        "type": "object",
+        "required": ["run_id", "model", "task", "prompt"],
+        "properties": {"run_id": {"type": "string", "minLength": 1}, "created": {"type": "string"},
+                       "model": props["model"], "task": task, "prompt": prompt,
+                       "generation": props["generation"]},
+        "$defs": results.get("$defs", {}),
+    }
+
+
+def _schema_error(path: Path, exc: Any, what: str) -> UserError:
+    where = ".".join(map(str, exc.absolute_path)) or "(top level)"
+    message = exc.message if len(exc.message) <= 160 else exc.message[:157] + "..."
+    return UserError(f"{path}: field '{where}': {message} ({what})")
+
+
+def read_manifest(path: Path) -> dict[str, Any]:
+    """A run folder's run.json, checked against the shape `harness run` writes."""
+    import jsonschema
+
+    data = read_json_object(path)
+    try:
+        jsonschema.Draft202012Validator(_manifest_schema()).validate(data)
+    except jsonschema.ValidationError as exc:
+        raise _schema_error(path, exc, f"run.json is written by harness run; {_RESTORE}") from None
+    return data
+
+
+def _check_id(row: dict[str, Any]) -> str | None:
+    value = row.get("id")
+    if value is None:
+        return "missing field 'id'"
+    if isinstance(value, bool) or not isinstance(value, (str, int)):
+        return f"field 'id' must be a string, got {type(value).__name__}"
+    return None
+
+
+def read_predictions(path: Path, *, repair_tail: bool = False, skip_torn_tail: bool = False) -> list[dict[str, Any]]:
+    """predictions.jsonl: one object per line with an `id` (a later line of an id replaces an earlier one)."""
+    return read_jsonl(path, repair_tail=repair_tail, skip_torn_tail=skip_torn_tail, check=_check_id)
+
+
+def _check_scores_row(row: dict[str, Any]) -> str | None:
+    problem = _check_id(row)
+    if problem is None and not isinstance(row.get("judges"), dict):
+        problem = (f"field 'judges' must be an object of the judges' rows, got {type(row.get('judges')).__name__} "
+                   "(scores.jsonl is written by the judges; delete it and score again: harness score DIR)")
+    return problem
+
+
+def read_scores(path: Path) -> list[dict[str, Any]]:
+    """scores.jsonl: one object per sample id, with the judges' rows under `judges`."""
+    return read_jsonl(path, check=_check_scores_row)
+
+
+def read_previous_results(path: Path, run_id: str) -> dict[str, Any] | None:
+    """The results.json of the same run already in the folder, or None. One that cannot be read, or no longer
+    passes its schema (edited by hand), is replaced: a note says so, since its other judges' entries go with it
+    (their per-sample rows stay in scores.jsonl; `harness score` records them again)."""
+    import jsonschema
+
+    from harness.results import validate
+
+    if not path.exists():
+        return None
+    try:
+        old = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        problem = f"not readable JSON ({exc})"
+    else:
+        if not isinstance(old, dict) or old.get("run_id") != run_id or "task" not in old:
+            return None  # another run's file, or not a results file at all: replaced as before
+        try:
+            validate(old, "results")
+            return old
+        except jsonschema.ValidationError as exc:
+            where = ".".join(map(str, exc.absolute_path)) or "(top level)"
+            problem = f"field '{where}': {exc.message[:160]}"
+    print(f"note: {path} is not a valid results file ({problem}); it is written anew from this scoring "
+          "(judges scored before are in scores.jsonl: harness score DIR --judge ID records them again)",
+          file=sys.stderr)
+    return None

@@ -1,0 +1,121 @@
+"""A run folder edited or damaged by hand: `harness score` and `harness run` give one line naming the file and
+field (never a traceback), set aside a results.json that no longer passes its schema, and a command that fails
+before any work leaves no folder behind (nor the arguments it refused)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from cli_helpers import error_line
+
+RUN = ["--model", "prior", "--task", "phantom-vqa", "--limit", "12", "--judge", "exact", "--no-progress"]
+
+
+def harness(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "harness", *args], capture_output=True, text=True, cwd=cwd,
+                          timeout=300)
+
+
+@pytest.fixture(scope="module")
+def good_run(tmp_path_factory) -> Path:
+    base = tmp_path_factory.mktemp("good")
+    proc = harness("run", *RUN, "--output", str(base / "run"), cwd=base)
+    assert proc.returncode == 0, proc.stderr
+    return base / "run"
+
+
+def damaged(good_run: Path, tmp_path: Path) -> Path:
+    copy = tmp_path / "run"
+    shutil.copytree(good_run, copy)
+    return copy
+
+
+def edit_json(path: Path, change) -> None:
+    data = json.loads(path.read_text())
+    change(data)
+    path.write_text(json.dumps(data))
+
+
+def edit_line(path: Path, index: int, change) -> None:
+    lines = path.read_text().splitlines()
+    row = json.loads(lines[index])
+    change(row)
+    lines[index] = json.dumps(row)
+    path.write_text("\n".join(lines) + "\n")
+
+
+@pytest.mark.parametrize("command", ["score", "run"])
+@pytest.mark.parametrize(("change", "field"), [
+    (lambda m: m.pop("task"), "(top level)"),
+    (lambda m: m["task"].update(breakdowns=5), "task.breakdowns"),
+    (lambda m: m["prompt"].update(hash=5), "prompt.hash"),
+])
+def test_a_damaged_run_json_is_one_line_naming_its_field(good_run, tmp_path, command, change, field):
+    run = damaged(good_run, tmp_path)
+    edit_json(run / "run.json", change)
+    args = ["score", str(run), "--judge", "exact"] if command == "score" else ["run", *RUN, "--output", str(run)]
+    line = error_line(harness(*args, cwd=tmp_path))
+    assert f"run.json: field '{field}'" in line and "written by harness run" in line
+
+
+@pytest.mark.parametrize("command", ["score", "run"])
+def test_a_prediction_line_without_id_is_named_by_file_and_line(good_run, tmp_path, command):
+    run = damaged(good_run, tmp_path)
+    edit_line(run / "predictions.jsonl", 3, lambda row: row.pop("id"))
+    args = ["score", str(run), "--judge", "exact"] if command == "score" else ["run", *RUN, "--output", str(run)]
+    line = error_line(harness(*args, cwd=tmp_path))
+    assert line.endswith("predictions.jsonl:4: missing field 'id'")
+
+
+def test_a_scores_line_with_wrong_judges_is_named_by_file_and_line(good_run, tmp_path):
+    run = damaged(good_run, tmp_path)
+    edit_line(run / "scores.jsonl", 1, lambda row: row.update(judges=5))
+    line = error_line(harness("score", str(run), "--judge", "exact", cwd=tmp_path))
+    assert "scores.jsonl:2: field 'judges' must be an object" in line
+
+
+@pytest.mark.parametrize("value", ["x", [1, 2]])
+def test_a_results_json_of_the_wrong_shape_is_set_aside_and_rewritten(good_run, tmp_path, value):
+    run = damaged(good_run, tmp_path)
+    edit_json(run / "results.json", lambda r: r.update(judges=value))
+    proc = harness("score", str(run), "--judge", "exact", cwd=tmp_path)
+    assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stderr
+    assert "is not a valid results file (field 'judges" in proc.stderr
+    rewritten = json.loads((run / "results.json").read_text())
+    assert [j["id"] for j in rewritten["judges"]] == ["exact"]
+    assert rewritten["judges"][0]["metrics"] == json.loads((good_run / "results.json").read_text())[
+        "judges"][0]["metrics"]
+
+
+def test_predictions_of_more_ids_than_the_split_are_refused(good_run, tmp_path):
+    run = damaged(good_run, tmp_path)
+    edit_json(run / "run.json", lambda m: m["task"].update(n_total=10))  # 12 predictions for a 10-sample split
+    line = error_line(harness("score", str(run), "--judge", "exact", cwd=tmp_path))
+    assert "predictions.jsonl has 12 sample ids, more than the 10 of the test split" in line
+
+
+def test_refused_model_args_leave_no_run_folder_and_no_copy_of_them(tmp_path):
+    proc = harness("run", "--model", "prior", "--model-args", "token=sk-NOT-A-REAL-KEY", "--task", "phantom-vqa",
+                   "--runs-dir", str(tmp_path / "runs"), "--no-progress", cwd=tmp_path)
+    error_line(proc)
+    leftovers = list((tmp_path / "runs").rglob("*")) if (tmp_path / "runs").exists() else []
+    assert leftovers == [], leftovers
+
+
+def test_a_failed_score_into_a_new_output_folder_leaves_none(tmp_path):
+    bad = tmp_path / "preds.jsonl"
+    bad.write_text('{"id": "1", "answer": "yes"}\n')  # no prediction
+    proc = harness("score", str(bad), "--task-type", "report", "--output", str(tmp_path / "out"), cwd=tmp_path)
+    assert "missing field(s) prediction" in error_line(proc)
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_judge_that_takes_no_settings_says_so_in_plain_words(good_run, tmp_path):
+    line = error_line(harness("score", str(damaged(good_run, tmp_path)), "--judge", "exact", "--judge-arg",
+                              "foo=1", cwd=tmp_path))
+    assert line.endswith("does not accept 'foo'. It accepts no --judge-arg keys"), line
