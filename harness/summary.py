@@ -64,3 +64,13 @@ def results_summary(results: dict[str, Any], max_breakdowns: int = 1, max_values
                 if main:
                     lines.append(f"    {key}={value}: {main[0]} {format_metric(main[1])}")
     return "\n".join(lines)
+
+
+def check_not_all_failed(results: dict[str, Any]) -> None:
+    """`harness run` and `harness score` end with exit code 2 when every sample failed (what was recorded stays)."""
+    from harness.errors import UserError
+
+    failed, n = results["errors"]["count"], results["task"]["n"]
+    if n and failed == n:
+        raise UserError(f"all {n} samples failed, so there is nothing to score (first: {first_error(results, 300)}); "
+                        f"{retry_advice(results, first='fix the cause and ')}")

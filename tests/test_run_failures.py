@@ -50,3 +50,6 @@ def test_a_run_in_which_every_sample_failed_exits_non_zero(tmp_path):
     assert line.startswith("error: all ") and "samples failed, so there is nothing to score" in line
     assert "not an image file Pillow can read" in line and "BytesIO" not in line
     assert "results.json" in proc.stdout  # what was recorded is kept
+    rescored = subprocess.run([sys.executable, "-m", "harness", "score", str(next((tmp_path / "runs").iterdir())),
+                               "--judge", "exact"], capture_output=True, text=True, timeout=300)
+    assert rescored.returncode == 2 and "samples failed, so there is nothing to score" in rescored.stderr

@@ -49,7 +49,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def main(args: argparse.Namespace) -> int:
     from harness.runner import RunSpec, run
-    from harness.summary import first_error, results_summary, retry_advice
+    from harness.summary import check_not_all_failed, results_summary
 
     generation = {"max_new_tokens": args.max_new_tokens, "temperature": args.temperature, "seed": args.seed}
     if args.temperature:
@@ -78,8 +78,5 @@ def main(args: argparse.Namespace) -> int:
     out_dir, results = run(spec)
     print(results_summary(results))
     print(f"results: {out_dir / 'results.json'}")
-    failed, n = results["errors"]["count"], results["task"]["n"]
-    if n and failed == n:
-        raise UserError(f"all {n} samples failed, so there is nothing to score (first: "
-                        f"{first_error(results, 300)}); {retry_advice(results, first='fix the cause and ')}")
+    check_not_all_failed(results)
     return 0
