@@ -5,10 +5,10 @@ Built-in plugins are registered through the same hook implementations as third-p
 `harness-plugin-example`) restricts which third-party plugins load, like llm's LLM_LOAD_PLUGINS; set it to an
 empty string to load only the built-ins. A name that matches no installed entry point is an error.
 
-A broken third-party plugin (it fails to import, its hook raises, or one of its task YAMLs is invalid) does not
-block the rest: that plugin or file is skipped with one `warning:` line on stderr, `harness plugins` lists it
-under `problems`, and asking for a name it would have registered says why it is missing. Errors in the
-built-in plugins stay errors.
+A broken third-party plugin (it fails to import, its hook raises, or one of its task YAMLs is invalid or reuses
+an id or alias already registered, e.g. `aliases: [slake]`) does not block the rest: that plugin or file is
+skipped with one `warning:` line on stderr, `harness plugins` lists it under `problems`, and asking for a name
+it would have registered says why it is missing. Errors in the built-in plugins stay errors.
 """
 
 from __future__ import annotations
@@ -134,9 +134,8 @@ def _collect(hook_name: str, make_registry: Registry, wrap) -> Registry:
                 item_id, obj, aliases = wrap(item, _plugin)
                 try:
                     make_registry.add(item_id, obj, aliases)
-                except UserError as exc:  # name the file that repeats the id (a task YAML)
-                    where = getattr(obj, "path", None)
-                    raise UserError(f"{where}: {exc}" if where else str(exc)) from None
+                except UserError as exc:  # name the file (and line) that repeats the id or alias (a task YAML)
+                    raise UserError(_where_repeated(obj, exc)) from None
             except UserError as exc:
                 if _builtin:
                     raise
@@ -150,6 +149,15 @@ def _collect(hook_name: str, make_registry: Registry, wrap) -> Registry:
         except Exception as exc:  # noqa: BLE001 - a broken third-party hook must not block the rest
             _skipped(make_registry, plugin_name, f"its {hook_name} hook raised {_describe(exc)}")
     return make_registry
+
+
+def _where_repeated(obj: Any, exc: UserError) -> str:
+    """`exc` prefixed with the file of `obj` (a task YAML) and the line of the clashing field, when known."""
+    where = getattr(obj, "path", None)
+    if not where:
+        return str(exc)
+    line = getattr(obj, "field_lines", {}).get(getattr(exc, "field", ""))
+    return f"{where}:{line}: {exc}" if line else f"{where}: {exc}"
 
 
 def _skipped(registry: Registry, plugin: str, message: str) -> None:

@@ -62,6 +62,14 @@ class JudgeInfo(PluginInfo):
     """
 
 
+class NameClash(UserError):
+    """An id or alias registered twice; `field` ("id" or "aliases") says which field of the second item."""
+
+    def __init__(self, message: str, field: str) -> None:
+        super().__init__(message)
+        self.field = field
+
+
 class Registry:
     """Items of one kind (models, judges, tasks), addressable by id or alias."""
 
@@ -72,16 +80,29 @@ class Registry:
         self.notes: list[str] = []  # third-party registrations that were skipped, and why
 
     def add(self, item_id: str, item: Any, aliases: list[str] | tuple[str, ...] = ()) -> None:
+        """Register `item`; an id or alias already taken (as an id or an alias) raises `NameClash`, registering
+        nothing, like a repeated id: a silently dropped alias would make `--task ALIAS` reach another item."""
         if item_id in self._items or item_id in self._aliases:
-            first = self._items.get(self._aliases.get(item_id, item_id))
-            where = f"plugin '{first.plugin}'" if getattr(first, "plugin", "") else "another plugin"
-            if getattr(first, "path", None):
-                where += f" ({first.path})"
-            raise UserError(f"the {self.kind} id '{item_id}' is already registered by {where}")
+            raise NameClash(f"the {self.kind} id '{item_id}' {self._taken(item_id)}", "id")
+        new_aliases = [a for a in dict.fromkeys(aliases) if a != item_id]
+        for alias in new_aliases:
+            if alias in self._items or alias in self._aliases:
+                raise NameClash(f"the alias '{alias}' of {self.kind} '{item_id}' clashes: '{alias}' "
+                                f"{self._taken(alias)}", "aliases")
         self._items[item_id] = item
-        for alias in aliases:
-            if alias not in self._items:
-                self._aliases.setdefault(alias, item_id)
+        for alias in new_aliases:
+            self._aliases[alias] = item_id
+
+    def _taken(self, name: str) -> str:
+        """How `name` is already taken: "is already registered by plugin 'p' (file)" or as an alias of an id."""
+        owner_id = self._aliases.get(name, name)
+        first = self._items.get(owner_id)
+        where = f"plugin '{first.plugin}'" if getattr(first, "plugin", "") else "another plugin"
+        if getattr(first, "path", None):
+            where += f" ({first.path})"
+        if name in self._aliases:
+            return f"is already an alias of {self.kind} '{owner_id}', registered by {where}"
+        return f"is already registered by {where}"
 
     def get(self, name: str) -> Any:
         key = self._aliases.get(name, name)

@@ -17,6 +17,8 @@ from harness.errors import UserError
 from harness.yaml_lines import line_of, load_yaml_with_lines
 
 CLOSED_RULES = ("answer_type", "yes_no")
+# What `Task.build_request` fills into a prompt template; anything else would fail only at run time.
+PROMPT_PLACEHOLDERS = ("question",)
 
 
 @cache
@@ -78,6 +80,7 @@ class TaskConfig:
     breakdowns: list[str] = field(default_factory=list)
     plugin: str = ""
     judges_line: int = 0  # where `judges:` is in the file, for errors about a judge id it names
+    field_lines: dict[str, int] = field(default_factory=dict)  # top-level field -> its line, for errors
 
     @property
     def credentialed(self) -> bool:
@@ -135,13 +138,76 @@ def load_task_config(path: Path) -> TaskConfig:
                     f"say how closed questions are decided, one of {', '.join(CLOSED_RULES)}"
                 )
     for prompt_name, template in data["prompts"].items():
-        if data["kind"] == "vqa" and "{question}" not in template:
+        problem = prompt_problem(template, data["kind"])
+        if problem:
             raise UserError(
-                f"{path}:{line_of(lines, ('prompts', prompt_name))}: field 'prompts.{prompt_name}': "
-                "a vqa prompt must contain the placeholder {question}"
+                f"{path}:{line_of(lines, ('prompts', prompt_name))}: field 'prompts.{prompt_name}': {problem}"
             )
     fields = {k: v for k, v in data.items() if k != "sources"}
-    return TaskConfig(sources=sources, path=path, judges_line=line_of(lines, ("judges",)), **fields)
+    field_lines = {key: line_of(lines, (key,)) for key in data}
+    return TaskConfig(sources=sources, path=path, judges_line=line_of(lines, ("judges",)), field_lines=field_lines,
+                      **fields)
+
+
+def prompt_problem(template: str, kind: str) -> str | None:
+    """Why a prompt template would fail when filled (or lacks {question} in a vqa task), or None if it is fine."""
+    import string
+
+    allowed = ", ".join("{" + name + "}" for name in PROMPT_PLACEHOLDERS)
+    try:
+        parsed = list(string.Formatter().parse(template))
+    except ValueError as exc:
+        return _brace_problem(str(exc), template)
+    names = []
+    nested = [item for _, _, spec, _ in parsed if spec for item in string.Formatter().parse(spec)]
+    for _, name, _, _ in parsed + nested:
+        if name is None:
+            continue
+        if name not in PROMPT_PLACEHOLDERS:
+            what = "an empty placeholder {}" if name == "" else f"unknown placeholder {{{name}}}"
+            return (f"{what}; allowed placeholders: {allowed} (write {{{{ and }}}} for a literal brace)")
+        names.append(name)
+    try:  # what the parse lets through: a bad spec such as {question:d} or {question!z}
+        template.format(**{name: "Is there a lesion?" for name in PROMPT_PLACEHOLDERS})
+    except (ValueError, KeyError, IndexError, AttributeError, TypeError) as exc:
+        return f"cannot be filled ({type(exc).__name__}: {exc}); allowed placeholders: {allowed}"
+    if kind == "vqa" and "question" not in names:
+        return "a vqa prompt must contain the placeholder {question}"
+    return None
+
+
+def _brace_problem(message: str, template: str) -> str:
+    """Name the brace that `str.format` chokes on, where it is, and how to write a literal one."""
+    index, brace = _stray_brace(template)
+    if index is None:
+        return f"not a valid template ({message}); write {{{{ and }}}} for a literal brace"
+    near = template[max(0, index - 20):index + 21]
+    if brace == "}":
+        return f"stray '}}' at character {index + 1} (near {near!r}); write }}}} for a literal brace"
+    return (f"stray '{{' at character {index + 1} (near {near!r}); close the placeholder (e.g. {{question}}) "
+            "or write {{ for a literal brace")
+
+
+def _stray_brace(template: str) -> tuple[int | None, str]:
+    """The index of the first brace that is neither doubled nor part of a {placeholder}, and that brace."""
+    i = 0
+    while i < len(template):
+        char = template[i]
+        if char in "{}" and template[i + 1:i + 2] == char:
+            i += 2
+        elif char == "}":
+            return i, "}"
+        elif char == "{":
+            depth, k = 1, i + 1
+            while k < len(template) and depth:
+                depth += {"{": 1, "}": -1}.get(template[k], 0)
+                k += 1
+            if depth:
+                return i, "{"
+            i = k
+        else:
+            i += 1
+    return None, ""
 
 
 def _check_formats(sources: list[SourceConfig], path: Path, lines: dict[Any, int]) -> None:

@@ -194,3 +194,28 @@ def test_cli_errors_are_one_line(tmp_path, capsys):
     other.write_text("id,rater,label\nzzz,alice,1\n")
     assert main(["agreement", "--labels", str(other), "--scores", str(scores), "--judge", "gpt4"]) == 2
     assert "no labelled id" in capsys.readouterr().err
+
+
+def test_output_that_cannot_be_a_file_is_refused_before_any_work(tmp_path, capsys):
+    scores = tmp_path / "scores.jsonl"
+    _write_scores(scores, "gpt4/pefomed", "verdicts", {"s1": [1]})
+    labels = tmp_path / "human.csv"
+    labels.write_text("id,rater,label\ns1,alice,1\n")
+    folder = tmp_path / "reports"
+    folder.mkdir()
+    args = ["agreement", "--labels", str(labels), "--scores", str(scores), "--judge", "gpt4", "--output"]
+    assert main([*args, str(folder)]) == 2
+    out, err = capsys.readouterr()
+    assert out == ""  # no table printed before the error
+    assert err == f"error: --output {folder} is a directory; expected a file path (e.g. {folder / 'agreement.json'})\n"
+    assert list(folder.iterdir()) == []  # no temporary file left or named
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    assert main([*args, str(blocker / "sub" / "report.json")]) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and err.startswith(f"error: --output {blocker / 'sub' / 'report.json'}: {blocker} is not a ")
+    (tmp_path / "agreement.json").mkdir()  # the default report path is taken by a folder
+    assert main(args[:-1]) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and err == (f"error: the default report path {tmp_path / 'agreement.json'} is a directory; "
+                                 "expected a file path (pass --output FILE)\n")

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
+
+from harness.errors import UserError
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -30,8 +33,12 @@ def run(args: argparse.Namespace) -> int:
     from harness import agreement
     from harness.io import atomic_write_json
 
+    if args.output is not None:
+        check_output(args.output, "--output")
     labels = agreement.read_labels(args.labels)
     scores = agreement.scores_file(args.scores)
+    if args.output is None:
+        check_output(scores.parent / "agreement.json", "the default report path", "pass --output FILE")
     judges = [part.strip() for value in args.judge for part in value.split(",") if part.strip()]
     reports = {}
     for judge in judges:
@@ -41,6 +48,21 @@ def run(args: argparse.Namespace) -> int:
         print(agreement.format_table(key, report))
         print()
     output = args.output or scores.parent / "agreement.json"
-    atomic_write_json(output, {"labels": str(args.labels), "scores": str(scores), "judges": reports})
+    try:
+        atomic_write_json(output, {"labels": str(args.labels), "scores": str(scores), "judges": reports})
+    except OSError as exc:  # name the user's path, never the temporary file written next to it
+        raise UserError(f"cannot write the report to {output}: {exc.strerror or exc}") from None
     print(f"wrote {output}")
     return 0
+
+
+def check_output(path: Path, what: str, hint: str = "") -> None:
+    """Refuse, before any work, a report path that cannot be written as a file (it would fail after the table)."""
+    if path.is_dir():
+        hint = hint or f"e.g. {path / 'agreement.json'}"
+        raise UserError(f"{what} {path} is a directory; expected a file path ({hint})")
+    parent = next((p for p in path.parents if p.exists()), None)
+    if parent is not None and not parent.is_dir():
+        raise UserError(f"{what} {path}: {parent} is not a directory; expected a file path in a directory")
+    if parent is not None and not os.access(parent, os.W_OK | os.X_OK):
+        raise UserError(f"{what} {path}: directory {parent} is not writable; expected a writable location")

@@ -1,0 +1,109 @@
+"""Task YAML mistakes that used to pass validation and fail at run time: bad prompt templates, repeated keys."""
+
+from __future__ import annotations
+
+from importlib import resources
+from pathlib import Path
+
+import pytest
+
+from harness.errors import UserError
+from harness.task import Task
+from harness.task_config import load_task_config
+from harness.types import Sample
+
+TASKS_DIR = Path(str(resources.files("harness.tasks")))
+PEFOMED = '  pefomed: "[vqa] Based on the image, respond to this question with a short answer: {question}"'
+
+
+def _copy(tmp_path: Path, old: str, new: str, name: str = "vqa-rad.yaml") -> tuple[Path, int]:
+    """Copy a shipped task YAML with one line replaced by `new` (one or more lines); return path and its line."""
+    lines = (TASKS_DIR / name).read_text(encoding="utf-8").splitlines()
+    index = lines.index(old)
+    lines[index] = new
+    path = tmp_path / name
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path, index + 1
+
+
+def _error(path: Path) -> str:
+    with pytest.raises(UserError) as err:
+        load_task_config(path)
+    message = str(err.value)
+    assert "\n" not in message
+    return message
+
+
+# ------------------------------------------------------------------------------------------ prompt templates
+@pytest.mark.parametrize(("template", "said"), [
+    ("{question} {nosuch}", "unknown placeholder {nosuch}; allowed placeholders: {question}"),
+    ("{0} {question}", "unknown placeholder {0}; allowed placeholders: {question}"),
+    ("{} {question}", "an empty placeholder {}; allowed placeholders: {question}"),
+    ("{question.upper} {question}", "unknown placeholder {question.upper}; allowed placeholders: {question}"),
+    ("{question:{width}}", "unknown placeholder {width}; allowed placeholders: {question}"),
+])
+def test_unknown_placeholder_names_file_line_prompt_and_allowed_ones(tmp_path, template, said):
+    path, line = _copy(tmp_path, PEFOMED, f'  pefomed: "{template}"')
+    assert _error(path).startswith(f"{path}:{line}: field 'prompts.pefomed': {said}")
+
+
+@pytest.mark.parametrize(("template", "said"), [
+    ("{question} {", "stray '{' at character 12 (near '{question} {'); close the placeholder (e.g. {question}) "
+                     "or write {{ for a literal brace"),
+    ("Use {braces like this {question}", "stray '{' at character 5"),
+    ("{question} } done", "stray '}' at character 12 (near '{question} } done'); write }} for a literal brace"),
+])
+def test_stray_brace_is_named_with_where_it_is_and_how_to_double_it(tmp_path, template, said):
+    path, line = _copy(tmp_path, PEFOMED, f'  pefomed: "{template}"')
+    assert _error(path).startswith(f"{path}:{line}: field 'prompts.pefomed': {said}")
+
+
+def test_a_spec_that_cannot_format_a_question_is_refused(tmp_path):
+    path, line = _copy(tmp_path, PEFOMED, '  pefomed: "{question:d}"')
+    message = _error(path)
+    assert message.startswith(f"{path}:{line}: field 'prompts.pefomed': cannot be filled (ValueError: ")
+    assert message.endswith("allowed placeholders: {question}")
+
+
+def test_default_prompt_and_report_prompts_are_checked_too(tmp_path):
+    lines = (TASKS_DIR / "iu-xray.yaml").read_text(encoding="utf-8").splitlines()
+    old = next(line for line in lines if line.startswith("  default: "))
+    path, line = _copy(tmp_path, old, '  default: "Write the findings for {modality}."', "iu-xray.yaml")
+    assert _error(path) == (f"{path}:{line}: field 'prompts.default': unknown placeholder {{modality}}; "
+                            "allowed placeholders: {question} (write {{ and }} for a literal brace)")
+
+
+def test_doubled_braces_and_question_with_a_spec_are_valid_and_fill_as_written(tmp_path):
+    path, _ = _copy(tmp_path, PEFOMED, '  pefomed: "{{json}} {question!r:>5} {{"')
+    config = load_task_config(path)
+    task = Task(config, source="hf")
+    sample = Sample(id="1", images=[], answer="yes", question="ok")
+    request = task.build_request(sample, task.prompt_template("pefomed")[1], task.generation_settings(), [])
+    assert request.prompt == "{json}  'ok' {"
+
+
+def test_a_vqa_prompt_with_only_a_literal_question_brace_lacks_the_placeholder(tmp_path):
+    path, line = _copy(tmp_path, PEFOMED, '  pefomed: "{{question}}"')
+    assert _error(path) == (f"{path}:{line}: field 'prompts.pefomed': "
+                            "a vqa prompt must contain the placeholder {question}")
+
+
+# --------------------------------------------------------------------------------------------- duplicate keys
+def test_a_repeated_top_level_key_is_named_at_its_second_line(tmp_path):
+    path, line = _copy(tmp_path, "kind: vqa", "kind: vqa\nkind: report")
+    assert _error(path) == (f"{path}:{line + 1}: duplicate key 'kind' (first given at line {line}); "
+                            "each key may appear once in a mapping: keep one")
+
+
+def test_a_repeated_nested_key_is_named_with_its_path(tmp_path):
+    path, line = _copy(tmp_path, "  max_new_tokens: 16", "  max_new_tokens: 16\n  max_new_tokens: 64")
+    assert _error(path).startswith(f"{path}:{line + 1}: duplicate key 'generation.max_new_tokens' "
+                                   f"(first given at line {line})")
+    path, line = _copy(tmp_path, "    sizes: {test: 451, train: 1797}", "    sizes: {test: 451, test: 450}")
+    assert _error(path).startswith(f"{path}:{line}: duplicate key 'sources.0.sizes.test'")
+
+
+def test_same_key_in_different_mappings_and_anchors_are_fine(tmp_path):
+    path, _ = _copy(tmp_path, "      id: qid", "      id: &qid qid")
+    config = load_task_config(path)
+    assert config.source("official").fields["id"] == config.source("mevf").fields["id"] == "qid"
