@@ -8,6 +8,7 @@ document a user may have edited (read_json_object) gives a one-line error naming
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shutil
@@ -34,6 +35,8 @@ NEW_FILE_MODE = 0o666 & ~_umask()  # read once at import, in the main thread (um
 
 def atomic_write_text(path: Path, text: str) -> None:
     path = Path(path)
+    if path.is_dir():  # os.replace would fail naming the temporary file, not the path the user gave
+        raise IsADirectoryError(errno.EISDIR, "is a directory, expected a file path", str(path))
     path.parent.mkdir(parents=True, exist_ok=True)
     try:
         mode = path.stat().st_mode & 0o777

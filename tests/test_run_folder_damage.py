@@ -119,3 +119,11 @@ def test_a_judge_that_takes_no_settings_says_so_in_plain_words(good_run, tmp_pat
     line = error_line(harness("score", str(damaged(good_run, tmp_path)), "--judge", "exact", "--judge-arg",
                               "foo=1", cwd=tmp_path))
     assert line.endswith("does not accept 'foo'. It accepts no --judge-arg keys"), line
+
+
+def test_a_results_path_that_is_a_directory_is_named_not_a_temporary_file(good_run, tmp_path):
+    run = damaged(good_run, tmp_path)
+    (run / "results.json").unlink()
+    (run / "results.json").mkdir()
+    line = error_line(harness("score", str(run), "--judge", "exact", cwd=tmp_path))
+    assert line == f"error: cannot use {run / 'results.json'}: is a directory, expected a file path"
