@@ -95,7 +95,7 @@ def read_previous_results(path: Path, run_id: str) -> dict[str, Any] | None:
 
     from harness.results import validate
 
-    if not path.exists():
+    if not path.is_file():  # none yet (a directory in its place fails when results.json is written)
         return None
     try:
         old = json.loads(path.read_text(encoding="utf-8"))
