@@ -6,6 +6,10 @@ breakdown fields) and returns one score row per record: `{"metrics": {name: valu
 never treated as 0. `aggregate` turns a set of score rows into corpus-level values; the default is the
 mean of each metric, and judges with corpus metrics (BLEU, CIDEr) override it. The same `aggregate`
 serves the overall numbers and every breakdown slice, so no judge writes per-slice code.
+
+`describe()` records, besides the settings as given, the judge's `setup`: the resolved values of the choices
+that change its numbers (defaults filled in, typed), never those that only change speed or cost (workers,
+concurrency, timeouts, cache, device, batch size). A leaderboard keeps one row per setup (harness.publish).
 """
 
 from __future__ import annotations
@@ -54,13 +58,28 @@ class JudgePlugin:
             )
         self.convention = convention
 
+    @classmethod
+    def resolve_setup(cls, settings: dict[str, Any], convention: str | None) -> dict[str, Any]:
+        """The choices among `settings` (as given, e.g. strings from --judge-arg) that change this judge's
+        numbers, resolved: defaults filled in and typed, so a default and the same value given explicitly are
+        equal. JSON values only. Also applied to results.json files written before `setup` was recorded (their
+        recorded settings), so it must work without the judge's tools (Java, an API key, a GPU); default: {}.
+        Raises UserError for a value the judge would refuse."""
+        return {}
+
+    def setup(self) -> dict[str, Any]:
+        """This judge's resolved number-moving choices (describe()'s "setup"); default: resolve_setup of its
+        settings. A judge that knows more once built (a model file's hash) may add it here."""
+        return self.resolve_setup(dict(self.options.settings), self.convention)
+
     def describe(self) -> dict[str, Any]:
-        """Recorded in results.json: which judge, which convention, which version and settings."""
+        """Recorded in results.json: which judge, which convention, which version, settings and setup."""
         return {
             "id": self.id,
             "convention": self.convention,
             "version": self.version,
             "settings": dict(self.options.settings),
+            "setup": self.setup(),
         }
 
     def score(self, records: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -1,17 +1,24 @@
 """Merge results.json files into a leaderboard.json (schema-checked, written atomically).
 
-One row per model x task x split x source x prompt variant x judge x convention, carrying its metrics (overall
-and per breakdown, e.g. open/closed) and provenance (run id, harness version and commit, judge version and
-settings, prompt, generation settings, dataset fingerprint). A partial row (fewer samples than the split, e.g. a
---limit run) never replaces a complete one; then the newest wins (rows with failed samples are flagged).
-Results of one task version, split and source whose dataset fingerprints differ are refused, whether or not
-one would replace the other: their numbers are not comparable.
+One row per model x task x split x source x prompt variant x judge x convention x judge setup, carrying its
+metrics (overall and per breakdown, e.g. open/closed) and provenance (run id, harness version and commit, judge
+version and settings, prompt, generation settings, dataset fingerprint). The judge setup (`judge_setup`, the
+judge's resolved number-moving choices, see JudgePlugin.resolve_setup) is part of the row's identity: a re-score
+with a stemmed ROUGE or another LLM judge model is a row of its own, while worker counts, timeouts or the cache
+never split rows. Results and leaderboards written before setups were recorded get the setup the judge resolves
+from their recorded settings (so re-publishing them adds no row); {} when the judge is not installed.
+A partial row (fewer samples than the split, e.g. a --limit run) never replaces a complete one; then the newest
+`created` wins (rows with failed samples are flagged). A judge entry without any metric value (every sample
+failed or went unscored) is skipped with a notice. Results of one task version, split and source whose dataset
+fingerprints differ are refused, whether or not one would replace the other: their numbers are not comparable.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from datetime import datetime, timezone
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +42,54 @@ def find_results(paths: list[Path]) -> list[Path]:
     return list({path.resolve(): path for path in found}.values())  # a file reached twice is read once
 
 
-def rows_from_results(path: Path) -> list[dict[str, Any]]:
+def parse_created(value: Any, where: str, field: str = "created") -> datetime:
+    """An ISO-8601 timestamp (one without a zone is taken as UTC); else a UserError naming file and field."""
+    try:
+        parsed = datetime.fromisoformat(value) if isinstance(value, str) else None
+    except ValueError:
+        parsed = None
+    if parsed is None:
+        raise UserError(f"{where}: field '{field}' is {json.dumps(value)}, not an ISO-8601 timestamp "
+                        "(e.g. 2025-01-31T12:00:00+00:00)")
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
+
+
+@cache
+def _judge_class(judge_id: str) -> Any:
+    """The installed judge plugin class of `judge_id` (None: not installed or not loadable)."""
+    from harness import plugin_manager
+
+    try:
+        return plugin_manager.judges().get(judge_id).load()
+    except Exception:  # noqa: BLE001 - a judge that is gone only loses the derived setup
+        return None
+
+
+def derived_setup(judge_id: str, convention: str | None, settings: dict[str, Any]) -> dict[str, Any]:
+    """The setup of a judge entry or leaderboard row written before setups were recorded: what the judge resolves
+    from the recorded settings (for the built-in judges, exactly what a run with those settings records now);
+    {} when the judge is not installed or refuses them."""
+    resolve = getattr(_judge_class(judge_id), "resolve_setup", None)
+    if resolve is None:
+        return {}
+    try:
+        setup = resolve(dict(settings), convention)
+    except Exception:  # noqa: BLE001 - old settings this judge no longer takes: no setup to compare
+        return {}
+    return setup if isinstance(setup, dict) else {}
+
+
+def has_metric_value(judge: dict[str, Any]) -> bool:
+    """Whether a judge entry has any number to publish (not when every sample failed or went unscored; an LLM
+    judge's counts of calls, tokens and repeats are no metric value: its scored_samples tells)."""
+    metrics = judge["metrics"]
+    if "scored_samples" in metrics and not metrics["scored_samples"].get("value"):
+        return False
+    return any(m.get("value") is not None and m.get("n", 1) > 0 for m in metrics.values())
+
+
+def rows_from_results(path: Path, notices: list[str] | None = None) -> list[dict[str, Any]]:
+    """The leaderboard rows of one results.json; a judge entry without a metric value gives a notice instead."""
     try:
         data = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError) as exc:
@@ -48,6 +102,7 @@ def rows_from_results(path: Path) -> list[dict[str, Any]]:
         where = "/".join(map(str, exc.absolute_path)) or "(top level)"
         raise UserError(f"{path}: not a valid results file at '{where}': {exc.message}") from None
     chosen = selection_of(data)
+    parse_created(data["created"], str(path))
     rows = []
 
     def trimmed(metrics: dict[str, Any]) -> dict[str, Any]:
@@ -55,6 +110,14 @@ def rows_from_results(path: Path) -> list[dict[str, Any]]:
                 for name, m in metrics.items()}
 
     for judge in data["judges"]:
+        if not has_metric_value(judge):
+            if notices is not None:
+                name = judge["id"] + (f":{judge['convention']}" if judge.get("convention") else "")
+                notices.append(f"skipped {path}: judge {name} has no metric value (every one of its "
+                               f"{data['task']['n']} samples failed or went unscored); nothing of it is published")
+            continue
+        setup = judge["setup"] if isinstance(judge.get("setup"), dict) else derived_setup(
+            judge["id"], judge.get("convention"), judge.get("settings", {}))
         rows.append({
             "model": data["model"].get("label", data["model"]["id"]),
             "model_plugin": data["model"]["plugin"],
@@ -66,6 +129,7 @@ def rows_from_results(path: Path) -> list[dict[str, Any]]:
             "fingerprint": data["task"]["fingerprint"],
             "judge": judge["id"],
             "convention": judge.get("convention"),
+            "judge_setup": setup,
             "prompt_variant": data["prompt"].get("variant"),
             "n": data["task"]["n"],
             "n_total": chosen["n_total"],
@@ -89,17 +153,52 @@ def rows_from_results(path: Path) -> list[dict[str, Any]]:
     return rows
 
 
+def canonical_setup(row: dict[str, Any]) -> str:
+    return json.dumps(row.get("judge_setup") or {}, sort_keys=True, separators=(",", ":"))
+
+
 def row_key(row: dict[str, Any]) -> tuple:
     return (row["model"], row["task"], row["split"], row.get("source"), row["prompt_variant"], row["judge"],
-            row["convention"])
+            row["convention"], canonical_setup(row))
+
+
+@cache
+def _default_setup(judge_id: str, convention: str | None) -> str | None:
+    """The judge's setup with no settings given (canonical JSON; None when unknown)."""
+    resolve = getattr(_judge_class(judge_id), "resolve_setup", None)
+    try:
+        return None if resolve is None else json.dumps(resolve({}, convention))
+    except Exception:  # noqa: BLE001 - only the readable form depends on it
+        return None
+
+
+def setup_text(row: dict[str, Any]) -> str:
+    """The judge setup in short: only what differs from the judge's defaults (hashes cut to 12 characters)."""
+    setup = row.get("judge_setup") or {}
+    known = _default_setup(row["judge"], row["convention"])
+    defaults = json.loads(known) if known else {}
+
+    def shown(value: Any) -> str:
+        if isinstance(value, str):
+            return value[:12] if re.fullmatch(r"[0-9a-f]{32,}", value) else value
+        return json.dumps(value)
+
+    return ", ".join(f"{key}={shown(value)}" for key, value in setup.items()
+                     if key not in defaults or defaults[key] != value)
 
 
 def describe(row: dict[str, Any]) -> str:
     size = f"n={row['n']}" + (f" of {row['n_total']}" if row.get("n_total") is not None else "")
     convention = f":{row['convention']}" if row["convention"] else ""
     source = f", source {row['source']}" if row.get("source") else ""
+    setup = setup_text(row)
+    setup = f" ({setup})" if setup else ""
     return (f"{row['model']} on {row['task']} ({row['split']}{source}, prompt {row['prompt_variant']}) "
-            f"judge {row['judge']}{convention}, {size}, run {row['provenance']['run_id']}")
+            f"judge {row['judge']}{convention}{setup}, {size}, run {row['provenance']['run_id']}")
+
+
+def _created(row: dict[str, Any]) -> datetime:
+    return parse_created(row["provenance"]["created"], str(row["provenance"].get("results_file")))
 
 
 def prefer(new: dict[str, Any], old: dict[str, Any]) -> bool:
@@ -107,7 +206,7 @@ def prefer(new: dict[str, Any], old: dict[str, Any]) -> bool:
     samples is kept but flagged: rerunning the same command retries them)."""
     if bool(new.get("partial")) != bool(old.get("partial")):
         return not new.get("partial")
-    return old["provenance"]["created"] <= new["provenance"]["created"]
+    return _created(old) <= _created(new)
 
 
 def check_fingerprints(rows: list[dict[str, Any]]) -> None:
@@ -135,7 +234,7 @@ def check_fingerprints(rows: list[dict[str, Any]]) -> None:
 def _why_not(row: dict[str, Any], kept: dict[str, Any]) -> str:
     if row.get("partial") and not kept.get("partial"):
         return "partial; the leaderboard keeps the complete results of"
-    if row["provenance"]["created"] == kept["provenance"]["created"]:
+    if _created(row) == _created(kept):
         return "as old as the kept"
     return "older than the kept"
 
@@ -148,36 +247,63 @@ def _same_run(row: dict[str, Any], kept: dict[str, Any]) -> bool:
 
 def publish(inputs: list[Path], output: Path) -> tuple[dict[str, Any], list[str]]:
     """Merge the rows of `inputs` into `output`; return the leaderboard and one notice per row skipped
-    (a partial row beside a complete one, or an older row) and per partial row on the leaderboard.
+    (a partial row beside a complete one, an older row, a judge without any metric value), per leaderboard row
+    replaced by another results file's, and per partial row and row with failed samples on the leaderboard.
     Two publishes into one leaderboard run one after the other (a lock beside it), so neither loses rows."""
     with exclusive(output.parent, f".{output.name}.lock", owned=(output.name,)):
         return _publish(inputs, output)
 
 
+def _existing_rows(output: Path) -> list[dict[str, Any]]:
+    """The rows of the leaderboard at `output` (none if absent); rows written before judge setups were recorded
+    get the setup derived from their recorded judge settings."""
+    if not output.exists():
+        return []
+    try:
+        existing = json.loads(output.read_text())
+        validate(existing, "leaderboard")
+    except Exception as exc:  # noqa: BLE001 - any unreadable leaderboard is the user's file to fix
+        raise UserError(f"{output}: existing leaderboard is not valid ({str(exc).splitlines()[0]})") from None
+    for i, row in enumerate(existing["rows"]):
+        parse_created(row["provenance"]["created"], f"{output}: row {i}", "provenance.created")
+        if not isinstance(row.get("judge_setup"), dict):
+            row["judge_setup"] = derived_setup(row["judge"], row["convention"],
+                                               row["provenance"].get("judge_settings") or {})
+    return existing["rows"]
+
+
+def _replaced(old: dict[str, Any], kept: dict[str, Any]) -> str:
+    why = "complete" if old.get("partial") and not kept.get("partial") else "newer"
+    return (f"replaced {describe(old)} ({old['provenance'].get('results_file')}): the leaderboard now keeps the "
+            f"{why} results of {kept['provenance'].get('results_file')}")
+
+
 def _publish(inputs: list[Path], output: Path) -> tuple[dict[str, Any], list[str]]:
-    rows: dict[tuple, dict[str, Any]] = {}
-    if output.exists():
-        try:
-            existing = json.loads(output.read_text())
-            validate(existing, "leaderboard")
-        except Exception as exc:  # noqa: BLE001 - any unreadable leaderboard is the user's file to fix
-            raise UserError(f"{output}: existing leaderboard is not valid ({str(exc).splitlines()[0]})") from None
-        rows = {row_key(r): r for r in existing["rows"]}
-    candidates = list(rows.values()) + [row for path in find_results(inputs) for row in rows_from_results(path)]
+    rows = {row_key(r): r for r in _existing_rows(output)}
+    before = dict(rows)
+    notices: list[str] = []
+    candidates = list(rows.values()) + [row for path in find_results(inputs)
+                                        for row in rows_from_results(path, notices)]
     check_fingerprints(candidates)
     given = candidates[len(rows):]
     for row in given:
         old = rows.get(row_key(row))
         if old is None or prefer(row, old):
             rows[row_key(row)] = row
-    notices = []
     for row in given:  # each row given and not kept, against the row kept in the end (in any input order)
         kept = rows[row_key(row)]
         if kept is not row and not _same_run(row, kept):
             notices.append(f"skipped {describe(row)} ({row['provenance']['results_file']}): {_why_not(row, kept)} "
                            f"{kept['provenance']['results_file']}")
+    for key, old in before.items():  # a leaderboard row that another results file now stands in for
+        kept = rows[key]
+        same = all(kept["provenance"].get(k) == old["provenance"].get(k) for k in ("run_id", "created"))
+        if kept is not old and kept["provenance"].get("results_file") != old["provenance"].get("results_file") \
+                and not same:  # the same results reached by another path are no news
+            notices.append(_replaced(old, kept))
     ordered = sorted(rows.values(), key=lambda r: (r["task"], r["split"], str(r.get("source")), r["judge"],
-                                                   str(r["convention"]), str(r["prompt_variant"]), r["model"]))
+                                                   str(r["convention"]), canonical_setup(r),
+                                                   str(r["prompt_variant"]), r["model"]))
     notices += [f"partial row kept (no complete run yet): {describe(r)}" for r in ordered if r.get("partial")]
     notices += [f"row with {r['errors']} failed sample(s), not in its metrics (re-run to retry them): {describe(r)}"
                 for r in ordered if r.get("errors")]

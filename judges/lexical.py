@@ -12,6 +12,10 @@ slice or bootstrap resample its exact pycocoevalcap numbers in milliseconds, wit
 Per-sample row metrics: pycocoevalcap's sentence BLEU (`bleu_list`), METEOR segment score, ROUGE-L, CIDEr-D (IDF
 of the whole scored set), rouge-score F values, and SPICE when asked for. The corpus numbers (results.json) come
 from `aggregate`: corpus BLEU and METEOR are not means of the per-sample values.
+
+Setup (describe()'s "setup", a leaderboard row's identity): `rouge_stemmer` and `spice`, resolved to booleans.
+`meteor_table` and `meteor_workers` are left out: the cut paraphrase table gives the full table's statistics and
+the workers only split the work, so neither changes a number.
 """
 
 from __future__ import annotations
@@ -91,6 +95,10 @@ class LexicalJudge(JudgePlugin):
         self._positions: dict[int, tuple[dict[str, Any], LexicalCorpus, int]] = {}
         self._aggregates: dict[tuple[int, ...], tuple[list[dict[str, Any]], dict[str, float | None]]] = {}
         self._run_info: dict[str, Any] = {}
+
+    @classmethod
+    def resolve_setup(cls, settings: dict[str, Any], convention: str | None) -> dict[str, Any]:
+        return {"rouge_stemmer": _flag(settings, "rouge_stemmer"), "spice": _flag(settings, "spice")}
 
     def describe(self) -> dict[str, Any]:
         info = super().describe()

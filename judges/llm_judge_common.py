@@ -7,6 +7,9 @@ Calls that failed (no reply after the retries) are also None but counted apart (
 `note:` line on stderr, since rerunning the same command retries exactly those.
 Per-sample rows keep every repeat's verdict and raw reply, so `aggregate` can compute the per-repeat
 corpus values (mean and sample standard deviation across repeats) for any subset of rows.
+Setup (describe()'s "setup", a leaderboard row's identity): provider, resolved model id, base URL, prompt
+template sha256, temperature, seed, max_tokens, repeats and structured output, as resolved; the client's
+concurrency, timeouts, retries, cache and batch mode change no verdict and are left out.
 """
 
 from __future__ import annotations
@@ -230,6 +233,12 @@ def resolve_settings(raw: dict[str, Any], convention: str) -> LLMJudgeSettings:
     return LLMJudgeSettings(repeats, temperature, seed, max_tokens, structured, allow_external, client)
 
 
+def judge_setup(s: LLMJudgeSettings, provider: str, model: str, base_url: str, template: str) -> dict[str, Any]:
+    """The number-moving choices of an LLM judge, resolved (one definition for describe() and old results)."""
+    return {"provider": provider, "model": model, "base_url": base_url, "prompt_sha256": template_sha256(template),
+            "temperature": s.temperature, "seed": s.seed, "max_tokens": s.max_tokens, "repeats": s.repeats,
+            "structured_output": s.structured_output}
+
 # ------------------------------------------------------------------------------------------------- judge
 def _on_this_machine(provider: str, base_url: str) -> bool:
     """Whether a judge keeps the data on this machine: an openai-compatible server on a loopback address."""
@@ -259,6 +268,22 @@ class LLMJudge(JudgePlugin):
         self.client = make_client(dict(self.settings.client))
         if self._must_stay_local() and not _on_this_machine(self.client.provider, self.client.base_url):
             raise self._refusal(self.client.model, self.client.provider, self.client.base_url)
+
+    @classmethod
+    def resolve_setup(cls, settings: dict[str, Any], convention: str | None) -> dict[str, Any]:
+        """The setup of these settings, resolved as make_client does (alias to pinned id, default base URL)."""
+        from harness.providers.aliases import normalise_base_url, resolve_model
+
+        convention = convention or cls.default_convention
+        resolved = resolve_settings(dict(settings), convention)
+        client = resolved.client
+        provider, model = resolve_model(str(client["model"]), client.get("provider"), client.get("base_url"))
+        base_url = normalise_base_url(provider, client.get("base_url"))
+        return judge_setup(resolved, provider, model, base_url, TEMPLATES[(cls.kind, convention)])
+
+    def setup(self) -> dict[str, Any]:
+        c = self.client
+        return judge_setup(self.settings, c.provider, c.model, c.base_url, self.template)
 
     def _must_stay_local(self) -> bool:
         return self.options.credentialed and not self.settings.allow_external

@@ -10,6 +10,8 @@ exact weights.
 
 Settings (`--judge-arg KEY=VALUE`): embedding_model (local dir, hub id, or "bundled"), bertscore,
 bertscore_model (default roberta-large), bertscore_layers, bertscore_idf, device (cpu), batch_size (32).
+Setup (describe()'s "setup", a leaderboard row's identity): the embedding model's name and file hash and, with
+BERTScore, its model's name, hash, layer and idf; device and batch_size change no number and are left out.
 """
 
 from __future__ import annotations
@@ -158,6 +160,33 @@ class SemanticJudge(JudgePlugin):
                             f"{str(exc).splitlines()[0]}") from exc
         return p.tolist(), r.tolist(), f.tolist()
 
+    @classmethod
+    def resolve_setup(cls, settings: dict[str, Any], convention: str | None) -> dict[str, Any]:
+        """As setup() would give on this machine; a model whose files are not here has hash None."""
+        def model(key: str, default: str) -> em.ResolvedModel:
+            name = str(settings.get(key) or default)
+            try:
+                return em.resolve_model(cls.id, key, name, "")
+            except (UserError, ImportError, OSError):
+                return em.ResolvedModel(name=name, location=name, local_dir=None)
+
+        implied = any(settings.get(key) not in (None, "") for key in BERTSCORE_KEYS)
+        bertscore = model("bertscore_model", DEFAULT_BERTSCORE_MODEL) if _bool_setting(
+            settings, "bertscore", implied) else None
+        layers = None
+        if bertscore is not None and settings.get("bertscore_layers") not in (None, ""):
+            layers = _int_setting(settings, "bertscore_layers", 0, minimum=0)
+        elif bertscore is not None:
+            with contextlib.suppress(ImportError, KeyError):
+                from bert_score.utils import model2layers
+
+                layers = int(model2layers[bertscore.location])
+        return _setup(model("embedding_model", "bundled"), bertscore, layers,
+                      _bool_setting(settings, "bertscore_idf", False))
+
+    def setup(self) -> dict[str, Any]:
+        return _setup(self.embedding, self.bertscore_model, self.bertscore_layers, self.bertscore_idf)
+
     def describe(self) -> dict[str, Any]:
         info = super().describe()
         embedding = self.embedding.describe()
@@ -173,6 +202,20 @@ class SemanticJudge(JudgePlugin):
             "packages": em.package_versions("torch", "transformers", "sentence-transformers", "bert-score"),
         })
         return info
+
+
+def _setup(embedding: em.ResolvedModel, bertscore: em.ResolvedModel | None, layers: int | None,
+           idf: bool) -> dict[str, Any]:
+    """The semantic judge's number-moving choices: models by name and file hash, BERTScore's layer and idf."""
+    def sha(model: em.ResolvedModel) -> str | None:
+        files = model.files_dir()
+        return em.fingerprint(files) if files else None
+
+    out: dict[str, Any] = {"embedding_model": embedding.name, "embedding_sha256": sha(embedding)}
+    if bertscore is not None:
+        out.update({"bertscore_model": bertscore.name, "bertscore_sha256": sha(bertscore),
+                    "bertscore_layers": layers, "bertscore_idf": idf})
+    return out
 
 
 @contextlib.contextmanager

@@ -75,6 +75,12 @@ def test_a_key_one_selected_judge_accepts_goes_to_that_judge_only(tmp_path):
     assert exact["id"] == "exact" and exact["settings"] == {}
     assert gpt4["id"] == "gpt4" and gpt4["settings"]["max_tokens"] == "20"
     assert gpt4["settings"]["base_url"] == url
+    # the resolved choices that move the numbers, defaults included (the leaderboard keys rows on them)
+    assert exact["setup"] == {}
+    assert {k: gpt4["setup"][k] for k in ("provider", "model", "base_url", "temperature", "max_tokens", "repeats",
+                                          "seed", "structured_output")} == {
+        "provider": "openai", "model": "gpt-4-0613", "base_url": url, "temperature": 1.0, "max_tokens": 20,
+        "repeats": 1, "seed": None, "structured_output": False}
     # the same key given to both selected judges' union, misspelt: an error naming both
     line = error_line(cli("score", str(preds), "--task-type", "vqa", "--judge", "exact,gpt4",
                               "--judge-arg", "max_token=20", "--output", str(out)))

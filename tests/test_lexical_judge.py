@@ -307,3 +307,13 @@ def test_spice_without_corenlp_jars_names_files_and_folder():
 def test_bad_settings_are_user_errors(setting):
     with pytest.raises(UserError, match="--judge-arg"):
         _judge(**setting)
+
+
+def test_setup_records_the_resolved_number_moving_settings_only():
+    default = _judge().describe()
+    assert default["settings"] == {} and default["setup"] == {"rouge_stemmer": False, "spice": False}
+    # the defaults given explicitly, the full METEOR table (same statistics) and the workers: the same setup
+    same = _judge(rouge_stemmer="false", meteor_table="full", meteor_workers="2").describe()["setup"]
+    assert same == default["setup"]
+    assert _judge(rouge_stemmer="yes").describe()["setup"] == {"rouge_stemmer": True, "spice": False}
+    assert LexicalJudge.resolve_setup({"rouge_stemmer": "true"}, "r2gen") == {"rouge_stemmer": True, "spice": False}
