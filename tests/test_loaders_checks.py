@@ -299,3 +299,16 @@ def test_hf_duplicated_id_column(tmp_path, phantom):
     message = load_error("rocov2", tmp_path / "dup", source="hf")
     assert message == (f"{tmp_path / 'dup'} split 'test': image_id '{ids[0]}' appears twice (rows 0 and 1); "
                        "expected one record per id")
+
+
+@pytest.mark.parametrize(("key", "pattern"), [("qa_file", "qas/{split}/{nosuch}.pkl"), ("image_path", "{image.jpg")])
+def test_pathvqa_file_patterns_with_unknown_placeholders_are_one_line(tmp_path, phantom, key, pattern):
+    import dataclasses
+
+    from harness.loaders import pathvqa
+
+    write_pathvqa_pickle(tmp_path, phantom)
+    source = next(s for s in tasks().get("pathvqa").sources if s.format == "pathvqa-pickle")
+    with pytest.raises(UserError) as err:
+        pathvqa.load(dataclasses.replace(source, options={key: pattern}), "test", tmp_path, "vqa")
+    assert f"options.{key} {pattern!r} may only use the placeholders {{split}}" in str(err.value)

@@ -40,8 +40,19 @@ class _SafeUnpickler(pickle.Unpickler):
         raise pickle.UnpicklingError(f"refusing to load {module}.{name} (only plain lists/dicts/strings)")
 
 
+def _pattern(source: SourceConfig, key: str, default: str, **fields: str) -> str:
+    """An `options` file pattern filled in; a placeholder other than `fields` or a stray brace is one line."""
+    pattern = str(source.options.get(key, default))
+    try:
+        return pattern.format(**fields)
+    except (KeyError, IndexError, ValueError, AttributeError):
+        names = " and ".join("{" + name + "}" for name in fields)
+        raise UserError(f"source '{source.name}': options.{key} {pattern!r} may only use the placeholders {names} "
+                        "(write {{ and }} for a literal brace)") from None
+
+
 def _qa_file(source: SourceConfig, split: str) -> str:
-    return str(source.options.get("qa_file", QA_FILE)).format(split=source.split_name(split))
+    return _pattern(source, "qa_file", QA_FILE, split=source.split_name(split))
 
 
 def expected_files(source: SourceConfig, split: str) -> list[str]:
@@ -69,6 +80,7 @@ def load(source: SourceConfig, split: str, data_dir: Path | None, kind: str) -> 
     if not isinstance(records, list) or not all(isinstance(r, dict) for r in records):
         raise UserError(f"{path}: expected a pickled list of dicts with image, question, answer")
     mapping = {"image": "image", "question": "question", "answer": "answer", **source.fields}
+    _pattern(source, "image_path", IMAGE_PATH, split=name, image="x")  # checked once, before the records
     image_pattern = str(source.options.get("image_path", IMAGE_PATH))
     samples = SplitSamples()
     for i, rec in enumerate(records):
