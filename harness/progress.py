@@ -12,6 +12,7 @@ import sys
 from typing import Any
 
 LOG_INTERVAL_S = 30.0
+NO_PROGRESS_VAR = "HARNESS_NO_PROGRESS"
 
 
 def bar_pacing(terminal_interval: float = 0.1) -> dict[str, Any]:
@@ -25,3 +26,9 @@ def silence_library_progress_bars() -> None:
     """--no-progress: no weight-loading, download or dataset bars from the Hugging Face libraries either."""
     os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] = "1"
     os.environ["HF_DATASETS_DISABLE_PROGRESS_BARS"] = "1"
+    os.environ[NO_PROGRESS_VAR] = "1"  # and bars of work a command does on the way (tiny-vlm's one-time build)
+
+
+def bars_disabled() -> bool:
+    """Whether the command was given --no-progress (for bars drawn far from the command's own code)."""
+    return os.environ.get(NO_PROGRESS_VAR) == "1"

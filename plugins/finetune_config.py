@@ -129,6 +129,10 @@ class FinetuneConfig:
         for key in ("lr", "lr_end", "stage1_lr", "stage1_lr_end", "alpha", "weight_decay", "max_grad_norm"):
             if key in o and not o[key] >= 0:
                 raise UserError(f"--{key.replace('_', '-')} must be a number >= 0, got {o[key]}")
+        for key in ("lr", "stage1_lr"):  # a zero learning rate trains nothing: an adapter with no effect
+            if key in o and o[key] == 0:
+                raise UserError(f"--{key.replace('_', '-')} 0 would train nothing (an adapter equal to its start); "
+                                "expected a learning rate > 0")
         for key in ("epochs", "stage1_epochs", "batch_size", "micro_batch_size", "max_steps"):
             if key in o and o[key] < 1:
                 raise UserError(f"--{key.replace('_', '-')} must be at least 1, got {o[key]}")
@@ -160,8 +164,14 @@ class FinetuneConfig:
         from harness.task import Task
 
         with self.stage1_errors():
-            Task(plugin_manager.tasks().get(self.stage1_task), source=self.stage1_source,
-                 data_dir=self.stage1_data_dir)
+            stage1 = Task(plugin_manager.tasks().get(self.stage1_task), source=self.stage1_source,
+                          data_dir=self.stage1_data_dir)
+        if stage1.id == plugin_manager.tasks().get(self.task).id:  # also under another name (an alias)
+            raise UserError(f"--stage1-task {self.stage1_task} is the same task as --task {self.task}; "
+                            "stage 1 is the captioning stage")
+        if stage1.kind == "vqa":
+            raise UserError(f"--stage1-task {self.stage1_task} is a VQA task; stage 1 trains on captions or "
+                            "reports (e.g. phantom-caption, rocov2)")
 
     @contextmanager
     def stage1_errors(self) -> Iterator[None]:

@@ -271,6 +271,7 @@ class TinyVLM(HFModel):
                             "(use --model hf --model-args model=PATH for another checkpoint)")
         rest, base = _split_base(args)
         super().__init__({**rest, "model": str(ensure_tiny_vlm(base=base))}, context)
+        self.args["base"] = base  # identity() (model.json, a fine-tune's manifest) names the base it loaded
 
     @classmethod
     def run_identity(cls, args: dict[str, str], context: ModelContext) -> dict[str, Any]:

@@ -63,7 +63,7 @@ def pretrain(random_folder: Path, out: Path, checkpoint: Path, recipe: Recipe = 
     from harness.plugins.finetune_data import TrainEncoder, load_stage_data
     from harness.plugins.finetune_lora import lr_factor
     from harness.plugins.hf import HFModel
-    from harness.progress import bar_pacing
+    from harness.progress import bar_pacing, bars_disabled
 
     captions = load_stage_data("phantom-caption")
     captions = dataclasses.replace(captions, samples=_pretraining_samples(captions.task, "caption", recipe))
@@ -100,7 +100,7 @@ def pretrain(random_folder: Path, out: Path, checkpoint: Path, recipe: Recipe = 
 
     model.train()
     bar = tqdm(range(first, recipe.steps), desc="pretraining tiny-vlm (once per cache)", unit="step",
-               file=sys.stderr, dynamic_ncols=True, initial=first, total=recipe.steps,
+               file=sys.stderr, dynamic_ncols=True, initial=first, total=recipe.steps, disable=bars_disabled(),
                **bar_pacing(terminal_interval=1.0))
     for step in bar:
         picked = [captions.samples[i] for i in batch_indices(len(captions.samples), 0, step)]

@@ -52,3 +52,16 @@ def test_stage1_hub_task_offline_names_the_stage1_flag(tmp_path):
     assert line.startswith("error: --stage1-task rocov2: cannot load hub dataset 'eltorio/ROCOv2-radiology'")
     assert line.endswith("or pass --stage1-data-dir with a local copy")
     assert not (tmp_path / "adapters").exists()
+
+
+def test_stage1_must_be_another_task_of_captions_or_reports(tmp_path):
+    line = error_line(finetune("--stage1-task", "phantom", cwd=tmp_path))  # phantom-vqa under its alias
+    assert line == ("error: --stage1-task phantom is the same task as --task phantom-vqa; stage 1 is the "
+                    "captioning stage")
+    line = error_line(finetune("--task", "phantom-caption", "--stage1-task", "phantom-vqa", cwd=tmp_path))
+    assert "--stage1-task phantom-vqa is a VQA task; stage 1 trains on captions or reports" in line
+
+
+def test_a_zero_learning_rate_is_refused(tmp_path):
+    line = error_line(finetune("--lr", "0", cwd=tmp_path))
+    assert line.startswith("error: --lr 0 would train nothing")

@@ -25,6 +25,8 @@ def test_base_model_arg_is_checked_and_recorded():
         TinyVLM.run_identity({"base": "raw"}, context)
     with pytest.raises(UserError, match="takes no model= or revision="):
         TinyVLM({"model": "x"}, context)
+    loaded = TinyVLM({"base": "random"}, context).identity()  # model.json and a fine-tune's manifest record this
+    assert loaded["revision"] == f"{version()}-random"
 
 
 def test_text_turns_equal_the_vqa_prompt_without_the_image(tiny_vlm):
