@@ -40,6 +40,7 @@ same for LLaVA-1.5. Not run here: no weights can be downloaded in this environme
 from __future__ import annotations
 
 import copy
+import sys
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -226,11 +227,16 @@ class HFModel(HFPrompting, ModelPlugin):
         config_path = folder / "adapter_config.json"
         if not config_path.is_file():
             raise UserError(f"--adapter {folder}: no adapter_config.json (expected a folder saved by PEFT)")
-        targets = read_json_object(config_path).get("target_modules")
+        config = read_json_object(config_path)
+        targets = config.get("target_modules")
+        _warn_other_base(folder, config, self.run_identity(self.identity_args(), self.context), self.opts["model"])
         no_match = (f"adapter modules did not match any layer of {self.opts['model']}: --adapter {folder} "
                     f"(target_modules {targets!r})")
         try:
             model = PeftModel.from_pretrained(self.model, str(folder), is_trainable=False)
+        except TypeError as exc:  # a value of the wrong type in the config ("r": "eight")
+            raise UserError(f"{config_path}: a value PEFT cannot use ({gen.first_line(exc)}); expected the "
+                            "adapter_config.json PEFT saved") from exc
         except ValueError as exc:
             if type(exc).__name__ == "NoMatchingPeftModuleError" or "not found in the base model" in str(exc):
                 raise UserError(f"{no_match} names no module of this model") from exc
@@ -248,6 +254,10 @@ class HFModel(HFPrompting, ModelPlugin):
         self.model = model.merge_and_unload() if merged else model
         self.adapter_info = {"path": str(folder), "target_modules": targets, "merged": merged,
                              "probe_max_logit_change": change}
+
+    def identity_args(self) -> dict[str, str]:
+        """The model args that say which weights were loaded (run_identity's input)."""
+        return self.args
 
     def _probe_logits(self, model: Any) -> Any:
         import torch
@@ -345,7 +355,8 @@ class HFModel(HFPrompting, ModelPlugin):
         import torch
         import transformers
 
-        info = self.run_identity(self.args, self.context) if self.args.get("model") != "(in memory)" else {}
+        info = self.run_identity(self.identity_args(), self.context) if self.args.get("model") != "(in memory)" \
+            else {}
         base = self.model.get_base_model() if hasattr(self.model, "get_base_model") else self.model
         info.update(model_class=type(base).__name__, transformers=transformers.__version__,
                     torch=torch.__version__, commit=getattr(self.model.config, "_commit_hash", None),
@@ -367,3 +378,21 @@ class HFModel(HFPrompting, ModelPlugin):
         self.model = None
         gen.free_memory()
 
+
+def _warn_other_base(folder: Path, config: dict[str, Any], loaded: dict[str, Any], model: str) -> None:
+    """A warning when an adapter's config names another base model or revision than the one loaded (names
+    compared by the last part of the hub id or path, so a local copy of the same model is not flagged): its
+    scores would belong to a pairing nobody trained."""
+    trained_on, revision = config.get("base_model_name_or_path"), config.get("revision")
+
+    def name(value: Any) -> str:
+        return Path(str(value).rstrip("/")).name.lower()
+
+    names = {name(v) for v in (loaded.get("hub_id"), loaded.get("path"), model) if v}
+    other = isinstance(trained_on, str) and trained_on and name(trained_on) not in names
+    if not other and revision and loaded.get("revision") not in (None, "local") and revision != loaded["revision"]:
+        trained_on, other = f"{trained_on} at revision {revision}", True
+        model = f"{model} at revision {loaded['revision']}"
+    if other:
+        print(f"warning: --adapter {folder} was trained on {trained_on} (its adapter_config.json), not on {model}, "
+              "the model loaded now", file=sys.stderr)

@@ -270,8 +270,11 @@ class TinyVLM(HFModel):
             raise UserError("model 'tiny-vlm' is built locally; it takes no model= or revision= "
                             "(use --model hf --model-args model=PATH for another checkpoint)")
         rest, base = _split_base(args)
+        self._base = base  # before loading: an adapter's check and identity() name the base loaded
         super().__init__({**rest, "model": str(ensure_tiny_vlm(base=base))}, context)
-        self.args["base"] = base  # identity() (model.json, a fine-tune's manifest) names the base it loaded
+
+    def identity_args(self) -> dict[str, str]:
+        return {**self.args, "base": self._base}
 
     @classmethod
     def run_identity(cls, args: dict[str, str], context: ModelContext) -> dict[str, Any]:

@@ -211,6 +211,10 @@ def test_adapter_matching_no_layer_is_a_user_error(models_dir, tmp_path):
     with pytest.raises(UserError, match=r"adapter_config\.json: not valid JSON \(.* at line 1 column"):
         hf_model(models_dir["llava"], task, adapter=nothing)
 
+    (nothing / "adapter_config.json").write_text(json.dumps({**config, "r": "eight"}))  # a value of a wrong type
+    with pytest.raises(UserError, match=r"adapter_config\.json: a value PEFT cannot use"):
+        hf_model(models_dir["llava"], task, adapter=nothing)
+
     # Module names that match but weight names with a wrapper prefix: PEFT only warns, the probe catches it.
     prefixed = tiny_models.lora_adapter(models_dir["llava"], tmp_path / "a2")
     weights = load_file(prefixed / "adapter_model.safetensors")
@@ -219,6 +223,18 @@ def test_adapter_matching_no_layer_is_a_user_error(models_dir, tmp_path):
     with pytest.raises(UserError, match="adapter modules did not match any layer.*unchanged"), \
             pytest.warns(UserWarning, match="missing adapter keys"):
         hf_model(models_dir["llava"], task, adapter=prefixed)
+
+
+def test_an_adapter_trained_on_another_base_is_named_in_a_warning(models_dir, tmp_path, capsys):
+    task, _ = requests_for("phantom-vqa", 1)
+    adapter = tiny_models.lora_adapter(models_dir["llava"], tmp_path / "adapter")
+    hf_model(models_dir["llava"], task, adapter=adapter)
+    assert "warning:" not in capsys.readouterr().err  # its own base, by path
+    config = json.loads((adapter / "adapter_config.json").read_text())
+    (adapter / "adapter_config.json").write_text(json.dumps({**config, "base_model_name_or_path": "org/other"}))
+    hf_model(models_dir["llava"], task, adapter=adapter)
+    err = capsys.readouterr().err
+    assert f"warning: --adapter {adapter} was trained on org/other (its adapter_config.json), not on " in err
 
 
 @pytest.mark.parametrize("name", ["ved", "blip"])
