@@ -201,6 +201,8 @@ class VLLMModel(ModelPlugin):
                 own["base_url"], own["served_model"],
                 concurrency=int(common.parse_number(own.get("concurrency") or "16", "concurrency", int, 1)),
                 timeout=float(common.parse_number(own.get("timeout") or "600", "timeout", float, 1)))
+            if self.adapter is not None:
+                self.client.check_adapter(self.adapter)
         else:
             self.client = None
             self._start_engine()

@@ -158,6 +158,11 @@ class ServerProcess:
 
 def served_models(base_url: str, timeout: float = 30.0) -> list[str]:
     """The model names a server lists at /v1/models; an unreachable server is a one-line error."""
+    return [card.get("id") for card in model_cards(base_url, timeout)]
+
+
+def model_cards(base_url: str, timeout: float = 30.0) -> list[dict[str, Any]]:
+    """The entries of /v1/models (vLLM gives a LoRA adapter's its `parent`, the base model's id)."""
     try:
         data = http_json("GET", base_url.rstrip("/") + "/models", timeout=timeout)
     except urllib.error.HTTPError as exc:
@@ -165,7 +170,7 @@ def served_models(base_url: str, timeout: float = 30.0) -> list[str]:
     except (urllib.error.URLError, ConnectionError, TimeoutError, OSError) as exc:
         reason = getattr(exc, "reason", exc)
         raise UserError(f"no vLLM server answers at {base_url} ({reason}); start one with `harness serve`") from None
-    return [m.get("id") for m in (data or {}).get("data", []) if isinstance(m, dict)]
+    return [m for m in (data or {}).get("data", []) if isinstance(m, dict)]
 
 
 def probe(base_url: str, model: str, timeout: float = 120.0) -> common.ProbeOutput:
@@ -210,10 +215,23 @@ class CompletionsClient:
         self.model = model
         self.concurrency = concurrency
         self.timeout = timeout
-        names = served_models(self.base_url)
-        if model not in names:
+        self.cards = {card.get("id"): card for card in model_cards(self.base_url)}
+        if model not in self.cards:
             raise UserError(f"--model-args served_model={model}: the server at {self.base_url} serves "
-                            f"{', '.join(names) or 'nothing'}")
+                            f"{', '.join(map(str, self.cards)) or 'nothing'}")
+
+    def check_adapter(self, adapter: common.AdapterInfo) -> None:
+        """The served model must be a LoRA adapter that changes the base model's output: a server answering
+        with its base model would give the base model's scores recorded as the adapter's."""
+        card = self.cards[self.model]
+        bases = [name for name, c in self.cards.items() if "parent" in c and not c.get("parent")]
+        if "parent" in card and not card.get("parent"):
+            raise UserError(f"--model-args served_model={self.model} is the server's base model, so the LoRA "
+                            f"adapter ({adapter.path}) would not be applied: serve it with harness serve --adapter "
+                            f"NAME={adapter.path} and pass served_model=NAME")
+        base = card.get("parent") or (bases[0] if bases else None)
+        if base:
+            probe_adapters(self.base_url, str(base), [(self.model, adapter)])
 
     def body(self, prompt: dict[str, Any], settings: GenerationSettings) -> dict[str, Any]:
         sample = bool(settings.do_sample and settings.temperature > 0)

@@ -180,6 +180,11 @@ def test_serve_with_an_adapter_matches_transformers_and_stops_cleanly(tiny, adap
         rows = read_predictions(out)
         assert all(r["error"] is None for r in rows), (rows[0]["error"], server_log_tail(tmp_path / "server.log"))
         assert_same_as_reference(rows, reference)
+        # the served base model would answer without the checkpoint's LoRA: refused, not recorded as the adapter's
+        base_run = run_harness("run", "--model", "vllm", "--model-args",
+                               f"arch=pefomed,{tiny.args_string()},base_url={base_url},served_model={tiny.llm_dir}",
+                               "--prompt", "pefomed", "--output", str(tmp_path / "base-run"), *RUN_ARGS)
+        assert base_run.returncode == 2 and "is the server's base model, so the LoRA adapter" in base_run.stderr
         # chat completions with the adapter's name as the model, through the harness provider layer
         from harness.providers import ChatRequest, make_client
 
