@@ -217,6 +217,11 @@ class VLLMModel(ModelPlugin):
             raise UserError("--model-args data_parallel_size: vLLM's offline engine runs one replica per process; "
                             "start `harness serve --data-parallel-size N ...` and evaluate with base_url=... (or "
                             "--model openai-compatible)")
+        workers = engine.get("tensor_parallel_size", 1) * engine.get("pipeline_parallel_size", 1)
+        if workers > 1 and engine.get("distributed_executor_backend") == "uni":
+            raise UserError(f"--model-args distributed_executor_backend=uni runs one process, but tensor x pipeline "
+                            f"parallel size is {workers} (vLLM waits forever for the other workers): use mp (one "
+                            "node) or ray (several)")
         common.require_vllm()
         os.environ.update(common.engine_env_defaults(engine.get("distributed_executor_backend") == "ray"))
         from vllm import LLM

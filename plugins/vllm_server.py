@@ -39,6 +39,17 @@ def free_port(host: str = "127.0.0.1") -> int:
         return int(sock.getsockname()[1])
 
 
+def check_port_free(host: str, port: int) -> None:
+    """Refuse a port that something already listens on: the health check would find that server ready."""
+    bind_host = "127.0.0.1" if host in ("0.0.0.0", "::") else host
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind((bind_host, port))
+        except OSError as exc:
+            raise UserError(f"--port {port}: already in use on {bind_host} ({exc.strerror or exc}); stop what "
+                            "listens there or pick another port (--port 0: a free one)") from None
+
+
 def server_command(python: str, model: str, adapters: Sequence[tuple[str, common.AdapterInfo]], host: str,
                    port: int, options: dict[str, Any], extra: Sequence[str] = ()) -> list[str]:
     """The api_server command line; `options` maps vLLM flag names (without --) to values (True = bare flag)."""

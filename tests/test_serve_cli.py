@@ -35,3 +35,14 @@ def test_adapter_folder_without_an_adapter(tmp_path):
 def test_malformed_adapter_values(tmp_path):
     assert "expected NAME=DIR" in error_line(serve("--adapter", "adapters/demo", cwd=tmp_path))
     assert "the name may use letters" in error_line(serve("--adapter", "a b=adapters/demo", cwd=tmp_path))
+
+
+def test_a_port_in_use_is_refused_before_starting(tmp_path):
+    import socket
+
+    with socket.socket() as busy:  # another server on the port: its health check must not pass for ours
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        line = error_line(serve("--port", str(port), cwd=tmp_path))
+    assert line.startswith(f"error: --port {port}: already in use on 127.0.0.1")

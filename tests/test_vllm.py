@@ -277,6 +277,8 @@ def test_model_args_mistakes_are_one_line_errors(tmp_path):
     for args, message in [({"model": "m", "colour": "red"}, "does not take --model-args colour"),
                           ({"model": "m", "tensor_parallel_size": "two"}, "tensor_parallel_size=two: expected an int"),
                           ({"model": "m", "data_parallel_size": "2"}, "harness serve --data-parallel-size"),
+                          ({"model": "m", "tensor_parallel_size": "2", "distributed_executor_backend": "uni"},
+                           "distributed_executor_backend=uni runs one process"),
                           ({"model": "m", "images": "maybe"}, "images=maybe: expected keep or drop"),
                           ({"model": "m", "base_url": "http://127.0.0.1:9/v1"}, "serves arch=... models"),
                           ({"arch": "nonexistent"}, "arch=nonexistent: unknown"),

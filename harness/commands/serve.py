@@ -77,6 +77,8 @@ def main(args: argparse.Namespace) -> int:
         raise UserError(f"--adapter: each NAME must be unique, got {', '.join(names)}")
     if args.port < 0 or args.port > 65535:
         raise UserError(f"--port {args.port}: expected 0..65535")
+    if args.port:
+        server.check_port_free(args.host, args.port)
     _check_python(args.python)
     port = args.port or server.free_port(args.host if args.host not in ("0.0.0.0", "::") else "127.0.0.1")
     kv_gb = args.kv_cache_gb
