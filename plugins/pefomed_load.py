@@ -111,14 +111,26 @@ def load_parts(spec: LoadSpec) -> Parts:
         if not path.is_file():
             raise UserError(f"--model-args vision_config={path}: no such file")
         overrides = read_json_object(path)
-    config = arch.vision_config(overrides, attn="eager" if opts["attn"] == "eager" else "sdpa")
+    from huggingface_hub.errors import StrictDataclassError
+
+    try:
+        config = arch.vision_config(overrides, attn="eager" if opts["attn"] == "eager" else "sdpa")
+    except (TypeError, ValueError, StrictDataclassError) as exc:  # a field of the wrong type ({"hidden_size": "x"})
+        raise UserError(f"--model-args vision_config={spec.vision_config}: not a valid EVA-ViT config "
+                        f"({str(exc).splitlines()[0][:200]})") from None
     tokenizer = AutoTokenizer.from_pretrained(str(spec.llm_path))
     if opts.get("embed_only"):
         llm: Any = EmbeddingOnlyLM(spec.llm_path, spec.device, spec.dtype)
         projection, lora_info = _projection_only(spec)
     else:
-        llm = AutoModelForCausalLM.from_pretrained(str(spec.llm_path), dtype=spec.dtype,
-                                                   attn_implementation=opts["attn"])
+        try:
+            llm = AutoModelForCausalLM.from_pretrained(str(spec.llm_path), dtype=spec.dtype,
+                                                       attn_implementation=opts["attn"])
+        except ValueError as exc:
+            if "Unrecognized configuration class" not in str(exc):
+                raise
+            raise UserError(f"--model-args llm={spec.llm_path}: not a causal language model (PeFoMed's LLM is "
+                            "LLaMA-2-chat in Hugging Face format)") from None
         llm.to(spec.device).eval()
         llm.requires_grad_(False)
         projection, llm, lora_info = _apply_lora(spec, llm)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -292,6 +293,16 @@ def test_loading_mistakes_are_one_line_errors(pefomed_tiny, converted, tmp_path)
         load(pefomed_tiny, temprature="0")
     with pytest.raises(UserError, match="already holds a converted checkpoint"):
         convert(str(pefomed_tiny.checkpoint_path), "--out", str(converted))
+    bad_config = tmp_path / "vision_config.json"
+    bad_config.write_text('{"hidden_size": "x"}')
+    with pytest.raises(UserError, match="vision_config=.*: not a valid EVA-ViT config"):
+        load(pefomed_tiny, vision_config=str(bad_config))
+    not_causal = tmp_path / "not_causal"
+    shutil.copytree(pefomed_tiny.llm_dir, not_causal)
+    (not_causal / "config.json").write_text('{"model_type": "vit", "hidden_size": 64, "num_hidden_layers": 1, '
+                                            '"num_attention_heads": 4, "intermediate_size": 128}')
+    with pytest.raises(UserError, match="llm=.*: not a causal language model"):
+        load(pefomed_tiny, llm=str(not_causal))
 
 
 def test_the_default_llm_is_a_pinned_commit_and_enters_the_run_identity(pefomed_tiny, monkeypatch, tmp_path):
