@@ -192,6 +192,9 @@ class VLLMModel(ModelPlugin):
                 raise UserError("model 'vllm' needs --model-args model=<hub id or folder> (or arch=pefomed,...)")
             adapter_dir = own.get("adapter") or context.adapter
             self.model_path = own.get("model") or ""
+            if self.model_path.startswith(("/", "./", "../", "~")) and not Path(self.model_path).expanduser().is_dir():
+                raise UserError(f"--model-args model={self.model_path}: no such folder (expected a hub id or a "
+                                "model folder)")
         self.adapter = common.read_adapter(adapter_dir) if adapter_dir else None
         if own.get("base_url"):
             from harness.plugins.vllm_server import CompletionsClient

@@ -277,6 +277,7 @@ def test_model_args_mistakes_are_one_line_errors(tmp_path):
     for args, message in [({"model": "m", "colour": "red"}, "does not take --model-args colour"),
                           ({"model": "m", "tensor_parallel_size": "two"}, "tensor_parallel_size=two: expected an int"),
                           ({"model": "m", "data_parallel_size": "2"}, "harness serve --data-parallel-size"),
+                          ({"model": "/no/such/model"}, "model=/no/such/model: no such folder"),
                           ({"model": "m", "tensor_parallel_size": "2", "distributed_executor_backend": "uni"},
                            "distributed_executor_backend=uni runs one process"),
                           ({"model": "m", "images": "maybe"}, "images=maybe: expected keep or drop"),
