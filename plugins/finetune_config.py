@@ -153,6 +153,8 @@ class FinetuneConfig:
                                               ("--stage1-prompt", self.stage1_prompt)) if value is not None]
             if given:
                 raise UserError(f"{', '.join(given)} given without --stage1-task (the captioning task of stage 1)")
+        if self.out.exists() and not self.out.is_dir():  # before any model loads
+            raise UserError(f"--out {self.out} is a file; expected a new or empty folder for the adapter")
         _check_dir("--data-dir", self.data_dir)
         _check_dir("--stage1-data-dir", self.stage1_data_dir)
         if self.stage1_task:

@@ -65,3 +65,10 @@ def test_stage1_must_be_another_task_of_captions_or_reports(tmp_path):
 def test_a_zero_learning_rate_is_refused(tmp_path):
     line = error_line(finetune("--lr", "0", cwd=tmp_path))
     assert line.startswith("error: --lr 0 would train nothing")
+
+
+def test_an_out_that_is_a_file_is_named_as_such(tmp_path):
+    (tmp_path / "adapters").mkdir()
+    (tmp_path / "adapters" / "demo").write_text("not a folder")
+    line = error_line(finetune("--model-args", "base=random", cwd=tmp_path))
+    assert line == "error: --out adapters/demo is a file; expected a new or empty folder for the adapter"
