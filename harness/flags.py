@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from harness.errors import UserError
 
 TRUE = frozenset({"1", "true", "yes", "on"})
@@ -19,3 +21,12 @@ def parse_flag(value: object, where: str) -> bool:
     if text in FALSE:
         return False
     raise UserError(f"{where}: expected true or false")
+
+
+def flag_setting(settings: Mapping[str, object], key: str, default: bool, option: str) -> bool:
+    """`settings[key]` as a bool, `default` when absent or empty; `option` names where it came from in the
+    error ("--model-args", "--judge-arg")."""
+    value = settings.get(key)
+    if value is None or value == "":
+        return default
+    return parse_flag(value, f"{option} {key}={value}")

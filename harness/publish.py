@@ -163,20 +163,15 @@ def row_key(row: dict[str, Any]) -> tuple:
 
 
 @cache
-def _default_setup(judge_id: str, convention: str | None) -> str | None:
-    """The judge's setup with no settings given (canonical JSON; None when unknown)."""
-    resolve = getattr(_judge_class(judge_id), "resolve_setup", None)
-    try:
-        return None if resolve is None else json.dumps(resolve({}, convention))
-    except Exception:  # noqa: BLE001 - only the readable form depends on it
-        return None
+def _default_setup(judge_id: str, convention: str | None) -> dict[str, Any]:
+    """The judge's setup with no settings given ({} when unknown); not to be changed by callers."""
+    return derived_setup(judge_id, convention, {})
 
 
 def setup_text(row: dict[str, Any]) -> str:
     """The judge setup in short: only what differs from the judge's defaults (hashes cut to 12 characters)."""
     setup = row.get("judge_setup") or {}
-    known = _default_setup(row["judge"], row["convention"])
-    defaults = json.loads(known) if known else {}
+    defaults = _default_setup(row["judge"], row["convention"])
 
     def shown(value: Any) -> str:
         if isinstance(value, str):

@@ -22,6 +22,7 @@ from harness.errors import UserError
 from harness.external import NOT_BREAKDOWNS
 from harness.io import atomic_write_jsonl
 from harness.judge_api import JudgeOptions, JudgePlugin
+from harness.run_files import read_scores
 from harness.task_config import TaskConfig
 
 PREDICTIONS_FILE = "predictions.jsonl"
@@ -201,8 +202,6 @@ def apply_judges(
 
 
 def _merge_scores(path: Path, key: str, records: list[dict], rows: list[dict]) -> None:
-    from harness.run_files import read_scores
-
     existing = {row["id"]: row for row in read_scores(path)} if path.exists() else {}
     for record, row in zip(records, rows):
         entry = existing.setdefault(record["id"], {"id": record["id"], "judges": {}})

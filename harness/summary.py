@@ -28,16 +28,16 @@ def first_error(results: dict[str, Any], width: int = 200) -> str | None:
     return f"{samples[0]['id']}: {lines[0][:width]}"
 
 
-def retry_advice(results: dict[str, Any], first: str = "") -> str:
-    """What to do about failed samples. Images that failed to open are part of the dataset fingerprint (a
-    missing image hashes as 'missing'), so restoring them changes the data and the run id: the same command
-    then starts a new run folder, not a retry in this one."""
-    samples = results["errors"].get("samples") or []
-    if any(str(s.get("error", "")).startswith("image ") for s in samples):
-        return ("restore or repair the images that failed and run the same command again: the data (and its "
+IMAGE_ADVICE = ("restore or repair the images that failed and run the same command again: the data (and its "
                 "fingerprint) then changes, so it starts a new run folder; delete this one so that harness publish "
                 "does not meet two fingerprints of one split")
-    return f"{first}run the same command again" + ("" if first else " to retry them")
+
+
+def image_failed(results: dict[str, Any]) -> bool:
+    """Whether an image failed to open. Images are part of the dataset fingerprint (a missing one hashes as
+    'missing'), so restoring them changes the data and the run id: the same command then starts a new run
+    folder, not a retry in this one."""
+    return any(str(s.get("error", "")).startswith("image ") for s in results["errors"].get("samples") or [])
 
 
 def results_summary(results: dict[str, Any], max_breakdowns: int = 1, max_values: int = 8) -> str:
@@ -52,7 +52,7 @@ def results_summary(results: dict[str, Any], max_breakdowns: int = 1, max_values
         first = first_error(results)
         example = f" (first: {first})" if first else ""
         lines.append(f"  {errors} of {task['n']} sample(s) failed and are not in the metrics{example}; "
-                     f"{retry_advice(results)}")
+                     f"{IMAGE_ADVICE if image_failed(results) else 'run the same command again to retry them'}")
     for judge in results["judges"]:
         name = judge["id"] + (f" ({judge['convention']})" if judge.get("convention") else "")
         lines.append(f"  judge {name}:")
@@ -73,4 +73,4 @@ def check_not_all_failed(results: dict[str, Any]) -> None:
     failed, n = results["errors"]["count"], results["task"]["n"]
     if n and failed == n:
         raise UserError(f"all {n} samples failed, so there is nothing to score (first: {first_error(results, 300)}); "
-                        f"{retry_advice(results, first='fix the cause and ')}")
+                        f"{IMAGE_ADVICE if image_failed(results) else 'fix the cause and run the same command again'}")

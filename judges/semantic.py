@@ -25,7 +25,7 @@ from itertools import chain
 from typing import Any
 
 from harness.errors import UserError
-from harness.flags import parse_flag
+from harness.flags import flag_setting
 from harness.judge_api import JudgeOptions, JudgePlugin
 from harness.judges import embedding_models as em
 
@@ -268,10 +268,7 @@ def _max_seq_length(model: em.ResolvedModel) -> int | None:
 
 
 def _bool_setting(settings: dict[str, Any], key: str, default: bool) -> bool:
-    value = settings.get(key)
-    if value is None or value == "":
-        return default
-    return parse_flag(value, f"--judge-arg {key}={value}")
+    return flag_setting(settings, key, default, "--judge-arg")
 
 
 def _int_setting(settings: dict[str, Any], key: str, default: int, minimum: int) -> int:

@@ -144,9 +144,6 @@ class FinetuneConfig:
             raise UserError(f"--schedule {o['schedule']}: expected one of {', '.join(SCHEDULES)}")
         if self.save_every < 1:
             raise UserError(f"--save-every must be at least 1, got {self.save_every}")
-        if self.stage1_task and self.stage1_task == self.task:
-            raise UserError(f"--stage1-task {self.stage1_task} is the same as --task; "
-                            "stage 1 is the captioning stage")
         if not self.stage1_task:
             given = [flag for flag, value in (("--stage1-data-dir", self.stage1_data_dir),
                                               ("--stage1-source", self.stage1_source),

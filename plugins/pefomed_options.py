@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.errors import UserError
-from harness.flags import parse_flag
+from harness.flags import flag_setting
 from harness.plugins import pefomed_checkpoint as ckpt
 
 EVA_URL = "https://storage.googleapis.com/sfr-vision-language-research/LAVIS/models/BLIP2/eva_vit_g.pth"
@@ -39,10 +39,7 @@ _DTYPES = {"bfloat16": "bfloat16", "bf16": "bfloat16", "float16": "float16", "fp
 
 
 def _flag(args: dict[str, str], key: str, default: bool) -> bool:
-    value = args.get(key)
-    if value is None or value == "":
-        return default
-    return parse_flag(value, f"--model-args {key}={value}")
+    return flag_setting(args, key, default, "--model-args")
 
 
 def _int(args: dict[str, str], key: str, default: int, minimum: int) -> int:

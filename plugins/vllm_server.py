@@ -173,7 +173,7 @@ def served_models(base_url: str, timeout: float = 30.0) -> list[str]:
 
 
 def model_cards(base_url: str, timeout: float = 30.0) -> list[dict[str, Any]]:
-    """The entries of /v1/models (vLLM gives a LoRA adapter's its `parent`, the base model's id)."""
+    """The entries of /v1/models (vLLM gives each LoRA adapter a `parent`: its base model's id)."""
     try:
         data = http_json("GET", base_url.rstrip("/") + "/models", timeout=timeout)
     except urllib.error.HTTPError as exc:
@@ -234,13 +234,15 @@ class CompletionsClient:
     def check_adapter(self, adapter: common.AdapterInfo) -> None:
         """The served model must be a LoRA adapter that changes the base model's output: a server answering
         with its base model would give the base model's scores recorded as the adapter's."""
-        card = self.cards[self.model]
-        bases = [name for name, c in self.cards.items() if "parent" in c and not c.get("parent")]
-        if "parent" in card and not card.get("parent"):
+        def is_base(card: dict[str, Any]) -> bool:  # vLLM lists a LoRA with its base as `parent`
+            return "parent" in card and not card["parent"]
+
+        if is_base(self.cards[self.model]):
             raise UserError(f"--model-args served_model={self.model} is the server's base model, so the LoRA "
                             f"adapter ({adapter.path}) would not be applied: serve it with harness serve --adapter "
                             f"NAME={adapter.path} and pass served_model=NAME")
-        base = card.get("parent") or (bases[0] if bases else None)
+        base = self.cards[self.model].get("parent") or next(
+            (name for name, card in self.cards.items() if is_base(card)), None)
         if base:
             probe_adapters(self.base_url, str(base), [(self.model, adapter)])
 

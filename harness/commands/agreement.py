@@ -48,10 +48,7 @@ def run(args: argparse.Namespace) -> int:
         print(agreement.format_table(key, report))
         print()
     output = args.output or scores.parent / "agreement.json"
-    try:
-        atomic_write_json(output, {"labels": str(args.labels), "scores": str(scores), "judges": reports})
-    except OSError as exc:  # name the user's path, never the temporary file written next to it
-        raise UserError(f"cannot write the report to {output}: {exc.strerror or exc}") from None
+    atomic_write_json(output, {"labels": str(args.labels), "scores": str(scores), "judges": reports})
     print(f"wrote {output}")
     return 0
 
