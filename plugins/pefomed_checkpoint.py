@@ -83,7 +83,8 @@ def read_state_dict(path: Path | str, trust_pickle: bool = False, what: str = "c
 
     path = Path(path).expanduser()
     if not path.is_file():
-        raise UserError(f"{what} {path} does not exist (expected a .pth file)")
+        state = "is a directory" if path.is_dir() else "does not exist"
+        raise UserError(f"{what} {path} {state} (expected a .pth file)")
     if path.suffix == ".safetensors":
         from safetensors.torch import load_file
 

@@ -146,3 +146,26 @@ def test_checkpoints_with_python_objects_need_trust(tmp_path):
     with pytest.raises(UserError, match="junk.pth cannot be read by torch.load") as err:
         ckpt.read_state_dict(junk)
     assert "\n" not in str(err.value)
+
+
+def test_conversion_refuses_an_out_folder_that_holds_other_files(pefomed_tiny, converted, tmp_path):
+    """A fine-tuned adapter folder (or any folder with other files) is never written into, --force or not; a
+    directory given as the checkpoint says it is one."""
+    ckpt_path = str(pefomed_tiny.checkpoint_path)
+    finetuned = tmp_path / "finetuned"
+    finetuned.mkdir()
+    for name in ("adapter_config.json", "adapter_model.safetensors"):
+        (finetuned / name).write_bytes((converted / name).read_bytes())
+    (finetuned / "manifest.json").write_text('{"steps": 100}')
+    before = {p.name: p.read_bytes() for p in finetuned.iterdir()}
+    for extra in ((), ("--force",)):
+        with pytest.raises(UserError, match=r"holds files that are not a converted checkpoint \(manifest.json\)"):
+            convert(ckpt_path, "--out", str(finetuned), *extra)
+    assert {p.name: p.read_bytes() for p in finetuned.iterdir()} == before
+    with pytest.raises(UserError, match="is a directory"):
+        convert(str(tmp_path), "--out", str(tmp_path / "new"))
+    again = tmp_path / "again"
+    assert convert(ckpt_path, "--out", str(again)) == 0
+    with pytest.raises(UserError, match="already holds a converted checkpoint: pass --force"):
+        convert(ckpt_path, "--out", str(again))
+    assert convert(ckpt_path, "--out", str(again), "--force") == 0

@@ -60,13 +60,15 @@ def _usage(parser: argparse.ArgumentParser) -> int:
 
 
 def convert_pefomed(args: argparse.Namespace) -> int:
-    from harness.plugins.pefomed_checkpoint import ADAPTER_CONFIG, PROJECTION_FILE, convert_checkpoint
+    from harness.plugins.pefomed_checkpoint import (
+        ADAPTER_CONFIG,
+        ADAPTER_WEIGHTS,
+        PROJECTION_FILE,
+        convert_checkpoint,
+    )
 
     out = Path(args.out).expanduser()
-    if out.exists() and not out.is_dir():
-        raise UserError(f"--out {out} exists and is not a directory")
-    if not args.force and any((out / name).exists() for name in (ADAPTER_CONFIG, PROJECTION_FILE)):
-        raise UserError(f"--out {out} already holds a converted checkpoint: pass --force to replace it")
+    _check_out(out, args.force, {ADAPTER_CONFIG, PROJECTION_FILE, *ADAPTER_WEIGHTS})
     if args.lora_alpha <= 0:
         raise UserError(f"--lora-alpha {args.lora_alpha}: must be positive")
     weights = convert_checkpoint(
@@ -86,3 +88,20 @@ def convert_pefomed(args: argparse.Namespace) -> int:
         f"use it with: harness run --model pefomed --adapter {out} --model-args llm=...,vision=eva_vit_g.pth"
     )
     return 0
+
+
+def _check_out(out: Path, force: bool, conversion_files: set[str]) -> None:
+    """--out must be new, empty, or an earlier conversion (replaced only with --force): never a folder that holds
+    anything else (a fine-tuned adapter, a model), whose files a conversion would overwrite or mix with."""
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out} exists and is not a directory")
+    if not out.is_dir():
+        return
+    names = [p.name for p in out.iterdir() if not (p.name.startswith(".") and p.name.endswith(".tmp"))]
+    others = sorted(n for n in names if n not in conversion_files)
+    if others:
+        shown = ", ".join(others[:5]) + (", ..." if len(others) > 5 else "")
+        raise UserError(f"--out {out} holds files that are not a converted checkpoint ({shown}): "
+                        "choose a new or empty directory")
+    if names and not force:
+        raise UserError(f"--out {out} already holds a converted checkpoint: pass --force to replace it")
