@@ -189,6 +189,21 @@ class FinetuneConfig:
             values["micro_batch_size"] = values["batch_size"]
         return Hyper(**values)
 
+    def check_schedule(self, model_id: str) -> None:
+        """The schedule decays from lr to lr_end: an end rate above the peak is a mistake (often a default's
+        left under a small --lr). Checked before the model loads."""
+        values = asdict(self.hyperparameters(model_id, ""))
+        if values["schedule"] == "constant":
+            return
+        given = {key for key, value in self.overrides.items() if value is not None}
+        for prefix in ("", "stage1_") if self.stage1_task else ("",):
+            lr, end = values[f"{prefix}lr"], values[f"{prefix}lr_end"]
+            if end > lr:
+                flag = f"--{prefix.replace('_', '-')}lr"
+                end_is = "" if f"{prefix}lr_end" in given else " (this model's default)"
+                raise UserError(f"{flag}-end {end:g}{end_is} is above {flag} {lr:g}: the schedule decays from "
+                                f"{flag} to {flag}-end, so expected {flag}-end <= {flag}")
+
 
 def run_identity_hash(cfg: FinetuneConfig, hyper: Hyper, base: dict[str, Any],
                       stages: list[dict[str, Any]]) -> str:

@@ -326,6 +326,7 @@ def finetune(cfg: FinetuneConfig, progress: bool = True) -> dict[str, Any]:
     stages.append(load_stage_data(cfg.task, data_dir=cfg.data_dir, source=cfg.source, prompt=cfg.prompt,
                                   limit=cfg.limit))
     info, cls, args, context = resolve_model(cfg, stages[-1].task)
+    cfg.check_schedule(info.id)
     for data in stages[:-1]:
         if data.task.kind not in info.capabilities.get("task_kinds", [data.task.kind]):
             raise UserError(f"model '{info.id}' cannot train on {data.task.kind} task '{data.task.id}'")

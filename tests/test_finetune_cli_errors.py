@@ -67,6 +67,16 @@ def test_a_zero_learning_rate_is_refused(tmp_path):
     assert line.startswith("error: --lr 0 would train nothing")
 
 
+def test_an_end_rate_above_the_peak_rate_is_refused(tmp_path):
+    line = error_line(finetune("--lr", "1e-4", "--lr-end", "1e-3", cwd=tmp_path))
+    assert line == ("error: --lr-end 0.001 is above --lr 0.0001: the schedule decays from --lr to --lr-end, so "
+                    "expected --lr-end <= --lr")
+    line = error_line(finetune("--task", "phantom-vqa", "--stage1-task", "phantom-caption", "--stage1-lr", "1e-4",
+                               cwd=tmp_path))  # tiny-vlm's stage-1 end rate is 5e-4
+    assert line.startswith("error: --stage1-lr-end 0.0005 (this model's default) is above --stage1-lr 0.0001")
+    assert not (tmp_path / "adapters").exists()
+
+
 def test_an_out_that_is_a_file_is_named_as_such(tmp_path):
     (tmp_path / "adapters").mkdir()
     (tmp_path / "adapters" / "demo").write_text("not a folder")
