@@ -51,6 +51,7 @@ class ModelInfo(PluginInfo):
 
     `capabilities` should say `task_kinds` (which task kinds it answers) and `adapters: True` when it loads
     `--adapter DIR` (context.adapter); `harness run --adapter` refuses a model that does not say so.
+    `local_device: False` (API models, the prior) makes `harness run` warn that --device and --dtype are ignored.
     """
 
 

@@ -8,6 +8,7 @@ are appended and fsync'd batch by batch; a kill loses at most the batch in fligh
 
 from __future__ import annotations
 
+import sys
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -85,6 +86,10 @@ def prepare(spec: RunSpec) -> tuple[Task, Any, dict[str, Any], Path, ModelContex
                  and "family" not in m.capabilities]  # presets are listed as one
         raise UserError(f"--adapter {spec.adapter}: model '{model_info.id}' does not load adapters (models that do: "
                         f"{', '.join(takes)} and the hf presets)")
+    ignored = [f"--{name} {value}" for name, value in (("device", spec.device), ("dtype", spec.dtype)) if value]
+    if ignored and not model_info.capabilities.get("local_device", True):
+        print(f"warning: {' and '.join(ignored)} ignored: model '{model_info.id}' runs on no local device",
+              file=sys.stderr)
     if spec.adapter is not None and not Path(spec.adapter).is_dir():
         raise UserError(f"--adapter {spec.adapter} is not a directory (expected a PEFT adapter folder)")
     adapter_hash = directory_hash(spec.adapter) if spec.adapter else None

@@ -18,7 +18,7 @@ def register_models(register) -> None:
             description="No-weights baseline: the most frequent training answer per answer type "
             "(VQA) or the most typical training text (reports, captions)",
             aliases=["majority", "baseline"],
-            capabilities={"task_kinds": ["vqa", "report", "caption"], "needs_weights": False},
+            capabilities={"task_kinds": ["vqa", "report", "caption"], "needs_weights": False, "local_device": False},
         )
     )
     kinds = ["vqa", "report", "caption"]
@@ -28,7 +28,8 @@ def register_models(register) -> None:
             loader="harness.plugins.api_vlm:GPT4oModel",
             aliases=["gpt4o"],
             description="OpenAI GPT-4o through the API, zero-shot (pinned dated id; OPENAI_API_KEY)",
-            capabilities={"task_kinds": kinds, "needs_weights": False, "external_api": True},
+            capabilities={"task_kinds": kinds, "needs_weights": False, "external_api": True,
+                          "local_device": False},
         )
     )
     register(
@@ -36,7 +37,8 @@ def register_models(register) -> None:
             id="claude",
             loader="harness.plugins.api_vlm:ClaudeModel",
             description="Anthropic Claude through the API, zero-shot (pinned dated id; ANTHROPIC_API_KEY)",
-            capabilities={"task_kinds": kinds, "needs_weights": False, "external_api": True},
+            capabilities={"task_kinds": kinds, "needs_weights": False, "external_api": True,
+                          "local_device": False},
         )
     )
     register(
@@ -45,7 +47,7 @@ def register_models(register) -> None:
             loader="harness.plugins.api_vlm:OpenAICompatibleModel",
             description="A VLM behind an OpenAI-compatible server (vLLM serve, SGLang, TGI): "
             "--model-args base_url=...,model=... (key: OPENAI_COMPATIBLE_API_KEY if the server needs one)",
-            capabilities={"task_kinds": kinds, "needs_weights": False},
+            capabilities={"task_kinds": kinds, "needs_weights": False, "local_device": False},
         )
     )
     # the Hugging Face backend, its presets and tiny-vlm (plugins/hf_presets.py imports nothing heavy)

@@ -185,19 +185,26 @@ def quick_fingerprint(folder: Path) -> str:
     return "sha256:" + digest.hexdigest()[:16]
 
 
-def resolve_device_dtype(context: ModelContext) -> tuple[str, str]:
-    """`--device` (default: cuda when available, else cpu) and `--dtype` (default: bfloat16 on a GPU,
-    float32 on the CPU)."""
+def resolve_device(requested: str | None) -> str:
+    """`--device` (default: cuda when available, else cpu), checked: a torch device that this machine has."""
     import torch
 
-    device = context.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    device = requested or ("cuda" if torch.cuda.is_available() else "cpu")
     try:
         parsed = torch.device(device)
     except (RuntimeError, ValueError) as exc:
         raise UserError(f"--device {device}: not a torch device (cpu, cuda, cuda:1, mps)") from exc
     if parsed.type == "cuda" and not torch.cuda.is_available():
         raise UserError(f"--device {device}: no CUDA device is available (torch {torch.__version__})")
-    dtype = context.dtype or ("bfloat16" if parsed.type == "cuda" else "float32")
+    if parsed.type == "cuda" and parsed.index is not None and parsed.index >= torch.cuda.device_count():
+        raise UserError(f"--device {device}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+    return device
+
+
+def resolve_device_dtype(context: ModelContext) -> tuple[str, str]:
+    """`--device` (see resolve_device) and `--dtype` (default: bfloat16 on a GPU, float32 on the CPU)."""
+    device = resolve_device(context.device)
+    dtype = context.dtype or ("bfloat16" if device.startswith("cuda") else "float32")
     if dtype.lower() not in DTYPES:
         raise UserError(f"--dtype {dtype}: expected one of bfloat16, float16, float32")
     return device, DTYPES[dtype.lower()]

@@ -38,6 +38,7 @@ from harness.model_api import ModelContext, ModelPlugin
 from harness.plugins import pefomed_arch as arch
 from harness.plugins import pefomed_checkpoint as ckpt
 from harness.plugins import pefomed_options as opts
+from harness.plugins.hf_presets import resolve_device
 from harness.plugins.pefomed_load import llm_revision
 from harness.plugins.pefomed_train import TrainingMixin
 from harness.plugins.prefetch import Prefetcher
@@ -54,7 +55,9 @@ class PeFoMedModel(TrainingMixin, ModelPlugin):
 
     @classmethod
     def run_identity(cls, args: dict[str, str], context: ModelContext) -> dict[str, Any]:
-        out: dict[str, Any] = {"transform": "resize448-bicubic-clipnorm", "prompt": "pefomed-v1"}
+        on_cuda = resolve_device(context.device).startswith("cuda")
+        out: dict[str, Any] = {"transform": "resize448-bicubic-clipnorm", "prompt": "pefomed-v1",
+                               "dtype": opts.dtype_name(context.dtype, on_cuda)}
         llm = args.get("llm") or DEFAULT_LLM
         if not Path(llm).expanduser().is_dir():  # a hub id: which commit of it
             out["llm_revision"] = llm_revision(args, DEFAULT_LLM, DEFAULT_LLM_REVISION)
@@ -73,7 +76,7 @@ class PeFoMedModel(TrainingMixin, ModelPlugin):
         from harness.plugins.pefomed_load import LoadSpec, load_parts, resolve_llm_path
 
         self.train_mode = opts.check_args(args, context.adapter)
-        self.device = torch.device(context.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.device = torch.device(resolve_device(context.device))
         on_cuda = self.device.type == "cuda"
         self.dtype = getattr(torch, opts.dtype_name(context.dtype, on_cuda))
         self.process_text = opts.process_text(args)

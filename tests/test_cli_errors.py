@@ -67,6 +67,20 @@ def test_unusable_paths_and_settings_are_one_line(tmp_path):
     assert a_file.read_text() == "x"
 
 
+def test_device_flags_are_checked_or_said_to_be_ignored(tmp_path):
+    """A model with no local device warns that --device/--dtype do nothing; local models check the values."""
+    run = ["run", "--task", "phantom-vqa", "--limit", "2", "--no-progress", "--judge", "exact"]
+    proc = cli(*run, "--model", "prior", "--device", "cuda", "--dtype", "bf16", "--output", str(tmp_path / "p"))
+    assert proc.returncode == 0, proc.stderr
+    assert "warning: --device cuda and --dtype bf16 ignored: model 'prior' runs on no local device" in proc.stderr
+    for model in ("tiny-vlm", "pefomed"):
+        proc = cli(*run, "--model", model, "--device", "gpu0", "--output", str(tmp_path / model))
+        lines = [line for line in proc.stderr.splitlines() if line.strip()]
+        assert proc.returncode == 2 and len(lines) == 1, proc.stderr
+        assert lines[0] == "error: --device gpu0: not a torch device (cpu, cuda, cuda:1, mps)"
+        assert not (tmp_path / model).exists()
+
+
 def test_data_dir_without_its_images_is_refused_before_loading_a_model(tmp_path, shared_data):
     """The real SLAKE annotation files without the imgs/ folder: one line naming the first missing file."""
     proc = cli("run", "--model", "prior", "--task", "slake", "--data-dir", str(shared_data / "slake"),
