@@ -27,7 +27,10 @@ Surprising behaviour of the originals, reproduced on purpose:
   must reach this judge unstripped for pefomed/llava-med to match their originals.
 - PeFoMed counts an answer that normalizes to "" (only articles/punctuation) as matched by an empty prediction.
 
-Where the original differs from the rule in the reference notes (shared/reference/metrics.md), the notes win:
+The open recall is the original's formula (tp counts the prediction's repeats, above), which the reference notes
+(shared/reference/metrics.md: "answer tokens found in the prediction, with multiplicity") describe loosely: the
+two readings differ only when the prediction repeats a matching token and misses an answer token, and the
+original is what LLaVA-Med's published numbers used. Only where the original is a bug do the notes win:
 LLaVA-Med v1.0 also required "yes" or "no" to appear in the prediction of a closed question, and (a missing
 `else`) then dropped wrong predictions from the denominator. This judge scores every CLOSED row by the
 substring test alone, with every closed row in the denominator, as metrics.md specifies. The original also
@@ -61,7 +64,9 @@ RULES: dict[str, dict[str, str]] = {
         "normalisation": "VQA-v2 normalisation of both sides",
         "open_closed": "the sample's answer_type (the task source's closed_rule)",
         "metric": "closed_accuracy: normalised answer is a substring of the normalised prediction; "
-                  "open_recall: token recall counting the prediction's repeats",
+                  "open_recall: tp / (tp + fn), tp = prediction tokens found in the answer (with the "
+                  "prediction's repeats), fn = answer tokens absent from the prediction (the original's "
+                  "calculate_f1score: 'left left left' for 'left lung' gives 0.75)",
         "deviation": "follows shared/reference/metrics.md, not the original's missing `else`: the original also "
                      "required yes/no in a closed prediction and dropped wrong ones from the denominator; here "
                      "every closed sample counts",

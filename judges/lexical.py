@@ -2,7 +2,9 @@
 
 Records: `answer` is the reference text, `prediction` the generated text (one reference each). The text is first
 cleaned by the named `--convention` (none, r2gen, imageclef; see lexical_text.py), then tokenized by pycocoevalcap's
-PTB tokenizer (Java) for the COCO metrics; rouge-score tokenizes the cleaned text itself.
+PTB tokenizer (Java) for the COCO metrics, as COCOEvalCap and PeFoMed do; `tokenizer=split` instead scores the cleaned
+text split on whitespace, as R2Gen's `compute_scores` does (its " . " tokens then count); rouge-score tokenizes the
+cleaned text itself.
 
 One scoring run starts Java three times in all (PTB tokenizer for references and predictions in parallel, then
 METEOR, whose slow paraphrase-table load is cut to the entries the run can use; see meteor_paraphrase.py), and
@@ -13,7 +15,8 @@ Per-sample row metrics: pycocoevalcap's sentence BLEU (`bleu_list`), METEOR segm
 of the whole scored set), rouge-score F values, and SPICE when asked for. The corpus numbers (results.json) come
 from `aggregate`: corpus BLEU and METEOR are not means of the per-sample values.
 
-Setup (describe()'s "setup", a leaderboard row's identity): `rouge_stemmer` and `spice`, resolved to booleans.
+Setup (describe()'s "setup", a leaderboard row's identity): `rouge_stemmer` and `spice`, resolved to booleans, and
+`tokenizer` when it is not the default `ptb` (so rows recorded before the setting existed keep their identity).
 `meteor_table` and `meteor_workers` are left out: the cut paraphrase table gives the full table's statistics and
 the workers only split the work, so neither changes a number.
 """
@@ -52,6 +55,10 @@ METRICS = {
     "rougeL_f": "ROUGE-L F (rouge-score); corpus = mean",
     "SPICE": "SPICE F 'All' (pycocoevalcap Spice, only with spice=true); corpus = mean of scored samples",
 }
+TOKENIZERS = {
+    "ptb": "pycocoevalcap PTBTokenizer (lowercased, punctuation tokens dropped), as COCOEvalCap and PeFoMed",
+    "split": "the cleaned text split on whitespace, as R2Gen's compute_scores (punctuation tokens count)",
+}
 _CACHE_LIMIT = 4096
 
 
@@ -60,13 +67,20 @@ def _flag(settings: dict[str, Any], key: str) -> bool:
     return parse_flag(value, f"--judge-arg {key}={value}")
 
 
+def _tokenizer(settings: dict[str, Any]) -> str:
+    value = str(settings.get("tokenizer", "ptb"))
+    if value not in TOKENIZERS:
+        raise UserError(f"--judge-arg tokenizer={value}: expected {' or '.join(TOKENIZERS)}")
+    return value
+
+
 class LexicalJudge(JudgePlugin):
     id = "lexical"
     version = "1"
     conventions = tuple(CONVENTIONS)
     default_convention = "none"
     task_kinds = ("report", "caption", "vqa")
-    accepted_settings = ("spice", "rouge_stemmer", "meteor_table", "meteor_workers")
+    accepted_settings = ("spice", "rouge_stemmer", "tokenizer", "meteor_table", "meteor_workers")
     mean_metrics = False  # corpus BLEU/METEOR/CIDEr: confidence intervals by bootstrap over rows
     bootstrap_ci = True  # aggregate is cheap (no Java): see LexicalCorpus
 
@@ -75,6 +89,7 @@ class LexicalJudge(JudgePlugin):
         settings = options.settings
         self.spice = _flag(settings, "spice")
         self.rouge_stemmer = _flag(settings, "rouge_stemmer")
+        self.tokenizer = _tokenizer(settings)
         self.meteor_table = str(settings.get("meteor_table", "filtered"))
         if self.meteor_table not in ("filtered", "full"):
             raise UserError(f"--judge-arg meteor_table={self.meteor_table}: expected 'filtered' or 'full'")
@@ -98,11 +113,15 @@ class LexicalJudge(JudgePlugin):
 
     @classmethod
     def resolve_setup(cls, settings: dict[str, Any], convention: str | None) -> dict[str, Any]:
-        return {"rouge_stemmer": _flag(settings, "rouge_stemmer"), "spice": _flag(settings, "spice")}
+        setup: dict[str, Any] = {"rouge_stemmer": _flag(settings, "rouge_stemmer"), "spice": _flag(settings, "spice")}
+        if _tokenizer(settings) != "ptb":
+            setup["tokenizer"] = _tokenizer(settings)
+        return setup
 
     def describe(self) -> dict[str, Any]:
         info = super().describe()
         info["text_cleaning"] = CONVENTIONS[self.convention]
+        info["tokenizer"] = TOKENIZERS[self.tokenizer]
         info["metrics"] = {k: v for k, v in METRICS.items() if k != "SPICE" or self.spice}
         info["tools"] = {name: _version(name) for name in ("pycocoevalcap", "rouge-score")}
         info.update(self._run_info)
@@ -118,12 +137,16 @@ class LexicalJudge(JudgePlugin):
         with tempfile.TemporaryDirectory(prefix="harness-lexical-") as tmp:
             workdir = Path(tmp)
             jobs = [PTBJob(self.java, references, workdir, "references"),
-                    PTBJob(self.java, predictions, workdir, "predictions")]
+                    PTBJob(self.java, predictions, workdir, "predictions")] if self.tokenizer == "ptb" else []
             version = JavaVersion(self.java)
             try:
                 rouge = RougeScore(self.rouge_stemmer)
                 rouge_rows = [rouge.score(ref, pred) for ref, pred in zip(references, predictions)]
-                ref_tokens, hyp_tokens = jobs[0].result(), jobs[1].result()
+                if jobs:
+                    ref_tokens, hyp_tokens = jobs[0].result(), jobs[1].result()
+                else:
+                    ref_tokens = [" ".join(text.split()) for text in references]
+                    hyp_tokens = [" ".join(text.split()) for text in predictions]
             finally:
                 for job in jobs:
                     job.kill()

@@ -2,7 +2,9 @@
 
 - `none`: the text as given (pycocoevalcap's PTB tokenizer still lowercases and drops punctuation).
 - `r2gen`: R2Gen's `clean_report_iu_xray` (lowercase, list numbering and punctuation removed, sentences joined
-  by " . "), reproduced with its quirks, so numbers are comparable with R2Gen-style IU-Xray tables.
+  by " . "), reproduced with its quirks. R2Gen then scores this text without the PTB tokenizer, so for its
+  numbers add `--judge-arg tokenizer=split` (lexical.py); its references also pass through its own vocabulary
+  (rare words become <unk>), which no evaluation outside its code reproduces.
 - `imageclef`: the ImageCLEFmedical caption evaluation preprocessing: lowercase, every run of digits replaced by
   the word "number", then every character of `string.punctuation` removed.
 """

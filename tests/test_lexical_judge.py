@@ -317,3 +317,37 @@ def test_setup_records_the_resolved_number_moving_settings_only():
     assert same == default["setup"]
     assert _judge(rouge_stemmer="yes").describe()["setup"] == {"rouge_stemmer": True, "spice": False}
     assert LexicalJudge.resolve_setup({"rouge_stemmer": "true"}, "r2gen") == {"rouge_stemmer": True, "spice": False}
+
+
+def test_split_tokenizer_reproduces_r2gen_compute_scores(pairs, coco, lexical_cache, monkeypatch):
+    """`--convention r2gen --judge-arg tokenizer=split` is R2Gen's compute_scores: pycocoevalcap's scorers on the
+    cleaned text with no PTB tokenizer (its " . " tokens count, so the numbers differ from the PTB ones)."""
+    from pycocoevalcap.bleu.bleu import Bleu
+    from pycocoevalcap.cider.cider import Cider
+    from pycocoevalcap.rouge.rouge import Rouge
+
+    monkeypatch.setenv("HARNESS_CACHE_DIR", str(lexical_cache))
+    subset = pairs[:40]
+    def r2gen_text(text: str) -> str:  # R2Gen tokenizes the cleaned text on white space and decodes it joined by " "
+        return " ".join(clean(text, "r2gen").split())
+
+    gts = {i: [r2gen_text(ref)] for i, (ref, _) in enumerate(subset)}
+    res = {i: [r2gen_text(pred)] for i, (_, pred) in enumerate(subset)}
+    expected = dict(zip((f"Bleu_{k}" for k in range(1, 5)), Bleu(4).compute_score(gts, res, verbose=0)[0]))
+    expected["METEOR"] = coco.meteor.compute_score(gts, res)[0]
+    expected["ROUGE_L"] = Rouge().compute_score(gts, res)[0]
+    expected["CIDEr"] = Cider().compute_score(gts, res)[0]
+    records = [{"id": f"s{i}", "answer": ref, "prediction": pred} for i, (ref, pred) in enumerate(subset)]
+    judge = _judge("r2gen", tokenizer="split")
+    rows = judge.score(records)
+    got = judge.aggregate(records, rows)
+    ptb = _judge("r2gen")
+    with_ptb = ptb.aggregate(records, ptb.score(records))
+    for name in COCO_METRICS:
+        assert got[name] == pytest.approx(float(expected[name]), rel=0, abs=1e-9), name
+    assert got["Bleu_4"] > with_ptb["Bleu_4"] + 0.01
+    described = judge.describe()
+    assert described["setup"] == {"rouge_stemmer": False, "spice": False, "tokenizer": "split"}
+    assert "R2Gen" in described["tokenizer"] and "PTBTokenizer" in ptb.describe()["tokenizer"]
+    with pytest.raises(UserError, match="--judge-arg tokenizer=nltk: expected ptb or split"):
+        _judge(tokenizer="nltk")
