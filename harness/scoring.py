@@ -33,12 +33,6 @@ LOADED_MODEL_FILE = "model.json"  # what the model plugin reported after loading
 RUN_FILES = (PREDICTIONS_FILE, SCORES_FILE, RESULTS_FILE, MANIFEST_FILE, LOADED_MODEL_FILE)
 
 
-def parse_judge_spec(spec: str, default_convention: str | None) -> tuple[str, str | None]:
-    """'exact' or 'exact:llava-med' -> (judge id, convention)."""
-    judge_id, _, convention = spec.partition(":")
-    return judge_id.strip(), (convention.strip() or default_convention)
-
-
 #: judge settings that have a flag of their own (the others come from --judge-arg KEY=VALUE)
 SETTING_FLAGS = {
     "model": "--judge-model", "provider": "--judge-provider", "base_url": "--judge-base-url",
@@ -49,14 +43,18 @@ SETTING_FLAGS = {
 
 def _load_judge(spec: str, convention: str | None, task_kind: str) -> tuple[Any, str | None, tuple[str, ...]]:
     """(judge class, convention, accepted settings) of one `id[:convention]` spec, checked against the task kind."""
-    judge_id, convention = parse_judge_spec(spec, convention)
+    judge_id, _, explicit = (part.strip() for part in spec.partition(":"))
     info = plugin_manager.judges().get(judge_id)
     if task_kind not in info.capabilities.get("task_kinds", [task_kind]):
         raise UserError(
             f"judge '{info.id}' scores {'/'.join(info.capabilities['task_kinds'])} tasks, not '{task_kind}'"
         )
     cls = info.load()
-    return cls, convention, tuple(getattr(cls, "accepted_settings", ()) or ())
+    if not getattr(cls, "conventions", ()):  # a convention it would ignore must not label (and split) its results
+        if explicit:
+            raise UserError(f"--judge {spec}: judge '{info.id}' has no conventions; drop ':{explicit}'")
+        return cls, None, tuple(getattr(cls, "accepted_settings", ()) or ())
+    return cls, explicit or convention, tuple(getattr(cls, "accepted_settings", ()) or ())
 
 
 def _construct(cls: Any, convention: str | None, accepted: tuple[str, ...], settings: dict[str, Any],
@@ -129,6 +127,11 @@ def build_judges(
     if not judge_specs:
         raise UserError("no judge given and the task names no default judge: pass --judge")
     loaded = [_load_judge(spec, convention, task_kind) for spec in judge_specs]
+    if convention and not any(getattr(cls, "conventions", ()) for cls, _, _ in loaded):
+        ids = ", ".join(dict.fromkeys(getattr(cls, "id", "") or cls.__name__ for cls, _, _ in loaded))
+        several = len(loaded) > 1
+        raise UserError(f"--convention {convention}: the selected judge{'s' if several else ''} {ids} "
+                        f"{'have' if several else 'has'} no conventions; drop --convention")
     accepted: dict[str, tuple[str, ...]] = {}
     for cls, _, keys in loaded:
         accepted.setdefault(getattr(cls, "id", "") or cls.__name__, keys)

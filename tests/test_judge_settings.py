@@ -100,3 +100,19 @@ def test_harness_run_checks_settings_before_generating_and_task_defaults_pass(tm
     assert proc.returncode == 0, proc.stderr
     (results,) = runs.rglob("results.json")
     assert [j["id"] for j in json.loads(results.read_text())["judges"]] == ["exact"]
+
+
+def test_a_convention_for_a_judge_without_conventions_is_refused_or_not_applied(tmp_path):
+    """`semantic:foo` or `--convention` for judges that have none was recorded as their convention (a leaderboard
+    row of its own); with another judge that has conventions, the shared --convention goes to that one only."""
+    preds = write(tmp_path / "preds.jsonl", REPORTS)
+    score = ["score", str(preds), "--task-type", "report", "--output", str(tmp_path / "out")]
+    line = error_line(cli(*score, "--judge", "semantic:foo"))
+    assert line == "error: --judge semantic:foo: judge 'semantic' has no conventions; drop ':foo'"
+    line = error_line(cli(*score, "--judge", "semantic", "--convention", "r2gen"))
+    assert line == "error: --convention r2gen: the selected judge semantic has no conventions; drop --convention"
+    assert not (tmp_path / "out").exists()
+    proc = cli(*score, "--judge", "lexical,semantic", "--convention", "r2gen")
+    assert proc.returncode == 0, proc.stderr
+    judges = json.loads((tmp_path / "out" / "results.json").read_text())["judges"]
+    assert [(j["id"], j["convention"]) for j in judges] == [("lexical", "r2gen"), ("semantic", None)]
