@@ -69,9 +69,33 @@ def _check_id(row: dict[str, Any]) -> str | None:
     return None
 
 
+_TEXT_FIELDS = ("question", "answer", "prediction", "error", "answer_type")
+_NUMBER_FIELDS = ("prompt_tokens", "completion_tokens", "cost_usd", "time_s")
+_PREDICTIONS_FIX = "predictions.jsonl is written by harness run; restore the line, or delete it to generate it again"
+
+
+def _check_prediction_row(row: dict[str, Any]) -> str | None:
+    """The shape `harness run` writes: an id, texts or null, a list of image names, numbers or null."""
+    problem = _check_id(row)
+    if problem is not None:
+        return problem
+    for key in _TEXT_FIELDS:
+        if row.get(key) is not None and not isinstance(row[key], str):
+            return f"field '{key}' must be a string, got {type(row[key]).__name__} ({_PREDICTIONS_FIX})"
+    images = row.get("images")
+    if images is not None and not (isinstance(images, list) and all(isinstance(name, str) for name in images)):
+        return f"field 'images' must be a list of file names ({_PREDICTIONS_FIX})"
+    for key in _NUMBER_FIELDS:
+        value = row.get(key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
+            return f"field '{key}' must be a number, got {type(value).__name__} ({_PREDICTIONS_FIX})"
+    return None
+
+
 def read_predictions(path: Path, *, repair_tail: bool = False, skip_torn_tail: bool = False) -> list[dict[str, Any]]:
-    """predictions.jsonl: one object per line with an `id` (a later line of an id replaces an earlier one)."""
-    return read_jsonl(path, repair_tail=repair_tail, skip_torn_tail=skip_torn_tail, check=_check_id)
+    """predictions.jsonl: one object per line with an `id` (a later line of an id replaces an earlier one), of the
+    shape `harness run` writes."""
+    return read_jsonl(path, repair_tail=repair_tail, skip_torn_tail=skip_torn_tail, check=_check_prediction_row)
 
 
 def _check_scores_row(row: dict[str, Any]) -> str | None:

@@ -72,6 +72,20 @@ def test_a_prediction_line_without_id_is_named_by_file_and_line(good_run, tmp_pa
     assert line.endswith("predictions.jsonl:4: missing field 'id'")
 
 
+@pytest.mark.parametrize(("field", "value", "expected"), [
+    ("prediction", {"x": [1]}, "field 'prediction' must be a string, got dict"),
+    ("prediction", 5, "field 'prediction' must be a string, got int"),
+    ("answer_type", 7, "field 'answer_type' must be a string, got int"),
+    ("images", "a.png", "field 'images' must be a list of file names"),
+    ("time_s", "fast", "field 'time_s' must be a number, got str"),
+])
+def test_a_prediction_line_of_the_wrong_shape_is_named_not_scored(good_run, tmp_path, field, value, expected):
+    run = damaged(good_run, tmp_path)
+    edit_line(run / "predictions.jsonl", 2, lambda row: row.update({field: value}))
+    line = error_line(harness("score", str(run), "--judge", "exact", cwd=tmp_path))
+    assert f"predictions.jsonl:3: {expected}" in line and "written by harness run" in line
+
+
 def test_a_scores_line_with_wrong_judges_is_named_by_file_and_line(good_run, tmp_path):
     run = damaged(good_run, tmp_path)
     edit_line(run / "scores.jsonl", 1, lambda row: row.update(judges=5))
