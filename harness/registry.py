@@ -33,7 +33,22 @@ class PluginInfo:
     plugin: str = ""  # name of the pluggy plugin that registered it (filled in by the host)
 
     def load(self) -> Any:
-        return resolve_loader(self.loader)
+        """The plugin's class. A third-party plugin whose loader fails (a module it forgot to ship, a renamed
+        class) is one line naming it; a missing optional extra is left to the CLI's install hint."""
+        try:
+            return resolve_loader(self.loader)
+        except Exception as exc:
+            from harness.extras import missing_extra_message
+            from harness.plugin_manager import BUILTIN_PLUGINS
+
+            if isinstance(exc, UserError) or not self.plugin or self.plugin in BUILTIN_PLUGINS:
+                raise
+            if isinstance(exc, ModuleNotFoundError) and missing_extra_message(exc.name):
+                raise
+            kind = type(self).__name__.removesuffix("Info").lower()
+            first = (str(exc).strip().splitlines() or [""])[0]
+            raise UserError(f"{kind} '{self.id}' of plugin '{self.plugin}' cannot be loaded from {self.loader!r}: "
+                            f"{type(exc).__name__}: {first} (fix or reinstall that plugin)") from exc
 
     def describe(self) -> dict[str, Any]:
         return {

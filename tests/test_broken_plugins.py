@@ -32,7 +32,7 @@ PLUGIN = """\
 from pathlib import Path
 
 from harness.hookspecs import hookimpl
-from harness.registry import ModelInfo
+from harness.registry import JudgeInfo, ModelInfo
 
 
 @hookimpl
@@ -46,6 +46,13 @@ def register_tasks(register):
 @hookimpl
 def register_models(register):
     register(ModelInfo(id="prior", loader="nowhere:Nothing", description="clashes with the built-in"))
+    register(ModelInfo(id="unshipped", loader="half_broken.not_shipped:Model", description="module not in the wheel"))
+
+
+@hookimpl
+def register_judges(register):
+    register(JudgeInfo(id="renamed", loader="half_broken.plugin:OldJudgeName", description="class renamed",
+                       capabilities={"task_kinds": ["vqa"]}))
 """
 
 
@@ -132,3 +139,19 @@ def test_a_model_of_a_plugin_that_failed_to_import_says_why_it_is_missing(site, 
     error = refused.stderr.strip().splitlines()[-1]
     assert error.startswith("error: unknown model 'unimportable-model'")
     assert "plugin 'unimportable'" in error and "a_module_that_is_not_installed" in error
+
+
+def test_a_registered_plugin_whose_code_cannot_be_loaded_is_one_line(site, tmp_path):
+    """The registration worked, but the loader points at a module the package does not ship or a renamed class."""
+    cases = [(["--model", "unshipped", "--judge", "exact"],
+              "error: model 'unshipped' of plugin 'half-broken' cannot be loaded from "
+              "'half_broken.not_shipped:Model': ModuleNotFoundError: No module named 'half_broken.not_shipped' "
+              "(fix or reinstall that plugin)"),
+             (["--model", "prior", "--judge", "renamed"],
+              "error: judge 'renamed' of plugin 'half-broken' cannot be loaded from 'half_broken.plugin:OldJudgeName': "
+              "AttributeError: ")]
+    for args, expected in cases:
+        proc = cli(site, "run", *args, "--task", "phantom-vqa", "--output", str(tmp_path / "run"), "--no-progress")
+        assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+        assert proc.stderr.strip().splitlines()[-1].startswith(expected)
+        assert not (tmp_path / "run").exists()
