@@ -11,9 +11,22 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from harness.plugins.finetune_config import GENERIC, MODEL_DEFAULTS
+
 TARGET_HELP = ("llm-attn (LoRA on the language model's q/v projections), llm-all-linear, decoder-only, "
                "encoder-only, full, or re:<regex> (default: llm-attn for chat VLMs, decoder-only for "
-               "captioners)")
+               "captioners; " + "; ".join(f"{m} {d['targets']}" for m, d in MODEL_DEFAULTS.items() if "targets" in d)
+               + ")")
+
+
+def _default(key: str, note: str = "") -> str:
+    """'default 64; tiny-vlm 128': the generic default and the models whose own default differs."""
+    def shown(value: float) -> str:
+        return f"{value:.0e}".replace("e-0", "e-") if 0 < value < 0.01 else f"{value:g}"
+
+    others = [f"{model} {shown(values[key])}" for model, values in MODEL_DEFAULTS.items()
+              if key in values and values[key] != GENERIC[key]]
+    return "; ".join([f"default {shown(GENERIC[key])}{note}", *others])
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -36,28 +49,31 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--targets", default=None, help=TARGET_HELP)
     g.add_argument("--method", choices=["lora", "full"], default="lora",
                    help="lora: PEFT adapter; full: train the selected parts' weights and save a whole model")
-    g.add_argument("--rank", type=int, default=None, help="LoRA rank, one vLLM serves: 1, 8, 16, 32, 64 "
-                   "(default), 128, 256, 320, 512")
-    g.add_argument("--alpha", type=float, default=None, help="LoRA alpha (default 16)")
-    g.add_argument("--dropout", type=float, default=None, help="LoRA dropout (default 0.05)")
+    g.add_argument("--rank", type=int, default=None, help="LoRA rank, one vLLM serves: 1, 8, 16, 32, 64, 128, 256, "
+                   f"320, 512 ({_default('rank')})")
+    g.add_argument("--alpha", type=float, default=None, help=f"LoRA alpha ({_default('alpha')})")
+    g.add_argument("--dropout", type=float, default=None, help=f"LoRA dropout ({_default('dropout')})")
     o = p.add_argument_group("optimisation (AdamW)")
-    o.add_argument("--lr", type=float, default=None, help="peak learning rate (default 3e-5; tiny-vlm 1e-3)")
+    o.add_argument("--lr", type=float, default=None, help=f"peak learning rate ({_default('lr')})")
     o.add_argument("--lr-end", type=float, default=None,
-                   help="final learning rate of the decay (default 1e-5)")
-    o.add_argument("--stage1-lr", type=float, default=None, help="stage-1 peak learning rate (default 1e-4)")
+                   help=f"final learning rate of the decay, at most --lr ({_default('lr_end')})")
+    o.add_argument("--stage1-lr", type=float, default=None,
+                   help=f"stage-1 peak learning rate ({_default('stage1_lr')})")
     o.add_argument("--stage1-lr-end", type=float, default=None,
-                   help="stage-1 final learning rate (default 8e-5)")
+                   help=f"stage-1 final learning rate ({_default('stage1_lr_end')})")
     o.add_argument("--schedule", choices=["cosine", "linear", "constant"], default=None,
                    help="after the warm-up (default cosine)")
     o.add_argument("--warmup-steps", type=int, default=None)
     o.add_argument("--epochs", type=int, default=None,
-                   help="epochs of the main task (default 3; PeFoMed: 50)")
-    o.add_argument("--stage1-epochs", type=int, default=None, help="epochs of stage 1 (default 1)")
+                   help=f"epochs of the main task ({_default('epochs', note=', PeFoMed: 50')})")
+    o.add_argument("--stage1-epochs", type=int, default=None,
+                   help=f"epochs of stage 1 ({_default('stage1_epochs')})")
     o.add_argument("--max-steps", type=int, default=None, help="stop the main stage after N optimizer steps")
-    o.add_argument("--batch-size", type=int, default=None, help="examples per optimizer step (default 8)")
+    o.add_argument("--batch-size", type=int, default=None,
+                   help=f"examples per optimizer step ({_default('batch_size')})")
     o.add_argument("--micro-batch-size", type=int, default=None,
                    help="examples per forward pass (gradient accumulation; default: the batch size)")
-    o.add_argument("--weight-decay", type=float, default=None)
+    o.add_argument("--weight-decay", type=float, default=None, help=f"AdamW weight decay ({_default('weight_decay')})")
     o.add_argument("--max-grad-norm", type=float, default=None,
                    help="gradient clipping (default 1.0; 0: off)")
     o.add_argument("--seed", type=int, default=0, help="seed of initialisation, dropout and data order")
