@@ -44,8 +44,9 @@ def main(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps({k: _rows(k) for k in kinds}, indent=2))
         return 0
+    rows = {kind: _rows(kind) for kind in kinds}  # an error (HARNESS_PLUGINS) comes before any output
     for kind in kinds:
         print(f"{kind}:")
-        for row in _rows(kind):
+        for row in rows[kind]:
             print(_line(kind, row))
     return 0
