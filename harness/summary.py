@@ -60,10 +60,19 @@ def results_summary(results: dict[str, Any], max_breakdowns: int = 1, max_values
             lines.append(f"    {metric:<22} {format_metric(entry)}")
         for key in list(judge["breakdowns"])[:max_breakdowns]:
             for value, metrics in list(judge["breakdowns"][key].items())[:max_values]:
-                main = next(iter(metrics.items()), None)
-                if main:
-                    lines.append(f"    {key}={value}: {main[0]} {format_metric(main[1])}")
+                shown = _slice_metrics(metrics)
+                if shown:
+                    lines.append(f"    {key}={value}: " + "; ".join(f"{m} {format_metric(e)}" for m, e in shown))
     return "\n".join(lines)
+
+
+def _slice_metrics(metrics: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    """The metrics a breakdown line shows: the first, and the first of each other sample count (a slice of
+    answer_type=CLOSED under multimedeval has yes/no questions in closed_* and the others in open_*)."""
+    shown: dict[Any, tuple[str, dict[str, Any]]] = {}
+    for name, entry in metrics.items():
+        shown.setdefault(entry.get("n"), (name, entry))
+    return list(shown.values())
 
 
 def check_not_all_failed(results: dict[str, Any]) -> None:

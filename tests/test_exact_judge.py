@@ -357,3 +357,25 @@ def test_vqa_rad_always_yes(vqa_rad_test):
     rows = j.score(recs)
     assert sum(row["groups"]["multimedeval_class"] == "closed" for row in rows) == len(yes_no)
     assert j.aggregate(recs, rows)["closed_accuracy"] == len(yes) / len(yes_no)
+
+
+def test_the_printed_breakdown_shows_each_group_of_samples_a_slice_has(tmp_path):
+    """Under multimedeval an answer_type=CLOSED slice holds yes/no questions (closed_*) and others (open_*): the
+    summary line shows both counts, not only the first metric's (which read as if CLOSED had fewer samples)."""
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-m", "harness", "run", "--model", "prior", "--task", "phantom-vqa",
+                           "--judge", "exact:multimedeval", "--limit", "50", "--no-progress",
+                           "--output", str(tmp_path / "run")], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    closed = next(line for line in proc.stdout.splitlines() if "answer_type=CLOSED:" in line)
+    results = json.loads((tmp_path / "run" / "results.json").read_text())
+    metrics = results["judges"][0]["breakdowns"]["answer_type"]["CLOSED"]
+    assert f"closed_recall {metrics['closed_recall']['value']:.4f}" in closed
+    assert f"(n={metrics['closed_recall']['n']}); open_recall" in closed
+    assert closed.endswith(f"(n={metrics['open_recall']['n']})")
+    rows = [json.loads(line) for line in (tmp_path / "run" / "predictions.jsonl").read_text().splitlines()]
+    n_closed = sum(row["answer_type"] == "CLOSED" for row in rows)
+    assert metrics["closed_recall"]["n"] + metrics["open_recall"]["n"] == n_closed
+    assert metrics["open_recall"]["n"] > 0
