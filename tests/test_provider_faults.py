@@ -69,6 +69,27 @@ def test_valid_json_of_an_unexpected_shape_is_a_retried_malformed_reply_never_ca
     assert not any(r.cached for r in again)
 
 
+WITHHELD = {
+    "openai": b'{"choices": [{"index": 0, "finish_reason": "content_filter", "message": {"role": "assistant", '
+              b'"content": null, "refusal": null}}], "usage": {"prompt_tokens": 9, "completion_tokens": 0}}',
+    "anthropic": b'{"type": "message", "role": "assistant", "content": [], "stop_reason": "refusal", '
+                 b'"usage": {"input_tokens": 9, "output_tokens": 0}}',
+}
+
+
+@pytest.mark.parametrize("provider", ["openai", "anthropic"])
+def test_a_reply_withheld_by_a_content_filter_or_refusal_is_a_failed_call_never_an_empty_answer(provider):
+    """It was recorded as the answer "" (scored wrong, cached, so never asked again)."""
+    with FakeLLMServer() as server:
+        server.add_faults(Fault(body=WITHHELD[provider]))
+        first = client(server, provider).run([ask("q0")], progress=False)[0]
+        assert first.text is None and ("content filter" in first.error or "refused" in first.error), first
+        with LLMCache() as cache:
+            assert cache.stats()["entries"] == 0
+        again = client(server, provider).run([ask("q0")], progress=False)[0]
+    assert again.text == "echo: q0" and not again.cached
+
+
 def test_outage_is_detected_across_small_runs_and_reset_by_a_success():
     with FakeLLMServer() as server:
         server.fault_fn = lambda body, i: Fault(status=500, message="down")

@@ -102,6 +102,8 @@ class AnthropicBackend:
         blocks = data.get("content") if isinstance(data, dict) else None
         if not isinstance(blocks, list) or not all(isinstance(b, dict) for b in blocks):
             raise malformed("anthropic", "no content blocks")
+        if data.get("stop_reason") == "refusal":  # declined: no answer to score (nor to cache)
+            raise CallError("fail", "anthropic refused to answer (stop_reason refusal)")
         tool = next((b for b in blocks if b.get("type") == "tool_use"), None)
         if tool is not None:
             if not isinstance(tool.get("input"), dict):

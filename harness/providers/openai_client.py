@@ -147,6 +147,9 @@ class OpenAIBackend:
             if refusal:
                 raise CallError("fail", f"{self.provider} refused: {str(refusal)[:200]}")
             text = ""
+        if choice.get("finish_reason") == "content_filter":  # withheld or cut: no answer to score (nor to cache)
+            raise CallError("fail", f"{self.provider}: the reply was stopped by the content filter "
+                                    "(finish_reason content_filter)")
         if not isinstance(text, str):
             raise malformed(self.provider, "choices[0].message.content is not text")
         usage = data.get("usage")
