@@ -133,3 +133,22 @@ def test_old_cache_without_endpoints_opens_and_counts(tmp_path):
         assert cache.get_many(["k1"])["k1"].text == "yes"
     assert row["entries"] == 3 and row["cost_usd"] == pytest.approx(0.75) and row["unpriced_entries"] == 1
     assert row["base_urls"] == ["http://127.0.0.1:9/v1", "https://api.openai.com/v1"]
+
+
+def test_identical_requests_in_one_run_are_one_call_paid_once(monkeypatch, tmp_path):
+    """Two samples that send the same request share one call: the second is marked as served without a call of
+    its own, so per-sample costs and tokens add up to what was called (they counted the call twice)."""
+    from harness.providers import ChatRequest
+
+    monkeypatch.setenv("HARNESS_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test-openai-key")
+    with FakeLLMServer() as server:
+        client = make_client({"model": "gpt-4o", "base_url": server.openai_base_url})
+        asks = [ChatRequest(messages=[{"role": "user", "content": text}]) for text in ("same", "same", "other")]
+        results = client.run(asks, progress=False)
+        billed = [server.usage(body, f"echo: {body['messages'][0]['content']}") for body in server.requests]
+    assert server.chat_calls == 2 and [r.text for r in results] == ["echo: same", "echo: same", "echo: other"]
+    assert [r.cached for r in results] == [False, True, False]
+    paid = [r for r in results if not r.cached]
+    assert sum(r.input_tokens for r in paid) == sum(n_in for n_in, _ in billed)
+    assert sum(r.output_tokens for r in paid) == sum(n_out for _, n_out in billed)

@@ -32,7 +32,8 @@ class ChatResult:
     error: str | None = None
     input_tokens: int = 0
     output_tokens: int = 0
-    cached: bool = False  # served from the cache; tokens and cost are those of the original call
+    cached: bool = False  # served from the cache (or by the identical request's call in the same run): tokens
+    # and cost are those of the original call, paid once
     cost_usd: float = 0.0  # estimated from pricing.py; 0 for unknown models and custom base URLs
 
 

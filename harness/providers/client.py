@@ -168,8 +168,10 @@ class ProviderClient:
                 result.cost_usd = self.cost_usd(result)
                 if cache is not None:
                     cache.put(key, self.provider, self.model, result, batch=self.batch, base_url=self.base_url)
-            for index in where[key]:
-                results[index] = replace(result)
+            first, *others = where[key]
+            results[first] = replace(result)
+            for index in others:  # the same request again: served by that one call, its cost counted once
+                results[index] = replace(result, cached=result.text is not None)
             bar.update(1)
 
         try:
