@@ -98,9 +98,27 @@ def read_labels(path: Path) -> list[Label]:
     path = Path(path)
     if not path.is_file():
         raise UserError(f"--labels {path}: no such file")
+    try:
+        labels = _read_label_rows(path)
+    except UnicodeDecodeError as exc:
+        raise UserError(f"--labels {path}: not UTF-8 text (byte {exc.object[exc.start]:#04x} at offset {exc.start}); "
+                        "save it as UTF-8 (CSV UTF-8 in Excel)") from None
+    if not labels:
+        raise UserError(f"--labels {path}: no label rows")
+    seen: dict[tuple[str, str], str] = {}
+    for lab in labels:
+        key = (lab.id, lab.rater)
+        if key in seen:
+            raise UserError(f"{lab.where}: rater '{lab.rater}' labels id '{lab.id}' twice (first at {seen[key]})")
+        seen[key] = lab.where
+    return labels
+
+
+def _read_label_rows(path: Path) -> list[Label]:
+    """The rows of a labels file (utf-8, with or without the byte-order mark Excel writes)."""
     labels: list[Label] = []
     if path.suffix.lower() in (".jsonl", ".json"):
-        with open(path, encoding="utf-8") as fh:
+        with open(path, encoding="utf-8-sig") as fh:
             for lineno, line in enumerate(fh, start=1):
                 if not line.strip():
                     continue
@@ -112,7 +130,7 @@ def read_labels(path: Path) -> list[Label]:
                     raise UserError(f"{path}:{lineno}: expected an object with id, rater, label")
                 labels.append(_label(row, f"{path}:{lineno}"))
     elif path.suffix.lower() in (".csv", ".tsv"):
-        with open(path, encoding="utf-8", newline="") as fh:
+        with open(path, encoding="utf-8-sig", newline="") as fh:
             reader = csv.DictReader(fh, delimiter="\t" if path.suffix.lower() == ".tsv" else ",")
             columns = [c.strip().lower() for c in reader.fieldnames or []]
             missing = [c for c in ("id", "rater", "label") if c not in columns]
@@ -124,14 +142,6 @@ def read_labels(path: Path) -> list[Label]:
                 labels.append(_label(fields, f"{path}:{reader.line_num}"))
     else:
         raise UserError(f"--labels {path}: expected a .csv or .jsonl file")
-    if not labels:
-        raise UserError(f"--labels {path}: no label rows")
-    seen: dict[tuple[str, str], str] = {}
-    for lab in labels:
-        key = (lab.id, lab.rater)
-        if key in seen:
-            raise UserError(f"{lab.where}: rater '{lab.rater}' labels id '{lab.id}' twice (first at {seen[key]})")
-        seen[key] = lab.where
     return labels
 
 
@@ -165,7 +175,9 @@ def read_judge_verdicts(path: Path, judge: str) -> dict[str, tuple[str, dict[str
             available.add(key)
             if key != judge and key.split("/", 1)[0] != judge:
                 continue
-            details = (entry or {}).get("details") or {}
+            details = (entry.get("details") if isinstance(entry, dict) else None) or {}
+            if not isinstance(details, dict):
+                raise UserError(f"{path}:{lineno}: field 'judges.{key}.details' must be an object")
             if "verdicts" in details:
                 scale, values = "binary", details["verdicts"]
             elif "scores" in details:
@@ -173,11 +185,27 @@ def read_judge_verdicts(path: Path, judge: str) -> dict[str, tuple[str, dict[str
             else:
                 raise UserError(f"{path}: judge '{key}' rows have no per-repeat verdicts "
                                 "(details.verdicts or details.scores); is it an LLM judge?")
+            problem = _verdicts_problem(values, scale)
+            if problem:
+                field = "verdicts" if scale == "binary" else "scores"
+                raise UserError(f"{path}:{lineno}: field 'judges.{key}.details.{field}' {problem} (scores.jsonl is "
+                                "written by the judge; score again: harness score DIR --judge ...)")
             found.setdefault(key, (scale, {}))[1][str(row["id"])] = list(values)
     if not found:
         raise UserError(f"{path}: no scores of judge '{judge}'; judges in this file: "
                         f"{', '.join(sorted(available)) or '(none)'}")
     return found
+
+
+def _verdicts_problem(values: Any, scale: str) -> str | None:
+    """What is wrong with one row's per-repeat values (binary 0/1, Likert 0-4, null for unscored), or None."""
+    allowed = (0, 1) if scale == "binary" else (0, 1, 2, 3, 4)
+    if not isinstance(values, list):
+        return f"must be a list of per-repeat values, got {type(values).__name__}"
+    for value in values:
+        if value is not None and (isinstance(value, bool) or value not in allowed or not isinstance(value, int)):
+            return f"holds {value!r}; expected {', '.join(map(str, allowed))} or null"
+    return None
 
 
 # -------------------------------------------------------------------------------------------- statistics

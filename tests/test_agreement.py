@@ -82,6 +82,21 @@ def test_malformed_label_rows_name_file_and_line(tmp_path):
         read_labels(duplicate)
 
 
+def test_label_files_from_excel_or_in_another_encoding(tmp_path):
+    """Excel's "CSV UTF-8" starts with a byte-order mark (it was glued to the first column name); a Latin-1 file is
+    one line saying so (it was a UnicodeDecodeError traceback)."""
+    bom = tmp_path / "excel.csv"
+    bom.write_bytes("\ufeffid,rater,label\ns1,alice,1\n".encode())
+    assert [(lab.id, lab.rater, lab.label) for lab in read_labels(bom)] == [("s1", "alice", 1)]
+    for name in ("latin.csv", "latin.jsonl"):
+        latin = tmp_path / name
+        text = ("id,rater,label\ns1,Jos\u00e9,1\n" if name.endswith(".csv")
+                else '{"id": "s1", "rater": "Jos\u00e9", "label": 1}\n')
+        latin.write_bytes(text.encode("latin-1"))
+        with pytest.raises(UserError, match=rf"--labels .*{name}: not UTF-8 text \(byte 0xe9 at offset \d+\); save"):
+            read_labels(latin)
+
+
 def test_label_outside_the_judge_scale_names_the_line(tmp_path):
     path = tmp_path / "labels.csv"
     path.write_text("id,rater,label\ns1,alice,1\ns2,alice,3\n")
@@ -194,6 +209,22 @@ def test_cli_errors_are_one_line(tmp_path, capsys):
     other.write_text("id,rater,label\nzzz,alice,1\n")
     assert main(["agreement", "--labels", str(other), "--scores", str(scores), "--judge", "gpt4"]) == 2
     assert "no labelled id" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("values", "expected"), [
+    (None, "must be a list of per-repeat values, got NoneType"),
+    (["yes"], "holds 'yes'; expected 0, 1 or null"),
+    ([1, 7], "holds 7; expected 0, 1 or null"),
+])
+def test_a_hand_edited_scores_row_is_named_by_line_and_field(tmp_path, capsys, values, expected):
+    scores = tmp_path / "scores.jsonl"
+    _write_scores(scores, "gpt4/pefomed", "verdicts", {"s1": [1], "s2": values})
+    labels = tmp_path / "human.csv"
+    labels.write_text("id,rater,label\ns1,alice,1\ns2,alice,0\n")
+    assert main(["agreement", "--labels", str(labels), "--scores", str(scores), "--judge", "gpt4"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {scores}:2: field 'judges.gpt4/pefomed.details.verdicts' {expected}"), err
+    assert err.count("\n") == 1
 
 
 def test_output_that_cannot_be_a_file_is_refused_before_any_work(tmp_path, capsys):
