@@ -244,13 +244,13 @@ def test_claude_through_the_anthropic_format(env, harness, answer_from_pixels, t
         proc = harness(*run_args("claude", f"base_url={server.anthropic_base_url}", runs))
         assert server.counts["POST /v1/messages"] == 10 and server.chat_calls == 10
         for body in server.requests:
-            assert body["model"] == "claude-sonnet-4-5-20250929" and body["max_tokens"] == 16
+            assert body["model"] == "claude-sonnet-4-6" and body["max_tokens"] == 16
             assert "temperature" not in body and "seed" not in body
             assert [b["type"] for b in body["messages"][0]["content"]] == ["image", "text"]
         run_dir = only_run(runs)
         assert accuracy(run_dir) == 1.0
         identity = json.loads((run_dir / "results.json").read_text())["model"]["identity"]
-        assert identity["provider"] == "anthropic" and identity["model"] == "claude-sonnet-4-5-20250929"
+        assert identity["provider"] == "anthropic" and identity["model"] == "claude-sonnet-4-6"
         assert "temperature" in identity["sampling"]
         rows = predictions(run_dir)
         tokens_in = sum(r["prompt_tokens"] for r in rows)

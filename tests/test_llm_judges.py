@@ -285,7 +285,7 @@ def test_likert_through_anthropic_counts_levels_and_wasm():
         rows = judge.score(records)
         assert server.counts["POST /v1/messages"] == 20
         body = server.requests[0]
-        assert body["model"] == "claude-sonnet-4-5-20250929"
+        assert body["model"] == "claude-sonnet-4-6"
         assert body["tool_choice"]["type"] == "tool"  # the JSON schema as a forced tool
         assert body.get("temperature", 1.0) == 1.0  # repeats need sampling (1.0 is also Anthropic's default)
     assert [row["metrics"]["wasm"] for row in rows] == [0.0, 1.0, 2.0, 3.0, 4.0, 4.0, 3.0, 3.0, None, None]

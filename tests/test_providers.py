@@ -93,7 +93,7 @@ def test_anthropic_wire_format(server):
     results = make_and_run(server, "anthropic", [ask("hello", max_tokens=9, temperature=0.0, seed=1)])
     assert results[0].text == "echo: hello"
     body = server.requests[0]
-    assert body["model"] == "claude-sonnet-4-5-20250929"
+    assert body["model"] == "claude-sonnet-4-6"
     assert body["system"] == "You grade answers."
     assert body["messages"] == [{"role": "user", "content": "hello"}]
     assert body["max_tokens"] == 9 and "temperature" not in body
@@ -355,10 +355,13 @@ def test_resolve_model_and_settings(monkeypatch):
     local = make_client({"model": "local-vlm", "base_url": "http://127.0.0.1:9/v1"})  # no key needed
     assert local.is_local and local.provider == "openai-compatible"
     assert make_client({"model": "claude"}).describe() == {
-        "provider": "anthropic", "model": "claude-sonnet-4-5-20250929", "base_url": "https://api.anthropic.com",
+        "provider": "anthropic", "model": "claude-sonnet-4-6", "base_url": "https://api.anthropic.com",
         "is_local": False, "requested": "claude", "batch": False, "prices_as_of": "2025-10",
-        "shutdown_date": "2026-11-30",
+        "alias_note": "'claude' resolved to claude-sonnet-4-5-20250929 (shut down 2026-11-30) in results recorded "
+                      "before 2026-11-23, to claude-sonnet-4-6 since",
         "sampling": "provider default (API 2026-10-21 accepts no temperature or seed)"}
+    proxied = make_client({"model": "claude-sonnet-4-5", "base_url": "https://gateway.example.org"})  # any date
+    assert proxied.describe()["shutdown_date"] == "2026-11-30"
     # PeFoMed's judge model is retired at OpenAI: say so before any call; a proxy that serves it is fine
     with pytest.raises(UserError, match="gpt-4-0613 .'gpt4'. was shut down by openai on 2026-10-23"):
         make_client({"model": "gpt4"})

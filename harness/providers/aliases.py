@@ -33,7 +33,8 @@ ALIASES: dict[str, tuple[str, str]] = {
     "gpt-4-turbo": ("openai", "gpt-4-turbo-2024-04-09"),
     "gpt-4.1": ("openai", "gpt-4.1-2025-04-14"),
     "gpt-4.1-mini": ("openai", "gpt-4.1-mini-2025-04-14"),
-    "claude": ("anthropic", "claude-sonnet-4-5-20250929"),
+    "claude": ("anthropic", "claude-sonnet-4-6"),
+    "claude-sonnet-4-6": ("anthropic", "claude-sonnet-4-6"),  # from 4.6 on, Anthropic's ids carry no date
     "claude-sonnet-4-5": ("anthropic", "claude-sonnet-4-5-20250929"),
     "claude-haiku-4-5": ("anthropic", "claude-haiku-4-5-20251001"),
 }
@@ -43,6 +44,8 @@ ALIAS_NOTES: dict[str, str] = {
     "gpt4": "PeFoMed's GPT-4 judge: 'gpt-4' pointed to gpt-4-0613 during its evaluation (2023-2024); "
             "OpenAI shut gpt-4-0613 down on 2026-10-23",
     "gpt-4": "'gpt-4' pointed to gpt-4-0613 from June 2023 until its shutdown on 2026-10-23",
+    "claude": "'claude' resolved to claude-sonnet-4-5-20250929 (shut down 2026-11-30) in results recorded before "
+              "2026-11-23, to claude-sonnet-4-6 since",
 }
 
 # announced shutdown dates of pinned ids (from the deprecation notes in openai 3.54 and anthropic 2.12)

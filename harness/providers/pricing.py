@@ -23,6 +23,7 @@ PRICES: dict[str, tuple[float, float]] = {
     "gpt-4o-mini-2024-07-18": (0.15, 0.60),
     "gpt-4.1-2025-04-14": (2.00, 8.00),
     "gpt-4.1-mini-2025-04-14": (0.40, 1.60),
+    "claude-sonnet-4-6": (3.00, 15.00),  # as published at its release (2026-02-17)
     "claude-sonnet-4-5-20250929": (3.00, 15.00),
     "claude-haiku-4-5-20251001": (1.00, 5.00),
     "claude-opus-4-1-20250805": (15.00, 75.00),
