@@ -13,7 +13,10 @@ temperature (0 unless sampling), seed (OpenAI only; Anthropic's API takes neithe
         --model-args base_url=http://127.0.0.1:8000/v1,model=<served model name>
 
 --model-args: model (alias or id), base_url, concurrency (16), timeout (s per call, 120), max_retries (6),
-retry_base_delay, retry_max_delay, down_after, cache (true), allow_external (false). Keys come from
+retry_base_delay, retry_max_delay, down_after, cache (true), allow_external (false), max_image_side (pixels of an
+image's long side; larger images are downscaled before sending: 2048 for OpenAI and 1568 for Anthropic, the sizes
+those APIs scale to themselves, so the model sees the same; 0 = send as is, the openai-compatible default).
+Keys come from
 OPENAI_API_KEY / ANTHROPIC_API_KEY / OPENAI_COMPATIBLE_API_KEY only (a loopback or openai-compatible server may
 go without: it is sent "EMPTY") and are never recorded; the first two go only over https or to this machine
 (a plain-http base_url on another host, or any base_url with a query string or fragment, is refused before any
@@ -49,11 +52,16 @@ FLAVOURS: dict[str, tuple[str, str | None]] = {
     "openai-compatible": ("openai-compatible", None),
 }
 ACCEPTED_ARGS = ("model", "base_url", "concurrency", "timeout", "max_retries", "retry_base_delay",
-                 "retry_max_delay", "down_after", "cache", "allow_external")
+                 "retry_max_delay", "down_after", "cache", "allow_external", "max_image_side")
+# the long side the provider's API scales a larger image down to itself (OpenAI high detail: within 2048 x 2048;
+# Anthropic: long edge 1568): sending more costs upload time and memory (a 3000 x 2500 X-ray is a 7 MB PNG, above
+# Anthropic's 5 MB per image) for nothing the model sees. 0: as is (a server of your own decides).
+MAX_IMAGE_SIDE = {"openai": 2048, "anthropic": 1568, "openai-compatible": 0}
 MOVED_ARGS = {"temperature": "--temperature", "max_tokens": "--max-new-tokens",
               "max_new_tokens": "--max-new-tokens", "seed": "--seed"}
 NUMBER_ARGS = (("concurrency", int, 1), ("timeout", float, 0.001), ("max_retries", int, 0),
-               ("retry_base_delay", float, 0), ("retry_max_delay", float, 0), ("down_after", int, 1))
+               ("retry_base_delay", float, 0), ("retry_max_delay", float, 0), ("down_after", int, 1),
+               ("max_image_side", int, 0))
 DEFAULT_TIMEOUT = 120.0  # seconds per call: requests carry images
 _HAS_COST_FIELD = "cost_usd" in {f.name for f in fields(GenerationOutput)}
 
@@ -120,7 +128,8 @@ def resolve(flavour: str, args: dict[str, str]) -> dict[str, Any]:
                             "--model-args model=<a current model id> (recorded under the new id), or a "
                             "base_url that still serves it")
     resolved: dict[str, Any] = {"provider": provider, "model": model, "base_url": base_url,
-                                "requested": requested, "timeout": DEFAULT_TIMEOUT}
+                                "requested": requested, "timeout": DEFAULT_TIMEOUT,
+                                "max_image_side": MAX_IMAGE_SIDE.get(provider, 0)}
     for name, kind, minimum in NUMBER_ARGS:
         value = _number(flavour, args, name, kind, minimum)
         if value is not None:
@@ -148,10 +157,18 @@ def check_credentialed(flavour: str, resolved: dict[str, Any], context: ModelCon
         "data use agreement allows it, add --model-args allow_external=true")
 
 
-def png_bytes(image: Any) -> bytes:
-    """Lossless PNG bytes of one request image (a PIL image; bytes pass through unchanged)."""
+def png_bytes(image: Any, max_side: int = 0) -> bytes:
+    """Lossless PNG bytes of one request image (a PIL image; bytes pass through unchanged), its long side
+    downscaled (Lanczos) to `max_side` pixels when longer (0: as is)."""
     if isinstance(image, (bytes, bytearray)):
         return bytes(image)
+    width, height = image.size
+    if max_side and max(width, height) > max_side:
+        from PIL import Image
+
+        scale = max_side / max(width, height)
+        size = (max(1, round(width * scale)), max(1, round(height * scale)))
+        image = image.resize(size, Image.Resampling.LANCZOS)
     buf = io.BytesIO()
     image.save(buf, format="PNG")
     return buf.getvalue()
@@ -182,7 +199,8 @@ class APIVisionModel(ModelPlugin):
 
         self.resolved = resolve(self.flavour, self.args)
         check_credentialed(self.flavour, self.resolved, context)
-        settings = {k: v for k, v in self.resolved.items() if k not in ("requested", "allow_external")}
+        settings = {k: v for k, v in self.resolved.items()
+                    if k not in ("requested", "allow_external", "max_image_side")}
         self.client = make_client(settings)
         self.default_batch_size = max(32, 2 * settings.get("concurrency", 16))
         # tokens of every output (cached ones: those of the original call); cost of the calls made now
@@ -194,7 +212,7 @@ class APIVisionModel(ModelPlugin):
         """Provider, pinned model id and endpoint (never a key); refuses credentialed tasks early."""
         resolved = resolve(cls.flavour, dict(args))
         check_credentialed(cls.flavour, resolved, context)
-        identity = {k: resolved[k] for k in ("provider", "model", "base_url")}
+        identity = {k: resolved[k] for k in ("provider", "model", "base_url", "max_image_side")}
         if resolved["provider"] == "anthropic":
             identity["sampling"] = "provider default: the Anthropic API takes no temperature or seed"
         return identity
@@ -203,7 +221,8 @@ class APIVisionModel(ModelPlugin):
         from harness.providers import ChatRequest
 
         g: GenerationSettings = request.generation
-        content: list[dict[str, Any]] = [{"type": "image", "data": png_bytes(img)} for img in request.images]
+        side = self.resolved["max_image_side"]
+        content: list[dict[str, Any]] = [{"type": "image", "data": png_bytes(img, side)} for img in request.images]
         content.append({"type": "text", "text": request.prompt})
         return ChatRequest(messages=[{"role": "user", "content": content}], max_tokens=g.max_new_tokens,
                            temperature=g.temperature if g.do_sample else 0.0, seed=g.seed)

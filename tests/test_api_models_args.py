@@ -30,4 +30,4 @@ def test_model_args_mistakes_are_one_line_errors(monkeypatch, tmp_path):
             cls(args, ctx)
         assert "\n" not in str(info.value)
     assert GPT4oModel.run_identity({}, ctx) == {"provider": "openai", "model": "gpt-4o-2024-08-06",
-                                                "base_url": "https://api.openai.com/v1"}
+                                                "base_url": "https://api.openai.com/v1", "max_image_side": 2048}
