@@ -198,3 +198,22 @@ def test_api_models_follow_the_same_url_and_key_rules():
     assert_no_key(str(info.value))
     assert resolve("openai-compatible", {"base_url": "http://example.org/v1", "model": "m"})["base_url"] == \
         "http://example.org/v1"
+
+
+def test_the_sdks_base_url_variable_is_honoured_not_bypassed(monkeypatch, tmp_path):
+    """OPENAI_BASE_URL (a proxy, a gateway) was ignored: the calls, with the key, went to api.openai.com."""
+    monkeypatch.setenv("HARNESS_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test-env-base-url")
+    with FakeLLMServer() as server:
+        monkeypatch.setenv("OPENAI_BASE_URL", server.openai_base_url + "/")
+        client = make_client({"model": "gpt-4o"})
+        assert client.base_url == server.openai_base_url and not client.priced
+        reply = client.run([ChatRequest(messages=[{"role": "user", "content": "hi"}])], progress=False)[0]
+    assert reply.text == "echo: hi" and server.chat_calls == 1
+    explicit = make_client({"model": "gpt-4o", "base_url": "https://gateway.example.org/v1"})
+    assert explicit.base_url == "https://gateway.example.org/v1"  # a base URL given wins over the variable
+    monkeypatch.setenv("ANTHROPIC_BASE_URL", "http://10.1.2.3:8080")
+    monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-test-env-base-url-ant")
+    with pytest.raises(UserError, match="^ANTHROPIC_BASE_URL in the environment: LLM base URL http://10.1.2.3:8080: "
+                                        "plain http to another host"):
+        make_client({"model": "claude"})

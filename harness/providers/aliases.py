@@ -6,12 +6,14 @@ The resolved, dated id is what gets recorded, so a number can always be traced t
 from __future__ import annotations
 
 import ipaddress
+import os
 from urllib.parse import urlsplit
 
 from harness.errors import UserError
 
 PROVIDERS = ("openai", "anthropic", "openai-compatible")
 
+BASE_URL_ENV = {"openai": "OPENAI_BASE_URL", "anthropic": "ANTHROPIC_BASE_URL"}  # the SDKs' own variables
 DEFAULT_BASE_URLS = {
     "openai": "https://api.openai.com/v1",
     "anthropic": "https://api.anthropic.com",
@@ -124,15 +126,26 @@ def check_not_shut_down(provider: str, model: str, base_url: str, requested: str
 
 
 def normalise_base_url(provider: str, base_url: str | None) -> str:
-    """The endpoint to call and to record: the provider's default when none is given, no trailing slash.
+    """The endpoint to call and to record, no trailing slash: the one given, else the provider SDK's own variable
+    (OPENAI_BASE_URL, ANTHROPIC_BASE_URL: a proxy set there must not be bypassed), else the provider's default.
 
     Refused before any call: credentials, a query string or a fragment in the URL (keys belong in the key
     variable; the URL is recorded everywhere), and plain http to another host for a provider key.
     The messages never echo what came after '?' or '#', nor any key of the environment.
     """
+    from_env = os.environ.get(BASE_URL_ENV.get(provider, ""), "").strip() if not base_url else ""
+    url = (base_url or from_env or DEFAULT_BASE_URLS.get(provider, "")).strip().rstrip("/")
+    try:
+        return _checked_url(provider, url)
+    except UserError as exc:
+        if from_env:  # say where it came from: the user gave no base URL on the command line
+            raise UserError(f"{BASE_URL_ENV[provider]} in the environment: {exc}") from None
+        raise
+
+
+def _checked_url(provider: str, url: str) -> str:
     from harness.providers.secrets import redact_env
 
-    url = (base_url or DEFAULT_BASE_URLS.get(provider, "")).strip().rstrip("/")
     if not url:
         raise UserError(f"LLM provider '{provider}': needs a base URL (--judge-base-url)")
     key_vars = f"{API_KEY_ENV['openai']}, {API_KEY_ENV['anthropic']} or {API_KEY_ENV['openai-compatible']}"
