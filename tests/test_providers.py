@@ -243,6 +243,15 @@ def test_cache_command(server, capsys):
     assert "cleared 2 entries" in capsys.readouterr().out
     make_and_run(server, "openai", [ask("a")])
     assert server.chat_calls == 3
+    with LLMCache() as cache:  # a batch submitted and not collected yet: clearing would pay for it again
+        cache.put_batch("bkey", "openai", "gpt-4o-2024-08-06", server.openai_base_url, "batch_1", ["k1", "k2"])
+    assert cli_main(["cache", "--clear"]) == 2
+    err = capsys.readouterr().err
+    assert "holds 1 submitted batch(es) not yet collected" in err and "--clear --force" in err
+    with LLMCache() as cache:
+        assert cache.stats()["entries"] == 1 and cache.stats()["pending_batches"] == 1
+    assert cli_main(["cache", "--clear", "--force"]) == 0
+    assert "cleared 1 entries; forgot 1 unfinished batch id(s)" in capsys.readouterr().out
 
 
 _WRITER = """

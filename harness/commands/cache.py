@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 
+from harness.errors import UserError
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
@@ -12,6 +14,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Show the LLM call cache (judge and API-model replies): path, entries, size. Cached replies "
                     "make reruns, resumed runs and re-scoring free; --clear deletes them.")
     parser.add_argument("--clear", action="store_true", help="delete every cached reply and stored batch id")
+    parser.add_argument("--force", action="store_true",
+                        help="with --clear: also when batches are still running (their results are then lost)")
     parser.add_argument("--json", action="store_true", help="print the figures as JSON")
     parser.set_defaults(func=run)
 
@@ -38,6 +42,11 @@ def run(args: argparse.Namespace) -> int:
         with LLMCache(path) as cache:
             if args.clear:
                 pending = cache.stats()["pending_batches"]
+                if pending and not args.force:
+                    raise UserError(f"LLM cache {path} holds {pending} submitted batch(es) not yet collected (paid "
+                                    "work in progress): clearing forgets them and the next run submits and pays "
+                                    "again. Run the command that submitted them to collect them first, or pass "
+                                    "--clear --force")
                 removed = cache.clear()
                 note = f"; forgot {pending} unfinished batch id(s)" if pending else ""
                 print(f"LLM cache {path}: cleared {removed} entries{note}")
