@@ -201,6 +201,7 @@ class APIVisionModel(ModelPlugin):
         check_credentialed(self.flavour, self.resolved, context)
         settings = {k: v for k, v in self.resolved.items()
                     if k not in ("requested", "allow_external", "max_image_side")}
+        settings["model"] = self.resolved["requested"]  # the alias as given: recorded with its note and pinned id
         self.client = make_client(settings)
         self.default_batch_size = max(32, 2 * settings.get("concurrency", 16))
         # tokens of every output (cached ones: those of the original call); cost of the calls made now

@@ -252,6 +252,8 @@ def test_claude_through_the_anthropic_format(env, harness, answer_from_pixels, t
         identity = json.loads((run_dir / "results.json").read_text())["model"]["identity"]
         assert identity["provider"] == "anthropic" and identity["model"] == "claude-sonnet-4-6"
         assert "temperature" in identity["sampling"]
+        loaded = json.loads((run_dir / "model.json").read_text())["identity"]  # the alias as given, and why
+        assert loaded["requested"] == "claude" and "claude-sonnet-4-5-20250929" in loaded["alias_note"]
         rows = predictions(run_dir)
         tokens_in = sum(r["prompt_tokens"] for r in rows)
         tokens_out = sum(r["completion_tokens"] for r in rows)
