@@ -99,17 +99,20 @@ def pretrain(random_folder: Path, out: Path, checkpoint: Path, recipe: Recipe = 
         return float(loss.item())
 
     model.train()
-    bar = tqdm(range(first, recipe.steps), desc="pretraining tiny-vlm (once per cache)", unit="step",
-               file=sys.stderr, dynamic_ncols=True, initial=first, total=recipe.steps, disable=bars_disabled(),
-               **bar_pacing(terminal_interval=1.0))
-    for step in bar:
+    # counted by update(), not by iterating the bar: tqdm's monitor thread (the log pacing's maxinterval) prints
+    # the bar's count, which an iterating bar only brings up to date when it prints itself (stale log lines)
+    bar = tqdm(desc="pretraining tiny-vlm (once per cache)", unit="step", file=sys.stderr, dynamic_ncols=True,
+               initial=first, total=recipe.steps, disable=bars_disabled(), **bar_pacing(terminal_interval=1.0))
+    for step in range(first, recipe.steps):
         picked = [captions.samples[i] for i in batch_indices(len(captions.samples), 0, step)]
         caption_batch = encoder.encode(captions, picked)
         caption_loss = update(caption_batch) if caption_batch is not None else float("nan")
         text_loss = update(text_batch(tokenizer, [questions[i] for i in batch_indices(len(questions), 1, step)]))
         bar.set_postfix(caption_loss=f"{caption_loss:.3f}", text_loss=f"{text_loss:.3f}", refresh=False)
+        bar.update(1)
         if (step + 1) % save_every == 0 and step + 1 < recipe.steps:
             _save_checkpoint(checkpoint, recipe, step + 1, model, optimizer, scheduler)
+    bar.close()
     model.eval()
     model.save_pretrained(out)
     plugin.processor.save_pretrained(out)
