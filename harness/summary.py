@@ -67,11 +67,14 @@ def results_summary(results: dict[str, Any], max_breakdowns: int = 1, max_values
 
 
 def _slice_metrics(metrics: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
-    """The metrics a breakdown line shows: the first, and the first of each other sample count (a slice of
-    answer_type=CLOSED under multimedeval has yes/no questions in closed_* and the others in open_*)."""
-    shown: dict[Any, tuple[str, dict[str, Any]]] = {}
+    """The metrics a breakdown line shows: the first, and the first open_* or closed_* one of a group not shown
+    yet (under multimedeval a slice answer_type=CLOSED holds yes/no questions, scored by closed_*, and others,
+    scored by open_*; llava-med scores CLOSED rows by closed_* and OPEN rows by open_*)."""
+    shown: dict[str | None, tuple[str, dict[str, Any]]] = {}
     for name, entry in metrics.items():
-        shown.setdefault(entry.get("n"), (name, entry))
+        group = name.split("_", 1)[0] if name.startswith(("open_", "closed_")) else None
+        if not shown or (group is not None and group not in shown and entry.get("n")):
+            shown.setdefault(group, (name, entry))
     return list(shown.values())
 
 

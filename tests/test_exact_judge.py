@@ -379,3 +379,23 @@ def test_the_printed_breakdown_shows_each_group_of_samples_a_slice_has(tmp_path)
     n_closed = sum(row["answer_type"] == "CLOSED" for row in rows)
     assert metrics["closed_recall"]["n"] + metrics["open_recall"]["n"] == n_closed
     assert metrics["open_recall"]["n"] > 0
+
+
+def test_a_slice_line_shows_both_groups_even_with_equal_counts_and_no_slice_wide_figures():
+    from harness.summary import results_summary
+
+    def entry(value: float, n: int) -> dict:
+        return {"value": value, "n": n}
+
+    results = {"task": {"id": "t", "version": "1", "split": "test", "n": 40, "fingerprint": "f"},
+               "model": {"id": "m"}, "errors": {"count": 0, "samples": []},
+               "judges": [{"id": "exact", "convention": "multimedeval", "metrics": {},
+                           "breakdowns": {"answer_type": {"CLOSED": {
+                               "closed_recall": entry(0.5, 10), "closed_accuracy": entry(0.5, 10),
+                               "open_recall": entry(0.25, 10), "open_accuracy": entry(0.0, 10)}}}},
+                          {"id": "gpt4", "convention": "pefomed", "metrics": {},
+                           "breakdowns": {"answer_type": {"OPEN": {
+                               "gpt4_accuracy": entry(0.75, 48), "gpt4_accuracy_std": entry(0.1, 50)}}}}]}
+    lines = results_summary(results).splitlines()
+    assert "    answer_type=CLOSED: closed_recall 0.5000 (n=10); open_recall 0.2500 (n=10)" in lines
+    assert "    answer_type=OPEN: gpt4_accuracy 0.7500 (n=48)" in lines
