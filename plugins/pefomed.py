@@ -56,8 +56,10 @@ class PeFoMedModel(TrainingMixin, ModelPlugin):
     @classmethod
     def run_identity(cls, args: dict[str, str], context: ModelContext) -> dict[str, Any]:
         on_cuda = resolve_device(context.device).startswith("cuda")
-        out: dict[str, Any] = {"transform": "resize448-bicubic-clipnorm", "prompt": "pefomed-v1",
-                               "dtype": opts.dtype_name(context.dtype, on_cuda)}
+        out: dict[str, Any] = {"transform": "resize448-bicubic-clipnorm", "prompt": "pefomed-v1"}
+        dtype = opts.dtype_name(context.dtype, on_cuda)
+        if dtype != opts.dtype_name(None, on_cuda):  # another dtype than the device's default is another run (and
+            out["dtype"] = dtype  # fine-tune); the default is left out so runs and fine-tunes made before resume
         llm = args.get("llm") or DEFAULT_LLM
         if not Path(llm).expanduser().is_dir():  # a hub id: which commit of it
             out["llm_revision"] = llm_revision(args, DEFAULT_LLM, DEFAULT_LLM_REVISION)
