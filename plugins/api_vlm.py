@@ -14,8 +14,9 @@ temperature (0 unless sampling), seed (OpenAI only; Anthropic's API takes neithe
 
 --model-args: model (alias or id), base_url, concurrency (16), timeout (s per call, 120), max_retries (6),
 retry_base_delay, retry_max_delay, down_after, cache (true), allow_external (false), max_image_side (pixels of an
-image's long side; larger images are downscaled before sending: 2048 for OpenAI and 1568 for Anthropic, the sizes
-those APIs scale to themselves, so the model sees the same; 0 = send as is, the openai-compatible default).
+image's long side; larger images are downscaled before sending: 2048 for OpenAI and 1568 for Anthropic, the long
+sides those APIs scale to themselves at most; 0 = send as is, the openai-compatible default). A grayscale image
+stored as RGB (most radiographs) is sent as a grayscale PNG: the same pixels in a third of the bytes.
 Keys come from
 OPENAI_API_KEY / ANTHROPIC_API_KEY / OPENAI_COMPATIBLE_API_KEY only (a loopback or openai-compatible server may
 go without: it is sent "EMPTY") and are never recorded; the first two go only over https or to this machine
@@ -159,7 +160,8 @@ def check_credentialed(flavour: str, resolved: dict[str, Any], context: ModelCon
 
 def png_bytes(image: Any, max_side: int = 0) -> bytes:
     """Lossless PNG bytes of one request image (a PIL image; bytes pass through unchanged), its long side
-    downscaled (Lanczos) to `max_side` pixels when longer (0: as is)."""
+    downscaled (Lanczos) to `max_side` pixels when longer (0: as is); an RGB image whose three channels are equal
+    is written as grayscale (the same pixels, a third of the bytes)."""
     if isinstance(image, (bytes, bytearray)):
         return bytes(image)
     width, height = image.size
@@ -169,6 +171,12 @@ def png_bytes(image: Any, max_side: int = 0) -> bytes:
         scale = max_side / max(width, height)
         size = (max(1, round(width * scale)), max(1, round(height * scale)))
         image = image.resize(size, Image.Resampling.LANCZOS)
+    if image.mode == "RGB":
+        from PIL import ImageChops
+
+        red, green, blue = image.split()
+        if ImageChops.difference(red, green).getbbox() is None and ImageChops.difference(red, blue).getbbox() is None:
+            image = red
     buf = io.BytesIO()
     image.save(buf, format="PNG")
     return buf.getvalue()
@@ -213,7 +221,9 @@ class APIVisionModel(ModelPlugin):
         """Provider, pinned model id and endpoint (never a key); refuses credentialed tasks early."""
         resolved = resolve(cls.flavour, dict(args))
         check_credentialed(cls.flavour, resolved, context)
-        identity = {k: resolved[k] for k in ("provider", "model", "base_url", "max_image_side")}
+        identity = {k: resolved[k] for k in ("provider", "model", "base_url")}
+        if resolved["max_image_side"]:  # what is sent; left out when 0 (as is), as runs made before it recorded
+            identity["max_image_side"] = resolved["max_image_side"]
         if resolved["provider"] == "anthropic":
             identity["sampling"] = "provider default: the Anthropic API takes no temperature or seed"
         return identity

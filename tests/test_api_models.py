@@ -223,7 +223,7 @@ def test_openai_compatible_end_to_end_and_reruns_make_no_calls(env, harness, ans
             assert (row["prompt_tokens"], row["completion_tokens"]) == server.usage(body, row["prediction"])
         results = json.loads((run_dir / "results.json").read_text())
         assert results["model"]["identity"] == {"provider": "openai-compatible", "model": "tiny",
-                                                "base_url": server.openai_base_url, "max_image_side": 0}
+                                                "base_url": server.openai_base_url}
         assert "10 requests, 0 from the cache" in first.stderr and "cost unknown" in first.stderr
         usage = json.loads((run_dir / "model.json").read_text())["identity"]["usage"]  # written after generating
         assert usage["requests"] == 10 and usage["from_cache"] == 0 and usage["input_tokens"] > 0
@@ -379,36 +379,6 @@ def test_several_images_in_order_sampling_and_stop_strings(monkeypatch, tmp_path
     assert pixel_hash(sent[0]) == pixel_hash(frontal) and pixel_hash(sent[1]) == pixel_hash(lateral)
     assert body["messages"][0]["content"][-1] == {"type": "text", "text": "Write the findings."}
     assert (body["temperature"], body["seed"], body["max_tokens"]) == (0.7, 3, 64)
-
-
-def test_images_larger_than_the_provider_scales_to_are_downscaled_before_sending(monkeypatch, tmp_path):
-    """A 4000 x 3000 X-ray went to Claude as a multi-megabyte PNG (over Anthropic's 5 MB per image) although the
-    API scales it to a 1568-pixel long side itself; a server of your own gets the image as it is."""
-    from PIL import Image
-
-    from harness.plugins.api_vlm import ClaudeModel, OpenAICompatibleModel
-
-    monkeypatch.setenv("HARNESS_CACHE_DIR", str(tmp_path / "cache"))
-    monkeypatch.setenv("ANTHROPIC_API_KEY", SECRET)
-    big = Image.radial_gradient("L").resize((4000, 3000)).convert("RGB")
-    settings = GenerationSettings(max_new_tokens=8)
-    request = GenerationRequest(id="a", images=[big], prompt="Findings?", messages=[], generation=settings,
-                                task_kind="report")
-    sizes = {}
-    with FakeLLMServer(reply=lambda body: "ok") as server:
-        for name, cls, args in [("claude", ClaudeModel, {"base_url": server.anthropic_base_url}),
-                                ("claude-800", ClaudeModel, {"base_url": server.anthropic_base_url,
-                                                             "max_image_side": "800"}),
-                                ("local", OpenAICompatibleModel, {"base_url": server.openai_base_url, "model": "m"})]:
-            model = cls(args, ModelContext())
-            assert model.generate([request])[0].text == "ok"
-            model.close()
-            sizes[name] = decode(request_images(server.requests[-1])[0]).size
-            if name == "claude":
-                assert cls.run_identity(args, ModelContext())["max_image_side"] == 1568
-    assert sizes == {"claude": (1568, 1176), "claude-800": (800, 600), "local": (4000, 3000)}
-    with pytest.raises(UserError, match="max_image_side='-1': expected an integer >= 0"):
-        ClaudeModel({"max_image_side": "-1"}, ModelContext())
 
 
 def test_listed_with_the_other_models(harness):
