@@ -69,11 +69,14 @@ def derived_setup(judge_id: str, convention: str | None, settings: dict[str, Any
     """The setup of a judge entry or leaderboard row written before setups were recorded: what the judge resolves
     from the recorded settings (for the built-in judges, exactly what a run with those settings records now);
     {} when the judge is not installed or refuses them."""
+    from harness.providers.aliases import ignoring_base_url_variables
+
     resolve = getattr(_judge_class(judge_id), "resolve_setup", None)
     if resolve is None:
         return {}
     try:
-        setup = resolve(dict(settings), convention)
+        with ignoring_base_url_variables():  # those runs called the default endpoint, whatever is set now
+            setup = resolve(dict(settings), convention)
     except Exception:  # noqa: BLE001 - old settings this judge no longer takes: no setup to compare
         return {}
     return setup if isinstance(setup, dict) else {}

@@ -22,6 +22,8 @@ def _isolated_cache(tmp_path_factory, monkeypatch):
     """Keep every test's caches (phantom data, judge cache) out of the user's home."""
     cache = tmp_path_factory.getbasetemp() / "harness-cache"
     monkeypatch.setenv("HARNESS_CACHE_DIR", str(cache))
+    for name in ("OPENAI_BASE_URL", "ANTHROPIC_BASE_URL"):  # a developer's proxy must not receive test calls
+        monkeypatch.delenv(name, raising=False)
     yield
 
 

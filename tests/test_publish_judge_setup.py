@@ -7,6 +7,7 @@ replaced by another results file is announced, a judge without any metric value 
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -212,3 +213,15 @@ def test_semantic_setup_names_and_hashes_the_models_but_not_device_or_batch_size
                               "bertscore_sha256": default["embedding_sha256"], "bertscore_layers": 6,
                               "bertscore_idf": False}
     assert setup(bertscore_model="bundled", bertscore_layers="5") != with_bertscore
+
+
+def test_old_rows_get_the_endpoint_they_called_whatever_the_publishing_shell_sets(monkeypatch):
+    """Results recorded before OPENAI_BASE_URL was honoured called the default endpoint; a proxy set when
+    publishing must not enter their derived setup (the row key would depend on the shell)."""
+    from harness.judges.gpt4 import GPT4Judge
+    from harness.publish import derived_setup
+
+    monkeypatch.setenv("OPENAI_BASE_URL", "https://proxy.example.org/v1")
+    assert derived_setup("gpt4", "default", {"model": "gpt-4o"})["base_url"] == "https://api.openai.com/v1"
+    assert GPT4Judge.resolve_setup({"model": "gpt-4o"}, "default")["base_url"] == "https://proxy.example.org/v1"
+    assert os.environ["OPENAI_BASE_URL"] == "https://proxy.example.org/v1"  # restored after the derivation

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import ipaddress
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from urllib.parse import urlsplit
 
 from harness.errors import UserError
@@ -123,6 +125,17 @@ def check_not_shut_down(provider: str, model: str, base_url: str, requested: str
     raise UserError(f"LLM model {model}{alias} was shut down by {provider} on {date}: it cannot judge any more. "
                     "Choose another --judge-model (results will differ from those of the retired model and are "
                     "recorded under the new id), or a --judge-base-url that still serves it")
+
+
+@contextmanager
+def ignoring_base_url_variables() -> Iterator[None]:
+    """Within: OPENAI_BASE_URL / ANTHROPIC_BASE_URL are not read (setups of results recorded before they were
+    honoured: those calls went to the default endpoint whatever the publishing shell sets)."""
+    saved = {name: os.environ.pop(name) for name in BASE_URL_ENV.values() if name in os.environ}
+    try:
+        yield
+    finally:
+        os.environ.update(saved)
 
 
 def normalise_base_url(provider: str, base_url: str | None) -> str:
