@@ -36,7 +36,7 @@ def register_models(register) -> None:
         ModelInfo(
             id="claude",
             loader="harness.plugins.api_vlm:ClaudeModel",
-            description="Anthropic Claude through the API, zero-shot (pinned dated id; ANTHROPIC_API_KEY)",
+            description="Anthropic Claude through the API, zero-shot (pinned id; ANTHROPIC_API_KEY)",
             capabilities={"task_kinds": kinds, "needs_weights": False, "external_api": True,
                           "local_device": False},
         )

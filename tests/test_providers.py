@@ -250,6 +250,7 @@ def test_cache_command(server, capsys):
     assert "holds 1 submitted batch(es) not yet collected" in err and "--clear --force" in err
     with LLMCache() as cache:
         assert cache.stats()["entries"] == 1 and cache.stats()["pending_batches"] == 1
+    assert cli_main(["cache", "--force"]) == 2 and "--force only goes with --clear" in capsys.readouterr().err
     assert cli_main(["cache", "--clear", "--force"]) == 0
     assert "cleared 1 entries; forgot 1 unfinished batch id(s)" in capsys.readouterr().out
 

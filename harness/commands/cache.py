@@ -32,6 +32,8 @@ def _size(n: int) -> str:
 def run(args: argparse.Namespace) -> int:
     from harness.providers.cache import LLMCache, cache_path
 
+    if args.force and not args.clear:
+        raise UserError("--force only goes with --clear (clearing a cache with uncollected batches)")
     path = cache_path()
     if not path.exists():
         stats = {"path": str(path), "entries": 0, "size_bytes": 0, "pending_batches": 0, "models": []}

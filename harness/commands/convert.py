@@ -97,7 +97,7 @@ def _check_out(out: Path, force: bool, conversion_files: set[str]) -> None:
         raise UserError(f"--out {out} exists and is not a directory")
     if not out.is_dir():
         return
-    names = [p.name for p in out.iterdir() if not (p.name.startswith(".") and p.name.endswith(".tmp"))]
+    names = [p.name for p in out.iterdir() if not p.name.startswith(".")]  # hidden: our temp files, .DS_Store
     others = sorted(n for n in names if n not in conversion_files)
     if others:
         shown = ", ".join(others[:5]) + (", ..." if len(others) > 5 else "")

@@ -1,6 +1,6 @@
-"""Model aliases -> (provider, pinned dated model id), provider inference, default endpoints, loopback test.
+"""Model aliases -> (provider, pinned model id, dated where the provider dates ids), provider inference, endpoints.
 
-The resolved, dated id is what gets recorded, so a number can always be traced to the exact judge model.
+The resolved, pinned id is what gets recorded, so a number can always be traced to the exact judge model.
 """
 
 from __future__ import annotations
