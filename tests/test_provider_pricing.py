@@ -52,8 +52,9 @@ def test_list_prices_apply_only_at_the_providers_own_api(monkeypatch, tmp_path):
     assert not pricing.priced_endpoint("openai-compatible", "http://127.0.0.1:8000/v1")
 
     usage = ChatResult(text="Correctness: 1", input_tokens=1000, output_tokens=100)
-    official = make_client({"model": "gpt-4o"})  # no call is made: only the client's pricing is read
-    assert official.priced and official.cost_usd(usage) == pytest.approx((1000 * 2.50 + 100 * 10.00) / 1e6)
+    # no call is made: only the client's pricing is read (a model without a shutdown date: valid on any day)
+    official = make_client({"model": "claude-haiku-4-5"})
+    assert official.priced and official.cost_usd(usage) == pytest.approx((1000 * 1.00 + 100 * 5.00) / 1e6)
     assert official.describe()["prices_as_of"] == pricing.PRICES_AS_OF and "pricing" not in official.describe()
     batch = make_client({"model": "claude", "batch": True})
     assert batch.cost_usd(usage) == pytest.approx(0.5 * (1000 * 3.00 + 100 * 15.00) / 1e6)

@@ -361,7 +361,7 @@ def test_resolve_model_and_settings(monkeypatch):
     # keys come from the environment; a missing one is named
     monkeypatch.delenv("OPENAI_API_KEY")
     with pytest.raises(UserError, match="OPENAI_API_KEY"):
-        make_client({"model": "gpt-4o"})
+        make_client({"model": "gpt-4o", "base_url": "https://gateway.example.org/v1"})
     local = make_client({"model": "local-vlm", "base_url": "http://127.0.0.1:9/v1"})  # no key needed
     assert local.is_local and local.provider == "openai-compatible"
     assert make_client({"model": "claude"}).describe() == {
