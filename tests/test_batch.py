@@ -125,9 +125,11 @@ def test_resume_with_other_requests_pays_nothing_twice(server):
     assert [r.text for r in results] == [f"graded: item {i}" for i in range(3, 7)]
     submitted = [len(b["_requests"]) for b in server.batches.values()]
     assert submitted == [5, 2]
-    # items 0..2 came with the first batch and were cached although that run did not ask for them
+    # items 0..2 came with the first batch and were cached although that run did not ask for them: paid, and
+    # counted by no run yet, so the run that uses them counts them (not `cached`); asked again, all are cached
     before = sum(server.counts.values())
     again = batch_client(server, "anthropic").run(reqs, progress=False)
-    assert all(r.cached for r in again) and sum(server.counts.values()) == before
+    assert [r.cached for r in again] == [False] * 3 + [True] * 4 and sum(server.counts.values()) == before
+    assert all(r.cached for r in batch_client(server, "anthropic").run(reqs, progress=False))
     first = again[0]  # cached by the run that did not ask for it, with its usage (a custom base URL: cost 0)
     assert first.input_tokens > 0 and first.output_tokens > 0 and first.cost_usd == 0.0

@@ -4,6 +4,10 @@ The key is the sha256 of the provider, resolved model, base URL and the whole re
 their sha256, max_tokens, temperature, seed, json_schema, repeat index). Only successful replies are stored
 (text, token usage, cost, time, base URL), never the prompt and never a credential. Rerunning, resuming or
 re-scoring therefore makes no repeated calls. Several processes may write at once (WAL + busy timeout).
+
+A new entry is stored `unclaimed` and claimed when the call that made it has handed its results to the caller: an
+entry a killed or interrupted run paid for but never used stays unclaimed, and the run that takes it from the
+cache later counts its cost as its own (so the costs of runs sharing a cache add up to what was paid).
 """
 
 from __future__ import annotations
@@ -72,16 +76,18 @@ def batch_key(provider: str, model: str, base_url: str, keys: Iterable[str]) -> 
     return hashlib.sha256(blob.encode("utf-8")).hexdigest()
 
 
-def _add_base_url_column(conn: sqlite3.Connection) -> None:
-    """Caches written before the base URL was stored get the column (NULL: endpoint not recorded)."""
+def _add_columns(conn: sqlite3.Connection) -> None:
+    """Caches written by older versions get the newer columns: base_url (NULL: endpoint not recorded) and
+    unclaimed (0: their entries were all used)."""
     columns = {row[1] for row in conn.execute("PRAGMA table_info(results)")}
-    if "base_url" in columns:
-        return
-    try:
-        conn.execute("ALTER TABLE results ADD COLUMN base_url TEXT")
-    except sqlite3.OperationalError as exc:  # another process added it first
-        if "duplicate column" not in str(exc):
-            raise
+    for name, definition in (("base_url", "TEXT"), ("unclaimed", "INTEGER NOT NULL DEFAULT 0")):
+        if name in columns:
+            continue
+        try:
+            conn.execute(f"ALTER TABLE results ADD COLUMN {name} {definition}")
+        except sqlite3.OperationalError as exc:  # another process added it first
+            if "duplicate column" not in str(exc):
+                raise
 
 
 class LLMCache:
@@ -101,7 +107,7 @@ class LLMCache:
                 conn.execute("PRAGMA journal_mode=WAL")
                 conn.execute("PRAGMA synchronous=NORMAL")
                 conn.executescript(_SCHEMA)
-                _add_base_url_column(conn)
+                _add_columns(conn)
             except (OSError, sqlite3.DatabaseError) as exc:
                 raise UserError(f"LLM cache {self.path}: cannot open it ({exc}); delete the file if it is "
                                 "damaged, or set HARNESS_CACHE_DIR to a writable folder") from None
@@ -129,13 +135,22 @@ class LLMCache:
                 chunk = keys[start : start + 500]
                 marks = ",".join("?" * len(chunk))
                 rows = db.execute(
-                    f"SELECT key, text, input_tokens, output_tokens, cost_usd FROM results WHERE key IN ({marks})",
-                    chunk,
+                    "SELECT key, text, input_tokens, output_tokens, cost_usd, unclaimed FROM results "
+                    f"WHERE key IN ({marks})", chunk,
                 ).fetchall()
-                for key, text, n_in, n_out, cost in rows:
-                    found[key] = ChatResult(text=text, input_tokens=n_in, output_tokens=n_out, cached=True,
-                                            cost_usd=cost)
+                for key, text, n_in, n_out, cost, unclaimed in rows:  # unclaimed: paid, never used: ours now
+                    found[key] = ChatResult(text=text, input_tokens=n_in, output_tokens=n_out,
+                                            cached=not unclaimed, cost_usd=cost)
         return found
+
+    def claim(self, keys: list[str]) -> None:
+        """Mark entries as used: their results reached the caller, whose run counts their cost."""
+        with self._lock:
+            db = self._db()
+            for start in range(0, len(keys), 500):
+                chunk = keys[start : start + 500]
+                db.execute(f"UPDATE results SET unclaimed = 0 WHERE unclaimed != 0 AND key IN "
+                           f"({','.join('?' * len(chunk))})", chunk)
 
     def put(self, key: str, provider: str, model: str, result: ChatResult, *, batch: bool = False,
             base_url: str | None = None) -> None:
@@ -145,7 +160,7 @@ class LLMCache:
         with self._lock:
             self._db().execute(
                 "INSERT OR REPLACE INTO results (key, provider, model, text, input_tokens, output_tokens, cost_usd, "
-                "batch, created_at, base_url) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "batch, created_at, base_url, unclaimed) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 1)",
                 (key, provider, model, result.text, result.input_tokens, result.output_tokens, result.cost_usd,
                  int(batch), time.time(), base_url),
             )

@@ -131,11 +131,15 @@ class ProviderClient:
                 for key, hit in hits.items():
                     if not self.priced:
                         hit.cost_usd = 0.0
-                    for index in where.pop(key):
-                        results[index] = replace(hit)
+                    first, *others = where.pop(key)
+                    results[first] = replace(hit)  # an unclaimed entry (not `cached`) is paid by this run
+                    for index in others:
+                        results[index] = replace(hit, cached=True)
             todo = [(key, requests[indices[0]]) for key, indices in where.items()]
             if todo:
                 self._call(todo, where, results, cache, progress)
+            if cache is not None:  # the results reach the caller now: entries made or taken over are used
+                cache.claim([key for key, hit in hits.items() if not hit.cached] + list(where))
         finally:
             if cache is not None:
                 cache.close()
