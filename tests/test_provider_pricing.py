@@ -132,6 +132,7 @@ def test_old_cache_without_endpoints_opens_and_counts(tmp_path):
                   base_url="http://127.0.0.1:9/v1")
         (row,) = cache.stats()["models"]
         assert cache.get_many(["k1"])["k1"].text == "yes"
+        assert cache.get_many(["k1"])["k1"].cached  # entries of older versions were used: never counted again
     assert row["entries"] == 3 and row["cost_usd"] == pytest.approx(0.75) and row["unpriced_entries"] == 1
     assert row["base_urls"] == ["http://127.0.0.1:9/v1", "https://api.openai.com/v1"]
 
@@ -153,3 +154,26 @@ def test_identical_requests_in_one_run_are_one_call_paid_once(monkeypatch, tmp_p
     paid = [r for r in results if not r.cached]
     assert sum(r.input_tokens for r in paid) == sum(n_in for n_in, _ in billed)
     assert sum(r.output_tokens for r in paid) == sum(n_out for _, n_out in billed)
+
+
+def test_a_reply_paid_once_is_counted_by_one_run_whatever_shares_the_cache(monkeypatch, tmp_path):
+    """A reply one process stored and has not handed over yet (a long judge scoring), or one an interrupted run
+    left, is counted by whichever run claims it first; every other run sees it as `cached` (it cost them nothing)."""
+    from harness.providers import ChatRequest
+
+    path = tmp_path / "llm-cache.sqlite"
+    with LLMCache(path) as a:
+        a.put("k", "openai", "gpt-4o-2024-08-06", ChatResult(text="yes", cost_usd=1.0))
+    with LLMCache(path) as b, LLMCache(path) as c:
+        assert not b.get_many(["k"])["k"].cached and not c.get_many(["k"])["k"].cached  # both may take it over
+        assert b.claim(["k"]) == {"k"} and c.claim(["k"]) == set()  # only the first to claim counts it
+        assert c.get_many(["k"])["k"].cached
+
+    monkeypatch.setenv("HARNESS_CACHE_DIR", str(tmp_path / "cache2"))
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test-openai-key")
+    with FakeLLMServer() as server:
+        client = make_client({"model": "gpt-4o", "base_url": server.openai_base_url})
+        asks = [ChatRequest(messages=[{"role": "user", "content": f"q{i}"}]) for i in range(3)]
+        assert not any(r.cached for r in client.run(asks, progress=False))  # its own calls: counted here
+        assert all(r.cached for r in client.run(asks, progress=False))  # handed on, claimed: never again
+        assert server.chat_calls == 3

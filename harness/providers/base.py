@@ -32,8 +32,9 @@ class ChatResult:
     error: str | None = None
     input_tokens: int = 0
     output_tokens: int = 0
-    cached: bool = False  # served from the cache (or by the identical request's call in the same run): tokens
-    # and cost are those of the original call, paid once
+    # the cost is not this run's to count: served from the cache (a reply another run used or will count), or
+    # by the identical request's call in the same run; tokens and cost are those of the original call
+    cached: bool = False
     cost_usd: float = 0.0  # estimated from pricing.py; 0 for unknown models and custom base URLs
 
 

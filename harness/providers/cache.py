@@ -143,23 +143,37 @@ class LLMCache:
                                             cached=not unclaimed, cost_usd=cost)
         return found
 
-    def claim(self, keys: list[str]) -> None:
-        """Mark entries as used: their results reached the caller, whose run counts their cost."""
+    def claim(self, keys: list[str]) -> set[str]:
+        """Mark entries as used by the caller, whose run counts their cost; returns the keys it claimed. An entry
+        another process claimed first is not returned (its cost is counted there: once in all)."""
+        claimed: set[str] = set()
         with self._lock:
             db = self._db()
             for start in range(0, len(keys), 500):
                 chunk = keys[start : start + 500]
-                db.execute(f"UPDATE results SET unclaimed = 0 WHERE unclaimed != 0 AND key IN "
-                           f"({','.join('?' * len(chunk))})", chunk)
+                marks = ",".join("?" * len(chunk))
+                db.execute("BEGIN IMMEDIATE")  # read and flip in one write transaction: one claimant per entry
+                try:
+                    rows = db.execute(f"SELECT key FROM results WHERE unclaimed != 0 AND key IN ({marks})",
+                                      chunk).fetchall()
+                    db.execute(f"UPDATE results SET unclaimed = 0 WHERE unclaimed != 0 AND key IN ({marks})", chunk)
+                    db.execute("COMMIT")
+                except BaseException:
+                    db.execute("ROLLBACK")
+                    raise
+                claimed.update(key for (key,) in rows)
+        return claimed
 
     def put(self, key: str, provider: str, model: str, result: ChatResult, *, batch: bool = False,
-            base_url: str | None = None) -> None:
-        """Store one successful result (failures are not cached: the next run asks again)."""
+            base_url: str | None = None, replace: bool = True) -> None:
+        """Store one successful result (failures are not cached: the next run asks again); `replace=False` keeps
+        an entry already there (a batch's extra copy of a reply another run stored)."""
         if result.text is None:
             return
+        verb = "INSERT OR REPLACE" if replace else "INSERT OR IGNORE"
         with self._lock:
             self._db().execute(
-                "INSERT OR REPLACE INTO results (key, provider, model, text, input_tokens, output_tokens, cost_usd, "
+                f"{verb} INTO results (key, provider, model, text, input_tokens, output_tokens, cost_usd, "
                 "batch, created_at, base_url, unclaimed) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 1)",
                 (key, provider, model, result.text, result.input_tokens, result.output_tokens, result.cost_usd,
                  int(batch), time.time(), base_url),

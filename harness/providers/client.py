@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import sys
 import time
 from dataclasses import replace
 from typing import Any
@@ -138,12 +139,29 @@ class ProviderClient:
             todo = [(key, requests[indices[0]]) for key, indices in where.items()]
             if todo:
                 self._call(todo, where, results, cache, progress)
-            if cache is not None:  # the results reach the caller now: entries made or taken over are used
-                cache.claim([key for key, hit in hits.items() if not hit.cached] + list(where))
+            if cache is not None:
+                self._claim(cache, keys, results)
         finally:
             if cache is not None:
                 cache.close()
         return [r if r is not None else ChatResult(text=None, error="no result") for r in results]
+
+    def _claim(self, cache: LLMCache, keys: list[str], results: list[ChatResult | None]) -> None:
+        """The results reach the caller now: claim the entries whose cost this run would count (its new calls,
+        and replies an interrupted run paid for but never used). One another process claimed first is counted
+        there, so it becomes `cached` here. Best effort: a busy cache only risks counting a cost twice."""
+        import sqlite3
+
+        counted = [key for key, res in zip(keys, results) if res is not None and res.text is not None
+                   and not res.cached]
+        try:
+            claimed = cache.claim(list(dict.fromkeys(counted)))
+        except (sqlite3.Error, UserError) as exc:
+            print(f"note: LLM cache: could not record which replies this run used ({exc})", file=sys.stderr)
+            return
+        for index, (key, res) in enumerate(zip(keys, results)):
+            if res is not None and res.text is not None and not res.cached and key not in claimed:
+                results[index] = replace(res, cached=True)
 
     def _record(self, result: ChatResult) -> ChatResult:
         """The choke point of every new result: a failed call's error text is redacted; a reply that is not
