@@ -119,8 +119,11 @@ def rows_from_results(path: Path, notices: list[str] | None = None) -> list[dict
                 notices.append(f"skipped {path}: judge {name} has no metric value (every one of its "
                                f"{data['task']['n']} samples failed or went unscored); nothing of it is published")
             continue
-        setup = judge["setup"] if isinstance(judge.get("setup"), dict) else derived_setup(
-            judge["id"], judge.get("convention"), judge.get("settings", {}))
+        if isinstance(judge.get("setup"), dict):
+            setup = judge["setup"]
+        else:  # what the recorded settings resolve to, with the model and endpoint the entry says it called (an
+            setup = dict(derived_setup(judge["id"], judge.get("convention"), judge.get("settings", {})))  # alias moves)
+            setup.update({k: judge[k] for k in ("provider", "model", "base_url") if k in setup and judge.get(k)})
         rows.append({
             "model": data["model"].get("label", data["model"]["id"]),
             "model_plugin": data["model"]["plugin"],

@@ -58,8 +58,8 @@ class PeFoMedModel(TrainingMixin, ModelPlugin):
         on_cuda = resolve_device(context.device).startswith("cuda")
         out: dict[str, Any] = {"transform": "resize448-bicubic-clipnorm", "prompt": "pefomed-v1"}
         dtype = opts.dtype_name(context.dtype, on_cuda)
-        if dtype != opts.dtype_name(None, on_cuda):  # another dtype than the device's default is another run (and
-            out["dtype"] = dtype  # fine-tune); the default is left out so runs and fine-tunes made before resume
+        if dtype != "bfloat16":  # each dtype is another run (and fine-tune); bf16, the GPU default, is left out so
+            out["dtype"] = dtype  # that GPU runs and fine-tunes made before the dtype was recorded still resume
         llm = args.get("llm") or DEFAULT_LLM
         if not Path(llm).expanduser().is_dir():  # a hub id: which commit of it
             out["llm_revision"] = llm_revision(args, DEFAULT_LLM, DEFAULT_LLM_REVISION)

@@ -59,17 +59,22 @@ def test_images_larger_than_the_provider_scales_to_are_downscaled_before_sending
         ClaudeModel({"max_image_side": "-1"}, ModelContext())
 
 
-def test_a_grayscale_image_stored_as_rgb_is_sent_as_the_same_pixels_in_grayscale():
+def test_a_large_grayscale_image_stored_as_rgb_is_sent_as_the_same_pixels_in_grayscale():
+    """Downscaled, or above GRAY_ABOVE_BYTES as an RGB PNG: grayscale (a third of the bytes, below Anthropic's 5 MB
+    per image). A small image keeps the bytes earlier versions sent (their cached replies still serve)."""
     from PIL import Image
 
-    from harness.plugins.api_vlm import png_bytes
+    from harness.plugins.api_vlm import GRAY_ABOVE_BYTES, png_bytes
 
-    gray = Image.effect_noise((300, 200), 64)  # a radiograph-like texture: it does not compress to nothing
-    as_rgb = gray.convert("RGB")
-    sent = Image.open(io.BytesIO(png_bytes(as_rgb)))
+    small = Image.effect_noise((300, 200), 64).convert("RGB")  # a radiograph-like texture: it does not compress
+    assert png_bytes(small) == _rgb_png(small)
+    gray = Image.effect_noise((1400, 1100), 64)
+    big = gray.convert("RGB")
+    assert len(_rgb_png(big)) > GRAY_ABOVE_BYTES
+    sent = Image.open(io.BytesIO(png_bytes(big)))
     assert sent.mode == "L" and sent.tobytes() == gray.tobytes()
-    assert len(png_bytes(as_rgb)) < len(_rgb_png(as_rgb)) / 2
-    colour = as_rgb.copy()
+    assert Image.open(io.BytesIO(png_bytes(big, max_side=700))).mode == "L"
+    colour = big.copy()
     colour.putpixel((5, 5), (255, 0, 0))  # one coloured pixel: kept in colour, lossless
     back = Image.open(io.BytesIO(png_bytes(colour)))
     assert back.mode == "RGB" and back.tobytes() == colour.tobytes()

@@ -382,13 +382,14 @@ def test_training_lowers_the_loss_and_the_saved_directory_reloads(pefomed_tiny, 
     assert texts(reloaded.generate(requests[:4])) == texts(trainee.generate(requests[:4]))
 
 
-def test_a_dtype_other_than_the_devices_default_is_another_run():
-    """bf16 and fp32 generations differ; the default is left out of the identity so that runs and fine-tunes made
-    before the dtype was recorded still resume."""
+def test_each_dtype_is_another_run():
+    """bf16 and fp32 generations differ; bf16 (the GPU default) is left out of the identity so that the GPU runs
+    and fine-tunes made before the dtype was recorded still resume."""
     from harness.model_api import ModelContext
     from harness.plugins.pefomed import PeFoMedModel
 
-    default = PeFoMedModel.run_identity({}, ModelContext(device="cpu"))
-    assert "dtype" not in default
-    assert PeFoMedModel.run_identity({}, ModelContext(device="cpu", dtype="float32")) == default
-    assert PeFoMedModel.run_identity({}, ModelContext(device="cpu", dtype="bf16"))["dtype"] == "bfloat16"
+    cpu_default = PeFoMedModel.run_identity({}, ModelContext(device="cpu"))
+    assert cpu_default["dtype"] == "float32"
+    assert PeFoMedModel.run_identity({}, ModelContext(device="cpu", dtype="float32")) == cpu_default
+    assert "dtype" not in PeFoMedModel.run_identity({}, ModelContext(device="cpu", dtype="bf16"))
+    assert PeFoMedModel.run_identity({}, ModelContext(device="cpu", dtype="float16"))["dtype"] == "float16"

@@ -138,6 +138,18 @@ def test_llm_judge_setups_split_rows_and_old_files_merge_with_new_ones(tmp_path)
     assert "2 rows in" in proc.stdout and "temperature=0.7)" in replaced and str(old_warm) in replaced
     assert replaced.endswith(f"now keeps the newer results of {tmp_path / 'warm' / 'results.json'}")
 
+    # an old file whose model alias resolves elsewhere today: its setup has the model its entry says it called
+    def moved(data: dict) -> None:
+        strip(data)
+        for judge in data["judges"]:
+            judge["settings"]["model"] = "moved-alias"
+
+    old_moved = results_copy(tmp_path / "warm" / "results.json", tmp_path / "old-moved" / "results.json", moved)
+    fresh = tmp_path / "fresh-leaderboard.json"
+    ok("publish", str(old_moved), "-o", str(fresh))
+    proc = ok("publish", str(tmp_path / "warm"), "-o", str(fresh))
+    assert "1 rows in" in proc.stdout and board_rows(fresh)[0]["judge_setup"]["model"] == "judge-llm"
+
 
 def test_a_judge_without_any_metric_value_is_skipped_with_a_notice(tmp_path):
     preds = tmp_path / "preds.jsonl"
