@@ -26,6 +26,7 @@ from harness.errors import UserError
 from harness.fingerprint import fingerprint_version
 from harness.io import atomic_write_json, exclusive
 from harness.results import SCHEMA_VERSION, selection_of, validate
+from harness.scoring import recorded_convention
 
 
 def find_results(paths: list[Path]) -> list[Path]:
@@ -134,7 +135,7 @@ def rows_from_results(path: Path, notices: list[str] | None = None) -> list[dict
             "source": data["task"]["source"].get("name"),
             "fingerprint": data["task"]["fingerprint"],
             "judge": judge["id"],
-            "convention": judge.get("convention"),
+            "convention": recorded_convention(judge["id"], judge.get("convention")),
             "judge_setup": setup,
             "prompt_variant": data["prompt"].get("variant"),
             "n": data["task"]["n"],
@@ -267,6 +268,7 @@ def _existing_rows(output: Path) -> list[dict[str, Any]]:
         raise UserError(f"{output}: existing leaderboard is not valid ({str(exc).splitlines()[0]})") from None
     for i, row in enumerate(existing["rows"]):
         parse_created(row["provenance"]["created"], f"{output}: row {i}", "provenance.created")
+        row["convention"] = recorded_convention(row["judge"], row["convention"])
         if not isinstance(row.get("judge_setup"), dict):
             row["judge_setup"] = derived_setup(row["judge"], row["convention"],
                                                row["provenance"].get("judge_settings") or {})

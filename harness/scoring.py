@@ -212,10 +212,22 @@ def _merge_scores(path: Path, key: str, records: list[dict], rows: list[dict]) -
     atomic_write_jsonl(path, existing.values())
 
 
+def recorded_convention(judge_id: str, convention: str | None) -> str | None:
+    """The convention an entry or row really has: None for an installed judge that declares no conventions (older
+    versions recorded a shared --convention on it, e.g. semantic under r2gen), else as recorded."""
+    if convention is None:
+        return None
+    try:
+        info = plugin_manager.judges().get(judge_id)
+    except UserError:  # not installed: nothing to say otherwise
+        return convention
+    return convention if info.capabilities.get("conventions", True) else None
+
+
 def merge_judge_entries(old: list[dict[str, Any]], new: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Replace entries of the same judge+convention, keep the others (in their order)."""
     def key(entry: dict[str, Any]) -> tuple[str, Any]:
-        return entry["id"], entry.get("convention")
+        return entry["id"], recorded_convention(entry["id"], entry.get("convention"))
 
     fresh = {key(e): e for e in new}
     merged = [fresh.pop(key(e), e) for e in old]

@@ -114,5 +114,17 @@ def test_a_convention_for_a_judge_without_conventions_is_refused_or_not_applied(
     assert not (tmp_path / "out").exists()
     proc = cli(*score, "--judge", "lexical,semantic", "--convention", "r2gen")
     assert proc.returncode == 0, proc.stderr
-    judges = json.loads((tmp_path / "out" / "results.json").read_text())["judges"]
+    results_file = tmp_path / "out" / "results.json"
+    judges = json.loads(results_file.read_text())["judges"]
+    assert [(j["id"], j["convention"]) for j in judges] == [("lexical", "r2gen"), ("semantic", None)]
+    # results written before: the semantic entry labelled r2gen is the same entry and the same leaderboard row
+    data = json.loads(results_file.read_text())
+    data["judges"][1]["convention"] = "r2gen"
+    results_file.write_text(json.dumps(data))
+    board = tmp_path / "board.json"
+    assert cli("publish", str(results_file), "-o", str(board)).returncode == 0
+    rows = json.loads(board.read_text())["rows"]
+    assert sorted((r["judge"], r["convention"] or "") for r in rows) == [("lexical", "r2gen"), ("semantic", "")]
+    assert cli(*score, "--judge", "semantic").returncode == 0
+    judges = json.loads(results_file.read_text())["judges"]
     assert [(j["id"], j["convention"]) for j in judges] == [("lexical", "r2gen"), ("semantic", None)]
