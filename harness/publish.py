@@ -120,10 +120,11 @@ def rows_from_results(path: Path, notices: list[str] | None = None) -> list[dict
                 notices.append(f"skipped {path}: judge {name} has no metric value (every one of its "
                                f"{data['task']['n']} samples failed or went unscored); nothing of it is published")
             continue
+        convention = recorded_convention(judge["id"], judge.get("convention"))
         if isinstance(judge.get("setup"), dict):
             setup = judge["setup"]
         else:  # what the recorded settings resolve to, with the model and endpoint the entry says it called (an
-            setup = dict(derived_setup(judge["id"], judge.get("convention"), judge.get("settings", {})))  # alias moves)
+            setup = dict(derived_setup(judge["id"], convention, judge.get("settings", {})))  # alias may move)
             setup.update({k: judge[k] for k in ("provider", "model", "base_url") if k in setup and judge.get(k)})
         rows.append({
             "model": data["model"].get("label", data["model"]["id"]),
@@ -135,7 +136,7 @@ def rows_from_results(path: Path, notices: list[str] | None = None) -> list[dict
             "source": data["task"]["source"].get("name"),
             "fingerprint": data["task"]["fingerprint"],
             "judge": judge["id"],
-            "convention": recorded_convention(judge["id"], judge.get("convention")),
+            "convention": convention,
             "judge_setup": setup,
             "prompt_variant": data["prompt"].get("variant"),
             "n": data["task"]["n"],
@@ -282,7 +283,11 @@ def _replaced(old: dict[str, Any], kept: dict[str, Any]) -> str:
 
 
 def _publish(inputs: list[Path], output: Path) -> tuple[dict[str, Any], list[str]]:
-    rows = {row_key(r): r for r in _existing_rows(output)}
+    rows: dict[tuple, dict[str, Any]] = {}
+    for row in _existing_rows(output):  # two rows of one key (a convention read as none now): the preferred one
+        old = rows.get(row_key(row))
+        if old is None or prefer(row, old):
+            rows[row_key(row)] = row
     before = dict(rows)
     notices: list[str] = []
     candidates = list(rows.values()) + [row for path in find_results(inputs)

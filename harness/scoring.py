@@ -218,17 +218,22 @@ def recorded_convention(judge_id: str, convention: str | None) -> str | None:
     if convention is None:
         return None
     try:
-        info = plugin_manager.judges().get(judge_id)
-    except UserError:  # not installed: nothing to say otherwise
+        cls = plugin_manager.judges().get(judge_id).load()
+    except Exception:  # noqa: BLE001 - not installed or not loadable: nothing to say otherwise
         return convention
-    return convention if info.capabilities.get("conventions", True) else None
+    return convention if getattr(cls, "conventions", ()) else None  # the test scoring applies (_load_judge)
 
 
 def merge_judge_entries(old: list[dict[str, Any]], new: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Replace entries of the same judge+convention, keep the others (in their order)."""
+    """Replace entries of the same judge+convention, keep the others (in their order; of old entries that now
+    share a key, the last)."""
     def key(entry: dict[str, Any]) -> tuple[str, Any]:
         return entry["id"], recorded_convention(entry["id"], entry.get("convention"))
 
     fresh = {key(e): e for e in new}
-    merged = [fresh.pop(key(e), e) for e in old]
-    return merged + list(fresh.values())
+    merged: dict[tuple[str, Any], dict[str, Any]] = {}
+    for entry in old:
+        merged[key(entry)] = fresh.get(key(entry), entry)
+    for k, entry in fresh.items():
+        merged.setdefault(k, entry)
+    return list(merged.values())

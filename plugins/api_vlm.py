@@ -16,7 +16,7 @@ temperature (0 unless sampling), seed (OpenAI only; Anthropic's API takes neithe
 retry_base_delay, retry_max_delay, down_after, cache (true), allow_external (false), max_image_side (pixels of an
 image's long side; larger images are downscaled before sending: 2048 for OpenAI and 1568 for Anthropic, the long
 sides those APIs scale to themselves at most; 0 = send as is, the openai-compatible default). A grayscale image
-stored as RGB (most radiographs), once downscaled or when large, is sent as a grayscale PNG: the same pixels in a
+stored as RGB (most radiographs), once downscaled or above a megapixel, is sent as a grayscale PNG: the same pixels in a
 third of the bytes.
 Keys come from
 OPENAI_API_KEY / ANTHROPIC_API_KEY / OPENAI_COMPATIBLE_API_KEY only (a loopback or openai-compatible server may
@@ -159,14 +159,14 @@ def check_credentialed(flavour: str, resolved: dict[str, Any], context: ModelCon
         "data use agreement allows it, add --model-args allow_external=true")
 
 
-GRAY_ABOVE_BYTES = 3_000_000  # an RGB PNG this large, of a grayscale image, is sent as grayscale
+GRAY_ABOVE_PIXELS = 1_000_000  # a grayscale image stored as RGB and larger than this is sent as grayscale
 
 
 def png_bytes(image: Any, max_side: int = 0) -> bytes:
     """Lossless PNG bytes of one request image (a PIL image; bytes pass through unchanged), its long side
-    downscaled (Lanczos) to `max_side` pixels when longer (0: as is). A downscaled image, or one whose PNG would
-    exceed GRAY_ABOVE_BYTES, is written as grayscale when its three channels are equal (the same pixels in a third
-    of the bytes); other images keep the bytes earlier versions sent, so their cached replies still serve."""
+    downscaled (Lanczos) to `max_side` pixels when longer (0: as is). A downscaled image, or one of more than
+    GRAY_ABOVE_PIXELS pixels, is written as grayscale when its three channels are equal (the same pixels in a third
+    of the bytes); smaller images keep the bytes earlier versions sent, so their cached replies still serve."""
     if isinstance(image, (bytes, bytearray)):
         return bytes(image)
     width, height = image.size
@@ -177,12 +177,11 @@ def png_bytes(image: Any, max_side: int = 0) -> bytes:
         scale = max_side / max(width, height)
         size = (max(1, round(width * scale)), max(1, round(height * scale)))
         image = image.resize(size, Image.Resampling.LANCZOS)
-    data = b"" if downscaled else _png(image)
-    if image.mode == "RGB" and (downscaled or len(data) > GRAY_ABOVE_BYTES):
+    if image.mode == "RGB" and (downscaled or width * height > GRAY_ABOVE_PIXELS):
         gray = _gray_channel(image)
         if gray is not None:
             return _png(gray)
-    return data or _png(image)
+    return _png(image)
 
 
 def _png(image: Any) -> bytes:

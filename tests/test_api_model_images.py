@@ -60,17 +60,17 @@ def test_images_larger_than_the_provider_scales_to_are_downscaled_before_sending
 
 
 def test_a_large_grayscale_image_stored_as_rgb_is_sent_as_the_same_pixels_in_grayscale():
-    """Downscaled, or above GRAY_ABOVE_BYTES as an RGB PNG: grayscale (a third of the bytes, below Anthropic's 5 MB
-    per image). A small image keeps the bytes earlier versions sent (their cached replies still serve)."""
+    """Downscaled, or above GRAY_ABOVE_PIXELS: grayscale (a third of the bytes, below Anthropic's 5 MB per image).
+    A small image keeps the bytes earlier versions sent (their cached replies still serve)."""
     from PIL import Image
 
-    from harness.plugins.api_vlm import GRAY_ABOVE_BYTES, png_bytes
+    from harness.plugins.api_vlm import GRAY_ABOVE_PIXELS, png_bytes
 
     small = Image.effect_noise((300, 200), 64).convert("RGB")  # a radiograph-like texture: it does not compress
     assert png_bytes(small) == _rgb_png(small)
     gray = Image.effect_noise((1400, 1100), 64)
     big = gray.convert("RGB")
-    assert len(_rgb_png(big)) > GRAY_ABOVE_BYTES
+    assert big.width * big.height > GRAY_ABOVE_PIXELS and len(png_bytes(big)) < len(_rgb_png(big)) / 2
     sent = Image.open(io.BytesIO(png_bytes(big)))
     assert sent.mode == "L" and sent.tobytes() == gray.tobytes()
     assert Image.open(io.BytesIO(png_bytes(big, max_side=700))).mode == "L"

@@ -125,6 +125,21 @@ def test_a_convention_for_a_judge_without_conventions_is_refused_or_not_applied(
     assert cli("publish", str(results_file), "-o", str(board)).returncode == 0
     rows = json.loads(board.read_text())["rows"]
     assert sorted((r["judge"], r["convention"] or "") for r in rows) == [("lexical", "r2gen"), ("semantic", "")]
+    # a leaderboard that already holds both rows (published before and after the fix): one is kept, the newer
+    board_data = json.loads(board.read_text())
+    semantic = next(r for r in board_data["rows"] if r["judge"] == "semantic")
+    older = json.loads(json.dumps(semantic))
+    older["convention"], older["provenance"]["created"] = "r2gen", "2025-01-01T00:00:00+00:00"
+    board_data["rows"].append(older)
+    board.write_text(json.dumps(board_data))
+    assert cli("publish", str(results_file), "-o", str(board)).returncode == 0
+    rows = [r for r in json.loads(board.read_text())["rows"] if r["judge"] == "semantic"]
+    assert len(rows) == 1 and rows[0]["provenance"]["created"] == semantic["provenance"]["created"]
+    # results holding both entries (scored before and after): re-scoring leaves one
+    data = json.loads(results_file.read_text())
+    data["judges"][1]["convention"] = None
+    data["judges"].append(dict(data["judges"][1], convention="r2gen"))
+    results_file.write_text(json.dumps(data))
     assert cli(*score, "--judge", "semantic").returncode == 0
     judges = json.loads(results_file.read_text())["judges"]
     assert [(j["id"], j["convention"]) for j in judges] == [("lexical", "r2gen"), ("semantic", None)]

@@ -177,3 +177,26 @@ def test_a_reply_paid_once_is_counted_by_one_run_whatever_shares_the_cache(monke
         assert not any(r.cached for r in client.run(asks, progress=False))  # its own calls: counted here
         assert all(r.cached for r in client.run(asks, progress=False))  # handed on, claimed: never again
         assert server.chat_calls == 3
+
+
+def test_a_call_this_run_paid_is_counted_even_if_another_process_stored_the_same_reply_first(monkeypatch, tmp_path):
+    """Two runs asking the same at the same time both pay: each counts its own call (the reply another process
+    stored and claimed meanwhile is kept, never reopened for a third run to count)."""
+    from harness.providers import ChatRequest
+
+    monkeypatch.setenv("HARNESS_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test-openai-key")
+    ask = ChatRequest(messages=[{"role": "user", "content": "same"}])
+
+    def reply(body: dict) -> str:  # while this call is under way, another process stores and claims the same
+        with LLMCache() as other:
+            other.put(client.key(ask), "openai", client.model, ChatResult(text="theirs", cost_usd=1.0))
+            assert other.claim([client.key(ask)]) == {client.key(ask)}
+        return "ours"
+
+    with FakeLLMServer(reply=reply) as server:
+        client = make_client({"model": "gpt-4o", "base_url": server.openai_base_url})
+        (mine,) = client.run([ask], progress=False)
+        assert mine.text == "ours" and not mine.cached  # paid by this run: counted by it
+        (later,) = client.run([ask], progress=False)
+    assert later.text == "theirs" and later.cached and server.chat_calls == 1

@@ -90,8 +90,7 @@ async def run_batch(client: Any, todo: list[tuple[str, ChatRequest]], on_result:
             on_result(key, result)
         elif result.text is not None:
             result.cost_usd = client.cost_usd(result)
-            cache.put(key, client.provider, client.model, result, batch=True, base_url=client.base_url,
-                      replace=False)
+            cache.put(key, client.provider, client.model, result, batch=True, base_url=client.base_url)
 
     sdk = client.backend.open()
     try:

@@ -159,21 +159,22 @@ class LLMCache:
                     db.execute(f"UPDATE results SET unclaimed = 0 WHERE unclaimed != 0 AND key IN ({marks})", chunk)
                     db.execute("COMMIT")
                 except BaseException:
-                    db.execute("ROLLBACK")
+                    if db.in_transaction:  # SQLite may have rolled back itself (disk full, I/O error)
+                        db.execute("ROLLBACK")
                     raise
                 claimed.update(key for (key,) in rows)
         return claimed
 
     def put(self, key: str, provider: str, model: str, result: ChatResult, *, batch: bool = False,
-            base_url: str | None = None, replace: bool = True) -> None:
-        """Store one successful result (failures are not cached: the next run asks again); `replace=False` keeps
-        an entry already there (a batch's extra copy of a reply another run stored)."""
+            base_url: str | None = None) -> None:
+        """Store one successful result (failures are not cached: the next run asks again). An entry already there
+        (another process asked the same at the same time, or collected the same batch) is kept as it is: never
+        reopened once claimed."""
         if result.text is None:
             return
-        verb = "INSERT OR REPLACE" if replace else "INSERT OR IGNORE"
         with self._lock:
             self._db().execute(
-                f"{verb} INTO results (key, provider, model, text, input_tokens, output_tokens, cost_usd, "
+                "INSERT OR IGNORE INTO results (key, provider, model, text, input_tokens, output_tokens, cost_usd, "
                 "batch, created_at, base_url, unclaimed) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 1)",
                 (key, provider, model, result.text, result.input_tokens, result.output_tokens, result.cost_usd,
                  int(batch), time.time(), base_url),

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import sqlite3
 import sys
 import time
 from dataclasses import replace
@@ -139,28 +140,32 @@ class ProviderClient:
             todo = [(key, requests[indices[0]]) for key, indices in where.items()]
             if todo:
                 self._call(todo, where, results, cache, progress)
-            if cache is not None:
-                self._claim(cache, keys, results)
+            if cache is not None:  # unclaimed hits, and batch results (another run may collect the same batch),
+                # are counted by whichever run claims them; a live call this run made is counted here regardless
+                paid_once = {key for key, hit in hits.items() if not hit.cached}
+                self._claim(cache, keys, results, paid_once | (set(where) if self.batch else set()))
         finally:
             if cache is not None:
                 cache.close()
         return [r if r is not None else ChatResult(text=None, error="no result") for r in results]
 
-    def _claim(self, cache: LLMCache, keys: list[str], results: list[ChatResult | None]) -> None:
-        """The results reach the caller now: claim the entries whose cost this run would count (its new calls,
-        and replies an interrupted run paid for but never used). One another process claimed first is counted
-        there, so it becomes `cached` here. Best effort: a busy cache only risks counting a cost twice."""
-        import sqlite3
-
+    def _claim(self, cache: LLMCache, keys: list[str], results: list[ChatResult | None],
+               decided_by_claim: set[str]) -> None:
+        """The results reach the caller now: claim the entries this run counts (marking them used). For the
+        keys in `decided_by_claim` (a reply paid once that several runs could take: an interrupted run's, a
+        batch's), one another process claimed first is counted there, so it becomes `cached` here. Best effort:
+        a busy cache only risks a reply being counted again later."""
         counted = [key for key, res in zip(keys, results) if res is not None and res.text is not None
                    and not res.cached]
         try:
             claimed = cache.claim(list(dict.fromkeys(counted)))
         except (sqlite3.Error, UserError) as exc:
-            print(f"note: LLM cache: could not record which replies this run used ({exc})", file=sys.stderr)
+            print(f"note: LLM cache: could not record which replies this run used, so a later run may count them "
+                  f"again ({exc})", file=sys.stderr)
             return
         for index, (key, res) in enumerate(zip(keys, results)):
-            if res is not None and res.text is not None and not res.cached and key not in claimed:
+            if (res is not None and res.text is not None and not res.cached and key in decided_by_claim
+                    and key not in claimed):
                 results[index] = replace(res, cached=True)
 
     def _record(self, result: ChatResult) -> ChatResult:
