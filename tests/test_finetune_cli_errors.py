@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -82,3 +83,13 @@ def test_an_out_that_is_a_file_is_named_as_such(tmp_path):
     (tmp_path / "adapters" / "demo").write_text("not a folder")
     line = error_line(finetune("--model-args", "base=random", cwd=tmp_path))
     assert line == "error: --out adapters/demo is a file; expected a new or empty folder for the adapter"
+
+
+def test_help_gives_each_models_own_defaults(tmp_path):
+    """tiny-vlm's rank, alpha, rates and epochs were shown as the generic defaults."""
+    proc = subprocess.run([sys.executable, "-m", "harness", "finetune", "--help"], capture_output=True, text=True,
+                          cwd=tmp_path, timeout=60, env={**os.environ, "COLUMNS": "200"})
+    text = " ".join(proc.stdout.split())
+    for expected in ("(default 64; tiny-vlm 128)", "LoRA alpha (default 16; tiny-vlm 128)",
+                     "(default 3e-5; tiny-vlm 0.001)", "epochs of the main task (default 3, PeFoMed: 50; tiny-vlm 8)"):
+        assert expected in text, expected

@@ -22,7 +22,7 @@ TARGET_HELP = ("llm-attn (LoRA on the language model's q/v projections), llm-all
 def _default(key: str, note: str = "") -> str:
     """'default 64; tiny-vlm 128': the generic default and the models whose own default differs."""
     def shown(value: float) -> str:
-        return f"{value:.0e}".replace("e-0", "e-") if 0 < value < 0.01 else f"{value:g}"
+        return f"{value:g}".replace("e-0", "e-")  # exact: 3e-5, 2.5e-5, 0.0001
 
     others = [f"{model} {shown(values[key])}" for model, values in MODEL_DEFAULTS.items()
               if key in values and values[key] != GENERIC[key]]
