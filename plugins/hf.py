@@ -6,8 +6,9 @@ BLIP-2, InstructBLIP and `VisionEncoderDecoderModel` captioners (ViT-GPT2) have 
 (see plugins/hf_presets.py, whose presets are model ids of their own). Model args: `model`; `revision`
 (default: the preset's, else "main"); `family` (auto|chat|blip|blip2|instructblip|vision-encoder-decoder);
 `prepend_modality` (true: "Imaging modality: <label>. " before the prompt, the label read from the sample's
-`modality_field`, default `modality`; the ROCOv2 study prepended *predicted* labels, a classifier for them is
-out of scope); `attn` (auto|sdpa|eager|flash_attention_2; auto: SDPA where the architecture has it);
+`modality_field`, default `modality`, or a CUI list such as ROCOv2's `cuis`; predicted: the label a small
+classifier fitted on the train split predicts from the image, as the ROCOv2 study did, see
+plugins/modality_classifier.py); `attn` (auto|sdpa|eager|flash_attention_2; auto: SDPA where the architecture has it);
 `cache` (auto|static|dynamic; auto: a static KV cache, which also compiles the decoding step, on CUDA where
 the model supports it); `merge_adapter` (default true); `image_backend` (pil|torchvision; default pil, the
 processors' reference implementation, the same on every machine); `min_new_tokens` (for benchmarks);
@@ -97,6 +98,11 @@ class HFModel(HFPrompting, ModelPlugin):
         if kind == "vqa" and self.family in ("blip", "vision-encoder-decoder"):
             raise UserError(f"{self.opts['model']} is a {self.family} captioner: it cannot answer questions "
                             f"(task '{context.task.id}' is VQA); use it on caption or report tasks")
+        self.modality_info: dict[str, Any] | None = None
+        if self.opts["prepend_modality"] == "predicted":  # fitted before the weights load: a mistake fails early
+            from harness.plugins.modality_classifier import fit_for_task
+
+            self.modality_classifier, self.modality_info = fit_for_task(context.task, self.opts["modality_field"])
         model, processor = self._load()
         self._setup(model, processor)
         self.adapter_info: dict[str, Any] | None = None
@@ -371,6 +377,8 @@ class HFModel(HFPrompting, ModelPlugin):
             info["pin_note"] = note
         if self.adapter_info is not None:
             info["adapter"] = self.adapter_info
+        if getattr(self, "modality_info", None):
+            info["modality_classifier"] = self.modality_info
         return info
 
     def close(self) -> None:

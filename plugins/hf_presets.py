@@ -131,6 +131,16 @@ def _bool(name: str, value: str) -> bool:
     return parse_flag(value, f"--model-args {name}={value}")
 
 
+def _modality_option(value: str) -> str | bool:
+    """prepend_modality: False, "known" (the sample's label) or "predicted" (plugins/modality_classifier.py)."""
+    if value.strip().lower() == "predicted":
+        return "predicted"
+    try:
+        return "known" if parse_flag(value, "") else False
+    except UserError:
+        raise UserError(f"--model-args prepend_modality={value}: expected true, false or predicted") from None
+
+
 def parse_options(preset: HFPreset | None, args: dict[str, str]) -> dict[str, Any]:
     """Validate the `--model-args` of the hf backend (for `preset`, or for model id `hf` when None)."""
     unknown = sorted(set(args) - set(ARGS))
@@ -158,7 +168,7 @@ def parse_options(preset: HFPreset | None, args: dict[str, str]) -> dict[str, An
                         "save_pretrained, or a hub id such as llava-hf/llava-1.5-7b-hf)")
     return {"model": str(local.resolve()) if local.is_dir() else model, "local": local.is_dir(),
             "revision": args.get("revision", preset.revision if preset else "main"), "family": family,
-            "prepend_modality": _bool("prepend_modality", args.get("prepend_modality", "false")),
+            "prepend_modality": _modality_option(args.get("prepend_modality", "false")),
             "modality_field": args.get("modality_field", "modality"), "attn": args.get("attn", "auto"),
             "cache": args.get("cache", "auto"), "image_backend": args.get("image_backend", "pil"),
             "merge_adapter": _bool("merge_adapter", args.get("merge_adapter", "true")),

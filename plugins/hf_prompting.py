@@ -13,6 +13,7 @@ import math
 from typing import Any
 
 from harness.errors import UserError
+from harness.plugins.modality_classifier import label_of
 from harness.types import GenerationRequest
 
 PROBE_ID = "__adapter_probe__"
@@ -30,17 +31,21 @@ class HFPrompting:
     image_processor: Any
     cache: str
     prefill_chunk: int
+    modality_classifier: Any = None  # prepend_modality=predicted: plugins/modality_classifier.py
 
     def _images(self, req: GenerationRequest) -> list[Any]:
         return list(req.images) if self.family == "chat" else list(req.images[:1])
 
     def _prefix(self, req: GenerationRequest) -> str:
-        """"Imaging modality: <label>. " with prepend_modality=true, else ""."""
+        """"Imaging modality: <label>. " with prepend_modality=true (the sample's label) or =predicted (the
+        modality classifier's, from the first image), else ""."""
         if not self.opts["prepend_modality"] or req.id == PROBE_ID:
             return ""
+        if self.opts["prepend_modality"] == "predicted":
+            return f"Imaging modality: {self.modality_classifier.predict(req.images[0])}. " if req.images else ""
         field = self.opts["modality_field"]
-        label = req.metadata.get(field)
-        if label is None or str(label).strip() == "":
+        label = label_of(req.metadata.get(field))
+        if label is None:
             task = self.context.task.id if self.context.task is not None else "this task"
             raise UserError(f"prepend_modality=true but sample '{req.id}' of {task} has no '{field}' field "
                             "(set --model-args modality_field=<field> or drop prepend_modality)")

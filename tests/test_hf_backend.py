@@ -261,6 +261,13 @@ def test_prepend_modality_adds_the_label_and_needs_the_field(models_dir):
     missing = replace(reqs[0], metadata={"question": "q"})
     with pytest.raises(UserError, match="no 'modality' field"):
         model.generate([missing])
+    # predicted, as the ROCOv2 study did: a classifier fitted on the train split reads it from the image
+    predicting = hf_model(models_dir["llava"], task, prepend_modality="predicted")
+    prefixes = [predicting._prefix(r) for r in reqs]
+    assert prefixes == [f"Imaging modality: {r.metadata['modality']}. " for r in reqs]  # the phantom ones: right
+    assert predicting._prefix(missing) == prefixes[0]  # no field needed
+    info = predicting.identity()["modality_classifier"]
+    assert info["field"] == "modality" and info["heldout_accuracy"] >= 0.9
 
 
 def test_model_arg_mistakes_are_one_line_user_errors(models_dir):
@@ -274,7 +281,7 @@ def test_model_arg_mistakes_are_one_line_user_errors(models_dir):
         (HFModel, {"model": str(models_dir["llava"]), "temperature": "1"}, "unknown to the hf backend"),
         (HFModel.for_preset(get_preset("llava-1.5-7b")), {"model": "x"}, "another checkpoint use --model hf"),
         (HFModel, {"model": str(models_dir["llava"]), "cache": "huge"}, "cache=huge: expected one of"),
-        (HFModel, {"model": str(models_dir["llava"]), "prepend_modality": "maybe"}, "expected true or false"),
+        (HFModel, {"model": str(models_dir["llava"]), "prepend_modality": "maybe"}, "true, false or predicted"),
         (HFModel, {"model": "no-such-org/no-such-model"}, "no-such-org/no-such-model"),
         (HFModel, {"model": "/no/such/folder"}, "no such folder"),
     ]

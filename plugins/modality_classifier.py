@@ -1,0 +1,93 @@
+"""A small image-modality classifier for the ROCOv2 study's prompt variant: prepend the *predicted* modality label.
+
+`--model-args prepend_modality=predicted` (hf backend) fits it on the task's train split when the model loads:
+cosine k-nearest neighbours (k=5) over a 32 x 32 grayscale thumbnail (standardised) and colour statistics of each
+image, from at most MAX_TRAIN distinct training images (a seeded sample). The labels come from the samples'
+`modality_field`: a label (SLAKE's and the phantom tasks' `modality`), or a CUI list such as ROCOv2's `cuis`, read
+through MODALITY_CUIS. Its accuracy on a held-out fifth of those images, the label counts and its settings go into
+model.json, so a number made with predicted labels says how good they were. Deterministic; numpy and Pillow only.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any
+
+import numpy as np
+
+from harness.errors import UserError
+
+# UMLS concepts of imaging modalities in ROCOv2's concept lists (an image's first listed one is its label)
+MODALITY_CUIS = {"C0040405": "CT", "C1306645": "X-ray", "C0024485": "MRI", "C0041618": "ultrasound",
+                 "C0002978": "angiography", "C0032743": "PET"}
+MAX_TRAIN = 2000
+NEIGHBOURS = 5
+THUMBNAIL = 32
+SEED = 0
+
+
+def label_of(value: Any) -> str | None:
+    """A sample's modality label: the field's text, or the first known modality CUI of a CUI list."""
+    if isinstance(value, (list, tuple)):
+        return next((MODALITY_CUIS[c] for c in map(str, value) if c in MODALITY_CUIS), None)
+    text = "" if value is None else str(value).strip()
+    return text or None
+
+
+def image_features(image: Any) -> np.ndarray:
+    """Unit-length features of one PIL image: its standardised grayscale thumbnail and colour statistics."""
+    from PIL import Image
+
+    rgb = np.asarray(image.convert("RGB").resize((THUMBNAIL, THUMBNAIL), Image.Resampling.BILINEAR),
+                     dtype=np.float64) / 255.0
+    gray = rgb.mean(axis=2).ravel()
+    shape = (gray - gray.mean()) / (gray.std() + 1e-6) / np.sqrt(gray.size)
+    colour = np.concatenate([rgb.mean(axis=(0, 1)), rgb.std(axis=(0, 1)),
+                             [(rgb.max(axis=2) - rgb.min(axis=2)).mean()]])
+    features = np.concatenate([shape, colour])
+    return features / (np.linalg.norm(features) + 1e-12)
+
+
+class ModalityClassifier:
+    """Cosine k-nearest neighbours; ties go to the label of the nearest neighbour among the tied ones."""
+
+    def __init__(self, features: np.ndarray, labels: list[str], k: int = NEIGHBOURS) -> None:
+        self.features, self.labels, self.k = features, labels, min(k, len(labels))
+
+    def predict_features(self, features: np.ndarray) -> str:
+        similarity = self.features @ features
+        nearest = np.argsort(-similarity, kind="stable")[: self.k]
+        votes = Counter(self.labels[i] for i in nearest)
+        best = max(votes.values())
+        return next(self.labels[i] for i in nearest if votes[self.labels[i]] == best)
+
+    def predict(self, image: Any) -> str:
+        return self.predict_features(image_features(image))
+
+
+def fit_for_task(task: Any, field: str) -> tuple[ModalityClassifier, dict[str, Any]]:
+    """The classifier fitted on the task's train split, and what model.json records about it."""
+    if task is None or not task.config.train_split:
+        raise UserError("prepend_modality=predicted needs a task with a training split to fit the modality "
+                        "classifier on")
+    by_image: dict[str, Any] = {}  # one sample per image (a VQA image has many questions), labelled
+    for sample in task.train_samples():
+        label = label_of(sample.fields.get(field)) if sample.images else None
+        if label is not None:
+            by_image.setdefault(sample.images[0].name, (sample, label))
+    labelled = list(by_image.values())
+    if len(labelled) < 2 * NEIGHBOURS:
+        raise UserError(f"prepend_modality=predicted: only {len(labelled)} training sample(s) of task '{task.id}' "
+                        f"have a modality in field '{field}' (set --model-args modality_field=<field>)")
+    order = np.random.default_rng(SEED).permutation(len(labelled))[:MAX_TRAIN]
+    chosen = [labelled[i] for i in sorted(order)]
+    features = np.stack([image_features(s.images[0].open()) for s, _ in chosen])
+    labels = [label for _, label in chosen]
+    held = np.arange(len(chosen)) % 5 == 0
+    fitted = ModalityClassifier(features[~held], [lab for lab, h in zip(labels, held) if not h])
+    correct = [fitted.predict_features(features[i]) == labels[i] for i in np.flatnonzero(held)]
+    info = {"method": f"cosine {NEIGHBOURS}-nearest neighbours, {THUMBNAIL}x{THUMBNAIL} grayscale + colour",
+            "field": field, "train_split": task.config.train_split, "n_fitted": len(chosen),
+            "labels": dict(sorted(Counter(labels).items())),
+            "heldout_accuracy": round(float(np.mean(correct)), 4), "n_heldout": int(held.sum())}
+    return ModalityClassifier(features, labels), info
