@@ -369,5 +369,5 @@ def _base_identity(plugin: Any) -> dict[str, Any]:
     except Exception:  # identity is informative only
         return {}
     keep = ("model_class", "commit", "family", "transformers", "hub_id", "revision", "path",
-            "local_fingerprint")
+            "local_fingerprint", "modality_classifier")
     return {k: v for k, v in info.items() if k in keep}

@@ -1,19 +1,18 @@
 """The `hf` model backend: Hugging Face transformers checkpoints (hub id or local folder), batched, greedy.
 
 `--model hf --model-args model=<hub id or path>[,revision=<sha>]` loads an image-text-to-text checkpoint with
-`AutoModelForImageTextToText` + `AutoProcessor` and prompts it through the processor's chat template; BLIP,
-BLIP-2, InstructBLIP and `VisionEncoderDecoderModel` captioners (ViT-GPT2) have their own prompting
-(see plugins/hf_presets.py, whose presets are model ids of their own). Model args: `model`; `revision`
-(default: the preset's, else "main"); `family` (auto|chat|blip|blip2|instructblip|vision-encoder-decoder);
-`prepend_modality` (true: "Imaging modality: <label>. " before the prompt, the label read from the sample's
-`modality_field`, default `modality`, or a CUI list such as ROCOv2's `cuis`; predicted: the label a small
-classifier fitted on the train split predicts from the image, as the ROCOv2 study did, see
-plugins/modality_classifier.py); `attn` (auto|sdpa|eager|flash_attention_2; auto: SDPA where the architecture has it);
-`cache` (auto|static|dynamic; auto: a static KV cache, which also compiles the decoding step, on CUDA where
-the model supports it); `merge_adapter` (default true); `image_backend` (pil|torchvision; default pil, the
-processors' reference implementation, the same on every machine); `min_new_tokens` (for benchmarks);
-`prefill_chunk` (N > 0: the prompt is prefilled N tokens at a time, which on CUDA with the static cache runs
-through the same compiled forward as the decoding steps; default 0, one eager prefill; not yet measured on a GPU).
+`AutoModelForImageTextToText` + `AutoProcessor` and prompts it through the processor's chat template; BLIP, BLIP-2,
+InstructBLIP and `VisionEncoderDecoderModel` captioners (ViT-GPT2) have their own prompting (see
+plugins/hf_presets.py, whose presets are model ids of their own). Model args: `model`; `revision` (default: the
+preset's, else "main"); `family` (auto|chat|blip|blip2|instructblip|vision-encoder-decoder); `prepend_modality`
+(true: "Imaging modality: <label>. " before the prompt from the sample's `modality_field`, default `modality`;
+predicted: as the ROCOv2 study, from the image, plugins/modality_classifier.py); `attn`
+(auto|sdpa|eager|flash_attention_2; auto: SDPA where the architecture has it); `cache` (auto|static|dynamic; auto: a
+static KV cache, which also compiles the decoding step, on CUDA where the model supports it); `merge_adapter`
+(default true); `image_backend` (pil|torchvision; default pil, the processors' reference implementation, the same on
+every machine); `min_new_tokens` (for benchmarks); `prefill_chunk` (N > 0: the prompt is prefilled N tokens at a
+time, which on CUDA with the static cache runs through the same compiled forward as the decoding steps; default 0,
+one eager prefill; not yet measured on a GPU).
 
 Generation: requests are sorted by prompt length (images, then text tokens) into left-padded micro-batches and
 come back in request order. Greedy unless sampling is asked for, with a fresh generation config (the
@@ -58,6 +57,8 @@ from harness.plugins.hf_presets import (
     resolve_device_dtype,
 )
 from harness.plugins.hf_prompting import PROBE_ID, HFPrompting
+from harness.plugins.modality_classifier import CLASSIFIER as MODALITY_CLASSIFIER
+from harness.plugins.modality_classifier import fit_for_task as fit_modality
 from harness.plugins.prefetch import Prefetcher
 from harness.types import GenerationOutput, GenerationRequest
 
@@ -87,6 +88,8 @@ class HFModel(HFPrompting, ModelPlugin):
         if opts["local"]:
             identity["path"] = opts["model"]
             identity["local_fingerprint"] = quick_fingerprint(Path(opts["model"]))
+        if opts["prepend_modality"] == "predicted":  # another classifier is another run
+            identity["modality_classifier"] = MODALITY_CLASSIFIER
         return identity
 
     def __init__(self, args: dict[str, str], context: ModelContext) -> None:
@@ -100,9 +103,7 @@ class HFModel(HFPrompting, ModelPlugin):
                             f"(task '{context.task.id}' is VQA); use it on caption or report tasks")
         self.modality_info: dict[str, Any] | None = None
         if self.opts["prepend_modality"] == "predicted":  # fitted before the weights load: a mistake fails early
-            from harness.plugins.modality_classifier import fit_for_task
-
-            self.modality_classifier, self.modality_info = fit_for_task(context.task, self.opts["modality_field"])
+            self.modality_classifier, self.modality_info = fit_modality(context.task, self.opts["modality_field"])
         model, processor = self._load()
         self._setup(model, processor)
         self.adapter_info: dict[str, Any] | None = None

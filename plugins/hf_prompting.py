@@ -42,13 +42,16 @@ class HFPrompting:
         if not self.opts["prepend_modality"] or req.id == PROBE_ID:
             return ""
         if self.opts["prepend_modality"] == "predicted":
+            if self.modality_classifier is None:
+                raise UserError("prepend_modality=predicted needs the model built for a task (its train split fits "
+                                "the classifier)")
             return f"Imaging modality: {self.modality_classifier.predict(req.images[0])}. " if req.images else ""
         field = self.opts["modality_field"]
         label = label_of(req.metadata.get(field))
         if label is None:
             task = self.context.task.id if self.context.task is not None else "this task"
-            raise UserError(f"prepend_modality=true but sample '{req.id}' of {task} has no '{field}' field "
-                            "(set --model-args modality_field=<field> or drop prepend_modality)")
+            raise UserError(f"prepend_modality=true but sample '{req.id}' of {task} has no modality in field "
+                            f"'{field}' (set --model-args modality_field=<field> or drop prepend_modality)")
         return f"Imaging modality: {label}. "
 
     def _prompt(self, req: GenerationRequest) -> str:

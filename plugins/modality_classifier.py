@@ -10,6 +10,7 @@ model.json, so a number made with predicted labels says how good they were. Dete
 
 from __future__ import annotations
 
+import hashlib
 from collections import Counter
 from typing import Any
 
@@ -24,6 +25,8 @@ MAX_TRAIN = 2000
 NEIGHBOURS = 5
 THUMBNAIL = 32
 SEED = 0
+CLASSIFIER = (f"modality-knn-v1: cosine {NEIGHBOURS}-nearest neighbours over {THUMBNAIL}x{THUMBNAIL} grayscale "
+              f"thumbnails and colour statistics of at most {MAX_TRAIN} distinct training images (seed {SEED})")
 
 
 def label_of(value: Any) -> str | None:
@@ -49,13 +52,16 @@ def image_features(image: Any) -> np.ndarray:
 
 
 class ModalityClassifier:
-    """Cosine k-nearest neighbours; ties go to the label of the nearest neighbour among the tied ones."""
+    """Cosine k-nearest neighbours; ties go to the label of the nearest neighbour among the tied ones. A fitted
+    image itself (similarity 1) is never its own neighbour: predictions on the train split, as when fine-tuning,
+    are as good as on unseen images, not perfect."""
 
     def __init__(self, features: np.ndarray, labels: list[str], k: int = NEIGHBOURS) -> None:
-        self.features, self.labels, self.k = features, labels, min(k, len(labels))
+        self.features, self.labels, self.k = features, labels, min(k, len(labels) - 1)
 
     def predict_features(self, features: np.ndarray) -> str:
         similarity = self.features @ features
+        similarity[similarity > 1 - 1e-9] = -np.inf  # the same image
         nearest = np.argsort(-similarity, kind="stable")[: self.k]
         votes = Counter(self.labels[i] for i in nearest)
         best = max(votes.values())
@@ -65,29 +71,50 @@ class ModalityClassifier:
         return self.predict_features(image_features(image))
 
 
-def fit_for_task(task: Any, field: str) -> tuple[ModalityClassifier, dict[str, Any]]:
-    """The classifier fitted on the task's train split, and what model.json records about it."""
-    if task is None or not task.config.train_split:
-        raise UserError("prepend_modality=predicted needs a task with a training split to fit the modality "
-                        "classifier on")
-    by_image: dict[str, Any] = {}  # one sample per image (a VQA image has many questions), labelled
-    for sample in task.train_samples():
+def _fitting_images(task: Any, field: str) -> tuple[list[tuple[np.ndarray, str]], int]:
+    """(features, label) of at most MAX_TRAIN distinct labelled training images, in a seeded order (a VQA image
+    with many questions, or one image under two names, counts once), and how many could not be read."""
+    samples = task.train_samples()
+    seen: set[str] = set()
+    chosen: list[tuple[np.ndarray, str]] = []
+    unreadable = 0
+    for index in np.random.default_rng(SEED).permutation(len(samples)):
+        sample = samples[int(index)]
         label = label_of(sample.fields.get(field)) if sample.images else None
-        if label is not None:
-            by_image.setdefault(sample.images[0].name, (sample, label))
-    labelled = list(by_image.values())
-    if len(labelled) < 2 * NEIGHBOURS:
-        raise UserError(f"prepend_modality=predicted: only {len(labelled)} training sample(s) of task '{task.id}' "
-                        f"have a modality in field '{field}' (set --model-args modality_field=<field>)")
-    order = np.random.default_rng(SEED).permutation(len(labelled))[:MAX_TRAIN]
-    chosen = [labelled[i] for i in sorted(order)]
-    features = np.stack([image_features(s.images[0].open()) for s, _ in chosen])
+        if label is None:
+            continue
+        try:
+            data = sample.images[0].read_bytes()
+            digest = hashlib.sha256(data).hexdigest()
+            if digest in seen:
+                continue
+            features = image_features(sample.images[0].open())
+        except (OSError, ValueError):  # a missing or unreadable image: left out, counted
+            unreadable += 1
+            continue
+        seen.add(digest)
+        chosen.append((features, label))
+        if len(chosen) == MAX_TRAIN:
+            break
+    return chosen, unreadable
+
+
+def fit_for_task(task: Any, field: str) -> tuple[ModalityClassifier, dict[str, Any]]:
+    """The classifier fitted on the task's train split, and what model.json records about it. The whole train
+    split's records are read (on a hub source, with their images); at most MAX_TRAIN images are used."""
+    if task is None:
+        raise UserError("prepend_modality=predicted needs a task to fit the modality classifier on")
+    chosen, unreadable = _fitting_images(task, field)
+    if len(chosen) < 2 * NEIGHBOURS:
+        raise UserError(f"prepend_modality=predicted: only {len(chosen)} readable training image(s) of task "
+                        f"'{task.id}' have a modality in field '{field}' (expected at least {2 * NEIGHBOURS}; "
+                        "another field: --model-args modality_field=<field>)")
+    features = np.stack([f for f, _ in chosen])
     labels = [label for _, label in chosen]
     held = np.arange(len(chosen)) % 5 == 0
     fitted = ModalityClassifier(features[~held], [lab for lab, h in zip(labels, held) if not h])
     correct = [fitted.predict_features(features[i]) == labels[i] for i in np.flatnonzero(held)]
-    info = {"method": f"cosine {NEIGHBOURS}-nearest neighbours, {THUMBNAIL}x{THUMBNAIL} grayscale + colour",
-            "field": field, "train_split": task.config.train_split, "n_fitted": len(chosen),
-            "labels": dict(sorted(Counter(labels).items())),
+    info = {"method": CLASSIFIER, "field": field, "train_split": task.config.train_split,
+            "n_fitted": len(chosen), "n_unreadable": unreadable, "labels": dict(sorted(Counter(labels).items())),
             "heldout_accuracy": round(float(np.mean(correct)), 4), "n_heldout": int(held.sum())}
     return ModalityClassifier(features, labels), info

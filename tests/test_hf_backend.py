@@ -259,7 +259,7 @@ def test_prepend_modality_adds_the_label_and_needs_the_field(models_dir):
                     for r in reqs]
     assert [b.prompt_tokens - a.prompt_tokens for a, b in zip(plain, labelled)] == label_tokens
     missing = replace(reqs[0], metadata={"question": "q"})
-    with pytest.raises(UserError, match="no 'modality' field"):
+    with pytest.raises(UserError, match="no modality in field 'modality'"):
         model.generate([missing])
     # predicted, as the ROCOv2 study did: a classifier fitted on the train split reads it from the image
     predicting = hf_model(models_dir["llava"], task, prepend_modality="predicted")
