@@ -26,7 +26,7 @@ from harness.errors import UserError
 from harness.fingerprint import fingerprint_version
 from harness.io import atomic_write_json, exclusive
 from harness.results import SCHEMA_VERSION, selection_of, validate
-from harness.scoring import recorded_convention
+from harness.scoring import installed_judge_class, recorded_convention
 
 
 def find_results(paths: list[Path]) -> list[Path]:
@@ -55,24 +55,13 @@ def parse_created(value: Any, where: str, field: str = "created") -> datetime:
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
 
 
-@cache
-def _judge_class(judge_id: str) -> Any:
-    """The installed judge plugin class of `judge_id` (None: not installed or not loadable)."""
-    from harness import plugin_manager
-
-    try:
-        return plugin_manager.judges().get(judge_id).load()
-    except Exception:  # noqa: BLE001 - a judge that is gone only loses the derived setup
-        return None
-
-
 def derived_setup(judge_id: str, convention: str | None, settings: dict[str, Any]) -> dict[str, Any]:
     """The setup of a judge entry or leaderboard row written before setups were recorded: what the judge resolves
     from the recorded settings (for the built-in judges, exactly what a run with those settings records now);
     {} when the judge is not installed or refuses them."""
     from harness.providers.aliases import ignoring_base_url_variables
 
-    resolve = getattr(_judge_class(judge_id), "resolve_setup", None)
+    resolve = getattr(installed_judge_class(judge_id), "resolve_setup", None)
     if resolve is None:
         return {}
     try:

@@ -13,6 +13,7 @@ import re
 import sys
 import time
 from datetime import datetime, timezone
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -212,14 +213,21 @@ def _merge_scores(path: Path, key: str, records: list[dict], rows: list[dict]) -
     atomic_write_jsonl(path, existing.values())
 
 
+@cache
+def installed_judge_class(judge_id: str) -> Any:
+    """The installed judge plugin class of `judge_id` (None: not installed or not loadable), for reading recorded
+    results written by any version."""
+    try:
+        return plugin_manager.judges().get(judge_id).load()
+    except Exception:  # noqa: BLE001 - a judge that is gone only loses what could be derived from it
+        return None
+
+
 def recorded_convention(judge_id: str, convention: str | None) -> str | None:
     """The convention an entry or row really has: None for an installed judge that declares no conventions (older
     versions recorded a shared --convention on it, e.g. semantic under r2gen), else as recorded."""
-    if convention is None:
-        return None
-    try:
-        cls = plugin_manager.judges().get(judge_id).load()
-    except Exception:  # noqa: BLE001 - not installed or not loadable: nothing to say otherwise
+    cls = installed_judge_class(judge_id) if convention is not None else None
+    if cls is None:
         return convention
     return convention if getattr(cls, "conventions", ()) else None  # the test scoring applies (_load_judge)
 
@@ -233,7 +241,6 @@ def merge_judge_entries(old: list[dict[str, Any]], new: list[dict[str, Any]]) ->
     fresh = {key(e): e for e in new}
     merged: dict[tuple[str, Any], dict[str, Any]] = {}
     for entry in old:
-        merged[key(entry)] = fresh.get(key(entry), entry)
-    for k, entry in fresh.items():
-        merged.setdefault(k, entry)
-    return list(merged.values())
+        k = key(entry)
+        merged[k] = fresh.get(k, entry)
+    return list({**merged, **fresh}.values())

@@ -114,9 +114,8 @@ class LexicalJudge(JudgePlugin):
     @classmethod
     def resolve_setup(cls, settings: dict[str, Any], convention: str | None) -> dict[str, Any]:
         setup: dict[str, Any] = {"rouge_stemmer": _flag(settings, "rouge_stemmer"), "spice": _flag(settings, "spice")}
-        if _tokenizer(settings) != "ptb":
-            setup["tokenizer"] = _tokenizer(settings)
-        return setup
+        tokenizer = _tokenizer(settings)
+        return setup if tokenizer == "ptb" else {**setup, "tokenizer": tokenizer}
 
     def describe(self) -> dict[str, Any]:
         info = super().describe()

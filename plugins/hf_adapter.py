@@ -1,0 +1,94 @@
+"""How the `hf` backend loads `--adapter DIR`: a PEFT adapter, checked on a fixed probe input to change the
+logits (adapters whose module names match nothing fail silently in many tools; here they stop the run), merged by
+default, with a warning when its adapter_config.json names another base model or revision than the one loaded.
+
+A mixin of `HFModel` (plugins/hf.py).
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+from harness.errors import UserError
+from harness.io import read_json_object
+from harness.plugins import hf_generation as gen
+from harness.plugins.hf_prompting import PROBE_ID
+
+
+class HFAdapters:
+    """Adapter loading for HFModel (uses its model, opts, context, device, family and _encode)."""
+
+    model: Any
+    opts: dict[str, Any]
+    context: Any
+    device: str
+    family: str
+    adapter_info: dict[str, Any] | None
+
+    def _load_adapter(self, folder: Path) -> None:
+        """Load a PEFT adapter, check on a probe input that it changes the logits, merge it (by default)."""
+        from peft import PeftModel
+
+        config_path = folder / "adapter_config.json"
+        if not config_path.is_file():
+            raise UserError(f"--adapter {folder}: no adapter_config.json (expected a folder saved by PEFT)")
+        config = read_json_object(config_path)
+        targets = config.get("target_modules")
+        _warn_other_base(folder, config, self.run_identity(self.identity_args(), self.context), self.opts["model"])
+        no_match = (f"adapter modules did not match any layer of {self.opts['model']}: --adapter {folder} "
+                    f"(target_modules {targets!r})")
+        try:
+            model = PeftModel.from_pretrained(self.model, str(folder), is_trainable=False)
+        except TypeError as exc:  # a value of the wrong type in the config ("r": "eight")
+            raise UserError(f"{config_path}: a value PEFT cannot use ({gen.first_line(exc)}); expected the "
+                            "adapter_config.json PEFT saved") from exc
+        except ValueError as exc:
+            if type(exc).__name__ == "NoMatchingPeftModuleError" or "not found in the base model" in str(exc):
+                raise UserError(f"{no_match} names no module of this model") from exc
+            raise UserError(f"--adapter {folder} does not fit {self.opts['model']}: {gen.first_line(exc)}"
+                            ) from exc
+        model.eval()
+        with_adapter = self._probe_logits(model)
+        with model.disable_adapter():
+            without = self._probe_logits(model)
+        change = float((with_adapter - without).abs().max())
+        if not change > 0.0:
+            raise UserError(f"{no_match} leaves the logits of a fixed probe input unchanged: its weights did "
+                            "not load onto any layer (a wrapper prefix in the weight names?) or are all zero")
+        merged = self.opts["merge_adapter"]
+        self.model = model.merge_and_unload() if merged else model
+        self.adapter_info = {"path": str(folder), "target_modules": targets, "merged": merged,
+                             "probe_max_logit_change": change}
+
+    def _probe_logits(self, model: Any) -> Any:
+        import torch
+
+        enc = dict(self._encode([gen.probe_request(PROBE_ID)]).to(self.device))
+        start = model.generation_config.decoder_start_token_id or model.generation_config.bos_token_id or 0
+        if self.family == "vision-encoder-decoder":
+            enc["decoder_input_ids"] = torch.tensor([[start]], device=self.device)
+        elif "input_ids" not in enc:
+            enc["input_ids"] = torch.tensor([[start]], device=self.device)
+        with torch.inference_mode():
+            return model(**enc).logits.float()
+
+
+def _warn_other_base(folder: Path, config: dict[str, Any], loaded: dict[str, Any], model: str) -> None:
+    """A warning when an adapter's config names another base model or revision than the one loaded (names
+    compared by the last part of the hub id or path, so a local copy of the same model is not flagged): its
+    scores would belong to a pairing nobody trained."""
+    trained_on, revision = config.get("base_model_name_or_path"), config.get("revision")
+
+    def name(value: Any) -> str:
+        return Path(str(value).rstrip("/")).name.lower()
+
+    names = {name(v) for v in (loaded.get("hub_id"), loaded.get("path"), model) if v}
+    other = isinstance(trained_on, str) and trained_on and name(trained_on) not in names
+    if not other and revision and loaded.get("revision") not in (None, "local") and revision != loaded["revision"]:
+        trained_on, other = f"{trained_on} at revision {revision}", True
+        model = f"{model} at revision {loaded['revision']}"
+    if other:
+        print(f"warning: --adapter {folder} was trained on {trained_on} (its adapter_config.json), not on {model}, "
+              "the model loaded now", file=sys.stderr)
