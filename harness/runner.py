@@ -18,6 +18,7 @@ from typing import Any
 from harness import plugin_manager
 from harness.errors import UserError
 from harness.fingerprint import config_hash, directory_hash, text_hash
+from harness.image_decoding import IMAGE_DECODING, image_error
 from harness.io import append_jsonl, atomic_write_json, exclusive, iter_batches, removed_on_failure
 from harness.model_api import ModelContext
 from harness.paths import cache_dir
@@ -125,13 +126,14 @@ def prepare(spec: RunSpec) -> tuple[Task, Any, dict[str, Any], Path, ModelContex
         "cluster_by": task.source.cluster_by,
         "size_note": task.size_note(split),
         "skipped_note": task.skipped_note(split),
+        "image_decoding": IMAGE_DECODING,
     }
     prompt = {"variant": variant, "hash": text_hash(template), "template": template}
     transport = set(getattr(model_cls, "transport_args", ()))
     identity = {
         "model": {"id": model["id"], "adapter_hash": adapter_hash, "identity": run_identity,
                   "args": {k: v for k, v in spec.model_args.items() if k not in transport}},
-        "task": {k: task_part[k] for k in ("id", "version", "split", "fingerprint")} | {
+        "task": {k: task_part[k] for k in ("id", "version", "split", "fingerprint", "image_decoding")} | {
             "source": task.source.name},
         "prompt": prompt["hash"],
         "generation": settings.to_dict(),
@@ -179,11 +181,7 @@ def _open_images(sample: Sample) -> tuple[list[Any], str | None]:
         try:
             images.append(ref.open())
         except (OSError, ValueError) as exc:
-            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-            if type(exc).__name__ == "UnidentifiedImageError":  # PIL's message names a BytesIO object
-                reason = "not an image file Pillow can read"
-            where = f" ({ref.path})" if ref.path is not None and str(ref.path) != ref.name else ""
-            return [], f"image {ref.name}{where}: {reason}"
+            return [], image_error(ref.name, ref.path, exc)
     return images, None
 
 

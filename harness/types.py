@@ -32,13 +32,11 @@ class ImageRef:
         return self.path.read_bytes()
 
     def open(self):  # -> PIL.Image.Image
-        """Decode the image as RGB. Raises OSError/FileNotFoundError for missing or corrupt files."""
-        import io
+        """Decode the image as 8-bit RGB by the rules of harness/image_decoding.py. Raises OSError or ValueError
+        for missing, corrupt or undecodable files."""
+        from harness.image_decoding import decode_rgb
 
-        from PIL import Image
-
-        with Image.open(io.BytesIO(self.read_bytes())) as img:
-            return img.convert("RGB")
+        return decode_rgb(self.read_bytes())
 
 
 @dataclass

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.errors import UserError
+from harness.image_decoding import IMAGE_DECODING, image_error
 from harness.types import GenerationSettings, Sample
 
 IGNORE = -100
@@ -43,7 +44,7 @@ class StageData:
         return {"id": self.task.id, "version": self.task.config.version, "kind": self.task.kind,
                 "source": self.task.source.name, "split": self.split, "fingerprint": self.fingerprint,
                 "n_samples": len(self.samples), "prompt_variant": self.variant,
-                "prompt_hash": text_hash(self.template)}
+                "prompt_hash": text_hash(self.template), "image_decoding": IMAGE_DECODING}
 
 
 def load_stage_data(task_name: str, *, data_dir: Path | None = None, source: str | None = None,
@@ -79,11 +80,14 @@ def open_requests(data: StageData, samples: list[Sample], skipped: list[str]) ->
     out = []
     for sample in samples:
         try:
-            images = [ref.open() for ref in sample.images]
+            images = []
+            for ref in sample.images:
+                images.append(ref.open())
         except (OSError, ValueError) as exc:
             if sample.id not in skipped:
                 skipped.append(sample.id)
-                print(f"warning: skipping training sample {sample.id}: image unreadable ({exc})", file=sys.stderr)
+                print(f"warning: skipping training sample {sample.id}: {image_error(ref.name, ref.path, exc)}",
+                      file=sys.stderr)
             continue
         out.append((sample, data.task.build_request(sample, data.template, data.settings, images)))
     return out

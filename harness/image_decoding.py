@@ -1,0 +1,77 @@
+"""Decoding one stored image into the 8-bit RGB picture every model, API payload and classifier receives.
+
+Medical images are not all 8-bit RGB photographs, and `Image.open(...).convert("RGB")` alone gets several of them
+silently wrong. The rules, applied in this order (IMAGE_DECODING names them; it enters each run's identity):
+
+1. A file with several frames (a TIFF stack, an animation) is refused: which frame is the picture is not known.
+   MPO files (a JPEG with previews) are the exception: their first frame is the primary image.
+2. The EXIF orientation tag is applied, so the model sees what a viewer shows (phone photos of skin or slides).
+3. 16-bit, 32-bit integer and floating-point images (X-rays, DICOM exports, CT in Hounsfield units) are mapped
+   linearly from their own minimum..maximum to 0..255 (non-finite values become 0). Pillow would clip every value
+   above 255 to white, and every float below 1 to black.
+4. Transparent pixels are composited over white, as a figure shows on a page (ROCOv2's PubMed Central figures),
+   instead of showing whatever colour the hidden pixels store.
+5. Anything else (L, 1, P, CMYK, ...) converts to RGB as Pillow does.
+
+An image above Pillow's decompression-bomb limit is a per-sample error naming its size, never a crash.
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+from typing import Any
+
+IMAGE_DECODING = "rgb8-v2: one frame (MPO: primary), EXIF orientation, >8-bit min-max to 0..255, alpha over white"
+
+
+def decode_rgb(data: bytes) -> Any:
+    """The 8-bit RGB PIL image of one stored image's bytes. Raises OSError or ValueError (with a reason a user
+    can act on) for files that cannot be decoded by the rules above."""
+    from PIL import Image, ImageOps
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # a large image that decodes is fine
+        try:
+            img = Image.open(io.BytesIO(data))
+        except Image.DecompressionBombError as exc:
+            raise ValueError(f"too large to decode: {str(exc).split(', could be')[0]}") from None
+        with img:
+            frames = getattr(img, "n_frames", 1)
+            if frames > 1 and img.format != "MPO":
+                raise ValueError(f"{img.format or 'image'} file with {frames} frames (a stack or an animation); "
+                                 "expected a single picture")
+            img.load()
+            img = ImageOps.exif_transpose(img) or img
+            if img.mode.startswith(("I", "F")):
+                return _rescaled(img).convert("RGB")
+            if img.mode in ("RGBA", "LA", "PA", "RGBa", "La") or img.has_transparency_data:
+                rgba = img.convert("RGBA")
+                page = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+                return Image.alpha_composite(page, rgba).convert("RGB")
+            return img.convert("RGB")
+
+
+def _rescaled(img: Any) -> Any:
+    """An 8-bit grayscale image of a high-bit-depth one: its finite min..max mapped linearly onto 0..255."""
+    import numpy as np
+    from PIL import Image
+
+    values = np.asarray(img, dtype=np.float64)
+    finite = np.isfinite(values)
+    out = np.zeros(values.shape, dtype=np.uint8)
+    if finite.any():
+        low, high = float(values[finite].min()), float(values[finite].max())
+        if high > low:
+            scaled = np.clip(np.rint((values[finite] - low) * (255.0 / (high - low))), 0, 255)
+            out[finite] = scaled.astype(np.uint8)
+    return Image.fromarray(out, mode="L")
+
+
+def image_error(name: str, path: Any, exc: BaseException) -> str:
+    """One line naming an image that could not be decoded, where it lives, and why."""
+    reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+    if type(exc).__name__ == "UnidentifiedImageError":  # PIL's message names a BytesIO object
+        reason = "not an image file Pillow can read"
+    where = f" ({path})" if path is not None and str(path) != name else ""
+    return f"image {name}{where}: {reason}"
