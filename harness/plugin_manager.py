@@ -5,17 +5,23 @@ Built-in plugins are registered through the same hook implementations as third-p
 `harness-plugin-example`) restricts which third-party plugins load, like llm's LLM_LOAD_PLUGINS; set it to an
 empty string to load only the built-ins. A name that matches no installed entry point is an error.
 
-A broken third-party plugin (it fails to import, its hook raises, or one of its task YAMLs is invalid or reuses
-an id or alias already registered, e.g. `aliases: [slake]`) does not block the rest: that plugin or file is
-skipped with one `warning:` line on stderr, `harness plugins` lists it under `problems`, and asking for a name
-it would have registered says why it is missing. Errors in the built-in plugins stay errors.
+A broken third-party plugin (it fails to import, a hook has a wrong argument, a hook raises, it registers the
+wrong kind of item, or one of its task YAMLs is invalid or reuses an id or alias already registered, e.g.
+`aliases: [slake]`) does not block the rest: that plugin, hook or item is skipped with one `warning:` line on
+stderr naming what was skipped, `harness plugins` lists it under `problems`, and asking for a name it would have
+registered says why it is missing. A hook name that is not a hookspec (`register_model`) or a module without any
+`@hookimpl` is never called; it is reported the same way. Errors in the built-in plugins stay errors.
 """
 
 from __future__ import annotations
 
+import difflib
 import importlib
 import os
+import re
+import reprlib
 import sys
+from collections.abc import Callable
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -24,7 +30,7 @@ import pluggy
 
 from harness import hookspecs
 from harness.errors import UserError
-from harness.registry import JudgeInfo, ModelInfo, Registry
+from harness.registry import JudgeInfo, ModelInfo, PluginInfo, Registry
 
 ENTRY_POINT_GROUP = "harness"
 BUILTIN_PLUGINS = (
@@ -34,18 +40,28 @@ BUILTIN_PLUGINS = (
 )
 
 
-# Third-party plugins that failed to load, by plugin name: one line each, what `harness plugins` shows.
+# What _collect does with each item a hook registers: (plugin name) -> (id, object, aliases), UserError if refused.
+Wrap = Callable[[Any, str], tuple[str, Any, list[str]]]
+
+# Problems of third-party plugins, by plugin name: one line each, what `harness plugins` shows.
 PROBLEMS: dict[str, list[str]] = {}
-# Third-party plugins that could not be imported at all: named when a lookup of any kind fails.
+# Third-party plugins that registered nothing (not importable, refused, no hooks): named when any lookup fails.
 UNLOADED: list[str] = []
+# Hook name -> plugins whose misnamed hook was probably meant to be that one: named when its lookup fails.
+MISNAMED: dict[str, list[str]] = {}
 # Plugin name -> (distribution, version) of the third-party plugins loaded from entry points.
 DISTRIBUTIONS: dict[str, tuple[str, str]] = {}
 
 
-def _problem(plugin: str, message: str) -> None:
-    """Record that part of a third-party plugin was skipped, and say so once on stderr."""
+def _problem(plugin: str, message: str, where: str = "") -> None:
+    """Record a problem of a third-party plugin, and say so once on stderr: `plugin 'p'[ where]: message`.
+
+    `message` says what was skipped ("model 'x' skipped: ...", "skipped: entry point ... could not be loaded")."""
+    if message in PROBLEMS.get(plugin, []):
+        return
     PROBLEMS.setdefault(plugin, []).append(message)
-    print(f"warning: plugin '{plugin}' skipped: {message}", file=sys.stderr)
+    separator = " " if message.startswith("skipped:") else ": "
+    print(f"warning: plugin '{plugin}'{where}{separator}{message}", file=sys.stderr)
 
 
 @cache
@@ -74,22 +90,72 @@ def _load_entrypoints(pm: pluggy.PluginManager, allowed: set[str] | None) -> Non
             continue
         if pm.is_blocked(ep.name):
             continue
+        dist = getattr(ep, "dist", None)
+        if dist is not None:  # also for a plugin that fails below: `harness plugins` names the package to fix
+            DISTRIBUTIONS[ep.name] = (dist.name, dist.version)
+        step = "loaded"
         try:
             plugin = ep.load()
+            step = "registered"
             pm.register(plugin, name=ep.name)
         except Exception as exc:  # noqa: BLE001 - a broken third-party package must not block the rest
-            message = f"entry point '{ep.value}' could not be loaded: {_describe(exc)}"
+            if step == "registered" and pm.get_plugin(ep.name) is not None:
+                pm.unregister(name=ep.name)  # pluggy < 1.7 leaves the hooks before the invalid one registered
+            message = f"skipped: entry point '{ep.value}' could not be {step}: {_describe(exc, pm)}"
             _problem(ep.name, message)
-            UNLOADED.append(f"plugin '{ep.name}': {message}")
+            UNLOADED.append(f"plugin '{ep.name}' {message}")
             continue
-        dist = getattr(ep, "dist", None)
-        if dist is not None:
-            DISTRIBUTIONS[ep.name] = (dist.name, dist.version)
+        _check_hooks(pm, ep.name, plugin, f" (entry point '{ep.value}')")
 
 
-def _describe(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
+def _check_hooks(pm: pluggy.PluginManager, name: str, plugin: Any, where: str) -> None:
+    """Report hooks that are never called: a name that is no hookspec (`register_model`), a hook function without
+    @hookimpl, or no hook at all."""
+    specs = _hook_names(pm)
+    callers = pm.get_hookcallers(plugin) or []
+    for caller in sorted(callers, key=lambda c: c.name):
+        impls = [i for i in caller.get_hookimpls() if i.plugin is plugin]
+        if caller.has_spec() or all(i.optionalhook for i in impls):
+            continue
+        close = difflib.get_close_matches(caller.name, specs, n=1, cutoff=0.6)
+        hint = f"did you mean '{close[0]}'?" if close else f"harness hooks: {', '.join(specs)}"
+        message = f"unknown hook '{caller.name}' ({hint}); it is never called"
+        _problem(name, message, where)
+        if close:
+            MISNAMED.setdefault(close[0], []).append(f"plugin '{name}': {message}")
+    hooked = {caller.name for caller in callers}
+    unmarked = [n for n in specs if n not in hooked and callable(getattr(plugin, n, None))]
+    if callers:
+        for function in unmarked:
+            _problem(name, f"function '{function}' has no @hookimpl; it is never called", where)
+            MISNAMED.setdefault(function, []).append(f"plugin '{name}': function '{function}' has no @hookimpl")
+        return
+    detail = f" {' and '.join(unmarked)} {'has' if len(unmarked) == 1 else 'have'} none" if unmarked else ""
+    message = (f"defines no harness hooks (missing @hookimpl?{detail}: `from harness.hookspecs import hookimpl`, "
+               "then @hookimpl above each hook function)")
+    _problem(name, message, where)
+    UNLOADED.append(f"plugin '{name}': {message}")
+
+
+def _hook_names(pm: pluggy.PluginManager) -> list[str]:
+    """The hooks of the contract (harness/hookspecs.py)."""
+    return sorted(n for n, caller in vars(pm.hook).items() if not n.startswith("_") and caller.has_spec())
+
+
+def _describe(exc: BaseException, pm: pluggy.PluginManager | None = None) -> str:
+    """One line: the type and the first line of the message; pluggy's validation errors keep every line (the reason
+    comes last), with the signature the hookspec expects."""
+    text = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
+    if not text:
+        return type(exc).__name__
+    if not isinstance(exc, pluggy.PluginValidationError):
+        return f"{type(exc).__name__}: {text[0]}"
+    described = f"{type(exc).__name__}: {'; '.join(text)}"
+    named = re.search(r"for hook '(\w+)'", text[0])
+    hook = getattr(pm.hook, named.group(1), None) if pm is not None and named else None
+    if hook is not None and hook.spec is not None:
+        described += f" (expected: def {hook.name}({', '.join(hook.spec.argnames)}))"
+    return described
 
 
 def _unknown_plugins_error(unknown: list[str], available: list[Any]) -> UserError:
@@ -121,9 +187,10 @@ def _unknown_plugins_error(unknown: list[str], available: list[Any]) -> UserErro
     )
 
 
-def _collect(hook_name: str, make_registry: Registry, wrap) -> Registry:
+def _collect(hook_name: str, make_registry: Registry, wrap: Wrap) -> Registry:
     pm = get_plugin_manager()
     make_registry.notes.extend(UNLOADED)  # whatever they would have registered is missing too
+    make_registry.notes.extend(MISNAMED.get(hook_name, []))
     hook = getattr(pm.hook, hook_name)
     for impl in hook.get_hookimpls():
         plugin_name = impl.plugin_name
@@ -139,7 +206,7 @@ def _collect(hook_name: str, make_registry: Registry, wrap) -> Registry:
             except UserError as exc:
                 if _builtin:
                     raise
-                _skipped(make_registry, _plugin, str(exc))
+                _skipped(make_registry, _plugin, f"{_item_label(make_registry.kind, item)} skipped: {exc}")
 
         if builtin:
             impl.function(register=register)
@@ -147,8 +214,25 @@ def _collect(hook_name: str, make_registry: Registry, wrap) -> Registry:
         try:
             impl.function(register=register)
         except Exception as exc:  # noqa: BLE001 - a broken third-party hook must not block the rest
-            _skipped(make_registry, plugin_name, f"its {hook_name} hook raised {_describe(exc)}")
+            _skipped(make_registry, plugin_name,
+                     f"the rest of its {hook_name} hook skipped: it raised {_describe(exc)}")
     return make_registry
+
+
+def _item_label(kind: str, item: Any) -> str:
+    """Which item was skipped: "model 'x'", "task file y.yaml", or "a model entry" (not even the right type)."""
+    if isinstance(item, PluginInfo) and isinstance(item.id, str):
+        return f"{kind} '{item.id}'"
+    if kind == "task" and isinstance(item, (str, os.PathLike)):
+        return f"task file {Path(item).name}"
+    return f"a {kind} entry"
+
+
+def _given(item: Any) -> str:
+    """A short description of what a hook passed to `register`."""
+    if isinstance(item, PluginInfo):
+        return f"a {type(item).__name__}"
+    return f"{reprlib.repr(item)} (type {type(item).__name__})"
 
 
 def _where_repeated(obj: Any, exc: UserError) -> str:
@@ -165,21 +249,29 @@ def _skipped(registry: Registry, plugin: str, message: str) -> None:
     registry.notes.append(f"plugin '{plugin}': {message}")
 
 
-def _wrap_info(item: Any, plugin: str) -> tuple[str, Any, list[str]]:
-    if not isinstance(item, (ModelInfo, JudgeInfo)):
-        raise UserError(f"plugin '{plugin}' registered {item!r}; expected a ModelInfo or JudgeInfo")
-    item.plugin = plugin
-    return item.id, item, list(item.aliases)
+def _info_wrapper(expected: type[PluginInfo], hook_name: str) -> Wrap:
+    """`wrap` of _collect for models and judges: only an `expected` (ModelInfo or JudgeInfo) is taken."""
+    other = {ModelInfo: ("a judge", "register_judges"), JudgeInfo: ("a model", "register_models")}[expected]
+
+    def wrap(item: Any, plugin: str) -> tuple[str, Any, list[str]]:
+        if not isinstance(item, expected):
+            hint = f" ({other[0]} goes to {other[1]})" if isinstance(item, PluginInfo) else ""
+            raise UserError(f"{hook_name} was given {_given(item)}; expected a harness.registry.{expected.__name__}"
+                            f"{hint}")
+        item.plugin = plugin
+        return item.id, item, list(item.aliases)
+
+    return wrap
 
 
 @cache
 def models() -> Registry:
-    return _collect("register_models", Registry("model"), _wrap_info)
+    return _collect("register_models", Registry("model"), _info_wrapper(ModelInfo, "register_models"))
 
 
 @cache
 def judges() -> Registry:
-    return _collect("register_judges", Registry("judge"), _wrap_info)
+    return _collect("register_judges", Registry("judge"), _info_wrapper(JudgeInfo, "register_judges"))
 
 
 @cache
@@ -188,6 +280,8 @@ def tasks() -> Registry:
     from harness.task_config import load_task_config
 
     def wrap(item: Any, plugin: str) -> tuple[str, Any, list[str]]:
+        if not isinstance(item, (str, os.PathLike)):
+            raise UserError(f"register_tasks was given {_given(item)}; expected the path of a task YAML file")
         config = load_task_config(Path(item))
         config.plugin = plugin
         return config.id, config, list(config.aliases)
@@ -216,5 +310,8 @@ def describe_plugins() -> list[dict[str, Any]]:
             entry["problems"] = list(PROBLEMS[name])
         out.append(entry)
     for name in sorted(set(PROBLEMS) - {entry["name"] for entry in out}):  # failed to import: not registered
-        out.append({"name": name, "hooks": [], "builtin": False, "problems": list(PROBLEMS[name])})
+        failed: dict[str, Any] = {"name": name, "hooks": [], "builtin": False}
+        if name in DISTRIBUTIONS:
+            failed["distribution"], failed["version"] = DISTRIBUTIONS[name]
+        out.append({**failed, "problems": list(PROBLEMS[name])})
     return out

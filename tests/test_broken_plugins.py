@@ -101,9 +101,12 @@ def test_list_works_and_warns_once_per_broken_part(site):
     assert all(line.startswith("warning: plugin '") for line in warnings)
     broken_yaml = next(line for line in warnings if "broken.yaml" in line)
     assert "half-broken" in broken_yaml and ":3: field 'kind'" in broken_yaml
-    assert any("'unimportable'" in line and "a_module_that_is_not_installed" in line for line in warnings)
-    assert any("model id 'prior' is already registered by plugin 'harness.plugins.builtin'" in line
-               for line in warnings)
+    assert any(line.startswith("warning: plugin 'unimportable' skipped: entry point 'unimportable.plugin' could not "
+                               "be loaded: ") and "a_module_that_is_not_installed" in line for line in warnings)
+    # only one model of the plugin is skipped, and the line says which
+    assert ("warning: plugin 'half-broken': model 'prior' skipped: the model id 'prior' is already registered by "
+            "plugin 'harness.plugins.builtin'") in warnings
+    assert broken_yaml.startswith("warning: plugin 'half-broken': task file broken.yaml skipped: ")
     clash = next(line for line in warnings if "clash.yaml" in line)  # the file that repeats the id is named
     assert "task id 'slake' is already registered by plugin 'harness.builtin_tasks' (" in clash
     assert clash.rstrip(")").endswith("slake.yaml")
@@ -116,6 +119,7 @@ def test_plugins_lists_problems_per_plugin(site):
     assert plugins["half-broken"]["tasks"] == ["third-party-vqa"]
     assert len(plugins["half-broken"]["problems"]) == 3
     assert "ModuleNotFoundError" in plugins["unimportable"]["problems"][0]
+    assert plugins["unimportable"]["distribution"] == "unimportable"  # the package to fix, though it did not load
     assert "problems" not in plugins["harness.plugins.builtin"]
 
 

@@ -107,15 +107,16 @@ def test_plugin_task_yaml_mistakes_are_one_warning_line_each_naming_file_and_lin
                                                                                   "twice-kind")}
     # an alias that is a built-in id: an error like a repeated id, naming the first registrant and the repeater
     assert by_file["alias-clash"].startswith(
-        f"warning: plugin 'clashing' skipped: {package / 'alias-clash.yaml'}:4: the alias 'slake' of task 'my-slake' "
-        "clashes: 'slake' is already registered by plugin 'harness.builtin_tasks' (")
+        f"warning: plugin 'clashing': task file alias-clash.yaml skipped: {package / 'alias-clash.yaml'}:4: the "
+        "alias 'slake' of task 'my-slake' clashes: 'slake' is already registered by plugin 'harness.builtin_tasks' (")
     assert by_file["alias-clash"].endswith("slake.yaml)")
     assert by_file["bad-prompt"] == (
-        f"warning: plugin 'clashing' skipped: {package / 'bad-prompt.yaml'}:8: field 'prompts.default': unknown "
-        "placeholder {nosuch}; allowed placeholders: {question} (write {{ and }} for a literal brace)")
+        f"warning: plugin 'clashing': task file bad-prompt.yaml skipped: {package / 'bad-prompt.yaml'}:8: field "
+        "'prompts.default': unknown placeholder {nosuch}; allowed placeholders: {question} (write {{ and }} for a "
+        "literal brace)")
     assert by_file["twice-kind"] == (
-        f"warning: plugin 'clashing' skipped: {package / 'twice-kind.yaml'}:4: duplicate key 'kind' (first given at "
-        "line 3); each key may appear once in a mapping: keep one")
+        f"warning: plugin 'clashing': task file twice-kind.yaml skipped: {package / 'twice-kind.yaml'}:4: duplicate "
+        "key 'kind' (first given at line 3); each key may appear once in a mapping: keep one")
     tasks = {t["id"]: t for t in json.loads(listing.stdout)["tasks"]}
     assert tasks["slake"]["plugin"] == "harness.builtin_tasks" and tasks["fine-vqa"]["plugin"] == "clashing"
     assert {"my-slake", "bad-prompt", "twice-kind"}.isdisjoint(tasks)

@@ -1,11 +1,12 @@
-"""Start-up stays cheap: `harness --help` and `harness list` import no heavy library."""
+"""Start-up stays cheap: `harness --help`, `harness list` and `harness plugins` import no heavy library."""
 
 from __future__ import annotations
 
 import subprocess
 import sys
 
-HEAVY = ("torch", "transformers", "vllm", "datasets", "peft", "pycocoevalcap", "openai", "anthropic")
+# numpy too (~100 ms): `harness list` reads each loader's OPTIONS, so a loader imports numpy only where it uses it
+HEAVY = ("torch", "transformers", "vllm", "datasets", "peft", "pycocoevalcap", "openai", "anthropic", "numpy")
 
 PROBE = """
 import sys
@@ -30,6 +31,10 @@ def test_help_imports_nothing_heavy():
 
 def test_list_imports_nothing_heavy():
     assert heavy_imports(["list"]) == "HEAVY="
+
+
+def test_plugins_imports_nothing_heavy():
+    assert heavy_imports(["plugins"]) == "HEAVY="
 
 
 def test_list_shows_builtin_tasks_models_and_judges():

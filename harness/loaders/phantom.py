@@ -20,8 +20,6 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from harness.errors import UserError
 from harness.io import atomic_write_json, atomic_write_text
 from harness.loaders.common import closed_label
@@ -153,6 +151,8 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
 
 def encode_png(image: Any) -> bytes:
     """8-bit grayscale PNG of a gray image (PIL or array; RGB uses its first channel), byte-for-byte portable."""
+    import numpy as np  # here, not at module level: `harness list` reads OPTIONS and must stay light
+
     pixels = np.asarray(image, dtype=np.uint8)
     if pixels.ndim == 3:
         pixels = pixels[:, :, 0]
