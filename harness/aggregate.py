@@ -16,6 +16,7 @@ import random
 from typing import Any
 
 from harness.judge_api import JudgePlugin
+from harness.plugin_outputs import checked_aggregate
 
 Z95 = 1.959963984540054
 BOOTSTRAP_SAMPLES = 200  # resamples of a corpus metric (each recomputes the judge's aggregate)
@@ -100,7 +101,7 @@ def _bootstrap(judge: JudgePlugin, records: list[dict], rows: list[dict], name: 
 def summarize_slice(judge: JudgePlugin, records: list[dict], rows: list[dict],
                     cluster_key: str | None = None) -> dict[str, dict[str, Any]]:
     """Metrics of one set of rows: {name: {"value", "n", "ci95", "ci_method", "unscored"}}."""
-    values = judge.aggregate(records, rows)
+    values = checked_aggregate(judge, judge.aggregate(records, rows))
     out: dict[str, dict[str, Any]] = {}
     for name, value in values.items():
         present = [i for i, row in enumerate(rows) if name in row.get("metrics", {})]

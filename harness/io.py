@@ -70,7 +70,7 @@ def _naming(exc: OSError, path: Path) -> OSError:
 
 
 def atomic_write_json(path: Path, data: Any) -> None:
-    atomic_write_text(path, json.dumps(data, indent=2, ensure_ascii=False, sort_keys=False) + "\n")
+    atomic_write_text(path, json.dumps(data, indent=2, ensure_ascii=False, sort_keys=False, allow_nan=False) + "\n")
 
 
 def read_json_object(path: Path) -> dict[str, Any]:
@@ -88,12 +88,12 @@ def read_json_object(path: Path) -> dict[str, Any]:
 
 
 def atomic_write_jsonl(path: Path, rows: Iterable[dict[str, Any]]) -> None:
-    atomic_write_text(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+    atomic_write_text(path, "".join(json.dumps(r, ensure_ascii=False, allow_nan=False) + "\n" for r in rows))
 
 
 def append_jsonl(path: Path, rows: Iterable[dict[str, Any]]) -> None:
     """Append whole lines and fsync, so a kill leaves at most one partial trailing line."""
-    blob = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
+    blob = "".join(json.dumps(r, ensure_ascii=False, allow_nan=False) + "\n" for r in rows)
     with open(path, "a", encoding="utf-8") as fh:
         fh.write(blob)
         fh.flush()

@@ -63,9 +63,11 @@ class JudgePlugin:
         """The choices among `settings` (as given, e.g. strings from --judge-arg) that change this judge's
         numbers, resolved: defaults filled in and typed, so a default and the same value given explicitly are
         equal. JSON values only. Also applied to results.json files written before `setup` was recorded (their
-        recorded settings), so it must work without the judge's tools (Java, an API key, a GPU); default: {}.
-        Raises UserError for a value the judge would refuse."""
-        return {}
+        recorded settings), so it must work without the judge's tools (Java, an API key, a GPU). Default: every
+        accepted setting given, as given (so two values of a setting are two leaderboard rows; override it to
+        fill in defaults, or to leave out settings that do not move numbers). Raises UserError for a value the
+        judge would refuse."""
+        return {key: settings[key] for key in sorted(settings) if key in cls.accepted_settings}
 
     def setup(self) -> dict[str, Any]:
         """This judge's resolved number-moving choices (describe()'s "setup"); default: resolve_setup of its

@@ -22,6 +22,7 @@ from harness.image_decoding import IMAGE_DECODING, image_error
 from harness.io import append_jsonl, atomic_write_json, exclusive, iter_batches, removed_on_failure
 from harness.model_api import ModelContext
 from harness.paths import cache_dir
+from harness.plugin_outputs import checked_outputs
 from harness.results import write_results
 from harness.run_files import read_manifest, read_predictions
 from harness.scoring import (
@@ -63,8 +64,12 @@ class RunSpec:
     progress: bool = True
 
 
-def model_label(model_id: str, args: dict[str, str], adapter_hash: str | None) -> str:
+def model_label(model_id: str, args: dict[str, str], adapter_hash: str | None,
+                transport: tuple[str, ...] | set[str] = ()) -> str:
+    """The model's name on leaderboard rows: its id, the args that change its outputs (not the `transport`
+    ones, which the run id leaves out too), and the adapter's hash."""
     label = model_id
+    args = {k: v for k, v in args.items() if k not in transport}
     if args:
         label += "[" + ",".join(f"{k}={v}" for k, v in sorted(args.items())) + "]"
     if adapter_hash:
@@ -101,11 +106,12 @@ def prepare(spec: RunSpec) -> tuple[Task, Any, dict[str, Any], Path, ModelContex
                            split=split, prompt_template=template, generation=settings)
     model_cls = model_info.load()
     run_identity = model_cls.run_identity(spec.model_args, context) if hasattr(model_cls, "run_identity") else {}
+    transport = set(getattr(model_cls, "transport_args", ()))
     samples = task.samples(split)
     fingerprint = task.fingerprint(split)
     model = {
         "id": model_info.id,
-        "label": model_label(model_info.id, spec.model_args, adapter_hash),
+        "label": model_label(model_info.id, spec.model_args, adapter_hash, transport),
         "plugin": model_info.plugin,
         "args": dict(spec.model_args),
         "adapter": str(spec.adapter) if spec.adapter else None,
@@ -129,7 +135,6 @@ def prepare(spec: RunSpec) -> tuple[Task, Any, dict[str, Any], Path, ModelContex
         "image_decoding": IMAGE_DECODING,
     }
     prompt = {"variant": variant, "hash": text_hash(template), "template": template}
-    transport = set(getattr(model_cls, "transport_args", ()))
     identity = {
         "model": {"id": model["id"], "adapter_hash": adapter_hash, "identity": run_identity,
                   "args": {k: v for k, v in spec.model_args.items() if k not in transport}},
@@ -242,10 +247,9 @@ def generate(spec: RunSpec, task: Task, model_info: Any, manifest: dict[str, Any
                 built = ahead.result()
                 if k + 1 < len(batches):
                     ahead = pool.submit(build, batches[k + 1])
-                outputs = model.generate(built.requests) if built.requests else []
-                if len(outputs) != len(built.requests):
-                    raise RuntimeError(f"model '{model_info.id}' returned {len(outputs)} outputs for "
-                                       f"{len(built.requests)} requests")
+                outputs = checked_outputs(model_info.id, getattr(model_info, "plugin", ""),
+                                          model.generate(built.requests) if built.requests else [],
+                                          [batch[pos].id for pos in built.positions])
                 per_sample = (time.perf_counter() - started) / max(1, len(built.requests))
                 for pos, out in zip(built.positions, outputs):
                     built.rows[pos] = _record(batch[pos], out.text, out.error, {

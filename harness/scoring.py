@@ -23,6 +23,7 @@ from harness.errors import UserError
 from harness.external import NOT_BREAKDOWNS
 from harness.io import atomic_write_jsonl
 from harness.judge_api import JudgeOptions, JudgePlugin
+from harness.plugin_outputs import checked_rows
 from harness.run_files import read_scores
 from harness.task_config import TaskConfig
 
@@ -42,8 +43,9 @@ SETTING_FLAGS = {
 }
 
 
-def _load_judge(spec: str, convention: str | None, task_kind: str) -> tuple[Any, str | None, tuple[str, ...]]:
-    """(judge class, convention, accepted settings) of one `id[:convention]` spec, checked against the task kind."""
+def _load_judge(spec: str, convention: str | None, task_kind: str) -> tuple[Any, str | None, tuple[str, ...], Any]:
+    """(judge class, convention, accepted settings, JudgeInfo) of one `id[:convention]` spec, checked against the
+    task kind."""
     judge_id, _, explicit = (part.strip() for part in spec.partition(":"))
     info = plugin_manager.judges().get(judge_id)
     if task_kind not in info.capabilities.get("task_kinds", [task_kind]):
@@ -54,12 +56,14 @@ def _load_judge(spec: str, convention: str | None, task_kind: str) -> tuple[Any,
     if not getattr(cls, "conventions", ()):  # a convention it would ignore must not label (and split) its results
         if explicit:
             raise UserError(f"--judge {spec}: judge '{info.id}' has no conventions; drop ':{explicit}'")
-        return cls, None, tuple(getattr(cls, "accepted_settings", ()) or ())
-    return cls, explicit or convention, tuple(getattr(cls, "accepted_settings", ()) or ())
+        return cls, None, tuple(getattr(cls, "accepted_settings", ()) or ()), info
+    return cls, explicit or convention, tuple(getattr(cls, "accepted_settings", ()) or ()), info
 
 
-def _construct(cls: Any, convention: str | None, accepted: tuple[str, ...], settings: dict[str, Any],
+def _construct(cls: Any, convention: str | None, accepted: tuple[str, ...], info: Any, settings: dict[str, Any],
                task_kind: str, credentialed: bool, progress: bool | None = None) -> JudgePlugin:
+    """The judge, under the id it is registered with (what --judge names and results record), whatever its class
+    says."""
     options = JudgeOptions(
         convention=convention,
         task_kind=task_kind,
@@ -67,7 +71,9 @@ def _construct(cls: Any, convention: str | None, accepted: tuple[str, ...], sett
         credentialed=credentialed,
         progress=progress,
     )
-    return cls(options)
+    judge = cls(options)
+    judge.id, judge.plugin = info.id, info.plugin
+    return judge
 
 
 def check_settings(settings: dict[str, Any], accepted: dict[str, tuple[str, ...]]) -> None:
@@ -128,16 +134,17 @@ def build_judges(
     if not judge_specs:
         raise UserError("no judge given and the task names no default judge: pass --judge")
     loaded = [_load_judge(spec, convention, task_kind) for spec in judge_specs]
-    if convention and not any(getattr(cls, "conventions", ()) for cls, _, _ in loaded):
-        ids = ", ".join(dict.fromkeys(getattr(cls, "id", "") or cls.__name__ for cls, _, _ in loaded))
+    if convention and not any(getattr(cls, "conventions", ()) for cls, _, _, _ in loaded):
+        ids = ", ".join(dict.fromkeys(info.id for _, _, _, info in loaded))
         several = len(loaded) > 1
         raise UserError(f"--convention {convention}: the selected judge{'s' if several else ''} {ids} "
                         f"{'have' if several else 'has'} no conventions; drop --convention")
     accepted: dict[str, tuple[str, ...]] = {}
-    for cls, _, keys in loaded:
-        accepted.setdefault(getattr(cls, "id", "") or cls.__name__, keys)
+    for _, _, keys, info in loaded:
+        accepted.setdefault(info.id, keys)
     check_settings(settings, accepted)
-    return [_construct(cls, conv, keys, settings, task_kind, credentialed, progress) for cls, conv, keys in loaded]
+    return [_construct(cls, conv, keys, info, settings, task_kind, credentialed, progress)
+            for cls, conv, keys, info in loaded]
 
 
 def check_default_judges(config: TaskConfig) -> None:
@@ -187,8 +194,7 @@ def apply_judges(
             rows = judge.score(scorable) if scorable else []
         finally:
             judge.close()
-        if len(rows) != len(scorable):
-            raise RuntimeError(f"judge '{judge.id}' returned {len(rows)} rows for {len(scorable)} records")
+        rows = checked_rows(judge.id, getattr(judge, "plugin", ""), rows, [r["id"] for r in scorable])
         _merge_scores(out_dir / SCORES_FILE, judge_key(judge), scorable, rows)
         summary = summarize(judge, scorable, rows, breakdown_keys, cluster_key)
         entries.append(

@@ -6,6 +6,7 @@ how to prompt for it (named prompt variants), how to decode, how to judge and ho
 
 from __future__ import annotations
 
+import difflib
 import json
 from dataclasses import dataclass, field
 from functools import cache
@@ -119,12 +120,13 @@ def load_task_config(path: Path) -> TaskConfig:
     if not isinstance(data, dict):
         raise UserError(f"{path}:1: a task file must be a YAML mapping (id, version, kind, sources, ...)")
     validator = jsonschema.Draft202012Validator(task_schema())
-    errors = sorted(validator.iter_errors(data), key=lambda e: (len(e.absolute_path), list(map(str, e.path))))
+    # shallowest first; in one mapping an unknown key before a missing one (`prompt:` for `prompts:` is both)
+    errors = sorted(validator.iter_errors(data), key=lambda e: (len(e.absolute_path), list(map(str, e.path)),
+                                                                 e.validator != "additionalProperties"))
     if errors:
-        err = errors[0]
-        loc = tuple(err.absolute_path)
+        loc, explanation = _locate(errors[0])
         field_name = ".".join(str(p) for p in loc) or "(top level)"
-        raise UserError(f"{path}:{line_of(lines, loc)}: field '{field_name}': {_explain(err)}")
+        raise UserError(f"{path}:{line_of(lines, loc)}: field '{field_name}': {explanation}")
     sources = [SourceConfig(**src) for src in data["sources"]]
     names = [s.name for s in sources]
     if len(set(names)) != len(names):
@@ -218,15 +220,44 @@ def _check_formats(sources: list[SourceConfig], path: Path, lines: dict[Any, int
         if src.format not in FORMATS:
             raise UserError(
                 f"{path}:{line_of(lines, ('sources', i, 'format'))}: field 'sources.{i}.format': got "
-                f"{src.format!r}, expected one of {', '.join(FORMATS)}"
+                f"{src.format!r}{_did_you_mean(src.format, FORMATS)}, expected one of {', '.join(FORMATS)}"
             )
         unknown, allowed = unknown_options(src.format, src.options)
         if unknown:
             takes = f"allowed options: {', '.join(allowed)}" if allowed else "this format takes no options"
             raise UserError(
                 f"{path}:{line_of(lines, ('sources', i, 'options', unknown[0]))}: field 'sources.{i}.options': "
-                f"unknown option {', '.join(unknown)} for format '{src.format}'; {takes}"
+                f"unknown option {', '.join(unknown)}{_did_you_mean(unknown[0], allowed)} for format "
+                f"'{src.format}'; {takes}"
             )
+
+
+def _did_you_mean(name: str, known: Any) -> str:
+    close = difflib.get_close_matches(str(name), [str(k) for k in known], n=1, cutoff=0.6)
+    return f" (did you mean '{close[0]}'?)" if close else ""
+
+
+def _locate(err: Any) -> tuple[tuple[str | int, ...], str]:
+    """Where a schema error is (a field path) and what to say. A misspelt key is named at its own line with the
+    closest allowed key; a required key that is missing is named at the line of a key that looks like its typo
+    (`licence:` for `license:`), else at its parent's."""
+    loc = tuple(err.absolute_path)
+    known = sorted(err.schema.get("properties", {}))
+    if err.validator == "additionalProperties" and isinstance(err.instance, dict):
+        unknown = [key for key in err.instance if key not in known]
+        if unknown:
+            key = unknown[0]
+            close = difflib.get_close_matches(str(key), known, n=1, cutoff=0.6)
+            missing = close and close[0] in err.schema.get("required", ()) and close[0] not in err.instance
+            hint = f" (did you mean '{close[0]}'?{' it is required but missing' if missing else ''})" if close else ""
+            return loc + (str(key),), f"unknown field{hint}; allowed fields: {', '.join(known)}"
+    if err.validator == "required" and isinstance(err.instance, dict):
+        wanted = next((str(key) for key in err.validator_value if key not in err.instance), "")
+        strays = [str(key) for key in err.instance if key not in known]
+        close = difflib.get_close_matches(wanted, strays, n=1, cutoff=0.6)
+        if close:
+            return loc + (close[0],), f"unknown field (did you mean '{wanted}'? it is required but missing)"
+    return loc, _explain(err)
 
 
 def _explain(err: Any) -> str:

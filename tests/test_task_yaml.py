@@ -125,8 +125,8 @@ def test_misspelt_source_option_names_line_and_the_options_the_format_reads(tmp_
     with pytest.raises(UserError) as err:
         load_task_config(path)
     assert str(err.value) == (
-        f"{path}:{line}: field 'sources.0.options': unknown option qlang for format 'slake-json'; "
-        "allowed options: files, q_lang, image_dir"
+        f"{path}:{line}: field 'sources.0.options': unknown option qlang (did you mean 'q_lang'?) for format "
+        "'slake-json'; allowed options: files, q_lang, image_dir"
     )
 
 
@@ -140,7 +140,8 @@ def test_option_on_a_format_without_options_and_an_unknown_format_are_refused(tm
     path, line = _broken_copy(tmp_path, "    format: mevf-json", "    format: mevf-jsonl")
     with pytest.raises(UserError) as err:
         load_task_config(path)
-    assert str(err.value).startswith(f"{path}:{line}: field 'sources.1.format': got 'mevf-jsonl', expected one of hf,")
+    assert str(err.value).startswith(f"{path}:{line}: field 'sources.1.format': got 'mevf-jsonl' (did you mean "
+                                     "'mevf-json'?), expected one of hf,")
 
 
 def test_a_misspelt_default_judge_names_the_task_file_and_line(tmp_path):

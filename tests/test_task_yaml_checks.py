@@ -107,3 +107,53 @@ def test_same_key_in_different_mappings_and_anchors_are_fine(tmp_path):
     path, _ = _copy(tmp_path, "      id: qid", "      id: &qid qid")
     config = load_task_config(path)
     assert config.source("official").fields["id"] == config.source("mevf").fields["id"] == "qid"
+
+
+# ------------------------------------------------------------------------------------------ misspelt keys
+ALLOWED_TOP = ("aliases, breakdowns, description, generation, id, judges, kind, metadata, prompts, sources, "
+               "test_split, train_split, version")
+
+
+def test_a_misspelt_required_key_is_named_at_its_own_line_with_the_key_it_should_be(tmp_path):
+    # `prompt:` is both an unknown key and a missing `prompts`: named once, at its own line, not at line 1
+    path, line = _copy(tmp_path, "prompts:", "prompt:")
+    assert _error(path) == (f"{path}:{line}: field 'prompt': unknown field (did you mean 'prompts'? it is required "
+                            f"but missing); allowed fields: {ALLOWED_TOP}")
+
+
+def test_an_unknown_top_level_key_is_named_at_its_own_line(tmp_path):
+    path, line = _copy(tmp_path, "judges: [exact]", "judgse: [exact]")
+    assert _error(path) == (f"{path}:{line}: field 'judgse': unknown field (did you mean 'judges'?); "
+                            f"allowed fields: {ALLOWED_TOP}")
+    path, line = _copy(tmp_path, "judges: [exact]", "zzz: [exact]")  # nothing close: no suggestion
+    assert _error(path) == f"{path}:{line}: field 'zzz': unknown field; allowed fields: {ALLOWED_TOP}"
+
+
+def test_an_unknown_key_in_a_source_or_generation_is_named_at_its_own_line(tmp_path):
+    path, line = _copy(tmp_path, "    sizes: {test: 451, train: 3064}", "    size: {test: 451, train: 3064}")
+    assert _error(path).startswith(f"{path}:{line}: field 'sources.1.size': unknown field (did you mean 'sizes'?); "
+                                   "allowed fields: closed_rule, cluster_by, config, description, fields, format,")
+    path, line = _copy(tmp_path, "    format: mevf-json", "    formt: mevf-json")
+    assert _error(path).startswith(f"{path}:{line}: field 'sources.1.formt': unknown field (did you mean 'format'? "
+                                   "it is required but missing)")
+    path, line = _copy(tmp_path, "  max_new_tokens: 16", "  max_new_token: 16")
+    assert _error(path) == (f"{path}:{line}: field 'generation.max_new_token': unknown field (did you mean "
+                            "'max_new_tokens'?); allowed fields: do_sample, max_new_tokens, seed, stop, temperature, "
+                            "top_p")
+
+
+def test_a_misspelt_required_key_where_other_keys_are_allowed_is_named_at_its_line(tmp_path):
+    # metadata and prompts take keys of the user's choosing, so only the missing key gives the typo away
+    text = (TASKS_DIR / "vqa-rad.yaml").read_text(encoding="utf-8").splitlines()
+    old = next(line for line in text if line.startswith("  license:"))
+    path, line = _copy(tmp_path, old, old.replace("license", "licence"))
+    assert _error(path) == (f"{path}:{line}: field 'metadata.licence': unknown field (did you mean 'license'? "
+                            "it is required but missing)")
+    old = next(line for line in text if line.startswith("  default:"))
+    path, line = _copy(tmp_path, old, old.replace("default", "defualt"))
+    assert _error(path).startswith(f"{path}:{line}: field 'prompts.defualt': unknown field (did you mean 'default'?")
+
+
+def test_a_required_key_that_is_simply_absent_is_still_named_at_its_parent(tmp_path):
+    path, _ = _copy(tmp_path, "id: vqa-rad", "")  # the file's mapping starts at line 3 (after a comment)
+    assert _error(path) == f"{path}:3: field '(top level)': 'id' is required but missing"

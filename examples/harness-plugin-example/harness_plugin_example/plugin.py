@@ -1,4 +1,4 @@
-"""Hook implementations: register the `constant` model and the `example-mini-vqa` task.
+"""Hook implementations: register the `constant` model and the `example-mini-vqa` and `example-local-vqa` tasks.
 
 Registration is cheap: the model class is named by a "module:attribute" string and imported only when used.
 """
@@ -26,3 +26,4 @@ def register_models(register) -> None:
 @hookimpl
 def register_tasks(register) -> None:
     register(Path(__file__).with_name("example-mini-vqa.yaml"))
+    register(Path(__file__).with_name("example-local-vqa.yaml"))

@@ -1,0 +1,52 @@
+"""Test-only plugins that break the plugin contract the way third-party plugins do (a number as the text, no text,
+NaN scores, rows of the wrong shape) or rely on its defaults (a judge class without an id, settings without
+resolve_setup). Registered in subprocesses by run_harness.py."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from harness.hookspecs import hookimpl
+from harness.judge_api import JudgePlugin
+from harness.model_api import ModelPlugin
+from harness.registry import JudgeInfo, ModelInfo
+from harness.types import GenerationOutput, GenerationRequest
+
+
+class OddOutputs(ModelPlugin):
+    """Answers 'yes', except to the second request of each call, whose text is `kind`: 'none' (None) or 'int'
+    (the number 3)."""
+
+    default_batch_size = 4
+    transport_args = ("pace",)  # changes nothing in the answers
+
+    def generate(self, requests: list[GenerationRequest]) -> list[GenerationOutput]:
+        odd: Any = {"none": None, "int": 3}[self.args["kind"]]
+        return [GenerationOutput(text=odd if i == 1 else "yes") for i, _ in enumerate(requests)]
+
+
+class ToleranceJudge(JudgePlugin):
+    """Like a third-party judge: no `id` on the class, a setting, and the default resolve_setup. `bad` makes it
+    return NaN or a string as the metric of the first record."""
+
+    version = "1"
+    task_kinds = ("vqa",)
+    accepted_settings = ("tol", "bad")
+
+    def score(self, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        rows: list[dict[str, Any]] = [{"metrics": {"match": float(r["prediction"] == r["answer"])}} for r in records]
+        bad = self.options.settings.get("bad")
+        if bad and rows:
+            rows[0]["metrics"]["match"] = {"nan": float("nan"), "text": "correct"}[bad]
+        return rows
+
+
+@hookimpl
+def register_models(register) -> None:
+    register(ModelInfo(id="odd-outputs", loader="contract_plugin:OddOutputs", description="test-only"))
+
+
+@hookimpl
+def register_judges(register) -> None:
+    register(JudgeInfo(id="tolerance", loader="contract_plugin:ToleranceJudge", description="test-only",
+                       capabilities={"task_kinds": ["vqa"]}))

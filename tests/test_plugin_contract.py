@@ -1,0 +1,94 @@
+"""What a third-party plugin hands back is checked before it is written: a model's text that is not a string is one
+line naming the model and sample (the predictions file stays readable), no text is a failed sample retried by the
+next run, a judge's NaN or wrongly shaped rows never reach scores.jsonl or results.json, a judge is recorded under
+the id it is registered with, and a judge's settings split leaderboard rows by default."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+RUNNER = Path(__file__).with_name("run_harness.py")
+
+
+def harness(*args: str) -> subprocess.CompletedProcess:
+    progress = ["--no-progress"] if args[0] in ("run", "score") else []
+    return subprocess.run([sys.executable, str(RUNNER), *args, *progress], capture_output=True, text=True,
+                          timeout=300)
+
+
+def run_args(out: Path, kind: str, *judge: str) -> list[str]:
+    return ["run", "--model", "odd-outputs", "--model-args", f"kind={kind}", "--task", "phantom-vqa", "--limit", "8",
+            "--output", str(out), *judge]
+
+
+def lines(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def test_a_text_that_is_not_a_string_is_one_line_and_the_folder_stays_usable(tmp_path):
+    proc = harness(*run_args(tmp_path / "run", "int", "--judge", "exact"))
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+    line = proc.stderr.strip().splitlines()[-1]
+    assert line.startswith("error: model 'odd-outputs' (plugin 'tests.contract_plugin'): generate() returned, for "
+                           "sample '") and "text 3 (int); expected a string" in line, line
+    predictions = tmp_path / "run" / "predictions.jsonl"
+    assert not predictions.exists() or all(isinstance(r["prediction"], str) for r in lines(predictions))
+    again = harness("run", "--model", "slow-echo", "--model-args", "delay=0", "--task", "phantom-vqa", "--limit", "8",
+                    "--output", str(tmp_path / "run2"), "--judge", "exact")
+    assert again.returncode == 0, again.stderr
+
+
+def test_no_text_is_a_failed_sample_not_a_wrong_answer(tmp_path):
+    proc = harness(*run_args(tmp_path / "run", "none", "--judge", "exact"))
+    assert proc.returncode == 0, proc.stderr
+    rows = lines(tmp_path / "run" / "predictions.jsonl")
+    failed = [r for r in rows if r["error"]]
+    assert len(failed) == 2 and all(r["error"].startswith("the model returned no text") for r in failed)
+    results = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert results["errors"]["count"] == 2 and results["judges"][0]["n_scored"] == 6
+
+
+def test_a_judges_nan_or_text_metric_is_refused_before_anything_is_saved(tmp_path):
+    out = tmp_path / "run"
+    assert harness(*run_args(out, "none", "--judge", "exact")).returncode == 0
+    before = (out / "scores.jsonl").read_text()
+    for bad, expected in (("nan", "metric 'match' = nan; expected a finite number, or None for unscored"),
+                          ("text", "metric 'match' = 'correct' (str); expected a number, a bool, or None")):
+        proc = harness("score", str(out), "--judge", "tolerance", "--judge-arg", f"bad={bad}")
+        assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+        line = proc.stderr.strip().splitlines()[-1]
+        assert line.startswith("error: judge 'tolerance' (plugin 'tests.contract_plugin'): score() returned, for "
+                               "sample '") and expected in line, line
+        assert (out / "scores.jsonl").read_text() == before  # nothing of the bad judge was merged
+    results = (out / "results.json").read_text()
+    assert "NaN" not in results and "tolerance" not in results
+
+
+def test_a_judge_is_recorded_under_its_registered_id_with_its_settings_as_setup(tmp_path):
+    out = tmp_path / "run"
+    assert harness(*run_args(out, "none", "--judge", "exact")).returncode == 0
+    board = tmp_path / "board.json"
+    for tol in ("0.5", "2"):
+        proc = harness("score", str(out), "--judge", "tolerance", "--judge-arg", f"tol={tol}")
+        assert proc.returncode == 0, proc.stderr
+        entry = next(j for j in json.loads((out / "results.json").read_text())["judges"] if j["id"] == "tolerance")
+        assert entry["setup"] == {"tol": tol}
+        assert harness("publish", str(out), "--output", str(board)).returncode == 0
+    rows = [r for r in json.loads(board.read_text())["rows"] if r["judge"] == "tolerance"]
+    assert sorted(r["judge_setup"]["tol"] for r in rows) == ["0.5", "2"]  # two settings, two rows
+    assert all(json.loads(line)["judges"].get("tolerance") for line in (out / "scores.jsonl").open())
+
+
+def test_transport_args_stay_out_of_the_run_id_and_the_leaderboard_label(tmp_path):
+    runs = tmp_path / "runs"
+    for pace in ("1", "2"):
+        proc = harness("run", "--model", "odd-outputs", "--model-args", f"kind=none,pace={pace}", "--task",
+                       "phantom-vqa", "--limit", "4", "--runs-dir", str(runs), "--judge", "exact")
+        assert proc.returncode == 0, proc.stderr
+    (folder,) = runs.iterdir()  # one run: the second command continued it
+    assert harness("publish", str(folder), "--output", str(tmp_path / "board.json")).returncode == 0
+    labels = {row["model"] for row in json.loads((tmp_path / "board.json").read_text())["rows"]}
+    assert labels == {"odd-outputs[kind=none]"}
