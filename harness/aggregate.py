@@ -78,18 +78,26 @@ def _per_sample_interval(values: list[float], clusters: list[Any] | None) -> tup
     return bootstrap_mean_interval(values, clusters), method
 
 
-def _bootstrap(judge: JudgePlugin, records: list[dict], rows: list[dict], name: str,
-               clusters: list[Any] | None = None) -> list[float] | None:
+def _bootstrap(judge: JudgePlugin, records: list[dict], rows: list[dict], names: list[str],
+               clusters: list[Any] | None = None) -> dict[str, list[float] | None]:
+    """Seeded percentile bootstrap of the judge's own aggregate, for each metric in `names`: the resamples are
+    drawn once and each is aggregated once, every metric read from that one result."""
     groups = _groups(len(rows), clusters)
-    if len(groups) < 2:
-        return None
+    if len(groups) < 2 or not names:
+        return dict.fromkeys(names)
     rng = random.Random(0)
-    stats = []
+    stats: dict[str, list[float]] = {name: [] for name in names}
     for _ in range(BOOTSTRAP_SAMPLES):
         idx = [i for _ in groups for i in groups[rng.randrange(len(groups))]]
-        value = judge.aggregate([records[i] for i in idx], [rows[i] for i in idx]).get(name)
-        if value is not None:
-            stats.append(float(value))
+        values = judge.aggregate([records[i] for i in idx], [rows[i] for i in idx])
+        for name in names:
+            value = values.get(name)
+            if value is not None:
+                stats[name].append(float(value))
+    return {name: _percentile_interval(stats[name]) for name in names}
+
+
+def _percentile_interval(stats: list[float]) -> list[float] | None:
     if not stats:
         return None
     stats.sort()
@@ -102,24 +110,26 @@ def summarize_slice(judge: JudgePlugin, records: list[dict], rows: list[dict],
                     cluster_key: str | None = None) -> dict[str, dict[str, Any]]:
     """Metrics of one set of rows: {name: {"value", "n", "ci95", "ci_method", "unscored"}}."""
     values = checked_aggregate(judge, judge.aggregate(records, rows))
+    present = {name: [i for i, row in enumerate(rows) if name in row.get("metrics", {})] for name in values}
+    corpus = [name for name, value in values.items() if present[name] and value is not None
+              and not judge.mean_metrics and getattr(judge, "bootstrap_ci", True)]
+    clusters = [r.get(cluster_key) for r in records] if cluster_key else None
+    corpus_ci = _bootstrap(judge, records, rows, corpus, clusters) if corpus else {}
+    corpus_method = "cluster-bootstrap-corpus" if cluster_key else "bootstrap-corpus"
     out: dict[str, dict[str, Any]] = {}
     for name, value in values.items():
-        present = [i for i, row in enumerate(rows) if name in row.get("metrics", {})]
-        if present:
-            scored_at = [i for i in present if rows[i]["metrics"][name] is not None]
+        if present[name]:
+            scored_at = [i for i in present[name] if rows[i]["metrics"][name] is not None]
             scored = [float(rows[i]["metrics"][name]) for i in scored_at]
-            unscored = len(present) - len(scored)
+            unscored = len(present[name]) - len(scored)
             n = len(scored)
             ci, method = None, None
             if value is None:
                 pass
             elif judge.mean_metrics:
-                clusters = [records[i].get(cluster_key) for i in scored_at] if cluster_key else None
-                ci, method = _per_sample_interval(scored, clusters)
-            elif getattr(judge, "bootstrap_ci", True):
-                clusters = [r.get(cluster_key) for r in records] if cluster_key else None
-                ci = _bootstrap(judge, records, rows, name, clusters)
-                method = "cluster-bootstrap-corpus" if cluster_key else "bootstrap-corpus"
+                ci, method = _per_sample_interval(scored, [clusters[i] for i in scored_at] if clusters else None)
+            elif name in corpus_ci:
+                ci, method = corpus_ci[name], corpus_method
         else:  # a corpus-level quantity with no per-sample counterpart (std across repeats, counts, cost)
             n, unscored, ci, method = len(rows), 0, None, None
         out[name] = {"value": value, "n": n, "ci95": ci, "ci_method": method if ci else None, "unscored": unscored}

@@ -111,3 +111,33 @@ def test_corpus_metrics_get_a_bootstrap_interval():
     metric = summarize(judge, records, judge.score(records), [])["metrics"]["ratio"]
     lo, hi = metric["ci95"]
     assert lo < metric["value"] < hi
+
+
+class ThreeCorpusMetrics(JudgePlugin):
+    """Three corpus metrics from one aggregate call, like the lexical judge's BLEU-1..4, METEOR, ROUGE-L, CIDEr;
+    counts its aggregate calls."""
+
+    id = "test-three"
+    mean_metrics = False
+    calls = 0
+
+    def score(self, records):
+        return [{"metrics": {"a": 1.0, "b": 1.0, "c": 1.0}, "details": {"len": len(r["prediction"])}}
+                for r in records]
+
+    def aggregate(self, records, rows):
+        type(self).calls += 1
+        total = sum(row["details"]["len"] for row in rows)
+        return {"a": total / len(rows), "b": total / (len(rows) + 1), "c": float(total)}
+
+
+def test_a_corpus_judges_resamples_are_aggregated_once_for_all_its_metrics():
+    import harness.aggregate as aggregate
+
+    records = [{"id": str(i), "answer": "x", "prediction": "y" * (i % 7)} for i in range(40)]
+    judge = ThreeCorpusMetrics(JudgeOptions())
+    summary = summarize(judge, records, judge.score(records), [])
+    assert all(summary["metrics"][name]["ci_method"] == "bootstrap-corpus" for name in "abc")
+    low, high = summary["metrics"]["c"]["ci95"]
+    assert low < summary["metrics"]["c"]["value"] < high
+    assert ThreeCorpusMetrics.calls == 1 + aggregate.BOOTSTRAP_SAMPLES  # not once per resample and metric
