@@ -6,6 +6,7 @@ These are plain dataclasses so that every stage can be written to and read back 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -15,7 +16,9 @@ TaskKind = Literal["vqa", "report", "caption"]
 
 @dataclass(frozen=True)
 class ImageRef:
-    """Where one image of a sample lives: a file on disk or bytes held in memory (hub datasets).
+    """Where one image of a sample lives: a file on disk, bytes held in memory, or a `reader` that fetches the
+    stored bytes when asked (hub datasets: a row of a memory-mapped Arrow table, so a split's images are not all
+    held in RAM). `read_bytes` tries data, then reader, then path; a reader must be safe to call from any thread.
 
     `name` is what gets recorded in predictions (a relative path or a hub row id), never the bytes.
     """
@@ -23,10 +26,13 @@ class ImageRef:
     name: str
     path: Path | None = None
     data: bytes | None = None
+    reader: Callable[[], bytes] | None = field(default=None, compare=False, repr=False)
 
     def read_bytes(self) -> bytes:
         if self.data is not None:
             return self.data
+        if self.reader is not None:
+            return self.reader()
         if self.path is None:
             raise FileNotFoundError(f"image '{self.name}' has neither a path nor bytes")
         return self.path.read_bytes()

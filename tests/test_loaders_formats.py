@@ -176,7 +176,7 @@ def test_hf_parquet_folder_vqa(tmp_path, phantom):
         for s, row in zip(samples, rows):
             assert (s.question, s.answer) == (row["question"], row["answer"])
             assert s.answer_type == ("CLOSED" if row["answer"].strip().lower() in ("yes", "no") else "OPEN")
-            assert s.images[0].data == row["image"]  # raw stored bytes, not a re-encoded image
+            assert s.images[0].read_bytes() == row["image"]  # raw stored bytes, not a re-encoded image
     img = Image.open(io.BytesIO(t.samples("test")[0].images[0].read_bytes()))
     assert img.size == phantom[0].views[0].size
 
@@ -190,14 +190,17 @@ def test_hf_saved_to_disk_caption(tmp_path, phantom):
         assert [s.id for s in samples] == [r["image_id"] for r in rows]
         assert [s.answer for s in samples] == [r["caption"] for r in rows]
         assert [s.fields["cuis"] for s in samples] == [r["cui"] for r in rows]
-        assert [s.images[0].data for s in samples] == [r["image"] for r in rows]
+        assert [s.images[0].read_bytes() for s in samples] == [r["image"] for r in rows]
         assert all(s.question is None for s in samples)
 
 
 def test_hf_local_folder_unknown_split(tmp_path, phantom):
     write_hf_parquet(tmp_path, phantom, kind="vqa")
-    with pytest.raises(UserError, match=r"split 'validation'.*Unknown split"):
+    with pytest.raises(UserError, match=r"split 'validation'.*Unknown split") as err:
         task("vqa-rad", tmp_path, source="hf").samples("validation")
+    assert "\n" not in str(err.value)
+    for name in ("test", "train"):  # the splits found, each with its files
+        assert f"split {name} (data/{name}-00000-of-00001.parquet)" in str(err.value)
 
 
 def test_hf_folder_without_data_files(tmp_path):

@@ -2,9 +2,11 @@
 
 Hub: `datasets.load_dataset(source.path, name=source.config, revision=source.revision, split=...)`, read
 from the user's Hugging Face cache when offline. Local copy: a folder in hub layout (parquet files such as
-`data/test-00000-of-00001.parquet`, read by the same `load_dataset` call on the folder; its Arrow cache goes
-to the harness cache dir) or a `DatasetDict.save_to_disk` folder (`dataset_dict.json`).
-The image column is read undecoded, so each ImageRef carries the stored bytes. Columns follow the source's
+`data/test-00000-of-00001.parquet`; only the asked split's files, as `datasets` assigns files to splits, are
+converted to Arrow, in the harness cache dir) or a `DatasetDict.save_to_disk` folder (`dataset_dict.json`).
+The dataset stays Arrow-backed (memory-mapped): the text columns are read without the image column, and each
+ImageRef gets a reader of its row's stored (undecoded) image bytes, so a split's images are read one at a time
+when opened or fingerprinted instead of all being held in RAM. Columns follow the source's
 `fields` mapping: id, image, question (vqa), answer, answer_type (for closed_rule answer_type), plus any
 breakdown name; without an id column the id is "<split>-<row index>" (stable for a pinned revision). A blank
 or repeated id is an error naming the row; a row whose reference (answer, report or caption) is null or blank is
@@ -33,6 +35,7 @@ from harness.types import ImageRef, Sample
 OPTIONS: tuple[str, ...] = ()  # a hub source is described by path, config, revision and fields alone
 
 CORE_KEYS = ("id", "image", "question", "answer", "answer_type")
+IMAGE_BATCH = 4096  # rows per Arrow batch when finding where each row's image is (offsets only, no bytes)
 
 
 def expected_files(source: SourceConfig, split: str) -> list[str]:
@@ -73,9 +76,18 @@ def _load_local(source: SourceConfig, split: str, data_dir: Path) -> Any:
             f"--data-dir {data_dir} is not a Hugging Face dataset folder: expected parquet files in hub layout "
             f"(data/{split}-00000-of-00001.parquet) or a DatasetDict saved with save_to_disk (dataset_dict.json)"
         )
+    cache = str(cache_dir() / "hf-datasets")
     try:
+        # The builder only resolves which files make which split (README `configs` or the hub file naming);
+        # loading with just this split's files keeps the other splits from being converted and cached.
+        found = datasets.load_dataset_builder(str(data_dir), name=source.config, cache_dir=cache).config.data_files
+        if split not in (found or {}):
+            raise UserError(
+                f"cannot read {data_dir} as a Hugging Face dataset (split '{split}'): Unknown split \"{split}\"; "
+                f"its files give {_describe_splits(found or {}, data_dir)}"
+            )
         return datasets.load_dataset(
-            str(data_dir), name=source.config, split=split, cache_dir=str(cache_dir() / "hf-datasets")
+            str(data_dir), name=source.config, data_files={split: list(found[split])}, split=split, cache_dir=cache
         )
     except (FileNotFoundError, ValueError, datasets.exceptions.DatasetsError) as exc:
         raise UserError(
@@ -83,27 +95,76 @@ def _load_local(source: SourceConfig, split: str, data_dir: Path) -> Any:
         ) from None
 
 
-def _image_ref(value: Any, name: str, data_dir: Path | None) -> ImageRef:
-    if isinstance(value, dict):
-        if value.get("bytes"):
-            return ImageRef(name=name, data=value["bytes"])
-        value = value.get("path")
-    if isinstance(value, (bytes, bytearray)):
-        return ImageRef(name=name, data=bytes(value))
-    if isinstance(value, str) and value:
-        path = Path(value)
-        if not path.is_absolute() and data_dir is not None:
-            path = data_dir / path
-        return ImageRef(name=name, path=path)
-    return ImageRef(name=name)  # no image stored: the runner records the error for this sample
+def _describe_splits(data_files: Any, data_dir: Path) -> str:
+    """Each split found and its files, for an error: "split test (data/test-00000-of-00002.parquet and 1 more)"."""
+    root = data_dir.resolve()
+    parts = []
+    for name, files in data_files.items():
+        first = Path(str(files[0])) if files else None
+        shown = str(first.relative_to(root)) if first and first.is_relative_to(root) else str(first)
+        more = f" and {len(files) - 1} more" if len(files) > 1 else ""
+        parts.append(f"split {name} ({shown}{more})")
+    return ", ".join(parts) or "no split"
+
+
+class _RowImage:
+    """The stored bytes of one row's image, read when called from the memory-mapped dataset `images` (its only
+    column is the image column, undecoded). Dataset row access only reads immutable Arrow buffers, so the prefetch
+    thread may call it while the main thread reads other rows."""
+
+    __slots__ = ("images", "column", "row")
+
+    def __init__(self, images: Any, column: str, row: int) -> None:
+        self.images, self.column, self.row = images, column, row
+
+    def __call__(self) -> bytes:
+        value = self.images[self.row][self.column]
+        return value["bytes"] if isinstance(value, dict) else bytes(value)
+
+
+def _image_sources(ds: Any, column: str, data_dir: Path | None) -> list[bool | Path | None]:
+    """Per row, where its image is, found from Arrow offsets and validity without copying image bytes: True
+    (bytes stored in the row), a Path (a stored path, relative ones under data_dir) or None (no image stored).
+    Non-empty stored bytes win over a path; a plain binary column holds bytes, a string column paths."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    out: list[bool | Path | None] = []
+    for batch in ds.select_columns([column]).with_format("arrow").iter(batch_size=IMAGE_BATCH):
+        values = batch.column(0)
+        kind = values.type
+        n = len(values)
+        names = {kind.field(k).name for k in range(kind.num_fields)} if pa.types.is_struct(kind) else set()
+        stored: list[Any] = [False] * n
+        paths: list[Any] = [None] * n
+        if "bytes" in names:
+            stored = pc.fill_null(pc.greater(pc.binary_length(pc.struct_field(values, "bytes")), 0), False)
+            stored = stored.to_pylist()
+        if "path" in names:
+            paths = pc.struct_field(values, "path").to_pylist()
+        elif pa.types.is_binary(kind) or pa.types.is_large_binary(kind):
+            stored = values.is_valid().to_pylist()
+        elif pa.types.is_string(kind) or pa.types.is_large_string(kind):
+            paths = values.to_pylist()
+        for has_bytes, path in zip(stored, paths):
+            if has_bytes:
+                out.append(True)
+            elif isinstance(path, str) and path:
+                full = Path(path)
+                out.append(data_dir / full if not full.is_absolute() and data_dir is not None else full)
+            else:
+                out.append(None)  # no image stored: the runner records the error for this sample
+    return out
 
 
 def load(source: SourceConfig, split: str, data_dir: Path | None, kind: str) -> SplitSamples:
     import datasets
+    import pyarrow
 
     split_name = source.split_name(split)
     local = Path(data_dir).expanduser() if data_dir is not None else None
     ds = _load_local(source, split_name, local) if local is not None else _load_hub(source, split_name)
+    pyarrow.default_memory_pool().release_unused()  # a parquet->Arrow conversion's freed buffers (~2x the split)
     defaults = {"image": "image", "answer": "answer", **({"question": "question"} if kind == "vqa" else {})}
     mapping = {**defaults, **source.fields}
     if kind == "vqa" and source.closed_rule == "answer_type" and "answer_type" not in mapping:
@@ -117,10 +178,14 @@ def load(source: SourceConfig, split: str, data_dir: Path | None, kind: str) -> 
             f"{where} split '{split_name}' lacks column {', '.join(missing)} (has {', '.join(sorted(columns))}); "
             "map other names with the source's `fields`"
         )
-    if isinstance(ds.features.get(mapping["image"]), datasets.Image):
-        ds = ds.cast_column(mapping["image"], datasets.Image(decode=False))
+    image_col = mapping["image"]
+    if isinstance(ds.features.get(image_col), datasets.Image):
+        ds = ds.cast_column(image_col, datasets.Image(decode=False))
     extra = {name: col for name, col in mapping.items() if name not in CORE_KEYS and col in columns}
-    rows = list(ds)
+    images = ds.select_columns([image_col])
+    sources = _image_sources(ds, image_col, local)
+    text_cols = {col for name, col in mapping.items() if name != "image" and col in columns}
+    rows = ds.select_columns([c for c in ds.column_names if c in text_cols])  # iterated lazily, without images
     where = f"{local or source.path} split '{split_name}'"
     id_key = mapping.get("id")
     samples = SplitSamples()
@@ -150,7 +215,7 @@ def load(source: SourceConfig, split: str, data_dir: Path | None, kind: str) -> 
         samples.append(
             Sample(
                 id=sample_id,
-                images=[_image_ref(row[mapping["image"]], sample_id, local)],
+                images=[_ref(sources[i], sample_id, images, image_col, i)],
                 answer=answer,
                 question=str(row[mapping["question"]]).strip() if kind == "vqa" else None,
                 fields=fields,
@@ -158,3 +223,9 @@ def load(source: SourceConfig, split: str, data_dir: Path | None, kind: str) -> 
         )
     check_unique_ids(ids, range(len(ids)), where, id_key or "id", unit="row")  # skipped rows' ids count too
     return samples
+
+
+def _ref(source: bool | Path | None, name: str, images: Any, column: str, row: int) -> ImageRef:
+    if source is True:
+        return ImageRef(name=name, reader=_RowImage(images, column, row))
+    return ImageRef(name=name, path=source) if isinstance(source, Path) else ImageRef(name=name)
