@@ -100,8 +100,8 @@ def _fitting_images(task: Any, field: str) -> tuple[list[tuple[np.ndarray, str]]
 
 
 def fit_for_task(task: Any, field: str) -> tuple[ModalityClassifier, dict[str, Any]]:
-    """The classifier fitted on the task's train split, and what model.json records about it. The whole train
-    split's records are read (on a hub source, with their images); at most MAX_TRAIN images are used."""
+    """The classifier fitted on the task's train split, and what model.json records about it. The train split's
+    records are read; images only until MAX_TRAIN distinct labelled ones are found (hub images are read lazily)."""
     if task is None:
         raise UserError("prepend_modality=predicted needs a task to fit the modality classifier on")
     chosen, unreadable = _fitting_images(task, field)
