@@ -92,7 +92,7 @@ def _bootstrap(judge: JudgePlugin, records: list[dict], rows: list[dict], names:
         values = judge.aggregate([records[i] for i in idx], [rows[i] for i in idx])
         for name in names:
             value = values.get(name)
-            if value is not None:
+            if value is not None and math.isfinite(float(value)):  # undefined on this resample: left out, as None
                 stats[name].append(float(value))
     return {name: _percentile_interval(stats[name]) for name in names}
 

@@ -8,7 +8,7 @@ silently wrong. The rules, applied in this order (IMAGE_DECODING names them; it 
 2. The EXIF orientation tag is applied, so the model sees what a viewer shows (phone photos of skin or slides).
 3. 16-bit, 32-bit integer and floating-point images (X-rays, DICOM exports, CT in Hounsfield units) are mapped
    linearly from their own minimum..maximum to 0..255 (non-finite values become 0). Pillow would clip every value
-   above 255 to white, and every float below 1 to black.
+   above 255 to white, and every float below 1 to black. A constant image keeps its value (clipped to 0..255).
 4. Transparent pixels are composited over white, as a figure shows on a page (ROCOv2's PubMed Central figures),
    instead of showing whatever colour the hidden pixels store.
 5. Anything else (L, 1, P, CMYK, ...) converts to RGB as Pillow does.
@@ -20,8 +20,10 @@ from __future__ import annotations
 
 import io
 import warnings
+from functools import cache
 from typing import Any
 
+ORIENTATION = 0x0112  # the EXIF orientation tag
 IMAGE_DECODING = "rgb8-v2: one frame (MPO: primary), EXIF orientation, >8-bit min-max to 0..255, alpha over white"
 
 
@@ -30,30 +32,41 @@ def decode_rgb(data: bytes) -> Any:
     can act on) for files that cannot be decoded by the rules above."""
     from PIL import Image, ImageOps
 
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # a large image that decodes is fine
-        try:
-            img = Image.open(io.BytesIO(data))
-        except Image.DecompressionBombError as exc:
-            raise ValueError(f"too large to decode: {str(exc).split(', could be')[0]}") from None
-        with img:
-            frames = getattr(img, "n_frames", 1)
-            if frames > 1 and img.format != "MPO":
-                raise ValueError(f"{img.format or 'image'} file with {frames} frames (a stack or an animation); "
-                                 "expected a single picture")
-            img.load()
+    _quiet_large_images()
+    try:
+        img = Image.open(io.BytesIO(data))
+    except Image.DecompressionBombError as exc:
+        raise ValueError(f"too large to decode: {str(exc).split(', could be')[0]}") from None
+    with img:
+        frames = getattr(img, "n_frames", 1)
+        if frames > 1 and img.format != "MPO":
+            raise ValueError(f"{img.format or 'image'} file with {frames} frames (a stack or an animation); "
+                             "expected a single picture")
+        img.load()
+        if img.getexif().get(ORIENTATION, 1) != 1:  # exif_transpose copies even an upright image: only when needed
             img = ImageOps.exif_transpose(img) or img
-            if img.mode.startswith(("I", "F")):
-                return _rescaled(img).convert("RGB")
-            if img.mode in ("RGBA", "LA", "PA", "RGBa", "La") or img.has_transparency_data:
-                rgba = img.convert("RGBA")
-                page = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-                return Image.alpha_composite(page, rgba).convert("RGB")
-            return img.convert("RGB")
+        if img.mode.startswith(("I", "F")):
+            return _rescaled(img).convert("RGB")
+        if img.mode in ("RGBA", "LA", "PA", "RGBa", "La") or img.has_transparency_data:
+            rgba = img.convert("RGBA")
+            page = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+            return Image.alpha_composite(page, rgba).convert("RGB")
+        return img.convert("RGB")
+
+
+@cache
+def _quiet_large_images() -> None:
+    """Pillow's warning for an image between its two size limits, once for the process (an image that decodes
+    is fine; one above the upper limit is a per-sample error). Set once, not per call: warnings.catch_warnings is
+    not thread-safe, and images are decoded on a prefetch thread while the model runs."""
+    from PIL import Image
+
+    warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
 
 
 def _rescaled(img: Any) -> Any:
-    """An 8-bit grayscale image of a high-bit-depth one: its finite min..max mapped linearly onto 0..255."""
+    """An 8-bit grayscale image of a high-bit-depth one: its finite min..max mapped linearly onto 0..255 (a constant
+    image keeps its value, clipped to 0..255)."""
     import numpy as np
     from PIL import Image
 
@@ -65,6 +78,8 @@ def _rescaled(img: Any) -> Any:
         if high > low:
             scaled = np.clip(np.rint((values[finite] - low) * (255.0 / (high - low))), 0, 255)
             out[finite] = scaled.astype(np.uint8)
+        else:
+            out[finite] = int(np.clip(np.rint(low), 0, 255))
     return Image.fromarray(out, mode="L")
 
 

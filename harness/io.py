@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import errno
 import json
+import math
 import os
 import shutil
 import sys
@@ -69,8 +70,32 @@ def _naming(exc: OSError, path: Path) -> OSError:
     return OSError(exc.errno, exc.strerror, str(path))
 
 
+def strict_json(obj: Any, path: Path, **options: Any) -> str:
+    """`obj` as standard JSON text for the file `path`: a NaN or infinity (which json.dumps would write as the
+    non-standard `NaN`, unreadable by other tools) is a one-line error naming the file and where the value is."""
+    try:
+        return json.dumps(obj, ensure_ascii=False, allow_nan=False, **options)
+    except ValueError:
+        where, value = _non_finite(obj, "") or ("?", "NaN")
+        raise UserError(f"{path}: not written: the value at '{where or '(top level)'}' is {value}, which JSON "
+                        "cannot hold (expected a finite number or null; a file written by an older version, or a "
+                        "plugin, holds it)") from None
+
+
+def _non_finite(obj: Any, where: str) -> tuple[str, float] | None:
+    """(dotted path, value) of the first NaN or infinity in a JSON-like value."""
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return where, obj
+    items = obj.items() if isinstance(obj, dict) else enumerate(obj) if isinstance(obj, (list, tuple)) else ()
+    for key, value in items:
+        found = _non_finite(value, f"{where}.{key}" if where else str(key))
+        if found is not None:
+            return found
+    return None
+
+
 def atomic_write_json(path: Path, data: Any) -> None:
-    atomic_write_text(path, json.dumps(data, indent=2, ensure_ascii=False, sort_keys=False, allow_nan=False) + "\n")
+    atomic_write_text(path, strict_json(data, path, indent=2, sort_keys=False) + "\n")
 
 
 def read_json_object(path: Path) -> dict[str, Any]:
@@ -88,12 +113,12 @@ def read_json_object(path: Path) -> dict[str, Any]:
 
 
 def atomic_write_jsonl(path: Path, rows: Iterable[dict[str, Any]]) -> None:
-    atomic_write_text(path, "".join(json.dumps(r, ensure_ascii=False, allow_nan=False) + "\n" for r in rows))
+    atomic_write_text(path, "".join(strict_json(r, path) + "\n" for r in rows))
 
 
 def append_jsonl(path: Path, rows: Iterable[dict[str, Any]]) -> None:
     """Append whole lines and fsync, so a kill leaves at most one partial trailing line."""
-    blob = "".join(json.dumps(r, ensure_ascii=False, allow_nan=False) + "\n" for r in rows)
+    blob = "".join(strict_json(r, path) + "\n" for r in rows)
     with open(path, "a", encoding="utf-8") as fh:
         fh.write(blob)
         fh.flush()

@@ -124,7 +124,7 @@ def _check_hooks(pm: pluggy.PluginManager, name: str, plugin: Any, where: str) -
         if close:
             MISNAMED.setdefault(close[0], []).append(f"plugin '{name}': {message}")
     hooked = {caller.name for caller in callers}
-    unmarked = [n for n in specs if n not in hooked and callable(getattr(plugin, n, None))]
+    unmarked = [n for n in specs if n not in hooked and callable(_static_attribute(plugin, n))]
     if callers:
         for function in unmarked:
             _problem(name, f"function '{function}' has no @hookimpl; it is never called", where)
@@ -135,6 +135,16 @@ def _check_hooks(pm: pluggy.PluginManager, name: str, plugin: Any, where: str) -
                "then @hookimpl above each hook function)")
     _problem(name, message, where)
     UNLOADED.append(f"plugin '{name}': {message}")
+
+
+def _static_attribute(plugin: Any, name: str) -> Any:
+    """`plugin.name` without running the plugin's own __getattr__ (a lazy module, a proxy); None if absent."""
+    import inspect
+
+    try:
+        return inspect.getattr_static(plugin, name, None)
+    except Exception:  # noqa: BLE001 - a plugin's odd attribute machinery must not stop the others loading
+        return None
 
 
 def _hook_names(pm: pluggy.PluginManager) -> list[str]:

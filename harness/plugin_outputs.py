@@ -65,56 +65,78 @@ def checked_outputs(model_id: str, plugin: str, outputs: Any, sample_ids: list[s
     return checked
 
 
-def _metric_problem(value: Any) -> str | None:
+def _plain(value: Any) -> Any:
+    """A numpy scalar as the Python value it holds (np.float64 -> float, np.bool_ -> bool); others unchanged."""
+    return value.item() if type(value).__module__ == "numpy" and hasattr(value, "item") else value
+
+
+def _metric(value: Any) -> tuple[Any, str | None]:
+    """(the value as plain Python, what is wrong with it or None)."""
+    value = _plain(value)
     if value is None or isinstance(value, bool):
-        return None
+        return value, None
     if not isinstance(value, Real):
-        return f"{_shown(value)}; expected a number, a bool, or None for unscored"
+        return value, f"{_shown(value)}; expected a number, a bool, or None for unscored"
     if not math.isfinite(value):
-        return f"{value}; expected a finite number, or None for unscored"
-    return None
+        return value, f"{value}; expected a finite number, or None for unscored"
+    return (value if isinstance(value, int) else float(value)), None
 
 
 def checked_rows(judge_id: str, plugin: str, rows: Any, sample_ids: list[str]) -> list[dict[str, Any]]:
     """A judge's per-sample rows, checked before they are saved: one dict per record with a `metrics` dict of
-    finite numbers, bools or None (numpy numbers become Python ones) and, optionally, `groups` of plain values."""
+    finite numbers, bools or None and, optionally, `groups` of plain values; the whole row must be JSON without
+    NaN. The judge's own row objects are kept (numpy numbers are made Python ones in place): a judge may find
+    its rows again by identity when it aggregates."""
+    import json
+
     who = _who("judge", judge_id, plugin)
     if not isinstance(rows, (list, tuple)):
         raise UserError(f"{who}: score() returned {type(rows).__name__}; expected a list of rows, one per record")
     if len(rows) != len(sample_ids):
         raise UserError(f"{who}: score() returned {len(rows)} rows for {len(sample_ids)} records; expected one "
                         "per record, in order")
-    checked = []
     for sample_id, row in zip(sample_ids, rows):
         where = f"{who}: score() returned, for sample '{sample_id}',"
         metrics = row.get("metrics") if isinstance(row, dict) else None
         if not isinstance(metrics, dict):
             raise UserError(f"{where} {_shown(row)}; expected a dict with a 'metrics' dict, e.g. "
                             "{'metrics': {'accuracy': 1.0}}")
-        clean = {}
-        for name, value in metrics.items():
-            problem = _metric_problem(value)
+        for name, value in list(metrics.items()):
+            plain, problem = _metric(value)
             if not isinstance(name, str):
                 problem = f"a metric named {_shown(name)}; expected string names"
             if problem is not None:
                 raise UserError(f"{where} metric '{name}' = {problem}")
-            clean[name] = value if value is None or isinstance(value, (bool, int)) else float(value)
+            if plain is not value:
+                metrics[name] = plain
         groups = row.get("groups", {})
-        if not isinstance(groups, dict) or not all(
-                isinstance(k, str) and (v is None or isinstance(v, (str, int, float))) for k, v in groups.items()):
+        if not isinstance(groups, dict):
             raise UserError(f"{where} groups {_shown(groups)}; expected a dict of breakdown names to plain values")
-        checked.append({**row, "metrics": clean})
-    return checked
+        for key, value in list(groups.items()):
+            plain = _plain(value)
+            if not isinstance(key, str) or not (plain is None or isinstance(plain, (str, int))
+                                                or (isinstance(plain, float) and math.isfinite(plain))):
+                raise UserError(f"{where} group {key!r} = {_shown(value)}; expected a string, a whole number or "
+                                "a finite number")
+            if plain is not value:
+                groups[key] = plain
+        try:
+            json.dumps(row, allow_nan=False)
+        except (TypeError, ValueError) as exc:
+            raise UserError(f"{where} a row that cannot be saved as JSON ({exc}); expected strings, numbers, "
+                            "lists and dicts, no NaN") from None
+    return list(rows)
 
 
 def checked_aggregate(judge: Any, values: Any) -> dict[str, float | None]:
     """A judge's aggregate() result: metric names to finite numbers or None."""
-    who = _who("judge", getattr(judge, "id", "?"), getattr(judge, "plugin", ""))
+    who = _who("judge", getattr(judge, "id", "?"), getattr(judge, "registered_plugin", ""))
     if not isinstance(values, dict):
         raise UserError(f"{who}: aggregate() returned {_shown(values)}; expected a dict of metric values")
+    out = {}
     for name, value in values.items():
-        problem = _metric_problem(value)
+        plain, problem = _metric(value)
         if problem is not None:
             raise UserError(f"{who}: aggregate() returned metric '{name}' = {problem}")
-    return {name: value if value is None or isinstance(value, (bool, int)) else float(value)
-            for name, value in values.items()}
+        out[name] = plain
+    return out

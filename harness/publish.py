@@ -25,6 +25,7 @@ from typing import Any
 from harness.errors import UserError
 from harness.fingerprint import fingerprint_version
 from harness.io import atomic_write_json, exclusive
+from harness.labels import current_label, keeps_default_setup
 from harness.results import SCHEMA_VERSION, selection_of, validate
 from harness.scoring import installed_judge_class, recorded_convention
 
@@ -110,13 +111,13 @@ def rows_from_results(path: Path, notices: list[str] | None = None) -> list[dict
                                f"{data['task']['n']} samples failed or went unscored); nothing of it is published")
             continue
         convention = recorded_convention(judge["id"], judge.get("convention"))
-        if isinstance(judge.get("setup"), dict):
+        if isinstance(judge.get("setup"), dict) and not keeps_default_setup(judge["id"]):
             setup = judge["setup"]
         else:  # what the recorded settings resolve to, with the model and endpoint the entry says it called (an
             setup = dict(derived_setup(judge["id"], convention, judge.get("settings", {})))  # alias may move)
             setup.update({k: judge[k] for k in ("provider", "model", "base_url") if k in setup and judge.get(k)})
         rows.append({
-            "model": data["model"].get("label", data["model"]["id"]),
+            "model": current_label(data["model"].get("label", data["model"]["id"])),
             "model_plugin": data["model"]["plugin"],
             "adapter_hash": data["model"].get("adapter_hash"),
             "task": data["task"]["id"],
@@ -247,8 +248,9 @@ def publish(inputs: list[Path], output: Path) -> tuple[dict[str, Any], list[str]
 
 
 def _existing_rows(output: Path) -> list[dict[str, Any]]:
-    """The rows of the leaderboard at `output` (none if absent); rows written before judge setups were recorded
-    get the setup derived from their recorded judge settings."""
+    """The rows of the leaderboard at `output` (none if absent); rows written before judge setups were recorded,
+    and rows of judges that keep the default resolve_setup, get the setup derived from their recorded judge
+    settings; labels lose args that are transport args today (harness.labels)."""
     if not output.exists():
         return []
     try:
@@ -259,9 +261,10 @@ def _existing_rows(output: Path) -> list[dict[str, Any]]:
     for i, row in enumerate(existing["rows"]):
         parse_created(row["provenance"]["created"], f"{output}: row {i}", "provenance.created")
         row["convention"] = recorded_convention(row["judge"], row["convention"])
-        if not isinstance(row.get("judge_setup"), dict):
+        if not isinstance(row.get("judge_setup"), dict) or keeps_default_setup(row["judge"]):
             row["judge_setup"] = derived_setup(row["judge"], row["convention"],
                                                row["provenance"].get("judge_settings") or {})
+        row["model"] = current_label(row["model"])  # without args that are transport args today
     return existing["rows"]
 
 

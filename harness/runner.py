@@ -20,6 +20,7 @@ from harness.errors import UserError
 from harness.fingerprint import config_hash, directory_hash, text_hash
 from harness.image_decoding import IMAGE_DECODING, image_error
 from harness.io import append_jsonl, atomic_write_json, exclusive, iter_batches, removed_on_failure
+from harness.labels import model_label
 from harness.model_api import ModelContext
 from harness.paths import cache_dir
 from harness.plugin_outputs import checked_outputs
@@ -62,19 +63,6 @@ class RunSpec:
     device: str | None = None
     dtype: str | None = None
     progress: bool = True
-
-
-def model_label(model_id: str, args: dict[str, str], adapter_hash: str | None,
-                transport: tuple[str, ...] | set[str] = ()) -> str:
-    """The model's name on leaderboard rows: its id, the args that change its outputs (not the `transport`
-    ones, which the run id leaves out too), and the adapter's hash."""
-    label = model_id
-    args = {k: v for k, v in args.items() if k not in transport}
-    if args:
-        label += "[" + ",".join(f"{k}={v}" for k, v in sorted(args.items())) + "]"
-    if adapter_hash:
-        label += f"+adapter:{adapter_hash.split(':')[-1][:8]}"
-    return label
 
 
 def prepare(spec: RunSpec) -> tuple[Task, Any, dict[str, Any], Path, ModelContext]:
@@ -163,7 +151,8 @@ def _claim_run_dir(out_dir: Path, manifest: dict[str, Any]) -> dict[str, Any]:
         if existing.get("run_id") != manifest["run_id"]:
             raise UserError(
                 f"{out_dir} holds run '{existing.get('run_id')}', not '{manifest['run_id']}' (different model, "
-                "task, data, prompt or generation settings): choose another --output"
+                "task, data, prompt or generation settings, or a harness version that decodes images differently: "
+                "task.image_decoding in its run.json): choose another --output"
             )
         return existing
     out_dir.mkdir(parents=True, exist_ok=True)

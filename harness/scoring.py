@@ -71,8 +71,9 @@ def _construct(cls: Any, convention: str | None, accepted: tuple[str, ...], info
         credentialed=credentialed,
         progress=progress,
     )
-    judge = cls(options)
-    judge.id, judge.plugin = info.id, info.plugin
+    judge = cls.__new__(cls)
+    judge.id, judge.registered_plugin = info.id, info.plugin  # set first: __init__'s own errors name it too
+    judge.__init__(options)
     return judge
 
 
@@ -194,7 +195,7 @@ def apply_judges(
             rows = judge.score(scorable) if scorable else []
         finally:
             judge.close()
-        rows = checked_rows(judge.id, getattr(judge, "plugin", ""), rows, [r["id"] for r in scorable])
+        rows = checked_rows(judge.id, getattr(judge, "registered_plugin", ""), rows, [r["id"] for r in scorable])
         _merge_scores(out_dir / SCORES_FILE, judge_key(judge), scorable, rows)
         summary = summarize(judge, scorable, rows, breakdown_keys, cluster_key)
         entries.append(

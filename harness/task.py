@@ -11,6 +11,7 @@ three records, returned by `skipped_note(split)`. The expected size is compared 
 
 from __future__ import annotations
 
+import math
 import sys
 from dataclasses import fields as dc_fields
 from pathlib import Path
@@ -97,7 +98,7 @@ class Task:
             self._skipped[split] = skipped
             self._skipped_notes[split] = self._report_skipped(split, skipped)
             self._size_notes[split] = self._check_size(split, len(loaded))
-            self._samples[split] = list(loaded)
+            self._samples[split] = [_without_non_finite(sample) for sample in loaded]
         return self._samples[split]
 
     def _report_skipped(self, split: str, skipped: list[str]) -> str | None:
@@ -207,3 +208,12 @@ def _looks_like_hf_folder(path: Path) -> bool:
 
 def prompt_hash(template: str) -> str:
     return text_hash(template)
+
+
+def _without_non_finite(sample: Sample) -> Sample:
+    """A NaN or infinite field value (an empty cell of a parquet float column, `NaN` in a JSON file) becomes None:
+    no value, as a blank one is, instead of a "nan" breakdown slice and a predictions line that is not JSON."""
+    for key, value in sample.fields.items():
+        if isinstance(value, float) and not math.isfinite(value):
+            sample.fields[key] = None
+    return sample

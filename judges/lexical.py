@@ -155,6 +155,7 @@ class LexicalJudge(JudgePlugin):
                 from harness.judges.coco_spice import run_spice
 
                 spice = run_spice(self.java, ref_tokens, hyp_tokens, workdir)
+                corpus.add_mean("SPICE", spice)  # its corpus value, as for rows read back (corpus_from_rows)
         self._run_info["java"] = version.result()
         cider = corpus.per_sample_cider()
         rows = []

@@ -35,8 +35,13 @@ class LexicalCorpus:
         self.cider = CiderCorpus(hyp_counts, ref_counts, [len(w) for w in hyp_words], [len(w) for w in ref_words])
         self.meteor_stats = np.array(meteor_stats, dtype=float).reshape(-1, 23)  # may be set after METEOR ran
         # metrics whose corpus value is the mean of the per-sample values (None = unscored, left out)
-        self.means = {name: np.array([np.nan if v is None else v for v in values], dtype=float)
-                      for name, values in means.items()}
+        self.means: dict[str, np.ndarray] = {}
+        for name, values in means.items():
+            self.add_mean(name, values)
+
+    def add_mean(self, name: str, values: Sequence[float | None]) -> None:
+        """One more metric whose corpus value is the mean of its per-sample values (None: unscored)."""
+        self.means[name] = np.array([np.nan if v is None else v for v in values], dtype=float)
 
     def per_sample_cider(self) -> np.ndarray:
         """Each sample's CIDEr-D with the IDF of the whole set (pycocoevalcap's per-image scores)."""

@@ -138,8 +138,8 @@ def check_out(out: Path, identity_hash: str, keep_checkpoints: bool = False) -> 
         return ready, False
     found = ckpt.list_checkpoints(out / CHECKPOINTS)
     if found and ckpt.read_state(found[-1]).get("config_hash") != identity_hash:
-        raise UserError(f"--out {out} holds checkpoints of a different fine-tune (other model, data or "
-                        f"settings): choose another --out, or delete {out / CHECKPOINTS} to start over")
+        raise UserError(f"--out {out} holds checkpoints of a different fine-tune (other model, data, settings "
+                        f"or image decoding): choose another --out, or delete {out / CHECKPOINTS} to start over")
     others = [p for p in out.iterdir() if p.name != CHECKPOINTS]
     if not others:
         return None, False

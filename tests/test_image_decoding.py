@@ -124,3 +124,16 @@ def test_fine_tuning_names_the_training_image_it_skips(tmp_path, capsys):
     lines = [line for line in capsys.readouterr().err.splitlines() if "skipping training sample" in line]
     assert len(lines) == len(skipped) and all(broken in line and "not an image file Pillow can read" in line
                                               and "BytesIO" not in line for line in lines), lines
+
+
+def test_the_decoding_rules_are_part_of_the_run_and_fine_tune_identities(tmp_path, monkeypatch):
+    import harness.plugins.finetune_data as finetune_data
+    import harness.runner as runner
+
+    spec = runner.RunSpec(model="prior", task="phantom-vqa", runs_dir=tmp_path)
+    first = runner.prepare(spec)[2]
+    stage = finetune_data.load_stage_data("phantom-vqa", limit=4).describe()
+    monkeypatch.setattr(runner, "IMAGE_DECODING", IMAGE_DECODING + "-changed")
+    monkeypatch.setattr(finetune_data, "IMAGE_DECODING", IMAGE_DECODING + "-changed")
+    assert runner.prepare(spec)[2]["run_id"] != first["run_id"]  # other pixels: another run, never a resumed one
+    assert finetune_data.load_stage_data("phantom-vqa", limit=4).describe() != stage

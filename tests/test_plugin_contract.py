@@ -92,3 +92,20 @@ def test_transport_args_stay_out_of_the_run_id_and_the_leaderboard_label(tmp_pat
     assert harness("publish", str(folder), "--output", str(tmp_path / "board.json")).returncode == 0
     labels = {row["model"] for row in json.loads((tmp_path / "board.json").read_text())["rows"]}
     assert labels == {"odd-outputs[kind=none]"}
+
+
+def test_rows_an_older_version_published_merge_with_new_ones(tmp_path):
+    """Older versions labelled rows with transport args and recorded `{}` as the setup of a judge keeping the
+    default resolve_setup: re-publishing the same configuration replaces those rows instead of adding rows."""
+    out = tmp_path / "run"
+    assert harness("run", "--model", "odd-outputs", "--model-args", "kind=none,pace=1", "--task", "phantom-vqa",
+                   "--limit", "4", "--output", str(out), "--judge", "tolerance", "--judge-arg", "tol=1").returncode == 0
+    board = tmp_path / "board.json"
+    assert harness("publish", str(out), "--output", str(board)).returncode == 0
+    data = json.loads(board.read_text())
+    (row,) = data["rows"]
+    row["model"], row["judge_setup"] = "odd-outputs[kind=none,pace=1]", {}  # as the older version wrote it
+    board.write_text(json.dumps(data))
+    assert harness("publish", str(out), "--output", str(board)).returncode == 0
+    (row,) = json.loads(board.read_text())["rows"]
+    assert row["model"] == "odd-outputs[kind=none]" and row["judge_setup"] == {"tol": "1"}
