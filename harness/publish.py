@@ -1,6 +1,8 @@
 """Merge results.json files into a leaderboard.json (schema-checked, written atomically).
 
-One row per model x task x split x source x prompt variant x judge x convention x judge setup, carrying its
+One row per model x task x split x source x prompt variant x judge x convention x judge setup x configuration
+(what else moves numbers: generation settings, prompt text, task and judge versions, the model's identity such as
+dtype or pinned revision; harness.row_config, with a note naming what differs between rows that look alike), its
 metrics (overall and per breakdown, e.g. open/closed) and provenance (run id, harness version and commit, judge
 version and settings, prompt, generation settings, dataset fingerprint). The judge setup (`judge_setup`, the
 judge's resolved number-moving choices, see JudgePlugin.resolve_setup) is part of the row's identity: a re-score
@@ -27,6 +29,7 @@ from harness.fingerprint import fingerprint_version
 from harness.io import atomic_write_json, exclusive
 from harness.labels import current_label, keeps_default_setup
 from harness.results import SCHEMA_VERSION, selection_of, validate
+from harness.row_config import config_notes, fill_identities, row_config
 from harness.scoring import installed_judge_class, recorded_convention
 
 
@@ -96,6 +99,7 @@ def rows_from_results(path: Path, notices: list[str] | None = None) -> list[dict
         where = "/".join(map(str, exc.absolute_path)) or "(top level)"
         raise UserError(f"{path}: not a valid results file at '{where}': {exc.message}") from None
     chosen = selection_of(data)
+    _check_selection(path, data, chosen)
     parse_created(data["created"], str(path))
     rows = []
 
@@ -133,6 +137,8 @@ def rows_from_results(path: Path, notices: list[str] | None = None) -> list[dict
             "n_total": chosen["n_total"],
             "partial": chosen["partial"],
             "errors": data["errors"]["count"],
+            "unscored": max((m.get("unscored") or 0 for m in judge["metrics"].values()), default=0),
+            "model_identity": data["model"].get("identity"),
             "metrics": trimmed(judge["metrics"]),
             "breakdowns": {key: {value: trimmed(metrics) for value, metrics in values.items()}
                            for key, values in judge.get("breakdowns", {}).items()},
@@ -157,7 +163,20 @@ def canonical_setup(row: dict[str, Any]) -> str:
 
 def row_key(row: dict[str, Any]) -> tuple:
     return (row["model"], row["task"], row["split"], row.get("source"), row["prompt_variant"], row["judge"],
-            row["convention"], canonical_setup(row))
+            row["convention"], canonical_setup(row), row_config(row))
+
+
+def _check_selection(path: Path, data: dict[str, Any], chosen: dict[str, Any]) -> None:
+    """The selection a results file states must agree with its task part (a hand-edited `partial` or n_total
+    would publish a partial run as complete)."""
+    task = data["task"]
+    n_total = task.get("n_total")
+    expected_partial = n_total is not None and chosen["n"] < n_total
+    if chosen["n"] != task["n"] or (n_total is not None and chosen.get("n_total") != n_total) \
+            or bool(chosen.get("partial")) != expected_partial:
+        raise UserError(f"{path}: selection (n={chosen['n']}, n_total={chosen.get('n_total')}, partial="
+                        f"{chosen.get('partial')}) disagrees with task (n={task['n']}, n_total={n_total}): the file "
+                        "was edited; rewrite it with harness score on its run folder")
 
 
 @cache
@@ -275,17 +294,17 @@ def _replaced(old: dict[str, Any], kept: dict[str, Any]) -> str:
 
 
 def _publish(inputs: list[Path], output: Path) -> tuple[dict[str, Any], list[str]]:
+    notices: list[str] = []
+    existing = _existing_rows(output)
+    given = [row for path in find_results(inputs) for row in rows_from_results(path, notices)]
+    fill_identities(existing, given)
     rows: dict[tuple, dict[str, Any]] = {}
-    for row in _existing_rows(output):  # two rows of one key (a convention read as none now): the preferred one
+    for row in existing:  # two rows of one key (a convention read as none now): the preferred one
         old = rows.get(row_key(row))
         if old is None or prefer(row, old):
             rows[row_key(row)] = row
     before = dict(rows)
-    notices: list[str] = []
-    candidates = list(rows.values()) + [row for path in find_results(inputs)
-                                        for row in rows_from_results(path, notices)]
-    check_fingerprints(candidates)
-    given = candidates[len(rows):]
+    check_fingerprints(list(rows.values()) + given)
     for row in given:
         old = rows.get(row_key(row))
         if old is None or prefer(row, old):
@@ -307,6 +326,9 @@ def _publish(inputs: list[Path], output: Path) -> tuple[dict[str, Any], list[str
     notices += [f"partial row kept (no complete run yet): {describe(r)}" for r in ordered if r.get("partial")]
     notices += [f"row with {r['errors']} failed sample(s), not in its metrics (re-run to retry them): {describe(r)}"
                 for r in ordered if r.get("errors")]
+    notices += [f"row with {r['unscored']} sample(s) its judge left unscored (an unparseable reply, say), not in its "
+                f"metrics: {describe(r)}" for r in ordered if r.get("unscored")]
+    notices += config_notes(ordered, describe)
     board = {
         "schema_version": SCHEMA_VERSION,
         "updated": datetime.now(timezone.utc).isoformat(timespec="seconds"),

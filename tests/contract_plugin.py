@@ -8,7 +8,7 @@ from typing import Any
 
 from harness.hookspecs import hookimpl
 from harness.judge_api import JudgePlugin
-from harness.model_api import ModelPlugin
+from harness.model_api import ModelContext, ModelPlugin
 from harness.registry import JudgeInfo, ModelInfo
 from harness.types import GenerationOutput, GenerationRequest
 
@@ -19,6 +19,10 @@ class OddOutputs(ModelPlugin):
 
     default_batch_size = 4
     transport_args = ("pace",)  # changes nothing in the answers
+
+    @classmethod
+    def run_identity(cls, args: dict[str, str], context: ModelContext) -> dict[str, Any]:
+        return {"dtype": context.dtype or "float32"}  # as a local model's would
 
     def generate(self, requests: list[GenerationRequest]) -> list[GenerationOutput]:
         odd: Any = {"none": None, "int": 3}[self.args["kind"]]
@@ -37,7 +41,7 @@ class ToleranceJudge(JudgePlugin):
         rows: list[dict[str, Any]] = [{"metrics": {"match": float(r["prediction"] == r["answer"])}} for r in records]
         bad = self.options.settings.get("bad")
         if bad and rows:
-            rows[0]["metrics"]["match"] = {"nan": float("nan"), "text": "correct"}[bad]
+            rows[0]["metrics"]["match"] = {"nan": float("nan"), "text": "correct", "none": None}[bad]
         return rows
 
 
