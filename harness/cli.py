@@ -15,7 +15,8 @@ import sys
 from harness import __version__
 from harness.errors import Terminated, UserError
 
-COMMANDS = ("list", "plugins", "run", "score", "publish", "cache", "agreement", "finetune", "convert", "serve")
+COMMANDS = ("list", "plugins", "run", "score", "publish", "table", "cache", "agreement", "finetune", "convert",
+            "serve")
 
 
 def build_parser() -> argparse.ArgumentParser:
