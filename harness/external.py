@@ -80,7 +80,7 @@ def external_manifest(path: Path, records: list[dict[str, Any]], kind: str, task
         "run_id": f"{task_id}--{model_id}--{config_hash([str(path.resolve()), fingerprint])}",
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "model": {"id": model_id, "label": model_id, "plugin": "external", "args": {}, "adapter": None,
-                  "adapter_hash": None, "identity": {"predictions_file": str(path)}},
+                  "adapter_hash": None, "identity": {"predictions_file": str(path.resolve())}},
         "task": {"id": task_id, "version": "external", "kind": kind,
                  "source": {"name": "external", "format": "predictions-jsonl", "path": str(path)},
                  "revision": None, "split": "external", "fingerprint": fingerprint, "n_total": len(records),

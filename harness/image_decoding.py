@@ -24,7 +24,7 @@ from functools import cache
 from typing import Any
 
 ORIENTATION = 0x0112  # the EXIF orientation tag
-IMAGE_DECODING = "rgb8-v2: one frame (MPO: primary), EXIF orientation, >8-bit min-max to 0..255, alpha over white"
+IMAGE_DECODING = "rgb8-v3: one frame (MPO: primary), EXIF orientation, >8-bit min-max to 0..255, alpha over white"
 
 
 def decode_rgb(data: bytes) -> Any:

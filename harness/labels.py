@@ -57,11 +57,13 @@ def current_label(label: str) -> str:
 
 
 def keeps_default_setup(judge_id: str) -> bool:
-    """Whether the installed judge `judge_id` uses JudgePlugin's default resolve_setup (its settings as given)."""
+    """Whether the installed judge `judge_id` keeps JudgePlugin's default resolve_setup and setup (its settings as
+    given, nothing added once built): only then is its setup derived again from the recorded settings."""
     from harness.judge_api import JudgePlugin
     from harness.scoring import installed_judge_class
 
     cls = installed_judge_class(judge_id)
     resolve = getattr(cls, "resolve_setup", None)
-    return getattr(resolve, "__func__", None) is JudgePlugin.resolve_setup.__func__
+    return (getattr(resolve, "__func__", None) is JudgePlugin.resolve_setup.__func__
+            and getattr(cls, "setup", None) is JudgePlugin.setup)
 

@@ -297,7 +297,7 @@ def _publish(inputs: list[Path], output: Path) -> tuple[dict[str, Any], list[str
     notices: list[str] = []
     existing = _existing_rows(output)
     given = [row for path in find_results(inputs) for row in rows_from_results(path, notices)]
-    fill_identities(existing, given)
+    fill_identities(existing, given, output.parent)
     rows: dict[tuple, dict[str, Any]] = {}
     for row in existing:  # two rows of one key (a convention read as none now): the preferred one
         old = rows.get(row_key(row))
@@ -323,11 +323,12 @@ def _publish(inputs: list[Path], output: Path) -> tuple[dict[str, Any], list[str
     ordered = sorted(rows.values(), key=lambda r: (r["task"], r["split"], str(r.get("source")), r["judge"],
                                                    str(r["convention"]), canonical_setup(r),
                                                    str(r["prompt_variant"]), r["model"]))
-    notices += [f"partial row kept (no complete run yet): {describe(r)}" for r in ordered if r.get("partial")]
+    notices += [f"partial row kept (no complete run of its configuration yet): {describe(r)}" for r in ordered
+                if r.get("partial")]
     notices += [f"row with {r['errors']} failed sample(s), not in its metrics (re-run to retry them): {describe(r)}"
                 for r in ordered if r.get("errors")]
-    notices += [f"row with {r['unscored']} sample(s) its judge left unscored (an unparseable reply, say), not in its "
-                f"metrics: {describe(r)}" for r in ordered if r.get("unscored")]
+    notices += [f"row with {r['unscored']} sample(s) its judge left unscored, not in its metrics: {describe(r)}"
+                for r in ordered if r.get("unscored")]
     notices += config_notes(ordered, describe)
     board = {
         "schema_version": SCHEMA_VERSION,

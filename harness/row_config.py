@@ -7,7 +7,7 @@ under the same variant name), the task version, the judge's version and the mode
 revision, API model id). `row_config` is that part; it is in every row's key (harness.publish.row_key), so a run
 with other settings is a row of its own instead of silently replacing, and `config_notes` names what differs
 between rows that look alike. Rows written before `model_identity` was recorded get it from a row of the same run
-id (the run id hashes it) or from their results file.
+id (the run id hashes it), from their results file, or from the rows they match in everything else.
 """
 
 from __future__ import annotations
@@ -31,23 +31,50 @@ def row_config(row: dict[str, Any]) -> str:
     return json.dumps(config_of(row), sort_keys=True, separators=(",", ":"), default=str)
 
 
-def fill_identities(existing: list[dict[str, Any]], given: list[dict[str, Any]]) -> None:
-    """Give rows written before model identities were recorded the identity of their run: from a given row of the
-    same run id, else from their results file when it still holds that run; else none (null)."""
-    by_run = {row["provenance"]["run_id"]: row["model_identity"] for row in given if "model_identity" in row}
+def fill_identities(existing: list[dict[str, Any]], given: list[dict[str, Any]], board_dir: Path) -> None:
+    """Give rows written before model identities were recorded (no `model_identity`, or null) the identity of
+    their run: from a given row of the same run id (the run id hashes it), else from their results file (as
+    recorded, or relative to the leaderboard's folder) when it still holds that run, else from the given rows that
+    match them in everything else when those all share one identity (an unknown identity matches a known one: a
+    newer run of the same configuration then replaces the old row). Still unknown: left out, to be filled later."""
+    by_run = {row["provenance"]["run_id"]: row.get("model_identity") for row in given}
+    unknown = []
     for row in existing:
-        if "model_identity" in row:
+        if row.get("model_identity") is not None:
             continue
         run_id = row["provenance"]["run_id"]
-        row["model_identity"] = by_run[run_id] if run_id in by_run else _identity_in_file(row, run_id)
+        found = by_run.get(run_id)
+        if found is None:
+            found = _identity_in_file(row, run_id, board_dir)
+        if found is None:
+            row.pop("model_identity", None)
+            unknown.append(row)
+        else:
+            row["model_identity"] = found
+    for row in unknown:
+        rest = _without_identity(row)
+        candidates = {json.dumps(g.get("model_identity"), sort_keys=True, default=str): g.get("model_identity")
+                      for g in given if _without_identity(g) == rest and g.get("model_identity") is not None}
+        if len(candidates) == 1:
+            row["model_identity"] = next(iter(candidates.values()))
 
 
-def _identity_in_file(row: dict[str, Any], run_id: str) -> Any:
-    try:
-        data = json.loads(Path(row["provenance"]["results_file"]).read_text(encoding="utf-8"))
-        return data["model"].get("identity") if data.get("run_id") == run_id else None
-    except (OSError, ValueError, KeyError, TypeError, AttributeError):
-        return None
+def _without_identity(row: dict[str, Any]) -> str:
+    config = {k: v for k, v in config_of(row).items() if k != "model_identity"}
+    visible = [row.get(k) for k in VISIBLE] + [row.get("judge_setup") or {}]
+    return json.dumps([visible, config], sort_keys=True, default=str)
+
+
+def _identity_in_file(row: dict[str, Any], run_id: str, board_dir: Path) -> Any:
+    recorded = Path(str(row["provenance"].get("results_file")))
+    for path in dict.fromkeys([recorded] + ([] if recorded.is_absolute() else [board_dir / recorded])):
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        if isinstance(data, dict) and data.get("run_id") == run_id and isinstance(data.get("model"), dict):
+            return data["model"].get("identity")
+    return None
 
 
 def config_notes(rows: list[dict[str, Any]], describe: Any) -> list[str]:

@@ -45,6 +45,20 @@ class ToleranceJudge(JudgePlugin):
         return rows
 
 
+class WeightsJudge(ToleranceJudge):
+    """Keeps the default resolve_setup (the `weights` path as given) and adds, once built, the weights file's hash
+    to its setup, as JudgePlugin.setup allows."""
+
+    accepted_settings = ("weights",)
+
+    def setup(self) -> dict[str, Any]:
+        import hashlib
+        from pathlib import Path
+
+        weights = Path(self.options.settings["weights"])
+        return {**super().setup(), "weights_sha256": hashlib.sha256(weights.read_bytes()).hexdigest()}
+
+
 @hookimpl
 def register_models(register) -> None:
     register(ModelInfo(id="odd-outputs", loader="contract_plugin:OddOutputs", description="test-only"))
@@ -53,4 +67,6 @@ def register_models(register) -> None:
 @hookimpl
 def register_judges(register) -> None:
     register(JudgeInfo(id="tolerance", loader="contract_plugin:ToleranceJudge", description="test-only",
+                       capabilities={"task_kinds": ["vqa"]}))
+    register(JudgeInfo(id="weights-judge", loader="contract_plugin:WeightsJudge", description="test-only",
                        capabilities={"task_kinds": ["vqa"]}))

@@ -111,3 +111,18 @@ def test_results_are_strict_json(tmp_path):
     for name in ("results.json", "run.json", "model.json"):
         strict((out / name).read_text())
     assert Path(out / "scores.jsonl").read_text().count("NaN") == 0
+
+
+def test_a_nan_reference_is_a_blank_one_skipped_not_the_text_nan(tmp_path):
+    data = tmp_path / "data"
+    written = write_mevf(data, cases(4, seed=5))
+    records = written.records["test"]
+    records[0]["answer"] = float("nan")
+    (data / "testset.json").write_text(json.dumps(records), encoding="utf-8")
+    proc = harness("run", "--model", "prior", "--task", "vqa-rad", "--source", "mevf", "--data-dir", str(data),
+                   "--judge", "exact", "--runs-dir", str(tmp_path / "runs"), "--no-progress")
+    assert proc.returncode == 0, proc.stderr
+    assert "1 sample with a blank reference skipped" in proc.stderr
+    (run,) = (tmp_path / "runs").iterdir()
+    ids = [strict(line)["id"] for line in (run / "predictions.jsonl").read_text().splitlines()]
+    assert str(records[0]["qid"]) not in ids and len(ids) == len(records) - 1

@@ -79,3 +79,45 @@ def test_a_results_file_edited_to_look_complete_is_refused(tmp_path):
     proc = harness("publish", str(out), "--output", str(tmp_path / "board.json"))
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert "selection (n=8, n_total=8, partial=False) disagrees with task (n=8, n_total=361)" in proc.stderr
+
+
+def test_an_old_row_whose_identity_cannot_be_found_is_replaced_by_a_newer_run_of_its_configuration(tmp_path):
+    run(tmp_path / "a")
+    board = tmp_path / "board.json"
+    publish(board, tmp_path / "a")
+    data = json.loads(board.read_text())
+    for row in data["rows"]:  # an older version's row: no identity, another run id, its results file elsewhere
+        row["model_identity"] = None
+        row["provenance"].update(run_id="phantom-vqa--odd-outputs--0123456789ab", results_file="runs/gone.json",
+                                 created="2026-01-01T00:00:00+00:00")
+    board.write_text(json.dumps(data))
+    proc = publish(board, tmp_path / "a")
+    rows = json.loads(board.read_text())["rows"]
+    assert len(rows) == len(data["rows"]) and all(r["model_identity"] == {"dtype": "float32"} for r in rows)
+    assert "differ in" not in proc.stderr and "replaced" in proc.stderr
+
+
+def test_a_judge_that_adds_to_its_setup_once_built_keeps_it_on_the_leaderboard(tmp_path):
+    weights = tmp_path / "judge.bin"
+    board = tmp_path / "board.json"
+    for content, out in ((b"one", "a"), (b"two", "b")):
+        weights.write_bytes(content)
+        run(tmp_path / out)
+        proc = harness("score", str(tmp_path / out), "--judge", "weights-judge", "--judge-arg", f"weights={weights}")
+        assert proc.returncode == 0, proc.stderr
+    publish(board, tmp_path / "a", tmp_path / "b")
+    rows = [r for r in json.loads(board.read_text())["rows"] if r["judge"] == "weights-judge"]
+    assert len({r["judge_setup"]["weights_sha256"] for r in rows}) == 2  # two judge weights, two rows
+
+
+def test_the_same_predictions_file_under_two_spellings_is_one_row(tmp_path, monkeypatch):
+    run(tmp_path / "a")
+    preds = tmp_path / "preds.jsonl"
+    preds.write_text((tmp_path / "a" / "predictions.jsonl").read_text())
+    monkeypatch.chdir(tmp_path)
+    board = tmp_path / "board.json"
+    for spelling in ("preds.jsonl", str(preds)):
+        proc = harness("score", spelling, "--judge", "exact", "--task-type", "vqa", "--output", str(tmp_path / "ext"))
+        assert proc.returncode == 0, proc.stderr
+        publish(board, tmp_path / "ext")
+    assert len(json.loads(board.read_text())["rows"]) == 1

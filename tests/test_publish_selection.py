@@ -43,7 +43,7 @@ def test_partial_runs_never_replace_complete_ones(tmp_path):
     # A partial row alone is published, with a notice.
     proc = harness("publish", str(smoke_first), "-o", str(board))
     assert rows(board) == [("test", "default", 5, 361, True)]
-    assert "partial row kept (no complete run yet)" in proc.stderr and "n=5 of 361" in proc.stderr
+    assert "partial row kept (no complete run of its configuration yet)" in proc.stderr and "n=5 of 361" in proc.stderr
 
     # The complete run replaces it; the newer partial run of the same key is skipped, with a notice.
     proc = harness("publish", str(full), str(smoke), "-o", str(board))

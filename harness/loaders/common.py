@@ -9,6 +9,7 @@ Task prints one warning per split (a hub dataset or a released train split canno
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -38,8 +39,9 @@ def require_data_dir(data_dir: Path | None, source_name: str, expected: list[str
 
 
 def as_text(value: Any) -> str:
-    """A scalar as stripped text: real releases store some answers and ids as JSON numbers (VQA-RAD); None -> ""."""
-    if value is None:
+    """A scalar as stripped text: real releases store some answers and ids as JSON numbers (VQA-RAD); None, NaN and
+    infinity (an empty cell written as NaN) -> "", so a record without its reference is skipped as a blank one."""
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
         return ""
     if isinstance(value, float) and value.is_integer():
         value = int(value)
