@@ -72,15 +72,19 @@ def external_manifest(path: Path, records: list[dict[str, Any]], kind: str, task
     fingerprint = dataset_fingerprint(
         Sample(id=r["id"], images=[], answer=r["answer"], question=r.get("question")) for r in records
     )
+    import hashlib
+
     task_id = task_name or path.stem
     model_id = model_name or "external"
+    # the file's content, not where it lies: a copy is the same run, an edited file another
+    content = hashlib.sha256(path.read_bytes()).hexdigest()
     breakdowns = sorted({k for r in records for k, v in r.items()
                          if k not in NOT_BREAKDOWNS and isinstance(v, str)})
     return {
-        "run_id": f"{task_id}--{model_id}--{config_hash([str(path.resolve()), fingerprint])}",
+        "run_id": f"{task_id}--{model_id}--{config_hash([content, fingerprint])}",
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "model": {"id": model_id, "label": model_id, "plugin": "external", "args": {}, "adapter": None,
-                  "adapter_hash": None, "identity": {"predictions_file": str(path.resolve())}},
+                  "adapter_hash": None, "identity": {"predictions_sha256": content}},
         "task": {"id": task_id, "version": "external", "kind": kind,
                  "source": {"name": "external", "format": "predictions-jsonl", "path": str(path)},
                  "revision": None, "split": "external", "fingerprint": fingerprint, "n_total": len(records),

@@ -107,6 +107,7 @@ def rows_from_results(path: Path, notices: list[str] | None = None) -> list[dict
         return {name: {"value": m["value"], "ci95": m["ci95"], "n": m["n"], "ci_method": m.get("ci_method")}
                 for name, m in metrics.items()}
 
+    identity = {"model_identity": data["model"]["identity"]} if data["model"].get("identity") is not None else {}
     for judge in data["judges"]:
         if not has_metric_value(judge):
             if notices is not None:
@@ -138,7 +139,7 @@ def rows_from_results(path: Path, notices: list[str] | None = None) -> list[dict
             "partial": chosen["partial"],
             "errors": data["errors"]["count"],
             "unscored": max((m.get("unscored") or 0 for m in judge["metrics"].values()), default=0),
-            "model_identity": data["model"].get("identity"),
+            **identity,
             "metrics": trimmed(judge["metrics"]),
             "breakdowns": {key: {value: trimmed(metrics) for value, metrics in values.items()}
                            for key, values in judge.get("breakdowns", {}).items()},
@@ -297,12 +298,15 @@ def _publish(inputs: list[Path], output: Path) -> tuple[dict[str, Any], list[str
     notices: list[str] = []
     existing = _existing_rows(output)
     given = [row for path in find_results(inputs) for row in rows_from_results(path, notices)]
-    fill_identities(existing, given, output.parent)
+    fill_identities(existing + given, output.parent)
     rows: dict[tuple, dict[str, Any]] = {}
     for row in existing:  # two rows of one key (a convention read as none now): the preferred one
         old = rows.get(row_key(row))
         if old is None or prefer(row, old):
             rows[row_key(row)] = row
+        if old is not None:
+            dropped, kept = (old, row) if rows[row_key(row)] is row else (row, old)
+            notices.append(_replaced(dropped, kept))
     before = dict(rows)
     check_fingerprints(list(rows.values()) + given)
     for row in given:

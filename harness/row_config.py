@@ -7,7 +7,8 @@ under the same variant name), the task version, the judge's version and the mode
 revision, API model id). `row_config` is that part; it is in every row's key (harness.publish.row_key), so a run
 with other settings is a row of its own instead of silently replacing, and `config_notes` names what differs
 between rows that look alike. Rows written before `model_identity` was recorded get it from a row of the same run
-id (the run id hashes it), from their results file, or from the rows they match in everything else.
+id (the run id hashes it) or from their results file; one still unknown is keyed with the identity of the rows
+it matches in everything else, marked as inferred.
 """
 
 from __future__ import annotations
@@ -20,26 +21,31 @@ VISIBLE = ("model", "task", "split", "source", "prompt_variant", "judge", "conve
 
 
 def config_of(row: dict[str, Any]) -> dict[str, Any]:
-    """The number-moving choices of a row that its visible columns do not show."""
+    """The number-moving choices of a row that its visible columns do not show (an unknown model identity counts
+    as the one it was inferred to have, see fill_identities)."""
     provenance = row["provenance"]
+    identity = row.get("model_identity")
     return {"task_version": row["task_version"], "judge_version": provenance.get("judge_version"),
             "prompt_hash": provenance.get("prompt_hash"), "generation": provenance.get("generation"),
-            "model_identity": row.get("model_identity")}
+            "model_identity": identity if identity is not None else row.get("model_identity_inferred")}
 
 
 def row_config(row: dict[str, Any]) -> str:
     return json.dumps(config_of(row), sort_keys=True, separators=(",", ":"), default=str)
 
 
-def fill_identities(existing: list[dict[str, Any]], given: list[dict[str, Any]], board_dir: Path) -> None:
-    """Give rows written before model identities were recorded (no `model_identity`, or null) the identity of
-    their run: from a given row of the same run id (the run id hashes it), else from their results file (as
-    recorded, or relative to the leaderboard's folder) when it still holds that run, else from the given rows that
-    match them in everything else when those all share one identity (an unknown identity matches a known one: a
-    newer run of the same configuration then replaces the old row). Still unknown: left out, to be filled later."""
-    by_run = {row["provenance"]["run_id"]: row.get("model_identity") for row in given}
+def fill_identities(rows: list[dict[str, Any]], board_dir: Path) -> None:
+    """Rows without a recorded model identity (written before identities were recorded) get the identity of
+    their run when it can be known: from a row of the same run id (the run id hashes it), else from their results
+    file (as recorded, or relative to the leaderboard's folder) when it still holds that run. A row whose identity
+    stays unknown is keyed, but never labelled, with the one identity of the known rows it matches in everything
+    else (`model_identity_inferred`: a newer run of its configuration then replaces it, and rows that could be
+    either stay apart); no match or several: none. An unknown identity is never stored as null."""
+    by_run = {row["provenance"]["run_id"]: row["model_identity"] for row in rows
+              if row.get("model_identity") is not None}
     unknown = []
-    for row in existing:
+    for row in rows:
+        row.pop("model_identity_inferred", None)
         if row.get("model_identity") is not None:
             continue
         run_id = row["provenance"]["run_id"]
@@ -51,12 +57,18 @@ def fill_identities(existing: list[dict[str, Any]], given: list[dict[str, Any]],
             unknown.append(row)
         else:
             row["model_identity"] = found
+    known: dict[str, dict[str, Any]] = {}
+    for row in rows:
+        if row.get("model_identity") is not None:
+            known.setdefault(_without_identity(row), {})[_canonical(row["model_identity"])] = row["model_identity"]
     for row in unknown:
-        rest = _without_identity(row)
-        candidates = {json.dumps(g.get("model_identity"), sort_keys=True, default=str): g.get("model_identity")
-                      for g in given if _without_identity(g) == rest and g.get("model_identity") is not None}
+        candidates = known.get(_without_identity(row), {})
         if len(candidates) == 1:
-            row["model_identity"] = next(iter(candidates.values()))
+            row["model_identity_inferred"] = next(iter(candidates.values()))
+
+
+def _canonical(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, default=str)
 
 
 def _without_identity(row: dict[str, Any]) -> str:

@@ -121,3 +121,37 @@ def test_the_same_predictions_file_under_two_spellings_is_one_row(tmp_path, monk
         assert proc.returncode == 0, proc.stderr
         publish(board, tmp_path / "ext")
     assert len(json.loads(board.read_text())["rows"]) == 1
+
+
+def old_results(source: Path, folder: Path, created: str) -> None:
+    """`source`'s results.json as an older version wrote it: no model identity, another run id."""
+    results = json.loads((source / "results.json").read_text())
+    del results["model"]["identity"]
+    results.update(run_id="phantom-vqa--odd-outputs--0123456789ab", created=created)
+    folder.mkdir()
+    (folder / "results.json").write_text(json.dumps(results))
+
+
+def test_results_without_an_identity_give_the_same_board_in_any_publish_order(tmp_path):
+    run(tmp_path / "new")
+    old_results(tmp_path / "new", tmp_path / "old", "2026-01-01T00:00:00+00:00")
+    new_run = json.loads((tmp_path / "new" / "results.json").read_text())["run_id"]
+    together, one_by_one = tmp_path / "together.json", tmp_path / "one-by-one.json"
+    publish(together, tmp_path / "old", tmp_path / "new")
+    publish(one_by_one, tmp_path / "old")
+    publish(one_by_one, tmp_path / "new")
+    boards = [json.loads(board.read_text())["rows"] for board in (together, one_by_one)]
+    for rows in boards:  # the newer run of the same configuration replaced the older one, in either order
+        assert {r["provenance"]["run_id"] for r in rows} == {new_run}
+        assert all(r["model_identity"] == {"dtype": "float32"} and "model_identity_inferred" not in r for r in rows)
+    assert len(boards[0]) == len(boards[1])
+
+
+def test_an_unknown_identity_kept_on_the_board_is_marked_inferred_not_recorded(tmp_path):
+    run(tmp_path / "new")
+    old_results(tmp_path / "new", tmp_path / "old", "2030-01-01T00:00:00+00:00")  # newer: it stays
+    board = tmp_path / "board.json"
+    publish(board, tmp_path / "old", tmp_path / "new")
+    rows = json.loads(board.read_text())["rows"]
+    assert {r["provenance"]["run_id"] for r in rows} == {"phantom-vqa--odd-outputs--0123456789ab"}
+    assert all("model_identity" not in r and r["model_identity_inferred"] == {"dtype": "float32"} for r in rows)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Sequence
+from numbers import Real
 from pathlib import Path
 from typing import Any
 
@@ -41,8 +42,8 @@ def require_data_dir(data_dir: Path | None, source_name: str, expected: list[str
 def as_text(value: Any) -> str:
     """A scalar as stripped text: real releases store some answers and ids as JSON numbers (VQA-RAD); None, NaN and
     infinity (an empty cell written as NaN) -> "", so a record without its reference is skipped as a blank one."""
-    if value is None or (isinstance(value, float) and not math.isfinite(value)):
-        return ""
+    if value is None or type(value).__name__ == "NAType" or (isinstance(value, Real) and not math.isfinite(value)):
+        return ""  # NAType: pandas' missing value
     if isinstance(value, float) and value.is_integer():
         value = int(value)
     return str(value).strip()
