@@ -1,12 +1,14 @@
 """A leaderboard's rows as a table to paste into a paper or a README: Markdown, CSV or LaTeX.
 
-`harness table leaderboard.json` reads what `harness publish` wrote (schema-checked) and prints one line per row,
-with every choice that makes its numbers comparable or not in its own column (task, split, source, prompt variant,
-judge:convention and the judge setup where it differs from the judge's defaults), then the chosen metrics as
-`value [low, high]` (the 95% interval recorded with it) and n. Rows that are partial, have failed samples or
-samples the judge left unscored get a footnote mark, and the footnotes say what each means; so a number never
-leaves the harness without what qualifies it. `--breakdown KEY` adds each metric per value of a breakdown (e.g.
-answer_type: CLOSED / OPEN).
+`harness table leaderboard.json` reads what `harness publish` wrote (schema-checked, strict JSON) and prints one
+line per row, with every choice that qualifies its numbers in a column of its own: task, split, source, prompt
+variant, judge:convention, the judge setup where it differs from the judge's defaults, and the configuration
+(generation settings, model identity, ...) where look-alike rows differ in it. Each metric is shown as
+`value [low, high]` (its recorded 95% interval) and, where it rests on fewer samples than the row, `(n=K)`.
+Rows that are partial, have failed samples or samples the judge left unscored get a footnote mark and the footnotes
+say how many. `--breakdown KEY` adds each metric per value of a breakdown (e.g. answer_type: CLOSED / OPEN).
+Metrics without an interval (counts, tokens, cost) are left out unless asked for with `--metric`; `--percent`
+scales only metrics whose values all lie in [0, 1], and says which. CSV gives plain numbers, one column each.
 """
 
 from __future__ import annotations
@@ -21,29 +23,33 @@ from harness.errors import UserError
 
 FORMATS = ("markdown", "csv", "latex")
 LATEX = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "_": r"\_", "#": r"\#", "$": r"\$", "{": r"\{",
-         "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}", "†": r"$^\dagger$", "‡": r"$^\ddagger$"}
+         "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}", "|": r"\textbar{}", "<": r"\textless{}",
+         ">": r"\textgreater{}", '"': r"\textquotedbl{}", "†": r"$^\dagger$", "‡": r"$^\ddagger$"}
 MARKS = {"partial": "*", "errors": "†", "unscored": "‡"}
-FOOTNOTES = {
-    "partial": "partial: fewer samples than the split (n of n_total), e.g. a --limit run",
-    "errors": "samples failed (missing image, API error) and are not in the metrics",
-    "unscored": "samples the judge could not score (e.g. an unparseable LLM reply) are not in the metrics",
-}
+QUALIFIERS = ["task", "split", "source", "prompt", "judge", "judge setup", "configuration", "n"]
 
 
 def read_board(path: Path) -> list[dict[str, Any]]:
     from harness.results import validate
 
+    def refuse(name: str) -> None:
+        raise ValueError(f"non-standard JSON value {name}")
+
     try:
-        board = json.loads(path.read_text(encoding="utf-8"))
+        board = json.loads(path.read_text(encoding="utf-8"), parse_constant=refuse)
     except FileNotFoundError:
         raise UserError(f"{path}: no such leaderboard (write one with harness publish)") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
         raise UserError(f"{path}: not a readable leaderboard ({exc})") from None
     try:
         validate(board, "leaderboard")
     except Exception as exc:  # noqa: BLE001 - jsonschema's error, shortened to one line
         raise UserError(f"{path}: not a valid leaderboard ({str(exc).splitlines()[0]})") from None
     return board["rows"]
+
+
+def _judge(row: dict[str, Any]) -> str:
+    return row["judge"] + (f":{row['convention']}" if row.get("convention") else "")
 
 
 def select(rows: list[dict[str, Any]], task: str | None, judge: str | None, split: str | None) -> list[dict]:
@@ -66,83 +72,185 @@ def select(rows: list[dict[str, Any]], task: str | None, judge: str | None, spli
     return chosen
 
 
-def _judge(row: dict[str, Any]) -> str:
-    return row["judge"] + (f":{row['convention']}" if row.get("convention") else "")
-
-
 def metric_names(rows: list[dict[str, Any]], wanted: list[str] | None) -> list[str]:
+    """The metrics asked for, else every metric with an interval in some row (not counts, tokens or cost)."""
     present = list(dict.fromkeys(name for row in rows for name in row["metrics"]))
     if not wanted:
-        return present
+        return [name for name in present if any(row["metrics"].get(name, {}).get("ci_method") for row in rows)]
     unknown = [name for name in wanted if name not in present]
     if unknown:
         raise UserError(f"--metric {unknown[0]}: no selected row has it; they have {', '.join(present)}")
-    return wanted
+    return list(dict.fromkeys(wanted))
 
 
-def cell(metric: dict[str, Any] | None, percent: bool, digits: int) -> str:
-    if not metric or metric.get("value") is None:
-        return "-"
-    scale = 100.0 if percent else 1.0
-
-    def number(x: float) -> str:
-        return f"{x * scale:.{digits}f}"
-
-    ci = metric.get("ci95")
-    interval = f" [{number(ci[0])}, {number(ci[1])}]" if ci else ""
-    return number(metric["value"]) + interval
+def _metrics_of(row: dict[str, Any], breakdown: str | None, value: str | None) -> dict[str, Any]:
+    return row["metrics"] if value is None else row.get("breakdowns", {}).get(breakdown, {}).get(value, {})
 
 
-def build(rows: list[dict[str, Any]], metrics: list[str], breakdown: str | None, percent: bool,
-          digits: int) -> tuple[list[str], list[list[str]], list[str]]:
-    """(header, lines, footnotes) of the table."""
-    from harness.publish import setup_text
-
-    values: list[str] = []
-    if breakdown:
-        values = sorted({v for r in rows for v in r.get("breakdowns", {}).get(breakdown, {})})
-        if not values:
-            keys = sorted({k for r in rows for k in r.get("breakdowns", {})})
-            raise UserError(f"--breakdown {breakdown}: no selected row has it; they have {', '.join(keys) or 'none'}")
-    header = ["model", "task", "split", "source", "prompt", "judge", "judge setup", "n"]
-    header += [f"{m} ({v})" if v else m for m in metrics for v in ([None] + values)]
-    lines, used = [], []
-    for row in rows:
-        marks = ""
-        for flag, mark in MARKS.items():
-            if row.get(flag):
-                marks += mark
-                used.append(flag)
-        n = f"{row['n']}" + (f" of {row['n_total']}" if row.get("partial") and row.get("n_total") else "")
-        line = [row["model"] + marks, row["task"], row["split"], str(row.get("source") or ""),
-                str(row.get("prompt_variant") or ""), _judge(row), setup_text(row), n]
-        for name in metrics:
-            line.append(cell(row["metrics"].get(name), percent, digits))
-            line += [cell(row.get("breakdowns", {}).get(breakdown, {}).get(v, {}).get(name), percent, digits)
-                     for v in values]
-        lines.append(line)
-    keep = [i for i in range(len(header)) if i < 2 or any(line[i] not in ("", "-") for line in lines)]
-    header, lines = [header[i] for i in keep], [[line[i] for i in keep] for line in lines]  # no empty columns
-    notes = [f"{MARKS[flag]} {FOOTNOTES[flag]}" for flag in MARKS if flag in used]
-    notes.append(f"values{' x 100' if percent else ''} with 95% confidence intervals; harness leaderboard rows")
-    return header, lines, notes
+def _proportions(rows: list[dict[str, Any]], metrics: list[str], breakdown: str | None, values: list) -> set[str]:
+    """The metrics whose every shown value and interval bound lies in [0, 1] (what --percent may scale)."""
+    out = set()
+    for name in metrics:
+        numbers = []
+        for row in rows:
+            for value in [None, *values]:
+                metric = _metrics_of(row, breakdown, value).get(name) or {}
+                numbers += [x for x in [metric.get("value"), *(metric.get("ci95") or [])] if x is not None]
+        if numbers and all(isinstance(x, (int, float)) and 0 <= x <= 1 for x in numbers):
+            out.add(name)
+    return out
 
 
-def render(fmt: str, header: list[str], lines: list[list[str]], notes: list[str]) -> str:
+def _configurations(rows: list[dict[str, Any]]) -> list[str]:
+    """Per row, what its configuration is where look-alike rows of the table differ in it ("" elsewhere)."""
+    from harness.row_config import VISIBLE, config_of
+
+    def visible(row: dict[str, Any]) -> str:
+        return json.dumps([row.get(k) for k in VISIBLE] + [row.get("judge_setup") or {}], sort_keys=True, default=str)
+
+    groups: dict[str, list[int]] = {}
+    for i, row in enumerate(rows):
+        groups.setdefault(visible(row), []).append(i)
+    out = [""] * len(rows)
+    for members in groups.values():
+        flat = [_flatten(config_of(rows[i])) for i in members]
+        keys = sorted({k for f in flat for k in f})
+        differing = [k for k in keys if len({json.dumps(f.get(k), default=str) for f in flat}) > 1]
+        for i, f in zip(members, flat):
+            out[i] = ", ".join(f"{k}={f.get(k)}" for k in differing)
+    return out
+
+
+def _flatten(config: dict[str, Any]) -> dict[str, Any]:
+    flat = {}
+    for key, value in config.items():
+        if isinstance(value, dict):
+            flat.update({name: item for name, item in value.items()})
+        else:
+            flat[key] = value
+    return flat
+
+
+class Table:
+    """The selected rows laid out: qualifier columns, then per metric (and breakdown value) its numbers."""
+
+    def __init__(self, rows: list[dict[str, Any]], metrics: list[str], breakdown: str | None, percent: bool,
+                 digits: int) -> None:
+        from harness.publish import setup_text
+
+        self.values: list[str] = []
+        if breakdown:
+            self.values = sorted({v for r in rows for v in r.get("breakdowns", {}).get(breakdown, {})})
+            if not self.values:
+                keys = sorted({k for r in rows for k in r.get("breakdowns", {})})
+                raise UserError(f"--breakdown {breakdown}: no selected row has it; they have "
+                                f"{', '.join(keys) or 'none'}")
+        self.breakdown, self.digits = breakdown, digits
+        self.scaled = _proportions(rows, metrics, breakdown, self.values) if percent else set()
+        self.columns = [(m, v) for m in metrics for v in [None, *self.values]]
+        configs = _configurations(rows)
+        self.rows = []
+        for row, config in zip(rows, configs):
+            cells = [_metrics_of(row, breakdown, v).get(m) for m, v in self.columns]
+            if all(not c or c.get("value") is None for c in cells):
+                continue  # none of the asked metrics: not a line of this table
+            n = f"{row['n']}" + (f" of {row['n_total']}" if row.get("partial") and row.get("n_total") else "")
+            qualifiers = [row["task"], row["split"], str(row.get("source") or ""), str(row.get("prompt_variant") or ""),
+                          _judge(row), setup_text(row), config, n]
+            self.rows.append((row, qualifiers, cells))
+        if not self.rows:
+            raise UserError("no selected row has a value of the metrics asked for")
+
+    def heading(self, name: str, value: str | None) -> str:
+        return (f"{name} ({value})" if value is not None else name) + (" x100" if name in self.scaled else "")
+
+    def number(self, name: str, x: float) -> str:
+        if isinstance(x, int) and not isinstance(x, bool):
+            return str(x)
+        return f"{x * (100 if name in self.scaled else 1):.{self.digits}f}"
+
+    def text(self, name: str, metric: dict[str, Any] | None, row_n: int) -> str:
+        if not metric or metric.get("value") is None:
+            return "-"
+        ci = metric.get("ci95")
+        shown = self.number(name, metric["value"])
+        if ci and None not in ci:
+            shown += f" [{self.number(name, ci[0])}, {self.number(name, ci[1])}]"
+        if metric.get("n") is not None and metric["n"] != row_n:
+            shown += f" (n={metric['n']})"
+        return shown
+
+    def marks(self, row: dict[str, Any]) -> str:
+        return "".join(mark for flag, mark in MARKS.items() if row.get(flag))
+
+    def notes(self) -> list[str]:
+        flagged = {flag: [r for r, _, _ in self.rows if r.get(flag)] for flag in MARKS}
+        notes = []
+        if flagged["partial"]:
+            notes.append(f"{MARKS['partial']} partial: fewer samples than the split (n of n_total), e.g. a --limit run")
+        if flagged["errors"]:
+            counts = ", ".join(str(r["errors"]) for r in flagged["errors"])
+            notes.append(f"{MARKS['errors']} samples that failed (missing image, API error), not in the metrics: "
+                         f"{counts}")
+        if flagged["unscored"]:
+            counts = ", ".join(str(r["unscored"]) for r in flagged["unscored"])
+            notes.append(f"{MARKS['unscored']} samples the judge left unscored, not in the metrics: {counts}")
+        scaled = f"; x100: {', '.join(sorted(self.scaled))}" if self.scaled else ""
+        notes.append(f"value [95% confidence interval] where recorded; (n=K): samples behind a value when fewer "
+                     f"than the row's n{scaled}")
+        return notes
+
+    def text_lines(self) -> tuple[list[str], list[list[str]]]:
+        """Header and lines of text cells, without the columns that are empty on every line."""
+        header = ["model", *QUALIFIERS, *(self.heading(m, v) for m, v in self.columns)]
+        lines = [[row["model"] + self.marks(row), *qualifiers,
+                  *(self.text(m, cell, row["n"]) for (m, _), cell in zip(self.columns, cells))]
+                 for row, qualifiers, cells in self.rows]
+        keep = [i for i in range(len(header)) if i < 2 or any(line[i] not in ("", "-") for line in lines)]
+        return [header[i] for i in keep], [[line[i] for i in keep] for line in lines]
+
+
+def render(table: Table, fmt: str) -> str:
     if fmt == "csv":
-        buf = io.StringIO()
-        writer = csv.writer(buf, lineterminator="\n")
-        writer.writerow(header)
-        writer.writerows(lines)
-        return buf.getvalue()
+        return _csv(table)
+    header, lines = table.text_lines()
+    notes = table.notes()
     if fmt == "latex":
         def tex(text: str) -> str:
             return "".join(LATEX.get(ch, ch) for ch in text)
 
         body = [" & ".join(tex(c) for c in header) + r" \\ \hline"]
         body += [" & ".join(tex(c) for c in line) + r" \\" for line in lines]
-        return ("\\begin{tabular}{" + "l" * len(header) + "}\n" + "\n".join(body) + "\n\\end{tabular}\n"
-                + "".join(f"% {note}\n" for note in notes))
-    out = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    out += ["| " + " | ".join(c.replace("|", "\\|").replace("*", "\\*") for c in line) + " |" for line in lines]
-    return "\n".join(out) + "\n\n" + "".join(f"{note.replace('*', chr(92) + '*', 1)}  \n" for note in notes)
+        body += [r"\hline"] + [rf"\multicolumn{{{len(header)}}}{{l}}{{\footnotesize {tex(n)}}} \\" for n in notes]
+        return "\\begin{tabular}{" + "l" * len(header) + "}\n" + "\n".join(body) + "\n\\end{tabular}\n"
+
+    def md(text: str) -> str:
+        for a, b in (("\\", "\\\\"), ("|", "\\|"), ("*", "\\*"), ("<", "&lt;"), (">", "&gt;")):  # _: GFM keeps words
+            text = text.replace(a, b)
+        return text
+
+    out = ["| " + " | ".join(md(c) for c in header) + " |", "|" + "---|" * len(header)]
+    out += ["| " + " | ".join(md(c) for c in line) + " |" for line in lines]
+    return "\n".join(out) + "\n\n" + "".join(f"{md(note)}  \n" for note in notes)
+
+
+def _csv(table: Table) -> str:
+    """Plain numbers: per metric its value, interval bounds and n in columns of their own (empty when absent),
+    the flags as counts, the scale in the header."""
+    header = ["model", "partial", "errors", "unscored", *QUALIFIERS]
+    for name, value in table.columns:
+        head = table.heading(name, value)
+        header += [head, f"{head} low", f"{head} high", f"{head} n"]
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(header)
+    for row, qualifiers, cells in table.rows:
+        line = [row["model"], str(bool(row.get("partial"))).lower(), row.get("errors") or 0,
+                row.get("unscored") or 0, *qualifiers]
+        for (name, _), metric in zip(table.columns, cells):
+            metric = metric or {}
+            ci = metric.get("ci95") or [None, None]
+            line += [table.number(name, x) if x is not None else "" for x in (metric.get("value"), *ci)]
+            line.append(metric.get("n") if metric.get("value") is not None else "")
+        writer.writerow(line)
+    return buf.getvalue()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -34,22 +35,44 @@ def test_markdown_has_the_choices_the_values_with_intervals_and_footnotes(board)
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.splitlines()
     header = lines[0]
-    assert header.startswith("| model | task | split | source | prompt | judge | n | accuracy |")
-    assert "accuracy (CLOSED)" in header and "accuracy (OPEN)" in header and "judge setup" not in header
+    assert header.startswith("| model | task | split | source | prompt | judge | n | accuracy x100 |")
+    assert "accuracy (CLOSED) x100" in header and "accuracy (OPEN) x100" in header and "judge setup" not in header
     partial = next(line for line in lines if "| pefomed |" in line)
     assert partial.startswith("| prior\\* |") and "| 40 of 361 |" in partial
-    value = partial.split(" | ")[7]
-    assert value.count("[") == 1 and 0 <= float(value.split()[0]) <= 100  # a percentage with its interval
+    cells = partial.split(" | ")
+    assert cells[7].count("[") == 1 and 0 <= float(cells[7].split()[0]) <= 100  # a percentage with its interval
+    assert "(n=" in cells[8] and "(n=" not in cells[7]  # a breakdown value rests on fewer samples: it says so
     assert any(line.startswith("\\* partial: fewer samples than the split") for line in lines)
 
 
-def test_csv_and_latex(board):
+def test_csv_is_plain_numbers_with_flags_and_latex_shows_its_notes(board):
     rows = list(csv.DictReader(io.StringIO(harness("table", str(board), "--format", "csv", "--metric",
                                                    "closed_accuracy").stdout)))
-    assert {r["judge"]: r["closed_accuracy"] == "-" for r in rows} == {"exact:llava-med": False, "exact:pefomed": True}
-    assert all("[" in r["closed_accuracy"] for r in rows if r["judge"] == "exact:llava-med")
+    assert {r["judge"] for r in rows} == {"exact:llava-med"}  # rows without the metric are no lines of it
+    for row in rows:
+        low, value, high = (float(row[k]) for k in ("closed_accuracy low", "closed_accuracy",
+                                                    "closed_accuracy high"))
+        assert low <= value <= high and int(row["closed_accuracy n"]) <= int(row["n"].split()[0])
+        assert row["model"] == "prior" and row["partial"] in ("true", "false")
     latex = harness("table", str(board), "--format", "latex", "--metric", "closed_accuracy").stdout
     assert latex.startswith("\\begin{tabular}") and "closed\\_accuracy" in latex and "exact:llava-med" in latex
+    assert "\\multicolumn" in latex and "partial: fewer samples" in latex  # the footnotes print, not comments
+
+
+def test_counts_are_not_scaled_or_shown_unasked_and_look_alike_rows_show_their_configuration(board, tmp_path):
+    data = json.loads(board.read_text())
+    row = next(r for r in data["rows"] if r["judge"] == "exact" and r["convention"] == "pefomed")
+    row["metrics"]["cost_usd"] = {"value": 0.42, "ci95": None, "n": row["n"], "ci_method": None}
+    row["metrics"]["wasm"] = {"value": 2.5, "ci95": [2.3, 2.7], "n": row["n"], "ci_method": "bootstrap-mean"}
+    twin = json.loads(json.dumps(row))
+    twin["provenance"]["generation"]["max_new_tokens"] = 7
+    data["rows"].append(twin)
+    edited = tmp_path / "edited.json"
+    edited.write_text(json.dumps(data))
+    out = harness("table", str(edited), "--judge", "exact:pefomed", "--percent").stdout
+    assert "cost_usd" not in out and "| 2.500 [2.300, 2.700] |" in out and out.endswith("x100: accuracy  \n")
+    assert "max_new_tokens=7" in out and "max_new_tokens=16" in out
+    assert "| 0.420 |" in harness("table", str(edited), "--judge", "exact:pefomed", "--metric", "cost_usd").stdout
 
 
 def test_a_wrong_selection_is_one_line_naming_what_exists(board):

@@ -15,21 +15,22 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--task", help="only the rows of this task")
     p.add_argument("--split", help="only the rows of this split")
     p.add_argument("--judge", help="only the rows of this judge, or judge:convention")
-    p.add_argument("--metric", action="append", help="a metric to show (repeatable; default: every metric)")
+    p.add_argument("--metric", action="append",
+                   help="a metric to show (repeatable; default: every metric with an interval)")
     p.add_argument("--breakdown", help="also each metric per value of this breakdown (e.g. answer_type)")
     p.add_argument("--format", choices=FORMATS, default="markdown")
-    p.add_argument("--percent", action="store_true", help="values x 100 (accuracies as percentages)")
+    p.add_argument("--percent", action="store_true", help="metrics whose values all lie in [0, 1] shown x 100")
     p.add_argument("--digits", type=int, default=3, help="decimals (default: %(default)s)")
     p.set_defaults(func=main)
 
 
 def main(args: argparse.Namespace) -> int:
     from harness.errors import UserError
-    from harness.table import build, metric_names, read_board, render, select
+    from harness.table import Table, metric_names, read_board, render, select
 
     if not 0 <= args.digits <= 10:
         raise UserError(f"--digits {args.digits}: expected 0 to 10")
     rows = select(read_board(args.leaderboard), args.task, args.judge, args.split)
-    header, lines, notes = build(rows, metric_names(rows, args.metric), args.breakdown, args.percent, args.digits)
-    print(render(args.format, header, lines, notes), end="")
+    table = Table(rows, metric_names(rows, args.metric), args.breakdown, args.percent, args.digits)
+    print(render(table, args.format), end="")
     return 0
