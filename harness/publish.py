@@ -288,6 +288,25 @@ def _existing_rows(output: Path) -> list[dict[str, Any]]:
     return existing["rows"]
 
 
+def _left_behind(rows: dict[tuple, dict[str, Any]], before: dict[tuple, dict[str, Any]],
+                 given: list[dict[str, Any]]) -> list[str]:
+    """Notes for leaderboard rows whose results file was published again without them: the run was re-scored
+    with another judge setup since (its results.json keeps one entry per judge and convention); the row stays."""
+    given_runs = {(_resolved(r["provenance"]["results_file"]), r["provenance"]["run_id"]) for r in given}
+    keys = {row_key(r) for r in given}
+    notes = []
+    for key, row in before.items():
+        where = (_resolved(row["provenance"].get("results_file")), row["provenance"].get("run_id"))
+        if rows.get(key) is row and where in given_runs and key not in keys:
+            notes.append(f"row {describe(row)} is no longer in its results file {row['provenance']['results_file']} "
+                         "(re-scored since with another judge setup); the leaderboard keeps it as published")
+    return notes
+
+
+def _resolved(path: Any) -> str:
+    return str(Path(str(path)).resolve())
+
+
 def _replaced(old: dict[str, Any], kept: dict[str, Any]) -> str:
     why = "complete" if old.get("partial") and not kept.get("partial") else "newer"
     return (f"replaced {describe(old)} ({old['provenance'].get('results_file')}): the leaderboard now keeps the "
@@ -324,6 +343,7 @@ def _publish(inputs: list[Path], output: Path) -> tuple[dict[str, Any], list[str
         if kept is not old and kept["provenance"].get("results_file") != old["provenance"].get("results_file") \
                 and not same:  # the same results reached by another path are no news
             notices.append(_replaced(old, kept))
+    notices += _left_behind(rows, before, given)
     ordered = sorted(rows.values(), key=lambda r: (r["task"], r["split"], str(r.get("source")), r["judge"],
                                                    str(r["convention"]), canonical_setup(r),
                                                    str(r["prompt_variant"]), r["model"]))

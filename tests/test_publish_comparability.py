@@ -155,3 +155,17 @@ def test_an_unknown_identity_kept_on_the_board_is_marked_inferred_not_recorded(t
     rows = json.loads(board.read_text())["rows"]
     assert {r["provenance"]["run_id"] for r in rows} == {"phantom-vqa--odd-outputs--0123456789ab"}
     assert all("model_identity" not in r and r["model_identity_inferred"] == {"dtype": "float32"} for r in rows)
+
+
+def test_a_row_whose_results_file_was_rescored_with_another_setup_is_noted(tmp_path):
+    out = tmp_path / "a"
+    run(out)
+    board = tmp_path / "board.json"
+    assert harness("score", str(out), "--judge", "tolerance", "--judge-arg", "tol=1").returncode == 0
+    publish(board, out)
+    assert harness("score", str(out), "--judge", "tolerance", "--judge-arg", "tol=2").returncode == 0
+    proc = publish(board, out)
+    rows = [r for r in json.loads(board.read_text())["rows"] if r["judge"] == "tolerance"]
+    assert sorted(r["judge_setup"]["tol"] for r in rows) == ["1", "2"]
+    (note,) = [line for line in proc.stderr.splitlines() if "is no longer in its results file" in line]
+    assert "judge tolerance (tol=1)" in note and "keeps it as published" in note
