@@ -83,6 +83,17 @@ def _rescaled(img: Any) -> Any:
     return Image.fromarray(out, mode="L")
 
 
+def open_images(sample: Any) -> tuple[list[Any], str | None]:
+    """The decoded images of a sample, or ([], the one-line reason the first undecodable one failed)."""
+    images = []
+    for ref in sample.images:
+        try:
+            images.append(ref.open())
+        except (OSError, ValueError) as exc:
+            return [], image_error(ref.name, ref.path, exc)
+    return images, None
+
+
 def image_error(name: str, path: Any, exc: BaseException) -> str:
     """One line naming an image that could not be decoded, where it lives, and why."""
     reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)

@@ -320,11 +320,12 @@ def _publish(inputs: list[Path], output: Path) -> tuple[dict[str, Any], list[str
     fill_identities(existing + given, output.parent)
     rows: dict[tuple, dict[str, Any]] = {}
     for row in existing:  # two rows of one key (a convention read as none now): the preferred one
-        old = rows.get(row_key(row))
+        key = row_key(row)
+        old = rows.get(key)
         if old is None or prefer(row, old):
-            rows[row_key(row)] = row
+            rows[key] = row
         if old is not None:
-            dropped, kept = (old, row) if rows[row_key(row)] is row else (row, old)
+            dropped, kept = (old, row) if rows[key] is row else (row, old)
             notices.append(_replaced(dropped, kept))
     before = dict(rows)
     check_fingerprints(list(rows.values()) + given)

@@ -71,10 +71,21 @@ def _canonical(value: Any) -> str:
     return json.dumps(value, sort_keys=True, default=str)
 
 
+def visible_key(row: dict[str, Any]) -> str:
+    """What a reader sees of a row: its visible columns and judge setup."""
+    return _canonical([row.get(k) for k in VISIBLE] + [row.get("judge_setup") or {}])
+
+
+def look_alike(rows: list[dict[str, Any]]) -> list[list[int]]:
+    """The indices of `rows` grouped by what a reader sees of them."""
+    groups: dict[str, list[int]] = {}
+    for i, row in enumerate(rows):
+        groups.setdefault(visible_key(row), []).append(i)
+    return list(groups.values())
+
+
 def _without_identity(row: dict[str, Any]) -> str:
-    config = {k: v for k, v in config_of(row).items() if k != "model_identity"}
-    visible = [row.get(k) for k in VISIBLE] + [row.get("judge_setup") or {}]
-    return json.dumps([visible, config], sort_keys=True, default=str)
+    return _canonical([visible_key(row), {k: v for k, v in config_of(row).items() if k != "model_identity"}])
 
 
 def _identity_in_file(row: dict[str, Any], run_id: str, board_dir: Path) -> Any:
@@ -92,18 +103,13 @@ def _identity_in_file(row: dict[str, Any], run_id: str, board_dir: Path) -> Any:
 def config_notes(rows: list[dict[str, Any]], describe: Any) -> list[str]:
     """One note per group of rows that look alike (same visible columns and judge setup) but differ in their
     configuration, naming what differs."""
-    groups: dict[str, list[dict[str, Any]]] = {}
-    for row in rows:
-        visible = json.dumps([row.get(k) for k in VISIBLE] + [row.get("judge_setup") or {}], sort_keys=True,
-                             default=str)
-        groups.setdefault(visible, []).append(row)
     notes = []
-    for group in groups.values():
+    for members in look_alike(rows):
+        group = [rows[i] for i in members]
         configs = [config_of(row) for row in group]
-        if len({json.dumps(c, sort_keys=True, default=str) for c in configs}) < 2:
+        if len({_canonical(c) for c in configs}) < 2:
             continue
-        differing = [key for key in configs[0] if len({json.dumps(c[key], sort_keys=True, default=str)
-                                                       for c in configs}) > 1]
+        differing = [key for key in configs[0] if len({_canonical(c[key]) for c in configs}) > 1]
         details = "; ".join(_difference(key, configs) for key in differing)
         notes.append(f"{len(group)} rows of {describe(group[0])} and alike differ in {details}: compare only rows "
                      "that agree (leaderboard.json: task_version, model_identity, provenance)")
@@ -113,7 +119,7 @@ def config_notes(rows: list[dict[str, Any]], describe: Any) -> list[str]:
 def _difference(key: str, configs: list[dict[str, Any]]) -> str:
     if key in ("generation", "model_identity"):
         fields = sorted({k for c in configs for k in (c[key] or {})})
-        varying = [k for k in fields if len({json.dumps((c[key] or {}).get(k), default=str) for c in configs}) > 1]
+        varying = [k for k in fields if len({_canonical((c[key] or {}).get(k)) for c in configs}) > 1]
         values = ", ".join(f"{k}: {' vs '.join(sorted({str((c[key] or {}).get(k)) for c in configs}))}"
                            for k in varying)
         return f"{key.replace('_', ' ')} ({values or 'recorded vs not recorded'})"

@@ -18,7 +18,7 @@ from typing import Any
 from harness import plugin_manager
 from harness.errors import UserError
 from harness.fingerprint import config_hash, directory_hash, text_hash
-from harness.image_decoding import IMAGE_DECODING, image_error
+from harness.image_decoding import IMAGE_DECODING, open_images
 from harness.io import append_jsonl, atomic_write_json, exclusive, iter_batches, removed_on_failure
 from harness.labels import model_label
 from harness.model_api import ModelContext
@@ -169,16 +169,6 @@ def _record(sample: Sample, prediction: str, error: str | None, extra: dict[str,
     return record
 
 
-def _open_images(sample: Sample) -> tuple[list[Any], str | None]:
-    images = []
-    for ref in sample.images:
-        try:
-            images.append(ref.open())
-        except (OSError, ValueError) as exc:
-            return [], image_error(ref.name, ref.path, exc)
-    return images, None
-
-
 def _check_images_exist(task: Task, samples: list[Sample]) -> None:
     """Refuse, before loading a model, a run in which no image file of any sample exists (a data dir without
     its image folder); a few missing images only fail their own samples."""
@@ -266,7 +256,7 @@ class _Batch:
 def _build_batch(task: Task, template: str, settings: Any, batch: list[Sample]) -> _Batch:
     built = _Batch(rows=[None] * len(batch), requests=[], positions=[])
     for i, sample in enumerate(batch):
-        images, error = _open_images(sample)
+        images, error = open_images(sample)
         if error:
             built.rows[i] = _record(sample, "", error, {"time_s": 0.0})
         else:

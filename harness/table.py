@@ -103,16 +103,10 @@ def _proportions(rows: list[dict[str, Any]], metrics: list[str], breakdown: str 
 
 def _configurations(rows: list[dict[str, Any]]) -> list[str]:
     """Per row, what its configuration is where look-alike rows of the table differ in it ("" elsewhere)."""
-    from harness.row_config import VISIBLE, config_of
+    from harness.row_config import config_of, look_alike
 
-    def visible(row: dict[str, Any]) -> str:
-        return json.dumps([row.get(k) for k in VISIBLE] + [row.get("judge_setup") or {}], sort_keys=True, default=str)
-
-    groups: dict[str, list[int]] = {}
-    for i, row in enumerate(rows):
-        groups.setdefault(visible(row), []).append(i)
     out = [""] * len(rows)
-    for members in groups.values():
+    for members in look_alike(rows):
         flat = [_flatten(config_of(rows[i])) for i in members]
         keys = sorted({k for f in flat for k in f})
         differing = [k for k in keys if len({json.dumps(f.get(k), default=str) for f in flat}) > 1]

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.errors import UserError
-from harness.image_decoding import IMAGE_DECODING, image_error
+from harness.image_decoding import IMAGE_DECODING, open_images
 from harness.types import GenerationSettings, Sample
 
 IGNORE = -100
@@ -79,15 +79,11 @@ def open_requests(data: StageData, samples: list[Sample], skipped: list[str]) ->
     """(sample, GenerationRequest) per sample whose images open; unreadable ones are skipped and noted."""
     out = []
     for sample in samples:
-        try:
-            images = []
-            for ref in sample.images:
-                images.append(ref.open())
-        except (OSError, ValueError) as exc:
+        images, error = open_images(sample)
+        if error is not None:
             if sample.id not in skipped:
                 skipped.append(sample.id)
-                print(f"warning: skipping training sample {sample.id}: {image_error(ref.name, ref.path, exc)}",
-                      file=sys.stderr)
+                print(f"warning: skipping training sample {sample.id}: {error}", file=sys.stderr)
             continue
         out.append((sample, data.task.build_request(sample, data.template, data.settings, images)))
     return out
