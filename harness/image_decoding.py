@@ -32,16 +32,7 @@ def decode_rgb(data: bytes) -> Any:
     can act on) for files that cannot be decoded by the rules above."""
     from PIL import Image, ImageOps
 
-    _quiet_large_images()
-    try:
-        img = Image.open(io.BytesIO(data))
-    except Image.DecompressionBombError as exc:
-        raise ValueError(f"too large to decode: {str(exc).split(', could be')[0]}") from None
-    with img:
-        frames = getattr(img, "n_frames", 1)
-        if frames > 1 and img.format != "MPO":
-            raise ValueError(f"{img.format or 'image'} file with {frames} frames (a stack or an animation); "
-                             "expected a single picture")
+    with _identified(data) as img:
         img.load()
         if img.getexif().get(ORIENTATION, 1) != 1:  # exif_transpose copies even an upright image: only when needed
             img = ImageOps.exif_transpose(img) or img
@@ -52,6 +43,30 @@ def decode_rgb(data: bytes) -> Any:
             page = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
             return Image.alpha_composite(page, rgba).convert("RGB")
         return img.convert("RGB")
+
+
+def check_identifiable(data: bytes) -> None:
+    """Raise as `decode_rgb` would for a file that is not an image, is too large or holds several frames, reading
+    only its header (for models that ignore the pixels: see `ModelPlugin.reads_images`)."""
+    with _identified(data):
+        pass
+
+
+def _identified(data: bytes) -> Any:
+    """The opened (not yet decoded) PIL image of the bytes, after rule 1 and the size limit."""
+    from PIL import Image
+
+    _quiet_large_images()
+    try:
+        img = Image.open(io.BytesIO(data))
+    except Image.DecompressionBombError as exc:
+        raise ValueError(f"too large to decode: {str(exc).split(', could be')[0]}") from None
+    frames = getattr(img, "n_frames", 1)
+    if frames > 1 and img.format != "MPO":
+        img.close()
+        raise ValueError(f"{img.format or 'image'} file with {frames} frames (a stack or an animation); "
+                         "expected a single picture")
+    return img
 
 
 @cache
@@ -83,12 +98,17 @@ def _rescaled(img: Any) -> Any:
     return Image.fromarray(out, mode="L")
 
 
-def open_images(sample: Any) -> tuple[list[Any], str | None]:
-    """The decoded images of a sample, or ([], the one-line reason the first undecodable one failed)."""
+def open_images(sample: Any, decode: bool = True) -> tuple[list[Any], str | None]:
+    """The decoded images of a sample, or ([], the one-line reason the first undecodable one failed). With
+    `decode=False` each image is only identified from its header and none is returned (a model that ignores pixels:
+    a missing or non-image file still fails its sample, a file damaged after its header does not)."""
     images = []
     for ref in sample.images:
         try:
-            images.append(ref.open())
+            if decode:
+                images.append(ref.open())
+            else:
+                check_identifiable(ref.read_bytes())
         except (OSError, ValueError) as exc:
             return [], image_error(ref.name, ref.path, exc)
     return images, None

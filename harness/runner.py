@@ -208,7 +208,7 @@ def generate(spec: RunSpec, task: Task, model_info: Any, manifest: dict[str, Any
     prefetch = getattr(model, "prefetch", None)
 
     def build(batch: list[Sample]) -> _Batch:
-        built = _build_batch(task, template, settings, batch)
+        built = _build_batch(task, template, settings, batch, decode=getattr(model, "reads_images", True))
         if prefetch is not None and built.requests:
             prefetch(built.requests)
         return built
@@ -253,10 +253,10 @@ class _Batch:
     positions: list[int]
 
 
-def _build_batch(task: Task, template: str, settings: Any, batch: list[Sample]) -> _Batch:
+def _build_batch(task: Task, template: str, settings: Any, batch: list[Sample], decode: bool = True) -> _Batch:
     built = _Batch(rows=[None] * len(batch), requests=[], positions=[])
     for i, sample in enumerate(batch):
-        images, error = open_images(sample)
+        images, error = open_images(sample, decode=decode)
         if error:
             built.rows[i] = _record(sample, "", error, {"time_s": 0.0})
         else:

@@ -56,6 +56,7 @@ def most_typical_text(texts: list[str]) -> str:
 
 class PriorModel(ModelPlugin):
     default_batch_size = 256
+    reads_images = False  # answers from the training split alone: images are identified, never decoded
 
     def __init__(self, args: dict[str, str], context: ModelContext) -> None:
         super().__init__(args, context)

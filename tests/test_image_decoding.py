@@ -137,3 +137,23 @@ def test_the_decoding_rules_are_part_of_the_run_and_fine_tune_identities(tmp_pat
     monkeypatch.setattr(finetune_data, "IMAGE_DECODING", IMAGE_DECODING + "-changed")
     assert runner.prepare(spec)[2]["run_id"] != first["run_id"]  # other pixels: another run, never a resumed one
     assert finetune_data.load_stage_data("phantom-vqa", limit=4).describe() != stage
+
+
+def test_the_prior_identifies_images_without_decoding_them(tmp_path, capsys):
+    """The prior never looks at pixels: a file damaged after its header does not fail its sample (decoding it would),
+    a file that is not an image still does, like for every other model."""
+    written = write_vqa_rad_official(tmp_path / "data", cases(12, seed=3))
+    names = sorted({rec["image_name"] for rec in written.records["test"]})
+    folder = tmp_path / "data" / "VQA_RAD Image Folder"
+    damaged, garbage = folder / names[0], folder / names[1]
+    damaged.write_bytes(damaged.read_bytes()[: damaged.stat().st_size // 2])
+    garbage.write_bytes(b"not an image")
+    with pytest.raises(OSError):
+        ImageRef("x", path=damaged).open()
+    code = main(["run", "--model", "prior", "--task", "vqa-rad", "--data-dir", str(tmp_path / "data"),
+                 "--judge", "exact", "--runs-dir", str(tmp_path / "runs"), "--no-progress"])
+    assert code == 0, capsys.readouterr().err
+    rows = [json.loads(line) for line in next((tmp_path / "runs").glob("*/predictions.jsonl")).open()]
+    by_image = {row["images"][0]: row for row in rows}
+    assert by_image[damaged.name]["error"] is None and by_image[damaged.name]["prediction"]
+    assert "not an image file Pillow can read" in by_image[garbage.name]["error"]
