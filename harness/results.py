@@ -129,7 +129,10 @@ def write_results(
     model = dict(manifest["model"])
     loaded = out_dir / LOADED_MODEL_FILE
     if loaded.exists():
-        model["loaded"] = read_json_object(loaded).get("identity", {})
+        loaded_model = read_json_object(loaded)
+        model["loaded"] = loaded_model.get("identity", {})
+        if loaded_model.get("environments"):  # `environment` below is the one that scored
+            model["generated_with"] = loaded_model["environments"]
     data = {
         "schema_version": SCHEMA_VERSION,
         "run_id": manifest["run_id"],

@@ -191,8 +191,9 @@ def generate(spec: RunSpec, task: Task, model_info: Any, manifest: dict[str, Any
         return
     _check_images_exist(task, pending)
     model = model_info.load()(spec.model_args, context)
+    environments = _generation_environments(out_dir)
     atomic_write_json(out_dir / LOADED_MODEL_FILE, {"identity": model.identity() if hasattr(model, "identity")
-                                                     else {}})
+                                                     else {}, "environments": environments})
     batch_size = spec.batch_size or getattr(model, "default_batch_size", 8)
     template = manifest["prompt"]["template"]
     from harness.types import GenerationSettings
@@ -237,10 +238,23 @@ def generate(spec: RunSpec, task: Task, model_info: Any, manifest: dict[str, Any
                 append_jsonl(pred_path, [r for r in built.rows if r is not None])
                 bar.update(len(batch))
         if hasattr(model, "identity"):  # again, now with what generation used (API calls, tokens, cost)
-            atomic_write_json(out_dir / LOADED_MODEL_FILE, {"identity": model.identity()})
+            atomic_write_json(out_dir / LOADED_MODEL_FILE, {"identity": model.identity(),
+                                                            "environments": environments})
     finally:
         bar.close()
         model.close()
+
+
+def _generation_environments(out_dir: Path) -> list[dict[str, Any]]:
+    """The environments (harness version, git commit, packages) that generated this run's predictions, in order:
+    those model.json lists, plus this one when it differs from the last (a run resumed after an upgrade)."""
+    from harness.environment import environment
+    from harness.io import read_json_object
+
+    path = out_dir / LOADED_MODEL_FILE
+    before = read_json_object(path).get("environments", []) if path.exists() else []
+    now = environment()
+    return before if before and before[-1] == now else [*before, now]
 
 
 @dataclass

@@ -27,6 +27,10 @@ Surprising behaviour of the originals, reproduced on purpose:
   must reach this judge unstripped for pefomed/llava-med to match their originals.
 - PeFoMed counts an answer that normalizes to "" (only articles/punctuation) as matched by an empty prediction.
 
+MultiMedEval's code cleans texts with its own `cleanStr` and lemmatises tokens with NLTK's WordNet lemmatiser
+(whose data is a download); this convention uses the VQA-v2 normalisation the reference notes give and no
+lemmatiser (plural and singular forms differ), recorded as its `deviation`.
+
 The open recall is the original's formula (tp counts the prediction's repeats, above), which the reference notes
 (shared/reference/metrics.md: "answer tokens found in the prediction, with multiplicity") describe loosely: the
 two readings differ only when the prediction repeats a matching token and misses an answer token, and the
@@ -55,7 +59,8 @@ OPEN_ACCURACY_THRESHOLD = 0.75  # MultiMedEval: an open answer counts as correct
 RULES: dict[str, dict[str, str]] = {
     "pefomed": {
         "origin": "jinlHe/PeFoMed MedVQAEval",
-        "normalisation": "VQA-v2 normalisation (punctuation, digits, articles, contractions) of both sides",
+        "normalisation": "VQA-v2 normalisation (punctuation, digits, articles, contractions) of both sides, then "
+                         "'x ray' -> 'xray'",
         "open_closed": "the sample's answer_type (the task source's closed_rule)",
         "metric": "accuracy: normalised prediction == normalised answer, for open and closed alike",
     },
@@ -77,6 +82,9 @@ RULES: dict[str, dict[str, str]] = {
         "open_closed": "closed iff the normalised answer is yes or no (answer_type is ignored)",
         "metric": f"closed: token recall (with 'not' for 'no'), correct at >= {CLOSED_RECALL_THRESHOLD}; "
                   f"open: token-set recall, open_accuracy at >= {OPEN_ACCURACY_THRESHOLD}",
+        "deviation": "follows shared/reference/metrics.md (VQA-v2 normalisation), not the original's text "
+                     "cleaning: MultiMedEval cleans with its own cleanStr and lemmatises every token with NLTK's "
+                     "WordNetLemmatizer, so there 'lungs' recalls 'lung'; here it does not",
     },
 }
 

@@ -57,7 +57,8 @@ METRICS = {
 }
 TOKENIZERS = {
     "ptb": "pycocoevalcap PTBTokenizer (lowercased, punctuation tokens dropped), as COCOEvalCap and PeFoMed",
-    "split": "the cleaned text split on whitespace, as R2Gen's compute_scores (punctuation tokens count)",
+    "split": "the cleaned text split on whitespace, as R2Gen's compute_scores (punctuation tokens count); runs of "
+             "whitespace count as one space, as in R2Gen's decoded texts",
 }
 _CACHE_LIMIT = 4096
 

@@ -160,6 +160,15 @@ def test_results_say_each_conventions_rule(tmp_path):
     judges = {j["convention"]: j for j in json.loads((tmp_path / "run" / "results.json").read_text())["judges"]}
     assert "every closed sample counts" in judges["llava-med"]["rules"]["deviation"]
     assert judges["multimedeval"]["rules"]["open_closed"].startswith("closed iff the normalised answer is yes or no")
+    assert "WordNetLemmatizer" in judges["multimedeval"]["rules"]["deviation"]
+
+
+def test_only_pefomed_maps_x_ray_and_says_so():
+    """"chest x-ray" for "chest xray" is a match under PeFoMed's own mapping only, and its recorded rule names it."""
+    assert score_one("pefomed", "chest xray", "chest x-ray")["metrics"] == {"accuracy": 1.0}
+    assert score_one("multimedeval", "chest xray", "chest x-ray")["metrics"]["open_accuracy"] == 0.0
+    assert "'x ray' -> 'xray'" in judge("pefomed").describe()["rules"]["normalisation"]
+    assert "xray" not in judge("multimedeval").describe()["rules"]["normalisation"]
 
 
 def test_unknown_convention_names_the_known_ones():
