@@ -21,6 +21,18 @@ from harness.plugin_outputs import checked_aggregate
 Z95 = 1.959963984540054
 BOOTSTRAP_SAMPLES = 200  # resamples of a corpus metric (each recomputes the judge's aggregate)
 MEAN_BOOTSTRAP_SAMPLES = 1000  # resamples of a mean (vectorised, drawn in bounded chunks)
+_CLUSTERS = ", resampling whole groups of the task source's cluster_by field (e.g. the two views of a study)"
+# each `ci_method` a metric may record, as results.json's `ci_methods` spells it out
+CI_METHODS = {
+    "wilson": "Wilson score interval of a proportion (every per-sample value 0 or 1)",
+    "bootstrap-mean": f"percentile bootstrap of the mean, {MEAN_BOOTSTRAP_SAMPLES} resamples, numpy "
+                      "default_rng(0), numpy.quantile 2.5% and 97.5%",
+    "bootstrap-corpus": f"percentile bootstrap of the judge's corpus aggregate, {BOOTSTRAP_SAMPLES} resamples, "
+                        "random.Random(0); ends: sorted resample values at floor(0.025 (k - 1)) and "
+                        "ceil(0.975 (k - 1)) of k finite ones",
+}
+CI_METHODS["cluster-bootstrap-mean"] = CI_METHODS["bootstrap-mean"] + _CLUSTERS
+CI_METHODS["cluster-bootstrap-corpus"] = CI_METHODS["bootstrap-corpus"] + _CLUSTERS
 
 
 def wilson_interval(successes: float, n: int) -> list[float] | None:

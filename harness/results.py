@@ -12,6 +12,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from harness.aggregate import CI_METHODS
 from harness.environment import environment
 from harness.fingerprint import text_hash
 from harness.io import atomic_write_json, read_json_object
@@ -147,9 +148,28 @@ def write_results(
         "timings": timing_summary(records),
         "environment": environment(),
     }
+    data["ci_methods"] = _ci_methods(judges)
     validate(data)
     if not keep_old:
         atomic_write_json(path, data)
     for note in notes:
         print(f"note: {note}", file=sys.stderr)
     return data
+
+
+def _ci_methods(entries: Any) -> dict[str, str]:
+    """What each `ci_method` named in the judge entries is (resamples, seed), so an interval can be reproduced."""
+    found: set[str] = set()
+
+    def walk(value: Any) -> None:
+        if isinstance(value, dict):
+            if isinstance(value.get("ci_method"), str):
+                found.add(value["ci_method"])
+            for item in value.values():
+                walk(item)
+        elif isinstance(value, list):
+            for item in value:
+                walk(item)
+
+    walk(entries)
+    return {name: CI_METHODS.get(name, "named by the judge") for name in sorted(found)}

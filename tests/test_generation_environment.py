@@ -1,5 +1,5 @@
-"""results.json says which harness generated a run's predictions (`model.generated_with`, from model.json), apart from
-the one that scored them (`environment`): a re-score with a newer harness keeps who generated."""
+"""results.json says how it was made: which harness generated the predictions (`model.generated_with`, from
+model.json) apart from the one that scored them (`environment`), and what each interval method is (`ci_methods`)."""
 
 from __future__ import annotations
 
@@ -31,3 +31,21 @@ def test_rescoring_keeps_the_generating_environment_and_resuming_adds_its_own(tm
     assert data["model"]["generated_with"] == [older, environment()]
     assert run_prior(out, "--limit", "40") == 0  # the same environment again is not listed twice
     assert json.loads((out / "results.json").read_text())["model"]["generated_with"] == [older, environment()]
+
+
+def test_results_spell_out_each_interval_method_they_use(tmp_path):
+    """Every ci_method named in results.json is described (resamples, seed) in its `ci_methods`, and only those."""
+    rows = [{"id": str(i), "question": "where?", "answer": "left upper lung", "answer_type": "OPEN",
+             "prediction": ["left lung", "upper lobe", "right", "left upper lung"][i % 4]} for i in range(12)]
+    rows += [{"id": f"c{i}", "question": "is it?", "answer": "yes", "answer_type": "CLOSED",
+              "prediction": "yes" if i % 3 else "no"} for i in range(12)]
+    preds = tmp_path / "preds.jsonl"
+    preds.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    out = tmp_path / "scored"
+    assert main(["score", str(preds), "--task-type", "vqa", "--judge", "exact:llava-med", "--output", str(out),
+                 "--no-progress"]) == 0
+    data = json.loads((out / "results.json").read_text())
+    used = {m["ci_method"] for m in data["judges"][0]["metrics"].values() if m["ci_method"]}
+    assert used == set(data["ci_methods"]) == {"wilson", "bootstrap-mean"}
+    assert "1000 resamples" in data["ci_methods"]["bootstrap-mean"]
+    assert "default_rng(0)" in data["ci_methods"]["bootstrap-mean"]
