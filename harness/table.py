@@ -189,10 +189,24 @@ class Table:
         if flagged["unscored"]:
             counts = ", ".join(str(r["unscored"]) for r in flagged["unscored"])
             notes.append(f"{MARKS['unscored']} samples the judge left unscored, not in the metrics: {counts}")
+        shared = self.shared_names()
+        if shared:
+            notes.append("defined by each judge (compare within one judge only): "
+                         + "; ".join(f"{name} under {', '.join(judges)}" for name, judges in shared.items()))
         scaled = f"; x100: {', '.join(sorted(self.scaled))}" if self.scaled else ""
         notes.append(f"value [95% confidence interval] where recorded; (n=K): samples behind a value when fewer "
                      f"than the row's n{scaled}")
         return notes
+
+    def shared_names(self) -> dict[str, list[str]]:
+        """Metric names that rows of several judges (or conventions) fill: the same name, different definitions
+        (closed_accuracy is a substring test under exact:llava-med, a token recall under exact:multimedeval)."""
+        judges: dict[str, set[str]] = {}
+        for row, _, cells in self.rows:
+            for (name, _), cell in zip(self.columns, cells):
+                if cell and cell.get("value") is not None:
+                    judges.setdefault(name, set()).add(_judge(row))
+        return {name: sorted(found) for name, found in judges.items() if len(found) > 1}
 
     def text_lines(self) -> tuple[list[str], list[list[str]]]:
         """Header and lines of text cells, without the columns that are empty on every line."""

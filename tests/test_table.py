@@ -88,3 +88,16 @@ def test_a_wrong_selection_is_one_line_naming_what_exists(board):
         assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and expected in proc.stderr, proc.stderr
     missing = harness("table", str(board.with_name("none.json")))
     assert missing.returncode == 2 and "no such leaderboard (write one with harness publish)" in missing.stderr
+
+
+def test_a_metric_name_two_judges_define_differently_gets_a_note(board, tmp_path):
+    import shutil
+
+    run = shutil.copytree(board.parent / "full", tmp_path / "full")  # the module's board stays as it is
+    assert harness("score", str(run), "--judge", "exact:multimedeval", "--no-progress").returncode == 0
+    assert harness("publish", str(run), "-o", str(tmp_path / "board.json")).returncode == 0
+    text = harness("table", str(tmp_path / "board.json"), "--metric", "closed_accuracy").stdout
+    assert "defined by each judge (compare within one judge only): closed_accuracy under exact:llava-med, " \
+           "exact:multimedeval" in text
+    alone = harness("table", str(tmp_path / "board.json"), "--judge", "exact:llava-med").stdout
+    assert "defined by each judge" not in alone
