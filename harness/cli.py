@@ -42,6 +42,13 @@ def _on_sigterm(signum: int, frame: object) -> None:  # noqa: ARG001 - signal ha
 
 
 def main(argv: list[str] | None = None) -> int:
+    from harness.secrets import key_in_arguments
+
+    leaked = key_in_arguments(list(sys.argv[1:] if argv is None else argv))
+    if leaked:  # before argparse, whose own errors would echo it
+        print(f"error: {leaked[1]} holds the API key of ${leaked[0]}: keys come from the environment only (given as "
+              "an argument it would be written to results, caches and logs); remove it", file=sys.stderr)
+        return 2
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):

@@ -118,7 +118,7 @@ def _unknown_value(key: str, value: Any) -> str:
 
 def _shown(value: Any) -> str:
     """A setting's value for an error message, with any API key of the environment taken out."""
-    from harness.providers.secrets import redact_env
+    from harness.secrets import redact_env
 
     return redact_env(str(value))
 

@@ -281,7 +281,7 @@ class LLMJudge(JudgePlugin):
 
     def _note_failures(self, results: list[Any]) -> None:
         """One note line when calls failed for good: they are unscored, and a rerun retries just those."""
-        from harness.providers.secrets import redact
+        from harness.secrets import redact
 
         failed = [res for res in results if res.text is None]
         if failed:

@@ -10,8 +10,8 @@ from __future__ import annotations
 import pytest
 
 from harness.providers.base import CallError
-from harness.providers.secrets import LONG_KEY, redact, redact_env
 from harness.providers.wire import status_error
+from harness.secrets import LONG_KEY, redact, redact_env
 
 OPENAI_KEY = "sk-proj-Q7vX2mLp9RtWz4NcK8bYh3JdF6gSa1EuT5oVi0MxPnCl"
 ANTHROPIC_KEY = "sk-ant-api03-Hk4Wq9Zr2Lm7Xv1Nb6Ty3Pc8Gf5Js0Ud-AbCdEfGhIjKlMnOpQrStUvWx-Yz12AA"

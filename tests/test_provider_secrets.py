@@ -17,7 +17,7 @@ from harness.cli import main as cli_main
 from harness.errors import UserError
 from harness.providers import ChatRequest, ProviderUnavailable, make_client
 from harness.providers.base import CallError
-from harness.providers.secrets import redact
+from harness.secrets import redact
 
 pytestmark = pytest.mark.filterwarnings("ignore:The model .* is deprecated:DeprecationWarning")
 
@@ -217,3 +217,32 @@ def test_the_sdks_base_url_variable_is_honoured_not_bypassed(monkeypatch, tmp_pa
     with pytest.raises(UserError, match="^ANTHROPIC_BASE_URL in the environment: LLM base URL http://10.1.2.3:8080: "
                                         "plain http to another host"):
         make_client({"model": "claude"})
+
+
+# ------------------------------------------------------------------------------------------------ keys as values
+def test_a_key_typed_on_the_command_line_is_refused_before_anything_records_it(tmp_path, capsys):
+    """A key pasted where a model name goes would be written to results, the cache and leaderboards."""
+    run = ["run", "--task", "phantom-vqa", "--limit", "2", "--output", str(tmp_path / "run"), "--no-progress"]
+    cases = {"the value of --model-args": ["--model", "openai-compatible", "--model-args",
+                              f"base_url=http://127.0.0.1:1/v1,model={KEY}"],
+             "the value of --task": ["--model", "prior", "--task", ANT_KEY],
+             "--judge-model": ["--model", "prior", f"--judge-model={KEY}"]}
+    for where, extra in cases.items():
+        assert cli_main([*run, *extra]) == 2, extra
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and err.startswith(f"error: {where} holds the API key of $"), err
+        assert_no_key(err)
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_reply_that_echoes_the_key_is_recorded_and_cached_without_it(tmp_path):
+    with FakeLLMServer(reply=lambda body: f"Correctness: 1 (debug: you sent Bearer {KEY} and {ANT_KEY})") as server:
+        client = make_client({"model": "gpt-4o", "base_url": server.openai_base_url})
+        [result] = client.run([ChatRequest(messages=[{"role": "user", "content": "q"}])], progress=False)
+        [again] = client.run([ChatRequest(messages=[{"role": "user", "content": "q"}])], progress=False)
+    assert result.text.startswith("Correctness: 1 (debug: you sent Bearer ***")
+    assert again.text == result.text  # from the cache
+    for path in (tmp_path / "cache").rglob("*"):
+        if path.is_file():
+            data = path.read_bytes()
+            assert KEY.encode() not in data and ANT_KEY.encode() not in data, path

@@ -75,7 +75,7 @@ def resolve_model(name: str, provider: str | None, base_url: str | None) -> tupl
     openai-compatible; without one, "claude-*" is Anthropic and "gpt-*"/"o1"/"o3"/"o4" are OpenAI.
     Errors never echo a key of the environment (a key pasted where the model name goes).
     """
-    from harness.providers.secrets import redact_env
+    from harness.secrets import redact_env
 
     try:
         return _resolve_model(name, provider, base_url)
@@ -157,7 +157,7 @@ def normalise_base_url(provider: str, base_url: str | None) -> str:
 
 
 def _checked_url(provider: str, url: str) -> str:
-    from harness.providers.secrets import redact_env
+    from harness.secrets import redact_env
 
     if not url:
         raise UserError(f"LLM provider '{provider}': needs a base URL (--judge-base-url)")

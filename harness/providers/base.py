@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from harness.errors import UserError
-from harness.providers.secrets import redact
+from harness.secrets import redact
 
 
 @dataclass

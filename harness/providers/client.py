@@ -33,6 +33,7 @@ from harness.providers.aliases import (
 from harness.providers.base import ChatRequest, ChatResult, ProviderUnavailable
 from harness.providers.cache import LLMCache, request_key
 from harness.providers.scheduler import OutageState, ProviderDown, RetryPolicy, run_calls, run_sync
+from harness.secrets import redact_env
 
 POOL_SIZE = 8  # concurrent calls per HTTP connection pool
 LOCAL_DUMMY_KEY = "EMPTY"  # what local OpenAI-compatible servers (vLLM, llama.cpp, Ollama) accept
@@ -133,6 +134,8 @@ class ProviderClient:
                 for key, hit in hits.items():
                     if not self.priced:
                         hit.cost_usd = 0.0
+                    if hit.text:  # an entry stored before replies were checked for echoed keys
+                        hit.text = redact_env(hit.text)
                     first, *others = where.pop(key)
                     results[first] = replace(hit)  # an unclaimed entry (not `cached`) is paid by this run
                     for index in others:
@@ -170,9 +173,12 @@ class ProviderClient:
 
     def _record(self, result: ChatResult) -> ChatResult:
         """The choke point of every new result: a failed call's error text is redacted; a reply that is not
-        text (it cannot be parsed or cached) becomes a failure."""
+        text (it cannot be parsed or cached) becomes a failure; a reply that echoes a key of the environment (a
+        proxy or debug server repeating the request's headers) has it masked before it is cached or recorded."""
         if result.text is not None and not isinstance(result.text, str):
             result = ChatResult(text=None, error=f"malformed reply from {self.provider}: the reply is not text")
+        if result.text:
+            result.text = redact_env(result.text)
         if result.error is not None:
             result.error = self.backend.redact(str(result.error))
         return result

@@ -9,7 +9,7 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from harness.providers import secrets
+from harness import secrets
 from harness.providers.base import CallError, classify_status
 
 _MAGIC = (

@@ -3,7 +3,9 @@
 Providers and proxies echo keys in many shapes: whole, masked ("sk-QA-SE****7890", "sk-QA-SE...7890"), as
 separate prefix and suffix tokens, after "Bearer" or "x-api-key". `redact(text, *keys)` removes all of these for
 the given keys and for every key in the provider key variables of the environment. It is applied to provider
-error texts only (CallError, ProviderUnavailable, a failed call's ChatResult.error), never to model replies.
+error texts only (CallError, ProviderUnavailable, a failed call's ChatResult.error); a model reply gets the narrower
+`redact_env` (the environment's keys, whole), which leaves ordinary text alone. `key_in_arguments` finds a key
+typed on the command line, which the CLI refuses before anything can record it.
 
 It must not eat ordinary words of those texts either ("Missing bearer or basic authentication in header",
 "invalid x-api-key (check ANTHROPIC_API_KEY)", "localhost" while the key is "local"), hence three rules:
@@ -123,3 +125,21 @@ def redact_env(text: str) -> str:
     for key in _keys(()):
         text = text.replace(key, MASK) if len(key) >= LONG_KEY else _whole_token(text, key)
     return text
+
+
+def key_in_arguments(argv: list[str]) -> tuple[str, str] | None:
+    """(the environment variable, where) of a provider key from the environment found in a command-line argument
+    (a key of CREDENTIAL_MIN+ characters: anywhere when long, as a whole token when short), or None. `where` names
+    the option the argument belongs to, never the argument itself."""
+    for variable in KEY_VARIABLES:
+        key = os.environ.get(variable, "").strip()
+        if key in NOT_SECRET or len(key) < CREDENTIAL_MIN:
+            continue
+        for index, arg in enumerate(argv):
+            found = key in arg if len(key) >= LONG_KEY else _whole_token(arg, key) != arg
+            if found:
+                if arg.startswith("--"):
+                    return variable, arg.split("=", 1)[0]
+                before = argv[index - 1] if index > 0 else ""
+                return variable, (f"the value of {before}" if before.startswith("-") else f"argument {index + 1}")
+    return None
