@@ -250,3 +250,22 @@ def test_output_that_cannot_be_a_file_is_refused_before_any_work(tmp_path, capsy
     out, err = capsys.readouterr()
     assert out == "" and err == (f"error: the default report path {tmp_path / 'agreement.json'} is a directory; "
                                  "expected a file path (pass --output FILE)\n")
+
+
+def test_output_never_replaces_the_labels_the_scores_or_another_file(tmp_path, capsys):
+    scores = tmp_path / "scores.jsonl"
+    _write_scores(scores, "gpt4/pefomed", "verdicts", {"s1": [1]})
+    labels = tmp_path / "human.csv"
+    labels.write_text("id,rater,label\ns1,alice,1\n")
+    other = tmp_path / "notes.json"
+    other.write_text('{"mine": 1}')
+    args = ["agreement", "--labels", str(labels), "--scores", str(scores), "--judge", "gpt4", "--output"]
+    kept = {path: path.read_bytes() for path in (labels, scores, other)}
+    for path, says in ((labels, "is --labels"), (scores, "is the scores file"),
+                       (other, "exists and is not an agreement report")):
+        assert main([*args, str(path)]) == 2
+        out, err = capsys.readouterr()
+        assert out == "" and err.startswith(f"error: --output {path} {says}") and err.count("\n") == 1, err
+    assert {path: path.read_bytes() for path in kept} == kept
+    report = tmp_path / "report.json"
+    assert main([*args, str(report)]) == 0 and main([*args, str(report)]) == 0  # a report is replaced by a report

@@ -39,6 +39,8 @@ def run(args: argparse.Namespace) -> int:
     scores = agreement.scores_file(args.scores)
     if args.output is None:
         check_output(scores.parent / "agreement.json", "the default report path", "pass --output FILE")
+    else:
+        check_not_overwriting(args.output, args.labels, scores)
     judges = [part.strip() for value in args.judge for part in value.split(",") if part.strip()]
     reports = {}
     for judge in judges:
@@ -63,3 +65,21 @@ def check_output(path: Path, what: str, hint: str = "") -> None:
         raise UserError(f"{what} {path}: {parent} is not a directory; expected a file path in a directory")
     if parent is not None and not os.access(parent, os.W_OK | os.X_OK):
         raise UserError(f"{what} {path}: directory {parent} is not writable; expected a writable location")
+
+
+def check_not_overwriting(path: Path, labels: Path, scores: Path) -> None:
+    """Refuse an --output that is one of the inputs or an existing file other than an agreement report: the
+    human labels or a run's paid verdicts would be replaced by the report."""
+    import json
+
+    if not path.exists():
+        return
+    for what, given in (("--labels", labels), ("the scores file", scores)):
+        if path.resolve() == given.resolve():
+            raise UserError(f"--output {path} is {what}: the report would replace it; choose another path")
+    try:
+        report = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError):
+        report = None
+    if not (isinstance(report, dict) and {"labels", "scores", "judges"} <= set(report)):
+        raise UserError(f"--output {path} exists and is not an agreement report; choose another path (or delete it)")
