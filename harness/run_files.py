@@ -79,6 +79,9 @@ def _check_prediction_row(row: dict[str, Any]) -> str | None:
     problem = _check_id(row)
     if problem is not None:
         return problem
+    for key in ("answer", "prediction"):  # every line harness run writes has both (a failed sample: prediction "")
+        if key not in row:
+            return f"field '{key}' is missing ({_PREDICTIONS_FIX})"
     for key in _TEXT_FIELDS:
         if row.get(key) is not None and not isinstance(row[key], str):
             return f"field '{key}' must be a string, got {type(row[key]).__name__} ({_PREDICTIONS_FIX})"

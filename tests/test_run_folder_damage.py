@@ -78,10 +78,13 @@ def test_a_prediction_line_without_id_is_named_by_file_and_line(good_run, tmp_pa
     ("answer_type", 7, "field 'answer_type' must be a string, got int"),
     ("images", "a.png", "field 'images' must be a list of file names"),
     ("time_s", "fast", "field 'time_s' must be a number, got str"),
+    ("prediction", ..., "field 'prediction' is missing"),  # ...: the field removed (scored as "" before)
+    ("answer", ..., "field 'answer' is missing"),
 ])
 def test_a_prediction_line_of_the_wrong_shape_is_named_not_scored(good_run, tmp_path, field, value, expected):
     run = damaged(good_run, tmp_path)
-    edit_line(run / "predictions.jsonl", 2, lambda row: row.update({field: value}))
+    edit_line(run / "predictions.jsonl", 2,
+              lambda row: row.pop(field) if value is ... else row.update({field: value}))
     line = error_line(harness("score", str(run), "--judge", "exact", cwd=tmp_path))
     assert f"predictions.jsonl:3: {expected}" in line and "written by harness run" in line
 
