@@ -284,7 +284,8 @@ def load_selected_records(out_dir: Path, selected_ids: list[str]) -> list[dict[s
     return [by_id[i] for i in selected_ids if i in by_id]
 
 
-def run(spec: RunSpec) -> tuple[Path, dict[str, Any]]:
+def run(spec: RunSpec) -> tuple[Path, dict[str, Any], list[dict[str, Any]]]:
+    """Generate what is missing, judge, write results.json: (run folder, results, this call's judge entries)."""
     task, model_info, manifest, out_dir, context = prepare(spec)
     if spec.limit is not None and spec.limit < 1:
         raise UserError(f"--limit must be at least 1, got {spec.limit}")
@@ -302,4 +303,4 @@ def run(spec: RunSpec) -> tuple[Path, dict[str, Any]]:
                                breakdowns_declared_by=f"task {task.id} source '{task.source.name}'")
         # A smaller --limit than results.json already holds leaves it as it is (see write_results).
         results = write_results(out_dir, manifest, records, entries, limit=spec.limit)
-    return out_dir, results
+    return out_dir, results, entries

@@ -136,6 +136,24 @@ def test_failed_judge_calls_are_counted_apart_with_a_note(capsys):
     assert "run the same command again to retry them" in notes[0] and KEY[4:] not in err
 
 
+def test_a_judge_whose_every_call_failed_ends_the_command_with_exit_code_2(tmp_path, capsys):
+    """A script or CI must not take a judge that scored nothing for a result; what was recorded stays."""
+    preds = tmp_path / "preds.jsonl"
+    preds.write_text("".join(json.dumps({**r, "answer_type": "CLOSED"}) + "\n" for r in RECORDS))
+    with FakeLLMServer(reply=lambda body: "Correctness: 1",
+                       fault_fn=lambda body, i: Fault(status=400, message="bad request")) as server:
+        score = ["score", str(preds), "--task-type", "vqa", "--judge", "gpt4", "--judge-base-url",
+                 server.openai_base_url, "--judge-model", "gpt-4o", "--output", str(tmp_path / "out"), "--no-progress"]
+        assert cli_main(score) == 2
+        err = capsys.readouterr().err
+        assert err.splitlines()[-1] == ("error: judge gpt4 (default) scored no sample: 6 of its calls failed and no "
+                                        "reply was scored (the note above says why); fix the cause and run the same "
+                                        "command to retry them")
+        assert (tmp_path / "out" / "results.json").exists()
+        server.fault_fn = None
+        assert cli_main(score) == 0  # the same command again: the calls are made again and scored
+
+
 @pytest.mark.parametrize("settings", [{"model": "claude"}, {"model": "gpt-4o"}, {"model": "gpt4"},
                                       {"model": "m", "provider": "openai"}])
 def test_credentialed_data_is_refused_by_a_provider_model_behind_a_loopback_url(settings):

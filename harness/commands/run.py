@@ -49,7 +49,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def main(args: argparse.Namespace) -> int:
     from harness.runner import RunSpec, run
-    from harness.summary import check_not_all_failed, results_summary
+    from harness.summary import check_judges_scored, check_not_all_failed, results_summary
 
     generation = {"max_new_tokens": args.max_new_tokens, "temperature": args.temperature, "seed": args.seed}
     if args.temperature:
@@ -75,8 +75,9 @@ def main(args: argparse.Namespace) -> int:
         dtype=args.dtype,
         progress=not args.no_progress,
     )
-    out_dir, results = run(spec)
+    out_dir, results, entries = run(spec)
     print(results_summary(results))
     print(f"results: {out_dir / 'results.json'}")
     check_not_all_failed(results)
+    check_judges_scored(entries)
     return 0

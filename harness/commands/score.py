@@ -50,7 +50,7 @@ def _score(args: argparse.Namespace, path: Path, out_dir: Path) -> int:
     from harness.results import write_results
     from harness.run_files import read_manifest, read_predictions
     from harness.scoring import MANIFEST_FILE, PREDICTIONS_FILE, apply_judges, build_judges, check_default_judges
-    from harness.summary import check_not_all_failed, results_summary
+    from harness.summary import check_judges_scored, check_not_all_failed, results_summary
 
     if path.is_dir():
         manifest_path = path / MANIFEST_FILE
@@ -90,4 +90,5 @@ def _score(args: argparse.Namespace, path: Path, out_dir: Path) -> int:
     print(results_summary(results))
     print(f"scores: {out_dir / 'scores.jsonl'}\nresults: {out_dir / 'results.json'}")
     check_not_all_failed(results)
+    check_judges_scored(entries)
     return 0
