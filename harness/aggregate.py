@@ -2,7 +2,8 @@
 
 One generic mechanism for every judge and every slice (answer_type, question_type, organ, ...): a slice
 is just a subset of rows handed to the judge's own `aggregate`. Confidence intervals (each metric records its
-`ci_method`): Wilson for 0/1 metrics; a seeded percentile bootstrap of the mean for other per-sample means
+`ci_method`): Wilson for 0/1 metrics, and for a corpus metric whose value is the share of its rows' 0/1 values (an
+LLM judge asked once per sample); a seeded percentile bootstrap of the mean for other per-sample means
 (it never leaves the range of the values, unlike a normal approximation); a seeded percentile bootstrap of the
 judge's own aggregate for corpus-level metrics (BLEU, CIDEr) whose judge allows it. When samples are not
 independent (one sample per image of a two-view study), `cluster_key` names the record field that groups them
@@ -123,9 +124,11 @@ def summarize_slice(judge: JudgePlugin, records: list[dict], rows: list[dict],
     """Metrics of one set of rows: {name: {"value", "n", "ci95", "ci_method", "unscored"}}."""
     values = checked_aggregate(judge, judge.aggregate(records, rows))
     present = {name: [i for i, row in enumerate(rows) if name in row.get("metrics", {})] for name in values}
-    corpus = [name for name, value in values.items() if present[name] and value is not None
-              and not judge.mean_metrics and getattr(judge, "bootstrap_ci", True)]
     clusters = [r.get(cluster_key) for r in records] if cluster_key else None
+    proportions = set() if judge.mean_metrics or clusters else {
+        name for name, value in values.items() if present[name] and _is_proportion(value, rows, present[name], name)}
+    corpus = [name for name, value in values.items() if present[name] and value is not None and name not in proportions
+              and not judge.mean_metrics and getattr(judge, "bootstrap_ci", True)]
     corpus_ci = _bootstrap(judge, records, rows, corpus, clusters) if corpus else {}
     corpus_method = "cluster-bootstrap-corpus" if cluster_key else "bootstrap-corpus"
     out: dict[str, dict[str, Any]] = {}
@@ -138,6 +141,8 @@ def summarize_slice(judge: JudgePlugin, records: list[dict], rows: list[dict],
             ci, method = None, None
             if value is None:
                 pass
+            elif name in proportions:  # e.g. an LLM judge asked once per sample: a share of 0/1 verdicts
+                ci, method = wilson_interval(sum(scored), n), "wilson"
             elif judge.mean_metrics:
                 ci, method = _per_sample_interval(scored, [clusters[i] for i in scored_at] if clusters else None)
             elif name in corpus_ci:
@@ -146,6 +151,14 @@ def summarize_slice(judge: JudgePlugin, records: list[dict], rows: list[dict],
             n, unscored, ci, method = len(rows), 0, None, None
         out[name] = {"value": value, "n": n, "ci95": ci, "ci_method": method if ci else None, "unscored": unscored}
     return out
+
+
+def _is_proportion(value: Any, rows: list[dict], at: list[int], name: str) -> bool:
+    """Whether a corpus metric's value is the share of its rows' 0/1 values (it then gets Wilson's interval, as
+    per-sample 0/1 metrics do; a percentile bootstrap of 5 of 5 would give [1, 1])."""
+    scored = [rows[i]["metrics"][name] for i in at if rows[i]["metrics"][name] is not None]
+    return (value is not None and bool(scored) and all(v in (0, 1) for v in scored)
+            and abs(float(value) - sum(map(float, scored)) / len(scored)) < 1e-12)
 
 
 def breakdown_values(record: dict, row: dict, key: str) -> Any:

@@ -203,3 +203,21 @@ def test_a_long_retry_after_is_announced_once(caplog):
     assert [r.text for r in results] == ["echo: a", "echo: b"] and time.monotonic() - started >= 10
     waits = [r.getMessage() for r in caplog.records if "waiting" in r.getMessage()]
     assert len(waits) == 1 and re.match(r"waiting 1[01] s ", waits[0]) and "retry-after" in waits[0], waits
+
+
+def test_an_llm_judge_asked_once_per_sample_gets_wilson_intervals_like_other_shares(tmp_path):
+    """6 of 6 judged correct: Wilson's [0.61, 1], not a bootstrap's [1, 1]; asked twice with differing verdicts
+    (per-sample values of 0.5) it stays a bootstrap of the judge's aggregate."""
+    from harness.aggregate import summarize_slice, wilson_interval
+
+    with FakeLLMServer(reply=lambda body: "Correctness: 1") as server:
+        once = judge(server)
+        rows = once.score(RECORDS)
+        server.fault_fn = lambda body, i: Fault(text="Correctness: 0") if body["seed"] % 2 else None  # repeat 2
+        twice = judge(server, repeats=2, seed=0, cache=False)
+        rows2 = twice.score(RECORDS)
+    assert {row["metrics"]["accuracy"] for row in rows2} == {0.5}
+    accuracy = summarize_slice(once, RECORDS, rows)["accuracy"]
+    assert accuracy["ci_method"] == "wilson" and accuracy["ci95"] == wilson_interval(6, 6)
+    assert accuracy["ci95"][0] < 0.7
+    assert summarize_slice(twice, RECORDS, rows2)["accuracy"]["ci_method"] == "bootstrap-corpus"
