@@ -26,6 +26,14 @@ def cli(*args: str) -> subprocess.CompletedProcess:
         (["score", "/nonexistent/preds.jsonl"], "does not exist"),
         (["run", "--model", "prior", "--task", "phantom-vqa", "--adapter", "."],
          "--adapter .: model 'prior' does not load adapters (models that do: "),
+        (["run", "--model", "prior", "--task", "phantom-vqa", "--model-args", "by=none", "--model-args", "by=x"],
+         "--model-args: by given twice ('none' and 'x'); give it once"),
+        (["run", "--model", "prior", "--task", "phantom-vqa", "--judge", "gpt4", "--judge-timeout", "5",
+          "--judge-arg", "timeout=9"],
+         "--judge-arg timeout='9' contradicts --judge-timeout (5.0 given before)"),
+        (["run", "--model", "prior", "--task", "phantom-report", "--judge", "lexical", "--judge-arg",
+          "rouge_stemmer=true", "--judge-arg", "rouge_stemmer=false"],
+         "--judge-arg rouge_stemmer='false' contradicts --judge-arg rouge_stemmer ('true' given before)"),
     ],
 )
 def test_user_mistakes_are_one_line(args, expected):
@@ -65,6 +73,32 @@ def test_unusable_paths_and_settings_are_one_line(tmp_path):
         assert proc.returncode == 2 and len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr
         assert expected in lines[0]
     assert a_file.read_text() == "x"
+
+
+def test_nan_infinite_and_out_of_range_numbers_are_refused_before_any_work(tmp_path):
+    """--temperature inf generated and then failed to write run.json ('not written ... inf'), and timeout=nan made
+    every API call fail after 7 attempts: each is one line naming the setting, before a run folder is made."""
+    runs = tmp_path / "runs"
+    run = ["run", "--task", "phantom-vqa", "--limit", "2", "--no-progress", "--runs-dir", str(runs)]
+    api = ["--model", "openai-compatible", "--model-args", "base_url=http://127.0.0.1:9/v1,model=x,"]
+    cases = [
+        ([*run, "--model", "prior", "--temperature", "inf"], "generation setting temperature=inf (command line or "
+         "task 'phantom-vqa'): expected a finite number >= 0 (0: greedy)"),
+        ([*run, "--model", "prior", "--temperature", "nan"], "temperature=nan"),
+        ([*run, "--model", "prior", "--seed", "99999999999999999999999"], "generation setting "
+         "seed=99999999999999999999999 (command line or task 'phantom-vqa'): expected a whole number from 0 to "
+         "9223372036854775807 (a 64-bit seed)"),
+        ([*run, *api[:-1], api[-1] + "timeout=nan"], "--model-args timeout='nan': expected a finite number >= 0.001"),
+        ([*run, *api[:-1], api[-1] + "retry_base_delay=inf"], "retry_base_delay='inf': expected a finite number"),
+        (["convert", "pefomed-checkpoint", str(tmp_path / "x.pth"), "--out", str(tmp_path / "converted"),
+          "--lora-alpha", "nan"], "--lora-alpha nan: must be a finite number > 0"),
+    ]
+    for args, expected in cases:
+        proc = cli(*args)
+        lines = [line for line in proc.stderr.splitlines() if line.strip()]
+        assert proc.returncode == 2 and len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr
+        assert expected in lines[0]
+    assert not runs.exists() and not (tmp_path / "converted").exists()
 
 
 def test_device_flags_are_checked_or_said_to_be_ignored(tmp_path):

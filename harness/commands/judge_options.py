@@ -38,14 +38,16 @@ def judge_ids(args: argparse.Namespace, defaults: list[str]) -> list[str]:
     return ids
 
 
+_FLAG_SETTINGS = ("model", "provider", "base_url", "repeats", "concurrency", "timeout")  # --judge-<key> flags
+
+
 def judge_settings(args: argparse.Namespace) -> dict[str, Any]:
     """The judge-specific settings from the flags (only those the user gave)."""
     settings: dict[str, Any] = {}
-    for flag in ("judge_model", "judge_provider", "judge_base_url", "judge_repeats", "judge_concurrency",
-                 "judge_timeout"):
-        value = getattr(args, flag, None)
+    for key in _FLAG_SETTINGS:
+        value = getattr(args, f"judge_{key}", None)
         if value is not None:
-            settings[flag.removeprefix("judge_")] = value
+            settings[key] = value
     if getattr(args, "judge_batch", False):
         settings["batch"] = True
     if getattr(args, "allow_external_judge", False):
@@ -54,5 +56,10 @@ def judge_settings(args: argparse.Namespace) -> dict[str, Any]:
         key, sep, value = item.partition("=")
         if not sep or not key:
             raise UserError(f"--judge-arg '{item}': expected KEY=VALUE")
-        settings[key.strip()] = value
+        key = key.strip()
+        if key in settings and str(settings[key]) != value:
+            flag = f"--judge-{key.replace('_', '-')}" if key in _FLAG_SETTINGS else f"--judge-arg {key}"
+            raise UserError(f"--judge-arg {key}={value!r} contradicts {flag} ({settings[key]!r} given before); "
+                            "give it once")
+        settings[key] = value
     return settings

@@ -18,7 +18,10 @@ def parse_model_args(values: list[str]) -> dict[str, str]:
             key, sep, val = item.partition("=")
             if not sep or not key.strip():
                 raise UserError(f"--model-args '{item}': expected KEY=VALUE[,KEY=VALUE...]")
-            args[key.strip()] = val.strip()
+            key, val = key.strip(), val.strip()
+            if args.get(key, val) != val:
+                raise UserError(f"--model-args: {key} given twice ({args[key]!r} and {val!r}); give it once")
+            args[key] = val
     return args
 
 
