@@ -24,6 +24,8 @@ def cli(*args: str) -> subprocess.CompletedProcess:
         (["run", "--model", "prior", "--task", "slake", "--data-dir", "/nonexistent/slake"], "/nonexistent/slake"),
         (["run", "--model", "prior", "--task", "phantom-vqa", "--model-args", "bogus"], "expected KEY=VALUE"),
         (["score", "/nonexistent/preds.jsonl"], "does not exist"),
+        (["score", ".", "--task-type", "report", "--model-name", "m"],
+         "--task-type and --model-name describe a predictions file; . is a run directory, whose run.json says"),
         (["run", "--model", "prior", "--task", "phantom-vqa", "--adapter", "."],
          "--adapter .: model 'prior' does not load adapters (models that do: "),
         (["run", "--model", "prior", "--task", "phantom-vqa", "--model-args", "by=none", "--model-args", "by=x"],
@@ -80,7 +82,9 @@ def test_nan_infinite_and_out_of_range_numbers_are_refused_before_any_work(tmp_p
     every API call fail after 7 attempts: each is one line naming the setting, before a run folder is made."""
     runs = tmp_path / "runs"
     run = ["run", "--task", "phantom-vqa", "--limit", "2", "--no-progress", "--runs-dir", str(runs)]
-    api = ["--model", "openai-compatible", "--model-args", "base_url=http://127.0.0.1:9/v1,model=x,"]
+    def api(arg: str) -> list[str]:
+        return ["--model", "openai-compatible", "--model-args", f"base_url=http://127.0.0.1:9/v1,model=x,{arg}"]
+
     cases = [
         ([*run, "--model", "prior", "--temperature", "inf"], "generation setting temperature=inf (command line or "
          "task 'phantom-vqa'): expected a finite number >= 0 (0: greedy)"),
@@ -88,8 +92,8 @@ def test_nan_infinite_and_out_of_range_numbers_are_refused_before_any_work(tmp_p
         ([*run, "--model", "prior", "--seed", "99999999999999999999999"], "generation setting "
          "seed=99999999999999999999999 (command line or task 'phantom-vqa'): expected a whole number from 0 to "
          "9223372036854775807 (a 64-bit seed)"),
-        ([*run, *api[:-1], api[-1] + "timeout=nan"], "--model-args timeout='nan': expected a finite number >= 0.001"),
-        ([*run, *api[:-1], api[-1] + "retry_base_delay=inf"], "retry_base_delay='inf': expected a finite number"),
+        ([*run, *api("timeout=nan")], "--model-args timeout='nan': expected a finite number >= 0.001"),
+        ([*run, *api("retry_base_delay=inf")], "--model-args retry_base_delay='inf': expected a finite number"),
         (["convert", "pefomed-checkpoint", str(tmp_path / "x.pth"), "--out", str(tmp_path / "converted"),
           "--lora-alpha", "nan"], "--lora-alpha nan: must be a finite number > 0"),
     ]

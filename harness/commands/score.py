@@ -34,6 +34,11 @@ def main(args: argparse.Namespace) -> int:
         raise UserError(f"{path} does not exist (expected a run directory or a predictions .jsonl file)")
     if path.is_file() and not args.task_type:
         raise UserError(f"{path} is a predictions file: say its --task-type (vqa, report or caption)")
+    given = [flag for flag, value in (("--task-type", args.task_type), ("--task-name", args.task_name),
+                                      ("--model-name", args.model_name)) if value is not None]
+    if path.is_dir() and given:
+        raise UserError(f"{' and '.join(given)} describe a predictions file; {path} is a run directory, whose run.json "
+                        "says its task and model (leave them out)")
     # The folder the scores go to is locked while it is scored: a run directory scored in place (a `harness
     # run` still appending to it is waited for), else --output (or <file>-scored for a predictions file).
     out_dir = args.output or (path if path.is_dir() else path.with_name(path.stem + "-scored"))
