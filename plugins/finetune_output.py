@@ -32,8 +32,10 @@ from pathlib import Path
 from typing import Any
 
 from harness.errors import UserError
-from harness.io import atomic_write_json
+from harness.io import NEW_FILE_MODE, atomic_write_json
 from harness.plugins import finetune_checkpoint as ckpt
+
+NEW_DIR_MODE = NEW_FILE_MODE | ((NEW_FILE_MODE & 0o444) >> 2)  # a folder: x wherever r
 
 MANIFEST = "manifest.json"
 CHECKPOINTS = "checkpoints"
@@ -63,6 +65,7 @@ def publish(out: Path, write: Callable[[Path], None], manifest: dict[str, Any], 
     try:
         write(tmp)
         atomic_write_json(tmp / MANIFEST, manifest)
+        _readable(tmp)
         ckpt.fsync_tree(tmp)
         _move(tmp, ready)
         ckpt.fsync_dir(out)
@@ -70,6 +73,13 @@ def publish(out: Path, write: Callable[[Path], None], manifest: dict[str, Any], 
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     _finish(out, keep_checkpoints)
+
+
+def _readable(folder: Path) -> None:
+    """Give what `write` made the modes of any new file and folder (the umask's): safetensors writes its files 0600,
+    which a vLLM server or a colleague running as another user cannot read."""
+    for path in folder.rglob("*"):
+        os.chmod(path, NEW_DIR_MODE if path.is_dir() else NEW_FILE_MODE)
 
 
 def _finish(out: Path, keep_checkpoints: bool) -> None:

@@ -195,6 +195,10 @@ def test_finetune_writes_a_peft_adapter_that_loads_and_acts(tiny_vlm, tmp_path, 
     assert manifest["time_per_step_s"] > 0 and manifest["peak_memory_bytes"] > 10 * 2**20
     assert manifest["hyperparameters"]["rank"] == 128 and manifest["hyperparameters"]["schedule"] == "cosine"
     assert not (out / "checkpoints").exists()
+    from harness.io import NEW_FILE_MODE
+
+    modes = {path.name: path.stat().st_mode & 0o777 for path in out.rglob("*") if path.is_file()}
+    assert modes and set(modes.values()) == {NEW_FILE_MODE}, modes  # readable by a vLLM server of another user
 
     base = load(tiny_vlm)
     probe = {"input_ids": torch.tensor([[1, 5, 6, 7]]), "attention_mask": torch.ones(1, 4, dtype=torch.long)}
