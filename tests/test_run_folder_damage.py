@@ -63,6 +63,13 @@ def test_a_damaged_run_json_is_one_line_naming_its_field(good_run, tmp_path, com
     assert f"run.json: field '{field}'" in line and "written by harness run" in line
 
 
+def test_an_emptied_predictions_file_is_nothing_to_score(good_run, tmp_path):
+    run = damaged(good_run, tmp_path)
+    (run / "predictions.jsonl").write_text("")
+    line = error_line(harness("score", str(run), "--judge", "exact", cwd=tmp_path))
+    assert line.endswith("predictions.jsonl holds no predictions yet: nothing to score (harness run generates them)")
+
+
 @pytest.mark.parametrize("command", ["score", "run"])
 def test_a_prediction_line_without_id_is_named_by_file_and_line(good_run, tmp_path, command):
     run = damaged(good_run, tmp_path)
@@ -94,6 +101,24 @@ def test_a_scores_line_with_wrong_judges_is_named_by_file_and_line(good_run, tmp
     edit_line(run / "scores.jsonl", 1, lambda row: row.update(judges=5))
     line = error_line(harness("score", str(run), "--judge", "exact", cwd=tmp_path))
     assert "scores.jsonl:2: field 'judges' must be an object" in line
+
+
+@pytest.mark.parametrize(("name", "line", "command"), [
+    ("predictions.jsonl", 3, "score"), ("predictions.jsonl", 3, "run"), ("scores.jsonl", 3, "score"),
+    ("run.json", 2, "score"),
+])
+def test_a_file_saved_in_another_encoding_is_one_line_naming_file_line_and_byte(good_run, tmp_path, name, line,
+                                                                                   command):
+    """An accent typed into a run's file by an editor that saves Latin-1 was a UnicodeDecodeError traceback."""
+    run = damaged(good_run, tmp_path)
+    path = run / name
+    lines = path.read_bytes().split(b"\n")
+    lines[line - 1] = lines[line - 1].replace(b'"', b'"\xe9', 1)  # the first string starts with a Latin-1 e-acute
+    path.write_bytes(b"\n".join(lines))
+    args = ["score", str(run), "--judge", "exact"] if command == "score" else ["run", *RUN, "--output", str(run)]
+    error = error_line(harness(*args, cwd=tmp_path))
+    assert error == (f"error: {path}:{line}: not UTF-8 text (byte 0xe9 at offset "
+                     f"{path.read_bytes().index(0xE9)}); save it as UTF-8")
 
 
 @pytest.mark.parametrize("value", ["x", [1, 2]])

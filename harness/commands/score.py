@@ -66,6 +66,9 @@ def _score(args: argparse.Namespace, path: Path, out_dir: Path) -> int:
         rows = read_predictions(path / PREDICTIONS_FILE, repair_tail=not args.output,
                                 skip_torn_tail=bool(args.output))
         records = list({r["id"]: r for r in rows}.values())
+        if not records:
+            raise UserError(f"{path / PREDICTIONS_FILE} holds no predictions yet: nothing to score (harness run "
+                            "generates them)")
         n_total = manifest["task"].get("n_total")
         if n_total is not None and len(records) > n_total:
             raise UserError(f"{path / PREDICTIONS_FILE} has {len(records)} sample ids, more than the {n_total} of "
