@@ -100,9 +100,12 @@ def read_labels(path: Path) -> list[Label]:
         raise UserError(f"--labels {path}: no such file")
     try:
         labels = _read_label_rows(path)
-    except UnicodeDecodeError as exc:
-        raise UserError(f"--labels {path}: not UTF-8 text (byte {exc.object[exc.start]:#04x} at offset {exc.start}); "
-                        "save it as UTF-8 (CSV UTF-8 in Excel)") from None
+    except UnicodeDecodeError:  # found in a chunk of the file: name the byte by its offset in the whole file
+        from harness.io import decode_user_bytes
+
+        decode_user_bytes(path.read_bytes(), path, where=f"--labels {path}", advice="save it as UTF-8 (CSV UTF-8 in "
+                          "Excel)")
+        raise
     if not labels:
         raise UserError(f"--labels {path}: no label rows")
     seen: dict[tuple[str, str], str] = {}

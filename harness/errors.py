@@ -24,6 +24,14 @@ def unknown_name(kind: str, name: str, known: Iterable[str]) -> UserError:
     return UserError(f"unknown {kind} '{name}'.{hint} Known {kind}s: {', '.join(known) or '(none)'}")
 
 
+def not_utf8(where: str, exc: UnicodeDecodeError, offset: int = 0, advice: str = "save it as UTF-8") -> UserError:
+    """The one error for a file that is not UTF-8 text (a Latin-1 or binary file): `where` names the file (and
+    line), the message the first bad byte and its offset in the file; `offset` is where the bytes that `exc`
+    decoded start in the file (a line's start when decoding line by line)."""
+    byte = exc.object[exc.start]
+    return UserError(f"{where}: not UTF-8 text (byte {byte:#04x} at offset {offset + exc.start}); {advice}")
+
+
 class Terminated(KeyboardInterrupt):
     """SIGTERM (Slurm's time limit, `docker stop`, `kill`): the CLI turns it into this, so every command stops
     the way Ctrl-C stops it (finished work saved, temporary state cleaned up) instead of dying mid-write."""

@@ -13,6 +13,7 @@ from typing import Any
 
 from harness.errors import UserError
 from harness.fingerprint import config_hash
+from harness.io import read_user_text
 
 REQUIRED = {"vqa": ("id", "answer", "prediction", "answer_type"), "report": ("id", "answer", "prediction"),
             "caption": ("id", "answer", "prediction")}
@@ -24,7 +25,7 @@ def read_external_predictions(path: Path, kind: str) -> list[dict[str, Any]]:
     records: list[dict[str, Any]] = []
     seen: set[str] = set()
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
+        lines = read_user_text(path).splitlines()
     except OSError as exc:
         raise UserError(f"cannot read {path}: {exc.strerror or exc}") from None
     for lineno, line in enumerate(lines, start=1):

@@ -3,11 +3,13 @@ an exclusive lock per folder so that two harness processes never change the same
 
 Atomic writes keep the mode of the file they replace (a new file gets the usual mode under the umask, not
 mkstemp's private 0600), so a shared results folder or leaderboard stays readable to others. Reading a JSON
-document a user may have edited (read_json_object) gives a one-line error naming the file.
+document a user may have edited (read_json_object) gives a one-line error naming the file; so does a user's
+file that is not UTF-8 text (read_user_text, read_jsonl).
 """
 
 from __future__ import annotations
 
+import codecs
 import errno
 import json
 import math
@@ -20,7 +22,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from harness.errors import UserError
+from harness.errors import UserError, not_utf8
 
 RUN_LOCK = ".harness.lock"
 
@@ -102,14 +104,31 @@ def read_json_object(path: Path) -> dict[str, Any]:
     """A JSON file that must hold an object (a manifest, an adapter_config.json); a one-line error naming the
     file when it is unreadable, not JSON, or not an object."""
     try:
-        data = json.loads(Path(path).read_text(encoding="utf-8"))
+        data = json.loads(read_user_text(path))
     except json.JSONDecodeError as exc:
         raise UserError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno})") from None
-    except UnicodeDecodeError:
-        raise UserError(f"{path}: not valid JSON (not UTF-8 text)") from None
     if not isinstance(data, dict):
         raise UserError(f"{path}: expected a JSON object, found {type(data).__name__}")
     return data
+
+
+def read_user_text(path: Path) -> str:
+    """The text of a file a user wrote or edited (a byte-order mark dropped); one that is not UTF-8 is a one-line
+    error naming the file, the line and the first bad byte. OSError (no such file) is left to the caller."""
+    return decode_user_bytes(Path(path).read_bytes(), path)
+
+
+def decode_user_bytes(raw: bytes, path: Path, *, line: int = 1, offset: int = 0, where: str | None = None,
+                      advice: str = "save it as UTF-8") -> str:
+    """`raw`, the bytes of the file `path` from its line `line` and byte `offset` on, as text (a byte-order mark at
+    the start of the file dropped); bytes that are not UTF-8 are a one-line error naming the file (or `where`),
+    the line and the offset of the first bad byte in the file."""
+    bom = len(codecs.BOM_UTF8) if offset == 0 and raw.startswith(codecs.BOM_UTF8) else 0
+    try:
+        return raw[bom:].decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line += raw.count(b"\n", 0, bom + exc.start)
+        raise not_utf8(where or f"{path}:{line}", exc, offset=offset + bom, advice=advice) from None
 
 
 def atomic_write_jsonl(path: Path, rows: Iterable[dict[str, Any]]) -> None:
@@ -141,6 +160,7 @@ def read_jsonl(path: Path, *, repair_tail: bool = False, skip_torn_tail: bool = 
     lines = raw.split(b"\n")
     for lineno, line in enumerate(lines, start=1):
         is_last = lineno == len(lines)
+        line_start = good_end  # every line before this one was good (a bad one raises)
         if not line.strip():
             good_end += len(line) + (0 if is_last else 1)
             continue
@@ -152,7 +172,7 @@ def read_jsonl(path: Path, *, repair_tail: bool = False, skip_torn_tail: bool = 
                     fh.truncate(good_end)
             break
         try:
-            row = json.loads(line)
+            row = json.loads(decode_user_bytes(line, path, line=lineno, offset=line_start))
         except json.JSONDecodeError as exc:
             raise UserError(f"{path}:{lineno}: not valid JSON ({exc.msg})") from None
         if not isinstance(row, dict):

@@ -26,7 +26,7 @@ from typing import Any
 
 from harness.errors import UserError
 from harness.fingerprint import fingerprint_version
-from harness.io import atomic_write_json, exclusive
+from harness.io import atomic_write_json, exclusive, read_user_text
 from harness.labels import current_label, keeps_default_setup
 from harness.results import SCHEMA_VERSION, selection_of, validate
 from harness.row_config import config_notes, fill_identities, row_config
@@ -88,7 +88,7 @@ def has_metric_value(judge: dict[str, Any]) -> bool:
 def rows_from_results(path: Path, notices: list[str] | None = None) -> list[dict[str, Any]]:
     """The leaderboard rows of one results.json; a judge entry without a metric value gives a notice instead."""
     try:
-        data = json.loads(path.read_text())
+        data = json.loads(read_user_text(path))
     except (OSError, json.JSONDecodeError) as exc:
         raise UserError(f"{path}: cannot read results ({exc})") from None
     import jsonschema

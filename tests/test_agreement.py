@@ -95,6 +95,13 @@ def test_label_files_from_excel_or_in_another_encoding(tmp_path):
         latin.write_bytes(text.encode("latin-1"))
         with pytest.raises(UserError, match=rf"--labels .*{name}: not UTF-8 text \(byte 0xe9 at offset \d+\); save"):
             read_labels(latin)
+    big = tmp_path / "big.csv"  # the byte lies past the first chunk the reader decodes: its offset is in the file
+    big.write_bytes(b"\xef\xbb\xbfid,rater,label\n" + b"".join(b"s%d,alice,1\n" % i for i in range(3000))
+                    + "s,Jos\u00e9,1\n".encode("latin-1"))
+    with pytest.raises(UserError) as err:
+        read_labels(big)
+    assert str(err.value) == (f"--labels {big}: not UTF-8 text (byte 0xe9 at offset {big.read_bytes().index(0xE9)}); "
+                              "save it as UTF-8 (CSV UTF-8 in Excel)")
 
 
 def test_label_outside_the_judge_scale_names_the_line(tmp_path):
@@ -209,6 +216,16 @@ def test_cli_errors_are_one_line(tmp_path, capsys):
     other.write_text("id,rater,label\nzzz,alice,1\n")
     assert main(["agreement", "--labels", str(other), "--scores", str(scores), "--judge", "gpt4"]) == 2
     assert "no labelled id" in capsys.readouterr().err
+
+
+def test_scores_that_are_not_utf8_are_one_line_naming_the_file(tmp_path, capsys):
+    """--scores pointed at a binary file was a UnicodeDecodeError traceback."""
+    garbage = tmp_path / "garbage.bin"
+    garbage.write_bytes(b"\x80\x81\x82\xff" * 8)
+    labels = tmp_path / "human.csv"
+    labels.write_text("id,rater,label\ns1,alice,1\n")
+    assert main(["agreement", "--labels", str(labels), "--scores", str(garbage), "--judge", "gpt4"]) == 2
+    assert capsys.readouterr().err == f"error: {garbage}:1: not UTF-8 text (byte 0x80 at offset 0); save it as UTF-8\n"
 
 
 @pytest.mark.parametrize(("values", "expected"), [

@@ -2,7 +2,8 @@
 
 The test installs two plugins by putting a package and its `.dist-info` (with `entry_points.txt`, group
 `harness`) on PYTHONPATH, the way pip lays them out: `half-broken` registers one good task, one task YAML with
-a wrong field, a task YAML and a model whose ids clash with built-ins; `unimportable` fails when its module is imported.
+a wrong field, a task YAML and a model whose ids clash with built-ins; `unimportable` fails when its module is imported;
+`shaky-yamls` registers task YAMLs that used to hang every command or skip the plugin's other tasks.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -159,3 +161,51 @@ def test_a_registered_plugin_whose_code_cannot_be_loaded_is_one_line(site, tmp_p
         assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
         assert proc.stderr.strip().splitlines()[-1].startswith(expected)
         assert not (tmp_path / "run").exists()
+
+
+SHAKY_PLUGIN = """\
+from pathlib import Path
+
+from harness.hookspecs import hookimpl
+
+
+@hookimpl
+def register_tasks(register):
+    for name in ("bomb.yaml", "latin1.yaml", "apply.yaml", "fine.yaml"):
+        register(Path(__file__).parent / name)
+"""
+
+
+def test_task_yamls_that_hang_or_are_not_utf8_or_run_code_skip_only_themselves(tmp_path):
+    """A "billion laughs" file used to hang even `harness list`; a Latin-1 file or a !!python tag skipped the plugin's
+    other tasks with a UnicodeDecodeError / ConstructorError that named no file."""
+    def task(name: str) -> str:
+        return GOOD_TASK.replace("id: third-party-vqa", f"id: {name}")
+
+    laughs = ["  l0: &l0 [lol, lol, lol, lol, lol, lol, lol, lol, lol]"]
+    laughs += [f"  l{i}: &l{i} [{', '.join([f'*l{i - 1}'] * 9)}]" for i in range(1, 10)]
+    metadata = "metadata:\n" + "\n".join(laughs) + "\n  citation: *l9\n  license: MIT\n  credentialed: false\n"
+    bomb = task("bomb-vqa").replace(GOOD_TASK.splitlines()[-1] + "\n", metadata)  # citation: 9**10 values
+    apply = task("apply-vqa").replace("kind: vqa", 'kind: !!python/object/apply:os.system ["echo pwned"]')
+    _install(tmp_path, "shaky-yamls", "shaky_yamls", {"__init__.py": "", "plugin.py": SHAKY_PLUGIN,
+                                                    "bomb.yaml": bomb, "apply.yaml": apply,
+                                                    "fine.yaml": task("fine-vqa")})
+    folder = tmp_path / "shaky_yamls"
+    (folder / "latin1.yaml").write_bytes(task("latin-vqa").replace("A small", "A caf\u00e9").encode("latin-1"))
+    started = time.monotonic()
+    proc = cli(tmp_path, "list", "--json")
+    assert time.monotonic() - started < 60 and proc.returncode == 0, proc.stderr
+    assert "pwned" not in proc.stdout + proc.stderr
+    tasks = {t["id"]: t for t in json.loads(proc.stdout)["tasks"]}
+    assert tasks["fine-vqa"]["plugin"] == "shaky-yamls"  # registered after the three broken ones
+    assert not {"bomb-vqa", "latin-vqa", "apply-vqa"} & set(tasks)
+    skipped = "warning: plugin 'shaky-yamls': task file {} skipped: {}:{}: "
+    over = bomb.splitlines().index(laughs[4]) + 1  # l4 = nine *l3 of 6,561 values each: the first over 10,000
+    assert proc.stderr.splitlines() == [
+        skipped.format("bomb.yaml", folder / "bomb.yaml", over) + "the file holds more than 10000 values once aliases "
+        "are expanded (at alias *l3); a task file needs a few hundred: write the values out instead of nesting aliases",
+        skipped.format("latin1.yaml", folder / "latin1.yaml", 4) + "not UTF-8 text (byte 0xe9 at offset "
+        f"{(folder / 'latin1.yaml').read_bytes().index(0xE9)}); save it as UTF-8",
+        skipped.format("apply.yaml", folder / "apply.yaml", 3) + "tag !!python/object/apply:os.system is not allowed "
+        "in a task file (plain YAML values only: text, numbers, true/false, lists, mappings)",
+    ]

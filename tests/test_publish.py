@@ -60,6 +60,16 @@ def test_publish_rejects_a_file_that_is_not_results(tmp_path):
     assert proc.returncode == 2 and "not a valid results file" in proc.stderr
 
 
+def test_publish_names_a_results_file_that_is_not_utf8(tmp_path):
+    bad = tmp_path / "results.json"
+    bad.write_bytes(b'{\n  "schema_version": "1.0",\n  "note": "caf\xe9"\n}\n')
+    proc = cli("publish", str(bad), "-o", str(tmp_path / "lb.json"))
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+    offset = bad.read_bytes().index(0xE9)
+    assert proc.stderr == f"error: {bad}:3: not UTF-8 text (byte 0xe9 at offset {offset}); save it as UTF-8\n"
+    assert not (tmp_path / "lb.json").exists()
+
+
 def _variant(run_dir: Path, dest: Path, **changes) -> Path:
     """A copy of a run's results.json with some task fields, the creation time or the error count changed."""
     data = json.loads((run_dir / "results.json").read_text())

@@ -73,6 +73,24 @@ def test_malformed_predictions_name_file_line_and_field(tmp_path):
     assert "--task-type" in proc.stderr
 
 
+def test_predictions_that_are_not_utf8_are_one_line_naming_file_line_and_byte(tmp_path):
+    """A binary file, or a Latin-1 export with an accent on line 2, was a UnicodeDecodeError traceback."""
+    from cli_helpers import error_line
+
+    garbage = tmp_path / "garbage.bin"
+    garbage.write_bytes(b"\x80\x81\x82\xff" * 8)
+    line = error_line(cli("score", str(garbage), "--task-type", "vqa", "--output", str(tmp_path / "o1")))
+    assert line == f"error: {garbage}:1: not UTF-8 text (byte 0x80 at offset 0); save it as UTF-8"
+    latin = tmp_path / "latin.jsonl"
+    first = json.dumps(ROWS[0]) + "\n"
+    latin.write_bytes((first + json.dumps({**ROWS[1], "prediction": "caf\u00e9"}, ensure_ascii=False) + "\n")
+                      .encode("latin-1"))
+    line = error_line(cli("score", str(latin), "--task-type", "vqa", "--output", str(tmp_path / "o2")))
+    offset = latin.read_bytes().index(0xE9)
+    assert line == f"error: {latin}:2: not UTF-8 text (byte 0xe9 at offset {offset}); save it as UTF-8"
+    assert offset > len(first) and not (tmp_path / "o1").exists() and not (tmp_path / "o2").exists()
+
+
 def test_rescore_a_run_directory_without_generating(tmp_path):
     out = tmp_path / "run"
     proc = cli("run", "--model", "prior", "--task", "phantom-vqa", "--judge", "exact", "--output", str(out),

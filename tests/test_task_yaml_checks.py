@@ -1,7 +1,9 @@
-"""Task YAML mistakes that used to pass validation and fail at run time: bad prompt templates, repeated keys."""
+"""Task YAML mistakes that used to pass validation and fail at run time: bad prompt templates, repeated keys; and
+files that used to hang or give a traceback (alias bombs, foreign tags, bytes that are not UTF-8)."""
 
 from __future__ import annotations
 
+import time
 from importlib import resources
 from pathlib import Path
 
@@ -107,6 +109,56 @@ def test_same_key_in_different_mappings_and_anchors_are_fine(tmp_path):
     path, _ = _copy(tmp_path, "      id: qid", "      id: &qid qid")
     config = load_task_config(path)
     assert config.source("official").fields["id"] == config.source("mevf").fields["id"] == "qid"
+
+
+def _alias_bomb(levels: int = 9) -> str:
+    """`levels` lines, each a list of nine aliases of the line before ("billion laughs": 9**levels values)."""
+    lines = ['  l0: &l0 ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]']
+    lines += [f"  l{i}: &l{i} [{', '.join([f'*l{i - 1}'] * 9)}]" for i in range(1, levels + 1)]
+    return "\n".join(lines)
+
+
+def test_an_alias_bomb_is_refused_quickly_at_the_alias_that_goes_over(tmp_path):
+    """It used to hang every command (1.9 GB after 2 minutes) once something walked the expanded values."""
+    path, line = _copy(tmp_path, "  license: CC0 1.0", _alias_bomb() + "\n  license: *l9")
+    started = time.monotonic()
+    message = _error(path)
+    assert time.monotonic() - started < 5
+    # l4 expands to 9**5 = 59,049 values, the first to pass 10,000
+    assert message.startswith(f"{path}:{line + 4}: the file holds more than 10000 values once aliases are "
+                              "expanded (at alias *l3); a task file needs a few hundred")
+
+
+def test_a_value_that_contains_itself_is_refused(tmp_path):
+    path, line = _copy(tmp_path, "  citation: >-", "  loop: &loop [a, *loop]\n  citation: >-")
+    assert _error(path) == (f"{path}:{line}: alias *loop is used inside its own anchor &loop (a value that contains "
+                            "itself); write the value out")
+
+
+def test_aliases_within_the_limit_still_work(tmp_path):
+    path, _ = _copy(tmp_path, "      id: qid", "      id: &qid qid")
+    path.write_text(path.read_text().replace("      question: question", "      question: *qid"))
+    config = load_task_config(path)
+    assert config.source("official").fields["question"] == config.source("mevf").fields["question"] == "qid"
+
+
+@pytest.mark.parametrize(("value", "said"), [
+    ('!!python/object/apply:os.system ["echo hacked"]',
+     "tag !!python/object/apply:os.system is not allowed in a task file (plain YAML values only: "),
+    ("!Include other.yaml", "tag !Include is not allowed in a task file"),
+    ("!!int one", "value 'one' is not a valid !!int (invalid literal for int() with base 10: 'one')"),
+    ("2024-13-01", "value '2024-13-01' is not a valid !!timestamp (month must be in 1..12)"),
+])
+def test_a_value_the_safe_loader_cannot_build_is_named_at_its_line(tmp_path, value, said):
+    path, line = _copy(tmp_path, "train_split: train", f"train_split: train\ncreated: {value}")
+    assert _error(path).startswith(f"{path}:{line + 1}: {said}")
+
+
+def test_a_task_file_that_is_not_utf8_is_named_with_line_and_byte(tmp_path):
+    path, line = _copy(tmp_path, "kind: vqa", "kind: vqa  # caf\u00e9")
+    path.write_bytes(path.read_text(encoding="utf-8").encode("latin-1"))
+    offset = path.read_bytes().index(0xE9)
+    assert _error(path) == f"{path}:{line}: not UTF-8 text (byte 0xe9 at offset {offset}); save it as UTF-8"
 
 
 # ------------------------------------------------------------------------------------------ misspelt keys
