@@ -138,10 +138,13 @@ def atomic_write_jsonl(path: Path, rows: Iterable[dict[str, Any]]) -> None:
 def append_jsonl(path: Path, rows: Iterable[dict[str, Any]]) -> None:
     """Append whole lines and fsync, so a kill leaves at most one partial trailing line."""
     blob = "".join(strict_json(r, path) + "\n" for r in rows)
-    with open(path, "a", encoding="utf-8") as fh:
-        fh.write(blob)
-        fh.flush()
-        os.fsync(fh.fileno())
+    try:
+        with open(path, "a", encoding="utf-8") as fh:
+            fh.write(blob)
+            fh.flush()
+            os.fsync(fh.fileno())
+    except OSError as exc:  # a full disk: one line naming the file (a torn line left is cut off by the next run)
+        raise _naming(exc, path) from None
 
 
 def read_jsonl(path: Path, *, repair_tail: bool = False, skip_torn_tail: bool = False,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -127,3 +128,16 @@ def test_data_dir_without_its_images_is_refused_before_loading_a_model(tmp_path,
     assert proc.returncode == 2 and len(lines) == 1, proc.stderr
     assert "none of the 5 image files of task 'slake' exists" in lines[0]
     assert str(shared_data / "slake" / "imgs") in lines[0]
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs Linux's /dev/full")
+def test_a_full_disk_while_predictions_are_appended_is_an_error_naming_the_file():
+    """The CLI turns an OSError that names its file into one line; an append to a full disk named none (a
+    traceback ending in 'No space left on device')."""
+    import errno
+
+    from harness.io import append_jsonl
+
+    with pytest.raises(OSError) as info:
+        append_jsonl(Path("/dev/full"), [{"id": "a", "prediction": "yes"}])
+    assert info.value.errno == errno.ENOSPC and info.value.filename == "/dev/full"
