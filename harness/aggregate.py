@@ -2,12 +2,13 @@
 
 One generic mechanism for every judge and every slice (answer_type, question_type, organ, ...): a slice
 is just a subset of rows handed to the judge's own `aggregate`. Confidence intervals (each metric records its
-`ci_method`): Wilson for 0/1 metrics, and for a corpus metric whose value is the share of its rows' 0/1 values (an
-LLM judge asked once per sample); a seeded percentile bootstrap of the mean for other per-sample means
-(it never leaves the range of the values, unlike a normal approximation); a seeded percentile bootstrap of the
-judge's own aggregate for corpus-level metrics (BLEU, CIDEr) whose judge allows it. When samples are not
-independent (one sample per image of a two-view study), `cluster_key` names the record field that groups them
-and every interval resamples whole groups instead.
+`ci_method`): Wilson for 0/1 metrics, and for a corpus metric the judge declares a proportion
+(`proportion_metrics`) whose value is the share of its rows' 0/1 values (an LLM judge asked once per sample); a
+seeded percentile bootstrap of the mean for other per-sample means (it never leaves the range of the values,
+unlike a normal approximation); a seeded percentile bootstrap of the judge's own aggregate for corpus-level
+metrics (BLEU, CIDEr) whose judge allows it. When samples are not independent (one sample per image of a
+two-view study), `cluster_key` names the record field that groups them and every interval resamples whole
+groups instead.
 """
 
 from __future__ import annotations
@@ -126,7 +127,8 @@ def summarize_slice(judge: JudgePlugin, records: list[dict], rows: list[dict],
     present = {name: [i for i, row in enumerate(rows) if name in row.get("metrics", {})] for name in values}
     clusters = [r.get(cluster_key) for r in records] if cluster_key else None
     proportions = set() if judge.mean_metrics or clusters else {
-        name for name, value in values.items() if present[name] and _is_proportion(value, rows, present[name], name)}
+        name for name, value in values.items() if name in getattr(judge, "proportion_metrics", ())
+        and present[name] and _is_proportion(value, rows, present[name], name)}
     corpus = [name for name, value in values.items() if present[name] and value is not None and name not in proportions
               and not judge.mean_metrics and getattr(judge, "bootstrap_ci", True)]
     corpus_ci = _bootstrap(judge, records, rows, corpus, clusters) if corpus else {}
@@ -154,8 +156,9 @@ def summarize_slice(judge: JudgePlugin, records: list[dict], rows: list[dict],
 
 
 def _is_proportion(value: Any, rows: list[dict], at: list[int], name: str) -> bool:
-    """Whether a corpus metric's value is the share of its rows' 0/1 values (it then gets Wilson's interval, as
-    per-sample 0/1 metrics do; a percentile bootstrap of 5 of 5 would give [1, 1])."""
+    """Whether a metric the judge names in `proportion_metrics` is, on these rows, the share of their 0/1 values (an
+    LLM judge asked once per sample): it then gets Wilson's interval, as per-sample 0/1 metrics do (a percentile
+    bootstrap of 5 of 5 would give [1, 1]). A 0-4 rating that happens to be 0 or 1 everywhere is no proportion."""
     scored = [rows[i]["metrics"][name] for i in at if rows[i]["metrics"][name] is not None]
     return (value is not None and bool(scored) and all(v in (0, 1) for v in scored)
             and abs(float(value) - sum(map(float, scored)) / len(scored)) < 1e-12)

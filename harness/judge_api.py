@@ -41,6 +41,9 @@ class JudgePlugin:
     accepted_settings: tuple[str, ...] = ()
     #: metrics whose per-sample mean is the corpus value (used to pick the confidence interval method)
     mean_metrics: bool = True
+    #: with mean_metrics False: corpus metrics that are a share of 0/1 per-sample values when the judge says so
+    #: (its corpus value is then their mean): they get Wilson's interval, as 0/1 per-sample metrics do
+    proportion_metrics: tuple[str, ...] = ()
 
     def __init__(self, options: JudgeOptions) -> None:
         from harness.errors import UserError

@@ -16,4 +16,5 @@ class GPT4Judge(LLMJudge):
     version = "1"
     kind = "binary"
     metric = "accuracy"
+    proportion_metrics = ("accuracy",)  # asked once per sample: the share of 1 verdicts (Wilson's interval)
     task_kinds = ("vqa",)

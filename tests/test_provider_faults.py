@@ -221,3 +221,18 @@ def test_an_llm_judge_asked_once_per_sample_gets_wilson_intervals_like_other_sha
     assert accuracy["ci_method"] == "wilson" and accuracy["ci95"] == wilson_interval(6, 6)
     assert accuracy["ci95"][0] < 0.7
     assert summarize_slice(twice, RECORDS, rows2)["accuracy"]["ci_method"] == "bootstrap-corpus"
+
+
+def test_a_likert_rating_that_happens_to_be_0_or_1_everywhere_is_no_proportion():
+    """WASM is a 0-4 mean: 1s and 0s must not make it a share with a Wilson interval capped at 1."""
+    from harness.aggregate import summarize_slice
+    from harness.judges.likert import LikertJudge
+
+    reports = [{"id": f"r{i}", "question": None, "answer": f"finding {i}", "prediction": f"guess {i}"}
+               for i in range(8)]
+    with FakeLLMServer(reply=lambda body: "Score: 1") as server:
+        likert = LikertJudge(JudgeOptions(convention="pefomed", task_kind="report", settings={
+            "model": "gpt-4o", "base_url": server.openai_base_url, **FAST}))
+        rows = likert.score(reports)
+    wasm = summarize_slice(likert, reports, rows)["wasm"]
+    assert wasm["value"] == 1.0 and wasm["ci_method"] == "bootstrap-corpus"
