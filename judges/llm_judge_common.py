@@ -28,6 +28,7 @@ from harness.judges.llm_prompts import SCHEMAS, TEMPLATES, fill, template_sha256
 #: PeFoMed's reply regex, applied to the text after the marker ("Correctness:" or "Score:")
 PEFOMED_NUMBER = re.compile(r"\b[0-5](?:\.\d+)?\b")
 LIKERT_LEVELS = (0, 1, 2, 3, 4)
+BINARY_LEVELS = (0, 1)
 
 # ----------------------------------------------------------------------------------------- reply parsing
 def parse_pefomed(reply: str | None, marker: str) -> int | None:
@@ -51,7 +52,11 @@ def parse_pefomed(reply: str | None, marker: str) -> int | None:
 
 
 def _as_level(value: Any, allowed: tuple[int, ...]) -> int | None:
+    """A verdict or rating as an int in `allowed`, or None. JSON true/false are a binary verdict only: a Likert
+    reply {"score": true} is no rating."""
     if isinstance(value, bool):
+        if allowed != BINARY_LEVELS:
+            return None
         value = int(value)
     if isinstance(value, str):
         value = value.strip()
@@ -96,7 +101,9 @@ def parse_default(reply: str | None, key: str, allowed: tuple[int, ...], marker:
     for pattern in patterns:
         for match in re.finditer(pattern, reply, re.I):
             word = match.group(1).lower()
-            level = _as_level({"true": "1", "false": "0"}.get(word, word), allowed)
+            if allowed == BINARY_LEVELS:  # "correct": true is a verdict; "score": true is no rating
+                word = {"true": "1", "false": "0"}.get(word, word)
+            level = _as_level(word, allowed)
             if level is not None:
                 return level
     return _as_level(reply.strip().rstrip("."), allowed)
@@ -109,7 +116,7 @@ def parse_reply(reply: str | None, kind: str, convention: str) -> int | None:
             value = parse_pefomed(reply, "Correctness:")
             # PeFoMed counted 1 as correct and every other parsed number (0, 2..5) as incorrect
             return None if value is None else int(value == 1)
-        return parse_default(reply, "correct", (0, 1), "Correctness")
+        return parse_default(reply, "correct", BINARY_LEVELS, "Correctness")
     if convention == "pefomed":
         value = parse_pefomed(reply, "Score:")
         return value if value in LIKERT_LEVELS else None  # PeFoMed left a 5 out of the counts

@@ -126,6 +126,8 @@ def test_default_likert_parsing():
     assert parse_default("Score: 2", "score", (0, 1, 2, 3, 4), "Score") == 2
     assert parse_default('{"text": "no idea"}', "score", (0, 1, 2, 3, 4), "Score") is None
     assert parse_default('{"reason": "r", "score": 7}', "score", (0, 1, 2, 3, 4), "Score") is None
+    assert parse_reply('{"reason": "r", "score": true}', "likert", "default") is None  # no rating, not a 1
+    assert parse_reply('"score": false, "reason": "cut', "likert", "default") is None
 
 
 def test_wasm_published_checks():
