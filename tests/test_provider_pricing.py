@@ -99,6 +99,7 @@ def test_judge_behind_a_custom_base_url_costs_nothing_everywhere(tmp_path):
         text = cli("cache", cache_dir=cache_dir)
         assert ("openai:gpt-4-0613  12 entries, est. $0.0000 spent (12 through a custom base URL: no API fees "
                 "counted)") in text.stdout
+        assert text.stdout.splitlines()[-1] == "spent:   est. $0.0000 in all (list prices)"  # the README's total
 
         # a cache written by an earlier version: no endpoint column, the list price wrongly applied
         db_path = cache_dir / "llm-cache.sqlite"

@@ -66,4 +66,6 @@ def run(args: argparse.Namespace) -> int:
         unpriced = row.get("unpriced_entries", 0)
         why = f" ({unpriced} through a custom base URL: no API fees counted)" if unpriced else ""
         print(f"  {row['provider']}:{row['model']}  {row['entries']} entries, est. ${row['cost_usd']:.4f} spent{why}")
+    if stats["models"]:
+        print(f"spent:   est. ${sum(row['cost_usd'] for row in stats['models']):.4f} in all (list prices)")
     return 0
