@@ -268,6 +268,23 @@ class LLMJudge(JudgePlugin):
                 seed = None if s.seed is None else s.seed + r  # same seed on every repeat would copy it
                 out.append(ChatRequest(messages=messages, max_tokens=s.max_tokens, temperature=s.temperature,
                                        seed=seed, json_schema=schema, repeat=r))
+        return self._own_draws(out)
+
+    def _own_draws(self, requests: list[Any]) -> list[Any]:
+        """When the judge samples (temperature > 0, or Anthropic, which takes no temperature), identical requests
+        of different samples are separate draws (`draw` 1, 2, ... after the first), as PeFoMed asked once per
+        sample; at temperature 0 they stay one call whose reply serves them all."""
+        from collections import Counter
+        from dataclasses import replace
+
+        if not (self.settings.temperature > 0 or self.client.provider == "anthropic"):
+            return requests
+        seen: Counter[str] = Counter()
+        out = []
+        for request in requests:
+            key = self.client.key(request)
+            out.append(replace(request, draw=seen[key]) if seen[key] else request)
+            seen[key] += 1
         return out
 
     # -- scoring

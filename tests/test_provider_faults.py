@@ -236,3 +236,19 @@ def test_a_likert_rating_that_happens_to_be_0_or_1_everywhere_is_no_proportion()
         rows = likert.score(reports)
     wasm = summarize_slice(likert, reports, rows)["wasm"]
     assert wasm["value"] == 1.0 and wasm["ci_method"] == "bootstrap-corpus"
+
+
+def test_identical_samples_are_separate_draws_when_the_judge_samples():
+    """PeFoMed asked once per sample at temperature 1: twenty samples with the same question, answer and prediction
+    are twenty draws (a shared reply made the spread across repeats and the intervals wrong); at temperature 0
+    they stay one call; a rerun is served from the cache."""
+    same = [{"id": f"d{i}", "question": "Is there a lesion?", "answer": "yes", "prediction": "yes"}
+            for i in range(20)]
+    with FakeLLMServer(reply=lambda body: "Correctness: 1") as server:
+        sampled = judge(server, temperature=1.0)
+        rows = sampled.score(same)
+        assert server.chat_calls == 20 and all(row["details"]["cached"] == 0 for row in rows)
+        sampled.score(same)
+        assert server.chat_calls == 20  # every draw is cached under its own key
+        judge(server, temperature=0.0).score(same)
+        assert server.chat_calls == 21

@@ -77,7 +77,7 @@ def test_no_key_fragment_anywhere_after_runs_against_a_key_echoing_server(env, t
     runs = tmp_path / "runs"
     fast = "retry_base_delay=0.01,retry_max_delay=0.02"
     outputs: list[str] = []
-    with FakeLLMServer(reply=lambda body: '{"correct": 1}') as server:
+    with FakeLLMServer(reply=lambda body: "Correctness: 1") as server:
         server.fault_fn = lambda body, index: SHAPES[index % len(SHAPES)]
         # an API model (OPENAI_API_KEY) judged live by claude (ANTHROPIC_API_KEY)
         code = cli_main(["run", "--model", "gpt-4o", "--model-args",

@@ -24,6 +24,9 @@ class ChatRequest:
     # servers get response_format and, if they reject it, the request again without it
     json_schema: dict | None = None
     repeat: int = 0  # repeat index (asking the same question N times); part of the cache key
+    # the k-th identical request of one sampling run (two samples with the same question, answer and prediction,
+    # at temperature > 0): its own draw, not a copy of the first's reply; in the cache key when not 0
+    draw: int = 0
 
 
 @dataclass

@@ -66,6 +66,8 @@ def request_key(provider: str, model: str, base_url: str, request: ChatRequest) 
         "max_tokens": request.max_tokens, "temperature": request.temperature, "seed": request.seed,
         "json_schema": request.json_schema, "repeat": request.repeat,
     }
+    if request.draw:  # only then: the keys of every first draw stay those of older caches
+        payload["draw"] = request.draw
     blob = json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     return hashlib.sha256(blob.encode("utf-8")).hexdigest()
 
