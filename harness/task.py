@@ -19,6 +19,7 @@ from typing import Any
 
 from harness.errors import UserError
 from harness.fingerprint import dataset_fingerprint, text_hash
+from harness.flags import SEED_MAX
 from harness.loaders import canonical_split, loader_for
 from harness.task_config import SourceConfig, TaskConfig
 from harness.types import GenerationRequest, GenerationSettings, Sample
@@ -164,9 +165,12 @@ class Task:
         number = (int, float)
         checks = (("max_new_tokens", "a whole number of at least 1",
                    isinstance(settings.max_new_tokens, int) and settings.max_new_tokens >= 1),
-                  ("temperature", "a number >= 0 (0: greedy)",
-                   isinstance(settings.temperature, number) and settings.temperature >= 0),
-                  ("top_p", "a number in (0, 1]", isinstance(settings.top_p, number) and 0 < settings.top_p <= 1))
+                  ("temperature", "a finite number >= 0 (0: greedy)",  # NaN and inf fail JSON later
+                   isinstance(settings.temperature, number) and 0 <= settings.temperature < math.inf),
+                  ("top_p", "a number in (0, 1]", isinstance(settings.top_p, number) and 0 < settings.top_p <= 1),
+                  ("seed", f"a whole number from 0 to {SEED_MAX} (a 64-bit seed)",
+                   isinstance(settings.seed, int) and not isinstance(settings.seed, bool)
+                   and 0 <= settings.seed <= SEED_MAX))
         for name, expected, ok in checks:
             if not ok:
                 raise UserError(f"generation setting {name}={getattr(settings, name)} (command line or task "

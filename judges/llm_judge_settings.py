@@ -9,8 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from harness.errors import UserError
-from harness.flags import parse_flag
+from harness.flags import SEED_MAX, parse_flag, parse_number
 from harness.judges.llm_prompts import template_sha256
 
 #: settings passed on to harness.providers.make_client, which checks them (the others are the judge's own)
@@ -22,24 +21,12 @@ ACCEPTED_SETTINGS = (*CLIENT_KEYS, "repeats", "allow_external", "temperature", "
                      "structured_output")
 
 
-def _int(name: str, value: Any, minimum: int) -> int:
-    try:
-        number = int(str(value).strip())
-    except ValueError:
-        raise UserError(f"judge setting {name}={value!r}: expected an integer >= {minimum}") from None
-    if number < minimum:
-        raise UserError(f"judge setting {name}={value!r}: expected an integer >= {minimum}")
-    return number
+def _int(name: str, value: Any, minimum: int, maximum: int | None = None) -> int:
+    return parse_number(value, f"judge setting {name}={value!r}", int, minimum, maximum)
 
 
 def _float(name: str, value: Any, low: float, high: float) -> float:
-    try:
-        number = float(str(value).strip())
-    except ValueError:
-        raise UserError(f"judge setting {name}={value!r}: expected a number from {low} to {high}") from None
-    if not low <= number <= high:
-        raise UserError(f"judge setting {name}={value!r}: expected a number from {low} to {high}")
-    return number
+    return parse_number(value, f"judge setting {name}={value!r}", float, low, high)
 
 
 def _bool(name: str, value: Any) -> bool:
@@ -69,7 +56,7 @@ def resolve_settings(raw: dict[str, Any], convention: str) -> LLMJudgeSettings:
         temperature = _float("temperature", raw["temperature"], 0.0, 2.0)
     else:
         temperature = 1.0 if convention == "pefomed" or repeats > 1 else 0.0
-    seed = _int("seed", raw["seed"], 0) if raw.get("seed") not in (None, "") else None
+    seed = _int("seed", raw["seed"], 0, SEED_MAX) if raw.get("seed") not in (None, "") else None
     default_tokens = 100 if convention == "pefomed" else 200
     max_tokens = _int("max_tokens", raw.get("max_tokens", default_tokens), 1)
     structured = convention == "default" and _bool("structured_output", raw.get("structured_output", True))

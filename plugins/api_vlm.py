@@ -43,7 +43,7 @@ from dataclasses import fields
 from typing import Any, ClassVar
 
 from harness.errors import UserError
-from harness.flags import parse_flag
+from harness.flags import MAX_CONCURRENCY, parse_flag, parse_number
 from harness.model_api import ModelContext, ModelPlugin
 from harness.types import GenerationOutput, GenerationRequest, GenerationSettings
 
@@ -61,9 +61,10 @@ ACCEPTED_ARGS = ("model", "base_url", "concurrency", "timeout", "max_retries", "
 MAX_IMAGE_SIDE = {"openai": 2048, "anthropic": 1568, "openai-compatible": 0}
 MOVED_ARGS = {"temperature": "--temperature", "max_tokens": "--max-new-tokens",
               "max_new_tokens": "--max-new-tokens", "seed": "--seed"}
-NUMBER_ARGS = (("concurrency", int, 1), ("timeout", float, 0.001), ("max_retries", int, 0),
-               ("retry_base_delay", float, 0), ("retry_max_delay", float, 0), ("down_after", int, 1),
-               ("max_image_side", int, 0))
+# (name, kind, minimum, maximum); an image side of at most 65535 pixels (JPEG's limit, far above any provider's)
+NUMBER_ARGS = (("concurrency", int, 1, MAX_CONCURRENCY), ("timeout", float, 0.001, None),
+               ("max_retries", int, 0, None), ("retry_base_delay", float, 0, None), ("retry_max_delay", float, 0, None),
+               ("down_after", int, 1, None), ("max_image_side", int, 0, 65535))
 DEFAULT_TIMEOUT = 120.0  # seconds per call: requests carry images
 _HAS_COST_FIELD = "cost_usd" in {f.name for f in fields(GenerationOutput)}
 
@@ -72,18 +73,10 @@ def _flag(flavour: str, name: str, value: str) -> bool:
     return parse_flag(value, f"model '{flavour}': --model-args {name}={value!r}")
 
 
-def _number(flavour: str, args: dict[str, str], name: str, kind: type, minimum: float) -> Any:
+def _number(flavour: str, args: dict[str, str], name: str, kind: type, minimum: float, maximum: float | None) -> Any:
     if name not in args:
         return None
-    value = args[name]
-    try:
-        number = kind(value.strip())
-    except ValueError:
-        number = None
-    if number is None or number < minimum:
-        what = "an integer" if kind is int else "a number"
-        raise UserError(f"model '{flavour}': --model-args {name}={value!r}: expected {what} >= {minimum:g}")
-    return number
+    return parse_number(args[name], f"model '{flavour}': --model-args {name}={args[name]!r}", kind, minimum, maximum)
 
 
 def resolve(flavour: str, args: dict[str, str]) -> dict[str, Any]:
@@ -132,8 +125,8 @@ def resolve(flavour: str, args: dict[str, str]) -> dict[str, Any]:
     resolved: dict[str, Any] = {"provider": provider, "model": model, "base_url": base_url,
                                 "requested": requested, "timeout": DEFAULT_TIMEOUT,
                                 "max_image_side": MAX_IMAGE_SIDE.get(provider, 0)}
-    for name, kind, minimum in NUMBER_ARGS:
-        value = _number(flavour, args, name, kind, minimum)
+    for name, kind, minimum, maximum in NUMBER_ARGS:
+        value = _number(flavour, args, name, kind, minimum, maximum)
         if value is not None:
             resolved[name] = value
     resolved["cache"] = _flag(flavour, "cache", args.get("cache", "true"))

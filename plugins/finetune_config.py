@@ -11,6 +11,7 @@ and a changed command is refused instead of mixing two trainings in one folder.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
@@ -18,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.errors import UserError
+from harness.flags import SEED_MAX
 
 SCHEDULES = ("cosine", "linear", "constant")
 
@@ -127,8 +129,8 @@ class FinetuneConfig:
             check_rank(o["rank"])
         check_preset(o.get("targets", "llm-attn"), self.method)
         for key in ("lr", "lr_end", "stage1_lr", "stage1_lr_end", "alpha", "weight_decay", "max_grad_norm"):
-            if key in o and not o[key] >= 0:
-                raise UserError(f"--{key.replace('_', '-')} must be a number >= 0, got {o[key]}")
+            if key in o and not 0 <= o[key] < math.inf:  # NaN and inf too: they would train, then fail to be written
+                raise UserError(f"--{key.replace('_', '-')} must be a finite number >= 0, got {o[key]}")
         for key in ("lr", "stage1_lr"):  # a zero learning rate trains nothing: an adapter with no effect
             if key in o and o[key] == 0:
                 raise UserError(f"--{key.replace('_', '-')} 0 would train nothing (an adapter equal to its start); "
@@ -142,6 +144,8 @@ class FinetuneConfig:
             raise UserError(f"--dropout must be in [0, 1), got {o['dropout']}")
         if o.get("schedule", "cosine") not in SCHEDULES:
             raise UserError(f"--schedule {o['schedule']}: expected one of {', '.join(SCHEDULES)}")
+        if not 0 <= self.seed <= SEED_MAX:
+            raise UserError(f"--seed must be a whole number from 0 to {SEED_MAX} (a 64-bit seed), got {self.seed}")
         if self.save_every < 1:
             raise UserError(f"--save-every must be at least 1, got {self.save_every}")
         if not self.stage1_task:

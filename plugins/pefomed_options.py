@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.errors import UserError
-from harness.flags import flag_setting
+from harness.flags import flag_setting, parse_number
 from harness.plugins import pefomed_checkpoint as ckpt
 
 EVA_URL = "https://storage.googleapis.com/sfr-vision-language-research/LAVIS/models/BLIP2/eva_vit_g.pth"
@@ -43,13 +43,9 @@ def _flag(args: dict[str, str], key: str, default: bool) -> bool:
 
 
 def _int(args: dict[str, str], key: str, default: int, minimum: int) -> int:
-    try:
-        value = int(args.get(key) or default)
-    except ValueError:
-        raise UserError(f"--model-args {key}={args[key]}: expected an integer") from None
-    if value < minimum:
-        raise UserError(f"--model-args {key}={value}: must be at least {minimum}")
-    return value
+    if not args.get(key):
+        return default
+    return parse_number(args[key], f"--model-args {key}={args[key]}", int, minimum)
 
 
 def _dropout(args: dict[str, str]) -> float:
@@ -57,9 +53,15 @@ def _dropout(args: dict[str, str]) -> float:
         value = float(args.get("lora_dropout") or ckpt.DEFAULT_LORA_DROPOUT)
     except ValueError:
         value = -1.0
-    if not 0.0 <= value < 1.0:
+    if not 0.0 <= value < 1.0:  # NaN and inf too
         raise UserError(f"--model-args lora_dropout={args['lora_dropout']}: expected a number in [0, 1)")
     return value
+
+
+def _alpha(args: dict[str, str]) -> float:
+    if not args.get("lora_alpha"):
+        return float(ckpt.DEFAULT_LORA_ALPHA)
+    return parse_number(args["lora_alpha"], f"--model-args lora_alpha={args['lora_alpha']}", float, 0)
 
 
 def default_options(on_cuda: bool) -> dict[str, Any]:
@@ -118,7 +120,7 @@ def parse_options(args: dict[str, str], on_cuda: bool, train_mode: bool) -> dict
         "merge": _flag(args, "merge", True) and not train_mode,
         "vision_batch": _int(args, "vision_batch", 64, 1),
         "min_new_tokens": _int(args, "min_new_tokens", 0, 0),
-        "lora_alpha": float(args.get("lora_alpha") or ckpt.DEFAULT_LORA_ALPHA),
+        "lora_alpha": _alpha(args),
         "lora_r": _int(args, "lora_r", 64, 1),
         "lora_dropout": _dropout(args),
         "trust_pickle": _flag(args, "trust_pickle", False),

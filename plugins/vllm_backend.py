@@ -48,6 +48,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.errors import UserError
+from harness.flags import MAX_CONCURRENCY, SEED_MAX
 from harness.model_api import ModelContext, ModelPlugin
 from harness.plugins import vllm_common as common
 from harness.types import GenerationOutput, GenerationRequest
@@ -84,6 +85,7 @@ ENGINE_ARGS: dict[str, tuple[type, str]] = {
     "quantization": (str, "awq, gptq, fp8, ..."),
     "seed": (int, "engine seed"),
 }
+ENGINE_BOUNDS = {"gpu_memory_utilization": (0, 1), "seed": (0, SEED_MAX)}  # others: >= 0 (float), >= 1 (int)
 ARCHS = {"pefomed": "harness.plugins.pefomed:PeFoMedModel"}
 
 
@@ -98,7 +100,8 @@ def split_args(args: dict[str, str]) -> tuple[dict[str, str], dict[str, Any], di
         if kind is bool:
             engine[key] = common.parse_bool(value, key, False)
         elif kind in (int, float):
-            engine[key] = common.parse_number(value, key, kind, minimum=0 if kind is float else 1)
+            low, high = ENGINE_BOUNDS.get(key, (0 if kind is float else 1, None))
+            engine[key] = common.parse_number(value, key, kind, low, high)
         else:
             engine[key] = value
     rest = {k: v for k, v in args.items() if k not in OWN_ARGS and k not in ENGINE_ARGS}
@@ -202,8 +205,9 @@ class VLLMModel(ModelPlugin):
             self.engine = None
             self.client = CompletionsClient(
                 own["base_url"], own["served_model"],
-                concurrency=int(common.parse_number(own.get("concurrency") or "16", "concurrency", int, 1)),
-                timeout=float(common.parse_number(own.get("timeout") or "600", "timeout", float, 1)))
+                concurrency=common.parse_number(own.get("concurrency") or "16", "concurrency", int, 1, MAX_CONCURRENCY),
+                # a socket takes timeouts up to about 9.2e9 s (nanoseconds in 64 bits)
+                timeout=common.parse_number(own.get("timeout") or "600", "timeout", float, 1, 1e9))
             if self.adapter is not None:
                 self.client.check_adapter(self.adapter)
         else:

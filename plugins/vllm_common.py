@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from harness import flags
 from harness.errors import UserError
 from harness.flags import parse_flag
 from harness.io import read_json_object
@@ -168,12 +169,7 @@ def parse_bool(value: str | None, name: str, default: bool) -> bool:
     return parse_flag(value, f"--model-args {name}={value}")
 
 
-def parse_number(value: str, name: str, kind: type, minimum: float | None = None) -> Any:
-    try:
-        number = kind(value)
-    except ValueError:
-        raise UserError(f"--model-args {name}={value}: expected {'an integer' if kind is int else 'a number'}"
-                        ) from None
-    if minimum is not None and number < minimum:
-        raise UserError(f"--model-args {name}={value}: must be at least {minimum:g}")
-    return number
+def parse_number(value: str, name: str, kind: type, minimum: float | None = None,
+                 maximum: float | None = None) -> Any:
+    """An int or a finite float of --model-args within [minimum, maximum] (harness.flags.parse_number)."""
+    return flags.parse_number(value, f"--model-args {name}={value}", kind, minimum, maximum)

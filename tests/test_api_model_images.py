@@ -55,7 +55,7 @@ def test_images_larger_than_the_provider_scales_to_are_downscaled_before_sending
     assert ClaudeModel.run_identity({}, ModelContext())["max_image_side"] == 1568
     assert "max_image_side" not in OpenAICompatibleModel.run_identity({"base_url": "http://127.0.0.1:9/v1",
                                                                         "model": "m"}, ModelContext())
-    with pytest.raises(UserError, match="max_image_side='-1': expected an integer >= 0"):
+    with pytest.raises(UserError, match="max_image_side='-1': expected an integer from 0 to 65535"):
         ClaudeModel({"max_image_side": "-1"}, ModelContext())
 
 

@@ -21,7 +21,7 @@ def test_model_args_mistakes_are_one_line_errors(monkeypatch, tmp_path):
         (GPT4oModel, {"batch": "true"}, "unknown --model-args 'batch'"),
         (GPT4oModel, {"model": "claude"}, "use --model claude"),
         (ClaudeModel, {"model": "gpt-4o"}, "use --model gpt-4o"),
-        (GPT4oModel, {"concurrency": "many"}, "concurrency='many': expected an integer >= 1"),
+        (GPT4oModel, {"concurrency": "many"}, "concurrency='many': expected an integer from 1 to 65535"),
         (GPT4oModel, {"allow_external": "maybe"}, "allow_external='maybe': expected true or false"),
         (GPT4oModel, {}, "OPENAI_API_KEY is not set"),
     ]
@@ -50,3 +50,51 @@ def test_the_official_endpoint_serves_a_pinned_model_until_its_shutdown_date():
     else:
         with pytest.raises(UserError, match=f"gpt-4o-2024-08-06 was shut down by openai on {shutdown}"):
             GPT4oModel.run_identity({}, ModelContext())
+
+
+def test_nan_infinite_and_absurd_numbers_are_refused_before_any_call(monkeypatch, tmp_path):
+    """timeout=nan made every call fail as a 'malformed reply' after 7 attempts; retry_base_delay=inf printed
+    'waiting nan s before retrying'; a 23-digit image side was taken silently. Each is one line now, naming
+    the setting, and the server never hears of it."""
+    from fake_llm_servers import FakeLLMServer
+
+    from harness.plugins.api_vlm import OpenAICompatibleModel
+
+    monkeypatch.setenv("HARNESS_CACHE_DIR", str(tmp_path / "cache"))
+    with FakeLLMServer(reply=lambda body: "yes") as server:
+        base = {"base_url": server.openai_base_url, "model": "tiny"}
+        for key, value, expected in [
+            ("timeout", "nan", "expected a finite number >= 0.001"),
+            ("timeout", "-inf", "expected a finite number >= 0.001"),
+            ("retry_base_delay", "inf", "expected a finite number >= 0"),
+            ("retry_max_delay", "NaN", "expected a finite number >= 0"),
+            ("max_image_side", "99999999999999999999999", "expected an integer from 0 to 65535"),
+            ("concurrency", "100000", "expected an integer from 1 to 65535"),
+        ]:
+            with pytest.raises(UserError) as info:
+                OpenAICompatibleModel({**base, key: value}, ModelContext())
+            assert str(info.value) == f"model 'openai-compatible': --model-args {key}={value!r}: {expected}"
+        assert server.chat_calls == 0
+
+
+def test_the_highest_concurrency_opens_connections_for_the_calls_there_are(monkeypatch, tmp_path):
+    """One connection pool per 8 concurrent calls was opened up front: concurrency=65535 spent minutes opening
+    8,192 clients before sending 2 requests."""
+    import time
+
+    from fake_llm_servers import FakeLLMServer
+
+    from harness.plugins.api_vlm import OpenAICompatibleModel
+    from harness.types import GenerationRequest, GenerationSettings
+
+    monkeypatch.setenv("HARNESS_CACHE_DIR", str(tmp_path / "cache"))
+    requests = [GenerationRequest(id=str(i), images=[], prompt=f"question {i}", messages=[],
+                                  generation=GenerationSettings(max_new_tokens=8), task_kind="vqa") for i in range(2)]
+    with FakeLLMServer(reply=lambda body: "yes") as server:
+        model = OpenAICompatibleModel({"base_url": server.openai_base_url, "model": "tiny", "concurrency": "65535"},
+                                      ModelContext())
+        start = time.monotonic()
+        outputs = model.generate(requests)
+        model.close()
+    assert [out.text for out in outputs] == ["yes", "yes"] and server.chat_calls == 2
+    assert time.monotonic() - start < 30

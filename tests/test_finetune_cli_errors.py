@@ -93,3 +93,19 @@ def test_help_gives_each_models_own_defaults(tmp_path):
     for expected in ("(default 64; tiny-vlm 128)", "LoRA alpha (default 16; tiny-vlm 128)",
                      "(default 3e-5; tiny-vlm 0.001)", "epochs of the main task (default 3, PeFoMed: 50; tiny-vlm 8)"):
         assert expected in text, expected
+
+
+def test_nan_and_infinite_rates_and_out_of_range_seeds_are_refused_before_training(tmp_path):
+    """--lr inf trained (for minutes without --max-steps) and then could not write manifest.json ('the value at
+    stages.0.lr is inf'); a negative seed failed in numpy once the model had loaded."""
+    for args, expected in [
+        (("--lr", "inf", "--lr-end", "0"), "--lr must be a finite number >= 0, got inf"),
+        (("--stage1-lr-end", "nan"), "--stage1-lr-end must be a finite number >= 0, got nan"),
+        (("--alpha", "inf"), "--alpha must be a finite number >= 0, got inf"),
+        (("--weight-decay", "nan"), "--weight-decay must be a finite number >= 0, got nan"),
+        (("--max-grad-norm=-inf",), "--max-grad-norm must be a finite number >= 0, got -inf"),
+        (("--dropout", "nan"), "--dropout must be in [0, 1), got nan"),
+        (("--seed", "-1"), "--seed must be a whole number from 0 to 9223372036854775807 (a 64-bit seed), got -1"),
+    ]:
+        assert error_line(finetune("--model-args", "base=random", *args, cwd=tmp_path)) == f"error: {expected}"
+    assert not (tmp_path / "adapters").exists()

@@ -102,6 +102,34 @@ def test_harness_run_checks_settings_before_generating_and_task_defaults_pass(tm
     assert [j["id"] for j in json.loads(results.read_text())["judges"]] == ["exact"]
 
 
+def test_nan_and_infinite_judge_numbers_are_refused_before_generating_or_calling(tmp_path):
+    """--judge-timeout nan passed the check: the run generated, the judge's calls were attempted, and only then
+    did results.json fail to be written ('the value at judges.0.settings.timeout is nan')."""
+    runs = tmp_path / "runs"
+    with FakeLLMServer(reply=lambda body: "Correctness: 1") as server:
+        base = ["run", "--model", "prior", "--task", "phantom-vqa", "--limit", "2", "--no-progress", "--runs-dir",
+                str(runs), "--judge", "gpt4", "--judge-base-url", server.openai_base_url]
+        for extra, expected in [
+            (["--judge-timeout", "nan"], "LLM setting timeout=nan (--judge-timeout or --judge-arg timeout): "
+                                         "expected a finite number >= 0.001"),
+            (["--judge-timeout", "inf"], "LLM setting timeout=inf (--judge-timeout or --judge-arg timeout): "
+                                         "expected a finite number >= 0.001"),
+            (["--judge-concurrency", "100000"], "LLM setting concurrency=100000 (--judge-concurrency or "
+                                                "--judge-arg concurrency): expected an integer from 1 to 65535"),
+            (["--judge-arg", "retry_base_delay=inf"], "LLM setting retry_base_delay='inf' (--judge-arg "
+                                                      "retry_base_delay): expected a finite number >= 0"),
+            (["--judge-arg", "retry_max_delay=nan"], "LLM setting retry_max_delay='nan' (--judge-arg "
+                                                     "retry_max_delay): expected a finite number >= 0"),
+            (["--judge-arg", "temperature=nan"], "judge setting temperature='nan': expected a finite number from "
+                                                 "0 to 2"),
+            (["--judge-arg", f"seed={2**64}"], f"judge setting seed='{2**64}': expected an integer from 0 to "
+                                               f"{2**63 - 1}"),
+        ]:
+            assert error_line(cli(*base, *extra)) == f"error: {expected}"
+        assert server.chat_calls == 0
+    assert not runs.exists() or not any(runs.rglob("predictions.jsonl"))
+
+
 def test_a_convention_for_a_judge_without_conventions_is_refused_or_not_applied(tmp_path):
     """`semantic:foo` or `--convention` for judges that have none was recorded as their convention (a leaderboard
     row of its own); with another judge that has conventions, the shared --convention goes to that one only."""

@@ -291,6 +291,9 @@ def test_loading_mistakes_are_one_line_errors(pefomed_tiny, converted, tmp_path)
         load(pefomed_tiny, checkpoint=str(save_checkpoint(tmp_path / "wide.pth", wide)))
     with pytest.raises(UserError, match="does not take --model-args temprature"):
         load(pefomed_tiny, temprature="0")
+    for value in ("nan", "inf", "x"):  # NaN made every LoRA output NaN; "x" was a traceback
+        with pytest.raises(UserError, match=f"^--model-args lora_alpha={value}: expected a finite number >= 0$"):
+            load(pefomed_tiny, lora_alpha=value)
     with pytest.raises(UserError, match="already holds a converted checkpoint"):
         convert(str(pefomed_tiny.checkpoint_path), "--out", str(converted))
     bad_config = tmp_path / "vision_config.json"

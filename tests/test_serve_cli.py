@@ -37,6 +37,14 @@ def test_malformed_adapter_values(tmp_path):
     assert "the name may use letters" in error_line(serve("--adapter", "a b=adapters/demo", cwd=tmp_path))
 
 
+def test_nan_and_infinite_numbers_are_refused_before_starting(tmp_path):
+    """--kv-cache-gb nan was a traceback (int(nan)); --ready-timeout nan gave up at once on a started server."""
+    assert error_line(serve("--kv-cache-gb", "nan", cwd=tmp_path)) == "error: --kv-cache-gb nan: expected a " \
+        "finite number >= 0"
+    assert error_line(serve("--ready-timeout", "inf", cwd=tmp_path)) == "error: --ready-timeout inf: expected a " \
+        "finite number >= 0"
+
+
 def test_a_port_in_use_is_refused_before_starting(tmp_path):
     import socket
 

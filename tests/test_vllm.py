@@ -281,6 +281,9 @@ def test_model_args_mistakes_are_one_line_errors(tmp_path):
                           ({"model": "m", "tensor_parallel_size": "2", "distributed_executor_backend": "uni"},
                            "distributed_executor_backend=uni runs one process"),
                           ({"model": "m", "images": "maybe"}, "images=maybe: expected keep or drop"),
+                          ({"model": "m", "gpu_memory_utilization": "nan"},
+                           "gpu_memory_utilization=nan: expected a finite number from 0 to 1"),
+                          ({"model": "m", "kv_cache_gb": "inf"}, "kv_cache_gb=inf: expected a finite number >= 0"),
                           ({"model": "m", "base_url": "http://127.0.0.1:9/v1"}, "serves arch=... models"),
                           ({"arch": "nonexistent"}, "arch=nonexistent: unknown"),
                           ({"arch": "prior"}, "has no embed_requests")]:

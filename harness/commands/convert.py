@@ -69,8 +69,8 @@ def convert_pefomed(args: argparse.Namespace) -> int:
 
     out = Path(args.out).expanduser()
     _check_out(out, args.force, {ADAPTER_CONFIG, PROJECTION_FILE, *ADAPTER_WEIGHTS})
-    if args.lora_alpha <= 0:
-        raise UserError(f"--lora-alpha {args.lora_alpha}: must be positive")
+    if not 0 < args.lora_alpha < float("inf"):  # NaN too
+        raise UserError(f"--lora-alpha {args.lora_alpha}: must be a finite number > 0")
     weights = convert_checkpoint(
         args.checkpoint,
         out,

@@ -17,6 +17,7 @@ import sys
 from pathlib import Path
 
 from harness.errors import UserError
+from harness.flags import check_finite
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -77,6 +78,8 @@ def main(args: argparse.Namespace) -> int:
         raise UserError(f"--adapter: each NAME must be unique, got {', '.join(names)}")
     if args.port < 0 or args.port > 65535:
         raise UserError(f"--port {args.port}: expected 0..65535")
+    check_finite(args.kv_cache_gb, f"--kv-cache-gb {args.kv_cache_gb}", minimum=0)
+    check_finite(args.ready_timeout, f"--ready-timeout {args.ready_timeout}", minimum=0)
     if args.port:
         server.check_port_free(args.host, args.port)
     _check_python(args.python)

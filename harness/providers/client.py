@@ -19,7 +19,7 @@ from dataclasses import replace
 from typing import Any
 
 from harness.errors import UserError
-from harness.flags import parse_flag
+from harness.flags import MAX_CONCURRENCY, parse_flag, parse_number
 from harness.providers import pricing
 from harness.providers.aliases import (
     ALIAS_NOTES,
@@ -229,7 +229,7 @@ class ProviderClient:
     async def _live(self, todo: list[tuple[str, ChatRequest]], on_result: Any) -> None:
         # one SDK client (one connection pool) per POOL_SIZE concurrent calls: the pool scans all its connections
         # for every request, which costs more than the rest of a call beyond a few dozen connections
-        sdks = [self.backend.open() for _ in range(-(-self.concurrency // POOL_SIZE))]
+        sdks = [self.backend.open() for _ in range(-(-min(self.concurrency, len(todo)) // POOL_SIZE))]
         turn = itertools.count()
 
         async def send(request: ChatRequest) -> ChatResult:
@@ -243,17 +243,16 @@ class ProviderClient:
                 await sdk.close()
 
 
-def _number(settings: dict[str, Any], name: str, kind: type, default: Any, minimum: float) -> Any:
+_JUDGE_FLAGS = {"concurrency": "--judge-concurrency or ", "timeout": "--judge-timeout or "}
+
+
+def _number(settings: dict[str, Any], name: str, kind: type, default: Any, minimum: float,
+            maximum: float | None = None) -> Any:
     value = settings.get(name)
     if value is None or value == "":
         return default
-    try:
-        number = kind(value)
-    except (TypeError, ValueError):
-        raise UserError(f"LLM setting {name}={value!r}: expected a {kind.__name__}") from None
-    if number < minimum:
-        raise UserError(f"LLM setting {name}={value!r}: expected at least {minimum:g}")
-    return number
+    where = f"LLM setting {name}={value!r} ({_JUDGE_FLAGS.get(name, '')}--judge-arg {name})"
+    return parse_number(value, where, kind, minimum, maximum)
 
 
 def _flag(settings: dict[str, Any], name: str, default: bool) -> bool:
@@ -290,7 +289,7 @@ def make_client(settings: dict[str, Any]) -> ProviderClient:
     max_wait = settings.get("batch_max_wait")
     return ProviderClient(
         provider, model, base_url, _api_key(provider, model, base_url), requested=str(name),
-        concurrency=_number(settings, "concurrency", int, 16, 1),
+        concurrency=_number(settings, "concurrency", int, 16, 1, MAX_CONCURRENCY),
         timeout=_number(settings, "timeout", float, 60.0, 0.001),
         batch=batch,
         max_retries=_number(settings, "max_retries", int, 6, 0),
