@@ -64,6 +64,16 @@ def atomic_write_text(path: Path, text: str) -> None:
         raise
 
 
+NEW_DIR_MODE = NEW_FILE_MODE | ((NEW_FILE_MODE & 0o444) >> 2)  # a folder: searchable wherever readable
+
+
+def make_readable(folder: Path) -> None:
+    """Give `folder` (from mkdtemp: 0700) and everything in it the modes of a new file or folder under the umask:
+    safetensors writes its files 0600, which a vLLM server or a colleague running as another user cannot read."""
+    for path in [Path(folder), *Path(folder).rglob("*")]:
+        os.chmod(path, NEW_DIR_MODE if path.is_dir() else NEW_FILE_MODE)
+
+
 def _naming(exc: OSError, path: Path) -> OSError:
     """`exc` as it concerns `path`, the file the caller asked for, not the temporary file beside it (the CLI's
     one-line error names `filename`)."""

@@ -32,10 +32,8 @@ from pathlib import Path
 from typing import Any
 
 from harness.errors import UserError
-from harness.io import NEW_FILE_MODE, atomic_write_json
+from harness.io import atomic_write_json, make_readable
 from harness.plugins import finetune_checkpoint as ckpt
-
-NEW_DIR_MODE = NEW_FILE_MODE | ((NEW_FILE_MODE & 0o444) >> 2)  # a folder: x wherever r
 
 MANIFEST = "manifest.json"
 CHECKPOINTS = "checkpoints"
@@ -65,7 +63,7 @@ def publish(out: Path, write: Callable[[Path], None], manifest: dict[str, Any], 
     try:
         write(tmp)
         atomic_write_json(tmp / MANIFEST, manifest)
-        _readable(tmp)
+        make_readable(tmp)  # the staging folder's entries are moved into place: not 0600
         ckpt.fsync_tree(tmp)
         _move(tmp, ready)
         ckpt.fsync_dir(out)
@@ -73,13 +71,6 @@ def publish(out: Path, write: Callable[[Path], None], manifest: dict[str, Any], 
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     _finish(out, keep_checkpoints)
-
-
-def _readable(folder: Path) -> None:
-    """Give what `write` made the modes of any new file and folder (the umask's): safetensors writes its files 0600,
-    which a vLLM server or a colleague running as another user cannot read."""
-    for path in folder.rglob("*"):
-        os.chmod(path, NEW_DIR_MODE if path.is_dir() else NEW_FILE_MODE)
 
 
 def _finish(out: Path, keep_checkpoints: bool) -> None:

@@ -20,6 +20,10 @@ without this host's process, older than an hour).
 
 The builds are deterministic: the tokenizer corpus is fixed text plus `harness.phantom.generate_cases` with a
 fixed seed, the weights come from `torch.manual_seed(SEED)`, the pretraining data and order from fixed seeds.
+Building, fine-tuning and serving tiny-vlm use one CPU thread (`one_cpu_thread`, unless OMP_NUM_THREADS says
+otherwise): its matrices are too small to gain from more (two threads are about 20% faster on an idle 2-core
+machine), OpenMP threads competing with other work on a busy machine made the demo 15-70 times slower, and
+floating-point sums then no longer depend on the machine's core count.
 The version folder names this builder's version and the phantom generator's, so a change to either builds a
 new model instead of reusing a stale one.
 
@@ -42,11 +46,12 @@ from pathlib import Path
 from typing import Any
 
 from harness.errors import UserError
+from harness.io import make_readable
 from harness.model_api import ModelContext
 from harness.plugins.hf import HFModel
 from harness.plugins.hf_presets import resolve_device_dtype
 
-BUILD_VERSION = "4"
+BUILD_VERSION = "5"  # 5: built, trained and served on one CPU thread (one_cpu_thread)
 BASES = ("pretrained", "random")
 SEED = 0
 IMAGE_SIZE = 64
@@ -91,6 +96,14 @@ PROMPT_LINES = (
 )
 
 
+def one_cpu_thread() -> None:
+    """Torch on one CPU thread for tiny-vlm (see the module's docstring), unless the user set OMP_NUM_THREADS."""
+    if "OMP_NUM_THREADS" not in os.environ:
+        import torch
+
+        torch.set_num_threads(1)
+
+
 def version() -> str:
     """The cache folder name: this builder's version and the phantom generator's."""
     from harness.phantom import GENERATOR_VERSION
@@ -108,6 +121,7 @@ def ensure_tiny_vlm(cache: Path | None = None, base: str = "pretrained") -> Path
     final = root / "tiny-vlm" / f"{version()}-{base}"
     if (final / "config.json").is_file():
         return final
+    one_cpu_thread()
     if base == "random":
         _build_into(final, build_tiny_vlm)
     else:
@@ -182,6 +196,7 @@ def _build_into(final: Path, build: Callable[[Path], None]) -> None:
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.{temp_tag()}.", dir=final.parent))
     try:
         build(tmp)
+        make_readable(tmp)  # shared caches: mkdtemp's 0700 and safetensors' 0600 would lock other users out
         try:
             os.rename(tmp, final)
         except OSError:  # another process finished first: keep its copy
@@ -271,6 +286,7 @@ class TinyVLM(HFModel):
                             "(use --model hf --model-args model=PATH for another checkpoint)")
         rest, base = _split_base(args)
         self._base = base  # before loading: an adapter's check and identity() name the base loaded
+        one_cpu_thread()
         super().__init__({**rest, "model": str(ensure_tiny_vlm(base=base))}, context)
 
     def identity_args(self) -> dict[str, str]:

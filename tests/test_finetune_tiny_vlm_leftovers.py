@@ -39,6 +39,10 @@ def test_a_killed_build_leaves_nothing_after_the_next_one(tmp_path):
     built = ensure_tiny_vlm(cache, base="random")
     assert (built / "config.json").is_file()
     assert sorted(p.name for p in folder.iterdir()) == [built.name]
+    from harness.io import NEW_DIR_MODE, NEW_FILE_MODE
+
+    modes = {p.stat().st_mode & 0o777 for p in built.rglob("*") if p.is_file()}
+    assert modes == {NEW_FILE_MODE} and built.stat().st_mode & 0o777 == NEW_DIR_MODE  # a shared cache: not 0600/0700
 
 
 def test_stale_temporaries_are_told_from_live_ones(tmp_path):
