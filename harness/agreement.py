@@ -160,7 +160,7 @@ def scores_file(path: Path) -> Path:
 
 
 def read_judge_verdicts(path: Path, judge: str) -> dict[str, tuple[str, dict[str, list[int | None]]]]:
-    """Per judge key matching `judge` ("gpt4" or "gpt4/pefomed"): (scale, {sample id: per-repeat values}).
+    """Per judge key matching `judge` ("gpt4", "gpt4/pefomed" or "gpt4:pefomed"): (scale, {sample id: values}).
 
     Rows are `{"id": ..., "judges": {"<judge id>/<convention>": {"metrics": ..., "details": ...}}}`;
     a binary judge keeps its repeats in details.verdicts, a Likert judge in details.scores (None =
@@ -168,6 +168,7 @@ def read_judge_verdicts(path: Path, judge: str) -> dict[str, tuple[str, dict[str
     """
     from harness.io import read_jsonl
 
+    judge = judge.replace(":", "/", 1)  # gpt4:pefomed, as harness run / score / table write it
     found: dict[str, tuple[str, dict[str, list[int | None]]]] = {}
     available: set[str] = set()
     for lineno, row in enumerate(read_jsonl(path), start=1):

@@ -198,6 +198,9 @@ def test_cli_likert_exact_within_one_and_linear_kappa(tmp_path, capsys):
     assert o["agreement"]["mean"] == pytest.approx(np.mean(exact))
     assert o["within_one"]["mean"] == pytest.approx(np.mean(within))
     assert o["kappa"]["mean"] == pytest.approx(np.mean(kappa))
+    for spelled in ("likert:default", "likert/default"):  # run / score / table write judge:convention
+        assert main(["agreement", "--labels", str(labels), "--scores", str(scores), "--judge", spelled]) == 0
+        assert json.loads((tmp_path / "agreement.json").read_text())["judges"]["likert/default"]["overall"] == o
     assert report["human"]["std"] is None  # one rater: no spread across raters
     assert report["judge"]["mean"] == pytest.approx(np.mean([np.mean([judge[k][r] for k in judge]) for r in range(2)]))
 

@@ -23,7 +23,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--scores", required=True, type=Path, metavar="PATH",
                    help="a run directory or its scores.jsonl")
     p.add_argument("--judge", action="append", required=True, metavar="ID",
-                   help="judge id (gpt4, likert) or id/convention (gpt4/pefomed); repeatable")
+                   help="judge id (gpt4, likert) or id:convention (gpt4:pefomed; gpt4/pefomed also); repeatable")
     p.add_argument("--output", type=Path, default=None, metavar="FILE",
                    help="where to write the JSON report (default: agreement.json next to scores.jsonl)")
     p.set_defaults(func=run)
