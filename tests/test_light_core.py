@@ -50,6 +50,20 @@ def test_finetune_and_convert_name_the_extra(tmp_path):
     assert_names_the_hf_extra(proc)
 
 
+def test_an_llm_judge_without_the_llm_extra_names_it_before_asking_for_a_key(tmp_path):
+    script = WITHOUT_HF.replace('("torch", "transformers", "peft", "accelerate")', '("openai", "anthropic")')
+    env = {k: v for k, v in os.environ.items() if not k.endswith("_API_KEY")}
+    for model in ("gpt-4o", "claude"):
+        proc = subprocess.run([sys.executable, "-c", script, "run", "--model", "prior", "--task", "phantom-vqa",
+                               "--limit", "2", "--judge", "gpt4", "--judge-model", model, "--output",
+                               str(tmp_path / model), "--no-progress"], capture_output=True, text=True,
+                              env={**env, "HARNESS_CACHE_DIR": str(tmp_path / "cache")}, cwd=tmp_path)
+        assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+        sdk = "anthropic" if model == "claude" else "openai"
+        assert proc.stderr.strip().splitlines()[-1] == (f"error: this needs '{sdk}', from the llm extra: "
+                                                        "pip install -e '.[llm]'"), proc.stderr
+
+
 def test_prior_baseline_and_exact_judge_run_without_torch(tmp_path):
     proc = harness_without_hf(tmp_path, "run", "--model", "prior", "--task", "phantom-vqa", "--limit", "20",
                               "--judge", "exact", "--output", str(tmp_path / "prior"), "--no-progress")

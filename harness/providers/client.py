@@ -262,6 +262,18 @@ def _flag(settings: dict[str, Any], name: str, default: bool) -> bool:
     return parse_flag(value, f"LLM setting {name}={value!r}")
 
 
+def _check_sdk(provider: str) -> None:
+    """The provider's SDK is installed (the llm extra), or the CLI's one line naming the extra, before a missing key
+    or a first call would be reported instead."""
+    import importlib.util
+
+    sdk = "anthropic" if provider == "anthropic" else "openai"
+    if sys.modules.get(sdk) is not None:
+        return
+    if sdk in sys.modules or importlib.util.find_spec(sdk) is None:  # (None in sys.modules: blocked on purpose)
+        raise ModuleNotFoundError(f"No module named '{sdk}'", name=sdk)
+
+
 def _api_key(provider: str, model: str, base_url: str) -> str:
     env = API_KEY_ENV[provider]
     key = os.environ.get(env, "").strip()
@@ -280,6 +292,7 @@ def make_client(settings: dict[str, Any]) -> ProviderClient:
     if not name:
         raise UserError("LLM model: none given; use --judge-model (e.g. gpt-4o, gpt4, claude, or a model id)")
     provider, model = resolve_model(str(name), settings.get("provider"), settings.get("base_url"))
+    _check_sdk(provider)
     base_url = normalise_base_url(provider, settings.get("base_url"))
     check_not_shut_down(provider, model, base_url, str(name), time.strftime("%Y-%m-%d", time.gmtime()))
     batch = _flag(settings, "batch", False)
