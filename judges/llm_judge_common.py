@@ -201,6 +201,12 @@ class LLMJudge(JudgePlugin):
         self.client = make_client(dict(self.settings.client))
         if self._must_stay_local() and not _on_this_machine(self.client.provider, self.client.base_url):
             raise self._refusal(self.client.model, self.client.provider, self.client.base_url)
+        if self.client.provider == "anthropic":
+            given = [key for key in ("temperature", "seed") if options.settings.get(key) not in (None, "")]
+            if given:  # never sent: recording it, or caching by it, would claim a choice that was not made
+                raise UserError(f"judge setting {' and '.join(given)}: the Anthropic API (2026-10-21) takes no "
+                                f"temperature or seed, so {self.client.model} samples at its default; leave "
+                                f"{'them' if len(given) > 1 else 'it'} out")
 
     @classmethod
     def resolve_setup(cls, settings: dict[str, Any], convention: str | None) -> dict[str, Any]:

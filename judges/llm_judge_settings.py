@@ -67,7 +67,9 @@ def resolve_settings(raw: dict[str, Any], convention: str) -> LLMJudgeSettings:
 
 
 def judge_setup(s: LLMJudgeSettings, provider: str, model: str, base_url: str, template: str) -> dict[str, Any]:
-    """The number-moving choices of an LLM judge, resolved (one definition for describe() and old results)."""
+    """The number-moving choices of an LLM judge, resolved (one definition for describe() and old results). The
+    Anthropic API takes no temperature or seed: both are None there (the provider's default sampling)."""
+    sent = provider != "anthropic"
     return {"provider": provider, "model": model, "base_url": base_url, "prompt_sha256": template_sha256(template),
-            "temperature": s.temperature, "seed": s.seed, "max_tokens": s.max_tokens, "repeats": s.repeats,
-            "structured_output": s.structured_output}
+            "temperature": s.temperature if sent else None, "seed": s.seed if sent else None,
+            "max_tokens": s.max_tokens, "repeats": s.repeats, "structured_output": s.structured_output}

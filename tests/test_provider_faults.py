@@ -252,3 +252,18 @@ def test_identical_samples_are_separate_draws_when_the_judge_samples():
         assert server.chat_calls == 20  # every draw is cached under its own key
         judge(server, temperature=0.0).score(same)
         assert server.chat_calls == 21
+
+
+def test_an_anthropic_judge_records_no_temperature_and_refuses_one():
+    """The Anthropic API takes no temperature or seed: recording 0.7 (or caching by it) claimed a choice not made."""
+    with FakeLLMServer() as server:
+        base = {"model": "claude", "base_url": server.anthropic_base_url}
+        claude = GPT4Judge(JudgeOptions(convention="default", task_kind="vqa", settings=base))
+        assert (claude.setup()["temperature"], claude.setup()["seed"]) == (None, None)
+        assert GPT4Judge.resolve_setup(base, "default") == claude.setup()
+        for given in ({"temperature": "0.7"}, {"seed": "3"}):
+            with pytest.raises(UserError, match=r"takes no temperature or seed, so claude-.* samples at its default"):
+                GPT4Judge(JudgeOptions(convention="default", task_kind="vqa", settings={**base, **given}))
+        gpt = GPT4Judge(JudgeOptions(convention="default", task_kind="vqa", settings={
+            "model": "gpt-4o", "base_url": server.openai_base_url, "temperature": "0.7"}))
+        assert gpt.setup()["temperature"] == 0.7
