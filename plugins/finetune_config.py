@@ -152,6 +152,8 @@ class FinetuneConfig:
             given = [flag for flag, value in (("--stage1-data-dir", self.stage1_data_dir),
                                               ("--stage1-source", self.stage1_source),
                                               ("--stage1-prompt", self.stage1_prompt)) if value is not None]
+            given += [f"--{key.replace('_', '-')}" for key in ("stage1_lr", "stage1_lr_end", "stage1_epochs")
+                      if key in o]  # settings of a stage that would not run
             if given:
                 raise UserError(f"{', '.join(given)} given without --stage1-task (the captioning task of stage 1)")
         if self.out.exists() and not self.out.is_dir():  # before any model loads

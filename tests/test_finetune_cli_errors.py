@@ -44,6 +44,8 @@ def test_stage1_flags_without_a_stage1_task(tmp_path):
     (tmp_path / "rocov2").mkdir()
     line = error_line(finetune("--stage1-data-dir", "rocov2", cwd=tmp_path))
     assert line == "error: --stage1-data-dir given without --stage1-task (the captioning task of stage 1)"
+    line = error_line(finetune("--stage1-lr", "1e-4", "--stage1-epochs", "2", cwd=tmp_path))
+    assert line == "error: --stage1-lr, --stage1-epochs given without --stage1-task (the captioning task of stage 1)"
 
 
 def test_stage1_hub_task_offline_names_the_stage1_flag(tmp_path):
