@@ -25,6 +25,8 @@ def cli(*args: str) -> subprocess.CompletedProcess:
         (["run", "--model", "prior", "--task", "slake", "--data-dir", "/nonexistent/slake"], "/nonexistent/slake"),
         (["run", "--model", "prior", "--task", "phantom-vqa", "--model-args", "bogus"], "expected KEY=VALUE"),
         (["score", "/nonexistent/preds.jsonl"], "does not exist"),
+        (["run", "--model", "prior", "--task", "phantom-vqa", "--judge", ""],
+         "--judge '': no judge id; expected e.g. --judge exact (see harness list judges)"),
         (["score", ".", "--task-type", "report", "--model-name", "m"],
          "--task-type and --model-name describe a predictions file; . is a run directory, whose run.json says"),
         (["run", "--model", "prior", "--task", "phantom-vqa", "--adapter", "."],

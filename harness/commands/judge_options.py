@@ -35,6 +35,9 @@ def judge_ids(args: argparse.Namespace, defaults: list[str]) -> list[str]:
     ids: list[str] = []
     for value in args.judge:
         ids.extend(part.strip() for part in value.split(",") if part.strip())
+    if not ids:  # `--judge ''` (an unset shell variable): not the task's default judges without a word
+        raise UserError(f"--judge {args.judge[0]!r}: no judge id; expected e.g. --judge exact "
+                        "(see harness list judges)")
     return ids
 
 
