@@ -322,8 +322,8 @@ def test_lora_on_a_vit_gpt2_captioner_trains_the_decoder(tmp_path):
 # on phantom-vqa's closed questions (balanced answers), and so does any model that ignores the image. tiny-vlm's
 # pretrained base, never trained on questions about images, scores below the prior (0.34): the adapter must teach
 # it the task. Measured 2026-11-24 (build 5, one CPU thread): adapter 0.68, base 0.34, prior 0.43. Building the
-# pretrained base takes about 5 CPU minutes once per cache (plugins/tiny_vlm_pretrain.py), the fine-tune about 1. The study behind this
-# setup is in ARCHITECTURE.md ("Fine-tuning and the tiny model").
+# pretrained base takes about 5 CPU minutes once per cache (plugins/tiny_vlm_pretrain.py), the fine-tune about 1.
+# The study behind this setup is in ARCHITECTURE.md ("Fine-tuning and the tiny model").
 @pytest.mark.slow
 def test_finetuned_tiny_vlm_beats_the_prior_on_closed_questions(tmp_path):
     started = time.time()
