@@ -86,6 +86,9 @@ def prepare(spec: RunSpec) -> tuple[Task, Any, dict[str, Any], Path, ModelContex
               file=sys.stderr)
     if spec.adapter is not None and not Path(spec.adapter).is_dir():
         raise UserError(f"--adapter {spec.adapter} is not a directory (expected a PEFT adapter folder)")
+    if spec.adapter is not None and not (Path(spec.adapter) / "adapter_config.json").is_file():  # before loading
+        raise UserError(f"--adapter {spec.adapter}: no adapter_config.json (expected a folder saved by PEFT, e.g. "
+                        "by harness finetune)")
     adapter_hash = directory_hash(spec.adapter) if spec.adapter else None
     variant, template = task.prompt_template(spec.prompt)
     settings = task.generation_settings(spec.generation)

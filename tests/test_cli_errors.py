@@ -132,6 +132,16 @@ def test_data_dir_without_its_images_is_refused_before_loading_a_model(tmp_path,
     assert str(shared_data / "slake" / "imgs") in lines[0]
 
 
+def test_an_adapter_folder_without_its_config_is_refused_before_the_model_loads(tmp_path):
+    empty = tmp_path / "adapter"
+    empty.mkdir()
+    proc = cli("run", "--model", "tiny-vlm", "--task", "phantom-vqa", "--adapter", str(empty), "--limit", "2",
+               "--output", str(tmp_path / "run"), "--no-progress")
+    assert proc.returncode == 2 and proc.stderr == (f"error: --adapter {empty}: no adapter_config.json (expected a "
+                                                    "folder saved by PEFT, e.g. by harness finetune)\n")
+    assert not (tmp_path / "run").exists()
+
+
 @pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs Linux's /dev/full")
 def test_a_full_disk_while_predictions_are_appended_is_an_error_naming_the_file():
     """The CLI turns an OSError that names its file into one line; an append to a full disk named none (a

@@ -201,3 +201,12 @@ def test_a_call_this_run_paid_is_counted_even_if_another_process_stored_the_same
         assert mine.text == "ours" and not mine.cached  # paid by this run: counted by it
         (later,) = client.run([ask], progress=False)
     assert later.text == "theirs" and later.cached and server.chat_calls == 1
+
+
+def test_a_cache_dir_that_is_a_file_is_named_not_shown_empty(tmp_path):
+    blocker = tmp_path / "notes.txt"
+    blocker.write_text("mine")
+    proc = cli("cache", cache_dir=blocker)
+    assert proc.returncode == 2 and proc.stderr == (f"error: LLM cache {blocker / 'llm-cache.sqlite'}: {blocker} is "
+                                                    "a file, not a folder (check HARNESS_CACHE_DIR)\n")
+    assert blocker.read_text() == "mine"

@@ -35,6 +35,9 @@ def run(args: argparse.Namespace) -> int:
     if args.force and not args.clear:
         raise UserError("--force only goes with --clear (clearing a cache with uncollected batches)")
     path = cache_path()
+    blocker = next((parent for parent in path.parents if parent.exists()), None)
+    if blocker is not None and not blocker.is_dir():
+        raise UserError(f"LLM cache {path}: {blocker} is a file, not a folder (check HARNESS_CACHE_DIR)")
     if not path.exists():
         stats = {"path": str(path), "entries": 0, "size_bytes": 0, "pending_batches": 0, "models": []}
         if args.clear:
