@@ -34,6 +34,7 @@ def _umask() -> int:
 
 
 NEW_FILE_MODE = 0o666 & ~_umask()  # read once at import, in the main thread (umask is process-wide)
+NEW_DIR_MODE = NEW_FILE_MODE | ((NEW_FILE_MODE & 0o444) >> 2)  # a folder: searchable wherever readable
 
 
 def atomic_write_text(path: Path, text: str) -> None:
@@ -62,9 +63,6 @@ def atomic_write_text(path: Path, text: str) -> None:
         if isinstance(exc, OSError):
             raise _naming(exc, path) from exc
         raise
-
-
-NEW_DIR_MODE = NEW_FILE_MODE | ((NEW_FILE_MODE & 0o444) >> 2)  # a folder: searchable wherever readable
 
 
 def make_readable(folder: Path) -> None:

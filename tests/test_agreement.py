@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -247,14 +248,20 @@ def test_a_hand_edited_scores_row_is_named_by_line_and_field(tmp_path, capsys, v
     assert err.count("\n") == 1
 
 
-def test_output_that_cannot_be_a_file_is_refused_before_any_work(tmp_path, capsys):
+def _one_label_and_verdict(tmp_path: Path) -> tuple[Path, Path, list[str]]:
+    """(labels, scores, the agreement command up to --output) for one sample rated by one rater."""
     scores = tmp_path / "scores.jsonl"
     _write_scores(scores, "gpt4/pefomed", "verdicts", {"s1": [1]})
     labels = tmp_path / "human.csv"
     labels.write_text("id,rater,label\ns1,alice,1\n")
+    return labels, scores, ["agreement", "--labels", str(labels), "--scores", str(scores), "--judge", "gpt4",
+                            "--output"]
+
+
+def test_output_that_cannot_be_a_file_is_refused_before_any_work(tmp_path, capsys):
+    _, _, args = _one_label_and_verdict(tmp_path)
     folder = tmp_path / "reports"
     folder.mkdir()
-    args = ["agreement", "--labels", str(labels), "--scores", str(scores), "--judge", "gpt4", "--output"]
     assert main([*args, str(folder)]) == 2
     out, err = capsys.readouterr()
     assert out == ""  # no table printed before the error
@@ -273,13 +280,9 @@ def test_output_that_cannot_be_a_file_is_refused_before_any_work(tmp_path, capsy
 
 
 def test_output_never_replaces_the_labels_the_scores_or_another_file(tmp_path, capsys):
-    scores = tmp_path / "scores.jsonl"
-    _write_scores(scores, "gpt4/pefomed", "verdicts", {"s1": [1]})
-    labels = tmp_path / "human.csv"
-    labels.write_text("id,rater,label\ns1,alice,1\n")
+    labels, scores, args = _one_label_and_verdict(tmp_path)
     other = tmp_path / "notes.json"
     other.write_text('{"mine": 1}')
-    args = ["agreement", "--labels", str(labels), "--scores", str(scores), "--judge", "gpt4", "--output"]
     kept = {path: path.read_bytes() for path in (labels, scores, other)}
     for path, says in ((labels, "is --labels"), (scores, "is the scores file"),
                        (other, "exists and is not an agreement report")):
