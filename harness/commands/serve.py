@@ -64,6 +64,16 @@ def _check_python(python: str) -> None:
         raise UserError(f"--python {python}: exited with code {result.returncode}")
 
 
+def _pipeline_size(vllm_args: list[str]) -> int:
+    """The pipeline parallel size given among the arguments passed through to vLLM (1 when none)."""
+    for i, arg in enumerate(vllm_args):
+        name, _, value = arg.partition("=")
+        if name in ("--pipeline-parallel-size", "-pp"):
+            value = value or (vllm_args[i + 1] if i + 1 < len(vllm_args) else "")
+            return int(value) if value.isdigit() and int(value) > 0 else 1
+    return 1
+
+
 def main(args: argparse.Namespace) -> int:
     import os
     import signal
@@ -100,7 +110,8 @@ def main(args: argparse.Namespace) -> int:
     base_url = f"http://{connect_host}:{port}/v1"
     log = args.log or cache_dir() / "serve" / f"vllm-{port}.log"
     multi_node = "ray" in " ".join(args.vllm_args)
-    proc = server.ServerProcess(cmd, base_url, log, env=common.engine_env_defaults(multi_node))
+    workers = (args.tensor_parallel_size or 1) * (args.data_parallel_size or 1) * _pipeline_size(args.vllm_args)
+    proc = server.ServerProcess(cmd, base_url, log, env=common.engine_env_defaults(multi_node, workers))
 
     def on_sigterm(signum, frame):  # noqa: ARG001 - signal handler signature
         raise KeyboardInterrupt
