@@ -7,6 +7,7 @@ Each part is also a script of its own (bench_llm_judge.py, bench_lexical.py) wit
 
 from __future__ import annotations
 
+import argparse
 import subprocess
 import sys
 from pathlib import Path
@@ -15,6 +16,8 @@ HERE = Path(__file__).resolve().parent
 
 
 def main() -> int:
+    argparse.ArgumentParser(description=__doc__.split("\n\n")[0], epilog="more options: bench_llm_judge.py --help, "
+                            "bench_lexical.py --help").parse_args()
     status = 0
     for script in ("bench_llm_judge.py", "bench_lexical.py"):
         print(f"== {script}", flush=True)

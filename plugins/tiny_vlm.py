@@ -49,6 +49,7 @@ from harness.errors import UserError
 from harness.io import make_readable
 from harness.model_api import ModelContext
 from harness.plugins.hf import HFModel
+from harness.plugins.hf_presets import ARGS as HF_ARGS
 from harness.plugins.hf_presets import resolve_device_dtype
 
 BUILD_VERSION = "5"  # 5: built, trained and served on one CPU thread (one_cpu_thread)
@@ -302,6 +303,10 @@ class TinyVLM(HFModel):
 
 def _split_base(args: dict[str, str]) -> tuple[dict[str, str], str]:
     """(the other model args, the base) of tiny-vlm's model args."""
+    known = ("base", *(a for a in HF_ARGS if a not in ("model", "revision")))
+    unknown = sorted(set(args) - set(known) - {"model"})
+    if unknown:
+        raise UserError(f"model args {', '.join(unknown)} unknown to tiny-vlm; known: {', '.join(known)}")
     rest = {k: v for k, v in args.items() if k not in ("base", "model")}
     base = args.get("base", "pretrained")
     if base not in BASES:
