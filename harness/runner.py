@@ -114,7 +114,7 @@ def prepare(spec: RunSpec) -> tuple[Task, Any, dict[str, Any], Path, ModelContex
         "version": task.config.version,
         "kind": task.kind,
         "source": task.describe_source(),
-        "revision": task.source.revision,
+        "revision": task.revision,
         "split": split,
         "fingerprint": fingerprint,
         "n_total": len(samples),
@@ -172,14 +172,24 @@ def _record(sample: Sample, prediction: str, error: str | None, extra: dict[str,
     return record
 
 
+def _image_files(samples: list[Sample]) -> list[Path]:
+    return [ref.path for s in samples for ref in s.images if ref.path is not None and ref.data is None]
+
+
 def _check_images_exist(task: Task, samples: list[Sample]) -> None:
-    """Refuse, before loading a model, a run in which no image file of any sample exists (a data dir without
-    its image folder); a few missing images only fail their own samples."""
-    files = [ref.path for s in samples for ref in s.images if ref.path is not None and ref.data is None]
+    """Refuse, before loading a model, a run in which no image file of any selected sample exists (a data dir
+    without its image folder); a few missing images only fail their own samples."""
+    files = _image_files(samples)
     if files and not any(path.exists() for path in files):
         where = f" under --data-dir {task.data_dir}" if task.data_dir else ""
         raise UserError(f"none of the {len(files)} image files of task '{task.id}' exists{where}: the first is "
                         f"{files[0]} (is the dataset's image folder in place?)")
+
+
+def _still_missing_images(pending: list[Sample], latest: dict[str, dict[str, Any]]) -> list[Sample]:
+    """The samples that failed last time and of which an image file is still missing: retrying them would only
+    fail them again (and load the model for nothing)."""
+    return [s for s in pending if s.id in latest and any(not path.exists() for path in _image_files([s]))]
 
 
 def generate(spec: RunSpec, task: Task, model_info: Any, manifest: dict[str, Any], out_dir: Path,
@@ -187,12 +197,21 @@ def generate(spec: RunSpec, task: Task, model_info: Any, manifest: dict[str, Any
     """Generate predictions for the selected samples that have none yet, appending batch by batch."""
     pred_path = out_dir / PREDICTIONS_FILE
     latest = {row["id"]: row for row in read_predictions(pred_path, repair_tail=True)} if pred_path.exists() else {}
-    # Samples that failed last time (a missing image since restored, an API error) are tried again;
-    # the newer line of an id wins when predictions are read.
+    # Samples that failed last time (an API error, an image that could not be read) are tried again, except those
+    # of a missing image file (a restored one changes the data fingerprint: another run); the newer line of an id
+    # wins when predictions are read.
     pending = [s for s in selected if s.id not in latest or latest[s.id].get("error")]
     if not pending:
         return
-    _check_images_exist(task, pending)
+    _check_images_exist(task, selected)
+    still_missing = _still_missing_images(pending, latest)
+    if still_missing:
+        print(f"note: {len(still_missing)} sample(s) that failed last time still lack an image file (the first: "
+              f"{still_missing[0].id}); not retried", file=sys.stderr)
+        skip = {s.id for s in still_missing}
+        pending = [s for s in pending if s.id not in skip]
+        if not pending:
+            return
     model = model_info.load()(spec.model_args, context)
     environments = _generation_environments(out_dir)
     atomic_write_json(out_dir / LOADED_MODEL_FILE, {"identity": model.identity() if hasattr(model, "identity")

@@ -58,6 +58,12 @@ class Task:
                 if all((self.data_dir / name).exists() for name in expected):
                     return src
                 tried.append(f"{src.name}: {', '.join(expected)}")
+            # a copy without the test split (only train/validation, say) is still recognised by its other splits
+            for src in local:
+                for split in {"validation", "train", *src.splits.values()} - {cfg.test_split}:
+                    expected = loader_for(src.format).expected_files(src, split)
+                    if expected and all((self.data_dir / name).exists() for name in expected):
+                        return src
             hub = [s for s in cfg.sources if s.format == "hf"]
             if hub and _looks_like_hf_folder(self.data_dir):
                 return hub[0]
@@ -195,19 +201,34 @@ class Task:
         )
 
     def describe_source(self) -> dict[str, Any]:
+        """Where the samples came from: the folder read when --data-dir was given (a local copy of a hub data set
+        keeps the hub id as `copy_of` and has no known revision), else the source's own path or hub id."""
         src = self.source
-        return {
+        described = {
             "name": src.name,
             "format": src.format,
-            "path": src.path or (str(self.data_dir) if self.data_dir else None),
+            "path": str(self.data_dir) if self.data_dir else src.path,
             "config": src.config,
-            "revision": src.revision,
+            "revision": self.revision,
             "closed_rule": src.closed_rule,
         }
+        if self.data_dir and src.format == "hf":
+            described["copy_of"] = src.path
+        return described
+
+    @property
+    def revision(self) -> str | None:
+        """The data set revision read: the source's pinned one, None for a local copy (its revision is unknown)."""
+        return None if self.data_dir and self.source.format == "hf" else self.source.revision
 
 
 def _looks_like_hf_folder(path: Path) -> bool:
-    return any(path.glob("**/*.parquet")) or (path / "dataset_dict.json").exists()
+    """A hub-format copy at this folder's top: `data/*.parquet` (the hub's layout), `<split>/*.parquet` or
+    `*.parquet`, or a `save_to_disk` folder; not any parquet somewhere below (a parent folder of several copies)."""
+    if (path / "dataset_dict.json").exists() or any(path.glob("*.parquet")):
+        return True
+    return any(child.is_dir() and (any(child.glob("*.parquet")) or (child / "dataset_info.json").exists())
+               for child in path.iterdir())
 
 
 def prompt_hash(template: str) -> str:

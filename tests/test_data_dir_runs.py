@@ -1,0 +1,82 @@
+"""`harness run --data-dir` on a user's copy of a data set: which source it is read as, what results.json says
+about where the samples came from, and reruns after images went missing."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from format_writers import cases, write_hf_parquet, write_slake
+
+
+def cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "harness", *args], capture_output=True, text=True)
+
+
+def predictions(run: Path) -> dict[str, dict]:
+    rows = [json.loads(line) for line in (run / "predictions.jsonl").read_text().splitlines()]
+    return {row["id"]: row for row in rows}  # the newer line of an id wins, as the harness reads them
+
+
+@pytest.fixture(scope="module")
+def phantom():
+    return cases(6, seed=3)
+
+
+def test_a_rerun_does_not_retry_samples_whose_images_are_still_missing(tmp_path, phantom):
+    """The first run fails only the samples of a missing image; the same command again says they still lack it
+    (it said that none of their images existed, exit 2) and keeps the rest. (A restored image changes the data
+    fingerprint, so it makes another run.)"""
+    data = tmp_path / "slake"
+    write_slake(data, phantom)
+    records = json.loads((data / "test.json").read_text())
+    image = data / "imgs" / records[0]["img_name"]
+    image.unlink()
+    run = ["run", "--model", "prior", "--task", "slake", "--data-dir", str(data), "--judge", "exact",
+           "--no-progress", "--output", str(tmp_path / "run")]
+    first = cli(*run)
+    assert first.returncode == 0, first.stderr
+    failed = {i for i, row in predictions(tmp_path / "run").items() if row["error"]}
+    assert failed and len(failed) < len(predictions(tmp_path / "run"))
+
+    again = cli(*run)
+    assert again.returncode == 0, again.stderr
+    assert f"note: {len(failed)} sample(s) that failed last time still lack an image file" in again.stderr
+    assert "none of the" not in again.stderr
+    assert {i for i, row in predictions(tmp_path / "run").items() if row["error"]} == failed
+
+
+
+def test_a_copy_without_its_test_split_is_recognised_by_its_other_splits(tmp_path, phantom):
+    data = tmp_path / "slake"
+    write_slake(data, phantom)
+    (data / "test.json").unlink()
+    proc = cli("run", "--model", "prior", "--task", "slake", "--data-dir", str(data), "--split", "validation",
+               "--judge", "exact", "--no-progress", "--output", str(tmp_path / "run"))
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads((tmp_path / "run" / "results.json").read_text())["task"]["split"] == "validation"
+
+
+def test_a_local_hub_copy_records_its_folder_and_no_revision(tmp_path, phantom):
+    """results.json names the folder read, keeps the hub id as `copy_of`, and claims no hub revision for it."""
+    data = tmp_path / "path-vqa"
+    write_hf_parquet(data, phantom, kind="vqa")
+    proc = cli("run", "--model", "prior", "--task", "pathvqa", "--data-dir", str(data), "--judge", "exact",
+               "--no-progress", "--output", str(tmp_path / "run"))
+    assert proc.returncode == 0, proc.stderr
+    task = json.loads((tmp_path / "run" / "results.json").read_text())["task"]
+    assert task["source"]["path"] == str(data) and task["source"]["copy_of"] == "flaviagiammarino/path-vqa"
+    assert task["source"]["revision"] is None and task["revision"] is None
+
+
+def test_a_parent_folder_of_a_hub_copy_is_not_taken_for_one(tmp_path, phantom):
+    """Parquet files two levels down (a folder holding several copies) are not a hub copy at --data-dir."""
+    write_hf_parquet(tmp_path / "datasets" / "path-vqa", phantom, kind="vqa")
+    proc = cli("run", "--model", "prior", "--task", "pathvqa", "--data-dir", str(tmp_path / "datasets"),
+               "--no-progress", "--output", str(tmp_path / "run"))
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert proc.returncode == 2 and len(lines) == 1, proc.stderr
+    assert f"--data-dir {tmp_path / 'datasets'} matches no local format of task 'pathvqa'" in lines[0]
