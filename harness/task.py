@@ -61,7 +61,10 @@ class Task:
             # a copy without the test split (only train/validation, say) is still recognised by its other splits
             for src in local:
                 for split in {"validation", "train", *src.splits.values()} - {cfg.test_split}:
-                    expected = loader_for(src.format).expected_files(src, split)
+                    try:
+                        expected = loader_for(src.format).expected_files(src, split)
+                    except UserError:  # a split this source does not have
+                        continue
                     if expected and all((self.data_dir / name).exists() for name in expected):
                         return src
             hub = [s for s in cfg.sources if s.format == "hf"]
