@@ -2,10 +2,10 @@
 
 One generic mechanism for every judge and every slice (answer_type, question_type, organ, ...): a slice
 is just a subset of rows handed to the judge's own `aggregate`. Confidence intervals (each metric records its
-`ci_method`): Wilson for 0/1 metrics, and for a corpus metric the judge declares a proportion
-(`proportion_metrics`) whose value is the share of its rows' 0/1 values (an LLM judge asked once per sample); a
-seeded percentile bootstrap of the mean for other per-sample means (it never leaves the range of the values,
-unlike a normal approximation); a seeded percentile bootstrap of the judge's own aggregate for corpus-level
+`ci_method`): Wilson for the metrics a judge declares 0/1 verdicts (`proportion_metrics`: a per-sample mean of
+0/1 values, or a corpus metric whose value is the share of its rows' 0/1 values, such as an LLM judge asked once
+per sample); a seeded percentile bootstrap of the mean for other per-sample means (it never leaves the range of
+the values, unlike a normal approximation); a seeded percentile bootstrap of the judge's own aggregate for corpus-level
 metrics (BLEU, CIDEr) whose judge allows it. When samples are not independent (one sample per image of a
 two-view study), `cluster_key` names the record field that groups them and every interval resamples whole
 groups instead.
@@ -85,8 +85,12 @@ def bootstrap_mean_interval(values: list[float], clusters: list[Any] | None = No
     return [float(low), float(high)]
 
 
-def _per_sample_interval(values: list[float], clusters: list[Any] | None) -> tuple[list[float] | None, str]:
-    if clusters is None and values and all(v in (0.0, 1.0) for v in values):
+def _per_sample_interval(values: list[float], clusters: list[Any] | None,
+                         proportion: bool) -> tuple[list[float] | None, str]:
+    """Wilson's interval for a metric the judge declares a 0/1 verdict (`proportion_metrics`), else a bootstrap of
+    the mean: values that merely happen to be 0 or 1 here (a one-word answer length, a token recall) are no
+    proportion, and Wilson would cap the interval at 1."""
+    if proportion and clusters is None and values and all(v in (0.0, 1.0) for v in values):
         return wilson_interval(sum(values), len(values)), "wilson"
     method = "cluster-bootstrap-mean" if clusters is not None else "bootstrap-mean"
     return bootstrap_mean_interval(values, clusters), method
@@ -146,7 +150,8 @@ def summarize_slice(judge: JudgePlugin, records: list[dict], rows: list[dict],
             elif name in proportions:  # e.g. an LLM judge asked once per sample: a share of 0/1 verdicts
                 ci, method = wilson_interval(sum(scored), n), "wilson"
             elif judge.mean_metrics:
-                ci, method = _per_sample_interval(scored, [clusters[i] for i in scored_at] if clusters else None)
+                ci, method = _per_sample_interval(scored, [clusters[i] for i in scored_at] if clusters else None,
+                                                  name in getattr(judge, "proportion_metrics", ()))
             elif name in corpus_ci:
                 ci, method = corpus_ci[name], corpus_method
         else:  # a corpus-level quantity with no per-sample counterpart (std across repeats, counts, cost)

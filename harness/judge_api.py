@@ -41,8 +41,8 @@ class JudgePlugin:
     accepted_settings: tuple[str, ...] = ()
     #: metrics whose per-sample mean is the corpus value (used to pick the confidence interval method)
     mean_metrics: bool = True
-    #: with mean_metrics False: corpus metrics that are a share of 0/1 per-sample values when the judge says so
-    #: (its corpus value is then their mean): they get Wilson's interval, as 0/1 per-sample metrics do
+    #: metrics whose per-sample values are 0/1 verdicts (correct or not), so that their value is a proportion: they
+    #: get Wilson's interval (others a bootstrap, even where their values happen to be 0 or 1 on some slice)
     proportion_metrics: tuple[str, ...] = ()
 
     def __init__(self, options: JudgeOptions) -> None:

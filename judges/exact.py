@@ -95,6 +95,7 @@ class ExactMatchJudge(JudgePlugin):
     conventions = ("pefomed", "llava-med", "multimedeval")
     default_convention = "pefomed"
     task_kinds = ("vqa",)
+    proportion_metrics = ("accuracy", "closed_accuracy", "open_accuracy")  # 0/1 per sample; recalls are not
 
     def describe(self) -> dict[str, Any]:
         return {**super().describe(), "rules": dict(RULES[self.convention])}

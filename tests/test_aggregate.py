@@ -11,6 +11,7 @@ from harness.judge_api import JudgeOptions, JudgePlugin
 class CorrectJudge(JudgePlugin):
     id = "test-correct"
     task_kinds = ("vqa",)
+    proportion_metrics = ("accuracy",)
 
     def score(self, records):
         return [{"metrics": {"accuracy": float(r["prediction"] == r["answer"])}} for r in records]
@@ -111,6 +112,21 @@ def test_corpus_metrics_get_a_bootstrap_interval():
     metric = summarize(judge, records, judge.score(records), [])["metrics"]["ratio"]
     lo, hi = metric["ci95"]
     assert lo < metric["value"] < hi
+
+
+def test_a_mean_that_merely_happens_to_be_0_or_1_is_not_given_wilson():
+    """A one-word answer length is 1 for every sample here, but it is no proportion: Wilson would cap it at 1."""
+
+    class Length(JudgePlugin):
+        id = "test-length"
+
+        def score(self, records):
+            return [{"metrics": {"words": float(len(r["prediction"].split()))}} for r in records]
+
+    records = [{"id": str(i), "answer": "a", "prediction": "yes"} for i in range(8)]
+    judge = Length(JudgeOptions(task_kind="vqa"))
+    words = summarize(judge, records, judge.score(records), [])["metrics"]["words"]
+    assert words["value"] == 1.0 and words["ci_method"] == "bootstrap-mean" and words["ci95"] == [1.0, 1.0]
 
 
 class ThreeCorpusMetrics(JudgePlugin):

@@ -23,6 +23,7 @@ class NumericToleranceJudge(JudgePlugin):
     version = "1"
     task_kinds = ("vqa",)
     accepted_settings = ("tolerance",)  # --judge-arg keys; any other key is refused before anything runs
+    proportion_metrics = ("within_tolerance",)  # 0/1 per sample: Wilson's interval instead of a bootstrap
 
     def __init__(self, options: JudgeOptions) -> None:
         super().__init__(options)
