@@ -150,6 +150,9 @@ def rows_from_results(path: Path, notices: list[str] | None = None) -> list[dict
                 "git_commit": data["environment"].get("git_commit"),
                 "results_file": str(path),
                 "judge_version": judge["version"],
+                **({"judge_distribution": judge["distribution"]} if judge.get("distribution") else {}),
+                **({"model_distribution": data["model"]["distribution"]} if data["model"].get("distribution")
+                   else {}),
                 "judge_settings": judge.get("settings", {}),
                 "prompt_hash": data["prompt"].get("hash"),
                 "generation": data.get("generation"),

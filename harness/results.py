@@ -111,7 +111,7 @@ def write_results(
     # Entries of other judges stay only if they scored exactly these samples (not before a failed one was retried).
     mergeable = same and _error_ids(old.get("errors", {}).get("samples", [])) == _error_ids(records)
     judges = merge_judge_entries(old_judges, judge_entries) if mergeable else judge_entries
-    notes = []
+    notes = _replaced_setups(old_judges, judge_entries) if mergeable else []
     if keep_old:
         notes.append(f"results.json keeps its {old_sel['n']} scored samples ({', '.join(_judge_names(old_judges))});"
                      f" the metrics of these {chosen['n']} are not recorded there (per-sample verdicts: scores.jsonl;"
@@ -155,6 +155,25 @@ def write_results(
     for note in notes:
         print(f"note: {note}", file=sys.stderr)
     return data
+
+
+def _replaced_setups(old: list[dict[str, Any]], new: list[dict[str, Any]]) -> list[str]:
+    """A note for each judge run again with another setup: its earlier numbers leave results.json (a leaderboard
+    keeps them only if they were published before)."""
+    notes = []
+    for entry in new:
+        earlier = next((e for e in old if (e["id"], e.get("convention")) == (entry["id"], entry.get("convention"))),
+                       None)
+        if earlier is not None and earlier.get("setup") != entry.get("setup"):
+            name = _judge_names([entry])[0]
+            notes.append(f"results.json replaces {name}'s entry with setup {_setup_text(earlier)} by the one with "
+                         f"{_setup_text(entry)} (harness publish it first to keep both on a leaderboard)")
+    return notes
+
+
+def _setup_text(entry: dict[str, Any]) -> str:
+    setup = entry.get("setup") or {}
+    return ", ".join(f"{k}={v}" for k, v in sorted(setup.items())) or "(defaults)"
 
 
 def _ci_methods(entries: Any) -> dict[str, str]:

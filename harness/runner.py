@@ -104,6 +104,7 @@ def prepare(spec: RunSpec) -> tuple[Task, Any, dict[str, Any], Path, ModelContex
         "id": model_info.id,
         "label": model_label(model_info.id, spec.model_args, adapter_hash, transport),
         "plugin": model_info.plugin,
+        **({"distribution": dist} if (dist := plugin_manager.distribution(model_info.plugin)) else {}),
         "args": dict(spec.model_args),
         "adapter": str(spec.adapter) if spec.adapter else None,
         "adapter_hash": adapter_hash,
@@ -128,7 +129,8 @@ def prepare(spec: RunSpec) -> tuple[Task, Any, dict[str, Any], Path, ModelContex
     prompt = {"variant": variant, "hash": text_hash(template), "template": template}
     identity = {
         "model": {"id": model["id"], "adapter_hash": adapter_hash, "identity": run_identity,
-                  "args": {k: v for k, v in spec.model_args.items() if k not in transport}},
+                  "args": {k: v for k, v in spec.model_args.items() if k not in transport}}
+        | ({"distribution": model["distribution"]} if "distribution" in model else {}),  # built-in ids unchanged
         "task": {k: task_part[k] for k in ("id", "version", "split", "fingerprint", "image_decoding")} | {
             "source": task.source.name},
         "prompt": prompt["hash"],

@@ -201,6 +201,8 @@ def apply_judges(
         entries.append(
             {
                 **judge.describe(),
+                **({"distribution": dist} if (dist := plugin_manager.distribution(
+                    getattr(judge, "registered_plugin", ""))) else {}),
                 "n_scored": len(scorable),
                 "n_excluded": excluded,
                 "metrics": summary["metrics"],

@@ -37,6 +37,24 @@ def test_example_plugin_is_discovered_and_runs(tmp_path):
     results = json.loads((tmp_path / "run" / "results.json").read_text())
     assert results["model"]["plugin"] == "example"
     assert 0.0 <= results["judges"][0]["metrics"]["accuracy"]["value"] <= 1.0
+    version = plugins["example"]["version"]
+    assert results["model"]["distribution"] == f"harness-plugin-example=={version}"  # which code made them
+    assert "distribution" not in results["judges"][0]  # the built-in exact judge: the harness's own version
+
+
+def test_an_upgraded_plugin_makes_a_new_run_and_built_in_run_ids_do_not_move(monkeypatch):
+    """A run resumed after `pip install -U` of the model's plugin would mix two versions' predictions: the
+    plugin's package version is part of the run id (built-in models' ids stay what they were)."""
+    from harness import plugin_manager
+    from harness.runner import RunSpec, prepare
+
+    spec = RunSpec(model="constant", task="example-mini-vqa", model_args={"answer": "no"})
+    before = prepare(spec)[2]["run_id"]
+    name, _ = plugin_manager.DISTRIBUTIONS["example"]
+    monkeypatch.setitem(plugin_manager.DISTRIBUTIONS, "example", (name, "999.0"))
+    assert prepare(spec)[2]["run_id"] != before
+    prior = prepare(RunSpec(model="prior", task="phantom-vqa"))[2]
+    assert "distribution" not in prior["model"]
 
 
 def test_allow_list_keeps_third_party_plugins_out():
