@@ -132,6 +132,7 @@ def load_task_config(path: Path) -> TaskConfig:
     if len(set(names)) != len(names):
         raise UserError(f"{path}:{line_of(lines, ('sources',))}: source names must be unique, got {names}")
     _check_formats(sources, path, lines)
+    _check_size_splits(sources, data, path, lines)
     if data["kind"] == "vqa":
         for i, src in enumerate(sources):
             if src.closed_rule is None:
@@ -270,3 +271,15 @@ def _explain(err: Any) -> str:
     if err.validator == "type":
         return f"got {err.instance!r}, expected type {err.validator_value}"
     return err.message
+
+
+def _check_size_splits(sources: list[SourceConfig], data: dict[str, Any], path: Path, lines: list[str]) -> None:
+    """A `sizes` key must name a split (a typo such as `tset` would silently turn the size check off)."""
+    for i, src in enumerate(sources):
+        files = src.options.get("files")
+        known = {"train", "validation", "test", data.get("test_split"), data.get("train_split"), *src.splits,
+                 *src.splits.values(), *(files if isinstance(files, dict) else ())} - {None}
+        for key in src.sizes:
+            if key not in known:
+                raise UserError(f"{path}:{line_of(lines, ('sources', i, 'sizes'))}: field 'sources.{i}.sizes': "
+                                f"'{key}' is not a split of this source (expected one of {', '.join(sorted(known))})")

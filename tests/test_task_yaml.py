@@ -99,7 +99,9 @@ def test_vqa_prompt_without_question_is_refused(tmp_path):
 
 @pytest.mark.parametrize(("bad", "said"), [("{test: many}", "got 'many', expected type integer"),
                                            ("{test: 0}", "0 is less than the minimum of 1"),
-                                           ("[451]", "expected type object")])
+                                           ("[451]", "expected type object"),
+                                           ("{tset: 451}", "'tset' is not a split of this source (expected one of "
+                                                           "test, train, validation)")])
 def test_bad_expected_sizes_name_file_line_and_field(tmp_path, bad, said):
     path, line = _broken_copy(tmp_path, "    sizes: {test: 451, train: 1797}", f"    sizes: {bad}")
     with pytest.raises(UserError) as err:
