@@ -9,6 +9,9 @@ silently wrong score (no text counted as a wrong answer) or invalid JSON in resu
 from __future__ import annotations
 
 import math
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from numbers import Integral, Real
 from typing import Any
 
@@ -140,3 +143,29 @@ def checked_aggregate(judge: Any, values: Any) -> dict[str, float | None]:
             raise UserError(f"{who}: aggregate() returned metric '{name}' = {problem}")
         out[name] = plain
     return out
+
+
+@contextmanager
+def third_party_code(kind: str, item_id: str, plugin: str) -> Iterator[None]:
+    """Run a third-party plugin's code (constructing a model or judge, generating, scoring): an exception it raises
+    becomes one line naming the plugin, its package, the exception and where it was raised, instead of a traceback
+    through the harness (HARNESS_DEBUG=1 keeps the traceback). Built-in plugins' exceptions are the harness's own
+    bugs and keep their traceback; work already written stays."""
+    from harness import plugin_manager
+
+    try:
+        yield
+    except (UserError, ModuleNotFoundError):  # a missing optional dependency is named by the CLI (its extra)
+        raise
+    except Exception as exc:  # noqa: BLE001 - any exception of the plugin's code, reported as the plugin's
+        if not plugin or plugin in plugin_manager.BUILTIN_PLUGINS or os.environ.get("HARNESS_DEBUG"):
+            raise
+        import traceback
+
+        frames = traceback.extract_tb(exc.__traceback__)
+        where = f" at {frames[-1].filename}:{frames[-1].lineno}" if frames else ""
+        package = plugin_manager.distribution(plugin)
+        message = (str(exc).strip().splitlines() or [""])[0][:200]
+        raise UserError(f"{_who(kind, item_id, plugin)}{f' from {package}' if package else ''} raised "
+                        f"{type(exc).__name__}{': ' + message if message else ''}{where} (a bug in the plugin; "
+                        "work written so far is kept; HARNESS_DEBUG=1 shows the traceback)") from exc

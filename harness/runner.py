@@ -23,7 +23,7 @@ from harness.io import append_jsonl, atomic_write_json, exclusive, iter_batches,
 from harness.labels import model_label
 from harness.model_api import ModelContext
 from harness.paths import cache_dir
-from harness.plugin_outputs import checked_outputs
+from harness.plugin_outputs import checked_outputs, third_party_code
 from harness.results import write_results
 from harness.run_files import read_manifest, read_predictions
 from harness.scoring import (
@@ -96,7 +96,8 @@ def prepare(spec: RunSpec) -> tuple[Task, Any, dict[str, Any], Path, ModelContex
                            adapter=Path(spec.adapter) if spec.adapter else None, cache_dir=cache_dir(),
                            split=split, prompt_template=template, generation=settings)
     model_cls = model_info.load()
-    run_identity = model_cls.run_identity(spec.model_args, context) if hasattr(model_cls, "run_identity") else {}
+    with third_party_code("model", model_info.id, getattr(model_info, "plugin", "")):
+        run_identity = model_cls.run_identity(spec.model_args, context) if hasattr(model_cls, "run_identity") else {}
     transport = set(getattr(model_cls, "transport_args", ()))
     samples = task.samples(split)
     fingerprint = task.fingerprint(split)
@@ -214,7 +215,10 @@ def generate(spec: RunSpec, task: Task, model_info: Any, manifest: dict[str, Any
         pending = [s for s in pending if s.id not in skip]
         if not pending:
             return
-    model = model_info.load()(spec.model_args, context)
+    plugin = getattr(model_info, "plugin", "")
+    model_cls = model_info.load()
+    with third_party_code("model", model_info.id, plugin):
+        model = model_cls(spec.model_args, context)
     environments = _generation_environments(out_dir)
     atomic_write_json(out_dir / LOADED_MODEL_FILE, {"identity": model.identity() if hasattr(model, "identity")
                                                      else {}, "environments": environments})
@@ -251,9 +255,9 @@ def generate(spec: RunSpec, task: Task, model_info: Any, manifest: dict[str, Any
                 built = ahead.result()
                 if k + 1 < len(batches):
                     ahead = pool.submit(build, batches[k + 1])
-                outputs = checked_outputs(model_info.id, getattr(model_info, "plugin", ""),
-                                          model.generate(built.requests) if built.requests else [],
-                                          [batch[pos].id for pos in built.positions])
+                with third_party_code("model", model_info.id, plugin):
+                    generated = model.generate(built.requests) if built.requests else []
+                outputs = checked_outputs(model_info.id, plugin, generated, [batch[pos].id for pos in built.positions])
                 per_sample = (time.perf_counter() - started) / max(1, len(built.requests))
                 for pos, out in zip(built.positions, outputs):
                     built.rows[pos] = _record(batch[pos], out.text, out.error, {

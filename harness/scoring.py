@@ -23,7 +23,7 @@ from harness.errors import UserError
 from harness.external import NOT_BREAKDOWNS
 from harness.io import atomic_write_jsonl
 from harness.judge_api import JudgeOptions, JudgePlugin
-from harness.plugin_outputs import checked_rows
+from harness.plugin_outputs import checked_rows, third_party_code
 from harness.run_files import read_scores
 from harness.task_config import TaskConfig
 
@@ -73,7 +73,8 @@ def _construct(cls: Any, convention: str | None, accepted: tuple[str, ...], info
     )
     judge = cls.__new__(cls)
     judge.id, judge.registered_plugin = info.id, info.plugin  # set first: __init__'s own errors name it too
-    judge.__init__(options)
+    with third_party_code("judge", info.id, info.plugin):
+        judge.__init__(options)
     return judge
 
 
@@ -192,7 +193,8 @@ def apply_judges(
     for judge in judges:
         started = time.perf_counter()
         try:
-            rows = judge.score(scorable) if scorable else []
+            with third_party_code("judge", judge.id, getattr(judge, "registered_plugin", "")):
+                rows = judge.score(scorable) if scorable else []
         finally:
             judge.close()
         rows = checked_rows(judge.id, getattr(judge, "registered_plugin", ""), rows, [r["id"] for r in scorable])

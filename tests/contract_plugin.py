@@ -24,8 +24,13 @@ class OddOutputs(ModelPlugin):
     def run_identity(cls, args: dict[str, str], context: ModelContext) -> dict[str, Any]:
         return {"dtype": context.dtype or "float32"}  # as a local model's would
 
+    calls = 0
+
     def generate(self, requests: list[GenerationRequest]) -> list[GenerationOutput]:
-        odd: Any = {"none": None, "int": 3}[self.args["kind"]]
+        self.calls += 1
+        if self.args["kind"] == "raise" and self.calls == 2:  # a bug of the plugin's, met in its second batch
+            raise ValueError("cannot reshape array of size 3\ninto shape (2,)")
+        odd: Any = {"none": None, "int": 3, "raise": "no"}[self.args["kind"]]
         return [GenerationOutput(text=odd if i == 1 else "yes") for i, _ in enumerate(requests)]
 
 
@@ -40,6 +45,8 @@ class ToleranceJudge(JudgePlugin):
     def score(self, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
         rows: list[dict[str, Any]] = [{"metrics": {"match": float(r["prediction"] == r["answer"])}} for r in records]
         bad = self.options.settings.get("bad")
+        if bad == "raise":
+            raise KeyError("answer_norm")
         if bad and rows:
             rows[0]["metrics"]["match"] = {"nan": float("nan"), "text": "correct", "none": None}[bad]
         return rows

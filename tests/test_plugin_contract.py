@@ -6,6 +6,7 @@ the id it is registered with, and a judge's settings split leaderboard rows by d
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -49,6 +50,29 @@ def test_no_text_is_a_failed_sample_not_a_wrong_answer(tmp_path):
     assert len(failed) == 2 and all(r["error"].startswith("the model returned no text") for r in failed)
     results = json.loads((tmp_path / "run" / "results.json").read_text())
     assert results["errors"]["count"] == 2 and results["judges"][0]["n_scored"] == 6
+
+
+def test_an_exception_in_a_plugins_code_is_one_line_naming_the_plugin_and_keeps_the_work_done(tmp_path):
+    out = tmp_path / "run"
+    proc = harness(*run_args(out, "raise", "--judge", "exact"))
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+    line = proc.stderr.strip().splitlines()[-1]
+    assert line.startswith("error: model 'odd-outputs' (plugin 'tests.contract_plugin') raised ValueError: cannot "
+                           "reshape array of size 3 at ") and "contract_plugin.py:" in line, line
+    assert len(lines(out / "predictions.jsonl")) == 4  # the first batch is kept; a rerun goes on from there
+    proc = harness(*run_args(out, "raise", "--judge", "exact"))  # the rest is one call: no second one to fail
+    assert proc.returncode == 0, proc.stderr
+    assert len({r["id"] for r in lines(out / "predictions.jsonl")}) == 8
+
+    assert harness(*run_args(out := tmp_path / "run2", "none", "--judge", "exact")).returncode == 0
+    proc = harness("score", str(out), "--judge", "tolerance", "--judge-arg", "bad=raise")
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+    assert proc.stderr.strip().splitlines()[-1].startswith(
+        "error: judge 'tolerance' (plugin 'tests.contract_plugin') raised KeyError: 'answer_norm' at ")
+    debug = subprocess.run([sys.executable, str(RUNNER), "score", str(out), "--judge", "tolerance", "--judge-arg",
+                            "bad=raise", "--no-progress"], capture_output=True, text=True, timeout=300,
+                           env={**os.environ, "HARNESS_DEBUG": "1"})
+    assert "Traceback" in debug.stderr and "KeyError: 'answer_norm'" in debug.stderr
 
 
 def test_a_judges_nan_or_text_metric_is_refused_before_anything_is_saved(tmp_path):
