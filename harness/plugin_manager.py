@@ -47,6 +47,8 @@ Wrap = Callable[[Any, str], tuple[str, Any, list[str]]]
 PROBLEMS: dict[str, list[str]] = {}
 # Third-party plugins that registered nothing (not importable, refused, no hooks): named when any lookup fails.
 UNLOADED: list[str] = []
+# Entry-point names of installed third-party plugins that HARNESS_PLUGINS leaves out: named when a lookup fails.
+LEFT_OUT: list[str] = []
 # Hook name -> plugins whose misnamed hook was probably meant to be that one: named when its lookup fails.
 MISNAMED: dict[str, list[str]] = {}
 # Plugin name -> (distribution, version) of the third-party plugins loaded from entry points.
@@ -86,6 +88,8 @@ def _load_entrypoints(pm: pluggy.PluginManager, allowed: set[str] | None) -> Non
         if unknown:
             raise _unknown_plugins_error(unknown, available)
     for ep in available:
+        if allowed is not None and ep.name not in allowed and ep.name not in LEFT_OUT:
+            LEFT_OUT.append(ep.name)
         if (allowed is not None and ep.name not in allowed) or pm.get_plugin(ep.name) is not None:
             continue
         if pm.is_blocked(ep.name):
@@ -200,6 +204,7 @@ def _unknown_plugins_error(unknown: list[str], available: list[Any]) -> UserErro
 def _collect(hook_name: str, make_registry: Registry, wrap: Wrap) -> Registry:
     pm = get_plugin_manager()
     make_registry.notes.extend(UNLOADED)  # whatever they would have registered is missing too
+    make_registry.left_out.extend(LEFT_OUT)
     make_registry.notes.extend(MISNAMED.get(hook_name, []))
     hook = getattr(pm.hook, hook_name)
     for impl in hook.get_hookimpls():

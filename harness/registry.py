@@ -94,6 +94,7 @@ class Registry:
         self._items: dict[str, Any] = {}
         self._aliases: dict[str, str] = {}
         self.notes: list[str] = []  # third-party registrations that were skipped, and why
+        self.left_out: list[str] = []  # installed third-party plugins HARNESS_PLUGINS leaves out
 
     def add(self, item_id: str, item: Any, aliases: list[str] | tuple[str, ...] = ()) -> None:
         """Register `item`; an id or alias already taken (as an id or an alias) raises `NameClash`, registering
@@ -126,6 +127,9 @@ class Registry:
             error = unknown_name(self.kind, name, list(self._items) + list(self._aliases))
             if self.notes:
                 error = UserError(f"{error} (skipped because broken: {'; '.join(self.notes)})")
+            if self.left_out:
+                error = UserError(f"{error} (HARNESS_PLUGINS leaves out the installed plugin(s) "
+                                  f"{', '.join(self.left_out)}: it may come from one of them)")
             raise error
         return self._items[key]
 

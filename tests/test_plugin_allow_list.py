@@ -48,6 +48,15 @@ def test_only_the_unknown_names_are_named_and_known_ones_load():
     assert builtins_only.returncode == 0 and "constant" not in builtins_only.stdout
 
 
+def test_a_name_from_a_plugin_left_out_says_so():
+    """`constant` is the example plugin's model: with that plugin left out, the error names the plugin, not only
+    look-alike built-in names."""
+    proc = cli("run", "--model", "constant", "--task", "phantom-vqa", plugins="example-judge")
+    line = error_line(proc)
+    assert proc.returncode == 2 and line.startswith("error: unknown model 'constant'")
+    assert "HARNESS_PLUGINS leaves out the installed plugin(s) example: it may come from one of them" in line
+
+
 def test_the_check_stays_light():
     probe = ("import sys\nfrom harness.cli import main\nrc = main(['list'])\n"
              f"print(rc, 'HEAVY=' + ','.join(m for m in {HEAVY!r} if m in sys.modules))")
