@@ -10,7 +10,9 @@ when opened or fingerprinted instead of all being held in RAM. Columns follow th
 `fields` mapping: id, image, question (vqa), answer, answer_type (for closed_rule answer_type), plus any
 breakdown name; without an id column the id is "<split>-<row index>" (stable for a pinned revision). A blank
 or repeated id is an error naming the row; a row whose reference (answer, report or caption) is null or blank is
-skipped (listed in the result's `skipped`; the Task warns), since a hub dataset cannot be fixed by the user.
+skipped (listed in the result's `skipped`; the Task warns), since a hub dataset cannot be fixed by the user. A VQA
+question must be a non-empty string and an answer a string or a number, as in the json formats. `--split val`
+(`valid`, `validate`, `dev`) runs as `validation`, as for SLAKE.
 """
 
 from __future__ import annotations
@@ -25,9 +27,10 @@ from harness.loaders.common import (
     check_unique_ids,
     closed_label,
     record_label,
-    reference_text,
 )
 from harness.loaders.imageclef import split_cuis
+from harness.loaders.mevf_json import answer_text, question_text
+from harness.loaders.slake import SPLIT_ALIASES as SPLIT_ALIASES  # the same other names of "validation"
 from harness.paths import cache_dir
 from harness.task_config import SourceConfig
 from harness.types import ImageRef, Sample
@@ -90,9 +93,41 @@ def _load_local(source: SourceConfig, split: str, data_dir: Path) -> Any:
             str(data_dir), name=source.config, data_files={split: list(found[split])}, split=split, cache_dir=cache
         )
     except (FileNotFoundError, ValueError, datasets.exceptions.DatasetsError) as exc:
+        missing = _missing_splits(data_dir, source.config)
+        if missing:
+            name, patterns = missing[0]
+            raise UserError(
+                f"{data_dir} lacks the files of split '{name}' ({', '.join(patterns)}, as its README.md `configs` "
+                "say): copy them from the hub, or remove that split from README.md"
+            ) from None
         raise UserError(
             f"cannot read {data_dir} as a Hugging Face dataset (split '{split}'): {_first_line(exc)}"
         ) from None
+
+
+def _missing_splits(data_dir: Path, config: str | None) -> list[tuple[str, list[str]]]:
+    """The splits that README.md's `configs` (for `config`, or the default one) list with path patterns that
+    match no file in data_dir, with their patterns; [] when there is no such README or every split has files."""
+    from datasets.utils.metadata import MetadataConfigs
+    from huggingface_hub import DatasetCard
+
+    try:
+        configs = MetadataConfigs.from_dataset_card_data(DatasetCard.load(data_dir / "README.md").data)
+        chosen = configs.get(config or configs.get_default_config_name() or "", {})
+    except Exception:  # noqa: BLE001 - no or unreadable README: datasets' own message is shown instead
+        return []
+    missing = []
+    for entry in chosen.get("data_files") or []:
+        if not isinstance(entry, dict) or "split" not in entry:
+            continue
+        patterns = [entry.get("path")] if isinstance(entry.get("path"), str) else list(entry.get("path") or [])
+        try:
+            found = any(any(data_dir.glob(str(pattern))) for pattern in patterns)
+        except (ValueError, NotImplementedError):  # an absolute or remote (hf://) pattern: not a missing copy
+            continue
+        if not found:
+            missing.append((str(entry["split"]), [str(pattern) for pattern in patterns]))
+    return missing
 
 
 def _describe_splits(data_files: Any, data_dir: Path) -> str:
@@ -196,10 +231,12 @@ def load(source: SourceConfig, split: str, data_dir: Path | None, kind: str) -> 
         if not sample_id:
             raise UserError(f"{where} {label}: {id_key} is blank; expected the sample's id")
         ids.append(sample_id)
-        answer = reference_text(row[mapping["answer"]])
+        answer = answer_text(row[mapping["answer"]], f"{where} {label}", mapping["answer"])
         if answer is None:
             samples.skipped.append(label)
             continue
+        question = question_text(row[mapping["question"]], f"{where} {label}", mapping["question"]) \
+            if kind == "vqa" else None
         fields: dict[str, Any] = {}
         if kind == "vqa":
             raw_type = row.get(mapping.get("answer_type", ""))
@@ -217,7 +254,7 @@ def load(source: SourceConfig, split: str, data_dir: Path | None, kind: str) -> 
                 id=sample_id,
                 images=[_ref(sources[i], sample_id, images, image_col, i)],
                 answer=answer,
-                question=str(row[mapping["question"]]).strip() if kind == "vqa" else None,
+                question=question,
                 fields=fields,
             )
         )

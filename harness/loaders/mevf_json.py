@@ -10,12 +10,15 @@ Source options: `files` (split -> json file name) and `image_dir` (default "imag
 mapping renames columns: keys id, image, question, answer, answer_type, plus any breakdown name. Ids must be
 unique within a file's split and a missing key is an error; errors name the record by its position in the file
 and its id. A record whose answer is null or blank is skipped (listed in the result's `skipped`; the Task warns).
+The question must be a non-empty string and the answer a string or a number (numbers become their text); any
+other value (a list, a null question) is an error rather than text such as "['Yes']" or "None".
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from numbers import Real
 from pathlib import Path
 from typing import Any
 
@@ -80,7 +83,30 @@ def read_records(path: Path) -> list[dict[str, Any]]:
     data = read_json(path)
     if not isinstance(data, list) or not all(isinstance(r, dict) for r in data):
         raise UserError(f"{path}: expected a JSON list of question records (objects)")
+    if not data:
+        raise UserError(f"{path}: an empty list; expected the split's question records")
     return data
+
+
+def shown(value: Any, limit: int = 60) -> str:
+    """A field's value as the JSON a user sees in the file (null, ["Yes"]), shortened for a one-line error."""
+    text = json.dumps(value, ensure_ascii=False, default=str)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def question_text(value: Any, where: str, key: str) -> str:
+    """The question as stripped text; anything but a non-empty string is an error naming `where` and `key`."""
+    if not isinstance(value, str) or not value.strip():
+        raise UserError(f"{where} has {key} {shown(value)}; expected the question (a non-empty string)")
+    return value.strip()
+
+
+def answer_text(value: Any, where: str, key: str) -> str | None:
+    """The reference answer as text (a number as its text), None when null or blank (the record is skipped); a
+    list, object or boolean is an error naming `where` and `key`."""
+    if value is not None and (isinstance(value, bool) or not isinstance(value, (str, Real))):
+        raise UserError(f"{where} has {key} {shown(value)}; expected the answer (a string or a number)")
+    return reference_text(value)
 
 
 def vqa_samples(
@@ -111,7 +137,9 @@ def vqa_samples(
     for pos, rec in zip(positions, records):
         label = record_label(pos, rec.get(id_key) if id_key else None, id_key)
         missing = [key for key in needed if key not in rec]
-        if id_key and not as_text(rec.get(id_key)):
+        if id_key and id_key in rec and not as_text(rec[id_key]):
+            raise UserError(f"{path}: {label} has {id_key} {shown(rec[id_key])}; expected the record's id")
+        if id_key and id_key not in rec:
             missing.insert(0, id_key)
         if missing:
             raise UserError(
@@ -120,10 +148,11 @@ def vqa_samples(
             )
         sample_id = as_text(rec[id_key]) if id_key else str(pos)
         ids.append(sample_id)
-        answer = reference_text(rec[mapping["answer"]])
+        answer = answer_text(rec[mapping["answer"]], f"{path}: {label}", mapping["answer"])
         if answer is None:
             samples.skipped.append(label)
             continue
+        question = question_text(rec[mapping["question"]], f"{path}: {label}", mapping["question"])
         raw_type = rec.get(mapping["answer_type"]) if "answer_type" in mapping else None
         try:
             kind = closed_label(answer, raw_type, source.closed_rule)
@@ -144,7 +173,7 @@ def vqa_samples(
                 id=sample_id,
                 images=[ImageRef(name=image_name, path=image_root / image_name)],
                 answer=answer,
-                question=str(rec[mapping["question"]]).strip(),
+                question=question,
                 fields=fields,
             )
         )

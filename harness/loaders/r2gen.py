@@ -9,18 +9,21 @@ Source option `per_image: true` gives PeFoMed's variant: one sample per image, i
 PeFoMed's own per-image file, counts in file order). Other options: `annotation`, `image_dir`.
 The report is kept as written; judges apply the lowercasing/cleaning that papers use. A study whose report is
 null or blank is skipped with all its views (listed in the result's `skipped`; the Task warns): an empty
-reference would make the lexical metrics meaningless. The real R2Gen annotation has none.
+reference would make the lexical metrics meaningless. The real R2Gen annotation has none. A report that is not
+text, an image_path that is not a non-empty list of path strings, and R2Gen's MIMIC-CXR annotation (records with
+subject_id/study_id, images at p10/p10000032/s5.../x.jpg: credentialed data) are errors naming the record.
 """
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
 from harness.errors import UserError
 from harness.loaders.common import SplitSamples, record_label, reference_text, require_data_dir
-from harness.loaders.mevf_json import read_json
+from harness.loaders.mevf_json import read_json, shown
 from harness.task_config import SourceConfig
 from harness.types import ImageRef, Sample
 
@@ -28,6 +31,11 @@ OPTIONS = ("annotation", "image_dir", "per_image")
 
 ANNOTATION = "annotation.json"
 IMAGE_DIR = "images"
+PER_IMAGE_SOURCE = "r2gen-per-image"  # the source of tasks/iu-xray.yaml that sets per_image: true
+# R2Gen's MIMIC-CXR annotation has the same layout: its records carry the patient and study numbers and its
+# images sit at MIMIC-CXR-JPG's p<2 digits>/p<subject>/s<study>/<dicom>.jpg; IU-Xray has neither.
+MIMIC_KEYS = ("subject_id", "study_id")
+MIMIC_PATH = re.compile(r"(^|/)p\d{2}/p\d{8}/s\d{8}/")
 
 
 def expected_files(source: SourceConfig, split: str) -> list[str]:
@@ -61,12 +69,10 @@ def load(source: SourceConfig, split: str, data_dir: Path | None, kind: str) -> 
     for i, rec in enumerate(records):
         label = f"split '{name}' " + record_label(i, rec.get(mapping["id"]), mapping["id"])
         missing = [mapping[k] for k in ("id", "answer", "image") if mapping[k] not in rec]
+        _refuse_mimic(rec, mapping["image"], path, label)
         if missing:
             raise UserError(f"{path}: {label} lacks {', '.join(missing)} (it has {', '.join(sorted(rec))})")
-        study = str(rec[mapping["id"]]).strip()
-        paths = rec[mapping["image"]]
-        paths = [paths] if isinstance(paths, str) else list(paths)
-        report = reference_text(rec[mapping["answer"]])
+        study, paths, report = _checked(rec, mapping, path, label)
         refs = [ImageRef(name=str(p), path=image_root / str(p)) for p in paths]
         if not per_image:
             if report is None:
@@ -96,6 +102,33 @@ def load(source: SourceConfig, split: str, data_dir: Path | None, kind: str) -> 
         dup = repeated[0]
         raise UserError(
             f"{path}: study id '{dup}' appears twice in split '{split}'"
-            + ("" if per_image else " (a one-record-per-image file needs the source option per_image: true)")
+            + ("" if per_image else f"; a file with one record per image (PeFoMed's) is read with --source "
+               f"{PER_IMAGE_SOURCE} (the source with option per_image: true)")
         )
     return samples
+
+
+def _refuse_mimic(rec: dict[str, Any], image_key: str, path: Path, label: str) -> None:
+    """Refuse R2Gen's MIMIC-CXR annotation: credentialed data must not run (and be judged) as public IU-Xray."""
+    keys = [k for k in MIMIC_KEYS if k in rec]
+    images = rec.get(image_key)
+    images = [images] if isinstance(images, str) else images if isinstance(images, list) else []
+    mimic_path = next((p for p in images if isinstance(p, str) and MIMIC_PATH.search(p)), None)
+    if keys or mimic_path:
+        sign = f"has {' and '.join(keys)}" if keys else f"has image path {shown(mimic_path)}"
+        raise UserError(f"{path}: {label} {sign}: this looks like MIMIC-CXR (credentialed, not IU-Xray, whose ids "
+                        "look like CXR2384_IM-0942); refusing to evaluate it as a public dataset")
+
+
+def _checked(rec: dict[str, Any], mapping: dict[str, str], path: Path, label: str) -> tuple[str, list[str], Any]:
+    """(study id, image paths, report or None when null/blank) of a record; a wrong type is an error."""
+    study, paths, report = (rec[mapping[k]] for k in ("id", "image", "answer"))
+    if isinstance(study, bool) or not isinstance(study, (str, int)) or not str(study).strip():
+        raise UserError(f"{path}: {label} has {mapping['id']} {shown(study)}; expected the study id (a string)")
+    paths = [paths] if isinstance(paths, str) else paths  # PeFoMed's per-image file: one path string
+    if not isinstance(paths, list) or not paths or not all(isinstance(p, str) and p.strip() for p in paths):
+        raise UserError(f"{path}: {label} has {mapping['image']} {shown(rec[mapping['image']])}; expected a "
+                        "non-empty list of image paths (strings)")
+    if report is not None and not isinstance(report, str):
+        raise UserError(f"{path}: {label} has {mapping['answer']} {shown(report)}; expected the report text (a string)")
+    return str(study).strip(), paths, reference_text(report)

@@ -1,7 +1,7 @@
 """Loader for the SLAKE 1.0 release (Liu et al., ISBI 2021): one json per split plus `imgs/`.
 
 Layout: `train.json`, `validate.json` (the released name; the Hugging Face copy renamed it `validation.json`,
-both are accepted), `test.json`; each a list of records with img_id, img_name ("xmlab102/source.jpg"),
+either is accepted, not both), `test.json`; each a list of records with img_id, img_name ("xmlab102/source.jpg"),
 question, answer, q_lang ("en"|"zh"), location, modality, answer_type (OPEN|CLOSED), base_type,
 content_type, triple, qid. Images live at `imgs/<img_name>`. Only `q_lang == "en"` is kept by default
 (source option `q_lang`; "all" keeps both languages): 4919 / 1053 / 1061 records. q_lang is matched
@@ -23,7 +23,8 @@ from harness.task_config import SourceConfig
 
 OPTIONS = ("files", "q_lang", "image_dir")
 # Other names users type for the validation split; a run records (and is identified by) the canonical name.
-SPLIT_ALIASES = {"validate": "validation", "val": "validation", "dev": "validation"}
+# Also read by the hub loader (`format: hf`), so that --split val means the same on every source.
+SPLIT_ALIASES = {"validate": "validation", "val": "validation", "valid": "validation", "dev": "validation"}
 
 FILES: dict[str, tuple[str, ...]] = {
     "train": ("train.json",),
@@ -68,17 +69,24 @@ def load(source: SourceConfig, split: str, data_dir: Path | None, kind: str) -> 
     if data_dir is None or not Path(data_dir).expanduser().is_dir():
         require_data_dir(data_dir, source.name, list(candidates[:1]))
     root = Path(data_dir).expanduser()  # type: ignore[arg-type]
-    found = next((root / c for c in candidates if (root / c).is_file()), None)
-    if found is None:
+    present = [root / c for c in candidates if (root / c).is_file()]
+    if not present:
         raise UserError(
             f"--data-dir {root} lacks {' or '.join(candidates)} (source '{source.name}' expects the SLAKE "
             f"'{split}' file there)"
         )
+    if len(present) > 1:
+        raise UserError(f"--data-dir {root} has both {' and '.join(p.name for p in present)} for split '{split}'; "
+                        "remove one (they are the same split under its two release names)")
+    found = present[0]
     records = read_records(found)
     positions = list(range(len(records)))
     lang = norm(source.options.get("q_lang", "en"))
     if lang != "all":
         positions = _language_positions(records, lang, found, {**SLAKE_FIELDS, **source.fields}.get("id"))
+        if not positions:
+            raise UserError(f"{found}: none of its {len(records)} records has q_lang {lang} (source option q_lang; "
+                            "'all' keeps every language)")
         records = [records[i] for i in positions]
     image_root = root / str(source.options.get("image_dir", IMAGE_DIR))
     return vqa_samples(records, source=source, path=found, image_root=image_root, default_fields=SLAKE_FIELDS,
