@@ -21,10 +21,10 @@ from format_writers import (
     write_slake,
     write_vqa_rad_official,
 )
+from loader_helpers import edit_json, load_error, task
 
 from harness.errors import UserError
 from harness.plugin_manager import tasks
-from harness.task import Task
 
 OFFICIAL = "VQA_RAD Dataset Public.json"
 
@@ -32,25 +32,6 @@ OFFICIAL = "VQA_RAD Dataset Public.json"
 @pytest.fixture(scope="module")
 def phantom():
     return cases(4, seed=7)
-
-
-def task(task_id: str, data_dir: Path, source: str | None = None) -> Task:
-    return Task(tasks().get(task_id), source=source, data_dir=data_dir)
-
-
-def load_error(task_id: str, data_dir: Path, split: str = "test", source: str | None = None) -> str:
-    with pytest.raises(UserError) as err:
-        task(task_id, data_dir, source).samples(split)
-    message = str(err.value)
-    assert "\n" not in message
-    return message
-
-
-def edit_json(path: Path, change) -> Any:
-    data = json.loads(path.read_text(encoding="utf-8"))
-    change(data)
-    path.write_text(json.dumps(data, ensure_ascii=False), encoding="utf-8")
-    return data
 
 
 def first_train_position(records: list[dict[str, Any]]) -> int:

@@ -15,10 +15,7 @@ from typing import Any
 import pytest
 from cli_helpers import error_line
 from format_writers import cases, write_hf_parquet, write_hf_saved, write_mevf, write_r2gen, write_slake
-
-from harness.errors import UserError
-from harness.plugin_manager import tasks
-from harness.task import Task
+from loader_helpers import edit_json, load_error, task
 
 ANNOTATION = "annotation.json"
 
@@ -26,25 +23,6 @@ ANNOTATION = "annotation.json"
 @pytest.fixture(scope="module")
 def phantom():
     return cases(4, seed=7)
-
-
-def task(task_id: str, data_dir: Path, source: str | None = None) -> Task:
-    return Task(tasks().get(task_id), source=source, data_dir=data_dir)
-
-
-def load_error(task_id: str, data_dir: Path, split: str = "test", source: str | None = None) -> str:
-    with pytest.raises(UserError) as err:
-        task(task_id, data_dir, source).samples(split)
-    message = str(err.value)
-    assert "\n" not in message
-    return message
-
-
-def edit_json(path: Path, change) -> Any:
-    data = json.loads(path.read_text(encoding="utf-8"))
-    change(data)
-    path.write_text(json.dumps(data, ensure_ascii=False), encoding="utf-8")
-    return data
 
 
 # --- IU-Xray (R2Gen annotation.json) ------------------------------------------------------------------------------
