@@ -7,6 +7,7 @@ signal handler) checkpoints the last completed step."""
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import signal
 from pathlib import Path
@@ -94,30 +95,38 @@ def test_a_kill_at_any_rename_of_publishing_is_finished_by_the_rerun(reference, 
         assert (out / "adapter_config.json").read_bytes() == (reference / "adapter_config.json").read_bytes()
 
 
-def test_an_older_harness_leftovers_resume_instead_of_being_refused(reference, trained, tmp_path):
+def test_an_older_harness_leftovers_resume_instead_of_being_refused(reference, trained, tmp_path, capsys):
     """Killed mid-publish by the old protocol: adapter files moved in, a temporary folder, no manifest."""
     out = tmp_path / "old"
     shutil.copytree(trained, out)
     (out / ".output.k2j3h4x9").mkdir()
     (out / ".output.k2j3h4x9" / "README.md").write_text("partial")
-    for name in ("adapter_config.json", "adapter_model.safetensors"):
+    for name in ("adapter_config.json", "adapter_model.safetensors", "README.md"):  # README.md: PEFT's card
         shutil.copy(reference / name, out / name)
     (out / "adapter_model.safetensors").write_bytes(b"torn")
     manifest = run(out)
     assert manifest["resumed_at_steps"] == [2]  # the checkpoint at the end: nothing trained again
     assert entries(out) == entries(reference)
     assert (out / "adapter_model.safetensors").read_bytes() == (reference / "adapter_model.safetensors").read_bytes()
+    assert ("removed the unfinished output of an interrupted earlier attempt from "
+            f"{out} (README.md, adapter_config.json, adapter_model.safetensors)") in capsys.readouterr().err
 
 
-def test_foreign_files_beside_our_checkpoints_are_still_refused(trained, tmp_path):
+@pytest.mark.parametrize("name, text", [("notes.txt", "mine"), ("README.md", "# my notes on this run\n"),
+                                        ("eval.json", "{}"), ("adapter_config.json.orig", "{}")])
+def test_the_users_files_beside_our_checkpoints_are_refused_never_deleted(trained, tmp_path, name, text):
+    """Only names our writers use are taken for an interrupted publish: a README.md of the user's (not PEFT's
+    model card) or their own JSON beside the checkpoints stops the resume, and nothing is deleted."""
     out = tmp_path / "mixed"
     shutil.copytree(trained, out)
-    (out / "notes.txt").write_text("mine")
+    (out / name).write_text(text)
+    (out / "adapter_config.json").write_text("{}")  # an older harness's leftover beside it
     (out / ".output.abcd1234").mkdir()
-    with pytest.raises(UserError, match=r"is not a fine-tune output folder \(notes.txt\)"):
+    with pytest.raises(UserError, match=rf"holds this fine-tune's checkpoints and also files harness finetune did "
+                                        rf"not write \({re.escape(name)}\): move them out .* \(nothing was deleted\)"):
         run(out)
-    assert entries(out) == [".output.abcd1234", "checkpoints", "notes.txt"]  # nothing deleted
-    assert (out / "notes.txt").read_text() == "mine"
+    assert entries(out) == sorted([".output.abcd1234", "adapter_config.json", "checkpoints", name])
+    assert (out / name).read_text() == text
 
 
 def test_leftovers_in_a_finished_folder_are_removed_and_leave_its_hash(reference, trained, tmp_path):
