@@ -135,6 +135,9 @@ class FinetuneConfig:
             if key in o and o[key] == 0:
                 raise UserError(f"--{key.replace('_', '-')} 0 would train nothing (an adapter equal to its start); "
                                 "expected a learning rate > 0")
+        if o.get("alpha") == 0 and self.method == "lora":  # LoRA's update is (alpha / rank) * B @ A
+            raise UserError("--alpha 0 scales the LoRA update to nothing (an adapter with no effect, which "
+                            "`harness run --adapter` refuses); expected alpha > 0")
         for key in ("epochs", "stage1_epochs", "batch_size", "micro_batch_size", "max_steps"):
             if key in o and o[key] < 1:
                 raise UserError(f"--{key.replace('_', '-')} must be at least 1, got {o[key]}")
@@ -144,6 +147,7 @@ class FinetuneConfig:
             raise UserError(f"--dropout must be in [0, 1), got {o['dropout']}")
         if o.get("schedule", "cosine") not in SCHEDULES:
             raise UserError(f"--schedule {o['schedule']}: expected one of {', '.join(SCHEDULES)}")
+        self._check_unused(o)
         if not 0 <= self.seed <= SEED_MAX:
             raise UserError(f"--seed must be a whole number from 0 to {SEED_MAX} (a 64-bit seed), got {self.seed}")
         if self.save_every < 1:
@@ -162,6 +166,29 @@ class FinetuneConfig:
         _check_dir("--stage1-data-dir", self.stage1_data_dir)
         if self.stage1_task:
             self._check_stage1_source()
+
+    def _check_unused(self, o: dict[str, Any]) -> None:
+        """Settings that would change nothing are refused rather than recorded as if they had been used."""
+        if self.method == "full":
+            unused = [f"--{key}" for key in ("rank", "alpha", "dropout") if key in o]
+            if unused:
+                raise UserError(f"{', '.join(unused)} given with --method full, which trains the weights "
+                                "themselves (no LoRA adapter); drop them, or use --method lora")
+        if o.get("schedule") == "constant":
+            ends = [f"--{key.replace('_', '-')}" for key in ("lr_end", "stage1_lr_end") if key in o]
+            if ends:
+                raise UserError(f"{', '.join(ends)} given with --schedule constant, which keeps the peak rate "
+                                "(nothing decays); drop them, or use --schedule cosine or linear")
+
+    def stage1_prompt_variant(self, stage1_prompts: Any) -> tuple[str | None, str | None]:
+        """(variant, note) of stage 1's prompt: --stage1-prompt; else --prompt when stage 1's task has that
+        variant (PeFoMed's `[caption]` stage before its `[vqa]` one), else the default, with a note saying so."""
+        if self.stage1_prompt is not None or self.prompt in (None, "default"):
+            return self.stage1_prompt, None
+        if self.prompt in stage1_prompts:
+            return self.prompt, None
+        return None, (f"note: stage 1 ({self.stage1_task}) uses its 'default' prompt: it has no '{self.prompt}' "
+                      f"variant (its variants: {', '.join(sorted(stage1_prompts))}; choose with --stage1-prompt)")
 
     def _check_stage1_source(self) -> None:
         """Stage 1's task, source and data folder, checked up front with errors naming the --stage1-* flags."""
@@ -191,17 +218,23 @@ class FinetuneConfig:
         values = {**GENERIC, "targets": FAMILY_TARGETS.get(family, "llm-attn"),
                   **MODEL_DEFAULTS.get(model_id, {}),
                   **{k: v for k, v in self.overrides.items() if v is not None}}
-        if values["micro_batch_size"] is not None and values["micro_batch_size"] > values["batch_size"]:
-            values["micro_batch_size"] = values["batch_size"]
+        if values["schedule"] == "constant":  # the rate stays at the peak: record no end rate that is not used
+            values.update(lr_end=values["lr"], stage1_lr_end=values["stage1_lr"])
         return Hyper(**values)
 
-    def check_schedule(self, model_id: str) -> None:
-        """The schedule decays from lr to lr_end: an end rate above the peak is a mistake (often a default's
-        left under a small --lr). Checked before the model loads."""
+    def check_settings(self, model_id: str) -> None:
+        """Checks of the settings after this model's defaults, before the model loads: a micro-batch is a part of
+        a batch; the schedule decays from lr to lr_end, so an end rate above the peak is a mistake (often a
+        default's left under a small --lr)."""
         values = asdict(self.hyperparameters(model_id, ""))
+        given = {key for key, value in self.overrides.items() if value is not None}
+        micro, batch = values["micro_batch_size"], values["batch_size"]
+        if micro is not None and micro > batch:
+            batch_is = "--batch-size" if "batch_size" in given else "the batch size (this model's default)"
+            raise UserError(f"--micro-batch-size {micro} is above {batch_is} {batch}: a micro-batch is a part of a "
+                            "batch (gradient accumulation); expected at most the batch size")
         if values["schedule"] == "constant":
             return
-        given = {key for key, value in self.overrides.items() if value is not None}
         for prefix in ("", "stage1_") if self.stage1_task else ("",):
             lr, end = values[f"{prefix}lr"], values[f"{prefix}lr_end"]
             if end > lr:

@@ -118,6 +118,17 @@ class Trainer:
         warmup = min(h["warmup_steps"], max(0, total - 1))
         return {**h, "steps_per_epoch": per_epoch, "total_steps": total, "warmup": warmup}
 
+    def clamp_notes(self) -> list[str]:
+        """A warm-up longer than a stage is cut to the stage's steps less one (the last step at the peak rate)."""
+        notes = []
+        for i, data in enumerate(self.stages):
+            plan = self.stage_plan(i)
+            if plan["warmup"] < plan["warmup_steps"]:
+                notes.append(f"note: --warmup-steps {plan['warmup_steps']} is not shorter than the "
+                             f"{_steps(plan['total_steps'])} of {data.task.id}: its warm-up takes "
+                             f"{_steps(plan['warmup'])}")
+        return notes
+
     def _optimizer(self, plan: dict[str, Any]) -> tuple[Any, Any]:
         opt = self.torch.optim.AdamW(self.params, lr=plan["lr"], weight_decay=plan["weight_decay"],
                                      betas=(0.9, 0.999), eps=1e-8)
@@ -249,6 +260,10 @@ class Trainer:
             self.state.update(stage=state["stage"], stage_step=0)
 
 
+def _steps(n: int) -> str:
+    return f"{n} step" if n == 1 else f"{n} steps"
+
+
 def epochs_run(plan: dict[str, Any]) -> float | int:
     """Epochs a stage's steps amount to (fewer than planned when --max-steps stops it early)."""
     epochs = plan["total_steps"] / plan["steps_per_epoch"] if plan["steps_per_epoch"] else 0
@@ -320,13 +335,18 @@ def finetune(cfg: FinetuneConfig, progress: bool = True) -> dict[str, Any]:
     cfg.validate()
     stages = []
     if cfg.stage1_task:
+        from harness import plugin_manager
+
+        stage1_prompt, note = cfg.stage1_prompt_variant(plugin_manager.tasks().get(cfg.stage1_task).prompts)
+        if note:
+            print(note, file=sys.stderr)
         with cfg.stage1_errors():
             stages.append(load_stage_data(cfg.stage1_task, data_dir=cfg.stage1_data_dir, source=cfg.stage1_source,
-                                          prompt=cfg.stage1_prompt, limit=cfg.limit))
+                                          prompt=stage1_prompt, limit=cfg.limit))
     stages.append(load_stage_data(cfg.task, data_dir=cfg.data_dir, source=cfg.source, prompt=cfg.prompt,
                                   limit=cfg.limit))
     info, cls, args, context = resolve_model(cfg, stages[-1].task)
-    cfg.check_schedule(info.id)
+    cfg.check_settings(info.id)
     for data in stages[:-1]:
         if data.task.kind not in info.capabilities.get("task_kinds", [data.task.kind]):
             raise UserError(f"model '{info.id}' cannot train on {data.task.kind} task '{data.task.id}'")
@@ -356,6 +376,8 @@ def finetune(cfg: FinetuneConfig, progress: bool = True) -> dict[str, Any]:
     counts = recipe.counts()
     base = {**base, "identity": _base_identity(plugin)}
     trainer = Trainer(cfg, hyper, recipe, stages, config_hash)
+    for note in trainer.clamp_notes():
+        print(note, file=sys.stderr)
     trainer.run(progress)
     manifest = build_manifest(trainer, cfg, base, recipe.plan_info(), counts, config_hash, started)
     publish(cfg.out, lambda folder: recipe.save(folder, base, cfg.model), manifest, cfg.keep_checkpoints)

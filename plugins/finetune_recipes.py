@@ -77,8 +77,15 @@ class PeftRecipe:
         for config in self.model.peft_config.values():
             config.base_model_name_or_path = base_name
             config.revision = base_identity.get("revision") if base_identity.get("hub_id") else None
-        # adapters never train embeddings (vLLM-loadable): no check of the base's vocabulary on the hub
-        self.model.save_pretrained(folder, save_embedding_layers=False)
+        # PEFT's model card (README.md) names the base by its config's _name_or_path: the folder it loaded from,
+        # for a preset the local cache path; the card names what the adapter config names instead
+        inner = self.model.get_base_model()
+        loaded_from = inner.config._name_or_path, inner.__dict__.get("name_or_path")
+        inner.config._name_or_path = inner.name_or_path = base_name
+        try:  # adapters never train embeddings (vLLM-loadable): no check of the base's vocabulary on the hub
+            self.model.save_pretrained(folder, save_embedding_layers=False)
+        finally:
+            inner.config._name_or_path, inner.name_or_path = loaded_from
 
 
 class PluginRecipe:

@@ -55,6 +55,11 @@ class HFAdapters:
             without = self._probe_logits(model)
         change = float((with_adapter - without).abs().max())
         if not change > 0.0:
+            alpha = config.get("lora_alpha")
+            if isinstance(alpha, (int, float)) and alpha == 0:
+                raise UserError(f"--adapter {folder}: lora_alpha is 0 in {config_path.name}, which scales the "
+                                "adapter's update to nothing (the logits of a probe input are unchanged); expected "
+                                "an adapter trained with alpha > 0")
             raise UserError(f"{no_match} leaves the logits of a fixed probe input unchanged: its weights did "
                             "not load onto any layer (a wrapper prefix in the weight names?) or are all zero")
         merged = self.opts["merge_adapter"]

@@ -111,3 +111,27 @@ def test_nan_and_infinite_rates_and_out_of_range_seeds_are_refused_before_traini
     ]:
         assert error_line(finetune("--model-args", "base=random", *args, cwd=tmp_path)) == f"error: {expected}"
     assert not (tmp_path / "adapters").exists()
+
+
+def test_settings_that_would_change_nothing_are_refused_before_training(tmp_path):
+    """--alpha 0 trained an adapter with no effect (LoRA's update is alpha/rank * BA); --method full recorded a
+    rank, alpha and dropout it never used; --schedule constant recorded an end rate it never reached; a
+    micro-batch above the batch was silently cut to it."""
+    for args, expected in [
+        (("--alpha", "0"), "--alpha 0 scales the LoRA update to nothing (an adapter with no effect, which "
+                           "`harness run --adapter` refuses); expected alpha > 0"),
+        (("--method", "full", "--rank", "8", "--dropout", "0.1"),
+         "--rank, --dropout given with --method full, which trains the weights themselves (no LoRA adapter); drop "
+         "them, or use --method lora"),
+        (("--schedule", "constant", "--lr-end", "1e-5"),
+         "--lr-end given with --schedule constant, which keeps the peak rate (nothing decays); drop them, or use "
+         "--schedule cosine or linear"),
+        (("--batch-size", "4", "--micro-batch-size", "8"),
+         "--micro-batch-size 8 is above --batch-size 4: a micro-batch is a part of a batch (gradient "
+         "accumulation); expected at most the batch size"),
+        (("--micro-batch-size", "16",),
+         "--micro-batch-size 16 is above the batch size (this model's default) 8: a micro-batch is a part of a "
+         "batch (gradient accumulation); expected at most the batch size"),
+    ]:
+        assert error_line(finetune("--model-args", "base=random", *args, cwd=tmp_path)) == f"error: {expected}"
+    assert not (tmp_path / "adapters").exists()

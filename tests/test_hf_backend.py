@@ -224,6 +224,14 @@ def test_adapter_matching_no_layer_is_a_user_error(models_dir, tmp_path):
             pytest.warns(UserWarning, match="missing adapter keys"):
         hf_model(models_dir["llava"], task, adapter=prefixed)
 
+    # lora_alpha 0 scales every update to nothing: said as such, not blamed on module or weight names
+    scaled_out = tiny_models.lora_adapter(models_dir["llava"], tmp_path / "a3")
+    config = json.loads((scaled_out / "adapter_config.json").read_text())
+    (scaled_out / "adapter_config.json").write_text(json.dumps({**config, "lora_alpha": 0}))
+    with pytest.raises(UserError, match=r"a3: lora_alpha is 0 in adapter_config\.json, which scales the adapter's "
+                                        r"update to nothing"):
+        hf_model(models_dir["llava"], task, adapter=scaled_out)
+
 
 def test_an_adapter_trained_on_another_base_is_named_in_a_warning(models_dir, tmp_path, capsys):
     task, _ = requests_for("phantom-vqa", 1)

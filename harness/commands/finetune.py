@@ -112,34 +112,71 @@ def _prompt(manifest: dict[str, Any]) -> str:
     return "" if variant == "default" else f" --prompt {variant}"
 
 
+def _plural(n: int, word: str) -> str:
+    return f"{n:,} {word}" if n == 1 else f"{n:,} {word}s"
+
+
+def _loss(curve: list[dict[str, Any]], what: str) -> str | None:
+    """'loss 2.1034 (first steps) -> 0.8123 (last steps)': means of the first and last few steps of a stage."""
+    if not curve:
+        return None
+    k = max(1, min(10, len(curve) // 2))
+    head = sum(c["loss"] for c in curve[:k]) / k
+    tail = sum(c["loss"] for c in curve[-k:]) / k
+    return f"{what}: {head:.4f} (first steps) -> {tail:.4f} (last steps)"
+
+
+def _stage_line(stage: dict[str, Any], schedule: str | None) -> str:
+    task = stage["task"]
+    rate = (f"lr {stage['lr']:g} (constant)" if schedule == "constant"
+            else f"lr {stage['lr']:g} -> {stage['lr_end']:g} ({schedule or 'cosine'})")
+    return (f"{stage['name']}: {task['id']} ({task['split']} split, {_plural(task['n_samples'], 'sample')}, "
+            f"prompt '{task['prompt_variant']}', data {task['fingerprint']}): {_plural(stage['steps'], 'step')}, "
+            f"{_epochs(stage)}, {rate}, {stage['train_time_s']:.1f} s")
+
+
+def _hyper_line(manifest: dict[str, Any]) -> str:
+    h = manifest["hyperparameters"]
+    parts = [f"rank {h['rank']}, alpha {h['alpha']:g}, dropout {h['dropout']:g}"] if manifest["targets"].get(
+        "method", "lora") == "lora" else []
+    micro = f" (micro-batches of {h['micro_batch_size']})" if h.get("micro_batch_size") else ""
+    parts += [f"batch {h['batch_size']}{micro}", f"warm-up {_plural(h['warmup_steps'], 'step')}",
+              f"weight decay {h['weight_decay']:g}", f"grad-norm clip {h['max_grad_norm']:g}",
+              f"seed {manifest['seed']}"]
+    return "hyperparameters: " + ", ".join(parts)
+
+
 def report(manifest: dict[str, Any], out: Path) -> str:
-    """The printed summary: what was trained, its size and cost, and how to use it."""
+    """The printed summary: what was trained, with what, its size and cost, and how to use it."""
     lines = []
     base = manifest["base_model"]
     if manifest.get("already_done"):
         lines.append(f"already trained ({out / 'manifest.json'}); delete the folder to train again")
-    for stage in manifest["stages"]:
-        task = stage["task"]
-        lines.append(f"{stage['name']}: {task['id']} ({task['split']} split, {task['n_samples']} samples, "
-                     f"prompt '{task['prompt_variant']}'): {stage['steps']} steps, {_epochs(stage)}, "
-                     f"lr {stage['lr']:g} -> {stage['lr_end']:g}, {stage['train_time_s']:.1f} s")
+    schedule = manifest["hyperparameters"].get("schedule")
+    curve = manifest["loss_curve"]
+    staged = len(manifest["stages"]) > 1
+    for number, stage in enumerate(manifest["stages"], start=1):
+        lines.append(_stage_line(stage, schedule))
+        if staged and (loss := _loss([c for c in curve if c["stage"] == number], f"  {stage['name']} loss")):
+            lines.append(loss)  # one line per stage: stage 2's loss is on other data than stage 1's
     targets = manifest["targets"]
     where = base.get("hub_id") or base.get("path") or base.get("args", {}).get("llm")
-    lines.append(f"base model: {base['id']} ({where}, revision {base.get('revision')}); targets "
-                 f"{targets['preset']} ({targets['method']})")
+    revision = f", revision {base['revision']}" if base.get("revision") else ""
+    lines.append(f"base model: {base['id']} ({where}{revision}); targets {targets['preset']} ({targets['method']})")
+    lines.append(_hyper_line(manifest))
+    share = f"{100 * manifest['trainable_share']:.3f}%"
+    if manifest["kind"] != "full-model":
+        share += "; the total counts the adapter's own, as PEFT does"
     lines.append(f"trainable parameters: {manifest['trainable_parameters']:,} of "
-                 f"{manifest['total_parameters']:,} ({100 * manifest['trainable_share']:.3f}%)")
+                 f"{manifest['total_parameters']:,} ({share})")
     per_step = manifest.get("time_per_step_s")
     lines.append(f"time per step: {per_step:.3f} s" if per_step is not None else "time per step: n/a")
     lines.append(f"peak memory: {_size(manifest['peak_memory_bytes'])} ({manifest.get('peak_memory_what')})")
-    curve = manifest["loss_curve"]
-    if curve:
-        k = max(1, min(10, len(curve) // 2))
-        head = sum(c["loss"] for c in curve[:k]) / k
-        tail = sum(c["loss"] for c in curve[-k:]) / k
-        lines.append(f"loss: {head:.4f} (first steps) -> {tail:.4f} (last steps)")
+    if not staged and (loss := _loss(curve, "loss")):
+        lines.append(loss)
     if manifest.get("resumed_at_steps"):
         lines.append(f"resumed at step(s): {', '.join(str(s) for s in manifest['resumed_at_steps'])}")
+    lines.append(f"fine-tune config: {manifest['config_hash']} ({out / 'manifest.json'} has every setting)")
     if manifest["kind"] == "full-model":
         lines.append(f"model: {out}  (use: harness run --model hf --model-args model={out} --task ...)")
     else:

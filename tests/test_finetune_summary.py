@@ -1,0 +1,97 @@
+"""What `harness finetune` prints and records is what it trained: one loss line per stage, the rate a constant
+schedule used, stage 1 asked with the main task's prompt variant, clamped warm-ups said, the data fingerprint and
+hyperparameters in the summary, and an adapter card that names the base as the adapter config does."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
+def run(out: Path, stage1_task: str | None = "phantom-caption", prompt: str | None = None, **settings) -> dict:
+    from harness.plugins.finetune_config import FinetuneConfig
+    from harness.plugins.finetune_lora import finetune
+
+    cfg = FinetuneConfig(model="tiny-vlm", model_args={"base": "random"}, task="phantom-vqa", out=out, limit=4,
+                         stage1_task=stage1_task, prompt=prompt,
+                         overrides={"batch_size": 2, "epochs": 1, "stage1_epochs": 1 if stage1_task else None,
+                                    **settings})
+    return finetune(cfg, progress=False)
+
+
+def test_two_stages_print_a_loss_line_each_with_the_data_and_settings(tmp_path, tiny_vlm, capsys):
+    """The single loss line compared stage 1's first steps (captions) with stage 2's last (answers)."""
+    from harness.commands.finetune import report
+
+    out = tmp_path / "two"
+    manifest = run(out, warmup_steps=5)
+    err = capsys.readouterr().err
+    for task in ("phantom-caption", "phantom-vqa"):  # 2 steps a stage: the warm-up is cut, and that is said
+        assert f"note: --warmup-steps 5 is not shorter than the 2 steps of {task}: its warm-up takes 1 step" in err
+    assert [s["warmup_steps"] for s in manifest["stages"]] == [1, 1]
+    text = report(manifest, out).splitlines()
+    curve = manifest["loss_curve"]
+    for number, name in ((1, "stage1"), (2, "stage2")):
+        losses = [c["loss"] for c in curve if c["stage"] == number]
+        assert f"  {name} loss: {losses[0]:.4f} (first steps) -> {losses[-1]:.4f} (last steps)" in text
+    assert not any(line.startswith("loss:") for line in text)
+    fingerprint = manifest["stages"][0]["task"]["fingerprint"]
+    assert any(line.startswith("stage1: phantom-caption (train split, 4 samples, prompt 'default', data "
+                               f"{fingerprint}): 2 steps, 1 epochs") for line in text)
+    assert ("hyperparameters: rank 128, alpha 128, dropout 0, batch 2, warm-up 5 steps, weight decay 0.01, "
+            "grad-norm clip 1, seed 0") in text
+    assert f"fine-tune config: {manifest['config_hash']} ({out / 'manifest.json'} has every setting)" in text
+    assert not any("revision None" in line for line in text)
+
+
+def test_a_constant_schedule_records_and_prints_the_rate_it_used(tmp_path, tiny_vlm):
+    """The manifest said lr 0.0001 -> 0.0005 (tiny-vlm's stage-1 default end rate) for a rate that never moved."""
+    from harness.commands.finetune import report
+
+    out = tmp_path / "constant"
+    manifest = run(out, schedule="constant", stage1_lr=1e-4, lr=1e-5)
+    assert [(s["lr"], s["lr_end"]) for s in manifest["stages"]] == [(1e-4, 1e-4), (1e-5, 1e-5)]
+    assert {c["lr"] for c in manifest["loss_curve"]} == {1e-4, 1e-5}
+    hyper = json.loads((out / "manifest.json").read_text())["hyperparameters"]
+    assert (hyper["lr_end"], hyper["stage1_lr_end"]) == (1e-5, 1e-4)
+    text = report(manifest, out)
+    stages = [line for line in text.splitlines() if line.startswith("stage")]
+    assert "1 epochs, lr 0.0001 (constant), " in stages[0] and "1 epochs, lr 1e-05 (constant), " in stages[1]
+    assert not any("->" in line for line in stages)
+
+
+def test_stage1_is_asked_with_the_main_prompt_variant_when_it_has_one(tmp_path, tiny_vlm, capsys):
+    """`--prompt pefomed` trained stage 1 on the 'default' caption prompt, not PeFoMed's '[caption] ...'."""
+    manifest = run(tmp_path / "pefomed", prompt="pefomed")
+    assert [s["task"]["prompt_variant"] for s in manifest["stages"]] == ["pefomed", "pefomed"]
+    assert "note: stage 1" not in capsys.readouterr().err
+
+
+def test_stage1_without_the_main_prompt_variant_says_it_uses_its_default(tmp_path):
+    from harness.plugins.finetune_config import FinetuneConfig
+
+    def variant(prompt: str | None, stage1_prompt: str | None = None) -> tuple[str | None, str | None]:
+        cfg = FinetuneConfig(model="tiny-vlm", task="slake", out=tmp_path, stage1_task="rocov2", prompt=prompt,
+                             stage1_prompt=stage1_prompt)
+        return cfg.stage1_prompt_variant({"default": "Describe.", "pefomed": "[caption] Describe."})
+
+    assert variant("pefomed") == ("pefomed", None)
+    assert variant(None) == variant("default") == (None, None)
+    assert variant("pefomed", stage1_prompt="default") == ("default", None)  # the user's choice stands
+    assert variant("llava-med") == (None, "note: stage 1 (rocov2) uses its 'default' prompt: it has no 'llava-med' "
+                                          "variant (its variants: default, pefomed; choose with --stage1-prompt)")
+
+
+def test_the_adapter_card_names_the_base_as_the_adapter_config_does(tmp_path, tiny_vlm):
+    """PEFT's README.md named the local cache folder of tiny-vlm (a path of this machine) as the base model."""
+    out = tmp_path / "card"
+    run(out, stage1_task=None)
+    card = (out / "README.md").read_text()
+    base = json.loads((out / "adapter_config.json").read_text())["base_model_name_or_path"]
+    assert base == "tiny-vlm"
+    assert "base_model: tiny-vlm\n" in card and "base_model:adapter:tiny-vlm" in card
+    assert str(tiny_vlm.parent) not in card and "cache" not in card
