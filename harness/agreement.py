@@ -11,7 +11,6 @@ with its std across raters, and the judge's mean with its std across repeats on 
 from __future__ import annotations
 
 import csv
-import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from harness.errors import UserError
+from harness.io import jsonl_objects
 
 SCALES = {"binary": (0, 1), "likert": (0, 1, 2, 3, 4)}
 
@@ -122,15 +122,7 @@ def _read_label_rows(path: Path) -> list[Label]:
     labels: list[Label] = []
     if path.suffix.lower() in (".jsonl", ".json"):
         with open(path, encoding="utf-8-sig") as fh:
-            for lineno, line in enumerate(fh, start=1):
-                if not line.strip():
-                    continue
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError as exc:
-                    raise UserError(f"{path}:{lineno}: not valid JSON ({exc.msg})") from None
-                if not isinstance(row, dict):
-                    raise UserError(f"{path}:{lineno}: expected an object with id, rater, label")
+            for lineno, row in jsonl_objects(fh, path, "id, rater, label"):
                 labels.append(_label(row, f"{path}:{lineno}"))
     elif path.suffix.lower() in (".csv", ".tsv"):
         with open(path, encoding="utf-8-sig", newline="") as fh:

@@ -6,14 +6,13 @@ One JSON object per line with `id`, `answer` (reference), `prediction`, for VQA 
 
 from __future__ import annotations
 
-import json
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 from harness.errors import UserError
 from harness.fingerprint import config_hash
-from harness.io import read_user_text
+from harness.io import jsonl_objects, read_user_text
 
 REQUIRED = {"vqa": ("id", "answer", "prediction", "answer_type"), "report": ("id", "answer", "prediction"),
             "caption": ("id", "answer", "prediction")}
@@ -28,15 +27,7 @@ def read_external_predictions(path: Path, kind: str) -> list[dict[str, Any]]:
         lines = read_user_text(path).splitlines()
     except OSError as exc:
         raise UserError(f"cannot read {path}: {exc.strerror or exc}") from None
-    for lineno, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise UserError(f"{path}:{lineno}: not valid JSON ({exc.msg})") from None
-        if not isinstance(row, dict):
-            raise UserError(f"{path}:{lineno}: expected a JSON object with {', '.join(REQUIRED[kind])}")
+    for lineno, row in jsonl_objects(lines, path, ", ".join(REQUIRED[kind])):
         missing = [k for k in REQUIRED[kind] if k not in row]
         if missing:
             raise UserError(f"{path}:{lineno}: missing field(s) {', '.join(missing)} "

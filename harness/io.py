@@ -196,6 +196,21 @@ def read_jsonl(path: Path, *, repair_tail: bool = False, skip_torn_tail: bool = 
     return rows
 
 
+def jsonl_objects(lines: Iterable[str], path: Path, holds: str) -> Iterator[tuple[int, dict[str, Any]]]:
+    """(line number, object) of each non-blank line of a user's JSONL file. A line that is not a JSON object is a
+    one-line error naming the file and line; `holds` says what an object should hold ("id, answer, prediction")."""
+    for lineno, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise UserError(f"{path}:{lineno}: not valid JSON ({exc.msg})") from None
+        if not isinstance(row, dict):
+            raise UserError(f"{path}:{lineno}: expected a JSON object with {holds}")
+        yield lineno, row
+
+
 def iter_batches(items: list[Any], size: int) -> Iterator[list[Any]]:
     for start in range(0, len(items), size):
         yield items[start : start + size]
