@@ -55,6 +55,16 @@ def pefomed_tiny(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def pefomed_converted(pefomed_tiny, tmp_path_factory):
+    """The tiny PeFoMed checkpoint converted by `harness convert pefomed-checkpoint` (read-only)."""
+    from tiny_pefomed import convert
+
+    out = tmp_path_factory.mktemp("converted") / "adapter"
+    assert convert(str(pefomed_tiny.checkpoint_path), "--out", str(out), "--base-model", str(pefomed_tiny.llm_dir)) == 0
+    return out
+
+
+@pytest.fixture(scope="session")
 def tiny_vlm(tmp_path_factory) -> Path:
     """The random tiny-vlm build (not the pretrained one), in the session's shared harness cache."""
     from harness.plugins.tiny_vlm import ensure_tiny_vlm

@@ -4,7 +4,6 @@ Weights, key mapping and conversion are tested in test_pefomed_weights.py."""
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import shutil
@@ -16,10 +15,9 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from tiny_pefomed import make_checkpoint_state, save_checkpoint
+from tiny_pefomed import convert, make_checkpoint_state, save_checkpoint
 
 from harness import plugin_manager
-from harness.commands import convert as convert_cmd
 from harness.errors import UserError
 from harness.model_api import ModelContext
 from harness.paths import cache_dir
@@ -49,20 +47,6 @@ def phantom():
 @pytest.fixture(scope="module")
 def model(pefomed_tiny):
     return load(pefomed_tiny)
-
-
-def convert(*argv: str) -> int:
-    parser = argparse.ArgumentParser(prog="harness")
-    convert_cmd.register(parser.add_subparsers(dest="command"))
-    args = parser.parse_args(["convert", "pefomed-checkpoint", *argv])
-    return args.func(args)
-
-
-@pytest.fixture(scope="module")
-def converted(pefomed_tiny, tmp_path_factory):
-    out = tmp_path_factory.mktemp("converted") / "adapter"
-    assert convert(str(pefomed_tiny.checkpoint_path), "--out", str(out), "--base-model", str(pefomed_tiny.llm_dir)) == 0
-    return out
 
 
 def texts(outputs) -> list[str]:
@@ -143,10 +127,10 @@ def test_embed_requests_splices_bos_text_and_image_embeddings(model, phantom):
 # ---- loading and generation ------------------------------------------------------------------------------
 
 
-def test_checkpoint_and_converted_directory_give_identical_generations(pefomed_tiny, converted, model, phantom):
+def test_checkpoint_and_converted_directory_give_identical_generations(pefomed_tiny, pefomed_converted, model, phantom):
     _, requests = phantom
     from_checkpoint = model.generate(requests)
-    from_adapter = load(pefomed_tiny, adapter=converted, checkpoint="").generate(requests)
+    from_adapter = load(pefomed_tiny, adapter=pefomed_converted, checkpoint="").generate(requests)
     assert texts(from_checkpoint) == texts(from_adapter)
     assert [o.completion_tokens for o in from_checkpoint] == [o.completion_tokens for o in from_adapter]
     assert all(o.prompt_tokens > 64 for o in from_checkpoint)
@@ -213,10 +197,10 @@ def test_images_transformed_ahead_by_prefetch_give_the_same_answers(model, phant
     assert all(n == 0 for thread, n in calls if thread == main), "and none again in the call"
 
 
-def test_embed_only_gives_the_same_embeddings_without_the_llm(pefomed_tiny, converted, model, phantom):
+def test_embed_only_gives_the_same_embeddings_without_the_llm(pefomed_tiny, pefomed_converted, model, phantom):
     _, requests = phantom
-    light = load(pefomed_tiny, adapter=converted, checkpoint="", embed_only="true")
-    assert light.decoder is None and light.adapter_path == converted and light.llm_path == pefomed_tiny.llm_dir
+    light = load(pefomed_tiny, adapter=pefomed_converted, checkpoint="", embed_only="true")
+    assert light.decoder is None and light.adapter_path == pefomed_converted and light.llm_path == pefomed_tiny.llm_dir
     for a, b in zip(light.embed_requests(requests[:3]), model.embed_requests(requests[:3])):
         assert torch.equal(a, b)
     with pytest.raises(UserError, match="embed_only=true"):
@@ -276,13 +260,13 @@ def test_decoder_matches_transformers_generate(model, phantom):
 # ---- errors ----------------------------------------------------------------------------------------------
 
 
-def test_loading_mistakes_are_one_line_errors(pefomed_tiny, converted, tmp_path):
+def test_loading_mistakes_are_one_line_errors(pefomed_tiny, pefomed_converted, tmp_path):
     with pytest.raises(UserError, match="either checkpoint=... or --adapter"):
-        load(pefomed_tiny, adapter=converted)
+        load(pefomed_tiny, adapter=pefomed_converted)
     lacking = tmp_path / "no_projection"
     lacking.mkdir()
     for name in ("adapter_config.json", "adapter_model.safetensors"):
-        (lacking / name).write_bytes((converted / name).read_bytes())
+        (lacking / name).write_bytes((pefomed_converted / name).read_bytes())
     with pytest.raises(UserError, match="lacks projection.safetensors"):
         load(pefomed_tiny, adapter=lacking, checkpoint="")
     wide = make_checkpoint_state()
@@ -295,7 +279,7 @@ def test_loading_mistakes_are_one_line_errors(pefomed_tiny, converted, tmp_path)
         with pytest.raises(UserError, match=f"^--model-args lora_alpha={value}: expected a finite number >= 0$"):
             load(pefomed_tiny, lora_alpha=value)
     with pytest.raises(UserError, match="already holds a converted checkpoint"):
-        convert(str(pefomed_tiny.checkpoint_path), "--out", str(converted))
+        convert(str(pefomed_tiny.checkpoint_path), "--out", str(pefomed_converted))
     bad_config = tmp_path / "vision_config.json"
     bad_config.write_text('{"hidden_size": "x"}')
     with pytest.raises(UserError, match="vision_config=.*: not a valid EVA-ViT config"):

@@ -10,32 +10,17 @@ import torch
 from tiny_pefomed import (
     TINY_VISION,
     LavisEvaViT,
+    convert,
     lavis_interpolate,
     make_checkpoint_state,
     save_checkpoint,
 )
 
-from harness.commands import convert as convert_cmd
 from harness.errors import UserError
 from harness.plugins import pefomed_arch as arch
 from harness.plugins import pefomed_checkpoint as ckpt
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
-
-
-def convert(*argv: str) -> int:
-    """`harness convert pefomed-checkpoint ...` through the command's own parser."""
-    parser = argparse.ArgumentParser(prog="harness")
-    convert_cmd.register(parser.add_subparsers(dest="command"))
-    args = parser.parse_args(["convert", "pefomed-checkpoint", *argv])
-    return args.func(args)
-
-
-@pytest.fixture(scope="module")
-def converted(pefomed_tiny, tmp_path_factory):
-    out = tmp_path_factory.mktemp("converted") / "adapter"
-    assert convert(str(pefomed_tiny.checkpoint_path), "--out", str(out), "--base-model", str(pefomed_tiny.llm_dir)) == 0
-    return out
 
 
 def test_eva_key_mapping_reproduces_the_lavis_encoder(pefomed_tiny):
@@ -91,27 +76,28 @@ def test_eva_weights_with_missing_or_foreign_keys_are_refused(pefomed_tiny):
         ckpt.map_lavis_eva({**state, "text_proj.weight": torch.zeros(2)}, config)
 
 
-def test_conversion_writes_a_standard_peft_adapter(pefomed_tiny, converted):
+def test_conversion_writes_a_standard_peft_adapter(pefomed_tiny, pefomed_converted):
     from peft import PeftModel
     from safetensors.torch import load_file
     from transformers import LlamaForCausalLM
 
-    assert sorted(p.name for p in converted.iterdir()) == [
+    assert sorted(p.name for p in pefomed_converted.iterdir()) == [
         "adapter_config.json",
         "adapter_model.safetensors",
         "projection.safetensors",
     ]
-    config = json.loads((converted / "adapter_config.json").read_text())
+    config = json.loads((pefomed_converted / "adapter_config.json").read_text())
     assert (config["peft_type"], config["r"], config["lora_alpha"]) == ("LORA", 64, 16)
     assert sorted(config["target_modules"]) == ["q_proj", "v_proj"] and config["modules_to_save"] is None
-    lora = load_file(str(converted / "adapter_model.safetensors"))
+    lora = load_file(str(pefomed_converted / "adapter_model.safetensors"))
     assert len(lora) == 8 and all(k.startswith("base_model.model.model.layers.") for k in lora)
     source = make_checkpoint_state()
     assert torch.equal(
-        load_file(str(converted / "projection.safetensors"))["llama_proj.weight"], source["llama_proj.weight"]
+        load_file(str(pefomed_converted / "projection.safetensors"))["llama_proj.weight"], source["llama_proj.weight"]
     )
     # PEFT's own loader on the plain LLaMA gives W + alpha/r * B @ A, computed here from the checkpoint
-    peft = PeftModel.from_pretrained(LlamaForCausalLM.from_pretrained(pefomed_tiny.llm_dir), str(converted)).eval()
+    peft = PeftModel.from_pretrained(LlamaForCausalLM.from_pretrained(pefomed_tiny.llm_dir),
+                                     str(pefomed_converted)).eval()
     by_hand = LlamaForCausalLM.from_pretrained(pefomed_tiny.llm_dir).eval()
     plain = LlamaForCausalLM.from_pretrained(pefomed_tiny.llm_dir).eval()
     with torch.no_grad():
@@ -148,14 +134,14 @@ def test_checkpoints_with_python_objects_need_trust(tmp_path):
     assert "\n" not in str(err.value)
 
 
-def test_conversion_refuses_an_out_folder_that_holds_other_files(pefomed_tiny, converted, tmp_path):
+def test_conversion_refuses_an_out_folder_that_holds_other_files(pefomed_tiny, pefomed_converted, tmp_path):
     """A fine-tuned adapter folder (or any folder with other files) is never written into, --force or not; a
     directory given as the checkpoint says it is one."""
     ckpt_path = str(pefomed_tiny.checkpoint_path)
     finetuned = tmp_path / "finetuned"
     finetuned.mkdir()
     for name in ("adapter_config.json", "adapter_model.safetensors"):
-        (finetuned / name).write_bytes((converted / name).read_bytes())
+        (finetuned / name).write_bytes((pefomed_converted / name).read_bytes())
     (finetuned / "manifest.json").write_text('{"steps": 100}')
     before = {p.name: p.read_bytes() for p in finetuned.iterdir()}
     for extra in ((), ("--force",)):

@@ -235,3 +235,15 @@ def build_tiny(root: Path, heads: int = 4, chat_template: str | None = None) -> 
     llm_dir = build_llm(root / "llm", heads=heads, chat_template=chat_template)
     ckpt = save_checkpoint(root / "pefomed_tiny.pth", make_checkpoint_state())
     return TinyPeFoMed(root, llm_dir, vision_path, config_path, ckpt)
+
+
+def convert(*argv: str) -> int:
+    """`harness convert pefomed-checkpoint ...` through the command's own parser."""
+    import argparse
+
+    from harness.commands import convert as convert_cmd
+
+    parser = argparse.ArgumentParser(prog="harness")
+    convert_cmd.register(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(["convert", "pefomed-checkpoint", *argv])
+    return args.func(args)
