@@ -78,6 +78,17 @@ class GenerationSettings:
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+    def cut_at_stop(self, text: str) -> str:
+        """`text` up to the first occurrence of any stop string (for backends that do not stop there, or that
+        stop after it)."""
+        cut = len(text)
+        for stop in self.stop:
+            if stop:
+                pos = text.find(stop)
+                if pos != -1:
+                    cut = min(cut, pos)
+        return text[:cut]
+
 
 @dataclass
 class GenerationRequest:

@@ -193,17 +193,6 @@ def _gray_channel(image: Any) -> Any:
     return None
 
 
-def apply_stop(text: str, stop: list[str]) -> str:
-    """Cut the reply at the first stop string (chat APIs differ in whether and how many they take)."""
-    cut = len(text)
-    for s in stop:
-        if s:
-            at = text.find(s)
-            if at != -1:
-                cut = min(cut, at)
-    return text[:cut]
-
-
 class APIVisionModel(ModelPlugin):
     """A zero-shot VLM behind a chat API; subclasses pick the flavour (the registered id)."""
 
@@ -264,7 +253,8 @@ class APIVisionModel(ModelPlugin):
                 t["failed"] += 1
                 outputs.append(GenerationOutput(text="", error=result.error or "no reply"))
                 continue
-            out = GenerationOutput(text=apply_stop(result.text, request.generation.stop),
+            # cut here too: chat APIs differ in whether they take stop strings, and how many
+            out = GenerationOutput(text=request.generation.cut_at_stop(result.text),
                                    prompt_tokens=result.input_tokens, completion_tokens=result.output_tokens)
             if _HAS_COST_FIELD:
                 # what this call cost this run: an answer from the cache was paid for before (summing the

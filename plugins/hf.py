@@ -253,7 +253,7 @@ class HFModel(HFPrompting, HFAdapters, ModelPlugin):
         for i, row in enumerate(sequences.tolist()):
             prompt = input_ids[i].tolist() if input_ids is not None else None
             ids = gen.completion_ids(row, prompt=prompt, skip_leading=self.skip_leading, eos=self.eos_ids)
-            text = gen.cut_at_stop(self.tokenizer.decode(ids, skip_special_tokens=True), settings.stop)
+            text = settings.cut_at_stop(self.tokenizer.decode(ids, skip_special_tokens=True))
             outputs.append(GenerationOutput(text=text.strip(), completion_tokens=len(ids),
                                             prompt_tokens=int(mask[i].sum()) if mask is not None else 0))
         return outputs

@@ -191,17 +191,6 @@ def completion_ids(row: Sequence[int], *, prompt: Sequence[int] | None, skip_lea
     return ids
 
 
-def cut_at_stop(text: str, stops: Sequence[str]) -> str:
-    """Text up to the first occurrence of any stop string."""
-    cut = len(text)
-    for stop in stops:
-        if stop:
-            pos = text.find(stop)
-            if pos != -1:
-                cut = min(cut, pos)
-    return text[:cut]
-
-
 def generation_config(base: Any, settings: Any, *, eos_ids: set[int], pad_id: int | None, min_new_tokens: int,
                       static_cache: bool, prefill_chunk: int = 0) -> Any:
     """A fresh GenerationConfig from the harness's settings: greedy unless sampling is asked for; of the

@@ -274,10 +274,7 @@ class PeFoMedModel(TrainingMixin, ModelPlugin):
         texts = self.tokenizer.batch_decode(result.tokens, skip_special_tokens=True)
         outs = []
         for text, toks, done, n in zip(texts, result.tokens, result.finished, lengths):
-            for stop in settings.stop:
-                if stop and stop in text:
-                    text = text[:text.index(stop)]
-            outs.append(GenerationOutput(text=text.strip(), prompt_tokens=n,
+            outs.append(GenerationOutput(text=settings.cut_at_stop(text).strip(), prompt_tokens=n,
                                          completion_tokens=len(toks) + done))
         return outs
 

@@ -240,6 +240,17 @@ def test_sampling_is_reproducible_per_seed(model, phantom):
     assert sampled(3) != sampled(4) and sampled(3) != greedy
 
 
+def test_stop_strings_cut_the_answer_before_them(model, phantom):
+    from dataclasses import replace
+
+    _, requests = phantom
+    greedy = texts(model.generate(requests[:2]))
+    word = next(t.split()[1] for t in greedy if len(t.split()) > 2)  # a word from inside an answer
+    settings = replace(requests[0].generation, stop=["", word])
+    cut = texts(model.generate([replace(r, generation=settings) for r in requests[:2]]))
+    assert cut == [t[:t.index(word)].strip() if word in t else t for t in greedy] and cut != greedy
+
+
 def test_decoder_matches_transformers_generate(model, phantom):
     _, requests = phantom
     embeds = model.embed_requests(requests[:4])
