@@ -213,6 +213,7 @@ class APIVisionModel(ModelPlugin):
         self.client = make_client(settings)
         self.default_batch_size = max(32, 2 * settings.get("concurrency", 16))
         # tokens of every output (cached ones: those of the original call); cost of the calls made now
+        self._draws: dict[str, dict[str, int]] = {}  # request key -> sample id -> its draw (see own_draws)
         self.totals = {"requests": 0, "from_cache": 0, "failed": 0, "input_tokens": 0, "output_tokens": 0,
                        "cost_usd": 0.0}
 
@@ -238,8 +239,25 @@ class APIVisionModel(ModelPlugin):
         return ChatRequest(messages=[{"role": "user", "content": content}], max_tokens=g.max_new_tokens,
                            temperature=g.temperature if g.do_sample else 0.0, seed=g.seed)
 
+    def own_draws(self, requests: list[GenerationRequest], chats: list[Any]) -> list[Any]:
+        """When the model samples (temperature > 0, or Anthropic, which takes no temperature), identical requests
+        of different samples (the same image and question twice in a split) are separate draws, as a model asked
+        once per sample answers them; at temperature 0 one call serves them all. Counted over this run's batches,
+        a sample keeping its draw; a resumed run counts again from its first pending sample."""
+        from dataclasses import replace
+
+        out = []
+        for request, chat in zip(requests, chats):
+            if not (chat.temperature > 0 or self.resolved["provider"] == "anthropic"):
+                out.append(chat)
+                continue
+            draws = self._draws.setdefault(self.client.key(chat), {})
+            draw = draws.setdefault(request.id, len(draws))
+            out.append(replace(chat, draw=draw) if draw else chat)
+        return out
+
     def generate(self, requests: list[GenerationRequest]) -> list[GenerationOutput]:
-        chats = [self.chat_request(r) for r in requests]
+        chats = self.own_draws(requests, [self.chat_request(r) for r in requests])
         results = self.client.run(chats, progress=False)  # the runner shows progress per sample
         outputs = []
         for request, result in zip(requests, results):
