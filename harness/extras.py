@@ -1,4 +1,4 @@
-"""Which optional extra provides a missing import, and the install command for it (a checkout install).
+"""Which optional extra provides a missing import, and the install command for it.
 
 The light core (`pip install -e .`) runs the prior baseline, the exact judge and scoring of saved predictions;
 model backends and some judges live in extras. A command that reaches a missing heavy import gets one line
@@ -29,13 +29,34 @@ MODULE_EXTRA: dict[str, str] = {
 TORCH_EXTRAS = ("hf", "semantic")
 
 
+def install_target(extra: str) -> str:
+    """What `pip install` takes for an extra: `-e '.[hf]'` inside the harness checkout, `-e '<checkout>[hf]'` from
+    any other folder (there `.` would be another project, a plugin's say); for a copy installed without -e,
+    `'.[hf]'` run in the folder it was installed from."""
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    try:
+        checkout = 'name = "medvlm-harness"' in (root / "pyproject.toml").read_text(encoding="utf-8")
+    except OSError:
+        checkout = False
+    if not checkout:
+        return f"'.[{extra}]' in the folder medvlm-harness was installed from"
+    try:
+        here = root.samefile(Path.cwd())
+    except OSError:
+        here = False
+    return f"-e '.[{extra}]'" if here else f"-e '{root}[{extra}]'"
+
+
 def install_hint(extra: str) -> str:
-    """The command that installs an extra into a checkout install."""
+    """The command that installs an extra (into the checkout the harness runs from, when it runs from one)."""
+    target = install_target(extra)
     if extra == "vllm":
-        return "pip install -e '.[vllm]' on a GPU machine (on CPU: bash scripts/vllm-venv)"
+        return f"pip install {target} on a GPU machine (on CPU: bash scripts/vllm-venv in the checkout)"
     if extra in TORCH_EXTRAS:
-        return f"pip install torch==2.13.0 && pip install -e '.[{extra}]' (or a CUDA torch on a GPU machine)"
-    return f"pip install -e '.[{extra}]'"
+        return f"pip install torch==2.13.0 && pip install {target} (or a CUDA torch on a GPU machine)"
+    return f"pip install {target}"
 
 
 def _installed(top: str) -> bool:

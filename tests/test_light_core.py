@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+CHECKOUT = Path(__file__).resolve().parent.parent
 # Runs the CLI in a Python where the hf extra's modules cannot be imported (as after `pip install -e .`).
 WITHOUT_HF = """
 import sys
@@ -29,8 +30,9 @@ def assert_names_the_hf_extra(proc: subprocess.CompletedProcess[str]) -> None:
     assert proc.returncode == 2, proc.stderr
     assert "Traceback" not in proc.stderr
     lines = proc.stderr.strip().splitlines()
+    # run outside the checkout (cwd is tmp_path): the hint names the checkout, since `.` would be another folder
     assert lines[-1].startswith("error: this needs 'torch', from the hf extra: pip install torch==2.13.0 && "
-                                "pip install -e '.[hf]'"), proc.stderr
+                                f"pip install -e '{CHECKOUT}[hf]'"), proc.stderr
 
 
 def test_model_runs_needing_torch_name_the_extra(tmp_path):
@@ -61,7 +63,7 @@ def test_an_llm_judge_without_the_llm_extra_names_it_before_asking_for_a_key(tmp
         assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
         sdk = "anthropic" if model == "claude" else "openai"
         assert proc.stderr.strip().splitlines()[-1] == (f"error: this needs '{sdk}', from the llm extra: "
-                                                        "pip install -e '.[llm]'"), proc.stderr
+                                                        f"pip install -e '{CHECKOUT}[llm]'"), proc.stderr
 
 
 def test_prior_baseline_and_exact_judge_run_without_torch(tmp_path):
@@ -77,3 +79,15 @@ def test_a_missing_submodule_of_an_installed_package_is_not_called_a_missing_ext
     pytest.importorskip("torch")
     assert missing_extra_message("torch.nn.no_such_module") is None  # a bug or a version mismatch: traceback
     assert missing_extra_message("numpy") is None  # not an optional extra of ours
+
+
+def test_the_install_hint_names_the_checkout_unless_run_inside_it(tmp_path, monkeypatch):
+    """`pip install -e '.[lexical]'` run in a plugin's folder installs that plugin, not the harness's extra."""
+    from harness.extras import install_hint
+
+    monkeypatch.chdir(CHECKOUT)
+    assert install_hint("lexical") == "pip install -e '.[lexical]'"
+    monkeypatch.chdir(tmp_path)
+    assert install_hint("lexical") == f"pip install -e '{CHECKOUT}[lexical]'"
+    assert install_hint("vllm").startswith(f"pip install -e '{CHECKOUT}[vllm]' on a GPU machine")
+
