@@ -50,14 +50,17 @@ class Task:
         cfg = self.config
         local = [s for s in cfg.sources if s.format not in ("hf", "phantom")]
         if self.data_dir is not None:
-            if not self.data_dir.is_dir():
-                raise UserError(f"--data-dir {self.data_dir} is not a directory")
             tried = []
             for src in local:
                 expected = loader_for(src.format).expected_files(src, cfg.test_split)
-                if all((self.data_dir / name).exists() for name in expected):
+                if self.data_dir.is_dir() and all((self.data_dir / name).exists() for name in expected):
                     return src
                 tried.append(f"{src.name}: {', '.join(expected)}")
+            if not self.data_dir.is_dir():
+                what = "is not a directory" if self.data_dir.exists() else "does not exist"
+                files = f", with files {'; '.join(tried)}" if tried else " (a saved copy of its hub dataset)"
+                raise UserError(f"--data-dir {self.data_dir} {what} (expected the folder of your copy of "
+                                f"'{cfg.id}'{files})")
             # a copy without the test split (only train/validation, say) is still recognised by its other splits
             for src in local:
                 for split in {"validation", "train", *src.splits.values()} - {cfg.test_split}:

@@ -80,3 +80,19 @@ def test_a_parent_folder_of_a_hub_copy_is_not_taken_for_one(tmp_path, phantom):
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
     assert proc.returncode == 2 and len(lines) == 1, proc.stderr
     assert f"--data-dir {tmp_path / 'datasets'} matches no local format of task 'pathvqa'" in lines[0]
+
+
+def test_a_data_dir_that_does_not_exist_names_the_files_expected_there(tmp_path):
+    """It said only "is not a directory", while an empty folder listed the files each source needs."""
+    missing = tmp_path / "data" / "vqa-rad"
+    proc = cli("run", "--model", "prior", "--task", "vqa-rad", "--data-dir", str(missing), "--judge", "exact",
+               "--no-progress", "--output", str(tmp_path / "run"))
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert proc.stderr.strip() == (f"error: --data-dir {missing} does not exist (expected the folder of your copy "
+                                   "of 'vqa-rad', with files official: VQA_RAD Dataset Public.json; mevf: "
+                                   "testset.json)")
+    (tmp_path / "notes.txt").write_text("x")
+    proc = cli("run", "--model", "prior", "--task", "vqa-rad", "--data-dir", str(tmp_path / "notes.txt"),
+               "--no-progress", "--output", str(tmp_path / "run"))
+    assert proc.stderr.startswith(f"error: --data-dir {tmp_path / 'notes.txt'} is not a directory (expected the")
+    assert not (tmp_path / "run").exists()
