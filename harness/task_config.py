@@ -262,7 +262,11 @@ def _locate(err: Any) -> tuple[tuple[str | int, ...], str]:
 
 
 def _explain(err: Any) -> str:
-    if err.validator == "required":
+    if err.validator == "required":  # every key missing there at once, not one per attempt
+        given = err.instance if isinstance(err.instance, dict) else {}
+        missing = [repr(key) for key in err.validator_value if key not in given]
+        if len(missing) > 1:
+            return f"{', '.join(missing)} are required but missing"
         return err.message.replace("is a required property", "is required but missing")
     if err.validator == "additionalProperties":
         return f"{err.message}; allowed fields: {', '.join(sorted(err.schema.get('properties', {})))}"

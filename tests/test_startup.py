@@ -42,3 +42,6 @@ def test_list_shows_builtin_tasks_models_and_judges():
     for name in ("vqa-rad", "slake", "pathvqa", "iu-xray", "rocov2", "phantom-vqa", "phantom-report",
                  "phantom-caption", "prior", "exact"):
         assert name in proc.stdout
+    # each task's prompt variants, which --prompt takes (the listing never named them)
+    slake = next(line for line in proc.stdout.splitlines() if line.split()[:1] == ["slake"])
+    assert slake.endswith("prompts: default, llava-med, pefomed"), slake

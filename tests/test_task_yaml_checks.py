@@ -209,3 +209,12 @@ def test_a_misspelt_required_key_where_other_keys_are_allowed_is_named_at_its_li
 def test_a_required_key_that_is_simply_absent_is_still_named_at_its_parent(tmp_path):
     path, _ = _copy(tmp_path, "id: vqa-rad", "")  # the file's mapping starts at line 3 (after a comment)
     assert _error(path) == f"{path}:3: field '(top level)': 'id' is required but missing"
+
+
+def test_every_missing_required_key_of_a_mapping_is_named_at_once(tmp_path):
+    """A first task YAML with an empty metadata block took three more attempts, one missing key each."""
+    path = tmp_path / "mine.yaml"
+    path.write_text("id: mine\nversion: '1'\nkind: vqa\nsources:\n  - {name: local, format: mevf-json, "
+                    "closed_rule: answer_type}\nprompts: {default: '{question}'}\nmetadata: {}\n")
+    assert _error(path) == (f"{path}:7: field 'metadata': 'credentialed', 'license', 'citation' are required but "
+                            "missing")

@@ -23,7 +23,7 @@ def _rows(what: str) -> list[dict]:
 def _line(what: str, row: dict) -> str:
     if what == "tasks":
         sources = ", ".join(s["name"] for s in row["sources"])
-        extra = f"{row['kind']:<8} v{row['version']:<5} sources: {sources}"
+        extra = f"{row['kind']:<8} v{row['version']:<5} sources: {sources}; prompts: {', '.join(row['prompts'])}"
         if row["credentialed"]:
             extra += " [credentialed]"
         return f"  {row['id']:<18} {extra}\n  {'':<18} {row['description']}".rstrip()

@@ -10,7 +10,8 @@ from pathlib import Path
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("publish", help="merge results into a leaderboard", description=__doc__)
     p.add_argument("inputs", nargs="+", type=Path, help="results.json files or folders of runs")
-    p.add_argument("-o", "--output", type=Path, default=Path("leaderboard/leaderboard.json"))
+    p.add_argument("-o", "--output", type=Path, default=Path("leaderboard/leaderboard.json"),
+                   help="leaderboard JSON to write (default: leaderboard/leaderboard.json)")
     p.set_defaults(func=main)
 
 

@@ -40,9 +40,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--prompt", default=None, help="prompt variant of the task (default: 'default')")
     p.add_argument("--limit", type=int, default=None, help="evaluate only the first N samples")
     p.add_argument("--batch-size", type=int, default=None, help="requests per model call")
-    p.add_argument("--max-new-tokens", type=int, default=None)
-    p.add_argument("--temperature", type=float, default=None)
-    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--max-new-tokens", type=int, default=None,
+                   help="longest answer in tokens (default: the task's, e.g. 16 for VQA, 128 for IU-Xray reports)")
+    p.add_argument("--temperature", type=float, default=None,
+                   help="above 0: sample at this temperature (default: the task's, greedy: 0)")
+    p.add_argument("--seed", type=int, default=None, help="seed of sampling (default: the task's, 0)")
     p.add_argument("--output", type=Path, default=None, help="run directory (default: runs/<run-id>/)")
     p.add_argument("--runs-dir", type=Path, default=Path("runs"), help="parent of run directories")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
