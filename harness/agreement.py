@@ -160,7 +160,7 @@ def read_judge_verdicts(path: Path, judge: str) -> dict[str, tuple[str, dict[str
     """
     from harness.io import read_jsonl
 
-    judge = judge.replace(":", "/", 1)  # gpt4:pefomed, as harness run / score / table write it
+    asked, judge = judge, judge.replace(":", "/", 1)  # gpt4:pefomed, as harness run / score / table take it
     found: dict[str, tuple[str, dict[str, list[int | None]]]] = {}
     available: set[str] = set()
     for lineno, row in enumerate(read_jsonl(path), start=1):
@@ -188,8 +188,8 @@ def read_judge_verdicts(path: Path, judge: str) -> dict[str, tuple[str, dict[str
                                 "written by the judge; score again: harness score DIR --judge ...)")
             found.setdefault(key, (scale, {}))[1][str(row["id"])] = list(values)
     if not found:
-        raise UserError(f"{path}: no scores of judge '{judge}'; judges in this file: "
-                        f"{', '.join(sorted(available)) or '(none)'}")
+        raise UserError(f"{path}: no scores of judge '{asked}'; judges in this file: "
+                        f"{', '.join(sorted(shown_judge(key) for key in available)) or '(none)'}")
     return found
 
 
@@ -300,6 +300,11 @@ def _fmt(stat: dict[str, float | None] | float | None) -> str:
     return "n/a" if stat is None else f"{stat:.3f}"
 
 
+def shown_judge(key: str) -> str:
+    """A judge key of scores.jsonl ("gpt4/pefomed") as the command line takes it ("gpt4:pefomed")."""
+    return key.replace("/", ":", 1)
+
+
 def format_table(key: str, report: dict[str, Any]) -> str:
     """A readable table of one judge's report."""
     likert = report["scale"] == "likert"
@@ -319,7 +324,8 @@ def format_table(key: str, report: dict[str, Any]) -> str:
     widths = [max(len(r[c]) for r in [head] + lines) for c in range(len(head))]
     render = ["  ".join(cell.ljust(w) for cell, w in zip(r, widths)).rstrip() for r in [head] + lines]
     render.insert(1, "  ".join("-" * w for w in widths))
-    title = (f"{key}: {report['scale']} judge, {report['repeats']} repeat(s), {report['raters']} rater(s), "
+    title = (f"{shown_judge(key)}: {report['scale']} judge, {report['repeats']} repeat(s), "
+             f"{report['raters']} rater(s), "
              f"{report['samples']} samples; human/judge = {report['measure']} (human ± std across raters, "
              "judge ± std across repeats; agreement and kappa ± std across judge repeats)")
     notes = []

@@ -10,7 +10,7 @@ folder. Two bases:
   `hf` backend serves it through its ordinary chat-template path. Tests that need a model, not a trained one,
   use this (`--model-args base=random`).
 - `pretrained` (the default): the random model trained once, in full, on phantom captions with their images
-  and on phantom questions as text only (plugins/tiny_vlm_pretrain.py: about 5 CPU minutes on one thread), the way
+  and on phantom questions as text only (plugins/tiny_vlm_pretrain.py: about 6 CPU minutes on one thread), the way
   a real VLM starts from a text-pretrained LLM and caption alignment. LoRA fine-tuning then teaches it to read
   the pixels to answer; on the random model it does not (ARCHITECTURE.md, "Fine-tuning and the tiny model").
 Each build goes into a hidden temporary folder that is renamed into place, so the final path never holds a
@@ -139,7 +139,7 @@ def _pretrain(random_folder: Path, folder: Path, checkpoint: Path) -> None:
     from harness.plugins.tiny_vlm_pretrain import Recipe, pretrain
 
     print("building tiny-vlm: pretraining the random model on phantom captions and questions "
-          "(about 5 CPU minutes, once per cache)", file=sys.stderr)
+          "(about 6 CPU minutes, once per cache)", file=sys.stderr)
     pretrain(random_folder, folder, checkpoint)
     (folder / "pretraining.json").write_text(json.dumps(Recipe().describe(), indent=2) + "\n", encoding="utf-8")
 

@@ -139,7 +139,7 @@ def test_cli_binary_report_per_rater_and_overall(tmp_path, capsys):
                  "--output", str(out)])
     assert code == 0
     printed = capsys.readouterr().out
-    assert "gpt4/pefomed" in printed and "alice" in printed and "bob" in printed and "overall" in printed
+    assert "gpt4:pefomed: binary judge" in printed and "alice" in printed and "bob" in printed and "overall" in printed
     report = json.loads(out.read_text())["judges"]["gpt4/pefomed"]
     assert report["repeats"] == 3 and report["raters"] == 2 and report["samples"] == 5
     assert report["labels_without_scores"] == 1 and report["unscored_judge_replies"] == 2
@@ -213,7 +213,8 @@ def test_cli_errors_are_one_line(tmp_path, capsys):
     labels.write_text("id,rater,label\ns1,alice,1\n")
     assert main(["agreement", "--labels", str(labels), "--scores", str(scores), "--judge", "likert"]) == 2
     err = capsys.readouterr().err
-    assert err.startswith("error: ") and "no scores of judge 'likert'" in err and "gpt4/pefomed" in err
+    assert err.startswith("error: ") and "no scores of judge 'likert'" in err
+    assert "judges in this file: exact:pefomed, gpt4:pefomed" in err  # as --judge takes them
     assert main(["agreement", "--labels", str(labels), "--scores", str(scores), "--judge", "exact"]) == 2
     assert "no per-repeat verdicts" in capsys.readouterr().err
     other = tmp_path / "other.csv"

@@ -162,7 +162,8 @@ def report(manifest: dict[str, Any], out: Path) -> str:
     targets = manifest["targets"]
     where = base.get("hub_id") or base.get("path") or base.get("args", {}).get("llm")
     revision = f", revision {base['revision']}" if base.get("revision") else ""
-    lines.append(f"base model: {base['id']} ({where}{revision}); targets {targets['preset']} ({targets['method']})")
+    how = "LoRA" if targets["method"] == "lora" else "full training"  # --targets full is LoRA on every layer
+    lines.append(f"base model: {base['id']} ({where}{revision}); {how} on target preset '{targets['preset']}'")
     lines.append(_hyper_line(manifest))
     share = f"{100 * manifest['trainable_share']:.3f}%"
     if manifest["kind"] != "full-model":
