@@ -90,13 +90,20 @@ def check_not_all_failed(results: dict[str, Any]) -> None:
 
 def check_judges_scored(entries: list[dict[str, Any]]) -> None:
     """Exit code 2 when a judge of this command scored no sample because every one of its calls failed (the
-    provider refused or stayed unreachable): a script must not take that for a result. What was recorded stays."""
+    provider refused or stayed unreachable) or no reply could be read (a model that does not follow the judge
+    prompt): a script must not take that for a result. What was recorded stays."""
     from harness.errors import UserError
 
     for entry in entries:
         metrics = entry.get("metrics", {})
         failed = (metrics.get("failed_calls") or {}).get("value") or 0
-        if failed and not (metrics.get("scored_samples") or {}).get("value"):
+        unread = (metrics.get("unscored_replies") or {}).get("value") or 0
+        if (failed or unread) and not (metrics.get("scored_samples") or {}).get("value"):
             name = entry["id"] + (f" ({entry['convention']})" if entry.get("convention") else "")
-            raise UserError(f"judge {name} scored no sample: {failed} of its calls failed and no reply was scored "
-                            "(the note above says why); fix the cause and run the same command to retry them")
+            if failed:
+                raise UserError(f"judge {name} scored no sample: {failed} of its calls failed and no reply was "
+                                "scored (the note above says why); fix the cause and run the same command to retry "
+                                "them")
+            raise UserError(f"judge {name} scored no sample: none of its {unread} replies could be read as a "
+                            "verdict or score (the note above shows one); is the judge model one that follows "
+                            "the judge prompt?")

@@ -166,7 +166,7 @@ def aggregate_repeats(rows: list[dict[str, Any]], kind: str, metric: str) -> dic
     out["scored_samples"] = sum(1 for v in per_sample if any(x is not None for x in v))
     if kind == "likert":
         out.update({f"likert_{i}": n for i, n in enumerate(counts)})
-    for name in ("input_tokens", "output_tokens"):
+    for name in ("input_tokens", "output_tokens", "paid_input_tokens", "paid_output_tokens"):
         out[name] = sum(int(row.get("details", {}).get(name, 0)) for row in rows)
     out["cost_usd"] = sum(float(row.get("details", {}).get("cost_usd", 0.0)) for row in rows)
     return out
@@ -318,6 +318,14 @@ class LLMJudge(JudgePlugin):
             first = redact(str(failed[0].error or "no reply"))
             print(f"note: judge '{self.id}': {len(failed)} of {len(results)} calls failed (first error: {first}); "
                   "their samples are unscored: run the same command again to retry them", file=sys.stderr)
+        unread = [res.text for res in results
+                  if res.text is not None and parse_reply(res.text, self.kind, self.convention) is None]
+        if unread:
+            first = " ".join(redact(unread[0]).split())[:120]
+            print(f"note: judge '{self.id}': {len(unread)} of {len(results)} replies of {self.client.model} could "
+                  f"not be read as a {'verdict' if self.kind == 'binary' else '0-4 score'} (first: {first!r}); "
+                  "their samples are unscored (the replies are cached: another --judge-model asks again)",
+                  file=sys.stderr)
 
     def _row(self, results: list[Any]) -> dict[str, Any]:
         values = [parse_reply(res.text, self.kind, self.convention) for res in results]
@@ -328,8 +336,10 @@ class LLMJudge(JudgePlugin):
             "replies": [res.text for res in results],
             "unscored": len(values) - len(scored) - failed,  # replies that could not be parsed
             "failed_calls": failed,  # calls without a reply (provider errors); a rerun retries them
-            "input_tokens": sum(res.input_tokens for res in results),
+            "input_tokens": sum(res.input_tokens for res in results),  # of every reply used, cached ones too
             "output_tokens": sum(res.output_tokens for res in results),
+            "paid_input_tokens": sum(0 if res.cached else res.input_tokens for res in results),  # calls made now
+            "paid_output_tokens": sum(0 if res.cached else res.output_tokens for res in results),
             "cost_usd": sum(0.0 if res.cached else res.cost_usd for res in results),  # paid by this run
             "cached": sum(1 for res in results if res.cached),
         }
@@ -345,6 +355,7 @@ class LLMJudge(JudgePlugin):
     def describe(self) -> dict[str, Any]:
         out = super().describe()
         s = self.settings
+        sent = self.client.provider != "anthropic"  # the Anthropic API takes neither: recorded as none (judge_setup)
         out.update({
             "model": self.client.model,
             "provider": self.client.provider,
@@ -352,8 +363,8 @@ class LLMJudge(JudgePlugin):
             "client": self.client.describe(),
             "prompt_sha256": template_sha256(self.template),
             "json_schema": SCHEMAS[self.kind] if s.structured_output else None,
-            "temperature": s.temperature,
-            "seed": s.seed,
+            "temperature": s.temperature if sent else None,
+            "seed": s.seed if sent else None,
             "max_tokens": s.max_tokens,
             "repeats": s.repeats,
         })

@@ -132,8 +132,9 @@ def test_failed_judge_calls_are_counted_apart_with_a_note(capsys):
     assert agg["failed_calls"] == 2 and agg["unscored_replies"] == 1 and agg["accuracy"] == 1.0
     err = capsys.readouterr().err
     notes = [line for line in err.splitlines() if line.startswith("note:")]
-    assert len(notes) == 1 and "2 of 6 calls failed" in notes[0] and "HTTP 500" in notes[0]
+    assert len(notes) == 2 and "2 of 6 calls failed" in notes[0] and "HTTP 500" in notes[0]
     assert "run the same command again to retry them" in notes[0] and KEY[4:] not in err
+    assert "1 of 6 replies of gpt-4o-2024-08-06 could not be read as a verdict (first: 'I cannot tell.')" in notes[1]
 
 
 def test_a_judge_whose_every_call_failed_ends_the_command_with_exit_code_2(tmp_path, capsys):
@@ -152,6 +153,23 @@ def test_a_judge_whose_every_call_failed_ends_the_command_with_exit_code_2(tmp_p
         assert (tmp_path / "out" / "results.json").exists()
         server.fault_fn = None
         assert cli_main(score) == 0  # the same command again: the calls are made again and scored
+
+
+def test_a_judge_none_of_whose_replies_could_be_read_ends_with_exit_code_2(tmp_path, capsys):
+    """A model behind a base URL that does not follow the judge prompt scored nothing, with exit 0 and no word."""
+    preds = tmp_path / "preds.jsonl"
+    preds.write_text("".join(json.dumps({**r, "answer_type": "CLOSED"}) + "\n" for r in RECORDS))
+    with FakeLLMServer(reply=lambda body: "I think the answer is probably fine, maybe.") as server:
+        score = ["score", str(preds), "--task-type", "vqa", "--judge", "gpt4", "--judge-base-url",
+                 server.openai_base_url, "--judge-model", "gpt-4o", "--output", str(tmp_path / "out"), "--no-progress"]
+        assert cli_main(score) == 2
+    lines = capsys.readouterr().err.splitlines()
+    assert ("note: judge 'gpt4': 6 of 6 replies of gpt-4o-2024-08-06 could not be read as a verdict (first: 'I think "
+            "the answer is probably fine, maybe.'); their samples are unscored") in "\n".join(lines)
+    assert lines[-1] == ("error: judge gpt4 (default) scored no sample: none of its 6 replies could be read as a "
+                         "verdict or score (the note above shows one); is the judge model one that follows the judge "
+                         "prompt?")
+    assert (tmp_path / "out" / "results.json").exists()
 
 
 @pytest.mark.parametrize("settings", [{"model": "claude"}, {"model": "gpt-4o"}, {"model": "gpt4"},
@@ -260,6 +278,7 @@ def test_an_anthropic_judge_records_no_temperature_and_refuses_one():
         base = {"model": "claude", "base_url": server.anthropic_base_url}
         claude = GPT4Judge(JudgeOptions(convention="default", task_kind="vqa", settings=base))
         assert (claude.setup()["temperature"], claude.setup()["seed"]) == (None, None)
+        assert (claude.describe()["temperature"], claude.describe()["seed"]) == (None, None)  # the entry said 0.0
         assert GPT4Judge.resolve_setup(base, "default") == claude.setup()
         for given in ({"temperature": "0.7"}, {"seed": "3"}):
             with pytest.raises(UserError, match=r"takes no temperature or seed, so claude-.* samples at its default"):

@@ -155,9 +155,10 @@ def test_a_judge_without_any_metric_value_is_skipped_with_a_notice(tmp_path):
     preds = tmp_path / "preds.jsonl"
     preds.write_text("".join(json.dumps(r) + "\n" for r in VQA))
     with FakeLLMServer(reply=lambda body: "I cannot tell.") as server:  # every reply unparsable
-        ok("score", str(preds), "--task-type", "vqa", "--judge", "exact,gpt4", "--judge-base-url",
-           server.openai_base_url, "--judge-model", "m", "--judge-provider", "openai-compatible",
-           "--output", str(tmp_path / "unscored"))
+        scored = cli("score", str(preds), "--task-type", "vqa", "--judge", "exact,gpt4", "--judge-base-url",
+                     server.openai_base_url, "--judge-model", "m", "--judge-provider", "openai-compatible",
+                     "--output", str(tmp_path / "unscored"))
+    assert scored.returncode == 2 and "judge gpt4 (default) scored no sample" in scored.stderr  # recorded all the same
     unscored = tmp_path / "unscored" / "results.json"
 
     def all_failed(data: dict) -> None:  # what a run whose every generation failed records
