@@ -115,3 +115,13 @@ def test_key_shaped_tokens_and_long_keys_still_go_whatever_the_label():
     assert len(short) < LONG_KEY
     text = f"{short} / {short[:9]}*** / {short[:9]} / {short}x"
     assert redact(text, short) == f"*** / ****** / {short[:9]} / {short}x"
+
+
+def test_an_html_error_page_is_reduced_to_its_words():
+    """A server without batch endpoints answered 501 with Python's HTML error page, put whole in the error line."""
+    page = ('<!DOCTYPE HTML>\n<html lang="en">\n<head><meta charset="utf-8"><title>Error response</title>'
+            '<style type="text/css">body {color: red}</style></head>\n<body><h1>Error response</h1>\n'
+            "<p>Error code: 501</p>\n<p>Message: Unsupported method (&#x27;POST&#x27;).</p>\n</body>\n</html>\n")
+    error = status_error("openai", 501, page, None, OPENAI_KEY, "OPENAI_API_KEY")
+    assert str(error) == ("HTTP 501 from openai: Error response Error response Error code: 501 Message: Unsupported "
+                          "method ('POST').")

@@ -90,16 +90,28 @@ def test_a_base_url_with_a_query_or_fragment_is_refused_without_echoing_it(url):
     assert "VALUE1" not in message and "\n" not in message
 
 
+def test_an_anthropic_base_url_with_v1_is_refused_naming_the_root():
+    """Written like the OpenAI example (`.../v1`), it called /v1/v1/messages: a real proxy answers 404."""
+    with pytest.raises(UserError) as info:
+        make_client({"model": "claude", "base_url": "https://proxy.example.org/anthropic/v1/"})
+    assert str(info.value) == ("LLM base URL https://proxy.example.org/anthropic/v1: an Anthropic base URL is the "
+                               "server's root, without /v1 (the API adds /v1/messages, so this would call "
+                               ".../v1/v1/messages); use https://proxy.example.org/anthropic")
+    assert make_client({"model": "claude", "base_url": "https://proxy.example.org/anthropic"}).base_url == (
+        "https://proxy.example.org/anthropic")
+
+
 @pytest.mark.parametrize("model, provider", [("gpt-4o", None), ("claude", None), ("my-model", "openai")])
 def test_a_provider_key_never_goes_over_plain_http_to_another_host(model, provider):
-    settings = {"model": model, "base_url": "http://judge.example.org:8000/v1", "provider": provider}
+    path = "" if model == "claude" else "/v1"  # an Anthropic base URL is the server's root
+    settings = {"model": model, "base_url": f"http://judge.example.org:8000{path}", "provider": provider}
     with pytest.raises(UserError) as info:
         make_client(settings)
     message = str(info.value)
     assert "https" in message and "openai-compatible" in message and "OPENAI_COMPATIBLE_API_KEY" in message
     # https elsewhere, and plain http on this machine, are fine
-    assert make_client({**settings, "base_url": "https://judge.example.org/v1"}).base_url.startswith("https")
-    assert make_client({**settings, "base_url": "http://localhost:8000/v1"}).is_local
+    assert make_client({**settings, "base_url": f"https://judge.example.org{path}"}).base_url.startswith("https")
+    assert make_client({**settings, "base_url": f"http://localhost:8000{path}"}).is_local
 
 
 def test_an_openai_compatible_key_goes_where_the_user_points_it(monkeypatch):

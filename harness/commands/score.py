@@ -19,7 +19,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--breakdown", action="append", default=None,
                    help="field to break metrics down by (default: the task's breakdowns / every text field)")
     p.add_argument("--output", type=Path, default=None,
-                   help="where to write scores.jsonl and results.json for a predictions file")
+                   help="folder for scores.jsonl and results.json (default: the run directory itself, or "
+                        "<file>-scored beside a predictions file); with a run directory, another folder leaves "
+                        "the run's files as they are")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     add_judge_options(p)
     p.set_defaults(func=main)

@@ -183,6 +183,10 @@ def _checked_url(provider: str, url: str) -> str:
             f"LLM base URL {url}: plain http to another host; {API_KEY_ENV[provider]} is sent only over https or "
             "to this machine. Use https, or for your own server provider openai-compatible (--judge-provider "
             "openai-compatible, or --model openai-compatible) with its key in OPENAI_COMPATIBLE_API_KEY"))
+    if provider == "anthropic" and parts.path.rstrip("/").endswith("/v1"):  # the SDK adds /v1/messages itself
+        root = url[: url.rstrip("/").rfind("/v1")]
+        raise UserError(redact_env(f"LLM base URL {url}: an Anthropic base URL is the server's root, without /v1 "
+                                   f"(the API adds /v1/messages, so this would call .../v1/v1/messages); use {root}"))
     return url
 
 

@@ -166,9 +166,11 @@ async def run_calls(
             if attempt >= policy.max_retries:
                 state.failures_in_row += 1
                 if state.failures_in_row >= policy.down_after:
-                    raise ProviderDown(f"{state.failures_in_row} requests in a row failed after "
-                                       f"{policy.max_retries} retries (last error: {err.message})")
-                return ChatResult(text=None, error=f"failed after {attempt + 1} attempts: {err.message}")
+                    retries = "1 retry" if policy.max_retries == 1 else f"{policy.max_retries} retries"
+                    raise ProviderDown(f"{state.failures_in_row} requests in a row failed after {retries} "
+                                       f"(last error: {err.message})")
+                tries = "1 attempt" if attempt == 0 else f"{attempt + 1} attempts"
+                return ChatResult(text=None, error=f"failed after {tries}: {err.message}")
             wait = policy.delay(attempt, err.retry_after)
             log.debug("retrying in %.2f s after: %s", wait, err.message)
             announce_wait(state, wait, "retry-after from the provider" if err.retry_after is not None

@@ -116,7 +116,13 @@ def error_message(body: Any, fallback: str) -> str:
             if isinstance(inner.get("message"), str):
                 return inner["message"]
     if isinstance(body, str) and body.strip():
-        return body.strip()
+        text = body.strip()
+        if text.startswith("<"):  # an HTML error page (a proxy's, a web server's): its words, not its markup
+            import html
+            import re
+
+            text = html.unescape(re.sub(r"<(script|style)\b.*?</\1\s*>|<[^>]*>", " ", text, flags=re.S | re.I))
+        return " ".join(text.split()) or fallback
     return fallback
 
 
