@@ -328,7 +328,8 @@ def run(spec: RunSpec) -> tuple[Path, dict[str, Any], list[dict[str, Any]]]:
         generate(spec, task, model_info, manifest, out_dir, context, samples)
         records = load_selected_records(out_dir, [s.id for s in samples])
         entries = apply_judges(out_dir, records, judges, list(task.config.breakdowns), task.source.cluster_by,
-                               breakdowns_declared_by=f"task {task.id} source '{task.source.name}'")
+                               breakdowns_declared_by=f"task {task.id} source '{task.source.name}'",
+                               keep=lambda done: write_results(out_dir, manifest, records, done, limit=spec.limit))
         # A smaller --limit than results.json already holds leaves it as it is (see write_results).
         results = write_results(out_dir, manifest, records, entries, limit=spec.limit)
     return out_dir, results, entries

@@ -12,6 +12,7 @@ import difflib
 import re
 import sys
 import time
+from collections.abc import Callable
 from datetime import datetime, timezone
 from functools import cache
 from pathlib import Path
@@ -182,14 +183,34 @@ def warn_absent_breakdowns(records: list[dict[str, Any]], breakdown_keys: list[s
 def apply_judges(
     out_dir: Path, records: list[dict[str, Any]], judges: list[JudgePlugin], breakdown_keys: list[str],
     cluster_key: str | None = None, breakdowns_declared_by: str | None = None,
+    keep: Callable[[list[dict[str, Any]]], Any] | None = None,
 ) -> list[dict[str, Any]]:
     """Score `records` with each judge; update scores.jsonl after each judge; return the results entries.
     `cluster_key`: the record field grouping dependent samples, resampled together for the intervals.
-    `breakdowns_declared_by`: the task YAML the breakdown keys come from, None for a user's --breakdown."""
+    `breakdowns_declared_by`: the task YAML the breakdown keys come from, None for a user's --breakdown.
+    `keep(entries)`: when a judge fails or is interrupted, records the entries of the judges that finished before
+    the error goes on (an LLM provider that is down must not discard the exact judge's results)."""
     scorable = [r for r in records if not r.get("error")]
     excluded = len(records) - len(scorable)
     warn_absent_breakdowns(records, breakdown_keys, breakdowns_declared_by)
-    entries = []
+    entries: list[dict[str, Any]] = []
+    try:
+        _score_each(out_dir, judges, scorable, excluded, breakdown_keys, cluster_key, entries)
+    except BaseException:
+        if entries and keep is not None:
+            try:
+                keep(entries)
+                names = ", ".join(e["id"] for e in entries)
+                print(f"note: results.json records the judge(s) that finished ({names})", file=sys.stderr)
+            except Exception as exc:  # noqa: BLE001 - the judge's error is the one to report
+                print(f"note: could not record the judges that finished: {exc}", file=sys.stderr)
+        raise
+    return entries
+
+
+def _score_each(out_dir: Path, judges: list[JudgePlugin], scorable: list[dict[str, Any]], excluded: int,
+                breakdown_keys: list[str], cluster_key: str | None, entries: list[dict[str, Any]]) -> None:
+    """apply_judges' loop: each judge's rows into scores.jsonl and its results entry appended to `entries`."""
     for judge in judges:
         started = time.perf_counter()
         try:
@@ -213,7 +234,6 @@ def apply_judges(
                 "scored_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             }
         )
-    return entries
 
 
 def _merge_scores(path: Path, key: str, records: list[dict], rows: list[dict]) -> None:

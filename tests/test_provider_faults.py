@@ -286,3 +286,17 @@ def test_an_anthropic_judge_records_no_temperature_and_refuses_one():
         gpt = GPT4Judge(JudgeOptions(convention="default", task_kind="vqa", settings={
             "model": "gpt-4o", "base_url": server.openai_base_url, "temperature": "0.7"}))
         assert gpt.setup()["temperature"] == 0.7
+
+
+def test_a_provider_that_is_down_keeps_the_results_of_the_judges_that_finished(tmp_path, capsys):
+    """`--judge exact --judge gpt4` with the provider down: exit 2 and no results.json, though exact had scored."""
+    run = ["run", "--model", "prior", "--task", "phantom-vqa", "--limit", "6", "--judge", "exact", "--judge", "gpt4",
+           "--judge-model", "gpt-4o", "--judge-arg", "max_retries=0", "--judge-arg", "down_after=2",
+           "--judge-arg", "concurrency=1", "--output", str(tmp_path / "run"), "--no-progress"]
+    with FakeLLMServer(fault_fn=lambda body, i: Fault(status=500, message="upstream down")) as server:
+        assert cli_main([*run, "--judge-base-url", server.openai_base_url]) == 2
+    err = capsys.readouterr().err
+    assert "note: results.json records the judge(s) that finished (exact)" in err
+    results = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert [(j["id"], j["convention"]) for j in results["judges"]] == [("exact", "pefomed")]
+    assert results["judges"][0]["metrics"]["accuracy"]["value"] is not None

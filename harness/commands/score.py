@@ -95,7 +95,8 @@ def _score(args: argparse.Namespace, path: Path, out_dir: Path) -> int:
                           bool(manifest["task"].get("credentialed")), progress=False if args.no_progress else None)
     out_dir.mkdir(parents=True, exist_ok=True)
     declared_by = None if args.breakdown else f"task {manifest['task']['id']} (run {manifest['run_id']})"
-    entries = apply_judges(out_dir, records, judges, breakdowns, manifest["task"].get("cluster_by"), declared_by)
+    entries = apply_judges(out_dir, records, judges, breakdowns, manifest["task"].get("cluster_by"), declared_by,
+                           keep=lambda done: write_results(out_dir, manifest, records, done))
     results = write_results(out_dir, manifest, records, entries)
     print(results_summary(results))
     print(f"scores: {out_dir / 'scores.jsonl'}\nresults: {out_dir / 'results.json'}")
