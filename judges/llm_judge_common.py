@@ -168,7 +168,8 @@ def aggregate_repeats(rows: list[dict[str, Any]], kind: str, metric: str) -> dic
         out.update({f"likert_{i}": n for i, n in enumerate(counts)})
     for name in ("input_tokens", "output_tokens", "paid_input_tokens", "paid_output_tokens"):
         out[name] = sum(int(row.get("details", {}).get(name, 0)) for row in rows)
-    out["cost_usd"] = sum(float(row.get("details", {}).get("cost_usd", 0.0)) for row in rows)
+    for name in ("cost_usd", "replies_cost_usd"):
+        out[name] = sum(float(row.get("details", {}).get(name, 0.0)) for row in rows)
     return out
 
 
@@ -341,6 +342,9 @@ class LLMJudge(JudgePlugin):
             "paid_input_tokens": sum(0 if res.cached else res.input_tokens for res in results),  # calls made now
             "paid_output_tokens": sum(0 if res.cached else res.output_tokens for res in results),
             "cost_usd": sum(0.0 if res.cached else res.cost_usd for res in results),  # paid by this run
+            # what the replies used cost when they were made (a re-score from the cache: cost_usd 0, this not)
+            "replies_cost_usd": sum(res.cost_usd for res in results),
+            "judge_model": self.client.model,  # which model's replies these are (a re-judge replaces the row)
             "cached": sum(1 for res in results if res.cached),
         }
         errors = [res.error for res in results if res.error]

@@ -210,3 +210,24 @@ def test_a_cache_dir_that_is_a_file_is_named_not_shown_empty(tmp_path):
     assert proc.returncode == 2 and proc.stderr == (f"error: LLM cache {blocker / 'llm-cache.sqlite'}: {blocker} is "
                                                     "a file, not a folder (check HARNESS_CACHE_DIR)\n")
     assert blocker.read_text() == "mine"
+
+
+def test_a_rescore_from_the_cache_says_what_its_replies_cost_and_which_model_gave_them(monkeypatch, tmp_path):
+    """Re-scoring from the cache recorded cost_usd 0 in place of the first scoring's cost: the file no longer said
+    what its verdicts cost. cost_usd stays what this run paid; replies_cost_usd is what the replies cost."""
+    from harness.judge_api import JudgeOptions
+    from harness.judges.gpt4 import GPT4Judge
+
+    monkeypatch.setenv("HARNESS_CACHE_DIR", str(tmp_path / "cache"))
+    with FakeLLMServer() as server:
+        judge = GPT4Judge(JudgeOptions(convention="pefomed", task_kind="vqa", settings={
+            "model": "gpt-4o", "base_url": server.openai_base_url}))
+        paid = ChatResult(text="Correctness: 1", input_tokens=100, output_tokens=5, cost_usd=0.25)
+        rows = [judge._row([paid]), judge._row([ChatResult(**{**paid.__dict__, "cached": True})])]
+        judge.close()
+    assert [r["details"]["cost_usd"] for r in rows] == [0.25, 0.0]
+    assert [r["details"]["replies_cost_usd"] for r in rows] == [0.25, 0.25]
+    assert [r["details"]["paid_input_tokens"] for r in rows] == [100, 0]
+    assert {r["details"]["judge_model"] for r in rows} == {"gpt-4o-2024-08-06"}
+    corpus = judge.aggregate(ROWS[:2], rows)
+    assert (corpus["cost_usd"], corpus["replies_cost_usd"], corpus["input_tokens"]) == (0.25, 0.5, 200)
