@@ -41,9 +41,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--source", default=None, help="which of the task's sources to read")
     p.add_argument("--prompt", default=None, help="prompt variant of the task (default: 'default')")
     p.add_argument("--stage1-task", default=None, help="captioning task trained first (PeFoMed's stage 1)")
-    p.add_argument("--stage1-data-dir", type=Path, default=None)
-    p.add_argument("--stage1-source", default=None)
-    p.add_argument("--stage1-prompt", default=None)
+    p.add_argument("--stage1-data-dir", type=Path, default=None, help="folder with your copy of stage 1's dataset")
+    p.add_argument("--stage1-source", default=None, help="which of stage 1's task's sources to read")
+    p.add_argument("--stage1-prompt", default=None,
+                   help="prompt variant of stage 1 (default: the --prompt variant when its task has one, else "
+                        "'default')")
     p.add_argument("--limit", type=int, default=None, help="train on the first N samples of each stage")
     g = p.add_argument_group("adapter")
     g.add_argument("--targets", default=None, help=TARGET_HELP)
