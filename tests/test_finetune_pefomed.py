@@ -53,6 +53,8 @@ def test_two_stage_pefomed_finetune_writes_a_directory_pefomed_loads(pefomed_tin
     manifest = finetune(config(pefomed_tiny, out), progress=False)
     assert manifest["kind"] == "pefomed-adapter"
     assert [s["task"]["id"] for s in manifest["stages"]] == ["phantom-caption", "phantom-vqa"]
+    # stage 1 asked with PeFoMed's '[caption] ...' prompt, as --prompt pefomed asks stage 2 with '[vqa] ...'
+    assert [s["task"]["prompt_variant"] for s in manifest["stages"]] == ["pefomed", "pefomed"]
     assert [c["stage"] for c in manifest["loss_curve"]] == [1, 1, 2, 2, 2, 2]
     assert manifest["hyperparameters"]["rank"] == 64 and manifest["hyperparameters"]["alpha"] == 16
     assert manifest["base_model"]["args"]["train"] == "true"
