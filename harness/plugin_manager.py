@@ -308,7 +308,7 @@ def distribution(plugin: str) -> str | None:
     """`name==version` of the installed package behind a third-party plugin (None for the built-in ones, whose
     version is the harness's own): recorded with its models and judges, and part of a run id, so that an upgraded
     plugin makes a new run instead of resuming with the old one's predictions."""
-    models()  # loads the entry points, filling DISTRIBUTIONS
+    get_plugin_manager()  # loads the entry points once, filling DISTRIBUTIONS
     if plugin in BUILTIN_PLUGINS or plugin not in DISTRIBUTIONS:
         return None
     name, version = DISTRIBUTIONS[plugin]
