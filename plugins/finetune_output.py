@@ -13,11 +13,10 @@ On start (`check_out`) a rerun of the same command:
   (`checkpoints/` unless kept on purpose, staging folders), then reports "already trained";
 - with a complete `.output.ready` (killed during steps 3-4): finishes steps 3-4;
 - otherwise, when `checkpoints/` holds a checkpoint of this fine-tune: deletes incomplete staging folders and
-  the output files an older harness's publishing moved in without a manifest (only names our writers use, a
-  README.md only if it is PEFT's model card; each one named on stderr), and resumes from the checkpoint (the
-  last one marks the end of training, so only the output is written again).
-A folder with anything else in it (the user's files are never deleted), or with another fine-tune's checkpoints
-or manifest, is refused.
+  resumes from the checkpoint (the last one marks the end of training, so only the output is written again).
+A folder with any other file in it is refused, never cleaned: the protocol above never leaves output files
+without a manifest, so such a file is the user's (or an older harness's, which the user may move out); so is a
+folder with another fine-tune's checkpoints or manifest.
 
 So once manifest.json is in place the folder holds only the adapter and its manifest: no temporary file of
 ours is ever part of the adapter's directory hash (harness/fingerprint.directory_hash, part of run ids).
@@ -27,9 +26,7 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import shutil
-import sys
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -43,18 +40,6 @@ MANIFEST = "manifest.json"
 CHECKPOINTS = "checkpoints"
 STAGING = ".output."
 READY = ".output.ready"
-# The names save_pretrained (PEFT adapters; full models with their processor or tokenizer) and pefomed's layout
-# write: such files beside this fine-tune's checkpoints, with no manifest, were moved in by an older harness's
-# interrupted publish. Anything else there is the user's.
-OUTPUT_NAMES = frozenset({
-    "adapter_config.json", "adapter_model.safetensors", "adapter_model.bin", "projection.safetensors",
-    "config.json", "generation_config.json", "model.safetensors", "model.safetensors.index.json",
-    "pytorch_model.bin", "pytorch_model.bin.index.json", "preprocessor_config.json", "processor_config.json",
-    "video_preprocessor_config.json", "image_processor_config.json", "tokenizer.json", "tokenizer_config.json",
-    "special_tokens_map.json", "added_tokens.json", "chat_template.jinja", "chat_template.json",
-    "tokenizer.model", "vocab.txt", "vocab.json", "merges.txt"})
-SHARD = re.compile(r"(model|pytorch_model)-\d{5}-of-\d{5}\.(safetensors|bin)")
-PEFT_CARD = "library_name: peft"  # in the front matter of the README.md that PEFT's save_pretrained writes
 
 
 def _move(src: Path, dst: Path) -> None:
@@ -121,23 +106,15 @@ def _remove(path: Path) -> None:
         path.unlink(missing_ok=True)
 
 
-def is_output_file(path: Path) -> bool:
-    """A file our writers put in an adapter or model folder (not the user's notes, configs or README)."""
-    if not path.is_file() or path.is_symlink():
-        return False
-    if path.name == "README.md":
-        try:
-            head = path.read_text(encoding="utf-8", errors="replace")[:2000]
-        except OSError:
-            return False
-        return head.startswith("---") and PEFT_CARD in head
-    return path.name in OUTPUT_NAMES or bool(SHARD.fullmatch(path.name))
+def _staging(path: Path) -> bool:
+    """A hidden staging folder of ours (a plain file named alike is the user's)."""
+    return path.name.startswith(STAGING) and path.is_dir() and not path.is_symlink()
 
 
 def tidy(out: Path, keep_checkpoints: bool) -> None:
     """Remove our leftovers from a finished folder: staging folders and, unless kept, `checkpoints/`."""
     for entry in out.iterdir():
-        if entry.name.startswith(STAGING) or (entry.name == CHECKPOINTS and not keep_checkpoints):
+        if _staging(entry) or (entry.name == CHECKPOINTS and not keep_checkpoints):
             _remove(entry)
 
 
@@ -164,7 +141,7 @@ def check_out(out: Path, identity_hash: str, keep_checkpoints: bool = False) -> 
     others = [p for p in out.iterdir() if p.name != CHECKPOINTS]
     if not others:
         return None, False
-    foreign = [p.name for p in others if not (p.name.startswith(STAGING) or is_output_file(p))]
+    foreign = [p.name for p in others if not _staging(p)]
     if found and foreign:
         raise UserError(f"--out {out} holds this fine-tune's checkpoints and also files harness finetune did not "
                         f"write ({', '.join(sorted(foreign)[:5])}): move them out of the folder and rerun to "
@@ -173,10 +150,6 @@ def check_out(out: Path, identity_hash: str, keep_checkpoints: bool = False) -> 
         shown = ", ".join(sorted(foreign or [p.name for p in others])[:5])
         raise UserError(f"--out {out} exists and is not a fine-tune output folder ({shown}): "
                         "choose a new or empty folder")
-    removed = sorted(p.name for p in others if not p.name.startswith(STAGING))
-    for entry in others:  # an interrupted publish: the checkpoints hold the training, the output is redone
+    for entry in others:  # our staging folders only: the checkpoints hold the training, the output is redone
         _remove(entry)
-    if removed:
-        print(f"note: removed the unfinished output of an interrupted earlier attempt from {out} "
-              f"({', '.join(removed)}); it is written again from the last checkpoint", file=sys.stderr)
     return None, False

@@ -1,5 +1,5 @@
-"""The output folder of `harness finetune` (plugins/finetune_output.py): a kill at any point of publishing, or an
-older harness's leftovers, never makes the folder unusable; the rerun finishes it to the adapter an uninterrupted
+"""The output folder of `harness finetune` (plugins/finetune_output.py): a kill at any point of publishing never
+makes the folder unusable; the rerun finishes it to the adapter an uninterrupted
 run writes, with nothing of ours left in it (its directory hash is part of run ids). Foreign folders are still
 refused. Also: the epochs recorded and printed are those actually run, and an exception mid-step (Ctrl-C with no
 signal handler) checkpoints the last completed step."""
@@ -95,38 +95,26 @@ def test_a_kill_at_any_rename_of_publishing_is_finished_by_the_rerun(reference, 
         assert (out / "adapter_config.json").read_bytes() == (reference / "adapter_config.json").read_bytes()
 
 
-def test_an_older_harness_leftovers_resume_instead_of_being_refused(reference, trained, tmp_path, capsys):
-    """Killed mid-publish by the old protocol: adapter files moved in, a temporary folder, no manifest."""
-    out = tmp_path / "old"
-    shutil.copytree(trained, out)
-    (out / ".output.k2j3h4x9").mkdir()
-    (out / ".output.k2j3h4x9" / "README.md").write_text("partial")
-    for name in ("adapter_config.json", "adapter_model.safetensors", "README.md"):  # README.md: PEFT's card
-        shutil.copy(reference / name, out / name)
-    (out / "adapter_model.safetensors").write_bytes(b"torn")
-    manifest = run(out)
-    assert manifest["resumed_at_steps"] == [2]  # the checkpoint at the end: nothing trained again
-    assert entries(out) == entries(reference)
-    assert (out / "adapter_model.safetensors").read_bytes() == (reference / "adapter_model.safetensors").read_bytes()
-    assert ("removed the unfinished output of an interrupted earlier attempt from "
-            f"{out} (README.md, adapter_config.json, adapter_model.safetensors)") in capsys.readouterr().err
-
-
 @pytest.mark.parametrize("name, text", [("notes.txt", "mine"), ("README.md", "# my notes on this run\n"),
-                                        ("eval.json", "{}"), ("adapter_config.json.orig", "{}")])
-def test_the_users_files_beside_our_checkpoints_are_refused_never_deleted(trained, tmp_path, name, text):
-    """Only names our writers use are taken for an interrupted publish: a README.md of the user's (not PEFT's
-    model card) or their own JSON beside the checkpoints stops the resume, and nothing is deleted."""
+                                        ("eval.json", "{}"), ("config.json", '{"my_eval_settings": 1}'),
+                                        ("vocab.txt", "a\nb\n"), (".output.log", "my log"),
+                                        ("adapter_config.json", '{"r": 8, "mine": true}')])
+def test_files_beside_our_checkpoints_are_refused_never_deleted(trained, tmp_path, name, text):
+    """A resume deleted the user's files whose names an adapter or model folder uses (config.json, vocab.txt, an
+    edited adapter_config.json or README.md) as an older harness's interrupted publish, and a plain file named
+    like our hidden staging folders. The publish protocol never leaves output files without a manifest, so any
+    file there stops the resume and nothing is deleted (our own staging folders excepted)."""
     out = tmp_path / "mixed"
     shutil.copytree(trained, out)
     (out / name).write_text(text)
-    (out / "adapter_config.json").write_text("{}")  # an older harness's leftover beside it
-    (out / ".output.abcd1234").mkdir()
+    (out / ".output.abcd1234").mkdir()  # an incomplete staging folder of ours
     with pytest.raises(UserError, match=rf"holds this fine-tune's checkpoints and also files harness finetune did "
                                         rf"not write \({re.escape(name)}\): move them out .* \(nothing was deleted\)"):
         run(out)
-    assert entries(out) == sorted([".output.abcd1234", "adapter_config.json", "checkpoints", name])
+    assert entries(out) == sorted([".output.abcd1234", "checkpoints", name])
     assert (out / name).read_text() == text
+    (out / name).unlink()  # moved out: the same command resumes, and removes only the staging folder
+    assert run(out)["resumed_at_steps"] == [2] and ".output.abcd1234" not in entries(out)
 
 
 def test_leftovers_in_a_finished_folder_are_removed_and_leave_its_hash(reference, trained, tmp_path):
