@@ -146,7 +146,7 @@ def check_out(out: Path, identity_hash: str, keep_checkpoints: bool = False) -> 
         raise UserError(f"--out {out} holds this fine-tune's checkpoints and also files harness finetune did not "
                         f"write ({', '.join(sorted(foreign)[:5])}): move them out of the folder and rerun to "
                         "resume (nothing was deleted)")
-    if not found or foreign:
+    if not found:
         shown = ", ".join(sorted(foreign or [p.name for p in others])[:5])
         raise UserError(f"--out {out} exists and is not a fine-tune output folder ({shown}): "
                         "choose a new or empty folder")
