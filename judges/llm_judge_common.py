@@ -359,7 +359,7 @@ class LLMJudge(JudgePlugin):
     def describe(self) -> dict[str, Any]:
         out = super().describe()
         s = self.settings
-        sent = self.client.provider != "anthropic"  # the Anthropic API takes neither: recorded as none (judge_setup)
+        setup = self.setup()  # one rule for what is sent: the Anthropic API takes no temperature or seed
         out.update({
             "model": self.client.model,
             "provider": self.client.provider,
@@ -367,8 +367,8 @@ class LLMJudge(JudgePlugin):
             "client": self.client.describe(),
             "prompt_sha256": template_sha256(self.template),
             "json_schema": SCHEMAS[self.kind] if s.structured_output else None,
-            "temperature": s.temperature if sent else None,
-            "seed": s.seed if sent else None,
+            "temperature": setup["temperature"],
+            "seed": setup["seed"],
             "max_tokens": s.max_tokens,
             "repeats": s.repeats,
         })
