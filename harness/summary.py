@@ -5,6 +5,11 @@ from __future__ import annotations
 from typing import Any
 
 
+def plural(n: float, word: str) -> str:
+    """'1 step', '2 steps', '1,024 samples', '0.5 epochs'."""
+    return f"{n:,} {word}" if n == 1 else f"{n:,} {word}s"
+
+
 def format_metric(entry: dict[str, Any]) -> str:
     value = entry.get("value")
     if value is None:

@@ -22,6 +22,8 @@ from harness.errors import UserError
 from harness.flags import SEED_MAX
 
 SCHEDULES = ("cosine", "linear", "constant")
+LORA_ONLY = ("rank", "alpha", "dropout")
+DEFAULT_SAVE_EVERY = 100
 
 GENERIC: dict[str, Any] = {
     "rank": 64, "alpha": 16.0, "dropout": 0.05,
@@ -85,8 +87,16 @@ class Hyper:
                 "max_grad_norm": self.max_grad_norm,
                 "max_steps": None if first else self.max_steps}
 
-    def describe(self, n_stages: int) -> dict[str, Any]:
+    def settings(self, method: str) -> dict[str, Any]:
+        """The settings this method uses: full training has no LoRA rank, alpha or dropout."""
         out = asdict(self)
+        if method == "full":
+            for key in LORA_ONLY:
+                out.pop(key)
+        return out
+
+    def describe(self, n_stages: int, method: str) -> dict[str, Any]:
+        out = self.settings(method)
         out.update(optimizer="AdamW(betas=(0.9, 0.999), eps=1e-8)", loss="cross-entropy on answer tokens")
         if n_stages < 2:
             for key in ("stage1_lr", "stage1_lr_end", "stage1_epochs"):
@@ -112,7 +122,7 @@ class FinetuneConfig:
     limit: int | None = None
     method: str = "lora"
     seed: int = 0
-    save_every: int = 100
+    save_every: int | None = None  # None: DEFAULT_SAVE_EVERY
     keep_checkpoints: bool = False
     device: str | None = None
     dtype: str | None = None
@@ -128,14 +138,16 @@ class FinetuneConfig:
         if "rank" in o:
             check_rank(o["rank"])
         check_preset(o.get("targets", "llm-attn"), self.method)
+        self._check_unused(o)
         for key in ("lr", "lr_end", "stage1_lr", "stage1_lr_end", "alpha", "weight_decay", "max_grad_norm"):
             if key in o and not 0 <= o[key] < math.inf:  # NaN and inf too: they would train, then fail to be written
-                raise UserError(f"--{key.replace('_', '-')} must be a finite number >= 0, got {o[key]}")
+                above = "> 0" if key in ("lr", "stage1_lr", "alpha") else ">= 0"
+                raise UserError(f"--{key.replace('_', '-')} must be a finite number {above}, got {o[key]}")
         for key in ("lr", "stage1_lr"):  # a zero learning rate trains nothing: an adapter with no effect
             if key in o and o[key] == 0:
                 raise UserError(f"--{key.replace('_', '-')} 0 would train nothing (an adapter equal to its start); "
                                 "expected a learning rate > 0")
-        if o.get("alpha") == 0 and self.method == "lora":  # LoRA's update is (alpha / rank) * B @ A
+        if o.get("alpha") == 0:  # LoRA's update is (alpha / rank) * B @ A
             raise UserError("--alpha 0 scales the LoRA update to nothing (an adapter with no effect, which "
                             "`harness run --adapter` refuses); expected alpha > 0")
         for key in ("epochs", "stage1_epochs", "batch_size", "micro_batch_size", "max_steps"):
@@ -147,10 +159,9 @@ class FinetuneConfig:
             raise UserError(f"--dropout must be in [0, 1), got {o['dropout']}")
         if o.get("schedule", "cosine") not in SCHEDULES:
             raise UserError(f"--schedule {o['schedule']}: expected one of {', '.join(SCHEDULES)}")
-        self._check_unused(o)
         if not 0 <= self.seed <= SEED_MAX:
             raise UserError(f"--seed must be a whole number from 0 to {SEED_MAX} (a 64-bit seed), got {self.seed}")
-        if self.save_every < 1:
+        if self.save_every is not None and self.save_every < 1:
             raise UserError(f"--save-every must be at least 1, got {self.save_every}")
         if not self.stage1_task:
             given = [flag for flag, value in (("--stage1-data-dir", self.stage1_data_dir),
@@ -170,15 +181,15 @@ class FinetuneConfig:
     def _check_unused(self, o: dict[str, Any]) -> None:
         """Settings that would change nothing are refused rather than recorded as if they had been used."""
         if self.method == "full":
-            unused = [f"--{key}" for key in ("rank", "alpha", "dropout") if key in o]
+            unused = [f"--{key}" for key in LORA_ONLY if key in o]
             if unused:
                 raise UserError(f"{', '.join(unused)} given with --method full, which trains the weights "
-                                "themselves (no LoRA adapter); drop them, or use --method lora")
+                                f"themselves (no LoRA adapter); drop {_them(unused)}, or use --method lora")
         if o.get("schedule") == "constant":
             ends = [f"--{key.replace('_', '-')}" for key in ("lr_end", "stage1_lr_end") if key in o]
             if ends:
                 raise UserError(f"{', '.join(ends)} given with --schedule constant, which keeps the peak rate "
-                                "(nothing decays); drop them, or use --schedule cosine or linear")
+                                f"(nothing decays); drop {_them(ends)}, or use --schedule cosine or linear")
 
     def stage1_prompt_variant(self, stage1_prompts: Any) -> tuple[str | None, str | None]:
         """(variant, note) of stage 1's prompt: --stage1-prompt; else --prompt when stage 1's task has that
@@ -244,10 +255,14 @@ class FinetuneConfig:
                                 f"{flag} to {flag}-end, so expected {flag}-end <= {flag}")
 
 
+def _them(flags: list[str]) -> str:
+    return "it" if len(flags) == 1 else "them"
+
+
 def run_identity_hash(cfg: FinetuneConfig, hyper: Hyper, base: dict[str, Any],
                       stages: list[dict[str, Any]]) -> str:
     """Hash of what changes the trained weights (not the device, checkpoint cadence or progress bar)."""
     from harness.fingerprint import config_hash
 
-    return config_hash({"base": base, "stages": stages, "hyper": asdict(hyper), "method": cfg.method,
+    return config_hash({"base": base, "stages": stages, "hyper": hyper.settings(cfg.method), "method": cfg.method,
                         "seed": cfg.seed, "limit": cfg.limit})

@@ -26,12 +26,13 @@ from typing import Any
 
 from harness.errors import Terminated, UserError
 from harness.plugins import finetune_checkpoint as ckpt
-from harness.plugins.finetune_config import FinetuneConfig, Hyper, run_identity_hash
+from harness.plugins.finetune_config import DEFAULT_SAVE_EVERY, FinetuneConfig, Hyper, run_identity_hash
 from harness.plugins.finetune_data import StageData, epoch_order
+from harness.plugins.finetune_manifest import base_identity, build_manifest
 from harness.plugins.finetune_output import CHECKPOINTS, MANIFEST, check_out, publish
+from harness.summary import plural
 
 __all__ = ["CHECKPOINTS", "MANIFEST", "Trainer", "finetune", "lr_factor"]
-FORMAT = "medvlm-harness-finetune/1"
 
 
 def lr_factor(step: int, total: int, warmup: int, lr: float, lr_end: float, schedule: str) -> float:
@@ -118,15 +119,29 @@ class Trainer:
         warmup = min(h["warmup_steps"], max(0, total - 1))
         return {**h, "steps_per_epoch": per_epoch, "total_steps": total, "warmup": warmup}
 
-    def clamp_notes(self) -> list[str]:
-        """A warm-up longer than a stage is cut to the stage's steps less one (the last step at the peak rate)."""
+    def plan_notes(self) -> list[str]:
+        """Settings the data makes moot, said before training: a warm-up longer than a stage (cut to the stage's
+        steps less one, the last at the peak rate), a batch above the stage's samples (each step takes them all),
+        --max-steps beyond the stage's epochs, --save-every beyond the whole run."""
         notes = []
         for i, data in enumerate(self.stages):
-            plan = self.stage_plan(i)
+            plan, n = self.stage_plan(i), len(data.samples)
+            steps = plural(plan["total_steps"], "step")
             if plan["warmup"] < plan["warmup_steps"]:
-                notes.append(f"note: --warmup-steps {plan['warmup_steps']} is not shorter than the "
-                             f"{_steps(plan['total_steps'])} of {data.task.id}: its warm-up takes "
-                             f"{_steps(plan['warmup'])}")
+                cut = ("it starts at the peak rate (no warm-up)" if plan["warmup"] <= 1
+                       else f"its warm-up is cut to {plural(plan['warmup'], 'step')}")
+                notes.append(f"note: --warmup-steps {plan['warmup_steps']} is not shorter than the {steps} of "
+                             f"{data.task.id}: {cut}")
+            if plan["batch_size"] > n:
+                notes.append(f"note: the batch size {plan['batch_size']} is above the {plural(n, 'training sample')}"
+                             f" of {data.task.id}: each step trains on all {n}")
+            if plan.get("max_steps") and plan["max_steps"] > plan["total_steps"]:
+                notes.append(f"note: --max-steps {plan['max_steps']} is above the {steps} of "
+                             f"{plural(plan['epochs'], 'epoch')} of {data.task.id}: it stops after those")
+        every = self.cfg.save_every
+        if every is not None and every >= self.total_steps():
+            notes.append(f"note: --save-every {every} is not below the run's {plural(self.total_steps(), 'step')}: "
+                         "checkpoints are written only at the end of each stage")
         return notes
 
     def _optimizer(self, plan: dict[str, Any]) -> tuple[Any, Any]:
@@ -209,7 +224,7 @@ class Trainer:
                     while self.state["stage_step"] < plan["total_steps"]:
                         self._train_step(stage, plan, opt, sched, bar)
                         last = self.state["stage_step"] == plan["total_steps"]
-                        if last or self.global_step() % self.cfg.save_every == 0:
+                        if last or self.global_step() % (self.cfg.save_every or DEFAULT_SAVE_EVERY) == 0:
                             self._save(opt, sched)
                         if stop.requested:
                             self._save_if_new(opt, sched)
@@ -260,70 +275,6 @@ class Trainer:
             self.state.update(stage=state["stage"], stage_step=0)
 
 
-def _steps(n: int) -> str:
-    return f"{n} step" if n == 1 else f"{n} steps"
-
-
-def epochs_run(plan: dict[str, Any]) -> float | int:
-    """Epochs a stage's steps amount to (fewer than planned when --max-steps stops it early)."""
-    epochs = plan["total_steps"] / plan["steps_per_epoch"] if plan["steps_per_epoch"] else 0
-    return int(epochs) if epochs == int(epochs) else round(epochs, 3)
-
-
-def build_manifest(trainer: Trainer, cfg: FinetuneConfig, base: dict[str, Any], plan_info: dict[str, Any],
-                   counts: tuple[int, int], config_hash: str, started: str) -> dict[str, Any]:
-    import peft
-    import torch
-    import transformers
-
-    from harness import __version__
-
-    state = trainer.state
-    stages = []
-    for i, data in enumerate(trainer.stages):
-        p = trainer.stage_plan(i)
-        timed = state["stage_steps_timed"][i]
-        name = f"stage{i + 1}" if len(trainer.stages) > 1 else "main"
-        stages.append({"name": name, "task": data.describe(),
-                       "steps": p["total_steps"], "epochs": epochs_run(p), "epochs_planned": p["epochs"],
-                       "batch_size": p["batch_size"],
-                       "lr": p["lr"], "lr_end": p["lr_end"], "warmup_steps": p["warmup"],
-                       "train_time_s": round(state["stage_time_s"][i], 3),
-                       "time_per_step_s": round(state["stage_time_s"][i] / timed, 4) if timed else None})
-    steps_timed = sum(state["stage_steps_timed"])
-    trainable, total = counts
-    return {
-        "format": FORMAT,
-        "kind": trainer.recipe.kind,
-        "config_hash": config_hash,
-        "base_model": base,
-        "task": trainer.stages[-1].describe(),
-        "stages": stages,
-        "targets": plan_info,
-        "hyperparameters": trainer.hyper.describe(len(trainer.stages)),
-        "seed": cfg.seed,
-        "keep_checkpoints": cfg.keep_checkpoints,
-        "steps": trainer.global_step(),
-        "trainable_parameters": trainable,
-        "total_parameters": total,
-        "trainable_share": trainable / total if total else 0.0,
-        "train_time_s": round(sum(state["stage_time_s"]), 3),
-        "time_per_step_s": round(sum(state["stage_time_s"]) / steps_timed, 4) if steps_timed else None,
-        "peak_memory_bytes": state["peak_memory_bytes"],
-        "peak_memory_what": state.get("peak_memory_what"),
-        "device": trainer.device,
-        "dtype": str(trainer.dtype).replace("torch.", ""),
-        "resumed_at_steps": state["resumed_at"],
-        "skipped_samples": list(trainer.recipe.skipped),
-        "prompt_prefix_mismatches": trainer.recipe.prefix_mismatches,
-        "loss_curve": state["loss_curve"],
-        "versions": {"harness": __version__, "torch": torch.__version__,
-                     "transformers": transformers.__version__, "peft": peft.__version__},
-        "started": started,
-        "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-    }
-
-
 def finetune(cfg: FinetuneConfig, progress: bool = True) -> dict[str, Any]:
     """Train (or resume, or find finished) the fine-tune `cfg` describes; returns its manifest."""
     import torch
@@ -365,31 +316,24 @@ def finetune(cfg: FinetuneConfig, progress: bool = True) -> dict[str, Any]:
     if done is not None:
         plugin.close()
         return {**done, "already_done": True} if already else done
-    cfg.out.mkdir(parents=True, exist_ok=True)
     started = datetime.now(timezone.utc).isoformat(timespec="seconds")
     torch.manual_seed(cfg.seed)
     if self_training:
         recipe: Any = PluginRecipe(plugin, info.id, hyper, cfg.method)
-    else:
+    else:  # the targets are planned before --out is made: a preset that matches nothing leaves no folder
         recipe = PeftRecipe(plugin, plan_targets(plugin.model, hyper.targets, cfg.method), hyper.rank, hyper.alpha,
                             hyper.dropout)
+    cfg.out.mkdir(parents=True, exist_ok=True)
     counts = recipe.counts()
-    base = {**base, "identity": _base_identity(plugin)}
+    identity = base_identity(plugin)
+    base = {**base, "identity": identity}
+    if base.get("family") == "auto" and identity.get("family"):  # the family found, not the option's 'auto'
+        base["family"] = identity["family"]
     trainer = Trainer(cfg, hyper, recipe, stages, config_hash)
-    for note in trainer.clamp_notes():
+    for note in trainer.plan_notes():
         print(note, file=sys.stderr)
     trainer.run(progress)
     manifest = build_manifest(trainer, cfg, base, recipe.plan_info(), counts, config_hash, started)
     publish(cfg.out, lambda folder: recipe.save(folder, base, cfg.model), manifest, cfg.keep_checkpoints)
     plugin.close()
     return manifest
-
-
-def _base_identity(plugin: Any) -> dict[str, Any]:
-    try:
-        info = plugin.identity()
-    except Exception:  # identity is informative only
-        return {}
-    keep = ("model_class", "commit", "family", "transformers", "hub_id", "revision", "path",
-            "local_fingerprint", "modality_classifier")
-    return {k: v for k, v in info.items() if k in keep}

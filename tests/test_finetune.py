@@ -286,6 +286,7 @@ def test_full_finetune_of_blip_decoder_saves_a_model(tmp_path):
                  method="full", targets="decoder-only", lr=1e-3)
     manifest = finetune(cfg, progress=False)
     assert manifest["kind"] == "full-model" and manifest["targets"]["parts"]["language"] == "text_decoder"
+    assert not {"rank", "alpha", "dropout"} & set(manifest["hyperparameters"])  # LoRA's, not used here
     assert manifest["loss_curve"][0]["loss"] > 0
     base = BlipForConditionalGeneration.from_pretrained(base_dir)
     tuned = BlipForConditionalGeneration.from_pretrained(tmp_path / "blip-ft")

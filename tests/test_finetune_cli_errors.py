@@ -101,9 +101,10 @@ def test_nan_and_infinite_rates_and_out_of_range_seeds_are_refused_before_traini
     """--lr inf trained (for minutes without --max-steps) and then could not write manifest.json ('the value at
     stages.0.lr is inf'); a negative seed failed in numpy once the model had loaded."""
     for args, expected in [
-        (("--lr", "inf", "--lr-end", "0"), "--lr must be a finite number >= 0, got inf"),
+        (("--lr", "inf", "--lr-end", "0"), "--lr must be a finite number > 0, got inf"),
         (("--stage1-lr-end", "nan"), "--stage1-lr-end must be a finite number >= 0, got nan"),
-        (("--alpha", "inf"), "--alpha must be a finite number >= 0, got inf"),
+        (("--alpha", "inf"), "--alpha must be a finite number > 0, got inf"),
+        (("--alpha", "-1"), "--alpha must be a finite number > 0, got -1.0"),
         (("--weight-decay", "nan"), "--weight-decay must be a finite number >= 0, got nan"),
         (("--max-grad-norm=-inf",), "--max-grad-norm must be a finite number >= 0, got -inf"),
         (("--dropout", "nan"), "--dropout must be in [0, 1), got nan"),
@@ -124,8 +125,11 @@ def test_settings_that_would_change_nothing_are_refused_before_training(tmp_path
          "--rank, --dropout given with --method full, which trains the weights themselves (no LoRA adapter); drop "
          "them, or use --method lora"),
         (("--schedule", "constant", "--lr-end", "1e-5"),
-         "--lr-end given with --schedule constant, which keeps the peak rate (nothing decays); drop them, or use "
+         "--lr-end given with --schedule constant, which keeps the peak rate (nothing decays); drop it, or use "
          "--schedule cosine or linear"),
+        (("--method", "full", "--alpha", "0"),  # the flag is what is wrong, not its value
+         "--alpha given with --method full, which trains the weights themselves (no LoRA adapter); drop it, or "
+         "use --method lora"),
         (("--batch-size", "4", "--micro-batch-size", "8"),
          "--micro-batch-size 8 is above --batch-size 4: a micro-batch is a part of a batch (gradient "
          "accumulation); expected at most the batch size"),

@@ -31,7 +31,8 @@ def test_two_stages_print_a_loss_line_each_with_the_data_and_settings(tmp_path, 
     manifest = run(out, warmup_steps=5)
     err = capsys.readouterr().err
     for task in ("phantom-caption", "phantom-vqa"):  # 2 steps a stage: the warm-up is cut, and that is said
-        assert f"note: --warmup-steps 5 is not shorter than the 2 steps of {task}: its warm-up takes 1 step" in err
+        assert f"note: --warmup-steps 5 is not shorter than the 2 steps of {task}: it starts at the peak rate (no " \
+            "warm-up)" in err
     assert [s["warmup_steps"] for s in manifest["stages"]] == [1, 1]
     text = report(manifest, out).splitlines()
     curve = manifest["loss_curve"]
@@ -41,7 +42,7 @@ def test_two_stages_print_a_loss_line_each_with_the_data_and_settings(tmp_path, 
     assert not any(line.startswith("loss:") for line in text)
     fingerprint = manifest["stages"][0]["task"]["fingerprint"]
     assert any(line.startswith("stage1: phantom-caption (train split, 4 samples, prompt 'default', data "
-                               f"{fingerprint}): 2 steps, 1 epochs") for line in text)
+                               f"{fingerprint}): 2 steps, 1 epoch, ") for line in text)
     assert ("hyperparameters: rank 128, alpha 128, dropout 0, batch 2, warm-up 5 steps, weight decay 0.01, "
             "grad-norm clip 1, seed 0") in text
     assert f"fine-tune config: {manifest['config_hash']} ({out / 'manifest.json'} has every setting)" in text
@@ -61,7 +62,7 @@ def test_a_constant_schedule_records_and_prints_the_rate_it_used(tmp_path, tiny_
     assert (hyper["lr_end"], hyper["stage1_lr_end"]) == (1e-5, 1e-4)
     text = report(manifest, out)
     stages = [line for line in text.splitlines() if line.startswith("stage")]
-    assert "1 epochs, lr 0.0001 (constant), " in stages[0] and "1 epochs, lr 1e-05 (constant), " in stages[1]
+    assert "1 epoch, lr 0.0001 (constant), " in stages[0] and "1 epoch, lr 1e-05 (constant), " in stages[1]
     assert not any("->" in line for line in stages)
 
 
@@ -96,3 +97,38 @@ def test_the_adapter_card_names_the_base_as_the_adapter_config_does(tmp_path, ti
     assert base == "tiny-vlm"
     assert "base_model: tiny-vlm\n" in card and "base_model:adapter:tiny-vlm" in card
     assert str(tiny_vlm.parent) not in card and "cache" not in card
+
+
+def test_settings_the_data_makes_moot_are_said_and_recorded_as_used(tmp_path, tiny_vlm, capsys):
+    """A batch of 16 on 4 samples was recorded as 16; --max-steps and --save-every beyond the run, a clip of 0 and a
+    one-step stage (its loss printed twice, as 'first steps -> last steps') went unsaid."""
+    from harness.commands.finetune import report
+    from harness.plugins.finetune_config import FinetuneConfig
+    from harness.plugins.finetune_lora import finetune
+
+    out = tmp_path / "moot"
+    cfg = FinetuneConfig(model="tiny-vlm", model_args={"base": "random"}, task="phantom-vqa", out=out, limit=4,
+                         save_every=500, overrides={"batch_size": 16, "epochs": 1, "max_steps": 50,
+                                                    "max_grad_norm": 0.0})
+    manifest = finetune(cfg, progress=False)
+    err = capsys.readouterr().err
+    assert "note: the batch size 16 is above the 4 training samples of phantom-vqa: each step trains on all 4" in err
+    assert "note: --max-steps 50 is above the 1 step of 1 epoch of phantom-vqa: it stops after those" in err
+    assert "note: --save-every 500 is not below the run's 1 step: checkpoints are written only at the end of " \
+           "each stage" in err
+    (stage,) = manifest["stages"]
+    assert (stage["steps"], stage["batch_size"]) == (1, 4)
+    text = report(manifest, out).splitlines()
+    assert f"loss: {manifest['loss_curve'][0]['loss']:.4f} (its one step)" in text
+    assert any("): 1 step, 1 epoch, lr " in line for line in text)
+    assert any(line.startswith("hyperparameters: ") and ", no grad-norm clip, " in line for line in text)
+    assert manifest["base_model"]["family"] == manifest["base_model"]["identity"]["family"] == "chat"
+
+
+def test_a_target_preset_that_matches_nothing_leaves_no_output_folder(tmp_path, tiny_vlm):
+    from harness.errors import UserError
+
+    out = tmp_path / "nothing"
+    with pytest.raises(UserError, match="re:nomatch"):
+        run(out, stage1_task=None, targets="re:nomatch")
+    assert not out.exists()

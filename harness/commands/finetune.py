@@ -11,7 +11,8 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from harness.plugins.finetune_config import GENERIC, MODEL_DEFAULTS
+from harness.plugins.finetune_config import DEFAULT_SAVE_EVERY, GENERIC, MODEL_DEFAULTS
+from harness.summary import plural
 
 TARGET_HELP = ("llm-attn (LoRA on the language model's q/v projections), llm-all-linear, decoder-only, "
                "encoder-only, full, or re:<regex> (default: llm-attn for chat VLMs, decoder-only for "
@@ -80,7 +81,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="gradient clipping (default 1.0; 0: off)")
     o.add_argument("--seed", type=int, default=0, help="seed of initialisation, dropout and data order")
     r = p.add_argument_group("run")
-    r.add_argument("--save-every", type=int, default=100, help="checkpoint every N optimizer steps")
+    r.add_argument("--save-every", type=int, default=None,
+                   help=f"checkpoint every N optimizer steps (default {DEFAULT_SAVE_EVERY}; and at each stage's end)")
     r.add_argument("--keep-checkpoints", action="store_true", help="keep <out>/checkpoints after finishing")
     r.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda when available)")
     r.add_argument("--dtype", default=None,
@@ -114,14 +116,12 @@ def _prompt(manifest: dict[str, Any]) -> str:
     return "" if variant == "default" else f" --prompt {variant}"
 
 
-def _plural(n: int, word: str) -> str:
-    return f"{n:,} {word}" if n == 1 else f"{n:,} {word}s"
-
-
 def _loss(curve: list[dict[str, Any]], what: str) -> str | None:
     """'loss 2.1034 (first steps) -> 0.8123 (last steps)': means of the first and last few steps of a stage."""
     if not curve:
         return None
+    if len(curve) == 1:
+        return f"{what}: {curve[0]['loss']:.4f} (its one step)"
     k = max(1, min(10, len(curve) // 2))
     head = sum(c["loss"] for c in curve[:k]) / k
     tail = sum(c["loss"] for c in curve[-k:]) / k
@@ -132,8 +132,8 @@ def _stage_line(stage: dict[str, Any], schedule: str | None) -> str:
     task = stage["task"]
     rate = (f"lr {stage['lr']:g} (constant)" if schedule == "constant"
             else f"lr {stage['lr']:g} -> {stage['lr_end']:g} ({schedule or 'cosine'})")
-    return (f"{stage['name']}: {task['id']} ({task['split']} split, {_plural(task['n_samples'], 'sample')}, "
-            f"prompt '{task['prompt_variant']}', data {task['fingerprint']}): {_plural(stage['steps'], 'step')}, "
+    return (f"{stage['name']}: {task['id']} ({task['split']} split, {plural(task['n_samples'], 'sample')}, "
+            f"prompt '{task['prompt_variant']}', data {task['fingerprint']}): {plural(stage['steps'], 'step')}, "
             f"{_epochs(stage)}, {rate}, {stage['train_time_s']:.1f} s")
 
 
@@ -142,8 +142,9 @@ def _hyper_line(manifest: dict[str, Any]) -> str:
     parts = [f"rank {h['rank']}, alpha {h['alpha']:g}, dropout {h['dropout']:g}"] if manifest["targets"].get(
         "method", "lora") == "lora" else []
     micro = f" (micro-batches of {h['micro_batch_size']})" if h.get("micro_batch_size") else ""
-    parts += [f"batch {h['batch_size']}{micro}", f"warm-up {_plural(h['warmup_steps'], 'step')}",
-              f"weight decay {h['weight_decay']:g}", f"grad-norm clip {h['max_grad_norm']:g}",
+    parts += [f"batch {h['batch_size']}{micro}", f"warm-up {plural(h['warmup_steps'], 'step')}",
+              f"weight decay {h['weight_decay']:g}",
+              f"grad-norm clip {h['max_grad_norm']:g}" if h["max_grad_norm"] else "no grad-norm clip",
               f"seed {manifest['seed']}"]
     return "hyperparameters: " + ", ".join(parts)
 
@@ -211,5 +212,5 @@ def _epochs(stage: dict) -> str:
     """'1.5 epochs', or '0.469 of 8 epochs (stopped by --max-steps)' when training stopped early."""
     planned = stage.get("epochs_planned")  # manifests written before it was recorded lack it
     if planned is not None and planned != stage["epochs"]:
-        return f"{stage['epochs']} of {planned} epochs (stopped by --max-steps)"
-    return f"{stage['epochs']} epochs"
+        return f"{stage['epochs']} of {plural(planned, 'epoch')} (stopped by --max-steps)"
+    return plural(stage["epochs"], "epoch")
