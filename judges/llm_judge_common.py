@@ -299,9 +299,10 @@ class LLMJudge(JudgePlugin):
         if not records:
             return []
         results = self.client.run(self.requests(records), progress=self._progress())
-        self._note_failures(results)
+        values = [parse_reply(res.text, self.kind, self.convention) for res in results]  # each parsed once
+        self._note_failures(results, values)
         n = self.settings.repeats
-        return [self._row(results[i * n : (i + 1) * n]) for i in range(len(records))]
+        return [self._row(results[i * n : (i + 1) * n], values[i * n : (i + 1) * n]) for i in range(len(records))]
 
     def _progress(self) -> bool:
         """Show the calls' progress bar: never with the command's --no-progress, else only when stderr is a
@@ -310,8 +311,9 @@ class LLMJudge(JudgePlugin):
             return self.options.progress
         return bool(getattr(sys.stderr, "isatty", lambda: False)())
 
-    def _note_failures(self, results: list[Any]) -> None:
-        """One note line when calls failed for good: they are unscored, and a rerun retries just those."""
+    def _note_failures(self, results: list[Any], values: list[Any]) -> None:
+        """One note line when calls failed for good: they are unscored, and a rerun retries just those; one when
+        replies could not be read (`values`: each reply's verdict or score, None where it has none)."""
         from harness.secrets import redact
 
         failed = [res for res in results if res.text is None]
@@ -319,8 +321,7 @@ class LLMJudge(JudgePlugin):
             first = redact(str(failed[0].error or "no reply"))
             print(f"note: judge '{self.id}': {len(failed)} of {len(results)} calls failed (first error: {first}); "
                   "their samples are unscored: run the same command again to retry them", file=sys.stderr)
-        unread = [res.text for res in results
-                  if res.text is not None and parse_reply(res.text, self.kind, self.convention) is None]
+        unread = [res.text for res, value in zip(results, values) if res.text is not None and value is None]
         if unread:
             first = " ".join(redact(unread[0]).split())[:120]
             print(f"note: judge '{self.id}': {len(unread)} of {len(results)} replies of {self.client.model} could "
@@ -328,8 +329,7 @@ class LLMJudge(JudgePlugin):
                   "their samples are unscored (the replies are cached: another --judge-model asks again)",
                   file=sys.stderr)
 
-    def _row(self, results: list[Any]) -> dict[str, Any]:
-        values = [parse_reply(res.text, self.kind, self.convention) for res in results]
+    def _row(self, results: list[Any], values: list[Any]) -> dict[str, Any]:
         scored = [v for v in values if v is not None]
         failed = sum(1 for res in results if res.text is None)
         details: dict[str, Any] = {

@@ -223,7 +223,7 @@ def test_a_rescore_from_the_cache_says_what_its_replies_cost_and_which_model_gav
         judge = GPT4Judge(JudgeOptions(convention="pefomed", task_kind="vqa", settings={
             "model": "gpt-4o", "base_url": server.openai_base_url}))
         paid = ChatResult(text="Correctness: 1", input_tokens=100, output_tokens=5, cost_usd=0.25)
-        rows = [judge._row([paid]), judge._row([ChatResult(**{**paid.__dict__, "cached": True})])]
+        rows = [judge._row([paid], [1]), judge._row([ChatResult(**{**paid.__dict__, "cached": True})], [1])]
         judge.close()
     assert [r["details"]["cost_usd"] for r in rows] == [0.25, 0.0]
     assert [r["details"]["replies_cost_usd"] for r in rows] == [0.25, 0.25]
