@@ -41,15 +41,17 @@ def fingerprint_version(fingerprint: str) -> int:
     return int(head[1:]) if head.startswith("v") and head[1:].isdigit() else 1
 
 
-def dataset_fingerprint(samples: Iterable[Sample]) -> str:
+def dataset_fingerprint(samples: Iterable[Sample], images: bool = True) -> str:
     """sha256 over (id, question, answer, image digests, fields) of every sample, in id order, marked with
-    FINGERPRINT_VERSION."""
+    FINGERPRINT_VERSION. `images=False` leaves the image bytes out (a cheap fingerprint of the texts and labels,
+    for a model that learns from them alone); it is marked `-text`, never equal to a full one."""
     h = hashlib.sha256()
     for sample in sorted(samples, key=lambda s: s.id):
-        record = [sample.id, sample.question or "", sample.answer, image_digest(sample), _labels(sample.fields)]
+        digests = image_digest(sample) if images else []
+        record = [sample.id, sample.question or "", sample.answer, digests, _labels(sample.fields)]
         h.update(json.dumps(record, ensure_ascii=False, default=str).encode("utf-8"))
         h.update(b"\n")
-    return f"v{FINGERPRINT_VERSION}-sha256:" + h.hexdigest()[:32]
+    return f"v{FINGERPRINT_VERSION}{'' if images else '-text'}-sha256:" + h.hexdigest()[:32]
 
 
 def text_hash(text: str) -> str:

@@ -44,6 +44,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from harness.errors import UserError
+from harness.fingerprint import dataset_fingerprint
 from harness.model_api import ModelContext, ModelPlugin
 from harness.plugins import hf_generation as gen
 from harness.plugins.hf_adapter import HFAdapters
@@ -87,8 +88,11 @@ class HFModel(HFPrompting, HFAdapters, ModelPlugin):
         if opts["local"]:
             identity["path"] = opts["model"]
             identity["local_fingerprint"] = quick_fingerprint(Path(opts["model"]))
-        if opts["prepend_modality"] == "predicted":  # another classifier is another run
+        if opts["prepend_modality"] == "predicted":  # another classifier, or other training data, is another run
             identity["modality_classifier"] = MODALITY_CLASSIFIER
+            if context.task is not None:
+                identity["modality_train_fingerprint"] = dataset_fingerprint(context.task.train_samples(),
+                                                                             images=False)
         return identity
 
     def __init__(self, args: dict[str, str], context: ModelContext) -> None:

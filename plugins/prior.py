@@ -58,6 +58,18 @@ class PriorModel(ModelPlugin):
     default_batch_size = 256
     reads_images = False  # answers from the training split alone: images are identified, never decoded
 
+    @classmethod
+    def run_identity(cls, args: dict[str, str], context: ModelContext) -> dict[str, Any]:
+        """The training split the answers are learned from: other training data is another run, even when the
+        evaluated split is the same (its texts and labels; the prior never reads an image)."""
+        from harness.fingerprint import dataset_fingerprint
+
+        task = context.task
+        if task is None:
+            return {}
+        return {"train_split": task.config.train_split,
+                "train_fingerprint": dataset_fingerprint(task.train_samples(), images=False)}
+
     def __init__(self, args: dict[str, str], context: ModelContext) -> None:
         super().__init__(args, context)
         unknown = set(args) - {"by"}

@@ -96,3 +96,23 @@ def test_a_data_dir_that_does_not_exist_names_the_files_expected_there(tmp_path)
                "--no-progress", "--output", str(tmp_path / "run"))
     assert proc.stderr.startswith(f"error: --data-dir {tmp_path / 'notes.txt'} is not a directory (expected the")
     assert not (tmp_path / "run").exists()
+
+
+def test_other_training_data_is_another_prior_run(tmp_path, phantom):
+    """The prior learns its answers from the train split: a copy with other training answers and the same test
+    split resumed the first copy's run (same run id) and printed its numbers."""
+    first, second = tmp_path / "first", tmp_path / "second"
+    write_slake(first, phantom)
+    write_slake(second, phantom)
+    records = json.loads((second / "train.json").read_text())
+    for record in records:
+        record["answer"] = "maybe"
+    (second / "train.json").write_text(json.dumps(records))
+    for data in (first, second):
+        proc = cli("run", "--model", "prior", "--task", "slake", "--data-dir", str(data), "--judge", "exact",
+                   "--no-progress", "--runs-dir", str(tmp_path / "runs"))
+        assert proc.returncode == 0, proc.stderr
+    runs = sorted((tmp_path / "runs").iterdir())
+    assert len(runs) == 2
+    answers = [{row["prediction"] for row in predictions(run).values()} for run in runs]
+    assert {"maybe"} in answers and any(a != {"maybe"} for a in answers)

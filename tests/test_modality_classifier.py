@@ -65,3 +65,22 @@ def test_each_image_counts_once_unreadable_ones_are_counted_and_no_image_is_its_
     assert info["n_fitted"] == 25 and info["n_unreadable"] == 1
     assert info["labels"] == {"bright": 12, "dark": 7, "odd": 6}
     assert classifier.predict(outlier.images[0].open()) == "bright"  # its own "dark" entry is not a neighbour
+
+
+def test_the_training_data_of_the_classifier_is_part_of_the_run_id():
+    """The classifier is fitted on the train split: other training data must not resume the first run."""
+    from types import SimpleNamespace
+
+    from harness.model_api import ModelContext
+    from harness.plugins.hf import HFModel
+    from harness.types import Sample
+
+    def identity(modality: str) -> dict:
+        train = [Sample(id=f"t{i}", images=[], answer="a", fields={"modality": modality}) for i in range(3)]
+        task = SimpleNamespace(train_samples=lambda: train, kind="caption")
+        return HFModel.run_identity({"model": "tiny-vlm", "prepend_modality": "predicted"},
+                                    ModelContext(task=task, device="cpu"))
+
+    assert identity("CT")["modality_train_fingerprint"] != identity("MRI")["modality_train_fingerprint"]
+    assert HFModel.run_identity({"model": "tiny-vlm"}, ModelContext(device="cpu")).keys().isdisjoint(
+        {"modality_classifier", "modality_train_fingerprint"})
