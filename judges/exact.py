@@ -10,9 +10,11 @@ Every convention normalizes answers the VQA-v2 way (see `vqa_normalize`) and dif
   of tokens that occur in the answer and fn sums the answer's counts of tokens missing from the prediction;
   0 when either side has no tokens or nothing matches.
 - `multimedeval` (corentin-ryr/MultiMedEval, `VQA.evaluate`): a row is closed iff its normalized ANSWER is
-  "yes" or "no" (answer_type is ignored). Token *sets* are compared. Closed: recall against the answer's
-  tokens, with "not" added when the answer is "no"; correct iff recall >= 0.4. Open: recall, and accuracy
-  iff recall >= 0.75.
+  "yes" or "no" (answer_type is ignored). Token *sets* are compared. Every row: `recall` and `f1` against the
+  answer's tokens (MultiMedEval's published `recall` and `F1`, means over all questions). Closed:
+  `closed_accuracy` 1.0 iff the recall against the answer's tokens, with "not" added when the answer is "no",
+  is >= 0.4 (that recall is in the row's details, not a metric: MultiMedEval publishes none). Open:
+  `open_recall`, and `open_accuracy` iff recall >= 0.75.
 
 Surprising behaviour of the originals, reproduced on purpose:
 - LLaVA-Med's closed check is a character substring test: answer "no" is found in "not", "normal",
@@ -80,22 +82,24 @@ RULES: dict[str, dict[str, str]] = {
         "origin": "corentin-ryr/MultiMedEval VQA.evaluate",
         "normalisation": "VQA-v2 normalisation; the answer is stripped first",
         "open_closed": "closed iff the normalised answer is yes or no (answer_type is ignored)",
-        "metric": f"closed: token recall (with 'not' for 'no'), correct at >= {CLOSED_RECALL_THRESHOLD}; "
-                  f"open: token-set recall, open_accuracy at >= {OPEN_ACCURACY_THRESHOLD}",
+        "metric": f"recall, f1: token-set recall and F1 of every question (MultiMedEval's recall and F1); "
+                  f"closed_accuracy: recall with 'not' accepted for 'no' >= {CLOSED_RECALL_THRESHOLD}; "
+                  f"open_recall, open_accuracy (recall >= {OPEN_ACCURACY_THRESHOLD}): open questions only",
         "deviation": "follows shared/reference/metrics.md (VQA-v2 normalisation), not the original's text "
                      "cleaning: MultiMedEval cleans with its own cleanStr and lemmatises every token with NLTK's "
-                     "WordNetLemmatizer, so there 'lungs' recalls 'lung'; here it does not",
+                     "WordNetLemmatizer, so there 'lungs' recalls 'lung'; here it does not. Its unigram BLEU "
+                     "(torchmetrics) is not computed",
     },
 }
 
 
 class ExactMatchJudge(JudgePlugin):
     id = "exact"
-    version = "1"
+    version = "2"  # 2: multimedeval reports recall and f1 of every question, no closed_recall
     conventions = ("pefomed", "llava-med", "multimedeval")
     default_convention = "pefomed"
     task_kinds = ("vqa",)
-    proportion_metrics = ("accuracy", "closed_accuracy", "open_accuracy")  # 0/1 per sample; recalls are not
+    proportion_metrics = ("accuracy", "closed_accuracy", "open_accuracy")  # 0/1 per sample; recalls, f1 are not
 
     def describe(self) -> dict[str, Any]:
         return {**super().describe(), "rules": dict(RULES[self.convention])}
@@ -151,11 +155,17 @@ def _multimedeval(answer: str, prediction: str, record: dict[str, Any]) -> dict[
     # MultiMedEval strips the reference before normalizing; that can change step 1 (" ;yes;yes" -> "yes yes")
     ans, pred = vqa_normalize(answer.strip()), vqa_normalize(prediction)
     answer_tokens, pred_tokens = set(ans.split()), set(pred.split())
-    if ans in ("yes", "no"):
+    found = len(pred_tokens & answer_tokens)
+    recall = found / len(answer_tokens) if answer_tokens else 0.0
+    precision = found / len(pred_tokens) if pred_tokens else 0.0
+    # every question: the token recall and F1 MultiMedEval averages into its `recall` and `F1` (its epsilon too)
+    metrics = {"recall": recall, "f1": 2 * precision * recall / (precision + recall + 1e-8)}
+    if ans in ("yes", "no"):  # the closed decision alone accepts "not" for "no"
         accepted = answer_tokens | {"not"} if ans == "no" else answer_tokens
-        recall = len(pred_tokens & accepted) / len(accepted)
-        metrics = {"closed_recall": recall, "closed_accuracy": 1.0 if recall >= CLOSED_RECALL_THRESHOLD else 0.0}
-        return _row(metrics, ans, pred, multimedeval_class="closed")
-    recall = len(pred_tokens & answer_tokens) / len(answer_tokens) if answer_tokens else 0.0
-    metrics = {"open_recall": recall, "open_accuracy": 1.0 if recall >= OPEN_ACCURACY_THRESHOLD else 0.0}
+        decision = len(pred_tokens & accepted) / len(accepted)
+        row = _row({**metrics, "closed_accuracy": 1.0 if decision >= CLOSED_RECALL_THRESHOLD else 0.0}, ans, pred,
+                   multimedeval_class="closed")
+        row["details"]["closed_decision_recall"] = decision
+        return row
+    metrics.update(open_recall=recall, open_accuracy=1.0 if recall >= OPEN_ACCURACY_THRESHOLD else 0.0)
     return _row(metrics, ans, pred, multimedeval_class="open")

@@ -128,9 +128,25 @@ MULTIMEDEVAL_CASES = [
 
 @pytest.mark.parametrize(("answer", "prediction", "answer_type", "cls", "recall", "accuracy"), MULTIMEDEVAL_CASES)
 def test_multimedeval_hand_checked(answer, prediction, answer_type, cls, recall, accuracy):
+    """`recall` of a closed case is the recall its decision uses ('not' accepted for 'no'), in the row's details:
+    MultiMedEval publishes no closed recall (a correct 'no' scored 0.5 on the closed_recall reported before)."""
     row = score_one("multimedeval", answer, prediction, answer_type)
-    assert row["metrics"] == {f"{cls}_recall": recall, f"{cls}_accuracy": accuracy}
+    metrics = row["metrics"]
+    assert set(metrics) == {"recall", "f1", f"{cls}_accuracy"} | ({"open_recall"} if cls == "open" else set())
+    assert metrics[f"{cls}_accuracy"] == accuracy
+    if cls == "closed":
+        assert row["details"]["closed_decision_recall"] == recall
+    else:
+        assert metrics["open_recall"] == metrics["recall"] == recall
     assert row["groups"] == {"multimedeval_class": cls}
+
+
+def test_multimedeval_recall_and_f1_are_those_of_every_question():
+    no = score_one("multimedeval", "no", "no")["metrics"]
+    assert (no["recall"], no["closed_accuracy"]) == (1.0, 1.0) and no["f1"] == pytest.approx(1.0)
+    hedge = score_one("multimedeval", "left lung", "left")["metrics"]  # precision 1, recall 0.5
+    assert hedge["recall"] == 0.5 and hedge["f1"] == pytest.approx(2 / 3)
+    assert score_one("multimedeval", "yes", "")["metrics"]["f1"] == 0.0
 
 
 def test_details_show_the_normalized_strings():
@@ -140,7 +156,8 @@ def test_details_show_the_normalized_strings():
 
 def test_json_number_answers_are_scored_as_their_text():
     assert score_one("pefomed", 2, "two")["metrics"] == {"accuracy": 1.0}
-    assert score_one("multimedeval", 2, "2 lesions")["metrics"] == {"open_recall": 1.0, "open_accuracy": 1.0}
+    two = score_one("multimedeval", 2, "2 lesions")["metrics"]
+    assert (two["open_recall"], two["open_accuracy"]) == (1.0, 1.0)
 
 
 def test_default_convention_is_pefomed_and_recorded():
@@ -280,9 +297,10 @@ def check_multimedeval(pairs):
         is_closed = multimedeval_vqa.clean_str(a.lower().strip()) in ["yes", "no"]
         assert row["groups"]["multimedeval_class"] == ("closed" if is_closed else "open")
         m = row["metrics"]
+        assert (m["recall"], m["f1"]) == (alone.metrics["recall"], alone.metrics["F1"]), (a, p)
         if is_closed:
             _, _, _, _, _, accepted, predicted = alone.answer_log[1]
-            assert m["closed_recall"] == len(predicted & accepted) / len(accepted)
+            assert row["details"]["closed_decision_recall"] == len(predicted & accepted) / len(accepted)
             assert m["closed_accuracy"] == alone.metrics["closedQuestionsAccuracy"], (a, p)
         else:
             assert m["open_recall"] == alone.metrics["openQuestionsRecall"], (a, p)
@@ -290,6 +308,8 @@ def check_multimedeval(pairs):
     published = scorer.evaluate([{"answer": p, "idx": i} for i, (_, p, _) in enumerate(pairs)]).metrics
     totals = j.aggregate(recs, rows)
     for ours, theirs in [
+        ("recall", "recall"),
+        ("f1", "F1"),
         ("closed_accuracy", "closedQuestionsAccuracy"),
         ("open_recall", "openQuestionsRecall"),
         ("open_accuracy", "openQuestionsAccuracy"),
@@ -381,12 +401,12 @@ def test_the_printed_breakdown_shows_each_group_of_samples_a_slice_has(tmp_path)
     closed = next(line for line in proc.stdout.splitlines() if "answer_type=CLOSED:" in line)
     results = json.loads((tmp_path / "run" / "results.json").read_text())
     metrics = results["judges"][0]["breakdowns"]["answer_type"]["CLOSED"]
-    assert f"closed_recall {metrics['closed_recall']['value']:.4f}" in closed
-    assert f"(n={metrics['closed_recall']['n']}); open_recall" in closed
+    assert f"closed_accuracy {metrics['closed_accuracy']['value']:.4f}" in closed
+    assert f"(n={metrics['closed_accuracy']['n']}); open_recall" in closed
     assert closed.endswith(f"(n={metrics['open_recall']['n']})")
     rows = [json.loads(line) for line in (tmp_path / "run" / "predictions.jsonl").read_text().splitlines()]
     n_closed = sum(row["answer_type"] == "CLOSED" for row in rows)
-    assert metrics["closed_recall"]["n"] + metrics["open_recall"]["n"] == n_closed
+    assert metrics["closed_accuracy"]["n"] + metrics["open_recall"]["n"] == metrics["recall"]["n"] == n_closed
     assert metrics["open_recall"]["n"] > 0
 
 
