@@ -122,7 +122,7 @@ class LexicalJudge(JudgePlugin):
         info = super().describe()
         info["text_cleaning"] = CONVENTIONS[self.convention]
         info["tokenizer"] = TOKENIZERS[self.tokenizer]
-        info["metrics"] = {k: v for k, v in METRICS.items() if k != "SPICE" or self.spice}
+        info["metric_definitions"] = {k: v for k, v in METRICS.items() if k != "SPICE" or self.spice}
         info["tools"] = {name: _version(name) for name in ("pycocoevalcap", "rouge-score")}
         info.update(self._run_info)
         return info

@@ -33,3 +33,6 @@ def test_per_image_samples_are_resampled_by_study(tmp_path):
         assert study[name]["ci_method"] == "bootstrap-corpus"
         width = image[name]["ci95"][1] - image[name]["ci95"][0]
         assert width >= 0.8 * (study[name]["ci95"][1] - study[name]["ci95"][0]), name
+    entry = per_study["judges"][0]  # what each figure is stays beside it (describe()'s "metrics" was overwritten)
+    assert entry["metric_definitions"]["Bleu_1"].startswith("BLEU-1, corpus level")
+    assert set(entry["metric_definitions"]) == set(entry["metrics"]), set(entry["metrics"])
