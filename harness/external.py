@@ -6,6 +6,7 @@ One JSON object per line with `id`, `answer` (reference), `prediction`, for VQA 
 
 from __future__ import annotations
 
+import sys
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -20,8 +21,11 @@ NOT_BREAKDOWNS = {"id", "question", "answer", "prediction", "images", "error", "
                   "completion_tokens", "cost_usd", "time_s"}
 
 
-def read_external_predictions(path: Path, kind: str) -> list[dict[str, Any]]:
+def read_external_predictions(path: Path, kind: str) -> tuple[list[dict[str, Any]], str | None]:
+    """The file's predictions, and a note on those skipped for a null or blank reference (as the task loaders
+    skip such samples: there is nothing to score them against), also printed as a warning."""
     records: list[dict[str, Any]] = []
+    skipped: list[str] = []
     seen: set[str] = set()
     try:
         lines = read_user_text(path).splitlines()
@@ -50,14 +54,28 @@ def read_external_predictions(path: Path, kind: str) -> list[dict[str, Any]]:
                 raise UserError(f"{path}:{lineno}: field 'answer_type' is {row['answer_type']!r}, "
                                 "expected OPEN or CLOSED")
             row["answer_type"] = label
+        if not row["answer"].strip():
+            skipped.append(f"line {lineno} (id {row['id']})")
+            continue
         records.append(row)
     if not records:
-        raise UserError(f"{path}: no predictions in the file")
-    return records
+        why = f" with a reference ({len(skipped)} have a null or blank 'answer')" if skipped else ""
+        raise UserError(f"{path}: no predictions{why} in the file")
+    return records, _skipped_note(path, skipped)
+
+
+def _skipped_note(path: Path, skipped: list[str]) -> str | None:
+    if not skipped:
+        return None
+    n, shown = len(skipped), ", ".join(skipped[:3]) + (f", and {len(skipped) - 3} more" if len(skipped) > 3 else "")
+    note = (f"{path}: {n} prediction{'s' if n > 1 else ''} with a null or blank reference ('answer') skipped "
+            f"({shown}); {'they are' if n > 1 else 'it is'} not scored")
+    print(f"warning: {note}", file=sys.stderr)
+    return note
 
 
 def external_manifest(path: Path, records: list[dict[str, Any]], kind: str, task_name: str | None,
-                      model_name: str | None) -> dict[str, Any]:
+                      model_name: str | None, skipped_note: str | None = None) -> dict[str, Any]:
     from harness.fingerprint import dataset_fingerprint
     from harness.types import Sample
 
@@ -80,7 +98,7 @@ def external_manifest(path: Path, records: list[dict[str, Any]], kind: str, task
         "task": {"id": task_id, "version": "external", "kind": kind,
                  "source": {"name": "external", "format": "predictions-jsonl", "path": str(path)},
                  "revision": None, "split": "external", "fingerprint": fingerprint, "n_total": len(records),
-                 "credentialed": False, "breakdowns": breakdowns},
+                 "credentialed": False, "breakdowns": breakdowns, "skipped_note": skipped_note},
         "prompt": {"variant": None, "hash": None, "template": None},
         "generation": None,
     }

@@ -129,3 +129,24 @@ def test_a_task_breakdown_its_source_lacks_is_a_note_naming_the_source(capsys):
         "have no breakdown by them; fields the samples have: answer_type\n")
     assert warn_absent_breakdowns(ROWS, ["answer_type", "question_type"], "task x") == []
     assert capsys.readouterr().err == ""
+
+
+def test_predictions_with_a_null_or_blank_reference_are_skipped_with_a_warning(tmp_path):
+    """They were scored (an empty prediction matched an empty reference: accuracy 1.0) and counted in n, where the
+    task loaders skip such samples with a warning."""
+    rows = [*ROWS, {"id": "e", "answer": " ", "prediction": "", "answer_type": "OPEN"},
+            {"id": "f", "answer": None, "prediction": "x", "answer_type": "OPEN"}]
+    preds = write_preds(tmp_path / "preds.jsonl", rows)
+    proc = cli("score", str(preds), "--task-type", "vqa", "--judge", "exact", "--output", str(tmp_path / "out"))
+    assert proc.returncode == 0, proc.stderr
+    note = (f"{preds}: 2 predictions with a null or blank reference ('answer') skipped (line 5 (id e), line 6 "
+            "(id f)); they are not scored")
+    assert f"warning: {note}" in proc.stderr
+    results = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert results["task"]["n"] == 4 and results["task"]["skipped_note"] == note
+    assert results["judges"][0]["metrics"]["accuracy"]["value"] == 0.5
+    blank = write_preds(tmp_path / "blank.jsonl", rows[4:])
+    proc = cli("score", str(blank), "--task-type", "vqa")
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines()[-1] == (f"error: {blank}: no predictions with a reference (2 have a null "
+                                                    "or blank 'answer') in the file")

@@ -87,8 +87,8 @@ def _score(args: argparse.Namespace, path: Path, out_dir: Path) -> int:
             default_judges = config.judges
     else:
         kind = args.task_type
-        records = read_external_predictions(path, kind)
-        manifest = external_manifest(path, records, kind, args.task_name, args.model_name)
+        records, skipped_note = read_external_predictions(path, kind)
+        manifest = external_manifest(path, records, kind, args.task_name, args.model_name, skipped_note)
         default_judges = ["exact"] if kind == "vqa" else ["lexical"]
     breakdowns = args.breakdown or manifest["task"].get("breakdowns", [])
     judges = build_judges(judge_ids(args, default_judges), args.convention, judge_settings(args), kind,
