@@ -9,7 +9,9 @@ that no longer passes its schema is only a cache of scores.jsonl: it is set asid
 from __future__ import annotations
 
 import json
+import os
 import sys
+from datetime import datetime, timezone
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -116,8 +118,9 @@ def read_scores(path: Path) -> list[dict[str, Any]]:
 
 def read_previous_results(path: Path, run_id: str) -> dict[str, Any] | None:
     """The results.json of the same run already in the folder, or None. One that cannot be read, or no longer
-    passes its schema (edited by hand), is replaced: a note says so, since its other judges' entries go with it
-    (their per-sample rows stay in scores.jsonl; `harness score` records them again)."""
+    passes its schema (edited by hand), is renamed `results.json.invalid-<UTC time>` to be written anew: a note
+    says so, since its other judges' entries are not carried over (their per-sample rows stay in scores.jsonl;
+    `harness score` records them again)."""
     import jsonschema
 
     from harness.results import validate
@@ -137,7 +140,9 @@ def read_previous_results(path: Path, run_id: str) -> dict[str, Any] | None:
         except jsonschema.ValidationError as exc:
             where = ".".join(map(str, exc.absolute_path)) or "(top level)"
             problem = f"field '{where}': {exc.message[:160]}"
-    print(f"note: {path} is not a valid results file ({problem}); it is written anew from this scoring "
-          "(judges scored before are in scores.jsonl: harness score DIR --judge ID records them again)",
-          file=sys.stderr)
+    aside = path.with_name(f"{path.name}.invalid-{datetime.now(timezone.utc).strftime('%Y%m%dT%H%M%SZ')}")
+    os.replace(path, aside)  # never lost: the user may have edited it by hand
+    print(f"note: {path} is not a valid results file ({problem}); it is set aside as {aside.name} and written "
+          "anew from this scoring (judges scored before are in scores.jsonl: harness score DIR --judge ID records "
+          "them again)", file=sys.stderr)
     return None

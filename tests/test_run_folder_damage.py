@@ -128,6 +128,8 @@ def test_a_results_json_of_the_wrong_shape_is_set_aside_and_rewritten(good_run, 
     proc = harness("score", str(run), "--judge", "exact", cwd=tmp_path)
     assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stderr
     assert "is not a valid results file (field 'judges" in proc.stderr
+    (aside,) = run.glob("results.json.invalid-*")  # the hand-edited file is kept, not overwritten
+    assert json.loads(aside.read_text())["judges"] == value and f"set aside as {aside.name}" in proc.stderr
     rewritten = json.loads((run / "results.json").read_text())
     assert [j["id"] for j in rewritten["judges"]] == ["exact"]
     assert rewritten["judges"][0]["metrics"] == json.loads((good_run / "results.json").read_text())[

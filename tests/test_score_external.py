@@ -150,3 +150,21 @@ def test_predictions_with_a_null_or_blank_reference_are_skipped_with_a_warning(t
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines()[-1] == (f"error: {blank}: no predictions with a reference (2 have a null "
                                                     "or blank 'answer') in the file")
+
+
+def test_scoring_into_a_folder_of_another_run_is_refused(tmp_path):
+    """Scores of a second model went into the first one's folder: scores.jsonl mixed both models' verdicts and
+    results.json was replaced without a word (the default <file>-scored folder too, with another --model-name)."""
+    preds = write_preds(tmp_path / "preds.jsonl", ROWS)
+    first = cli("score", str(preds), "--task-type", "vqa", "--model-name", "modelA", "--judge", "exact")
+    assert first.returncode == 0, first.stderr
+    out = tmp_path / "preds-scored"
+    before = {name: (out / name).read_bytes() for name in ("results.json", "scores.jsonl")}
+    proc = cli("score", str(preds), "--task-type", "vqa", "--model-name", "modelB", "--judge", "exact:llava-med")
+    assert proc.returncode == 2
+    line = proc.stderr.strip().splitlines()[-1]
+    assert line.startswith(f"error: {out} holds the results of run 'preds--modelA--") and line.endswith(
+        "(another model, task or predictions file): choose another --output (nothing was changed)")
+    assert {name: (out / name).read_bytes() for name in before} == before
+    again = cli("score", str(preds), "--task-type", "vqa", "--model-name", "modelA", "--judge", "exact:llava-med")
+    assert again.returncode == 0, again.stderr  # the same run adds its judge as before

@@ -64,6 +64,7 @@ def _score(args: argparse.Namespace, path: Path, out_dir: Path) -> int:
         if not manifest_path.exists() or not (path / PREDICTIONS_FILE).exists():
             raise UserError(f"{path} is not a run directory: expected {MANIFEST_FILE} and {PREDICTIONS_FILE}")
         manifest = read_manifest(manifest_path)
+        _refuse_another_runs_folder(out_dir, manifest["run_id"])
         # in place (locked), a torn last line from a kill is cut off; read from elsewhere, it is only skipped
         rows = read_predictions(path / PREDICTIONS_FILE, repair_tail=not args.output,
                                 skip_torn_tail=bool(args.output))
@@ -89,6 +90,7 @@ def _score(args: argparse.Namespace, path: Path, out_dir: Path) -> int:
         kind = args.task_type
         records, skipped_note = read_external_predictions(path, kind)
         manifest = external_manifest(path, records, kind, args.task_name, args.model_name, skipped_note)
+        _refuse_another_runs_folder(out_dir, manifest["run_id"])
         default_judges = ["exact"] if kind == "vqa" else ["lexical"]
     breakdowns = args.breakdown or manifest["task"].get("breakdowns", [])
     judges = build_judges(judge_ids(args, default_judges), args.convention, judge_settings(args), kind,
@@ -103,3 +105,20 @@ def _score(args: argparse.Namespace, path: Path, out_dir: Path) -> int:
     check_not_all_failed(results)
     check_judges_scored(entries)
     return 0
+
+
+def _refuse_another_runs_folder(out_dir: Path, run_id: str) -> None:
+    """A folder holding another run's results.json is refused before anything is written: scoring into it
+    mixed two runs' verdicts in scores.jsonl and replaced the other's results (as `harness run --output`)."""
+    import json
+
+    from harness.scoring import RESULTS_FILE
+
+    try:
+        old = json.loads((out_dir / RESULTS_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return  # none, or unreadable (set aside when results.json is written)
+    other = old.get("run_id") if isinstance(old, dict) else None
+    if other is not None and other != run_id:
+        raise UserError(f"{out_dir} holds the results of run '{other}', not '{run_id}' (another model, task or "
+                        "predictions file): choose another --output (nothing was changed)")
