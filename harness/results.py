@@ -166,14 +166,16 @@ def _replaced_setups(old: list[dict[str, Any]], new: list[dict[str, Any]]) -> li
                        None)
         if earlier is not None and earlier.get("setup") != entry.get("setup"):
             name = _judge_names([entry])[0]
-            notes.append(f"results.json replaces {name}'s entry with setup {_setup_text(earlier)} by the one with "
-                         f"{_setup_text(entry)} (harness publish it first to keep both on a leaderboard)")
+            notes.append(f"results.json replaces {name}'s entry by one with another setup ("
+                         f"{_setup_change(earlier.get('setup') or {}, entry.get('setup') or {})}; harness publish "
+                         "it first to keep both on a leaderboard)")
     return notes
 
 
-def _setup_text(entry: dict[str, Any]) -> str:
-    setup = entry.get("setup") or {}
-    return ", ".join(f"{k}={v}" for k, v in sorted(setup.items())) or "(defaults)"
+def _setup_change(old: dict[str, Any], new: dict[str, Any]) -> str:
+    """'repeats 1 -> 3, temperature 0.0 -> 1.0': only the settings that differ ('-': not set)."""
+    keys = sorted(k for k in {*old, *new} if old.get(k, "-") != new.get(k, "-"))
+    return ", ".join(f"{k} {old.get(k, '-')} -> {new.get(k, '-')}" for k in keys)
 
 
 def _ci_methods(entries: Any) -> dict[str, str]:

@@ -65,8 +65,8 @@ def test_numeric_judge_runs_on_the_local_task_and_rescores_with_another_toleranc
 
     proc = cli("score", str(run), "--judge", "numeric")  # no tolerance: 0, replacing the judge's entry
     assert proc.returncode == 0, proc.stderr
-    assert ("note: results.json replaces numeric's entry with setup tolerance=1.0 by the one with tolerance=0.0 "
-            "(harness publish it first to keep both on a leaderboard)") in proc.stderr
+    assert ("note: results.json replaces numeric's entry by one with another setup (tolerance 1.0 -> 0.0; harness "
+            "publish it first to keep both on a leaderboard)") in proc.stderr
     numeric = judge_entry(run, "numeric")
     assert numeric["setup"] == {"tolerance": 0.0}
     assert numeric["metrics"]["within_tolerance"]["value"] == expected_within("2", 0.0) == 1 / 3

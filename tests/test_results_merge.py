@@ -86,3 +86,18 @@ def test_limited_run_is_partial_and_a_larger_one_replaces_it(tmp_path):
     data = results(out)
     assert judges(data) == [("exact", "llava-med", 80), ("exact", "pefomed", 80)]
     assert data["selection"]["n"] == 80 and data["selection"]["partial"] is True
+
+
+def test_a_replaced_judge_setup_is_said_by_what_changed():
+    """The note printed both whole setups (prompt hashes, base URL, ...): `--judge-repeats 3` switching the
+    temperature to 1.0 was hidden among them."""
+    from harness.results import _replaced_setups
+
+    old = {"id": "gpt4", "convention": "pefomed", "setup": {"model": "gpt-4o", "repeats": 1, "temperature": 0.0,
+                                                             "prompt_sha256": "ab12", "seed": 0}}
+    new = {**old, "setup": {**old["setup"], "repeats": 3, "temperature": 1.0, "max_tokens": 100}}
+    del new["setup"]["seed"]
+    assert _replaced_setups([old], [new]) == [
+        "results.json replaces gpt4:pefomed's entry by one with another setup (max_tokens - -> 100, repeats 1 -> 3, "
+        "seed 0 -> -, temperature 0.0 -> 1.0; harness publish it first to keep both on a leaderboard)"]
+    assert _replaced_setups([old], [old]) == []

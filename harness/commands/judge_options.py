@@ -19,7 +19,9 @@ def add_judge_options(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--judge-provider", default=None, choices=["openai", "anthropic", "openai-compatible"],
                    help="LLM judge provider, where the model id leaves it ambiguous")
     g.add_argument("--judge-base-url", default=None, help="OpenAI-compatible server for the LLM judge")
-    g.add_argument("--judge-repeats", type=int, default=None, help="ask the LLM judge N times per sample")
+    g.add_argument("--judge-repeats", type=int, default=None,
+                   help="ask the LLM judge N times per sample (N > 1: temperature 1.0 unless "
+                        "--judge-arg temperature= says otherwise)")
     g.add_argument("--judge-concurrency", type=int, default=None, help="concurrent LLM judge calls")
     g.add_argument("--judge-timeout", type=float, default=None, help="seconds per LLM judge call")
     g.add_argument("--judge-batch", action="store_true", help="use the provider's batch API (half price)")
