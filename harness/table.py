@@ -129,7 +129,7 @@ class Table:
     """The selected rows laid out: qualifier columns, then per metric (and breakdown value) its numbers."""
 
     def __init__(self, rows: list[dict[str, Any]], metrics: list[str], breakdown: str | None, percent: bool,
-                 digits: int) -> None:
+                 digits: int | None) -> None:
         from harness.publish import setup_text
 
         self.values: list[str] = []
@@ -161,7 +161,8 @@ class Table:
     def number(self, name: str, x: float) -> str:
         if isinstance(x, int) and not isinstance(x, bool):
             return str(x)
-        return f"{x * (100 if name in self.scaled else 1):.{self.digits}f}"
+        scaled = x * (100 if name in self.scaled else 1)
+        return repr(scaled) if self.digits is None else f"{scaled:.{self.digits}f}"  # None: unrounded (csv)
 
     def text(self, name: str, metric: dict[str, Any] | None, row_n: int) -> str:
         if not metric or metric.get("value") is None:

@@ -54,6 +54,11 @@ def test_csv_is_plain_numbers_with_flags_and_latex_shows_its_notes(board):
                                                     "closed_accuracy high"))
         assert low <= value <= high and int(row["closed_accuracy n"]) <= int(row["n"].split()[0])
         assert row["model"] == "prior" and row["partial"] in ("true", "false")
+    recorded = {(r["prompt_variant"], r["metrics"]["closed_accuracy"]["value"])
+                for r in json.loads(board.read_text())["rows"] if r["convention"] == "llava-med"}
+    assert {(r["prompt"], float(r["closed_accuracy"])) for r in rows} == recorded  # unrounded (it was 3 decimals)
+    rounded = harness("table", str(board), "--format", "csv", "--metric", "closed_accuracy", "--digits", "2").stdout
+    assert all(len(r["closed_accuracy"].split(".")[1]) == 2 for r in csv.DictReader(io.StringIO(rounded)))
     latex = harness("table", str(board), "--format", "latex", "--metric", "closed_accuracy").stdout
     assert latex.startswith("\\begin{tabular}") and "closed\\_accuracy" in latex and "exact:llava-med" in latex
     assert "\\multicolumn" in latex and "partial: fewer samples" in latex  # the footnotes print, not comments

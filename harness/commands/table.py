@@ -20,7 +20,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--breakdown", help="also each metric per value of this breakdown (e.g. answer_type)")
     p.add_argument("--format", choices=FORMATS, default="markdown")
     p.add_argument("--percent", action="store_true", help="metrics whose values all lie in [0, 1] shown x 100")
-    p.add_argument("--digits", type=int, default=3, help="decimals (default: %(default)s)")
+    p.add_argument("--digits", type=int, default=None,
+                   help="decimals (default: 3; csv: the recorded values unrounded)")
     p.set_defaults(func=main)
 
 
@@ -28,9 +29,10 @@ def main(args: argparse.Namespace) -> int:
     from harness.errors import UserError
     from harness.table import Table, metric_names, read_board, render, select
 
-    if not 0 <= args.digits <= 10:
+    if args.digits is not None and not 0 <= args.digits <= 10:
         raise UserError(f"--digits {args.digits}: expected 0 to 10")
+    digits = args.digits if args.digits is not None or args.format == "csv" else 3
     rows = select(read_board(args.leaderboard), args.task, args.judge, args.split)
-    table = Table(rows, metric_names(rows, args.metric), args.breakdown, args.percent, args.digits)
+    table = Table(rows, metric_names(rows, args.metric), args.breakdown, args.percent, digits)
     print(render(table, args.format), end="")
     return 0
