@@ -168,3 +168,26 @@ def test_scoring_into_a_folder_of_another_run_is_refused(tmp_path):
     assert {name: (out / name).read_bytes() for name in before} == before
     again = cli("score", str(preds), "--task-type", "vqa", "--model-name", "modelA", "--judge", "exact:llava-med")
     assert again.returncode == 0, again.stderr  # the same run adds its judge as before
+
+
+def test_files_and_folders_that_are_not_run_directories_say_what_to_give():
+    """`harness score run/run.json` asked for a --task-type, then failed on run.json:1 as a predictions file; the
+    folder a `harness score --output` wrote was only 'not a run directory'."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        preds = write_preds(root / "preds.jsonl", ROWS)
+        assert cli("score", str(preds), "--task-type", "vqa", "--output", str(root / "scored")).returncode == 0
+        (root / "run").mkdir()
+        (root / "run" / "run.json").write_text("{}")
+        for given in ("run.json", "results.json"):
+            (root / "run" / given).write_text("{}")
+            proc = cli("score", str(root / "run" / given), "--task-type", "vqa")
+            assert proc.stderr.strip().splitlines()[-1] == (f"error: {root / 'run' / given} is a file of the run "
+                                                            f"directory {root / 'run'}: give the folder (harness "
+                                                            f"score {root / 'run'})")
+        proc = cli("score", str(root / "scored"))
+        assert proc.returncode == 2 and proc.stderr.strip().endswith(
+            "(it holds scores written by harness score: score the run directory or predictions file they came from, "
+            "with --output for another folder)")

@@ -34,6 +34,10 @@ def main(args: argparse.Namespace) -> int:
     path: Path = args.predictions
     if not path.exists():
         raise UserError(f"{path} does not exist (expected a run directory or a predictions .jsonl file)")
+    if path.is_file() and path.name in ("run.json", "results.json", "scores.jsonl", "predictions.jsonl") and \
+            (path.parent / "run.json").is_file():
+        raise UserError(f"{path} is a file of the run directory {path.parent}: give the folder "
+                        f"(harness score {path.parent})")
     if path.is_file() and not args.task_type:
         raise UserError(f"{path} is a predictions file: say its --task-type (vqa, report or caption)")
     given = [flag for flag, value in (("--task-type", args.task_type), ("--task-name", args.task_name),
@@ -62,7 +66,9 @@ def _score(args: argparse.Namespace, path: Path, out_dir: Path) -> int:
     if path.is_dir():
         manifest_path = path / MANIFEST_FILE
         if not manifest_path.exists() or not (path / PREDICTIONS_FILE).exists():
-            raise UserError(f"{path} is not a run directory: expected {MANIFEST_FILE} and {PREDICTIONS_FILE}")
+            scored = " (it holds scores written by harness score: score the run directory or predictions file " \
+                     "they came from, with --output for another folder)" if (path / "scores.jsonl").exists() else ""
+            raise UserError(f"{path} is not a run directory: expected {MANIFEST_FILE} and {PREDICTIONS_FILE}{scored}")
         manifest = read_manifest(manifest_path)
         _refuse_another_runs_folder(out_dir, manifest["run_id"])
         # in place (locked), a torn last line from a kill is cut off; read from elsewhere, it is only skipped
