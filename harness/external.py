@@ -18,7 +18,7 @@ from harness.io import jsonl_objects, read_user_text
 REQUIRED = {"vqa": ("id", "answer", "prediction", "answer_type"), "report": ("id", "answer", "prediction"),
             "caption": ("id", "answer", "prediction")}
 NOT_BREAKDOWNS = {"id", "question", "answer", "prediction", "images", "error", "prompt_tokens",
-                  "completion_tokens", "cost_usd", "time_s"}
+                  "completion_tokens", "cost_usd", "time_s", "reference_digest"}
 
 
 def read_external_predictions(path: Path, kind: str) -> tuple[list[dict[str, Any]], str | None]:

@@ -54,6 +54,13 @@ def dataset_fingerprint(samples: Iterable[Sample], images: bool = True) -> str:
     return f"v{FINGERPRINT_VERSION}{'' if images else '-text'}-sha256:" + h.hexdigest()[:32]
 
 
+def reference_digest(row: dict[str, Any]) -> str:
+    """Digest of what a predictions.jsonl line is judged against (id, question, reference, answer type), written
+    with the line by `harness run`: a line edited by hand afterwards no longer matches it."""
+    record = [row.get("id"), row.get("question"), row.get("answer"), row.get("answer_type")]
+    return hashlib.sha256(json.dumps(record, ensure_ascii=False).encode("utf-8")).hexdigest()[:16]
+
+
 def text_hash(text: str) -> str:
     return "sha256:" + hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
 

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.errors import UserError
+from harness.fingerprint import reference_digest, text_hash
 from harness.io import read_json_object, read_jsonl
 
 _RESTORE = "restore it, or run again into a new --output"
@@ -59,6 +60,11 @@ def read_manifest(path: Path) -> dict[str, Any]:
         jsonschema.Draft202012Validator(_manifest_schema()).validate(data)
     except jsonschema.ValidationError as exc:
         raise _schema_error(path, exc, f"run.json is written by harness run; {_RESTORE}") from None
+    prompt = data["prompt"]
+    if isinstance(prompt.get("template"), str) and prompt.get("hash") != text_hash(prompt["template"]):
+        raise UserError(f"{path}: field 'prompt.template' is not the prompt whose hash {prompt.get('hash')} the run "
+                        f"id records (edited by hand?): the predictions were made with that one "
+                        f"(run.json is written by harness run; {_RESTORE})")
     return data
 
 
@@ -94,6 +100,9 @@ def _check_prediction_row(row: dict[str, Any]) -> str | None:
         value = row.get(key)
         if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
             return f"field '{key}' must be a number, got {type(value).__name__} ({_PREDICTIONS_FIX})"
+    if "reference_digest" in row and row["reference_digest"] != reference_digest(row):  # older lines have none
+        return ("its id, question, answer or answer_type differs from what harness run wrote (edited by hand?): "
+                f"scored, it would not be the data the run records ({_PREDICTIONS_FIX})")
     return None
 
 

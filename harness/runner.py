@@ -17,7 +17,7 @@ from typing import Any
 
 from harness import plugin_manager
 from harness.errors import UserError
-from harness.fingerprint import config_hash, directory_hash, text_hash
+from harness.fingerprint import config_hash, directory_hash, reference_digest, text_hash
 from harness.image_decoding import IMAGE_DECODING, open_images
 from harness.io import append_jsonl, atomic_write_json, exclusive, iter_batches, removed_on_failure
 from harness.labels import model_label
@@ -172,6 +172,7 @@ def _record(sample: Sample, prediction: str, error: str | None, extra: dict[str,
                               "prediction": prediction}
     record.update({k: v for k, v in sample.fields.items() if k not in CORE_KEYS})
     record.update(images=[ref.name for ref in sample.images], error=error, **extra)
+    record["reference_digest"] = reference_digest(record)
     return record
 
 

@@ -54,6 +54,7 @@ def edit_line(path: Path, index: int, change) -> None:
     (lambda m: m.pop("task"), "(top level)"),
     (lambda m: m["task"].update(breakdowns=5), "task.breakdowns"),
     (lambda m: m["prompt"].update(hash=5), "prompt.hash"),
+    (lambda m: m["prompt"].update(template=m["prompt"]["template"] + " Be brief."), "prompt.template"),
 ])
 def test_a_damaged_run_json_is_one_line_naming_its_field(good_run, tmp_path, command, change, field):
     run = damaged(good_run, tmp_path)
@@ -61,6 +62,8 @@ def test_a_damaged_run_json_is_one_line_naming_its_field(good_run, tmp_path, com
     args = ["score", str(run), "--judge", "exact"] if command == "score" else ["run", *RUN, "--output", str(run)]
     line = error_line(harness(*args, cwd=tmp_path))
     assert f"run.json: field '{field}'" in line and "written by harness run" in line
+    if field == "prompt.template":  # it was recorded in results.json beside the original's hash
+        assert "is not the prompt whose hash sha256:" in line and "(edited by hand?)" in line
 
 
 def test_an_emptied_predictions_file_is_nothing_to_score(good_run, tmp_path):
@@ -171,3 +174,28 @@ def test_a_results_path_that_is_a_directory_is_named_not_a_temporary_file(good_r
     (run / "results.json").mkdir()
     line = error_line(harness("score", str(run), "--judge", "exact", cwd=tmp_path))
     assert line == f"error: cannot use {run / 'results.json'}: is a directory, expected a file path"
+
+
+@pytest.mark.parametrize("command", ["score", "run"])
+@pytest.mark.parametrize(("field", "value"), [("answer", "a corrected answer"), ("id", "fake-2"),
+                                              ("answer_type", "OPEN"), ("question", "Another question?")])
+def test_a_prediction_line_edited_after_generation_is_named_not_scored(good_run, tmp_path, command, field, value):
+    """A reference corrected by hand in predictions.jsonl was scored (0.50 where the data gives 0.37) and published
+    under the run's data fingerprint; an id replaced by another made a complete-looking run of other samples."""
+    run = damaged(good_run, tmp_path)
+    edit_line(run / "predictions.jsonl", 2, lambda row: row.update({field: value}))
+    args = ["score", str(run), "--judge", "exact"] if command == "score" else ["run", *RUN, "--output", str(run)]
+    line = error_line(harness(*args, cwd=tmp_path))
+    assert ("predictions.jsonl:3: its id, question, answer or answer_type differs from what harness run wrote (edited "
+            "by hand?): scored, it would not be the data the run records") in line
+
+
+def test_lines_written_before_the_reference_digest_are_still_scored(good_run, tmp_path):
+    run = damaged(good_run, tmp_path)
+    path = run / "predictions.jsonl"
+    rows = [json.loads(line) for line in path.read_text().splitlines()]
+    assert all("reference_digest" in row for row in rows)
+    path.write_text("".join(json.dumps({k: v for k, v in row.items() if k != "reference_digest"}) + "\n"
+                            for row in rows))
+    proc = harness("score", str(run), "--judge", "exact", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
