@@ -37,6 +37,7 @@ class Task:
         self._size_notes: dict[str, str | None] = {}
         self._skipped: dict[str, list[str]] = {}
         self._skipped_notes: dict[str, str | None] = {}
+        self._unsaid: set[str] = set()  # splits loaded quietly whose warnings are still to be printed
 
     @property
     def id(self) -> str:
@@ -99,7 +100,9 @@ class Task:
             return mapped[0]
         return canonical_split(src.format, split)
 
-    def samples(self, split: str | None = None) -> list[Sample]:
+    def samples(self, split: str | None = None, quiet: bool = False) -> list[Sample]:
+        """The split's samples, loaded once. Its warnings (skipped records, an unexpected size) are printed at the
+        first call that is not `quiet` (a run id computed from the train split says nothing of it yet)."""
         split = self.canonical_split(split)
         if split not in self._samples:
             module = loader_for(self.source.format)
@@ -112,6 +115,12 @@ class Task:
             self._skipped_notes[split] = self._report_skipped(split, skipped)
             self._size_notes[split] = self._check_size(split, len(loaded))
             self._samples[split] = [_without_non_finite(sample) for sample in loaded]
+            self._unsaid.add(split)
+        if not quiet and split in self._unsaid:
+            self._unsaid.discard(split)
+            for note in (self._skipped_notes[split], self._size_notes[split]):
+                if note:
+                    print(f"warning: {note}", file=sys.stderr)
         return self._samples[split]
 
     def _report_skipped(self, split: str, skipped: list[str]) -> str | None:
@@ -122,7 +131,6 @@ class Task:
         what = "1 sample with a blank reference" if n == 1 else f"{n} samples with a blank reference"
         note = (f"task '{self.id}' source '{self.source.name}' split '{split}': {what} skipped ({shown}); "
                 f"{'it is' if n == 1 else 'they are'} not evaluated")
-        print(f"warning: {note}", file=sys.stderr)
         return note
 
     def _check_size(self, split: str, found: int) -> str | None:
@@ -131,7 +139,6 @@ class Task:
             return None
         note = (f"task '{self.id}' source '{self.source.name}' split '{split}': expected {expected} samples "
                 f"(sizes in {self.config.path.name}), found {found}")
-        print(f"warning: {note}", file=sys.stderr)
         return note
 
     def size_note(self, split: str | None = None) -> str | None:
@@ -154,8 +161,8 @@ class Task:
         self.samples(split)
         return list(self._skipped.get(split, []))
 
-    def train_samples(self) -> list[Sample]:
-        return self.samples(self.config.train_split)
+    def train_samples(self, quiet: bool = False) -> list[Sample]:
+        return self.samples(self.config.train_split, quiet=quiet)
 
     def fingerprint(self, split: str | None = None) -> str:
         split = self.canonical_split(split)

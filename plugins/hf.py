@@ -91,7 +91,7 @@ class HFModel(HFPrompting, HFAdapters, ModelPlugin):
         if opts["prepend_modality"] == "predicted":  # another classifier, or other training data, is another run
             identity["modality_classifier"] = MODALITY_CLASSIFIER
             if context.task is not None:
-                identity["modality_train_fingerprint"] = dataset_fingerprint(context.task.train_samples(),
+                identity["modality_train_fingerprint"] = dataset_fingerprint(context.task.train_samples(quiet=True),
                                                                              images=False)
         return identity
 

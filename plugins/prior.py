@@ -68,7 +68,7 @@ class PriorModel(ModelPlugin):
         if task is None:
             return {}
         return {"train_split": task.config.train_split,
-                "train_fingerprint": dataset_fingerprint(task.train_samples(), images=False)}
+                "train_fingerprint": dataset_fingerprint(task.train_samples(quiet=True), images=False)}
 
     def __init__(self, args: dict[str, str], context: ModelContext) -> None:
         super().__init__(args, context)

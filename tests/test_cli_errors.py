@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from PIL import Image
 
 
 def cli(*args: str) -> subprocess.CompletedProcess:
@@ -153,3 +155,24 @@ def test_a_full_disk_while_predictions_are_appended_is_an_error_naming_the_file(
     with pytest.raises(OSError) as info:
         append_jsonl(Path("/dev/full"), [{"id": "a", "prediction": "yes"}])
     assert info.value.errno == errno.ENOSPC and info.value.filename == "/dev/full"
+
+
+def test_the_prior_says_its_training_data_warnings_when_it_learns_not_when_its_run_id_is_computed(tmp_path,
+                                                                                                   shared_data):
+    """The run id reads the train split (other training data is another run); its warnings (SLAKE's blank train
+    answer) come once, when the prior learns from it, and not before an error about the evaluated split."""
+    import shutil
+
+    data = tmp_path / "slake"
+    shutil.copytree(shared_data / "slake", data, ignore=shutil.ignore_patterns("imgs"))
+    images = {r["img_name"] for r in json.loads((data / "test.json").read_text())[:5]}
+    for name in images:
+        (data / "imgs" / name).parent.mkdir(parents=True, exist_ok=True)
+        Image.new("RGB", (8, 8)).save(data / "imgs" / name)
+    run = ["run", "--model", "prior", "--task", "slake", "--data-dir", str(data), "--limit", "5", "--judge",
+           "exact", "--no-progress", "--output", str(tmp_path / "run")]
+    first = cli(*run)
+    assert first.returncode == 0, first.stderr
+    assert first.stderr.count("split 'train': 1 sample with a blank reference skipped") == 1
+    again = cli(*run)  # nothing to generate: the prior does not learn, and the train split is not mentioned
+    assert again.returncode == 0 and "split 'train'" not in again.stderr, again.stderr

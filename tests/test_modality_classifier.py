@@ -77,7 +77,7 @@ def test_the_training_data_of_the_classifier_is_part_of_the_run_id():
 
     def identity(modality: str) -> dict:
         train = [Sample(id=f"t{i}", images=[], answer="a", fields={"modality": modality}) for i in range(3)]
-        task = SimpleNamespace(train_samples=lambda: train, kind="caption")
+        task = SimpleNamespace(train_samples=lambda quiet=False: train, kind="caption")
         return HFModel.run_identity({"model": "tiny-vlm", "prepend_modality": "predicted"},
                                     ModelContext(task=task, device="cpu"))
 
