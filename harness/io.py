@@ -223,11 +223,17 @@ def removed_on_failure(folder: Path, keep: Iterable[str]) -> Iterator[None]:
     leaves no empty run folder behind, nor a run.json holding the arguments it was given."""
     folder = Path(folder)
     existed = folder.exists()
+    created_parents = [p for p in folder.absolute().parents if not p.exists()]  # a new --runs-dir too, deepest first
     try:
         yield
     except BaseException:
         if not existed and folder.is_dir() and not any((folder / name).exists() for name in keep):
             shutil.rmtree(folder, ignore_errors=True)
+            for parent in created_parents:
+                try:
+                    parent.rmdir()  # only if empty: another process may have put something there meanwhile
+                except OSError:
+                    break
         raise
 
 

@@ -125,13 +125,20 @@ def test_device_flags_are_checked_or_said_to_be_ignored(tmp_path):
 
 
 def test_data_dir_without_its_images_is_refused_before_loading_a_model(tmp_path, shared_data):
-    """The real SLAKE annotation files without the imgs/ folder: one line naming the first missing file."""
+    """The real SLAKE annotation files without the imgs/ folder: one line naming the first missing file. A
+    --runs-dir the command created is not left behind, empty (a folder that was there stays)."""
+    runs = tmp_path / "new" / "runs"
     proc = cli("run", "--model", "prior", "--task", "slake", "--data-dir", str(shared_data / "slake"),
-               "--limit", "5", "--no-progress", "--output", str(tmp_path / "run"))
+               "--limit", "5", "--no-progress", "--runs-dir", str(runs))
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
     assert proc.returncode == 2 and len(lines) == 1, proc.stderr
     assert "none of the 5 image files of task 'slake' exists" in lines[0]
     assert str(shared_data / "slake" / "imgs") in lines[0]
+    assert not (tmp_path / "new").exists()
+    (tmp_path / "kept").mkdir()
+    proc = cli("run", "--model", "prior", "--task", "slake", "--data-dir", str(shared_data / "slake"),
+               "--limit", "5", "--no-progress", "--runs-dir", str(tmp_path / "kept"))
+    assert proc.returncode == 2 and (tmp_path / "kept").is_dir() and not any((tmp_path / "kept").iterdir())
 
 
 def test_an_adapter_folder_without_its_config_is_refused_before_the_model_loads(tmp_path):
