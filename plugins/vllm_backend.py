@@ -369,7 +369,9 @@ class VLLMModel(ModelPlugin):
         info: dict[str, Any] = {"backend": "vllm-server" if self.client else "vllm", "vllm": common.vllm_version(),
                                 "model": self.model_path, "adapter": self.adapter.describe() if self.adapter else None}
         if self.client is not None:
-            info.update(base_url=self.client.base_url, served_model=self.client.model)
+            info.update(base_url=self.client.base_url, served_model=self.client.model, dtype=None,
+                        dtype_source="the server's (not visible over its API; harness serve --dtype sets it)",
+                        served_adapter=getattr(self.client, "served_adapter", None))
         else:
             cfg = self.engine.model_config
             info.update(dtype=str(cfg.dtype).removeprefix("torch."), max_model_len=cfg.max_model_len,
@@ -377,7 +379,7 @@ class VLLMModel(ModelPlugin):
                         lora_target_modules=getattr(self, "lora_targets", None),
                         probe=getattr(self, "probe_result", None))
         if self.embedder is not None and hasattr(self.embedder, "identity"):
-            info["arch"] = {"id": self.own["arch"], **self.embedder.identity()}
+            info["arch"] = common.arch_identity(self.own["arch"], self.embedder.identity())
         return info
 
     def close(self) -> None:

@@ -200,3 +200,41 @@ def parse_number(value: str, name: str, kind: type, minimum: float | None = None
                  maximum: float | None = None) -> Any:
     """An int or a finite float of --model-args within [minimum, maximum] (harness.flags.parse_number)."""
     return flags.parse_number(value, f"--model-args {name}={value}", kind, minimum, maximum)
+
+
+def same_lora(a: Path, b: Path) -> bool:
+    """Whether two PEFT adapter folders hold the same LoRA: equal rank, alpha, targets and tensors (the base model
+    they name, their model cards and file layout may differ)."""
+    import torch
+    from safetensors.torch import load_file
+
+    def config(path: Path) -> tuple[Any, ...]:
+        c = read_json_object(path / "adapter_config.json")
+        targets = c.get("target_modules")
+        return c.get("r"), c.get("lora_alpha"), sorted(targets) if isinstance(targets, list) else targets
+
+    def tensors(path: Path) -> dict[str, Any]:
+        if (path / "adapter_model.safetensors").is_file():
+            return load_file(str(path / "adapter_model.safetensors"))
+        return torch.load(path / "adapter_model.bin", map_location="cpu", weights_only=True)
+
+    if a.resolve() == b.resolve():
+        return True
+    if config(a) != config(b):
+        return False
+    ta, tb = tensors(a), tensors(b)
+    return ta.keys() == tb.keys() and all(torch.equal(ta[k], tb[k]) for k in ta)
+
+
+# what an arch plugin's identity says of its own transformers generation, which vLLM replaces
+TORCH_GENERATION_KEYS = ("cache", "compile", "attn", "min_new_tokens")
+
+
+def arch_identity(arch_id: str, identity: dict[str, Any]) -> dict[str, Any]:
+    """An arch plugin's identity as the embedding side of a vLLM run: without its transformers generation
+    settings, and without whether its own LoRA copy is merged (the LoRA runs on vLLM, unmerged)."""
+    arch = {k: v for k, v in identity.items() if k not in TORCH_GENERATION_KEYS}
+    if isinstance(arch.get("lora"), dict):
+        arch["lora"] = {k: v for k, v in arch["lora"].items() if k != "merged"}
+    return {"id": arch_id, "role": "prompt embeddings; the LLM and its LoRA run on vLLM", **arch}
+

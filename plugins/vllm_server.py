@@ -18,6 +18,7 @@ import os
 import signal
 import socket
 import subprocess
+import sys
 import time
 import urllib.error
 import urllib.request
@@ -243,8 +244,28 @@ class CompletionsClient:
                             f"NAME={adapter.path} and pass served_model=NAME")
         base = self.cards[self.model].get("parent") or next(
             (name for name, card in self.cards.items() if is_base(card)), None)
+        self._check_served_root(adapter)
         if base:
             probe_adapters(self.base_url, str(base), [(self.model, adapter)])
+
+    def _check_served_root(self, adapter: common.AdapterInfo) -> None:
+        """The adapter the server loaded (its card's `root`, the folder given to the server) must hold the LoRA of
+        `adapter`: another one changes the output too, so the probe passes, and its answers were recorded as this
+        adapter's (a PeFoMed run with another checkpoint= than the served one mixed two checkpoints)."""
+        root = self.cards[self.model].get("root")
+        folder = Path(str(root)).expanduser() if root else None
+        self.served_adapter: dict[str, Any] = {"name": self.model, "root": root, "checked": False}
+        if folder is None or not (folder / "adapter_config.json").is_file():
+            print(f"note: the server's adapter '{self.model}' ({root or 'no folder given'}) is not an adapter folder "
+                  f"on this machine, so that it holds the LoRA of {adapter.path} cannot be checked; results.json "
+                  "records both", file=sys.stderr)
+            return
+        if not common.same_lora(folder, adapter.path):
+            raise UserError(f"--model-args served_model={self.model} is the adapter {root} on the server, whose LoRA "
+                            f"differs from {adapter.path} (the adapter of this run's checkpoint=/--adapter): serve "
+                            f"this one (harness serve --adapter NAME={adapter.path}) or give the checkpoint the "
+                            "served one came from")
+        self.served_adapter["checked"] = True
 
     def body(self, prompt: dict[str, Any], settings: GenerationSettings) -> dict[str, Any]:
         sample = bool(settings.do_sample and settings.temperature > 0)

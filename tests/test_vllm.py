@@ -18,6 +18,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from tiny_pefomed import make_checkpoint_state, save_checkpoint
 from vllm_helpers import (
     ENGINE_ARGS,
     MIXED_STEPS,
@@ -194,6 +195,17 @@ def test_serve_with_an_adapter_matches_transformers_and_stops_cleanly(tiny, adap
         rows = read_predictions(out)
         assert all(r["error"] is None for r in rows), (rows[0]["error"], server_log_tail(tmp_path / "server.log"))
         assert_same_as_reference(rows, reference)
+        loaded = json.loads((out / "results.json").read_text())["model"]["loaded"]
+        assert loaded["served_adapter"] == {"name": "pefomed", "root": str(adapter), "checked": True}
+        assert loaded["dtype"] is None and "harness serve --dtype" in loaded["dtype_source"]
+        assert not {"cache", "compile", "attn"} & set(loaded["arch"]) and "merged" not in loaded["arch"]["lora"]
+        # another checkpoint's projection with the served LoRA answered, recorded as that checkpoint's: refused
+        other = save_checkpoint(tmp_path / "seed2.pth", make_checkpoint_state(seed=2))
+        mixed = run_harness("run", "--model", "vllm", "--model-args",
+                            f"arch=pefomed,{tiny.args_string(checkpoint=str(other))},base_url={base_url},"
+                            "served_model=pefomed", "--prompt", "pefomed", "--output", str(tmp_path / "mixed"),
+                            *RUN_ARGS)
+        assert mixed.returncode == 2 and f"is the adapter {adapter} on the server, whose LoRA differs" in mixed.stderr
         # the served base model would answer without the checkpoint's LoRA: refused, not recorded as the adapter's
         base_run = run_harness("run", "--model", "vllm", "--model-args",
                                f"arch=pefomed,{tiny.args_string()},base_url={base_url},served_model={tiny.llm_dir}",
@@ -215,6 +227,8 @@ def test_serve_with_an_adapter_matches_transformers_and_stops_cleanly(tiny, adap
         output = proc.communicate(timeout=120)[0]
     assert proc.returncode == 0, output[-3000:]
     assert "vLLM server stopped" in output and f"ready at {base_url}" in output
+    assert "adapter pefomed: probe passed" in output  # a success was silent: no telling the probe ran
+    assert f"evaluate: harness run --model vllm --model-args arch=pefomed,...,base_url={base_url}" in output
     assert not port_open(base_url) and not ready.exists()
 
 

@@ -125,14 +125,20 @@ def main(args: argparse.Namespace) -> int:
         base_name = args.served_model_name or args.model
         if not args.no_probe:
             server.probe_adapters(base_url, base_name, adapters)
+            for name in names:
+                print(f"adapter {name}: probe passed (its greedy output differs from the base model's)", flush=True)
         if args.ready_file:
             args.ready_file.parent.mkdir(parents=True, exist_ok=True)
             args.ready_file.write_text(base_url + "\n")
         print(f"vLLM server ready at {base_url}", flush=True)
         print(f"  models: {', '.join([base_name, *names])}", flush=True)
         example = names[0] if names else base_name
-        print(f"  evaluate: harness run --model openai-compatible --model-args base_url={base_url},model={example} "
-              "--task ...", flush=True)
+        if args.enable_prompt_embeds:  # a text LLM fed image embeddings by an arch plugin (PeFoMed's LLaMA)
+            print(f"  evaluate: harness run --model vllm --model-args arch=pefomed,...,base_url={base_url},"
+                  f"served_model={example} --task ...", flush=True)
+        else:
+            print(f"  evaluate: harness run --model openai-compatible --model-args base_url={base_url},"
+                  f"model={example} --task ...", flush=True)
         print("  stop: Ctrl-C or SIGTERM", flush=True)
         code = proc.proc.wait()  # until the server exits, or SIGINT / SIGTERM interrupt the wait
         raise UserError(f"the vLLM server stopped by itself with code {code} (log: {log})")
