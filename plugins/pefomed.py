@@ -86,6 +86,9 @@ class PeFoMedModel(TrainingMixin, ModelPlugin):
         self.default_batch_size = 128 if on_cuda else 8
         self._checkpoint = Path(args["checkpoint"]).expanduser() if args.get("checkpoint") else None
         self._adapter_dir = Path(context.adapter).expanduser() if context.adapter else None
+        if args.get("llm_revision") and Path(args.get("llm") or DEFAULT_LLM).expanduser().is_dir():
+            raise UserError(f"--model-args llm_revision={args['llm_revision']}: llm={args.get('llm')} is a local "
+                            "folder, which has no hub revisions; drop llm_revision")
         revision = llm_revision(args, DEFAULT_LLM, DEFAULT_LLM_REVISION)
         self.llm_path: Path | None = resolve_llm_path(args.get("llm") or DEFAULT_LLM, revision)
         parts = load_parts(LoadSpec(
@@ -282,7 +285,7 @@ class PeFoMedModel(TrainingMixin, ModelPlugin):
         return {
             "architecture": "minigpt-v2 (eva-vit-g/14 448px, 4-token grouping, linear projection, llama)",
             "llm": str(self.llm_path), "llm_revision": _snapshot_revision(self.llm_path),
-            "checkpoint": self._checkpoint.name if self._checkpoint else None,
+            "checkpoint": str(self._checkpoint.resolve()) if self._checkpoint else None,
             "lora": self.lora_info, "device": str(self.device),
             "dtype": str(self.dtype).removeprefix("torch."),
             "text_processor": "pefomed" if self.process_text else "none",

@@ -215,8 +215,10 @@ def _inject_checkpoint_lora(spec: LoadSpec, llm, weights: ckpt.PeFoMedWeights):
         raise UserError(f"checkpoint {spec.checkpoint} does not fit LLM {spec.llm_path}: "
                         f"{str(exc).splitlines()[-1].strip()}") from exc
     lacking = sorted(own - set(named))
-    if lacking:
-        raise UserError(f"checkpoint {spec.checkpoint} lacks LoRA weights for {ckpt.short_list(lacking)}")
+    if lacking:  # named as the checkpoint names its keys, not as PEFT's own state dict does
+        published = ["llama_model." + k.replace(".default.", ".") for k in lacking]
+        raise UserError(f"checkpoint {spec.checkpoint} lacks LoRA weights for {len(lacking)} of the "
+                        f"{len(own)} LoRA tensors of LLM {spec.llm_path}: {ckpt.short_list(published)}")
     return peft_model
 
 
@@ -233,7 +235,8 @@ def _load_adapter_dir(spec: LoadSpec, llm):
         own = {k.replace(".default.", ".") for k in peft_model.state_dict() if ".lora_" in k}
         if names != own:
             extra, lacking = sorted(names - own), sorted(own - names)
-            raise UserError(f"--adapter {spec.adapter_dir} does not fit LLM {spec.llm_path}: "
-                            f"{len(extra)} tensors match no module ({ckpt.short_list(extra, 3)}), "
-                            f"{len(lacking)} modules get no tensor ({ckpt.short_list(lacking, 3)})")
+            parts = [f"{len(extra)} tensors match no module ({ckpt.short_list(extra, 3)})"] if extra else []
+            parts += [f"{len(lacking)} of its {len(own)} LoRA tensors are missing ({ckpt.short_list(lacking, 3)})"
+                      ] if lacking else []
+            raise UserError(f"--adapter {spec.adapter_dir} does not fit LLM {spec.llm_path}: {', '.join(parts)}")
     return peft_model

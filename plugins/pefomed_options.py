@@ -74,9 +74,10 @@ def check_args(args: dict[str, str], adapter: Path | str | None) -> bool:
     """Refuse unknown or missing arguments; return whether this is a training load (train=true)."""
     unknown = sorted(set(args) - set(ARGS))
     if unknown:
-        known = "; ".join(f"{k}: {v}" for k, v in ARGS.items())
-        raise UserError(
-            f"model 'pefomed' does not take --model-args {', '.join(unknown)}. It takes {known}")
+        flags = [f"--{k} is a flag of harness run" for k in unknown if k in ("dtype", "device")]
+        raise UserError(f"model 'pefomed' does not take --model-args {', '.join(unknown)}"
+                        f"{' (' + '; '.join(flags) + ')' if flags else ''}; it takes {', '.join(ARGS)} (the README's "
+                        "PeFoMed section says what each does)")
     if not args.get("vision"):
         raise UserError("model 'pefomed' needs --model-args vision=PATH to LAVIS eva_vit_g.pth "
                         f"(download: {EVA_URL})")
@@ -106,6 +107,16 @@ def process_text(args: dict[str, str]) -> bool:
     return (args.get("text_processor") or "pefomed") != "none"
 
 
+ATTN = ("sdpa", "eager", "flash_attention_2")
+
+
+def _attn(args: dict[str, str]) -> str:
+    attn = args.get("attn") or "sdpa"
+    if attn not in ATTN:
+        raise UserError(f"--model-args attn={attn}: expected {', '.join(ATTN)}")
+    return attn
+
+
 def parse_options(args: dict[str, str], on_cuda: bool, train_mode: bool) -> dict[str, Any]:
     """The loading and decoding options: the device's defaults overridden by the arguments."""
     cache = args.get("cache") or ("static" if on_cuda else "dynamic")
@@ -116,7 +127,7 @@ def parse_options(args: dict[str, str], on_cuda: bool, train_mode: bool) -> dict
         "cache": cache,
         "compile": _flag(args, "compile", on_cuda) and cache == "static",
         "compile_vision": _flag(args, "compile_vision", False),
-        "attn": args.get("attn") or "sdpa",
+        "attn": _attn(args),
         "merge": _flag(args, "merge", True) and not train_mode,
         "vision_batch": _int(args, "vision_batch", 64, 1),
         "min_new_tokens": _int(args, "min_new_tokens", 0, 0),

@@ -284,8 +284,10 @@ def test_loading_mistakes_are_one_line_errors(pefomed_tiny, pefomed_converted, t
     wide["llama_proj.weight"] = torch.zeros(64, 256)
     with pytest.raises(UserError, match=r"need \(64, 128\)"):
         load(pefomed_tiny, checkpoint=str(save_checkpoint(tmp_path / "wide.pth", wide)))
-    with pytest.raises(UserError, match="does not take --model-args temprature"):
+    with pytest.raises(UserError, match="does not take --model-args temprature; it takes llm, llm_revision, "):
         load(pefomed_tiny, temprature="0")
+    with pytest.raises(UserError, match=r"does not take --model-args dtype \(--dtype is a flag of harness run\)"):
+        load(pefomed_tiny, dtype="float32")
     for value in ("nan", "inf", "x"):  # NaN made every LoRA output NaN; "x" was a traceback
         with pytest.raises(UserError, match=f"^--model-args lora_alpha={value}: expected a finite number >= 0$"):
             load(pefomed_tiny, lora_alpha=value)
@@ -301,6 +303,18 @@ def test_loading_mistakes_are_one_line_errors(pefomed_tiny, pefomed_converted, t
                                             '"num_attention_heads": 4, "intermediate_size": 128}')
     with pytest.raises(UserError, match="llm=.*: not a causal language model"):
         load(pefomed_tiny, llm=str(not_causal))
+    partial = {k: v for k, v in make_checkpoint_state().items() if ".layers.1." not in k}  # LoRA on layer 0 only
+    partial_path = save_checkpoint(tmp_path / "partial.pth", partial)
+    with pytest.raises(UserError, match=r"lacks LoRA weights for 4 of the 8 LoRA tensors of LLM .*: "
+                                        r"llama_model\.base_model\.model\.model\.layers\.1\.self_attn\.q_proj\.lora_A\.weight"):
+        load(pefomed_tiny, checkpoint=str(partial_path))  # named as in the checkpoint, not with PEFT's '.default'
+    assert convert(str(partial_path), "--out", str(tmp_path / "partial")) == 0
+    with pytest.raises(UserError, match=r"does not fit LLM .*: 4 of its 8 LoRA tensors are missing \(base_model"):
+        load(pefomed_tiny, adapter=tmp_path / "partial", checkpoint="")  # no '0 tensors match no module ()'
+    with pytest.raises(UserError, match="^--model-args attn=bogus: expected sdpa, eager, flash_attention_2$"):
+        load(pefomed_tiny, attn="bogus")  # was transformers' ValueError traceback
+    with pytest.raises(UserError, match="llm_revision=abc: llm=.* is a local folder, which has no hub revisions"):
+        load(pefomed_tiny, llm_revision="abc")  # was accepted, another run id of identical answers
 
 
 def test_the_default_llm_is_a_pinned_commit_and_enters_the_run_identity(pefomed_tiny, monkeypatch, tmp_path):
@@ -391,3 +405,14 @@ def test_each_dtype_is_another_run():
     assert PeFoMedModel.run_identity({}, ModelContext(device="cpu", dtype="float32")) == cpu_default
     assert "dtype" not in PeFoMedModel.run_identity({}, ModelContext(device="cpu", dtype="bf16"))
     assert PeFoMedModel.run_identity({}, ModelContext(device="cpu", dtype="float16"))["dtype"] == "float16"
+
+
+def test_the_readme_describes_every_model_arg():
+    """The unknown-key error lists the keys and points to the README for what each does (it printed all of them
+    with their descriptions: one 1,800-character line)."""
+    from harness.plugins.pefomed_options import ARGS
+
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    for key, description in ARGS.items():
+        assert f"| `{key}` | {description} |" in readme, key
+
