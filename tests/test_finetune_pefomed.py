@@ -63,6 +63,10 @@ def test_two_stage_pefomed_finetune_writes_a_directory_pefomed_loads(pefomed_tin
     lora = 2 * 2 * 64 * (64 + 64)
     assert manifest["trainable_parameters"] == proj + lora
     assert manifest["targets"]["target_modules"] == ["q_proj", "v_proj"] and manifest["targets"]["n_modules"] == 4
+    from harness.commands.finetune import report
+
+    assert ("LoRA on target preset 'llm-attn' (q_proj, v_proj: 4 modules; also trained: llama_proj (projection, "
+            "full))") in report(manifest, tmp_path / "out")  # 'llm-attn' alone never said it means q/v
     assert (out / "adapter_config.json").is_file() and (out / "projection.safetensors").is_file()
     adapter_config = json.loads((out / "adapter_config.json").read_text())
     assert adapter_config["r"] == 64 and adapter_config["lora_alpha"] == 16 and not adapter_config["modules_to_save"]

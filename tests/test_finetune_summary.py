@@ -47,7 +47,9 @@ def test_two_stages_print_a_loss_line_each_with_the_data_and_settings(tmp_path, 
             "grad-norm clip 1, seed 0") in text
     assert f"fine-tune config: {manifest['config_hash']} ({out / 'manifest.json'} has every setting)" in text
     assert not any("revision None" in line for line in text)
-    assert "base model: tiny-vlm (tiny-vlm, revision v5-phantom1-random); LoRA on target preset 'full'" in text
+    n_modules = manifest["targets"]["n_modules"]  # what the preset's name stands for, said beside it
+    assert ("base model: tiny-vlm (tiny-vlm, revision v5-phantom1-random); LoRA on target preset 'full' "
+            f"({n_modules} modules)") in text and n_modules > 10
 
 
 def test_a_constant_schedule_records_and_prints_the_rate_it_used(tmp_path, tiny_vlm):

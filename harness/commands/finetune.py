@@ -137,6 +137,21 @@ def _stage_line(stage: dict[str, Any], schedule: str | None) -> str:
             f"{_epochs(stage)}, {rate}, {stage['train_time_s']:.1f} s")
 
 
+def _targets_detail(targets: dict[str, Any]) -> str:
+    """' (q_proj, v_proj: 64 modules; also trained: llama_proj ...)': what the preset's name stands for here."""
+    names = targets.get("target_modules")
+    if "n_modules" in targets:
+        what = f"{', '.join(names)}: " if isinstance(names, list) else ""
+        parts = [f"{what}{plural(targets['n_modules'], 'module')}"]
+    elif "n_parameter_tensors" in targets:
+        parts = [plural(targets["n_parameter_tensors"], "parameter tensor")]
+    else:
+        return ""
+    if targets.get("also_trained"):
+        parts.append(f"also trained: {', '.join(targets['also_trained'])}")
+    return f" ({'; '.join(parts)})"
+
+
 def _hyper_line(manifest: dict[str, Any]) -> str:
     h = manifest["hyperparameters"]
     parts = [f"rank {h['rank']}, alpha {h['alpha']:g}, dropout {h['dropout']:g}"] if manifest["targets"].get(
@@ -166,7 +181,8 @@ def report(manifest: dict[str, Any], out: Path) -> str:
     where = base.get("hub_id") or base.get("path") or base.get("args", {}).get("llm")
     revision = f", revision {base['revision']}" if base.get("revision") else ""
     how = "LoRA" if targets["method"] == "lora" else "full training"  # --targets full is LoRA on every layer
-    lines.append(f"base model: {base['id']} ({where}{revision}); {how} on target preset '{targets['preset']}'")
+    lines.append(f"base model: {base['id']} ({where}{revision}); {how} on target preset '{targets['preset']}'"
+                 f"{_targets_detail(targets)}")
     lines.append(_hyper_line(manifest))
     share = f"{100 * manifest['trainable_share']:.3f}%"
     if manifest["kind"] != "full-model":
