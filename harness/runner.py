@@ -107,7 +107,7 @@ def prepare(spec: RunSpec) -> tuple[Task, Any, dict[str, Any], Path, ModelContex
         "plugin": model_info.plugin,
         **({"distribution": dist} if (dist := plugin_manager.distribution(model_info.plugin)) else {}),
         "args": dict(spec.model_args),
-        "adapter": str(spec.adapter) if spec.adapter else None,
+        "adapter": str(Path(spec.adapter).expanduser().resolve()) if spec.adapter else None,  # where, from anywhere
         "adapter_hash": adapter_hash,
         "identity": run_identity,
     }

@@ -22,8 +22,6 @@ from harness.plugins.finetune_lora import finetune
 from harness.plugins.pefomed import PeFoMedModel
 from harness.task import Task
 
-REPO = Path(__file__).resolve().parents[1]
-
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
@@ -75,14 +73,16 @@ def test_two_stage_pefomed_finetune_writes_a_directory_pefomed_loads(pefomed_tin
 
     run_dir = tmp_path / "run"
     cmd = [sys.executable, "-m", "harness", "run", "--model", "pefomed", "--model-args",
-           pefomed_tiny.args_string(checkpoint=""), "--adapter", str(out), "--task", "phantom-vqa",
-           "--prompt", "pefomed", "--limit", "4", "--max-new-tokens", "4", "--judge", "exact", "--output",
-           str(run_dir), "--no-progress"]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=REPO,
+           pefomed_tiny.args_string(checkpoint=""), "--adapter", os.path.relpath(out, tmp_path), "--task",
+           "phantom-vqa", "--prompt", "pefomed", "--limit", "4", "--max-new-tokens", "4", "--judge", "exact",
+           "--output", str(run_dir), "--no-progress"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=tmp_path,
                           env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert proc.returncode == 0, proc.stderr[-3000:]
     rows = [json.loads(line) for line in (run_dir / "predictions.jsonl").read_text().splitlines()]
     assert len(rows) == 4 and all(r["error"] is None for r in rows)
+    # a relative --adapter is recorded as the folder it named (it was recorded as typed)
+    assert json.loads((run_dir / "results.json").read_text())["model"]["adapter"] == str(out.resolve())
 
 
 def tiny_vision_width(pefomed_tiny) -> int:
