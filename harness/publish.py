@@ -108,7 +108,9 @@ def rows_from_results(path: Path, notices: list[str] | None = None) -> list[dict
                 for name, m in metrics.items()}
 
     identity = {"model_identity": data["model"]["identity"]} if data["model"].get("identity") is not None else {}
-    for judge in data["judges"]:
+    for i, judge in enumerate(data["judges"]):
+        if judge.get("scored_at") is not None:
+            parse_created(judge["scored_at"], str(path), f"judges.{i}.scored_at")
         if not has_metric_value(judge):
             if notices is not None:
                 name = judge["id"] + (f":{judge['convention']}" if judge.get("convention") else "")
@@ -145,7 +147,8 @@ def rows_from_results(path: Path, notices: list[str] | None = None) -> list[dict
                            for key, values in judge.get("breakdowns", {}).items()},
             "provenance": {
                 "run_id": data["run_id"],
-                "created": data["created"],
+                # when this judge scored (results.json's `created` changes whenever another judge is added)
+                "created": judge.get("scored_at") or data["created"],
                 "harness_version": data["environment"]["harness_version"],
                 "git_commit": data["environment"].get("git_commit"),
                 "results_file": str(path),
@@ -218,11 +221,18 @@ def _created(row: dict[str, Any]) -> datetime:
 
 
 def prefer(new: dict[str, Any], old: dict[str, Any]) -> bool:
-    """A complete row beats a partial one; among equally complete rows the newest wins (a row with failed
-    samples is kept but flagged: rerunning the same command retries them)."""
+    """A complete row beats a partial one; of two partial rows the one on more samples wins; otherwise the newest
+    (a row with failed samples is kept but flagged: rerunning the same command retries them). Rows scored in the
+    same second go by their results file's path, so the input order never decides."""
     if bool(new.get("partial")) != bool(old.get("partial")):
         return not new.get("partial")
-    return _created(old) <= _created(new)
+    if new.get("partial") and new["n"] != old["n"]:
+        return new["n"] > old["n"]
+    return _order(old) <= _order(new)
+
+
+def _order(row: dict[str, Any]) -> tuple[datetime, str]:
+    return _created(row), str(row["provenance"].get("results_file"))
 
 
 def check_fingerprints(rows: list[dict[str, Any]]) -> None:
@@ -250,6 +260,8 @@ def check_fingerprints(rows: list[dict[str, Any]]) -> None:
 def _why_not(row: dict[str, Any], kept: dict[str, Any]) -> str:
     if row.get("partial") and not kept.get("partial"):
         return "partial; the leaderboard keeps the complete results of"
+    if row.get("partial") and row["n"] < kept["n"]:
+        return f"partial on fewer samples ({row['n']}) than the kept"
     if _created(row) == _created(kept):
         return "as old as the kept"
     return "older than the kept"
@@ -311,7 +323,8 @@ def _resolved(path: Any) -> str:
 
 
 def _replaced(old: dict[str, Any], kept: dict[str, Any]) -> str:
-    why = "complete" if old.get("partial") and not kept.get("partial") else "newer"
+    why = ("complete" if old.get("partial") and not kept.get("partial")
+           else "larger" if old.get("partial") and old["n"] < kept["n"] else "newer")
     return (f"replaced {describe(old)} ({old['provenance'].get('results_file')}): the leaderboard now keeps the "
             f"{why} results of {kept['provenance'].get('results_file')}")
 

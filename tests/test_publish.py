@@ -74,8 +74,10 @@ def _variant(run_dir: Path, dest: Path, **changes) -> Path:
     """A copy of a run's results.json with some task fields, the creation time or the error count changed."""
     data = json.loads((run_dir / "results.json").read_text())
     for key, value in changes.items():
-        if key == "created":
+        if key == "created":  # written then: each judge scored then too (its row's age on a leaderboard)
             data["created"] = value
+            for judge in data["judges"]:
+                judge["scored_at"] = value
         elif key == "errors":
             data["errors"] = {"count": value, "samples": [{"id": f"x{i}", "error": "HTTP 500"} for i in range(value)]}
         elif key == "source":

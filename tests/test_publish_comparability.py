@@ -128,6 +128,8 @@ def old_results(source: Path, folder: Path, created: str) -> None:
     results = json.loads((source / "results.json").read_text())
     del results["model"]["identity"]
     results.update(run_id="phantom-vqa--odd-outputs--0123456789ab", created=created)
+    for judge in results["judges"]:
+        judge["scored_at"] = created
     folder.mkdir()
     (folder / "results.json").write_text(json.dumps(results))
 

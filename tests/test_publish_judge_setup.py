@@ -121,6 +121,7 @@ def test_llm_judge_setups_split_rows_and_old_files_merge_with_new_ones(tmp_path)
         data["created"] = "2025-01-31T12:00:00+00:00"  # an old run
         for judge in data["judges"]:
             del judge["setup"]
+            judge.pop("scored_at", None)  # its age is then the file's `created`
 
     old_warm = results_copy(tmp_path / "warm" / "results.json", tmp_path / "old-warm" / "results.json", strip)
     old_board = tmp_path / "old-leaderboard.json"
@@ -193,10 +194,21 @@ def test_created_must_be_a_timestamp(tmp_path):
     assert not board.exists()
 
     # a timestamp in another zone or form is compared as a time, not as text
-    later = results_copy(results, tmp_path / "later" / "results.json",
-                         lambda d: d.update(created="2999-01-01T09:00:00+09:00"))
+    def created(value: str):
+        def edit(data: dict) -> None:
+            data["created"] = value
+            for judge in data["judges"]:
+                judge["scored_at"] = value
+        return edit
+
+    later = results_copy(results, tmp_path / "later" / "results.json", created("2999-01-01T09:00:00+09:00"))
     earlier = results_copy(results, tmp_path / "earlier" / "results.json",
-                           lambda d: d.update(created="2999-01-01T01:00:00+00:00"))  # a later string
+                           created("2999-01-01T01:00:00+00:00"))  # a later string
+    bad_judge = results_copy(results, tmp_path / "bad-judge" / "results.json",
+                             lambda d: d["judges"][0].update(scored_at="noon"))
+    line = error_line(cli("publish", str(bad_judge), "-o", str(board)))
+    assert line == (f"error: {bad_judge}: field 'judges.0.scored_at' is \"noon\", not an ISO-8601 timestamp "
+                    "(e.g. 2025-01-31T12:00:00+00:00)")
     ok("publish", str(earlier), str(later), "-o", str(board))
     assert [r["provenance"]["results_file"] for r in board_rows(board)] == [str(earlier)]
 

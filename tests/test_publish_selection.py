@@ -89,3 +89,39 @@ def test_partial_runs_never_replace_complete_ones(tmp_path):
 
 def test_committed_leaderboard_is_valid():
     validate(json.loads((REPO_ROOT / "leaderboard" / "leaderboard.json").read_text()), "leaderboard")
+
+
+def test_a_rescore_with_another_judge_does_not_make_the_first_judges_rows_newer(tmp_path):
+    """results.json's `created` changes whenever a judge is added: publishing took it as the age of every judge's
+    row, so an older run re-scored with llava-med beat a newer run's pefomed row with its old numbers."""
+    import time
+
+    older = run_prior(tmp_path / "older")
+    time.sleep(1.1)
+    newer = run_prior(tmp_path / "newer")
+    time.sleep(1.1)
+    harness("score", str(older.parent), "--judge", "exact:llava-med")
+    board = tmp_path / "board.json"
+    harness("publish", str(older), str(newer), "-o", str(board))
+    kept = {r["convention"]: r["provenance"]["results_file"] for r in json.loads(board.read_text())["rows"]}
+    assert kept == {"pefomed": str(newer), "llava-med": str(older)}
+
+
+def test_of_two_partial_rows_the_larger_is_kept_and_ties_never_go_by_input_order(tmp_path):
+    """A newer --limit 5 run replaced a --limit 20 one (150 samples fewer behind the published number); rows scored
+    in the same second were kept by the order the files were given."""
+    from harness.publish import prefer
+
+    def row(n: int, created: str, path: str) -> dict:
+        return {"partial": True, "n": n, "provenance": {"created": created, "results_file": path}}
+
+    large, small = row(20, "2026-11-24T10:00:00+00:00", "a"), row(5, "2026-11-24T11:00:00+00:00", "b")
+    assert not prefer(small, large) and prefer(large, small)
+    first, second = row(20, "2026-11-24T10:00:00+00:00", "x"), row(20, "2026-11-24T10:00:00+00:00", "y")
+    assert prefer(second, first) and not prefer(first, second)  # the same winner in either order
+    twenty = run_prior(tmp_path / "twenty", "--limit", "20")
+    five = run_prior(tmp_path / "five", "--limit", "5")
+    board = tmp_path / "board.json"
+    proc = harness("publish", str(twenty), str(five), "-o", str(board))
+    assert [r["n"] for r in json.loads(board.read_text())["rows"]] == [20]
+    assert "partial on fewer samples (5) than the kept" in proc.stderr
