@@ -158,6 +158,7 @@ def rows_from_results(path: Path, notices: list[str] | None = None) -> list[dict
                    else {}),
                 "judge_settings": judge.get("settings", {}),
                 "prompt_hash": data["prompt"].get("hash"),
+                "image_decoding": data["task"].get("image_decoding"),
                 "generation": data.get("generation"),
             },
         })

@@ -3,12 +3,13 @@ or compared when it agrees.
 
 The visible columns (model label, task, split, source, prompt variant, judge, convention, judge setup) do not show
 everything that moves numbers: the generation settings (max_new_tokens, temperature), the prompt's text (edited
-under the same variant name), the task version, the judge's version and the model's identity (dtype, pinned hub
-revision, API model id). `row_config` is that part; it is in every row's key (harness.publish.row_key), so a run
-with other settings is a row of its own instead of silently replacing, and `config_notes` names what differs
-between rows that look alike. Rows written before `model_identity` was recorded get it from a row of the same run
-id (the run id hashes it) or from their results file; one still unknown is keyed with the identity of the rows
-it matches in everything else, marked as inferred.
+under the same variant name), the task version, the judge's version, the model's identity (dtype, pinned hub
+revision, API model id) and how images were decoded (another harness's decoding of >8-bit images). `row_config`
+is that part; it is in every row's key (harness.publish.row_key), so a run with other settings is a row of its own
+instead of silently replacing, and `config_notes` names what differs between rows that look alike. Rows written
+before `model_identity` was recorded get it from a row of the same run id (the run id hashes it) or from their
+results file; one still unknown is keyed with the identity of the rows it matches in everything else, marked as
+inferred.
 """
 
 from __future__ import annotations
@@ -23,11 +24,17 @@ VISIBLE = ("model", "task", "split", "source", "prompt_variant", "judge", "conve
 def config_of(row: dict[str, Any]) -> dict[str, Any]:
     """The number-moving choices of a row that its visible columns do not show (an unknown model identity counts
     as the one it was inferred to have, see fill_identities)."""
+    from harness.image_decoding import IMAGE_DECODING
+
     provenance = row["provenance"]
     identity = row.get("model_identity")
-    return {"task_version": row["task_version"], "judge_version": provenance.get("judge_version"),
-            "prompt_hash": provenance.get("prompt_hash"), "generation": provenance.get("generation"),
-            "model_identity": identity if identity is not None else row.get("model_identity_inferred")}
+    config = {"task_version": row["task_version"], "judge_version": provenance.get("judge_version"),
+              "prompt_hash": provenance.get("prompt_hash"), "generation": provenance.get("generation"),
+              "model_identity": identity if identity is not None else row.get("model_identity_inferred")}
+    decoding = provenance.get("image_decoding")
+    if decoding not in (None, IMAGE_DECODING):  # rows of this decoding (or before it was recorded) share keys
+        config["image_decoding"] = decoding
+    return config
 
 
 def row_config(row: dict[str, Any]) -> str:
@@ -109,11 +116,15 @@ def config_notes(rows: list[dict[str, Any]], describe: Any) -> list[str]:
         configs = [config_of(row) for row in group]
         if len({_canonical(c) for c in configs}) < 2:
             continue
-        differing = [key for key in configs[0] if len({_canonical(c[key]) for c in configs}) > 1]
+        keys = dict.fromkeys(key for c in configs for key in c)  # image_decoding is in some configs only
+        differing = [key for key in keys if len({_canonical(c.get(key)) for c in configs}) > 1]
         details = "; ".join(_difference(key, configs) for key in differing)
         notes.append(f"{len(group)} rows of {describe(group[0])} and alike differ in {details}: compare only rows "
                      "that agree (leaderboard.json: task_version, model_identity, provenance)")
     return notes
+
+
+IMAGE_DECODING_NOW = "this harness's"  # what a config without image_decoding decoded with
 
 
 def _difference(key: str, configs: list[dict[str, Any]]) -> str:
@@ -123,4 +134,4 @@ def _difference(key: str, configs: list[dict[str, Any]]) -> str:
         values = ", ".join(f"{k}: {' vs '.join(sorted({str((c[key] or {}).get(k)) for c in configs}))}"
                            for k in varying)
         return f"{key.replace('_', ' ')} ({values or 'recorded vs not recorded'})"
-    return f"{key.replace('_', ' ')} ({' vs '.join(sorted({str(c[key]) for c in configs}))})"
+    return f"{key.replace('_', ' ')} ({' vs '.join(sorted({str(c.get(key, IMAGE_DECODING_NOW)) for c in configs}))})"

@@ -171,3 +171,25 @@ def test_a_row_whose_results_file_was_rescored_with_another_setup_is_noted(tmp_p
     assert sorted(r["judge_setup"]["tol"] for r in rows) == ["1", "2"]
     (note,) = [line for line in proc.stderr.splitlines() if "is no longer in its results file" in line]
     assert "judge tolerance (tol=1)" in note and "keeps it as published" in note
+
+
+def test_results_of_another_image_decoding_are_a_row_of_their_own(tmp_path):
+    """The decoding of >8-bit images is part of the run id but was not part of the row key: results decoded by
+    another harness version silently replaced this one's. Rows of this decoding, or from before it was recorded
+    on the leaderboard, still share a row."""
+    run(tmp_path / "a")
+    other = tmp_path / "other"
+    other.mkdir()
+    results = json.loads((tmp_path / "a" / "results.json").read_text())
+    results["task"]["image_decoding"] = "rgb8-v2: an older decoding"
+    (other / "results.json").write_text(json.dumps(results))
+    board = tmp_path / "board.json"
+    proc = publish(board, tmp_path / "a", other)
+    assert len(json.loads(board.read_text())["rows"]) == 2 and "replaced" not in proc.stderr
+    note = next(line for line in proc.stderr.splitlines() if "rows of odd-outputs" in line)
+    assert "image decoding (rgb8-v2: an older decoding vs this harness's)" in note, note
+    data = json.loads(board.read_text())
+    for row in data["rows"]:  # as written before the leaderboard recorded the decoding
+        row["provenance"].pop("image_decoding")
+    board.write_text(json.dumps(data))
+    assert len(json.loads(publish(board, tmp_path / "a").stdout and board.read_text())["rows"]) == 1
