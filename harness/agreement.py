@@ -230,6 +230,8 @@ def _compare(pairs_by_repeat: list[list[tuple[int, int]]], scale: str) -> dict[s
     if scale == "likert":
         out["within_one"] = _mean_std(within)
     out["kappa"] = _mean_std(kappa)
+    # kappa is undefined (NaN) on a repeat where a side used one category only: say on how many it rests
+    out["kappa_repeats"] = {"defined": sum(1 for k in kappa if not math.isnan(k)), "of": len(kappa)}
     return out
 
 
@@ -254,16 +256,19 @@ def agreement_report(labels: list[Label], scale: str, verdicts: dict[str, list[i
             out.append([(lab.label, v) for lab, v in zip(subset, values) if v is not None])
         return out
 
+    # the human mean is over the samples the judge's mean is over: those with a scored judge reply
+    judged = {i for i, values in verdicts.items() if any(v is not None for v in values)}
     per_rater = {}
     for rater in raters:
         subset = [lab for lab in matched if lab.rater == rater]
         row = _compare(pairs(subset), scale)
-        row["human_mean"] = float(np.mean([lab.label for lab in subset]))
+        human = [lab.label for lab in subset if lab.id in judged]
+        row["human_mean"] = float(np.mean(human)) if human else None
         row["judge"] = _judge_means(verdicts, {lab.id for lab in subset}, repeats)
         per_rater[rater] = row
     overall = _compare(pairs(matched), scale)
     ids = {lab.id for lab in matched}
-    unscored = sum(1 for lab in matched for v in verdicts[lab.id] if v is None)
+    unscored = sum(1 for i in ids for v in verdicts[i] if v is None)  # per sample, not once per rater's label
     return {
         "scale": scale,
         "measure": "accuracy" if scale == "binary" else "mean score (WASM)",
@@ -274,7 +279,7 @@ def agreement_report(labels: list[Label], scale: str, verdicts: dict[str, list[i
         "labels": len(matched),
         "labels_without_scores": len(labels) - len(matched),
         "unscored_judge_replies": unscored,
-        "human": _mean_std([per_rater[r]["human_mean"] for r in raters]),
+        "human": _mean_std([per_rater[r]["human_mean"] for r in raters if per_rater[r]["human_mean"] is not None]),
         "judge": _judge_means(verdicts, ids, repeats),
         "per_rater": per_rater,
         "overall": overall,
@@ -329,9 +334,13 @@ def format_table(key: str, report: dict[str, Any]) -> str:
              f"{report['samples']} samples; human/judge = {report['measure']} (human ± std across raters, "
              "judge ± std across repeats; agreement and kappa ± std across judge repeats)")
     notes = []
+    defined = report["overall"].get("kappa_repeats")
+    if defined and defined["defined"] < defined["of"]:
+        notes.append(f"overall kappa rests on {defined['defined']} of {defined['of']} judge repeats: on the others "
+                     "it is undefined (the humans or the judge used one category only)")
     if report["labels_without_scores"]:
         notes.append(f"{report['labels_without_scores']} label(s) have no judge score and were left out")
     if report["unscored_judge_replies"]:
         notes.append(f"{report['unscored_judge_replies']} unscored judge replies on labelled samples "
-                     "were left out of the pairs")
+                     "were left out of the pairs (and samples with no scored reply out of the human mean)")
     return "\n".join([title, *render, *notes])

@@ -142,7 +142,8 @@ def test_cli_binary_report_per_rater_and_overall(tmp_path, capsys):
     assert "gpt4:pefomed: binary judge" in printed and "alice" in printed and "bob" in printed and "overall" in printed
     report = json.loads(out.read_text())["judges"]["gpt4/pefomed"]
     assert report["repeats"] == 3 and report["raters"] == 2 and report["samples"] == 5
-    assert report["labels_without_scores"] == 1 and report["unscored_judge_replies"] == 2
+    # one unscored reply (s3's third), counted once though two raters labelled s3 (it was counted per label)
+    assert report["labels_without_scores"] == 1 and report["unscored_judge_replies"] == 1
 
     def expected(labels_of):
         agree, kappas = [], []
@@ -293,3 +294,21 @@ def test_output_never_replaces_the_labels_the_scores_or_another_file(tmp_path, c
     assert {path: path.read_bytes() for path in kept} == kept
     report = tmp_path / "report.json"
     assert main([*args, str(report)]) == 0 and main([*args, str(report)]) == 0  # a report is replaced by a report
+
+
+def test_the_human_mean_is_over_the_samples_the_judge_scored_and_undefined_kappas_are_said():
+    """s3's judge replies all went unscored: its human label entered the human mean (0.75 against the judge's 0.83
+    on other samples) though the report promises both on the same samples; a repeat with an undefined kappa was
+    dropped from 'kappa 0.000' without a word."""
+    from harness.agreement import Label, format_table
+
+    verdicts = {"s1": [1, 1], "s2": [1, 1], "s3": [None, None], "s4": [1, 0]}
+    labels = [Label(id=i, rater="ann", label=v, where=f"labels.csv:{n}")
+              for n, (i, v) in enumerate({"s1": 1, "s2": 1, "s3": 0, "s4": 1}.items(), start=2)]
+    report = agreement_report(labels, "binary", verdicts)
+    assert report["per_rater"]["ann"]["human_mean"] == 1.0 and report["human"]["mean"] == 1.0
+    assert report["unscored_judge_replies"] == 2
+    # repeat 1: humans and judge all 1 (kappa undefined); repeat 2: kappa 0
+    assert report["overall"]["kappa_repeats"] == {"defined": 1, "of": 2}
+    assert "overall kappa rests on 1 of 2 judge repeats" in format_table("gpt4/pefomed", report)
+
