@@ -126,7 +126,10 @@ def _percentile_interval(stats: list[float]) -> list[float] | None:
 
 def summarize_slice(judge: JudgePlugin, records: list[dict], rows: list[dict],
                     cluster_key: str | None = None) -> dict[str, dict[str, Any]]:
-    """Metrics of one set of rows: {name: {"value", "n", "ci95", "ci_method", "unscored"}}."""
+    """Metrics of one set of rows: {name: {"value", "n", "ci95", "ci_method", "unscored"}}. The rows are taken in
+    sample-id order, so that the seeded bootstrap gives the same interval whatever order a file lists them in."""
+    order = sorted(range(len(rows)), key=lambda i: str(records[i].get("id", i)))
+    records, rows = [records[i] for i in order], [rows[i] for i in order]
     values = checked_aggregate(judge, judge.aggregate(records, rows))
     present = {name: [i for i, row in enumerate(rows) if name in row.get("metrics", {})] for name in values}
     clusters = [r.get(cluster_key) for r in records] if cluster_key else None

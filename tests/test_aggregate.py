@@ -157,3 +157,22 @@ def test_a_corpus_judges_resamples_are_aggregated_once_for_all_its_metrics():
     low, high = summary["metrics"]["c"]["ci95"]
     assert low < summary["metrics"]["c"]["value"] < high
     assert ThreeCorpusMetrics.calls == 1 + aggregate.BOOTSTRAP_SAMPLES  # not once per resample and metric
+
+
+def test_intervals_do_not_depend_on_the_order_of_the_samples():
+    """The seeded bootstrap resampled rows in file order: the same predictions, shuffled, got another interval."""
+    import random
+
+    from harness.aggregate import summarize_slice
+    from harness.judge_api import JudgeOptions
+    from harness.judges.exact import ExactMatchJudge
+
+    rng = random.Random(3)
+    records = [{"id": f"s{i}", "answer": "left lung", "prediction": rng.choice(["left", "lung", "left lung", "x"]),
+                "answer_type": "OPEN"} for i in range(60)]
+    judge = ExactMatchJudge(JudgeOptions(convention="llava-med", task_kind="vqa"))
+    shuffled = records[:]
+    rng.shuffle(shuffled)
+    first = summarize_slice(judge, records, judge.score(records))["open_recall"]
+    second = summarize_slice(judge, shuffled, judge.score(shuffled))["open_recall"]
+    assert first["ci_method"] == "bootstrap-mean" and first == second
