@@ -40,6 +40,8 @@ same for LLaVA-1.5. Not run here: no weights can be downloaded in this environme
 from __future__ import annotations
 
 import copy
+import importlib.util
+import os
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -100,10 +102,20 @@ class HFModel(HFPrompting, HFAdapters, ModelPlugin):
         self.opts = self.options(args)
         self.device, self.dtype_name = resolve_device_dtype(context)
         self.family = self.opts["family"] if self.opts["family"] != "auto" else self._detect_family()
+        if args.get("family") not in (None, "auto") and (found := self._detect_family()) != self.family:
+            raise UserError(f"--model-args family={args['family']}: {self.opts['model']} is a {found} checkpoint "
+                            f"(its config.json); expected family={found} or auto")
+        if self.opts["image_backend"] == "torchvision" and importlib.util.find_spec("torchvision") is None:
+            raise UserError("--model-args image_backend=torchvision: torchvision is not installed (transformers "
+                            "would fall back to PIL while the run records torchvision); install it or use pil")
         kind = context.task.kind if context.task is not None else None
         if kind == "vqa" and self.family in ("blip", "vision-encoder-decoder"):
             raise UserError(f"{self.opts['model']} is a {self.family} captioner: it cannot answer questions "
                             f"(task '{context.task.id}' is VQA); use it on caption or report tasks")
+        if self.opts["prepend_modality"] and self.family in ("blip", "vision-encoder-decoder"):
+            raise UserError(f"--model-args prepend_modality={args['prepend_modality']}: {self.opts['model']} is "
+                            f"a {self.family} captioner, which takes no prompt, so no modality label can be "
+                            "prepended to one (the run would be labelled as using it while generating the same)")
         self.modality_info: dict[str, Any] | None = None
         if self.opts["prepend_modality"] == "predicted":  # fitted before the weights load: a mistake fails early
             self.modality_classifier, self.modality_info = fit_modality(context.task, self.opts["modality_field"])
@@ -162,12 +174,24 @@ class HFModel(HFPrompting, HFAdapters, ModelPlugin):
             else:
                 model = AutoModelForImageTextToText.from_pretrained(src, **load_kw)
                 processor = AutoProcessor.from_pretrained(src, backend=self.opts["image_backend"], **kw)
+        except ImportError as exc:  # attn=flash_attention_2 without flash-attn, a model class's own extra
+            raise UserError(f"cannot load model {src}: {gen.first_line(exc)}") from exc
         except (OSError, ValueError) as exc:
-            hint = "" if self.opts["local"] or "revision" in self.args or self.preset is None else \
-                " (the preset's pinned commit; --model-args revision=main loads the latest)"
-            raise UserError(f"cannot load model {src} (revision {self.opts['revision']}{hint}): "
-                            f"{gen.first_line(exc)}") from exc
+            raise UserError(f"cannot load model {src} at revision {self.opts['revision']}: {gen.first_line(exc)}"
+                            f"{self._load_hint(exc)}") from exc
         return model.to(self.device).eval(), processor
+
+    def _load_hint(self, exc: Exception) -> str:
+        """What to do when a hub model cannot be loaded: offline, its files must be in the local hub cache."""
+        if self.opts["local"]:
+            return ""
+        if os.environ.get("HF_HUB_OFFLINE") or "connect" in str(exc).lower():
+            return (f". Offline, the files of that revision must be in the local hub cache: fetch them where there "
+                    f"is internet (huggingface-cli download {self.opts['model']} --revision {self.opts['revision']})"
+                    ", or give a folder: --model hf --model-args model=DIR")
+        if "revision" not in self.args and self.preset is not None:
+            return " (the preset's pinned commit; --model-args revision=main loads the latest)"
+        return ""
 
     def _setup(self, model: Any, processor: Any) -> None:
         """Common state after loading: left padding, pad/eos ids, cache choice, default batch size."""
@@ -327,7 +351,9 @@ class HFModel(HFPrompting, HFAdapters, ModelPlugin):
                     image_backend=self.opts["image_backend"], padding_side=self.tokenizer.padding_side,
                     decoding="harness settings (greedy unless sampling is asked for)",
                     micro_batch=self.batcher.limit, default_batch_size=self.default_batch_size,
-                    prefill_chunk=self.prefill_chunk or None)
+                    prefill_chunk=self.prefill_chunk or None,
+                    images_per_sample="all" if self.family == "chat" else "the first only",
+                    sampling_seed="torch seeded once per micro-batch: sampled draws depend on --batch-size")
         note = None if self.opts["local"] else pin_note(self.opts["revision"])
         if note:
             info["pin_note"] = note

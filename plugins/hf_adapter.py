@@ -8,6 +8,7 @@ A mixin of `HFModel` (plugins/hf.py).
 from __future__ import annotations
 
 import sys
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +41,9 @@ class HFAdapters:
         no_match = (f"adapter modules did not match any layer of {self.opts['model']}: --adapter {folder} "
                     f"(target_modules {targets!r})")
         try:
-            model = PeftModel.from_pretrained(self.model, str(folder), is_trainable=False)
+            with warnings.catch_warnings():  # said in one line below, with counts
+                warnings.filterwarnings("ignore", message="Found missing adapter keys")
+                model = PeftModel.from_pretrained(self.model, str(folder), is_trainable=False)
         except TypeError as exc:  # a value of the wrong type in the config ("r": "eight")
             raise UserError(f"{config_path}: a value PEFT cannot use ({gen.first_line(exc)}); expected the "
                             "adapter_config.json PEFT saved") from exc
@@ -62,6 +65,7 @@ class HFAdapters:
                                 "an adapter trained with alpha > 0")
             raise UserError(f"{no_match} leaves the logits of a fixed probe input unchanged: its weights did "
                             "not load onto any layer (a wrapper prefix in the weight names?) or are all zero")
+        _check_every_tensor_loaded(folder, model, self.opts["model"])
         merged = self.opts["merge_adapter"]
         self.model = model.merge_and_unload() if merged else model
         self.adapter_info = {"path": str(folder), "target_modules": targets, "merged": merged,
@@ -78,6 +82,26 @@ class HFAdapters:
             enc["input_ids"] = torch.tensor([[start]], device=self.device)
         with torch.inference_mode():
             return model(**enc).logits.float()
+
+
+def _check_every_tensor_loaded(folder: Path, model: Any, name: str) -> None:
+    """Every LoRA tensor of the adapter file must have loaded onto a module, and every LoRA module must have got
+    one: half an adapter still changes the probe's logits, and its scores were recorded as the adapter's."""
+    file = folder / "adapter_model.safetensors"
+    if not file.is_file():
+        return
+    from safetensors import safe_open
+
+    with safe_open(str(file), "pt") as fh:
+        saved = {k for k in fh.keys() if ".lora_" in k}
+    own = {k.replace(".default.", ".").replace(".default", "") for k in model.state_dict() if ".lora_" in k}
+    unused, lacking = sorted(saved - own), sorted(own - saved)
+    if unused or lacking:
+        parts = [f"{len(unused)} of its {len(saved)} LoRA tensors match no module (the first: {unused[0]})"
+                 ] if unused else []
+        parts += [f"{len(lacking)} of the {len(own)} LoRA tensors of the layers it targets got no weights (the "
+                  f"first: {lacking[0]})"] if lacking else []
+        raise UserError(f"--adapter {folder} does not fit {name}: {'; '.join(parts)}")
 
 
 def _warn_other_base(folder: Path, config: dict[str, Any], loaded: dict[str, Any], model: str) -> None:

@@ -133,12 +133,13 @@ def _bool(name: str, value: str) -> bool:
 
 def _modality_option(value: str) -> str | bool:
     """prepend_modality: False, "known" (the sample's label) or "predicted" (plugins/modality_classifier.py)."""
-    if value.strip().lower() == "predicted":
-        return "predicted"
+    if value.strip().lower() in ("predicted", "known"):  # known: the same as true
+        return value.strip().lower()
     try:
         return "known" if parse_flag(value, "") else False
     except UserError:
-        raise UserError(f"--model-args prepend_modality={value}: expected true, false or predicted") from None
+        raise UserError(f"--model-args prepend_modality={value}: expected true (or known), false or predicted"
+                        ) from None
 
 
 def parse_options(preset: HFPreset | None, args: dict[str, str]) -> dict[str, Any]:
@@ -208,6 +209,12 @@ def resolve_device(requested: str | None) -> str:
         raise UserError(f"--device {device}: no CUDA device is available (torch {torch.__version__})")
     if parsed.type == "cuda" and parsed.index is not None and parsed.index >= torch.cuda.device_count():
         raise UserError(f"--device {device}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+    if parsed.type == "mps" and not torch.backends.mps.is_available():
+        raise UserError(f"--device {device}: no Apple MPS device is available (torch {torch.__version__})")
+    if parsed.type == "xpu" and not (hasattr(torch, "xpu") and torch.xpu.is_available()):
+        raise UserError(f"--device {device}: no Intel XPU device is available (torch {torch.__version__})")
+    if parsed.type not in ("cpu", "cuda", "mps", "xpu"):  # meta, ipu, ...: no device to generate on
+        raise UserError(f"--device {device}: expected cpu, cuda, cuda:N or mps")
     return device
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import math
+import sys
 from typing import Any
 
 from harness.errors import UserError
@@ -34,7 +35,14 @@ class HFPrompting:
     modality_classifier: Any = None  # prepend_modality=predicted: plugins/modality_classifier.py
 
     def _images(self, req: GenerationRequest) -> list[Any]:
-        return list(req.images) if self.family == "chat" else list(req.images[:1])
+        if self.family == "chat":
+            return list(req.images)
+        if len(req.images) > 1 and not getattr(self, "_said_first_image", False):
+            self._said_first_image = True  # once per run: every multi-view sample is cut the same way
+            print(f"warning: {self.opts['model']} is a {self.family} model, which takes one image: samples with "
+                  f"several (the first: {req.id}, {len(req.images)} images) are generated from their first only",
+                  file=sys.stderr)
+        return list(req.images[:1])
 
     def _prefix(self, req: GenerationRequest) -> str:
         """"Imaging modality: <label>. " with prepend_modality=true (the sample's label) or =predicted (the

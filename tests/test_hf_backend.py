@@ -220,9 +220,21 @@ def test_adapter_matching_no_layer_is_a_user_error(models_dir, tmp_path):
     weights = load_file(prefixed / "adapter_model.safetensors")
     renamed = {k.replace("base_model.model.", "base_model.model.llama_model."): v for k, v in weights.items()}
     save_file(renamed, prefixed / "adapter_model.safetensors")
-    with pytest.raises(UserError, match="adapter modules did not match any layer.*unchanged"), \
-            pytest.warns(UserWarning, match="missing adapter keys"):
+    with pytest.raises(UserError, match="adapter modules did not match any layer.*unchanged"):
         hf_model(models_dir["llava"], task, adapter=prefixed)
+
+    # Half the weights under a wrapper prefix: the other half changes the probe's logits, so the run went on with
+    # half an adapter, recorded as the adapter's (PEFT's only sign was a raw UserWarning)
+    half = tiny_models.lora_adapter(models_dir["llava"], tmp_path / "a4")
+    weights = load_file(half / "adapter_model.safetensors")
+    renamed = {(k.replace("base_model.model.", "base_model.model.wrapper.") if ".layers.0." in k else k): v
+               for k, v in weights.items()}
+    save_file(renamed, half / "adapter_model.safetensors")
+    moved = sum(".layers.0." in k for k in weights)
+    with pytest.raises(UserError, match=rf"a4 does not fit .*: {moved} of its {len(weights)} LoRA tensors match no "
+                                        rf"module \(the first: base_model\.model\.wrapper\..*; {moved} of the "
+                                        rf"{len(weights)} LoRA tensors of the layers it targets got no weights"):
+        hf_model(models_dir["llava"], task, adapter=half)
 
     # lora_alpha 0 scales every update to nothing: said as such, not blamed on module or weight names
     scaled_out = tiny_models.lora_adapter(models_dir["llava"], tmp_path / "a3")
@@ -289,7 +301,8 @@ def test_model_arg_mistakes_are_one_line_user_errors(models_dir):
         (HFModel, {"model": str(models_dir["llava"]), "temperature": "1"}, "unknown to the hf backend"),
         (HFModel.for_preset(get_preset("llava-1.5-7b")), {"model": "x"}, "another checkpoint use --model hf"),
         (HFModel, {"model": str(models_dir["llava"]), "cache": "huge"}, "cache=huge: expected one of"),
-        (HFModel, {"model": str(models_dir["llava"]), "prepend_modality": "maybe"}, "true, false or predicted"),
+        (HFModel, {"model": str(models_dir["llava"]), "prepend_modality": "maybe"},
+         r"true \(or known\), false or predicted"),
         (HFModel, {"model": "no-such-org/no-such-model"}, "no-such-org/no-such-model"),
         (HFModel, {"model": "/no/such/folder"}, "no such folder"),
     ]
@@ -335,7 +348,8 @@ def test_preset_that_cannot_load_names_its_pinned_commit_and_cli_exits_with_one_
     assert out.returncode != 0 and "Traceback" not in out.stderr
     error = out.stderr.strip().splitlines()[-1]
     assert "Qwen/Qwen2-VL-2B-Instruct" in error and "895c3a49bc3fa70a340399125c650a463535e71c" in error
-    assert "revision=main" in error  # how to load the latest instead
+    # offline, the revision's files are not in the hub cache: how to get them (revision=main would not help)
+    assert "huggingface-cli download Qwen/Qwen2-VL-2B-Instruct --revision 895c3a" in error
 
 
 def test_pin_note_only_for_branches_and_tags():
@@ -397,3 +411,62 @@ def test_harness_run_tiny_vlm_end_to_end(tmp_path):
     assert loaded["model_class"] == "LlavaForConditionalGeneration"
     results = json.loads((out / "results.json").read_text())
     assert results["task"]["n"] == 20
+
+
+def test_settings_a_captioner_or_this_machine_cannot_honour_are_one_line_errors(models_dir):
+    """prepend_modality on a BLIP/ViT-GPT2 captioner changed nothing (they take no prompt) yet labelled the run as
+    using it; --device mps/xpu/meta on a machine without them were tracebacks from torch."""
+    from harness.plugins.hf_presets import resolve_device
+
+    task = Task(plugin_manager.tasks().get("phantom-caption"))
+    for family in ("blip", "ved"):
+        for value in ("true", "predicted"):
+            with pytest.raises(UserError, match=rf"prepend_modality={value}: .* captioner, which takes no prompt"):
+                hf_model(models_dir[family], task, prepend_modality=value)
+    for device, expected in (("meta", "expected cpu, cuda, cuda:N or mps"), ("xpu", "no Intel XPU device"),
+                             ("mps", "no Apple MPS device")):
+        if device == "mps" and torch.backends.mps.is_available():
+            continue
+        with pytest.raises(UserError, match=f"^--device {device}: {expected}"):
+            resolve_device(device)
+
+
+def test_a_wrong_family_a_missing_backend_and_an_uncached_preset_say_what_to_do(models_dir, monkeypatch):
+    """family=blip on a LLaVA checkpoint and image_backend=torchvision without torchvision were tracebacks or a
+    silent PIL run recorded as torchvision; a preset not in the hub cache offline was told to try revision=main."""
+    import importlib.util
+
+    from harness.plugins.hf import HFModel
+    from harness.plugins.hf_presets import get_preset
+
+    task = Task(plugin_manager.tasks().get("phantom-caption"))
+    with pytest.raises(UserError, match=r"^--model-args family=blip: .*llava is a chat checkpoint \(its "
+                                        r"config\.json\); expected family=chat or auto$"):
+        hf_model(models_dir["llava"], task, family="blip")
+    if importlib.util.find_spec("torchvision") is None:
+        with pytest.raises(UserError, match="image_backend=torchvision: torchvision is not installed"):
+            hf_model(models_dir["llava"], task, image_backend="torchvision")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    preset = get_preset("llava-1.5-7b")
+    with pytest.raises(UserError) as err:
+        HFModel.for_preset(preset)({}, ModelContext(task=task, device="cpu"))
+    message = str(err.value)
+    assert message.startswith(f"cannot load model {preset.hub_id} at revision {preset.revision}: ")
+    assert message.endswith(f"fetch them where there is internet (huggingface-cli download {preset.hub_id} "
+                            f"--revision {preset.revision}), or give a folder: --model hf --model-args model=DIR")
+    assert "revision=main" not in message
+
+
+def test_a_single_image_model_says_it_uses_the_first_of_several_views(models_dir, capsys):
+    """A BLIP or ViT-GPT2 captioner given IU-Xray's two views used the first one silently; the run recorded both."""
+    from dataclasses import replace
+
+    from PIL import Image
+
+    task, reqs = requests_for("phantom-caption", 3)
+    model = hf_model(models_dir["ved"], task)
+    two = [replace(r, images=[r.images[0], Image.new("RGB", (64, 64), "white")]) for r in reqs]
+    assert texts(model.generate(two)) == texts(model.generate(reqs))  # the second view is not seen
+    err = capsys.readouterr().err
+    assert err.count("which takes one image: samples with several") == 1 and f"(the first: {reqs[0].id}, 2" in err
+    assert model.identity()["images_per_sample"] == "the first only"
