@@ -167,6 +167,13 @@ def parse_options(preset: HFPreset | None, args: dict[str, str]) -> dict[str, An
     if model.startswith(("/", "./", "../", "~")) and not local.is_dir():
         raise UserError(f"--model-args model={model}: no such folder (expected a folder saved with "
                         "save_pretrained, or a hub id such as llava-hf/llava-1.5-7b-hf)")
+    # settings that would change nothing but the run id (another run, and leaderboard row, of the same outputs)
+    if local.is_dir() and "revision" in args:
+        raise UserError(f"--model-args revision={args['revision']}: model={model} is a local folder, which has no "
+                        "hub revisions; drop revision")
+    if "modality_field" in args and _modality_option(args.get("prepend_modality", "false")) is False:
+        raise UserError(f"--model-args modality_field={args['modality_field']} is read only with "
+                        "prepend_modality=true or predicted")
     return {"model": str(local.resolve()) if local.is_dir() else model, "local": local.is_dir(),
             "revision": args.get("revision", preset.revision if preset else "main"), "family": family,
             "prepend_modality": _modality_option(args.get("prepend_modality", "false")),

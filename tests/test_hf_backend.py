@@ -470,3 +470,14 @@ def test_a_single_image_model_says_it_uses_the_first_of_several_views(models_dir
     err = capsys.readouterr().err
     assert err.count("which takes one image: samples with several") == 1 and f"(the first: {reqs[0].id}, 2" in err
     assert model.identity()["images_per_sample"] == "the first only"
+
+
+def test_settings_that_would_only_change_the_run_id_are_refused(models_dir):
+    """revision= on a local folder and modality_field= without prepend_modality changed nothing but started
+    another run (and leaderboard row) of the same outputs."""
+    task = Task(plugin_manager.tasks().get("phantom-caption"))
+    with pytest.raises(UserError, match=r"^--model-args revision=abc: model=.* is a local folder, which has no hub "
+                                        r"revisions; drop revision$"):
+        hf_model(models_dir["llava"], task, revision="abc")
+    with pytest.raises(UserError, match="modality_field=organ is read only with prepend_modality=true or predicted"):
+        hf_model(models_dir["llava"], task, modality_field="organ")
