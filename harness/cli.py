@@ -76,7 +76,11 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as exc:  # a path given on the command line (or HARNESS_CACHE_DIR) cannot be used
         if exc.filename is None:
             raise
-        print(f"error: cannot use {exc.filename}: {exc.strerror or exc}", file=sys.stderr)
+        if isinstance(exc, (FileExistsError, NotADirectoryError)):  # mkdir of an output folder over a file
+            print(f"error: cannot use {exc.filename}: a file is in the way where a folder is needed (give "
+                  "another path)", file=sys.stderr)
+        else:
+            print(f"error: cannot use {exc.filename}: {exc.strerror or exc}", file=sys.stderr)
         return 2
     except ModuleNotFoundError as exc:  # an optional extra is not installed (light core)
         from harness.extras import missing_extra_message

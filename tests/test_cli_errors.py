@@ -65,7 +65,7 @@ def test_unusable_paths_and_settings_are_one_line(tmp_path):
     a_file.write_text("x")
     run = ["run", "--model", "prior", "--task", "phantom-vqa", "--limit", "3", "--no-progress"]
     cases = [
-        ([*run, "--output", str(a_file)], f"cannot use {a_file}: File exists"),
+        ([*run, "--output", str(a_file)], f"cannot use {a_file}: a file is in the way where a folder is needed"),
         ([*run, "--runs-dir", str(a_file)], f"cannot use {a_file}/"),
         ([*run, "--output", str(tmp_path / "runs"), "--max-new-tokens", "0"], "max_new_tokens=0"),
         ([*run, "--output", str(tmp_path / "runs"), "--temperature", "-1"], "temperature=-1.0"),
