@@ -38,6 +38,7 @@ from typing import TYPE_CHECKING, Any
 
 from harness.errors import UserError
 from harness.io import read_json_object
+from harness.plugins.pefomed_lora_checks import check_layers_complete, check_projection_fits, lora_rank
 
 if TYPE_CHECKING:
     import torch
@@ -285,21 +286,11 @@ def split_checkpoint(sd: dict[str, Any], source: str) -> PeFoMedWeights:
             "llama_model.base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight)"
         )
     modules = sorted({k.rsplit(".lora_", 1)[0] for k in lora})
-    ranks = set()
-    for module in modules:
-        a, b = lora.get(f"{module}.lora_A.weight"), lora.get(f"{module}.lora_B.weight")
-        if a is None or b is None:
-            raise UserError(f"checkpoint {source}: {module} has only one of lora_A / lora_B")
-        if a.shape[0] != b.shape[1]:
-            raise UserError(
-                f"checkpoint {source}: {module} lora_A {tuple(a.shape)} and lora_B {tuple(b.shape)} "
-                "have different ranks"
-            )
-        ranks.add(int(a.shape[0]))
-    if len(ranks) != 1:
-        raise UserError(f"checkpoint {source}: LoRA ranks differ between modules ({sorted(ranks)})")
+    rank = lora_rank(lora, modules, source)
+    check_layers_complete(modules, source)
+    check_projection_fits(projection, lora, source)
     targets = sorted({m.rsplit(".", 1)[-1] for m in modules})
-    return PeFoMedWeights(projection=projection, lora=lora, rank=ranks.pop(), targets=targets, source=source)
+    return PeFoMedWeights(projection=projection, lora=lora, rank=rank, targets=targets, source=source)
 
 
 def lora_config(

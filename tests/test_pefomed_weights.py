@@ -155,3 +155,28 @@ def test_conversion_refuses_an_out_folder_that_holds_other_files(pefomed_tiny, p
     with pytest.raises(UserError, match="already holds a converted checkpoint: pass --force"):
         convert(ckpt_path, "--out", str(again))
     assert convert(ckpt_path, "--out", str(again), "--force") == 0
+
+
+def test_a_checkpoint_missing_some_layers_lora_is_refused_at_conversion(tmp_path):
+    state = make_checkpoint_state()
+    for ab in "AB":
+        del state[f"llama_model.base_model.model.model.layers.0.self_attn.v_proj.lora_{ab}.weight"]
+    bad = save_checkpoint(tmp_path / "partial.pth", state)
+    with pytest.raises(UserError) as err:
+        convert(str(bad), "--out", str(tmp_path / "out"))
+    message = str(err.value)
+    assert "lacks the LoRA of 1 module(s)" in message and "model.layers.0.self_attn.v_proj" in message
+    assert "\n" not in message and not (tmp_path / "out" / "adapter_config.json").exists()
+
+
+def test_a_projection_of_another_llm_size_is_refused_at_conversion(tmp_path):
+    state = make_checkpoint_state()
+    width = state["llama_proj.weight"].shape[1]
+    state["llama_proj.weight"], state["llama_proj.bias"] = torch.zeros(7, width), torch.zeros(7)
+    with pytest.raises(UserError, match=r"llama_proj.weight maps to 7 features but the LoRA of .* adapts a hidden "
+                       r"size of \d+"):
+        convert(str(save_checkpoint(tmp_path / "wide.pth", state)), "--out", str(tmp_path / "out"))
+    state["llama_proj.bias"] = torch.zeros(3)
+    with pytest.raises(UserError, match=r"do not form a linear layer"):
+        convert(str(save_checkpoint(tmp_path / "bias.pth", state)), "--out", str(tmp_path / "out"))
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
