@@ -55,6 +55,13 @@ class ModelPlugin:
         e.g. a pinned hub revision. Enters the run id, so a finished run is recognised without loading."""
         return {}
 
+    @classmethod
+    def canonical_args(cls, args: dict[str, str], context: ModelContext) -> dict[str, str]:
+        """The `--model-args` as they enter the run id and the label: a plugin drops those that cannot change the
+        outputs (a default typed out, a setting for an adapter that is not given), so typing them does not start
+        another run, and leaderboard row, of the same outputs. Called after run_identity (the args are valid)."""
+        return dict(args)
+
     def identity(self) -> dict[str, Any]:
         """Facts about the loaded model (resolved revision, dtype, ...), recorded in results.json.
 

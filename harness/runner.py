@@ -98,12 +98,14 @@ def prepare(spec: RunSpec) -> tuple[Task, Any, dict[str, Any], Path, ModelContex
     model_cls = model_info.load()
     with third_party_code("model", model_info.id, getattr(model_info, "plugin", "")):
         run_identity = model_cls.run_identity(spec.model_args, context) if hasattr(model_cls, "run_identity") else {}
+        canonical = (model_cls.canonical_args(spec.model_args, context) if hasattr(model_cls, "canonical_args")
+                     else dict(spec.model_args))
     transport = set(getattr(model_cls, "transport_args", ()))
     samples = task.samples(split)
     fingerprint = task.fingerprint(split)
     model = {
         "id": model_info.id,
-        "label": model_label(model_info.id, spec.model_args, adapter_hash, transport),
+        "label": model_label(model_info.id, canonical, adapter_hash, transport),
         "plugin": model_info.plugin,
         **({"distribution": dist} if (dist := plugin_manager.distribution(model_info.plugin)) else {}),
         "args": dict(spec.model_args),
@@ -130,7 +132,7 @@ def prepare(spec: RunSpec) -> tuple[Task, Any, dict[str, Any], Path, ModelContex
     prompt = {"variant": variant, "hash": text_hash(template), "template": template}
     identity = {
         "model": {"id": model["id"], "adapter_hash": adapter_hash, "identity": run_identity,
-                  "args": {k: v for k, v in spec.model_args.items() if k not in transport}}
+                  "args": {k: v for k, v in canonical.items() if k not in transport}}
         | ({"distribution": model["distribution"]} if "distribution" in model else {}),  # built-in ids unchanged
         "task": {k: task_part[k] for k in ("id", "version", "split", "fingerprint", "image_decoding")} | {
             "source": task.source.name},

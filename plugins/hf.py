@@ -97,6 +97,21 @@ class HFModel(HFPrompting, HFAdapters, ModelPlugin):
                                                                              images=False)
         return identity
 
+    @classmethod
+    def canonical_args(cls, args: dict[str, str], context: ModelContext) -> dict[str, str]:
+        """Without the args whose removal parses to the same options (attn=auto, prepend_modality=false, the
+        preset's own revision, ...) and without merge_adapter when no --adapter is given."""
+        opts = cls.options(args)
+
+        def no_op(key: str) -> bool:
+            try:
+                return cls.options({k: v for k, v in args.items() if k != key}) == opts
+            except UserError:  # needed by another arg (model=, prepend_modality= with modality_field=)
+                return False
+
+        return {k: v for k, v in args.items()
+                if not no_op(k) and not (k == "merge_adapter" and context.adapter is None)}
+
     def __init__(self, args: dict[str, str], context: ModelContext) -> None:
         super().__init__(args, context)
         self.opts = self.options(args)

@@ -481,3 +481,26 @@ def test_settings_that_would_only_change_the_run_id_are_refused(models_dir):
         hf_model(models_dir["llava"], task, revision="abc")
     with pytest.raises(UserError, match="modality_field=organ is read only with prepend_modality=true or predicted"):
         hf_model(models_dir["llava"], task, modality_field="organ")
+
+
+def test_typed_out_defaults_keep_the_run_id_and_label(models_dir, tmp_path):
+    """attn=auto, prepend_modality=false, the preset's own revision or merge_adapter= without an adapter started
+    another run (and leaderboard row) of the same outputs."""
+    from harness import runner
+    from harness.plugins.hf_presets import get_preset
+
+    def prepared(model: str = "hf", **args: str) -> dict:
+        spec = runner.RunSpec(model=model, task="phantom-vqa", output=tmp_path / "run", progress=False,
+                              model_args=({"model": str(models_dir["llava"])} if model == "hf" else {}) | args)
+        return runner.prepare(spec)[2]
+
+    plain = prepared()
+    typed = prepared(attn="auto", prepend_modality="false", cache="auto", image_backend="pil", merge_adapter="true",
+                     min_new_tokens="0", prefill_chunk="0")
+    assert typed["run_id"] == plain["run_id"] and typed["model"]["label"] == plain["model"]["label"]
+    assert typed["model"]["args"]["attn"] == "auto"  # what was typed is still recorded
+    other = prepared(attn="eager")
+    assert other["run_id"] != plain["run_id"] and "attn=eager" in other["model"]["label"]
+    preset = get_preset("llava-1.5-7b")
+    own = prepared(preset.id, revision=preset.revision)
+    assert own["run_id"] == prepared(preset.id)["run_id"] and own["model"]["label"] == preset.id
