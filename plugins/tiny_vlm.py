@@ -301,6 +301,14 @@ class TinyVLM(HFModel):
         return {"hub_id": "tiny-vlm", "revision": f"{version()}-{base}", "dtype": dtype, "family": "chat"}
 
 
+    @classmethod
+    def canonical_args(cls, args: dict[str, str], context: ModelContext) -> dict[str, str]:
+        """The hf backend's canonical args, and `base` unless it is the default (pretrained)."""
+        rest, base = _split_base(args)
+        canonical = super().canonical_args({**rest, "model": "tiny-vlm"}, context)
+        canonical.pop("model")
+        return {**canonical, **({"base": base} if "base" in args and base != "pretrained" else {})}
+
 def _split_base(args: dict[str, str]) -> tuple[dict[str, str], str]:
     """(the other model args, the base) of tiny-vlm's model args."""
     known = ("base", *(a for a in HF_ARGS if a not in ("model", "revision")))

@@ -504,3 +504,35 @@ def test_typed_out_defaults_keep_the_run_id_and_label(models_dir, tmp_path):
     preset = get_preset("llava-1.5-7b")
     own = prepared(preset.id, revision=preset.revision)
     assert own["run_id"] == prepared(preset.id)["run_id"] and own["model"]["label"] == preset.id
+
+
+def test_sampled_answers_do_not_depend_on_the_batch(models_dir):
+    """With --temperature > 0 each micro-batch was seeded once, so a sample's draws depended on --batch-size and
+    on the samples beside it; each sample now has its own generator (seed, sample id)."""
+    task, reqs = requests_for("phantom-vqa", 6, {"temperature": 1.5, "do_sample": True, "seed": 3})
+    model = hf_model(models_dir["llava"], task)
+    batched = texts(model.generate(reqs))
+    assert texts([model.generate([r])[0] for r in reqs]) == batched
+    assert texts(model.generate(list(reversed(reqs)))) == list(reversed(batched))
+    _, greedy = requests_for("phantom-vqa", 6)
+    assert batched != texts(model.generate(greedy)), "the draws must differ from greedy decoding"
+    _, reseeded = requests_for("phantom-vqa", 6, {"temperature": 1.5, "do_sample": True, "seed": 4})
+    assert texts(model.generate(reseeded)) != batched, "another --seed draws otherwise"
+    assert "independent of the batch" in model.identity()["sampling_seed"]
+    assert "sampling" in type(model).run_identity({"model": str(models_dir["llava"])},
+                                                  ModelContext(generation=reqs[0].generation))
+
+
+def test_tiny_vlm_keeps_its_base_in_the_run_id_and_label(tmp_path):
+    """base= is tiny-vlm's own arg: the hf backend's canonical args refused it (the README's demo command failed)."""
+    from harness import runner
+
+    def prepared(**args: str) -> dict:
+        spec = runner.RunSpec(model="tiny-vlm", task="phantom-vqa", output=tmp_path / "run", progress=False,
+                              model_args=args)
+        return runner.prepare(spec)[2]
+
+    plain, random_base = prepared(), prepared(base="random")
+    assert random_base["model"]["label"] == "tiny-vlm[base=random]" and random_base["run_id"] != plain["run_id"]
+    typed = prepared(base="pretrained", attn="auto")
+    assert typed["run_id"] == plain["run_id"] and typed["model"]["label"] == "tiny-vlm"
