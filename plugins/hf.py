@@ -49,6 +49,7 @@ from harness.errors import UserError
 from harness.fingerprint import dataset_fingerprint
 from harness.model_api import ModelContext, ModelPlugin
 from harness.plugins import hf_generation as gen
+from harness.plugins import row_sampling
 from harness.plugins.hf_adapter import HFAdapters
 from harness.plugins.hf_presets import (
     FAMILY_OF_MODEL_TYPE,
@@ -95,6 +96,8 @@ class HFModel(HFPrompting, HFAdapters, ModelPlugin):
             if context.task is not None:
                 identity["modality_train_fingerprint"] = dataset_fingerprint(context.task.train_samples(quiet=True),
                                                                              images=False)
+        if context.generation is not None and context.generation.do_sample:  # draws made otherwise before
+            identity["sampling"] = row_sampling.SAMPLING_SEED
         return identity
 
     @classmethod
@@ -285,8 +288,10 @@ class HFModel(HFPrompting, HFAdapters, ModelPlugin):
         kwargs: dict[str, Any] = {"generation_config": config}
         if settings.stop:
             kwargs.update(stop_strings=list(settings.stop), tokenizer=self.tokenizer)
-        if settings.do_sample:
-            torch.manual_seed(settings.seed)
+        if settings.do_sample:  # drawn per sample (decoding stays greedy on the drawn token): batch-independent
+            kwargs["logits_processor"] = row_sampling.logits_processor(
+                settings.temperature or 1.0, settings.top_p,
+                row_sampling.row_generators(settings.seed, [r.id for r in reqs], self.device))
         with torch.inference_mode():
             out = self.model.generate(**enc, **kwargs)
         sequences = out.sequences if hasattr(out, "sequences") else out
@@ -368,7 +373,7 @@ class HFModel(HFPrompting, HFAdapters, ModelPlugin):
                     micro_batch=self.batcher.limit, default_batch_size=self.default_batch_size,
                     prefill_chunk=self.prefill_chunk or None,
                     images_per_sample="all" if self.family == "chat" else "the first only",
-                    sampling_seed="torch seeded once per micro-batch: sampled draws depend on --batch-size")
+                    sampling_seed=row_sampling.SAMPLING_SEED)
         note = None if self.opts["local"] else pin_note(self.opts["revision"])
         if note:
             info["pin_note"] = note

@@ -197,12 +197,10 @@ def generation_config(base: Any, settings: Any, *, eos_ids: set[int], pad_id: in
     checkpoint's own generation config only the special token ids are used (not its sampling or penalties)."""
     from transformers import GenerationConfig
 
-    config = GenerationConfig(
+    config = GenerationConfig(  # sampled answers are drawn by row_sampling's logits processor, then taken greedily
         max_new_tokens=settings.max_new_tokens, min_new_tokens=min_new_tokens or None,
-        do_sample=settings.do_sample, num_beams=1, eos_token_id=sorted(eos_ids) or None, pad_token_id=pad_id,
+        do_sample=False, num_beams=1, eos_token_id=sorted(eos_ids) or None, pad_token_id=pad_id,
         bos_token_id=base.bos_token_id, decoder_start_token_id=base.decoder_start_token_id)
-    if settings.do_sample:
-        config.temperature, config.top_p = settings.temperature or 1.0, settings.top_p
     if static_cache:
         config.cache_implementation = "static"
     if prefill_chunk:  # the prompt in chunks of this many tokens (compiled like decoding steps on CUDA)

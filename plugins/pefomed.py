@@ -38,6 +38,7 @@ from harness.model_api import ModelContext, ModelPlugin
 from harness.plugins import pefomed_arch as arch
 from harness.plugins import pefomed_checkpoint as ckpt
 from harness.plugins import pefomed_options as opts
+from harness.plugins import row_sampling
 from harness.plugins.hf_presets import resolve_device
 from harness.plugins.pefomed_load import llm_revision
 from harness.plugins.pefomed_train import TrainingMixin
@@ -69,6 +70,8 @@ class PeFoMedModel(TrainingMixin, ModelPlugin):
         if args.get("vision"):
             path = Path(args["vision"]).expanduser()
             out["vision_file"] = {"name": path.name, "bytes": path.stat().st_size if path.is_file() else None}
+        if context.generation is not None and context.generation.do_sample:  # draws made otherwise before
+            out["sampling"] = row_sampling.SAMPLING_SEED
         return out
 
     def __init__(self, args: dict[str, str], context: ModelContext) -> None:
@@ -273,7 +276,7 @@ class PeFoMedModel(TrainingMixin, ModelPlugin):
             padded, mask, max_new_tokens=settings.max_new_tokens, stop_ids=self.stop_ids,
             min_new_tokens=min(self.options["min_new_tokens"], settings.max_new_tokens),
             do_sample=settings.do_sample and settings.temperature > 0, temperature=settings.temperature,
-            top_p=settings.top_p, seed=settings.seed)
+            top_p=settings.top_p, seed=settings.seed, sample_ids=[r.id for r in requests])
         texts = self.tokenizer.batch_decode(result.tokens, skip_special_tokens=True)
         outs = []
         for text, toks, done, n in zip(texts, result.tokens, result.finished, lengths):

@@ -16,6 +16,7 @@ import warnings
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from harness.plugins import row_sampling
 from harness.plugins.hf_generation import is_out_of_memory
 
 if TYPE_CHECKING:
@@ -103,8 +104,10 @@ class Decoder:
         temperature: float = 1.0,
         top_p: float = 1.0,
         seed: int = 0,
+        sample_ids: list[str] | None = None,
     ) -> DecodeResult:
-        """embeds [B, T, H] left-padded, mask [B, T] (1 = token, 0 = padding)."""
+        """embeds [B, T, H] left-padded, mask [B, T] (1 = token, 0 = padding). Sampling draws row i from its own
+        generator seeded from `seed` and sample_ids[i] (default: the row number), so it is batch-independent."""
         import torch
         from transformers import DynamicCache
 
@@ -119,10 +122,8 @@ class Decoder:
         else:
             cache, full_mask = DynamicCache(config=self.llm.config), None
             prefill_mask = mask
-        generator = None
-        if do_sample:
-            generator = torch.Generator(device=device)
-            generator.manual_seed(seed)
+        generators = (row_sampling.row_generators(seed, sample_ids or [str(i) for i in range(batch)], device)
+                      if do_sample else None)
         stop = torch.tensor(sorted(set(stop_ids)), device=device, dtype=torch.long)
         finished = torch.zeros(batch, dtype=torch.bool, device=device)
         out: list[torch.Tensor] = []
@@ -144,7 +145,8 @@ class Decoder:
                 logits = result.logits[:, -1, :].to(torch.float32, copy=True)
                 if step < min_new_tokens and stop.numel():
                     logits[:, stop] = float("-inf")
-                token = _pick(logits, do_sample, temperature, top_p, generator)
+                token = (row_sampling.draw(logits, temperature, top_p, generators) if generators is not None
+                         else logits.argmax(dim=-1))
                 token = torch.where(finished, stop[0] if stop.numel() else token, token)
                 out.append(token)
                 if stop.numel():
@@ -173,19 +175,3 @@ class Decoder:
             tokens.append(row if cut is None else row[:cut])
             done.append(cut is not None)
         return DecodeResult(tokens=tokens, finished=done)
-
-
-def _pick(logits: torch.Tensor, do_sample: bool, temperature: float, top_p: float, generator) -> torch.Tensor:
-    import torch
-
-    if not do_sample:
-        return logits.argmax(dim=-1)
-    logits = logits / max(temperature, 1e-5)
-    if top_p < 1.0:
-        sorted_logits, order = torch.sort(logits, descending=True)
-        cum = sorted_logits.softmax(-1).cumsum(-1)
-        drop = cum - sorted_logits.softmax(-1) > top_p  # keep the smallest prefix whose mass reaches top_p
-        sorted_logits = sorted_logits.masked_fill(drop, float("-inf"))
-        logits = torch.full_like(logits, float("-inf")).scatter(-1, order, sorted_logits)
-    probs = logits.softmax(-1)
-    return torch.multinomial(probs, 1, generator=generator).squeeze(-1)

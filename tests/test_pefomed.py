@@ -208,6 +208,19 @@ def test_embed_only_gives_the_same_embeddings_without_the_llm(pefomed_tiny, pefo
     assert load(pefomed_tiny, embed_only="true").adapter_path.joinpath("adapter_config.json").is_file()
 
 
+def test_sampled_answers_do_not_depend_on_the_batch(model, phantom):
+    """One generator per batch made a sample's draws depend on --batch-size; each sample now has its own."""
+    from dataclasses import replace
+
+    _, requests = phantom
+    sampled = [replace(r, generation=replace(r.generation, do_sample=True, temperature=1.5, seed=5))
+               for r in requests[:5]]
+    batched = texts(model.generate(sampled))
+    assert [texts(model.generate([r]))[0] for r in sampled] == batched
+    assert texts(model.generate(sampled[::-1])) == batched[::-1]
+    assert batched != texts(model.generate(requests[:5])), "the draws must differ from greedy decoding"
+
+
 def test_out_of_memory_halves_the_batch(model, phantom, monkeypatch):
     _, requests = phantom
     expected = texts(model.generate(requests))
