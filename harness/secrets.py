@@ -3,8 +3,9 @@
 Providers and proxies echo keys in many shapes: whole, masked ("sk-QA-SE****7890", "sk-QA-SE...7890"), as
 separate prefix and suffix tokens, after "Bearer" or "x-api-key". `redact(text, *keys)` removes all of these for
 the given keys and for every key in the provider key variables of the environment. It is applied to provider
-error texts only (CallError, ProviderUnavailable, a failed call's ChatResult.error); a model reply gets the narrower
-`redact_env` (the environment's keys, whole), which leaves ordinary text alone. `key_in_arguments` finds a key
+error texts only (CallError, ProviderUnavailable, a failed call's ChatResult.error); a model or judge reply gets
+`redact_reply` (the environment's keys, whole and as fragments of CREDENTIAL_MIN+ characters), which leaves
+ordinary words alone; `redact_env` (keys whole) is for user errors that echo a value. `key_in_arguments` finds a key
 typed on the command line, which the CLI refuses before anything can record it.
 
 It must not eat ordinary words of those texts either ("Missing bearer or basic authentication in header",
@@ -71,18 +72,18 @@ def _whole_token(text: str, key: str) -> str:
     return re.sub(before + re.escape(key) + after, MASK, text)
 
 
-def _fragments(text: str, key: str) -> str:
-    """Remove prefixes/suffixes (>= MIN_FRAGMENT chars) of a long `key` that touch a masking character or stand
+def _fragments(text: str, key: str, shortest: int = MIN_FRAGMENT) -> str:
+    """Remove prefixes/suffixes (>= `shortest` chars) of a long `key` that touch a masking character or stand
     alone as a token."""
     masking = re.escape(_MASKING)
-    for length in range(len(key) - 1, MIN_FRAGMENT - 1, -1):
+    for length in range(len(key) - 1, shortest - 1, -1):
         head, tail = re.escape(key[:length]), re.escape(key[-length:])
         text = re.sub(f"{head}(?=[{masking}])", MASK, text)
         text = re.sub(f"(?<=[{masking}]){tail}", MASK, text)
 
     def token(match: re.Match[str]) -> str:
         word = match.group(0)
-        if len(word) >= MIN_FRAGMENT and (key.startswith(word) or key.endswith(word)):
+        if len(word) >= shortest and (key.startswith(word) or key.endswith(word)):
             return MASK
         return word
 
@@ -125,6 +126,23 @@ def redact_env(text: str) -> str:
     for key in _keys(()):
         text = text.replace(key, MASK) if len(key) >= LONG_KEY else _whole_token(text, key)
     return text
+
+
+def redact_reply(text: str) -> str:
+    """A model's or judge's reply without the environment's provider keys: a key whole; a long key's prefixes and
+    suffixes of CREDENTIAL_MIN+ characters standing as a token or touching a masking character (a proxy echoing
+    part of the key); a short key as a whole token; credentials after Bearer / x-api-key / ...; 'sk-...' tokens.
+    Fragments shorter than CREDENTIAL_MIN stay: they are ordinary words of a reply more often than leaks."""
+    if not text:
+        return text
+    for key in _keys(()):
+        if len(key) >= LONG_KEY:
+            text = _fragments(text.replace(key, MASK), key, shortest=CREDENTIAL_MIN)
+        else:
+            text = _masked_fragments(_whole_token(text, key), key)
+    for pattern in _LABELLED:
+        text = pattern.sub(_labelled, text)
+    return _SK.sub(MASK, text)
 
 
 def key_in_arguments(argv: list[str]) -> tuple[str, str] | None:

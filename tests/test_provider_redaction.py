@@ -125,3 +125,17 @@ def test_an_html_error_page_is_reduced_to_its_words():
     error = status_error("openai", 501, page, None, OPENAI_KEY, "OPENAI_API_KEY")
     assert str(error) == ("HTTP 501 from openai: Error response Error response Error code: 501 Message: Unsupported "
                           "method ('POST').")
+
+
+def test_a_reply_loses_key_fragments_but_keeps_its_words(monkeypatch):
+    """A reply echoing the first 20 and last 12 characters of the key was recorded and cached as is (only a whole
+    key was masked in replies); ordinary answers must come through unchanged."""
+    from harness.secrets import redact_reply
+
+    key = "sk-FAKEKEY-compat-1234567890abcdef"
+    monkeypatch.setenv("OPENAI_COMPATIBLE_API_KEY", key)
+    echoed = redact_reply(f"frag {key[:20]} and tail {key[-12:]}; masked {key[:9]}****{key[-8:]}")
+    assert echoed == "frag *** and tail ***; masked " + "*" * 10, echoed
+    for answer in ("yes", "left lower lobe", "There is a 3 cm mass in the right kidney.", "sk", "abcdef",
+                   "No acute cardiopulmonary abnormality. Risk-benefit discussed; task-specific findings."):
+        assert redact_reply(answer) == answer

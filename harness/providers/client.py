@@ -33,7 +33,7 @@ from harness.providers.aliases import (
 from harness.providers.base import ChatRequest, ChatResult, ProviderUnavailable
 from harness.providers.cache import LLMCache, request_key
 from harness.providers.scheduler import OutageState, ProviderDown, RetryPolicy, run_calls, run_sync
-from harness.secrets import redact_env
+from harness.secrets import redact_reply
 
 POOL_SIZE = 8  # concurrent calls per HTTP connection pool
 LOCAL_DUMMY_KEY = "EMPTY"  # what local OpenAI-compatible servers (vLLM, llama.cpp, Ollama) accept
@@ -135,7 +135,7 @@ class ProviderClient:
                     if not self.priced:
                         hit.cost_usd = 0.0
                     if hit.text:  # an entry stored before replies were checked for echoed keys
-                        hit.text = redact_env(hit.text)
+                        hit.text = redact_reply(hit.text)
                     first, *others = where.pop(key)
                     results[first] = replace(hit)  # an unclaimed entry (not `cached`) is paid by this run
                     for index in others:
@@ -178,7 +178,7 @@ class ProviderClient:
         if result.text is not None and not isinstance(result.text, str):
             result = ChatResult(text=None, error=f"malformed reply from {self.provider}: the reply is not text")
         if result.text:
-            result.text = redact_env(result.text)
+            result.text = redact_reply(result.text)
         if result.error is not None:
             result.error = self.backend.redact(str(result.error))
         return result
