@@ -1,0 +1,63 @@
+"""An API model that answers with no text (content "" or null: a reasoning parser keeping the answer out of
+`content`, an empty Anthropic text block) fails those samples: they were scored as wrong answers and cached, so
+no rerun ever asked again."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+from fake_llm_servers import FakeLLMServer
+
+from harness.cli import main as cli_main
+from harness.plugin_manager import tasks as task_registry
+from harness.task import Task
+
+
+@pytest.fixture
+def cache(tmp_path, monkeypatch) -> Path:
+    shared = Path(os.environ["HARNESS_CACHE_DIR"])
+    Task(task_registry().get("phantom-vqa")).samples("test")  # generated once into the session cache
+    folder = tmp_path / "cache"
+    folder.mkdir()
+    (folder / "phantom").symlink_to(shared / "phantom", target_is_directory=True)
+    monkeypatch.setenv("HARNESS_CACHE_DIR", str(folder))
+    monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-test-0000")
+    monkeypatch.delenv("OPENAI_COMPATIBLE_API_KEY", raising=False)
+    return folder
+
+
+@pytest.mark.parametrize("model", ["openai-compatible", "claude"])
+def test_a_reply_without_text_fails_its_sample_and_is_asked_again(model, cache, tmp_path, capsys):
+    answer = {"text": ""}
+    with FakeLLMServer(reply=lambda body: answer["text"]) as server:
+        url = server.openai_base_url if model == "openai-compatible" else server.anthropic_base_url
+        args = ["run", "--model", model, "--model-args", f"base_url={url}" + (",model=m" if model != "claude" else ""),
+                "--task", "phantom-vqa", "--limit", "3", "--judge", "exact", "--runs-dir", str(tmp_path / "runs"),
+                "--no-progress"]
+        cli_main(args)
+        err = capsys.readouterr().err
+        assert "the reply has no text" in err, err
+        (run_dir,) = list((tmp_path / "runs").iterdir())
+        rows = [json.loads(line) for line in (run_dir / "predictions.jsonl").read_text().splitlines()]
+        assert len(rows) == 3 and all("the reply has no text" in (r["error"] or "") for r in rows)
+        answer["text"] = "yes"
+        calls = server.chat_calls
+        assert cli_main(args) == 0
+        assert server.chat_calls == calls + 3  # asked again, not served from the cache
+    rows = [json.loads(line) for line in (run_dir / "predictions.jsonl").read_text().splitlines()]
+    latest = {r["id"]: r for r in rows}
+    assert all(r["prediction"] == "yes" and r["error"] is None for r in latest.values())
+
+
+def test_the_reasoning_field_is_named_when_content_is_null():
+    from harness.providers.base import CallError
+    from harness.providers.openai_client import OpenAIBackend
+
+    backend = OpenAIBackend("openai-compatible", "m", "http://127.0.0.1:1/v1", "", 5.0)
+    reply = {"choices": [{"message": {"content": None, "reasoning_content": "The answer is yes."},
+                          "finish_reason": "stop"}]}
+    with pytest.raises(CallError, match=r"no text \(finish_reason stop; its message.reasoning_content has text"):
+        backend.parse(reply)
