@@ -155,6 +155,12 @@ def check_credentialed(flavour: str, resolved: dict[str, Any], context: ModelCon
 GRAY_ABOVE_PIXELS = 1_000_000  # a grayscale image stored as RGB and larger than this is sent as grayscale
 
 
+def same_model(served: str, asked: str) -> bool:
+    """Whether a reply's model name is the model asked for (or its dated snapshot: gpt-4o-mini ->
+    gpt-4o-mini-2024-07-18)."""
+    return served == asked or served.startswith(asked + "-")
+
+
 def png_bytes(image: Any, max_side: int = 0) -> bytes:
     """Lossless PNG bytes of one request image (a PIL image; bytes pass through unchanged), its long side
     downscaled (Lanczos) to `max_side` pixels when longer (0: as is). A downscaled image, or one of more than
@@ -199,7 +205,7 @@ class APIVisionModel(ModelPlugin):
     flavour: ClassVar[str] = "openai-compatible"
     default_batch_size = 32  # the runner saves progress per batch; __init__ raises it with the concurrency
     transport_args = ("concurrency", "timeout", "max_retries", "retry_base_delay", "retry_max_delay", "down_after",
-                      "cache")
+                      "cache", "allow_external")  # allow_external: a permission, the same outputs
 
     def __init__(self, args: dict[str, str], context: ModelContext) -> None:
         super().__init__(args, context)
@@ -216,6 +222,7 @@ class APIVisionModel(ModelPlugin):
         self._draws: dict[str, dict[str, int]] = {}  # request key -> sample id -> its draw (see own_draws)
         self.totals = {"requests": 0, "from_cache": 0, "failed": 0, "input_tokens": 0, "output_tokens": 0,
                        "cost_usd": 0.0}
+        self.served: dict[str, int] = {}  # the model names the replies gave (live calls; the cache keeps none)
 
     @classmethod
     def run_identity(cls, args: dict[str, str], context: ModelContext) -> dict[str, Any]:
@@ -267,6 +274,8 @@ class APIVisionModel(ModelPlugin):
             t["input_tokens"] += result.input_tokens
             t["output_tokens"] += result.output_tokens
             t["cost_usd"] += 0.0 if result.cached else result.cost_usd
+            if result.served_model:
+                self._note_served(result.served_model)
             if result.text is None:
                 t["failed"] += 1
                 outputs.append(GenerationOutput(text="", error=result.error or "no reply"))
@@ -281,11 +290,20 @@ class APIVisionModel(ModelPlugin):
             outputs.append(out)
         return outputs
 
-    def identity(self) -> dict[str, Any]:
+    def _note_served(self, served: str) -> None:
+        """Count the model a reply names; one note the first time it is not the model asked for (a proxy or
+        server answering with another model)."""
+        if served not in self.served and not same_model(served, self.client.model):
+            print(f"note: {self.client.base_url} answered as model '{served}', not '{self.client.model}' (recorded "
+                  "in model.json as served_models)", file=sys.stderr)
+        self.served[served] = self.served.get(served, 0) + 1
 
+    def identity(self) -> dict[str, Any]:
         info = dict(self.client.describe())
         info["usage"] = dict(self.totals, cost_usd=round(self.totals["cost_usd"], 6))
         info["priced"] = self.client.priced
+        if self.served:
+            info["served_models"] = dict(sorted(self.served.items()))
         return info
 
     def usage_line(self) -> str:
@@ -301,7 +319,7 @@ class APIVisionModel(ModelPlugin):
         elif pricing.has_price(self.client.model):
             line += f"no API fees counted (not the provider's own endpoint: {self.client.base_url})"
         else:
-            line += "cost unknown (no list price for this model)"
+            line += f"cost unknown: no list price for this model (recorded as $0; endpoint {self.client.base_url})"
         return line
 
     def close(self) -> None:

@@ -104,6 +104,7 @@ class FakeLLMServer:
         self.hold_batches = False  # keep every batch in progress (a slow batch; a simulated restart)
         self.api_key = api_key  # when set, calls with another key get 401
         self.last_key = ""  # the key of the latest request ("{key}" in fault messages and bodies)
+        self.served_model: str | None = None  # the model name replies give (default: the one asked for)
         self.batch_failure: str | None = None  # OpenAI batches end "failed" with this error message
         self.requests: list[dict[str, Any]] = []
         self.counts: Counter[str] = Counter()
@@ -209,7 +210,7 @@ class FakeLLMServer:
         n_in, n_out = self.usage(body, text)
         return {
             "id": self._next_id("chatcmpl-"), "object": "chat.completion", "created": int(time.time()),
-            "model": body.get("model", ""),
+            "model": self.served_model or body.get("model", ""),
             "choices": [{"index": 0, "finish_reason": "stop", "logprobs": None,
                          "message": {"role": "assistant", "content": text, "refusal": None}}],
             "usage": {"prompt_tokens": n_in, "completion_tokens": n_out, "total_tokens": n_in + n_out},
@@ -228,7 +229,8 @@ class FakeLLMServer:
         else:
             content = [{"type": "text", "text": text}]
         return {
-            "id": self._next_id("msg_"), "type": "message", "role": "assistant", "model": body.get("model", ""),
+            "id": self._next_id("msg_"), "type": "message", "role": "assistant",
+            "model": self.served_model or body.get("model", ""),
             "content": content, "stop_reason": "end_turn", "stop_sequence": None,
             "usage": {"input_tokens": n_in, "output_tokens": n_out},
         }

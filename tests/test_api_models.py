@@ -347,6 +347,8 @@ def test_credentialed_task_refused_unless_local_or_allowed(env, harness, answer_
         harness("run", "--model", "openai-compatible", "--model-args", f"{base},model=tiny", *args)
         harness("run", "--model", "gpt-4o", "--model-args", f"{base},allow_external=true", *args)
         assert server.chat_calls == 6
+    labels = {json.loads((d / "run.json").read_text())["model"]["label"] for d in runs.iterdir()}
+    assert len(labels) == 2 and not any("allow_external" in label for label in labels)  # a permission: same run
     task = Task(load_task_config(credentialed_task))
     remote = {"base_url": "http://10.20.30.40:8000/v1", "model": "tiny"}
     from harness.plugins.api_vlm import ClaudeModel, OpenAICompatibleModel

@@ -117,8 +117,10 @@ class AnthropicBackend:
             if not text.strip():  # nothing to score, and not to be cached: the same command asks again
                 raise CallError("fail", f"anthropic: the reply has no text (stop_reason {data.get('stop_reason')})")
         usage = data.get("usage")
+        served = data.get("model")
         return ChatResult(text=text, input_tokens=token_count("anthropic", usage, "input_tokens"),
-                          output_tokens=token_count("anthropic", usage, "output_tokens"))
+                          output_tokens=token_count("anthropic", usage, "output_tokens"),
+                          served_model=served if isinstance(served, str) and served else None)
 
     def classify(self, exc: BaseException) -> CallError:
         import anthropic

@@ -39,6 +39,7 @@ class ChatResult:
     # by the identical request's call in the same run; tokens and cost are those of the original call
     cached: bool = False
     cost_usd: float = 0.0  # estimated from pricing.py; 0 for unknown models and custom base URLs
+    served_model: str | None = None  # the model the reply says answered (not kept in the cache)
 
 
 class _RedactedError(UserError):

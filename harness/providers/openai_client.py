@@ -159,8 +159,10 @@ class OpenAIBackend:
             raise CallError("fail", f"{self.provider}: the reply has no text (finish_reason "
                                     f"{choice.get('finish_reason')}{hint})")
         usage = data.get("usage")
+        served = data.get("model")
         return ChatResult(text=text, input_tokens=token_count(self.provider, usage, "prompt_tokens"),
-                          output_tokens=token_count(self.provider, usage, "completion_tokens"))
+                          output_tokens=token_count(self.provider, usage, "completion_tokens"),
+                          served_model=served if isinstance(served, str) and served else None)
 
     def classify(self, exc: BaseException) -> CallError:
         import openai

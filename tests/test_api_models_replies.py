@@ -1,6 +1,7 @@
-"""An API model that answers with no text (content "" or null: a reasoning parser keeping the answer out of
-`content`, an empty Anthropic text block) fails those samples: they were scored as wrong answers and cached, so
-no rerun ever asked again."""
+"""What the API models make of replies: one with no text (content "" or null: a reasoning parser keeping the
+answer out of `content`, an empty Anthropic text block) fails its sample (it was scored as a wrong answer and
+cached, so no rerun asked again); the model a reply says answered is recorded, with a note when it is not the one
+asked for (a proxy serving another model)."""
 
 from __future__ import annotations
 
@@ -61,3 +62,19 @@ def test_the_reasoning_field_is_named_when_content_is_null():
                           "finish_reason": "stop"}]}
     with pytest.raises(CallError, match=r"no text \(finish_reason stop; its message.reasoning_content has text"):
         backend.parse(reply)
+
+
+@pytest.mark.parametrize("model", ["openai-compatible", "claude"])
+def test_the_model_that_answered_is_recorded_and_another_one_noted(model, cache, tmp_path, capsys):
+    with FakeLLMServer(reply=lambda body: "yes") as server:
+        server.served_model = "some-other-model"
+        url = server.openai_base_url if model == "openai-compatible" else server.anthropic_base_url
+        args = ["run", "--model", model, "--model-args", f"base_url={url}" + (",model=m" if model != "claude" else ""),
+                "--task", "phantom-vqa", "--limit", "3", "--judge", "exact", "--runs-dir", str(tmp_path / "runs"),
+                "--no-progress"]
+        assert cli_main(args) == 0
+    err = capsys.readouterr().err
+    assert err.count("answered as model 'some-other-model', not") == 1, err
+    (run_dir,) = list((tmp_path / "runs").iterdir())
+    loaded = json.loads((run_dir / "results.json").read_text())["model"]["loaded"]
+    assert loaded["served_models"] == {"some-other-model": 3}
