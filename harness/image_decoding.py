@@ -45,11 +45,12 @@ def decode_rgb(data: bytes) -> Any:
         return img.convert("RGB")
 
 
-def check_identifiable(data: bytes) -> None:
-    """Raise as `decode_rgb` would for a file that is not an image, is too large or holds several frames, reading
-    only its header (for models that ignore the pixels: see `ModelPlugin.reads_images`)."""
-    with _identified(data):
-        pass
+def check_decodable(data: bytes) -> None:
+    """Raise as `decode_rgb` would for a file that is not an image, is too large, holds several frames or is
+    damaged (truncated, corrupt), decoding its pixels without converting or keeping them (for models that ignore the
+    pixels, see `ModelPlugin.reads_images`: they fail the same samples as a model that reads them, so n agrees)."""
+    with _identified(data) as img:
+        img.load()
 
 
 def _identified(data: bytes) -> Any:
@@ -100,15 +101,15 @@ def _rescaled(img: Any) -> Any:
 
 def open_images(sample: Any, decode: bool = True) -> tuple[list[Any], str | None]:
     """The decoded images of a sample, or ([], the one-line reason the first undecodable one failed). With
-    `decode=False` each image is only identified from its header and none is returned (a model that ignores pixels:
-    a missing or non-image file still fails its sample, a file damaged after its header does not)."""
+    `decode=False` each image is decoded only to check it and none is returned (a model that ignores pixels fails
+    the same samples as one that reads them)."""
     images = []
     for ref in sample.images:
         try:
             if decode:
                 images.append(ref.open())
             else:
-                check_identifiable(ref.read_bytes())
+                check_decodable(ref.read_bytes())
         except (OSError, ValueError) as exc:
             return [], image_error(ref.name, ref.path, exc)
     return images, None

@@ -41,8 +41,8 @@ class ModelPlugin:
     #: --model-args that change how outputs are obtained but not what they are (concurrency, timeouts,
     #: retries): left out of the run id, so changing them continues the same run
     transport_args: tuple[str, ...] = ()
-    #: False for a model that never looks at the pixels (the `prior`): the runner then only identifies each image
-    #: from its header (a missing or non-image file still fails its sample) and sends requests without images
+    #: False for a model that never looks at the pixels (the `prior`): the runner then only checks that each image
+    #: decodes (a missing, non-image or damaged file fails its sample, as for any model) and sends no images
     reads_images: bool = True
 
     def __init__(self, args: dict[str, str], context: ModelContext) -> None:

@@ -139,9 +139,10 @@ def test_the_decoding_rules_are_part_of_the_run_and_fine_tune_identities(tmp_pat
     assert finetune_data.load_stage_data("phantom-vqa", limit=4).describe() != stage
 
 
-def test_the_prior_identifies_images_without_decoding_them(tmp_path, capsys):
-    """The prior never looks at pixels: a file damaged after its header does not fail its sample (decoding it would),
-    a file that is not an image still does, like for every other model."""
+def test_the_prior_fails_the_samples_whose_images_no_model_could_decode(tmp_path, capsys):
+    """The prior never looks at pixels, but a file damaged after its header fails its sample as it does for a model
+    that decodes it (the prior read only headers and scored n=451 where a VLM scored 450 under one fingerprint),
+    and so does a file that is not an image."""
     written = write_vqa_rad_official(tmp_path / "data", cases(12, seed=3))
     names = sorted({rec["image_name"] for rec in written.records["test"]})
     folder = tmp_path / "data" / "VQA_RAD Image Folder"
@@ -155,5 +156,7 @@ def test_the_prior_identifies_images_without_decoding_them(tmp_path, capsys):
     assert code == 0, capsys.readouterr().err
     rows = [json.loads(line) for line in next((tmp_path / "runs").glob("*/predictions.jsonl")).open()]
     by_image = {row["images"][0]: row for row in rows}
-    assert by_image[damaged.name]["error"] is None and by_image[damaged.name]["prediction"]
+    assert "image file is truncated" in by_image[damaged.name]["error"]
+    bad = {damaged.name, garbage.name}
+    assert all((row["error"] is None) == (row["images"][0] not in bad) for row in rows)
     assert "not an image file Pillow can read" in by_image[garbage.name]["error"]
