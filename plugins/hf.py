@@ -103,7 +103,8 @@ class HFModel(HFPrompting, HFAdapters, ModelPlugin):
     @classmethod
     def canonical_args(cls, args: dict[str, str], context: ModelContext) -> dict[str, str]:
         """Without the args whose removal parses to the same options (attn=auto, prepend_modality=false, the
-        preset's own revision, ...) and without merge_adapter when no --adapter is given."""
+        preset's own revision, ...) and without merge_adapter when no --adapter is given; a local folder as its
+        absolute path (`llava`, `./llava` and `/abs/llava` are one run)."""
         opts = cls.options(args)
 
         def no_op(key: str) -> bool:
@@ -112,8 +113,11 @@ class HFModel(HFPrompting, HFAdapters, ModelPlugin):
             except UserError:  # needed by another arg (model=, prepend_modality= with modality_field=)
                 return False
 
-        return {k: v for k, v in args.items()
+        kept = {k: v for k, v in args.items()
                 if not no_op(k) and not (k == "merge_adapter" and context.adapter is None)}
+        if opts["local"] and "model" in kept:
+            kept["model"] = opts["model"]
+        return kept
 
     def __init__(self, args: dict[str, str], context: ModelContext) -> None:
         super().__init__(args, context)

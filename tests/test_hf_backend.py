@@ -483,9 +483,9 @@ def test_settings_that_would_only_change_the_run_id_are_refused(models_dir):
         hf_model(models_dir["llava"], task, modality_field="organ")
 
 
-def test_typed_out_defaults_keep_the_run_id_and_label(models_dir, tmp_path):
-    """attn=auto, prepend_modality=false, the preset's own revision or merge_adapter= without an adapter started
-    another run (and leaderboard row) of the same outputs."""
+def test_typed_out_defaults_keep_the_run_id_and_label(models_dir, tmp_path, monkeypatch):
+    """attn=auto, prepend_modality=false, the preset's own revision, merge_adapter= without an adapter, or one local
+    folder typed another way started another run (and leaderboard row) of the same outputs."""
     from harness import runner
     from harness.plugins.hf_presets import get_preset
 
@@ -501,6 +501,13 @@ def test_typed_out_defaults_keep_the_run_id_and_label(models_dir, tmp_path):
     assert typed["model"]["args"]["attn"] == "auto"  # what was typed is still recorded
     other = prepared(attn="eager")
     assert other["run_id"] != plain["run_id"] and "attn=eager" in other["model"]["label"]
+    monkeypatch.chdir(models_dir["llava"].parent)  # the same folder typed relative, with ./, and absolute
+    for typed_path in ("llava", "./llava", f"{models_dir['llava'].parent}/./llava"):
+        spec = runner.RunSpec(model="hf", task="phantom-vqa", output=tmp_path / "run", progress=False,
+                              model_args={"model": typed_path})
+        again = runner.prepare(spec)[2]
+        assert again["run_id"] == plain["run_id"] and again["model"]["label"] == plain["model"]["label"]
+    assert plain["model"]["label"] == f"hf[model={models_dir['llava'].resolve()}]"
     preset = get_preset("llava-1.5-7b")
     own = prepared(preset.id, revision=preset.revision)
     assert own["run_id"] == prepared(preset.id)["run_id"] and own["model"]["label"] == preset.id
