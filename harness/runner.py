@@ -185,11 +185,12 @@ def _image_files(samples: list[Sample]) -> list[Path]:
 def _check_images_exist(task: Task, samples: list[Sample]) -> None:
     """Refuse, before loading a model, a run in which no image file of any selected sample exists (a data dir
     without its image folder); a few missing images only fail their own samples."""
-    files = _image_files(samples)
+    files = list(dict.fromkeys(_image_files(samples)))  # distinct files: several questions share an image
     if files and not any(path.exists() for path in files):
         where = f" under --data-dir {task.data_dir}" if task.data_dir else ""
-        raise UserError(f"none of the {len(files)} image files of task '{task.id}' exists{where}: the first is "
-                        f"{files[0]} (is the dataset's image folder in place?)")
+        counted = f"the {len(files):,} it needs" if len(files) > 1 else "the one it needs"
+        raise UserError(f"no image file of task '{task.id}' exists{where} (none of {counted}; the first is "
+                        f"{files[0]}): is the dataset's image folder in place?")
 
 
 def _still_missing_images(pending: list[Sample], latest: dict[str, dict[str, Any]]) -> list[Sample]:

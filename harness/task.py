@@ -12,6 +12,7 @@ three records, returned by `skipped_note(split)`. The expected size is compared 
 from __future__ import annotations
 
 import math
+import os
 import sys
 from dataclasses import fields as dc_fields
 from pathlib import Path
@@ -214,13 +215,14 @@ class Task:
         )
 
     def describe_source(self) -> dict[str, Any]:
-        """Where the samples came from: the folder read when --data-dir was given (a local copy of a hub data set
-        keeps the hub id as `copy_of` and has no known revision), else the source's own path or hub id."""
+        """Where the samples came from: the folder read when --data-dir was given, as an absolute path (a relative
+        one says nothing once the run is read elsewhere; a local copy of a hub data set keeps the hub id as `copy_of`
+        and has no known revision), else the source's own path or hub id. Not part of the run id."""
         src = self.source
         described = {
             "name": src.name,
             "format": src.format,
-            "path": str(self.data_dir) if self.data_dir else src.path,
+            "path": os.path.abspath(self.data_dir) if self.data_dir else src.path,
             "config": src.config,
             "revision": self.revision,
             "closed_rule": src.closed_rule,

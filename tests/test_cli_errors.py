@@ -132,7 +132,8 @@ def test_data_dir_without_its_images_is_refused_before_loading_a_model(tmp_path,
                "--limit", "5", "--no-progress", "--runs-dir", str(runs))
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
     assert proc.returncode == 2 and len(lines) == 1, proc.stderr
-    assert "none of the 5 image files of task 'slake' exists" in lines[0]
+    assert "no image file of task 'slake' exists" in lines[0]
+    assert "(none of the one it needs" in lines[0]  # 5 questions about one image: files, not samples, are counted
     assert str(shared_data / "slake" / "imgs") in lines[0]
     assert not (tmp_path / "new").exists()
     (tmp_path / "kept").mkdir()

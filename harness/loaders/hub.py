@@ -12,7 +12,9 @@ breakdown name; without an id column the id is "<split>-<row index>" (stable for
 or repeated id is an error naming the row; a row whose reference (answer, report or caption) is null or blank is
 skipped (listed in the result's `skipped`; the Task warns), since a hub dataset cannot be fixed by the user. A VQA
 question must be a non-empty string and an answer a string or a number, as in the json formats. `--split val`
-(`valid`, `validate`, `dev`) runs as `validation`, as for SLAKE.
+(`valid`, `validate`, `dev`) runs as `validation`, as for SLAKE; a local copy without a `validation` split but with
+one of those names (a `valid` split) has that split read as `validation`. A damaged or empty local copy (an
+unreadable dataset_dict.json, state.json or Arrow/parquet file, a split of 0 rows) is one line naming the file.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from harness.loaders.common import (
     record_label,
 )
 from harness.loaders.imageclef import split_cuis
-from harness.loaders.mevf_json import answer_text, question_text
+from harness.loaders.mevf_json import answer_text, question_text, read_json
 from harness.loaders.slake import SPLIT_ALIASES as SPLIT_ALIASES  # the same other names of "validation"
 from harness.paths import cache_dir
 from harness.task_config import SourceConfig
@@ -70,10 +72,7 @@ def _load_local(source: SourceConfig, split: str, data_dir: Path) -> Any:
     if not data_dir.is_dir():
         raise UserError(f"--data-dir {data_dir} is not a directory (expected a Hugging Face dataset folder)")
     if (data_dir / "dataset_dict.json").is_file():
-        dd = datasets.load_from_disk(str(data_dir))
-        if split not in dd:
-            raise UserError(f"{data_dir}/dataset_dict.json has no split '{split}'; its splits: {', '.join(dd)}")
-        return dd[split]
+        return _load_saved(data_dir, split)
     if not any(data_dir.glob("**/*.parquet")):
         raise UserError(
             f"--data-dir {data_dir} is not a Hugging Face dataset folder: expected parquet files in hub layout "
@@ -84,13 +83,17 @@ def _load_local(source: SourceConfig, split: str, data_dir: Path) -> Any:
         # The builder only resolves which files make which split (README `configs` or the hub file naming);
         # loading with just this split's files keeps the other splits from being converted and cached.
         found = datasets.load_dataset_builder(str(data_dir), name=source.config, cache_dir=cache).config.data_files
-        if split not in (found or {}):
+        chosen = _present_split(split, found or {}, str(data_dir))
+        if chosen is None:
             raise UserError(
                 f"cannot read {data_dir} as a Hugging Face dataset (split '{split}'): Unknown split \"{split}\"; "
                 f"its files give {_describe_splits(found or {}, data_dir)}"
             )
+        files = list(found[chosen])
+        _refuse_empty_parquet(files, split, data_dir)
+        # loaded under the asked (canonical) name, so a copy's "valid" split runs as "validation"
         return datasets.load_dataset(
-            str(data_dir), name=source.config, data_files={split: list(found[split])}, split=split, cache_dir=cache
+            str(data_dir), name=source.config, data_files={split: files}, split=split, cache_dir=cache
         )
     except (FileNotFoundError, ValueError, datasets.exceptions.DatasetsError) as exc:
         missing = _missing_splits(data_dir, source.config)
@@ -103,6 +106,72 @@ def _load_local(source: SourceConfig, split: str, data_dir: Path) -> Any:
         raise UserError(
             f"cannot read {data_dir} as a Hugging Face dataset (split '{split}'): {_first_line(exc)}"
         ) from None
+
+
+def _present_split(split: str, available: Any, where: str) -> str | None:
+    """The copy's name of `split`: itself when present, else the one other name of it the copy has ("valid" for
+    "validation", as SPLIT_ALIASES say), else None. Two such names are an error: which one is meant is unknown."""
+    names = [str(name) for name in available]
+    if split in names:
+        return split
+    aliases = [name for name in names if SPLIT_ALIASES.get(name.casefold()) == split]
+    if len(aliases) > 1:
+        raise UserError(f"{where} has no split '{split}' but both {' and '.join(aliases)}, other names of it; "
+                        f"rename the one meant to '{split}'")
+    return aliases[0] if aliases else None
+
+
+def _load_saved(data_dir: Path, split: str) -> Any:
+    """One split of a `DatasetDict.save_to_disk` folder (only that split is opened); a damaged or empty copy is
+    one line naming the folder or file, not datasets' traceback."""
+    import datasets
+    import pyarrow
+
+    index = data_dir / "dataset_dict.json"
+    listed = read_json(index)
+    names = listed.get("splits") if isinstance(listed, dict) else None
+    if not isinstance(names, list) or not all(isinstance(name, str) for name in names):
+        raise UserError(f"{index}: expected {{\"splits\": [...]}} (the split names, as save_to_disk writes it)")
+    chosen = _present_split(split, names, str(index))
+    if chosen is None:
+        raise UserError(f"{index} has no split '{split}'; its splits: {', '.join(names)}")
+    folder = data_dir / chosen
+    state = folder / "state.json"
+    if state.is_file():
+        saved = read_json(state)
+        if isinstance(saved, dict) and saved.get("_data_files") == []:
+            raise UserError(f"{state}: split '{chosen}' is empty (0 rows, no data file); expected its samples")
+    try:
+        ds = datasets.Dataset.load_from_disk(str(folder))
+    except (OSError, ValueError, KeyError, IndexError, TypeError, pyarrow.ArrowException) as exc:
+        raise UserError(
+            f"{folder}: cannot load split '{chosen}' of the save_to_disk copy ({_first_line(exc)}); save or copy "
+            "the dataset again"
+        ) from None
+    if len(ds) == 0:
+        raise UserError(f"{folder}: split '{chosen}' is empty (0 rows); expected its samples")
+    return ds
+
+
+def _refuse_empty_parquet(files: list[Any], split: str, data_dir: Path) -> None:
+    """A split whose parquet files hold no row is said to be empty (datasets only says "An error occurred while
+    generating the dataset"); an unreadable parquet file is named."""
+    import pyarrow
+    import pyarrow.parquet as pq
+
+    paths = [Path(str(f)) for f in files]
+    if not paths or not all(p.suffix == ".parquet" and p.is_file() for p in paths):
+        return  # other formats (csv, json) or remote files: datasets says what is wrong
+    rows = 0
+    for path in paths:
+        try:
+            rows += pq.read_metadata(str(path)).num_rows
+        except (OSError, pyarrow.ArrowException) as exc:
+            raise UserError(f"{path}: not a readable parquet file of split '{split}' ({_first_line(exc)}); copy it "
+                            "again") from None
+    if rows == 0:
+        shown = ", ".join(str(p) for p in paths[:3]) + (f" and {len(paths) - 3} more" if len(paths) > 3 else "")
+        raise UserError(f"{shown}: split '{split}' of {data_dir} is empty (0 rows); expected its samples")
 
 
 def _missing_splits(data_dir: Path, config: str | None) -> list[tuple[str, list[str]]]:
@@ -218,10 +287,13 @@ def load(source: SourceConfig, split: str, data_dir: Path | None, kind: str) -> 
         ds = ds.cast_column(image_col, datasets.Image(decode=False))
     extra = {name: col for name, col in mapping.items() if name not in CORE_KEYS and col in columns}
     images = ds.select_columns([image_col])
-    sources = _image_sources(ds, image_col, local)
+    where = f"{local or source.path} split '{split_name}'"
+    try:  # the first read of every row batch: a damaged Arrow file fails here
+        sources = _image_sources(ds, image_col, local)
+    except (OSError, pyarrow.ArrowException) as exc:
+        raise UserError(f"{where}: cannot read its rows ({_first_line(exc)}); save or copy the dataset again") from None
     text_cols = {col for name, col in mapping.items() if name != "image" and col in columns}
     rows = ds.select_columns([c for c in ds.column_names if c in text_cols])  # iterated lazily, without images
-    where = f"{local or source.path} split '{split_name}'"
     id_key = mapping.get("id")
     samples = SplitSamples()
     ids: list[str] = []

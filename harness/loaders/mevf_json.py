@@ -10,8 +10,9 @@ Source options: `files` (split -> json file name) and `image_dir` (default "imag
 mapping renames columns: keys id, image, question, answer, answer_type, plus any breakdown name. Ids must be
 unique within a file's split and a missing key is an error; errors name the record by its position in the file
 and its id. A record whose answer is null or blank is skipped (listed in the result's `skipped`; the Task warns).
-The question must be a non-empty string and the answer a string or a number (numbers become their text); any
-other value (a list, a null question) is an error rather than text such as "['Yes']" or "None".
+The question and the image name must be non-empty strings and the answer a string or a number (numbers become
+their text); any other value (a list, a null question or image name) is an error rather than text such as "['Yes']"
+or "None".
 """
 
 from __future__ import annotations
@@ -74,7 +75,7 @@ def read_json(path: Path) -> Any:
         with open(path, encoding="utf-8") as fh:
             return json.load(fh)
     except json.JSONDecodeError as exc:
-        raise UserError(f"{path}:{exc.lineno}: not valid JSON ({exc.msg})") from None
+        raise UserError(f"{path}: not valid JSON ({exc.msg}: line {exc.lineno} column {exc.colno})") from None
     except UnicodeDecodeError as exc:
         raise UserError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
 
@@ -98,6 +99,14 @@ def question_text(value: Any, where: str, key: str) -> str:
     """The question as stripped text; anything but a non-empty string is an error naming `where` and `key`."""
     if not isinstance(value, str) or not value.strip():
         raise UserError(f"{where} has {key} {shown(value)}; expected the question (a non-empty string)")
+    return value.strip()
+
+
+def image_text(value: Any, where: str, key: str) -> str:
+    """The image file name as stripped text; a null, blank or non-string one is an error naming `where` and `key`
+    (not a sample whose image "None" fails at run time)."""
+    if not isinstance(value, str) or not value.strip():
+        raise UserError(f"{where} has {key} {shown(value)}; expected the image file name (a non-empty string)")
     return value.strip()
 
 
@@ -167,7 +176,7 @@ def vqa_samples(
                 continue
             value = rec[key]
             fields[name] = value.strip() if isinstance(value, str) else value
-        image_name = str(rec[mapping["image"]]).strip()
+        image_name = image_text(rec[mapping["image"]], f"{path}: {label}", mapping["image"])
         samples.append(
             Sample(
                 id=sample_id,

@@ -8,8 +8,11 @@ Layout assumptions (the released `pvqa/` folder):
     images/<split>/<image>.jpg   (an `image` value that already ends in .jpg/.png is used as is)
 There is no id or answer type in the file: ids are "<split>-<position in the list>" (stable for a given
 release) and closed = a yes/no answer (closed_rule yes_no). A record with a null or blank answer is skipped
-(listed in the result's `skipped`; the Task warns); ids stay positions in the file. The file is read with a
-restricted unpickler that builds only plain containers, strings and numbers, so a tampered pickle cannot run code.
+(listed in the result's `skipped`; the Task warns); ids stay positions in the file. As in the json formats, the
+question and image must be non-empty strings and the answer a string or a number (a number becomes its text);
+anything else (None, a list) is an error naming the record instead of text such as "None" or "['yes']". The file
+is read with a restricted unpickler that builds only plain containers, strings and numbers, so a tampered pickle
+cannot run code.
 Source options: `qa_file` (pattern, default "qas/{split}/{split}_qa.pkl"), `image_path`
 (default "images/{split}/{image}.jpg").
 """
@@ -21,7 +24,8 @@ from pathlib import Path
 from typing import Any
 
 from harness.errors import UserError
-from harness.loaders.common import SplitSamples, closed_label, record_label, reference_text, require_data_dir
+from harness.loaders.common import SplitSamples, closed_label, record_label, require_data_dir
+from harness.loaders.mevf_json import answer_text, image_text, question_text
 from harness.task_config import SourceConfig
 from harness.types import ImageRef, Sample
 
@@ -88,21 +92,23 @@ def load(source: SourceConfig, split: str, data_dir: Path | None, kind: str) -> 
         missing = [mapping[k] for k in ("image", "question", "answer") if mapping[k] not in rec]
         if missing:
             raise UserError(f"{path}: {label} lacks {', '.join(missing)} (it has {', '.join(sorted(rec))})")
-        image = str(rec[mapping["image"]]).strip()
+        where = f"{path}: {label}"
+        answer = answer_text(rec[mapping["answer"]], where, mapping["answer"])  # a number: its text, as VQA-RAD's
+        if answer is None:
+            samples.skipped.append(label)
+            continue
+        question = question_text(rec[mapping["question"]], where, mapping["question"])
+        image = image_text(rec[mapping["image"]], where, mapping["image"])
         if image.lower().endswith(IMAGE_SUFFIXES):
             rel = str(Path(image_pattern.format(split=name, image="x")).parent / image)
         else:
             rel = image_pattern.format(split=name, image=image)
-        answer = reference_text(rec[mapping["answer"]])
-        if answer is None:
-            samples.skipped.append(label)
-            continue
         samples.append(
             Sample(
                 id=f"{name}-{i}",
                 images=[ImageRef(name=rel, path=root / rel)],
                 answer=answer,
-                question=str(rec[mapping["question"]]).strip(),
+                question=question,
                 fields={"answer_type": closed_label(answer, None, "yes_no")},
             )
         )

@@ -10,7 +10,9 @@ PeFoMed's own per-image file, counts in file order). Other options: `annotation`
 The report is kept as written; judges apply the lowercasing/cleaning that papers use. A study whose report is
 null or blank is skipped with all its views (listed in the result's `skipped`; the Task warns): an empty
 reference would make the lexical metrics meaningless. The real R2Gen annotation has none. A report that is not
-text, an image_path that is not a non-empty list of path strings, and R2Gen's MIMIC-CXR annotation (records with
+text, an image_path that is not a non-empty list of path strings, a record whose `split` field is missing or
+differs from the list it is in, a study repeated with the same image (per_image: a study may repeat only with other
+images, as in PeFoMed's one-record-per-image file) and R2Gen's MIMIC-CXR annotation (records with
 subject_id/study_id, images at p10/p10000032/s5.../x.jpg: credentialed data) are errors naming the record.
 """
 
@@ -22,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.errors import UserError
-from harness.loaders.common import SplitSamples, record_label, reference_text, require_data_dir
+from harness.loaders.common import SplitSamples, norm, record_label, reference_text, require_data_dir
 from harness.loaders.mevf_json import read_json, shown
 from harness.task_config import SourceConfig
 from harness.types import ImageRef, Sample
@@ -60,19 +62,28 @@ def load(source: SourceConfig, split: str, data_dir: Path | None, kind: str) -> 
     root = require_data_dir(data_dir, source.name, expected_files(source, split))
     path, records = _records(source, split, root)
     name = source.split_name(split)
-    mapping = {"id": "id", "answer": "report", "image": "image_path", **source.fields}
+    mapping = {"id": "id", "answer": "report", "image": "image_path", "split": "split", **source.fields}
     image_root = root / str(source.options.get("image_dir", IMAGE_DIR))
     per_image = bool(source.options.get("per_image", False))
     samples = SplitSamples()
     views_seen: dict[str, int] = {}
+    images_seen: dict[tuple[str, str], int] = {}  # (study, image path) -> the record that gave it first
     skipped_studies: list[str] = []
     for i, rec in enumerate(records):
         label = f"split '{name}' " + record_label(i, rec.get(mapping["id"]), mapping["id"])
-        missing = [mapping[k] for k in ("id", "answer", "image") if mapping[k] not in rec]
+        missing = [mapping[k] for k in ("id", "answer", "image", "split") if mapping[k] not in rec]
         _refuse_mimic(rec, mapping["image"], path, label)
         if missing:
             raise UserError(f"{path}: {label} lacks {', '.join(missing)} (it has {', '.join(sorted(rec))})")
         study, paths, report = _checked(rec, mapping, path, label)
+        _check_split_field(rec[mapping["split"]], name, path, label, mapping["split"])
+        for image in paths:
+            first = images_seen.setdefault((study, image.strip()), i)
+            if per_image and first != i:  # without per_image a repeated study is refused below, with advice
+                raise UserError(
+                    f"{path}: study id '{study}' appears twice in split '{split}' (records {first} and {i}, both with "
+                    f"image {shown(image)}); expected each image of a study once"
+                )
         refs = [ImageRef(name=str(p), path=image_root / str(p)) for p in paths]
         if not per_image:
             if report is None:
@@ -118,6 +129,14 @@ def _refuse_mimic(rec: dict[str, Any], image_key: str, path: Path, label: str) -
         sign = f"has {' and '.join(keys)}" if keys else f"has image path {shown(mimic_path)}"
         raise UserError(f"{path}: {label} {sign}: this looks like MIMIC-CXR (credentialed, not IU-Xray, whose ids "
                         "look like CXR2384_IM-0942); refusing to evaluate it as a public dataset")
+
+
+def _check_split_field(value: Any, name: str, path: Path, label: str, key: str) -> None:
+    """A record's split field must name the list it is in: a record filed under another split would silently move
+    a study between train and test."""
+    if not isinstance(value, str) or norm(value) != norm(name):  # matched as phrase_type and q_lang are
+        raise UserError(f"{path}: {label} has {key} {shown(value)}; expected {shown(name)} (the split whose list "
+                        "holds the record)")
 
 
 def _checked(rec: dict[str, Any], mapping: dict[str, str], path: Path, label: str) -> tuple[str, list[str], Any]:
