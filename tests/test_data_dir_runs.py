@@ -116,3 +116,14 @@ def test_other_training_data_is_another_prior_run(tmp_path, phantom):
     assert len(runs) == 2
     answers = [{row["prediction"] for row in predictions(run).values()} for run in runs]
     assert {"maybe"} in answers and any(a != {"maybe"} for a in answers)
+
+
+def test_a_wrong_source_names_the_split_being_evaluated(tmp_path, shared_data, capsys):
+    """The prior reads the train split for its run id; that read came first, so a wrong --source said
+    'lacks trainset.json' to a user evaluating the test split."""
+    from harness.cli import main
+
+    code = main(["run", "--model", "prior", "--task", "vqa-rad", "--source", "mevf", "--data-dir",
+                 str(shared_data / "vqa-rad"), "--judge", "exact", "--runs-dir", str(tmp_path / "runs")])
+    err = capsys.readouterr().err
+    assert code == 2 and "lacks testset.json" in err and "trainset" not in err, err
