@@ -70,3 +70,19 @@ def tiny_vlm(tmp_path_factory) -> Path:
     from harness.plugins.tiny_vlm import ensure_tiny_vlm
 
     return ensure_tiny_vlm(tmp_path_factory.getbasetemp() / "harness-cache", base="random")
+
+
+@pytest.fixture
+def own_llm_cache(tmp_path, monkeypatch) -> Path:
+    """A cache folder of this test's own (an empty LLM cache) with the session's phantom data linked in (generated
+    once), set as HARNESS_CACHE_DIR; returns it."""
+    from harness.plugin_manager import tasks
+    from harness.task import Task
+
+    shared = Path(os.environ["HARNESS_CACHE_DIR"])
+    Task(tasks().get("phantom-vqa")).samples("test")  # generated once into the session cache
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    (cache / "phantom").symlink_to(shared / "phantom", target_is_directory=True)
+    monkeypatch.setenv("HARNESS_CACHE_DIR", str(cache))
+    return cache

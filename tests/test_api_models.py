@@ -122,14 +122,8 @@ def answer_from_pixels(phantom_answers):
 
 
 @pytest.fixture
-def env(tmp_path, monkeypatch, phantom_answers) -> dict[str, str]:
+def env(phantom_answers, own_llm_cache, monkeypatch) -> dict[str, str]:
     """Environment of a harness run: its own LLM cache (the phantom data shared), no API keys."""
-    shared = Path(os.environ["HARNESS_CACHE_DIR"])  # the session cache, where phantom_answers generated
-    assert (shared / "phantom").is_dir()
-    cache = tmp_path / "cache"
-    cache.mkdir()
-    (cache / "phantom").symlink_to(shared / "phantom", target_is_directory=True)
-    monkeypatch.setenv("HARNESS_CACHE_DIR", str(cache))
     for name in ("OPENAI_API_KEY", "ANTHROPIC_API_KEY", "OPENAI_COMPATIBLE_API_KEY", "API_TEST_TASKS"):
         monkeypatch.delenv(name, raising=False)
     return dict(os.environ)

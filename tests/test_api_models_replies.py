@@ -6,28 +6,19 @@ asked for (a proxy serving another model)."""
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import pytest
 from fake_llm_servers import FakeLLMServer
 
 from harness.cli import main as cli_main
-from harness.plugin_manager import tasks as task_registry
-from harness.task import Task
 
 
 @pytest.fixture
-def cache(tmp_path, monkeypatch) -> Path:
-    shared = Path(os.environ["HARNESS_CACHE_DIR"])
-    Task(task_registry().get("phantom-vqa")).samples("test")  # generated once into the session cache
-    folder = tmp_path / "cache"
-    folder.mkdir()
-    (folder / "phantom").symlink_to(shared / "phantom", target_is_directory=True)
-    monkeypatch.setenv("HARNESS_CACHE_DIR", str(folder))
+def cache(own_llm_cache, monkeypatch) -> Path:
     monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-test-0000")
     monkeypatch.delenv("OPENAI_COMPATIBLE_API_KEY", raising=False)
-    return folder
+    return own_llm_cache
 
 
 @pytest.mark.parametrize("model", ["openai-compatible", "claude"])

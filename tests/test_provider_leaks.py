@@ -5,15 +5,12 @@ stderr or log record holds the key or any of its prefixes and suffixes of 4 or m
 from __future__ import annotations
 
 import logging
-import os
 from pathlib import Path
 
 import pytest
 from fake_llm_servers import FakeLLMServer, Fault
 
 from harness.cli import main as cli_main
-from harness.plugin_manager import tasks as task_registry
-from harness.task import Task
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 
@@ -49,14 +46,9 @@ def leaks(text: str) -> list[str]:
 
 
 @pytest.fixture
-def env(tmp_path, monkeypatch) -> Path:
+def env(own_llm_cache, monkeypatch) -> Path:
     """Its own LLM cache (the session's phantom data linked in) and the two fake keys; returns the cache dir."""
-    shared = Path(os.environ["HARNESS_CACHE_DIR"])
-    Task(task_registry().get("phantom-vqa")).samples("test")  # generated once into the session cache
-    cache = tmp_path / "cache"
-    cache.mkdir()
-    (cache / "phantom").symlink_to(shared / "phantom", target_is_directory=True)
-    monkeypatch.setenv("HARNESS_CACHE_DIR", str(cache))
+    cache = own_llm_cache
     monkeypatch.setenv("OPENAI_API_KEY", OPENAI_KEY)
     monkeypatch.setenv("ANTHROPIC_API_KEY", ANTHROPIC_KEY)
     monkeypatch.delenv("OPENAI_COMPATIBLE_API_KEY", raising=False)
