@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 #: every environment variable that may hold a provider key (aliases.API_KEY_ENV names the same ones)
 KEY_VARIABLES = ("OPENAI_API_KEY", "ANTHROPIC_API_KEY", "OPENAI_COMPATIBLE_API_KEY")
@@ -72,9 +72,12 @@ def _whole_token(text: str, key: str) -> str:
     return re.sub(before + re.escape(key) + after, MASK, text)
 
 
-def _fragments(text: str, key: str, shortest: int = MIN_FRAGMENT) -> str:
+def _fragments(text: str, key: str, shortest: int = MIN_FRAGMENT,
+               standalone: Callable[[str], bool] = lambda word: True) -> str:
     """Remove prefixes/suffixes (>= `shortest` chars) of a long `key` that touch a masking character or stand
-    alone as a token."""
+    alone as a token (those for which `standalone(word)` holds)."""
+    if key[:shortest] not in text and key[-shortest:] not in text:
+        return text  # every such prefix starts with key[:shortest], every suffix ends with key[-shortest:]
     masking = re.escape(_MASKING)
     for length in range(len(key) - 1, shortest - 1, -1):
         head, tail = re.escape(key[:length]), re.escape(key[-length:])
@@ -83,7 +86,7 @@ def _fragments(text: str, key: str, shortest: int = MIN_FRAGMENT) -> str:
 
     def token(match: re.Match[str]) -> str:
         word = match.group(0)
-        if len(word) >= shortest and (key.startswith(word) or key.endswith(word)):
+        if len(word) >= shortest and (key.startswith(word) or key.endswith(word)) and standalone(word):
             return MASK
         return word
 
@@ -93,6 +96,8 @@ def _fragments(text: str, key: str, shortest: int = MIN_FRAGMENT) -> str:
 def _masked_fragments(text: str, key: str) -> str:
     """Remove prefixes/suffixes (>= MIN_FRAGMENT chars) of a short `key` echoed masked: a prefix that starts a
     token and runs into '*' or '…' ('tok42***'), a suffix that follows one and ends a token ('***42xy')."""
+    if key[:MIN_FRAGMENT] not in text and key[-MIN_FRAGMENT:] not in text:
+        return text
     for length in range(len(key) - 1, MIN_FRAGMENT - 1, -1):
         head, tail = re.escape(key[:length]), re.escape(key[-length:])
         text = re.sub(rf"(?<![{_WORD}]){head}(?=[*\u2026])", MASK, text)
@@ -128,16 +133,23 @@ def redact_env(text: str) -> str:
     return text
 
 
+def _not_a_word(token: str) -> bool:
+    """Whether a token is unlike a word of prose: a digit, or a capital after its first letter ('567890abcdef',
+    'FAKEKEY-compat'; not 'required' or 'Follow-up')."""
+    return any(c.isdigit() for c in token) or any(c.isupper() for c in token[1:])
+
+
 def redact_reply(text: str) -> str:
     """A model's or judge's reply without the environment's provider keys: a key whole; a long key's prefixes and
-    suffixes of CREDENTIAL_MIN+ characters standing as a token or touching a masking character (a proxy echoing
-    part of the key); a short key as a whole token; credentials after Bearer / x-api-key / ...; 'sk-...' tokens.
-    Fragments shorter than CREDENTIAL_MIN stay: they are ordinary words of a reply more often than leaks."""
+    suffixes of CREDENTIAL_MIN+ characters touching a masking character, or standing as a token unlike a word of
+    prose (a proxy echoing part of the key; the key 'sk-no-key-required' leaves "required" alone); a short key as a
+    whole token; credentials after Bearer / x-api-key / ...; 'sk-...' tokens. Shorter fragments stay: they are
+    ordinary words of a reply more often than leaks."""
     if not text:
         return text
     for key in _keys(()):
         if len(key) >= LONG_KEY:
-            text = _fragments(text.replace(key, MASK), key, shortest=CREDENTIAL_MIN)
+            text = _fragments(text.replace(key, MASK), key, shortest=CREDENTIAL_MIN, standalone=_not_a_word)
         else:
             text = _masked_fragments(_whole_token(text, key), key)
     for pattern in _LABELLED:

@@ -139,3 +139,5 @@ def test_a_reply_loses_key_fragments_but_keeps_its_words(monkeypatch):
     for answer in ("yes", "left lower lobe", "There is a 3 cm mass in the right kidney.", "sk", "abcdef",
                    "No acute cardiopulmonary abnormality. Risk-benefit discussed; task-specific findings."):
         assert redact_reply(answer) == answer
+    monkeypatch.setenv("OPENAI_COMPATIBLE_API_KEY", "sk-no-key-required")  # llama.cpp's documented placeholder
+    assert redact_reply("a follow-up CT is required") == "a follow-up CT is required"  # was "... is ***"
