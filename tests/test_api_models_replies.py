@@ -35,6 +35,8 @@ def test_a_reply_without_text_fails_its_sample_and_is_asked_again(model, cache, 
         (run_dir,) = list((tmp_path / "runs").iterdir())
         rows = [json.loads(line) for line in (run_dir / "predictions.jsonl").read_text().splitlines()]
         assert len(rows) == 3 and all("the reply has no text" in (r["error"] or "") for r in rows)
+        usage = json.loads((run_dir / "model.json").read_text())["identity"]["usage"]
+        assert usage["failed"] == 3 and usage["input_tokens"] > 0  # paid for, so counted
         answer["text"] = "yes"
         calls = server.chat_calls
         assert cli_main(args) == 0
@@ -44,15 +46,16 @@ def test_a_reply_without_text_fails_its_sample_and_is_asked_again(model, cache, 
     assert all(r["prediction"] == "yes" and r["error"] is None for r in latest.values())
 
 
-def test_the_reasoning_field_is_named_when_content_is_null():
-    from harness.providers.base import CallError
+def test_the_reasoning_field_is_named_when_content_is_null_and_the_tokens_still_count():
     from harness.providers.openai_client import OpenAIBackend
 
     backend = OpenAIBackend("openai-compatible", "m", "http://127.0.0.1:1/v1", "", 5.0)
     reply = {"choices": [{"message": {"content": None, "reasoning_content": "The answer is yes."},
-                          "finish_reason": "stop"}]}
-    with pytest.raises(CallError, match=r"no text \(finish_reason stop; its message.reasoning_content has text"):
-        backend.parse(reply)
+                          "finish_reason": "length"}], "usage": {"prompt_tokens": 120, "completion_tokens": 32}}
+    result = backend.parse(reply)
+    assert result.text is None and (result.input_tokens, result.output_tokens) == (120, 32)  # billed all the same
+    assert "no text (finish_reason length; its message.reasoning_content has text" in result.error
+    assert result.error.endswith("a reasoning model may need more output tokens (--max-new-tokens for a model))")
 
 
 @pytest.mark.parametrize("model", ["openai-compatible", "claude"])

@@ -114,13 +114,15 @@ class AnthropicBackend:
             if not all(isinstance(t, str) for t in texts):
                 raise malformed("anthropic", "a text block's text is not text")
             text = "".join(texts)
-            if not text.strip():  # nothing to score, and not to be cached: the same command asks again
-                raise CallError("fail", f"anthropic: the reply has no text (stop_reason {data.get('stop_reason')})")
         usage = data.get("usage")
         served = data.get("model")
-        return ChatResult(text=text, input_tokens=token_count("anthropic", usage, "input_tokens"),
-                          output_tokens=token_count("anthropic", usage, "output_tokens"),
-                          served_model=served if isinstance(served, str) and served else None)
+        result = ChatResult(text=text, input_tokens=token_count("anthropic", usage, "input_tokens"),
+                            output_tokens=token_count("anthropic", usage, "output_tokens"),
+                            served_model=served if isinstance(served, str) and served else None)
+        if not text.strip():  # nothing to score, and not cached: the same command asks again (its tokens count)
+            result.text = None
+            result.error = f"anthropic: the reply has no text (stop_reason {data.get('stop_reason')})"
+        return result
 
     def classify(self, exc: BaseException) -> CallError:
         import anthropic

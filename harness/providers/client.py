@@ -196,9 +196,9 @@ class ProviderClient:
         def on_result(key: str, result: ChatResult) -> None:
             nonlocal saved
             result = self._record(result)
+            result.cost_usd = self.cost_usd(result)  # a reply without text is paid for too
             if result.text is not None:
                 saved += 1
-                result.cost_usd = self.cost_usd(result)
                 if cache is not None:
                     cache.put(key, self.provider, self.model, result, batch=self.batch, base_url=self.base_url)
             first, *others = where[key]

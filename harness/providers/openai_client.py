@@ -152,17 +152,20 @@ class OpenAIBackend:
                                     "(finish_reason content_filter)")
         if not isinstance(text, str):
             raise malformed(self.provider, "choices[0].message.content is not text")
-        if not text.strip():  # nothing to score, and not to be cached: the same command asks again
-            reasoning = next((k for k in ("reasoning_content", "reasoning") if message.get(k)), None)
-            hint = (f"; its message.{reasoning} has text: a reasoning parser on the server keeps the answer out of "
-                    "content" if reasoning else "")
-            raise CallError("fail", f"{self.provider}: the reply has no text (finish_reason "
-                                    f"{choice.get('finish_reason')}{hint})")
         usage = data.get("usage")
         served = data.get("model")
-        return ChatResult(text=text, input_tokens=token_count(self.provider, usage, "prompt_tokens"),
-                          output_tokens=token_count(self.provider, usage, "completion_tokens"),
-                          served_model=served if isinstance(served, str) and served else None)
+        result = ChatResult(text=text, input_tokens=token_count(self.provider, usage, "prompt_tokens"),
+                            output_tokens=token_count(self.provider, usage, "completion_tokens"),
+                            served_model=served if isinstance(served, str) and served else None)
+        if not text.strip():  # nothing to score, and not cached: the same command asks again (its tokens count)
+            reasoning = next((k for k in ("reasoning_content", "reasoning") if message.get(k)), None)
+            finish = choice.get("finish_reason")
+            hint = (f"; its message.{reasoning} has text: a reasoning parser on the server keeps the answer out of "
+                    "content" if reasoning else "")
+            if finish == "length":
+                hint += "; a reasoning model may need more output tokens (--max-new-tokens for a model)"
+            result.text, result.error = None, f"{self.provider}: the reply has no text (finish_reason {finish}{hint})"
+        return result
 
     def classify(self, exc: BaseException) -> CallError:
         import openai
