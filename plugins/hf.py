@@ -235,6 +235,7 @@ class HFModel(HFPrompting, HFAdapters, ModelPlugin):
         self.eos_ids = set(eos if isinstance(eos, list) else [eos]) - {None}
         self.skip_leading = {t for t in (gc.decoder_start_token_id, gc.bos_token_id) if t is not None} \
             if self.family in ("blip", "vision-encoder-decoder") else set()
+        model.generation_config, self.ignored_generation = gen.tokens_only(gc)  # harness settings only
         cache = self.opts["cache"]
         if cache == "auto":
             compilable = getattr(model, "_can_compile_fullgraph", False) and self.family == "chat"
@@ -381,6 +382,8 @@ class HFModel(HFPrompting, HFAdapters, ModelPlugin):
         note = None if self.opts["local"] else pin_note(self.opts["revision"])
         if note:
             info["pin_note"] = note
+        if self.ignored_generation:  # the checkpoint's sampling/penalty defaults, not applied
+            info["checkpoint_generation_ignored"] = self.ignored_generation
         if self.adapter_info is not None:
             info["adapter"] = self.adapter_info
         if getattr(self, "modality_info", None):

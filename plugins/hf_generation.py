@@ -191,6 +191,23 @@ def completion_ids(row: Sequence[int], *, prompt: Sequence[int] | None, skip_lea
     return ids
 
 
+#: what the harness keeps of a checkpoint's generation_config.json
+TOKEN_KEYS = ("bos_token_id", "eos_token_id", "pad_token_id", "decoder_start_token_id")
+
+
+def tokens_only(config: Any) -> tuple[Any, dict[str, Any]]:
+    """(a GenerationConfig holding only the special token ids of `config`, the checkpoint's other settings it
+    drops). To be the model's own config: transformers' generate fills every setting the harness leaves at
+    transformers' default (repetition_penalty 1.0, top_k 50, ...) from the model's, so a checkpoint's
+    repetition_penalty 1.05 (Qwen2-VL) or num_beams would otherwise reach runs that ask for plain greedy decoding."""
+    from transformers import GenerationConfig
+
+    dropped = {k: v for k, v in config.to_diff_dict().items()
+               if k not in TOKEN_KEYS and k != "transformers_version" and not k.startswith("_")}
+    kept = {k: getattr(config, k) for k in TOKEN_KEYS if getattr(config, k, None) is not None}
+    return GenerationConfig(**kept), dropped
+
+
 def generation_config(base: Any, settings: Any, *, eos_ids: set[int], pad_id: int | None, min_new_tokens: int,
                       static_cache: bool, prefill_chunk: int = 0) -> Any:
     """A fresh GenerationConfig from the harness's settings: greedy unless sampling is asked for; of the

@@ -56,7 +56,7 @@ def most_typical_text(texts: list[str]) -> str:
 
 class PriorModel(ModelPlugin):
     default_batch_size = 256
-    reads_images = False  # answers from the training split alone: images are identified, never decoded
+    reads_images = False  # answers from the training split alone: images are only checked to decode, never sent
 
     @classmethod
     def run_identity(cls, args: dict[str, str], context: ModelContext) -> dict[str, Any]:

@@ -543,3 +543,20 @@ def test_tiny_vlm_keeps_its_base_in_the_run_id_and_label(tmp_path):
     assert random_base["model"]["label"] == "tiny-vlm[base=random]" and random_base["run_id"] != plain["run_id"]
     typed = prepared(base="pretrained", attn="auto")
     assert typed["run_id"] == plain["run_id"] and typed["model"]["label"] == "tiny-vlm"
+
+
+def test_the_checkpoints_own_sampling_and_penalty_defaults_are_not_applied(models_dir, tmp_path):
+    """transformers fills every generation setting left at its default from the checkpoint's generation_config.json,
+    so a checkpoint's repetition_penalty (Qwen2-VL ships 1.05) changed 'greedy' answers; only token ids are kept."""
+    import shutil
+
+    task, reqs = requests_for("phantom-vqa", 6)
+    plain = texts(hf_model(models_dir["llava"], task).generate(reqs))
+    penalised = shutil.copytree(models_dir["llava"], tmp_path / "penalised")
+    config = json.loads((penalised / "generation_config.json").read_text())
+    config.update(repetition_penalty=5.0, no_repeat_ngram_size=1, top_k=1)
+    (penalised / "generation_config.json").write_text(json.dumps(config))
+    model = hf_model(penalised, task)
+    assert texts(model.generate(reqs)) == plain
+    ignored = model.identity()["checkpoint_generation_ignored"]
+    assert ignored["repetition_penalty"] == 5.0 and ignored["no_repeat_ngram_size"] == 1
