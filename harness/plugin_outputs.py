@@ -63,9 +63,21 @@ def checked_outputs(model_id: str, plugin: str, outputs: Any, sample_ids: list[s
         cost = getattr(out, "cost_usd", None)
         if cost is not None and (isinstance(cost, bool) or not isinstance(cost, Real) or not math.isfinite(cost)):
             raise UserError(f"{where} cost_usd {_shown(cost)}; expected a finite number or None")
+        details = getattr(out, "details", None)
+        if details is not None and not (isinstance(details, dict) and all(
+                isinstance(k, str) and _plain_value(v) for k, v in details.items())):
+            raise UserError(f"{where} details {_shown(details)}; expected None or a dict of string keys and plain "
+                            "values (text, finite numbers, bools, None)")
         checked.append(GenerationOutput(text=text, error=error, cost_usd=None if cost is None else float(cost),
+                                        details={k: _plain(v) for k, v in details.items()} if details else None,
                                         **counts))
     return checked
+
+
+def _plain_value(value: Any) -> bool:
+    """Whether a value is text, a finite number, a bool or None (numpy scalars included)."""
+    value = _plain(value)
+    return value is None or isinstance(value, (str, bool)) or (isinstance(value, Real) and math.isfinite(value))
 
 
 def _plain(value: Any) -> Any:

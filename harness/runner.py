@@ -266,7 +266,8 @@ def generate(spec: RunSpec, task: Task, model_info: Any, manifest: dict[str, Any
                 for pos, out in zip(built.positions, outputs):
                     built.rows[pos] = _record(batch[pos], out.text, out.error, {
                         "prompt_tokens": out.prompt_tokens, "completion_tokens": out.completion_tokens,
-                        "cost_usd": getattr(out, "cost_usd", None), "time_s": round(per_sample, 6)})
+                        "cost_usd": getattr(out, "cost_usd", None), "time_s": round(per_sample, 6),
+                        **({"generation_details": out.details} if out.details else {})})
                 append_jsonl(pred_path, [r for r in built.rows if r is not None])
                 bar.update(len(batch))
         if hasattr(model, "identity"):  # again, now with what generation used (API calls, tokens, cost)

@@ -119,3 +119,6 @@ class GenerationOutput:
     completion_tokens: int | None = None
     error: str | None = None
     cost_usd: float | None = None  # estimated price of this call (API models); None for local models
+    # facts of this sample's generation beyond its text (e.g. the modality label prepended to its prompt): plain
+    # values under string keys, written to its predictions line as `generation_details`
+    details: dict[str, Any] | None = None

@@ -218,6 +218,7 @@ class HFModel(HFPrompting, HFAdapters, ModelPlugin):
     def _setup(self, model: Any, processor: Any) -> None:
         """Common state after loading: left padding, pad/eos ids, cache choice, default batch size."""
         self.model = model
+        self.modality_labels = {}
         if isinstance(processor, dict):  # vision-encoder-decoder: separate image processor and tokenizer
             self.processor, self.tokenizer = None, processor["tokenizer"]
             self.image_processor = processor["image_processor"]
@@ -360,7 +361,9 @@ class HFModel(HFPrompting, HFAdapters, ModelPlugin):
             first = (ahead[1], ahead[2]) if ahead is not None and n == 0 else None
             for i, out in zip(order, self.batcher.run(order, prepare, run, failed, first=first)):
                 outputs[i] = out
-        return [o if o is not None else GenerationOutput(text="", error="not generated") for o in outputs]
+        done = [o if o is not None else GenerationOutput(text="", error="not generated") for o in outputs]
+        self._record_modality(requests, done)
+        return done
 
     def identity(self) -> dict[str, Any]:
         import torch

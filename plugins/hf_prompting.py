@@ -15,7 +15,7 @@ from typing import Any
 
 from harness.errors import UserError
 from harness.plugins.modality_classifier import label_of
-from harness.types import GenerationRequest
+from harness.types import GenerationOutput, GenerationRequest
 
 PROBE_ID = "__adapter_probe__"
 
@@ -33,6 +33,7 @@ class HFPrompting:
     cache: str
     prefill_chunk: int
     modality_classifier: Any = None  # prepend_modality=predicted: plugins/modality_classifier.py
+    modality_labels: dict[str, str]  # request id -> the label its prompt was given (until its output is returned)
 
     def _images(self, req: GenerationRequest) -> list[Any]:
         if self.family == "chat":
@@ -53,14 +54,28 @@ class HFPrompting:
             if self.modality_classifier is None:
                 raise UserError("prepend_modality=predicted needs the model built for a task (its train split fits "
                                 "the classifier)")
-            return f"Imaging modality: {self.modality_classifier.predict(req.images[0])}. " if req.images else ""
-        field = self.opts["modality_field"]
-        label = label_of(req.metadata.get(field))
-        if label is None:
-            task = self.context.task.id if self.context.task is not None else "this task"
-            raise UserError(f"prepend_modality=true but sample '{req.id}' of {task} has no modality in field "
-                            f"'{field}' (set --model-args modality_field=<field> or drop prepend_modality)")
+            if not req.images:
+                return ""
+            label = self.modality_labels.get(req.id) or self.modality_classifier.predict(req.images[0])
+        else:
+            field = self.opts["modality_field"]
+            label = label_of(req.metadata.get(field))
+            if label is None:
+                task = self.context.task.id if self.context.task is not None else "this task"
+                raise UserError(f"prepend_modality=true but sample '{req.id}' of {task} has no modality in field "
+                                f"'{field}' (set --model-args modality_field=<field> or drop prepend_modality)")
+        self.modality_labels[req.id] = label  # recorded with the sample's output (generation_details)
         return f"Imaging modality: {label}. "
+
+    def _record_modality(self, requests: list[GenerationRequest], outputs: list[GenerationOutput]) -> None:
+        """Each output gets the label its prompt was given (`details`: the sample's predictions line), and whether
+        it came from the classifier or from the sample's field."""
+        predicted = self.opts["prepend_modality"] == "predicted"
+        for request, out in zip(requests, outputs):
+            label = self.modality_labels.pop(request.id, None)
+            if label is not None:
+                out.details = {"modality_label": label,
+                               "modality_from": "classifier" if predicted else f"field {self.opts['modality_field']}"}
 
     def _prompt(self, req: GenerationRequest) -> str:
         return self._prefix(req) + req.prompt

@@ -15,7 +15,7 @@ from harness.types import GenerationOutput, GenerationRequest
 
 class OddOutputs(ModelPlugin):
     """Answers 'yes', except to the second request of each call, whose text is `kind`: 'none' (None) or 'int'
-    (the number 3)."""
+    (the number 3); kind 'details' adds details to every output, 'bad-details' details holding NaN."""
 
     default_batch_size = 4
     transport_args = ("pace",)  # changes nothing in the answers
@@ -30,6 +30,9 @@ class OddOutputs(ModelPlugin):
         self.calls += 1
         if self.args["kind"] == "raise" and self.calls == 2:  # a bug of the plugin's, met in its second batch
             raise ValueError("cannot reshape array of size 3\ninto shape (2,)")
+        if self.args["kind"] in ("details", "bad-details"):  # facts of each generation, plain or not
+            value: Any = float("nan") if self.args["kind"] == "bad-details" else 0.5
+            return [GenerationOutput(text="yes", details={"seen": r.id, "score": value}) for r in requests]
         odd: Any = {"none": None, "int": 3, "raise": "no"}[self.args["kind"]]
         return [GenerationOutput(text=odd if i == 1 else "yes") for i, _ in enumerate(requests)]
 

@@ -288,6 +288,11 @@ def test_prepend_modality_adds_the_label_and_needs_the_field(models_dir):
     assert predicting._prefix(missing) == prefixes[0]  # no field needed
     info = predicting.identity()["modality_classifier"]
     assert info["field"] == "modality" and info["heldout_accuracy"] >= 0.9
+    # each output says which label its prompt was given (the predictions line's generation_details)
+    details = [o.details for o in predicting.generate(reqs)]
+    assert details == [{"modality_label": r.metadata["modality"], "modality_from": "classifier"} for r in reqs]
+    assert [o.details for o in model.generate(reqs)][0]["modality_from"] == "field modality"
+    assert plain[0].details is None and not predicting.modality_labels  # nothing kept once returned
 
 
 def test_model_arg_mistakes_are_one_line_user_errors(models_dir):

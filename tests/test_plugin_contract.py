@@ -52,6 +52,17 @@ def test_no_text_is_a_failed_sample_not_a_wrong_answer(tmp_path):
     assert results["errors"]["count"] == 2 and results["judges"][0]["n_scored"] == 6
 
 
+def test_a_models_details_reach_each_predictions_line_and_bad_ones_are_one_line(tmp_path):
+    proc = harness(*run_args(tmp_path / "run", "details", "--judge", "exact"))
+    assert proc.returncode == 0, proc.stderr
+    rows = lines(tmp_path / "run" / "predictions.jsonl")
+    assert all(r["generation_details"] == {"seen": r["id"], "score": 0.5} for r in rows)
+    proc = harness(*run_args(tmp_path / "bad", "bad-details", "--judge", "exact"))
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+    assert "details {'seen':" in proc.stderr
+    assert "expected None or a dict of string keys and plain values" in proc.stderr
+
+
 def test_an_exception_in_a_plugins_code_is_one_line_naming_the_plugin_and_keeps_the_work_done(tmp_path):
     out = tmp_path / "run"
     proc = harness(*run_args(out, "raise", "--judge", "exact"))
