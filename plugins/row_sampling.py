@@ -3,7 +3,8 @@
 With `--temperature > 0` a sample's draws come from a torch generator seeded from `--seed` and the sample's id
 (`row_seed`): the same sample gets the same answer whatever batch, micro-batch or order it is generated in (as
 with vLLM's per-request seed), and an out-of-memory retry draws the same again. Temperature, then top-p (the
-smallest set of tokens whose probability reaches it), then one multinomial draw per sample and step. The hf
+smallest set of tokens whose probability reaches it), then one uniform draw per sample and step (inverse CDF;
+the generators are on the CPU, so a seed draws the same numbers on any device). The hf
 backend uses it as a logits processor in transformers' `generate` (which then takes the drawn token greedily);
 PeFoMed's decoder calls `draw` directly. torch is imported by the callers' code paths only.
 """
@@ -26,13 +27,14 @@ def row_seed(seed: int, sample_id: str) -> int:
     return int.from_bytes(digest[:8], "little") & ((1 << 63) - 1)
 
 
-def row_generators(seed: int, sample_ids: list[str], device: Any) -> list[torch.Generator]:
-    """One seeded generator per sample, on `device` (where the logits are)."""
+def row_generators(seed: int, sample_ids: list[str], device: Any = None) -> list[torch.Generator]:
+    """One seeded CPU generator per sample: its uniform draws are the same on every device (`device` is
+    accepted for callers that name where the logits are; the draws move there in one copy per step)."""
     import torch
 
     generators = []
     for sample_id in sample_ids:
-        generator = torch.Generator(device=device)
+        generator = torch.Generator()
         generator.manual_seed(row_seed(seed, sample_id))
         generators.append(generator)
     return generators
@@ -53,12 +55,17 @@ def warp(logits: torch.Tensor, temperature: float, top_p: float) -> torch.Tensor
 
 
 def draw(logits: torch.Tensor, temperature: float, top_p: float, generators: list[torch.Generator]) -> torch.Tensor:
-    """One token per row [B], row i drawn with generators[i] only."""
+    """One token per row [B], row i drawn with generators[i] only: one uniform number per row (on the CPU), then
+    inverse-CDF sampling of all rows at once where the logits are (no kernel launches per row on a GPU)."""
     import torch
 
     probs = warp(logits, temperature, top_p).softmax(-1)
-    return torch.cat([torch.multinomial(probs[i:i + 1], 1, generator=g).view(1)
-                      for i, g in enumerate(generators)])
+    uniform = torch.cat([torch.rand(1, generator=g, dtype=torch.float64) for g in generators])
+    cdf = probs.to(torch.float64).cumsum(-1)
+    target = uniform.to(cdf.device) * cdf[:, -1]
+    # the first token whose cumulative probability exceeds the target: never one of probability 0
+    token = torch.searchsorted(cdf, target.unsqueeze(-1), right=True).squeeze(-1)
+    return token.clamp(max=probs.shape[-1] - 1)
 
 
 def logits_processor(temperature: float, top_p: float, generators: list[torch.Generator]) -> Any:
