@@ -1,4 +1,5 @@
-"""Dataset fingerprints: a hash over sample ids, texts, labels and image bytes.
+"""Dataset fingerprints (a hash over sample ids, texts, labels and image bytes) and the other content hashes of run
+ids: an adapter's, a text's, a configuration's.
 
 Recorded in every result (and part of the run id) so that numbers from different data versions are never
 silently mixed: relabelled answer types or question types change it as much as a changed answer does.
@@ -70,13 +71,24 @@ def config_hash(obj: object) -> str:
     return hashlib.sha256(blob.encode("utf-8")).hexdigest()[:12]
 
 
-def directory_hash(path) -> str:
-    """sha256 over the relative names and bytes of every file under `path` (an adapter directory)."""
+#: the files of an adapter folder that loading reads (PEFT, vLLM, the pefomed plugin's projection): only these
+#: enter an adapter's hash; a model card, training logs, kept checkpoints or a .DS_Store change no output
+ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors", "adapter_model.bin", "projection.safetensors")
+
+
+def adapter_hash(path) -> str:
+    """sha256 over the names and bytes of the ADAPTER_FILES an adapter folder has (read in 1 MiB pieces), marked
+    `files-sha256:` (older runs hashed every file of the folder: `sha256:`)."""
     from pathlib import Path
 
     root = Path(path)
     h = hashlib.sha256()
-    for file in sorted(p for p in root.rglob("*") if p.is_file()):
-        h.update(str(file.relative_to(root)).encode("utf-8") + b"\0")
-        h.update(hashlib.sha256(file.read_bytes()).digest())
-    return "sha256:" + h.hexdigest()[:16]
+    for name in ADAPTER_FILES:
+        file = root / name
+        if file.is_file():
+            content = hashlib.sha256()
+            with open(file, "rb") as fh:
+                for piece in iter(lambda: fh.read(1 << 20), b""):
+                    content.update(piece)
+            h.update(name.encode("utf-8") + b"\0" + content.digest())
+    return "files-sha256:" + h.hexdigest()[:16]

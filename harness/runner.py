@@ -17,7 +17,7 @@ from typing import Any
 
 from harness import plugin_manager
 from harness.errors import UserError
-from harness.fingerprint import config_hash, directory_hash, reference_digest, text_hash
+from harness.fingerprint import adapter_hash, config_hash, reference_digest, text_hash
 from harness.image_decoding import IMAGE_DECODING, open_images
 from harness.io import append_jsonl, atomic_write_json, exclusive, iter_batches, removed_on_failure
 from harness.labels import model_label
@@ -89,7 +89,7 @@ def prepare(spec: RunSpec) -> tuple[Task, Any, dict[str, Any], Path, ModelContex
     if spec.adapter is not None and not (Path(spec.adapter) / "adapter_config.json").is_file():  # before loading
         raise UserError(f"--adapter {spec.adapter}: no adapter_config.json (expected a folder saved by PEFT, e.g. "
                         "by harness finetune)")
-    adapter_hash = directory_hash(spec.adapter) if spec.adapter else None
+    adapter_digest = adapter_hash(spec.adapter) if spec.adapter else None
     variant, template = task.prompt_template(spec.prompt)
     settings = task.generation_settings(spec.generation)
     context = ModelContext(task=task, device=spec.device, dtype=spec.dtype,
@@ -105,12 +105,12 @@ def prepare(spec: RunSpec) -> tuple[Task, Any, dict[str, Any], Path, ModelContex
     transport = set(getattr(model_cls, "transport_args", ()))
     model = {
         "id": model_info.id,
-        "label": model_label(model_info.id, canonical, adapter_hash, transport),
+        "label": model_label(model_info.id, canonical, adapter_digest, transport),
         "plugin": model_info.plugin,
         **({"distribution": dist} if (dist := plugin_manager.distribution(model_info.plugin)) else {}),
         "args": dict(spec.model_args),
         "adapter": str(Path(spec.adapter).expanduser().resolve()) if spec.adapter else None,  # where, from anywhere
-        "adapter_hash": adapter_hash,
+        "adapter_hash": adapter_digest,
         "identity": run_identity,
     }
     task_part = {
@@ -131,7 +131,7 @@ def prepare(spec: RunSpec) -> tuple[Task, Any, dict[str, Any], Path, ModelContex
     }
     prompt = {"variant": variant, "hash": text_hash(template), "template": template}
     identity = {
-        "model": {"id": model["id"], "adapter_hash": adapter_hash, "identity": run_identity,
+        "model": {"id": model["id"], "adapter_hash": adapter_digest, "identity": run_identity,
                   "args": {k: v for k, v in canonical.items() if k not in transport}}
         | ({"distribution": model["distribution"]} if "distribution" in model else {}),  # built-in ids unchanged
         "task": {k: task_part[k] for k in ("id", "version", "split", "fingerprint", "image_decoding")} | {

@@ -18,8 +18,8 @@ A folder with any other file in it is refused, never cleaned: the protocol above
 without a manifest, so such a file is the user's (or an older harness's, which the user may move out); so is a
 folder with another fine-tune's checkpoints or manifest.
 
-So once manifest.json is in place the folder holds only the adapter and its manifest: no temporary file of
-ours is ever part of the adapter's directory hash (harness/fingerprint.directory_hash, part of run ids).
+So once manifest.json is in place the folder holds only the adapter and its manifest (the adapter's hash in run
+ids, harness/fingerprint.adapter_hash, reads only the files loading reads: nothing else in the folder counts).
 """
 
 from __future__ import annotations

@@ -146,12 +146,12 @@ class VLLMModel(ModelPlugin):
 
     @classmethod
     def run_identity(cls, args: dict[str, str], context: ModelContext) -> dict[str, Any]:
-        from harness.fingerprint import directory_hash
+        from harness.fingerprint import adapter_hash
 
         own, engine, rest = split_args(args)
         out: dict[str, Any] = {"vllm": common.vllm_version(), "dtype": engine.get("dtype") or context.dtype}
         if own.get("adapter") and Path(own["adapter"]).expanduser().is_dir():
-            out["adapter_hash"] = directory_hash(Path(own["adapter"]).expanduser())
+            out["adapter_hash"] = adapter_hash(Path(own["adapter"]).expanduser())
         if own.get("arch"):
             embedder = arch_class(own["arch"])
             if hasattr(embedder, "run_identity"):

@@ -67,3 +67,27 @@ def test_labels_enter_the_fingerprint_and_the_run_id(tmp_path):
     n_open = sum(1 for r in json.loads((original / DATA_FILE).read_text())
                  if str(r["phrase_type"]).startswith("test") and r["answer_type"].strip() == "OPEN")
     assert n_open > 0 and closed_n(after) == closed_n(before) + n_open
+
+
+def test_an_adapters_hash_reads_only_what_loading_reads(tmp_path):
+    """Every file of the folder was hashed: editing the adapter's model card (README.md, which PEFT writes), a
+    .DS_Store, training logs or kept checkpoints made another run id (and re-generated everything)."""
+    from harness.fingerprint import adapter_hash
+
+    adapter = tmp_path / "adapter"
+    adapter.mkdir()
+    (adapter / "adapter_config.json").write_text('{"r": 8}')
+    (adapter / "adapter_model.safetensors").write_bytes(b"weights")
+    first = adapter_hash(adapter)
+    (adapter / "README.md").write_text("# my model card, edited")
+    (adapter / ".DS_Store").write_bytes(b"\0")
+    (adapter / "checkpoints" / "step-100").mkdir(parents=True)
+    (adapter / "checkpoints" / "step-100" / "adapter_model.safetensors").write_bytes(b"older weights")
+    (adapter / "manifest.json").write_text("{}")
+    assert adapter_hash(adapter) == first and first.startswith("files-sha256:")
+    (adapter / "adapter_model.safetensors").write_bytes(b"other weights")
+    second = adapter_hash(adapter)
+    (adapter / "adapter_config.json").write_text('{"r": 16}')
+    third = adapter_hash(adapter)
+    (adapter / "projection.safetensors").write_bytes(b"pefomed projection")
+    assert len({first, second, third, adapter_hash(adapter)}) == 4
