@@ -71,9 +71,11 @@ def config_hash(obj: object) -> str:
     return hashlib.sha256(blob.encode("utf-8")).hexdigest()[:12]
 
 
-#: the files of an adapter folder that loading reads (PEFT, vLLM, the pefomed plugin's projection): only these
-#: enter an adapter's hash; a model card, training logs, kept checkpoints or a .DS_Store change no output
-ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors", "adapter_model.bin", "projection.safetensors")
+#: the files of an adapter folder that loading reads (PEFT; vLLM, which also reads added-token embeddings; the
+#: pefomed plugin's projection): only these enter an adapter's hash; a model card, training logs, kept checkpoints
+#: or a .DS_Store change no output
+ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors", "adapter_model.bin", "projection.safetensors",
+                 "new_embeddings.safetensors", "new_embeddings.bin")
 
 
 def adapter_hash(path) -> str:
