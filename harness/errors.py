@@ -24,6 +24,16 @@ def unknown_name(kind: str, name: str, known: Iterable[str]) -> UserError:
     return UserError(f"unknown {kind} '{name}'.{hint} Known {kind}s: {', '.join(known) or '(none)'}")
 
 
+def close_hint(names: Iterable[str], known: Iterable[str]) -> str:
+    """" (did you mean 'base'?)" for the first of `names` (misspelt keys) that is close to one of `known`, else ""."""
+    known = list(known)
+    for name in names:
+        close = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
+        if close:
+            return f" (did you mean '{close[0]}'?)"
+    return ""
+
+
 def not_utf8(where: str, exc: UnicodeDecodeError, offset: int = 0, advice: str = "save it as UTF-8") -> UserError:
     """The one error for a file that is not UTF-8 text (a Latin-1 or binary file): `where` names the file (and
     line), the message the first bad byte and its offset in the file; `offset` is where the bytes that `exc`

@@ -42,7 +42,7 @@ import sys
 from dataclasses import fields
 from typing import Any, ClassVar
 
-from harness.errors import UserError
+from harness.errors import UserError, close_hint
 from harness.flags import MAX_CONCURRENCY, parse_flag, parse_number
 from harness.model_api import ModelContext, ModelPlugin
 from harness.types import GenerationOutput, GenerationRequest, GenerationSettings
@@ -95,8 +95,8 @@ def resolve(flavour: str, args: dict[str, str]) -> dict[str, Any]:
             raise UserError(f"model '{flavour}': '{name}' comes from the generation settings: use "
                             f"{MOVED_ARGS[name]} instead of --model-args {name}=...")
         if name not in ACCEPTED_ARGS:
-            raise UserError(f"model '{flavour}': unknown --model-args '{name}'; accepted: "
-                            f"{', '.join(ACCEPTED_ARGS)}")
+            raise UserError(f"model '{flavour}': unknown --model-args '{name}'{close_hint([name], ACCEPTED_ARGS)}; "
+                            f"accepted: {', '.join(ACCEPTED_ARGS)}")
     base_url = args.get("base_url", "").strip() or None
     requested = args.get("model", "").strip() or default_model
     if provider == "openai-compatible":

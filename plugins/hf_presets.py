@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from harness.errors import UserError
+from harness.errors import UserError, close_hint
 from harness.flags import parse_flag
 from harness.registry import ModelInfo
 
@@ -146,7 +146,7 @@ def parse_options(preset: HFPreset | None, args: dict[str, str]) -> dict[str, An
     """Validate the `--model-args` of the hf backend (for `preset`, or for model id `hf` when None)."""
     unknown = sorted(set(args) - set(ARGS))
     if unknown:
-        raise UserError(f"model args {', '.join(unknown)} unknown to the hf backend; "
+        raise UserError(f"model args {', '.join(unknown)} unknown to the hf backend{close_hint(unknown, ARGS)}; "
                         f"known: {', '.join(ARGS)}")
     if preset is not None and "model" in args:
         raise UserError(f"model '{preset.id}' is {preset.hub_id}; for another checkpoint use "

@@ -8,7 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from harness.errors import UserError
+from harness.errors import UserError, close_hint
 from harness.flags import flag_setting, parse_number
 from harness.plugins import pefomed_checkpoint as ckpt
 
@@ -75,8 +75,9 @@ def check_args(args: dict[str, str], adapter: Path | str | None) -> bool:
     unknown = sorted(set(args) - set(ARGS))
     if unknown:
         flags = [f"--{k} is a flag of harness run" for k in unknown if k in ("dtype", "device")]
-        raise UserError(f"model 'pefomed' does not take --model-args {', '.join(unknown)}"
-                        f"{' (' + '; '.join(flags) + ')' if flags else ''}; it takes {', '.join(ARGS)} (the README's "
+        hint = f" ({'; '.join(flags)})" if flags else close_hint(unknown, ARGS)
+        raise UserError(f"model 'pefomed' does not take --model-args {', '.join(unknown)}{hint}; it takes "
+                        f"{', '.join(ARGS)} (the README's "
                         "PeFoMed section says what each does)")
     if not args.get("vision"):
         raise UserError("model 'pefomed' needs --model-args vision=PATH to LAVIS eva_vit_g.pth "

@@ -14,7 +14,7 @@ import re
 from collections import Counter
 from typing import Any
 
-from harness.errors import UserError
+from harness.errors import UserError, close_hint
 from harness.model_api import ModelContext, ModelPlugin
 from harness.types import GenerationOutput, GenerationRequest, Sample
 
@@ -76,6 +76,7 @@ class PriorModel(ModelPlugin):
         if unknown:
             raise UserError(
                 f"model 'prior' takes --model-args by=answer_type|question_type|none, not {sorted(unknown)}"
+                f"{close_hint(sorted(unknown), ['by'])}"
             )
         if context.task is None:
             raise UserError("model 'prior' needs a task with a training split")

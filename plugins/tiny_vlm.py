@@ -45,7 +45,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from harness.errors import UserError
+from harness.errors import UserError, close_hint
 from harness.io import make_readable
 from harness.model_api import ModelContext
 from harness.plugins.hf import HFModel
@@ -314,7 +314,8 @@ def _split_base(args: dict[str, str]) -> tuple[dict[str, str], str]:
     known = ("base", *(a for a in HF_ARGS if a not in ("model", "revision")))
     unknown = sorted(set(args) - set(known) - {"model"})
     if unknown:
-        raise UserError(f"model args {', '.join(unknown)} unknown to tiny-vlm; known: {', '.join(known)}")
+        raise UserError(f"model args {', '.join(unknown)} unknown to tiny-vlm{close_hint(unknown, known)}; known: "
+                        f"{', '.join(known)}")
     rest = {k: v for k, v in args.items() if k not in ("base", "model")}
     base = args.get("base", "pretrained")
     if base not in BASES:

@@ -304,6 +304,8 @@ def test_model_arg_mistakes_are_one_line_user_errors(models_dir):
     cases = [
         (HFModel, {}, "needs --model-args model="),
         (HFModel, {"model": str(models_dir["llava"]), "temperature": "1"}, "unknown to the hf backend"),
+        (HFModel, {"model": str(models_dir["llava"]), "atn": "eager"}, r"atn unknown to the hf backend \(did you "
+                                                                         r"mean 'attn'\?\); known:"),
         (HFModel.for_preset(get_preset("llava-1.5-7b")), {"model": "x"}, "another checkpoint use --model hf"),
         (HFModel, {"model": str(models_dir["llava"]), "cache": "huge"}, "cache=huge: expected one of"),
         (HFModel, {"model": str(models_dir["llava"]), "prepend_modality": "maybe"},

@@ -23,7 +23,8 @@ def test_base_model_arg_is_checked_and_recorded():
     assert TinyVLM.run_identity({"base": "random"}, context)["revision"] == f"{version()}-random"
     with pytest.raises(UserError, match="base=raw: tiny-vlm's base is one of pretrained, random"):
         TinyVLM.run_identity({"base": "raw"}, context)
-    with pytest.raises(UserError, match=r"model args bass unknown to tiny-vlm; known: base, family, "):
+    with pytest.raises(UserError, match=r"model args bass unknown to tiny-vlm \(did you mean 'base'\?\); known: "
+                                        r"base, family, "):
         TinyVLM.run_identity({"bass": "random"}, context)  # a misspelt base= is named with base among the known
     with pytest.raises(UserError, match="takes no model= or revision="):
         TinyVLM({"model": "x"}, context)
