@@ -51,6 +51,9 @@ class Task:
     def _pick_source(self) -> SourceConfig:
         cfg = self.config
         local = [s for s in cfg.sources if s.format not in ("hf", "phantom")]
+        if self.data_dir is not None and not local and not any(s.format == "hf" for s in cfg.sources):
+            raise UserError(f"--data-dir {self.data_dir}: task '{cfg.id}' reads no folder (its source "
+                            f"{', '.join(repr(s.name) for s in cfg.sources)} generates its data); drop --data-dir")
         if self.data_dir is not None:
             tried = []
             for src in local:

@@ -184,3 +184,12 @@ def test_the_prior_says_its_training_data_warnings_when_it_learns_not_when_its_r
     assert first.stderr.count("split 'train': 1 sample with a blank reference skipped") == 1
     again = cli(*run)  # nothing to generate: the prior does not learn, and the train split is not mentioned
     assert again.returncode == 0 and "split 'train'" not in again.stderr, again.stderr
+
+
+def test_data_dir_on_a_generated_task_says_to_drop_it(tmp_path):
+    """It said 'matches no local format ...; expected files (this task has no local source)'."""
+    proc = cli("run", "--model", "prior", "--task", "phantom-vqa", "--judge", "exact", "--data-dir", str(tmp_path),
+               "--no-progress", "--runs-dir", str(tmp_path / "runs"))
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert proc.returncode == 2 and len(lines) == 1, proc.stderr
+    assert lines[0].endswith("reads no folder (its source 'embedded' generates its data); drop --data-dir")
