@@ -219,6 +219,11 @@ def generate(spec: RunSpec, task: Task, model_info: Any, manifest: dict[str, Any
         pending = [s for s in pending if s.id not in skip]
         if not pending:
             return
+    done = sum(1 for s in selected if s.id in latest and not latest[s.id].get("error"))
+    if done:
+        retried = sum(1 for s in pending if s.id in latest)
+        print(f"resuming {out_dir}: {done} of {len(selected)} samples already generated; generating {len(pending)}"
+              + (f" ({retried} that failed before)" if retried else ""), file=sys.stderr)
     plugin = getattr(model_info, "plugin", "")
     model_cls = model_info.load()
     with third_party_code("model", model_info.id, plugin):

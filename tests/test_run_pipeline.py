@@ -63,3 +63,16 @@ def test_next_batch_is_prepared_while_the_current_one_generates(tmp_path):
         assert prefetched < when[("start", ids)][0], "each batch is announced before it generates"
         if k > 0:  # announced while the batch before it was still generating
             assert when[("start", batches[k - 1])][0] < prefetched < when[("end", batches[k - 1])][0]
+
+
+def test_a_resumed_run_says_how_much_was_done(tmp_path, capsys):
+    """With --no-progress nothing said that a rerun continued a run (only the bar's starting count did)."""
+    from harness.cli import main
+
+    args = ["run", "--model", "prior", "--task", "phantom-vqa", "--judge", "exact", "--output", str(tmp_path / "run"),
+            "--no-progress"]
+    assert main([*args, "--limit", "4"]) == 0
+    assert "resuming" not in capsys.readouterr().err
+    assert main([*args, "--limit", "10"]) == 0
+    err = capsys.readouterr().err
+    assert f"resuming {tmp_path / 'run'}: 4 of 10 samples already generated; generating 6\n" in err, err
