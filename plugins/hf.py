@@ -236,7 +236,7 @@ class HFModel(HFPrompting, HFAdapters, ModelPlugin):
         self.eos_ids = set(eos if isinstance(eos, list) else [eos]) - {None}
         self.skip_leading = {t for t in (gc.decoder_start_token_id, gc.bos_token_id) if t is not None} \
             if self.family in ("blip", "vision-encoder-decoder") else set()
-        model.generation_config, self.ignored_generation = gen.tokens_only(gc)  # harness settings only
+        self.ignored_generation = gen.keep_token_ids_only(model)  # harness settings only
         cache = self.opts["cache"]
         if cache == "auto":
             compilable = getattr(model, "_can_compile_fullgraph", False) and self.family == "chat"

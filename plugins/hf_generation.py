@@ -208,6 +208,20 @@ def tokens_only(config: Any) -> tuple[Any, dict[str, Any]]:
     return GenerationConfig(**kept), dropped
 
 
+def keep_token_ids_only(model: Any) -> dict[str, Any]:
+    """Give the model, and every submodule with a generation config of its own (BLIP-2's and InstructBLIP's
+    language model generates with its own), a tokens-only config; returns the settings dropped."""
+    from transformers import GenerationConfig
+
+    dropped: dict[str, Any] = {}
+    for module in model.modules():
+        config = getattr(module, "generation_config", None)
+        if isinstance(config, GenerationConfig):
+            module.generation_config, found = tokens_only(config)
+            dropped.update(found)
+    return dropped
+
+
 def generation_config(base: Any, settings: Any, *, eos_ids: set[int], pad_id: int | None, min_new_tokens: int,
                       static_cache: bool, prefill_chunk: int = 0) -> Any:
     """A fresh GenerationConfig from the harness's settings: greedy unless sampling is asked for; of the

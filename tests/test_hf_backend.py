@@ -567,3 +567,10 @@ def test_the_checkpoints_own_sampling_and_penalty_defaults_are_not_applied(model
     assert texts(model.generate(reqs)) == plain
     ignored = model.identity()["checkpoint_generation_ignored"]
     assert ignored["repetition_penalty"] == 5.0 and ignored["no_repeat_ngram_size"] == 1
+    # BLIP generates through its text decoder, BLIP-2 through its language model: their own configs count too
+    from harness.plugins.hf_generation import tokens_only
+
+    caption_task, _ = requests_for("phantom-caption", 1)
+    blip = hf_model(models_dir["blip"], caption_task).model
+    configs = [m.generation_config for m in blip.modules() if getattr(m, "generation_config", None) is not None]
+    assert len(configs) >= 2 and all(tokens_only(c)[1] == {} for c in configs)
