@@ -59,7 +59,8 @@ class ModelPlugin:
     def canonical_args(cls, args: dict[str, str], context: ModelContext) -> dict[str, str]:
         """The `--model-args` as they enter the run id and the label: a plugin drops those that cannot change the
         outputs (a default typed out, a setting for an adapter that is not given), so typing them does not start
-        another run, and leaderboard row, of the same outputs. Called after run_identity (the args are valid)."""
+        another run, and leaderboard row, of the same outputs. Called first, before the task's data is read: the
+        place to refuse a mistyped arg cheaply (a UserError), not after a dataset download."""
         return dict(args)
 
     def identity(self) -> dict[str, Any]:

@@ -49,7 +49,7 @@ def timing_summary(records: list[dict[str, Any]]) -> dict[str, Any]:
         tokens = [r[key] for r in generated if r.get(key) is not None]
         if tokens:
             out[key] = int(sum(tokens))
-    costs = [r["cost_usd"] for r in generated if r.get("cost_usd") is not None]
+    costs = [r["cost_usd"] for r in records if r.get("cost_usd") is not None]  # a failed call may be billed too
     if costs:
         out["generation_cost_usd"] = round(sum(costs), 6)
     return out

@@ -95,13 +95,14 @@ def prepare(spec: RunSpec) -> tuple[Task, Any, dict[str, Any], Path, ModelContex
     context = ModelContext(task=task, device=spec.device, dtype=spec.dtype,
                            adapter=Path(spec.adapter) if spec.adapter else None, cache_dir=cache_dir(),
                            split=split, prompt_template=template, generation=settings)
-    samples = task.samples(split)  # before a model reads another split (the prior's train split): errors name this one
-    fingerprint = task.fingerprint(split)
     model_cls = model_info.load()
-    with third_party_code("model", model_info.id, getattr(model_info, "plugin", "")):
-        run_identity = model_cls.run_identity(spec.model_args, context) if hasattr(model_cls, "run_identity") else {}
+    with third_party_code("model", model_info.id, getattr(model_info, "plugin", "")):  # cheap checks of the args
         canonical = (model_cls.canonical_args(spec.model_args, context) if hasattr(model_cls, "canonical_args")
                      else dict(spec.model_args))
+    samples = task.samples(split)  # before a model reads another split (the prior's train split): errors name this one
+    fingerprint = task.fingerprint(split)
+    with third_party_code("model", model_info.id, getattr(model_info, "plugin", "")):
+        run_identity = model_cls.run_identity(spec.model_args, context) if hasattr(model_cls, "run_identity") else {}
     transport = set(getattr(model_cls, "transport_args", ()))
     model = {
         "id": model_info.id,

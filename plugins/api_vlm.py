@@ -236,6 +236,12 @@ class APIVisionModel(ModelPlugin):
             identity["sampling"] = "provider default: the Anthropic API takes no temperature or seed"
         return identity
 
+    @classmethod
+    def canonical_args(cls, args: dict[str, str], context: ModelContext) -> dict[str, str]:
+        """The args as given, checked first (before the task's data is read): names, values, credentialed tasks."""
+        check_credentialed(cls.flavour, resolve(cls.flavour, dict(args)), context)
+        return dict(args)
+
     def chat_request(self, request: GenerationRequest) -> Any:
         from harness.providers import ChatRequest
 
@@ -276,9 +282,14 @@ class APIVisionModel(ModelPlugin):
             t["cost_usd"] += 0.0 if result.cached else result.cost_usd
             if result.served_model:
                 self._note_served(result.served_model)
-            if result.text is None:
+            if result.text is None:  # a reply without text was billed too: its tokens and cost stay on its line
                 t["failed"] += 1
-                outputs.append(GenerationOutput(text="", error=result.error or "no reply"))
+                failed = GenerationOutput(text="", error=result.error or "no reply",
+                                          prompt_tokens=result.input_tokens or None,
+                                          completion_tokens=result.output_tokens or None)
+                if _HAS_COST_FIELD and (result.input_tokens or result.output_tokens):
+                    failed.cost_usd = 0.0 if result.cached else result.cost_usd  # type: ignore[attr-defined]
+                outputs.append(failed)
                 continue
             # cut here too: chat APIs differ in whether they take stop strings, and how many
             out = GenerationOutput(text=request.generation.cut_at_stop(result.text),

@@ -87,7 +87,8 @@ class HFModel(HFPrompting, HFAdapters, ModelPlugin):
         _, dtype = resolve_device_dtype(context)
         identity: dict[str, Any] = {"hub_id": None if opts["local"] else opts["model"],
                                     "revision": "local" if opts["local"] else opts["revision"],
-                                    "dtype": dtype, "family": opts["family"]}
+                                    "dtype": dtype, "family": opts["family"],
+                                    "checkpoint_generation": "token ids only"}  # not its penalties or sampling
         if opts["local"]:
             identity["path"] = opts["model"]
             identity["local_fingerprint"] = quick_fingerprint(Path(opts["model"]))
@@ -236,7 +237,7 @@ class HFModel(HFPrompting, HFAdapters, ModelPlugin):
         self.eos_ids = set(eos if isinstance(eos, list) else [eos]) - {None}
         self.skip_leading = {t for t in (gc.decoder_start_token_id, gc.bos_token_id) if t is not None} \
             if self.family in ("blip", "vision-encoder-decoder") else set()
-        self.ignored_generation = gen.keep_token_ids_only(model)  # harness settings only
+        self.ignored_generation = gen.ignored_generation_settings(model)  # generate() keeps them out
         cache = self.opts["cache"]
         if cache == "auto":
             compilable = getattr(model, "_can_compile_fullgraph", False) and self.family == "chat"
@@ -298,7 +299,7 @@ class HFModel(HFPrompting, HFAdapters, ModelPlugin):
             kwargs["logits_processor"] = row_sampling.logits_processor(
                 settings.temperature or 1.0, settings.top_p,
                 row_sampling.row_generators(settings.seed, [r.id for r in reqs], self.device))
-        with torch.inference_mode():
+        with torch.inference_mode(), gen.token_ids_only(self.model):  # harness settings only
             out = self.model.generate(**enc, **kwargs)
         sequences = out.sequences if hasattr(out, "sequences") else out
         input_ids = enc.get("input_ids")

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import gc
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any, TypeVar
 
 R = TypeVar("R")
@@ -208,18 +209,37 @@ def tokens_only(config: Any) -> tuple[Any, dict[str, Any]]:
     return GenerationConfig(**kept), dropped
 
 
-def keep_token_ids_only(model: Any) -> dict[str, Any]:
-    """Give the model, and every submodule with a generation config of its own (BLIP-2's and InstructBLIP's
-    language model generates with its own), a tokens-only config; returns the settings dropped."""
+def ignored_generation_settings(model: Any) -> dict[str, Any]:
+    """The settings of the model's generation configs (its own and its submodules') that `token_ids_only` keeps
+    out of generation: repetition_penalty, num_beams, top_k, ..."""
     from transformers import GenerationConfig
 
     dropped: dict[str, Any] = {}
     for module in model.modules():
         config = getattr(module, "generation_config", None)
         if isinstance(config, GenerationConfig):
-            module.generation_config, found = tokens_only(config)
-            dropped.update(found)
+            dropped.update(tokens_only(config)[1])
     return dropped
+
+
+@contextmanager
+def token_ids_only(model: Any) -> Iterator[None]:
+    """During generation the model, and every submodule with a generation config of its own (BLIP's text decoder,
+    BLIP-2's and InstructBLIP's language model generate with theirs), has a tokens-only config; the checkpoint's
+    configs are put back afterwards (a model saved later keeps them)."""
+    from transformers import GenerationConfig
+
+    saved = []
+    for module in model.modules():
+        config = getattr(module, "generation_config", None)
+        if isinstance(config, GenerationConfig):
+            saved.append((module, config))
+            module.generation_config = tokens_only(config)[0]
+    try:
+        yield
+    finally:
+        for module, config in saved:
+            module.generation_config = config
 
 
 def generation_config(base: Any, settings: Any, *, eos_ids: set[int], pad_id: int | None, min_new_tokens: int,

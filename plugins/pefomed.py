@@ -74,6 +74,13 @@ class PeFoMedModel(TrainingMixin, ModelPlugin):
             out["sampling"] = row_sampling.SAMPLING_SEED
         return out
 
+    @classmethod
+    def canonical_args(cls, args: dict[str, str], context: ModelContext) -> dict[str, str]:
+        """The args as given, checked first (before the task's data is read and the checkpoint hashed)."""
+        resolve_device(context.device)  # --device, then the args, as when the model is built
+        opts.check_args(args, context.adapter)
+        return dict(args)
+
     def __init__(self, args: dict[str, str], context: ModelContext) -> None:
         super().__init__(args, context)
         import torch

@@ -18,7 +18,8 @@ if TYPE_CHECKING:
     import torch
 
 #: how a run records its sampling (model.json's `sampling_seed`)
-SAMPLING_SEED = "one torch generator per sample, seeded from --seed and the sample id: independent of the batch"
+SAMPLING_SEED = ("one CPU torch generator per sample, seeded from --seed and the sample id, inverse-CDF draws: "
+                 "independent of the batch")
 
 
 def row_seed(seed: int, sample_id: str) -> int:
@@ -60,8 +61,9 @@ def draw(logits: torch.Tensor, temperature: float, top_p: float, generators: lis
     import torch
 
     probs = warp(logits, temperature, top_p).softmax(-1)
-    uniform = torch.cat([torch.rand(1, generator=g, dtype=torch.float64) for g in generators])
-    cdf = probs.to(torch.float64).cumsum(-1)
+    wide = torch.float64 if probs.device.type in ("cpu", "cuda") else torch.float32  # MPS has no float64
+    uniform = torch.cat([torch.rand(1, generator=g, dtype=torch.float64) for g in generators]).to(wide)
+    cdf = probs.to(wide).cumsum(-1)
     target = uniform.to(cdf.device) * cdf[:, -1]
     # the first token whose cumulative probability exceeds the target: never one of probability 0
     token = torch.searchsorted(cdf, target.unsqueeze(-1), right=True).squeeze(-1)

@@ -35,6 +35,7 @@ def test_a_reply_without_text_fails_its_sample_and_is_asked_again(model, cache, 
         (run_dir,) = list((tmp_path / "runs").iterdir())
         rows = [json.loads(line) for line in (run_dir / "predictions.jsonl").read_text().splitlines()]
         assert len(rows) == 3 and all("the reply has no text" in (r["error"] or "") for r in rows)
+        assert all(r["prompt_tokens"] > 0 for r in rows)  # billed: kept on the sample's line
         usage = json.loads((run_dir / "model.json").read_text())["identity"]["usage"]
         assert usage["failed"] == 3 and usage["input_tokens"] > 0  # paid for, so counted
         answer["text"] = "yes"
@@ -72,3 +73,13 @@ def test_the_model_that_answered_is_recorded_and_another_one_noted(model, cache,
     (run_dir,) = list((tmp_path / "runs").iterdir())
     loaded = json.loads((run_dir / "results.json").read_text())["model"]["loaded"]
     assert loaded["served_models"] == {"some-other-model": 3}
+
+
+def test_a_billed_failure_counts_in_the_generation_cost():
+    from harness.results import timing_summary
+
+    rows = [{"id": "a", "error": None, "cost_usd": 0.002, "time_s": 1.0, "prompt_tokens": 10},
+            {"id": "b", "error": "openai: the reply has no text (finish_reason length)", "cost_usd": 0.001,
+             "time_s": 1.0, "prompt_tokens": 10}]
+    summary = timing_summary(rows)
+    assert summary["generation_cost_usd"] == 0.003 and summary["prompt_tokens"] == 10  # tokens: generated only

@@ -193,3 +193,19 @@ def test_data_dir_on_a_generated_task_says_to_drop_it(tmp_path):
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
     assert proc.returncode == 2 and len(lines) == 1, proc.stderr
     assert lines[0].endswith("reads no folder (its source 'embedded' generates its data); drop --data-dir")
+
+
+def test_a_mistyped_model_arg_is_refused_before_the_data_is_read(tmp_path, shared_data):
+    """Reading (and for a hub source, downloading and hashing) the split came first, so a typo waited for it: here
+    the copy's JSON is cut short, and reading it first would report that instead."""
+    copy = tmp_path / "vqa-rad"
+    (copy / "VQA_RAD Image Folder").mkdir(parents=True)
+    text = (shared_data / "vqa-rad" / "VQA_RAD Dataset Public.json").read_text(encoding="utf-8")
+    (copy / "VQA_RAD Dataset Public.json").write_text(text[: len(text) // 2], encoding="utf-8")
+    for model, args, expected in (("hf", "modle=x", "unknown to the hf backend (did you mean 'model'?)"),
+                                  ("gpt-4o", "concurency=2", "unknown --model-args 'concurency' (did you mean "
+                                                             "'concurrency'?)")):
+        proc = cli("run", "--model", model, "--model-args", args, "--task", "vqa-rad", "--data-dir", str(copy),
+                   "--judge", "exact", "--no-progress")
+        lines = [line for line in proc.stderr.splitlines() if line.strip()]
+        assert proc.returncode == 2 and len(lines) == 1 and expected in lines[0], proc.stderr

@@ -565,12 +565,18 @@ def test_the_checkpoints_own_sampling_and_penalty_defaults_are_not_applied(model
     (penalised / "generation_config.json").write_text(json.dumps(config))
     model = hf_model(penalised, task)
     assert texts(model.generate(reqs)) == plain
+    assert model.model.generation_config.repetition_penalty == 5.0  # put back: a model saved later keeps it
     ignored = model.identity()["checkpoint_generation_ignored"]
     assert ignored["repetition_penalty"] == 5.0 and ignored["no_repeat_ngram_size"] == 1
     # BLIP generates through its text decoder, BLIP-2 through its language model: their own configs count too
     from harness.plugins.hf_generation import tokens_only
 
     caption_task, _ = requests_for("phantom-caption", 1)
+    from harness.plugins.hf_generation import token_ids_only
+
     blip = hf_model(models_dir["blip"], caption_task).model
-    configs = [m.generation_config for m in blip.modules() if getattr(m, "generation_config", None) is not None]
-    assert len(configs) >= 2 and all(tokens_only(c)[1] == {} for c in configs)
+    blip.text_decoder.generation_config.repetition_penalty = 5.0
+    with token_ids_only(blip):
+        configs = [m.generation_config for m in blip.modules() if getattr(m, "generation_config", None) is not None]
+        assert len(configs) >= 2 and all(tokens_only(c)[1] == {} for c in configs)
+    assert blip.text_decoder.generation_config.repetition_penalty == 5.0
