@@ -298,7 +298,7 @@ class HFModel(HFPrompting, HFAdapters, ModelPlugin):
         if settings.do_sample:  # drawn per sample (decoding stays greedy on the drawn token): batch-independent
             kwargs["logits_processor"] = row_sampling.logits_processor(
                 settings.temperature or 1.0, settings.top_p,
-                row_sampling.row_generators(settings.seed, [r.id for r in reqs], self.device))
+                row_sampling.row_generators(settings.seed, [r.id for r in reqs]))
         with torch.inference_mode(), gen.token_ids_only(self.model):  # harness settings only
             out = self.model.generate(**enc, **kwargs)
         sequences = out.sequences if hasattr(out, "sequences") else out

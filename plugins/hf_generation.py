@@ -209,32 +209,31 @@ def tokens_only(config: Any) -> tuple[Any, dict[str, Any]]:
     return GenerationConfig(**kept), dropped
 
 
-def ignored_generation_settings(model: Any) -> dict[str, Any]:
-    """The settings of the model's generation configs (its own and its submodules') that `token_ids_only` keeps
-    out of generation: repetition_penalty, num_beams, top_k, ..."""
+def _generation_configs(model: Any) -> list[tuple[Any, Any]]:
+    """(module, its GenerationConfig) for the model and every submodule that has one of its own (BLIP's text
+    decoder, BLIP-2's and InstructBLIP's language model generate with theirs)."""
     from transformers import GenerationConfig
 
+    return [(m, m.generation_config) for m in model.modules()
+            if isinstance(getattr(m, "generation_config", None), GenerationConfig)]
+
+
+def ignored_generation_settings(model: Any) -> dict[str, Any]:
+    """The settings of the model's generation configs that `token_ids_only` keeps out of generation:
+    repetition_penalty, num_beams, top_k, ..."""
     dropped: dict[str, Any] = {}
-    for module in model.modules():
-        config = getattr(module, "generation_config", None)
-        if isinstance(config, GenerationConfig):
-            dropped.update(tokens_only(config)[1])
+    for _, config in _generation_configs(model):
+        dropped.update(tokens_only(config)[1])
     return dropped
 
 
 @contextmanager
 def token_ids_only(model: Any) -> Iterator[None]:
-    """During generation the model, and every submodule with a generation config of its own (BLIP's text decoder,
-    BLIP-2's and InstructBLIP's language model generate with theirs), has a tokens-only config; the checkpoint's
-    configs are put back afterwards (a model saved later keeps them)."""
-    from transformers import GenerationConfig
-
-    saved = []
-    for module in model.modules():
-        config = getattr(module, "generation_config", None)
-        if isinstance(config, GenerationConfig):
-            saved.append((module, config))
-            module.generation_config = tokens_only(config)[0]
+    """During generation the model and every submodule with a generation config of its own have a tokens-only
+    config; the checkpoint's configs are put back afterwards (a model saved later keeps them)."""
+    saved = _generation_configs(model)
+    for module, config in saved:
+        module.generation_config = tokens_only(config)[0]
     try:
         yield
     finally:

@@ -122,7 +122,7 @@ class Decoder:
         else:
             cache, full_mask = DynamicCache(config=self.llm.config), None
             prefill_mask = mask
-        generators = (row_sampling.row_generators(seed, sample_ids or [str(i) for i in range(batch)], device)
+        generators = (row_sampling.row_generators(seed, sample_ids or [str(i) for i in range(batch)])
                       if do_sample else None)
         stop = torch.tensor(sorted(set(stop_ids)), device=device, dtype=torch.long)
         finished = torch.zeros(batch, dtype=torch.bool, device=device)

@@ -28,9 +28,9 @@ def row_seed(seed: int, sample_id: str) -> int:
     return int.from_bytes(digest[:8], "little") & ((1 << 63) - 1)
 
 
-def row_generators(seed: int, sample_ids: list[str], device: Any = None) -> list[torch.Generator]:
-    """One seeded CPU generator per sample: its uniform draws are the same on every device (`device` is
-    accepted for callers that name where the logits are; the draws move there in one copy per step)."""
+def row_generators(seed: int, sample_ids: list[str]) -> list[torch.Generator]:
+    """One seeded CPU generator per sample: its uniform draws are the same on every device (`draw` moves them to
+    the logits in one copy per step)."""
     import torch
 
     generators = []
