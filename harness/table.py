@@ -16,6 +16,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +25,8 @@ from harness.errors import UserError
 FORMATS = ("markdown", "csv", "latex")
 LATEX = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "_": r"\_", "#": r"\#", "$": r"\$", "{": r"\{",
          "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}", "|": r"\textbar{}", "<": r"\textless{}",
-         ">": r"\textgreater{}", '"': r"\textquotedbl{}", "†": r"$^\dagger$", "‡": r"$^\ddagger$"}
+         ">": r"\textgreater{}", '"': r"\textquotedbl{}", "†": r"$^\dagger$", "‡": r"$^\ddagger$",
+         "[": "{[}", "]": "{]}", "*": "{*}"}  # a row's \\ would read a next row's leading [length] or *
 MARKS = {"partial": "*", "errors": "†", "unscored": "‡"}
 QUALIFIERS = ["task", "split", "source", "prompt", "judge", "judge setup", "configuration", "n"]
 
@@ -155,8 +157,9 @@ class Table:
         if not self.rows:
             raise UserError("no selected row has a value of the metrics asked for")
 
-    def heading(self, name: str, value: str | None) -> str:
-        return (f"{name} ({value})" if value is not None else name) + (" x100" if name in self.scaled else "")
+    def heading(self, name: str, value: str | None, scaled: bool = True) -> str:
+        shown = f"{name} ({value})" if value is not None else name
+        return shown + (" x100" if scaled and name in self.scaled else "")
 
     def number(self, name: str, x: float) -> str:
         if isinstance(x, int) and not isinstance(x, bool):
@@ -226,7 +229,7 @@ def render(table: Table, fmt: str) -> str:
     notes = table.notes()
     if fmt == "latex":
         def tex(text: str) -> str:
-            return "".join(LATEX.get(ch, ch) for ch in text)
+            return re.sub(r"-(?=-)", "-{}", "".join(LATEX.get(ch, ch) for ch in _one_line(text)))  # "--": a dash
 
         body = [" & ".join(tex(c) for c in header) + r" \\ \hline"]
         body += [" & ".join(tex(c) for c in line) + r" \\" for line in lines]
@@ -234,28 +237,36 @@ def render(table: Table, fmt: str) -> str:
         return "\\begin{tabular}{" + "l" * len(header) + "}\n" + "\n".join(body) + "\n\\end{tabular}\n"
 
     def md(text: str) -> str:
-        for a, b in (("\\", "\\\\"), ("|", "\\|"), ("*", "\\*"), ("<", "&lt;"), (">", "&gt;")):  # _: GFM keeps words
+        text = _one_line(text)
+        for a, b in (("\\", "\\\\"), ("|", "\\|"), ("*", "\\*"), ("<", "&lt;"), (">", "&gt;")):
             text = text.replace(a, b)
-        return text
+        return re.sub(r"(?<![^\W_])_|_(?![^\W_])", r"\_", text)  # GFM: only an _ inside a word is no emphasis
 
     out = ["| " + " | ".join(md(c) for c in header) + " |", "|" + "---|" * len(header)]
     out += ["| " + " | ".join(md(c) for c in line) + " |" for line in lines]
     return "\n".join(out) + "\n\n" + "".join(f"{md(note)}  \n" for note in notes)
 
 
+def _one_line(text: str) -> str:
+    """A cell's text on one line: a line break inside a name or breakdown value would end a Markdown row (or, as a
+    blank line, a LaTeX paragraph inside the tabular)."""
+    return " ".join(text.split()) if any(ch in text for ch in "\r\n\t\v\f") else text
+
+
 def _csv(table: Table) -> str:
     """Plain numbers: per metric its value, interval bounds and n in columns of their own (empty when absent),
     the flags as counts, the scale in the header."""
-    header = ["model", "partial", "errors", "unscored", *QUALIFIERS]
+    header = ["model", "partial", "errors", "unscored", *QUALIFIERS, "n_total"]
     for name, value in table.columns:
         head = table.heading(name, value)
-        header += [head, f"{head} low", f"{head} high", f"{head} n"]
+        header += [head, f"{head} low", f"{head} high", f"{table.heading(name, value, scaled=False)} n"]
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
     writer.writerow(header)
     for row, qualifiers, cells in table.rows:
         line = [row["model"], str(bool(row.get("partial"))).lower(), row.get("errors") or 0,
-                row.get("unscored") or 0, *qualifiers]
+                row.get("unscored") or 0, *qualifiers[:-1], row["n"],
+                "" if row.get("n_total") is None else row["n_total"]]
         for (name, _), metric in zip(table.columns, cells):
             metric = metric or {}
             ci = metric.get("ci95") or [None, None]

@@ -106,3 +106,31 @@ def test_a_metric_name_two_judges_define_differently_gets_a_note(board, tmp_path
            "exact:multimedeval" in text
     alone = harness("table", str(tmp_path / "board.json"), "--judge", "exact:llava-med").stdout
     assert "defined by each judge" not in alone
+
+
+def test_partial_rows_give_csv_integer_counts_and_the_split_size(board):
+    rows = list(csv.DictReader(io.StringIO(harness("table", str(board), "--format", "csv", "--percent").stdout)))
+    partial = next(r for r in rows if r["partial"] == "true")
+    assert (partial["n"], partial["n_total"]) == ("40", "361")  # numbers a CSV reader can sum, not "40 of 361"
+    assert "accuracy x100" in rows[0] and "accuracy n" in rows[0]  # a count is not scaled, nor said to be
+
+
+def test_awkward_names_keep_markdown_rows_and_latex_compilable(tmp_path):
+    values = ["a&b", "line1\nline2", "_u_", "x|y"]
+    preds = tmp_path / "preds.jsonl"
+    preds.write_text("".join(json.dumps({"id": f"q{i}", "question": "Is it?", "answer": "yes",
+                                         "prediction": "yes" if i % 3 else "no", "answer_type": "CLOSED",
+                                         "organ": values[i % 4]}) + "\n" for i in range(12)))
+    for name, out in (("two\nlines", "o1"), ("[v2] --fast", "o2")):
+        proc = harness("score", str(preds), "--task-type", "vqa", "--model-name", name, "--judge", "exact",
+                       "--output", str(tmp_path / out), "--breakdown", "organ", "--no-progress")
+        assert proc.returncode == 0, proc.stderr
+    board = tmp_path / "board.json"
+    assert harness("publish", str(tmp_path / "o1"), str(tmp_path / "o2"), "-o", str(board)).returncode == 0
+    markdown = harness("table", str(board), "--breakdown", "organ").stdout.split("\n\n")[0].splitlines()
+    assert len(markdown) == 4 and all(line.startswith("|") and line.endswith("|") for line in markdown)
+    assert "| two lines |" in markdown[2] + markdown[3] and "(line1 line2)" in markdown[0]
+    assert "(\\_u\\_)" in markdown[0] and "(x\\|y)" in markdown[0]  # no italics, no extra column
+    latex = harness("table", str(board), "--format", "latex").stdout
+    assert "{[}v2{]} -{}-fast" in latex  # after a row's \\ a leading [ would be read as a length; -- as a dash
+    assert "two lines" in latex and "\n\n" not in latex.strip()
