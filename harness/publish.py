@@ -269,9 +269,16 @@ def _why_not(row: dict[str, Any], kept: dict[str, Any]) -> str:
 
 
 def _same_run(row: dict[str, Any], kept: dict[str, Any]) -> bool:
-    """The same results file, unchanged (published before): nothing to tell. Runs of one key share their run id
-    and may finish within one second (a --limit run and the full one), so neither tells them apart."""
-    return all(row["provenance"][k] == kept["provenance"][k] for k in ("results_file", "created"))
+    """The same results file, unchanged (published before): nothing to tell. Also when given by another path
+    (`runs/x` and `/abs/runs/x`, or typed from another folder): every field but the file's path is equal. Runs of
+    one key share their run id and may finish within one second (a --limit run and the full one), so neither tells
+    them apart."""
+    def without_path(r: dict[str, Any]) -> dict[str, Any]:
+        return {**r, "provenance": {k: v for k, v in r["provenance"].items() if k != "results_file"}}
+
+    same_file = row["provenance"]["results_file"] == kept["provenance"]["results_file"]
+    return (same_file and row["provenance"]["created"] == kept["provenance"]["created"]) \
+        or without_path(row) == without_path(kept)
 
 
 def publish(inputs: list[Path], output: Path) -> tuple[dict[str, Any], list[str]]:

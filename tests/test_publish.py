@@ -33,8 +33,16 @@ def test_publish_rows_per_model_task_judge_convention(tmp_path):
     row = board["rows"][1]
     assert row["n"] == 20 and row["fingerprint"].startswith("v2-sha256:")
     assert row["provenance"]["run_id"].startswith("phantom-vqa--prior--")
-    # publishing again merges instead of duplicating
-    assert cli("publish", str(runs), "-o", str(board_path)).returncode == 0
+    # publishing again merges instead of duplicating, and says nothing of the rows it already has
+    again = cli("publish", str(runs), "-o", str(board_path))
+    assert again.returncode == 0 and "skipped" not in again.stderr, again.stderr
+    assert len(json.loads(board_path.read_text())["rows"]) == 2
+    # the same folder by another path (absolute, or relative from elsewhere) is the same run
+    other = tmp_path / "other.json"
+    by_rel = subprocess.run([sys.executable, "-m", "harness", "publish", "runs", "-o", str(other)],
+                            capture_output=True, text=True, cwd=tmp_path)
+    by_abs = cli("publish", str(runs), "-o", str(other))
+    assert by_rel.returncode == by_abs.returncode == 0 and "skipped" not in by_abs.stderr, by_abs.stderr
     assert len(json.loads(board_path.read_text())["rows"]) == 2
 
 
