@@ -237,6 +237,20 @@ def test_cache_hit_makes_no_calls(server):
         assert cache.stats()["entries"] == 7
 
 
+def test_a_cached_reply_without_text_is_asked_again(server):
+    """An entry with no text (an older harness stored empty replies) is a failure, not an answer to keep."""
+    import sqlite3
+
+    make_and_run(server, "openai", [ask("q0"), ask("q1")])
+    with sqlite3.connect(cache_path()) as db:
+        db.execute("UPDATE results SET text = '' WHERE text = 'echo: q0'")
+    again = make_and_run(server, "openai", [ask("q0"), ask("q1")])
+    assert server.chat_calls == 3 and [r.text for r in again] == ["echo: q0", "echo: q1"]
+    assert [r.cached for r in again] == [False, True]
+    make_and_run(server, "openai", [ask("q0")])  # the new reply replaced the empty entry
+    assert server.chat_calls == 3
+
+
 def test_cache_command(server, capsys):
     make_and_run(server, "openai", [ask("a"), ask("b")])
     assert cli_main(["cache"]) == 0

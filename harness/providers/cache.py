@@ -141,6 +141,8 @@ class LLMCache:
                     f"WHERE key IN ({marks})", chunk,
                 ).fetchall()
                 for key, text, n_in, n_out, cost, unclaimed in rows:  # unclaimed: paid, never used: ours now
+                    if not isinstance(text, str) or not text.strip():
+                        continue  # a reply without text is a failure (never stored now; an old or edited cache)
                     found[key] = ChatResult(text=text, input_tokens=n_in, output_tokens=n_out,
                                             cached=not unclaimed, cost_usd=cost)
         return found
@@ -176,8 +178,13 @@ class LLMCache:
             return
         with self._lock:
             self._db().execute(
-                "INSERT OR IGNORE INTO results (key, provider, model, text, input_tokens, output_tokens, cost_usd, "
-                "batch, created_at, base_url, unclaimed) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 1)",
+                "INSERT INTO results (key, provider, model, text, input_tokens, output_tokens, cost_usd, "
+                "batch, created_at, base_url, unclaimed) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 1) "
+                # an entry without text (stored by an older harness) is no answer: this one takes its place
+                "ON CONFLICT(key) DO UPDATE SET text = excluded.text, input_tokens = excluded.input_tokens, "
+                "output_tokens = excluded.output_tokens, cost_usd = excluded.cost_usd, batch = excluded.batch, "
+                "created_at = excluded.created_at, base_url = excluded.base_url, unclaimed = 1 "
+                "WHERE trim(results.text) = ''",
                 (key, provider, model, result.text, result.input_tokens, result.output_tokens, result.cost_usd,
                  int(batch), time.time(), base_url),
             )
