@@ -183,9 +183,11 @@ def summarize(
     judge: JudgePlugin, records: list[dict], rows: list[dict], breakdown_keys: list[str],
     cluster_key: str | None = None,
 ) -> dict[str, Any]:
-    """Overall metrics plus the same metrics per value of each breakdown key (and judge-defined groups)."""
+    """Overall metrics plus the same metrics per value of each breakdown key (and judge-defined groups); `missing`:
+    per breakdown key, the samples without a value for it (in no group of it, so its groups add up to fewer)."""
     keys = list(dict.fromkeys(list(breakdown_keys) + [k for row in rows for k in row.get("groups", {})]))
     breakdowns: dict[str, dict[str, Any]] = {}
+    missing: dict[str, int] = {}
     for key in keys:
         slices: dict[str, list[int]] = {}
         for i, (record, row) in enumerate(zip(records, rows)):
@@ -194,8 +196,11 @@ def summarize(
                 slices.setdefault(value, []).append(i)
         if not slices:
             continue
+        if sum(map(len, slices.values())) < len(rows):
+            missing[key] = len(rows) - sum(map(len, slices.values()))
         breakdowns[key] = {
             value: summarize_slice(judge, [records[i] for i in idx], [rows[i] for i in idx], cluster_key)
             for value, idx in sorted(slices.items())
         }
-    return {"metrics": summarize_slice(judge, records, rows, cluster_key), "breakdowns": breakdowns}
+    return {"metrics": summarize_slice(judge, records, rows, cluster_key), "breakdowns": breakdowns,
+            "missing": missing}

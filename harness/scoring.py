@@ -167,6 +167,11 @@ def warn_absent_breakdowns(records: list[dict[str, Any]], breakdown_keys: list[s
     `warning:` for keys the user typed (--breakdown: a typo), a `note:` for keys a task YAML declares
     (`declared_by`, e.g. "task vqa-rad source 'hf'": a source without that field, or a typo in the YAML)."""
     absent = [k for k in breakdown_keys if not any(r.get(k) not in (None, "") for r in records)]
+    for key in breakdown_keys:
+        lacking = sum(r.get(key) in (None, "") for r in records)
+        if key not in absent and lacking:
+            print(f"note: {lacking} of {len(records)} samples have no {key!r}, so they are in no {key} group of the "
+                  f"breakdown (results.json: breakdown_missing)", file=sys.stderr)
     if absent and records:
         present = sorted({k for r in records for k, v in r.items()
                           if isinstance(v, (str, int, float)) and v != "" and k not in NOT_BREAKDOWNS})
@@ -230,6 +235,7 @@ def _score_each(out_dir: Path, judges: list[JudgePlugin], scorable: list[dict[st
                 "n_excluded": excluded,
                 "metrics": summary["metrics"],
                 "breakdowns": summary["breakdowns"],
+                **({"breakdown_missing": summary["missing"]} if summary["missing"] else {}),
                 "scoring_s": round(time.perf_counter() - started, 3),
                 "scored_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             }

@@ -118,6 +118,19 @@ def test_a_breakdown_field_in_no_sample_is_named_in_a_warning(tmp_path):
     assert list(judge["breakdowns"]) == ["answer_type"]
 
 
+def test_samples_without_a_breakdown_value_are_counted_not_silently_dropped(tmp_path):
+    rows = [dict(ROWS[0]), {**ROWS[1], "question_type": None}, {**ROWS[2], "question_type": ""}, dict(ROWS[3])]
+    del rows[3]["question_type"]
+    preds = write_preds(tmp_path / "preds.jsonl", rows)
+    proc = cli("score", str(preds), "--task-type", "vqa", "--judge", "exact", "--breakdown", "question_type",
+               "--breakdown", "answer_type", "--output", str(tmp_path / "out"))
+    assert proc.returncode == 0, proc.stderr
+    assert "note: 3 of 4 samples have no 'question_type', so they are in no question_type group" in proc.stderr
+    (judge,) = json.loads((tmp_path / "out" / "results.json").read_text())["judges"]
+    assert {k: v["accuracy"]["n"] for k, v in judge["breakdowns"]["question_type"].items()} == {"PRES": 1}
+    assert judge["breakdown_missing"] == {"question_type": 3}  # answer_type: every sample has one
+
+
 def test_a_task_breakdown_its_source_lacks_is_a_note_naming_the_source(capsys):
     from harness.scoring import warn_absent_breakdowns
 
