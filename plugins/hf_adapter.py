@@ -63,8 +63,12 @@ class HFAdapters:
                 raise UserError(f"--adapter {folder}: lora_alpha is 0 in {config_path.name}, which scales the "
                                 "adapter's update to nothing (the logits of a probe input are unchanged); expected "
                                 "an adapter trained with alpha > 0")
+            names = _lora_names(folder, model)
+            where = (f" (saved as {min(names[0])}; this model's are named like {min(names[1])})"
+                     if names and names[0] and names[1] and not names[0] & names[1] else "")
             raise UserError(f"{no_match} leaves the logits of a fixed probe input unchanged: its weights did "
-                            "not load onto any layer (a wrapper prefix in the weight names?) or are all zero")
+                            f"not load onto any layer{where} (a wrapper prefix in the weight names, or an adapter "
+                            "of another model?) or are all zero")
         _check_every_tensor_loaded(folder, model, self.opts["model"])
         merged = self.opts["merge_adapter"]
         self.model = model.merge_and_unload() if merged else model
@@ -87,14 +91,10 @@ class HFAdapters:
 def _check_every_tensor_loaded(folder: Path, model: Any, name: str) -> None:
     """Every LoRA tensor of the adapter file must have loaded onto a module, and every LoRA module must have got
     one: half an adapter still changes the probe's logits, and its scores were recorded as the adapter's."""
-    file = folder / "adapter_model.safetensors"
-    if not file.is_file():
+    names = _lora_names(folder, model)
+    if names is None:
         return
-    from safetensors import safe_open
-
-    with safe_open(str(file), "pt") as fh:
-        saved = {k for k in fh.keys() if ".lora_" in k}
-    own = {k.replace(".default.", ".").replace(".default", "") for k in model.state_dict() if ".lora_" in k}
+    saved, own = names
     unused, lacking = sorted(saved - own), sorted(own - saved)
     if unused or lacking:
         parts = [f"{len(unused)} of its {len(saved)} LoRA tensors match no module (the first: {unused[0]})"
@@ -102,6 +102,19 @@ def _check_every_tensor_loaded(folder: Path, model: Any, name: str) -> None:
         parts += [f"{len(lacking)} of the {len(own)} LoRA tensors of the layers it targets got no weights (the "
                   f"first: {lacking[0]})"] if lacking else []
         raise UserError(f"--adapter {folder} does not fit {name}: {'; '.join(parts)}")
+
+
+def _lora_names(folder: Path, model: Any) -> tuple[set[str], set[str]] | None:
+    """The LoRA tensor names of the adapter's safetensors file and those of the loaded model's LoRA modules (PEFT's
+    adapter name taken out, as saved); None without a safetensors file."""
+    file = folder / "adapter_model.safetensors"
+    if not file.is_file():
+        return None
+    from safetensors import safe_open
+
+    with safe_open(str(file), "pt") as fh:
+        saved = {k for k in fh.keys() if ".lora_" in k}
+    return saved, {k.replace(".default.", ".").replace(".default", "") for k in model.state_dict() if ".lora_" in k}
 
 
 def _warn_other_base(folder: Path, config: dict[str, Any], loaded: dict[str, Any], model: str) -> None:

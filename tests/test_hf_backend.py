@@ -220,7 +220,10 @@ def test_adapter_matching_no_layer_is_a_user_error(models_dir, tmp_path):
     weights = load_file(prefixed / "adapter_model.safetensors")
     renamed = {k.replace("base_model.model.", "base_model.model.llama_model."): v for k, v in weights.items()}
     save_file(renamed, prefixed / "adapter_model.safetensors")
-    with pytest.raises(UserError, match="adapter modules did not match any layer.*unchanged"):
+    with pytest.raises(UserError, match=r"adapter modules did not match any layer.*unchanged.* \(saved as "
+                                        r"base_model\.model\.llama_model\..*; this model's are named like "
+                                        r"base_model\.model\.model\..*\) \(a wrapper prefix .* or an adapter of "
+                                        r"another model\?\)"):
         hf_model(models_dir["llava"], task, adapter=prefixed)
 
     # Half the weights under a wrapper prefix: the other half changes the probe's logits, so the run went on with
