@@ -184,7 +184,7 @@ class Task:
     def generation_settings(self, overrides: dict[str, Any] | None = None) -> GenerationSettings:
         values = {**self.config.generation, **{k: v for k, v in (overrides or {}).items() if v is not None}}
         allowed = {f.name for f in dc_fields(GenerationSettings)}
-        settings = GenerationSettings(**{k: v for k, v in values.items() if k in allowed})
+        settings = GenerationSettings(**{k: v for k, v in values.items() if k in allowed and k != "do_sample"})
         number = (int, float)
         checks = (("max_new_tokens", "a whole number of at least 1",
                    isinstance(settings.max_new_tokens, int) and settings.max_new_tokens >= 1),
@@ -198,6 +198,7 @@ class Task:
             if not ok:
                 raise UserError(f"generation setting {name}={getattr(settings, name)} (command line or task "
                                 f"'{self.id}'): expected {expected}")
+        settings.do_sample = settings.temperature > 0  # the temperature alone decides (--temperature 0: greedy)
         return settings
 
     def build_request(

@@ -140,6 +140,13 @@ def load_task_config(path: Path) -> TaskConfig:
                     f"{path}:{line_of(lines, ('sources', i))}: field 'sources.{i}.closed_rule': a vqa task must "
                     f"say how closed questions are decided, one of {', '.join(CLOSED_RULES)}"
                 )
+    generation = data.get("generation", {})
+    if "do_sample" in generation and generation["do_sample"] != (generation.get("temperature", 0) > 0):
+        raise UserError(
+            f"{path}:{line_of(lines, ('generation', 'do_sample'))}: field 'generation.do_sample': "
+            f"{str(generation['do_sample']).lower()} with temperature {generation.get('temperature', 0)}; the "
+            "temperature alone decides (0: greedy, above 0: sampling): drop do_sample or change the temperature"
+        )
     for prompt_name, template in data["prompts"].items():
         problem = prompt_problem(template, data["kind"])
         if problem:

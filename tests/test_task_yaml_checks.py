@@ -194,6 +194,22 @@ def test_an_unknown_key_in_a_source_or_generation_is_named_at_its_own_line(tmp_p
                             "top_p")
 
 
+def test_the_temperature_alone_decides_sampling(tmp_path):
+    # a copied YAML whose temperature was raised and do_sample left false decoded greedily, recorded as sampled
+    path, _ = _copy(tmp_path, "  temperature: 0.0", "  temperature: 1.0")
+    line = path.read_text().splitlines().index("  do_sample: false") + 1
+    assert _error(path) == (f"{path}:{line}: field 'generation.do_sample': false with temperature 1.0; the "
+                            "temperature alone decides (0: greedy, above 0: sampling): drop do_sample or change "
+                            "the temperature")
+    path, _ = _copy(tmp_path, "  do_sample: false", "  do_sample: true")  # sampling at temperature 0
+    assert "field 'generation.do_sample': true with temperature 0.0" in _error(path)
+    path, _ = _copy(tmp_path, "  do_sample: false", "")  # the temperature alone: sampling
+    path.write_text(path.read_text().replace("  temperature: 0.0", "  temperature: 0.7"))
+    task = Task(load_task_config(path), source="official")
+    assert task.generation_settings().do_sample is True
+    assert task.generation_settings({"temperature": 0}).do_sample is False  # --temperature 0: greedy
+
+
 def test_a_misspelt_required_key_where_other_keys_are_allowed_is_named_at_its_line(tmp_path):
     # metadata and prompts take keys of the user's choosing, so only the missing key gives the typo away
     text = (TASKS_DIR / "vqa-rad.yaml").read_text(encoding="utf-8").splitlines()

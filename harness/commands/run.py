@@ -57,8 +57,6 @@ def main(args: argparse.Namespace) -> int:
     from harness.summary import check_judges_scored, check_not_all_failed, results_summary
 
     generation = {"max_new_tokens": args.max_new_tokens, "temperature": args.temperature, "seed": args.seed}
-    if args.temperature:
-        generation["do_sample"] = True
     spec = RunSpec(
         model=args.model,
         task=args.task,
