@@ -343,6 +343,14 @@ def test_credentialed_task_refused_unless_local_or_allowed(env, harness, answer_
         assert server.chat_calls == 6
     labels = {json.loads((d / "run.json").read_text())["model"]["label"] for d in runs.iterdir()}
     assert len(labels) == 2 and not any("allow_external" in label for label in labels)  # a permission: same run
+    # a run made before its task YAML was marked credentialed: re-judging it goes by what the task says now
+    run_dir = next(runs.iterdir())
+    manifest = json.loads((run_dir / "run.json").read_text())
+    manifest["task"]["credentialed"] = False
+    (run_dir / "run.json").write_text(json.dumps(manifest))
+    rejudged = harness("score", str(run_dir), "--judge", "gpt4", "--no-progress", check=False)
+    assert rejudged.returncode == 2 and "credentialed" in rejudged.stderr and "--allow-external-judge" in \
+        rejudged.stderr, rejudged.stderr
     task = Task(load_task_config(credentialed_task))
     remote = {"base_url": "http://10.20.30.40:8000/v1", "model": "tiny"}
     from harness.plugins.api_vlm import ClaudeModel, OpenAICompatibleModel

@@ -88,19 +88,23 @@ def _score(args: argparse.Namespace, path: Path, out_dir: Path) -> int:
             atomic_write_jsonl(out_dir / PREDICTIONS_FILE, records)
         kind = manifest["task"]["kind"]
         default_judges = []
-        if manifest["task"]["id"] in plugin_manager.tasks() and not args.judge:
-            config = plugin_manager.tasks().get(manifest["task"]["id"])
-            check_default_judges(config)
-            default_judges = config.judges
+        registered = plugin_manager.tasks().get(manifest["task"]["id"]) \
+            if manifest["task"]["id"] in plugin_manager.tasks() else None
+        if registered is not None and not args.judge:
+            check_default_judges(registered)
+            default_judges = registered.judges
+        # credentialed if the run said so or the task says so now (its YAML corrected since the run)
+        credentialed = bool(manifest["task"].get("credentialed")) or bool(registered and registered.credentialed)
     else:
         kind = args.task_type
         records, skipped_note = read_external_predictions(path, kind)
         manifest = external_manifest(path, records, kind, args.task_name, args.model_name, skipped_note)
         _refuse_another_runs_folder(out_dir, manifest["run_id"])
         default_judges = ["exact"] if kind == "vqa" else ["lexical"]
+        credentialed = False
     breakdowns = args.breakdown or manifest["task"].get("breakdowns", [])
     judges = build_judges(judge_ids(args, default_judges), args.convention, judge_settings(args), kind,
-                          bool(manifest["task"].get("credentialed")), progress=False if args.no_progress else None)
+                          credentialed, progress=False if args.no_progress else None)
     out_dir.mkdir(parents=True, exist_ok=True)
     declared_by = None if args.breakdown else f"task {manifest['task']['id']} (run {manifest['run_id']})"
     entries = apply_judges(out_dir, records, judges, breakdowns, manifest["task"].get("cluster_by"), declared_by,
