@@ -18,7 +18,7 @@ from dataclasses import fields as dc_fields
 from pathlib import Path
 from typing import Any
 
-from harness.errors import UserError
+from harness.errors import UserError, close_hint
 from harness.fingerprint import dataset_fingerprint, text_hash
 from harness.flags import SEED_MAX
 from harness.loaders import canonical_split, loader_for
@@ -115,6 +115,7 @@ class Task:
             if not loaded:
                 why = f" ({len(skipped)} skipped: blank reference)" if skipped else ""
                 raise UserError(f"task '{self.id}' source '{self.source.name}' split '{split}' has no samples{why}")
+            self._check_clusters(split, loaded)
             self._skipped[split] = skipped
             self._skipped_notes[split] = self._report_skipped(split, skipped)
             self._size_notes[split] = self._check_size(split, len(loaded))
@@ -126,6 +127,19 @@ class Task:
                 if note:
                     print(f"warning: {note}", file=sys.stderr)
         return self._samples[split]
+
+    def _check_clusters(self, split: str, loaded: list[Sample]) -> None:
+        """The source's cluster_by names a field every sample has: samples without it would form one cluster (a
+        misspelt name: every interval left out, without a word)."""
+        key = self.source.cluster_by
+        lacking = [s.id for s in loaded if s.fields.get(key) in (None, "")] if key else []
+        if lacking:
+            present = sorted({k for s in loaded for k, v in s.fields.items() if v not in (None, "")})
+            raise UserError(
+                f"{self.config.path}: source '{self.source.name}' cluster_by {key!r}: {len(lacking)} of {len(loaded)} "
+                f"samples of split '{split}' have no such field (the first: {lacking[0]}){close_hint([key], present)};"
+                f" fields the samples have: {', '.join(present) or 'none'}"
+            )
 
     def _report_skipped(self, split: str, skipped: list[str]) -> str | None:
         if not skipped:

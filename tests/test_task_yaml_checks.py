@@ -210,6 +210,19 @@ def test_the_temperature_alone_decides_sampling(tmp_path):
     assert task.generation_settings({"temperature": 0}).do_sample is False  # --temperature 0: greedy
 
 
+def test_a_cluster_by_field_the_samples_lack_is_an_error_not_intervals_left_out(tmp_path):
+    path, _ = _copy(tmp_path, "    options: {seed: 0, n_train: 300, n_test: 100}",
+                    "    options: {seed: 0, n_train: 300, n_test: 100}\n    cluster_by: cas_id", "phantom-vqa.yaml")
+    task = Task(load_task_config(path))
+    with pytest.raises(UserError) as err:
+        task.samples("test")
+    assert str(err.value).startswith(f"{path}: source 'embedded' cluster_by 'cas_id': 361 of 361 samples of split "
+                                     "'test' have no such field (the first: ")
+    assert "(did you mean 'case_id'?); fields the samples have: answer_type, case_id" in str(err.value)
+    path.write_text(path.read_text().replace("cas_id", "case_id"))
+    assert len(Task(load_task_config(path)).samples("test")) == 361
+
+
 def test_a_misspelt_required_key_where_other_keys_are_allowed_is_named_at_its_line(tmp_path):
     # metadata and prompts take keys of the user's choosing, so only the missing key gives the typo away
     text = (TASKS_DIR / "vqa-rad.yaml").read_text(encoding="utf-8").splitlines()
