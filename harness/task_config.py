@@ -222,7 +222,7 @@ def _stray_brace(template: str) -> tuple[int | None, str]:
 
 def _check_formats(sources: list[SourceConfig], path: Path, lines: dict[Any, int]) -> None:
     """Each source names a known format and sets only options that format reads (a typo would be ignored)."""
-    from harness.loaders import FORMATS, unknown_options
+    from harness.loaders import FORMATS, unknown_fields, unknown_options
 
     for i, src in enumerate(sources):
         if src.format not in FORMATS:
@@ -237,6 +237,14 @@ def _check_formats(sources: list[SourceConfig], path: Path, lines: dict[Any, int
                 f"{path}:{line_of(lines, ('sources', i, 'options', unknown[0]))}: field 'sources.{i}.options': "
                 f"unknown option {', '.join(unknown)}{_did_you_mean(unknown[0], allowed)} for format "
                 f"'{src.format}'; {takes}"
+            )
+        unknown, allowed = unknown_fields(src.format, src.fields)
+        if unknown:
+            takes = f"allowed keys: {', '.join(allowed)}" if allowed else "this format maps no fields"
+            raise UserError(
+                f"{path}:{line_of(lines, ('sources', i, 'fields', unknown[0]))}: field 'sources.{i}.fields': "
+                f"unknown key {', '.join(unknown)}{_did_you_mean(unknown[0], allowed or ())} for format "
+                f"'{src.format}' (it has no breakdown fields); {takes}"
             )
 
 

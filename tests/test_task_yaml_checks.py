@@ -210,6 +210,17 @@ def test_the_temperature_alone_decides_sampling(tmp_path):
     assert task.generation_settings({"temperature": 0}).do_sample is False  # --temperature 0: greedy
 
 
+def test_a_fields_key_a_format_does_not_read_is_an_error_at_its_line(tmp_path):
+    # r2gen-json reads id, answer, image, split: a misspelt `answer` evaluated the default `report` column
+    path, line = _copy(tmp_path, "      answer: report", "      anwser: findings", "iu-xray.yaml")
+    assert _error(path) == (f"{path}:{line}: field 'sources.0.fields': unknown key anwser (did you mean 'answer'?) "
+                            "for format 'r2gen-json' (it has no breakdown fields); allowed keys: id, answer, image, "
+                            "split")
+    path, line = _copy(tmp_path, "      cuis: CUIs", "      cuis: CUIs\n      modality: Modality", "rocov2.yaml")
+    assert "field 'sources.0.fields': unknown key modality for format 'imageclef-csv'" in _error(path)
+    load_task_config(TASKS_DIR / "vqa-rad.yaml")  # formats with breakdowns take any other name
+
+
 def test_a_cluster_by_field_the_samples_lack_is_an_error_not_intervals_left_out(tmp_path):
     path, _ = _copy(tmp_path, "    options: {seed: 0, n_train: 300, n_test: 100}",
                     "    options: {seed: 0, n_train: 300, n_test: 100}\n    cluster_by: cas_id", "phantom-vqa.yaml")

@@ -45,6 +45,12 @@ def unknown_options(fmt: str, options: dict[str, object]) -> tuple[list[str], tu
     return sorted(set(options) - set(allowed)), allowed
 
 
+def unknown_fields(fmt: str, fields: dict[str, object]) -> tuple[list[str], tuple[str, ...] | None]:
+    """(keys of a source's `fields` the format does not read, the ones it does); None: any name (a breakdown)."""
+    allowed = getattr(loader_for(fmt), "FIELD_KEYS", None)
+    return ([], None) if allowed is None else (sorted(set(fields) - set(allowed)), tuple(allowed))
+
+
 def canonical_split(fmt: str, split: str) -> str:
     """The canonical name of a split for a format (its SPLIT_ALIASES), or the split itself."""
     return dict(getattr(loader_for(fmt), "SPLIT_ALIASES", {})).get(split, split)

@@ -31,6 +31,7 @@ CONCEPTS = ("{split}_concepts.csv", "concepts.csv")
 IMAGE = ("{split}/{id}.jpg", "images/{id}.jpg")
 ID_PATTERN = r"ROCOv2_\d{4}_[A-Za-z]+_\d+"
 OPTIONS = ("captions", "concepts", "image", "id_pattern")
+FIELD_KEYS = ("id", "answer", "cuis")
 
 
 def _option(source: SourceConfig, key: str, default: str, split: str) -> str:

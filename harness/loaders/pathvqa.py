@@ -30,6 +30,7 @@ from harness.task_config import SourceConfig
 from harness.types import ImageRef, Sample
 
 OPTIONS = ("qa_file", "image_path")
+FIELD_KEYS = ("image", "question", "answer")
 
 QA_FILE = "qas/{split}/{split}_qa.pkl"
 IMAGE_PATH = "images/{split}/{image}.jpg"

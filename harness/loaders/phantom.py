@@ -29,6 +29,7 @@ from harness.types import ImageRef, Sample
 
 DEFAULTS = {"seed": 0, "n_train": 300, "n_test": 100}
 OPTIONS = tuple(DEFAULTS)
+FIELD_KEYS: tuple[str, ...] = ()  # generated: nothing to map
 SPLIT_OFFSET = {"train": 0, "test": 1}
 MARKER = "complete.json"
 MAX_CASES = 100_000

@@ -30,6 +30,7 @@ from harness.task_config import SourceConfig
 from harness.types import ImageRef, Sample
 
 OPTIONS = ("annotation", "image_dir", "per_image")
+FIELD_KEYS = ("id", "answer", "image", "split")  # no breakdowns: a report has none in the file
 
 ANNOTATION = "annotation.json"
 IMAGE_DIR = "images"
