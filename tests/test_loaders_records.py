@@ -144,3 +144,10 @@ def test_truncated_json_names_line_and_column(tmp_path, phantom):
     (tmp_path / "test.json").write_text(text[:start + 5], encoding="utf-8")  # cut inside the key "question"
     assert load_error("slake", tmp_path) == (  # the message of json alone ends "starting at": where is the point
         f"{tmp_path / 'test.json'}: not valid JSON (Unterminated string starting at: line 1 column {start + 1})")
+
+
+def test_yes_no_rule_reads_a_punctuated_or_capitalised_yes_as_closed():
+    from harness.loaders.common import closed_label
+
+    labels = [closed_label(a, None, "yes_no") for a in ("Yes.", " no! ", "YES", "yes, left", "Nodule", "no.")]
+    assert labels == ["CLOSED", "CLOSED", "CLOSED", "OPEN", "OPEN", "CLOSED"]

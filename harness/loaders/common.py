@@ -92,9 +92,10 @@ def check_unique_ids(ids: Sequence[str], positions: Iterable[int], where: str, i
 
 
 def closed_label(answer: str, answer_type: Any, rule: str | None) -> str:
-    """Decide OPEN/CLOSED by the source's named rule: the dataset's answer_type, or a yes/no answer."""
+    """Decide OPEN/CLOSED by the source's named rule: the dataset's answer_type, or a yes/no answer (case, spaces and
+    end punctuation aside: "Yes." is closed, as every exact-match convention reads it as yes)."""
     if rule == "yes_no":
-        return "CLOSED" if answer.strip().lower() in YES_NO else "OPEN"
+        return "CLOSED" if answer.strip().strip(".!?,;:").strip().lower() in YES_NO else "OPEN"
     label = str(answer_type or "").strip().upper()
     if label not in ("OPEN", "CLOSED"):
         raise ValueError(f"answer_type {answer_type!r} is neither OPEN nor CLOSED")
