@@ -131,10 +131,39 @@ def read_adapter(path: Path | str, what: str = "--adapter") -> AdapterInfo:
         raise UserError(f"{config_file}: modules_to_save={config['modules_to_save']} (fully trained modules); "
                         "vLLM loads LoRA matrices only: merge the adapter into the model instead "
                         "(PeftModel.merge_and_unload) and serve the merged folder")
+    if (path / "adapter_model.safetensors").is_file():
+        _check_lora_shapes(path / "adapter_model.safetensors", rank, config)
     targets = config.get("target_modules") or []
     targets = [targets] if isinstance(targets, str) else sorted(targets)
     plain = bool(targets) and all(t.replace("_", "").isalnum() for t in targets) and targets != ["all-linear"]
     return AdapterInfo(path=path, rank=rank, targets=targets, module_names=targets if plain else None)
+
+
+def _check_lora_shapes(file: Path, rank: int, config: dict[str, Any]) -> None:
+    """The safetensors header is readable and every lora_A / lora_B matrix has the config's rank r: vLLM loads an
+    adapter at its first request, where a bad file or rank kills the engine with tracebacks."""
+    import json
+    import struct
+
+    try:
+        with file.open("rb") as fh:
+            (size,) = struct.unpack("<Q", fh.read(8))
+            header = json.loads(fh.read(size)) if 2 <= size <= 100_000_000 else None
+    except (OSError, struct.error, ValueError, UnicodeDecodeError):
+        header = None
+    if not isinstance(header, dict):
+        raise UserError(f"{file}: not a readable safetensors file (a damaged or partial copy?); expected the "
+                        "adapter_model.safetensors PEFT saved")
+    if config.get("rank_pattern"):
+        return  # per-module ranks: no single r to compare with
+    for key, entry in sorted(header.items()):
+        shape = entry.get("shape") if isinstance(entry, dict) else None
+        if not isinstance(shape, list) or len(shape) != 2 or ".lora_" not in key:
+            continue
+        found = shape[0] if ".lora_A" in key else shape[1] if ".lora_B" in key else rank
+        if found != rank:
+            raise UserError(f"{file}: {key} has rank {found} (shape {shape}) but adapter_config.json says r={rank}; "
+                            "expected the config saved with these weights")
 
 
 def lora_target_modules(adapters: list[AdapterInfo]) -> list[str] | None:

@@ -239,7 +239,23 @@ def write_adapter(path: Path, **config) -> Path:
     path.mkdir(parents=True)
     (path / "adapter_config.json").write_text(json.dumps({"peft_type": "LORA", "r": 64,
                                                           "target_modules": ["q_proj", "v_proj"], **config}))
-    (path / "adapter_model.safetensors").write_bytes(b"")
+    import numpy as np
+    from safetensors.numpy import save_file
+
+    r, key = config.get("r", 64), "base_model.model.model.layers.0.self_attn.q_proj"
+    save_file({f"{key}.lora_A.weight": np.zeros((r, 8), np.float32),
+               f"{key}.lora_B.weight": np.zeros((8, r), np.float32)}, str(path / "adapter_model.safetensors"))
+    return path
+
+
+def _with_rank(path: Path, r: int) -> Path:
+    config = json.loads((path / "adapter_config.json").read_text())
+    (path / "adapter_config.json").write_text(json.dumps({**config, "r": r}))
+    return path
+
+
+def _damaged(path: Path) -> Path:
+    (path / "adapter_model.safetensors").write_bytes(b"garbage")
     return path
 
 
@@ -251,6 +267,10 @@ def test_adapter_folders_vllm_cannot_serve_are_refused_with_one_line(tmp_path):
         "modules_to_save": (write_adapter(tmp_path / "mts", modules_to_save=["lm_head"]), "modules_to_save"),
         "rank": (write_adapter(tmp_path / "big", r=1024), "up to 512"),
         "not lora": (write_adapter(tmp_path / "ia3", peft_type="IA3"), "LoRA adapters only"),
+        # vLLM loads the weights at the first request, where these killed the engine with tracebacks
+        "config rank": (_with_rank(write_adapter(tmp_path / "says8"), 8), r"q_proj\.lora_A\.weight has rank 64 "
+                        r"\(shape \[64, 8\]\) but adapter_config\.json says r=8"),
+        "damaged": (_damaged(write_adapter(tmp_path / "damaged")), "not a readable safetensors file"),
     }
     for path, message in cases.values():
         with pytest.raises(UserError, match=message) as err:
