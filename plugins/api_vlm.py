@@ -223,6 +223,7 @@ class APIVisionModel(ModelPlugin):
         self.totals = {"requests": 0, "from_cache": 0, "failed": 0, "input_tokens": 0, "output_tokens": 0,
                        "cost_usd": 0.0}
         self.served: dict[str, int] = {}  # the model names the replies gave (live calls; the cache keeps none)
+        self._server: dict[str, Any] | None = None  # what an OpenAI-compatible server says of itself, asked once
 
     @classmethod
     def run_identity(cls, args: dict[str, str], context: ModelContext) -> dict[str, Any]:
@@ -315,7 +316,9 @@ class APIVisionModel(ModelPlugin):
         info["priced"] = self.client.priced
         if self.served:
             info["served_models"] = dict(sorted(self.served.items()))
-        return info
+        if self._server is None:  # which weights or adapter (vLLM's root / parent) and server version answered
+            self._server = self.client.server_description()
+        return {**info, **self._server}
 
     def usage_line(self) -> str:
         from harness.providers import pricing

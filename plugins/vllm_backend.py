@@ -366,7 +366,8 @@ class VLLMModel(ModelPlugin):
         return [{"prompt_embeds": e} for e in self.embedder.embed_requests(requests)]
 
     def identity(self) -> dict[str, Any]:
-        info: dict[str, Any] = {"backend": "vllm-server" if self.client else "vllm", "vllm": common.vllm_version(),
+        info: dict[str, Any] = {"backend": "vllm-server" if self.client else "vllm",  # the server's own version
+                                "vllm": self.client.server_version() if self.client else common.vllm_version(),
                                 "model": self.model_path, "adapter": self.adapter.describe() if self.adapter else None}
         if self.client is not None:
             info.update(base_url=self.client.base_url, served_model=self.client.model, dtype=None,

@@ -232,6 +232,14 @@ class CompletionsClient:
             raise UserError(f"--model-args served_model={model}: the server at {self.base_url} serves "
                             f"{', '.join(map(str, self.cards)) or 'nothing'}")
 
+    def server_version(self) -> str | None:
+        """The vLLM version the server reports at GET /version (None if it does not answer)."""
+        try:
+            found = http_json("GET", root_url(self.base_url) + "/version", timeout=10.0)
+        except (OSError, ValueError):
+            return None
+        return str(found["version"])[:100] if isinstance(found, dict) and "version" in found else None
+
     def check_adapter(self, adapter: common.AdapterInfo) -> None:
         """The served model must be a LoRA adapter that changes the base model's output: a server answering
         with its base model would give the base model's scores recorded as the adapter's."""

@@ -22,7 +22,8 @@ def iso(offset_s: float) -> str:
     return (datetime.now(timezone.utc) + timedelta(seconds=offset_s)).isoformat().replace("+00:00", "Z")
 
 
-_ROUTE_WORDS = {"", "v1", "chat", "completions", "messages", "files", "batches", "content", "results", "cancel"}
+_ROUTE_WORDS = {"", "v1", "chat", "completions", "messages", "files", "batches", "content", "results", "cancel",
+                "models", "version"}
 
 
 class Server(ThreadingHTTPServer):
@@ -108,6 +109,8 @@ class Handler(BaseHTTPRequestHandler):
             ("POST", "/v1/messages"): self._chat,
             ("POST", "/v1/files"): self._upload,
             ("GET", "/v1/files/{id}"): self._file_info,
+            ("GET", "/v1/models"): self._models,
+            ("GET", "/version"): self._version,
             ("GET", "/v1/files/{id}/content"): self._file_content,
             ("POST", "/v1/batches"): self._openai_batch_create,
             ("GET", "/v1/batches/{id}"): self._openai_batch_get,
@@ -171,6 +174,15 @@ class Handler(BaseHTTPRequestHandler):
         self._send(200, {"id": file_id, "object": "file", "bytes": len(fields["file"]),
                          "created_at": int(time.time()), "filename": filename,
                          "purpose": fields.get("purpose", b"batch").decode(), "status": "processed"})
+
+    def _models(self, raw: bytes) -> None:  # vLLM's /v1/models: an adapter's card has root and parent
+        self._send(200, {"object": "list", "data": self.fake.model_cards})
+
+    def _version(self, raw: bytes) -> None:  # vLLM's GET /version
+        if self.fake.server_version is None:
+            self._send(404, self.fake.error_body("openai", 404, "no route GET /version"))
+            return
+        self._send(200, {"version": self.fake.server_version})
 
     def _file_info(self, raw: bytes) -> None:
         file_id = self.path.split("/")[3]

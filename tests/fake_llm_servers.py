@@ -105,6 +105,8 @@ class FakeLLMServer:
         self.api_key = api_key  # when set, calls with another key get 401
         self.last_key = ""  # the key of the latest request ("{key}" in fault messages and bodies)
         self.served_model: str | None = None  # the model name replies give (default: the one asked for)
+        self.model_cards: list[dict[str, Any]] = []  # what GET /v1/models lists
+        self.server_version: str | None = None  # what GET /version says (None: 404, as servers other than vLLM)
         self.batch_failure: str | None = None  # OpenAI batches end "failed" with this error message
         self.requests: list[dict[str, Any]] = []
         self.counts: Counter[str] = Counter()

@@ -75,6 +75,32 @@ def test_the_model_that_answered_is_recorded_and_another_one_noted(model, cache,
     assert loaded["served_models"] == {"some-other-model": 3}
 
 
+def test_a_served_adapter_and_the_server_version_are_recorded(cache, tmp_path):
+    """Against `harness serve` (vLLM), model=a names an adapter: the record says which folder and base model
+    answered and the server's vLLM version, as /v1/models and /version tell (not the run id: a new port is the
+    same server)."""
+    with FakeLLMServer(reply=lambda body: "yes") as server:
+        server.model_cards = [{"id": "/models/base", "object": "model", "root": "/models/base", "parent": None},
+                              {"id": "a", "object": "model", "root": "/adapters/a64", "parent": "/models/base",
+                               "max_model_len": 512}]
+        server.server_version = "0.32.0"
+        args = ["run", "--model", "openai-compatible", "--model-args", f"base_url={server.openai_base_url},model=a",
+                "--task", "phantom-vqa", "--limit", "2", "--judge", "exact", "--runs-dir", str(tmp_path / "runs"),
+                "--no-progress"]
+        assert cli_main(args) == 0
+        server.server_version = None  # another server: no /version, no card for the name asked
+        server.model_cards = []
+        assert cli_main([*args[:-3], "--runs-dir", str(tmp_path / "other"), "--no-progress"]) == 0
+    (run_dir,) = list((tmp_path / "runs").iterdir())
+    loaded = json.loads((run_dir / "results.json").read_text())["model"]["loaded"]
+    assert loaded["model_card"] == {"id": "a", "root": "/adapters/a64", "parent": "/models/base",
+                                    "max_model_len": 512}
+    assert loaded["server_version"] == "0.32.0"
+    (other,) = list((tmp_path / "other").iterdir())
+    loaded = json.loads((other / "results.json").read_text())["model"]["loaded"]
+    assert "model_card" not in loaded and "server_version" not in loaded
+
+
 def test_a_billed_failure_counts_in_the_generation_cost():
     from harness.results import timing_summary
 

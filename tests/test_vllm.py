@@ -197,6 +197,7 @@ def test_serve_with_an_adapter_matches_transformers_and_stops_cleanly(tiny, adap
         assert_same_as_reference(rows, reference)
         loaded = json.loads((out / "results.json").read_text())["model"]["loaded"]
         assert loaded["served_adapter"] == {"name": "pefomed", "root": str(adapter), "checked": True}
+        assert loaded["vllm"] == common.vllm_version()  # what the server reports at /version (here: one venv)
         assert loaded["dtype"] is None and "harness serve --dtype" in loaded["dtype_source"]
         assert not {"cache", "compile", "attn"} & set(loaded["arch"]) and "merged" not in loaded["arch"]["lora"]
         # another checkpoint's projection with the served LoRA answered, recorded as that checkpoint's: refused
@@ -221,6 +222,9 @@ def test_serve_with_an_adapter_matches_transformers_and_stops_cleanly(tiny, adap
                               for p in prompts], progress=False)
         assert [r.error for r in replies] == [None] * len(prompts)
         assert [r.text.strip() for r in replies] == hf_chat_reference(tiny.llm_dir, adapter, prompts, MAX_NEW)
+        served = client.server_description()  # recorded by --model openai-compatible: which adapter answered
+        assert served["model_card"]["root"] == str(adapter) and served["model_card"]["parent"] == str(tiny.llm_dir)
+        assert served["server_version"] == common.vllm_version()
     finally:
         if proc.poll() is None:
             proc.send_signal(signal.SIGTERM)

@@ -107,6 +107,12 @@ class ProviderClient:
             info["rejected_parameters"] = dropped  # the model/server refused these; requests went without them
         return info
 
+    def server_description(self) -> dict[str, Any]:
+        """What an OpenAI-compatible server reports of the served model and itself ({} for the providers' APIs)."""
+        if self.provider != "openai-compatible":
+            return {}
+        return self.backend.server_description()
+
     def key(self, request: ChatRequest) -> str:
         return request_key(self.provider, self.model, self.base_url, request)
 
