@@ -163,10 +163,26 @@ def _claim_run_dir(out_dir: Path, manifest: dict[str, Any]) -> dict[str, Any]:
                 "task, data, prompt or generation settings, or a harness version that decodes images differently: "
                 "task.image_decoding in its run.json): choose another --output"
             )
-        return existing
+        return _refresh_task_record(path, existing, manifest)
     out_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_json(path, manifest)
     return manifest
+
+
+#: what run.json says of the task that is not part of the run id: a task YAML corrected since (its breakdowns, sizes,
+#: cluster_by) is what scoring uses, and the record must say so; credentialed, once said, stays
+REFRESHED_TASK_FIELDS = ("breakdowns", "cluster_by", "size_note", "skipped_note", "credentialed")
+
+
+def _refresh_task_record(path: Path, existing: dict[str, Any], manifest: dict[str, Any]) -> dict[str, Any]:
+    """The resumed run's manifest with the task's descriptive fields as the task YAML gives them now."""
+    now = {k: manifest["task"].get(k) for k in REFRESHED_TASK_FIELDS if k in manifest["task"]}
+    now["credentialed"] = bool(now.get("credentialed") or existing["task"].get("credentialed"))
+    if all(existing["task"].get(k) == v for k, v in now.items()):
+        return existing
+    refreshed = {**existing, "task": {**existing["task"], **now}}
+    atomic_write_json(path, refreshed)
+    return refreshed
 
 
 def _record(sample: Sample, prediction: str, error: str | None, extra: dict[str, Any]) -> dict[str, Any]:
