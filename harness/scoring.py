@@ -156,9 +156,13 @@ def check_default_judges(config: TaskConfig) -> None:
     registry = plugin_manager.judges()
     for judge_id in config.judges:
         try:
-            registry.get(judge_id.split(":")[0])
+            info = registry.get(judge_id.split(":")[0])
         except UserError as exc:
             raise UserError(f"{config.path}:{config.judges_line}: field 'judges': {exc}") from None
+        kinds = info.capabilities.get("task_kinds", [config.kind])
+        if config.kind not in kinds:
+            raise UserError(f"{config.path}:{config.judges_line}: field 'judges': judge '{info.id}' scores "
+                            f"{'/'.join(kinds)} tasks, not this {config.kind} task")
 
 
 def warn_absent_breakdowns(records: list[dict[str, Any]], breakdown_keys: list[str],

@@ -183,6 +183,8 @@ def prompt_problem(template: str, kind: str) -> str | None:
         return f"cannot be filled ({type(exc).__name__}: {exc}); allowed placeholders: {allowed}"
     if kind == "vqa" and "question" not in names:
         return "a vqa prompt must contain the placeholder {question}"
+    if kind != "vqa" and "question" in names:
+        return f"a {kind} task has no question: {{question}} would be filled with nothing"
     return None
 
 

@@ -155,3 +155,18 @@ def test_a_misspelt_default_judge_names_the_task_file_and_line(tmp_path):
     assert str(err.value).startswith(f"{path}:{line}: field 'judges': unknown judge 'exactt'")
     assert "Did you mean 'exact'?" in str(err.value)
     check_default_judges(load_task_config(TASKS_DIR / "vqa-rad.yaml"))  # the shipped one is fine
+    path, line = _broken_copy(tmp_path, "judges: [exact]", "judges: [likert]")  # a judge of another task kind
+    with pytest.raises(UserError) as err:
+        check_default_judges(load_task_config(path))
+    assert str(err.value) == f"{path}:{line}: field 'judges': judge 'likert' scores report/caption tasks, not this " \
+                             "vqa task"
+
+
+def test_a_report_or_caption_prompt_with_a_question_placeholder_is_refused(tmp_path):
+    text = (TASKS_DIR / "iu-xray.yaml").read_text(encoding="utf-8")
+    old = next(line for line in text.splitlines() if line.startswith("  default:"))
+    path = tmp_path / "iu-xray.yaml"
+    path.write_text(text.replace(old, '  default: "Describe {question}"'), encoding="utf-8")
+    with pytest.raises(UserError, match=r"field 'prompts.default': a report task has no question: \{question\} "
+                                        r"would be filled with nothing"):
+        load_task_config(path)
