@@ -228,17 +228,25 @@ class CompletionsClient:
         self.concurrency = concurrency
         self.timeout = timeout
         self.cards = {card.get("id"): card for card in model_cards(self.base_url)}
+        self._version: str | None = None
+        self._version_asked = False
         if model not in self.cards:
             raise UserError(f"--model-args served_model={model}: the server at {self.base_url} serves "
                             f"{', '.join(map(str, self.cards)) or 'nothing'}")
 
     def server_version(self) -> str | None:
-        """The vLLM version the server reports at GET /version (None if it does not answer)."""
-        try:
-            found = http_json("GET", root_url(self.base_url) + "/version", timeout=10.0)
-        except (OSError, ValueError):
-            return None
-        return str(found["version"])[:100] if isinstance(found, dict) and "version" in found else None
+        """The vLLM version the server reports at GET /version (None if it does not answer), asked once: a server
+        gone by the end of a run does not erase it."""
+        import http.client
+
+        if not self._version_asked:
+            self._version_asked = True
+            try:
+                found = http_json("GET", root_url(self.base_url) + "/version", timeout=10.0)
+            except (OSError, ValueError, http.client.HTTPException):
+                found = None
+            self._version = str(found["version"])[:100] if isinstance(found, dict) and "version" in found else None
+        return self._version
 
     def check_adapter(self, adapter: common.AdapterInfo) -> None:
         """The served model must be a LoRA adapter that changes the base model's output: a server answering

@@ -101,6 +101,51 @@ def test_a_served_adapter_and_the_server_version_are_recorded(cache, tmp_path):
     assert "model_card" not in loaded and "server_version" not in loaded
 
 
+def test_asking_the_server_about_itself_follows_no_redirect_with_the_key():
+    """A redirect from /v1/models or /version to another host would carry the key there (urllib copies headers):
+    nothing is followed, and /version is asked without the key."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from harness.providers.openai_client import OpenAIBackend
+
+    seen: list[tuple[str, str | None]] = []
+
+    class Elsewhere(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            seen.append((self.path, self.headers.get("Authorization")))
+            self.send_response(200)
+            self.end_headers()
+            self.wfile.write(b'{"version": "9.9", "data": [{"id": "m", "root": "/stolen"}]}')
+
+        def log_message(self, *args) -> None:
+            pass
+
+    other = ThreadingHTTPServer(("127.0.0.1", 0), Elsewhere)
+
+    class Redirecting(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            seen.append((self.path, self.headers.get("Authorization")))
+            self.send_response(302)
+            self.send_header("Location", f"http://127.0.0.1:{other.server_port}{self.path}")
+            self.end_headers()
+
+        def log_message(self, *args) -> None:
+            pass
+
+    first = ThreadingHTTPServer(("127.0.0.1", 0), Redirecting)
+    for server in (other, first):
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        backend = OpenAIBackend("openai-compatible", "m", f"http://127.0.0.1:{first.server_port}/v1",
+                                "sk-secret-123", 5.0)
+        assert backend.server_description() == {}
+    finally:
+        for server in (other, first):
+            server.shutdown()
+    assert seen == [("/v1/models", "Bearer sk-secret-123"), ("/version", None)]  # never the other host
+
+
 def test_a_billed_failure_counts_in_the_generation_cost():
     from harness.results import timing_summary
 

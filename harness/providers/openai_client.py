@@ -20,6 +20,7 @@ from harness.providers.wire import (
     image_media_type,
     malformed,
     redact,
+    shared_ssl_context,
     status_error,
     strict_schema_ok,
     token_count,
@@ -60,29 +61,30 @@ class OpenAIBackend:
     def server_description(self) -> dict[str, Any]:
         """What an OpenAI-compatible server says of the model it serves under this name and of itself: the model's
         entry at GET /v1/models (vLLM: `root`, the weights' or adapter's folder; `parent`, an adapter's base model)
-        and GET /version (vLLM's version); {} for what it does not answer. For the record, never for the run id."""
+        and GET /version (vLLM's version, asked without the key); {} for what it does not answer. No redirect is
+        followed (the key would go with it). For the record, never for the run id."""
+        import httpx2
+
         found: dict[str, Any] = {}
-        listed = self._get_json(self.base_url.rstrip("/") + "/models")
+        with httpx2.Client(verify=shared_ssl_context(), timeout=httpx2.Timeout(min(self.timeout, 10.0)),
+                           follow_redirects=False) as client:
+            def get(url: str, headers: dict[str, str]) -> Any:
+                try:
+                    response = client.get(url, headers=headers)
+                    return response.json() if response.status_code == 200 else None
+                except (httpx2.HTTPError, ValueError):
+                    return None
+
+            listed = get(self.base_url.rstrip("/") + "/models", {"Authorization": f"Bearer {self._api_key}"})
+            version = get(self.base_url.rstrip("/").removesuffix("/v1") + "/version", {})
         cards = listed.get("data") if isinstance(listed, dict) else None
         for card in cards if isinstance(cards, list) else []:
             if isinstance(card, dict) and card.get("id") == self.model:
                 found["model_card"] = {k: card[k] for k in ("id", "root", "parent", "owned_by", "max_model_len")
                                        if k in card}
-        version = self._get_json(self.base_url.rstrip("/").removesuffix("/v1") + "/version")
         if isinstance(version, dict) and isinstance(version.get("version"), str):
             found["server_version"] = version["version"][:100]
         return found
-
-    def _get_json(self, url: str) -> Any:
-        import json
-        import urllib.request
-
-        request = urllib.request.Request(url, headers={"Authorization": f"Bearer {self._api_key}"})
-        try:
-            with urllib.request.urlopen(request, timeout=min(self.timeout, 10.0)) as response:  # noqa: S310
-                return json.loads(response.read(1_000_000))
-        except (OSError, ValueError):
-            return None
 
     def redact(self, text: str) -> str:
         """`text` without this backend's key (and the environment's keys), whole or in fragments."""
