@@ -243,7 +243,7 @@ def test_a_cached_reply_without_text_is_asked_again(server):
 
     make_and_run(server, "openai", [ask("q0"), ask("q1")])
     with sqlite3.connect(cache_path()) as db:
-        db.execute("UPDATE results SET text = '' WHERE text = 'echo: q0'")
+        db.execute("UPDATE results SET text = char(10, 9) WHERE text = 'echo: q0'")  # a newline and a tab
     again = make_and_run(server, "openai", [ask("q0"), ask("q1")])
     assert server.chat_calls == 3 and [r.text for r in again] == ["echo: q0", "echo: q1"]
     assert [r.cached for r in again] == [False, True]

@@ -39,6 +39,9 @@ CREATE TABLE IF NOT EXISTS batches (
 """
 
 
+BLANK = " \t\n\v\f\r"  # a cached text of these alone is no reply (the same set in get_many and put's SQL)
+
+
 def cache_path() -> Path:
     return cache_dir() / "llm-cache.sqlite"
 
@@ -141,7 +144,7 @@ class LLMCache:
                     f"WHERE key IN ({marks})", chunk,
                 ).fetchall()
                 for key, text, n_in, n_out, cost, unclaimed in rows:  # unclaimed: paid, never used: ours now
-                    if not isinstance(text, str) or not text.strip():
+                    if not isinstance(text, str) or not text.strip(BLANK):
                         continue  # a reply without text is a failure (never stored now; an old or edited cache)
                     found[key] = ChatResult(text=text, input_tokens=n_in, output_tokens=n_out,
                                             cached=not unclaimed, cost_usd=cost)
@@ -184,7 +187,7 @@ class LLMCache:
                 "ON CONFLICT(key) DO UPDATE SET text = excluded.text, input_tokens = excluded.input_tokens, "
                 "output_tokens = excluded.output_tokens, cost_usd = excluded.cost_usd, batch = excluded.batch, "
                 "created_at = excluded.created_at, base_url = excluded.base_url, unclaimed = 1 "
-                "WHERE trim(results.text) = ''",
+                "WHERE trim(results.text, ' ' || char(9, 10, 11, 12, 13)) = ''",  # BLANK's characters
                 (key, provider, model, result.text, result.input_tokens, result.output_tokens, result.cost_usd,
                  int(batch), time.time(), base_url),
             )
