@@ -68,6 +68,21 @@ def read_manifest(path: Path) -> dict[str, Any]:
     return data
 
 
+#: what run.json says of the task that is not part of the run id: a task YAML corrected since (its breakdowns, sizes,
+#: cluster_by) is what scoring uses, and the record must say so; credentialed, once said, stays
+REFRESHED_TASK_FIELDS = ("breakdowns", "cluster_by", "size_note", "skipped_note", "credentialed")
+
+
+def refreshed_task(manifest: dict[str, Any], now: dict[str, Any]) -> dict[str, Any] | None:
+    """`manifest` with the REFRESHED_TASK_FIELDS that `now` (the task as its YAML gives it now) has, or None when
+    none of them changes."""
+    fresh = {k: now[k] for k in REFRESHED_TASK_FIELDS if k in now}
+    fresh["credentialed"] = bool(fresh.get("credentialed") or manifest["task"].get("credentialed"))
+    if all(manifest["task"].get(k) == v for k, v in fresh.items()):
+        return None
+    return {**manifest, "task": {**manifest["task"], **fresh}}
+
+
 def _check_id(row: dict[str, Any]) -> str | None:
     value = row.get("id")
     if value is None:

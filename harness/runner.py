@@ -25,7 +25,7 @@ from harness.model_api import ModelContext
 from harness.paths import cache_dir
 from harness.plugin_outputs import checked_outputs, third_party_code
 from harness.results import write_results
-from harness.run_files import read_manifest, read_predictions
+from harness.run_files import read_manifest, read_predictions, refreshed_task
 from harness.scoring import (
     LOADED_MODEL_FILE,
     MANIFEST_FILE,
@@ -169,18 +169,11 @@ def _claim_run_dir(out_dir: Path, manifest: dict[str, Any]) -> dict[str, Any]:
     return manifest
 
 
-#: what run.json says of the task that is not part of the run id: a task YAML corrected since (its breakdowns, sizes,
-#: cluster_by) is what scoring uses, and the record must say so; credentialed, once said, stays
-REFRESHED_TASK_FIELDS = ("breakdowns", "cluster_by", "size_note", "skipped_note", "credentialed")
-
-
 def _refresh_task_record(path: Path, existing: dict[str, Any], manifest: dict[str, Any]) -> dict[str, Any]:
     """The resumed run's manifest with the task's descriptive fields as the task YAML gives them now."""
-    now = {k: manifest["task"].get(k) for k in REFRESHED_TASK_FIELDS if k in manifest["task"]}
-    now["credentialed"] = bool(now.get("credentialed") or existing["task"].get("credentialed"))
-    if all(existing["task"].get(k) == v for k, v in now.items()):
+    refreshed = refreshed_task(existing, manifest["task"])
+    if refreshed is None:
         return existing
-    refreshed = {**existing, "task": {**existing["task"], **now}}
     atomic_write_json(path, refreshed)
     return refreshed
 

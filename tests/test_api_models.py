@@ -351,6 +351,13 @@ def test_credentialed_task_refused_unless_local_or_allowed(env, harness, answer_
     rejudged = harness("score", str(run_dir), "--judge", "gpt4", "--no-progress", check=False)
     assert rejudged.returncode == 2 and "credentialed" in rejudged.stderr and "--allow-external-judge" in \
         rejudged.stderr, rejudged.stderr
+    # its predictions scored as a file named after the task: the same data, the same refusal
+    copied = tmp_path / "preds.jsonl"
+    copied.write_text((run_dir / "predictions.jsonl").read_text())
+    as_file = harness("score", str(copied), "--task-type", "vqa", "--task-name",
+                      "phantom-vqa-restricted", "--judge", "gpt4", "--output", str(tmp_path / "ext"), "--no-progress",
+                      check=False)
+    assert as_file.returncode == 2 and "--allow-external-judge" in as_file.stderr, as_file.stderr
     task = Task(load_task_config(credentialed_task))
     remote = {"base_url": "http://10.20.30.40:8000/v1", "model": "tiny"}
     from harness.plugins.api_vlm import ClaudeModel, OpenAICompatibleModel

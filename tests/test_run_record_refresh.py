@@ -48,16 +48,22 @@ def test_an_edited_task_yaml_is_what_the_resumed_runs_record_says(tmp_path, caps
         for registry in registries:
             registry.cache_clear()
         assert main(args) == 0
+        (run_dir,) = list((tmp_path / "runs").iterdir())  # the same run id: resumed
+        config["breakdowns"] = ["answer_type", "question_type"]  # re-judged after another edit: the same rule
+        task_file.write_text(yaml.safe_dump(config))
+        for registry in registries:
+            registry.cache_clear()
+        assert main(["score", str(run_dir), "--judge", "exact:llava-med", "--no-progress"]) == 0
     finally:
         pm.unregister(name="tests.run_record_refresh")
         for registry in registries:
             registry.cache_clear()
     capsys.readouterr()
-    (run_dir,) = list((tmp_path / "runs").iterdir())  # the same run id: resumed
     manifest = json.loads((run_dir / "run.json").read_text())
     results = json.loads((run_dir / "results.json").read_text())
     for task in (manifest["task"], results["task"]):
-        assert task["breakdowns"] == ["answer_type", "organ"] and task["cluster_by"] == "case_id"
-    (judge,) = results["judges"]
-    assert set(judge["breakdowns"]) == {"answer_type", "organ"}
-    assert judge["metrics"]["accuracy"]["ci_method"].startswith("cluster")
+        assert task["breakdowns"] == ["answer_type", "question_type"] and task["cluster_by"] == "case_id"
+    pefomed, llava_med = sorted(results["judges"], key=lambda j: j["convention"])[::-1]
+    assert set(pefomed["breakdowns"]) == {"answer_type", "organ"}  # scored by the resumed run
+    assert set(llava_med["breakdowns"]) == {"answer_type", "question_type"}  # by harness score, after the edit
+    assert pefomed["metrics"]["accuracy"]["ci_method"].startswith("cluster")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import Any
 
 from harness.commands.judge_options import add_judge_options, judge_ids, judge_settings
 from harness.errors import UserError
@@ -93,15 +94,18 @@ def _score(args: argparse.Namespace, path: Path, out_dir: Path) -> int:
         if registered is not None and not args.judge:
             check_default_judges(registered)
             default_judges = registered.judges
-        # credentialed if the run said so or the task says so now (its YAML corrected since the run)
-        credentialed = bool(manifest["task"].get("credentialed")) or bool(registered and registered.credentialed)
+        manifest = _as_the_task_says_now(manifest, registered, None if args.output else manifest_path)
+        credentialed = bool(manifest["task"].get("credentialed"))
     else:
         kind = args.task_type
         records, skipped_note = read_external_predictions(path, kind)
         manifest = external_manifest(path, records, kind, args.task_name, args.model_name, skipped_note)
         _refuse_another_runs_folder(out_dir, manifest["run_id"])
         default_judges = ["exact"] if kind == "vqa" else ["lexical"]
-        credentialed = False
+        # predictions of a registered credentialed task (--task-name) are credentialed data too
+        named = plugin_manager.tasks().get(args.task_name) if args.task_name in plugin_manager.tasks() else None
+        credentialed = bool(named and named.credentialed)
+        manifest["task"]["credentialed"] = credentialed
     breakdowns = args.breakdown or manifest["task"].get("breakdowns", [])
     judges = build_judges(judge_ids(args, default_judges), args.convention, judge_settings(args), kind,
                           credentialed, progress=False if args.no_progress else None)
@@ -115,6 +119,28 @@ def _score(args: argparse.Namespace, path: Path, out_dir: Path) -> int:
     check_not_all_failed(results)
     check_judges_scored(entries)
     return 0
+
+
+def _as_the_task_says_now(manifest: dict[str, Any], registered: Any, write_to: Path | None) -> dict[str, Any]:
+    """The run's task fields outside its run id (breakdowns, cluster_by, credentialed) as the registered task of the
+    same version says them now, as `harness run` resuming it would (run.json rewritten when scored in place):
+    a YAML corrected since the run is what scoring uses and results.json records."""
+    from harness.io import atomic_write_json
+    from harness.run_files import refreshed_task
+
+    task = manifest["task"]
+    source_name = (task.get("source") or {}).get("name")
+    if registered is None or str(registered.version) != str(task.get("version")) or \
+            source_name not in {s.name for s in registered.sources}:
+        return manifest
+    now = {"breakdowns": list(registered.breakdowns), "cluster_by": registered.source(source_name).cluster_by,
+           "credentialed": registered.credentialed}
+    refreshed = refreshed_task(manifest, now)
+    if refreshed is None:
+        return manifest
+    if write_to is not None:
+        atomic_write_json(write_to, refreshed)
+    return refreshed
 
 
 def _refuse_another_runs_folder(out_dir: Path, run_id: str) -> None:
