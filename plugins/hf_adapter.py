@@ -114,7 +114,9 @@ def _lora_names(folder: Path, model: Any) -> tuple[set[str], set[str]] | None:
 
     with safe_open(str(file), "pt") as fh:
         saved = {k for k in fh.keys() if ".lora_" in k}
-    return saved, {k.replace(".default.", ".").replace(".default", "") for k in model.state_dict() if ".lora_" in k}
+    own = {k.replace(".default.", ".").replace(".default", "") for k in model.state_dict() if ".lora_" in k}
+    return saved, {k.removesuffix(".weight") if k.endswith(".lora_magnitude_vector.weight") else k  # DoRA's, as saved
+                   for k in own}
 
 
 def _warn_other_base(folder: Path, config: dict[str, Any], loaded: dict[str, Any], model: str) -> None:

@@ -125,6 +125,10 @@ def read_adapter(path: Path | str, what: str = "--adapter") -> AdapterInfo:
     rank = config.get("r")
     if not isinstance(rank, int) or rank < 1:
         raise UserError(f"{config_file}: field 'r' is {rank!r}, expected the LoRA rank (a positive integer)")
+    _refuse_unsupported(config, config_file)
+    pattern = config.get("rank_pattern") or {}
+    if isinstance(pattern, dict) and all(isinstance(r, int) for r in pattern.values()):
+        rank = max([rank, *pattern.values()])  # vLLM needs max_lora_rank >= every module's rank
     if rank > LORA_RANKS[-1]:
         raise UserError(f"{config_file}: LoRA rank r={rank}; vLLM supports ranks up to {LORA_RANKS[-1]}")
     if config.get("modules_to_save"):
@@ -137,6 +141,26 @@ def read_adapter(path: Path | str, what: str = "--adapter") -> AdapterInfo:
     targets = [targets] if isinstance(targets, str) else sorted(targets)
     plain = bool(targets) and all(t.replace("_", "").isalnum() for t in targets) and targets != ["all-linear"]
     return AdapterInfo(path=path, rank=rank, targets=targets, module_names=targets if plain else None)
+
+
+#: init_lora_weights that leave a saved adapter a plain LoRA (vLLM's peft_helper); others (PiSSA, OLoRA, LoftQ, ...)
+#: changed the base weights when PEFT loaded them
+PLAIN_INITS = ("gaussian", "eva", "orthogonal", "mica", "lora_ga")
+
+
+def _refuse_unsupported(config: dict[str, Any], config_file: Path) -> None:
+    """PEFT features vLLM refuses when it loads the adapter (at the first request: the engine dies), said first."""
+    init = config.get("init_lora_weights")
+    refused = [(bool(config.get("use_dora")), "use_dora: DoRA"), (bool(config.get("lora_bias")), "lora_bias"),
+               (config.get("bias") not in (None, "none"), f"bias={config.get('bias')!r}"),
+               (isinstance(init, str) and init.lower() not in PLAIN_INITS, f"init_lora_weights={init!r} (it changes "
+                "the base weights; convert the adapter to a plain LoRA with PEFT)"),
+               (bool(config.get("layer_replication")), "layer_replication"),
+               (bool(config.get("alora_invocation_tokens")), "alora_invocation_tokens: activated LoRA")]
+    said = [what for found, what in refused if found]
+    if said:
+        raise UserError(f"{config_file}: {'; '.join(said)}: vLLM does not serve this; merge the adapter into the "
+                        "model (PeftModel.merge_and_unload) and serve the merged folder, or run it with --model hf")
 
 
 def _check_lora_shapes(file: Path, rank: int, config: dict[str, Any]) -> None:
@@ -154,14 +178,13 @@ def _check_lora_shapes(file: Path, rank: int, config: dict[str, Any]) -> None:
     if not isinstance(header, dict):
         raise UserError(f"{file}: not a readable safetensors file (a damaged or partial copy?); expected the "
                         "adapter_model.safetensors PEFT saved")
-    if config.get("rank_pattern"):
-        return  # per-module ranks: no single r to compare with
+    per_module = bool(config.get("rank_pattern"))  # ranks differ by module: each at most the largest (`rank`)
     for key, entry in sorted(header.items()):
         shape = entry.get("shape") if isinstance(entry, dict) else None
         if not isinstance(shape, list) or len(shape) != 2 or ".lora_" not in key:
             continue
         found = shape[0] if ".lora_A" in key else shape[1] if ".lora_B" in key else rank
-        if found != rank:
+        if found > rank if per_module else found != rank:
             raise UserError(f"{file}: {key} has rank {found} (shape {shape}) but adapter_config.json says r={rank}; "
                             "expected the config saved with these weights")
 

@@ -195,6 +195,9 @@ def test_adapter_changes_outputs_and_merging_keeps_them(models_dir, tmp_path):
     assert texts(unmerged.generate(reqs)) == with_adapter
     info = merged.identity()["adapter"]
     assert info["merged"] is True and info["probe_max_logit_change"] > 0
+    # a DoRA adapter saves its magnitude vectors without ".weight": every tensor still counts as loaded
+    dora = tiny_models.lora_adapter(models_dir["llava"], tmp_path / "dora", use_dora=True)
+    assert texts(hf_model(models_dir["llava"], task, adapter=dora).generate(reqs)) != base
 
 
 def test_adapter_matching_no_layer_is_a_user_error(models_dir, tmp_path):

@@ -266,6 +266,9 @@ def _damaged(path: Path) -> Path:
 def test_adapter_folders_vllm_cannot_serve_are_refused_with_one_line(tmp_path):
     assert common.read_adapter(write_adapter(tmp_path / "ok", r=12)).max_lora_rank == 16
     assert common.read_adapter(write_adapter(tmp_path / "r64")).max_lora_rank == 64
+    # a module of rank 128 (rank_pattern) needs max_lora_rank 128, not r's 64
+    pattern = write_adapter(tmp_path / "pattern", rank_pattern={"v_proj": 128}, init_lora_weights="gaussian")
+    assert common.read_adapter(pattern).max_lora_rank == 128
     cases = {
         "does not exist": (tmp_path / "missing", "not a directory"),
         "modules_to_save": (write_adapter(tmp_path / "mts", modules_to_save=["lm_head"]), "modules_to_save"),
@@ -275,6 +278,9 @@ def test_adapter_folders_vllm_cannot_serve_are_refused_with_one_line(tmp_path):
         "config rank": (_with_rank(write_adapter(tmp_path / "says8"), 8), r"q_proj\.lora_A\.weight has rank 64 "
                         r"\(shape \[64, 8\]\) but adapter_config\.json says r=8"),
         "damaged": (_damaged(write_adapter(tmp_path / "damaged")), "not a readable safetensors file"),
+        "dora": (write_adapter(tmp_path / "dora", use_dora=True), "use_dora: DoRA: vLLM does not serve this"),
+        "bias": (write_adapter(tmp_path / "bias", bias="lora_only"), "bias='lora_only': vLLM does not serve"),
+        "pissa": (write_adapter(tmp_path / "pissa", init_lora_weights="pissa"), "init_lora_weights='pissa'"),
     }
     for path, message in cases.values():
         with pytest.raises(UserError, match=message) as err:

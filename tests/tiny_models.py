@@ -92,7 +92,7 @@ def tiny_blip(folder: Path) -> Path:
 
 
 def lora_adapter(model_folder: Path, out: Path, target_modules: str | list[str] | None = None,
-                 b_std: float = 0.5) -> Path:
+                 b_std: float = 0.5, **lora_options: object) -> Path:
     """A LoRA adapter on the language model's q/v projections (a regex: a plain list would also hit the vision
     tower), with random non-zero B weights so that it changes the outputs."""
     import torch
@@ -101,7 +101,7 @@ def lora_adapter(model_folder: Path, out: Path, target_modules: str | list[str] 
 
     model = AutoModelForImageTextToText.from_pretrained(model_folder)
     targets = target_modules or r".*language_model.*\.(q_proj|v_proj)"
-    peft_model = get_peft_model(model, LoraConfig(r=8, lora_alpha=16, target_modules=targets))
+    peft_model = get_peft_model(model, LoraConfig(r=8, lora_alpha=16, target_modules=targets, **lora_options))
     generator = torch.Generator().manual_seed(SEED)
     with torch.no_grad():
         for name, param in peft_model.named_parameters():
