@@ -201,7 +201,8 @@ def apply_judges(
     the error goes on (an LLM provider that is down must not discard the exact judge's results)."""
     scorable = [r for r in records if not r.get("error")]
     excluded = len(records) - len(scorable)
-    warn_absent_breakdowns(records, breakdown_keys, breakdowns_declared_by)
+    # the samples scored, as breakdown_missing counts them (failed samples are in no group either way)
+    warn_absent_breakdowns(scorable or records, breakdown_keys, breakdowns_declared_by)
     entries: list[dict[str, Any]] = []
     try:
         _score_each(out_dir, judges, scorable, excluded, breakdown_keys, cluster_key, entries)
