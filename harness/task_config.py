@@ -232,22 +232,17 @@ def _check_formats(sources: list[SourceConfig], path: Path, lines: dict[Any, int
                 f"{path}:{line_of(lines, ('sources', i, 'format'))}: field 'sources.{i}.format': got "
                 f"{src.format!r}{_did_you_mean(src.format, FORMATS)}, expected one of {', '.join(FORMATS)}"
             )
-        unknown, allowed = unknown_options(src.format, src.options)
-        if unknown:
-            takes = f"allowed options: {', '.join(allowed)}" if allowed else "this format takes no options"
-            raise UserError(
-                f"{path}:{line_of(lines, ('sources', i, 'options', unknown[0]))}: field 'sources.{i}.options': "
-                f"unknown option {', '.join(unknown)}{_did_you_mean(unknown[0], allowed)} for format "
-                f"'{src.format}'; {takes}"
-            )
-        unknown, allowed = unknown_fields(src.format, src.fields)
-        if unknown:
-            takes = f"allowed keys: {', '.join(allowed)}" if allowed else "this format maps no fields"
-            raise UserError(
-                f"{path}:{line_of(lines, ('sources', i, 'fields', unknown[0]))}: field 'sources.{i}.fields': "
-                f"unknown key {', '.join(unknown)}{_did_you_mean(unknown[0], allowed or ())} for format "
-                f"'{src.format}' (it has no breakdown fields); {takes}"
-            )
+        for key, (unknown, allowed), what, none in (
+                ("options", unknown_options(src.format, src.options), "option", "this format takes no options"),
+                ("fields", unknown_fields(src.format, src.fields), "key", "this format maps no fields")):
+            if unknown:
+                takes = f"allowed {what}s: {', '.join(allowed)}" if allowed else none
+                plain = " (it has no breakdown fields)" if key == "fields" else ""
+                raise UserError(
+                    f"{path}:{line_of(lines, ('sources', i, key, unknown[0]))}: field 'sources.{i}.{key}': "
+                    f"unknown {what} {', '.join(unknown)}{_did_you_mean(unknown[0], allowed or ())} for format "
+                    f"'{src.format}'{plain}; {takes}"
+                )
 
 
 def _did_you_mean(name: str, known: Any) -> str:
