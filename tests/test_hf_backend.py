@@ -351,6 +351,19 @@ def test_run_identity_names_checkpoint_revision_and_dtype_without_loading(models
     weights.write_bytes(bytes(data))
     changed = HFModel.run_identity({"model": str(copy)}, ModelContext())
     assert changed["local_fingerprint"] != local["local_fingerprint"]
+    # a weight in the middle of a file over a few MiB (a LoRA merged into a middle layer and saved back), with the
+    # file's modification time put back: another run id all the same
+    big = copy / "extra.safetensors"
+    big.write_bytes(bytes(12 << 20))
+    before = HFModel.run_identity({"model": str(copy)}, ModelContext())["local_fingerprint"]
+    stat = big.stat()
+    with open(big, "r+b") as fh:
+        fh.seek(6 << 20)
+        fh.write(b"\x01")
+    os.utime(big, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    after = HFModel.run_identity({"model": str(copy)}, ModelContext())["local_fingerprint"]
+    assert after.startswith("content-sha256:") and after != before
+    assert HFModel.run_identity({"model": str(copy)}, ModelContext())["local_fingerprint"] == after  # cached
 
 
 def test_preset_that_cannot_load_names_its_pinned_commit_and_cli_exits_with_one_line(tmp_path):

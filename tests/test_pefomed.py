@@ -339,6 +339,17 @@ def test_the_default_llm_is_a_pinned_commit_and_enters_the_run_identity(pefomed_
     other = PeFoMedModel.run_identity({"llm": "me/llama", "vision": "eva.pth"}, ModelContext())
     assert other["llm_revision"] == "main"
     assert "llm_revision" not in PeFoMedModel.run_identity({"llm": str(tmp_path), "vision": "x"}, ModelContext())
+    # a local LLM folder and the vision file enter it by their content: edited in place, another run
+    llm, vision = tmp_path / "llm", tmp_path / "eva.pth"
+    llm.mkdir()
+    (llm / "model.safetensors").write_bytes(bytes(64))
+    vision.write_bytes(bytes(32))
+    first = PeFoMedModel.run_identity({"llm": str(llm), "vision": str(vision)}, ModelContext())
+    (llm / "model.safetensors").write_bytes(bytes(63) + b"\x01")
+    vision.write_bytes(bytes(31) + b"\x01")  # the same size: its name and size said nothing
+    second = PeFoMedModel.run_identity({"llm": str(llm), "vision": str(vision)}, ModelContext())
+    assert first["llm_fingerprint"] != second["llm_fingerprint"]
+    assert first["vision_file"]["sha256"] != second["vision_file"]["sha256"]
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))  # nothing cached: the hub id cannot resolve offline
     with pytest.raises(UserError, match=f"Llama-2-7b-chat-hf: cannot get revision {DEFAULT_LLM_REVISION}"):

@@ -1,0 +1,38 @@
+"""Local checkpoints enter run ids by the sha256 of every byte; large files' digests are kept per file version."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+
+from harness import file_digests
+from harness.file_digests import folder_fingerprint
+
+
+def test_every_byte_counts_and_a_large_file_is_read_once_per_version(tmp_path, monkeypatch):
+    monkeypatch.setenv("HARNESS_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setattr(file_digests, "CACHED_FROM_BYTES", 1 << 20)
+    folder = tmp_path / "model"
+    folder.mkdir()
+    weights, config = folder / "model.safetensors", folder / "config.json"
+    weights.write_bytes(bytes(3 << 20))
+    config.write_text("{}")
+    (folder / ".cache").mkdir()
+    (folder / ".cache" / "lock").write_text("left by a download")  # hidden: not the model
+    first = folder_fingerprint(folder)
+    cached = json.loads((tmp_path / "cache" / file_digests.CACHE_FILE).read_text())
+    assert list(cached.values()) == [hashlib.sha256(bytes(3 << 20)).hexdigest()]  # the large file only
+
+    reads, sha256 = [], file_digests._sha256
+    monkeypatch.setattr(file_digests, "_sha256", lambda path: reads.append(path.name) or sha256(path))
+    assert folder_fingerprint(folder) == first and reads == ["config.json"]  # the large one's from the cache
+    stat = weights.stat()
+    with open(weights, "r+b") as fh:  # one byte in the middle, the modification time put back
+        fh.seek(3 << 19)
+        fh.write(b"\x01")
+    os.utime(weights, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    changed = folder_fingerprint(folder)
+    assert changed != first and reads[-2:] == ["config.json", "model.safetensors"]  # read again: a new version
+    (folder / ".cache" / "lock").write_text("another")
+    assert folder_fingerprint(folder) == changed  # hidden files are no part of the model
