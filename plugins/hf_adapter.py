@@ -30,12 +30,19 @@ class HFAdapters:
 
     def _load_adapter(self, folder: Path) -> None:
         """Load a PEFT adapter, check on a probe input that it changes the logits, merge it (by default)."""
-        from peft import PeftModel
+        from peft import PeftModel, PeftType
+        from safetensors import SafetensorError
 
         config_path = folder / "adapter_config.json"
         if not config_path.is_file():
             raise UserError(f"--adapter {folder}: no adapter_config.json (expected a folder saved by PEFT)")
         config = read_json_object(config_path)
+        if not any((folder / name).is_file() for name in ("adapter_model.safetensors", "adapter_model.bin")):
+            raise UserError(f"--adapter {folder}: no adapter_model.safetensors or adapter_model.bin (the weights "
+                            "PEFT saves beside adapter_config.json)")
+        if config.get("peft_type") not in {t.value for t in PeftType}:
+            raise UserError(f"{config_path}: field 'peft_type' is {config.get('peft_type')!r}; expected a PEFT "
+                            "adapter type (LORA for the adapters harness finetune writes)")
         targets = config.get("target_modules")
         _warn_other_base(folder, config, self.run_identity(self.identity_args(), self.context), self.opts["model"])
         no_match = (f"adapter modules did not match any layer of {self.opts['model']}: --adapter {folder} "
@@ -52,6 +59,14 @@ class HFAdapters:
                 raise UserError(f"{no_match} names no module of this model") from exc
             raise UserError(f"--adapter {folder} does not fit {self.opts['model']}: {gen.first_line(exc)}"
                             ) from exc
+        except RuntimeError as exc:  # "size mismatch for ...": another model's adapter, or a config of another r
+            lines = [line.strip() for line in str(exc).splitlines() if line.strip()] or [type(exc).__name__]
+            said = next((line for line in lines if line.startswith("size mismatch")), lines[0])[:400]
+            raise UserError(f"--adapter {folder} does not fit {self.opts['model']}: {said} (an adapter of another "
+                            "model, or an adapter_config.json of another rank?)") from exc
+        except SafetensorError as exc:
+            raise UserError(f"{folder / 'adapter_model.safetensors'}: not a readable safetensors file "
+                            f"({gen.first_line(exc)}); a damaged or partial copy?") from exc
         model.eval()
         with_adapter = self._probe_logits(model)
         with model.disable_adapter():

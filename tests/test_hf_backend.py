@@ -242,6 +242,25 @@ def test_adapter_matching_no_layer_is_a_user_error(models_dir, tmp_path):
                                         rf"{len(weights)} LoRA tensors of the layers it targets got no weights"):
         hf_model(models_dir["llava"], task, adapter=half)
 
+    # weights of another rank than the config says, a damaged weights file, no weights, no peft_type: one line each
+    other_rank = tiny_models.lora_adapter(models_dir["llava"], tmp_path / "a5")
+    config = json.loads((other_rank / "adapter_config.json").read_text())
+    (other_rank / "adapter_config.json").write_text(json.dumps({**config, "r": 4}))
+    with pytest.raises(UserError, match=r"a5 does not fit .*: size mismatch for .*lora_A.* \(an adapter of another "
+                                        r"model, or an adapter_config\.json of another rank\?\)"):
+        hf_model(models_dir["llava"], task, adapter=other_rank)
+    (other_rank / "adapter_config.json").write_text(json.dumps(config))
+    (other_rank / "adapter_model.safetensors").write_bytes(b"garbage")
+    with pytest.raises(UserError, match=r"a5/adapter_model\.safetensors: not a readable safetensors file"):
+        hf_model(models_dir["llava"], task, adapter=other_rank)
+    (other_rank / "adapter_model.safetensors").unlink()
+    with pytest.raises(UserError, match=r"a5: no adapter_model\.safetensors or adapter_model\.bin"):
+        hf_model(models_dir["llava"], task, adapter=other_rank)
+    untyped = tiny_models.lora_adapter(models_dir["llava"], tmp_path / "a6")
+    (untyped / "adapter_config.json").write_text(json.dumps({k: v for k, v in config.items() if k != "peft_type"}))
+    with pytest.raises(UserError, match=r"adapter_config\.json: field 'peft_type' is None; expected a PEFT"):
+        hf_model(models_dir["llava"], task, adapter=untyped)
+
     # lora_alpha 0 scales every update to nothing: said as such, not blamed on module or weight names
     scaled_out = tiny_models.lora_adapter(models_dir["llava"], tmp_path / "a3")
     config = json.loads((scaled_out / "adapter_config.json").read_text())
