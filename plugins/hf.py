@@ -14,14 +14,12 @@ every machine); `min_new_tokens` (for benchmarks); `prefill_chunk` (N > 0: the p
 time, which on CUDA with the static cache runs through the same compiled forward as the decoding steps; default 0,
 one eager prefill; not yet measured on a GPU).
 
-Generation: requests are sorted by prompt length (images, then text tokens) into left-padded micro-batches and
-come back in request order. Greedy unless sampling is asked for, with a fresh generation config (the
-checkpoint's own sampling or repetition-penalty defaults are not used), so an output does not depend on its
-batch. The next micro-batch is preprocessed in a thread while the current one generates, and `prefetch` (called
-by the runner while a call generates) orders the next call's requests and preprocesses its first micro-batch
-ahead, so the GPU does not wait for the CPU between calls. An out-of-memory error halves the micro-batch for
-the rest of the run. `--adapter DIR` loads a PEFT adapter, checks on a fixed probe input that it changes the
-logits, and merges it.
+Generation: requests sorted by prompt length (images, then text tokens) into left-padded micro-batches, back in
+request order; greedy unless sampling is asked for, with a token-ids-only generation config (not the checkpoint's
+sampling or penalties), so an output does not depend on its batch. The next micro-batch is preprocessed in a
+thread while one generates, and `prefetch` (called by the runner while a call generates) prepares the next call's
+first micro-batch, so the GPU does not wait for the CPU. Out of memory halves the micro-batch for the rest of the
+run. `--adapter DIR`: a PEFT adapter, checked on a probe input to change the logits, merged.
 
 LLaVA-Med v1.5 (microsoft/llava-med-v1.5-mistral-7b) is an original-LLaVA `llava_mistral` checkpoint that
 transformers cannot load. Convert it once into a `LlavaForConditionalGeneration` folder and run
@@ -33,8 +31,7 @@ openai/clip-vit-large-patch14-336; the checkpoint's keys renamed `model.embed_to
 `model.mm_projector.2.*` -> `model.multi_modal_projector.linear_2.*` (`lm_head.*` unchanged); saved with a
 `LlavaProcessor` (patch_size=14, num_additional_image_tokens=1; `LlavaImageProcessor(do_pad=True)` if its
 config says image_aspect_ratio "pad") whose chat template writes LLaVA-Med's `mistral_instruct` prompt
-`[INST] <image>\n{prompt} [/INST]`. The transformers repository's `convert_llava_weights_to_hf.py` does the
-same for LLaVA-1.5. Not run here: no weights can be downloaded in this environment.
+`[INST] <image>\n{prompt} [/INST]`. transformers' `convert_llava_weights_to_hf.py` does the same for LLaVA-1.5.
 """
 
 from __future__ import annotations
@@ -198,15 +195,18 @@ class HFModel(HFPrompting, HFAdapters, ModelPlugin):
                 model = AutoModelForImageTextToText.from_pretrained(src, **load_kw)
                 processor = AutoProcessor.from_pretrained(src, backend=self.opts["image_backend"], **kw)
         except ImportError as exc:  # attn=flash_attention_2 without flash-attn, a model class's own extra
-            raise UserError(f"cannot load model {src}: {gen.first_line(exc)}") from exc
-        except (OSError, ValueError) as exc:
-            raise UserError(f"cannot load model {src} at revision {self.opts['revision']}: {gen.first_line(exc)}"
-                            f"{self._load_hint(exc)}") from exc
+            raise UserError(f"cannot load model {src}: {gen.first_line(exc)}{self._load_hint(exc, hub=False)}") from exc
+        except (OSError, ValueError) as exc:  # a local folder has no revision
+            at = "" if self.opts["local"] else f" at revision {self.opts['revision']}"
+            raise UserError(f"cannot load model {src}{at}: {gen.first_line(exc)}{self._load_hint(exc)}") from exc
         return model.to(self.device).eval(), processor
 
-    def _load_hint(self, exc: Exception) -> str:
-        """What to do when a hub model cannot be loaded: offline, its files must be in the local hub cache."""
-        if self.opts["local"]:
+    def _load_hint(self, exc: Exception, hub: bool = True) -> str:
+        """What to do when a model cannot be loaded: torchvision for a video processor (Qwen2-VL's in transformers 5);
+        offline, a hub model's files must be in the local hub cache."""
+        if "video processor" in str(exc).lower():
+            return " (its processor includes a video processor, which needs torchvision: pip install torchvision)"
+        if self.opts["local"] or not hub:
             return ""
         if os.environ.get("HF_HUB_OFFLINE") or "connect" in str(exc).lower():
             return (f". Offline, the files of that revision must be in the local hub cache: fetch them where there "

@@ -13,6 +13,8 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, TypeVar
 
+from harness.errors import UserError
+
 R = TypeVar("R")
 log = logging.getLogger(__name__)
 
@@ -31,6 +33,11 @@ def first_line(exc: BaseException) -> str:
     """The first line of an exception's message (library errors often span many lines)."""
     lines = str(exc).strip().splitlines()
     return lines[0] if lines else type(exc).__name__
+
+
+def is_mismatched_checkpoint(exc: BaseException) -> bool:
+    """A processor's or model's error about image tokens: the checkpoint's own files disagree, for every sample."""
+    return isinstance(exc, ValueError) and ("image tokens" in str(exc) or "<image> tokens" in str(exc))
 
 
 def is_out_of_memory(exc: BaseException) -> bool:
@@ -96,6 +103,11 @@ class AdaptiveBatcher:
                                  pool.submit(prepare, items[nxt:nxt + self._size(nxt, len(items))]))
                     results.extend(generate(chunk, prepared))
                 except Exception as exc:  # noqa: BLE001 - only out-of-memory is handled, the rest re-raised
+                    if is_mismatched_checkpoint(exc):
+                        raise UserError(f"the checkpoint's processor and model do not fit together: "
+                                        f"{first_line(exc)} (a hand-converted checkpoint? its chat template must "
+                                        "write the image placeholder, and the processor's count of image tokens "
+                                        "must be the model's)") from exc
                     if not is_out_of_memory(exc):
                         raise
                     out_of_memory = True  # handled after the `except`: its traceback holds the batch's tensors
@@ -153,7 +165,6 @@ def measure_prompt_tokens(task: Any, encode: Callable[[list[Any]], Any], n: int 
     """The longest prompt (image and text tokens, padded as generation pads it) among the first `n` samples of
     the run's split, with the run's prompt template and settings (the task's defaults when not given),
     encoded by `encode`; None when it cannot be measured (images or split files missing, no samples)."""
-    from harness.errors import UserError
 
     try:
         if template is None:
