@@ -21,17 +21,9 @@ thread while one generates, and `prefetch` (called by the runner while a call ge
 first micro-batch, so the GPU does not wait for the CPU. Out of memory halves the micro-batch for the rest of the
 run. `--adapter DIR`: a PEFT adapter, checked on a probe input to change the logits, merged.
 
-LLaVA-Med v1.5 (microsoft/llava-med-v1.5-mistral-7b) is an original-LLaVA `llava_mistral` checkpoint that
-transformers cannot load. Convert it once into a `LlavaForConditionalGeneration` folder and run
-`--model hf --model-args model=<folder>`: a `LlavaConfig` from the checkpoint's Mistral text config and the
-CLIP ViT-L/14-336 vision config (vision_feature_layer=-2, vision_feature_select_strategy="default", the id of
-an added `<image>` token, embeddings resized for it); the vision tower's weights from
-openai/clip-vit-large-patch14-336; the checkpoint's keys renamed `model.embed_tokens|layers|norm.*` ->
-`model.language_model.*`, `model.mm_projector.0.*` -> `model.multi_modal_projector.linear_1.*`,
-`model.mm_projector.2.*` -> `model.multi_modal_projector.linear_2.*` (`lm_head.*` unchanged); saved with a
-`LlavaProcessor` (patch_size=14, num_additional_image_tokens=1; `LlavaImageProcessor(do_pad=True)` if its
-config says image_aspect_ratio "pad") whose chat template writes LLaVA-Med's `mistral_instruct` prompt
-`[INST] <image>\n{prompt} [/INST]`. transformers' `convert_llava_weights_to_hf.py` does the same for LLaVA-1.5.
+LLaVA-Med v1.5 (an original-LLaVA `llava_mistral` checkpoint transformers cannot load) runs after a one-time
+conversion into a `LlavaForConditionalGeneration` folder: the README's "LLaVA-Med v1.5" item says how (config,
+CLIP vision tower, renamed keys, processor and LLaVA-Med's `[INST] <image>\n{prompt} [/INST]` chat template).
 """
 
 from __future__ import annotations
@@ -102,7 +94,7 @@ class HFModel(HFPrompting, HFAdapters, ModelPlugin):
     def canonical_args(cls, args: dict[str, str], context: ModelContext) -> dict[str, str]:
         """Without the args whose removal parses to the same options (attn=auto, prepend_modality=false, the
         preset's own revision, ...) and without merge_adapter when no --adapter is given; a local folder as its
-        absolute path (`llava`, `./llava` and `/abs/llava` are one run)."""
+        absolute path (`llava`, `./llava` and `/abs/llava` are one run); flags in one spelling."""
         opts = cls.options(args)
 
         def no_op(key: str) -> bool:
@@ -115,7 +107,9 @@ class HFModel(HFPrompting, HFAdapters, ModelPlugin):
                 if not no_op(k) and not (k == "merge_adapter" and context.adapter is None)}
         if opts["local"] and "model" in kept:
             kept["model"] = opts["model"]
-        return kept
+        spelled = {"prepend_modality": {"known": "true"}.get(str(opts["prepend_modality"]), opts["prepend_modality"]),
+                   "merge_adapter": str(opts["merge_adapter"]).lower()}  # known = TRUE = true; False = no = false
+        return {k: spelled.get(k, v) for k, v in kept.items()}
 
     def __init__(self, args: dict[str, str], context: ModelContext) -> None:
         super().__init__(args, context)

@@ -546,6 +546,9 @@ def test_typed_out_defaults_keep_the_run_id_and_label(models_dir, tmp_path, monk
     assert typed["model"]["args"]["attn"] == "auto"  # what was typed is still recorded
     other = prepared(attn="eager")
     assert other["run_id"] != plain["run_id"] and "attn=eager" in other["model"]["label"]
+    # one flag in several spellings (known is the same as true) is one run
+    spellings = {prepared(prepend_modality=v)["run_id"] for v in ("true", "known", "TRUE", "yes")}
+    assert len(spellings) == 1 and spellings != {plain["run_id"]}
     monkeypatch.chdir(models_dir["llava"].parent)  # the same folder typed relative, with ./, and absolute
     for typed_path in ("llava", "./llava", f"{models_dir['llava'].parent}/./llava"):
         spec = runner.RunSpec(model="hf", task="phantom-vqa", output=tmp_path / "run", progress=False,
