@@ -35,8 +35,9 @@ def first_line(exc: BaseException) -> str:
     return lines[0] if lines else type(exc).__name__
 
 
-def is_mismatched_checkpoint(exc: BaseException) -> bool:
-    """A processor's or model's error about image tokens: the checkpoint's own files disagree, for every sample."""
+def is_image_token_mismatch(exc: BaseException) -> bool:
+    """A processor's or model's refusal of inputs whose image tokens and images disagree: a sample (LLaVA-NeXT at
+    some image sizes, a literal <image> in a question) or, for every sample, a hand-converted checkpoint."""
     return isinstance(exc, ValueError) and ("image tokens" in str(exc) or "<image> tokens" in str(exc))
 
 
@@ -102,12 +103,11 @@ class AdaptiveBatcher:
                         ahead = (nxt, self._size(nxt, len(items)),
                                  pool.submit(prepare, items[nxt:nxt + self._size(nxt, len(items))]))
                     results.extend(generate(chunk, prepared))
-                except Exception as exc:  # noqa: BLE001 - only out-of-memory is handled, the rest re-raised
-                    if is_mismatched_checkpoint(exc):
-                        raise UserError(f"the checkpoint's processor and model do not fit together: "
-                                        f"{first_line(exc)} (a hand-converted checkpoint? its chat template must "
-                                        "write the image placeholder, and the processor's count of image tokens "
-                                        "must be the model's)") from exc
+                except Exception as exc:  # noqa: BLE001 - out-of-memory and refused inputs handled, the rest re-raised
+                    if is_image_token_mismatch(exc):  # the samples alone: those refused fail, the others go on
+                        results.extend(self._one_by_one(chunk, prepare, generate, on_error))
+                        start += size
+                        continue
                     if not is_out_of_memory(exc):
                         raise
                     out_of_memory = True  # handled after the `except`: its traceback holds the batch's tensors
@@ -123,6 +123,26 @@ class AdaptiveBatcher:
                     log.warning("out of memory at batch size %d: going on with %d", size, self.limit)
                     continue
                 start += size
+        return results
+
+
+    @staticmethod
+    def _one_by_one(chunk: list[Any], prepare: Callable[[list[Any]], Any],
+                    generate: Callable[[list[Any], Any], list[R]],
+                    on_error: Callable[[Any, BaseException], R]) -> list[R]:
+        """Each item of a micro-batch the processor or model refused over image tokens, alone: an item refused
+        alone fails with the reason (a hand-converted checkpoint refuses every one)."""
+        results: list[R] = []
+        for item in chunk:
+            try:
+                results.extend(generate([item], prepare([item])))
+            except ValueError as exc:
+                if not is_image_token_mismatch(exc):
+                    raise
+                results.append(on_error(item, ValueError(
+                    f"{first_line(exc)} (the processor's image tokens and the model's image features disagree for "
+                    "this sample: a hand-converted checkpoint's chat template must write the image placeholder, "
+                    "and its processor count the model's image tokens)")))
         return results
 
 

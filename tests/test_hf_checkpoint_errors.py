@@ -4,6 +4,7 @@ whose chat template or processor disagrees with its model) stop `harness run` wi
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import subprocess
 import sys
@@ -37,6 +38,25 @@ def test_a_chat_template_without_the_image_placeholder_is_one_line(tmp_path):
         "USER: {{ part['text'] }}{% endif %}{% endfor %}{% endfor %} ASSISTANT:")
     proc = run_hf(folder, tmp_path)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
-    line = proc.stderr.strip().splitlines()[-1]
-    assert line.startswith("error: the checkpoint's processor and model do not fit together: ")
-    assert "its chat template must write the image placeholder" in line
+    line = proc.stderr.strip().splitlines()[-1]  # every sample failed with the reason, each on its line
+    assert line.startswith("error: all 2 samples failed") and "<image> tokens" in line
+    errors = [json.loads(row)["error"] for row in next((tmp_path / "runs").iterdir()).joinpath(
+        "predictions.jsonl").read_text().splitlines()]
+    assert all("a hand-converted checkpoint's chat template must write the image placeholder" in e for e in errors)
+
+
+def test_a_sample_the_processor_refuses_fails_alone_and_its_batch_goes_on():
+    """LLaVA-NeXT at some image sizes, or a question with a literal <image>: one sample's image tokens and features
+    disagree; the other samples of its micro-batch are generated."""
+    from harness.plugins.hf_generation import AdaptiveBatcher
+
+    def prepare(chunk: list[str]) -> list[str]:
+        if "odd" in chunk and len(chunk) > 1 or chunk == ["odd"]:
+            raise ValueError("Image features and image tokens do not match: tokens: 576, features 580")
+        return chunk
+
+    out = AdaptiveBatcher(limit=4).run(["a", "odd", "b", "c", "d"], prepare,
+                                       lambda chunk, _: [x.upper() for x in chunk],
+                                       lambda item, exc: f"failed {item}: {exc}")
+    assert out[0] == "A" and out[2:] == ["B", "C", "D"]
+    assert out[1].startswith("failed odd: Image features and image tokens do not match") and "this sample" in out[1]
