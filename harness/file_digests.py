@@ -1,9 +1,11 @@
-"""Content hashes of local model checkpoints (every byte of every file), computed once per file version.
+"""Content hashes of local model checkpoints (every byte of the files loading reads), computed once per file version.
 
 A local checkpoint enters the run id by its content: weights merged or edited in place and saved back give another
-run. Hashing a 7B model reads ~14 GB, so each file's sha256 is kept in the harness cache under what the file
-system says of that version of it (resolved path, size, modification and change times in ns, inode): a file
-written again (even with its old modification time restored) has another change time and is read again.
+run. Only the folder's own files that `from_pretrained` reads count (configs, weights and their index, tokenizer,
+processor and chat-template files: not a model card, logs or a trainer's `checkpoint-*/` subfolders beside them).
+Hashing a 7B model reads ~14 GB, so a large file's sha256 is kept in the harness cache (and in this process) under
+what the file system says of that version of it (resolved path, size, modification and change times in ns, inode):
+a file written again, even with its old modification time restored, has another change time and is read again.
 """
 
 from __future__ import annotations
@@ -21,6 +23,11 @@ KEPT_ENTRIES = 5000  # the newest ones; an entry is ~150 bytes
 ANNOUNCE_BYTES = 1 << 30  # say so on stderr when this much has to be read
 CACHED_FROM_BYTES = 64 << 20  # smaller files are read every time (cheap, and two writes within one tick of the
 #                               file system's clock could leave one size and time)
+#: what loading a checkpoint reads (weights, configs, tokenizer and processor files, remote code)
+LOADED_SUFFIXES = (".json", ".safetensors", ".bin", ".pt", ".pth", ".model", ".jinja", ".txt", ".tiktoken", ".py")
+
+_memo: dict[str, str] = {}  # this process's digests by file version: a run asks more than once
+_unwritable_said = False
 
 
 def _version_key(path: Path) -> str:
@@ -44,28 +51,41 @@ def _read_cache(path: Path) -> dict[str, str]:
     return {k: v for k, v in data.items() if isinstance(v, str)} if isinstance(data, dict) else {}
 
 
+def _remember(found: dict[str, str]) -> None:
+    """Add `found` to the cache file, merged with what other processes wrote since it was read."""
+    global _unwritable_said
+    store = cache_dir() / CACHE_FILE
+    try:
+        store.parent.mkdir(parents=True, exist_ok=True)
+        merged = {**_read_cache(store), **found}
+        atomic_write_json(store, dict(list(merged.items())[-KEPT_ENTRIES:]))
+    except OSError as exc:
+        if not _unwritable_said:
+            _unwritable_said = True
+            print(f"note: cannot keep checkpoint digests in {store} ({exc.strerror or exc}): large checkpoint "
+                  "files are read again by each harness command", file=sys.stderr)
+
+
 def file_digests(files: list[Path], what: Path) -> dict[Path, str]:
     """The sha256 (hex) of each file; a large file is read only for a version of it not seen before. `what` names
     the whole in the note said when much has to be read."""
-    store = cache_dir() / CACHE_FILE
-    known = _read_cache(store)
     sizes = {path: path.stat().st_size for path in files}
     keys = {path: _version_key(path) for path in files if sizes[path] >= CACHED_FROM_BYTES}
-    unread = [path for path in files if keys.get(path) not in known]
+    if any(key not in _memo for key in keys.values()):
+        _memo.update(_read_cache(cache_dir() / CACHE_FILE))
+    unread = [path for path in files if keys.get(path) not in _memo]
     if sum(sizes[path] for path in unread) >= ANNOUNCE_BYTES:
         print(f"hashing {what} ({sum(sizes[p] for p in unread) / 2**30:.1f} GiB, once per version of its files: "
               "the run id names its content)", file=sys.stderr)
-    digests = {path: known[keys[path]] for path in files if path not in unread}
+    digests = {path: _memo[keys[path]] for path in files if path not in unread}
+    found: dict[str, str] = {}
     for path in unread:
         digests[path] = _sha256(path)
-        if path in keys:
-            known[keys[path]] = digests[path]
-    if any(path in keys for path in unread):
-        try:
-            store.parent.mkdir(parents=True, exist_ok=True)
-            atomic_write_json(store, dict(list(known.items())[-KEPT_ENTRIES:]))
-        except OSError:
-            pass  # a read-only cache only costs the hashing again next time
+        if path in keys and _version_key(path) == keys[path]:  # not written to while it was read
+            found[keys[path]] = digests[path]
+    if found:
+        _memo.update(found)
+        _remember(found)
     return digests
 
 
@@ -74,12 +94,17 @@ def file_sha256(path: Path) -> str:
     return file_digests([path], path)[path]
 
 
+def checkpoint_files(folder: Path) -> list[Path]:
+    """The files of a checkpoint folder that loading reads (its own, not hidden, with a LOADED_SUFFIXES suffix)."""
+    return sorted(p for p in folder.iterdir()
+                  if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in LOADED_SUFFIXES)
+
+
 def folder_fingerprint(folder: Path) -> str:
-    """`content-sha256:` over the relative names and contents of the folder's files (hidden ones left out)."""
-    files = sorted(p for p in folder.rglob("*")
-                   if p.is_file() and not any(part.startswith(".") for part in p.relative_to(folder).parts))
+    """`content-sha256:` over the names and contents of the checkpoint files of `folder`."""
+    files = checkpoint_files(folder)
     digests = file_digests(files, folder)
     digest = hashlib.sha256()
     for path in files:
-        digest.update(f"{path.relative_to(folder).as_posix()}\0{digests[path]}\0".encode())
+        digest.update(f"{path.name}\0{digests[path]}\0".encode())
     return "content-sha256:" + digest.hexdigest()[:16]

@@ -96,7 +96,8 @@ def _read(path: Path) -> dict[str, Any] | None:
 def _same(manifest: dict[str, Any], identity_hash: str, out: Path) -> None:
     if manifest.get("config_hash") != identity_hash:
         raise UserError(f"--out {out} holds a different fine-tune (config {manifest.get('config_hash')}, this "
-                        f"one {identity_hash}): choose another --out")
+                        f"one {identity_hash}; or one made by a harness that named the base model otherwise, e.g. "
+                        "a local folder before it was named by its content): choose another --out")
 
 
 def _remove(path: Path) -> None:
@@ -137,7 +138,9 @@ def check_out(out: Path, identity_hash: str, keep_checkpoints: bool = False) -> 
     found = ckpt.list_checkpoints(out / CHECKPOINTS)
     if found and ckpt.read_state(found[-1]).get("config_hash") != identity_hash:
         raise UserError(f"--out {out} holds checkpoints of a different fine-tune (other model, data, settings "
-                        f"or image decoding): choose another --out, or delete {out / CHECKPOINTS} to start over")
+                        "or image decoding, or a harness that named the base model otherwise, e.g. a local folder "
+                        f"before it was named by its content): choose another --out, or delete {out / CHECKPOINTS} "
+                        "to start over")
     others = [p for p in out.iterdir() if p.name != CHECKPOINTS]
     if not others:
         return None, False

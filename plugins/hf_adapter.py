@@ -7,6 +7,7 @@ A mixin of `HFModel` (plugins/hf.py).
 
 from __future__ import annotations
 
+import pickle
 import sys
 import warnings
 from pathlib import Path
@@ -59,7 +60,12 @@ class HFAdapters:
                 raise UserError(f"{no_match} names no module of this model") from exc
             raise UserError(f"--adapter {folder} does not fit {self.opts['model']}: {gen.first_line(exc)}"
                             ) from exc
-        except RuntimeError as exc:  # "size mismatch for ...": another model's adapter, or a config of another r
+        except (RuntimeError, pickle.UnpicklingError) as exc:  # "size mismatch for ...", a damaged .bin
+            if gen.is_out_of_memory(exc):
+                raise
+            if isinstance(exc, pickle.UnpicklingError) or "PytorchStreamReader" in str(exc):
+                raise UserError(f"{folder / 'adapter_model.bin'}: not a readable PyTorch file ({gen.first_line(exc)})"
+                                "; a damaged or partial copy?") from exc
             lines = [line.strip() for line in str(exc).splitlines() if line.strip()] or [type(exc).__name__]
             said = next((line for line in lines if line.startswith("size mismatch")), lines[0])[:400]
             raise UserError(f"--adapter {folder} does not fit {self.opts['model']}: {said} (an adapter of another "

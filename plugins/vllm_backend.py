@@ -147,7 +147,6 @@ class VLLMModel(ModelPlugin):
     def run_identity(cls, args: dict[str, str], context: ModelContext) -> dict[str, Any]:
         from harness.file_digests import folder_fingerprint  # a local model folder: its content is in the run id
         from harness.fingerprint import adapter_hash
-
         own, engine, rest = split_args(args)
         out: dict[str, Any] = {"vllm": common.vllm_version(), "dtype": engine.get("dtype") or context.dtype}
         if own.get("model") and Path(own["model"]).expanduser().is_dir():

@@ -94,7 +94,7 @@ class AdapterInfo:
     """A PEFT LoRA adapter directory as vLLM will load it."""
 
     path: Path
-    rank: int
+    rank: int  # the largest of r and its rank_pattern's: what max_lora_rank must hold
     targets: list[str]
     #: the target module names when the adapter lists them (None for a regex or "all-linear"): vLLM's
     #: `lora_target_modules`, so that only those layers get LoRA wrappers
@@ -127,10 +127,13 @@ def read_adapter(path: Path | str, what: str = "--adapter") -> AdapterInfo:
         raise UserError(f"{config_file}: field 'r' is {rank!r}, expected the LoRA rank (a positive integer)")
     _refuse_unsupported(config, config_file)
     pattern = config.get("rank_pattern") or {}
-    if isinstance(pattern, dict) and all(isinstance(r, int) for r in pattern.values()):
-        rank = max([rank, *pattern.values()])  # vLLM needs max_lora_rank >= every module's rank
+    if not isinstance(pattern, dict) or not all(isinstance(r, int) and r >= 1 for r in pattern.values()):
+        raise UserError(f"{config_file}: field 'rank_pattern' is {pattern!r}, expected module names to ranks "
+                        "(positive integers)")
+    rank = max([rank, *pattern.values()])  # vLLM needs max_lora_rank >= every module's rank
     if rank > LORA_RANKS[-1]:
-        raise UserError(f"{config_file}: LoRA rank r={rank}; vLLM supports ranks up to {LORA_RANKS[-1]}")
+        raise UserError(f"{config_file}: LoRA rank {rank} (r or rank_pattern); vLLM supports ranks up to "
+                        f"{LORA_RANKS[-1]}")
     if config.get("modules_to_save"):
         raise UserError(f"{config_file}: modules_to_save={config['modules_to_save']} (fully trained modules); "
                         "vLLM loads LoRA matrices only: merge the adapter into the model instead "
@@ -156,7 +159,8 @@ def _refuse_unsupported(config: dict[str, Any], config_file: Path) -> None:
                (isinstance(init, str) and init.lower() not in PLAIN_INITS, f"init_lora_weights={init!r} (it changes "
                 "the base weights; convert the adapter to a plain LoRA with PEFT)"),
                (bool(config.get("layer_replication")), "layer_replication"),
-               (bool(config.get("alora_invocation_tokens")), "alora_invocation_tokens: activated LoRA")]
+               (bool(config.get("alora_invocation_tokens")), "alora_invocation_tokens: activated LoRA"),
+               (bool(config.get("use_bdlora")), "use_bdlora"), (bool(config.get("use_qalora")), "use_qalora")]
     said = [what for found, what in refused if found]
     if said:
         raise UserError(f"{config_file}: {'; '.join(said)}: vLLM does not serve this; merge the adapter into the "

@@ -35,4 +35,22 @@ def test_every_byte_counts_and_a_large_file_is_read_once_per_version(tmp_path, m
     changed = folder_fingerprint(folder)
     assert changed != first and reads[-2:] == ["config.json", "model.safetensors"]  # read again: a new version
     (folder / ".cache" / "lock").write_text("another")
-    assert folder_fingerprint(folder) == changed  # hidden files are no part of the model
+    (folder / "README.md").write_text("an edited model card")
+    (folder / "checkpoint-500").mkdir()  # a trainer's checkpoint kept beside the model: not loaded
+    (folder / "checkpoint-500" / "optimizer.pt").write_bytes(bytes(1 << 20))
+    assert folder_fingerprint(folder) == changed  # none of these is what loading reads
+
+
+def test_an_unwritable_cache_is_said_once_and_a_process_reads_a_file_version_once(tmp_path, monkeypatch, capsys):
+    (tmp_path / "not-a-folder").write_text("")
+    monkeypatch.setenv("HARNESS_CACHE_DIR", str(tmp_path / "not-a-folder"))
+    monkeypatch.setattr(file_digests, "CACHED_FROM_BYTES", 1 << 20)
+    monkeypatch.setattr(file_digests, "_unwritable_said", False)
+    folder = tmp_path / "model"
+    folder.mkdir()
+    (folder / "model.safetensors").write_bytes(bytes(2 << 20))
+    reads, sha256 = [], file_digests._sha256
+    monkeypatch.setattr(file_digests, "_sha256", lambda path: reads.append(path.name) or sha256(path))
+    assert folder_fingerprint(folder) == folder_fingerprint(folder) == folder_fingerprint(folder)
+    assert reads == ["model.safetensors"]  # a run asks for it several times
+    assert capsys.readouterr().err.count("note: cannot keep checkpoint digests in") == 1

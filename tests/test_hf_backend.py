@@ -256,6 +256,9 @@ def test_adapter_matching_no_layer_is_a_user_error(models_dir, tmp_path):
     (other_rank / "adapter_model.safetensors").unlink()
     with pytest.raises(UserError, match=r"a5: no adapter_model\.safetensors or adapter_model\.bin"):
         hf_model(models_dir["llava"], task, adapter=other_rank)
+    (other_rank / "adapter_model.bin").write_bytes(b"garbage")  # a damaged pickle of the older format
+    with pytest.raises(UserError, match=r"a5/adapter_model\.bin: not a readable PyTorch file"):
+        hf_model(models_dir["llava"], task, adapter=other_rank)
     untyped = tiny_models.lora_adapter(models_dir["llava"], tmp_path / "a6")
     (untyped / "adapter_config.json").write_text(json.dumps({k: v for k, v in config.items() if k != "peft_type"}))
     with pytest.raises(UserError, match=r"adapter_config\.json: field 'peft_type' is None; expected a PEFT"):
