@@ -79,18 +79,16 @@ ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors", "adapter_mo
 
 
 def adapter_hash(path) -> str:
-    """sha256 over the names and bytes of the ADAPTER_FILES an adapter folder has (read in 1 MiB pieces), marked
-    `files-sha256:` (older runs hashed every file of the folder: `sha256:`)."""
+    """sha256 over the names and bytes of the ADAPTER_FILES an adapter folder has (each file's digest as
+    harness.file_digests keeps it), marked `files-sha256:` (older runs hashed every file of the folder: `sha256:`)."""
     from pathlib import Path
+
+    from harness.file_digests import file_sha256
 
     root = Path(path)
     h = hashlib.sha256()
     for name in ADAPTER_FILES:
         file = root / name
         if file.is_file():
-            content = hashlib.sha256()
-            with open(file, "rb") as fh:
-                for piece in iter(lambda: fh.read(1 << 20), b""):
-                    content.update(piece)
-            h.update(name.encode("utf-8") + b"\0" + content.digest())
+            h.update(name.encode("utf-8") + b"\0" + bytes.fromhex(file_sha256(file)))
     return "files-sha256:" + h.hexdigest()[:16]

@@ -14,7 +14,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from harness.errors import UserError
+from harness.errors import UserError, close_hint
 from harness.yaml_lines import line_of, load_yaml_with_lines
 
 CLOSED_RULES = ("answer_type", "yes_no")
@@ -230,7 +230,7 @@ def _check_formats(sources: list[SourceConfig], path: Path, lines: dict[Any, int
         if src.format not in FORMATS:
             raise UserError(
                 f"{path}:{line_of(lines, ('sources', i, 'format'))}: field 'sources.{i}.format': got "
-                f"{src.format!r}{_did_you_mean(src.format, FORMATS)}, expected one of {', '.join(FORMATS)}"
+                f"{src.format!r}{close_hint([str(src.format)], FORMATS)}, expected one of {', '.join(FORMATS)}"
             )
         for key, (unknown, allowed), what, none in (
                 ("options", unknown_options(src.format, src.options), "option", "this format takes no options"),
@@ -240,14 +240,9 @@ def _check_formats(sources: list[SourceConfig], path: Path, lines: dict[Any, int
                 plain = " (it has no breakdown fields)" if key == "fields" else ""
                 raise UserError(
                     f"{path}:{line_of(lines, ('sources', i, key, unknown[0]))}: field 'sources.{i}.{key}': "
-                    f"unknown {what} {', '.join(unknown)}{_did_you_mean(unknown[0], allowed or ())} for format "
+                    f"unknown {what} {', '.join(unknown)}{close_hint(unknown[:1], allowed or ())} for format "
                     f"'{src.format}'{plain}; {takes}"
                 )
-
-
-def _did_you_mean(name: str, known: Any) -> str:
-    close = difflib.get_close_matches(str(name), [str(k) for k in known], n=1, cutoff=0.6)
-    return f" (did you mean '{close[0]}'?)" if close else ""
 
 
 def _locate(err: Any) -> tuple[tuple[str | int, ...], str]:
