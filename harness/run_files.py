@@ -18,7 +18,7 @@ from typing import Any
 
 from harness.errors import UserError
 from harness.fingerprint import reference_digest, text_hash
-from harness.io import read_json_object, read_jsonl
+from harness.io import atomic_write_json, read_json_object, read_jsonl
 
 _RESTORE = "restore it, or run again into a new --output"
 
@@ -73,14 +73,17 @@ def read_manifest(path: Path) -> dict[str, Any]:
 REFRESHED_TASK_FIELDS = ("breakdowns", "cluster_by", "size_note", "skipped_note", "credentialed")
 
 
-def refreshed_task(manifest: dict[str, Any], now: dict[str, Any]) -> dict[str, Any] | None:
-    """`manifest` with the REFRESHED_TASK_FIELDS that `now` (the task as its YAML gives it now) has, or None when
-    none of them changes."""
+def refreshed_task(manifest: dict[str, Any], now: dict[str, Any], write_to: Path | None = None) -> dict[str, Any]:
+    """`manifest` with the REFRESHED_TASK_FIELDS that `now` (the task as its YAML gives it now) has; written to
+    `write_to` (its run.json) when one of them changed."""
     fresh = {k: now[k] for k in REFRESHED_TASK_FIELDS if k in now}
     fresh["credentialed"] = bool(fresh.get("credentialed") or manifest["task"].get("credentialed"))
     if all(manifest["task"].get(k) == v for k, v in fresh.items()):
-        return None
-    return {**manifest, "task": {**manifest["task"], **fresh}}
+        return manifest
+    refreshed = {**manifest, "task": {**manifest["task"], **fresh}}
+    if write_to is not None:
+        atomic_write_json(write_to, refreshed)
+    return refreshed
 
 
 def _check_id(row: dict[str, Any]) -> str | None:

@@ -163,19 +163,10 @@ def _claim_run_dir(out_dir: Path, manifest: dict[str, Any]) -> dict[str, Any]:
                 "task, data, prompt or generation settings, or a harness version that decodes images differently: "
                 "task.image_decoding in its run.json): choose another --output"
             )
-        return _refresh_task_record(path, existing, manifest)
+        return refreshed_task(existing, manifest["task"], write_to=path)  # what the task YAML says now
     out_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_json(path, manifest)
     return manifest
-
-
-def _refresh_task_record(path: Path, existing: dict[str, Any], manifest: dict[str, Any]) -> dict[str, Any]:
-    """The resumed run's manifest with the task's descriptive fields as the task YAML gives them now."""
-    refreshed = refreshed_task(existing, manifest["task"])
-    if refreshed is None:
-        return existing
-    atomic_write_json(path, refreshed)
-    return refreshed
 
 
 def _record(sample: Sample, prediction: str, error: str | None, extra: dict[str, Any]) -> dict[str, Any]:

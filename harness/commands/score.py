@@ -125,7 +125,6 @@ def _as_the_task_says_now(manifest: dict[str, Any], registered: Any, write_to: P
     """The run's task fields outside its run id (breakdowns, cluster_by, credentialed) as the registered task of the
     same version says them now, as `harness run` resuming it would (run.json rewritten when scored in place):
     a YAML corrected since the run is what scoring uses and results.json records."""
-    from harness.io import atomic_write_json
     from harness.run_files import refreshed_task
 
     task = manifest["task"]
@@ -135,12 +134,7 @@ def _as_the_task_says_now(manifest: dict[str, Any], registered: Any, write_to: P
         return manifest
     now = {"breakdowns": list(registered.breakdowns), "cluster_by": registered.source(source_name).cluster_by,
            "credentialed": registered.credentialed}
-    refreshed = refreshed_task(manifest, now)
-    if refreshed is None:
-        return manifest
-    if write_to is not None:
-        atomic_write_json(write_to, refreshed)
-    return refreshed
+    return refreshed_task(manifest, now, write_to)
 
 
 def _refuse_another_runs_folder(out_dir: Path, run_id: str) -> None:
