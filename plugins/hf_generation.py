@@ -95,7 +95,7 @@ class AdaptiveBatcher:
                     future = ahead[2]
                 else:
                     future = pool.submit(prepare, chunk)
-                ahead, out_of_memory = None, False
+                ahead, out_of_memory, refused = None, False, False
                 try:
                     prepared = future.result()
                     nxt = start + size
@@ -104,13 +104,15 @@ class AdaptiveBatcher:
                                  pool.submit(prepare, items[nxt:nxt + self._size(nxt, len(items))]))
                     results.extend(generate(chunk, prepared))
                 except Exception as exc:  # noqa: BLE001 - out-of-memory and refused inputs handled, the rest re-raised
-                    if is_image_token_mismatch(exc):  # the samples alone: those refused fail, the others go on
-                        results.extend(self._one_by_one(chunk, prepare, generate, on_error))
-                        start += size
-                        continue
-                    if not is_out_of_memory(exc):
+                    refused = is_image_token_mismatch(exc)
+                    if not refused and not is_out_of_memory(exc):
                         raise
-                    out_of_memory = True  # handled after the `except`: its traceback holds the batch's tensors
+                    out_of_memory = not refused  # handled after the `except`: its traceback holds the batch's tensors
+                if refused:  # the samples alone: those refused fail, the others go on
+                    prepared = future = None
+                    results.extend(self._one_by_one(chunk, prepare, generate, on_error))
+                    start += size
+                    continue
                 if out_of_memory:
                     prepared = future = None
                     free_memory()
@@ -124,7 +126,6 @@ class AdaptiveBatcher:
                     continue
                 start += size
         return results
-
 
     @staticmethod
     def _one_by_one(chunk: list[Any], prepare: Callable[[list[Any]], Any],
