@@ -74,8 +74,9 @@ def config_hash(obj: object) -> str:
 #: the files of an adapter folder that loading reads (PEFT; vLLM, which also reads added-token embeddings; the
 #: pefomed plugin's projection): only these enter an adapter's hash; a model card, training logs, kept checkpoints
 #: or a .DS_Store change no output
-ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors", "adapter_model.bin", "projection.safetensors",
-                 "new_embeddings.safetensors", "new_embeddings.bin")
+ADAPTER_WEIGHTS = ("adapter_model.safetensors", "adapter_model.bin")  # the LoRA weights PEFT saves (one of them)
+ADAPTER_FILES = ("adapter_config.json", *ADAPTER_WEIGHTS, "projection.safetensors", "new_embeddings.safetensors",
+                 "new_embeddings.bin")
 
 
 def adapter_hash(path) -> str:

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.errors import UserError
+from harness.fingerprint import ADAPTER_WEIGHTS
 from harness.io import read_json_object
 from harness.plugins import hf_generation as gen
 from harness.plugins.hf_prompting import PROBE_ID
@@ -38,7 +39,7 @@ class HFAdapters:
         if not config_path.is_file():
             raise UserError(f"--adapter {folder}: no adapter_config.json (expected a folder saved by PEFT)")
         config = read_json_object(config_path)
-        if not any((folder / name).is_file() for name in ("adapter_model.safetensors", "adapter_model.bin")):
+        if not any((folder / name).is_file() for name in ADAPTER_WEIGHTS):
             raise UserError(f"--adapter {folder}: no adapter_model.safetensors or adapter_model.bin (the weights "
                             "PEFT saves beside adapter_config.json)")
         if config.get("peft_type") not in {t.value for t in PeftType}:

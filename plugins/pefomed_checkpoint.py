@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING, Any
 
 from harness.errors import UserError
 from harness.file_digests import file_sha256
+from harness.fingerprint import ADAPTER_WEIGHTS as ADAPTER_WEIGHTS
 from harness.io import read_json_object
 from harness.plugins.pefomed_lora_checks import check_layers_complete, check_projection_fits, lora_rank
 
@@ -47,7 +48,6 @@ PROJECTION_KEYS = ("llama_proj.weight", "llama_proj.bias")
 LN_VISION_KEYS = ("ln_vision.weight", "ln_vision.bias")
 PROJECTION_FILE = "projection.safetensors"
 ADAPTER_CONFIG = "adapter_config.json"
-ADAPTER_WEIGHTS = ("adapter_model.safetensors", "adapter_model.bin")
 #: LoRA alpha and dropout of PeFoMed and MiniGPT-v2 (not stored in their checkpoints)
 DEFAULT_LORA_ALPHA = 16
 DEFAULT_LORA_DROPOUT = 0.05

@@ -16,6 +16,7 @@ from typing import Any
 
 from harness import flags
 from harness.errors import UserError
+from harness.fingerprint import ADAPTER_WEIGHTS
 from harness.flags import parse_flag
 from harness.io import read_json_object
 
@@ -117,7 +118,7 @@ def read_adapter(path: Path | str, what: str = "--adapter") -> AdapterInfo:
         raise UserError(f"{what} {path}: not a directory (expected a PEFT LoRA adapter folder)")
     if not config_file.is_file():
         raise UserError(f"{what} {path}: no adapter_config.json (expected a PEFT LoRA adapter folder)")
-    if not any((path / n).is_file() for n in ("adapter_model.safetensors", "adapter_model.bin")):
+    if not any((path / n).is_file() for n in ADAPTER_WEIGHTS):
         raise UserError(f"{what} {path}: no adapter_model.safetensors or adapter_model.bin")
     config = read_json_object(config_file)
     if config.get("peft_type", "LORA") != "LORA":
