@@ -151,8 +151,12 @@ def scores_file(path: Path) -> Path:
     return path
 
 
-def read_judge_verdicts(path: Path, judge: str) -> dict[str, tuple[str, dict[str, list[int | None]]]]:
-    """Per judge key matching `judge` ("gpt4", "gpt4/pefomed" or "gpt4:pefomed"): (scale, {sample id: values}).
+JudgeRows = tuple[str, dict[str, list[int | None]], dict[str, Any]]
+
+
+def read_judge_verdicts(path: Path, judge: str) -> dict[str, JudgeRows]:
+    """Per judge key matching `judge` ("gpt4", "gpt4/pefomed" or "gpt4:pefomed"): (scale, {sample id: values},
+    {sample id: the judge setup its row was scored with, None in rows written before setups were recorded}).
 
     Rows are `{"id": ..., "judges": {"<judge id>/<convention>": {"metrics": ..., "details": ...}}}`;
     a binary judge keeps its repeats in details.verdicts, a Likert judge in details.scores (None =
@@ -161,7 +165,7 @@ def read_judge_verdicts(path: Path, judge: str) -> dict[str, tuple[str, dict[str
     from harness.io import read_jsonl
 
     asked, judge = judge, judge.replace(":", "/", 1)  # gpt4:pefomed, as harness run / score / table take it
-    found: dict[str, tuple[str, dict[str, list[int | None]]]] = {}
+    found: dict[str, JudgeRows] = {}
     available: set[str] = set()
     for lineno, row in enumerate(read_jsonl(path), start=1):
         judges = row.get("judges")
@@ -186,11 +190,34 @@ def read_judge_verdicts(path: Path, judge: str) -> dict[str, tuple[str, dict[str
                 field = "verdicts" if scale == "binary" else "scores"
                 raise UserError(f"{path}:{lineno}: field 'judges.{key}.details.{field}' {problem} (scores.jsonl is "
                                 "written by the judge; score again: harness score DIR --judge ...)")
-            found.setdefault(key, (scale, {}))[1][str(row["id"])] = list(values)
+            scale_rows = found.setdefault(key, (scale, {}, {}))
+            scale_rows[1][str(row["id"])] = list(values)
+            scale_rows[2][str(row["id"])] = entry.get("setup")
     if not found:
         raise UserError(f"{path}: no scores of judge '{asked}'; judges in this file: "
                         f"{', '.join(sorted(shown_judge(key) for key in available)) or '(none)'}")
     return found
+
+
+def one_setup(key: str, labels: list[Label], setups: dict[str, Any]) -> Any:
+    """The judge setup (model, prompt, temperature ...) of the rows the labels are compared with; rows scored with
+    different setups (a re-judge of some samples with another model) are an error, not a blended agreement."""
+    import json
+
+    seen: dict[str, tuple[Any, int]] = {}
+    for sample_id in {lab.id for lab in labels if lab.id in setups}:
+        setup = setups[sample_id]
+        if setup is not None:
+            text = json.dumps(setup, sort_keys=True)
+            seen[text] = (setup, seen.get(text, (setup, 0))[1] + 1)
+    if len(seen) > 1:
+        (a, n_a), (b, n_b) = sorted(seen.values(), key=lambda item: -item[1])[:2]
+        keys = sorted(k for k in {*a, *b} if a.get(k) != b.get(k))
+        change = ", ".join(f"{k} {a.get(k, '-')} / {b.get(k, '-')}" for k in keys)
+        raise UserError(f"judge {shown_judge(key)}: the labelled samples were scored with {len(seen)} setups "
+                        f"({change}; {n_a} / {n_b} samples); expected one: score every sample again with one setup "
+                        "(harness score DIR --judge ...)")
+    return next(iter(seen.values()))[0] if seen else None
 
 
 def _verdicts_problem(values: Any, scale: str) -> str | None:

@@ -229,7 +229,7 @@ def _score_each(out_dir: Path, judges: list[JudgePlugin], scorable: list[dict[st
         finally:
             judge.close()
         rows = checked_rows(judge.id, getattr(judge, "registered_plugin", ""), rows, [r["id"] for r in scorable])
-        _merge_scores(out_dir / SCORES_FILE, judge_key(judge), scorable, rows)
+        _merge_scores(out_dir / SCORES_FILE, judge_key(judge), scorable, rows, judge.describe().get("setup"))
         summary = summarize(judge, scorable, rows, breakdown_keys, cluster_key)
         entries.append(
             {
@@ -247,11 +247,20 @@ def _score_each(out_dir: Path, judges: list[JudgePlugin], scorable: list[dict[st
         )
 
 
-def _merge_scores(path: Path, key: str, records: list[dict], rows: list[dict]) -> None:
+def _merge_scores(path: Path, key: str, records: list[dict], rows: list[dict], setup: Any) -> None:
+    """Each row under `key` with the judge `setup` it was scored with; rows of samples not scored now stay, and
+    a note says when they hold another setup's verdicts (harness agreement refuses such a mix)."""
     existing = {row["id"]: row for row in read_scores(path)} if path.exists() else {}
+    now = {record["id"] for record in records}
+    others = [row["judges"][key].get("setup") for sample_id, row in existing.items()
+              if sample_id not in now and isinstance(row["judges"].get(key), dict)]
+    if others and any(other is not None and other != setup for other in others):
+        print(f"note: {path} keeps {len(others)} earlier {key} verdicts of samples not scored now, made with "
+              f"another setup than this one; to have one setup throughout: harness score {path.parent} --judge "
+              f"{key.replace('/', ':', 1)} (with the same judge options)", file=sys.stderr)
     for record, row in zip(records, rows):
         entry = existing.setdefault(record["id"], {"id": record["id"], "judges": {}})
-        entry["judges"][key] = row
+        entry["judges"][key] = {**row, "setup": setup}
     atomic_write_jsonl(path, existing.values())
 
 

@@ -312,3 +312,39 @@ def test_the_human_mean_is_over_the_samples_the_judge_scored_and_undefined_kappa
     assert report["overall"]["kappa_repeats"] == {"defined": 1, "of": 2}
     assert "overall kappa rests on 1 of 2 judge repeats" in format_table("gpt4/pefomed", report)
 
+
+
+def test_verdicts_of_two_judge_models_are_never_blended_into_one_agreement(tmp_path, capsys):
+    """A re-judge of a few samples with another judge model leaves scores.jsonl with two setups' verdicts: the
+    run says so, and agreement over samples of both setups is refused (it would report a blend of two models)."""
+    from fake_llm_servers import FakeLLMServer
+
+    runs = tmp_path / "runs"
+
+    def judged(model: str, limit: int, url: str) -> None:
+        assert main(["run", "--model", "prior", "--task", "phantom-vqa", "--limit", str(limit), "--judge", "gpt4",
+                     "--judge-base-url", url, "--judge-model", model, "--judge-provider", "openai-compatible",
+                     "--runs-dir", str(runs), "--no-progress"]) == 0
+
+    with FakeLLMServer(reply=lambda body: json.dumps({"correct": int(body["model"] == "model-a")})) as server:
+        judged("model-a", 12, server.openai_base_url)
+        capsys.readouterr()
+        judged("model-b", 4, server.openai_base_url)
+    assert "keeps 8 earlier gpt4/default verdicts of samples not scored now, made with another setup" \
+        in capsys.readouterr().err
+    (run_dir,) = list(runs.iterdir())
+    rows = [json.loads(line) for line in (run_dir / "scores.jsonl").read_text().splitlines()]
+    models = [row["judges"]["gpt4/default"]["setup"]["model"] for row in rows]
+    assert sorted(models) == ["model-a"] * 8 + ["model-b"] * 4
+    labels = tmp_path / "human.csv"
+    labels.write_text("id,rater,label\n" + "".join(f"{row['id']},alice,1\n" for row in rows))
+    code = main(["agreement", "--labels", str(labels), "--scores", str(run_dir), "--judge", "gpt4"])
+    err = capsys.readouterr().err.strip()
+    assert code != 0 and err.startswith("error: judge gpt4:default: the labelled samples were scored with 2 setups")
+    assert "model model-a / model-b; 8 / 4 samples" in err and "\n" not in err
+
+    newer = [row["id"] for row in rows if row["judges"]["gpt4/default"]["setup"]["model"] == "model-b"]
+    labels.write_text("id,rater,label\n" + "".join(f"{i},alice,1\n" for i in newer))
+    assert main(["agreement", "--labels", str(labels), "--scores", str(run_dir), "--judge", "gpt4"]) == 0
+    report = json.loads((run_dir / "agreement.json").read_text())["judges"]["gpt4/default"]
+    assert report["judge_setup"]["model"] == "model-b" and report["judge"]["mean"] == 0.0

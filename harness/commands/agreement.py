@@ -44,8 +44,9 @@ def run(args: argparse.Namespace) -> int:
     judges = [part.strip() for value in args.judge for part in value.split(",") if part.strip()]
     reports = {}
     for judge in judges:
-        for key, (scale, verdicts) in agreement.read_judge_verdicts(scores, judge).items():
-            reports[key] = agreement.agreement_report(labels, scale, verdicts)
+        for key, (scale, verdicts, setups) in agreement.read_judge_verdicts(scores, judge).items():
+            setup = agreement.one_setup(key, labels, setups)
+            reports[key] = {**agreement.agreement_report(labels, scale, verdicts), "judge_setup": setup}
     for key, report in reports.items():
         print(agreement.format_table(key, report))
         print()
