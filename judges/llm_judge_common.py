@@ -86,10 +86,17 @@ def _json_objects(reply: str) -> list[Any]:
     return found
 
 
+THINKING = re.compile(r"<think(?:ing)?>.*?(?:</think(?:ing)?>|$)", re.S | re.I)
+
+
 def parse_default(reply: str | None, key: str, allowed: tuple[int, ...], marker: str) -> int | None:
     """The default preset's parser: the JSON verdict, else `"key": n` anywhere, else `Marker: n`, else a
-    bare number; None when none of these gives a value in `allowed`."""
-    if not reply or not reply.strip():
+    bare number; None when none of these gives a value in `allowed`, or when one of them gives two different
+    values (a reply weighing "score: 1?" before its "Score: 4" is unscored, never read as its first number).
+    A reasoning model's <think>...</think> text (an unclosed one: to the end) is not read; nor is Markdown
+    emphasis (**Score:** 3)."""
+    reply = THINKING.sub(" ", reply or "").replace("*", "")
+    if not reply.strip():
         return None
     for obj in _json_objects(reply):
         if isinstance(obj, dict) and key in obj:
@@ -99,13 +106,16 @@ def parse_default(reply: str | None, key: str, allowed: tuple[int, ...], marker:
         rf"\b{marker}\s*:\s*(\d+(?:\.\d+)?)",
     )
     for pattern in patterns:
+        levels = set()
         for match in re.finditer(pattern, reply, re.I):
             word = match.group(1).lower()
             if allowed == BINARY_LEVELS:  # "correct": true is a verdict; "score": true is no rating
                 word = {"true": "1", "false": "0"}.get(word, word)
             level = _as_level(word, allowed)
             if level is not None:
-                return level
+                levels.add(level)
+        if levels:
+            return levels.pop() if len(levels) == 1 else None
     return _as_level(reply.strip().rstrip("."), allowed)
 
 

@@ -130,6 +130,21 @@ def test_default_likert_parsing():
     assert parse_reply('"score": false, "reason": "cut', "likert", "default") is None
 
 
+@pytest.mark.parametrize("reply, kind, value", [
+    ("<think>Maybe score: 1? No, it matches well.</think>\nScore: 4", "likert", 4),
+    ("<think>Is it correct: 1? No, a contradiction.</think>\nCorrectness: 0", "binary", 0),
+    ('<think>{"score": 0} would be too harsh</think>{"reason": "close", "score": 3}', "likert", 3),
+    ("<think>The answer says left, score: 2 maybe", "likert", None),  # cut off while thinking: no verdict
+    ("**Score:** 3", "likert", 3),
+    ("Score: **3**", "likert", 3),
+    ("**Correctness:** 1", "binary", 1),
+    ("Score: 1 at first sight, but on reflection Score: 4", "likert", None),  # two verdicts: unscored
+    ("Score: 2. Reason: one finding missing; score: 2 stands.", "likert", 2),
+])
+def test_default_parsing_of_reasoning_and_markdown_replies(reply, kind, value):
+    assert parse_reply(reply, kind, "default") == value
+
+
 def test_wasm_published_checks():
     assert round(wasm([22, 118, 267, 449, 324]), 2) == 2.79
     assert round(wasm([1048, 79, 33, 20, 0]), 2) == 0.17
