@@ -290,7 +290,8 @@ class LLMJudge(JudgePlugin):
     def _own_draws(self, requests: list[Any]) -> list[Any]:
         """When the judge samples (temperature > 0, or Anthropic, which takes no temperature), identical requests
         of different samples are separate draws (`draw` 1, 2, ... after the first), as PeFoMed asked once per
-        sample; at temperature 0 they stay one call whose reply serves them all."""
+        sample; at temperature 0 they stay one call whose reply serves them all. With a seed, draw d of repeat r
+        is sent seed + r + d * repeats (one seed for all would make a seeded server's draws copies again)."""
         from collections import Counter
         from dataclasses import replace
 
@@ -300,7 +301,9 @@ class LLMJudge(JudgePlugin):
         out = []
         for request in requests:
             key = self.client.key(request)
-            out.append(replace(request, draw=seen[key]) if seen[key] else request)
+            draw = seen[key]
+            seed = None if request.seed is None else request.seed + draw * self.settings.repeats
+            out.append(replace(request, draw=draw, seed=seed) if draw else request)
             seen[key] += 1
         return out
 

@@ -270,6 +270,13 @@ def test_identical_samples_are_separate_draws_when_the_judge_samples():
         assert server.chat_calls == 20  # every draw is cached under its own key
         judge(server, temperature=0.0).score(same)
         assert server.chat_calls == 21
+        # seeded: every draw and repeat its own seed, or a seeded server (vLLM) returns copies of one reply
+        seeded = GPT4Judge(JudgeOptions(convention="pefomed", task_kind="vqa", settings={
+            "model": "gpt-4o", "base_url": server.openai_base_url, "temperature": "1.0", "seed": "5",
+            "repeats": "3", **FAST}))
+        seeded.score(same[:4])
+        seeds = [body["seed"] for body in server.requests[21:]]
+        assert sorted(seeds) == list(range(5, 17))
 
 
 def test_an_anthropic_judge_records_no_temperature_and_refuses_one():
