@@ -90,6 +90,17 @@ def test_a_base_url_with_a_query_or_fragment_is_refused_without_echoing_it(url):
     assert "VALUE1" not in message and "\n" not in message
 
 
+@pytest.mark.parametrize("url", ["http://user:hunter2pass@127.0.0.1:9/v1", "http://user:hunter2pass@127.0.0.1:x/v1",
+                                 "ftp://user:hunter2pass@127.0.0.1/v1", "https://user:hunter2pass@h:99999/v1",
+                                 "https://hunter2pass@h/v1?x=1", "http://[::1:hunter2pass@h/v1"])
+def test_a_base_url_with_credentials_is_refused_without_echoing_them(url):
+    """Malformed ones too: the port or scheme check echoed the whole URL, password included."""
+    with pytest.raises(UserError) as info:
+        make_client({"model": "gpt-4o", "base_url": url})
+    message = str(info.value)
+    assert "credentials in the URL are not accepted" in message and "hunter2pass" not in message
+
+
 def test_an_anthropic_base_url_with_v1_is_refused_naming_the_root():
     """Written like the OpenAI example (`.../v1`), it called /v1/v1/messages: a real proxy answers 404."""
     with pytest.raises(UserError) as info:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from urllib.parse import urlsplit
@@ -162,6 +163,9 @@ def _checked_url(provider: str, url: str) -> str:
     if not url:
         raise UserError(f"LLM provider '{provider}': needs a base URL (--judge-base-url)")
     key_vars = f"{API_KEY_ENV['openai']}, {API_KEY_ENV['anthropic']} or {API_KEY_ENV['openai-compatible']}"
+    if "@" in re.split(r"[/?#]", url.split("://", 1)[-1], maxsplit=1)[0]:  # before any message that shows the URL
+        raise UserError(f"LLM base URL: credentials in the URL are not accepted; put the key in the environment "
+                        f"variable ({key_vars})")
     if "?" in url or "#" in url:
         cut = min(i for i in (url.find("?"), url.find("#")) if i != -1)
         shown = redact_env(url[:cut]) + url[cut] + "..."
@@ -175,9 +179,6 @@ def _checked_url(provider: str, url: str) -> str:
         parts, host = urlsplit(""), None
     if parts.scheme not in ("http", "https") or not host:
         raise UserError(redact_env(f"LLM base URL '{url}': expected http(s)://host[:port]/path"))
-    if parts.username or parts.password or "@" in parts.netloc:
-        raise UserError(f"LLM base URL: credentials in the URL are not accepted; put the key in the environment "
-                        f"variable ({key_vars})")
     if parts.scheme == "http" and provider in ("openai", "anthropic") and not is_loopback(url):
         raise UserError(redact_env(
             f"LLM base URL {url}: plain http to another host; {API_KEY_ENV[provider]} is sent only over https or "
