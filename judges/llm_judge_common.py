@@ -1,5 +1,5 @@
-"""Shared machinery of the LLM judges: requests, reply parsing, repeats and their aggregation (their settings
-and setup: llm_judge_settings.py).
+"""Shared machinery of the LLM judges: requests, repeats and their aggregation (their settings and setup:
+llm_judge_settings.py; reply parsing: llm_replies.py).
 
 `LLMJudge` is the base of the binary (`gpt4`) and Likert (`likert`) judges. It sends one user message
 per sample and repeat through the provider layer (harness.providers: cache, concurrency, retries),
@@ -14,9 +14,7 @@ template sha256, temperature, seed, max_tokens, repeats and structured output, a
 
 from __future__ import annotations
 
-import json
 import math
-import re
 import sys
 from typing import Any
 
@@ -24,113 +22,7 @@ from harness.errors import UserError
 from harness.judge_api import JudgeOptions, JudgePlugin
 from harness.judges.llm_judge_settings import ACCEPTED_SETTINGS, judge_setup, resolve_settings
 from harness.judges.llm_prompts import SCHEMAS, TEMPLATES, fill, template_sha256
-
-#: PeFoMed's reply regex, applied to the text after the marker ("Correctness:" or "Score:")
-PEFOMED_NUMBER = re.compile(r"\b[0-5](?:\.\d+)?\b")
-LIKERT_LEVELS = (0, 1, 2, 3, 4)
-BINARY_LEVELS = (0, 1)
-
-# ----------------------------------------------------------------------------------------- reply parsing
-def parse_pefomed(reply: str | None, marker: str) -> int | None:
-    """PeFoMed's parser: the first 0-5 number after the first `marker`, through int().
-
-    A reply without the marker or number, or with a decimal such as "1.0" (int() raised in the
-    original script and the sample went uncounted), gives None.
-    """
-    if not reply:
-        return None
-    parts = reply.split(marker)
-    if len(parts) < 2:
-        return None
-    match = PEFOMED_NUMBER.search(parts[1])
-    if not match:
-        return None
-    try:
-        return int(match.group(0))
-    except ValueError:
-        return None
-
-
-def _as_level(value: Any, allowed: tuple[int, ...]) -> int | None:
-    """A verdict or rating as an int in `allowed`, or None. JSON true/false are a binary verdict only: a Likert
-    reply {"score": true} is no rating."""
-    if isinstance(value, bool):
-        if allowed != BINARY_LEVELS:
-            return None
-        value = int(value)
-    if isinstance(value, str):
-        value = value.strip()
-        if not re.fullmatch(r"\d+(?:\.0+)?", value):
-            return None
-        value = float(value)
-    if isinstance(value, float):
-        if not value.is_integer():
-            return None
-        value = int(value)
-    return value if isinstance(value, int) and value in allowed else None
-
-
-def _json_objects(reply: str) -> list[Any]:
-    text = reply.strip()
-    fenced = re.search(r"```(?:json)?\s*(.*?)```", text, re.S)
-    candidates = [text, fenced.group(1) if fenced else ""]
-    brace = re.search(r"\{.*\}", text, re.S)
-    if brace:
-        candidates.append(brace.group(0))
-    found = []
-    for candidate in candidates:
-        try:
-            found.append(json.loads(candidate))
-        except (json.JSONDecodeError, ValueError):
-            continue
-    return found
-
-
-THINKING = re.compile(r"<think(?:ing)?>.*?(?:</think(?:ing)?>|$)", re.S | re.I)
-
-
-def parse_default(reply: str | None, key: str, allowed: tuple[int, ...], marker: str) -> int | None:
-    """The default preset's parser: the JSON verdict, else `"key": n` anywhere, else `Marker: n`, else a
-    bare number; None when none of these gives a value in `allowed`, or when one of them gives two different
-    values (a reply weighing "score: 1?" before its "Score: 4" is unscored, never read as its first number).
-    A reasoning model's <think>...</think> text (an unclosed one: to the end) is not read; nor is Markdown
-    emphasis (**Score:** 3)."""
-    reply = THINKING.sub(" ", reply or "").replace("*", "")
-    if not reply.strip():
-        return None
-    for obj in _json_objects(reply):
-        if isinstance(obj, dict) and key in obj:
-            return _as_level(obj[key], allowed)
-    patterns = (
-        rf'"?\b{key}\b"?\s*[:=]\s*"?(\w+(?:\.\d+)?)',
-        rf"\b{marker}\s*:\s*(\d+(?:\.\d+)?)",
-    )
-    for pattern in patterns:
-        levels = set()
-        for match in re.finditer(pattern, reply, re.I):
-            word = match.group(1).lower()
-            if allowed == BINARY_LEVELS:  # "correct": true is a verdict; "score": true is no rating
-                word = {"true": "1", "false": "0"}.get(word, word)
-            level = _as_level(word, allowed)
-            if level is not None:
-                levels.add(level)
-        if levels:
-            return levels.pop() if len(levels) == 1 else None
-    return _as_level(reply.strip().rstrip("."), allowed)
-
-
-def parse_reply(reply: str | None, kind: str, convention: str) -> int | None:
-    """Verdict of one reply: binary 0/1 or Likert 0..4; None = unscored."""
-    if kind == "binary":
-        if convention == "pefomed":
-            value = parse_pefomed(reply, "Correctness:")
-            # PeFoMed counted 1 as correct and every other parsed number (0, 2..5) as incorrect
-            return None if value is None else int(value == 1)
-        return parse_default(reply, "correct", BINARY_LEVELS, "Correctness")
-    if convention == "pefomed":
-        value = parse_pefomed(reply, "Score:")
-        return value if value in LIKERT_LEVELS else None  # PeFoMed left a 5 out of the counts
-    return parse_default(reply, "score", LIKERT_LEVELS, "Score")
+from harness.judges.llm_replies import LIKERT_LEVELS, parse_reply
 
 
 # ------------------------------------------------------------------------------------------ aggregation
@@ -312,10 +204,25 @@ class LLMJudge(JudgePlugin):
         if not records:
             return []
         results = self.client.run(self.requests(records), progress=self._progress())
+        self._note_served(results)
         values = [parse_reply(res.text, self.kind, self.convention) for res in results]  # each parsed once
         self._note_failures(results, values)
         n = self.settings.repeats
         return [self._row(results[i * n : (i + 1) * n], values[i * n : (i + 1) * n]) for i in range(len(records))]
+
+    def _note_served(self, results: list[Any]) -> None:
+        """Count the model each reply made now names, with a note when it is not the one asked for (a proxy or a
+        server answering with another model); for an OpenAI-compatible server that answered, what it says of the
+        model and itself (GET /v1/models, /version). Recorded by describe(), outside the setup."""
+        from collections import Counter
+
+        asked = self.client.model
+        self.served = dict(sorted(Counter(res.served_model for res in results if res.served_model).items()))
+        other = [m for m in self.served if m != asked and not m.startswith(asked + "-")]  # gpt-4o-2024-08-06
+        if other:
+            print(f"note: judge '{self.id}': {self.client.base_url} answered as model '{other[0]}', not '{asked}' "
+                  "(recorded in results.json as served_models)", file=sys.stderr)
+        self.server = self.client.server_description() if self.served else {}
 
     def _progress(self) -> bool:
         """Show the calls' progress bar: never with the command's --no-progress, else only when stderr is a
@@ -385,6 +292,8 @@ class LLMJudge(JudgePlugin):
             "max_tokens": s.max_tokens,
             "repeats": s.repeats,
         })
+        out.update({k: v for k, v in (("served_models", getattr(self, "served", None)),
+                                      ("server", getattr(self, "server", None))) if v})
         return out
 
     def close(self) -> None:

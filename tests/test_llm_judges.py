@@ -17,8 +17,9 @@ from harness.errors import UserError
 from harness.judge_api import JudgeOptions
 from harness.judges.gpt4 import GPT4Judge
 from harness.judges.likert import LikertJudge
-from harness.judges.llm_judge_common import parse_default, parse_reply, wasm
+from harness.judges.llm_judge_common import wasm
 from harness.judges.llm_prompts import PEFOMED_LIKERT, PEFOMED_VQA, fill, template_sha256
+from harness.judges.llm_replies import parse_default, parse_reply
 
 EXPECTED_PEFOMED_VQA = """Given a question about an medical image, there is a correct answer to the question and an answer to be determined. If the answer to be determined matches the correct answer or is a good enough answer to the question, output 1; otherwise output 0. Evaluate the answer to be determined (1 or 0).
 
@@ -373,3 +374,30 @@ def test_gpt4_batch_mode_goes_through_the_batch_api():
     assert [row["details"]["verdicts"] for row in rows] == [[1, 1], [0, 0], [1, 0], [None, None], [1, 1], [0, 0]]
     agg = judge.aggregate(records, rows)
     assert agg["input_tokens"] > 0 and agg["cost_usd"] == 0.0  # a custom base URL: no list price
+
+
+def test_the_model_that_judged_and_its_server_are_recorded(tmp_path, capsys):
+    """A proxy or server answering with another model than the judge model asked for is noted and recorded, with
+    what an OpenAI-compatible server says of the model and itself; a re-score from the cache asks nothing."""
+    from harness.cli import main
+
+    preds = tmp_path / "preds.jsonl"
+    preds.write_text("".join(json.dumps(r) + "\n" for r in _vqa_records()))
+    with FakeLLMServer(reply=lambda body: '{"reason": "r", "correct": 1}') as server:
+        server.served_model = "another-model"
+        server.model_cards = [{"id": "judge-m", "object": "model", "root": "/models/judge-m", "parent": None}]
+        server.server_version = "0.32.0"
+        args = ["score", str(preds), "--task-type", "vqa", "--judge", "gpt4", "--judge-base-url",
+                server.openai_base_url, "--judge-model", "judge-m", "--judge-provider", "openai-compatible"]
+        assert main([*args, "--output", str(tmp_path / "first")]) == 0
+        assert "answered as model 'another-model', not 'judge-m'" in capsys.readouterr().err
+        calls = server.chat_calls
+        assert main([*args, "--output", str(tmp_path / "again")]) == 0
+        assert server.chat_calls == calls
+    (entry,) = json.loads((tmp_path / "first" / "results.json").read_text())["judges"]
+    assert entry["served_models"] == {"another-model": len(_vqa_records())}
+    assert entry["server"] == {"model_card": {"id": "judge-m", "root": "/models/judge-m", "parent": None},
+                               "server_version": "0.32.0"}
+    assert "served_model" not in json.dumps(entry["setup"])  # not the setup: a leaderboard row stays one row
+    (again,) = json.loads((tmp_path / "again" / "results.json").read_text())["judges"]
+    assert "served_models" not in again and "server" not in again and again["setup"] == entry["setup"]
