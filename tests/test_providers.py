@@ -354,6 +354,20 @@ def test_openai_compatible_falls_back_without_response_format(server):
     assert server.requests[0]["model"] == "local-vlm" and "max_tokens" in server.requests[0]
 
 
+def test_a_400_about_something_else_keeps_response_format(server):
+    """A prompt over the context length is that call's failure, sent once: not a sign the server has no structured
+    output (a retry without it doubled the calls, and one that passed dropped it for the rest of the run)."""
+    server.fault_fn = lambda body, i: Fault(status=400, message="This model's maximum context length is 4096 "
+                                            "tokens") if "long" in json.dumps(body) else None
+    schema = {"type": "object", "properties": {"score": {"type": "integer"}}}
+    client = client_for(server, "openai-compatible", concurrency=1)
+    results = client.run([ask("long a", json_schema=schema), ask("b", json_schema=schema)], progress=False)
+    assert results[0].text is None and "maximum context length" in results[0].error
+    assert results[1].text == "echo: b"
+    assert ["response_format" in b for b in server.requests] == [True, True]
+    assert "rejected_parameters" not in client.describe()
+
+
 def test_a_rejected_temperature_is_dropped_and_recorded(server):
     server.fault_fn = lambda body, i: Fault(status=400, message="Unsupported value: 'temperature' does not "
                                             "support 0.0 with this model") if "temperature" in body else None

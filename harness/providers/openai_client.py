@@ -30,6 +30,9 @@ log = logging.getLogger("harness.providers")
 
 # parameters a model or server may reject; dropped (and recorded) instead of failing every request
 OPTIONAL_PARAMS = ("response_format", "temperature", "seed")
+# what a server's 400 about structured output says (a 400 naming none of these, such as a prompt over the context
+# length, is the call's own failure: retrying without response_format, and then never sending it, was wrong)
+STRUCTURED_OUTPUT_WORDS = ("json_schema", "json schema", "structured", "guided", "grammar", "schema", "format")
 
 
 def _content(content: Any) -> Any:
@@ -142,8 +145,10 @@ class OpenAIBackend:
         for param in OPTIONAL_PARAMS:
             if param in body and param in err.message:
                 return param
-        if self.provider == "openai-compatible" and "response_format" in body:
-            return "response_format"
+        message = err.message.lower()
+        if self.provider == "openai-compatible" and "response_format" in body \
+                and any(word in message for word in STRUCTURED_OUTPUT_WORDS):
+            return "response_format"  # a server without structured output (named otherwise: "json_schema" ...)
         return None
 
     async def _post(self, sdk: Any, body: dict[str, Any]) -> ChatResult:
