@@ -321,8 +321,8 @@ def test_lora_on_a_vit_gpt2_captioner_trains_the_decoder(tmp_path):
 # ---- the learning test --------------------------------------------------------------------------------------
 # The whole train -> adapter -> run path must learn to read the pixels: the answer prior alone scores about 0.43
 # on phantom-vqa's closed questions (balanced answers), and so does any model that ignores the image. tiny-vlm's
-# pretrained base, never trained on questions about images, scores below the prior (0.34): the adapter must teach
-# it the task. Measured 2026-11-24 (build 5, one CPU thread): adapter 0.68, base 0.34, prior 0.43. Building the
+# pretrained base, never trained on questions about images, scores below the prior (0.19): the adapter must teach
+# it the task. Measured 2026-11-24 (build 5, one CPU thread): adapter 0.68, base 0.19, prior 0.43. Building the
 # pretrained base takes about 5 CPU minutes once per cache (plugins/tiny_vlm_pretrain.py), the fine-tune about 1.
 # The study behind this setup is in ARCHITECTURE.md ("Fine-tuning and the tiny model").
 @pytest.mark.slow
