@@ -223,19 +223,25 @@ def _score_each(out_dir: Path, judges: list[JudgePlugin], scorable: list[dict[st
     """apply_judges' loop: each judge's rows into scores.jsonl and its results entry appended to `entries`."""
     for judge in judges:
         started = time.perf_counter()
+        plugin = getattr(judge, "registered_plugin", "")
+        # a plugin's setup(), score(), describe() and aggregate() are its code: an exception is one line naming it
         try:
-            with third_party_code("judge", judge.id, getattr(judge, "registered_plugin", "")):
+            with third_party_code("judge", judge.id, plugin):
+                if plugin not in plugin_manager.BUILTIN_PLUGINS:  # before any paid call, not after the scoring
+                    judge.setup()
                 rows = judge.score(scorable) if scorable else []
         finally:
             judge.close()
-        rows = checked_rows(judge.id, getattr(judge, "registered_plugin", ""), rows, [r["id"] for r in scorable])
-        _merge_scores(out_dir / SCORES_FILE, judge_key(judge), scorable, rows, judge.describe().get("setup"))
-        summary = summarize(judge, scorable, rows, breakdown_keys, cluster_key)
+        rows = checked_rows(judge.id, plugin, rows, [r["id"] for r in scorable])
+        with third_party_code("judge", judge.id, plugin):
+            described = judge.describe()
+        _merge_scores(out_dir / SCORES_FILE, judge_key(judge), scorable, rows, described.get("setup"))
+        with third_party_code("judge", judge.id, plugin):
+            summary = summarize(judge, scorable, rows, breakdown_keys, cluster_key)
         entries.append(
             {
-                **judge.describe(),
-                **({"distribution": dist} if (dist := plugin_manager.distribution(
-                    getattr(judge, "registered_plugin", ""))) else {}),
+                **described,
+                **({"distribution": dist} if (dist := plugin_manager.distribution(plugin)) else {}),
                 "n_scored": len(scorable),
                 "n_excluded": excluded,
                 "metrics": summary["metrics"],

@@ -204,7 +204,7 @@ class HFModel(HFPrompting, HFAdapters, ModelPlugin):
             return ""
         if os.environ.get("HF_HUB_OFFLINE") or "connect" in str(exc).lower():
             return (f". Offline, the files of that revision must be in the local hub cache: fetch them where there "
-                    f"is internet (huggingface-cli download {self.opts['model']} --revision {self.opts['revision']})"
+                    f"is internet (hf download {self.opts['model']} --revision {self.opts['revision']})"
                     ", or give a folder: --model hf --model-args model=DIR")
         if "revision" not in self.args and self.preset is not None:
             return " (the preset's pinned commit; --model-args revision=main loads the latest)"

@@ -39,7 +39,7 @@ class OddOutputs(ModelPlugin):
 
 class ToleranceJudge(JudgePlugin):
     """Like a third-party judge: no `id` on the class, a setting, and the default resolve_setup. `bad` makes it
-    return NaN or a string as the metric of the first record."""
+    return NaN or a string as the metric of the first record, or raise in score() or aggregate()."""
 
     version = "1"
     task_kinds = ("vqa",)
@@ -50,9 +50,14 @@ class ToleranceJudge(JudgePlugin):
         bad = self.options.settings.get("bad")
         if bad == "raise":
             raise KeyError("answer_norm")
-        if bad and rows:
+        if bad in ("nan", "text", "none") and rows:
             rows[0]["metrics"]["match"] = {"nan": float("nan"), "text": "correct", "none": None}[bad]
         return rows
+
+    def aggregate(self, records: list[dict[str, Any]], rows: list[dict[str, Any]]) -> dict[str, float | None]:
+        if self.options.settings.get("bad") == "aggregate":
+            return {"match": sum(r["metrics"]["match"] for r in rows) / 0}
+        return super().aggregate(records, rows)
 
 
 class WeightsJudge(ToleranceJudge):

@@ -397,7 +397,7 @@ def test_preset_that_cannot_load_names_its_pinned_commit_and_cli_exits_with_one_
     error = out.stderr.strip().splitlines()[-1]
     assert "Qwen/Qwen2-VL-2B-Instruct" in error and "895c3a49bc3fa70a340399125c650a463535e71c" in error
     # offline, the revision's files are not in the hub cache: how to get them (revision=main would not help)
-    assert "huggingface-cli download Qwen/Qwen2-VL-2B-Instruct --revision 895c3a" in error
+    assert "hf download Qwen/Qwen2-VL-2B-Instruct --revision 895c3a" in error
 
 
 def test_pin_note_only_for_branches_and_tags():
@@ -500,7 +500,7 @@ def test_a_wrong_family_a_missing_backend_and_an_uncached_preset_say_what_to_do(
         HFModel.for_preset(preset)({}, ModelContext(task=task, device="cpu"))
     message = str(err.value)
     assert message.startswith(f"cannot load model {preset.hub_id} at revision {preset.revision}: ")
-    assert message.endswith(f"fetch them where there is internet (huggingface-cli download {preset.hub_id} "
+    assert message.endswith(f"fetch them where there is internet (hf download {preset.hub_id} "
                             f"--revision {preset.revision}), or give a folder: --model hf --model-args model=DIR")
     assert "revision=main" not in message
 

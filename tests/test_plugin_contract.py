@@ -85,6 +85,17 @@ def test_an_exception_in_a_plugins_code_is_one_line_naming_the_plugin_and_keeps_
                            env={**os.environ, "HARNESS_DEBUG": "1"})
     assert "Traceback" in debug.stderr and "KeyError: 'answer_norm'" in debug.stderr
 
+    # its aggregate() and its setup() are its code too (they were tracebacks through the harness)
+    proc = harness("score", str(out), "--judge", "tolerance", "--judge-arg", "bad=aggregate")
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+    assert proc.stderr.strip().splitlines()[-1].startswith(
+        "error: judge 'tolerance' (plugin 'tests.contract_plugin') raised ZeroDivisionError: float division by zero "
+        "at ")
+    proc = harness("score", str(out), "--judge", "weights-judge", "--judge-arg", f"weights={tmp_path / 'none.bin'}")
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+    assert proc.stderr.strip().splitlines()[-1].startswith(
+        "error: judge 'weights-judge' (plugin 'tests.contract_plugin') raised FileNotFoundError: ")
+
 
 def test_a_judges_nan_or_text_metric_is_refused_before_anything_is_saved(tmp_path):
     out = tmp_path / "run"
