@@ -36,7 +36,10 @@ class PluginInfo:
         """The plugin's class. A third-party plugin whose loader fails (a module it forgot to ship, a renamed
         class) is one line naming it; a missing optional extra is left to the CLI's install hint."""
         try:
-            return resolve_loader(self.loader)
+            found = resolve_loader(self.loader)
+            if not isinstance(found, type):  # called as Cls(...) later: "'int' object is not callable" named no one
+                raise TypeError(f"it names {type(found).__name__} {str(found)[:60]!r}, not a class")
+            return found
         except Exception as exc:
             from harness.extras import missing_extra_message
             from harness.plugin_manager import BUILTIN_PLUGINS

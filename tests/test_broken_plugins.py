@@ -49,6 +49,10 @@ def register_tasks(register):
 def register_models(register):
     register(ModelInfo(id="prior", loader="nowhere:Nothing", description="clashes with the built-in"))
     register(ModelInfo(id="unshipped", loader="half_broken.not_shipped:Model", description="module not in the wheel"))
+    register(ModelInfo(id="not-a-class", loader="half_broken.plugin:LIMIT", description="names a number"))
+
+
+LIMIT = 5
 
 
 @hookimpl
@@ -153,6 +157,9 @@ def test_a_registered_plugin_whose_code_cannot_be_loaded_is_one_line(site, tmp_p
               "error: model 'unshipped' of plugin 'half-broken' cannot be loaded from "
               "'half_broken.not_shipped:Model': ModuleNotFoundError: No module named 'half_broken.not_shipped' "
               "(fix or reinstall that plugin)"),
+             (["--model", "not-a-class", "--judge", "exact"],
+              "error: model 'not-a-class' of plugin 'half-broken' cannot be loaded from 'half_broken.plugin:LIMIT': "
+              "TypeError: it names int '5', not a class (fix or reinstall that plugin)"),
              (["--model", "prior", "--judge", "renamed"],
               "error: judge 'renamed' of plugin 'half-broken' cannot be loaded from 'half_broken.plugin:OldJudgeName': "
               "AttributeError: ")]
