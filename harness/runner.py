@@ -183,15 +183,15 @@ def _image_files(samples: list[Sample]) -> list[Path]:
     return [ref.path for s in samples for ref in s.images if ref.path is not None and ref.data is None]
 
 
-def _check_images_exist(task: Task, samples: list[Sample]) -> None:
-    """Refuse, before loading a model, a run in which no image file of any selected sample exists (a data dir
-    without its image folder); a few missing images only fail their own samples."""
+def _check_images_exist(task: Task, samples: list[Sample], split: list[Sample]) -> None:
+    """Refuse, before loading a model, a run in which no image file of the split exists (a data dir without its
+    image folder); missing images, even those of every selected sample (a --limit 5 on one missing image), only
+    fail their own samples."""
     files = list(dict.fromkeys(_image_files(samples)))  # distinct files: several questions share an image
-    if files and not any(path.exists() for path in files):
+    if files and not any(path.exists() for path in files) and not any(p.exists() for p in _image_files(split)):
         where = f" under --data-dir {task.data_dir}" if task.data_dir else ""
-        counted = f"the {len(files):,} it needs" if len(files) > 1 else "the one it needs"
-        raise UserError(f"no image file of task '{task.id}' exists{where} (none of {counted}; the first is "
-                        f"{files[0]}): is the dataset's image folder in place?")
+        raise UserError(f"no image file of task '{task.id}' exists{where} (the first it needs is {files[0]}): is "
+                        "the dataset's image folder in place?")
 
 
 def _still_missing_images(pending: list[Sample], latest: dict[str, dict[str, Any]]) -> list[Sample]:
@@ -211,7 +211,7 @@ def generate(spec: RunSpec, task: Task, model_info: Any, manifest: dict[str, Any
     pending = [s for s in selected if s.id not in latest or latest[s.id].get("error")]
     if not pending:
         return
-    _check_images_exist(task, selected)
+    _check_images_exist(task, selected, task.samples(manifest["task"]["split"], quiet=True))
     still_missing = _still_missing_images(pending, latest)
     if still_missing:
         print(f"note: {len(still_missing)} sample(s) that failed last time still lack an image file (the first: "

@@ -110,6 +110,26 @@ def test_nan_infinite_and_out_of_range_numbers_are_refused_before_any_work(tmp_p
     assert not runs.exists() and not (tmp_path / "converted").exists()
 
 
+def test_a_limit_whose_images_are_all_missing_fails_its_samples_when_the_image_folder_is_there(tmp_path,
+                                                                                                shared_data):
+    """--limit 5 picks five questions about one SLAKE image; that image is missing but others are in imgs/: the
+    samples fail alone, as any missing image's do (the run was refused as if imgs/ were not there)."""
+    data = tmp_path / "slake"
+    data.mkdir()
+    for name in ("train.json", "validate.json", "test.json"):
+        (data / name).symlink_to(shared_data / "slake" / name)
+    (data / "imgs" / "xmlab93").mkdir(parents=True)
+    from PIL import Image
+
+    Image.new("RGB", (8, 8)).save(data / "imgs" / "xmlab93" / "source.jpg")
+    proc = cli("run", "--model", "prior", "--task", "slake", "--data-dir", str(data), "--limit", "5",
+               "--no-progress", "--output", str(tmp_path / "run"), "--judge", "exact")
+    assert "no image file" not in proc.stderr, proc.stderr
+    rows = [json.loads(line) for line in (tmp_path / "run" / "predictions.jsonl").read_text().splitlines()]
+    assert len(rows) == 5 and all("xmlab102" in row["error"] for row in rows)
+    assert proc.returncode == 2  # every selected sample failed, as README says
+
+
 def test_device_flags_are_checked_or_said_to_be_ignored(tmp_path):
     """A model with no local device warns that --device/--dtype do nothing; local models check the values."""
     run = ["run", "--task", "phantom-vqa", "--limit", "2", "--no-progress", "--judge", "exact"]
@@ -133,7 +153,7 @@ def test_data_dir_without_its_images_is_refused_before_loading_a_model(tmp_path,
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
     assert proc.returncode == 2 and len(lines) == 1, proc.stderr
     assert "no image file of task 'slake' exists" in lines[0]
-    assert "(none of the one it needs" in lines[0]  # 5 questions about one image: files, not samples, are counted
+    assert "(the first it needs is " in lines[0]
     assert str(shared_data / "slake" / "imgs") in lines[0]
     assert not (tmp_path / "new").exists()
     (tmp_path / "kept").mkdir()
