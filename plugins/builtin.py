@@ -18,7 +18,8 @@ def register_models(register) -> None:
             description="No-weights baseline: the most frequent training answer per answer type "
             "(VQA) or the most typical training text (reports, captions)",
             aliases=["majority", "baseline"],
-            capabilities={"task_kinds": ["vqa", "report", "caption"], "needs_weights": False, "local_device": False},
+            capabilities={"task_kinds": ["vqa", "report", "caption"], "needs_weights": False, "local_device": False,
+                          "decodes": False},
         )
     )
     kinds = ["vqa", "report", "caption"]

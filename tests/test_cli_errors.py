@@ -130,6 +130,19 @@ def test_a_limit_whose_images_are_all_missing_fails_its_samples_when_the_image_f
     assert proc.returncode == 2  # every selected sample failed, as README says
 
 
+def test_decoding_flags_on_the_prior_are_said_to_be_ignored_and_make_no_other_run(tmp_path):
+    """The prior decodes nothing: --temperature 0.5 gave the same answers under another run id (another row)."""
+    run = ["run", "--model", "prior", "--task", "phantom-vqa", "--limit", "3", "--no-progress", "--judge", "exact",
+           "--runs-dir", str(tmp_path / "runs")]
+    assert cli(*run).returncode == 0
+    proc = cli(*run, "--temperature", "0.5", "--max-new-tokens", "4")
+    assert proc.returncode == 0, proc.stderr
+    assert ("warning: --max-new-tokens 4 and --temperature 0.5 ignored: model 'prior' decodes nothing"
+            in proc.stderr)
+    (run_dir,) = list((tmp_path / "runs").iterdir())
+    assert json.loads((run_dir / "run.json").read_text())["generation"]["temperature"] == 0.0
+
+
 def test_device_flags_are_checked_or_said_to_be_ignored(tmp_path):
     """A model with no local device warns that --device/--dtype do nothing; local models check the values."""
     run = ["run", "--task", "phantom-vqa", "--limit", "2", "--no-progress", "--judge", "exact"]

@@ -66,7 +66,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help=f"stage-1 final learning rate ({_default('stage1_lr_end')})")
     o.add_argument("--schedule", choices=["cosine", "linear", "constant"], default=None,
                    help="after the warm-up (default cosine)")
-    o.add_argument("--warmup-steps", type=int, default=None)
+    o.add_argument("--warmup-steps", type=int, default=None,
+                   help=f"optimizer steps of linear warm-up to the peak learning rate ({_default('warmup_steps')})")
     o.add_argument("--epochs", type=int, default=None,
                    help=f"epochs of the main task ({_default('epochs', note=', PeFoMed: 50')})")
     o.add_argument("--stage1-epochs", type=int, default=None,

@@ -46,7 +46,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="above 0: sample at this temperature (default: the task's, greedy: 0)")
     p.add_argument("--seed", type=int, default=None, help="seed of sampling (default: the task's, 0)")
     p.add_argument("--output", type=Path, default=None, help="run directory (default: runs/<run-id>/)")
-    p.add_argument("--runs-dir", type=Path, default=Path("runs"), help="parent of run directories")
+    p.add_argument("--runs-dir", type=Path, default=Path("runs"),
+                   help="parent of run directories (default: runs/ in the current directory)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     add_judge_options(p)
     p.set_defaults(func=main)
