@@ -91,13 +91,12 @@ def prepare(spec: RunSpec) -> tuple[Task, Any, dict[str, Any], Path, ModelContex
                         "by harness finetune)")
     adapter_digest = adapter_hash(spec.adapter) if spec.adapter else None
     variant, template = task.prompt_template(spec.prompt)
-    given = spec.generation
-    if given and model_info.capabilities.get("decodes", True) is False:  # the prior: another run id for nothing
-        flags = " and ".join(f"--{k.replace('_', '-')} {v}" for k, v in given.items())
+    settings = task.generation_settings(spec.generation)  # checked even where ignored: a mistake is said
+    if spec.generation and model_info.capabilities.get("decodes", True) is False:  # the prior: no other run id
+        flags = " and ".join(f"--{k.replace('_', '-')} {v}" for k, v in spec.generation.items())
         print(f"warning: {flags} ignored: model '{model_info.id}' decodes nothing (its answers are learnt from the "
               "training split), so this is the run without them", file=sys.stderr)
-        given = {}
-    settings = task.generation_settings(given)
+        settings = task.generation_settings({})
     context = ModelContext(task=task, device=spec.device, dtype=spec.dtype,
                            adapter=Path(spec.adapter) if spec.adapter else None, cache_dir=cache_dir(),
                            split=split, prompt_template=template, generation=settings)
