@@ -188,7 +188,7 @@ def _image_files(samples: list[Sample]) -> list[Path]:
     return [ref.path for s in samples for ref in s.images if ref.path is not None and ref.data is None]
 
 
-def _check_images_exist(task: Task, samples: list[Sample], split: list[Sample]) -> None:
+def check_images_exist(task: Task, samples: list[Sample], split: list[Sample]) -> None:
     """Refuse, before loading a model, a run in which no image file of the split exists (a data dir without its
     image folder); missing images, even those of every selected sample (a --limit 5 on one missing image), only
     fail their own samples."""
@@ -216,7 +216,7 @@ def generate(spec: RunSpec, task: Task, model_info: Any, manifest: dict[str, Any
     pending = [s for s in selected if s.id not in latest or latest[s.id].get("error")]
     if not pending:
         return
-    _check_images_exist(task, selected, task.samples(manifest["task"]["split"], quiet=True))
+    check_images_exist(task, selected, task.samples(manifest["task"]["split"], quiet=True))
     still_missing = _still_missing_images(pending, latest)
     if still_missing:
         print(f"note: {len(still_missing)} sample(s) that failed last time still lack an image file (the first: "

@@ -52,17 +52,19 @@ def load_stage_data(task_name: str, *, data_dir: Path | None = None, source: str
     """The train split of a task (first `limit` samples), with its prompt variant and data fingerprint."""
     from harness import plugin_manager
     from harness.fingerprint import dataset_fingerprint
+    from harness.runner import check_images_exist
     from harness.task import Task
 
     task = Task(plugin_manager.tasks().get(task_name), source=source, data_dir=data_dir)
     split = task.config.train_split
     if not split:
         raise UserError(f"task '{task.id}' has no train split to fine-tune on")
-    samples = task.train_samples()
+    samples = whole = task.train_samples()
     if limit is not None:
         if limit < 1:
             raise UserError(f"--limit must be at least 1, got {limit}")
         samples = samples[:limit]
+    check_images_exist(task, samples, whole)  # not a training run on nothing (SLAKE's annotations without imgs/)
     variant, template = task.prompt_template(prompt)
     return StageData(task=task, split=split, samples=samples, variant=variant, template=template,
                      settings=task.generation_settings(), fingerprint=dataset_fingerprint(samples))

@@ -104,6 +104,7 @@ class Trainer:
         # interruption bookkeeping: the last checkpointed step, the random states of the last step boundary,
         # and whether the weights are being updated or a checkpoint written (no consistent state to save then)
         self._saved_at, self._rng_at_boundary, self._updating, self._saving = -1, None, False, False
+        self._mismatches_before = 0  # prompt-prefix mismatches counted before a resume
         import torch
 
         self.dtype, self.device = recipe.dtype, recipe.device
@@ -167,12 +168,13 @@ class Trainer:
         plan = self.stage_plan(state["stage"]) if state["stage"] < len(self.stages) else self.stage_plan(0)
         opt, sched = self._optimizer(plan)
         self.state = ckpt.restore(found[-1], self.model, opt, sched)
+        self._mismatches_before = self.state.get("prefix_mismatches", 0)
         self.state["resumed_at"] = [*self.state["resumed_at"], self.global_step()]
         if self.state["stage"] < len(self.stages) and self.state["stage_step"] == 0:
             opt, sched = self._optimizer(plan)  # a stage starts with a fresh optimizer and schedule
         return opt, sched
 
-    def _step(self, stage: int, plan: dict[str, Any], opt: Any, sched: Any) -> tuple[float, float]:
+    def _step(self, stage: int, plan: dict[str, Any], opt: Any, sched: Any) -> tuple[float | None, float]:
         data = self.stages[stage]
         step = self.state["stage_step"]
         epoch, k = divmod(step, plan["steps_per_epoch"])
@@ -195,10 +197,10 @@ class Trainer:
             self.torch.nn.utils.clip_grad_norm_(self.params, plan["max_grad_norm"])
         lr = opt.param_groups[0]["lr"]
         self._updating = True  # from here until the step is counted, the weights and the state disagree
-        opt.step()
+        opt.step()  # no sample of the batch readable: no gradient, so no parameter is updated
         sched.step()
         opt.zero_grad(set_to_none=True)
-        return (loss_sum / total if total else float("nan")), lr
+        return (loss_sum / total if total else None), lr  # None: a step without a loss (not NaN: JSON has none)
 
     def run(self, progress: bool) -> None:
         """Train to the end, checkpointing every `save_every` steps and at the end of each stage. SIGINT or
@@ -245,11 +247,15 @@ class Trainer:
         self.state["stage_steps_timed"][stage] += 1
         self.state["stage_step"] += 1
         step = self.global_step()
-        self.state["loss_curve"].append({"step": step, "stage": stage + 1, "loss": round(loss, 6), "lr": lr})
+        self.state["loss_curve"].append({"step": step, "stage": stage + 1,
+                                         "loss": None if loss is None else round(loss, 6), "lr": lr})
+        # the samples skipped so far (unreadable images), kept in the state: a resumed run reports them all
+        self.state["skipped"] = list(dict.fromkeys([*self.state.get("skipped", []), *self.recipe.skipped]))
+        self.state["prefix_mismatches"] = self._mismatches_before + self.recipe.prefix_mismatches
         self._rng_at_boundary = ckpt.rng_state()
         self._updating = False  # a consistent state again: weights, optimizer, counters and random states
         bar.update(1)
-        bar.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.2e}", refresh=False)
+        bar.set_postfix(loss="no readable sample" if loss is None else f"{loss:.4f}", lr=f"{lr:.2e}", refresh=False)
 
     def _save_if_new(self, opt: Any, sched: Any, rng: dict[str, Any] | None = None) -> None:
         if self.global_step() != self._saved_at:
@@ -333,6 +339,10 @@ def finetune(cfg: FinetuneConfig, progress: bool = True) -> dict[str, Any]:
     for note in trainer.plan_notes():
         print(note, file=sys.stderr)
     trainer.run(progress)
+    if all(point["loss"] is None for point in trainer.state["loss_curve"]):
+        raise UserError(f"no training sample could be read ({plural(len(trainer.state.get('skipped', [])), 'sample')}"
+                        f" skipped, the first {trainer.state.get('skipped', ['?'])[0]}: their images do not decode); "
+                        f"repair the images and delete {cfg.out} to train again")
     manifest = build_manifest(trainer, cfg, base, recipe.plan_info(), counts, config_hash, started)
     publish(cfg.out, lambda folder: recipe.save(folder, base, cfg.model), manifest, cfg.keep_checkpoints)
     plugin.close()

@@ -119,6 +119,16 @@ def tidy(out: Path, keep_checkpoints: bool) -> None:
             _remove(entry)
 
 
+def _not_checkpoints(root: Path) -> list[str]:
+    """Names in `root` (checkpoints/) that are not our checkpoint folders or their temporary folders."""
+    if root.is_symlink() or (root.exists() and not root.is_dir()):
+        return [root.name]
+    if not root.is_dir():
+        return []
+    ours = (ckpt.PREFIX, f".{ckpt.PREFIX}")
+    return sorted(p.name for p in root.iterdir() if not (p.is_dir() and not p.is_symlink() and p.name.startswith(ours)))
+
+
 def check_out(out: Path, identity_hash: str, keep_checkpoints: bool = False) -> tuple[dict[str, Any] | None, bool]:
     """(manifest, already_done) of the fine-tune in `out`: the finished manifest if it is done (already_done is
     False when this call finished an interrupted publish), (None, False) when it is to be trained or resumed.
@@ -136,6 +146,10 @@ def check_out(out: Path, identity_hash: str, keep_checkpoints: bool = False) -> 
         _finish(out, keep_checkpoints)
         return ready, False
     found = ckpt.list_checkpoints(out / CHECKPOINTS)
+    theirs = _not_checkpoints(out / CHECKPOINTS)
+    if theirs:  # removed with checkpoints/ once the output is written: refused, never deleted
+        raise UserError(f"--out {out}: {out / CHECKPOINTS} holds files harness finetune did not write "
+                        f"({', '.join(theirs[:5])}): move them out of the folder and rerun (nothing was deleted)")
     if found and ckpt.read_state(found[-1]).get("config_hash") != identity_hash:
         raise UserError(f"--out {out} holds checkpoints of a different fine-tune (other model, data, settings "
                         "or image decoding, or a harness that named the base model otherwise, e.g. a local folder "

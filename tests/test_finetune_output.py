@@ -117,6 +117,22 @@ def test_files_beside_our_checkpoints_are_refused_never_deleted(trained, tmp_pat
     assert run(out)["resumed_at_steps"] == [2] and ".output.abcd1234" not in entries(out)
 
 
+def test_files_of_the_users_inside_checkpoints_are_refused_never_deleted(trained, tmp_path):
+    """checkpoints/ is removed once the output is written: a note the user kept there (with or without our
+    checkpoints beside it) was deleted with it."""
+    fresh = tmp_path / "fresh"
+    (fresh / "checkpoints").mkdir(parents=True)
+    (fresh / "checkpoints" / "my-notes.txt").write_text("important")
+    resumed = tmp_path / "resumed"
+    shutil.copytree(trained, resumed)
+    (resumed / "checkpoints" / "my-notes.txt").write_text("important")
+    for out in (fresh, resumed):
+        with pytest.raises(UserError, match=r"checkpoints holds files harness finetune did not write "
+                                            r"\(my-notes.txt\): move them out .* \(nothing was deleted\)"):
+            run(out)
+        assert (out / "checkpoints" / "my-notes.txt").read_text() == "important"
+
+
 def folder_hash(root: Path) -> str:
     """Every file's relative name and bytes under `root` (what is left in the folder, not only the adapter files)."""
     import hashlib

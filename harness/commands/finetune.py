@@ -119,6 +119,7 @@ def _prompt(manifest: dict[str, Any]) -> str:
 
 def _loss(curve: list[dict[str, Any]], what: str) -> str | None:
     """'loss 2.1034 (first steps) -> 0.8123 (last steps)': means of the first and last few steps of a stage."""
+    curve = [point for point in curve if point["loss"] is not None]  # steps without a readable sample
     if not curve:
         return None
     if len(curve) == 1:
@@ -195,6 +196,10 @@ def report(manifest: dict[str, Any], out: Path) -> str:
     lines.append(f"peak memory: {_size(manifest['peak_memory_bytes'])} ({manifest.get('peak_memory_what')})")
     if not staged and (loss := _loss(curve, "loss")):
         lines.append(loss)
+    if manifest.get("skipped_samples"):
+        skipped = manifest["skipped_samples"]
+        lines.append(f"skipped (image unreadable): {plural(len(skipped), 'sample')} ({', '.join(skipped[:5])}"
+                     f"{', ...' if len(skipped) > 5 else ''}), not trained on")
     if manifest.get("resumed_at_steps"):
         lines.append(f"resumed at step(s): {', '.join(str(s) for s in manifest['resumed_at_steps'])}")
     lines.append(f"fine-tune config: {manifest['config_hash']} ({out / 'manifest.json'} has every setting)")
