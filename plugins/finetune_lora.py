@@ -308,6 +308,10 @@ def finetune(cfg: FinetuneConfig, progress: bool = True) -> dict[str, Any]:
         if data.task.kind not in info.capabilities.get("task_kinds", [data.task.kind]):
             raise UserError(f"model '{info.id}' cannot train on {data.task.kind} task '{data.task.id}'")
     self_training = trains_itself(cls)
+    # one spelling of the base (`llava/`, `./llava` and `/abs/llava`; a default typed out), as harness run names it:
+    # a resume with another spelling of the same base was refused as another fine-tune
+    if hasattr(cls, "canonical_args"):
+        args = cls.canonical_args(args, context)
     if self_training:
         hyper = cfg.hyperparameters(info.id, "chat")
         args = {**args, "train": "true", "lora_r": str(hyper.rank), "lora_alpha": str(hyper.alpha),

@@ -117,6 +117,20 @@ def test_files_beside_our_checkpoints_are_refused_never_deleted(trained, tmp_pat
     assert run(out)["resumed_at_steps"] == [2] and ".output.abcd1234" not in entries(out)
 
 
+def test_a_resume_with_another_spelling_of_the_same_base_goes_on(reference, trained, tmp_path):
+    """A default typed out (attn=auto) names the same base, as harness run takes it: it was refused as another
+    fine-tune, and the training lost."""
+    from harness.plugins.finetune_lora import finetune
+
+    out = tmp_path / "spelt"
+    shutil.copytree(trained, out)
+    cfg = config(out)
+    cfg.model_args = {"base": "random", "attn": "auto", "cache": "auto"}
+    manifest = finetune(cfg, progress=False)
+    assert manifest["resumed_at_steps"] == [2] and manifest["base_model"]["args"] == {"base": "random"}
+    assert (out / "adapter_model.safetensors").read_bytes() == (reference / "adapter_model.safetensors").read_bytes()
+
+
 def test_files_of_the_users_inside_checkpoints_are_refused_never_deleted(trained, tmp_path):
     """checkpoints/ is removed once the output is written: a note the user kept there (with or without our
     checkpoints beside it) was deleted with it."""
