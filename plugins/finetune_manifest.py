@@ -7,6 +7,7 @@ Written last into the output folder (plugins/finetune_output.py); `harness finet
 from __future__ import annotations
 
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -49,7 +50,9 @@ def build_manifest(trainer: Trainer, cfg: FinetuneConfig, base: dict[str, Any], 
         "kind": trainer.recipe.kind,
         "config_hash": config_hash,
         "base_model": base,
-        "task": trainer.stages[-1].describe(),
+        # where the data was read (not in the config hash: the fingerprint says what it was), for the use-line
+        "task": {**trainer.stages[-1].describe(), "data_dir": trainer.stages[-1].task.data_dir and str(
+            Path(trainer.stages[-1].task.data_dir).expanduser().resolve())},
         "stages": stages,
         "targets": plan_info,
         "hyperparameters": trainer.hyper.describe(len(trainer.stages), cfg.method),

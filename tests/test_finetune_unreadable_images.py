@@ -55,7 +55,10 @@ def test_unreadable_images_are_skipped_reported_and_survive_a_resume(damaged, ti
     assert len(losses) == 18 and losses.count(None) == 4
     assert all(isinstance(loss, float) for loss in losses if loss is not None)
     assert json.loads((out / "manifest.json").read_text())["loss_curve"] == manifest["loss_curve"]
-    assert "skipped (image unreadable): 4 samples (" in report(manifest, out)
+    printed = report(manifest, out)
+    assert "skipped (image unreadable): 4 samples (" in printed
+    # the use-line evaluates on the folder trained from (without it: the hub source, or offline an error)
+    assert f"--adapter {out} --task vqa-rad --data-dir {damaged.resolve()} --source official)" in printed
 
     resumed = tmp_path / "resumed"  # killed after its last step: the output is written by the rerun
     resumed.mkdir()

@@ -8,6 +8,7 @@ Example: `harness finetune --model tiny-vlm --task phantom-vqa --out adapters/de
 from __future__ import annotations
 
 import argparse
+import shlex
 from pathlib import Path
 from typing import Any
 
@@ -113,8 +114,11 @@ def _run_args(base: dict[str, Any]) -> str:
 
 
 def _prompt(manifest: dict[str, Any]) -> str:
-    variant = manifest["task"].get("prompt_variant", "default")
-    return "" if variant == "default" else f" --prompt {variant}"
+    """The data and prompt flags of the use-line: the folder trained on (and its source), the prompt variant."""
+    task = manifest["task"]
+    data = f" --data-dir {shlex.quote(task['data_dir'])} --source {task['source']}" if task.get("data_dir") else ""
+    variant = task.get("prompt_variant", "default")
+    return data + ("" if variant == "default" else f" --prompt {variant}")
 
 
 def _loss(curve: list[dict[str, Any]], what: str) -> str | None:
@@ -204,7 +208,8 @@ def report(manifest: dict[str, Any], out: Path) -> str:
         lines.append(f"resumed at step(s): {', '.join(str(s) for s in manifest['resumed_at_steps'])}")
     lines.append(f"fine-tune config: {manifest['config_hash']} ({out / 'manifest.json'} has every setting)")
     if manifest["kind"] == "full-model":
-        lines.append(f"model: {out}  (use: harness run --model hf --model-args model={out} --task ...)")
+        lines.append(f"model: {out}  (use: harness run --model hf --model-args model={shlex.quote(str(out))} "
+                     f"--task {manifest['task']['id']}{_prompt(manifest)})")
     else:
         lines.append(f"adapter: {out}  (use: harness run --model {base['id']}{_run_args(base)} --adapter {out} "
                      f"--task {manifest['task']['id']}{_prompt(manifest)})")
