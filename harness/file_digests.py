@@ -26,6 +26,11 @@ CACHED_FROM_BYTES = 64 << 20  # smaller files are read every time (cheap, and tw
 #: what loading a checkpoint reads (weights, configs, tokenizer and processor files, remote code)
 LOADED_SUFFIXES = (".json", ".safetensors", ".bin", ".pt", ".pth", ".model", ".jinja", ".txt", ".tiktoken", ".py")
 
+# files with those suffixes that loading never reads: harness finetune's record of a full-model output (its times
+# differ between two trainings of the same weights), and what transformers' Trainer leaves beside a checkpoint
+NOT_LOADED = ("manifest.json", "trainer_state.json", "training_args.bin", "all_results.json", "train_results.json",
+              "eval_results.json", "optimizer.pt", "scheduler.pt", "rng_state.pth", "scaler.pt")
+
 _memo: dict[str, str] = {}  # this process's digests by file version: a run asks more than once
 _unwritable_said = False
 
@@ -95,9 +100,10 @@ def file_sha256(path: Path) -> str:
 
 
 def checkpoint_files(folder: Path) -> list[Path]:
-    """The files of a checkpoint folder that loading reads (its own, not hidden, with a LOADED_SUFFIXES suffix)."""
-    return sorted(p for p in folder.iterdir()
-                  if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in LOADED_SUFFIXES)
+    """The files of a checkpoint folder that loading reads (its own, not hidden, with a LOADED_SUFFIXES suffix, not
+    one of NOT_LOADED)."""
+    return sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".")
+                  and p.suffix.lower() in LOADED_SUFFIXES and p.name not in NOT_LOADED)
 
 
 def folder_fingerprint(folder: Path) -> str:

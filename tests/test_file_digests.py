@@ -39,6 +39,14 @@ def test_every_byte_counts_and_a_large_file_is_read_once_per_version(tmp_path, m
     (folder / "checkpoint-500").mkdir()  # a trainer's checkpoint kept beside the model: not loaded
     (folder / "checkpoint-500" / "optimizer.pt").write_bytes(bytes(1 << 20))
     assert folder_fingerprint(folder) == changed  # none of these is what loading reads
+    # a full fine-tune's manifest.json (its times differ between two trainings of the same weights) and what
+    # transformers' Trainer saves beside a checkpoint are not read by loading either
+    (folder / "manifest.json").write_text('{"started": "2026-11-25T01:00:00+00:00"}')
+    (folder / "trainer_state.json").write_text("{}")
+    (folder / "training_args.bin").write_bytes(b"args")
+    assert folder_fingerprint(folder) == changed
+    (folder / "generation_config.json").write_text("{}")  # but a config loading reads counts
+    assert folder_fingerprint(folder) != changed
 
 
 def test_an_unwritable_cache_is_said_once_and_a_process_reads_a_file_version_once(tmp_path, monkeypatch, capsys):
