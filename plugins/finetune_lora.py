@@ -74,8 +74,12 @@ def resolve_model(cfg: FinetuneConfig, task: Any) -> tuple[Any, Any, dict[str, s
     args = dict(cfg.model_args)
     if cfg.model in models:
         info = models.get(cfg.model)
-    elif Path(cfg.model).expanduser().is_dir() or cfg.model.count("/") == 1:
+    elif Path(cfg.model).expanduser().is_dir() or (cfg.model.count("/") == 1 and not cfg.model.startswith(
+            ("/", "~", "."))):
         info, args = models.get("hf"), {"model": cfg.model, **args}
+    elif cfg.model.startswith(("/", "~", ".")) or cfg.model.count("/") > 1:  # a folder, not a model id
+        raise UserError(f"--model {cfg.model}: no such folder (expected a model id of harness list models, a "
+                        "checkpoint folder or a hub id such as org/name)")
     else:
         info = models.get(cfg.model)  # raises the unknown-model error with suggestions
     cls = info.load()

@@ -87,6 +87,16 @@ def test_an_out_that_is_a_file_is_named_as_such(tmp_path):
     assert line == "error: --out adapters/demo is a file; expected a new or empty folder for the adapter"
 
 
+def test_a_base_folder_that_does_not_exist_is_named_as_such(tmp_path):
+    """An absolute or home path was reported as an unknown model id, listing every model."""
+    for model in (str(tmp_path / "models" / "nope"), "~/no-such-model-folder", "./nope"):
+        proc = subprocess.run([sys.executable, "-m", "harness", "finetune", "--model", model, "--task", "phantom-vqa",
+                               "--out", "out"], capture_output=True, text=True, cwd=tmp_path, timeout=300)
+        assert error_line(proc) == (f"error: --model {model}: no such folder (expected a model id of harness list "
+                                    "models, a checkpoint folder or a hub id such as org/name)")
+        assert not (tmp_path / "out").exists()
+
+
 def test_help_gives_each_models_own_defaults(tmp_path):
     """tiny-vlm's rank, alpha, rates and epochs were shown as the generic defaults."""
     proc = subprocess.run([sys.executable, "-m", "harness", "finetune", "--help"], capture_output=True, text=True,

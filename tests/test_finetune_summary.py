@@ -111,7 +111,7 @@ def test_settings_the_data_makes_moot_are_said_and_recorded_as_used(tmp_path, ti
     out = tmp_path / "moot"
     cfg = FinetuneConfig(model="tiny-vlm", model_args={"base": "random"}, task="phantom-vqa", out=out, limit=4,
                          save_every=500, overrides={"batch_size": 16, "epochs": 1, "max_steps": 50,
-                                                    "max_grad_norm": 0.0})
+                                                    "max_grad_norm": 0.0, "warmup_steps": 10})
     manifest = finetune(cfg, progress=False)
     err = capsys.readouterr().err
     assert "note: the batch size 16 is above the 4 training samples of phantom-vqa: each step trains on all 4" in err
@@ -124,6 +124,7 @@ def test_settings_the_data_makes_moot_are_said_and_recorded_as_used(tmp_path, ti
     assert f"loss: {manifest['loss_curve'][0]['loss']:.4f} (its one step)" in text
     assert any("): 1 step, 1 epoch, lr " in line for line in text)
     assert any(line.startswith("hyperparameters: ") and ", no grad-norm clip, " in line for line in text)
+    assert any(", warm-up 10 steps (cut to 0: shorter stages), " in line for line in text)  # printed as 10
     assert manifest["base_model"]["family"] == manifest["base_model"]["identity"]["family"] == "chat"
 
 

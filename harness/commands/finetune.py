@@ -163,7 +163,9 @@ def _hyper_line(manifest: dict[str, Any]) -> str:
     parts = [f"rank {h['rank']}, alpha {h['alpha']:g}, dropout {h['dropout']:g}"] if manifest["targets"].get(
         "method", "lora") == "lora" else []
     micro = f" (micro-batches of {h['micro_batch_size']})" if h.get("micro_batch_size") else ""
-    parts += [f"batch {h['batch_size']}{micro}", f"warm-up {plural(h['warmup_steps'], 'step')}",
+    used = sorted({stage["warmup_steps"] for stage in manifest["stages"]} - {h["warmup_steps"]})
+    cut = f" (cut to {' and '.join(map(str, used))}: shorter stages)" if used else ""  # as the note said
+    parts += [f"batch {h['batch_size']}{micro}", f"warm-up {plural(h['warmup_steps'], 'step')}{cut}",
               f"weight decay {h['weight_decay']:g}",
               f"grad-norm clip {h['max_grad_norm']:g}" if h["max_grad_norm"] else "no grad-norm clip",
               f"seed {manifest['seed']}"]
