@@ -158,3 +158,21 @@ def _warn_other_base(folder: Path, config: dict[str, Any], loaded: dict[str, Any
     if other:
         print(f"warning: --adapter {folder} was trained on {trained_on} (its adapter_config.json), not on {model}, "
               "the model loaded now", file=sys.stderr)
+        return
+    _warn_edited_base(folder, loaded.get("local_fingerprint"), model)
+
+
+def _warn_edited_base(folder: Path, now: Any, model: str) -> None:
+    """A warning when harness finetune's manifest.json beside the adapter says the local base folder it trained on
+    had other contents than `model` has now (edited in place since): the same name, another model."""
+    import json
+
+    try:
+        trained = json.loads((folder / "manifest.json").read_text(encoding="utf-8"))["base_model"]["local_fingerprint"]
+    except (OSError, ValueError, KeyError, TypeError):  # no manifest (not ours), or one without a local base
+        return
+    same_kind = isinstance(trained, str) and isinstance(now, str) and trained.split(":")[0] == now.split(":")[0]
+    if same_kind and trained != now:  # fingerprints of one kind (not of a harness that hashed otherwise)
+        print(f"warning: --adapter {folder} was trained on {model} when its files hashed {trained} (its "
+              f"manifest.json); they hash {now} now: edited since, so these scores are of another pairing",
+              file=sys.stderr)

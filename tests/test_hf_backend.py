@@ -284,6 +284,18 @@ def test_an_adapter_trained_on_another_base_is_named_in_a_warning(models_dir, tm
     err = capsys.readouterr().err
     assert f"warning: --adapter {adapter} was trained on org/other (its adapter_config.json), not on " in err
 
+    # harness finetune's manifest.json beside it records the base folder's contents: edited since is said
+    from harness.file_digests import folder_fingerprint
+
+    (adapter / "adapter_config.json").write_text(json.dumps(config))
+    now = folder_fingerprint(models_dir["llava"])
+    for recorded, warned in ((now, False), ("files-sha256:0123", False), ("content-sha256:0123456789abcdef", True)):
+        (adapter / "manifest.json").write_text(json.dumps({"base_model": {"local_fingerprint": recorded}}))
+        hf_model(models_dir["llava"], task, adapter=adapter)
+        err = capsys.readouterr().err
+        assert (f"warning: --adapter {adapter} was trained on {models_dir['llava']} when its files hashed "
+                f"{recorded} (its manifest.json); they hash {now} now: edited since" in err) is warned, err
+
 
 @pytest.mark.parametrize("name", ["ved", "blip"])
 def test_captioners_batch_like_single_and_refuse_vqa(models_dir, name):
