@@ -1,5 +1,5 @@
-"""File writing that never loses work: atomic replace for documents, fsync'd appends for JSONL streams, and
-an exclusive lock per folder so that two harness processes never change the same run or leaderboard at once.
+"""File writing that never loses work: atomic replace for documents, fsync'd appends for JSONL streams (the lock
+that keeps two harness processes from changing one folder at once: folder_lock.py).
 
 Atomic writes keep the mode of the file they replace (a new file gets the usual mode under the umask, not
 mkstemp's private 0600), so a shared results folder or leaderboard stays readable to others. Reading a JSON
@@ -14,17 +14,12 @@ import errno
 import json
 import math
 import os
-import shutil
-import sys
 import tempfile
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from harness.errors import UserError, not_utf8
-
-RUN_LOCK = ".harness.lock"
 
 
 def _umask() -> int:
@@ -214,74 +209,3 @@ def jsonl_objects(lines: Iterable[str], path: Path, holds: str) -> Iterator[tupl
 def iter_batches(items: list[Any], size: int) -> Iterator[list[Any]]:
     for start in range(0, len(items), size):
         yield items[start : start + size]
-
-
-@contextmanager
-def removed_on_failure(folder: Path, keep: Iterable[str]) -> Iterator[None]:
-    """A folder that this command creates is removed again when the command fails (or is interrupted) before
-    any of the files `keep` exists in it: a run stopped by a wrong --model-args or a missing image folder
-    leaves no empty run folder behind, nor a run.json holding the arguments it was given."""
-    folder = Path(folder)
-    existed = folder.exists()
-    created_parents = [p for p in folder.absolute().parents if not p.exists()]  # a new --runs-dir too, deepest first
-    try:
-        yield
-    except BaseException:
-        if not existed and folder.is_dir() and not any((folder / name).exists() for name in keep):
-            shutil.rmtree(folder, ignore_errors=True)
-            for parent in created_parents:
-                try:
-                    parent.rmdir()  # only if empty: another process may have put something there meanwhile
-                except OSError:
-                    break
-        raise
-
-
-@contextmanager
-def exclusive(folder: Path, lock_name: str = RUN_LOCK, owned: Iterable[str] = ()) -> Iterator[None]:
-    """Hold an exclusive lock (file `lock_name` in `folder`) while a command changes the folder's files.
-
-    Another harness process that wants the same folder says so on stderr and waits, then carries on with what
-    the first one left (a second `harness run` of the same run finds the predictions made and only scores).
-    The lock is a POSIX record lock (fcntl.lockf): the operating system releases it when the process ends, even
-    by SIGKILL, and a child process (vLLM forks its engine) does not inherit it, so no stale lock is left.
-    Once it is held, the temporary files of atomic writes of the `owned` file names (`.<name>.*.tmp`) are
-    removed: with nobody else writing them, they can only be what a process killed mid-write left behind.
-    Where locks are not available (Windows, a file system without them) the command runs without one.
-    """
-    try:
-        import fcntl
-    except ImportError:  # pragma: no cover - not POSIX
-        yield
-        return
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    with open(folder / lock_name, "a+", encoding="utf-8") as fh:
-        if _lock(fcntl, fh, folder):
-            fh.seek(0)
-            fh.truncate()
-            fh.write(str(os.getpid()))
-            fh.flush()
-            for name in owned:
-                for stale in folder.glob(f".{name}.*.tmp"):
-                    stale.unlink(missing_ok=True)
-        yield  # closing the file releases the lock
-
-
-def _lock(fcntl: Any, fh: Any, folder: Path) -> bool:
-    """Take the lock, waiting (and saying so) while another process holds it; False where locks are not
-    supported (then the caller goes on unlocked, with a warning)."""
-    try:
-        fcntl.lockf(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        return True
-    except (BlockingIOError, PermissionError):  # held by another process (EAGAIN or EACCES)
-        fh.seek(0)
-        holder = fh.read().strip() or "unknown"
-        print(f"note: another harness process (pid {holder}) is using {folder}; waiting for it to finish",
-              file=sys.stderr, flush=True)
-        fcntl.lockf(fh, fcntl.LOCK_EX)
-        return True
-    except OSError as exc:  # ENOLCK / EOPNOTSUPP: e.g. Lustre without -o flock, some NFS or FUSE mounts
-        print(f"warning: {folder}: file locks are not supported here ({exc.strerror or exc}); going on without "
-              "one, so do not run two harness commands on this folder at once", file=sys.stderr, flush=True)
-        return False

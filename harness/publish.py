@@ -26,7 +26,8 @@ from typing import Any
 
 from harness.errors import UserError
 from harness.fingerprint import fingerprint_version
-from harness.io import atomic_write_json, exclusive, read_user_text
+from harness.folder_lock import exclusive
+from harness.io import atomic_write_json, read_user_text
 from harness.labels import current_label, keeps_default_setup
 from harness.results import SCHEMA_VERSION, selection_of, validate
 from harness.row_config import config_notes, fill_identities, row_config
@@ -286,7 +287,9 @@ def publish(inputs: list[Path], output: Path) -> tuple[dict[str, Any], list[str]
     (a partial row beside a complete one, an older row, a judge without any metric value), per leaderboard row
     replaced by another results file's, and per partial row and row with failed samples on the leaderboard.
     Two publishes into one leaderboard run one after the other (a lock beside it), so neither loses rows."""
-    with exclusive(output.parent, f".{output.name}.lock", owned=(output.name,)):
+    if output.is_symlink():  # a board kept elsewhere and linked here: written (and locked) where it is
+        output = output.resolve()
+    with exclusive(output.parent, f".{output.name}.lock", owned=(output.name,), what=str(output)):
         return _publish(inputs, output)
 
 

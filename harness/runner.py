@@ -18,8 +18,9 @@ from typing import Any
 from harness import plugin_manager
 from harness.errors import UserError
 from harness.fingerprint import adapter_hash, config_hash, reference_digest, text_hash
+from harness.folder_lock import exclusive
 from harness.image_decoding import IMAGE_DECODING, open_images
-from harness.io import append_jsonl, atomic_write_json, exclusive, iter_batches, removed_on_failure
+from harness.io import append_jsonl, atomic_write_json, iter_batches
 from harness.labels import model_label
 from harness.model_api import ModelContext
 from harness.paths import cache_dir
@@ -338,7 +339,7 @@ def run(spec: RunSpec) -> tuple[Path, dict[str, Any], list[dict[str, Any]]]:
     judges = build_judges(spec.judges or list(task.config.judges), spec.convention, spec.judge_settings,
                           task.kind, task.config.credentialed, progress=None if spec.progress else False)
     # a second process on the same run waits for the lock, then finds the work done
-    with removed_on_failure(out_dir, keep=(PREDICTIONS_FILE,)), exclusive(out_dir, owned=RUN_FILES):
+    with exclusive(out_dir, owned=RUN_FILES, remove_unless=(PREDICTIONS_FILE,)):
         manifest = _claim_run_dir(out_dir, manifest)
         samples = task.samples(manifest["task"]["split"])[: spec.limit]
         generate(spec, task, model_info, manifest, out_dir, context, samples)

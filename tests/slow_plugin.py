@@ -14,9 +14,14 @@ from harness.types import GenerationOutput, GenerationRequest
 
 
 class SlowEcho(ModelPlugin):
-    """Answers with the question's first word after sleeping `delay` seconds per batch."""
+    """Answers with the question's first word after sleeping `delay` seconds per batch (and `load_delay` seconds
+    once, as a model loading)."""
 
     default_batch_size = 2
+
+    def __init__(self, args: dict[str, str], context) -> None:
+        super().__init__(args, context)
+        time.sleep(float(args.get("load_delay", "0")))
 
     def generate(self, requests: list[GenerationRequest]) -> list[GenerationOutput]:
         time.sleep(float(self.args.get("delay", "0.05")))

@@ -43,6 +43,41 @@ def test_the_same_run_started_twice_generates_each_sample_once(tmp_path):
     assert len(ids) == len(set(ids)) == 30
 
 
+def test_a_holder_stopped_before_writing_anything_leaves_the_waiters_taking_turns(tmp_path):
+    """The first process, stopped while its model loads, removes the run folder it made, lock file included: the
+    one waiting for it and one started afterwards both went on, generating the same samples at once."""
+    import signal
+
+    out = tmp_path / "runs" / "run"
+    args = ["run", "--model", "slow-echo", "--model-args", "delay=0.05,load_delay=3", "--task", "phantom-vqa",
+            "--judge", "exact", "--limit", "30", "--output", str(out), "--no-progress"]
+
+    def started(name: str) -> tuple[subprocess.Popen, Path]:
+        log = tmp_path / f"{name}.log"
+        with open(log, "w") as fh:
+            return subprocess.Popen([sys.executable, str(RUNNER), *args], stdout=subprocess.DEVNULL, stderr=fh,
+                                    text=True), log
+
+    def wait_for(check, what: str) -> None:
+        deadline = time.time() + 120
+        while not check():
+            assert time.time() < deadline, what
+            time.sleep(0.02)
+
+    first, _ = started("first")
+    wait_for(lambda: (out / ".harness.lock").exists() and (out / ".harness.lock").read_text() == str(first.pid),
+             "the first process takes the lock")
+    second, second_log = started("second")
+    wait_for(lambda: "waiting for it to finish" in second_log.read_text(), "the second one waits")
+    first.send_signal(signal.SIGTERM)
+    assert first.wait(timeout=60) == 143
+    third, third_log = started("third")
+    assert second.wait(timeout=300) == 0, second_log.read_text()
+    assert third.wait(timeout=300) == 0, third_log.read_text()
+    ids = [json.loads(line)["id"] for line in (out / "predictions.jsonl").read_text().splitlines()]
+    assert len(ids) == len(set(ids)) == 30
+
+
 def test_two_judges_scoring_one_run_at_once_both_stay(tmp_path):
     out = tmp_path / "run"
     finish(start("run", "--model", "slow-echo", "--model-args", "delay=0", "--task", "phantom-vqa", "--judge",
@@ -69,6 +104,21 @@ def test_publishes_into_one_leaderboard_at_once_keep_every_row(tmp_path):
         finish(proc)
     rows = json.loads(board.read_text())["rows"]
     assert len({r["provenance"]["run_id"] for r in rows}) == 3
+
+
+def test_a_leaderboard_reached_through_a_link_is_written_where_it_is(tmp_path):
+    """The link was replaced by a plain file (the real board missed the row) and locked beside the link, so a
+    publish through it and one to the real path did not take turns."""
+    out = tmp_path / "run"
+    finish(start("run", "--model", "slow-echo", "--model-args", "delay=0", "--task", "phantom-vqa", "--judge",
+                 "exact", "--limit", "4", "--output", str(out), "--no-progress"))
+    real = tmp_path / "boards" / "lb.json"
+    real.parent.mkdir()
+    link = tmp_path / "lb.json"
+    link.symlink_to(real)
+    finish(start("publish", str(out), "-o", str(link)))
+    assert link.is_symlink() and len(json.loads(real.read_text())["rows"]) == 1
+    assert (real.parent / ".lb.json.lock").exists() and not (tmp_path / ".lb.json.lock").exists()
 
 
 def test_atomic_writes_keep_the_file_mode(tmp_path):

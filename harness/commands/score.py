@@ -29,7 +29,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from harness.io import exclusive, removed_on_failure
+    from harness.folder_lock import exclusive
     from harness.scoring import PREDICTIONS_FILE, RESULTS_FILE, RUN_FILES, SCORES_FILE
 
     path: Path = args.predictions
@@ -49,8 +49,7 @@ def main(args: argparse.Namespace) -> int:
     # The folder the scores go to is locked while it is scored: a run directory scored in place (a `harness
     # run` still appending to it is waited for), else --output (or <file>-scored for a predictions file).
     out_dir = args.output or (path if path.is_dir() else path.with_name(path.stem + "-scored"))
-    with removed_on_failure(out_dir, keep=(PREDICTIONS_FILE, SCORES_FILE, RESULTS_FILE)), \
-            exclusive(out_dir, owned=RUN_FILES):
+    with exclusive(out_dir, owned=RUN_FILES, remove_unless=(PREDICTIONS_FILE, SCORES_FILE, RESULTS_FILE)):
         return _score(args, path, out_dir)
 
 
