@@ -52,7 +52,8 @@ def _still_there(fh: Any, path: Path) -> bool:
 
 @contextmanager
 def exclusive(folder: Path, lock_name: str = RUN_LOCK, owned: Iterable[str] = (),
-              remove_unless: Iterable[str] | None = None, what: str | None = None) -> Iterator[None]:
+              remove_unless: Iterable[str] | None = None, what: str | None = None,
+              transient: bool = False) -> Iterator[None]:
     """Hold an exclusive lock (file `lock_name` in `folder`) while a command changes the folder's files.
 
     Once it is held, the temporary files of atomic writes of the `owned` file names (`.<name>.*.tmp`) are removed:
@@ -60,6 +61,8 @@ def exclusive(folder: Path, lock_name: str = RUN_LOCK, owned: Iterable[str] = ()
     `remove_unless`: when the command fails (or is interrupted) before any of these files exists in the folder,
     and this process created the folder, the folder and the parents it created are removed (lock still held).
     `what` names the locked thing in the waiting note (default: the folder).
+    `transient`: the lock file is removed when the lock is let go (a waiter then locks a new one), and so are the
+    folders this process made for it if they are left empty (a lock beside a fine-tune's --out leaves nothing).
     """
     try:
         import fcntl
@@ -99,6 +102,13 @@ def exclusive(folder: Path, lock_name: str = RUN_LOCK, owned: Iterable[str] = ()
                         break
             raise
     finally:
+        if transient and locked:
+            lock_path.unlink(missing_ok=True)
+            for made_folder in made:
+                try:
+                    made_folder.rmdir()  # only if empty
+                except OSError:
+                    break
         fh.close()  # releases the lock
 
 

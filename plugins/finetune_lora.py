@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.errors import Terminated, UserError
+from harness.folder_lock import exclusive
 from harness.plugins import finetune_checkpoint as ckpt
 from harness.plugins.finetune_config import DEFAULT_SAVE_EVERY, FinetuneConfig, Hyper, run_identity_hash
 from harness.plugins.finetune_data import StageData, epoch_order
@@ -290,8 +291,7 @@ def finetune(cfg: FinetuneConfig, progress: bool = True) -> dict[str, Any]:
     import torch
 
     from harness.plugins.finetune_data import load_stage_data
-    from harness.plugins.finetune_recipes import PeftRecipe, PluginRecipe, trains_itself
-    from harness.plugins.lora_targets import plan_targets
+    from harness.plugins.finetune_recipes import trains_itself
 
     cfg.validate()
     stages = []
@@ -312,20 +312,34 @@ def finetune(cfg: FinetuneConfig, progress: bool = True) -> dict[str, Any]:
         if data.task.kind not in info.capabilities.get("task_kinds", [data.task.kind]):
             raise UserError(f"model '{info.id}' cannot train on {data.task.kind} task '{data.task.id}'")
     self_training = trains_itself(cls)
-    # one spelling of the base (`llava/`, `./llava` and `/abs/llava`; a default typed out), as harness run names it:
-    # a resume with another spelling of the same base was refused as another fine-tune
-    if hasattr(cls, "canonical_args"):
-        args = cls.canonical_args(args, context)
     if self_training:
         hyper = cfg.hyperparameters(info.id, "chat")
         args = {**args, "train": "true", "lora_r": str(hyper.rank), "lora_alpha": str(hyper.alpha),
                 "lora_dropout": str(hyper.dropout)}
+    # one spelling of the base (`llava/`, `./llava` and `/abs/llava`; a default typed out), as harness run names it:
+    # a resume with another spelling of the same base was refused as another fine-tune
+    if hasattr(cls, "canonical_args"):
+        args = cls.canonical_args(args, context)
     base = {"id": info.id, "args": args, **cls.run_identity(args, context)}
     torch.manual_seed(cfg.seed)  # the fresh LoRA and projection of a plugin that trains itself
     plugin = cls(args, context)
     if not self_training:
         hyper = cfg.hyperparameters(info.id, plugin.family)
     config_hash = run_identity_hash(cfg, hyper, base, [s.describe() for s in stages])
+    # one process per --out (the same command twice deleted each other's checkpoints being written): a lock beside
+    # it, so the folder holds only the fine-tune; the second process waits, then finds it trained
+    with exclusive(cfg.out.parent, f".{cfg.out.name}.lock", what=f"--out {cfg.out}", transient=True):
+        return _train_into_out(cfg, stages, info, plugin, hyper, base, config_hash, self_training, progress)
+
+
+def _train_into_out(cfg: FinetuneConfig, stages: list[StageData], info: Any, plugin: Any, hyper: Hyper,
+                    base: dict[str, Any], config_hash: str, self_training: bool, progress: bool) -> dict[str, Any]:
+    """finetune() holding the lock of --out: train (or resume, or find finished), then publish."""
+    import torch
+
+    from harness.plugins.finetune_recipes import PeftRecipe, PluginRecipe
+    from harness.plugins.lora_targets import plan_targets
+
     done, already = check_out(cfg.out, config_hash, cfg.keep_checkpoints)
     if done is not None:
         plugin.close()
@@ -346,7 +360,9 @@ def finetune(cfg: FinetuneConfig, progress: bool = True) -> dict[str, Any]:
     trainer = Trainer(cfg, hyper, recipe, stages, config_hash)
     for note in trainer.plan_notes():
         print(note, file=sys.stderr)
+    trainer.state["started"] = started  # a resume restores the first attempt's
     trainer.run(progress)
+    started = trainer.state.get("started", started)  # a checkpoint of an older harness has none
     if all(point["loss"] is None for point in trainer.state["loss_curve"]):
         raise UserError(f"no training sample could be read ({plural(len(trainer.state.get('skipped', [])), 'sample')}"
                         f" skipped, the first {trainer.state.get('skipped', ['?'])[0]}: their images do not decode); "

@@ -111,3 +111,21 @@ def test_a_kill_while_the_output_is_written_is_finished_by_the_rerun(uninterrupt
     assert sorted(p.name for p in out.iterdir()) == sorted(p.name for p in uninterrupted.iterdir())
     again = harness(out, cache)
     assert again.returncode == 0 and "already trained" in again.stdout
+
+
+def test_the_same_fine_tune_started_twice_runs_once(cache, tmp_path):
+    """Two processes on one --out deleted each other's checkpoints being written (one died, or printed a
+    traceback): the second waits for the first, then finds it trained; nothing of the lock is left behind."""
+    out = tmp_path / "adapters" / "twice"
+    command = [sys.executable, "-m", "harness", *COMMON, "--epochs", "60", "--out", str(out), "--no-progress"]
+    log = tmp_path / "first.log"
+    with open(log, "wb") as err:
+        first = subprocess.Popen([*command[:-1]], cwd=REPO, env=environment(cache), stdout=subprocess.DEVNULL,
+                                 stderr=err)  # with its progress bar: it says when training has started
+    wait_for(first, lambda: TRAINING in log.read_text(errors="replace"), "training started")
+    second = subprocess.run(command, capture_output=True, text=True, cwd=REPO, env=environment(cache), timeout=600)
+    assert first.wait(timeout=600) == 0
+    assert second.returncode == 0, second.stderr
+    assert f"note: another harness process (pid {first.pid}) is using --out {out}; waiting" in second.stderr
+    assert "already trained" in second.stdout
+    assert sorted(p.name for p in out.parent.iterdir()) == ["twice"]  # the lock beside --out is gone

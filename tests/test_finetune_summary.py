@@ -43,7 +43,8 @@ def test_two_stages_print_a_loss_line_each_with_the_data_and_settings(tmp_path, 
     fingerprint = manifest["stages"][0]["task"]["fingerprint"]
     assert any(line.startswith("stage1: phantom-caption (train split, 4 samples, prompt 'default', data "
                                f"{fingerprint}): 2 steps, 1 epoch, ") for line in text)
-    assert ("hyperparameters: rank 128, alpha 128, dropout 0, batch 2, warm-up 5 steps, weight decay 0.01, "
+    assert ("hyperparameters: rank 128, alpha 128, dropout 0, batch 2, warm-up 5 steps (cut to 1: shorter stages), "
+            "weight decay 0.01, "
             "grad-norm clip 1, seed 0") in text
     assert f"fine-tune config: {manifest['config_hash']} ({out / 'manifest.json'} has every setting)" in text
     assert not any("revision None" in line for line in text)
