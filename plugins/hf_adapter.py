@@ -94,7 +94,7 @@ class HFAdapters:
         _check_every_tensor_loaded(folder, model, self.opts["model"])
         merged = self.opts["merge_adapter"]
         self.model = model.merge_and_unload() if merged else model
-        self.adapter_info = {"path": str(folder), "target_modules": targets, "merged": merged,
+        self.adapter_info = {"path": str(folder.expanduser().resolve()), "target_modules": targets, "merged": merged,
                              "probe_max_logit_change": change}
 
     def _probe_logits(self, model: Any) -> Any:
