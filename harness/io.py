@@ -151,12 +151,12 @@ def append_jsonl(path: Path, rows: Iterable[dict[str, Any]]) -> None:
 
 
 def read_jsonl(path: Path, *, repair_tail: bool = False, skip_torn_tail: bool = False,
-               check: Callable[[dict[str, Any]], str | None] | None = None) -> list[dict[str, Any]]:
+               check: Callable[[dict[str, Any]], str | None] | None = None, hint: str = "") -> list[dict[str, Any]]:
     """Read a JSONL file. With `repair_tail`, a torn last line (from a kill mid-write) is cut off the file;
     with `skip_torn_tail` it is only left out (for a reader that does not own the file).
 
-    Any other malformed line is a user error naming the file and line, and so is a row for which `check`
-    returns a problem ("missing field 'id'").
+    Any other malformed line is a user error naming the file and line (and `hint`: how to recover), and so is a
+    row for which `check` returns a problem ("missing field 'id'").
     """
     path = Path(path)
     rows: list[dict[str, Any]] = []
@@ -180,9 +180,9 @@ def read_jsonl(path: Path, *, repair_tail: bool = False, skip_torn_tail: bool = 
         try:
             row = json.loads(decode_user_bytes(line, path, line=lineno, offset=line_start))
         except json.JSONDecodeError as exc:
-            raise UserError(f"{path}:{lineno}: not valid JSON ({exc.msg})") from None
+            raise UserError(f"{path}:{lineno}: not valid JSON ({exc.msg}){hint}") from None
         if not isinstance(row, dict):
-            raise UserError(f"{path}:{lineno}: expected a JSON object per line, got {type(row).__name__}")
+            raise UserError(f"{path}:{lineno}: expected a JSON object per line, got {type(row).__name__}{hint}")
         problem = check(row) if check is not None else None
         if problem:
             raise UserError(f"{path}:{lineno}: {problem}")

@@ -140,7 +140,8 @@ def _check_scores_row(row: dict[str, Any]) -> str | None:
 
 def read_scores(path: Path) -> list[dict[str, Any]]:
     """scores.jsonl: one object per sample id, with the judges' rows under `judges`."""
-    return read_jsonl(path, check=_check_scores_row)
+    return read_jsonl(path, check=_check_scores_row, hint=f" (scores.jsonl is written whole by the judges, so "
+                      f"this is an edit or another tool's; delete it and score again: harness score {path.parent})")
 
 
 def read_previous_results(path: Path, run_id: str) -> dict[str, Any] | None:

@@ -106,6 +106,18 @@ def test_a_scores_line_with_wrong_judges_is_named_by_file_and_line(good_run, tmp
     assert "scores.jsonl:2: field 'judges' must be an object" in line
 
 
+def test_a_torn_scores_line_says_how_to_recover(good_run, tmp_path):
+    """A cut scores.jsonl stopped every run and score of the folder with no way out named."""
+    run = damaged(good_run, tmp_path)
+    text = (run / "scores.jsonl").read_text()
+    (run / "scores.jsonl").write_text(text[: len(text) - 40])
+    line = error_line(harness("score", str(run), "--judge", "exact", cwd=tmp_path))
+    assert "scores.jsonl:12: not valid JSON" in line
+    assert line.endswith(f"delete it and score again: harness score {run})")
+    (run / "scores.jsonl").unlink()
+    assert harness("score", str(run), "--judge", "exact", cwd=tmp_path).returncode == 0
+
+
 @pytest.mark.parametrize(("name", "line", "command"), [
     ("predictions.jsonl", 3, "score"), ("predictions.jsonl", 3, "run"), ("scores.jsonl", 3, "score"),
     ("run.json", 2, "score"),
