@@ -212,8 +212,11 @@ def one_setup(key: str, labels: list[Label], setups: dict[str, Any]) -> Any:
             seen[text] = (setup, seen.get(text, (setup, 0))[1] + 1)
     if len(seen) > 1:
         (a, n_a), (b, n_b) = sorted(seen.values(), key=lambda item: -item[1])[:2]
-        keys = sorted(k for k in {*a, *b} if a.get(k) != b.get(k))
-        change = ", ".join(f"{k} {a.get(k, '-')} / {b.get(k, '-')}" for k in keys)
+        if isinstance(a, dict) and isinstance(b, dict):
+            keys = sorted(k for k in {*a, *b} if a.get(k) != b.get(k))
+            change = ", ".join(f"{k} {a.get(k, '-')} / {b.get(k, '-')}" for k in keys)
+        else:  # a third-party judge's setup that is not a mapping
+            change = f"{json.dumps(a)[:60]} / {json.dumps(b)[:60]}"
         raise UserError(f"judge {shown_judge(key)}: the labelled samples were scored with {len(seen)} setups "
                         f"({change}; {n_a} / {n_b} samples); expected one: score every sample again with one setup "
                         "(harness score DIR --judge ...)")

@@ -35,7 +35,7 @@ def _made(folder: Path) -> list[Path]:
             path.mkdir()
             made.append(path)
         except FileExistsError:
-            continue
+            continue  # FileNotFoundError (a parent removed meanwhile) goes to exclusive(), which tries again
     if not folder.is_dir():
         folder.mkdir(parents=True, exist_ok=True)  # raises the reason (a file in the way, no permission)
     return made[::-1]
@@ -66,16 +66,20 @@ def exclusive(folder: Path, lock_name: str = RUN_LOCK, owned: Iterable[str] = ()
     """
     try:
         import fcntl
-    except ImportError:  # pragma: no cover - not POSIX
-        yield
-        return
+    except ImportError:  # pragma: no cover - not POSIX: no lock, the rest as elsewhere
+        fcntl = None
     shown = what or str(folder)
     folder = Path(folder).absolute()
     lock_path = folder / lock_name
-    while True:
-        made = _made(folder)
-        fh = open(lock_path, "a+", encoding="utf-8")  # noqa: SIM115 - closed below, or when the lock is let go
-        locked = _lock(fcntl, fh, shown)
+    for attempt in range(1000):
+        try:
+            made = _made(folder)
+            fh = open(lock_path, "a+", encoding="utf-8")  # noqa: SIM115 - closed below
+        except FileNotFoundError:  # another process removed the folder (or a parent) just now: make it again
+            if attempt == 999:
+                raise
+            continue
+        locked = fcntl is not None and _lock(fcntl, fh, shown)
         if not locked or _still_there(fh, lock_path):
             break
         fh.close()  # its holder removed the folder: lock the one there now
@@ -94,22 +98,35 @@ def exclusive(folder: Path, lock_name: str = RUN_LOCK, owned: Iterable[str] = ()
         except BaseException:
             if remove_unless is not None and folder in made and folder.is_dir() \
                     and not any((folder / name).exists() for name in remove_unless):
-                shutil.rmtree(folder, ignore_errors=True)
-                for parent in made[1:]:
-                    try:
-                        parent.rmdir()  # only if empty: another process may have put something there meanwhile
-                    except OSError:
-                        break
+                _remove_made(folder, lock_path, made)
             raise
     finally:
-        if transient and locked:
+        if transient:
             lock_path.unlink(missing_ok=True)
-            for made_folder in made:
-                try:
-                    made_folder.rmdir()  # only if empty
-                except OSError:
-                    break
+            _remove_empty(made)
         fh.close()  # releases the lock
+
+
+def _remove_made(folder: Path, lock_path: Path, made: list[Path]) -> None:
+    """Remove a folder this process made (the lock file last: until then a newcomer waits on it) and the parents
+    it made, if nothing else is in them."""
+    for entry in folder.iterdir():
+        if entry != lock_path:
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry, ignore_errors=True)
+            else:
+                entry.unlink(missing_ok=True)
+    lock_path.unlink(missing_ok=True)
+    _remove_empty(made)
+
+
+def _remove_empty(made: list[Path]) -> None:
+    """Remove the folders this process made (deepest first) as long as they are empty."""
+    for made_folder in made:
+        try:
+            made_folder.rmdir()
+        except OSError:  # not empty: another process put something there meanwhile
+            break
 
 
 def _lock(fcntl: Any, fh: Any, what: str) -> bool:

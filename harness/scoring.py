@@ -260,8 +260,9 @@ def _merge_scores(path: Path, key: str, records: list[dict], rows: list[dict], s
     now = {record["id"] for record in records}
     others = [row["judges"][key].get("setup") for sample_id, row in existing.items()
               if sample_id not in now and isinstance(row["judges"].get(key), dict)]
-    if others and any(other is not None and other != setup for other in others):
-        print(f"note: {path} keeps {len(others)} earlier {key} verdicts of samples not scored now, made with "
+    differing = [other for other in others if other is not None and other != setup]
+    if differing:
+        print(f"note: {path} keeps {len(differing)} earlier {key} verdicts of samples not scored now, made with "
               f"another setup than this one; to have one setup throughout: harness score {path.parent} --judge "
               f"{key.replace('/', ':', 1)} (with the same judge options)", file=sys.stderr)
     for record, row in zip(records, rows):

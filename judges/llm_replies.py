@@ -72,7 +72,9 @@ def _json_objects(reply: str) -> list[Any]:
     return found
 
 
-THINKING = re.compile(r"<think(?:ing)?>.*?(?:</think(?:ing)?>|$)", re.S | re.I)
+# a reasoning block: <think>...</think> (unclosed: to the end), or text up to a </think> whose opening tag the
+# chat template supplied (R1 distills, QwQ, Qwen3 served without a reasoning parser)
+THINKING = re.compile(r"<think(?:ing)?>.*?(?:</think(?:ing)?>|$)|^.*?</think(?:ing)?>", re.S | re.I)
 
 
 def parse_default(reply: str | None, key: str, allowed: tuple[int, ...], marker: str) -> int | None:

@@ -30,7 +30,7 @@ from harness.plugins import finetune_checkpoint as ckpt
 from harness.plugins.finetune_config import DEFAULT_SAVE_EVERY, FinetuneConfig, Hyper, run_identity_hash
 from harness.plugins.finetune_data import StageData, epoch_order
 from harness.plugins.finetune_manifest import base_identity, build_manifest
-from harness.plugins.finetune_output import CHECKPOINTS, MANIFEST, check_out, publish
+from harness.plugins.finetune_output import CHECKPOINTS, MANIFEST, check_out, out_lock, publish
 from harness.summary import plural
 
 __all__ = ["CHECKPOINTS", "MANIFEST", "Trainer", "finetune", "lr_factor"]
@@ -288,12 +288,21 @@ class Trainer:
 
 def finetune(cfg: FinetuneConfig, progress: bool = True) -> dict[str, Any]:
     """Train (or resume, or find finished) the fine-tune `cfg` describes; returns its manifest."""
+    cfg.validate()
+    # one process per --out (the same command twice deleted each other's checkpoints being written), taken before
+    # the data and the model load: the second process waits without holding a model, then finds it trained
+    folder, name = out_lock(cfg.out)
+    with exclusive(folder, name, what=f"--out {cfg.out}", transient=True):
+        return _finetune(cfg, progress)
+
+
+def _finetune(cfg: FinetuneConfig, progress: bool) -> dict[str, Any]:
+    """finetune() holding the lock of --out."""
     import torch
 
     from harness.plugins.finetune_data import load_stage_data
     from harness.plugins.finetune_recipes import trains_itself
 
-    cfg.validate()
     stages = []
     if cfg.stage1_task:
         from harness import plugin_manager
@@ -326,15 +335,12 @@ def finetune(cfg: FinetuneConfig, progress: bool = True) -> dict[str, Any]:
     if not self_training:
         hyper = cfg.hyperparameters(info.id, plugin.family)
     config_hash = run_identity_hash(cfg, hyper, base, [s.describe() for s in stages])
-    # one process per --out (the same command twice deleted each other's checkpoints being written): a lock beside
-    # it, so the folder holds only the fine-tune; the second process waits, then finds it trained
-    with exclusive(cfg.out.parent, f".{cfg.out.name}.lock", what=f"--out {cfg.out}", transient=True):
-        return _train_into_out(cfg, stages, info, plugin, hyper, base, config_hash, self_training, progress)
+    return _train_into_out(cfg, stages, info, plugin, hyper, base, config_hash, self_training, progress)
 
 
 def _train_into_out(cfg: FinetuneConfig, stages: list[StageData], info: Any, plugin: Any, hyper: Hyper,
                     base: dict[str, Any], config_hash: str, self_training: bool, progress: bool) -> dict[str, Any]:
-    """finetune() holding the lock of --out: train (or resume, or find finished), then publish."""
+    """Train (or resume, or find finished) into --out, then publish."""
     import torch
 
     from harness.plugins.finetune_recipes import PeftRecipe, PluginRecipe
@@ -364,9 +370,11 @@ def _train_into_out(cfg: FinetuneConfig, stages: list[StageData], info: Any, plu
     trainer.run(progress)
     started = trainer.state.get("started", started)  # a checkpoint of an older harness has none
     if all(point["loss"] is None for point in trainer.state["loss_curve"]):
-        raise UserError(f"no training sample could be read ({plural(len(trainer.state.get('skipped', [])), 'sample')}"
-                        f" skipped, the first {trainer.state.get('skipped', ['?'])[0]}: their images do not decode); "
-                        f"repair the images and delete {cfg.out} to train again")
+        skipped = trainer.state.get("skipped", [])
+        why = (f"{plural(len(skipped), 'sample')} skipped, the first {skipped[0]}: their images do not decode"
+               if skipped else "no batch held an answer token to learn")
+        raise UserError(f"no training sample could be read ({why}); repair the data and delete {cfg.out} to train "
+                        "again")
     manifest = build_manifest(trainer, cfg, base, recipe.plan_info(), counts, config_hash, started)
     publish(cfg.out, lambda folder: recipe.save(folder, base, cfg.model), manifest, cfg.keep_checkpoints)
     plugin.close()

@@ -129,6 +129,18 @@ def _not_checkpoints(root: Path) -> list[str]:
     return sorted(p.name for p in root.iterdir() if not (p.is_dir() and not p.is_symlink() and p.name.startswith(ours)))
 
 
+OWN_LOCK = ".harness-finetune.lock"  # inside --out, where its parent is not writable
+
+
+def out_lock(out: Path) -> tuple[Path, str]:
+    """Where the lock of --out goes: beside it (`.<name>.lock`, so the folder holds only the fine-tune), or inside
+    an existing --out whose parent this user cannot write (a shared project folder)."""
+    parent = out.absolute().parent
+    if out.is_dir() and parent.is_dir() and not os.access(parent, os.W_OK | os.X_OK):
+        return out, OWN_LOCK
+    return parent, f".{out.name}.lock"
+
+
 def check_out(out: Path, identity_hash: str, keep_checkpoints: bool = False) -> tuple[dict[str, Any] | None, bool]:
     """(manifest, already_done) of the fine-tune in `out`: the finished manifest if it is done (already_done is
     False when this call finished an interrupted publish), (None, False) when it is to be trained or resumed.
@@ -155,7 +167,7 @@ def check_out(out: Path, identity_hash: str, keep_checkpoints: bool = False) -> 
                         "or image decoding, or a harness that named the base model otherwise, e.g. a local folder "
                         f"before it was named by its content): choose another --out, or delete {out / CHECKPOINTS} "
                         "to start over")
-    others = [p for p in out.iterdir() if p.name != CHECKPOINTS]
+    others = [p for p in out.iterdir() if p.name not in (CHECKPOINTS, OWN_LOCK)]
     if not others:
         return None, False
     foreign = [p.name for p in others if not _staging(p)]

@@ -172,7 +172,11 @@ def _warn_edited_base(folder: Path, now: Any, model: str) -> None:
     except (OSError, ValueError, KeyError, TypeError):  # no manifest (not ours), or one without a local base
         return
     same_kind = isinstance(trained, str) and isinstance(now, str) and trained.split(":")[0] == now.split(":")[0]
-    if same_kind and trained != now:  # fingerprints of one kind (not of a harness that hashed otherwise)
+    if same_kind and trained != now and Path(model).is_dir():  # of one kind (not of a harness that hashed otherwise)
+        from harness.file_digests import folder_fingerprint
+
+        if folder_fingerprint(Path(model), leave_out=()) == trained:  # hashed before trainer files were left out
+            return
         print(f"warning: --adapter {folder} was trained on {model} when its files hashed {trained} (its "
               f"manifest.json); they hash {now} now: edited since, so these scores are of another pairing",
               file=sys.stderr)

@@ -124,10 +124,14 @@ def test_a_resume_with_another_spelling_of_the_same_base_goes_on(reference, trai
 
     out = tmp_path / "spelt"
     shutil.copytree(trained, out)
+    (state_file,) = (out / "checkpoints").glob("step-*/state.json")
+    state = json.loads(state_file.read_text())
+    state_file.write_text(json.dumps({**state, "started": "2026-01-02T03:04:05+00:00"}))  # the first attempt's
     cfg = config(out)
     cfg.model_args = {"base": "random", "attn": "auto", "cache": "auto"}
     manifest = finetune(cfg, progress=False)
     assert manifest["resumed_at_steps"] == [2] and manifest["base_model"]["args"] == {"base": "random"}
+    assert manifest["started"] == "2026-01-02T03:04:05+00:00"  # when the fine-tune began, not this attempt
     assert (out / "adapter_model.safetensors").read_bytes() == (reference / "adapter_model.safetensors").read_bytes()
 
 

@@ -71,7 +71,7 @@ def test_unreadable_images_are_skipped_reported_and_survive_a_resume(damaged, ti
 def test_a_fine_tune_that_never_read_a_sample_is_an_error_not_an_adapter(damaged, tiny_vlm, tmp_path):
     out = tmp_path / "none"
     with pytest.raises(UserError, match=r"no training sample could be read \(1 sample skipped, the first 0: their "
-                                        r"images do not decode\); repair the images and delete .* to train again"):
+                                        r"images do not decode\); repair the data and delete .* to train again"):
         finetune(out, damaged, epochs=2, limit=1)
     assert not (out / "manifest.json").exists() and not (out / "adapter_model.safetensors").exists()
 

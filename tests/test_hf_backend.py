@@ -295,6 +295,17 @@ def test_an_adapter_trained_on_another_base_is_named_in_a_warning(models_dir, tm
         err = capsys.readouterr().err
         assert (f"warning: --adapter {adapter} was trained on {models_dir['llava']} when its files hashed "
                 f"{recorded} (its manifest.json); they hash {now} now: edited since" in err) is warned, err
+    # a base with a trainer's state file, recorded by a harness that still hashed it: not an edit
+    state = models_dir["llava"] / "trainer_state.json"
+    state.write_text("{}")
+    try:
+        older = folder_fingerprint(models_dir["llava"], leave_out=())
+        assert older != now and folder_fingerprint(models_dir["llava"]) == now
+        (adapter / "manifest.json").write_text(json.dumps({"base_model": {"local_fingerprint": older}}))
+        hf_model(models_dir["llava"], task, adapter=adapter)
+        assert "edited since" not in capsys.readouterr().err
+    finally:
+        state.unlink()
 
 
 @pytest.mark.parametrize("name", ["ved", "blip"])

@@ -136,6 +136,7 @@ def test_default_likert_parsing():
     ("<think>Is it correct: 1? No, a contradiction.</think>\nCorrectness: 0", "binary", 0),
     ('<think>{"score": 0} would be too harsh</think>{"reason": "close", "score": 3}', "likert", 3),
     ("<think>The answer says left, score: 2 maybe", "likert", None),  # cut off while thinking: no verdict
+    ("Let me weigh it. Score: 2 seems low, Score: 3 maybe.\n</think>\n\nScore: 3", "likert", 3),  # opened by template
     ("**Score:** 3", "likert", 3),
     ("Score: **3**", "likert", 3),
     ("**Correctness:** 1", "binary", 1),

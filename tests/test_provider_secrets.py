@@ -92,7 +92,8 @@ def test_a_base_url_with_a_query_or_fragment_is_refused_without_echoing_it(url):
 
 @pytest.mark.parametrize("url", ["http://user:hunter2pass@127.0.0.1:9/v1", "http://user:hunter2pass@127.0.0.1:x/v1",
                                  "ftp://user:hunter2pass@127.0.0.1/v1", "https://user:hunter2pass@h:99999/v1",
-                                 "https://hunter2pass@h/v1?x=1", "http://[::1:hunter2pass@h/v1"])
+                                 "https://hunter2pass@h/v1?x=1", "http://[::1:hunter2pass@h/v1",
+                                 "https://user:pa/hunter2pass@h/v1", "http://user:pa#hunter2pass@h/v1"])
 def test_a_base_url_with_credentials_is_refused_without_echoing_them(url):
     """Malformed ones too: the port or scheme check echoed the whole URL, password included."""
     with pytest.raises(UserError) as info:

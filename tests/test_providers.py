@@ -358,7 +358,8 @@ def test_a_400_about_something_else_keeps_response_format(server):
     """A prompt over the context length is that call's failure, sent once: not a sign the server has no structured
     output (a retry without it doubled the calls, and one that passed dropped it for the rest of the run)."""
     server.fault_fn = lambda body, i: Fault(status=400, message="This model's maximum context length is 4096 "
-                                            "tokens") if "long" in json.dumps(body) else None
+                                            "tokens; for more information see the docs") if "long" in json.dumps(
+        body) else None
     schema = {"type": "object", "properties": {"score": {"type": "integer"}}}
     client = client_for(server, "openai-compatible", concurrency=1)
     results = client.run([ask("long a", json_schema=schema), ask("b", json_schema=schema)], progress=False)

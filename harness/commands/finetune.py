@@ -110,7 +110,7 @@ def _run_args(base: dict[str, Any]) -> str:
     """The --model-args to evaluate the adapter with: the base model's, less the training-only ones."""
     training_only = ("train", "lora_r", "lora_alpha", "lora_dropout", "checkpoint")
     args = {k: v for k, v in base.get("args", {}).items() if k not in training_only}
-    return f" --model-args {','.join(f'{k}={v}' for k, v in args.items())}" if args else ""
+    return f" --model-args {shlex.quote(','.join(f'{k}={v}' for k, v in args.items()))}" if args else ""
 
 
 def _prompt(manifest: dict[str, Any]) -> str:
@@ -210,10 +210,11 @@ def report(manifest: dict[str, Any], out: Path) -> str:
         lines.append(f"resumed at step(s): {', '.join(str(s) for s in manifest['resumed_at_steps'])}")
     lines.append(f"fine-tune config: {manifest['config_hash']} ({out / 'manifest.json'} has every setting)")
     if manifest["kind"] == "full-model":
-        lines.append(f"model: {out}  (use: harness run --model hf --model-args model={shlex.quote(str(out))} "
+        lines.append(f"model: {out}  (use: harness run --model hf --model-args {shlex.quote(f'model={out}')} "
                      f"--task {manifest['task']['id']}{_prompt(manifest)})")
     else:
-        lines.append(f"adapter: {out}  (use: harness run --model {base['id']}{_run_args(base)} --adapter {out} "
+        lines.append(f"adapter: {out}  (use: harness run --model {base['id']}{_run_args(base)} --adapter "
+                     f"{shlex.quote(str(out))} "
                      f"--task {manifest['task']['id']}{_prompt(manifest)})")
     return "\n".join(lines)
 

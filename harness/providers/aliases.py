@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import ipaddress
 import os
-import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from urllib.parse import urlsplit
@@ -163,7 +162,7 @@ def _checked_url(provider: str, url: str) -> str:
     if not url:
         raise UserError(f"LLM provider '{provider}': needs a base URL (--judge-base-url)")
     key_vars = f"{API_KEY_ENV['openai']}, {API_KEY_ENV['anthropic']} or {API_KEY_ENV['openai-compatible']}"
-    if "@" in re.split(r"[/?#]", url.split("://", 1)[-1], maxsplit=1)[0]:  # before any message that shows the URL
+    if "@" in url:  # user:password@ (a password may hold / ? #): before any message that shows the URL
         raise UserError(f"LLM base URL: credentials in the URL are not accepted; put the key in the environment "
                         f"variable ({key_vars})")
     if "?" in url or "#" in url:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from typing import Any
 
 from harness.providers.aliases import API_KEY_ENV
@@ -32,7 +33,7 @@ log = logging.getLogger("harness.providers")
 OPTIONAL_PARAMS = ("response_format", "temperature", "seed")
 # what a server's 400 about structured output says (a 400 naming none of these, such as a prompt over the context
 # length, is the call's own failure: retrying without response_format, and then never sending it, was wrong)
-STRUCTURED_OUTPUT_WORDS = ("json_schema", "json schema", "structured", "guided", "grammar", "schema", "format")
+STRUCTURED_OUTPUT_WORDS = re.compile(r"\b(json_schema|json schema|structured|guided|grammar|schema|format)\b")
 
 
 def _content(content: Any) -> Any:
@@ -147,7 +148,7 @@ class OpenAIBackend:
                 return param
         message = err.message.lower()
         if self.provider == "openai-compatible" and "response_format" in body \
-                and any(word in message for word in STRUCTURED_OUTPUT_WORDS):
+                and STRUCTURED_OUTPUT_WORDS.search(message):
             return "response_format"  # a server without structured output (named otherwise: "json_schema" ...)
         return None
 
