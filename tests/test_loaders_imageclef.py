@@ -188,6 +188,27 @@ def test_caption_rows_without_concepts_rows_warn_once_with_the_count(copy, capsy
                      f"{root / 'test_concepts.csv'}; their fields.cuis is []"]
 
 
+def test_a_repeated_concepts_row_is_refused_not_the_last_one_kept(copy):
+    root, rows = copy
+    set_lines(root / "test_concepts.csv", lambda lines: lines.append(f"{rows[0]['ID']},C9999999"))
+    assert load_error(root) == (f"{root / 'test_concepts.csv'}:6: ID '{rows[0]['ID']}' appears twice (lines 2 and "
+                                "6); expected one row of concepts per image")
+
+
+def test_a_copy_saved_with_windows_line_breaks_is_the_same_data(copy, tmp_path):
+    """A line break inside a quoted caption was kept as CR LF: the reference and the fingerprint changed."""
+    root, rows = copy
+    captions = root / "test_captions.csv"
+    set_lines(captions, lambda lines: lines.__setitem__(1, f'{rows[0]["ID"]},"A caption over'))
+    set_lines(captions, lambda lines: lines.insert(2, 'two lines"'))
+    windows = tmp_path / "windows"
+    shutil.copytree(root, windows)
+    (windows / "test_captions.csv").write_bytes(captions.read_bytes().replace(b"\n", b"\r\n"))
+    unix, other = task(root), task(windows)
+    assert other.samples("test")[0].answer == unix.samples("test")[0].answer == "A caption over\ntwo lines"
+    assert other.fingerprint("test") == unix.fingerprint("test")
+
+
 def test_single_concepts_csv_is_read(tmp_path, phantom, capsys):
     write_imageclef(tmp_path, phantom, split="test")
     (tmp_path / "test_concepts.csv").rename(tmp_path / "concepts.csv")  # the layout datasets.md describes

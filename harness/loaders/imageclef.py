@@ -95,6 +95,9 @@ def _read_csv(path: Path, columns: list[str]) -> list[Row]:
                         f"{path}:{start}: {len(values)} field{'s' if len(values) != 1 else ''}, expected "
                         f"{len(header)} ({','.join(header)}); a value holding a comma must be in double quotes"
                     )
+                # a line break inside a quoted value as \n, whatever the file's (a copy saved on Windows is the
+                # same data, with the same fingerprint)
+                values = [v.replace("\r\n", "\n").replace("\r", "\n") for v in values]
                 rows.append((start, dict(zip(header, values))))
     except UnicodeDecodeError as exc:
         raise UserError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
@@ -143,10 +146,15 @@ def _concepts(source: SourceConfig, split: str, root: Path, mapping: dict[str, s
     path = next((p for p in candidates if p.is_file()), None)
     if path is None:
         return None, None, candidates
-    cuis = {
-        _checked_id(path, line, mapping["id"], r[mapping["id"]], pattern): split_cuis(r[mapping["cuis"]])
-        for line, r in _read_csv(path, [mapping["id"], mapping["cuis"]])
-    }
+    cuis: dict[str, list[str]] = {}
+    lines: dict[str, int] = {}
+    for line, r in _read_csv(path, [mapping["id"], mapping["cuis"]]):
+        image_id = _checked_id(path, line, mapping["id"], r[mapping["id"]], pattern)
+        if image_id in lines:  # the later row silently replaced the first's concepts
+            raise UserError(f"{path}:{line}: {mapping['id']} '{image_id}' appears twice (lines {lines[image_id]} and "
+                            f"{line}); expected one row of concepts per image")
+        lines[image_id] = line
+        cuis[image_id] = split_cuis(r[mapping["cuis"]])
     return path, cuis, candidates
 
 
