@@ -114,7 +114,10 @@ class Task:
             skipped = list(getattr(loaded, "skipped", []))
             if not loaded:
                 why = f" ({len(skipped)} skipped: blank reference)" if skipped else ""
-                raise UserError(f"task '{self.id}' source '{self.source.name}' split '{split}' has no samples{why}")
+                files = module.expected_files(self.source, split) if self.data_dir is not None else []
+                read = f" in {', '.join(str(self.data_dir / name) for name in files)}" if files else ""
+                raise UserError(f"task '{self.id}' source '{self.source.name}' split '{split}' has no samples"
+                                f"{read}{why}")
             self._check_clusters(split, loaded)
             self._skipped[split] = skipped
             self._skipped_notes[split] = self._report_skipped(split, skipped)

@@ -131,7 +131,8 @@ def test_split_of_blank_answers_only_is_an_error(tmp_path, phantom):
     edit_json(tmp_path / "testset.json", lambda recs: [r.update(answer="") for r in recs])
     n = len(written.records["test"])
     assert load_error("vqa-rad", tmp_path) == (
-        f"task 'vqa-rad' source 'mevf' split 'test' has no samples ({n} skipped: blank reference)")
+        f"task 'vqa-rad' source 'mevf' split 'test' has no samples in {tmp_path / 'testset.json'} ({n} skipped: "
+        "blank reference)")
 
 
 def test_pathvqa_blank_answer_keeps_the_other_ids(tmp_path, phantom, capsys):

@@ -36,6 +36,9 @@ def test_r2gen_study_listed_twice_is_refused_by_both_sources(tmp_path, phantom, 
     if source == "r2gen-per-image":  # not counted twice as <study>/2, <study>/3 of the same images
         assert message == (f"{tmp_path / ANNOTATION}: study id '{study}' appears twice in split 'test' (records 0 "
                            f"and {n}, both with image \"{study}/0.png\"); expected each image of a study once")
+    else:  # the records are named too
+        assert message.startswith(f"{tmp_path / ANNOTATION}: study id '{study}' appears twice in split 'test' "
+                                  f"(records 0 and {n}); a file with one record per image")
 
 
 def test_r2gen_per_image_file_may_repeat_a_study_with_its_other_images(tmp_path, phantom):
@@ -133,6 +136,32 @@ def test_vqa_rad_record_without_an_image_name_is_an_error(tmp_path, phantom, lay
     assert load_error("vqa-rad", tmp_path, source=layout) == (
         f"{path}: record {k} (qid {data[k]['qid']}) has image_name {shown}; expected the image file name "
         "(a non-empty string)")
+
+
+@pytest.mark.parametrize("layout", ["official", "mevf"])
+def test_a_breakdown_field_holding_a_list_is_an_error_not_a_group(tmp_path, phantom, layout):
+    """An organ ["HEAD", "CHEST"] became a breakdown group named "['HEAD', 'CHEST']"."""
+    writer, name = (write_vqa_rad_official, OFFICIAL) if layout == "official" else (write_mevf, "testset.json")
+    writer(tmp_path, phantom)
+    path, k = tmp_path / name, 1
+    data = edit_json(path, lambda recs: recs[k].update(image_organ=["HEAD", "CHEST"]))
+    assert load_error("vqa-rad", tmp_path, source=layout) == (
+        f'{path}: record {k} (qid {data[k]["qid"]}) has image_organ ["HEAD", "CHEST"]; expected one value (text or '
+        "a number) for the breakdown by it")
+
+
+def test_a_json_file_saved_with_a_byte_order_mark_is_the_same_data(tmp_path, phantom):
+    """Windows editors save UTF-8 with a BOM: json refused it ("Unexpected UTF-8 BOM"), where CSVs were read."""
+    from harness.plugin_manager import tasks
+    from harness.task import Task
+
+    write_mevf(tmp_path / "plain", phantom)
+    write_mevf(tmp_path / "bom", phantom)
+    testset = tmp_path / "bom" / "testset.json"
+    testset.write_bytes(b"\xef\xbb\xbf" + testset.read_bytes())
+    plain, bom = (Task(tasks().get("vqa-rad"), source="mevf", data_dir=tmp_path / name) for name in ("plain", "bom"))
+    assert [s.answer for s in bom.samples("test")] == [s.answer for s in plain.samples("test")]
+    assert bom.fingerprint("test") == plain.fingerprint("test")
 
 
 # --- truncated JSON -----------------------------------------------------------------------------------------------

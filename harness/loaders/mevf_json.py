@@ -72,7 +72,7 @@ def expected_files(source: SourceConfig, split: str) -> list[str]:
 
 def read_json(path: Path) -> Any:
     try:
-        with open(path, encoding="utf-8") as fh:
+        with open(path, encoding="utf-8-sig") as fh:
             return json.load(fh)
     except json.JSONDecodeError as exc:
         raise UserError(f"{path}: not valid JSON ({exc.msg}: line {exc.lineno} column {exc.colno})") from None
@@ -175,6 +175,9 @@ def vqa_samples(
             if name in CORE_KEYS or key not in rec:
                 continue
             value = rec[key]
+            if isinstance(value, (list, dict)):  # a breakdown group named by its Python repr, one per spelling
+                raise UserError(f"{path}: {label} has {key} {shown(value)}; expected one value (text or a number) "
+                                "for the breakdown by it")
             fields[name] = value.strip() if isinstance(value, str) else value
         image_name = image_text(rec[mapping["image"]], f"{path}: {label}", mapping["image"])
         samples.append(

@@ -112,8 +112,10 @@ def load(source: SourceConfig, split: str, data_dir: Path | None, kind: str) -> 
     repeated = [sid for sid, n in Counter([s.id for s in samples] + skipped_studies).items() if n > 1]
     if repeated:
         dup = repeated[0]
+        where = [i for i, rec in enumerate(records) if str(rec.get(mapping["id"], "")).strip() == dup][:2]
         raise UserError(
             f"{path}: study id '{dup}' appears twice in split '{split}'"
+            + (f" (records {where[0]} and {where[1]})" if len(where) == 2 else "")
             + ("" if per_image else f"; a file with one record per image (PeFoMed's) is read with --source "
                f"{PER_IMAGE_SOURCE} (the source with option per_image: true)")
         )
