@@ -79,10 +79,21 @@ class PeFoMedModel(TrainingMixin, ModelPlugin):
 
     @classmethod
     def canonical_args(cls, args: dict[str, str], context: ModelContext) -> dict[str, str]:
-        """The args as given, checked first (before the task's data is read and the checkpoint hashed)."""
-        resolve_device(context.device)  # --device, then the args, as when the model is built
-        opts.check_args(args, context.adapter)
-        return dict(args)
+        """The args checked first (before the task's data is read and the checkpoint hashed), as they enter the
+        run id and a fine-tune's identity: a local file or folder by its absolute path (`./x`, `x/` and `/abs/x`
+        are one run), without the args whose removal changes nothing (a default typed out)."""
+        on_cuda = resolve_device(context.device).startswith("cuda")  # --device, then the args, as when built
+        train = opts.check_args(args, context.adapter)
+        out = {k: (str(Path(v).expanduser().resolve()) if k in opts.PATH_ARGS and v and Path(v).expanduser().exists()
+                   else v) for k, v in args.items()}
+
+        def effect(given: dict[str, str]) -> tuple[Any, ...]:
+            return (opts.parse_options(given, on_cuda, train), opts.process_text(given), opts.train_flag(given),
+                    given.get("llm") or DEFAULT_LLM, llm_revision(given, DEFAULT_LLM, DEFAULT_LLM_REVISION))
+
+        now = effect(out)
+        return {k: v for k, v in out.items()
+                if k in opts.PATH_ARGS[1:] or effect({o: w for o, w in out.items() if o != k}) != now}
 
     def __init__(self, args: dict[str, str], context: ModelContext) -> None:
         super().__init__(args, context)

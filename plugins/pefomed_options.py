@@ -34,12 +34,18 @@ ARGS = {
     "lora_r": "rank of a fresh LoRA when training from scratch (train=true; default 64)",
     "lora_dropout": "LoRA dropout while training (train=true; default 0.05)",
 }
+PATH_ARGS = ("llm", "vision", "checkpoint", "vision_config")  # llm may also be a hub id
 _DTYPES = {"bfloat16": "bfloat16", "bf16": "bfloat16", "float16": "float16", "fp16": "float16",
            "half": "float16", "float32": "float32", "fp32": "float32", "float": "float32"}
 
 
 def _flag(args: dict[str, str], key: str, default: bool) -> bool:
     return flag_setting(args, key, default, "--model-args")
+
+
+def train_flag(args: dict[str, str]) -> bool:
+    """train=true: a training load (harness finetune)."""
+    return _flag(args, "train", False)
 
 
 def _int(args: dict[str, str], key: str, default: int, minimum: int) -> int:
@@ -82,10 +88,17 @@ def check_args(args: dict[str, str], adapter: Path | str | None) -> bool:
     if not args.get("vision"):
         raise UserError("model 'pefomed' needs --model-args vision=PATH to LAVIS eva_vit_g.pth "
                         f"(download: {EVA_URL})")
-    train_mode = _flag(args, "train", False)
+    train_mode = train_flag(args)
     if args.get("checkpoint") and adapter:
         raise UserError(
             "model 'pefomed': give the trainable weights once, either checkpoint=... or --adapter")
+    idle = [k for k in ("lora_r", "lora_dropout") if k in args and not train_mode]
+    if "lora_alpha" in args and adapter and not train_mode:
+        idle.append("lora_alpha")
+    if idle:  # accepted silently, they named another run that was the same model
+        raise UserError(f"model 'pefomed': --model-args {', '.join(idle)} would change nothing here (lora_r and "
+                        "lora_dropout apply to training, train=true; with --adapter the alpha is its "
+                        "adapter_config.json's); leave them out")
     if not args.get("checkpoint") and not adapter and not train_mode:
         raise UserError("model 'pefomed' needs its trained projection and LoRA: --model-args "
                         "checkpoint=X.pth (PeFoMed or MiniGPT-v2) or --adapter DIR (from "

@@ -418,6 +418,26 @@ def test_training_lowers_the_loss_and_the_saved_directory_reloads(pefomed_tiny, 
     assert texts(reloaded.generate(requests[:4])) == texts(trainee.generate(requests[:4]))
 
 
+def test_paths_spelt_otherwise_and_defaults_typed_out_are_the_same_run(pefomed_tiny, monkeypatch):
+    """`./x`, `x/` and `/abs/x` and a default typed out named other runs, and a fine-tune could not resume with
+    them; args that change nothing at evaluation are refused rather than naming another run."""
+    canonical = PeFoMedModel.canonical_args
+    plain = canonical(pefomed_tiny.model_args(), ModelContext(device="cpu"))
+    monkeypatch.chdir(pefomed_tiny.root)
+    respelt = pefomed_tiny.model_args(llm=f"./{pefomed_tiny.llm_dir.relative_to(pefomed_tiny.root)}/",
+                                      vision=f"{pefomed_tiny.root}/./{pefomed_tiny.vision_path.name}",
+                                      merge="true", cache="dynamic", attn="sdpa", text_processor="pefomed",
+                                      lora_alpha="16")
+    assert canonical(respelt, ModelContext(device="cpu")) == plain
+    assert plain["llm"] == str(pefomed_tiny.llm_dir.resolve())
+    assert canonical(pefomed_tiny.model_args(merge="false"), ModelContext(device="cpu"))["merge"] == "false"
+    with pytest.raises(UserError, match=r"--model-args lora_r, lora_dropout would change nothing here"):
+        canonical(pefomed_tiny.model_args(lora_r="8", lora_dropout="0.3"), ModelContext(device="cpu"))
+    with pytest.raises(UserError, match=r"--model-args lora_alpha would change nothing here"):
+        canonical(pefomed_tiny.model_args(checkpoint="", lora_alpha="32"), ModelContext(device="cpu",
+                                                                                        adapter="conv"))
+
+
 def test_each_dtype_is_another_run():
     """bf16 and fp32 generations differ; bf16 (the GPU default) is left out of the identity so that the GPU runs
     and fine-tunes made before the dtype was recorded still resume."""
