@@ -40,6 +40,7 @@ from harness.file_digests import file_sha256
 from harness.fingerprint import ADAPTER_WEIGHTS as ADAPTER_WEIGHTS
 from harness.io import read_json_object
 from harness.plugins.pefomed_lora_checks import check_layers_complete, check_projection_fits, lora_rank
+from harness.plugins.safetensors_files import check_finite, load_safetensors, sorted_safetensors
 
 if TYPE_CHECKING:
     import torch
@@ -79,9 +80,7 @@ def read_state_dict(path: Path | str, trust_pickle: bool = False, what: str = "c
         state = "is a directory" if path.is_dir() else "does not exist"
         raise UserError(f"{what} {path} {state} (expected a .pth file)")
     if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        return load_file(str(path))
+        return load_safetensors(path, what)
     def load(mmap: bool) -> Any:
         return torch.load(str(path), map_location="cpu", weights_only=not trust_pickle, mmap=mmap)
 
@@ -259,7 +258,7 @@ def split_checkpoint(sd: dict[str, Any], source: str) -> PeFoMedWeights:
     lora: dict[str, Any] = {}
     unknown = []
     for key, value in sd.items():
-        if key in projection:
+        if key in projection or key.endswith(".rotary_emb.inv_freq"):  # a buffer transformers 4.28 saved
             continue
         m = _LORA_KEY.match(key)
         if m is None:
@@ -277,6 +276,7 @@ def split_checkpoint(sd: dict[str, Any], source: str) -> PeFoMedWeights:
             f"checkpoint {source} holds no LoRA weights (expected keys like "
             "llama_model.base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight)"
         )
+    check_finite({**projection, **lora}, f"checkpoint {source}")
     modules = sorted({k.rsplit(".lora_", 1)[0] for k in lora})
     rank = lora_rank(lora, modules, source)
     check_layers_complete(modules, source)
@@ -335,8 +335,8 @@ def save_converted(
     meta = {"format": "pt", "source": Path(weights.source).name, **weights.extra, **(metadata or {})}
     lora = {k: v.detach().contiguous() for k, v in sorted(weights.lora.items())}
     proj = {k: v.detach().contiguous() for k, v in sorted(weights.projection.items())}
-    _atomic_write_bytes(out_dir / ADAPTER_WEIGHTS[0], save(lora, metadata=meta))
-    _atomic_write_bytes(out_dir / PROJECTION_FILE, save(proj, metadata=meta))
+    _atomic_write_bytes(out_dir / ADAPTER_WEIGHTS[0], sorted_safetensors(save(lora, metadata=meta)))
+    _atomic_write_bytes(out_dir / PROJECTION_FILE, sorted_safetensors(save(proj, metadata=meta)))
     _atomic_write_bytes(out_dir / ADAPTER_CONFIG, (json.dumps(cfg, indent=2, sort_keys=True) + "\n").encode())
     return out_dir
 
@@ -358,7 +358,6 @@ def convert_checkpoint(
 
 def read_converted(adapter_dir: Path) -> tuple[dict[str, Any], dict[str, Any]]:
     """(projection tensors, adapter_config) of a converted directory; one-line errors for what is missing."""
-    from safetensors.torch import load_file
 
     adapter_dir = Path(adapter_dir).expanduser()
     if not adapter_dir.is_dir():
@@ -371,7 +370,11 @@ def read_converted(adapter_dir: Path) -> tuple[dict[str, Any], dict[str, Any]]:
             f"--adapter {adapter_dir} lacks {', '.join(missing)} (expected the output of "
             "`harness convert pefomed-checkpoint` or of `harness finetune --model pefomed`)"
         )
-    projection = load_file(str(adapter_dir / PROJECTION_FILE))
+    projection = load_safetensors(adapter_dir / PROJECTION_FILE, "--adapter file")
+    check_finite(projection, str(adapter_dir / PROJECTION_FILE))
+    if (adapter_dir / ADAPTER_WEIGHTS[0]).is_file():
+        lora_path = adapter_dir / ADAPTER_WEIGHTS[0]
+        check_finite(load_safetensors(lora_path, "--adapter file"), str(lora_path))
     absent = [k for k in PROJECTION_KEYS if k not in projection]
     if absent:
         raise UserError(f"{adapter_dir / PROJECTION_FILE} lacks {', '.join(absent)}")

@@ -180,3 +180,50 @@ def test_a_projection_of_another_llm_size_is_refused_at_conversion(tmp_path):
     with pytest.raises(UserError, match=r"do not form a linear layer"):
         convert(str(save_checkpoint(tmp_path / "bias.pth", state)), "--out", str(tmp_path / "out"))
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+
+
+def test_non_finite_weights_are_refused_at_conversion_and_at_load(tmp_path):
+    """A NaN in the projection made every answer empty, scored as wrong answers without a word."""
+    state = make_checkpoint_state()
+    state["llama_proj.weight"][0, 0] = float("nan")
+    with pytest.raises(UserError, match=r"nan.pth: tensor llama_proj.weight holds NaN or infinite values"):
+        convert(str(save_checkpoint(tmp_path / "nan.pth", state)), "--out", str(tmp_path / "out"))
+    assert convert(str(save_checkpoint(tmp_path / "fine.pth", make_checkpoint_state())), "--out",
+                   str(tmp_path / "fine")) == 0
+    from safetensors.torch import load_file, save_file
+
+    lora_file = tmp_path / "fine" / "adapter_model.safetensors"
+    tensors = load_file(str(lora_file))
+    first = sorted(tensors)[0]
+    tensors[first][0, 0] = float("inf")
+    save_file(tensors, str(lora_file))
+    with pytest.raises(UserError, match=rf"adapter_model.safetensors: tensor {first} holds NaN or infinite"):
+        ckpt.read_converted(tmp_path / "fine")
+
+
+def test_a_damaged_safetensors_file_is_one_line(tmp_path):
+    assert convert(str(save_checkpoint(tmp_path / "fine.pth", make_checkpoint_state())), "--out",
+                   str(tmp_path / "fine")) == 0
+    projection = tmp_path / "fine" / "projection.safetensors"
+    projection.write_bytes(projection.read_bytes()[:40])
+    with pytest.raises(UserError, match=r"--adapter file .*projection.safetensors cannot be read as safetensors"):
+        ckpt.read_converted(tmp_path / "fine")
+    cut = tmp_path / "cut.safetensors"
+    cut.write_bytes(b"\x10\x00")
+    with pytest.raises(UserError, match=r"checkpoint .*cut.safetensors cannot be read as safetensors"):
+        ckpt.read_state_dict(cut)
+
+
+def test_conversion_is_byte_reproducible_and_saved_buffers_are_ignored(tmp_path):
+    """safetensors wrote its metadata in a random order: each conversion of one .pth had another adapter hash
+    (another run id); a checkpoint saved with transformers 4.28 holds rotary inv_freq buffers, which were refused."""
+    from harness.fingerprint import adapter_hash
+
+    state = make_checkpoint_state()
+    state["llama_model.base_model.model.model.layers.0.self_attn.rotary_emb.inv_freq"] = torch.ones(4)
+    path = save_checkpoint(tmp_path / "with_buffers.pth", state)
+    outs = [tmp_path / f"out{i}" for i in range(4)]
+    for out in outs:
+        assert convert(str(path), "--out", str(out)) == 0
+    assert len({adapter_hash(out) for out in outs}) == 1
+    assert len({(out / "adapter_model.safetensors").read_bytes() for out in outs}) == 1
