@@ -18,7 +18,7 @@ import os
 import shutil
 import sys
 from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
@@ -68,6 +68,8 @@ def exclusive(folder: Path, lock_name: str = RUN_LOCK, owned: Iterable[str] = ()
         import fcntl
     except ImportError:  # pragma: no cover - not POSIX: no lock, the rest as elsewhere
         fcntl = None
+        print(f"warning: {what or folder}: file locks are not available on this system; do not run two harness "
+              "commands on it at once", file=sys.stderr, flush=True)
     shown = what or str(folder)
     folder = Path(folder).absolute()
     lock_path = folder / lock_name
@@ -101,10 +103,13 @@ def exclusive(folder: Path, lock_name: str = RUN_LOCK, owned: Iterable[str] = ()
                 _remove_made(folder, lock_path, made)
             raise
     finally:
+        if fcntl is None:  # no lock held, and Windows deletes no open file
+            fh.close()
         if transient:
-            lock_path.unlink(missing_ok=True)
+            with suppress(OSError):
+                lock_path.unlink(missing_ok=True)
             _remove_empty(made)
-        fh.close()  # releases the lock
+        fh.close()  # releases the lock (closing twice is harmless)
 
 
 def _remove_made(folder: Path, lock_path: Path, made: list[Path]) -> None:
@@ -116,7 +121,8 @@ def _remove_made(folder: Path, lock_path: Path, made: list[Path]) -> None:
                 shutil.rmtree(entry, ignore_errors=True)
             else:
                 entry.unlink(missing_ok=True)
-    lock_path.unlink(missing_ok=True)
+    with suppress(OSError):  # still open where there is no lock (Windows deletes no open file): left
+        lock_path.unlink(missing_ok=True)
     _remove_empty(made)
 
 

@@ -72,9 +72,11 @@ def _json_objects(reply: str) -> list[Any]:
     return found
 
 
-# a reasoning block: <think>...</think> (unclosed: to the end), or text up to a </think> whose opening tag the
-# chat template supplied (R1 distills, QwQ, Qwen3 served without a reasoning parser)
-THINKING = re.compile(r"<think(?:ing)?>.*?(?:</think(?:ing)?>|$)|^.*?</think(?:ing)?>", re.S | re.I)
+# a reasoning block: <think>...</think> (unclosed: to the end)
+THINKING = re.compile(r"<think(?:ing)?>.*?(?:</think(?:ing)?>|$)", re.S | re.I)
+# the end of a reasoning block whose opening tag the chat template supplied (R1 distills, QwQ, Qwen3 served
+# without a reasoning parser): the verdict is after it
+THINKING_END = re.compile(r"</think(?:ing)?>", re.I)
 
 
 def parse_default(reply: str | None, key: str, allowed: tuple[int, ...], marker: str) -> int | None:
@@ -84,6 +86,14 @@ def parse_default(reply: str | None, key: str, allowed: tuple[int, ...], marker:
     A reasoning model's <think>...</think> text (an unclosed one: to the end) is not read; nor is Markdown
     emphasis (**Score:** 3)."""
     reply = THINKING.sub(" ", reply or "").replace("*", "")
+    if THINKING_END.search(reply):  # the text after the reasoning, if it holds the verdict; else the whole reply
+        after = _parse_default(THINKING_END.split(reply)[-1], key, allowed, marker)  # (a quoted "</think>")
+        if after is not None:
+            return after
+    return _parse_default(reply, key, allowed, marker)
+
+
+def _parse_default(reply: str, key: str, allowed: tuple[int, ...], marker: str) -> int | None:
     if not reply.strip():
         return None
     for obj in _json_objects(reply):

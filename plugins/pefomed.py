@@ -29,6 +29,7 @@ Fine-tuning (`harness finetune`): `train=true`, then the methods of pefomed_trai
 from __future__ import annotations
 
 import gc
+import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -84,8 +85,7 @@ class PeFoMedModel(TrainingMixin, ModelPlugin):
         are one run), without the args whose removal changes nothing (a default typed out)."""
         on_cuda = resolve_device(context.device).startswith("cuda")  # --device, then the args, as when built
         train = opts.check_args(args, context.adapter)
-        out = {k: (str(Path(v).expanduser().resolve()) if k in opts.PATH_ARGS and v and Path(v).expanduser().exists()
-                   else v) for k, v in args.items()}
+        out = {k: (_absolute(v) if k in opts.PATH_ARGS and v else v) for k, v in args.items()}
 
         def effect(given: dict[str, str]) -> tuple[Any, ...]:
             return (opts.parse_options(given, on_cuda, train), opts.process_text(given), opts.train_flag(given),
@@ -332,3 +332,13 @@ def _snapshot_revision(path: Path | None) -> str | None:
         return None
     parts = Path(path).parts
     return parts[-1] if len(parts) >= 2 and parts[-2] == "snapshots" else None
+
+
+def _absolute(value: str) -> str:
+    """A local folder as the hf backend names it (resolved), a local file by its absolute path without following
+    links (a hub cache's `snapshots/<rev>/x.safetensors` links to a blob without the suffix that says its format);
+    anything else (a hub id) as given."""
+    path = Path(value).expanduser()
+    if path.is_dir():
+        return str(path.resolve())
+    return os.path.abspath(path) if path.exists() else value

@@ -59,6 +59,8 @@ def test_unreadable_images_are_skipped_reported_and_survive_a_resume(damaged, ti
     assert "skipped (image unreadable): 4 samples (" in printed
     # the use-line evaluates on the folder trained from (without it: the hub source, or offline an error)
     assert f"--adapter {out} --task vqa-rad --data-dir {damaged.resolve()} --source official)" in printed
+    spaced = report(manifest, Path("my adapters") / "x")  # a use-line a shell takes as one argument per flag
+    assert "--model-args base=random --adapter 'my adapters/x' --task vqa-rad" in spaced
 
     resumed = tmp_path / "resumed"  # killed after its last step: the output is written by the rerun
     resumed.mkdir()

@@ -137,6 +137,8 @@ def test_default_likert_parsing():
     ('<think>{"score": 0} would be too harsh</think>{"reason": "close", "score": 3}', "likert", 3),
     ("<think>The answer says left, score: 2 maybe", "likert", None),  # cut off while thinking: no verdict
     ("Let me weigh it. Score: 2 seems low, Score: 3 maybe.\n</think>\n\nScore: 3", "likert", 3),  # opened by template
+    ('{"correct": 1, "reason": "the prediction \'yes</think>\' matches"}', "binary", 1),  # a quoted tag
+    ("Correctness: 1\nNote: the candidate ends with a stray </think> tag.", "binary", 1),
     ("**Score:** 3", "likert", 3),
     ("Score: **3**", "likert", 3),
     ("**Correctness:** 1", "binary", 1),

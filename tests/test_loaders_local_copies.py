@@ -131,3 +131,23 @@ def test_relative_data_dir_is_recorded_as_an_absolute_path_with_the_same_run_id(
         assert results["task"]["source"]["path"] == str(tmp_path / "m2")
         ids.append(results["run_id"])
     assert ids[0] == ids[1]
+
+
+def test_a_list_in_a_breakdown_column_of_a_hub_copy_is_refused(tmp_path):
+    """A column mapped as a breakdown holding a list was grouped by its Python repr ("['chest', 'lung']")."""
+    import dataclasses
+
+    from datasets import Dataset, DatasetDict
+
+    from harness.errors import UserError
+    from harness.plugin_manager import tasks
+    from harness.task import Task
+
+    rows = {"image": [None, None], "question": ["Is it normal?", "Where?"], "answer": ["yes", "chest"],
+            "organ": [["chest", "lung"], ["chest"]]}
+    DatasetDict({"test": Dataset.from_dict(rows)}).save_to_disk(str(tmp_path / "copy"))
+    config = tasks().get("vqa-rad")
+    sources = [dataclasses.replace(s, fields={**s.fields, "organ": "organ"}) if s.name == "hf" else s
+               for s in config.sources]
+    with pytest.raises(UserError, match=r"row 0: column organ is \[\"chest\", \"lung\"\]; expected one value"):
+        Task(dataclasses.replace(config, sources=sources), source="hf", data_dir=tmp_path / "copy").samples("test")

@@ -430,6 +430,13 @@ def test_paths_spelt_otherwise_and_defaults_typed_out_are_the_same_run(pefomed_t
                                       lora_alpha="16")
     assert canonical(respelt, ModelContext(device="cpu")) == plain
     assert plain["llm"] == str(pefomed_tiny.llm_dir.resolve())
+    # a file behind a link (a hub cache's snapshots/<rev>/x.pth -> blobs/<sha>) keeps its own name and suffix
+    link = pefomed_tiny.root / "linked" / "pefomed.pth"
+    link.parent.mkdir(exist_ok=True)
+    if not link.is_symlink():
+        link.symlink_to(pefomed_tiny.checkpoint_path)
+    assert canonical(pefomed_tiny.model_args(checkpoint="linked/pefomed.pth"),
+                     ModelContext(device="cpu"))["checkpoint"] == str(link)
     assert canonical(pefomed_tiny.model_args(merge="false"), ModelContext(device="cpu"))["merge"] == "false"
     with pytest.raises(UserError, match=r"--model-args lora_r, lora_dropout would change nothing here"):
         canonical(pefomed_tiny.model_args(lora_r="8", lora_dropout="0.3"), ModelContext(device="cpu"))

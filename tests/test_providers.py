@@ -343,9 +343,10 @@ def test_json_schema(server):
     assert server.requests[-1]["tool_choice"] == {"type": "tool", "name": "reply"}
 
 
-def test_openai_compatible_falls_back_without_response_format(server):
-    server.fault_fn = lambda body, i: Fault(status=400, message="response_format not supported") \
-        if "response_format" in body else None
+@pytest.mark.parametrize("message", ["response_format not supported", "guided_json is not supported here",
+                                     "xgrammar could not compile it", "structured_outputs: backend unavailable"])
+def test_openai_compatible_falls_back_without_response_format(server, message):
+    server.fault_fn = lambda body, i: Fault(status=400, message=message) if "response_format" in body else None
     schema = {"type": "object", "properties": {"score": {"type": "integer"}}}
     client = client_for(server, "openai-compatible", concurrency=1)
     results = client.run([ask("a", json_schema=schema), ask("b", json_schema=schema)], progress=False)

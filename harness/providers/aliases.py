@@ -164,7 +164,7 @@ def _checked_url(provider: str, url: str) -> str:
     key_vars = f"{API_KEY_ENV['openai']}, {API_KEY_ENV['anthropic']} or {API_KEY_ENV['openai-compatible']}"
     if "@" in url:  # user:password@ (a password may hold / ? #): before any message that shows the URL
         raise UserError(f"LLM base URL: credentials in the URL are not accepted; put the key in the environment "
-                        f"variable ({key_vars})")
+                        f"variable ({key_vars}); an @ in a path is written %40")
     if "?" in url or "#" in url:
         cut = min(i for i in (url.find("?"), url.find("#")) if i != -1)
         shown = redact_env(url[:cut]) + url[cut] + "..."

@@ -33,7 +33,8 @@ log = logging.getLogger("harness.providers")
 OPTIONAL_PARAMS = ("response_format", "temperature", "seed")
 # what a server's 400 about structured output says (a 400 naming none of these, such as a prompt over the context
 # length, is the call's own failure: retrying without response_format, and then never sending it, was wrong)
-STRUCTURED_OUTPUT_WORDS = re.compile(r"\b(json_schema|json schema|structured|guided|grammar|schema|format)\b")
+STRUCTURED_OUTPUT_WORDS = re.compile(  # letter boundaries: "guided_json", "xgrammar" count, "information" not
+    r"(?<![a-z])(json_schema|json schema|structured|guided|x?grammar|schema|format)(?![a-z])")
 
 
 def _content(content: Any) -> Any:
