@@ -11,7 +11,8 @@ exact weights.
 Settings (`--judge-arg KEY=VALUE`): embedding_model (local dir, hub id, or "bundled"), bertscore,
 bertscore_model (default roberta-large), bertscore_layers, bertscore_idf, device (cpu), batch_size (32).
 Setup (describe()'s "setup", a leaderboard row's identity): the embedding model's name and file hash and, with
-BERTScore, its model's name, hash, layer and idf; device and batch_size change no number and are left out.
+BERTScore, its model's name, hash, layer, idf and batch_size (bert-score pads each batch, which moves F1); device
+changes no number and is left out (nor does batch_size without BERTScore).
 """
 
 from __future__ import annotations
@@ -182,10 +183,11 @@ class SemanticJudge(JudgePlugin):
 
                 layers = int(model2layers[bertscore.location])
         return _setup(model("embedding_model", "bundled"), bertscore, layers,
-                      _bool_setting(settings, "bertscore_idf", False))
+                      _bool_setting(settings, "bertscore_idf", False), _int_setting(settings, "batch_size", 32, 1))
 
     def setup(self) -> dict[str, Any]:
-        return _setup(self.embedding, self.bertscore_model, self.bertscore_layers, self.bertscore_idf)
+        return _setup(self.embedding, self.bertscore_model, self.bertscore_layers, self.bertscore_idf,
+                      self.batch_size)
 
     def describe(self) -> dict[str, Any]:
         info = super().describe()
@@ -205,8 +207,9 @@ class SemanticJudge(JudgePlugin):
 
 
 def _setup(embedding: em.ResolvedModel, bertscore: em.ResolvedModel | None, layers: int | None,
-           idf: bool) -> dict[str, Any]:
-    """The semantic judge's number-moving choices: models by name and file hash, BERTScore's layer and idf."""
+           idf: bool, batch_size: int) -> dict[str, Any]:
+    """The semantic judge's number-moving choices: models by name and file hash, BERTScore's layer, idf and batch
+    size (bert-score pads each batch, and a pair's F1 moves with the batch: up to 0.01 between 1 and 32)."""
     def sha(model: em.ResolvedModel) -> str | None:
         files = model.files_dir()
         return em.fingerprint(files) if files else None
@@ -214,7 +217,7 @@ def _setup(embedding: em.ResolvedModel, bertscore: em.ResolvedModel | None, laye
     out: dict[str, Any] = {"embedding_model": embedding.name, "embedding_sha256": sha(embedding)}
     if bertscore is not None:
         out.update({"bertscore_model": bertscore.name, "bertscore_sha256": sha(bertscore),
-                    "bertscore_layers": layers, "bertscore_idf": idf})
+                    "bertscore_layers": layers, "bertscore_idf": idf, "bertscore_batch_size": batch_size})
     return out
 
 

@@ -236,8 +236,11 @@ def test_semantic_setup_names_and_hashes_the_models_but_not_device_or_batch_size
     with_bertscore = setup(bertscore_model="bundled", bertscore_layers="6")
     assert with_bertscore == {**default, "bertscore_model": default["embedding_model"],
                               "bertscore_sha256": default["embedding_sha256"], "bertscore_layers": 6,
-                              "bertscore_idf": False}
+                              "bertscore_idf": False, "bertscore_batch_size": 32}
     assert setup(bertscore_model="bundled", bertscore_layers="5") != with_bertscore
+    # bert-score pads each batch, and a pair's F1 moves with it: another batch size is another row
+    assert setup(bertscore_model="bundled", bertscore_layers="6", batch_size="1") != with_bertscore
+    assert SemanticJudge.resolve_setup({"bertscore_model": "bundled", "bertscore_layers": "6"}, None) == with_bertscore
 
 
 def test_old_rows_get_the_endpoint_they_called_whatever_the_publishing_shell_sets(monkeypatch):
