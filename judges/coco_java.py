@@ -65,7 +65,8 @@ class PTBJob:
         self.count = len(texts)
         path = workdir / f"{name}.txt"
         # pycocoevalcap writes '\n'.join(captions) with the newlines of each caption replaced by spaces
-        path.write_bytes("\n".join(t.translate(_LINE_BREAKS) for t in texts).encode())
+        # a lone surrogate (valid in JSON, not in UTF-8) is written as "?" (it was a UnicodeEncodeError traceback)
+        path.write_bytes("\n".join(t.translate(_LINE_BREAKS) for t in texts).encode("utf-8", "replace"))
         cmd = [java, *JVM_FLAGS, "-cp", str(coco_dir() / PTB_JAR), "edu.stanford.nlp.process.PTBTokenizer",
                "-preserveLines", "-lowerCase", str(path)]
         self.proc = subprocess.Popen(cmd, cwd=workdir, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
@@ -74,10 +75,12 @@ class PTBJob:
         out, err = self.proc.communicate()
         if self.proc.returncode != 0:
             tail = err.decode(errors="replace").strip().splitlines()[-3:]
-            raise RuntimeError(f"PTB tokenizer failed (exit {self.proc.returncode}): {' | '.join(tail)}")
+            raise UserError(f"the PTB tokenizer (Java) failed (exit {self.proc.returncode}): "
+                            f"{' | '.join(tail) or 'no message'}; nothing of this judge was recorded: score again")
         lines = out.decode().split("\n")
         if len(lines) < self.count:
-            raise RuntimeError(f"PTB tokenizer returned {len(lines)} lines for {self.count} texts")
+            raise UserError(f"the PTB tokenizer (Java) returned {len(lines)} lines for {self.count} texts; score "
+                            "again")
         return [" ".join(w for w in line.rstrip().split(" ") if w not in PUNCTUATIONS)
                 for line in lines[: self.count]]
 

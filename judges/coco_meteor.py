@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from harness.errors import UserError
 from harness.judges.coco_java import JVM_FLAGS
 
 # METEOR 1.5, language en, task "default" (what -l en selects): alpha, beta, gamma, delta and module weights
@@ -75,12 +76,13 @@ class MeteorProcess:
         for thread in self._threads:
             thread.join()
         if len(self._replies) < count:
-            raise RuntimeError(f"METEOR stopped after {len(self._replies)} of {count} lines ({self._stderr_tail()})")
+            raise UserError(f"METEOR (Java) stopped after {len(self._replies)} of {count} lines "
+                            f"({self._stderr_tail()}); nothing of this judge was recorded: score again")
         stats = []
         for line in self._replies[:count]:
             values = [float(x) for x in line.split()]
             if len(values) != STATS_LENGTH:
-                raise RuntimeError(f"unexpected METEOR reply {line[:200]!r}")
+                raise UserError(f"unexpected METEOR (Java) reply {line[:200]!r}; score again")
             stats.append(values)
         return stats
 

@@ -46,7 +46,7 @@ def run_spice(java: str, references: list[str], predictions: list[str], workdir:
     done = subprocess.run(cmd, cwd=folder, capture_output=True, text=True)
     if done.returncode != 0:
         tail = " | ".join(done.stderr.strip().splitlines()[-3:])
-        raise RuntimeError(f"SPICE failed (exit {done.returncode}): {tail}")
+        raise UserError(f"SPICE (Java) failed (exit {done.returncode}): {tail or 'no message'}")
     by_id = {item["image_id"]: item["scores"]["All"]["f"] for item in json.loads(out_file.read_text())}
     out: list[float | None] = []
     for i in range(len(items)):

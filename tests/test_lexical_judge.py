@@ -254,6 +254,16 @@ def test_line_separators_in_a_prediction_do_not_shift_the_other_samples(lexical_
     assert rows[1]["metrics"]["ROUGE_L"] == 1.0
 
 
+def test_a_lone_surrogate_in_a_prediction_is_scored_not_a_traceback(lexical_cache, monkeypatch):
+    """Valid JSON ("\\ud800") but not UTF-8: writing it for the PTB tokenizer raised UnicodeEncodeError."""
+    monkeypatch.setenv("HARNESS_CACHE_DIR", str(lexical_cache))
+    records = [{"id": "a", "answer": "Heart normal.", "prediction": "heart \ud800 normal"},
+               {"id": "b", "answer": "Heart normal.", "prediction": "Heart normal."}]
+    rows = _judge().score(records)
+    assert rows[0]["details"]["prediction_tokens"] == "heart normal"  # written as "?", punctuation the PTB drops
+    assert rows[1]["metrics"]["ROUGE_L"] == 1.0
+
+
 def test_cleaning_conventions():
     report = "1. The heart is normal.. 2. No effusion; lungs clear. 3. Spine: mild (degenerative) changes!"
     assert clean(report, "r2gen") == "the heart is normal . no effusion lungs clear . spine mild degenerative changes ."
