@@ -216,9 +216,11 @@ class LLMJudge(JudgePlugin):
         model and itself (GET /v1/models, /version). Recorded by describe(), outside the setup."""
         from collections import Counter
 
+        from harness.providers.aliases import same_model
+
         asked = self.client.model
         self.served = dict(sorted(Counter(res.served_model for res in results if res.served_model).items()))
-        other = [m for m in self.served if m != asked and not m.startswith(asked + "-")]  # gpt-4o-2024-08-06
+        other = [m for m in self.served if not same_model(m, asked)]
         if other:
             print(f"note: judge '{self.id}': {self.client.base_url} answered as model '{other[0]}', not '{asked}' "
                   "(recorded in results.json as served_models)", file=sys.stderr)

@@ -45,6 +45,7 @@ from typing import Any, ClassVar
 from harness.errors import UserError, close_hint
 from harness.flags import MAX_CONCURRENCY, parse_flag, parse_number
 from harness.model_api import ModelContext, ModelPlugin
+from harness.providers.aliases import same_model
 from harness.types import GenerationOutput, GenerationRequest, GenerationSettings
 
 # flavour -> (provider, default model alias)
@@ -153,12 +154,6 @@ def check_credentialed(flavour: str, resolved: dict[str, Any], context: ModelCon
 
 
 GRAY_ABOVE_PIXELS = 1_000_000  # a grayscale image stored as RGB and larger than this is sent as grayscale
-
-
-def same_model(served: str, asked: str) -> bool:
-    """Whether a reply's model name is the model asked for (or its dated snapshot: gpt-4o-mini ->
-    gpt-4o-mini-2024-07-18)."""
-    return served == asked or served.startswith(asked + "-")
 
 
 def png_bytes(image: Any, max_side: int = 0) -> bytes:

@@ -31,7 +31,7 @@ from harness.loaders.common import (
     record_label,
 )
 from harness.loaders.imageclef import split_cuis
-from harness.loaders.mevf_json import answer_text, question_text, read_json, shown
+from harness.loaders.mevf_json import answer_text, breakdown_value, question_text, read_json
 from harness.loaders.slake import SPLIT_ALIASES as SPLIT_ALIASES  # the same other names of "validation"
 from harness.paths import cache_dir
 from harness.task_config import SourceConfig
@@ -320,10 +320,8 @@ def load(source: SourceConfig, split: str, data_dir: Path | None, kind: str) -> 
                 ) from None
         for name, col in extra.items():
             value = row[col]
-            if name != "cuis" and isinstance(value, (list, dict)):  # a group named by its repr otherwise
-                raise UserError(f"{where} {label}: column {col} is {shown(value)}; expected one value (text or a "
-                                "number) for the breakdown by it")
-            fields[name] = split_cuis(value) if name == "cuis" else value.strip() if isinstance(value, str) else value
+            fields[name] = split_cuis(value) if name == "cuis" else breakdown_value(value, f"{where} {label}: "
+                                                                                         f"column {col} is")
         samples.append(
             Sample(
                 id=sample_id,

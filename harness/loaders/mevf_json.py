@@ -110,6 +110,14 @@ def image_text(value: Any, where: str, key: str) -> str:
     return value.strip()
 
 
+def breakdown_value(value: Any, where: str) -> Any:
+    """A breakdown field's value, text stripped; a list or object (a group named by its Python repr, one per
+    spelling) is an error: `where` says "<file>: record 3 has organ"."""
+    if isinstance(value, (list, dict)):
+        raise UserError(f"{where} {shown(value)}; expected one value (text or a number) for the breakdown by it")
+    return value.strip() if isinstance(value, str) else value
+
+
 def answer_text(value: Any, where: str, key: str) -> str | None:
     """The reference answer as text (a number as its text), None when null or blank (the record is skipped); a
     list, object or boolean is an error naming `where` and `key`."""
@@ -174,11 +182,7 @@ def vqa_samples(
         for name, key in mapping.items():
             if name in CORE_KEYS or key not in rec:
                 continue
-            value = rec[key]
-            if isinstance(value, (list, dict)):  # a breakdown group named by its Python repr, one per spelling
-                raise UserError(f"{path}: {label} has {key} {shown(value)}; expected one value (text or a number) "
-                                "for the breakdown by it")
-            fields[name] = value.strip() if isinstance(value, str) else value
+            fields[name] = breakdown_value(rec[key], f"{path}: {label} has {key}")
         image_name = image_text(rec[mapping["image"]], f"{path}: {label}", mapping["image"])
         samples.append(
             Sample(

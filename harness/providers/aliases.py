@@ -199,3 +199,9 @@ def is_loopback(base_url: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+def same_model(served: str, asked: str) -> bool:
+    """Whether a reply's model name is the model asked for (or its dated snapshot: gpt-4o-mini ->
+    gpt-4o-mini-2024-07-18)."""
+    return served == asked or served.startswith(asked + "-")
