@@ -133,6 +133,8 @@ def test_nan_and_infinite_judge_numbers_are_refused_before_generating_or_calling
 def test_a_convention_for_a_judge_without_conventions_is_refused_or_not_applied(tmp_path):
     """`semantic:foo` or `--convention` for judges that have none was recorded as their convention (a leaderboard
     row of its own); with another judge that has conventions, the shared --convention goes to that one only."""
+    pytest.importorskip("sentence_transformers", reason="scores with the semantic judge: needs the 'semantic' extra")
+    pytest.importorskip("pycocoevalcap", reason="scores with the lexical judge: needs the 'lexical' extra")
     preds = write(tmp_path / "preds.jsonl", REPORTS)
     score = ["score", str(preds), "--task-type", "report", "--output", str(tmp_path / "out")]
     line = error_line(cli(*score, "--judge", "semantic:foo"))
