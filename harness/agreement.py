@@ -11,6 +11,7 @@ with its std across raters, and the judge's mean with its std across repeats on 
 from __future__ import annotations
 
 import csv
+import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -167,10 +168,14 @@ def read_judge_verdicts(path: Path, judge: str) -> dict[str, JudgeRows]:
     asked, judge = judge, judge.replace(":", "/", 1)  # gpt4:pefomed, as harness run / score / table take it
     found: dict[str, JudgeRows] = {}
     available: set[str] = set()
+    lines: dict[str, int] = {}
     for lineno, row in enumerate(read_jsonl(path), start=1):
         judges = row.get("judges")
         if "id" not in row or not isinstance(judges, dict):
             raise UserError(f"{path}: row {lineno} has no 'id' and 'judges' (not a scores.jsonl file?)")
+        if (first := lines.setdefault(str(row["id"]), lineno)) != lineno:  # the judges write one line per sample
+            raise UserError(f"{path}:{lineno}: sample id {json.dumps(row['id'])} is on line {first} too (an edit, or "
+                            "files joined): which verdicts count is unknown; score again: harness score DIR")
         for key, entry in judges.items():
             available.add(key)
             if key != judge and key.split("/", 1)[0] != judge:
@@ -202,7 +207,6 @@ def read_judge_verdicts(path: Path, judge: str) -> dict[str, JudgeRows]:
 def one_setup(key: str, labels: list[Label], setups: dict[str, Any]) -> Any:
     """The judge setup (model, prompt, temperature ...) of the rows the labels are compared with; rows scored with
     different setups (a re-judge of some samples with another model) are an error, not a blended agreement."""
-    import json
 
     seen: dict[str, tuple[Any, int]] = {}
     for sample_id in {lab.id for lab in labels if lab.id in setups}:

@@ -238,25 +238,33 @@ def _order(row: dict[str, Any]) -> tuple[datetime, str]:
 
 
 def check_fingerprints(rows: list[dict[str, Any]]) -> None:
-    """Every row (kept or not) of one task version, split and source must come from the same data."""
-    seen: dict[tuple, dict[str, Any]] = {}
+    """Every row (kept or not) of one task version, split and source must come from the same data. A row of the
+    first leaderboard layout has no source: it is compared with the rows of every source of its task version."""
+    seen: dict[tuple, list[dict[str, Any]]] = {}
     for row in rows:
-        key = (row["task"], row["task_version"], row["split"], row.get("source"))
-        first = seen.setdefault(key, row)
-        if first["fingerprint"] != row["fingerprint"]:
-            source = f", source {row['source']}" if row.get("source") else ""
-            versions = {fingerprint_version(first["fingerprint"]), fingerprint_version(row["fingerprint"])}
-            why = ("results from different data are not comparable (re-run on the same data, or publish them to "
-                   "separate leaderboards)")
-            if len(versions) > 1:
-                why = (f"one comes from an older harness (fingerprint v{min(versions)}; v{max(versions)} also hashes "
-                       "the labels), so the data cannot be compared: run that model again with this harness "
-                       "(same command; it starts a new run folder), or publish into a separate leaderboard")
-            raise UserError(
-                f"task {row['task']} v{row['task_version']} ({row['split']}{source}) has two dataset fingerprints: "
-                f"{first['fingerprint']} in {first['provenance']['results_file']} and {row['fingerprint']} in "
-                f"{row['provenance']['results_file']}; {why}"
-            )
+        group = seen.setdefault((row["task"], row["task_version"], row["split"]), [])
+        for first in group:
+            if first["fingerprint"] != row["fingerprint"] and \
+                    (first.get("source") == row.get("source") or None in (first.get("source"), row.get("source"))):
+                _two_fingerprints(first, row)
+        if all(r["fingerprint"] != row["fingerprint"] or r.get("source") != row.get("source") for r in group):
+            group.append(row)
+
+
+def _two_fingerprints(first: dict[str, Any], row: dict[str, Any]) -> None:
+    source = f", source {row['source']}" if row.get("source") else ""
+    versions = {fingerprint_version(first["fingerprint"]), fingerprint_version(row["fingerprint"])}
+    why = ("results from different data are not comparable (re-run on the same data, or publish them to "
+           "separate leaderboards)")
+    if len(versions) > 1:
+        why = (f"one comes from an older harness (fingerprint v{min(versions)}; v{max(versions)} also hashes "
+               "the labels), so the data cannot be compared: run that model again with this harness "
+               "(same command; it starts a new run folder), or publish into a separate leaderboard")
+    raise UserError(
+        f"task {row['task']} v{row['task_version']} ({row['split']}{source}) has two dataset fingerprints: "
+        f"{first['fingerprint']} in {first['provenance']['results_file']} and {row['fingerprint']} in "
+        f"{row['provenance']['results_file']}; {why}"
+    )
 
 
 def _why_not(row: dict[str, Any], kept: dict[str, Any]) -> str:

@@ -250,6 +250,21 @@ def test_a_hand_edited_scores_row_is_named_by_line_and_field(tmp_path, capsys, v
     assert err.count("\n") == 1
 
 
+def test_a_sample_scored_on_two_lines_is_refused_not_read_as_the_last(tmp_path, capsys):
+    """A repeated id (a flipped copy appended by hand, two files joined) silently used the last line's verdicts."""
+    scores = tmp_path / "scores.jsonl"
+    _write_scores(scores, "gpt4/pefomed", "verdicts", {"s1": [1], "s2": [0]})
+    with scores.open("a") as fh:
+        fh.write(json.dumps({"id": "s1", "judges": {"gpt4/pefomed": {"metrics": {}, "details": {"verdicts": [0]}}}})
+                 + "\n")
+    labels = tmp_path / "human.csv"
+    labels.write_text("id,rater,label\ns1,alice,1\ns2,alice,0\n")
+    assert main(["agreement", "--labels", str(labels), "--scores", str(scores), "--judge", "gpt4"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f'error: {scores}:3: sample id "s1" is on line 1 too'), err
+    assert err.count("\n") == 1
+
+
 def _one_label_and_verdict(tmp_path: Path) -> tuple[Path, Path, list[str]]:
     """(labels, scores, the agreement command up to --output) for one sample rated by one rater."""
     scores = tmp_path / "scores.jsonl"
