@@ -25,10 +25,10 @@ from pathlib import Path
 from typing import Any
 
 from harness.errors import UserError
-from harness.fingerprint import fingerprint_version
 from harness.folder_lock import exclusive
 from harness.io import atomic_write_json, read_user_text
 from harness.labels import current_label, keeps_default_setup
+from harness.publish_checks import check_fingerprints, check_selection
 from harness.results import SCHEMA_VERSION, selection_of, validate
 from harness.row_config import config_notes, fill_identities, row_config
 from harness.scoring import installed_judge_class, recorded_convention
@@ -88,9 +88,12 @@ def has_metric_value(judge: dict[str, Any]) -> bool:
 
 def rows_from_results(path: Path, notices: list[str] | None = None) -> list[dict[str, Any]]:
     """The leaderboard rows of one results.json; a judge entry without a metric value gives a notice instead."""
+    def refuse(name: str) -> None:  # harness writes strict JSON: a NaN or Infinity is an edit, not a number
+        raise ValueError(f"non-standard JSON value {name}")
+
     try:
-        data = json.loads(read_user_text(path))
-    except (OSError, json.JSONDecodeError) as exc:
+        data = json.loads(read_user_text(path), parse_constant=refuse)
+    except (OSError, ValueError) as exc:
         raise UserError(f"{path}: cannot read results ({exc})") from None
     import jsonschema
 
@@ -100,7 +103,7 @@ def rows_from_results(path: Path, notices: list[str] | None = None) -> list[dict
         where = "/".join(map(str, exc.absolute_path)) or "(top level)"
         raise UserError(f"{path}: not a valid results file at '{where}': {exc.message}") from None
     chosen = selection_of(data)
-    _check_selection(path, data, chosen)
+    check_selection(path, data, chosen)
     parse_created(data["created"], str(path))
     rows = []
 
@@ -140,6 +143,7 @@ def rows_from_results(path: Path, notices: list[str] | None = None) -> list[dict
             "n": data["task"]["n"],
             "n_total": chosen["n_total"],
             "partial": chosen["partial"],
+            **({"size_note": data["task"]["size_note"]} if data["task"].get("size_note") else {}),
             "errors": data["errors"]["count"],
             "unscored": max((m.get("unscored") or 0 for m in judge["metrics"].values()), default=0),
             **identity,
@@ -173,19 +177,6 @@ def canonical_setup(row: dict[str, Any]) -> str:
 def row_key(row: dict[str, Any]) -> tuple:
     return (row["model"], row["task"], row["split"], row.get("source"), row["prompt_variant"], row["judge"],
             row["convention"], canonical_setup(row), row_config(row))
-
-
-def _check_selection(path: Path, data: dict[str, Any], chosen: dict[str, Any]) -> None:
-    """The selection a results file states must agree with its task part (a hand-edited `partial` or n_total
-    would publish a partial run as complete)."""
-    task = data["task"]
-    n_total = task.get("n_total")
-    expected_partial = n_total is not None and chosen["n"] < n_total
-    if chosen["n"] != task["n"] or (n_total is not None and chosen.get("n_total") != n_total) \
-            or bool(chosen.get("partial")) != expected_partial:
-        raise UserError(f"{path}: selection (n={chosen['n']}, n_total={chosen.get('n_total')}, partial="
-                        f"{chosen.get('partial')}) disagrees with task (n={task['n']}, n_total={n_total}): the file "
-                        "was edited; rewrite it with harness score on its run folder")
 
 
 @cache
@@ -235,36 +226,6 @@ def prefer(new: dict[str, Any], old: dict[str, Any]) -> bool:
 
 def _order(row: dict[str, Any]) -> tuple[datetime, str]:
     return _created(row), str(row["provenance"].get("results_file"))
-
-
-def check_fingerprints(rows: list[dict[str, Any]]) -> None:
-    """Every row (kept or not) of one task version, split and source must come from the same data. A row of the
-    first leaderboard layout has no source: it is compared with the rows of every source of its task version."""
-    seen: dict[tuple, list[dict[str, Any]]] = {}
-    for row in rows:
-        group = seen.setdefault((row["task"], row["task_version"], row["split"]), [])
-        for first in group:
-            if first["fingerprint"] != row["fingerprint"] and \
-                    (first.get("source") == row.get("source") or None in (first.get("source"), row.get("source"))):
-                _two_fingerprints(first, row)
-        if all(r["fingerprint"] != row["fingerprint"] or r.get("source") != row.get("source") for r in group):
-            group.append(row)
-
-
-def _two_fingerprints(first: dict[str, Any], row: dict[str, Any]) -> None:
-    source = f", source {row['source']}" if row.get("source") else ""
-    versions = {fingerprint_version(first["fingerprint"]), fingerprint_version(row["fingerprint"])}
-    why = ("results from different data are not comparable (re-run on the same data, or publish them to "
-           "separate leaderboards)")
-    if len(versions) > 1:
-        why = (f"one comes from an older harness (fingerprint v{min(versions)}; v{max(versions)} also hashes "
-               "the labels), so the data cannot be compared: run that model again with this harness "
-               "(same command; it starts a new run folder), or publish into a separate leaderboard")
-    raise UserError(
-        f"task {row['task']} v{row['task_version']} ({row['split']}{source}) has two dataset fingerprints: "
-        f"{first['fingerprint']} in {first['provenance']['results_file']} and {row['fingerprint']} in "
-        f"{row['provenance']['results_file']}; {why}"
-    )
 
 
 def _why_not(row: dict[str, Any], kept: dict[str, Any]) -> str:
@@ -382,9 +343,12 @@ def _publish(inputs: list[Path], output: Path) -> tuple[dict[str, Any], list[str
     notices += _left_behind(rows, before, given)
     ordered = sorted(rows.values(), key=lambda r: (r["task"], r["split"], str(r.get("source")), r["judge"],
                                                    str(r["convention"]), canonical_setup(r),
-                                                   str(r["prompt_variant"]), r["model"]))
+                                                   str(r["prompt_variant"]), r["model"],
+                                                   row_config(r)))
     notices += [f"partial row kept (no complete run of its configuration yet): {describe(r)}" for r in ordered
                 if r.get("partial")]
+    notices += [f"row on a split not of the size its task expects ({r['size_note']}): {describe(r)}"
+                for r in ordered if r.get("size_note")]
     notices += [f"row with {r['errors']} failed sample(s), not in its metrics (re-run to retry them): {describe(r)}"
                 for r in ordered if r.get("errors")]
     notices += [f"row with {r['unscored']} sample(s) its judge left unscored, not in its metrics: {describe(r)}"

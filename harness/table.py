@@ -5,8 +5,9 @@ line per row, with every choice that qualifies its numbers in a column of its ow
 variant, judge:convention, the judge setup where it differs from the judge's defaults, and the configuration
 (generation settings, model identity, ...) where look-alike rows differ in it. Each metric is shown as
 `value [low, high]` (its recorded 95% interval) and, where it rests on fewer samples than the row, `(n=K)`.
-Rows that are partial, have failed samples or samples the judge left unscored get a footnote mark and the footnotes
-say how many. `--breakdown KEY` adds each metric per value of a breakdown (e.g. answer_type: CLOSED / OPEN).
+Rows that are partial, have failed samples or samples the judge left unscored, or were run on a split not of the
+size its task expects, get a footnote mark and the footnotes say how many (or what). `--breakdown KEY` adds
+each metric per value of a breakdown (e.g. answer_type: CLOSED / OPEN).
 Metrics without an interval (counts, tokens, cost) are left out unless asked for with `--metric`; `--percent`
 scales only metrics whose values all lie in [0, 1], and says which. CSV gives plain numbers, one column each.
 """
@@ -25,9 +26,9 @@ from harness.errors import UserError
 FORMATS = ("markdown", "csv", "latex")
 LATEX = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "_": r"\_", "#": r"\#", "$": r"\$", "{": r"\{",
          "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}", "|": r"\textbar{}", "<": r"\textless{}",
-         ">": r"\textgreater{}", '"': r"\textquotedbl{}", "†": r"$^\dagger$", "‡": r"$^\ddagger$",
+         ">": r"\textgreater{}", '"': r"\textquotedbl{}", "†": r"$^\dagger$", "‡": r"$^\ddagger$", "§": r"\S{}",
          "[": "{[}", "]": "{]}", "*": "{*}"}  # a row's \\ would read a next row's leading [length] or *
-MARKS = {"partial": "*", "errors": "†", "unscored": "‡"}
+MARKS = {"partial": "*", "errors": "†", "unscored": "‡", "size_note": "§"}
 QUALIFIERS = ["task", "split", "source", "prompt", "judge", "judge setup", "configuration", "n"]
 
 
@@ -78,7 +79,9 @@ def metric_names(rows: list[dict[str, Any]], wanted: list[str] | None) -> list[s
     """The metrics asked for, else every metric with an interval in some row (not counts, tokens or cost)."""
     present = list(dict.fromkeys(name for row in rows for name in row["metrics"]))
     if not wanted:
-        return [name for name in present if any(row["metrics"].get(name, {}).get("ci_method") for row in rows)]
+        return [name for name in present  # leaderboards written before ci_method was recorded have only ci95
+                if any(row["metrics"].get(name, {}).get("ci_method") or row["metrics"].get(name, {}).get("ci95")
+                       for row in rows)]
     unknown = [name for name in wanted if name not in present]
     if unknown:
         raise UserError(f"--metric {unknown[0]}: no selected row has it; they have {', '.join(present)}")
@@ -162,8 +165,8 @@ class Table:
         return shown + (" x100" if scaled and name in self.scaled else "")
 
     def number(self, name: str, x: float) -> str:
-        if isinstance(x, int) and not isinstance(x, bool):
-            return str(x)
+        if isinstance(x, int) and not isinstance(x, bool) and name not in self.scaled:
+            return str(x)  # a count
         scaled = x * (100 if name in self.scaled else 1)
         return repr(scaled) if self.digits is None else f"{scaled:.{self.digits}f}"  # None: unrounded (csv)
 
@@ -193,6 +196,10 @@ class Table:
         if flagged["unscored"]:
             counts = ", ".join(str(r["unscored"]) for r in flagged["unscored"])
             notes.append(f"{MARKS['unscored']} samples the judge left unscored, not in the metrics: {counts}")
+        if flagged["size_note"]:
+            found = "; ".join(dict.fromkeys(r["size_note"] for r in flagged["size_note"]))
+            notes.append(f"{MARKS['size_note']} the split is not the size its task expects (a modified copy of the "
+                         f"data): {found}")
         shared = self.shared_names()
         if shared:
             notes.append("defined by each judge (compare within one judge only): "
@@ -256,7 +263,7 @@ def _one_line(text: str) -> str:
 def _csv(table: Table) -> str:
     """Plain numbers: per metric its value, interval bounds and n in columns of their own (empty when absent),
     the flags as counts, the scale in the header."""
-    header = ["model", "partial", "errors", "unscored", *QUALIFIERS, "n_total"]
+    header = ["model", "partial", "errors", "unscored", "size_note", *QUALIFIERS, "n_total"]
     for name, value in table.columns:
         head = table.heading(name, value)
         header += [head, f"{head} low", f"{head} high", f"{table.heading(name, value, scaled=False)} n"]
@@ -265,7 +272,7 @@ def _csv(table: Table) -> str:
     writer.writerow(header)
     for row, qualifiers, cells in table.rows:
         line = [row["model"], str(bool(row.get("partial"))).lower(), row.get("errors") or 0,
-                row.get("unscored") or 0, *qualifiers[:-1], row["n"],
+                row.get("unscored") or 0, row.get("size_note") or "", *qualifiers[:-1], row["n"],
                 "" if row.get("n_total") is None else row["n_total"]]
         for (name, _), metric in zip(table.columns, cells):
             metric = metric or {}

@@ -70,6 +70,17 @@ class PriorModel(ModelPlugin):
         return {"train_split": task.config.train_split,
                 "train_fingerprint": dataset_fingerprint(task.train_samples(quiet=True), images=False)}
 
+    @classmethod
+    def canonical_args(cls, args: dict[str, str], context: ModelContext) -> dict[str, str]:
+        """Without `by` when it names the default (answer_type on VQA tasks, none on others): the same answers."""
+        if context.task is not None and args.get("by") == cls.default_by(context.task.kind):
+            return {k: v for k, v in args.items() if k != "by"}
+        return dict(args)
+
+    @staticmethod
+    def default_by(kind: str) -> str:
+        return "answer_type" if kind == "vqa" else "none"
+
     def __init__(self, args: dict[str, str], context: ModelContext) -> None:
         super().__init__(args, context)
         unknown = set(args) - {"by"}
@@ -81,7 +92,7 @@ class PriorModel(ModelPlugin):
         if context.task is None:
             raise UserError("model 'prior' needs a task with a training split")
         self.task = context.task
-        self.by = args.get("by", "answer_type" if self.task.kind == "vqa" else "none")
+        self.by = args.get("by", self.default_by(self.task.kind))
         train = self.task.train_samples()
         self.n_train = len(train)
         fields = sorted({k for s in train for k in s.fields})
