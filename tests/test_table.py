@@ -134,3 +134,21 @@ def test_awkward_names_keep_markdown_rows_and_latex_compilable(tmp_path):
     latex = harness("table", str(board), "--format", "latex").stdout
     assert "{[}v2{]} -{}-fast" in latex  # after a row's \\ a leading [ would be read as a length; -- as a dash
     assert "two lines" in latex and "\n\n" not in latex.strip()
+
+
+def test_a_board_of_an_older_layout_and_whole_number_values(board, tmp_path):
+    """Rows written before `ci_method` was recorded have intervals but were "no value of the metrics asked for";
+    a value of 1 stored as a JSON integer (a third-party judge's aggregate) stayed 1 under --percent, its interval
+    bounds scaled (`1 [90.000, 1]`)."""
+    data = json.loads(board.read_text())
+    for row in data["rows"]:
+        for metric in row["metrics"].values():
+            metric.pop("ci_method", None)
+    row = next(r for r in data["rows"] if r["judge"] == "exact" and r["convention"] == "pefomed"
+               and not r["partial"])
+    row["metrics"]["accuracy"].update(value=1, ci95=[0.9, 1])
+    old = tmp_path / "old.json"
+    old.write_text(json.dumps(data))
+    proc = harness("table", str(old), "--judge", "exact:pefomed", "--percent")
+    assert proc.returncode == 0, proc.stderr
+    assert "| 100.000 [90.000, 100.000] |" in proc.stdout, proc.stdout
