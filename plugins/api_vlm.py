@@ -322,13 +322,13 @@ class APIVisionModel(ModelPlugin):
         line = (f"{self.flavour} ({self.client.provider} {self.client.model}): {t['requests']} requests, "
                 f"{t['from_cache']} from the cache, {t['failed']} failed; {t['input_tokens']} input + "
                 f"{t['output_tokens']} output tokens; ")
-        if self.client.priced:
+        if not self.client.priced:
+            line += f"no API fees counted (not the provider's own endpoint: {self.client.base_url})"
+        elif pricing.has_price(self.client.model):
             line += (f"estimated cost of the new calls ${t['cost_usd']:.4f} (list prices as of "
                      f"{pricing.PRICES_AS_OF})")
-        elif pricing.has_price(self.client.model):
-            line += f"no API fees counted (not the provider's own endpoint: {self.client.base_url})"
-        else:
-            line += f"cost unknown: no list price for this model (recorded as $0; endpoint {self.client.base_url})"
+        else:  # billed by the provider at a price not known here: never shown as $0
+            line += f"cost unknown: no list price for {self.client.model} (recorded as $0, not an estimate)"
         return line
 
     def close(self) -> None:

@@ -218,7 +218,7 @@ def test_openai_compatible_end_to_end_and_reruns_make_no_calls(env, harness, ans
         results = json.loads((run_dir / "results.json").read_text())
         assert results["model"]["identity"] == {"provider": "openai-compatible", "model": "tiny",
                                                 "base_url": server.openai_base_url}
-        assert "10 requests, 0 from the cache" in first.stderr and "cost unknown" in first.stderr
+        assert "10 requests, 0 from the cache" in first.stderr and "no API fees counted" in first.stderr
         usage = json.loads((run_dir / "model.json").read_text())["identity"]["usage"]  # written after generating
         assert usage["requests"] == 10 and usage["from_cache"] == 0 and usage["input_tokens"] > 0
 

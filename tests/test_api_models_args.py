@@ -98,3 +98,21 @@ def test_the_highest_concurrency_opens_connections_for_the_calls_there_are(monke
         model.close()
     assert [out.text for out in outputs] == ["yes", "yes"] and server.chat_calls == 2
     assert time.monotonic() - start < 30
+
+
+def test_a_model_without_a_list_price_at_the_providers_api_is_cost_unknown_not_free(monkeypatch, tmp_path):
+    """Billed calls to a model the price table lacks printed "estimated cost $0.0000" and recorded no pricing note."""
+    from harness.plugins.api_vlm import ClaudeModel, GPT4oModel
+    from harness.providers import pricing
+
+    monkeypatch.setenv("HARNESS_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test-key")
+    model = GPT4oModel({"model": "gpt-5-2025-08-07"}, ModelContext())  # the official endpoint; no call is made
+    assert not pricing.has_price("gpt-5-2025-08-07")
+    model.totals.update(requests=100, input_tokens=10**6, output_tokens=10**5)
+    assert model.usage_line().endswith("cost unknown: no list price for gpt-5-2025-08-07 (recorded as $0, not an "
+                                       "estimate)")
+    assert model.identity()["pricing"] == pricing.NO_PRICE_NOTE
+    monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-test-key")
+    priced = ClaudeModel({"model": "claude-haiku-4-5"}, ModelContext())  # priced, no shutdown date: any day
+    assert "estimated cost of the new calls $0.0000" in priced.usage_line() and "pricing" not in priced.identity()

@@ -180,6 +180,27 @@ def test_a_reply_paid_once_is_counted_by_one_run_whatever_shares_the_cache(monke
         assert server.chat_calls == 3
 
 
+def test_a_reply_another_running_process_stored_is_counted_by_that_process_only(tmp_path):
+    """Run B took run A's reply from the cache while A was still scoring (A claims its calls when it hands them on):
+    both counted it, so the costs of two runs added up to more than was paid. While A runs, B sees it as cached;
+    once A is gone without claiming (killed), the reply is the next run's to count."""
+    path = tmp_path / "llm-cache.sqlite"
+    store = (f"from harness.providers.cache import LLMCache; from harness.providers.base import ChatResult; "
+             f"c = LLMCache({str(path)!r}); c.put('k', 'openai', 'gpt-4o-2024-08-06', ChatResult(text='yes', "
+             "cost_usd=1.0)); c.close(); print('stored', flush=True); import sys; sys.stdin.read()")
+    other = subprocess.Popen([sys.executable, "-c", store], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert other.stdout.readline() == "stored\n"
+        with LLMCache(path) as cache:
+            assert cache.get_many(["k"])["k"].cached  # the process that paid for it runs: it counts the reply
+    finally:
+        other.kill()
+        other.wait()
+    with LLMCache(path) as cache:
+        assert not cache.get_many(["k"])["k"].cached  # it ended without claiming: this run counts it
+        assert cache.claim(["k"]) == {"k"}
+
+
 def test_a_call_this_run_paid_is_counted_even_if_another_process_stored_the_same_reply_first(monkeypatch, tmp_path):
     """Two runs asking the same at the same time both pay: each counts its own call (the reply another process
     stored and claimed meanwhile is kept, never reopened for a third run to count)."""

@@ -7,13 +7,17 @@ re-scoring therefore makes no repeated calls. Several processes may write at onc
 
 A new entry is stored `unclaimed` and claimed when the call that made it has handed its results to the caller: an
 entry a killed or interrupted run paid for but never used stays unclaimed, and the run that takes it from the
-cache later counts its cost as its own (so the costs of runs sharing a cache add up to what was paid).
+cache later counts its cost as its own (so the costs of runs sharing a cache add up to what was paid). An entry
+records its `owner` (host and process id): while that process still runs on this host it will count the entry
+itself, so another run reading it meanwhile takes it as `cached` (it cost that run nothing).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
+import socket
 import sqlite3
 import threading
 import time
@@ -85,7 +89,7 @@ def _add_columns(conn: sqlite3.Connection) -> None:
     """Caches written by older versions get the newer columns: base_url (NULL: endpoint not recorded) and
     unclaimed (0: their entries were all used)."""
     columns = {row[1] for row in conn.execute("PRAGMA table_info(results)")}
-    for name, definition in (("base_url", "TEXT"), ("unclaimed", "INTEGER NOT NULL DEFAULT 0")):
+    for name, definition in (("base_url", "TEXT"), ("unclaimed", "INTEGER NOT NULL DEFAULT 0"), ("owner", "TEXT")):
         if name in columns:
             continue
         try:
@@ -93,6 +97,27 @@ def _add_columns(conn: sqlite3.Connection) -> None:
         except sqlite3.OperationalError as exc:  # another process added it first
             if "duplicate column" not in str(exc):
                 raise
+
+
+def owner() -> str:
+    """Who stores an entry: this host and process."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def held_by_another_live_process(owner: str | None) -> bool:
+    """Whether an unclaimed entry's owner is another process still running on this host (it claims and counts the
+    entry when it hands its results on). Entries of older caches (no owner), of other hosts (a cache on a shared
+    disk) or of this process are free to claim, as are all on Windows (no cheap liveness check)."""
+    host, _, pid_text = (owner or "").rpartition(":")
+    if host != socket.gethostname() or not pid_text.isdigit() or int(pid_text) == os.getpid() or os.name == "nt":
+        return False
+    try:
+        os.kill(int(pid_text), 0)
+    except PermissionError:
+        return True  # alive, another user's
+    except (OSError, OverflowError):  # ProcessLookupError: it ended without claiming (killed, interrupted)
+        return False
+    return True
 
 
 class LLMCache:
@@ -140,14 +165,15 @@ class LLMCache:
                 chunk = keys[start : start + 500]
                 marks = ",".join("?" * len(chunk))
                 rows = db.execute(
-                    "SELECT key, text, input_tokens, output_tokens, cost_usd, unclaimed FROM results "
+                    "SELECT key, text, input_tokens, output_tokens, cost_usd, unclaimed, owner FROM results "
                     f"WHERE key IN ({marks})", chunk,
                 ).fetchall()
-                for key, text, n_in, n_out, cost, unclaimed in rows:  # unclaimed: paid, never used: ours now
+                for key, text, n_in, n_out, cost, unclaimed, owner in rows:  # unclaimed: paid, never used: ours
                     if not isinstance(text, str) or not text.strip(BLANK):
                         continue  # a reply without text is a failure (never stored now; an old or edited cache)
+                    in_flight = bool(unclaimed) and held_by_another_live_process(owner)  # it counts the entry
                     found[key] = ChatResult(text=text, input_tokens=n_in, output_tokens=n_out,
-                                            cached=not unclaimed, cost_usd=cost)
+                                            cached=not unclaimed or in_flight, cost_usd=cost)
         return found
 
     def claim(self, keys: list[str]) -> set[str]:
@@ -182,14 +208,15 @@ class LLMCache:
         with self._lock:
             self._db().execute(
                 "INSERT INTO results (key, provider, model, text, input_tokens, output_tokens, cost_usd, "
-                "batch, created_at, base_url, unclaimed) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 1) "
+                "batch, created_at, base_url, unclaimed, owner) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 1, ?) "
                 # an entry without text (stored by an older harness) is no answer: this one takes its place
                 "ON CONFLICT(key) DO UPDATE SET text = excluded.text, input_tokens = excluded.input_tokens, "
                 "output_tokens = excluded.output_tokens, cost_usd = excluded.cost_usd, batch = excluded.batch, "
-                "created_at = excluded.created_at, base_url = excluded.base_url, unclaimed = 1 "
+                "created_at = excluded.created_at, base_url = excluded.base_url, unclaimed = 1, "
+                "owner = excluded.owner "
                 "WHERE trim(results.text, ' ' || char(9, 10, 11, 12, 13)) = ''",  # BLANK's characters
                 (key, provider, model, result.text, result.input_tokens, result.output_tokens, result.cost_usd,
-                 int(batch), time.time(), base_url),
+                 int(batch), time.time(), base_url, owner()),
             )
 
     def note_endpoint(self, keys: list[str], base_url: str, *, priced: bool) -> None:

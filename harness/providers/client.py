@@ -98,6 +98,8 @@ class ProviderClient:
             info["pricing"] = pricing.UNPRICED_NOTE
         elif pricing.has_price(self.model):
             info["prices_as_of"] = pricing.PRICES_AS_OF
+        else:  # the provider's own API bills it, at a price this harness does not know
+            info["pricing"] = pricing.NO_PRICE_NOTE
         if self.model in SHUTDOWN:
             info["shutdown_date"] = SHUTDOWN[self.model]
         if self.provider == "anthropic":

@@ -54,3 +54,4 @@ def priced_endpoint(provider: str, base_url: str | None) -> bool:
 
 
 UNPRICED_NOTE = "no list price applied: custom base URL (self-hosted server or proxy), cost recorded as 0"
+NO_PRICE_NOTE = "no list price known for this model: its cost is unknown, recorded as 0 (not an estimate)"
