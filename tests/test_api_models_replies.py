@@ -154,3 +154,32 @@ def test_a_billed_failure_counts_in_the_generation_cost():
              "time_s": 1.0, "prompt_tokens": 10}]
     summary = timing_summary(rows)
     assert summary["generation_cost_usd"] == 0.003 and summary["prompt_tokens"] == 10  # tokens: generated only
+
+
+def test_content_as_a_list_of_text_parts_is_the_reply_and_a_key_in_the_model_name_is_masked(cache, tmp_path,
+                                                                                            monkeypatch, capsys):
+    """`content: [{"type": "text", ...}]` (some servers and proxies) was a malformed reply retried seven times per
+    sample; a proxy naming itself with the request's key put the key into the note, model.json and results.json."""
+    from fake_llm_servers import Fault
+
+    key = "sk-compat-abcdefghijklmnopqrstuvwxyz0123"
+    monkeypatch.setenv("OPENAI_COMPATIBLE_API_KEY", key)
+    reply = {"id": "c1", "object": "chat.completion", "model": f"proxy-for {key}",
+             "choices": [{"index": 0, "finish_reason": "stop",
+                          "message": {"role": "assistant", "content": [{"type": "text", "text": "y"},
+                                                                       {"type": "text", "text": "es"}]}}],
+             "usage": {"prompt_tokens": 5, "completion_tokens": 1, "total_tokens": 6}}
+    with FakeLLMServer() as server:
+        server.add_faults(*[Fault(body=json.dumps(reply).encode()) for _ in range(2)])
+        args = ["run", "--model", "openai-compatible", "--model-args", f"base_url={server.openai_base_url},model=m",
+                "--task", "phantom-vqa", "--limit", "2", "--judge", "exact", "--runs-dir", str(tmp_path / "runs"),
+                "--no-progress"]
+        assert cli_main(args) == 0
+        assert server.chat_calls == 2  # no retry
+    err = capsys.readouterr().err
+    assert key not in err and "answered as model 'proxy-for ***'" in err, err
+    (run_dir,) = list((tmp_path / "runs").iterdir())
+    assert [json.loads(line)["prediction"] for line in (run_dir / "predictions.jsonl").read_text().splitlines()] \
+        == ["yes", "yes"]
+    for path in run_dir.iterdir():
+        assert key not in path.read_text(), path

@@ -187,6 +187,8 @@ class ProviderClient:
             result = ChatResult(text=None, error=f"malformed reply from {self.provider}: the reply is not text")
         if result.text:
             result.text = redact_reply(result.text)
+        if result.served_model:  # a proxy may name itself with the request's key in it
+            result.served_model = redact_reply(result.served_model)
         if result.error is not None:
             result.error = self.backend.redact(str(result.error))
         return result

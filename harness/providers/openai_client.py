@@ -186,6 +186,9 @@ class OpenAIBackend:
         if choice.get("finish_reason") == "content_filter":  # withheld or cut: no answer to score (nor to cache)
             raise CallError("fail", f"{self.provider}: the reply was stopped by the content filter "
                                     "(finish_reason content_filter)")
+        if isinstance(text, list) and text and all(isinstance(part, dict) and part.get("type") == "text"
+                                                   and isinstance(part.get("text"), str) for part in text):
+            text = "".join(part["text"] for part in text)  # content as a list of text parts (some servers, proxies)
         if not isinstance(text, str):
             raise malformed(self.provider, "choices[0].message.content is not text")
         usage = data.get("usage")
