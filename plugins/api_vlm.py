@@ -29,6 +29,8 @@ openai-compatible server on this machine (loopback) may see them without it. `gp
 APIs even behind a loopback base URL (usually a proxy that forwards to the provider).
 
 Every reply is cached as it arrives, so a rerun (or a new run over the same requests) makes no repeated calls.
+An OpenAI-compatible server's account of the weights behind the model name (vLLM's `root` and `parent` at
+/v1/models) is part of the run id and of the cache keys: other weights served under the same name are another run.
 If the provider stays down or refuses the key, ProviderUnavailable ends the run with one line; the runner has
 already saved the earlier batches (the default batch size keeps them small) and a rerun resumes. Token counts
 go into each GenerationOutput (predictions.jsonl: prompt_tokens, completion_tokens); the estimated cost (list
@@ -153,6 +155,15 @@ def check_credentialed(flavour: str, resolved: dict[str, Any], context: ModelCon
         "data use agreement allows it, add --model-args allow_external=true")
 
 
+def _client(resolved: dict[str, Any]) -> Any:
+    """The provider client of resolved model args (checks the SDK and the key; makes no call)."""
+    from harness.providers import make_client
+
+    settings = {k: v for k, v in resolved.items() if k not in ("requested", "allow_external", "max_image_side")}
+    settings["model"] = resolved["requested"]  # the alias as given: recorded with its note and pinned id
+    return make_client(settings)
+
+
 GRAY_ABOVE_PIXELS = 1_000_000  # a grayscale image stored as RGB and larger than this is sent as grayscale
 
 
@@ -204,21 +215,15 @@ class APIVisionModel(ModelPlugin):
 
     def __init__(self, args: dict[str, str], context: ModelContext) -> None:
         super().__init__(args, context)
-        from harness.providers import make_client
-
         self.resolved = resolve(self.flavour, self.args)
         check_credentialed(self.flavour, self.resolved, context)
-        settings = {k: v for k, v in self.resolved.items()
-                    if k not in ("requested", "allow_external", "max_image_side")}
-        settings["model"] = self.resolved["requested"]  # the alias as given: recorded with its note and pinned id
-        self.client = make_client(settings)
-        self.default_batch_size = max(32, 2 * settings.get("concurrency", 16))
+        self.client = _client(self.resolved)
+        self.default_batch_size = max(32, 2 * self.resolved.get("concurrency", 16))
         # tokens of every output (cached ones: those of the original call); cost of the calls made now
         self._draws: dict[str, dict[str, int]] = {}  # request key -> sample id -> its draw (see own_draws)
         self.totals = {"requests": 0, "from_cache": 0, "failed": 0, "input_tokens": 0, "output_tokens": 0,
                        "cost_usd": 0.0}
         self.served: dict[str, int] = {}  # the model names the replies gave (live calls; the cache keeps none)
-        self._server: dict[str, Any] | None = None  # what an OpenAI-compatible server says of itself, asked once
 
     @classmethod
     def run_identity(cls, args: dict[str, str], context: ModelContext) -> dict[str, Any]:
@@ -230,6 +235,10 @@ class APIVisionModel(ModelPlugin):
             identity["max_image_side"] = resolved["max_image_side"]
         if resolved["provider"] == "anthropic":
             identity["sampling"] = "provider default: the Anthropic API takes no temperature or seed"
+        if resolved["provider"] == "openai-compatible":  # the weights behind the name (asked of the server once)
+            served = _client(resolved).served_weights()
+            if served:
+                identity["served"] = served
         return identity
 
     @classmethod
@@ -311,9 +320,8 @@ class APIVisionModel(ModelPlugin):
         info["priced"] = self.client.priced
         if self.served:
             info["served_models"] = dict(sorted(self.served.items()))
-        if self._server is None:  # which weights or adapter (vLLM's root / parent) and server version answered
-            self._server = self.client.server_description()
-        return {**info, **self._server}
+        # which weights or adapter (vLLM's root / parent) and server version answered
+        return {**info, **self.client.server_description()}
 
     def usage_line(self) -> str:
         from harness.providers import pricing

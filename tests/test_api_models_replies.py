@@ -183,3 +183,30 @@ def test_content_as_a_list_of_text_parts_is_the_reply_and_a_key_in_the_model_nam
         == ["yes", "yes"]
     for path in run_dir.iterdir():
         assert key not in path.read_text(), path
+
+
+def test_other_weights_served_under_the_same_name_are_another_run_not_cached_answers(cache, tmp_path):
+    """An adapter retrained and served again under the same name (`harness serve --adapter a=DIR`, the server's
+    /v1/models `root` now another folder) got the first adapter's answers from the cache, recorded as the second's;
+    the same command into the same runs folder said everything was generated."""
+    with FakeLLMServer(reply=lambda body: "yes") as server:
+        server.model_cards = [{"id": "a", "object": "model", "root": "/ft/run1", "parent": "/models/base"}]
+        args = ["run", "--model", "openai-compatible", "--model-args", f"base_url={server.openai_base_url},model=a",
+                "--task", "phantom-vqa", "--limit", "3", "--judge", "exact", "--runs-dir", str(tmp_path / "runs"),
+                "--no-progress"]
+        assert cli_main(args) == 0
+        assert server.chat_calls == 3
+        server.reply = lambda body: "no"
+        server.model_cards = [{"id": "a", "object": "model", "root": "/ft/run2", "parent": "/models/base"}]
+        assert cli_main(args) == 0
+        assert server.chat_calls == 6  # asked again, not answered from the cache
+        assert cli_main(args) == 0 and server.chat_calls == 6  # the same weights again: resumed, nothing asked
+    answers = {}
+    for run_dir in (tmp_path / "runs").iterdir():
+        results = json.loads((run_dir / "results.json").read_text())
+        root = results["model"]["identity"]["served"]["root"]
+        assert results["model"]["identity"]["served"] == {"root": root, "parent": "/models/base"}
+        assert results["model"]["loaded"]["model_card"]["root"] == root
+        lines = (run_dir / "predictions.jsonl").read_text().splitlines()
+        answers[root] = {json.loads(line)["prediction"] for line in lines}
+    assert answers == {"/ft/run1": {"yes"}, "/ft/run2": {"no"}}

@@ -1,6 +1,7 @@
 """SQLite cache of LLM call results and of submitted batch ids (`<cache dir>/llm-cache.sqlite`, WAL mode).
 
-The key is the sha256 of the provider, resolved model, base URL and the whole request (messages with images as
+The key is the sha256 of the provider, resolved model, base URL, the weights an OpenAI-compatible server says it
+serves under that name (vLLM's `root` and `parent`, when it says) and the whole request (messages with images as
 their sha256, max_tokens, temperature, seed, json_schema, repeat index). Only successful replies are stored
 (text, token usage, cost, time, base URL), never the prompt and never a credential. Rerunning, resuming or
 re-scoring therefore makes no repeated calls. Several processes may write at once (WAL + busy timeout).
@@ -65,8 +66,11 @@ def _canonical_content(content: Any) -> Any:
     return parts
 
 
-def request_key(provider: str, model: str, base_url: str, request: ChatRequest) -> str:
-    """The cache key of one request to one endpoint and model (64 hex characters)."""
+def request_key(provider: str, model: str, base_url: str, request: ChatRequest,
+                served: dict[str, str] | None = None) -> str:
+    """The cache key of one request to one endpoint and model (64 hex characters); `served`: the weights an
+    OpenAI-compatible server says answer under that model name (another adapter served under the same name after a
+    restart is another model, not a cache hit)."""
     payload = {
         "v": KEY_VERSION, "provider": provider, "model": model, "base_url": base_url,
         "messages": [{"role": m["role"], "content": _canonical_content(m["content"])} for m in request.messages],
@@ -75,6 +79,8 @@ def request_key(provider: str, model: str, base_url: str, request: ChatRequest) 
     }
     if request.draw:  # only then: the keys of every first draw stay those of older caches
         payload["draw"] = request.draw
+    if served:  # only then, likewise: a server that does not say keeps its keys
+        payload["served"] = served
     blob = json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     return hashlib.sha256(blob.encode("utf-8")).hexdigest()
 

@@ -60,6 +60,7 @@ class ProviderClient:
         self.batch_poll_interval = batch_poll_interval
         self.batch_max_wait = batch_max_wait
         self.outage = OutageState()  # failures in a row across run() calls (a model runs small batches)
+        self._server: dict[str, Any] | None = None  # what an OpenAI-compatible server says of itself, asked once
         if provider == "anthropic":
             from harness.providers.anthropic_client import AnthropicBackend
 
@@ -110,13 +111,24 @@ class ProviderClient:
         return info
 
     def server_description(self) -> dict[str, Any]:
-        """What an OpenAI-compatible server reports of the served model and itself ({} for the providers' APIs)."""
+        """What an OpenAI-compatible server reports of the served model and itself ({} for the providers' APIs);
+        asked once per client."""
         if self.provider != "openai-compatible":
             return {}
-        return self.backend.server_description()
+        if self._server is None:
+            self._server = self.backend.server_description()
+        return self._server
+
+    def served_weights(self) -> dict[str, str] | None:
+        """The weights an OpenAI-compatible server says answer under this model name (vLLM: `root`, the weights' or
+        adapter's folder, and an adapter's `parent`); None when it does not say. Part of every cache key and of an
+        API model's run id: an adapter retrained and served again under the same name is another model."""
+        card = self.server_description().get("model_card") or {}
+        weights = {k: card[k] for k in ("root", "parent") if isinstance(card.get(k), str) and card[k]}
+        return weights or None
 
     def key(self, request: ChatRequest) -> str:
-        return request_key(self.provider, self.model, self.base_url, request)
+        return request_key(self.provider, self.model, self.base_url, request, served=self.served_weights())
 
     def run(self, requests: list[ChatRequest], progress: bool = True) -> list[ChatResult]:
         """One result per request, same order: cached ones first, then calls (or one batch) for the rest.

@@ -26,6 +26,7 @@ from harness.providers.wire import (
     strict_schema_ok,
     token_count,
 )
+from harness.secrets import redact_reply
 
 log = logging.getLogger("harness.providers")
 
@@ -67,7 +68,8 @@ class OpenAIBackend:
         """What an OpenAI-compatible server says of the model it serves under this name and of itself: the model's
         entry at GET /v1/models (vLLM: `root`, the weights' or adapter's folder; `parent`, an adapter's base model)
         and GET /version (vLLM's version, asked without the key); {} for what it does not answer. No redirect is
-        followed (the key would go with it). For the record, never for the run id."""
+        followed (the key would go with it). The card's `root` and `parent` enter cache keys and an API model's run id
+        (ProviderClient.served_weights); the rest is for the record."""
         import httpx2
 
         found: dict[str, Any] = {}
@@ -85,8 +87,8 @@ class OpenAIBackend:
         cards = listed.get("data") if isinstance(listed, dict) else None
         for card in cards if isinstance(cards, list) else []:
             if isinstance(card, dict) and card.get("id") == self.model:
-                found["model_card"] = {k: card[k] for k in ("id", "root", "parent", "owned_by", "max_model_len")
-                                       if k in card}
+                found["model_card"] = {k: redact_reply(card[k]) if isinstance(card[k], str) else card[k]
+                                       for k in ("id", "root", "parent", "owned_by", "max_model_len") if k in card}
         if isinstance(version, dict) and isinstance(version.get("version"), str):
             found["server_version"] = version["version"][:100]
         return found
