@@ -243,9 +243,11 @@ class APIVisionModel(ModelPlugin):
 
     @classmethod
     def canonical_args(cls, args: dict[str, str], context: ModelContext) -> dict[str, str]:
-        """The args as given, checked first (before the task's data is read): names, values, credentialed tasks."""
-        check_credentialed(cls.flavour, resolve(cls.flavour, dict(args)), context)
-        return dict(args)
+        """The args as given, checked first (before the task's data is read): names, values, credentialed tasks;
+        a base URL in its one spelling (no trailing slash, lower-case scheme and host)."""
+        resolved = resolve(cls.flavour, dict(args))
+        check_credentialed(cls.flavour, resolved, context)
+        return {k: resolved["base_url"] if k == "base_url" and v.strip() else v for k, v in args.items()}
 
     def chat_request(self, request: GenerationRequest) -> Any:
         from harness.providers import ChatRequest

@@ -210,3 +210,17 @@ def test_other_weights_served_under_the_same_name_are_another_run_not_cached_ans
         lines = (run_dir / "predictions.jsonl").read_text().splitlines()
         answers[root] = {json.loads(line)["prediction"] for line in lines}
     assert answers == {"/ft/run1": {"yes"}, "/ft/run2": {"no"}}
+
+
+def test_one_endpoint_spelt_two_ways_is_one_run(cache, tmp_path):
+    """`.../v1/` and `HTTP://...` were each a run folder of their own (and the upper-case one new paid calls)."""
+    with FakeLLMServer(reply=lambda body: "yes") as server:
+        url = server.openai_base_url
+        for spelt in (url, url + "/", url.replace("http://", "HTTP://")):
+            args = ["run", "--model", "openai-compatible", "--model-args", f"base_url={spelt},model=m", "--task",
+                    "phantom-vqa", "--limit", "2", "--judge", "exact", "--runs-dir", str(tmp_path / "runs"),
+                    "--no-progress"]
+            assert cli_main(args) == 0
+        assert server.chat_calls == 2
+    (run_dir,) = list((tmp_path / "runs").iterdir())
+    assert json.loads((run_dir / "results.json").read_text())["model"]["args"]["base_url"] == url

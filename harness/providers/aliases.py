@@ -187,7 +187,7 @@ def _checked_url(provider: str, url: str) -> str:
         root = url[: url.rstrip("/").rfind("/v1")]
         raise UserError(redact_env(f"LLM base URL {url}: an Anthropic base URL is the server's root, without /v1 "
                                    f"(the API adds /v1/messages, so this would call .../v1/v1/messages); use {root}"))
-    return url
+    return parts._replace(netloc=parts.netloc.lower()).geturl()  # HTTP://Host/v1: http://host/v1
 
 
 def is_loopback(base_url: str) -> bool:
