@@ -283,7 +283,7 @@ class APIVisionModel(ModelPlugin):
         for request, result in zip(requests, results):
             t = self.totals
             t["requests"] += 1
-            t["from_cache"] += int(result.cached)
+            t["from_cache"] += int(result.cached or result.from_cache)  # an interrupted run's reply: paid here
             t["input_tokens"] += result.input_tokens
             t["output_tokens"] += result.output_tokens
             t["cost_usd"] += 0.0 if result.cached else result.cost_usd

@@ -116,3 +116,27 @@ def test_a_model_without_a_list_price_at_the_providers_api_is_cost_unknown_not_f
     monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-test-key")
     priced = ClaudeModel({"model": "claude-haiku-4-5"}, ModelContext())  # priced, no shutdown date: any day
     assert "estimated cost of the new calls $0.0000" in priced.usage_line() and "pricing" not in priced.identity()
+
+
+def test_replies_an_interrupted_run_left_in_the_cache_count_as_from_the_cache(monkeypatch, tmp_path):
+    """A resumed run took the replies a killed run had paid for (its own cost to count now) and said "0 from the
+    cache" while the server saw fewer calls than requests."""
+    from fake_llm_servers import FakeLLMServer
+
+    from harness.plugins.api_vlm import OpenAICompatibleModel
+    from harness.providers.base import ChatResult
+    from harness.providers.cache import LLMCache
+    from harness.types import GenerationRequest, GenerationSettings
+
+    monkeypatch.setenv("HARNESS_CACHE_DIR", str(tmp_path / "cache"))
+    requests = [GenerationRequest(id=str(i), images=[], prompt=f"question {i}", messages=[],
+                                  generation=GenerationSettings(max_new_tokens=8), task_kind="vqa") for i in range(3)]
+    with FakeLLMServer(reply=lambda body: "yes") as server:
+        model = OpenAICompatibleModel({"base_url": server.openai_base_url, "model": "tiny"}, ModelContext())
+        with LLMCache() as cache:  # what the killed run stored and never handed on (unclaimed)
+            cache.put(model.client.key(model.chat_request(requests[0])), "openai-compatible", "tiny",
+                      ChatResult(text="no", input_tokens=3, output_tokens=1))
+        outputs = model.generate(requests)
+    assert [out.text for out in outputs] == ["no", "yes", "yes"] and server.chat_calls == 2
+    assert model.totals["from_cache"] == 1 and model.totals["requests"] == 3
+    assert "3 requests, 1 from the cache" in model.usage_line()

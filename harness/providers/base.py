@@ -40,6 +40,7 @@ class ChatResult:
     cached: bool = False
     cost_usd: float = 0.0  # estimated from pricing.py; 0 for unknown models and custom base URLs
     served_model: str | None = None  # the model the reply says answered (not kept in the cache)
+    from_cache: bool = False  # read from the cache, whoever counts its cost (an interrupted run's reply: this run)
 
 
 class _RedactedError(UserError):

@@ -179,7 +179,7 @@ class LLMCache:
                         continue  # a reply without text is a failure (never stored now; an old or edited cache)
                     in_flight = bool(unclaimed) and held_by_another_live_process(owner)  # it counts the entry
                     found[key] = ChatResult(text=text, input_tokens=n_in, output_tokens=n_out,
-                                            cached=not unclaimed or in_flight, cost_usd=cost)
+                                            cached=not unclaimed or in_flight, cost_usd=cost, from_cache=True)
         return found
 
     def claim(self, keys: list[str]) -> set[str]:
