@@ -61,6 +61,7 @@ TOKENIZERS = {
              "whitespace count as one space, as in R2Gen's decoded texts",
 }
 _CACHE_LIMIT = 4096
+MAX_METEOR_WORKERS = 32  # Java processes of up to 2 GB each: more would only exhaust memory
 
 
 def _flag(settings: dict[str, Any], key: str) -> bool:
@@ -95,8 +96,9 @@ class LexicalJudge(JudgePlugin):
         if self.meteor_table not in ("filtered", "full"):
             raise UserError(f"--judge-arg meteor_table={self.meteor_table}: expected 'filtered' or 'full'")
         workers = str(settings.get("meteor_workers", "auto"))
-        if workers != "auto" and not (workers.isdigit() and int(workers) >= 1):
-            raise UserError(f"--judge-arg meteor_workers={workers}: expected a positive integer or 'auto'")
+        if workers != "auto" and not (workers.isdigit() and 1 <= int(workers) <= MAX_METEOR_WORKERS):
+            raise UserError(f"--judge-arg meteor_workers={workers}: expected an integer from 1 to "
+                            f"{MAX_METEOR_WORKERS} (each is a Java process of up to 2 GB) or 'auto'")
         self.meteor_workers = workers
         self.java = require_java()
         coco_dir()

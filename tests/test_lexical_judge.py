@@ -313,7 +313,8 @@ def test_spice_without_corenlp_jars_names_files_and_folder():
         assert name in message or (lib / name).is_file()
 
 
-@pytest.mark.parametrize("setting", [{"meteor_table": "small"}, {"meteor_workers": "0"}, {"spice": "maybe"}])
+@pytest.mark.parametrize("setting", [{"meteor_table": "small"}, {"meteor_workers": "0"}, {"meteor_workers": "500"},
+                                     {"spice": "maybe"}])
 def test_bad_settings_are_user_errors(setting):
     with pytest.raises(UserError, match="--judge-arg"):
         _judge(**setting)
