@@ -203,7 +203,30 @@ def jsonl_objects(lines: Iterable[str], path: Path, holds: str) -> Iterator[tupl
             raise UserError(f"{path}:{lineno}: not valid JSON ({exc.msg})") from None
         if not isinstance(row, dict):
             raise UserError(f"{path}:{lineno}: expected a JSON object with {holds}")
+        if (where := lone_surrogate(row)) is not None:
+            raise UserError(f"{path}:{lineno}: field '{where}' holds {SURROGATE_HINT}")
         yield lineno, row
+
+
+def lone_surrogate(value: Any, where: str = "") -> str | None:
+    """Where in `value` (a JSON document) a string holds a lone surrogate ("\\udc80" escaped in the JSON: not text,
+    and nothing can write or hash it as UTF-8), as "field 'answer'" or "records[3].question"; None when none does."""
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return where or "a text"
+        return None
+    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
+    for key, item in items:
+        inner = (f"{where}.{key}" if where else key) if isinstance(key, str) else f"{where}[{key}]"
+        found = lone_surrogate(item, inner)
+        if found is not None:
+            return found
+    return None
+
+
+SURROGATE_HINT = "a lone surrogate escape (\\ud800-\\udfff), which is not text; write the file as UTF-8 text"
 
 
 def iter_batches(items: list[Any], size: int) -> Iterator[list[Any]]:

@@ -29,9 +29,10 @@ Surprising behaviour of the originals, reproduced on purpose:
   must reach this judge unstripped for pefomed/llava-med to match their originals.
 - PeFoMed counts an answer that normalizes to "" (only articles/punctuation) as matched by an empty prediction.
 
-MultiMedEval's code cleans texts with its own `cleanStr` and lemmatises tokens with NLTK's WordNet lemmatiser
-(whose data is a download); this convention uses the VQA-v2 normalisation the reference notes give and no
-lemmatiser (plural and singular forms differ), recorded as its `deviation`.
+MultiMedEval's current code (task_families.py) cleans texts with `clean_str`, the VQA-v2 normalisation, and
+builds a WordNet lemmatiser it never uses; this convention is that code. Its older taskFamilies.py lemmatised
+tokens and gave a correct "no" recall 0.5 (it added "not" to the answer's tokens first): recorded as the
+`deviation`, since figures made with that version differ.
 
 The open recall is the original's formula (tp counts the prediction's repeats, above), which the reference notes
 (shared/reference/metrics.md: "answer tokens found in the prediction, with multiplicity") describe loosely: the
@@ -75,8 +76,9 @@ RULES: dict[str, dict[str, str]] = {
                   "prediction's repeats), fn = answer tokens absent from the prediction (the original's "
                   "calculate_f1score: 'left left left' for 'left lung' gives 0.75)",
         "deviation": "follows shared/reference/metrics.md, not the original's missing `else`: the original also "
-                     "required yes/no in a closed prediction and dropped wrong ones from the denominator; here "
-                     "every closed sample counts",
+                     "required yes/no in a closed prediction and dropped wrong ones from the denominator, so a "
+                     "closed answer other than yes/no (left, axial) scored 0 even when right; here every closed "
+                     "sample counts",
     },
     "multimedeval": {
         "origin": "corentin-ryr/MultiMedEval VQA.evaluate",
@@ -85,10 +87,11 @@ RULES: dict[str, dict[str, str]] = {
         "metric": f"recall, f1: token-set recall and F1 of every question (MultiMedEval's recall and F1); "
                   f"closed_accuracy: recall with 'not' accepted for 'no' >= {CLOSED_RECALL_THRESHOLD}; "
                   f"open_recall, open_accuracy (recall >= {OPEN_ACCURACY_THRESHOLD}): open questions only",
-        "deviation": "follows shared/reference/metrics.md (VQA-v2 normalisation), not the original's text "
-                     "cleaning: MultiMedEval cleans with its own cleanStr and lemmatises every token with NLTK's "
-                     "WordNetLemmatizer, so there 'lungs' recalls 'lung'; here it does not. Its unigram BLEU "
-                     "(torchmetrics) is not computed",
+        "deviation": "follows MultiMedEval's current code (multimedeval/task_families.py: clean_str, the VQA-v2 "
+                     "normalisation, then whitespace token sets; its WordNet lemmatiser is built but unused). Its "
+                     "older taskFamilies.py lemmatised every token ('lungs' recalled 'lung') and added 'not' to a "
+                     "'no' answer's tokens before recall and F1 (a correct 'no' had recall 0.5): figures made with "
+                     "that version differ in recall and f1. Its unigram BLEU (torchmetrics) is not computed",
     },
 }
 

@@ -177,7 +177,7 @@ def test_results_say_each_conventions_rule(tmp_path):
     judges = {j["convention"]: j for j in json.loads((tmp_path / "run" / "results.json").read_text())["judges"]}
     assert "every closed sample counts" in judges["llava-med"]["rules"]["deviation"]
     assert judges["multimedeval"]["rules"]["open_closed"].startswith("closed iff the normalised answer is yes or no")
-    assert "WordNetLemmatizer" in judges["multimedeval"]["rules"]["deviation"]
+    assert "taskFamilies.py lemmatised" in judges["multimedeval"]["rules"]["deviation"]
 
 
 def test_only_pefomed_maps_x_ray_and_says_so():

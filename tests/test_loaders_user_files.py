@@ -169,3 +169,14 @@ def test_hf_copy_wrongly_typed_question_or_answer_names_row_and_column(tmp_path,
         test = test.remove_columns("question").add_column("question", values)
     DatasetDict({"test": test}).save_to_disk(str(tmp_path / "bad"))
     assert load_error("vqa-rad", tmp_path / "bad", source="hf") == f"{tmp_path / 'bad'} split 'test' row 0 {expected}"
+
+
+def test_a_lone_surrogate_escape_in_a_data_file_is_named_not_a_traceback(tmp_path, phantom):
+    """`"\\udc80"` in a JSON file (a broken export) loaded, then crashed hashing the data (UnicodeEncodeError)."""
+    write_slake(tmp_path, phantom)
+    path = tmp_path / "test.json"
+    records = json.loads(path.read_text(encoding="utf-8"))
+    records[1]["answer"] = "yes \udc80"
+    path.write_text(json.dumps(records), encoding="utf-8")  # ASCII: the surrogate as its escape
+    assert load_error("slake", tmp_path) == (f"{tmp_path / 'test.json'}: [1].answer holds a lone surrogate escape "
+                                             "(\\ud800-\\udfff), which is not text; write the file as UTF-8 text")

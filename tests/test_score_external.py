@@ -204,3 +204,16 @@ def test_files_and_folders_that_are_not_run_directories_say_what_to_give():
         assert proc.returncode == 2 and proc.stderr.strip().endswith(
             "(it holds scores written by harness score: score the run directory or predictions file they came from, "
             "with --output for another folder)")
+
+
+def test_a_lone_surrogate_escape_in_predictions_is_one_line_naming_line_and_field(tmp_path):
+    """`"yes \\udc80"` (an escape of half a UTF-16 pair) was a UnicodeEncodeError traceback when the scores were
+    written (or, in the answer, when the data was hashed)."""
+    from cli_helpers import error_line
+
+    for field in ("prediction", "answer"):
+        preds = write_preds(tmp_path / f"{field}.jsonl", [ROWS[0], {**ROWS[1], field: "no \udc80"}])
+        line = error_line(cli("score", str(preds), "--task-type", "vqa", "--output", str(tmp_path / field)))
+        assert line == (f"error: {preds}:2: field '{field}' holds a lone surrogate escape (\\ud800-\\udfff), which "
+                        "is not text; write the file as UTF-8 text")
+        assert not (tmp_path / field).exists()

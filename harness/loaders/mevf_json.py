@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.errors import UserError
+from harness.io import SURROGATE_HINT, lone_surrogate
 from harness.loaders.common import (
     SplitSamples,
     as_text,
@@ -73,11 +74,14 @@ def expected_files(source: SourceConfig, split: str) -> list[str]:
 def read_json(path: Path) -> Any:
     try:
         with open(path, encoding="utf-8-sig") as fh:
-            return json.load(fh)
+            data = json.load(fh)
     except json.JSONDecodeError as exc:
         raise UserError(f"{path}: not valid JSON ({exc.msg}: line {exc.lineno} column {exc.colno})") from None
     except UnicodeDecodeError as exc:
         raise UserError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    if (where := lone_surrogate(data)) is not None:
+        raise UserError(f"{path}: {where} holds {SURROGATE_HINT}")
+    return data
 
 
 def read_records(path: Path) -> list[dict[str, Any]]:
