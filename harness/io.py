@@ -81,19 +81,19 @@ def strict_json(obj: Any, path: Path, **options: Any) -> str:
     try:
         return json.dumps(obj, ensure_ascii=False, allow_nan=False, **options)
     except ValueError:
-        where, value = _non_finite(obj, "") or ("?", "NaN")
+        where, value = non_finite(obj, "") or ("?", "NaN")
         raise UserError(f"{path}: not written: the value at '{where or '(top level)'}' is {value}, which JSON "
                         "cannot hold (expected a finite number or null; a file written by an older version, or a "
                         "plugin, holds it)") from None
 
 
-def _non_finite(obj: Any, where: str) -> tuple[str, float] | None:
+def non_finite(obj: Any, where: str) -> tuple[str, float] | None:
     """(dotted path, value) of the first NaN or infinity in a JSON-like value."""
     if isinstance(obj, float) and not math.isfinite(obj):
         return where, obj
     items = obj.items() if isinstance(obj, dict) else enumerate(obj) if isinstance(obj, (list, tuple)) else ()
     for key, value in items:
-        found = _non_finite(value, f"{where}.{key}" if where else str(key))
+        found = non_finite(value, f"{where}.{key}" if where else str(key))
         if found is not None:
             return found
     return None

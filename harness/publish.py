@@ -26,7 +26,7 @@ from typing import Any
 
 from harness.errors import UserError
 from harness.folder_lock import exclusive
-from harness.io import atomic_write_json, read_user_text
+from harness.io import atomic_write_json, non_finite, read_user_text
 from harness.labels import current_label, keeps_default_setup
 from harness.publish_checks import check_fingerprints, check_selection
 from harness.results import SCHEMA_VERSION, selection_of, validate
@@ -88,12 +88,9 @@ def has_metric_value(judge: dict[str, Any]) -> bool:
 
 def rows_from_results(path: Path, notices: list[str] | None = None) -> list[dict[str, Any]]:
     """The leaderboard rows of one results.json; a judge entry without a metric value gives a notice instead."""
-    def refuse(name: str) -> None:  # harness writes strict JSON: a NaN or Infinity is an edit, not a number
-        raise ValueError(f"non-standard JSON value {name}")
-
     try:
-        data = json.loads(read_user_text(path), parse_constant=refuse)
-    except (OSError, ValueError) as exc:
+        data = json.loads(read_user_text(path))
+    except (OSError, json.JSONDecodeError) as exc:
         raise UserError(f"{path}: cannot read results ({exc})") from None
     import jsonschema
 
@@ -121,6 +118,7 @@ def rows_from_results(path: Path, notices: list[str] | None = None) -> list[dict
                 notices.append(f"skipped {path}: judge {name} has no metric value (every one of its "
                                f"{data['task']['n']} samples failed or went unscored); nothing of it is published")
             continue
+        _check_finite(path, data, i)
         convention = recorded_convention(judge["id"], judge.get("convention"))
         if isinstance(judge.get("setup"), dict) and not keeps_default_setup(judge["id"]):
             setup = judge["setup"]
@@ -168,6 +166,19 @@ def rows_from_results(path: Path, notices: list[str] | None = None) -> list[dict
             },
         })
     return rows
+
+
+def _check_finite(path: Path, data: dict[str, Any], i: int) -> None:
+    """What a row of judge entry `i` copies holds no NaN or infinity (elsewhere in the file, e.g. in timings an
+    older version wrote, one does no harm): else a one-line error naming the file and the value's place in it."""
+    parts = {f"judges.{i}.{key}": data["judges"][i].get(key) for key in ("metrics", "breakdowns", "setup", "settings")}
+    parts.update({"model.identity": data["model"].get("identity"), "generation": data.get("generation")})
+    for where, part in parts.items():
+        found = non_finite(part, where)
+        if found is not None:
+            raise UserError(f"{path}: the value at '{found[0]}' is {found[1]}, not a number a leaderboard can hold "
+                            "(expected a finite number or null); rewrite the file with harness score on its run "
+                            "folder")
 
 
 def canonical_setup(row: dict[str, Any]) -> str:

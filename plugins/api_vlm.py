@@ -30,7 +30,8 @@ APIs even behind a loopback base URL (usually a proxy that forwards to the provi
 
 Every reply is cached as it arrives, so a rerun (or a new run over the same requests) makes no repeated calls.
 An OpenAI-compatible server's account of the weights behind the model name (vLLM's `root` and `parent` at
-/v1/models) is part of the run id and of the cache keys: other weights served under the same name are another run.
+/v1/models) is part of the run id and of the cache keys: other weights served under the same name are another run
+(a server that cannot be asked is a one-line error, not a run id without them).
 If the provider stays down or refuses the key, ProviderUnavailable ends the run with one line; the runner has
 already saved the earlier batches (the default batch size keeps them small) and a rerun resumes. Token counts
 go into each GenerationOutput (predictions.jsonl: prompt_tokens, completion_tokens); the estimated cost (list
@@ -164,6 +165,18 @@ def _client(resolved: dict[str, Any]) -> Any:
     return make_client(settings)
 
 
+def _served_weights(client: Any) -> dict[str, str] | None:
+    """The weights the server says it serves under the model name (None: it does not say); a server that cannot be
+    asked (down, failing) is a UserError: the run id and the cache keys would name no weights, another run."""
+    served = client.served_weights()
+    why = client.backend.models_unanswered
+    if why is not None:
+        raise UserError(f"model 'openai-compatible': no answer from {client.base_url} to GET /models ({why}), which "
+                        f"says which weights it serves as '{client.model}' (part of the run id): start the server "
+                        "and run again (to re-judge saved predictions without it: harness score RUN_FOLDER)")
+    return served
+
+
 GRAY_ABOVE_PIXELS = 1_000_000  # a grayscale image stored as RGB and larger than this is sent as grayscale
 
 
@@ -218,6 +231,9 @@ class APIVisionModel(ModelPlugin):
         self.resolved = resolve(self.flavour, self.args)
         check_credentialed(self.flavour, self.resolved, context)
         self.client = _client(self.resolved)
+        if self.client.provider == "openai-compatible":
+            self.client.served_in_key = True
+            _served_weights(self.client)  # asked now, as for the run id: a server down is one line, not a miss
         self.default_batch_size = max(32, 2 * self.resolved.get("concurrency", 16))
         # tokens of every output (cached ones: those of the original call); cost of the calls made now
         self._draws: dict[str, dict[str, int]] = {}  # request key -> sample id -> its draw (see own_draws)
@@ -235,8 +251,8 @@ class APIVisionModel(ModelPlugin):
             identity["max_image_side"] = resolved["max_image_side"]
         if resolved["provider"] == "anthropic":
             identity["sampling"] = "provider default: the Anthropic API takes no temperature or seed"
-        if resolved["provider"] == "openai-compatible":  # the weights behind the name (asked of the server once)
-            served = _client(resolved).served_weights()
+        if resolved["provider"] == "openai-compatible":  # the weights behind the name, as the server says
+            served = _served_weights(_client(resolved))
             if served:
                 identity["served"] = served
         return identity

@@ -224,3 +224,30 @@ def test_one_endpoint_spelt_two_ways_is_one_run(cache, tmp_path):
         assert server.chat_calls == 2
     (run_dir,) = list((tmp_path / "runs").iterdir())
     assert json.loads((run_dir / "results.json").read_text())["model"]["args"]["base_url"] == url
+
+
+def test_a_server_down_is_one_line_for_a_model_and_no_obstacle_to_a_judge_from_the_cache(cache, tmp_path, capsys):
+    """The weights a server serves are part of an API model's run id: with the server down the run id named none
+    (a new run folder, every cached reply missed). A model now says so in one line; an LLM judge, whose cache keys
+    leave them out, still re-scores from the cache with its server off."""
+    from harness.providers import ChatRequest, make_client
+
+    ask = ChatRequest(messages=[{"role": "user", "content": "Score this report"}], max_tokens=8)
+    with FakeLLMServer(reply=lambda body: "yes") as server:
+        server.model_cards = [{"id": "m", "object": "model", "root": "/models/m"}]
+        url = server.openai_base_url
+        args = ["run", "--model", "openai-compatible", "--model-args", f"base_url={url},model=m", "--task",
+                "phantom-vqa", "--limit", "2", "--judge", "exact", "--runs-dir", str(tmp_path / "runs"),
+                "--no-progress"]
+        assert cli_main(args) == 0
+        judge = {"model": "m", "provider": "openai-compatible", "base_url": url, "max_retries": 0, "timeout": 2}
+        assert make_client(judge).run([ask], progress=False)[0].text == "yes"
+    capsys.readouterr()
+    assert cli_main(args) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: model 'openai-compatible': no answer from {url} to GET /models (") \
+        and err.count("\n") == 1, err
+    assert len(list((tmp_path / "runs").iterdir())) == 1
+    (again,) = make_client(judge).run([ask], progress=False)
+    assert again.text == "yes" and again.cached
+

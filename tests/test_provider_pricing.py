@@ -201,6 +201,27 @@ def test_a_reply_another_running_process_stored_is_counted_by_that_process_only(
         assert cache.claim(["k"]) == {"k"}
 
 
+def test_an_owner_pid_now_another_process_does_not_hold_its_entries():
+    """A pid reused after the owner ended, or another container's process under the same pid and host name, is not
+    the owner: its start time differs (where /proc tells it)."""
+    import socket
+
+    from harness.providers.cache import _started, held_by_another_live_process
+
+    other = subprocess.Popen([sys.executable, "-c", "import sys; sys.stdin.read()"], stdin=subprocess.PIPE)
+    try:
+        started = _started(other.pid)
+        if started is None:
+            pytest.skip("no /proc here: the pid alone names the owner")
+        host = socket.gethostname()
+        assert held_by_another_live_process(f"{host}:{other.pid}:{started}")
+        assert not held_by_another_live_process(f"{host}:{other.pid}:{int(started) + 1}")
+        assert not held_by_another_live_process(f"another-host:{other.pid}:{started}")
+    finally:
+        other.kill()
+        other.wait()
+
+
 def test_a_call_this_run_paid_is_counted_even_if_another_process_stored_the_same_reply_first(monkeypatch, tmp_path):
     """Two runs asking the same at the same time both pay: each counts its own call (the reply another process
     stored and claimed meanwhile is kept, never reopened for a third run to count)."""

@@ -109,7 +109,15 @@ def test_a_nan_in_a_results_file_names_that_file(tmp_path):
     results_file.write_text(json.dumps(data))
     proc = cli("publish", str(tmp_path / "run"), "--output", str(tmp_path / "board.json"))
     assert proc.returncode == 2, proc.stderr
-    assert proc.stderr == f"error: {results_file}: cannot read results (non-standard JSON value NaN)\n"
+    assert proc.stderr == (f"error: {results_file}: the value at 'judges.0.metrics.accuracy.value' is nan, not a "
+                           "number a leaderboard can hold (expected a finite number or null); rewrite the file with "
+                           "harness score on its run folder\n")
+    # a NaN where no row reads it (timings of an older version): published
+    data["judges"][0]["metrics"]["accuracy"]["value"] = 0.5
+    data.setdefault("timings", {})["generation_s"] = float("nan")
+    results_file.write_text(json.dumps(data))
+    proc = cli("publish", str(tmp_path / "run"), "--output", str(tmp_path / "board.json"))
+    assert proc.returncode == 0, proc.stderr
 
 
 def test_the_row_order_does_not_depend_on_the_publish_order(tmp_path):

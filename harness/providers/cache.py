@@ -9,8 +9,8 @@ re-scoring therefore makes no repeated calls. Several processes may write at onc
 A new entry is stored `unclaimed` and claimed when the call that made it has handed its results to the caller: an
 entry a killed or interrupted run paid for but never used stays unclaimed, and the run that takes it from the
 cache later counts its cost as its own (so the costs of runs sharing a cache add up to what was paid). An entry
-records its `owner` (host and process id): while that process still runs on this host it will count the entry
-itself, so another run reading it meanwhile takes it as `cached` (it cost that run nothing).
+records its `owner` (host, process id and start time): while that process still runs on this host it will count the
+entry itself, so another run reading it meanwhile takes it as `cached` (it cost that run nothing).
 """
 
 from __future__ import annotations
@@ -92,8 +92,8 @@ def batch_key(provider: str, model: str, base_url: str, keys: Iterable[str]) -> 
 
 
 def _add_columns(conn: sqlite3.Connection) -> None:
-    """Caches written by older versions get the newer columns: base_url (NULL: endpoint not recorded) and
-    unclaimed (0: their entries were all used)."""
+    """Caches written by older versions get the newer columns: base_url (NULL: endpoint not recorded), unclaimed
+    (0: their entries were all used) and owner (NULL: free to claim)."""
     columns = {row[1] for row in conn.execute("PRAGMA table_info(results)")}
     for name, definition in (("base_url", "TEXT"), ("unclaimed", "INTEGER NOT NULL DEFAULT 0"), ("owner", "TEXT")):
         if name in columns:
@@ -106,24 +106,37 @@ def _add_columns(conn: sqlite3.Connection) -> None:
 
 
 def owner() -> str:
-    """Who stores an entry: this host and process."""
-    return f"{socket.gethostname()}:{os.getpid()}"
+    """Who stores an entry: this host, process id and the process's start time (where /proc tells it)."""
+    return f"{socket.gethostname()}:{os.getpid()}:{_started(os.getpid()) or ''}"
+
+
+def _started(pid: int) -> str | None:
+    """A process's start time in clock ticks since boot (Linux /proc: field 22 of its stat), else None. With the pid
+    it names one process: a pid reused after the owner ended, or another container's process under the same pid and
+    host name, has another start time."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text(encoding="ascii", errors="replace")
+        return stat.rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return None
 
 
 def held_by_another_live_process(owner: str | None) -> bool:
     """Whether an unclaimed entry's owner is another process still running on this host (it claims and counts the
     entry when it hands its results on). Entries of older caches (no owner), of other hosts (a cache on a shared
-    disk) or of this process are free to claim, as are all on Windows (no cheap liveness check)."""
-    host, _, pid_text = (owner or "").rpartition(":")
+    disk) or of this process are free to claim, as are all on Windows (no cheap liveness check). A process that
+    stored entries and never claimed them (a notebook whose run raised) holds them as long as it runs."""
+    host, pid_text, started = ((owner or "").split(":") + ["", ""])[:3]
     if host != socket.gethostname() or not pid_text.isdigit() or int(pid_text) == os.getpid() or os.name == "nt":
         return False
     try:
         os.kill(int(pid_text), 0)
     except PermissionError:
-        return True  # alive, another user's
+        pass  # alive, another user's
     except (OSError, OverflowError):  # ProcessLookupError: it ended without claiming (killed, interrupted)
         return False
-    return True
+    now = _started(int(pid_text))
+    return not (started and now and now != started)  # another process under the owner's pid: the owner ended
 
 
 class LLMCache:

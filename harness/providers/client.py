@@ -61,6 +61,7 @@ class ProviderClient:
         self.batch_max_wait = batch_max_wait
         self.outage = OutageState()  # failures in a row across run() calls (a model runs small batches)
         self._server: dict[str, Any] | None = None  # what an OpenAI-compatible server says of itself, asked once
+        self.served_in_key = False  # API models set it (their run id names the served weights too)
         if provider == "anthropic":
             from harness.providers.anthropic_client import AnthropicBackend
 
@@ -121,14 +122,16 @@ class ProviderClient:
 
     def served_weights(self) -> dict[str, str] | None:
         """The weights an OpenAI-compatible server says answer under this model name (vLLM: `root`, the weights' or
-        adapter's folder, and an adapter's `parent`); None when it does not say. Part of every cache key and of an
-        API model's run id: an adapter retrained and served again under the same name is another model."""
+        adapter's folder, and an adapter's `parent`); None when it does not say. Part of an API model's run id and,
+        with `served_in_key`, of its cache keys: an adapter retrained and served again under the same name is
+        another model. (LLM judges leave it out of theirs: a re-score from the cache needs no server.)"""
         card = self.server_description().get("model_card") or {}
         weights = {k: card[k] for k in ("root", "parent") if isinstance(card.get(k), str) and card[k]}
         return weights or None
 
     def key(self, request: ChatRequest) -> str:
-        return request_key(self.provider, self.model, self.base_url, request, served=self.served_weights())
+        served = self.served_weights() if self.served_in_key else None
+        return request_key(self.provider, self.model, self.base_url, request, served=served)
 
     def run(self, requests: list[ChatRequest], progress: bool = True) -> list[ChatResult]:
         """One result per request, same order: cached ones first, then calls (or one batch) for the rest.

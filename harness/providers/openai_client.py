@@ -63,26 +63,38 @@ class OpenAIBackend:
         self._api_key = api_key
         self.timeout = timeout
         self.dropped: set[str] = set()  # parameters this model/server rejected (see send)
+        # why GET /models had no answer to go by (a connection error, a timeout, a 5xx); None: it answered
+        self.models_unanswered: str | None = None
 
     def server_description(self) -> dict[str, Any]:
         """What an OpenAI-compatible server says of the model it serves under this name and of itself: the model's
         entry at GET /v1/models (vLLM: `root`, the weights' or adapter's folder; `parent`, an adapter's base model)
         and GET /version (vLLM's version, asked without the key); {} for what it does not answer. No redirect is
-        followed (the key would go with it). The card's `root` and `parent` enter cache keys and an API model's run id
-        (ProviderClient.served_weights); the rest is for the record."""
+        followed (the key would go with it). The card's `root` and `parent` enter an API model's run id and cache
+        keys (ProviderClient.served_weights); the rest is for the record. `models_unanswered` says why GET /models
+        had no answer to go by (the server down or failing), as opposed to one without a card (a server that does
+        not list its models: a 404, an empty list)."""
         import httpx2
 
         found: dict[str, Any] = {}
         with httpx2.Client(verify=shared_ssl_context(), timeout=httpx2.Timeout(min(self.timeout, 10.0)),
                            follow_redirects=False) as client:
-            def get(url: str, headers: dict[str, str]) -> Any:
+            def get(url: str, headers: dict[str, str], models: bool = False) -> Any:
                 try:
                     response = client.get(url, headers=headers)
+                except httpx2.HTTPError as exc:
+                    if models:
+                        self.models_unanswered = redact(f"{type(exc).__name__}: {exc}"[:200], self._api_key)
+                    return None
+                if models:
+                    self.models_unanswered = f"HTTP {response.status_code}" if response.status_code >= 500 else None
+                try:
                     return response.json() if response.status_code == 200 else None
-                except (httpx2.HTTPError, ValueError):
+                except ValueError:
                     return None
 
-            listed = get(self.base_url.rstrip("/") + "/models", {"Authorization": f"Bearer {self._api_key}"})
+            listed = get(self.base_url.rstrip("/") + "/models", {"Authorization": f"Bearer {self._api_key}"},
+                         models=True)
             version = get(self.base_url.rstrip("/").removesuffix("/v1") + "/version", {})
         cards = listed.get("data") if isinstance(listed, dict) else None
         for card in cards if isinstance(cards, list) else []:
