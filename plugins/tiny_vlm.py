@@ -20,10 +20,11 @@ without this host's process, older than an hour).
 
 The builds are deterministic: the tokenizer corpus is fixed text plus `harness.phantom.generate_cases` with a
 fixed seed, the weights come from `torch.manual_seed(SEED)`, the pretraining data and order from fixed seeds.
-Building, fine-tuning and serving tiny-vlm use one CPU thread (`one_cpu_thread`, unless OMP_NUM_THREADS says
-otherwise): its matrices are too small to gain from more (two threads are about 20% faster on an idle 2-core
-machine), OpenMP threads competing with other work on a busy machine made the demo 15-70 times slower, and
-floating-point sums then no longer depend on the machine's core count.
+Building uses exactly one CPU thread (`_build_threads`, whatever OMP_NUM_THREADS says: the weights must not depend
+on the machine), fine-tuning and serving one unless OMP_NUM_THREADS says otherwise (`one_cpu_thread`); model.json
+records the built weights' digest. Its matrices are too small to gain from more (two threads are about 20% faster
+on an idle 2-core machine), OpenMP threads competing with other work on a busy machine made the demo 15-70 times
+slower, and floating-point sums then no longer depend on the machine's core count.
 The version folder names this builder's version and the phantom generator's, so a change to either builds a
 new model instead of reusing a stale one.
 
@@ -120,17 +121,56 @@ def ensure_tiny_vlm(cache: Path | None = None, base: str = "pretrained") -> Path
         raise UserError(f"tiny-vlm base '{base}': expected one of {', '.join(BASES)}")
     root = Path(cache) if cache is not None else cache_dir()
     final = root / "tiny-vlm" / f"{version()}-{base}"
-    if (final / "config.json").is_file():
+    if final.exists():
+        _check_build(final)
         return final
     one_cpu_thread()
-    if base == "random":
-        _build_into(final, build_tiny_vlm)
-    else:
-        random_folder = ensure_tiny_vlm(cache, "random")
-        checkpoint = final.parent / f".{final.name}.checkpoint.pt"  # an interrupted build resumes from it
-        _build_into(final, lambda folder: _pretrain(random_folder, folder, checkpoint))
-        checkpoint.unlink(missing_ok=True)
+    with _build_threads():
+        if base == "random":
+            _build_into(final, build_tiny_vlm)
+        else:
+            random_folder = ensure_tiny_vlm(cache, "random")
+            checkpoint = final.parent / f".{final.name}.checkpoint.pt"  # an interrupted build resumes from it
+            _build_into(final, lambda folder: _pretrain(random_folder, folder, checkpoint))
+            checkpoint.unlink(missing_ok=True)
     return final
+
+
+BUILD_FILES = ("config.json", "model.safetensors", "tokenizer.json")
+
+
+def _check_build(final: Path) -> None:
+    """A finished build has its files and a readable safetensors header; else (a copy cut short, a file deleted by
+    hand) a one-line error naming the folder to delete, so the next run builds it again."""
+    missing = [name for name in BUILD_FILES if not (final / name).is_file()]
+    why = f"{', '.join(missing)} missing" if missing else None
+    if why is None:
+        from safetensors import safe_open
+
+        try:  # reads the header only, and checks it against the file's size
+            with safe_open(str(final / "model.safetensors"), framework="pt") as weights:
+                weights.keys()
+        except Exception as exc:  # noqa: BLE001 - SafetensorError, OSError: the file, not the harness
+            why = "model.safetensors: " + (str(exc).strip().splitlines() or [""])[0][:200]
+    if why is not None:
+        raise UserError(f"the tiny-vlm build {final} is damaged ({why}); delete that folder and run again to build "
+                        "it anew")
+
+
+class _build_threads:  # noqa: N801 - a context manager used as `with _build_threads():`
+    """Torch on exactly one CPU thread while building, whatever OMP_NUM_THREADS says: the built weights (and so
+    every number of a tiny-vlm run, whose run id names the build) must not depend on the machine's thread count."""
+
+    def __enter__(self) -> None:
+        import torch
+
+        self.threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+
+    def __exit__(self, *exc: object) -> None:
+        import torch
+
+        torch.set_num_threads(self.threads)
 
 
 def _pretrain(random_folder: Path, folder: Path, checkpoint: Path) -> None:
@@ -299,6 +339,13 @@ class TinyVLM(HFModel):
         cls.options({**rest, "model": "tiny-vlm"})  # validates the other model args
         _, dtype = resolve_device_dtype(context)
         return {"hub_id": "tiny-vlm", "revision": f"{version()}-{base}", "dtype": dtype, "family": "chat"}
+
+    def identity(self) -> dict[str, Any]:
+        """The hf backend's record, and the digest of the weights built here (builds are deterministic on one
+        thread with one torch; another torch or CPU may build other weights: the digest tells)."""
+        from harness.file_digests import folder_fingerprint
+
+        return {**super().identity(), "weights": folder_fingerprint(Path(self.opts["model"]))}
 
 
     @classmethod

@@ -15,8 +15,9 @@ from harness.errors import UserError
 
 
 def test_base_model_arg_is_checked_and_recorded():
+    from harness.file_digests import folder_fingerprint
     from harness.model_api import ModelContext
-    from harness.plugins.tiny_vlm import TinyVLM, version
+    from harness.plugins.tiny_vlm import TinyVLM, ensure_tiny_vlm, version
 
     context = ModelContext(task=None, device="cpu", dtype="float32", cache_dir=None)
     assert TinyVLM.run_identity({}, context)["revision"] == f"{version()}-pretrained"
@@ -30,6 +31,7 @@ def test_base_model_arg_is_checked_and_recorded():
         TinyVLM({"model": "x"}, context)
     loaded = TinyVLM({"base": "random"}, context).identity()  # model.json and a fine-tune's manifest record this
     assert loaded["revision"] == f"{version()}-random"
+    assert loaded["weights"] == folder_fingerprint(ensure_tiny_vlm(base="random"))  # the weights built here
 
 
 def test_text_turns_equal_the_vqa_prompt_without_the_image(tiny_vlm):
@@ -86,3 +88,35 @@ def test_killed_pretraining_resumes_to_the_same_model(tiny_vlm, tmp_path, one_to
     before = load_file(str(tiny_vlm / "model.safetensors"))
     assert before.keys() == whole.keys()
     assert sum(not torch.equal(whole[k], before[k]) for k in whole) > len(whole) // 2  # it did train
+
+
+def test_a_damaged_build_is_named_and_builds_use_one_thread_whatever_the_environment(tiny_vlm, tmp_path):
+    """A build cut short was trusted forever (a safetensors traceback, or "Directory not empty" naming a temporary
+    folder); OMP_NUM_THREADS=2 pretrained other weights under the same run id (closed accuracy 0.32, not 0.19)."""
+    import shutil
+
+    import torch
+
+    from harness.plugins.tiny_vlm import _build_threads, ensure_tiny_vlm, version
+
+    folder = tmp_path / "tiny-vlm" / f"{version()}-random"
+    shutil.copytree(tiny_vlm, folder)
+    assert ensure_tiny_vlm(tmp_path, base="random") == folder
+    weights = folder / "model.safetensors"
+    with open(weights, "r+b") as fh:
+        fh.truncate(weights.stat().st_size - 100)
+    with pytest.raises(UserError, match=f"the tiny-vlm build {folder} is damaged \\(model.safetensors: .*\\); delete "
+                                        "that folder and run again to build it anew"):
+        ensure_tiny_vlm(tmp_path, base="random")
+    (folder / "config.json").unlink()
+    with pytest.raises(UserError, match=r"is damaged \(config.json missing\)"):
+        ensure_tiny_vlm(tmp_path, base="random")
+
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        with _build_threads():
+            assert torch.get_num_threads() == 1
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(threads)
