@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
 import resource
 import statistics
@@ -80,7 +81,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=1000)
     parser.add_argument("--rounds", type=int, default=2, help="alternating runs of each (the median is reported)")
-    parser.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data")
+    parser.add_argument("--data", type=Path,
+                        default=Path(os.environ.get("HARNESS_SHARED_DATA") or REPO.parent / "shared" / "data"),
+                        help="the shared data folder (default: $HARNESS_SHARED_DATA, else ../shared/data)")
     args = parser.parse_args()
     sys.path.insert(0, str(REPO))
     references, predictions = load_pairs(args.data, args.n)

@@ -129,6 +129,9 @@ def main() -> None:
     parser.add_argument("--variant", nargs="*", default=[],
                         help="extra `harness default` rows with these model args (k=v[;k=v]), e.g. prefill_chunk=64")
     args = parser.parse_args()
+    for variant in args.variant:
+        if any("=" not in kv for kv in variant.split(";")):
+            parser.error(f"--variant {variant}: expected model args as k=v[;k=v], e.g. prefill_chunk=64")
 
     import torch
     import transformers
@@ -141,6 +144,9 @@ def main() -> None:
     from harness.task import Task
 
     device, dtype = resolve_device_dtype(ModelContext(device=args.device, dtype=args.dtype))
+    if args.shape == "llava-7b" and not device.startswith("cuda"):
+        parser.error("the llava-7b shape needs a CUDA GPU (7 billion parameters: about 28 GB in float32); use "
+                     "--shape tiny on a CPU")
     model, processor = build(args.shape, device, dtype)
     gpu = torch.cuda.get_device_name(0) if device.startswith("cuda") else "cpu"
     params = sum(p.numel() for p in model.parameters()) / 1e9
@@ -182,8 +188,11 @@ def main() -> None:
                     micro_batch, cache = min(batch, runner.batcher.limit or batch), runner.cache
                 else:
                     micro_batch, cache = batch, "dynamic"
-                count = max(n, batch) if batch > 1 else min(n, 8)  # batch 1 is slow: fewer samples
-                batches = chunks(reqs[:count], batch)
+                # at least two batches of the row's size (the runner's prefetch works across calls); batch 1 is
+                # slow: fewer samples
+                count = max(n, 2 * batch) if batch > 1 else min(n, 8)
+                row_reqs = reqs if count <= len(reqs) else requests(count, new_tokens, report)
+                batches = chunks(row_reqs[:count], batch)
                 fn = as_the_runner_calls(runner, batches) if isinstance(runner, HFModel) else runner
                 rate = timed(fn, batches, args.warmup)
             except Exception as exc:  # noqa: BLE001 - report the row and go on with the next

@@ -203,6 +203,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--json", type=Path, default=None, help="also write the rows to this JSON file")
     args = parser.parse_args(argv)
+    known = ("default", "dynamic", "plain", "vision", "")
+    unknown = [r.strip() for r in args.rows.split(",") if r.strip() not in known]
+    if unknown:  # before minutes of building and timing the rows that are known
+        parser.error(f"--rows {args.rows}: unknown row {unknown[0]!r}; expected default, dynamic, plain or vision")
 
     import torch
     import transformers
