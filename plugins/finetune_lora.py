@@ -304,17 +304,18 @@ def _finetune(cfg: FinetuneConfig, progress: bool) -> dict[str, Any]:
     from harness.plugins.finetune_recipes import trains_itself
 
     stages = []
+    note = None
     if cfg.stage1_task:
         from harness import plugin_manager
 
         stage1_prompt, note = cfg.stage1_prompt_variant(plugin_manager.tasks().get(cfg.stage1_task).prompts)
-        if note:
-            print(note, file=sys.stderr)
         with cfg.stage1_errors():
             stages.append(load_stage_data(cfg.stage1_task, data_dir=cfg.stage1_data_dir, source=cfg.stage1_source,
                                           prompt=stage1_prompt, limit=cfg.limit))
     stages.append(load_stage_data(cfg.task, data_dir=cfg.data_dir, source=cfg.source, prompt=cfg.prompt,
                                   limit=cfg.limit))
+    if note:  # once the main task took --prompt: a variant it lacks too is the one error, without this note
+        print(note, file=sys.stderr)
     info, cls, args, context = resolve_model(cfg, stages[-1].task)
     cfg.check_settings(info.id)
     for data in stages[:-1]:
@@ -334,7 +335,7 @@ def _finetune(cfg: FinetuneConfig, progress: bool) -> dict[str, Any]:
     plugin = cls(args, context)
     if not self_training:
         hyper = cfg.hyperparameters(info.id, plugin.family)
-    config_hash = run_identity_hash(cfg, hyper, base, [s.describe() for s in stages])
+    config_hash = run_identity_hash(cfg, hyper, base, [s.describe() for s in stages], len(stages[-1].samples))
     return _train_into_out(cfg, stages, info, plugin, hyper, base, config_hash, self_training, progress)
 
 

@@ -166,8 +166,13 @@ def plan_targets(model: Any, preset: str, method: str = "lora") -> TargetPlan:
         if method != "lora":
             raise UserError(f"--targets {preset}: a regex selects LoRA targets; use --method lora")
         pattern = re.compile(preset[3:])
+        heads = _output_heads(model)
         matched = [n for n, m in model.named_modules() if n and pattern.fullmatch(n)]
-        plan.modules = [n for n, m in model.named_modules() if n in set(matched) and _is_linear(m)]
+        plan.modules = [n for n, m in model.named_modules() if n in set(matched) and _is_linear(m)
+                        and not any(m is head for head in heads)]  # never the output head: vLLM loads no LoRA there
+        if not plan.modules and any(m is head for n, m in model.named_modules() if n in set(matched) for head in heads):
+            raise UserError(f"--targets {preset} selects only the output head, which is never a LoRA target (vLLM "
+                            "loads no LoRA there); choose other layers")
         # LoRA wraps linear layers only: keep the user's regex if that is all it matches, else name them.
         plan.regex = preset[3:] if len(plan.modules) == len(matched) else (
             "(" + "|".join(re.escape(m) for m in plan.modules) + ")")

@@ -121,6 +121,10 @@ def test_presets_select_the_named_parts(tiny_vlm):
         r"\.mlp\.up_proj|model\.language_model\.layers\.0\.mlp\.down_proj)"  # act_fn matched too: named instead
     with pytest.raises(UserError, match="selects no layer"):
         plan_targets(model, r"re:model\.language_model\.norm")
+    # a regex reaching the output head: LoRA there does not load in vLLM (it trained one on lm_head)
+    assert "lm_head" not in plan_targets(model, r"re:(lm_head|model\.language_model\.layers\.0\.mlp\.up_proj)").modules
+    with pytest.raises(UserError, match="selects only the output head, which is never a LoRA target"):
+        plan_targets(model, "re:lm_head")
 
 
 def test_blip_presets_split_encoder_and_decoder(tmp_path):

@@ -149,3 +149,21 @@ def test_settings_that_would_change_nothing_are_refused_before_training(tmp_path
     ]:
         assert error_line(finetune("--model-args", "base=random", *args, cwd=tmp_path)) == f"error: {expected}"
     assert not (tmp_path / "adapters").exists()
+
+
+def test_settings_the_data_makes_moot_are_the_same_fine_tune(tmp_path, tiny_vlm):
+    """`--max-steps` above the steps there are and `--micro-batch-size` equal to the batch train the same weights,
+    but were another fine-tune: the same --out refused the command without them (a resume after a kill too). A
+    two-stage command with a prompt the main task lacks said a note about stage 1 before its one error."""
+    base = ["--model-args", "base=random", "--limit", "8", "--batch-size", "4", "--epochs", "1", "--no-progress"]
+    first = finetune(*base, cwd=tmp_path)
+    assert first.returncode == 0, first.stderr
+    again = finetune(*base, "--max-steps", "100", "--micro-batch-size", "4", cwd=tmp_path)
+    assert again.returncode == 0, again.stderr
+    assert "already trained" in again.stdout + again.stderr, again.stdout + again.stderr
+    other = finetune(*base, "--max-steps", "1", cwd=tmp_path)  # one step of two: another fine-tune
+    assert other.returncode == 2 and "holds a different fine-tune" in other.stderr
+    proc = finetune(*base, "--stage1-task", "phantom-caption", "--prompt", "short", "--out", "adapters/x",
+                    cwd=tmp_path)
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1, proc.stderr
+    assert proc.stderr.startswith("error: ") and "'short'" in proc.stderr
