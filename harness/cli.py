@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+from typing import NoReturn
 
 from harness import __version__
 from harness.errors import Terminated, UserError
@@ -19,8 +20,16 @@ COMMANDS = ("list", "plugins", "run", "score", "publish", "table", "cache", "agr
             "serve")
 
 
+class OneLineErrors(argparse.ArgumentParser):
+    """argparse with its errors on one line (`harness run: error: ...; see harness run --help`), not after the
+    whole usage: the commands' usages run to twenty lines. Its subcommands' parsers are of this class too."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineErrors(
         prog="harness",
         description="Reproducible evaluation of medical vision-language models.",
     )

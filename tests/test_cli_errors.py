@@ -242,3 +242,15 @@ def test_a_mistyped_model_arg_is_refused_before_the_data_is_read(tmp_path, share
                    "--judge", "exact", "--no-progress")
         lines = [line for line in proc.stderr.splitlines() if line.strip()]
         assert proc.returncode == 2 and len(lines) == 1 and expected in lines[0], proc.stderr
+
+
+def test_argument_mistakes_are_one_line_not_the_whole_usage():
+    """`--rank abc` or a missing --model printed the command's twenty-line usage before the error."""
+    for args, expected in [
+        (("finetune", "--model", "tiny-vlm", "--task", "phantom-vqa", "--out", "x", "--rank", "abc"),
+         "harness finetune: error: argument --rank: invalid int value: 'abc' (see harness finetune --help)"),
+        (("run", "--task", "phantom-vqa"),
+         "harness run: error: the following arguments are required: --model (see harness run --help)"),
+    ]:
+        proc = cli(*args)
+        assert proc.returncode == 2 and proc.stderr == expected + "\n", proc.stderr
