@@ -145,10 +145,28 @@ def restore(folder: Path, model: Any, optimizer: Any, scheduler: Any) -> dict[st
     with torch.no_grad():
         for name, value in weights.items():
             params[name].copy_(value.to(params[name].device, dtype=params[name].dtype))
-    optimizer.load_state_dict(torch.load(folder / "optimizer.pt", weights_only=False))
-    scheduler.load_state_dict(torch.load(folder / "scheduler.pt", weights_only=False))
-    set_rng_state(torch.load(folder / "rng.pt", weights_only=False))
+    optimizer.load_state_dict(safe_load(folder / "optimizer.pt"))
+    scheduler.load_state_dict(safe_load(folder / "scheduler.pt"))
+    set_rng_state(safe_load(folder / "rng.pt"))
     return read_state(folder)
+
+
+def safe_load(path: Path) -> Any:
+    """torch.load with weights only (tensors, numbers, strings, containers, and the numpy array and dtype of the
+    random state): a checkpoints folder copied from someone else cannot run code when a fine-tune resumes from it;
+    anything else in the file is a one-line error naming it."""
+    import numpy as np
+    import torch
+
+    core = getattr(np, "_core", None) or np.core  # numpy 2 / 1
+    allowed = [core.multiarray._reconstruct, np.ndarray, np.dtype, type(np.dtype("uint32"))]
+    try:
+        with torch.serialization.safe_globals(allowed):
+            return torch.load(path, weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - UnpicklingError and the like: the file, not the harness
+        first = (str(exc).strip().splitlines() or [""])[0][:200]
+        raise UserError(f"checkpoint file {path} holds more than weights and states ({first}); it was not written "
+                        "by harness finetune: delete the checkpoints folder to start over") from None
 
 
 class StopRequest:

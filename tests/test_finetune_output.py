@@ -223,3 +223,27 @@ def test_an_interrupt_inside_a_step_checkpoints_the_step_before(reference, tmp_p
     manifest = run(out)
     assert manifest["resumed_at_steps"] == [1]
     assert (out / "adapter_model.safetensors").read_bytes() == (reference / "adapter_model.safetensors").read_bytes()
+
+
+class _RunsCode:
+    def __reduce__(self):
+        import os
+
+        return (os.system, ("echo ran > ran.txt",))
+
+
+def test_a_checkpoint_file_holding_code_is_refused_not_run(tmp_path, monkeypatch):
+    """A resume unpickled optimizer.pt, scheduler.pt and rng.pt with weights_only=False: a checkpoints folder
+    copied from someone else ran their code. States written by harness finetune (numpy's random state too) load."""
+    import torch
+
+    from harness.errors import UserError
+    from harness.plugins.finetune_checkpoint import rng_state, safe_load
+
+    monkeypatch.chdir(tmp_path)
+    torch.save(rng_state(), tmp_path / "rng.pt")
+    assert set(safe_load(tmp_path / "rng.pt")) >= {"torch", "numpy", "python"}
+    torch.save({"state": {}, "param_groups": [], "x": _RunsCode()}, tmp_path / "optimizer.pt")
+    with pytest.raises(UserError, match="optimizer.pt holds more than weights and states"):
+        safe_load(tmp_path / "optimizer.pt")
+    assert not (tmp_path / "ran.txt").exists()
