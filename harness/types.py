@@ -6,6 +6,7 @@ These are plain dataclasses so that every stage can be written to and read back 
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -35,7 +36,7 @@ class ImageRef:
             return self.reader()
         if self.path is None:
             raise FileNotFoundError(f"image '{self.name}' has neither a path nor bytes")
-        return self.path.read_bytes()
+        return read_image_file(self.path)
 
     def open(self):  # -> PIL.Image.Image
         """Decode the image as 8-bit RGB by the rules of harness/image_decoding.py. Raises OSError or ValueError
@@ -43,6 +44,23 @@ class ImageRef:
         from harness.image_decoding import decode_rgb
 
         return decode_rgb(self.read_bytes())
+
+
+MAX_IMAGE_FILE_BYTES = 1 << 30  # 1 GiB: far above any medical image file, far below a machine's memory
+
+
+def read_image_file(path: Path) -> bytes:
+    """The bytes of an image file; a path that is not a regular file (a FIFO, which would block forever; /dev/zero,
+    which never ends) or one over MAX_IMAGE_FILE_BYTES is an OSError, a failed sample like a missing file."""
+    import stat
+
+    if not stat.S_ISREG(os.stat(path).st_mode):  # before opening: opening a FIFO waits for a writer
+        raise OSError(f"{path} is not a regular file")
+    with open(path, "rb") as fh:
+        size = os.fstat(fh.fileno()).st_size
+        if size > MAX_IMAGE_FILE_BYTES:
+            raise OSError(f"{path} is {size} bytes, above the {MAX_IMAGE_FILE_BYTES} an image file may be")
+        return fh.read(MAX_IMAGE_FILE_BYTES + 1)
 
 
 @dataclass

@@ -180,3 +180,25 @@ def test_a_lone_surrogate_escape_in_a_data_file_is_named_not_a_traceback(tmp_pat
     path.write_text(json.dumps(records), encoding="utf-8")  # ASCII: the surrogate as its escape
     assert load_error("slake", tmp_path) == (f"{tmp_path / 'test.json'}: [1].answer holds a lone surrogate escape "
                                              "(\\ud800-\\udfff), which is not text; write the file as UTF-8 text")
+
+
+@pytest.mark.parametrize("name", ["../../secret/private.png", "/etc/passwd", "xmlab1/../../outside.png"])
+def test_an_image_path_leaving_the_data_folder_is_refused(tmp_path, phantom, name):
+    """A dataset copy from elsewhere naming '../..' or absolute image paths made the harness read, hash and send
+    to an API model files outside its folder."""
+    write_slake(tmp_path, phantom)
+    data = edit_json(tmp_path / "test.json", lambda recs: recs[0].update({"img_name": name}))
+    assert load_error("slake", tmp_path) == (
+        f"{tmp_path / 'test.json'}: record 0 (qid {data[0]['qid']}): image path {name!r} leaves the data folder "
+        "(absolute, or with '..'); expected a path relative to it")
+
+
+def test_an_image_that_is_no_regular_file_fails_its_sample_without_blocking(tmp_path):
+    """A FIFO in the image folder hung the run; /dev/zero as an image was read until memory ran out."""
+    from harness.types import ImageRef
+
+    fifo = tmp_path / "image.png"
+    os.mkfifo(fifo)
+    for path in (fifo, Path("/dev/zero")):
+        with pytest.raises(OSError, match="is not a regular file"):
+            ImageRef(name="x", path=path).read_bytes()

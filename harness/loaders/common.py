@@ -100,3 +100,15 @@ def closed_label(answer: str, answer_type: Any, rule: str | None) -> str:
     if label not in ("OPEN", "CLOSED"):
         raise ValueError(f"answer_type {answer_type!r} is neither OPEN nor CLOSED")
     return label
+
+
+def inside(root: Path, rel: str, where: str) -> Path:
+    """`root / rel` for an image path a data file gives; one that is absolute or climbs out with '..' is a
+    UserError naming the record: a dataset copy from elsewhere must not make the harness read (hash, send to an API
+    model) files outside its folder. (A symlink the user made inside the folder is followed.)"""
+    parts = Path(rel.replace("\\", "/")).parts
+    if Path(rel).is_absolute() or rel.startswith(("/", "\\")) or ".." in parts or (parts and ":" in parts[0]):
+        raise UserError(f"{where}: image path {rel!r} leaves the data folder (absolute, or with '..'); expected a "
+                        "path relative to it")
+    return root / rel
+

@@ -22,7 +22,7 @@ import sys
 from pathlib import Path
 
 from harness.errors import UserError
-from harness.loaders.common import SplitSamples, record_label, reference_text, require_data_dir
+from harness.loaders.common import SplitSamples, inside, record_label, reference_text, require_data_dir
 from harness.task_config import SourceConfig
 from harness.types import ImageRef, Sample
 
@@ -128,6 +128,8 @@ def _image(root: Path, patterns: list[str], image_id: str) -> ImageRef:
     """The first candidate image file that exists; when none does, a reference whose reading fails naming all
     the paths tried (the sample fails alone; the run's image checks still see the first candidate's path)."""
     rels = [p.format(id=image_id) for p in patterns]
+    for rel in rels:
+        inside(root, rel, f"image id {image_id!r}")
     for rel in rels:
         if (root / rel).is_file():
             return ImageRef(name=rel, path=root / rel)

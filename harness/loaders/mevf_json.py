@@ -30,6 +30,7 @@ from harness.loaders.common import (
     as_text,
     check_unique_ids,
     closed_label,
+    inside,
     record_label,
     reference_text,
     require_data_dir,
@@ -191,7 +192,7 @@ def vqa_samples(
         samples.append(
             Sample(
                 id=sample_id,
-                images=[ImageRef(name=image_name, path=image_root / image_name)],
+                images=[ImageRef(name=image_name, path=inside(image_root, image_name, f"{path}: {label}"))],
                 answer=answer,
                 question=question,
                 fields=fields,

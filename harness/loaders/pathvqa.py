@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.errors import UserError
-from harness.loaders.common import SplitSamples, closed_label, record_label, require_data_dir
+from harness.loaders.common import SplitSamples, closed_label, inside, record_label, require_data_dir
 from harness.loaders.mevf_json import answer_text, image_text, question_text
 from harness.task_config import SourceConfig
 from harness.types import ImageRef, Sample
@@ -107,7 +107,7 @@ def load(source: SourceConfig, split: str, data_dir: Path | None, kind: str) -> 
         samples.append(
             Sample(
                 id=f"{name}-{i}",
-                images=[ImageRef(name=rel, path=root / rel)],
+                images=[ImageRef(name=rel, path=inside(root, rel, where))],
                 answer=answer,
                 question=question,
                 fields={"answer_type": closed_label(answer, None, "yes_no")},

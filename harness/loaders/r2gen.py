@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.errors import UserError
-from harness.loaders.common import SplitSamples, norm, record_label, reference_text, require_data_dir
+from harness.loaders.common import SplitSamples, inside, norm, record_label, reference_text, require_data_dir
 from harness.loaders.mevf_json import read_json, shown
 from harness.task_config import SourceConfig
 from harness.types import ImageRef, Sample
@@ -85,7 +85,7 @@ def load(source: SourceConfig, split: str, data_dir: Path | None, kind: str) -> 
                     f"{path}: study id '{study}' appears twice in split '{split}' (records {first} and {i}, both with "
                     f"image {shown(image)}); expected each image of a study once"
                 )
-        refs = [ImageRef(name=str(p), path=image_root / str(p)) for p in paths]
+        refs = [ImageRef(name=str(p), path=inside(image_root, str(p), f"{path}: {label}")) for p in paths]
         if not per_image:
             if report is None:
                 samples.skipped.append(record_label(i, study, mapping["id"]))
