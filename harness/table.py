@@ -245,8 +245,9 @@ def render(table: Table, fmt: str) -> str:
 
     def md(text: str) -> str:
         text = _one_line(text)
-        for a, b in (("\\", "\\\\"), ("|", "\\|"), ("*", "\\*"), ("<", "&lt;"), (">", "&gt;")):
-            text = text.replace(a, b)
+        for a, b in (("\\", "\\\\"), ("|", "\\|"), ("*", "\\*"), ("<", "&lt;"), (">", "&gt;"), ("`", "\\`"),
+                     ("](", "]\\("), ("![", "\\![")):
+            text = text.replace(a, b)  # no link, image or code span from a name in someone's results
         return re.sub(r"(?<![^\W_])_|_(?![^\W_])", r"\_", text)  # GFM: only an _ inside a word is no emphasis
 
     out = ["| " + " | ".join(md(c) for c in header) + " |", "|" + "---|" * len(header)]
@@ -271,8 +272,8 @@ def _csv(table: Table) -> str:
     writer = csv.writer(buf, lineterminator="\n")
     writer.writerow(header)
     for row, qualifiers, cells in table.rows:
-        line = [row["model"], str(bool(row.get("partial"))).lower(), row.get("errors") or 0,
-                row.get("unscored") or 0, row.get("size_note") or "", *qualifiers[:-1], row["n"],
+        line = [_no_formula(row["model"]), str(bool(row.get("partial"))).lower(), row.get("errors") or 0,
+                row.get("unscored") or 0, row.get("size_note") or "", *map(_no_formula, qualifiers[:-1]), row["n"],
                 "" if row.get("n_total") is None else row["n_total"]]
         for (name, _), metric in zip(table.columns, cells):
             metric = metric or {}
@@ -281,3 +282,9 @@ def _csv(table: Table) -> str:
             line.append(metric.get("n") if metric.get("value") is not None else "")
         writer.writerow(line)
     return buf.getvalue()
+
+
+def _no_formula(text: str) -> str:
+    """A CSV cell a spreadsheet would run as a formula (=, +, -, @ first) gets a leading apostrophe."""
+    return "'" + text if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text
+

@@ -109,3 +109,24 @@ def test_no_key_fragment_anywhere_after_runs_against_a_key_echoing_server(env, t
     for path in checked:
         found = leaks(path.read_bytes().decode("utf-8", "replace"))
         assert found == [], (path, found)
+
+
+def test_a_batch_whose_results_are_named_elsewhere_is_refused_not_fetched_with_the_key(env, monkeypatch):
+    """The Anthropic SDK fetches the `results_url` a batch status names with the request's key: a server (or
+    gateway) naming another host there received ANTHROPIC_API_KEY."""
+    from harness.providers import ChatRequest, make_client
+    from harness.providers.base import ProviderUnavailable
+
+    with FakeLLMServer(reply=lambda body: "Correctness: 1") as server:
+        finish = server._finish_anthropic_batch
+
+        def elsewhere(batch):
+            finish(batch)
+            batch["results_url"] = f"http://127.0.0.2:9/exfil/{batch['id']}"
+
+        monkeypatch.setattr(server, "_finish_anthropic_batch", elsewhere)
+        client = make_client({"model": "claude", "base_url": server.anthropic_base_url, "batch": True,
+                              "batch_poll_interval": 0.01})
+        with pytest.raises(ProviderUnavailable, match="names its results at http://127.0.0.2:9, not at "
+                                                      "http://127.0.0.1:"):
+            client.run([ChatRequest(messages=[{"role": "user", "content": "Score it"}])], progress=False)

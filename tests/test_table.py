@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -152,3 +153,19 @@ def test_a_board_of_an_older_layout_and_whole_number_values(board, tmp_path):
     proc = harness("table", str(old), "--judge", "exact:pefomed", "--percent")
     assert proc.returncode == 0, proc.stderr
     assert "| 100.000 [90.000, 100.000] |" in proc.stdout, proc.stdout
+
+
+def test_names_from_someone_elses_results_make_no_link_image_or_formula(tmp_path):
+    """A model name '[click](https://evil.example) ![t](https://evil.example/p.png)' rendered a link and a remote
+    image in the Markdown table; '=HYPERLINK(...)' was a formula in a spreadsheet opening the CSV."""
+    preds = tmp_path / "preds.jsonl"
+    preds.write_text(json.dumps({"id": "a", "answer": "yes", "prediction": "yes", "answer_type": "CLOSED"}) + "\n")
+    name = '=HYPERLINK("http://evil.example") [click](https://evil.example) ![t](https://evil.example/p.png) `x`'
+    assert harness("score", str(preds), "--task-type", "vqa", "--judge", "exact", "--model-name", name,
+                   "--output", str(tmp_path / "out")).returncode == 0
+    assert harness("publish", str(tmp_path / "out"), "-o", str(tmp_path / "b.json")).returncode == 0
+    markdown = harness("table", str(tmp_path / "b.json")).stdout
+    assert not re.search(r"\]\(https|(?<!\\)!\[|(?<!\\)`x", markdown), markdown
+    assert "[click]\\(https://evil.example) \\![t]\\(https://evil.example/p.png) \\`x\\`" in markdown
+    row = list(csv.reader(io.StringIO(harness("table", str(tmp_path / "b.json"), "--format", "csv").stdout)))[1]
+    assert row[0] == "'" + name

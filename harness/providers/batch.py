@@ -16,7 +16,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from harness.providers.base import BatchPending, CallError, ChatRequest, ChatResult
+from harness.providers.base import BatchPending, CallError, ChatRequest, ChatResult, ProviderUnavailable
 from harness.providers.cache import LLMCache, batch_key
 from harness.providers.scheduler import OutageState, ProviderDown, announce_wait
 
@@ -231,6 +231,11 @@ class AnthropicBatches:
                             f"{counts.succeeded} succeeded, {counts.errored} errored")
         if batch.processing_status != "ended":
             return "running"
+        if batch.results_url and _origin(batch.results_url) != _origin(self.client.base_url):
+            # the SDK would fetch it with the key: only from where the key already goes
+            raise ProviderUnavailable(f"batch {batch_id}: the server names its results at "
+                                      f"{_origin(batch.results_url)}, not at {_origin(self.client.base_url)} (its base "
+                                      "URL); refusing to send the API key there")
         return "done" if batch.results_url else "gone"
 
     async def collect(self, sdk: Any, batch_id: str, keys: set[str], on_result: OnResult) -> None:
@@ -260,3 +265,13 @@ class AnthropicBatches:
             on_result(key, ChatResult(text=None, error=f"batch item {result.get('type')}: {error}"))
         for key in sorted(keys - seen):
             on_result(key, ChatResult(text=None, error=f"missing from the results of batch {batch_id}"))
+
+
+def _origin(url: str) -> str:
+    """scheme://host:port of a URL (the port the scheme implies when none is written)."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    port = parts.port or {"https": 443, "http": 80}.get(parts.scheme)
+    return f"{parts.scheme}://{(parts.hostname or '').lower()}:{port}"
+
