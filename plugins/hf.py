@@ -81,6 +81,12 @@ class HFModel(HFPrompting, HFAdapters, ModelPlugin):
         if opts["local"]:
             identity["path"] = opts["model"]
             identity["local_fingerprint"] = folder_fingerprint(Path(opts["model"]))  # every byte, hashed once
+        return {**identity, **cls.prompt_and_sampling_identity(opts, context)}
+
+    @staticmethod
+    def prompt_and_sampling_identity(opts: dict[str, Any], context: ModelContext) -> dict[str, Any]:
+        """The modality classifier and its data (prepend_modality=predicted), the sampling seeds (tiny-vlm's too)."""
+        identity: dict[str, Any] = {}
         if opts["prepend_modality"] == "predicted":  # another classifier, or other training data, is another run
             identity["modality_classifier"] = MODALITY_CLASSIFIER
             if context.task is not None:

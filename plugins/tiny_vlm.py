@@ -336,9 +336,10 @@ class TinyVLM(HFModel):
     @classmethod
     def run_identity(cls, args: dict[str, str], context: ModelContext) -> dict[str, Any]:
         rest, base = _split_base(args)  # after loading, args also hold model=<the built folder>
-        cls.options({**rest, "model": "tiny-vlm"})  # validates the other model args
+        opts = cls.options({**rest, "model": "tiny-vlm"})  # validates the other model args
         _, dtype = resolve_device_dtype(context)
-        return {"hub_id": "tiny-vlm", "revision": f"{version()}-{base}", "dtype": dtype, "family": "chat"}
+        return {"hub_id": "tiny-vlm", "revision": f"{version()}-{base}", "dtype": dtype, "family": "chat",
+                **cls.prompt_and_sampling_identity(opts, context)}
 
     def identity(self) -> dict[str, Any]:
         """The hf backend's record, and the digest of the weights built here (builds are deterministic on one

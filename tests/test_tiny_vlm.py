@@ -120,3 +120,22 @@ def test_a_damaged_build_is_named_and_builds_use_one_thread_whatever_the_environ
         assert torch.get_num_threads() == 2
     finally:
         torch.set_num_threads(threads)
+
+
+def test_a_predicted_modality_and_sampling_enter_tiny_vlms_run_identity():
+    """tiny-vlm's run identity left out the modality classifier and its training data (the hf backend's has them):
+    a task copy with other training labels reused the run of the old labels."""
+    from harness.model_api import ModelContext
+    from harness.plugin_manager import tasks
+    from harness.plugins.tiny_vlm import TinyVLM
+    from harness.task import Task
+
+    task = Task(tasks().get("phantom-vqa"))
+    greedy = ModelContext(task=task, device="cpu", dtype="float32", generation=task.generation_settings({}))
+    plain = TinyVLM.run_identity({"base": "random"}, greedy)
+    predicted = TinyVLM.run_identity({"base": "random", "prepend_modality": "predicted"}, greedy)
+    assert "modality_classifier" not in plain and predicted["modality_classifier"]
+    assert predicted["modality_train_fingerprint"].startswith("v2-text-sha256:")
+    sampled = ModelContext(task=task, device="cpu", dtype="float32",
+                           generation=task.generation_settings({"temperature": 0.7}))
+    assert "sampling" in TinyVLM.run_identity({"base": "random"}, sampled) and "sampling" not in plain
