@@ -4,8 +4,8 @@ One plugin class serves the three registered ids through the provider layer shar
 (harness.providers: concurrency, retries with back-off, SQLite cache, cost). Each request becomes one user
 message: the request's images as PNG bytes (sent inline: data URLs for OpenAI, base64 blocks for Anthropic),
 then its `prompt`. Decoding comes from the task's generation settings: `max_new_tokens` -> max_tokens,
-temperature (0 unless sampling), seed (OpenAI only; Anthropic's API takes neither temperature nor seed, which
-`run_identity` records). Stop strings, which chat APIs do not all take, are applied to the reply text.
+temperature (0 unless sampling), top_p when sampling below 1, seed (OpenAI only; Anthropic's API takes none of
+them, which `run_identity` records). Stop strings, which chat APIs do not all take, are applied to the reply text.
 
     harness run --model gpt-4o --task vqa-rad                      # OPENAI_API_KEY, pinned gpt-4o-2024-08-06
     harness run --model claude --task slake                        # ANTHROPIC_API_KEY, pinned Claude id
@@ -273,7 +273,8 @@ class APIVisionModel(ModelPlugin):
         content: list[dict[str, Any]] = [{"type": "image", "data": png_bytes(img, side)} for img in request.images]
         content.append({"type": "text", "text": request.prompt})
         return ChatRequest(messages=[{"role": "user", "content": content}], max_tokens=g.max_new_tokens,
-                           temperature=g.temperature if g.do_sample else 0.0, seed=g.seed)
+                           temperature=g.temperature if g.do_sample else 0.0, seed=g.seed,
+                           top_p=g.top_p if g.do_sample and g.top_p < 1.0 else None)
 
     def own_draws(self, requests: list[GenerationRequest], chats: list[Any]) -> list[Any]:
         """When the model samples (temperature > 0, or Anthropic, which takes no temperature), identical requests
@@ -289,7 +290,9 @@ class APIVisionModel(ModelPlugin):
                 continue
             draws = self._draws.setdefault(self.client.key(chat), {})
             draw = draws.setdefault(request.id, len(draws))
-            out.append(replace(chat, draw=draw) if draw else chat)
+            # a draw of its own: its own seed too (a server honouring the seed, as vLLM does, gave copies)
+            seed = chat.seed + draw if chat.seed is not None else None
+            out.append(replace(chat, draw=draw, seed=seed) if draw else chat)
         return out
 
     def generate(self, requests: list[GenerationRequest]) -> list[GenerationOutput]:

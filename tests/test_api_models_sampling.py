@@ -23,7 +23,7 @@ def test_identical_requests_are_separate_draws_only_when_sampling(monkeypatch, t
     for sampling in (True, False):
         calls = itertools.count(1)
         settings = GenerationSettings(max_new_tokens=8, temperature=0.7 if sampling else 0.0, do_sample=sampling,
-                                      seed=5 if sampling else 6)
+                                      seed=5 if sampling else 6, top_p=0.5)
         with FakeLLMServer(reply=lambda body, calls=calls: f"reply {next(calls)}") as server:
             model = OpenAICompatibleModel({"base_url": server.openai_base_url, "model": "tiny"}, ModelContext())
 
@@ -39,5 +39,8 @@ def test_identical_requests_are_separate_draws_only_when_sampling(monkeypatch, t
         if sampling:
             assert sorted(texts[:3]) == ["reply 1", "reply 2", "reply 3"]  # calls within a batch run concurrently
             assert texts[3] == texts[0] and len(server.requests) == 3
+            assert sorted(body["seed"] for body in server.requests) == [5, 6, 7]  # each draw its own seed
+            assert {body.get("top_p") for body in server.requests} == {0.5}  # recorded, and now sent too
         else:
             assert len(set(texts)) == 1 and len(server.requests) == 1
+            assert "top_p" not in server.requests[0]  # greedy: no sampling setting is sent

@@ -20,6 +20,7 @@ class ChatRequest:
     max_tokens: int = 100
     temperature: float = 0.0
     seed: int | None = None
+    top_p: float | None = None  # nucleus sampling (None: the provider's default, not sent)
     # structured output: OpenAI response_format json_schema; Anthropic a forced tool; openai-compatible
     # servers get response_format and, if they reject it, the request again without it
     json_schema: dict | None = None

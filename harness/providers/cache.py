@@ -81,6 +81,8 @@ def request_key(provider: str, model: str, base_url: str, request: ChatRequest,
         payload["draw"] = request.draw
     if served:  # only then, likewise: a server that does not say keeps its keys
         payload["served"] = served
+    if request.top_p is not None:
+        payload["top_p"] = request.top_p
     blob = json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     return hashlib.sha256(blob.encode("utf-8")).hexdigest()
 

@@ -31,7 +31,7 @@ from harness.secrets import redact_reply
 log = logging.getLogger("harness.providers")
 
 # parameters a model or server may reject; dropped (and recorded) instead of failing every request
-OPTIONAL_PARAMS = ("response_format", "temperature", "seed")
+OPTIONAL_PARAMS = ("response_format", "temperature", "seed", "top_p")
 # what a server's 400 about structured output says (a 400 naming none of these, such as a prompt over the context
 # length, is the call's own failure: retrying without response_format, and then never sending it, was wrong)
 STRUCTURED_OUTPUT_WORDS = re.compile(  # letter boundaries: "guided_json", "xgrammar" count, "information" not
@@ -126,6 +126,8 @@ class OpenAIBackend:
         body["max_completion_tokens" if self.provider == "openai" else "max_tokens"] = request.max_tokens
         if request.seed is not None:
             body["seed"] = request.seed
+        if request.top_p is not None:
+            body["top_p"] = request.top_p
         if request.json_schema is not None:
             body["response_format"] = {"type": "json_schema", "json_schema": {
                 "name": "reply", "schema": request.json_schema, "strict": strict_schema_ok(request.json_schema)}}
