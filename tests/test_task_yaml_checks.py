@@ -258,3 +258,10 @@ def test_every_missing_required_key_of_a_mapping_is_named_at_once(tmp_path):
                     "closed_rule: answer_type}\nprompts: {default: '{question}'}\nmetadata: {}\n")
     assert _error(path) == (f"{path}:7: field 'metadata': 'credentialed', 'license', 'citation' are required but "
                             "missing")
+
+
+def test_an_empty_stop_string_is_refused_at_its_line(tmp_path):
+    """`stop: [""]` stopped hf models after one token and was ignored by API models."""
+    path, line = _copy(tmp_path, "  max_new_tokens: 16", "  max_new_tokens: 16\n  stop: ['']")
+    error = _error(path)
+    assert error.startswith(f"{path}:{line + 1}: ") and "stop" in error and "should be non-empty" in error, error
