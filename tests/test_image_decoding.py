@@ -160,3 +160,20 @@ def test_the_prior_fails_the_samples_whose_images_no_model_could_decode(tmp_path
     bad = {damaged.name, garbage.name}
     assert all((row["error"] is None) == (row["images"][0] not in bad) for row in rows)
     assert "not an image file Pillow can read" in by_image[garbage.name]["error"]
+
+
+def test_rescaling_in_bands_gives_the_same_pixels(monkeypatch):
+    """A large 16-bit image was rescaled through whole-image float64 copies (3 GB for 13000 x 13000); bands of rows
+    give the same bytes, non-finite pixels and a band without any finite one included."""
+    import numpy as np
+    from PIL import Image
+
+    from harness import image_decoding
+
+    values = np.random.default_rng(0).normal(0, 1000, (64, 50)).astype(np.float32)
+    values[3, 4], values[10, 10], values[20:30] = np.nan, np.inf, np.nan
+    image = Image.fromarray(values)
+    whole = np.asarray(image_decoding._rescaled(image))
+    monkeypatch.setattr(image_decoding, "BAND_PIXELS", 200)  # 4 rows a band
+    assert np.array_equal(np.asarray(image_decoding._rescaled(image)), whole)
+    assert whole[3, 4] == 0 and whole.max() == 255
