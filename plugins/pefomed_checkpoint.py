@@ -92,7 +92,7 @@ def read_state_dict(path: Path | str, trust_pickle: bool = False, what: str = "c
                 raise
             obj = load(mmap=False)
     except pickle.UnpicklingError as exc:
-        if "Unsupported global" in str(exc):
+        if "unsupported global" in str(exc).lower():  # torch 2.4: "Unsupported global", 2.13: "unsupported GLOBAL"
             hint = "allow unpickling them (--trust-pickle, trust_pickle=true in --model-args)"
             raise UserError(f"{what} {path} holds Python objects besides tensors; if you trust the file, "
                             f"{hint}") from exc

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 
 import pytest
 import torch
@@ -127,6 +128,10 @@ def test_checkpoints_with_python_objects_need_trust(tmp_path):
     with pytest.raises(UserError, match="--trust-pickle"):
         ckpt.read_state_dict(path)
     assert "llama_proj.weight" in ckpt.read_state_dict(path, trust_pickle=True)
+    blocked = tmp_path / "blocked.pth"  # a blocked module (os): the same hint, not "not a PyTorch checkpoint?"
+    torch.save({"model": make_checkpoint_state(), "hook": argparse.Namespace(run=os.getcwd)}, blocked)
+    with pytest.raises(UserError, match="holds Python objects besides tensors; if you trust the file"):
+        ckpt.read_state_dict(blocked)
     junk = tmp_path / "junk.pth"
     junk.write_bytes(b"not a checkpoint")
     with pytest.raises(UserError, match="junk.pth cannot be read by torch.load") as err:
