@@ -231,6 +231,10 @@ class APIVisionModel(ModelPlugin):
         self.resolved = resolve(self.flavour, self.args)
         check_credentialed(self.flavour, self.resolved, context)
         self.client = _client(self.resolved)
+        g = context.generation
+        if self.client.provider == "anthropic" and g is not None and (g.do_sample or g.seed != 0):
+            print("warning: --temperature, --top-p and --seed are not sent: the Anthropic API takes none of them "
+                  "(the provider's default sampling answers; run identity: sampling)", file=sys.stderr)
         if self.client.provider == "openai-compatible":
             self.client.served_in_key = True
             _served_weights(self.client)  # asked now, as for the run id: a server down is one line, not a miss

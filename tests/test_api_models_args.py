@@ -140,3 +140,18 @@ def test_replies_an_interrupted_run_left_in_the_cache_count_as_from_the_cache(mo
     assert [out.text for out in outputs] == ["no", "yes", "yes"] and server.chat_calls == 2
     assert model.totals["from_cache"] == 1 and model.totals["requests"] == 3
     assert "3 requests, 1 from the cache" in model.usage_line()
+
+
+def test_sampling_settings_claude_cannot_take_are_said_to_be_ignored(monkeypatch, tmp_path, capsys):
+    """--temperature 0.5 --seed 9 on claude were recorded as the run's settings and never sent, without a word."""
+    from harness.plugins.api_vlm import ClaudeModel
+    from harness.types import GenerationSettings
+
+    monkeypatch.setenv("HARNESS_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-test-key")
+    ClaudeModel({"model": "claude-haiku-4-5"}, ModelContext(generation=GenerationSettings()))
+    assert capsys.readouterr().err == ""
+    ClaudeModel({"model": "claude-haiku-4-5"},
+                ModelContext(generation=GenerationSettings(temperature=0.5, do_sample=True, seed=9)))
+    assert "warning: --temperature, --top-p and --seed are not sent: the Anthropic API takes none" in \
+        capsys.readouterr().err
