@@ -218,8 +218,8 @@ class HFModel(HFPrompting, HFAdapters, ModelPlugin):
 
     def _setup(self, model: Any, processor: Any) -> None:
         """Common state after loading: left padding, pad/eos ids, cache choice, default batch size."""
-        self.model = model
-        self.modality_labels = {}
+        self.model, self.modality_labels = model, {}
+        self.warn_unread_prompt()
         if isinstance(processor, dict):  # vision-encoder-decoder: separate image processor and tokenizer
             self.processor, self.tokenizer = None, processor["tokenizer"]
             self.image_processor = processor["image_processor"]

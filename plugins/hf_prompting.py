@@ -92,6 +92,16 @@ class HFPrompting:
                         part["text"] = prompt
         return messages
 
+    def warn_unread_prompt(self) -> None:
+        """A --prompt variant other than the task's default, for a family that never reads the template (BLIP-2
+        asks "Question: ... Answer:", BLIP and ViT-GPT2 caption unconditionally): said, since the results record it."""
+        context = self.context
+        if self.family not in ("blip2", "blip", "vision-encoder-decoder") or context.task is None:
+            return
+        if context.prompt_template is not None and context.prompt_template != context.task.prompt_template(None)[1]:
+            print(f"warning: the prompt template is not read by {self.family} models (it records the variant asked "
+                  "for; the model is asked as with the default)", file=sys.stderr)
+
     def _text(self, req: GenerationRequest) -> str | None:
         """Text input of the BLIP-2 family (None: unconditional captioners)."""
         if self.family == "blip2":

@@ -647,3 +647,16 @@ def test_the_checkpoints_own_sampling_and_penalty_defaults_are_not_applied(model
         configs = [m.generation_config for m in blip.modules() if getattr(m, "generation_config", None) is not None]
         assert len(configs) >= 2 and all(tokens_only(c)[1] == {} for c in configs)
     assert blip.text_decoder.generation_config.repetition_penalty == 5.0
+
+
+def test_a_prompt_variant_a_captioner_never_reads_is_said(models_dir, capsys):
+    """BLIP and ViT-GPT2 caption without a prompt (BLIP-2 asks its own "Question: ... Answer:"): --prompt another
+    variant was recorded as what the model was asked, without a word."""
+    from harness.plugins.hf import HFModel
+
+    task = Task(plugin_manager.tasks().get("phantom-caption"))
+    variants = [name for name in task.config.prompts if name != task.prompt_template(None)[0]]
+    for variant, warned in ((None, False), (variants[0], True)):
+        template = task.prompt_template(variant)[1]
+        HFModel({"model": str(models_dir["blip"])}, ModelContext(task=task, prompt_template=template))
+        assert ("warning: the prompt template is not read by blip models" in capsys.readouterr().err) == warned
