@@ -130,3 +130,27 @@ def test_a_batch_whose_results_are_named_elsewhere_is_refused_not_fetched_with_t
         with pytest.raises(ProviderUnavailable, match="names its results at http://127.0.0.2:9, not at "
                                                       "http://127.0.0.1:"):
             client.run([ChatRequest(messages=[{"role": "user", "content": "Score it"}])], progress=False)
+
+
+def test_the_sdk_clients_send_nothing_to_another_origin_than_the_base_url():
+    """The Anthropic SDK fetches a batch's results at the `results_url` a second status answer names (after the
+    harness checked the first): every request of the SDKs' clients is now held to the base URL's origin."""
+    import asyncio
+
+    import httpx2
+    import openai
+
+    from harness.providers.wire import http_client
+
+    async def fetch(url: str) -> None:
+        client = http_client(openai, 5.0, "http://127.0.0.1:9/v1")
+        try:
+            await client.get(url, headers={"Authorization": "Bearer sk-secret"})
+        finally:
+            await client.aclose()
+
+    with pytest.raises(httpx2.RequestError, match="refusing to send the request \\(and API key\\) to "
+                                                  "http://127.0.0.2:9, not the base URL's http://127.0.0.1:9"):
+        asyncio.run(fetch("http://127.0.0.2:9/exfil"))
+    with pytest.raises(httpx2.ConnectError):  # the base URL's origin: sent (nothing listens there)
+        asyncio.run(fetch("http://127.0.0.1:9/v1/models"))

@@ -61,7 +61,8 @@ class AnthropicBackend:
         import anthropic
 
         return anthropic.AsyncAnthropic(api_key=self._api_key, base_url=self.base_url, max_retries=0,
-                                        timeout=self.timeout + 5, http_client=http_client(anthropic, self.timeout + 5))
+                                        timeout=self.timeout + 5,
+                                        http_client=http_client(anthropic, self.timeout + 5, self.base_url))
 
     def body(self, request: ChatRequest) -> dict[str, Any]:
         system, rest = system_and_rest(request.messages)

@@ -15,10 +15,12 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
+from urllib.parse import urlsplit
 
 from harness.providers.base import BatchPending, CallError, ChatRequest, ChatResult, ProviderUnavailable
 from harness.providers.cache import LLMCache, batch_key
 from harness.providers.scheduler import OutageState, ProviderDown, announce_wait
+from harness.providers.wire import origin
 
 log = logging.getLogger("harness.providers")
 
@@ -231,10 +233,11 @@ class AnthropicBatches:
                             f"{counts.succeeded} succeeded, {counts.errored} errored")
         if batch.processing_status != "ended":
             return "running"
-        if batch.results_url and _origin(batch.results_url) != _origin(self.client.base_url):
+        named = batch.results_url
+        if named and urlsplit(named).netloc and origin(named) != origin(self.client.base_url):
             # the SDK would fetch it with the key: only from where the key already goes
             raise ProviderUnavailable(f"batch {batch_id}: the server names its results at "
-                                      f"{_origin(batch.results_url)}, not at {_origin(self.client.base_url)} (its base "
+                                      f"{origin(named)}, not at {origin(self.client.base_url)} (its base "
                                       "URL); refusing to send the API key there")
         return "done" if batch.results_url else "gone"
 
@@ -265,13 +268,4 @@ class AnthropicBatches:
             on_result(key, ChatResult(text=None, error=f"batch item {result.get('type')}: {error}"))
         for key in sorted(keys - seen):
             on_result(key, ChatResult(text=None, error=f"missing from the results of batch {batch_id}"))
-
-
-def _origin(url: str) -> str:
-    """scheme://host:port of a URL (the port the scheme implies when none is written)."""
-    from urllib.parse import urlsplit
-
-    parts = urlsplit(url)
-    port = parts.port or {"https": 443, "http": 80}.get(parts.scheme)
-    return f"{parts.scheme}://{(parts.hostname or '').lower()}:{port}"
 

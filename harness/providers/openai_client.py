@@ -114,7 +114,8 @@ class OpenAIBackend:
         import openai
 
         return openai.AsyncOpenAI(api_key=self._api_key, base_url=self.base_url, max_retries=0,
-                                  timeout=self.timeout + 5, http_client=http_client(openai, self.timeout + 5))
+                                  timeout=self.timeout + 5,
+                                  http_client=http_client(openai, self.timeout + 5, self.base_url))
 
     def body(self, request: ChatRequest) -> dict[str, Any]:
         body: dict[str, Any] = {

@@ -28,12 +28,30 @@ def shared_ssl_context() -> Any:
     return httpx2.create_ssl_context()
 
 
-def http_client(sdk_module: Any, timeout: float) -> Any:
-    """An httpx2 AsyncClient with the SDK's defaults (limits, redirects) and the shared TLS context."""
+def http_client(sdk_module: Any, timeout: float, base_url: str) -> Any:
+    """An httpx2 AsyncClient with the SDK's defaults (limits, redirects) and the shared TLS context, which sends
+    nothing (the key least of all) to another origin than `base_url`'s: not a redirect, nor a URL a reply names
+    (the Anthropic SDK fetches the `results_url` of a batch with the key)."""
     import httpx2
 
-    return sdk_module.DefaultAsyncHttpxClient(verify=shared_ssl_context(),
+    allowed = origin(base_url)
+
+    async def same_origin(request: Any) -> None:
+        if origin(str(request.url)) != allowed:
+            raise httpx2.RequestError(f"refusing to send the request (and API key) to {origin(str(request.url))}, "
+                                      f"not the base URL's {allowed}", request=request)
+
+    return sdk_module.DefaultAsyncHttpxClient(verify=shared_ssl_context(), event_hooks={"request": [same_origin]},
                                               timeout=httpx2.Timeout(timeout, connect=min(timeout, 10.0)))
+
+
+def origin(url: str) -> str:
+    """scheme://host:port of a URL (the port the scheme implies when none is written)."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    port = parts.port or {"https": 443, "http": 80}.get(parts.scheme)
+    return f"{parts.scheme}://{(parts.hostname or '').lower()}:{port}"
 
 
 def image_media_type(data: bytes) -> str:
