@@ -159,14 +159,18 @@ def safe_load(path: Path) -> Any:
     import torch
 
     core = getattr(np, "_core", None) or np.core  # numpy 2 / 1
-    allowed = [core.multiarray._reconstruct, np.ndarray, np.dtype, type(np.dtype("uint32"))]
+    rebuild = core.multiarray._reconstruct
+    allowed = [rebuild, np.ndarray, np.dtype, type(np.dtype("uint32")),
+               (rebuild, "numpy.core.multiarray._reconstruct"),  # a state saved under numpy 1, read under 2
+               (rebuild, "numpy._core.multiarray._reconstruct")]
     try:
         with torch.serialization.safe_globals(allowed):
             return torch.load(path, weights_only=True)
     except Exception as exc:  # noqa: BLE001 - UnpicklingError and the like: the file, not the harness
-        first = (str(exc).strip().splitlines() or [""])[0][:200]
-        raise UserError(f"checkpoint file {path} holds more than weights and states ({first}); it was not written "
-                        "by harness finetune: delete the checkpoints folder to start over") from None
+        lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+        found = next((line for line in lines if "global" in line.lower()), lines[0] if lines else "")
+        raise UserError(f"checkpoint file {path} holds more than weights and states ({found[:200]}); it was not "
+                        "written by harness finetune: delete the checkpoints folder to start over") from None
 
 
 class StopRequest:

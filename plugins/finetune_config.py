@@ -260,7 +260,7 @@ def _them(flags: list[str]) -> str:
 
 
 def run_identity_hash(cfg: FinetuneConfig, hyper: Hyper, base: dict[str, Any],
-                      stages: list[dict[str, Any]], main_samples: int) -> str:
+                      stages: list[dict[str, Any]], main_samples: int | None) -> str:
     """Hash of what changes the trained weights (not the device, checkpoint cadence or progress bar). Settings the
     data makes moot hash as if not given: a --max-steps at or above the main stage's steps (on `main_samples`), a
     --micro-batch-size not below the batch size (the same training, so the same fine-tune to resume)."""
@@ -269,10 +269,11 @@ def run_identity_hash(cfg: FinetuneConfig, hyper: Hyper, base: dict[str, Any],
 
     from harness.fingerprint import config_hash
 
-    moot: dict[str, Any] = {}
-    if hyper.max_steps is not None and hyper.max_steps >= math.ceil(main_samples / hyper.batch_size) * hyper.epochs:
+    moot: dict[str, Any] = {}  # main_samples None: the settings as given (the hash of fine-tunes made before)
+    if main_samples is not None and hyper.max_steps is not None \
+            and hyper.max_steps >= math.ceil(main_samples / hyper.batch_size) * hyper.epochs:
         moot["max_steps"] = None
-    if hyper.micro_batch_size is not None and hyper.micro_batch_size >= hyper.batch_size:
+    if main_samples is not None and hyper.micro_batch_size is not None and hyper.micro_batch_size >= hyper.batch_size:
         moot["micro_batch_size"] = None
     settings = replace(hyper, **moot).settings(cfg.method)
     return config_hash({"base": base, "stages": stages, "hyper": settings, "method": cfg.method,

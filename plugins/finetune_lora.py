@@ -30,7 +30,7 @@ from harness.plugins import finetune_checkpoint as ckpt
 from harness.plugins.finetune_config import DEFAULT_SAVE_EVERY, FinetuneConfig, Hyper, run_identity_hash
 from harness.plugins.finetune_data import StageData, epoch_order
 from harness.plugins.finetune_manifest import base_identity, build_manifest
-from harness.plugins.finetune_output import CHECKPOINTS, MANIFEST, check_out, out_lock, publish
+from harness.plugins.finetune_output import CHECKPOINTS, MANIFEST, check_out, held_config_hash, out_lock, publish
 from harness.summary import plural
 
 __all__ = ["CHECKPOINTS", "MANIFEST", "Trainer", "finetune", "lr_factor"]
@@ -335,7 +335,10 @@ def _finetune(cfg: FinetuneConfig, progress: bool) -> dict[str, Any]:
     plugin = cls(args, context)
     if not self_training:
         hyper = cfg.hyperparameters(info.id, plugin.family)
-    config_hash = run_identity_hash(cfg, hyper, base, [s.describe() for s in stages], len(stages[-1].samples))
+    described = [s.describe() for s in stages]
+    config_hash = run_identity_hash(cfg, hyper, base, described, len(stages[-1].samples))
+    if held_config_hash(cfg.out) == (as_given := run_identity_hash(cfg, hyper, base, described, None)):
+        config_hash = as_given  # begun before moot settings hashed as absent: resumed under its own hash
     return _train_into_out(cfg, stages, info, plugin, hyper, base, config_hash, self_training, progress)
 
 

@@ -141,6 +141,16 @@ def out_lock(out: Path) -> tuple[Path, str]:
     return parent, f".{out.name}.lock"
 
 
+def held_config_hash(out: Path) -> str | None:
+    """The config hash of the fine-tune `out` holds (finished, being published, or its newest checkpoint)."""
+    for manifest in (out / MANIFEST, out / READY / MANIFEST):
+        found = _read(manifest) if out.is_dir() else None
+        if found is not None:
+            return found.get("config_hash")
+    checkpoints = ckpt.list_checkpoints(out / CHECKPOINTS) if out.is_dir() else []
+    return ckpt.read_state(checkpoints[-1]).get("config_hash") if checkpoints else None
+
+
 def check_out(out: Path, identity_hash: str, keep_checkpoints: bool = False) -> tuple[dict[str, Any] | None, bool]:
     """(manifest, already_done) of the fine-tune in `out`: the finished manifest if it is done (already_done is
     False when this call finished an interrupted publish), (None, False) when it is to be trained or resumed.

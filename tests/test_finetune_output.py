@@ -247,3 +247,19 @@ def test_a_checkpoint_file_holding_code_is_refused_not_run(tmp_path, monkeypatch
     with pytest.raises(UserError, match="optimizer.pt holds more than weights and states"):
         safe_load(tmp_path / "optimizer.pt")
     assert not (tmp_path / "ran.txt").exists()
+
+
+def test_the_config_hash_an_out_folder_holds_is_read_from_manifest_or_newest_checkpoint(tmp_path):
+    """A fine-tune begun before moot settings hashed as absent is resumed under its own hash: finetune reads the
+    hash the folder holds (finished manifest, one being published, or the newest checkpoint's state)."""
+    from harness.plugins.finetune_output import CHECKPOINTS, MANIFEST, held_config_hash
+
+    out = tmp_path / "out"
+    assert held_config_hash(out) is None
+    for step, config in ((1, "old"), (2, "new")):
+        folder = out / CHECKPOINTS / f"step-{step:08d}"
+        folder.mkdir(parents=True)
+        (folder / "state.json").write_text(json.dumps({"config_hash": config}))
+    assert held_config_hash(out) == "new"
+    (out / MANIFEST).write_text(json.dumps({"config_hash": "done"}))
+    assert held_config_hash(out) == "done"
