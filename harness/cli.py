@@ -59,7 +59,12 @@ def main(argv: list[str] | None = None) -> int:
               "an argument it would be written to results, caches and logs); remove it", file=sys.stderr)
         return 2
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra:  # named with the command's own help, not the top level's
+        command = getattr(args, "command", None)
+        subparsers = next((a for a in parser._actions if isinstance(a, argparse._SubParsersAction)), None)
+        owner = subparsers.choices.get(command, parser) if subparsers and command else parser
+        owner.error(f"unrecognized arguments: {' '.join(extra)}")
     if not getattr(args, "func", None):
         parser.print_help()
         return 1

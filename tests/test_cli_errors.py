@@ -254,3 +254,9 @@ def test_argument_mistakes_are_one_line_not_the_whole_usage():
     ]:
         proc = cli(*args)
         assert proc.returncode == 2 and proc.stderr == expected + "\n", proc.stderr
+
+
+def test_an_unknown_option_names_the_commands_own_help():
+    proc = cli("run", "--model", "prior", "--task", "phantom-vqa", "--bogus")
+    assert proc.returncode == 2 and proc.stderr == ("harness run: error: unrecognized arguments: --bogus "
+                                                    "(see harness run --help)\n"), proc.stderr
