@@ -270,10 +270,11 @@ def _csv(table: Table) -> str:
         header += [head, f"{head} low", f"{head} high", f"{table.heading(name, value, scaled=False)} n"]
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(header)
+    writer.writerow([_no_formula(head) for head in header])  # metric names come from judges, breakdowns from data
     for row, qualifiers, cells in table.rows:
         line = [_no_formula(row["model"]), str(bool(row.get("partial"))).lower(), row.get("errors") or 0,
-                row.get("unscored") or 0, row.get("size_note") or "", *map(_no_formula, qualifiers[:-1]), row["n"],
+                row.get("unscored") or 0, _no_formula(row.get("size_note") or ""),
+                *map(_no_formula, qualifiers[:-1]), row["n"],
                 "" if row.get("n_total") is None else row["n_total"]]
         for (name, _), metric in zip(table.columns, cells):
             metric = metric or {}
