@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from harness import __version__
 from harness.errors import Terminated, UserError
@@ -24,17 +24,20 @@ class OneLineErrors(argparse.ArgumentParser):
     """argparse with its errors on one line (`harness run: error: ...; see harness run --help`), not after the
     whole usage: the commands' usages run to twenty lines. Its subcommands' parsers are of this class too."""
 
+    commands: Any = None  # the subcommands' action (build_parser)
+
     def error(self, message: str) -> NoReturn:
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser() -> OneLineErrors:
     parser = OneLineErrors(
         prog="harness",
         description="Reproducible evaluation of medical vision-language models.",
     )
     parser.add_argument("--version", action="version", version=f"medvlm-harness {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    parser.commands = sub  # each command's own parser, for its own one-line errors
     for name in COMMANDS:
         try:
             module = importlib.import_module(f"harness.commands.{name.replace('-', '_')}")
@@ -62,8 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     args, extra = parser.parse_known_args(argv)
     if extra:  # named with the command's own help, not the top level's
         command = getattr(args, "command", None)
-        subparsers = next((a for a in parser._actions if isinstance(a, argparse._SubParsersAction)), None)
-        owner = subparsers.choices.get(command, parser) if subparsers and command else parser
+        owner = parser.commands.choices.get(command, parser) if command else parser
         owner.error(f"unrecognized arguments: {' '.join(extra)}")
     if not getattr(args, "func", None):
         parser.print_help()

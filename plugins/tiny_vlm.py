@@ -52,6 +52,7 @@ from harness.model_api import ModelContext
 from harness.plugins.hf import HFModel
 from harness.plugins.hf_presets import ARGS as HF_ARGS
 from harness.plugins.hf_presets import resolve_device_dtype
+from harness.processes import process_alive
 
 BUILD_VERSION = "5"  # 5: built, trained and served on one CPU thread (one_cpu_thread)
 BASES = ("pretrained", "random")
@@ -190,16 +191,6 @@ def temp_tag() -> str:
     return f"{host}.{os.getpid()}"
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except OSError:  # exists, owned by someone else
-        return True
-    return True
-
-
 def remove_stale_temporaries(folder: Path, stale_after_s: float = STALE_AFTER_S) -> list[Path]:
     """Delete what killed builds left in `folder` (a cache's tiny-vlm folder): hidden temporary build folders and
     `*.tmp` checkpoint files whose process, named in them, is gone on this host; those that name no process of
@@ -213,8 +204,8 @@ def remove_stale_temporaries(folder: Path, stale_after_s: float = STALE_AFTER_S)
         if not entry.name.startswith(".") or not (entry.is_dir() or entry.name.endswith(".tmp")):
             continue
         owner = re.search(r"\.([A-Za-z0-9]+)\.(\d+)\.[^.]+$", entry.name)
-        if owner and owner[1] == host:
-            stale = not _alive(int(owner[2]))
+        if owner and owner[1] == host and os.name != "nt":  # (Windows: no liveness check; the age decides)
+            stale = not process_alive(int(owner[2]))
         else:
             try:
                 stale = time.time() - entry.stat().st_mtime > stale_after_s

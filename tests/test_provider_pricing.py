@@ -206,11 +206,12 @@ def test_an_owner_pid_now_another_process_does_not_hold_its_entries():
     the owner: its start time differs (where /proc tells it)."""
     import socket
 
-    from harness.providers.cache import _started, held_by_another_live_process
+    from harness.processes import process_started
+    from harness.providers.cache import held_by_another_live_process
 
     other = subprocess.Popen([sys.executable, "-c", "import sys; sys.stdin.read()"], stdin=subprocess.PIPE)
     try:
-        started = _started(other.pid)
+        started = process_started(other.pid)
         if started is None:
             pytest.skip("no /proc here: the pid alone names the owner")
         host = socket.gethostname()

@@ -28,6 +28,7 @@ from typing import Any
 
 from harness.errors import UserError
 from harness.paths import cache_dir
+from harness.processes import process_alive, process_started
 from harness.providers import pricing
 from harness.providers.base import ChatRequest, ChatResult
 
@@ -109,18 +110,7 @@ def _add_columns(conn: sqlite3.Connection) -> None:
 
 def owner() -> str:
     """Who stores an entry: this host, process id and the process's start time (where /proc tells it)."""
-    return f"{socket.gethostname()}:{os.getpid()}:{_started(os.getpid()) or ''}"
-
-
-def _started(pid: int) -> str | None:
-    """A process's start time in clock ticks since boot (Linux /proc: field 22 of its stat), else None. With the pid
-    it names one process: a pid reused after the owner ended, or another container's process under the same pid and
-    host name, has another start time."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text(encoding="ascii", errors="replace")
-        return stat.rsplit(")", 1)[1].split()[19]
-    except (OSError, IndexError):
-        return None
+    return f"{socket.gethostname()}:{os.getpid()}:{process_started(os.getpid()) or ''}"
 
 
 def held_by_another_live_process(owner: str | None) -> bool:
@@ -129,15 +119,10 @@ def held_by_another_live_process(owner: str | None) -> bool:
     disk) or of this process are free to claim, as are all on Windows (no cheap liveness check). A process that
     stored entries and never claimed them (a notebook whose run raised) holds them as long as it runs."""
     host, pid_text, started = ((owner or "").split(":") + ["", ""])[:3]
-    if host != socket.gethostname() or not pid_text.isdigit() or int(pid_text) == os.getpid() or os.name == "nt":
+    if host != socket.gethostname() or not pid_text.isdigit() or int(pid_text) == os.getpid() \
+            or not process_alive(int(pid_text)):  # gone: it ended without claiming (killed, interrupted)
         return False
-    try:
-        os.kill(int(pid_text), 0)
-    except PermissionError:
-        pass  # alive, another user's
-    except (OSError, OverflowError):  # ProcessLookupError: it ended without claiming (killed, interrupted)
-        return False
-    now = _started(int(pid_text))
+    now = process_started(int(pid_text))
     return not (started and now and now != started)  # another process under the owner's pid: the owner ended
 
 
