@@ -49,7 +49,7 @@ def wilson_interval(successes: float, n: int) -> list[float] | None:
     return [low, high]
 
 
-def _groups(n: int, clusters: list[Any] | None) -> list[list[int]]:
+def cluster_groups(n: int, clusters: list[Any] | None) -> list[list[int]]:
     """Row indices grouped for resampling: one group per cluster value, or one per row."""
     if clusters is None:
         return [[i] for i in range(n)]
@@ -100,7 +100,7 @@ def _bootstrap(judge: JudgePlugin, records: list[dict], rows: list[dict], names:
                clusters: list[Any] | None = None) -> dict[str, list[float] | None]:
     """Seeded percentile bootstrap of the judge's own aggregate, for each metric in `names`: the resamples are
     drawn once and each is aggregated once, every metric read from that one result."""
-    groups = _groups(len(rows), clusters)
+    groups = cluster_groups(len(rows), clusters)
     if len(groups) < 2 or not names:
         return dict.fromkeys(names)
     rng = random.Random(0)

@@ -26,10 +26,10 @@ from typing import Any
 
 from harness.errors import UserError
 from harness.folder_lock import exclusive
-from harness.io import atomic_write_json, non_finite, read_user_text
+from harness.io import atomic_write_json, non_finite
 from harness.labels import current_label, keeps_default_setup
 from harness.publish_checks import check_fingerprints, check_selection
-from harness.results import SCHEMA_VERSION, selection_of, validate
+from harness.results import SCHEMA_VERSION, read_results_file, selection_of, validate
 from harness.row_config import config_notes, fill_identities, row_config
 from harness.scoring import installed_judge_class, recorded_convention
 
@@ -88,17 +88,7 @@ def has_metric_value(judge: dict[str, Any]) -> bool:
 
 def rows_from_results(path: Path, notices: list[str] | None = None) -> list[dict[str, Any]]:
     """The leaderboard rows of one results.json; a judge entry without a metric value gives a notice instead."""
-    try:
-        data = json.loads(read_user_text(path))
-    except (OSError, json.JSONDecodeError) as exc:
-        raise UserError(f"{path}: cannot read results ({exc})") from None
-    import jsonschema
-
-    try:
-        validate(data, "results")
-    except jsonschema.ValidationError as exc:
-        where = "/".join(map(str, exc.absolute_path)) or "(top level)"
-        raise UserError(f"{path}: not a valid results file at '{where}': {exc.message}") from None
+    data = read_results_file(path)
     chosen = selection_of(data)
     check_selection(path, data, chosen)
     parse_created(data["created"], str(path))

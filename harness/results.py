@@ -34,6 +34,25 @@ def validate(data: dict[str, Any], name: str = "results") -> None:
     jsonschema.Draft202012Validator(schema(name)).validate(data)
 
 
+def read_results_file(path: Path) -> dict[str, Any]:
+    """A results.json written by harness run or score, schema-checked: one-line errors naming the file and place."""
+    import jsonschema
+
+    from harness.errors import UserError
+    from harness.io import read_user_text
+
+    try:
+        data = json.loads(read_user_text(path))
+    except (OSError, json.JSONDecodeError) as exc:
+        raise UserError(f"{path}: cannot read results ({exc})") from None
+    try:
+        validate(data, "results")
+    except jsonschema.ValidationError as exc:
+        where = "/".join(map(str, exc.absolute_path)) or "(top level)"
+        raise UserError(f"{path}: not a valid results file at '{where}': {exc.message}") from None
+    return data
+
+
 def error_summary(records: list[dict[str, Any]]) -> dict[str, Any]:
     failed = [{"id": r["id"], "error": str(r["error"])} for r in records if r.get("error")]
     return {"count": len(failed), "samples": failed}
