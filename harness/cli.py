@@ -16,8 +16,8 @@ from typing import Any, NoReturn
 from harness import __version__
 from harness.errors import Terminated, UserError
 
-COMMANDS = ("list", "plugins", "run", "score", "publish", "table", "cache", "agreement", "finetune", "convert",
-            "serve")
+COMMANDS = ("list", "plugins", "run", "score", "compare", "publish", "table", "cache", "agreement", "finetune",
+            "convert", "serve")
 
 
 class OneLineErrors(argparse.ArgumentParser):

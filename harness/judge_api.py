@@ -10,12 +10,19 @@ serves the overall numbers and every breakdown slice, so no judge writes per-sli
 `describe()` records, besides the settings as given, the judge's `setup`: the resolved values of the choices
 that change its numbers (defaults filled in, typed), never those that only change speed or cost (workers,
 concurrency, timeouts, cache, device, batch size). A leaderboard keeps one row per setup (harness.publish).
+
+`saved_aggregator` is the same aggregation over rows read back from scores.jsonl, built without the judge's tools
+(an API key, Java, a GPU): `harness compare` resamples it for paired intervals of two runs' differences.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
+
+#: a judge's corpus metrics over the rows at some positions (positions may repeat, as a bootstrap draws them)
+Aggregator = Callable[[Sequence[int]], dict[str, float | None]]
 
 
 @dataclass
@@ -103,5 +110,39 @@ class JudgePlugin:
                     counts[name] += 1
         return {name: (sums[name] / counts[name] if counts[name] else None) for name in sums}
 
+    @classmethod
+    def saved_aggregator(cls, rows: list[dict[str, Any]], convention: str | None, setup: Any) -> Aggregator | None:
+        """`aggregate` over `rows` read back from scores.jsonl (with `convention` and the recorded `setup`), as a
+        function of row positions, computed without the judge's tools; None where this judge cannot (then its
+        runs are not compared). Default: the mean of each metric's scored values when `mean_metrics`, else None;
+        a judge with corpus metrics overrides it (lexical, the LLM judges)."""
+        if not cls.mean_metrics:
+            return None
+        return mean_aggregator(rows)
+
     def close(self) -> None:
         """Release resources (a Java process, HTTP clients)."""
+
+
+def mean_aggregator(rows: list[dict[str, Any]]) -> Aggregator:
+    """The default aggregate (the mean of each metric over its scored rows) over row positions, vectorised."""
+    import numpy as np
+
+    names = list(dict.fromkeys(name for row in rows for name in row.get("metrics", {})))
+    columns = {name: np.array([_number(row.get("metrics", {}).get(name)) for row in rows], dtype=float)
+               for name in names}
+
+    def aggregate(positions: Sequence[int]) -> dict[str, float | None]:
+        idx = np.asarray(positions, dtype=np.int64)
+        out: dict[str, float | None] = {}
+        for name, column in columns.items():
+            values = column[idx]
+            values = values[~np.isnan(values)]
+            out[name] = float(values.mean()) if len(values) else None
+        return out
+
+    return aggregate
+
+
+def _number(value: Any) -> float:
+    return float("nan") if value is None else float(value)

@@ -34,7 +34,7 @@ import numpy as np
 from harness.errors import UserError
 from harness.extras import install_hint
 from harness.flags import parse_flag
-from harness.judge_api import JudgeOptions, JudgePlugin
+from harness.judge_api import Aggregator, JudgeOptions, JudgePlugin
 from harness.judges.coco_java import METEOR_JAR, PARAPHRASE_TABLE, JavaVersion, PTBJob, coco_dir, require_java
 from harness.judges.coco_meteor import MeteorProcess, meteor_score, score_line
 from harness.judges.coco_ngram import bleu
@@ -241,6 +241,15 @@ class LexicalJudge(JudgePlugin):
             self._aggregates.clear()
         self._aggregates[key] = (list(rows), values)  # holding the rows keeps their ids from being reused
         return dict(values)
+
+    @classmethod
+    def saved_aggregator(cls, rows: list[dict[str, Any]], convention: str | None, setup: Any) -> Aggregator:
+        """The corpus metrics of any positions of `rows`, from their details (no Java: METEOR from its statistics)."""
+        try:
+            corpus = corpus_from_rows(rows)
+        except ValueError as exc:
+            raise UserError(str(exc)) from None
+        return corpus.metrics
 
     def _locate(self, rows: list[dict[str, Any]]) -> tuple[LexicalCorpus, list[int]]:
         """The corpus these rows were scored in and their positions. Rows from elsewhere (read back from a file)

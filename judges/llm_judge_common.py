@@ -19,7 +19,7 @@ import sys
 from typing import Any
 
 from harness.errors import UserError
-from harness.judge_api import JudgeOptions, JudgePlugin
+from harness.judge_api import Aggregator, JudgeOptions, JudgePlugin
 from harness.judges.llm_judge_settings import ACCEPTED_SETTINGS, judge_setup, resolve_settings
 from harness.judges.llm_prompts import SCHEMAS, TEMPLATES, fill, template_sha256
 from harness.judges.llm_replies import LIKERT_LEVELS, parse_reply
@@ -41,6 +41,30 @@ def mean_std(values: list[float]) -> tuple[float | None, float | None]:
         return mean, None
     var = sum((v - mean) ** 2 for v in values) / (len(values) - 1)
     return mean, math.sqrt(var)
+
+
+def repeats_aggregator(rows: list[dict[str, Any]], kind: str, metric: str) -> Aggregator:
+    """aggregate_repeats' `metric` and `metric_std` over row positions, vectorised (a paired comparison resamples
+    it thousands of times): per repeat the mean of the scored verdicts, then the mean and std over repeats."""
+    import numpy as np
+
+    key = "verdicts" if kind == "binary" else "scores"
+    per_sample = [row.get("details", {}).get(key) or [] for row in rows]
+    repeats = max((len(v) for v in per_sample), default=0)
+    table = np.full((len(rows), repeats), np.nan)
+    for i, values in enumerate(per_sample):
+        for r, value in enumerate(values):
+            if value is not None:
+                table[i, r] = float(value)
+
+    def aggregate(positions: Any) -> dict[str, float | None]:
+        chosen = table[np.asarray(positions, dtype=np.int64)]
+        counts = (~np.isnan(chosen)).sum(axis=0)
+        sums = np.nansum(chosen, axis=0)
+        mean, std = mean_std([float(s / c) for s, c in zip(sums, counts) if c])
+        return {metric: mean, f"{metric}_std": std}
+
+    return aggregate
 
 
 def aggregate_repeats(rows: list[dict[str, Any]], kind: str, metric: str) -> dict[str, float | None]:
@@ -277,6 +301,11 @@ class LLMJudge(JudgePlugin):
 
     def aggregate(self, records: list[dict[str, Any]], rows: list[dict[str, Any]]) -> dict[str, float | None]:
         return aggregate_repeats(rows, self.kind, self.metric)
+
+    @classmethod
+    def saved_aggregator(cls, rows: list[dict[str, Any]], convention: str | None, setup: Any) -> Aggregator:
+        """The metric and its std across repeats (as aggregate_repeats), from the rows' per-repeat verdicts."""
+        return repeats_aggregator(rows, cls.kind, cls.metric)
 
     def describe(self) -> dict[str, Any]:
         out = super().describe()

@@ -1,0 +1,270 @@
+"""`harness compare`: two scored runs on the same samples, metric by metric: A, B, B - A with a paired 95% interval
+and a p-value, overall and per breakdown value.
+
+Reads what `harness run` / `harness score` wrote (results.json for the task and the judges' setups, predictions.jsonl
+for the samples' fields, scores.jsonl for the per-sample rows); generates and judges nothing. The runs must be on one
+task version, split and data fingerprint; a judge is compared only where both runs recorded the same setup. The
+statistics are harness.paired_stats'; each judge's own aggregation comes from its `saved_aggregator`.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from harness.errors import UserError, close_hint
+from harness.paired_stats import METHODS, RESAMPLES, mcnemar_exact, paired_differences
+
+SAME_TASK_FIELDS = ("id", "version", "split", "fingerprint")
+
+
+@dataclass
+class SavedRun:
+    folder: Path
+    results: dict[str, Any]
+    records: dict[str, dict[str, Any]]  # sample id -> prediction record, failed samples left out
+    scores: dict[str, dict[str, Any]]  # sample id -> {judge key: row}
+
+
+def read_run(path: Path) -> SavedRun:
+    """A folder written by harness run or harness score (or its results.json), checked, with one-line errors."""
+    from harness.results import read_results_file
+    from harness.run_files import read_predictions, read_scores
+
+    folder = path.parent if path.name == "results.json" and path.is_file() else path
+    files = [folder / name for name in ("results.json", "predictions.jsonl", "scores.jsonl")]
+    needed = [files[0], files[2]]  # harness score of a predictions file writes no predictions.jsonl
+    if not folder.is_dir() or not all(f.is_file() for f in needed):
+        missing = ", ".join(f.name for f in needed if not f.is_file())
+        raise UserError(f"{path}: not a scored run folder (missing {missing if folder.is_dir() else 'the folder'}): "
+                        "expected the output folder of harness run or harness score")
+    results = read_results_file(files[0])
+    scores: dict[str, dict[str, Any]] = {}
+    for lineno, row in enumerate(read_scores(files[2]), start=1):
+        if row["id"] in scores:
+            raise UserError(f"{files[2]}:{lineno}: sample id {json.dumps(row['id'])} is on an earlier line too (an "
+                            f"edit, or files joined); score again: harness score {folder}")
+        scores[row["id"]] = row["judges"]
+    if files[1].is_file():
+        records = {r["id"]: r for r in read_predictions(files[1], skip_torn_tail=True)}
+    else:  # scored from a predictions file: the samples' fields stayed there (the fingerprint covers the answers)
+        records = {sample_id: {"id": sample_id} for sample_id in scores}
+    return SavedRun(folder, results, {i: r for i, r in records.items() if not r.get("error")}, scores)
+
+
+def check_same_samples(a: SavedRun, b: SavedRun) -> None:
+    for field in SAME_TASK_FIELDS:
+        left, right = a.results["task"].get(field), b.results["task"].get(field)
+        if left != right:
+            raise UserError(f"{a.folder} and {b.folder} are not runs on the same samples: task {field} {left!r} vs "
+                            f"{right!r} (a paired comparison needs one task version, split and data fingerprint)")
+    left, right = a.results["task"].get("cluster_by"), b.results["task"].get("cluster_by")
+    if left != right:
+        raise UserError(f"{a.folder} records cluster_by {left!r}, {b.folder} {right!r}: score both again with this "
+                        "harness (harness score DIR) so that they group dependent samples alike")
+
+
+def judge_entries(run: SavedRun) -> dict[str, dict[str, Any]]:
+    from harness.scoring import recorded_convention
+
+    out = {}
+    for entry in run.results["judges"]:
+        convention = recorded_convention(entry["id"], entry.get("convention"))
+        out[f"{entry['id']}/{convention}" if convention else entry["id"]] = entry
+    return out
+
+
+def _chosen_judges(a: dict[str, Any], b: dict[str, Any], asked: str | None, where: tuple[Path, Path]) -> list[str]:
+    common = [key for key in a if key in b]
+    if asked is None:
+        if not common:
+            raise UserError(f"{where[0]} and {where[1]} have no judge in common (A: {', '.join(a) or 'none'}; B: "
+                            f"{', '.join(b) or 'none'}): score one with the other's judge (harness score DIR --judge)")
+        return common
+    wanted = asked.replace(":", "/", 1)
+    chosen = [key for key in common if key == wanted or key.split("/", 1)[0] == wanted]
+    if not chosen:
+        shown = ", ".join(k.replace("/", ":", 1) for k in common) or "none"
+        raise UserError(f"--judge {asked}: not a judge both runs were scored with (both have: {shown})"
+                        f"{close_hint([asked], [k.replace('/', ':', 1) for k in common])}")
+    return chosen
+
+
+def _setup_problem(key: str, a: dict[str, Any], b: dict[str, Any]) -> str | None:
+    for field in ("version", "setup"):
+        if a.get(field) != b.get(field):
+            return (f"judge {key} is set up differently in the two runs ({field} {json.dumps(a.get(field))} vs "
+                    f"{json.dumps(b.get(field))}): their numbers are not comparable; score one again with the other's "
+                    "judge options")
+    return None
+
+
+def compare(a: SavedRun, b: SavedRun, judge: str | None = None, metrics: list[str] | None = None,
+            breakdown: str | None = None, resamples: int = RESAMPLES, progress: bool = True) -> dict[str, Any]:
+    """The comparison report (a JSON object: see harness/schemas/comparison.schema.json)."""
+    from tqdm import tqdm
+
+    from harness.progress import bar_pacing
+
+    check_same_samples(a, b)
+    entries_a, entries_b = judge_entries(a), judge_entries(b)
+    keys = _chosen_judges(entries_a, entries_b, judge, (a.folder, b.folder))
+    notes: list[str] = []
+    work: list[tuple[str, dict[str, Any]]] = []
+    for key in keys:
+        problem = _setup_problem(key, entries_a[key], entries_b[key])
+        if problem and judge is not None:
+            raise UserError(problem)
+        if problem:
+            notes.append(f"{problem} (left out)")
+            continue
+        work.append((key, entries_a[key]))
+    _check_metrics(metrics, {key: interval_metrics(entry, entries_b[key]) for key, entry in work})
+    comparisons: list[dict[str, Any]] = []
+    paired_counts: dict[str, dict[str, int]] = {}
+    bar = tqdm(work, desc="compare", unit="judge", disable=not progress, leave=False, **bar_pacing())
+    for key, entry in bar:
+        found = _compare_judge(a, b, key, entry, entries_b[key], metrics, breakdown, resamples, notes)
+        if found is not None:
+            paired_counts[key], rows = found
+            comparisons += rows
+    if not comparisons:
+        raise UserError("nothing to compare: " + "; ".join(notes or ["no metric with an interval in both runs"]))
+    if breakdown and not any(c["breakdown"] == breakdown for c in comparisons):
+        raise UserError(f"--breakdown {breakdown}: no sample compared has that field or judge group")
+    return {
+        "schema_version": 1,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "task": {k: a.results["task"].get(k) for k in (*SAME_TASK_FIELDS, "kind", "cluster_by")},
+        "a": _describe(a),
+        "b": _describe(b),
+        "judges": paired_counts,
+        "breakdown": breakdown,
+        "resamples": resamples,
+        "comparisons": comparisons,
+        "methods": {name: METHODS[name] for name in sorted({c[m] for c in comparisons
+                                                              for m in ("ci_method", "p_method") if c.get(m)})},
+        "notes": notes,
+    }
+
+
+def interval_metrics(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
+    """The metrics of a judge that both runs' entries give with an interval (estimates, not counts or costs)."""
+    return [name for name, m in a["metrics"].items()
+            if m.get("ci95") is not None and (b["metrics"].get(name) or {}).get("ci95") is not None]
+
+
+def _check_metrics(asked: list[str] | None, available: dict[str, list[str]]) -> None:
+    known = sorted({name for names in available.values() for name in names})
+    for name in asked or []:
+        if name not in known:
+            shown = "; ".join(f"{key}: {', '.join(names) or 'none'}" for key, names in available.items())
+            raise UserError(f"--metric {name}: no such metric with an interval in both runs ({shown or 'no judge'})"
+                            f"{close_hint([name], known)}")
+
+
+def _describe(run: SavedRun) -> dict[str, Any]:
+    r = run.results
+    return {"path": str(run.folder.resolve()), "run_id": r["run_id"],
+            "model": r["model"].get("label", r["model"]["id"]), "prompt_variant": r["prompt"].get("variant"),
+            "created": r["created"]}
+
+
+def _compare_judge(a: SavedRun, b: SavedRun, key: str, entry: dict[str, Any], entry_b: dict[str, Any],
+                   metrics: list[str] | None, breakdown: str | None, resamples: int,
+                   notes: list[str]) -> tuple[dict[str, int], list[dict[str, Any]]] | None:
+    from harness.aggregate import breakdown_values
+    from harness.scoring import installed_judge_class
+
+    cls = installed_judge_class(entry["id"])
+    if cls is None:
+        notes.append(f"judge {key} is not installed here: left out")
+        return None
+    in_a = {i for i in a.records if key in a.scores.get(i, {})}
+    in_b = {i for i in b.records if key in b.scores.get(i, {})}
+    ids = sorted(in_a & in_b)
+    counts = {"paired": len(ids), "only_a": len(in_a - in_b), "only_b": len(in_b - in_a)}
+    if not ids:
+        notes.append(f"judge {key}: no sample scored in both runs: left out")
+        return None
+    for i in ids:
+        if a.records[i].get("answer") != b.records[i].get("answer"):
+            raise UserError(f"sample {json.dumps(i)} has another reference answer in {b.folder} than in {a.folder}: "
+                            "not the same samples (a predictions file edited or made elsewhere?)")
+    rows_a = [a.scores[i][key] for i in ids]
+    rows_b = [b.scores[i][key] for i in ids]
+    if getattr(cls, "mean_metrics", True):
+        rows_a, rows_b = _paired_only(rows_a, rows_b)
+    try:
+        aggregate = cls.saved_aggregator(rows_a + rows_b, entry.get("convention"), entry.get("setup"))
+    except (TypeError, ValueError, KeyError) as exc:
+        raise UserError(f"judge {key}: the rows of {a.folder} or {b.folder} cannot be aggregated ({exc}); score "
+                        "again: harness score DIR") from None
+    if aggregate is None:
+        notes.append(f"judge {key} cannot aggregate saved rows (no saved_aggregator): left out")
+        return None
+    names = [name for name in interval_metrics(entry, entry_b) if not metrics or name in metrics]
+    if not names:
+        if not metrics:
+            notes.append(f"judge {key}: no metric with an interval in both runs: left out")
+        return None
+    cluster_key = a.results["task"].get("cluster_by")
+    slices: list[tuple[str | None, str | None, list[int]]] = [(None, None, list(range(len(ids))))]
+    if breakdown:
+        by_value: dict[str, list[int]] = {}
+        for pos, i in enumerate(ids):
+            value = breakdown_values(a.records[i], rows_a[pos], breakdown)
+            if value is not None:
+                by_value.setdefault(value, []).append(pos)
+        slices += [(breakdown, value, positions) for value, positions in sorted(by_value.items())]
+    out = []
+    for slice_key, value, positions in slices:
+        clusters = [a.records[ids[p]].get(cluster_key) for p in positions] if cluster_key else None
+        stats = paired_differences(aggregate, len(ids), positions, clusters, names, resamples)
+        for name in names:
+            row = {"judge": key, "metric": name, "breakdown": slice_key, "value": value, **stats[name],
+                   **_method_and_n(cls, name, rows_a, rows_b, positions, clusters)}
+            if row["p_method"] == "mcnemar-exact":
+                row["p_value"] = mcnemar_exact(row["discordant"]["a_only"], row["discordant"]["b_only"])
+            if row["ci95"] is None:
+                row["ci_method"] = None
+            if row["p_value"] is None:
+                row["p_method"] = None
+            out.append(row)
+    return counts, out
+
+
+def _paired_only(rows_a: list[dict[str, Any]], rows_b: list[dict[str, Any]]) -> tuple[list[dict], list[dict]]:
+    """Per-sample metrics kept where both runs scored them: a value unscored in one run leaves both (the means are
+    then over the same samples)."""
+    out_a, out_b = [], []
+    for ra, rb in zip(rows_a, rows_b):
+        ma, mb = dict(ra.get("metrics", {})), dict(rb.get("metrics", {}))
+        for name in set(ma) | set(mb):
+            if ma.get(name) is None or mb.get(name) is None:
+                ma[name] = mb[name] = None
+        out_a.append({**ra, "metrics": ma})
+        out_b.append({**rb, "metrics": mb})
+    return out_a, out_b
+
+
+def _method_and_n(cls: Any, name: str, rows_a: list[dict], rows_b: list[dict], positions: list[int],
+                  clusters: list[Any] | None) -> dict[str, Any]:
+    """n (samples with the metric in both runs for a per-sample mean, else every sample of the slice), the interval
+    and p-value methods, and for a 0/1 verdict the discordant counts."""
+    cluster = "cluster-" if clusters is not None else ""
+    methods = {"ci_method": f"paired-{cluster}bootstrap", "p_method": f"paired-{cluster}randomization"}
+    if not getattr(cls, "mean_metrics", True):
+        return {"n": len(positions), **methods}
+    pairs = [(rows_a[p]["metrics"].get(name), rows_b[p]["metrics"].get(name)) for p in positions]
+    pairs = [(x, y) for x, y in pairs if x is not None and y is not None]
+    out: dict[str, Any] = {"n": len(pairs), **methods}
+    if name in getattr(cls, "proportion_metrics", ()) and all(x in (0, 1) and y in (0, 1) for x, y in pairs):
+        out["discordant"] = {"a_only": sum(1 for x, y in pairs if x == 1 and y == 0),
+                             "b_only": sum(1 for x, y in pairs if x == 0 and y == 1)}
+        if clusters is None:
+            out["p_method"] = "mcnemar-exact"
+    return out

@@ -1,0 +1,105 @@
+"""Statistics of a paired comparison: two runs' values of a metric on the same samples, their difference, a paired
+bootstrap interval of the difference and a p-value for "no difference".
+
+A judge's saved aggregator (`JudgePlugin.saved_aggregator`) is built over run A's rows followed by run B's, so that
+position i (run A) and position n + i (run B) are the same sample. Every resample keeps that pairing:
+- the interval resamples samples (or whole clusters of dependent samples) with replacement, the same draw for both
+  runs, and takes the 2.5% and 97.5% quantiles of B - A (numpy.quantile, linear), numpy default_rng(0);
+- the p-value swaps A's and B's row of each sample (or cluster) with probability 1/2 (a paired randomization test,
+  as Riezler and Maxwell 2005 for BLEU): (1 + draws at least as far from 0 as the observed difference) /
+  (1 + draws), numpy default_rng(1);
+- for a metric that is a 0/1 verdict per sample and a plain mean (accuracy), with independent samples, McNemar's
+  exact test on the samples where exactly one run is right, instead of the randomization.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+from harness.aggregate import cluster_groups
+from harness.judge_api import Aggregator
+
+RESAMPLES = 1000
+METHODS = {
+    "paired-bootstrap": "percentile bootstrap of B - A, samples drawn with replacement (the same draw for both runs), "
+                        "numpy default_rng(0), numpy.quantile 2.5% and 97.5%",
+    "paired-randomization": "paired randomization test: each sample's A and B rows swapped with probability 1/2, "
+                            "numpy default_rng(1), p = (1 + draws with |B - A| at least the observed) / (1 + draws)",
+    "mcnemar-exact": "McNemar's exact test: two-sided binomial test (p = 1/2) of the samples only A gets right "
+                     "against those only B gets right",
+}
+_CLUSTERS = ", whole clusters of the task source's cluster_by field instead of samples"
+METHODS["paired-cluster-bootstrap"] = METHODS["paired-bootstrap"] + _CLUSTERS
+METHODS["paired-cluster-randomization"] = METHODS["paired-randomization"] + _CLUSTERS
+
+
+def mcnemar_exact(a_only: int, b_only: int) -> float:
+    """Two-sided exact McNemar p-value from the discordant counts (1.0 when there are none)."""
+    n = a_only + b_only
+    if n == 0:
+        return 1.0
+    tail = sum(math.comb(n, i) for i in range(min(a_only, b_only) + 1))
+    return min(1.0, 2 * tail / 2**n)
+
+
+def paired_differences(aggregate: Aggregator, n: int, positions: Sequence[int], clusters: Sequence[Any] | None,
+                       names: Sequence[str], resamples: int = RESAMPLES) -> dict[str, dict[str, Any]]:
+    """Per metric in `names`: {"a", "b", "difference", "ci95", "p_value"} over the samples at `positions` (run A's
+    positions; run B's are n + each); `clusters`: each position's cluster value, or None for independent samples.
+    ci95 and p_value are None with fewer than two samples (clusters) or where the metric is undefined."""
+    import numpy as np
+
+    at = np.asarray(positions, dtype=np.int64)
+    a, b = aggregate(at), aggregate(at + n)
+    observed = {name: _difference(a.get(name), b.get(name)) for name in names}
+    out = {name: {"a": a.get(name), "b": b.get(name), "difference": observed[name], "ci95": None, "p_value": None}
+           for name in names}
+    members = cluster_groups(len(at), clusters)  # indices into `at`
+    groups = [at[m] for m in members]
+    wanted = [name for name in names if observed[name] is not None]
+    if len(groups) < 2 or not wanted:
+        return out
+    single = clusters is None
+    boot: dict[str, list[float]] = {name: [] for name in wanted}
+    rng = np.random.default_rng(0)
+    for _ in range(resamples):
+        pick = rng.integers(0, len(groups), len(groups))
+        idx = at[pick] if single else np.concatenate([groups[g] for g in pick])
+        _collect(boot, aggregate(idx), aggregate(idx + n))
+    as_far: dict[str, int] = dict.fromkeys(wanted, 0)
+    drawn: dict[str, int] = dict.fromkeys(wanted, 0)
+    owner = np.zeros(len(at), dtype=np.int64)  # each position's group, in `at` order
+    for g, m in enumerate(members):
+        owner[m] = g
+    rng = np.random.default_rng(1)
+    for _ in range(resamples):
+        swap = (rng.random(len(groups)) < 0.5)[owner].astype(np.int64) * n
+        first, second = aggregate(at + swap), aggregate(at + n - swap)
+        for name in wanted:
+            d = _difference(first.get(name), second.get(name))
+            if d is not None:
+                drawn[name] += 1
+                as_far[name] += abs(d) >= abs(observed[name]) - 1e-12 * max(1.0, abs(observed[name]))
+    for name in wanted:
+        if len(boot[name]) >= 2:
+            low, high = np.quantile(np.asarray(boot[name]), [0.025, 0.975])
+            out[name]["ci95"] = [float(low), float(high)]
+        if drawn[name]:
+            out[name]["p_value"] = (1 + as_far[name]) / (1 + drawn[name])
+    return out
+
+
+def _collect(into: dict[str, list[float]], a: dict[str, float | None], b: dict[str, float | None]) -> None:
+    for name, values in into.items():
+        d = _difference(a.get(name), b.get(name))
+        if d is not None:
+            values.append(d)
+
+
+def _difference(a: float | None, b: float | None) -> float | None:
+    if a is None or b is None:
+        return None
+    d = float(b) - float(a)
+    return d if math.isfinite(d) else None
