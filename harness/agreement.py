@@ -259,7 +259,9 @@ def _compare(pairs_by_repeat: list[list[tuple[int, int]]], scale: str) -> dict[s
         exact.append(float(np.mean(h == j)))
         within.append(float(np.mean(np.abs(h - j) <= 1)))
         kappa.append(cohen_kappa(h, j, cats, weights))
-    out: dict[str, Any] = {"n": max((len(p) for p in pairs_by_repeat), default=0)}
+    # n: the pairs of the repeat with most; a repeat's unscored replies leave its pairs, so n_per_repeat may vary
+    out: dict[str, Any] = {"n": max((len(p) for p in pairs_by_repeat), default=0),
+                           "n_per_repeat": [len(p) for p in pairs_by_repeat]}
     out["agreement"] = _mean_std(exact)
     if scale == "likert":
         out["within_one"] = _mean_std(within)
@@ -344,6 +346,12 @@ def shown_judge(key: str) -> str:
     return key.replace("/", ":", 1)
 
 
+def _pairs(row: dict[str, Any]) -> str:
+    """The pairs per repeat: one number, or the fewest-most where unscored replies left some repeats fewer."""
+    counts = row.get("n_per_repeat") or [row["n"]]
+    return str(row["n"]) if min(counts) == max(counts) else f"{min(counts)}-{max(counts)}"
+
+
 def format_table(key: str, report: dict[str, Any]) -> str:
     """A readable table of one judge's report."""
     likert = report["scale"] == "likert"
@@ -351,12 +359,12 @@ def format_table(key: str, report: dict[str, Any]) -> str:
     head.append("kappa (linear)" if likert else "kappa")
     lines = []
     for rater, row in report["per_rater"].items():
-        cells = [rater, str(row["n"]), _fmt(row["human_mean"]), _fmt(row["judge"]), _fmt(row["agreement"])]
+        cells = [rater, _pairs(row), _fmt(row["human_mean"]), _fmt(row["judge"]), _fmt(row["agreement"])]
         if likert:
             cells.append(_fmt(row["within_one"]))
         lines.append(cells + [_fmt(row["kappa"])])
     o = report["overall"]
-    cells = ["overall", str(o["n"]), _fmt(report["human"]), _fmt(report["judge"]), _fmt(o["agreement"])]
+    cells = ["overall", _pairs(o), _fmt(report["human"]), _fmt(report["judge"]), _fmt(o["agreement"])]
     if likert:
         cells.append(_fmt(o["within_one"]))
     lines.append(cells + [_fmt(o["kappa"])])
@@ -365,7 +373,8 @@ def format_table(key: str, report: dict[str, Any]) -> str:
     render.insert(1, "  ".join("-" * w for w in widths))
     title = (f"{shown_judge(key)}: {report['scale']} judge, {report['repeats']} repeat(s), "
              f"{report['raters']} rater(s), "
-             f"{report['samples']} samples; human/judge = {report['measure']} (human ± std across raters, "
+             f"{report['samples']} samples; n = label-verdict pairs per judge repeat; human/judge = "
+             f"{report['measure']} (human ± std across raters, "
              "judge ± std across repeats; agreement and kappa ± std across judge repeats)")
     notes = []
     defined = report["overall"].get("kappa_repeats")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import math
 from pathlib import Path
 
@@ -144,6 +145,9 @@ def test_cli_binary_report_per_rater_and_overall(tmp_path, capsys):
     assert report["repeats"] == 3 and report["raters"] == 2 and report["samples"] == 5
     # one unscored reply (s3's third), counted once though two raters labelled s3 (it was counted per label)
     assert report["labels_without_scores"] == 1 and report["unscored_judge_replies"] == 1
+    # n counts pairs per judge repeat: s3's unscored third reply leaves alice 3 pairs in that repeat, 4 in the others
+    assert report["per_rater"]["alice"]["n_per_repeat"] == [4, 4, 3]
+    assert re.search(r"^alice\s+3-4\s", printed, re.M) and re.search(r"^overall\s+7-9\s", printed, re.M), printed
 
     def expected(labels_of):
         agree, kappas = [], []
