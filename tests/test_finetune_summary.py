@@ -49,7 +49,7 @@ def test_two_stages_print_a_loss_line_each_with_the_data_and_settings(tmp_path, 
     assert f"fine-tune config: {manifest['config_hash']} ({out / 'manifest.json'} has every setting)" in text
     assert not any("revision None" in line for line in text)
     n_modules = manifest["targets"]["n_modules"]  # what the preset's name stands for, said beside it
-    assert ("base model: tiny-vlm (tiny-vlm, revision v5-phantom1-random); LoRA on target preset 'full' "
+    assert ("base model: tiny-vlm (tiny-vlm, revision v6-phantom1-random); LoRA on target preset 'full' "
             f"({n_modules} modules)") in text and n_modules > 10
 
 
