@@ -321,8 +321,9 @@ class APIVisionModel(ModelPlugin):
                     failed.cost_usd = 0.0 if result.cached else result.cost_usd  # type: ignore[attr-defined]
                 outputs.append(failed)
                 continue
-            # cut here too: chat APIs differ in whether they take stop strings, and how many
-            out = GenerationOutput(text=request.generation.cut_at_stop(result.text),
+            # cut here too: chat APIs differ in whether they take stop strings, and how many; stripped as the
+            # local backends' texts are (" yes" before a stop string is "yes" there)
+            out = GenerationOutput(text=request.generation.cut_at_stop(result.text).strip(),
                                    prompt_tokens=result.input_tokens, completion_tokens=result.output_tokens)
             if _HAS_COST_FIELD:
                 # what this call cost this run: an answer from the cache was paid for before (summing the

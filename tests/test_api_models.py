@@ -376,7 +376,7 @@ def test_several_images_in_order_sampling_and_stop_strings(monkeypatch, tmp_path
 
     monkeypatch.setenv("HARNESS_CACHE_DIR", str(tmp_path / "cache"))
     frontal, lateral = Image.new("RGB", (8, 6), (200, 10, 10)), Image.new("L", (5, 7), 99)
-    with FakeLLMServer(reply=lambda body: "Normal chest.\nExtra text") as server:
+    with FakeLLMServer(reply=lambda body: " Normal chest. \nExtra text") as server:  # spaces cut, as hf and vllm do
         model = OpenAICompatibleModel({"base_url": server.openai_base_url, "model": "tiny"}, ModelContext())
         settings = GenerationSettings(max_new_tokens=64, temperature=0.7, do_sample=True, seed=3, stop=["\n"])
         request = GenerationRequest(id="a", images=[frontal, lateral], prompt="Write the findings.",
