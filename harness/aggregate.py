@@ -23,7 +23,8 @@ from harness.plugin_outputs import checked_aggregate
 Z95 = 1.959963984540054
 BOOTSTRAP_SAMPLES = 200  # resamples of a corpus metric (each recomputes the judge's aggregate)
 MEAN_BOOTSTRAP_SAMPLES = 1000  # resamples of a mean (vectorised, drawn in bounded chunks)
-_CLUSTERS = ", resampling whole groups of the task source's cluster_by field (e.g. the two views of a study)"
+_CLUSTERS = (", resampling whole groups of the task source's cluster_by field (e.g. the two views of a study, the "
+             "questions on one image)")
 # each `ci_method` a metric may record, as results.json's `ci_methods` spells it out
 CI_METHODS = {
     "wilson": "Wilson score interval of a proportion (every per-sample value 0 or 1)",
@@ -47,6 +48,14 @@ def wilson_interval(successes: float, n: int) -> list[float] | None:
     low = 0.0 if successes <= 0 else max(0.0, centre - half)  # exact ends, not 6.9e-18
     high = 1.0 if successes >= n else min(1.0, centre + half)
     return [low, high]
+
+
+def cluster_values(records: list[dict[str, Any]], key: str | None) -> list[Any] | None:
+    """Each record's cluster (the value of the task source's `cluster_by` field), None without clusters. A list
+    value (`images`, the names of a sample's images: questions on one image) is one cluster per distinct list."""
+    if not key:
+        return None
+    return [tuple(v) if isinstance(v := r.get(key), list) else v for r in records]
 
 
 def cluster_groups(n: int, clusters: list[Any] | None) -> list[list[int]]:
@@ -132,7 +141,7 @@ def summarize_slice(judge: JudgePlugin, records: list[dict], rows: list[dict],
     records, rows = [records[i] for i in order], [rows[i] for i in order]
     values = checked_aggregate(judge, judge.aggregate(records, rows))
     present = {name: [i for i, row in enumerate(rows) if name in row.get("metrics", {})] for name in values}
-    clusters = [r.get(cluster_key) for r in records] if cluster_key else None
+    clusters = cluster_values(records, cluster_key)
     proportions = set() if judge.mean_metrics or clusters else {
         name for name, value in values.items() if name in getattr(judge, "proportion_metrics", ())
         and present[name] and _is_proportion(value, rows, present[name], name)}

@@ -176,7 +176,7 @@ def _describe(run: SavedRun) -> dict[str, Any]:
 def _compare_judge(a: SavedRun, b: SavedRun, key: str, entry: dict[str, Any], entry_b: dict[str, Any],
                    metrics: list[str] | None, breakdown: str | None, resamples: int,
                    notes: list[str]) -> tuple[dict[str, int], list[dict[str, Any]]] | None:
-    from harness.aggregate import breakdown_values
+    from harness.aggregate import breakdown_values, cluster_values
     from harness.scoring import installed_judge_class
 
     cls = installed_judge_class(entry["id"])
@@ -222,7 +222,7 @@ def _compare_judge(a: SavedRun, b: SavedRun, key: str, entry: dict[str, Any], en
         slices += [(breakdown, value, positions) for value, positions in sorted(by_value.items())]
     out = []
     for slice_key, value, positions in slices:
-        clusters = [a.records[ids[p]].get(cluster_key) for p in positions] if cluster_key else None
+        clusters = cluster_values([a.records[ids[p]] for p in positions], cluster_key)
         stats = paired_differences(aggregate, len(ids), positions, clusters, names, resamples)
         for name in names:
             row = {"judge": key, "metric": name, "breakdown": slice_key, "value": value, **stats[name],

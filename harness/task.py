@@ -22,7 +22,7 @@ from harness.errors import UserError, close_hint
 from harness.fingerprint import dataset_fingerprint, text_hash
 from harness.flags import SEED_MAX
 from harness.loaders import canonical_split, loader_for
-from harness.task_config import SourceConfig, TaskConfig
+from harness.task_config import IMAGES_CLUSTER, SourceConfig, TaskConfig
 from harness.types import GenerationRequest, GenerationSettings, Sample
 
 SKIPPED_SHOWN = 3  # records named in the skipped-samples warning
@@ -135,6 +135,8 @@ class Task:
         """The source's cluster_by names a field every sample has: samples without it would form one cluster (a
         misspelt name: every interval left out, without a word)."""
         key = self.source.cluster_by
+        if key == IMAGES_CLUSTER:  # the record field every sample has: its images' names
+            return
         lacking = [s.id for s in loaded if s.fields.get(key) in (None, "")] if key else []
         if lacking:
             present = sorted({k for s in loaded for k, v in s.fields.items() if v not in (None, "")})

@@ -27,6 +27,11 @@ def task_schema() -> dict[str, Any]:
     return json.loads(resources.files("harness").joinpath("schemas/task.schema.json").read_text())
 
 
+#: `cluster_by: images`: samples showing the same images (their names, as predictions.jsonl records them) form one
+#: cluster: the questions asked about one image are not independent
+IMAGES_CLUSTER = "images"
+
+
 @dataclass
 class SourceConfig:
     """One way to obtain the data: a hub dataset (`format: hf`) or a local release format.

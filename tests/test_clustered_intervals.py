@@ -36,3 +36,29 @@ def test_per_image_samples_are_resampled_by_study(tmp_path):
     entry = per_study["judges"][0]  # what each figure is stays beside it (describe()'s "metrics" was overwritten)
     assert entry["metric_definitions"]["Bleu_1"].startswith("BLEU-1, corpus level")
     assert set(entry["metric_definitions"]) == set(entry["metrics"]), set(entry["metrics"])
+
+
+def test_questions_on_one_image_are_resampled_together(tmp_path, shared_data):
+    """VQA-RAD asks its 451 test questions about 203 images: the interval resamples images (the record's `images`),
+    and is wider than Wilson's, which takes the questions as independent."""
+    from harness.aggregate import bootstrap_mean_interval, wilson_interval
+
+    out = tmp_path / "run"
+    proc = subprocess.run([sys.executable, "-m", "harness", "run", "--model", "prior", "--task", "vqa-rad",
+                           "--data-dir", str(shared_data / "vqa-rad"), "--judge", "exact", "--output", str(out),
+                           "--no-progress"], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    results = json.loads((out / "results.json").read_text())
+    assert results["task"]["cluster_by"] == "images"
+    metric = results["judges"][0]["metrics"]["accuracy"]
+    assert metric["ci_method"] == "cluster-bootstrap-mean"
+    records = {r["id"]: r for r in map(json.loads, (out / "predictions.jsonl").read_text().splitlines())}
+    scores = {r["id"]: r["judges"]["exact/pefomed"]["metrics"]["accuracy"]
+              for r in map(json.loads, (out / "scores.jsonl").read_text().splitlines())}
+    ids = sorted(scores)
+    images = [tuple(records[i]["images"]) for i in ids]
+    assert len(ids) == 451 and len(set(images)) == 203
+    values = [scores[i] for i in ids]
+    assert metric["ci95"] == bootstrap_mean_interval(values, images)
+    low, high = wilson_interval(sum(values), len(values))
+    assert metric["ci95"][1] - metric["ci95"][0] > 1.2 * (high - low)
