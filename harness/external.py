@@ -28,7 +28,7 @@ def read_external_predictions(path: Path, kind: str) -> tuple[list[dict[str, Any
     skipped: list[str] = []
     seen: set[str] = set()
     try:
-        lines = read_user_text(path).splitlines()
+        lines = read_user_text(path).split("\n")  # not splitlines(): U+2028 in a JSON string is no line end
     except OSError as exc:
         raise UserError(f"cannot read {path}: {exc.strerror or exc}") from None
     for lineno, row in jsonl_objects(lines, path, ", ".join(REQUIRED[kind])):

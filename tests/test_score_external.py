@@ -217,3 +217,15 @@ def test_a_lone_surrogate_escape_in_predictions_is_one_line_naming_line_and_fiel
         assert line == (f"error: {preds}:2: field '{field}' holds a lone surrogate escape (\\ud800-\\udfff), which "
                         "is not text; write the file as UTF-8 text")
         assert not (tmp_path / field).exists()
+
+
+def test_line_separators_inside_json_strings_are_text_not_line_ends(tmp_path):
+    """U+2028, U+2029 and U+0085 may stand unescaped in a JSON string (the harness writes its own predictions.jsonl
+    so, with ensure_ascii=False): they split no line."""
+    rows = [{**row, "prediction": row["prediction"] + sep + "more"}
+            for row, sep in zip(ROWS, ("\u2028", "\u2029", "\u0085", "\u001e"))]
+    preds = tmp_path / "preds.jsonl"
+    preds.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+    proc = cli("score", str(preds), "--task-type", "vqa", "--judge", "exact", "--output", str(tmp_path / "out"))
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads((tmp_path / "out" / "results.json").read_text())["task"]["n"] == 4
