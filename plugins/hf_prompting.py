@@ -60,10 +60,14 @@ class HFPrompting:
         else:
             field = self.opts["modality_field"]
             label = label_of(req.metadata.get(field))
-            if label is None:
-                task = self.context.task.id if self.context.task is not None else "this task"
-                raise UserError(f"prepend_modality=true but sample '{req.id}' of {task} has no modality in field "
-                                f"'{field}' (set --model-args modality_field=<field> or drop prepend_modality)")
+            if label is None:  # asked without the prefix, as its predictions line says (one sample, not the run)
+                if not getattr(self, "_said_no_modality", False):
+                    self._said_no_modality = True
+                    print(f"warning: prepend_modality=true: sample '{req.id}' has no modality in field '{field}' and "
+                          "is asked without the prefix, as is any other such sample (its predictions line has "
+                          "modality_label null); another field: --model-args modality_field=<field>", file=sys.stderr)
+                self.modality_labels[req.id] = ""
+                return ""
         self.modality_labels[req.id] = label  # recorded with the sample's output (generation_details)
         return f"Imaging modality: {label}. "
 
@@ -74,7 +78,7 @@ class HFPrompting:
         for request, out in zip(requests, outputs):
             label = self.modality_labels.pop(request.id, None)
             if label is not None:
-                out.details = {"modality_label": label,
+                out.details = {"modality_label": label or None,
                                "modality_from": "classifier" if predicted else f"field {self.opts['modality_field']}"}
 
     def _prompt(self, req: GenerationRequest) -> str:

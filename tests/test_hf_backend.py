@@ -321,7 +321,7 @@ def test_captioners_batch_like_single_and_refuse_vqa(models_dir, name):
         hf_model(models_dir[name], vqa_task)
 
 
-def test_prepend_modality_adds_the_label_and_needs_the_field(models_dir):
+def test_prepend_modality_adds_the_label_and_a_sample_without_one_is_asked_without_it(models_dir, capsys):
     task, reqs = requests_for("phantom-vqa", 4)
     plain = hf_model(models_dir["llava"], task).generate(reqs)
     model = hf_model(models_dir["llava"], task, prepend_modality="true")
@@ -330,8 +330,13 @@ def test_prepend_modality_adds_the_label_and_needs_the_field(models_dir):
                     for r in reqs]
     assert [b.prompt_tokens - a.prompt_tokens for a, b in zip(plain, labelled)] == label_tokens
     missing = replace(reqs[0], metadata={"question": "q"})
-    with pytest.raises(UserError, match="no modality in field 'modality'"):
-        model.generate([missing])
+    # one sample without a label (a ROCOv2 image with no known modality concept) does not stop the run
+    mixed = model.generate([replace(missing, id="no-label"), reqs[1]])
+    assert mixed[0].prompt_tokens == plain[0].prompt_tokens and mixed[0].details == {
+        "modality_label": None, "modality_from": "field modality"}
+    assert mixed[1].details["modality_label"] == reqs[1].metadata["modality"]
+    assert "sample 'no-label' has no modality in field 'modality' and is asked without the prefix" in \
+        capsys.readouterr().err
     # predicted, as the ROCOv2 study did: a classifier fitted on the train split reads it from the image
     predicting = hf_model(models_dir["llava"], task, prepend_modality="predicted")
     prefixes = [predicting._prefix(r) for r in reqs]
