@@ -13,6 +13,7 @@ lets any subset of samples get its corpus METEOR without Java.
 from __future__ import annotations
 
 import math
+import re
 import subprocess
 import threading
 from collections.abc import Sequence
@@ -34,6 +35,15 @@ def score_line(hypothesis: str, reference: str) -> str:
     """pycocoevalcap `Meteor._stat`'s line for one hypothesis and its single reference."""
     hypothesis = hypothesis.replace("|||", "").replace("  ", " ")
     return " ||| ".join(("SCORE", reference, hypothesis))
+
+
+class MeteorStopped(UserError):
+    """The METEOR process ended before replying to every line: `done` lines were answered; `cause` is its exception
+    (java.lang.OutOfMemoryError: Java heap space, for a text of tens of thousands of words) or how it ended."""
+
+    def __init__(self, done: int, count: int, cause: str) -> None:
+        self.done, self.count, self.cause = done, count, cause
+        super().__init__(f"METEOR (Java) stopped after {done} of {count} lines ({cause})")
 
 
 class MeteorProcess:
@@ -76,8 +86,7 @@ class MeteorProcess:
         for thread in self._threads:
             thread.join()
         if len(self._replies) < count:
-            raise UserError(f"METEOR (Java) stopped after {len(self._replies)} of {count} lines "
-                            f"({self._stderr_tail()}); nothing of this judge was recorded: score again")
+            raise MeteorStopped(len(self._replies), count, self._failure())
         stats = []
         for line in self._replies[:count]:
             values = [float(x) for x in line.split()]
@@ -86,10 +95,14 @@ class MeteorProcess:
             stats.append(values)
         return stats
 
-    def _stderr_tail(self) -> str:
+    def _failure(self) -> str:
+        """The Java exception the process died of (its first line that is no stack frame), else its exit status."""
         self.close()
         err = self.proc.stderr.read().decode(errors="replace").strip().splitlines() if self.proc.stderr else []
-        return " | ".join(err[-3:]) or f"exit {self.proc.returncode}"
+        said = [line.strip() for line in err if line.strip() and not line.strip().startswith(("at ", "..."))]
+        thrown = [line for line in said if "Exception" in line or "Error" in line]
+        first = (thrown or said or [f"exit {self.proc.returncode}"])[0]
+        return re.sub(r'^Exception in thread "[^"]*" ', "", first)[:300]
 
     def close(self) -> None:
         if self.proc.poll() is None:

@@ -36,7 +36,7 @@ from harness.extras import install_hint
 from harness.flags import parse_flag
 from harness.judge_api import Aggregator, JudgeOptions, JudgePlugin
 from harness.judges.coco_java import METEOR_JAR, PARAPHRASE_TABLE, JavaVersion, PTBJob, coco_dir, require_java
-from harness.judges.coco_meteor import MeteorProcess, meteor_score, score_line
+from harness.judges.coco_meteor import MeteorProcess, MeteorStopped, meteor_score, score_line
 from harness.judges.coco_ngram import bleu
 from harness.judges.coco_rouge import RougeScore, coco_rouge_l
 from harness.judges.lexical_corpus import BLEU_NAMES, ROUGE_SCORE_NAMES, LexicalCorpus, corpus_from_rows
@@ -152,7 +152,17 @@ class LexicalJudge(JudgePlugin):
             finally:
                 for job in jobs:
                     job.kill()
-            meteor_stats, corpus = self._meteor_and_corpus(ref_tokens, hyp_tokens, rouge_rows, workdir)
+            try:
+                meteor_stats, corpus = self._meteor_and_corpus(ref_tokens, hyp_tokens, rouge_rows, workdir)
+            except MeteorStopped as exc:  # exc.done: the lines before it, over every worker's part
+                i = min(exc.done, len(records) - 1)
+                memory = "OutOfMemoryError" in exc.cause
+                raise UserError(
+                    f"METEOR (Java) stopped at sample {records[i].get('id')!r} ({len(hyp_tokens[i].split())} words "
+                    f"predicted, {len(ref_tokens[i].split())} in the reference): {exc.cause}; nothing of this judge "
+                    "was recorded" + (": METEOR 1.5 holds a text of some ten thousand words in its 2 GB; shorten "
+                                      "that prediction (or cap --max-new-tokens) and score again" if memory else
+                                      ": score again")) from None
             spice = None
             if self.spice:
                 from harness.judges.coco_spice import run_spice
@@ -200,7 +210,10 @@ class LexicalJudge(JudgePlugin):
             corpus = LexicalCorpus(ref_tokens, hyp_tokens, means)
             stats: list[list[float]] = []
             for process, part in zip(processes, parts):
-                stats.extend(process.receive(len(part)))
+                try:
+                    stats.extend(process.receive(len(part)))
+                except MeteorStopped as exc:  # counted over every part, for the sample it stopped at
+                    raise MeteorStopped(len(stats) + exc.done, len(lines), exc.cause) from None
         finally:
             for process in processes:
                 process.close()

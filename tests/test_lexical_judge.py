@@ -362,3 +362,34 @@ def test_split_tokenizer_reproduces_r2gen_compute_scores(pairs, coco, lexical_ca
     assert "R2Gen" in described["tokenizer"] and "PTBTokenizer" in ptb.describe()["tokenizer"]
     with pytest.raises(UserError, match="--judge-arg tokenizer=nltk: expected ptb or split"):
         _judge(tokenizer="nltk")
+
+
+FAKE_JAVA = """#!/bin/sh
+# `java -version`, and a METEOR that answers one SCORE line, then dies as METEOR 1.5 does on a huge text
+case "$*" in *-version*) echo 'openjdk version "17.0.2"' >&2; exit 0;; esac
+read line
+echo "1 1 0 0 1 1 0 0 0 0 0 0 0 0 0 0 0 0 0 0 1 1 1"
+read line
+echo 'Exception in thread "main" java.lang.OutOfMemoryError: Java heap space' >&2
+printf '\\tat java.util.Arrays.copyOf(Unknown Source)\\n\\tat Meteor.main(Unknown Source)\\n' >&2
+exit 1
+"""
+
+
+def test_meteor_dying_names_the_sample_and_the_java_exception(monkeypatch, tmp_path, lexical_cache):
+    """Its stack frames said nothing (the last three lines), and "score again" failed again the same way."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "java").write_text(FAKE_JAVA)
+    (bin_dir / "java").chmod(0o755)
+    monkeypatch.setenv("HARNESS_CACHE_DIR", str(lexical_cache))
+    monkeypatch.setenv("PATH", f"{bin_dir}:/usr/bin:/bin")
+    judge = LexicalJudge(JudgeOptions(task_kind="report", settings={"tokenizer": "split"}))
+    records = [{"id": "short", "answer": "heart normal", "prediction": "heart normal"},
+               {"id": "huge", "answer": "no effusion", "prediction": "the lungs are clear " * 50}]
+    with pytest.raises(UserError) as err:
+        judge.score(records)
+    message = str(err.value)
+    assert message.startswith("METEOR (Java) stopped at sample 'huge' (200 words predicted, 2 in the reference): "
+                              "java.lang.OutOfMemoryError: Java heap space") and "shorten that prediction" in message
+    assert "\n" not in message and "Unknown Source" not in message
