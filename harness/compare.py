@@ -10,6 +10,7 @@ statistics are harness.paired_stats'; each judge's own aggregation comes from it
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -81,8 +82,9 @@ def _chosen_judges(a: dict[str, Any], b: dict[str, Any], asked: str | None, wher
     common = [key for key in a if key in b]
     if asked is None:
         if not common:
-            raise UserError(f"{where[0]} and {where[1]} have no judge in common (A: {', '.join(a) or 'none'}; B: "
-                            f"{', '.join(b) or 'none'}): score one with the other's judge (harness score DIR --judge)")
+            raise UserError(f"{where[0]} and {where[1]} have no judge in common (A: "
+                            f"{', '.join(map(_shown, a)) or 'none'}; B: {', '.join(map(_shown, b)) or 'none'}): score "
+                            "one with the other's judge (harness score DIR --judge)")
         return common
     wanted = asked.replace(":", "/", 1)
     chosen = [key for key in common if key == wanted or key.split("/", 1)[0] == wanted]
@@ -96,10 +98,26 @@ def _chosen_judges(a: dict[str, Any], b: dict[str, Any], asked: str | None, wher
 def _setup_problem(key: str, a: dict[str, Any], b: dict[str, Any]) -> str | None:
     for field in ("version", "setup"):
         if a.get(field) != b.get(field):
-            return (f"judge {key} is set up differently in the two runs ({field} {json.dumps(a.get(field))} vs "
+            return (f"judge {_shown(key)} is set up differently in the two runs ({field} {json.dumps(a.get(field))} vs "
                     f"{json.dumps(b.get(field))}): their numbers are not comparable; score one again with the other's "
                     "judge options")
     return None
+
+
+def _rows_setup_problem(run: SavedRun, key: str, entry: dict[str, Any]) -> str | None:
+    """Rows of the run's samples scored with another setup than its results.json records (some samples re-judged
+    with another judge model): their verdicts would be blended into one number."""
+    other = sum(1 for i in run.records if isinstance(row := run.scores.get(i, {}).get(key), dict)
+                and row.get("setup") is not None and row.get("setup") != entry.get("setup"))
+    if not other:
+        return None
+    return (f"{run.folder / 'scores.jsonl'} holds {other} {_shown(key)} verdicts made with another setup than its "
+            f"results.json records: score them all with one: harness score {run.folder} --judge {_shown(key)} "
+            "(with the judge options wanted)")
+
+
+def _shown(key: str) -> str:
+    return key.replace("/", ":", 1)  # as --judge takes it
 
 
 def compare(a: SavedRun, b: SavedRun, judge: str | None = None, metrics: list[str] | None = None,
@@ -115,7 +133,8 @@ def compare(a: SavedRun, b: SavedRun, judge: str | None = None, metrics: list[st
     notes: list[str] = []
     work: list[tuple[str, dict[str, Any]]] = []
     for key in keys:
-        problem = _setup_problem(key, entries_a[key], entries_b[key])
+        problem = (_setup_problem(key, entries_a[key], entries_b[key]) or _rows_setup_problem(a, key, entries_a[key])
+                   or _rows_setup_problem(b, key, entries_b[key]))
         if problem and judge is not None:
             raise UserError(problem)
         if problem:
@@ -123,18 +142,26 @@ def compare(a: SavedRun, b: SavedRun, judge: str | None = None, metrics: list[st
             continue
         work.append((key, entries_a[key]))
     _check_metrics(metrics, {key: interval_metrics(entry, entries_b[key]) for key, entry in work})
+    if breakdown is not None and not breakdown.strip():
+        raise UserError("--breakdown '': expected a field name, e.g. answer_type")
     comparisons: list[dict[str, Any]] = []
     paired_counts: dict[str, dict[str, int]] = {}
-    bar = tqdm(work, desc="compare", unit="judge", disable=not progress, leave=False, **bar_pacing())
-    for key, entry in bar:
-        found = _compare_judge(a, b, key, entry, entries_b[key], metrics, breakdown, resamples, notes)
-        if found is not None:
-            paired_counts[key], rows = found
-            comparisons += rows
+    bar = tqdm(desc="compare", unit="draw", disable=not progress, leave=False, **bar_pacing())
+    try:
+        for key, entry in work:
+            found = _compare_judge(a, b, key, entry, entries_b[key], metrics, breakdown, resamples, notes, bar)
+            if found is not None:
+                paired_counts[key], rows = found
+                comparisons += rows
+    finally:
+        bar.close()
     if not comparisons:
         raise UserError("nothing to compare: " + "; ".join(notes or ["no metric with an interval in both runs"]))
     if breakdown and not any(c["breakdown"] == breakdown for c in comparisons):
-        raise UserError(f"--breakdown {breakdown}: no sample compared has that field or judge group")
+        fields = sorted({k for r in a.records.values() for k, v in r.items() if isinstance(v, (str, int))
+                         and k not in ("id", "question", "answer", "prediction", "reference_digest")})
+        raise UserError(f"--breakdown {breakdown}: no sample compared has that field or judge group"
+                        f"{close_hint([breakdown], fields)}; fields of the samples: {', '.join(fields) or 'none'}")
     return {
         "schema_version": 1,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -168,49 +195,41 @@ def _check_metrics(asked: list[str] | None, available: dict[str, list[str]]) -> 
 
 def _describe(run: SavedRun) -> dict[str, Any]:
     r = run.results
-    return {"path": str(run.folder.resolve()), "run_id": r["run_id"],
-            "model": r["model"].get("label", r["model"]["id"]), "prompt_variant": r["prompt"].get("variant"),
-            "created": r["created"]}
+    model = r["model"].get("label", r["model"]["id"])
+    source = r["task"].get("source") or {}
+    if source.get("name") == "external" and source.get("path"):  # two files' predictions are both "external"
+        model = f"{model} ({source['path']})"
+    return {"path": str(run.folder.resolve()), "run_id": r["run_id"], "model": model,
+            "prompt_variant": r["prompt"].get("variant"), "created": r["created"]}
 
 
 def _compare_judge(a: SavedRun, b: SavedRun, key: str, entry: dict[str, Any], entry_b: dict[str, Any],
-                   metrics: list[str] | None, breakdown: str | None, resamples: int,
-                   notes: list[str]) -> tuple[dict[str, int], list[dict[str, Any]]] | None:
+                   metrics: list[str] | None, breakdown: str | None, resamples: int, notes: list[str],
+                   bar: Any) -> tuple[dict[str, int], list[dict[str, Any]]] | None:
     from harness.aggregate import breakdown_values, cluster_values
     from harness.scoring import installed_judge_class
 
     cls = installed_judge_class(entry["id"])
     if cls is None:
-        notes.append(f"judge {key} is not installed here: left out")
+        notes.append(f"judge {_shown(key)} is not installed here: left out")
         return None
     in_a = {i for i in a.records if key in a.scores.get(i, {})}
     in_b = {i for i in b.records if key in b.scores.get(i, {})}
     ids = sorted(in_a & in_b)
     counts = {"paired": len(ids), "only_a": len(in_a - in_b), "only_b": len(in_b - in_a)}
-    if not ids:
-        notes.append(f"judge {key}: no sample scored in both runs: left out")
+    names = [name for name in interval_metrics(entry, entry_b) if not metrics or name in metrics]
+    if not ids or not names:
+        if not ids or not metrics:
+            why = "no sample scored in both runs" if not ids else "no metric with an interval in both runs"
+            notes.append(f"judge {_shown(key)}: {why}: left out")
         return None
     for i in ids:
         if a.records[i].get("answer") != b.records[i].get("answer"):
             raise UserError(f"sample {json.dumps(i)} has another reference answer in {b.folder} than in {a.folder}: "
                             "not the same samples (a predictions file edited or made elsewhere?)")
-    rows_a = [a.scores[i][key] for i in ids]
-    rows_b = [b.scores[i][key] for i in ids]
+    rows_a, rows_b = _checked_rows(a, key, ids), _checked_rows(b, key, ids)
     if getattr(cls, "mean_metrics", True):
         rows_a, rows_b = _paired_only(rows_a, rows_b)
-    try:
-        aggregate = cls.saved_aggregator(rows_a + rows_b, entry.get("convention"), entry.get("setup"))
-    except (TypeError, ValueError, KeyError) as exc:
-        raise UserError(f"judge {key}: the rows of {a.folder} or {b.folder} cannot be aggregated ({exc}); score "
-                        "again: harness score DIR") from None
-    if aggregate is None:
-        notes.append(f"judge {key} cannot aggregate saved rows (no saved_aggregator): left out")
-        return None
-    names = [name for name in interval_metrics(entry, entry_b) if not metrics or name in metrics]
-    if not names:
-        if not metrics:
-            notes.append(f"judge {key}: no metric with an interval in both runs: left out")
-        return None
     cluster_key = a.results["task"].get("cluster_by")
     slices: list[tuple[str | None, str | None, list[int]]] = [(None, None, list(range(len(ids))))]
     if breakdown:
@@ -220,14 +239,23 @@ def _compare_judge(a: SavedRun, b: SavedRun, key: str, entry: dict[str, Any], en
             if value is not None:
                 by_value.setdefault(value, []).append(pos)
         slices += [(breakdown, value, positions) for value, positions in sorted(by_value.items())]
+    bar.total = (bar.total or 0) + 2 * resamples * len(slices)
     out = []
     for slice_key, value, positions in slices:
+        sub_a, sub_b = [rows_a[p] for p in positions], [rows_b[p] for p in positions]
+        aggregate = _aggregator(cls, key, sub_a + sub_b, entry, (a.folder, b.folder))  # a slice's own: its size
+        if aggregate is None:
+            notes.append(f"judge {_shown(key)} cannot aggregate saved rows (no saved_aggregator): left out")
+            return None
         clusters = cluster_values([a.records[ids[p]] for p in positions], cluster_key)
-        stats = paired_differences(aggregate, len(ids), positions, clusters, names, resamples)
+        stats = paired_differences(aggregate, len(positions), range(len(positions)), clusters, names, resamples,
+                                   tick=bar.update)
         for name in names:
             row = {"judge": key, "metric": name, "breakdown": slice_key, "value": value, **stats[name],
-                   **_method_and_n(cls, name, rows_a, rows_b, positions, clusters)}
-            if row["p_method"] == "mcnemar-exact":
+                   **_method_and_n(cls, name, sub_a, sub_b, clusters)}
+            if row["a"] is None and row["b"] is None:  # no such metric on this slice (closed_accuracy of OPEN)
+                continue
+            if row["p_method"] == "mcnemar-exact" and row["difference"] is not None and row["n"] >= 2:
                 row["p_value"] = mcnemar_exact(row["discordant"]["a_only"], row["discordant"]["b_only"])
             if row["ci95"] is None:
                 row["ci_method"] = None
@@ -235,6 +263,32 @@ def _compare_judge(a: SavedRun, b: SavedRun, key: str, entry: dict[str, Any], en
                 row["p_method"] = None
             out.append(row)
     return counts, out
+
+
+def _aggregator(cls: Any, key: str, rows: list[dict[str, Any]], entry: dict[str, Any],
+                folders: tuple[Path, Path]) -> Any:
+    try:
+        return cls.saved_aggregator(rows, entry.get("convention"), entry.get("setup"))
+    except (TypeError, ValueError, KeyError, AttributeError) as exc:
+        raise UserError(f"judge {_shown(key)}: the rows of {folders[0]} or {folders[1]} cannot be aggregated "
+                        f"({exc}); score again: harness score DIR") from None
+
+
+def _checked_rows(run: SavedRun, key: str, ids: list[str]) -> list[dict[str, Any]]:
+    """The judge's rows of `ids`, each with `metrics` an object of finite numbers or nulls (as the judges write
+    them; a hand edit otherwise, named by file and sample)."""
+    rows = []
+    for i in ids:
+        row = run.scores[i][key]
+        metrics = row.get("metrics") if isinstance(row, dict) else None
+        bad = "its 'metrics' is no object" if not isinstance(metrics, dict) else next(
+            (f"metric '{name}' is {json.dumps(value)}" for name, value in metrics.items() if value is not None and (
+                isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value))), None)
+        if bad:
+            raise UserError(f"{run.folder / 'scores.jsonl'}: sample {json.dumps(i)}, judge {_shown(key)}: {bad} "
+                            f"(expected a number or null; score again: harness score {run.folder})")
+        rows.append(row)
+    return rows
 
 
 def _paired_only(rows_a: list[dict[str, Any]], rows_b: list[dict[str, Any]]) -> tuple[list[dict], list[dict]]:
@@ -251,15 +305,15 @@ def _paired_only(rows_a: list[dict[str, Any]], rows_b: list[dict[str, Any]]) -> 
     return out_a, out_b
 
 
-def _method_and_n(cls: Any, name: str, rows_a: list[dict], rows_b: list[dict], positions: list[int],
+def _method_and_n(cls: Any, name: str, rows_a: list[dict], rows_b: list[dict],
                   clusters: list[Any] | None) -> dict[str, Any]:
     """n (samples with the metric in both runs for a per-sample mean, else every sample of the slice), the interval
     and p-value methods, and for a 0/1 verdict the discordant counts."""
     cluster = "cluster-" if clusters is not None else ""
     methods = {"ci_method": f"paired-{cluster}bootstrap", "p_method": f"paired-{cluster}randomization"}
     if not getattr(cls, "mean_metrics", True):
-        return {"n": len(positions), **methods}
-    pairs = [(rows_a[p]["metrics"].get(name), rows_b[p]["metrics"].get(name)) for p in positions]
+        return {"n": len(rows_a), **methods}
+    pairs = [(ra["metrics"].get(name), rb["metrics"].get(name)) for ra, rb in zip(rows_a, rows_b)]
     pairs = [(x, y) for x, y in pairs if x is not None and y is not None]
     out: dict[str, Any] = {"n": len(pairs), **methods}
     if name in getattr(cls, "proportion_metrics", ()) and all(x in (0, 1) and y in (0, 1) for x, y in pairs):

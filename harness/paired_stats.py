@@ -15,7 +15,7 @@ position i (run A) and position n + i (run B) are the same sample. Every resampl
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from harness.aggregate import cluster_groups
@@ -45,10 +45,12 @@ def mcnemar_exact(a_only: int, b_only: int) -> float:
 
 
 def paired_differences(aggregate: Aggregator, n: int, positions: Sequence[int], clusters: Sequence[Any] | None,
-                       names: Sequence[str], resamples: int = RESAMPLES) -> dict[str, dict[str, Any]]:
+                       names: Sequence[str], resamples: int = RESAMPLES,
+                       tick: Callable[[int], Any] | None = None) -> dict[str, dict[str, Any]]:
     """Per metric in `names`: {"a", "b", "difference", "ci95", "p_value"} over the samples at `positions` (run A's
     positions; run B's are n + each); `clusters`: each position's cluster value, or None for independent samples.
-    ci95 and p_value are None with fewer than two samples (clusters) or where the metric is undefined."""
+    ci95 and p_value are None with fewer than two samples (clusters) or where the metric is undefined. `tick(k)`:
+    k more draws done (a progress bar)."""
     import numpy as np
 
     at = np.asarray(positions, dtype=np.int64)
@@ -60,6 +62,8 @@ def paired_differences(aggregate: Aggregator, n: int, positions: Sequence[int], 
     groups = [at[m] for m in members]
     wanted = [name for name in names if observed[name] is not None]
     if len(groups) < 2 or not wanted:
+        if tick is not None:
+            tick(2 * resamples)
         return out
     single = clusters is None
     boot: dict[str, list[float]] = {name: [] for name in wanted}
@@ -68,6 +72,8 @@ def paired_differences(aggregate: Aggregator, n: int, positions: Sequence[int], 
         pick = rng.integers(0, len(groups), len(groups))
         idx = at[pick] if single else np.concatenate([groups[g] for g in pick])
         _collect(boot, aggregate(idx), aggregate(idx + n))
+        if tick is not None:
+            tick(1)
     as_far: dict[str, int] = dict.fromkeys(wanted, 0)
     drawn: dict[str, int] = dict.fromkeys(wanted, 0)
     owner = np.zeros(len(at), dtype=np.int64)  # each position's group, in `at` order
@@ -77,6 +83,8 @@ def paired_differences(aggregate: Aggregator, n: int, positions: Sequence[int], 
     for _ in range(resamples):
         swap = (rng.random(len(groups)) < 0.5)[owner].astype(np.int64) * n
         first, second = aggregate(at + swap), aggregate(at + n - swap)
+        if tick is not None:
+            tick(1)
         for name in wanted:
             d = _difference(first.get(name), second.get(name))
             if d is not None:

@@ -64,8 +64,15 @@ class CiderCorpus:
     """Every sample's n-gram vectors, laid out for recomputing CIDEr-D on any multiset of samples."""
 
     def __init__(self, hyp_counts: Sequence[dict], ref_counts: Sequence[dict], hyp_lens: Sequence[int],
-                 ref_lens: Sequence[int]) -> None:
+                 ref_lens: Sequence[int], ref_keys: Sequence[str] | None = None) -> None:
         self.size = len(hyp_counts)
+        # rows with equal references (`ref_keys`: two runs' rows of one sample) give one IDF for any multiset
+        # drawn over them: scores() keeps the last few IDFs' per-sample scores (a paired resample asks each twice)
+        groups: dict[str, int] = {}
+        keys = ref_keys if ref_keys is not None else [str(i) for i in range(self.size)]
+        self.ref_group = np.array([groups.setdefault(k, len(groups)) for k in keys], dtype=np.int64)
+        self.n_groups = len(groups)
+        self._recent: dict[bytes, np.ndarray] = {}
         ids: dict[tuple[str, ...], int] = {}
         h_gid, h_tf, h_rtf, h_seg = [], [], [], []
         r_gid, r_tf, r_seg, r_sample = [], [], [], []
@@ -101,6 +108,17 @@ class CiderCorpus:
     def scores(self, samples: np.ndarray) -> np.ndarray:
         """Per-sample CIDEr-D of `samples` (indices, repeats allowed) with the IDF of exactly that multiset."""
         samples = np.asarray(samples, dtype=np.int64)
+        key = np.bincount(self.ref_group[samples], minlength=self.n_groups).tobytes()
+        known = self._recent.get(key)
+        if known is None:
+            known = self._all_scores(samples)
+            if len(self._recent) >= 4:
+                self._recent.pop(next(iter(self._recent)))
+            self._recent[key] = known
+        return known[samples]
+
+    def _all_scores(self, samples: np.ndarray) -> np.ndarray:
+        """Every row's CIDEr-D with the IDF of the multiset `samples`."""
         weight = np.bincount(samples, minlength=self.size).astype(float)
         df = np.bincount(self.r_gid, weights=weight[self.r_sample], minlength=self.vocab_size)
         ref_len = np.log(float(len(samples)))
@@ -118,8 +136,7 @@ class CiderCorpus:
         val[nonzero] /= norm_h[nonzero] * norm_r[nonzero]
         val = val.reshape(-1, 4) * self.penalty[:, None]
         # np.mean of a 4-vector, then / 1 reference, then x 10, as in CiderScorer.compute_cider
-        per_sample = np.mean(val, axis=1) / 1 * 10.0
-        return per_sample[samples]
+        return np.mean(val, axis=1) / 1 * 10.0
 
 
 class _Segments:

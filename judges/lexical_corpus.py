@@ -32,7 +32,8 @@ class LexicalCorpus:
             [bleu_stats(h, r, len(hw), len(rw)) for h, r, hw, rw in zip(hyp_counts, ref_counts, hyp_words, ref_words)],
             dtype=np.int64,
         ).reshape(self.size, 10)
-        self.cider = CiderCorpus(hyp_counts, ref_counts, [len(w) for w in hyp_words], [len(w) for w in ref_words])
+        self.cider = CiderCorpus(hyp_counts, ref_counts, [len(w) for w in hyp_words], [len(w) for w in ref_words],
+                                 ref_keys=list(ref_tokens))
         self.meteor_stats = np.array(meteor_stats, dtype=float).reshape(-1, 23)  # may be set after METEOR ran
         # metrics whose corpus value is the mean of the per-sample values (None = unscored, left out)
         self.means: dict[str, np.ndarray] = {}

@@ -120,10 +120,12 @@ def test_runs_that_are_not_comparable_are_refused_in_one_line(runs, tmp_path):
                    "--no-progress").returncode == 0
     cases = [
         ((str(runs[0]), str(report_run)), "not runs on the same samples: task id 'phantom-vqa' vs 'phantom-report'"),
-        ((str(runs[0]), str(llava)), "have no judge in common (A: exact/pefomed; B: exact/llava-med)"),
+        ((str(runs[0]), str(llava)), "have no judge in common (A: exact:pefomed; B: exact:llava-med)"),
         ((str(runs[0]), str(runs[1]), "--judge", "gpt4"), "--judge gpt4: not a judge both runs were scored with"),
         ((str(runs[0]), str(runs[1]), "--metric", "bleu"), "--metric bleu: no such metric"),
-        ((str(runs[0]), str(runs[1]), "--breakdown", "colour"), "--breakdown colour: no sample compared"),
+        ((str(runs[0]), str(runs[1]), "--breakdown", "organs"), "--breakdown organs: no sample compared has that "
+                                                                "field or judge group (did you mean 'organ'?)"),
+        ((str(runs[0]), str(runs[1]), "--breakdown", ""), "--breakdown '': expected a field name"),
         ((str(runs[0]), str(tmp_path)), "not a scored run folder (missing results.json, scores.jsonl)"),
         ((str(runs[0]), str(runs[1]), "--resamples", "5"), "--resamples 5: expected 100 to 100000"),
     ]
@@ -145,9 +147,9 @@ def test_a_judge_set_up_differently_is_not_compared(tmp_path):
                        f"rouge_stemmer={stem}", "--output", str(folder), "--no-progress").returncode == 0
         folders.append(str(folder))
     proc = harness("compare", *folders, "--judge", "lexical", "--no-progress")
-    assert proc.returncode != 0 and "judge lexical/none is set up differently in the two runs (setup" in proc.stderr
+    assert proc.returncode != 0 and "judge lexical:none is set up differently in the two runs (setup" in proc.stderr
     proc = harness("compare", *folders, "--no-progress")  # every judge left out: nothing to compare
-    assert proc.returncode != 0 and proc.stderr.startswith("error: nothing to compare: judge lexical/none is set up")
+    assert proc.returncode != 0 and proc.stderr.startswith("error: nothing to compare: judge lexical:none is set up")
 
 
 def test_dependent_samples_are_resampled_in_whole_clusters(runs, tmp_path, capsys):
@@ -224,3 +226,61 @@ def test_the_llm_judges_saved_aggregate_is_their_aggregate():
         got = aggregate(positions)
         assert got["accuracy"] == pytest.approx(expected["accuracy"])
         assert got["accuracy_std"] == pytest.approx(expected["accuracy_std"])
+
+
+def edited_copy(run: Path, to: Path, edit) -> Path:
+    """A copy of a run folder whose scores.jsonl rows went through `edit(row)`."""
+    import shutil
+
+    shutil.copytree(run, to)
+    rows = [json.loads(line) for line in (to / "scores.jsonl").read_text().splitlines()]
+    (to / "scores.jsonl").write_text("".join(json.dumps(edit(i, row)) + "\n" for i, row in enumerate(rows)))
+    return to
+
+
+def test_rows_of_another_setup_or_edited_by_hand_are_refused_not_blended(runs, tmp_path):
+    def other_setup(i: int, row: dict) -> dict:
+        if i < 10:  # some samples re-judged with another setup (as a later run on a subset leaves them)
+            row["judges"]["exact/pefomed"]["setup"] = {"judge_model": "another"}
+        return row
+
+    def list_metrics(i: int, row: dict) -> dict:
+        if i == 3:
+            row["judges"]["exact/pefomed"]["metrics"] = [1]
+        return row
+
+    def nan_metric(i: int, row: dict) -> dict:
+        if i == 3:
+            row["judges"]["exact/pefomed"]["metrics"]["accuracy"] = float("nan")
+        return row
+
+    cases = [(other_setup, "holds 10 exact:pefomed verdicts made with another setup than its results.json records"),
+             (list_metrics, "judge exact:pefomed: its 'metrics' is no object"),
+             (nan_metric, "judge exact:pefomed: metric 'accuracy' is NaN (expected a number or null")]
+    for n, (edit, expected) in enumerate(cases):
+        copy = edited_copy(runs[1], tmp_path / f"b{n}", edit)
+        proc = harness("compare", str(runs[0]), str(copy), "--judge", "exact", "--no-progress")
+        assert proc.returncode != 0 and expected in proc.stderr, proc.stderr
+        assert len(proc.stderr.strip().splitlines()) == 1 and "Traceback" not in proc.stderr
+
+
+def test_slices_without_the_metric_are_left_out_and_file_scored_runs_have_breakdowns(tmp_path):
+    """llava-med's closed_accuracy exists on CLOSED samples only: no OPEN row with a p-value on nothing; predictions
+    scored from a file keep their fields (the folder holds the predictions as read)."""
+    rows = [{"id": f"q{i}", "question": "q", "answer": "yes" if i % 2 else "left lung",
+             "answer_type": "CLOSED" if i % 2 else "OPEN", "organ": "chest" if i % 3 else "head"} for i in range(40)]
+    folders = []
+    for name, right in (("a", 0.4), ("b", 0.8)):
+        preds = tmp_path / f"{name}.jsonl"
+        preds.write_text("".join(json.dumps({**r, "prediction": r["answer"] if (i * 7 % 10) / 10 < right else "no"})
+                                 + "\n" for i, r in enumerate(rows)))
+        folder = tmp_path / f"scored-{name}"
+        assert harness("score", str(preds), "--task-type", "vqa", "--task-name", "mine", "--judge",
+                       "exact:llava-med", "--output", str(folder), "--no-progress").returncode == 0
+        folders.append(folder)
+    report = compared(tmp_path, *folders, "--breakdown", "answer_type")
+    shown = {(c["metric"], c["value"]) for c in report["comparisons"]}
+    assert ("closed_accuracy", "CLOSED") in shown and ("closed_accuracy", "OPEN") not in shown
+    assert all(c["n"] > 0 and c["p_value"] is not None for c in report["comparisons"])
+    organs = compared(tmp_path, *folders, "--breakdown", "organ")["comparisons"]
+    assert {c["value"] for c in organs if c["breakdown"] == "organ"} == {"chest", "head"}

@@ -393,3 +393,24 @@ def test_meteor_dying_names_the_sample_and_the_java_exception(monkeypatch, tmp_p
     assert message.startswith("METEOR (Java) stopped at sample 'huge' (200 words predicted, 2 in the reference): "
                               "java.lang.OutOfMemoryError: Java heap space") and "shorten that prediction" in message
     assert "\n" not in message and "Unknown Source" not in message
+
+
+def test_cider_of_a_multiset_is_the_same_from_its_remembered_idf():
+    """Rows sharing a reference (two runs' rows of one sample) share the IDF of any multiset drawn over them, and
+    scores() remembers it: the values equal a fresh corpus's, whichever multiset was asked before."""
+    from harness.judges.lexical_corpus import LexicalCorpus
+
+    rng = random.Random(5)
+    vocab = "heart lungs clear normal effusion nodule left right lobe small mild no".split()
+    refs = [" ".join(rng.choice(vocab) for _ in range(rng.randint(4, 12))) for _ in range(30)]
+    hyps = [" ".join(w for w in r.split() if rng.random() < p) for p in (0.5, 0.9) for r in refs]
+
+    def corpus() -> LexicalCorpus:
+        return LexicalCorpus(refs + refs, hyps, {"ROUGE_L": [0.0] * 60}, [[0.0] * 23] * 60)
+
+    remembering = corpus()
+    for _ in range(10):
+        draw = np.array([rng.randrange(30) for _ in range(30)])
+        for positions in (draw, draw + 30, np.where(np.array([rng.random() < 0.5 for _ in range(30)]),
+                                                     np.arange(30), np.arange(30) + 30)):
+            assert remembering.metrics(positions)["CIDEr"] == corpus().metrics(positions)["CIDEr"]

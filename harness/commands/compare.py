@@ -74,6 +74,10 @@ def format_report(report: dict[str, Any]) -> str:
         run = report[side]
         prompt = f", prompt {run['prompt_variant']}" if run["prompt_variant"] else ""
         lines.append(f"  {side.upper()}: {run['model']}{prompt}  ({run['path']})")
+    def label(c: dict[str, Any]) -> str:
+        return c["metric"] if c["breakdown"] is None else f"{c['breakdown']}={c['value']}: {c['metric']}"
+
+    width = max([28, *(len(label(c)) for c in report["comparisons"])])
     current = None
     for c in report["comparisons"]:
         if c["judge"] != current:
@@ -82,14 +86,15 @@ def format_report(report: dict[str, Any]) -> str:
             unpaired = [f"{counts[k]} only in {k[-1].upper()}" for k in ("only_a", "only_b") if counts[k]]
             lines.append(f"judge {current.replace('/', ':', 1)}: {counts['paired']} samples scored in both runs"
                          + (f" ({', '.join(unpaired)}: left out)" if unpaired else ""))
-            lines.append(f"    {'metric':<28} {'A':>8} {'B':>8} {'B - A':>9}  {'95% CI of B - A':<21} {'p':>8} "
+            lines.append(f"    {'metric':<{width}} {'A':>8} {'B':>8} {'B - A':>9}  {'95% CI of B - A':<21} {'p':>8} "
                          f"{'n':>6}")
-        name = c["metric"] if c["breakdown"] is None else f"{c['breakdown']}={c['value']}: {c['metric']}"
+        name = label(c)
         ci = f"[{_number(c['ci95'][0], True)}, {_number(c['ci95'][1], True)}]" if c["ci95"] else "-"
         extra = ""
         if "discordant" in c:
             extra = f"  (only A right {c['discordant']['a_only']}, only B right {c['discordant']['b_only']})"
-        lines.append(f"    {name:<28} {_number(c['a']):>8} {_number(c['b']):>8} {_number(c['difference'], True):>9}  "
+        values = f"{_number(c['a']):>8} {_number(c['b']):>8} {_number(c['difference'], True):>9}"
+        lines.append(f"    {name:<{width}} {values}  "
                      f"{ci:<21} {_p(c['p_value']):>8} {c['n']:>6}{extra}")
     if report["methods"]:
         lines.append(f"methods ({report['resamples']} draws):")
