@@ -21,6 +21,7 @@ import numpy as np
 
 from harness.errors import UserError
 from harness.io import jsonl_objects
+from harness.scoring import shown_judge
 
 SCALES = {"binary": (0, 1), "likert": (0, 1, 2, 3, 4)}
 
@@ -339,11 +340,6 @@ def _fmt(stat: dict[str, float | None] | float | None) -> str:
             return "n/a"
         return f"{stat['mean']:.3f}" + (f" ± {stat['std']:.3f}" if stat["std"] is not None else "")
     return "n/a" if stat is None else f"{stat:.3f}"
-
-
-def shown_judge(key: str) -> str:
-    """A judge key of scores.jsonl ("gpt4/pefomed") as the command line takes it ("gpt4:pefomed")."""
-    return key.replace("/", ":", 1)
 
 
 def _pairs(row: dict[str, Any]) -> str:

@@ -18,6 +18,7 @@ from typing import Any
 
 from harness.errors import UserError, close_hint
 from harness.paired_stats import METHODS, RESAMPLES, mcnemar_exact, paired_differences
+from harness.scoring import shown_judge as _shown
 
 SAME_TASK_FIELDS = ("id", "version", "split", "fingerprint")
 
@@ -37,7 +38,7 @@ def read_run(path: Path) -> SavedRun:
 
     folder = path.parent if path.name == "results.json" and path.is_file() else path
     files = [folder / name for name in ("results.json", "predictions.jsonl", "scores.jsonl")]
-    needed = [files[0], files[2]]  # harness score of a predictions file writes no predictions.jsonl
+    needed = [files[0], files[2]]  # a predictions file scored before harness score kept its samples lacks it
     if not folder.is_dir() or not all(f.is_file() for f in needed):
         missing = ", ".join(f.name for f in needed if not f.is_file())
         raise UserError(f"{path}: not a scored run folder (missing {missing if folder.is_dir() else 'the folder'}): "
@@ -51,7 +52,7 @@ def read_run(path: Path) -> SavedRun:
         scores[row["id"]] = row["judges"]
     if files[1].is_file():
         records = {r["id"]: r for r in read_predictions(files[1], skip_torn_tail=True)}
-    else:  # scored from a predictions file: the samples' fields stayed there (the fingerprint covers the answers)
+    else:  # scored from a file by an older harness: no sample fields (the fingerprint covers the answers)
         records = {sample_id: {"id": sample_id} for sample_id in scores}
     return SavedRun(folder, results, {i: r for i, r in records.items() if not r.get("error")}, scores)
 
@@ -89,9 +90,9 @@ def _chosen_judges(a: dict[str, Any], b: dict[str, Any], asked: str | None, wher
     wanted = asked.replace(":", "/", 1)
     chosen = [key for key in common if key == wanted or key.split("/", 1)[0] == wanted]
     if not chosen:
-        shown = ", ".join(k.replace("/", ":", 1) for k in common) or "none"
+        shown = ", ".join(map(_shown, common)) or "none"
         raise UserError(f"--judge {asked}: not a judge both runs were scored with (both have: {shown})"
-                        f"{close_hint([asked], [k.replace('/', ':', 1) for k in common])}")
+                        f"{close_hint([asked], [_shown(k) for k in common])}")
     return chosen
 
 
@@ -114,10 +115,6 @@ def _rows_setup_problem(run: SavedRun, key: str, entry: dict[str, Any]) -> str |
     return (f"{run.folder / 'scores.jsonl'} holds {other} {_shown(key)} verdicts made with another setup than its "
             f"results.json records: score them all with one: harness score {run.folder} --judge {_shown(key)} "
             "(with the judge options wanted)")
-
-
-def _shown(key: str) -> str:
-    return key.replace("/", ":", 1)  # as --judge takes it
 
 
 def compare(a: SavedRun, b: SavedRun, judge: str | None = None, metrics: list[str] | None = None,
@@ -281,9 +278,12 @@ def _checked_rows(run: SavedRun, key: str, ids: list[str]) -> list[dict[str, Any
     for i in ids:
         row = run.scores[i][key]
         metrics = row.get("metrics") if isinstance(row, dict) else None
-        bad = "its 'metrics' is no object" if not isinstance(metrics, dict) else next(
-            (f"metric '{name}' is {json.dumps(value)}" for name, value in metrics.items() if value is not None and (
-                isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value))), None)
+        if not isinstance(metrics, dict):
+            bad: str | None = "its 'metrics' is no object" if isinstance(row, dict) else "its row is no object"
+        else:
+            bad = next((f"metric '{name}' is {json.dumps(value)}" for name, value in metrics.items()
+                        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
+                                                  or not math.isfinite(value))), None)
         if bad:
             raise UserError(f"{run.folder / 'scores.jsonl'}: sample {json.dumps(i)}, judge {_shown(key)}: {bad} "
                             f"(expected a number or null; score again: harness score {run.folder})")

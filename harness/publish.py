@@ -28,7 +28,7 @@ from harness.errors import UserError
 from harness.folder_lock import exclusive
 from harness.io import atomic_write_json, non_finite
 from harness.labels import current_label, keeps_default_setup
-from harness.publish_checks import check_fingerprints, check_selection
+from harness.publish_checks import check_fingerprints, check_selection, interval_notes
 from harness.results import SCHEMA_VERSION, read_results_file, selection_of, validate
 from harness.row_config import config_notes, fill_identities, row_config
 from harness.scoring import installed_judge_class, recorded_convention
@@ -355,6 +355,7 @@ def _publish(inputs: list[Path], output: Path) -> tuple[dict[str, Any], list[str
     notices += [f"row with {r['unscored']} sample(s) its judge left unscored, not in its metrics: {describe(r)}"
                 for r in ordered if r.get("unscored")]
     notices += config_notes(ordered, describe)
+    notices += interval_notes(ordered, describe)
     board = {
         "schema_version": SCHEMA_VERSION,
         "updated": datetime.now(timezone.utc).isoformat(timespec="seconds"),

@@ -3,7 +3,8 @@
 `check_selection`: the selection a results file states agrees with its task part (a hand-edited `partial`,
 `n_total` or a deleted field would publish a --limit run as complete). `check_fingerprints`: every row of one task
 version, split and source comes from the same data (one dataset fingerprint), and one fingerprint always counts
-the same number of samples.
+the same number of samples. `interval_notes`: rows of one task, split, source and judge whose intervals of a metric
+are per sample in some and per cluster in others (results written before the task grouped its samples).
 """
 
 from __future__ import annotations
@@ -61,3 +62,30 @@ def _two_fingerprints(first: dict[str, Any], row: dict[str, Any]) -> None:
         f"{first['fingerprint']} in {first['provenance']['results_file']} and {row['fingerprint']} in "
         f"{row['provenance']['results_file']}; {why}"
     )
+
+
+def interval_notes(rows: list[dict[str, Any]], describe: Any) -> list[str]:
+    """A note per task, split, source and judge setup whose rows give a metric intervals over independent samples
+    in some rows and over clusters (`cluster_by`: the questions on one image) in others: side by side, the narrower
+    per-sample intervals would look the surer."""
+    import json
+
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for row in rows:
+        key = json.dumps([row["task"], row["split"], row.get("source"), row["judge"], row["convention"],
+                          row.get("judge_setup")], sort_keys=True, default=str)
+        groups.setdefault(key, []).append(row)
+    notes = []
+    for group in groups.values():
+        names = sorted({name for row in group for name in row.get("metrics", {})})
+        for name in names:
+            methods = {row["metrics"][name].get("ci_method") for row in group if name in row.get("metrics", {})}
+            kinds = {method.startswith("cluster-") for method in methods if method}
+            if len(kinds) > 1:
+                per_sample = [describe(r) for r in group if not str(r["metrics"].get(name, {}).get("ci_method") or
+                                                                      "cluster-").startswith("cluster-")]
+                notes.append(f"rows of one task and judge whose '{name}' intervals are per sample in some rows and "
+                             f"per cluster (cluster_by) in others; score the per-sample ones again with this harness "
+                             f"(harness score DIR) and publish them again: {'; '.join(per_sample)}")
+                break
+    return notes

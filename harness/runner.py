@@ -31,6 +31,7 @@ from harness.scoring import (
     LOADED_MODEL_FILE,
     MANIFEST_FILE,
     PREDICTIONS_FILE,
+    RESULTS_FILE,
     RUN_FILES,
     apply_judges,
     build_judges,
@@ -170,6 +171,10 @@ def _claim_run_dir(out_dir: Path, manifest: dict[str, Any]) -> dict[str, Any]:
                 "task.image_decoding in its run.json): choose another --output"
             )
         return refreshed_task(existing, manifest["task"], write_to=path)  # what the task YAML says now
+    held = [name for name in (PREDICTIONS_FILE, RESULTS_FILE) if (out_dir / name).exists()]
+    if held:  # harness score FILE's output, or a run folder whose run.json is gone: not this run's to add to
+        raise UserError(f"{out_dir} holds {' and '.join(held)} but no {MANIFEST_FILE} (scores of a predictions "
+                        "file, or a run folder without its record): choose another --output")
     out_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_json(path, manifest)
     return manifest

@@ -129,6 +129,11 @@ def judge_key(judge: JudgePlugin) -> str:
     return f"{judge.id}/{judge.convention}" if judge.convention else judge.id
 
 
+def shown_judge(key: str) -> str:
+    """A judge key of scores.jsonl ("gpt4/pefomed") as the command line takes it ("gpt4:pefomed")."""
+    return key.replace("/", ":", 1)
+
+
 def build_judges(
     judge_specs: list[str], convention: str | None, settings: dict[str, Any], task_kind: str, credentialed: bool,
     progress: bool | None = None,
@@ -264,7 +269,7 @@ def _merge_scores(path: Path, key: str, records: list[dict], rows: list[dict], s
     if differing:
         print(f"note: {path} keeps {len(differing)} earlier {key} verdicts of samples not scored now, made with "
               f"another setup than this one; to have one setup throughout: harness score {path.parent} --judge "
-              f"{key.replace('/', ':', 1)} (with the same judge options)", file=sys.stderr)
+              f"{shown_judge(key)} (with the same judge options)", file=sys.stderr)
     for record, row in zip(records, rows):
         entry = existing.setdefault(record["id"], {"id": record["id"], "judges": {}})
         entry["judges"][key] = {**row, "setup": setup}

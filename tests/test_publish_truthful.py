@@ -144,3 +144,32 @@ def test_the_prior_with_its_default_typed_out_is_the_same_run(tmp_path):
                    "--runs-dir", str(runs), *extra)
         assert proc.returncode == 0, proc.stderr
     assert len(list(runs.iterdir())) == 1
+
+
+def test_per_question_and_per_image_intervals_side_by_side_are_noted(tmp_path, small_vqa_rad):
+    """VQA-RAD's intervals resample images now; a results file written before (Wilson over questions) published
+    beside a new one made the older row's narrower interval look the surer, without a word."""
+    runs = []
+    for name, args in (("new", []), ("old", ["--model-args", "by=none"])):
+        out = tmp_path / name
+        proc = cli("run", "--model", "prior", "--task", "vqa-rad", "--data-dir", str(small_vqa_rad), "--judge",
+                   "exact", "--output", str(out), *args)
+        assert proc.returncode == 0, proc.stderr
+        runs.append(out)
+    old = json.loads((runs[1] / "results.json").read_text())  # as an earlier harness wrote it
+    assert old["task"]["cluster_by"] == "images"
+    old["task"]["cluster_by"] = None
+    accuracy = old["judges"][0]["metrics"]["accuracy"]
+    accuracy["ci_method"] = "wilson"
+    old["ci_methods"] = {"wilson": "Wilson score interval of a proportion (every per-sample value 0 or 1)",
+                         **old["ci_methods"]}
+    (runs[1] / "results.json").write_text(json.dumps(old))
+    proc = cli("publish", *map(str, runs), "--output", str(tmp_path / "board.json"))
+    assert proc.returncode == 0, proc.stderr
+    assert ("note: rows of one task and judge whose 'accuracy' intervals are per sample in some rows and per cluster "
+            "(cluster_by) in others; score the per-sample ones again with this harness (harness score DIR) and "
+            "publish them again: prior[by=none] on vqa-rad") in proc.stderr
+    proc = cli("score", str(runs[1]))  # scored again: per image like the other
+    assert proc.returncode == 0, proc.stderr
+    proc = cli("publish", *map(str, runs), "--output", str(tmp_path / "board2.json"))
+    assert proc.returncode == 0 and "per cluster" not in proc.stderr, proc.stderr

@@ -229,3 +229,25 @@ def test_line_separators_inside_json_strings_are_text_not_line_ends(tmp_path):
     proc = cli("score", str(preds), "--task-type", "vqa", "--judge", "exact", "--output", str(tmp_path / "out"))
     assert proc.returncode == 0, proc.stderr
     assert json.loads((tmp_path / "out" / "results.json").read_text())["task"]["n"] == 4
+
+
+def test_the_predictions_file_is_never_overwritten_and_its_folder_is_no_run_folder(tmp_path):
+    """harness score FILE writes the predictions it read beside the scores, except over FILE itself (ids made
+    strings, a blank reference dropped: the user's file changed and its next scoring refused); a harness run
+    into that folder would append its predictions to them."""
+    folder = tmp_path / "mine"
+    folder.mkdir()
+    preds = folder / "predictions.jsonl"
+    rows = [{**ROWS[0], "id": 1}, ROWS[1], {**ROWS[2], "answer": ""}]
+    preds.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    before = preds.read_bytes()
+    for _ in range(2):
+        proc = cli("score", str(preds), "--task-type", "vqa", "--judge", "exact", "--output", str(folder))
+        assert proc.returncode == 0, proc.stderr
+        assert preds.read_bytes() == before
+    proc = cli("run", "--model", "prior", "--task", "phantom-vqa", "--limit", "3", "--output", str(folder),
+               "--no-progress")
+    assert proc.returncode == 2 and proc.stderr.strip() == (
+        f"error: {folder} holds predictions.jsonl and results.json but no run.json (scores of a predictions file, "
+        "or a run folder without its record): choose another --output")
+    assert preds.read_bytes() == before

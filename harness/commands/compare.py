@@ -68,6 +68,8 @@ def _p(value: float | None) -> str:
 
 
 def format_report(report: dict[str, Any]) -> str:
+    from harness.scoring import shown_judge
+
     task = report["task"]
     lines = [f"paired comparison on {task['id']} ({task['split']}, data {task['fingerprint']})"]
     for side in ("a", "b"):
@@ -84,7 +86,7 @@ def format_report(report: dict[str, Any]) -> str:
             current = c["judge"]
             counts = report["judges"][current]
             unpaired = [f"{counts[k]} only in {k[-1].upper()}" for k in ("only_a", "only_b") if counts[k]]
-            lines.append(f"judge {current.replace('/', ':', 1)}: {counts['paired']} samples scored in both runs"
+            lines.append(f"judge {shown_judge(current)}: {counts['paired']} samples scored in both runs"
                          + (f" ({', '.join(unpaired)}: left out)" if unpaired else ""))
             lines.append(f"    {'metric':<{width}} {'A':>8} {'B':>8} {'B - A':>9}  {'95% CI of B - A':<21} {'p':>8} "
                          f"{'n':>6}")

@@ -109,8 +109,8 @@ def _score(args: argparse.Namespace, path: Path, out_dir: Path) -> int:
     judges = build_judges(judge_ids(args, default_judges), args.convention, judge_settings(args), kind,
                           credentialed, progress=False if args.no_progress else None)
     out_dir.mkdir(parents=True, exist_ok=True)
-    if not path.is_dir():  # the samples as read, beside their scores: harness compare reads their fields
-        atomic_write_jsonl(out_dir / PREDICTIONS_FILE, records)
+    if not path.is_dir() and (out_dir / PREDICTIONS_FILE).resolve() != path.resolve():
+        atomic_write_jsonl(out_dir / PREDICTIONS_FILE, records)  # the samples read, beside their scores (compare)
     declared_by = None if args.breakdown else f"task {manifest['task']['id']} (run {manifest['run_id']})"
     entries = apply_judges(out_dir, records, judges, breakdowns, manifest["task"].get("cluster_by"), declared_by,
                            keep=lambda done: write_results(out_dir, manifest, records, done))
