@@ -24,7 +24,7 @@ import threading
 import time
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from harness.errors import UserError
 from harness.paths import cache_dir
@@ -136,19 +136,44 @@ class LLMCache:
 
     def _db(self) -> sqlite3.Connection:
         if self._conn is None:
-            try:
-                self.path.parent.mkdir(parents=True, exist_ok=True)
-                conn = sqlite3.connect(self.path, timeout=60, check_same_thread=False, isolation_level=None)
-                conn.execute("PRAGMA busy_timeout=60000")
-                conn.execute("PRAGMA journal_mode=WAL")
-                conn.execute("PRAGMA synchronous=NORMAL")
-                conn.executescript(_SCHEMA)
-                _add_columns(conn)
-            except (OSError, sqlite3.DatabaseError) as exc:
-                raise UserError(f"LLM cache {self.path}: cannot open it ({exc}); delete the file if it is "
-                                "damaged, or set HARNESS_CACHE_DIR to a writable folder") from None
-            self._conn = conn
+            deadline, pause = time.monotonic() + 60, 0.05
+            while True:
+                try:
+                    self._conn = self._open()
+                    break
+                except sqlite3.OperationalError as exc:  # another process opening it too: its lock, once more
+                    if "locked" not in str(exc) and "busy" not in str(exc) or time.monotonic() > deadline:
+                        self._cannot_open(exc)
+                    time.sleep(pause)
+                    pause = min(1.0, 2 * pause)
+                except (OSError, sqlite3.DatabaseError) as exc:
+                    self._cannot_open(exc)
         return self._conn
+
+    def _open(self) -> sqlite3.Connection:
+        """A connection with the tables and columns made: in one write transaction taken up front (BEGIN
+        IMMEDIATE waits for the lock), since a statement that reads the schema and then writes it may meet a
+        writer of another process in between, and SQLite then answers "database is locked" without waiting."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        conn = sqlite3.connect(self.path, timeout=60, check_same_thread=False, isolation_level=None)
+        try:
+            conn.execute("PRAGMA busy_timeout=60000")
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")
+            conn.execute("BEGIN IMMEDIATE")
+            for statement in _SCHEMA.split(";"):
+                if statement.strip():
+                    conn.execute(statement)
+            _add_columns(conn)
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
+    def _cannot_open(self, exc: Exception) -> NoReturn:
+        raise UserError(f"LLM cache {self.path}: cannot open it ({exc}); delete the file if it is damaged, or set "
+                        "HARNESS_CACHE_DIR to a writable folder") from None
 
     def close(self) -> None:
         with self._lock:
