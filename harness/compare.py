@@ -258,8 +258,25 @@ def _compare_judge(a: SavedRun, b: SavedRun, key: str, entry: dict[str, Any], en
                 row["ci_method"] = None
             if row["p_value"] is None:
                 row["p_method"] = None
+            if (disagree := _disagreement(row)) is not None:
+                notes.append(disagree)
             out.append(row)
     return counts, out
+
+
+def _disagreement(row: dict[str, Any]) -> str | None:
+    """A note where the interval excludes 0 and p >= 0.05, or the reverse: with few samples differing (5 answers
+    right in B alone, say) the percentile bootstrap interval is too narrow; the test is the one to go by."""
+    ci, p = row["ci95"], row["p_value"]
+    if ci is None or p is None or (ci[0] > 0 or ci[1] < 0) == (p < 0.05):
+        return None
+    where = "" if row["breakdown"] is None else f" ({row['breakdown']}={row['value']})"
+    few = ""
+    if "discordant" in row:
+        few = f"; only {row['discordant']['a_only'] + row['discordant']['b_only']} samples differ"
+    return (f"{_shown(row['judge'])} {row['metric']}{where}: the 95% interval and the p-value ({p:.4f}) disagree"
+            f"{few}: the bootstrap interval is approximate (too narrow when few samples differ), the test is exact "
+            "under no difference: go by the p-value")
 
 
 def _aggregator(cls: Any, key: str, rows: list[dict[str, Any]], entry: dict[str, Any],

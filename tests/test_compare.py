@@ -284,3 +284,24 @@ def test_slices_without_the_metric_are_left_out_and_file_scored_runs_have_breakd
     assert all(c["n"] > 0 and c["p_value"] is not None for c in report["comparisons"])
     organs = compared(tmp_path, *folders, "--breakdown", "organ")["comparisons"]
     assert {c["value"] for c in organs if c["breakdown"] == "organ"} == {"chest", "head"}
+
+
+def test_an_interval_and_a_p_value_that_disagree_are_said(tmp_path):
+    """B right on 5 more of 40 questions and nowhere worse: McNemar's p is 2/32 = 0.0625, while the bootstrap
+    interval (which rarely draws none of the 5) excludes 0."""
+    folders = []
+    for name, extra in (("a", 0), ("b", 5)):
+        preds = tmp_path / f"{name}.jsonl"
+        preds.write_text("".join(json.dumps({"id": f"q{i}", "question": "q", "answer": "yes", "answer_type": "CLOSED",
+                                             "prediction": "yes" if i < 20 + extra else "no"}) + "\n"
+                                 for i in range(40)))
+        folder = tmp_path / f"scored-{name}"
+        assert harness("score", str(preds), "--task-type", "vqa", "--task-name", "mine", "--judge", "exact",
+                       "--output", str(folder), "--no-progress").returncode == 0
+        folders.append(str(folder))
+    proc = harness("compare", *folders, "--no-progress")
+    assert proc.returncode == 0, proc.stderr
+    line = next(line for line in proc.stdout.splitlines() if line.strip().startswith("accuracy "))
+    assert "+0.1250" in line and " 0.0625 " in line and "only A right 0, only B right 5" in line
+    assert ("note: exact:pefomed accuracy: the 95% interval and the p-value (0.0625) disagree; only 5 samples differ: "
+            "the bootstrap interval is approximate") in proc.stderr
