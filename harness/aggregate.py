@@ -7,8 +7,9 @@ is just a subset of rows handed to the judge's own `aggregate`. Confidence inter
 per sample); a seeded percentile bootstrap of the mean for other per-sample means (it never leaves the range of
 the values, unlike a normal approximation); a seeded percentile bootstrap of the judge's own aggregate for corpus-level
 metrics (BLEU, CIDEr) whose judge allows it. When samples are not independent (one sample per image of a
-two-view study), `cluster_key` names the record field that groups them and every interval resamples whole
-groups instead.
+two-view study, the questions on one image), `cluster_key` names the record field that groups them: bootstraps
+resample whole groups, and Wilson's interval takes the effective sample size n / design effect (`cluster-wilson`;
+a cluster bootstrap of 0 correct of 58 would be [0, 0]).
 """
 
 from __future__ import annotations
@@ -34,6 +35,10 @@ CI_METHODS = {
                         "random.Random(0); ends: sorted resample values at floor(0.025 (k - 1)) and "
                         "ceil(0.975 (k - 1)) of k finite ones",
 }
+CI_METHODS["cluster-wilson"] = (
+    "Wilson score interval of a proportion with the effective sample size n / design effect: the variance of the "
+    "proportion between the task source's cluster_by groups (e.g. the questions on one image) over its binomial "
+    "variance, at least 1 (plain Wilson where the proportion is 0 or 1)")
 CI_METHODS["cluster-bootstrap-mean"] = CI_METHODS["bootstrap-mean"] + _CLUSTERS
 CI_METHODS["cluster-bootstrap-corpus"] = CI_METHODS["bootstrap-corpus"] + _CLUSTERS
 
@@ -48,6 +53,26 @@ def wilson_interval(successes: float, n: int) -> list[float] | None:
     low = 0.0 if successes <= 0 else max(0.0, centre - half)  # exact ends, not 6.9e-18
     high = 1.0 if successes >= n else min(1.0, centre + half)
     return [low, high]
+
+
+def cluster_wilson_interval(values: list[float], clusters: list[Any]) -> list[float] | None:
+    """Wilson's interval of the share of 1s among 0/1 `values`, with the sample size shrunk by the design effect of
+    their clusters (a percentile cluster bootstrap of 0 of 58 gives [0, 0]; this never drops below Wilson's)."""
+    n = len(values)
+    if n == 0:
+        return None
+    share = sum(values) / n
+    sums: dict[Any, list[float]] = {}
+    for value, cluster in zip(values, clusters):
+        sums.setdefault(cluster, [0.0, 0.0])
+        sums[cluster][0] += value
+        sums[cluster][1] += 1
+    design_effect = 1.0
+    if len(sums) > 1 and 0 < share < 1:
+        between = len(sums) / (len(sums) - 1) * sum((y - share * m) ** 2 for y, m in sums.values()) / n**2
+        design_effect = max(1.0, between / (share * (1 - share) / n))
+    effective = n / design_effect
+    return wilson_interval(share * effective, effective)
 
 
 def cluster_values(records: list[dict[str, Any]], key: str | None) -> list[Any] | None:
@@ -99,7 +124,9 @@ def _per_sample_interval(values: list[float], clusters: list[Any] | None,
     """Wilson's interval for a metric the judge declares a 0/1 verdict (`proportion_metrics`), else a bootstrap of
     the mean: values that merely happen to be 0 or 1 here (a one-word answer length, a token recall) are no
     proportion, and Wilson would cap the interval at 1."""
-    if proportion and clusters is None and values and all(v in (0.0, 1.0) for v in values):
+    if proportion and values and all(v in (0.0, 1.0) for v in values):
+        if clusters is not None:
+            return cluster_wilson_interval(values, clusters), "cluster-wilson"
         return wilson_interval(sum(values), len(values)), "wilson"
     method = "cluster-bootstrap-mean" if clusters is not None else "bootstrap-mean"
     return bootstrap_mean_interval(values, clusters), method
@@ -142,7 +169,7 @@ def summarize_slice(judge: JudgePlugin, records: list[dict], rows: list[dict],
     values = checked_aggregate(judge, judge.aggregate(records, rows))
     present = {name: [i for i, row in enumerate(rows) if name in row.get("metrics", {})] for name in values}
     clusters = cluster_values(records, cluster_key)
-    proportions = set() if judge.mean_metrics or clusters else {
+    proportions = set() if judge.mean_metrics else {
         name for name, value in values.items() if name in getattr(judge, "proportion_metrics", ())
         and present[name] and _is_proportion(value, rows, present[name], name)}
     corpus = [name for name, value in values.items() if present[name] and value is not None and name not in proportions
@@ -160,7 +187,8 @@ def summarize_slice(judge: JudgePlugin, records: list[dict], rows: list[dict],
             if value is None:
                 pass
             elif name in proportions:  # e.g. an LLM judge asked once per sample: a share of 0/1 verdicts
-                ci, method = wilson_interval(sum(scored), n), "wilson"
+                ci, method = ((cluster_wilson_interval(scored, [clusters[i] for i in scored_at]), "cluster-wilson")
+                              if clusters else (wilson_interval(sum(scored), n), "wilson"))
             elif judge.mean_metrics:
                 ci, method = _per_sample_interval(scored, [clusters[i] for i in scored_at] if clusters else None,
                                                   name in getattr(judge, "proportion_metrics", ()))

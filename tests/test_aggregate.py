@@ -73,7 +73,8 @@ def test_each_interval_names_its_method():
     plain = summarize(judge, records, judge.score(records), [])["metrics"]
     assert plain["accuracy"]["ci_method"] == "wilson" and plain["recall"]["ci_method"] == "bootstrap-mean"
     grouped = summarize(judge, records, judge.score(records), [], cluster_key="study")["metrics"]
-    assert grouped["accuracy"]["ci_method"] == "cluster-bootstrap-mean"
+    assert grouped["accuracy"]["ci_method"] == "cluster-wilson" and grouped["recall"]["ci_method"] == \
+        "cluster-bootstrap-mean"
     corpus = CorpusJudge(JudgeOptions(task_kind="report"))
     grouped_corpus = summarize(corpus, records, corpus.score(records), [], cluster_key="study")["metrics"]
     assert grouped_corpus["ratio"]["ci_method"] == "cluster-bootstrap-corpus"
@@ -176,3 +177,19 @@ def test_intervals_do_not_depend_on_the_order_of_the_samples():
     first = summarize_slice(judge, records, judge.score(records))["open_recall"]
     second = summarize_slice(judge, shuffled, judge.score(shuffled))["open_recall"]
     assert first["ci_method"] == "bootstrap-mean" and first == second
+
+
+def test_a_clustered_proportion_takes_wilson_with_the_effective_sample_size():
+    """Questions on one image: a share of 0/1 verdicts gets Wilson's interval on n / design effect. All wrong (0 of
+    58 on 20 images), a percentile cluster bootstrap gave [0, 0]; now plain Wilson, never narrower."""
+    from harness.aggregate import cluster_wilson_interval, wilson_interval
+
+    images = [i // 3 for i in range(60)]
+    alike = [float(i // 3 % 2) for i in range(60)]  # every image's three answers all right or all wrong
+    # design effect 3 x 20/19 (clusters of 3 perfectly alike; the 20 clusters' small-sample factor): Wilson on 19
+    # samples, not 60
+    assert cluster_wilson_interval(alike, images) == pytest.approx(wilson_interval(9.5, 19))
+    mixed = [float(i % 3 == 0) for i in range(60)]  # one right of each image's three: less spread than chance
+    assert cluster_wilson_interval(mixed, images) == pytest.approx(wilson_interval(20, 60))  # at least Wilson's
+    assert cluster_wilson_interval([0.0] * 58, images[:58]) == wilson_interval(0, 58)
+    assert wilson_interval(0, 58)[1] > 0.05

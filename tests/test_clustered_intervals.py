@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from format_writers import cases, write_r2gen
 
 
@@ -39,9 +40,9 @@ def test_per_image_samples_are_resampled_by_study(tmp_path):
 
 
 def test_questions_on_one_image_are_resampled_together(tmp_path, shared_data):
-    """VQA-RAD asks its 451 test questions about 203 images: the interval resamples images (the record's `images`),
-    and is wider than Wilson's, which takes the questions as independent."""
-    from harness.aggregate import bootstrap_mean_interval, wilson_interval
+    """VQA-RAD asks its 451 test questions about 203 images: the interval counts images (the record's `images`):
+    Wilson's on the effective sample size, wider than Wilson's on the questions as independent."""
+    from harness.aggregate import wilson_interval
 
     out = tmp_path / "run"
     proc = subprocess.run([sys.executable, "-m", "harness", "run", "--model", "prior", "--task", "vqa-rad",
@@ -51,7 +52,7 @@ def test_questions_on_one_image_are_resampled_together(tmp_path, shared_data):
     results = json.loads((out / "results.json").read_text())
     assert results["task"]["cluster_by"] == "images"
     metric = results["judges"][0]["metrics"]["accuracy"]
-    assert metric["ci_method"] == "cluster-bootstrap-mean"
+    assert metric["ci_method"] == "cluster-wilson"
     records = {r["id"]: r for r in map(json.loads, (out / "predictions.jsonl").read_text().splitlines())}
     scores = {r["id"]: r["judges"]["exact/pefomed"]["metrics"]["accuracy"]
               for r in map(json.loads, (out / "scores.jsonl").read_text().splitlines())}
@@ -59,6 +60,13 @@ def test_questions_on_one_image_are_resampled_together(tmp_path, shared_data):
     images = [tuple(records[i]["images"]) for i in ids]
     assert len(ids) == 451 and len(set(images)) == 203
     values = [scores[i] for i in ids]
-    assert metric["ci95"] == bootstrap_mean_interval(values, images)
+    # the design effect computed here: between-image variance of the proportion over the binomial variance
+    n, share = len(values), sum(values) / len(values)
+    per_image: dict[tuple, list[float]] = {}
+    for value, image in zip(values, images):
+        per_image.setdefault(image, []).append(value)
+    between = 203 / 202 * sum((sum(v) - share * len(v)) ** 2 for v in per_image.values()) / n**2
+    effective = n / (between / (share * (1 - share) / n))
+    assert metric["ci95"] == pytest.approx(wilson_interval(share * effective, effective))
     low, high = wilson_interval(sum(values), len(values))
     assert metric["ci95"][1] - metric["ci95"][0] > 1.2 * (high - low)
