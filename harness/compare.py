@@ -214,6 +214,9 @@ def _compare_judge(a: SavedRun, b: SavedRun, key: str, entry: dict[str, Any], en
     in_b = {i for i in b.records if key in b.scores.get(i, {})}
     ids = sorted(in_a & in_b)
     counts = {"paired": len(ids), "only_a": len(in_a - in_b), "only_b": len(in_b - in_a)}
+    cluster_key = a.results["task"].get("cluster_by")
+    if cluster_key:  # how many groups the intervals and tests draw
+        counts["clusters"] = len(set(cluster_values([a.records[i] for i in ids], cluster_key) or []))
     names = [name for name in interval_metrics(entry, entry_b) if not metrics or name in metrics]
     if not ids or not names:
         if not ids or not metrics:
@@ -227,7 +230,6 @@ def _compare_judge(a: SavedRun, b: SavedRun, key: str, entry: dict[str, Any], en
     rows_a, rows_b = _checked_rows(a, key, ids), _checked_rows(b, key, ids)
     if getattr(cls, "mean_metrics", True):
         rows_a, rows_b = _paired_only(rows_a, rows_b)
-    cluster_key = a.results["task"].get("cluster_by")
     slices: list[tuple[str | None, str | None, list[int]]] = [(None, None, list(range(len(ids))))]
     if breakdown:
         by_value: dict[str, list[int]] = {}
@@ -236,7 +238,6 @@ def _compare_judge(a: SavedRun, b: SavedRun, key: str, entry: dict[str, Any], en
             if value is not None:
                 by_value.setdefault(value, []).append(pos)
         slices += [(breakdown, value, positions) for value, positions in sorted(by_value.items())]
-    bar.total = (bar.total or 0) + 2 * resamples * len(slices)
     out = []
     for slice_key, value, positions in slices:
         sub_a, sub_b = [rows_a[p] for p in positions], [rows_b[p] for p in positions]
@@ -244,9 +245,13 @@ def _compare_judge(a: SavedRun, b: SavedRun, key: str, entry: dict[str, Any], en
         if aggregate is None:
             notes.append(f"judge {_shown(key)} cannot aggregate saved rows (no saved_aggregator): left out")
             return None
-        clusters = cluster_values([a.records[ids[p]] for p in positions], cluster_key)
-        stats = paired_differences(aggregate, len(positions), range(len(positions)), clusters, names, resamples,
-                                   tick=bar.update)
+        records = [a.records[ids[p]] for p in positions]
+        clusters = cluster_values(records, cluster_key)
+        stats: dict[str, dict[str, Any]] = {}
+        for at, group in _resampled_together(cls, names, sub_a).items():
+            bar.total = (bar.total or 0) + 2 * resamples
+            stats.update(paired_differences(aggregate, len(positions), list(at), cluster_values(
+                [records[i] for i in at], cluster_key), group, resamples, tick=bar.update))
         for name in names:
             row = {"judge": key, "metric": name, "breakdown": slice_key, "value": value, **stats[name],
                    **_method_and_n(cls, name, sub_a, sub_b, clusters)}
@@ -277,6 +282,18 @@ def _disagreement(row: dict[str, Any]) -> str | None:
     return (f"{_shown(row['judge'])} {row['metric']}{where}: the 95% interval and the p-value ({p:.4f}) disagree"
             f"{few}: the bootstrap interval is approximate (too narrow when few samples differ), the test is exact "
             "under no difference: go by the p-value")
+
+
+def _resampled_together(cls: Any, names: list[str], rows: list[dict[str, Any]]) -> dict[tuple[int, ...], list[str]]:
+    """The metrics drawn with the same samples: a per-sample mean is resampled over the samples that have it (as
+    results.json's interval of closed_accuracy is over the closed questions), a corpus judge's over all."""
+    if not getattr(cls, "mean_metrics", True):
+        return {tuple(range(len(rows))): list(names)}
+    together: dict[tuple[int, ...], list[str]] = {}
+    for name in names:  # rows are paired: a metric unscored in either run is None in both
+        at = tuple(i for i, row in enumerate(rows) if row["metrics"].get(name) is not None)
+        together.setdefault(at, []).append(name)
+    return together
 
 
 def _aggregator(cls: Any, key: str, rows: list[dict[str, Any]], entry: dict[str, Any],

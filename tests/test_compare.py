@@ -282,6 +282,11 @@ def test_slices_without_the_metric_are_left_out_and_file_scored_runs_have_breakd
     shown = {(c["metric"], c["value"]) for c in report["comparisons"]}
     assert ("closed_accuracy", "CLOSED") in shown and ("closed_accuracy", "OPEN") not in shown
     assert all(c["n"] > 0 and c["p_value"] is not None for c in report["comparisons"])
+    # closed_accuracy overall is over the closed questions: the same comparison as on its CLOSED slice
+    overall, closed = (next(c for c in report["comparisons"] if c["metric"] == "closed_accuracy" and c["value"] == v)
+                       for v in (None, "CLOSED"))
+    assert {k: overall[k] for k in ("a", "b", "ci95", "p_value", "n")} == {k: closed[k] for k in
+                                                                           ("a", "b", "ci95", "p_value", "n")}
     organs = compared(tmp_path, *folders, "--breakdown", "organ")["comparisons"]
     assert {c["value"] for c in organs if c["breakdown"] == "organ"} == {"chest", "head"}
 

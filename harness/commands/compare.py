@@ -61,9 +61,11 @@ def _number(value: float | None, signed: bool = False) -> str:
     return f"{value:+.4f}" if signed else f"{value:.4f}"
 
 
-def _p(value: float | None) -> str:
+def _p(value: float | None, draws: int, method: str | None) -> str:
     if value is None:
         return "-"
+    if method and "randomization" in method and abs(value - 1 / (draws + 1)) < 1e-12:
+        return f"<{1 / draws:.4f}"  # no draw as far from 0: the smallest p that many draws can tell
     return "<0.0001" if value < 1e-4 else f"{value:.4f}"
 
 
@@ -86,7 +88,8 @@ def format_report(report: dict[str, Any]) -> str:
             current = c["judge"]
             counts = report["judges"][current]
             unpaired = [f"{counts[k]} only in {k[-1].upper()}" for k in ("only_a", "only_b") if counts[k]]
-            lines.append(f"judge {shown_judge(current)}: {counts['paired']} samples scored in both runs"
+            clusters = f", in {counts['clusters']} clusters ({task['cluster_by']})" if "clusters" in counts else ""
+            lines.append(f"judge {shown_judge(current)}: {counts['paired']} samples scored in both runs{clusters}"
                          + (f" ({', '.join(unpaired)}: left out)" if unpaired else ""))
             lines.append(f"    {'metric':<{width}} {'A':>8} {'B':>8} {'B - A':>9}  {'95% CI of B - A':<21} {'p':>8} "
                          f"{'n':>6}")
@@ -97,7 +100,7 @@ def format_report(report: dict[str, Any]) -> str:
             extra = f"  (only A right {c['discordant']['a_only']}, only B right {c['discordant']['b_only']})"
         values = f"{_number(c['a']):>8} {_number(c['b']):>8} {_number(c['difference'], True):>9}"
         lines.append(f"    {name:<{width}} {values}  "
-                     f"{ci:<21} {_p(c['p_value']):>8} {c['n']:>6}{extra}")
+                     f"{ci:<21} {_p(c['p_value'], report['resamples'], c['p_method']):>8} {c['n']:>6}{extra}")
     if report["methods"]:
         lines.append(f"methods ({report['resamples']} draws):")
         lines += [f"  {name}: {text}" for name, text in report["methods"].items()]
