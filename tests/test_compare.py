@@ -109,6 +109,9 @@ def test_report_metrics_are_the_lexical_judges_corpus_numbers(tmp_path):
         assert (c["a"], c["b"]) == (pytest.approx(entries[0][name]["value"]), pytest.approx(entries[1][name]["value"]))
         assert c["ci95"][0] > 0 and c["p_value"] < 0.01, name  # clearly better everywhere
         assert (c["ci_method"], c["p_method"], c["n"]) == ("paired-bootstrap", "paired-randomization", 24)
+    text = harness("compare", *map(str, folders), "--resamples", "200", "--no-progress").stdout
+    line = next(line for line in text.splitlines() if line.strip().startswith("CIDEr "))
+    assert " <0.0050 " in line  # no draw came as far from 0: p = 1/201, below what 200 draws can tell
 
 
 def test_runs_that_are_not_comparable_are_refused_in_one_line(runs, tmp_path):
@@ -188,6 +191,9 @@ def test_dependent_samples_are_resampled_in_whole_clusters(runs, tmp_path, capsy
     clustered = next(c for c in compared(tmp_path, tmp_path / "ca", tmp_path / "cb")["comparisons"]
                      if c["metric"] == "accuracy")
     assert clustered["difference"] == pytest.approx(plain["difference"])
+    cases = {json.loads(line)["case_id"] for line in (tmp_path / "ca" / "predictions.jsonl").read_text().splitlines()}
+    counts = compared(tmp_path, tmp_path / "ca", tmp_path / "cb")["judges"]["exact/pefomed"]
+    assert counts == {"paired": 361, "only_a": 0, "only_b": 0, "clusters": len(cases)}
     assert (clustered["ci_method"], clustered["p_method"]) == ("paired-cluster-bootstrap",
                                                                "paired-cluster-randomization")
     assert clustered["ci95"] != pytest.approx(plain["ci95"])
