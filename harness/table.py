@@ -9,7 +9,8 @@ Rows that are partial, have failed samples or samples the judge left unscored, o
 size its task expects, get a footnote mark and the footnotes say how many (or what). `--breakdown KEY` adds
 each metric per value of a breakdown (e.g. answer_type: CLOSED / OPEN).
 Metrics without an interval (counts, tokens, cost) are left out unless asked for with `--metric`; `--percent`
-scales only metrics whose values all lie in [0, 1], and says which. CSV gives plain numbers, one column each.
+scales only metrics whose values all lie in [0, 1], and says which. CSV gives plain numbers, one column each, and
+each interval's method (`ci_method`); the other formats spell out the methods in a footnote.
 """
 
 from __future__ import annotations
@@ -207,6 +208,13 @@ class Table:
         scaled = f"; x100: {', '.join(sorted(self.scaled))}" if self.scaled else ""
         notes.append(f"value [95% confidence interval] where recorded; (n=K): samples behind a value when fewer "
                      f"than the row's n{scaled}")
+        methods = sorted({cell["ci_method"] for _, _, cells in self.rows for cell in cells
+                          if cell and cell.get("ci95") and cell.get("ci_method")})
+        if methods:
+            from harness.aggregate import CI_METHODS
+
+            notes.append("intervals: " + "; ".join(f"{m}: {CI_METHODS.get(m, 'as its results file says')}"
+                                                   for m in methods))
         return notes
 
     def shared_names(self) -> dict[str, list[str]]:
@@ -267,7 +275,8 @@ def _csv(table: Table) -> str:
     header = ["model", "partial", "errors", "unscored", "size_note", *QUALIFIERS, "n_total"]
     for name, value in table.columns:
         head = table.heading(name, value)
-        header += [head, f"{head} low", f"{head} high", f"{table.heading(name, value, scaled=False)} n"]
+        unscaled = table.heading(name, value, scaled=False)
+        header += [head, f"{head} low", f"{head} high", f"{unscaled} n", f"{unscaled} interval"]
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
     writer.writerow([_no_formula(head) for head in header])  # metric names come from judges, breakdowns from data
@@ -281,6 +290,7 @@ def _csv(table: Table) -> str:
             ci = metric.get("ci95") or [None, None]
             line += [table.number(name, x) if x is not None else "" for x in (metric.get("value"), *ci)]
             line.append(metric.get("n") if metric.get("value") is not None else "")
+            line.append(metric.get("ci_method") or "" if metric.get("ci95") else "")
         writer.writerow(line)
     return buf.getvalue()
 

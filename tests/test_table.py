@@ -76,7 +76,14 @@ def test_counts_are_not_scaled_or_shown_unasked_and_look_alike_rows_show_their_c
     edited = tmp_path / "edited.json"
     edited.write_text(json.dumps(data))
     out = harness("table", str(edited), "--judge", "exact:pefomed", "--percent").stdout
-    assert "cost_usd" not in out and "| 2.500 [2.300, 2.700] |" in out and out.endswith("x100: accuracy  \n")
+    assert "cost_usd" not in out and "| 2.500 [2.300, 2.700] |" in out and "x100: accuracy  \n" in out
+    # how each interval shown was made, spelt out
+    assert out.endswith("intervals: bootstrap-mean: percentile bootstrap of the mean, 1000 resamples, numpy "
+                        "default_rng(0), numpy.quantile 2.5% and 97.5%; wilson: Wilson score interval of a proportion "
+                        "(every per-sample value 0 or 1)  \n")
+    methods = next(csv.DictReader(io.StringIO(harness("table", str(edited), "--judge", "exact:pefomed",
+                                                              "--format", "csv").stdout)))
+    assert (methods["accuracy interval"], methods["wasm interval"]) == ("wilson", "bootstrap-mean")
     assert "max_new_tokens=7" in out and "max_new_tokens=16" in out
     assert "| 0.420 |" in harness("table", str(edited), "--judge", "exact:pefomed", "--metric", "cost_usd").stdout
 
