@@ -174,3 +174,29 @@ def read_previous_results(path: Path, run_id: str) -> dict[str, Any] | None:
           "anew from this scoring (judges scored before are in scores.jsonl: harness score DIR --judge ID records "
           "them again)", file=sys.stderr)
     return None
+
+
+FINETUNE_FORMAT = "medvlm-harness-finetune/"  # manifest.json `format` of an adapter folder harness finetune wrote
+
+
+def adapter_training(folder: Path) -> dict[str, Any] | None:
+    """What `harness finetune` recorded of the adapter in `folder` (its manifest.json): the fine-tune's config hash,
+    the base model and revision, the steps, and per stage the task, split, source, data fingerprint, samples and
+    epochs, so that a result says what its adapter learnt from. None for an adapter made elsewhere."""
+    try:
+        data = json.loads((Path(folder) / "manifest.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(data, dict) or not str(data.get("format", "")).startswith(FINETUNE_FORMAT):
+        return None
+    base = data.get("base_model") if isinstance(data.get("base_model"), dict) else {}
+    stages = []
+    for stage in data.get("stages") or []:
+        if isinstance(stage, dict):
+            task = stage.get("task") if isinstance(stage.get("task"), dict) else {}
+            stages.append({"name": stage.get("name"), "steps": stage.get("steps"), "epochs": stage.get("epochs"),
+                           **{key: task.get(key) for key in ("id", "version", "source", "split", "fingerprint",
+                                                             "n_samples")}})
+    return {"config_hash": data.get("config_hash"), "base_model": {"id": base.get("id"),
+                                                                  "revision": base.get("revision")},
+            "steps": data.get("steps"), "stages": stages}

@@ -26,7 +26,7 @@ from harness.model_api import ModelContext
 from harness.paths import cache_dir
 from harness.plugin_outputs import checked_outputs, third_party_code
 from harness.results import write_results
-from harness.run_files import read_manifest, read_predictions, refreshed_task
+from harness.run_files import adapter_training, read_manifest, read_predictions, refreshed_task
 from harness.scoring import (
     LOADED_MODEL_FILE,
     MANIFEST_FILE,
@@ -119,6 +119,7 @@ def prepare(spec: RunSpec) -> tuple[Task, Any, dict[str, Any], Path, ModelContex
         "args": dict(spec.model_args),
         "adapter": str(Path(spec.adapter).expanduser().resolve()) if spec.adapter else None,  # where, from anywhere
         "adapter_hash": adapter_digest,
+        "adapter_trained": adapter_training(Path(spec.adapter)) if spec.adapter else None,
         "identity": run_identity,
     }
     task_part = {

@@ -213,6 +213,19 @@ def test_finetune_writes_a_peft_adapter_that_loads_and_acts(tiny_vlm, tmp_path, 
 
     assert main(args) == 0  # the same command again: nothing to do
     assert "already trained" in capsys.readouterr().out
+
+    # a result says what its adapter learnt from (the hash alone named no fine-tune, task or data)
+    run = tmp_path / "run"
+    assert main(["run", "--model", "tiny-vlm", "--model-args", "base=random", "--adapter", str(out), "--task",
+                 "phantom-vqa", "--limit", "4", "--judge", "exact", "--output", str(run), "--no-progress"]) == 0
+    trained = json.loads((run / "results.json").read_text())["model"]["adapter_trained"]
+    assert trained["config_hash"] == manifest["config_hash"] and trained["steps"] == 2
+    assert trained["stages"] == [{"name": "main", "steps": 2, "epochs": 1, "id": "phantom-vqa", "version": "1",
+                                  "source": "embedded", "split": "train", "n_samples": 8,
+                                  "fingerprint": manifest["task"]["fingerprint"]}]
+    assert main(["publish", str(run), "-o", str(tmp_path / "board.json")]) == 0
+    (row,) = json.loads((tmp_path / "board.json").read_text())["rows"]
+    assert row["provenance"]["adapter_trained"] == trained
     assert main([*args, "--lr", "0.01"]) == 2
     assert "holds a different fine-tune" in capsys.readouterr().err
 
