@@ -175,6 +175,8 @@ class Trainer:
         self.state = ckpt.restore(found[-1], self.model, opt, sched)
         self._mismatches_before = self.state.get("prefix_mismatches", 0)
         self.state["resumed_at"] = [*self.state["resumed_at"], self.global_step()]
+        print(f"resuming the fine-tune in {self.cfg.out}: from its checkpoint at step {self.global_step()} of "
+              f"{self.total_steps()}", file=sys.stderr)  # said even with --no-progress, as harness run says it
         if self.state["stage"] < len(self.stages) and self.state["stage_step"] == 0:
             opt, sched = self._optimizer(plan)  # a stage starts with a fresh optimizer and schedule
         return opt, sched

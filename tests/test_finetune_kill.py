@@ -89,6 +89,7 @@ def test_a_signal_during_training_saves_the_steps_done(signum, uninterrupted, ca
     rerun = harness(out, cache)
     assert rerun.returncode == 0, rerun.stderr
     assert f"resumed at step(s): {steps[0]}" in rerun.stdout
+    assert f"resuming the fine-tune in {out}: from its checkpoint at step {steps[0]} of 8" in rerun.stderr
     whole, resumed = (json.loads((d / "manifest.json").read_text()) for d in (uninterrupted, out))
     assert [c["step"] for c in resumed["loss_curve"]] == list(range(1, 9))
     assert [(c["loss"], c["lr"]) for c in resumed["loss_curve"]] == [(c["loss"], c["lr"]) for c in

@@ -38,7 +38,7 @@ def test_two_stages_print_a_loss_line_each_with_the_data_and_settings(tmp_path, 
     curve = manifest["loss_curve"]
     for number, name in ((1, "stage1"), (2, "stage2")):
         losses = [c["loss"] for c in curve if c["stage"] == number]
-        assert f"  {name} loss: {losses[0]:.4f} (first steps) -> {losses[-1]:.4f} (last steps)" in text
+        assert f"  {name} loss: {losses[0]:.4f} (first step) -> {losses[-1]:.4f} (last step)" in text
     assert not any(line.startswith("loss:") for line in text)
     fingerprint = manifest["stages"][0]["task"]["fingerprint"]
     assert any(line.startswith("stage1: phantom-caption (train split, 4 samples, prompt 'default', data "

@@ -122,7 +122,7 @@ def _prompt(manifest: dict[str, Any]) -> str:
 
 
 def _loss(curve: list[dict[str, Any]], what: str) -> str | None:
-    """'loss 2.1034 (first steps) -> 0.8123 (last steps)': means of the first and last few steps of a stage."""
+    """'loss 2.1034 (mean of the first 10 steps) -> 0.8123 (of the last 10)': a single step's loss is noisy."""
     curve = [point for point in curve if point["loss"] is not None]  # steps without a readable sample
     if not curve:
         return None
@@ -131,7 +131,9 @@ def _loss(curve: list[dict[str, Any]], what: str) -> str | None:
     k = max(1, min(10, len(curve) // 2))
     head = sum(c["loss"] for c in curve[:k]) / k
     tail = sum(c["loss"] for c in curve[-k:]) / k
-    return f"{what}: {head:.4f} (first steps) -> {tail:.4f} (last steps)"
+    if k == 1:
+        return f"{what}: {head:.4f} (first step) -> {tail:.4f} (last step)"
+    return f"{what}: {head:.4f} (mean of the first {k} steps) -> {tail:.4f} (of the last {k})"
 
 
 def _stage_line(stage: dict[str, Any], schedule: str | None) -> str:
