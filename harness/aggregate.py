@@ -38,7 +38,8 @@ CI_METHODS = {
 CI_METHODS["cluster-wilson"] = (
     "Wilson score interval of a proportion with the effective sample size n / design effect: the variance of the "
     "proportion between the task source's cluster_by groups (e.g. the questions on one image) over its binomial "
-    "variance, at least 1 (plain Wilson where the proportion is 0 or 1)")
+    "variance, at least 1; where that cannot be estimated (a proportion of 0 or 1, one group) the design effect of "
+    "answers alike within each group, the sum of the squared group sizes over n")
 CI_METHODS["cluster-bootstrap-mean"] = CI_METHODS["bootstrap-mean"] + _CLUSTERS
 CI_METHODS["cluster-bootstrap-corpus"] = CI_METHODS["bootstrap-corpus"] + _CLUSTERS
 
@@ -57,7 +58,7 @@ def wilson_interval(successes: float, n: int) -> list[float] | None:
 
 def cluster_wilson_interval(values: list[float], clusters: list[Any]) -> list[float] | None:
     """Wilson's interval of the share of 1s among 0/1 `values`, with the sample size shrunk by the design effect of
-    their clusters (a percentile cluster bootstrap of 0 of 58 gives [0, 0]; this never drops below Wilson's)."""
+    their clusters (a percentile cluster bootstrap of 0 of 58 gives [0, 0]; this is never narrower than Wilson's)."""
     n = len(values)
     if n == 0:
         return None
@@ -67,10 +68,11 @@ def cluster_wilson_interval(values: list[float], clusters: list[Any]) -> list[fl
         sums.setdefault(cluster, [0.0, 0.0])
         sums[cluster][0] += value
         sums[cluster][1] += 1
-    design_effect = 1.0
     if len(sums) > 1 and 0 < share < 1:
         between = len(sums) / (len(sums) - 1) * sum((y - share * m) ** 2 for y, m in sums.values()) / n**2
         design_effect = max(1.0, between / (share * (1 - share) / n))
+    else:  # not estimable (all 0 or all 1, or one group): as if each group's answers were all alike
+        design_effect = sum(m * m for _, m in sums.values()) / n
     effective = n / design_effect
     return wilson_interval(share * effective, effective)
 

@@ -270,18 +270,24 @@ def _compare_judge(a: SavedRun, b: SavedRun, key: str, entry: dict[str, Any], en
 
 
 def _disagreement(row: dict[str, Any]) -> str | None:
-    """A note where the interval excludes 0 and p >= 0.05, or the reverse: with few samples differing (5 answers
-    right in B alone, say) the percentile bootstrap interval is too narrow; the test is the one to go by."""
+    """A note where the interval excludes 0 and p >= 0.05, or the reverse. With few samples differing (5 answers
+    right in B alone, say) the percentile bootstrap interval is too narrow; either way the test's p-value (valid
+    under no difference) is the one to go by."""
     ci, p = row["ci95"], row["p_value"]
-    if ci is None or p is None or (ci[0] > 0 or ci[1] < 0) == (p < 0.05):
+    excludes = ci is not None and (ci[0] > 0 or ci[1] < 0)
+    if ci is None or p is None or excludes == (p < 0.05):
         return None
     where = "" if row["breakdown"] is None else f" ({row['breakdown']}={row['value']})"
-    few = ""
-    if "discordant" in row:
-        few = f"; only {row['discordant']['a_only'] + row['discordant']['b_only']} samples differ"
-    return (f"{_shown(row['judge'])} {row['metric']}{where}: the 95% interval and the p-value ({p:.4f}) disagree"
-            f"{few}: the bootstrap interval is approximate (too narrow when few samples differ), the test is exact "
-            "under no difference: go by the p-value")
+    differing = row["discordant"]["a_only"] + row["discordant"]["b_only"] if "discordant" in row else None
+    if excludes:
+        why = (f"only {differing} samples differ, and " if differing is not None and differing < 20 else "") + \
+            "a percentile bootstrap interval is too narrow with few differing samples"
+        shown = f"the 95% interval excludes 0 but p = {p:.4f}"
+    else:
+        why = "the bootstrap interval is an approximation"
+        shown = f"p = {p:.4f} but the 95% interval includes 0"
+    return (f"{_shown(row['judge'])} {row['metric']}{where}: {shown}: {why}; the test's p-value (valid under no "
+            "difference) is the one to go by")
 
 
 def _resampled_together(cls: Any, names: list[str], rows: list[dict[str, Any]]) -> dict[tuple[int, ...], list[str]]:

@@ -179,15 +179,23 @@ def read_previous_results(path: Path, run_id: str) -> dict[str, Any] | None:
 FINETUNE_FORMAT = "medvlm-harness-finetune/"  # manifest.json `format` of an adapter folder harness finetune wrote
 
 
-def adapter_training(folder: Path) -> dict[str, Any] | None:
+def adapter_training(folder: Path, digest: str | None) -> dict[str, Any] | None:
     """What `harness finetune` recorded of the adapter in `folder` (its manifest.json): the fine-tune's config hash,
     the base model and revision, the steps, and per stage the task, split, source, data fingerprint, samples and
-    epochs, so that a result says what its adapter learnt from. None for an adapter made elsewhere."""
+    epochs, so that a result says what its adapter learnt from. None for an adapter made elsewhere, or one whose
+    manifest names other adapter files than those there (`digest`, the adapter's hash: a manifest copied beside
+    other weights)."""
+    import sys
+
     try:
         data = json.loads((Path(folder) / "manifest.json").read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
     if not isinstance(data, dict) or not str(data.get("format", "")).startswith(FINETUNE_FORMAT):
+        return None
+    if data.get("adapter_hash") and digest and data["adapter_hash"] != digest:
+        print(f"warning: {Path(folder) / 'manifest.json'} describes other adapter files ({data['adapter_hash']}, "
+              f"these are {digest}): what the adapter learnt from is not recorded", file=sys.stderr)
         return None
     base = data.get("base_model") if isinstance(data.get("base_model"), dict) else {}
     stages = []

@@ -119,7 +119,7 @@ def prepare(spec: RunSpec) -> tuple[Task, Any, dict[str, Any], Path, ModelContex
         "args": dict(spec.model_args),
         "adapter": str(Path(spec.adapter).expanduser().resolve()) if spec.adapter else None,  # where, from anywhere
         "adapter_hash": adapter_digest,
-        "adapter_trained": adapter_training(Path(spec.adapter)) if spec.adapter else None,
+        "adapter_trained": adapter_training(Path(spec.adapter), adapter_digest) if spec.adapter else None,
         "identity": run_identity,
     }
     task_part = {

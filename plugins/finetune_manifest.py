@@ -10,11 +10,13 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from harness.run_files import FINETUNE_FORMAT
+
 if TYPE_CHECKING:
     from harness.plugins.finetune_config import FinetuneConfig
     from harness.plugins.finetune_lora import Trainer
 
-FORMAT = "medvlm-harness-finetune/1"
+FORMAT = f"{FINETUNE_FORMAT}1"
 
 
 def epochs_run(plan: dict[str, Any]) -> float | int:

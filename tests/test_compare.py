@@ -194,6 +194,8 @@ def test_dependent_samples_are_resampled_in_whole_clusters(runs, tmp_path, capsy
     cases = {json.loads(line)["case_id"] for line in (tmp_path / "ca" / "predictions.jsonl").read_text().splitlines()}
     counts = compared(tmp_path, tmp_path / "ca", tmp_path / "cb")["judges"]["exact/pefomed"]
     assert counts == {"paired": 361, "only_a": 0, "only_b": 0, "clusters": len(cases)}
+    text = harness("compare", str(tmp_path / "ca"), str(tmp_path / "cb"), "--no-progress").stdout
+    assert f"judge exact:pefomed: 361 samples scored in both runs, in {len(cases)} clusters (case_id)" in text
     assert (clustered["ci_method"], clustered["p_method"]) == ("paired-cluster-bootstrap",
                                                                "paired-cluster-randomization")
     assert clustered["ci95"] != pytest.approx(plain["ci95"])
@@ -314,5 +316,6 @@ def test_an_interval_and_a_p_value_that_disagree_are_said(tmp_path):
     assert proc.returncode == 0, proc.stderr
     line = next(line for line in proc.stdout.splitlines() if line.strip().startswith("accuracy "))
     assert "+0.1250" in line and " 0.0625 " in line and "only A right 0, only B right 5" in line
-    assert ("note: exact:pefomed accuracy: the 95% interval and the p-value (0.0625) disagree; only 5 samples differ: "
-            "the bootstrap interval is approximate") in proc.stderr
+    assert ("note: exact:pefomed accuracy: the 95% interval excludes 0 but p = 0.0625: only 5 samples differ, and a "
+            "percentile bootstrap interval is too narrow with few differing samples; the test's p-value (valid under "
+            "no difference) is the one to go by") in proc.stderr

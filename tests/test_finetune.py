@@ -218,7 +218,9 @@ def test_finetune_writes_a_peft_adapter_that_loads_and_acts(tiny_vlm, tmp_path, 
     run = tmp_path / "run"
     assert main(["run", "--model", "tiny-vlm", "--model-args", "base=random", "--adapter", str(out), "--task",
                  "phantom-vqa", "--limit", "4", "--judge", "exact", "--output", str(run), "--no-progress"]) == 0
-    trained = json.loads((run / "results.json").read_text())["model"]["adapter_trained"]
+    model = json.loads((run / "results.json").read_text())["model"]
+    trained = model["adapter_trained"]
+    assert manifest["adapter_hash"] == model["adapter_hash"]  # the manifest names the files it describes
     assert trained["config_hash"] == manifest["config_hash"] and trained["steps"] == 2
     assert trained["stages"] == [{"name": "main", "steps": 2, "epochs": 1, "id": "phantom-vqa", "version": "1",
                                   "source": "embedded", "split": "train", "n_samples": 8,
@@ -226,6 +228,16 @@ def test_finetune_writes_a_peft_adapter_that_loads_and_acts(tiny_vlm, tmp_path, 
     assert main(["publish", str(run), "-o", str(tmp_path / "board.json")]) == 0
     (row,) = json.loads((tmp_path / "board.json").read_text())["rows"]
     assert row["provenance"]["adapter_trained"] == trained
+    import shutil
+
+    copied = tmp_path / "copied"  # its manifest now beside other weights: not taken for theirs
+    shutil.copytree(out, copied)
+    (copied / "manifest.json").write_text(json.dumps({**manifest, "adapter_hash": "files-sha256:0123456789abcdef"}))
+    assert main(["run", "--model", "tiny-vlm", "--model-args", "base=random", "--adapter", str(copied), "--task",
+                 "phantom-vqa", "--limit", "4", "--judge", "exact", "--output", str(tmp_path / "run2"),
+                 "--no-progress"]) == 0
+    assert f"warning: {copied / 'manifest.json'} describes other adapter files" in capsys.readouterr().err
+    assert json.loads((tmp_path / "run2" / "results.json").read_text())["model"]["adapter_trained"] is None
     assert main([*args, "--lr", "0.01"]) == 2
     assert "holds a different fine-tune" in capsys.readouterr().err
 

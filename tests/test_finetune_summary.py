@@ -136,3 +136,12 @@ def test_a_target_preset_that_matches_nothing_leaves_no_output_folder(tmp_path, 
     with pytest.raises(UserError, match="re:nomatch"):
         run(out, stage1_task=None, targets="re:nomatch")
     assert not out.exists()
+
+
+def test_the_loss_line_says_it_shows_means_of_steps():
+    """A single step's loss is noisy (2.26, 3.47, 1.34 in a row): the line shows means, and says over what."""
+    from harness.commands.finetune import _loss
+
+    curve = [{"step": i, "loss": float(i)} for i in range(1, 31)]
+    assert _loss(curve, "loss") == "loss: 5.5000 (mean of the first 10 steps) -> 25.5000 (of the last 10)"
+    assert _loss(curve[:6], "loss") == "loss: 2.0000 (mean of the first 3 steps) -> 5.0000 (of the last 3)"
