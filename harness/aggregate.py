@@ -38,8 +38,7 @@ CI_METHODS = {
 CI_METHODS["cluster-wilson"] = (
     "Wilson score interval of a proportion with the effective sample size n / design effect: the variance of the "
     "proportion between the task source's cluster_by groups (e.g. the questions on one image) over its binomial "
-    "variance, at least 1; where that cannot be estimated (a proportion of 0 or 1, one group) the design effect of "
-    "answers alike within each group, the sum of the squared group sizes over n")
+    "variance, at least 1 (1 where it cannot be estimated: a proportion of 0 or 1, or one group)")
 CI_METHODS["cluster-bootstrap-mean"] = CI_METHODS["bootstrap-mean"] + _CLUSTERS
 CI_METHODS["cluster-bootstrap-corpus"] = CI_METHODS["bootstrap-corpus"] + _CLUSTERS
 
@@ -68,11 +67,11 @@ def cluster_wilson_interval(values: list[float], clusters: list[Any]) -> list[fl
         sums.setdefault(cluster, [0.0, 0.0])
         sums[cluster][0] += value
         sums[cluster][1] += 1
+    design_effect = 1.0  # not estimable without spread (all 0 or all 1, one group): plain Wilson, which the
+    # estimate continues from (taking each group's answers as alike there made 0 of 645 wider than 1 of 645)
     if len(sums) > 1 and 0 < share < 1:
         between = len(sums) / (len(sums) - 1) * sum((y - share * m) ** 2 for y, m in sums.values()) / n**2
         design_effect = max(1.0, between / (share * (1 - share) / n))
-    else:  # not estimable (all 0 or all 1, or one group): as if each group's answers were all alike
-        design_effect = sum(m * m for _, m in sums.values()) / n
     effective = n / design_effect
     return wilson_interval(share * effective, effective)
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -143,7 +144,9 @@ def compare(a: SavedRun, b: SavedRun, judge: str | None = None, metrics: list[st
         raise UserError("--breakdown '': expected a field name, e.g. answer_type")
     comparisons: list[dict[str, Any]] = []
     paired_counts: dict[str, dict[str, int]] = {}
-    bar = tqdm(desc="compare", unit="draw", disable=not progress, leave=False, **bar_pacing())
+    # on a terminal only: a log would keep the bar's first line, run into the notes that follow
+    bar = tqdm(desc="compare", unit="draw", disable=not progress or not sys.stderr.isatty(), leave=False,
+               **bar_pacing())
     try:
         for key, entry in work:
             found = _compare_judge(a, b, key, entry, entries_b[key], metrics, breakdown, resamples, notes, bar)
@@ -210,8 +213,8 @@ def _compare_judge(a: SavedRun, b: SavedRun, key: str, entry: dict[str, Any], en
     if cls is None:
         notes.append(f"judge {_shown(key)} is not installed here: left out")
         return None
-    in_a = {i for i in a.records if key in a.scores.get(i, {})}
-    in_b = {i for i in b.records if key in b.scores.get(i, {})}
+    in_a = {i for i in a.records if _scored(a.scores.get(i, {}).get(key))}
+    in_b = {i for i in b.records if _scored(b.scores.get(i, {}).get(key))}
     ids = sorted(in_a & in_b)
     counts = {"paired": len(ids), "only_a": len(in_a - in_b), "only_b": len(in_b - in_a)}
     cluster_key = a.results["task"].get("cluster_by")
@@ -300,6 +303,15 @@ def _resampled_together(cls: Any, names: list[str], rows: list[dict[str, Any]]) 
         at = tuple(i for i, row in enumerate(rows) if row["metrics"].get(name) is not None)
         together.setdefault(at, []).append(name)
     return together
+
+
+def _scored(row: Any) -> bool:
+    """Whether a judge's row scored its sample: some metric not None (an LLM judge's reply that could not be read on
+    every repeat leaves all None; such a sample is compared in neither run, as results.json leaves it out)."""
+    if row is None:
+        return False
+    metrics = row.get("metrics") if isinstance(row, dict) else None
+    return not isinstance(metrics, dict) or not metrics or any(v is not None for v in metrics.values())
 
 
 def _aggregator(cls: Any, key: str, rows: list[dict[str, Any]], entry: dict[str, Any],

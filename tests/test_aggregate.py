@@ -191,7 +191,9 @@ def test_a_clustered_proportion_takes_wilson_with_the_effective_sample_size():
     assert cluster_wilson_interval(alike, images) == pytest.approx(wilson_interval(9.5, 19))
     mixed = [float(i % 3 == 0) for i in range(60)]  # one right of each image's three: less spread than chance
     assert cluster_wilson_interval(mixed, images) == pytest.approx(wilson_interval(20, 60))  # at least Wilson's
-    # none right: no spread to estimate the design effect from; taken as if each image's answers were alike (58
-    # questions on 20 images: 58**2 / (19 * 9 + 1 * 1) = 19.6 effective), not plain Wilson on 58
-    assert cluster_wilson_interval([0.0] * 58, images[:58]) == pytest.approx(wilson_interval(0, 58 ** 2 / 172))
-    assert cluster_wilson_interval([1.0, 0.0, 1.0], ["one image"] * 3) == pytest.approx(wilson_interval(2 / 3, 1))
+    # none right (or one image): no spread to estimate the design effect from: plain Wilson, from which one right
+    # answer more widens the interval, never narrows it (taking the images' answers as alike there did)
+    assert cluster_wilson_interval([0.0] * 58, images[:58]) == wilson_interval(0, 58)
+    one_right = cluster_wilson_interval([1.0] + [0.0] * 57, images[:58])
+    assert one_right[1] > wilson_interval(0, 58)[1]
+    assert cluster_wilson_interval([1.0, 0.0, 1.0], ["one image"] * 3) == pytest.approx(wilson_interval(2, 3))

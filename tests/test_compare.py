@@ -103,6 +103,13 @@ def test_report_metrics_are_the_lexical_judges_corpus_numbers(tmp_path):
         folders.append(folder)
     report = compared(tmp_path, *folders)
     entries = [json.loads((f / "results.json").read_text())["judges"][0]["metrics"] for f in folders]
+    unscored = edited_copy(folders[0], tmp_path / "unscored", lambda i, row: {**row, "judges": {
+        key: {**judged, "metrics": dict.fromkeys(judged["metrics"])} if i < 3 else judged
+        for key, judged in row["judges"].items()}})
+    # samples a judge left unscored in one run (an LLM reply that could not be read) are compared in neither
+    partly = compared(tmp_path, unscored, folders[1])
+    assert partly["judges"]["lexical/none"] == {"paired": 21, "only_a": 0, "only_b": 3}
+    assert {c["n"] for c in partly["comparisons"]} == {21}
     by_metric = {c["metric"]: c for c in report["comparisons"]}
     assert {"Bleu_4", "METEOR", "ROUGE_L", "CIDEr"} <= set(by_metric)
     for name, c in by_metric.items():
