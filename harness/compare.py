@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.errors import UserError, close_hint
+from harness.external import NOT_BREAKDOWNS
 from harness.paired_stats import METHODS, RESAMPLES, mcnemar_exact, paired_differences
 from harness.scoring import shown_judge as _shown
 
@@ -159,7 +160,7 @@ def compare(a: SavedRun, b: SavedRun, judge: str | None = None, metrics: list[st
         raise UserError("nothing to compare: " + "; ".join(notes or ["no metric with an interval in both runs"]))
     if breakdown and not any(c["breakdown"] == breakdown for c in comparisons):
         fields = sorted({k for r in a.records.values() for k, v in r.items() if isinstance(v, (str, int))
-                         and k not in ("id", "question", "answer", "prediction", "reference_digest")})
+                         and k not in NOT_BREAKDOWNS})
         raise UserError(f"--breakdown {breakdown}: no sample compared has that field or judge group"
                         f"{close_hint([breakdown], fields)}; fields of the samples: {', '.join(fields) or 'none'}")
     return {
@@ -249,7 +250,6 @@ def _compare_judge(a: SavedRun, b: SavedRun, key: str, entry: dict[str, Any], en
             notes.append(f"judge {_shown(key)} cannot aggregate saved rows (no saved_aggregator): left out")
             return None
         records = [a.records[ids[p]] for p in positions]
-        clusters = cluster_values(records, cluster_key)
         stats: dict[str, dict[str, Any]] = {}
         for at, group in _resampled_together(cls, names, sub_a).items():
             bar.total = (bar.total or 0) + 2 * resamples
@@ -257,7 +257,7 @@ def _compare_judge(a: SavedRun, b: SavedRun, key: str, entry: dict[str, Any], en
                 [records[i] for i in at], cluster_key), group, resamples, tick=bar.update))
         for name in names:
             row = {"judge": key, "metric": name, "breakdown": slice_key, "value": value, **stats[name],
-                   **_method_and_n(cls, name, sub_a, sub_b, clusters)}
+                   **_method_and_n(cls, name, sub_a, sub_b, clustered=bool(cluster_key))}
             if row["a"] is None and row["b"] is None:  # no such metric on this slice (closed_accuracy of OPEN)
                 continue
             if row["p_method"] == "mcnemar-exact" and row["difference"] is not None and row["n"] >= 2:
@@ -357,11 +357,10 @@ def _paired_only(rows_a: list[dict[str, Any]], rows_b: list[dict[str, Any]]) -> 
     return out_a, out_b
 
 
-def _method_and_n(cls: Any, name: str, rows_a: list[dict], rows_b: list[dict],
-                  clusters: list[Any] | None) -> dict[str, Any]:
+def _method_and_n(cls: Any, name: str, rows_a: list[dict], rows_b: list[dict], clustered: bool) -> dict[str, Any]:
     """n (samples with the metric in both runs for a per-sample mean, else every sample of the slice), the interval
     and p-value methods, and for a 0/1 verdict the discordant counts."""
-    cluster = "cluster-" if clusters is not None else ""
+    cluster = "cluster-" if clustered else ""
     methods = {"ci_method": f"paired-{cluster}bootstrap", "p_method": f"paired-{cluster}randomization"}
     if not getattr(cls, "mean_metrics", True):
         return {"n": len(rows_a), **methods}
@@ -371,6 +370,6 @@ def _method_and_n(cls: Any, name: str, rows_a: list[dict], rows_b: list[dict],
     if name in getattr(cls, "proportion_metrics", ()) and all(x in (0, 1) and y in (0, 1) for x, y in pairs):
         out["discordant"] = {"a_only": sum(1 for x, y in pairs if x == 1 and y == 0),
                              "b_only": sum(1 for x, y in pairs if x == 0 and y == 1)}
-        if clusters is None:
+        if not clustered:
             out["p_method"] = "mcnemar-exact"
     return out

@@ -74,28 +74,23 @@ def paired_differences(aggregate: Aggregator, n: int, positions: Sequence[int], 
         _collect(boot, aggregate(idx), aggregate(idx + n))
         if tick is not None:
             tick(1)
-    as_far: dict[str, int] = dict.fromkeys(wanted, 0)
-    drawn: dict[str, int] = dict.fromkeys(wanted, 0)
+    swapped: dict[str, list[float]] = {name: [] for name in wanted}
     owner = np.zeros(len(at), dtype=np.int64)  # each position's group, in `at` order
     for g, m in enumerate(members):
         owner[m] = g
     rng = np.random.default_rng(1)
     for _ in range(resamples):
         swap = (rng.random(len(groups)) < 0.5)[owner].astype(np.int64) * n
-        first, second = aggregate(at + swap), aggregate(at + n - swap)
+        _collect(swapped, aggregate(at + swap), aggregate(at + n - swap))
         if tick is not None:
             tick(1)
-        for name in wanted:
-            d = _difference(first.get(name), second.get(name))
-            if d is not None:
-                drawn[name] += 1
-                as_far[name] += abs(d) >= abs(observed[name]) - 1e-12 * max(1.0, abs(observed[name]))
     for name in wanted:
         if len(boot[name]) >= 2:
             low, high = np.quantile(np.asarray(boot[name]), [0.025, 0.975])
             out[name]["ci95"] = [float(low), float(high)]
-        if drawn[name]:
-            out[name]["p_value"] = (1 + as_far[name]) / (1 + drawn[name])
+        if swapped[name]:
+            far = abs(observed[name]) - 1e-12 * max(1.0, abs(observed[name]))  # observed, up to rounding
+            out[name]["p_value"] = (1 + sum(abs(d) >= far for d in swapped[name])) / (1 + len(swapped[name]))
     return out
 
 

@@ -79,11 +79,10 @@ def interval_notes(rows: list[dict[str, Any]], describe: Any) -> list[str]:
     for group in groups.values():
         names = sorted({name for row in group for name in row.get("metrics", {})})
         for name in names:
-            methods = {row["metrics"][name].get("ci_method") for row in group if name in row.get("metrics", {})}
-            kinds = {method.startswith("cluster-") for method in methods if method}
-            if len(kinds) > 1:
-                per_sample = [describe(r) for r in group if not str(r["metrics"].get(name, {}).get("ci_method") or
-                                                                      "cluster-").startswith("cluster-")]
+            clustered = [(row, method.startswith("cluster-")) for row in group
+                         if (method := (row.get("metrics", {}).get(name) or {}).get("ci_method"))]
+            if len({kind for _, kind in clustered}) > 1:
+                per_sample = [describe(row) for row, kind in clustered if not kind]
                 notes.append(f"rows of one task and judge whose '{name}' intervals are per sample in some rows and "
                              f"per cluster (cluster_by) in others; score the per-sample ones again with this harness "
                              f"(harness score DIR) and publish them again: {'; '.join(per_sample)}")

@@ -185,8 +185,6 @@ def adapter_training(folder: Path, digest: str | None) -> dict[str, Any] | None:
     epochs, so that a result says what its adapter learnt from. None for an adapter made elsewhere, or one whose
     manifest names other adapter files than those there (`digest`, the adapter's hash: a manifest copied beside
     other weights)."""
-    import sys
-
     try:
         data = json.loads((Path(folder) / "manifest.json").read_text(encoding="utf-8"))
     except (OSError, ValueError):
