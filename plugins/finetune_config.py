@@ -11,6 +11,7 @@ and a changed command is refused instead of mixing two trainings in one folder.
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -259,15 +260,12 @@ def _them(flags: list[str]) -> str:
     return "it" if len(flags) == 1 else "them"
 
 
-def run_identity_hash(cfg: FinetuneConfig, hyper: Hyper, base: dict[str, Any],
-                      stages: list[dict[str, Any]], main_samples: int | None) -> str:
-    """Hash of what changes the trained weights (not the device, checkpoint cadence or progress bar). Settings the
-    data makes moot hash as if not given: a --max-steps at or above the main stage's steps (on `main_samples`), a
+def hashed_config(cfg: FinetuneConfig, hyper: Hyper, base: dict[str, Any],
+                  stages: list[dict[str, Any]], main_samples: int | None) -> dict[str, Any]:
+    """What changes the trained weights (not the device, checkpoint cadence or progress bar). Settings the
+    data makes moot count as not given: a --max-steps at or above the main stage's steps (on `main_samples`), a
     --micro-batch-size not below the batch size (the same training, so the same fine-tune to resume)."""
-    import math
     from dataclasses import replace
-
-    from harness.fingerprint import config_hash
 
     moot: dict[str, Any] = {}  # main_samples None: the settings as given (the hash of fine-tunes made before)
     if main_samples is not None and hyper.max_steps is not None \
@@ -276,5 +274,6 @@ def run_identity_hash(cfg: FinetuneConfig, hyper: Hyper, base: dict[str, Any],
     if main_samples is not None and hyper.micro_batch_size is not None and hyper.micro_batch_size >= hyper.batch_size:
         moot["micro_batch_size"] = None
     settings = replace(hyper, **moot).settings(cfg.method)
-    return config_hash({"base": base, "stages": stages, "hyper": settings, "method": cfg.method,
-                        "seed": cfg.seed, "limit": cfg.limit})
+    config = {"base": base, "stages": stages, "hyper": settings, "method": cfg.method, "seed": cfg.seed,
+              "limit": cfg.limit}
+    return json.loads(json.dumps(config, default=str))  # as checkpoints and the manifest record it (same hash)

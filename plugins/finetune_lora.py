@@ -25,9 +25,10 @@ from pathlib import Path
 from typing import Any
 
 from harness.errors import Terminated, UserError
+from harness.fingerprint import config_hash as harness_config_hash
 from harness.folder_lock import exclusive
 from harness.plugins import finetune_checkpoint as ckpt
-from harness.plugins.finetune_config import DEFAULT_SAVE_EVERY, FinetuneConfig, Hyper, run_identity_hash
+from harness.plugins.finetune_config import DEFAULT_SAVE_EVERY, FinetuneConfig, Hyper, hashed_config
 from harness.plugins.finetune_data import StageData, epoch_order
 from harness.plugins.finetune_manifest import base_identity, build_manifest
 from harness.plugins.finetune_output import CHECKPOINTS, MANIFEST, check_out, held_config_hash, out_lock, publish
@@ -97,12 +98,12 @@ class Trainer:
     """Runs the stages, step by step, with checkpoints; `state` is what a checkpoint resumes."""
 
     def __init__(self, cfg: FinetuneConfig, hyper: Hyper, recipe: Any, stages: list[StageData],
-                 config_hash: str) -> None:
+                 config_hash: str, config: dict[str, Any] | None = None) -> None:
         self.cfg, self.hyper, self.recipe, self.stages = cfg, hyper, recipe, stages
         self.model = recipe.model
         self.root = cfg.out / CHECKPOINTS
         self.state: dict[str, Any] = {
-            "config_hash": config_hash, "stage": 0, "stage_step": 0, "loss_curve": [],
+            "config_hash": config_hash, "config": config, "stage": 0, "stage_step": 0, "loss_curve": [],
             "stage_time_s": [0.0] * len(stages), "stage_steps_timed": [0] * len(stages), "resumed_at": [],
             "peak_memory_bytes": 0}
         self.params = [p for p in self.model.parameters() if p.requires_grad]
@@ -338,21 +339,24 @@ def _finetune(cfg: FinetuneConfig, progress: bool) -> dict[str, Any]:
     if not self_training:
         hyper = cfg.hyperparameters(info.id, plugin.family)
     described = [s.describe() for s in stages]
-    config_hash = run_identity_hash(cfg, hyper, base, described, len(stages[-1].samples))
-    if held_config_hash(cfg.out) == (as_given := run_identity_hash(cfg, hyper, base, described, None)):
-        config_hash = as_given  # begun before moot settings hashed as absent: resumed under its own hash
-    return _train_into_out(cfg, stages, info, plugin, hyper, base, config_hash, self_training, progress)
+    config = hashed_config(cfg, hyper, base, described, len(stages[-1].samples))
+    as_given = hashed_config(cfg, hyper, base, described, None)
+    if held_config_hash(cfg.out) == harness_config_hash(as_given):
+        config = as_given  # begun before moot settings hashed as absent: resumed under its own hash
+    return _train_into_out(cfg, stages, info, plugin, hyper, base, config, self_training, progress)
 
 
 def _train_into_out(cfg: FinetuneConfig, stages: list[StageData], info: Any, plugin: Any, hyper: Hyper,
-                    base: dict[str, Any], config_hash: str, self_training: bool, progress: bool) -> dict[str, Any]:
-    """Train (or resume, or find finished) into --out, then publish."""
+                    base: dict[str, Any], config: dict[str, Any], self_training: bool,
+                    progress: bool) -> dict[str, Any]:
+    """Train (or resume, or find finished) into --out, then publish; `config` is what the config hash hashes."""
     import torch
 
     from harness.plugins.finetune_recipes import PeftRecipe, PluginRecipe
     from harness.plugins.lora_targets import plan_targets
 
-    done, already = check_out(cfg.out, config_hash, cfg.keep_checkpoints)
+    config_hash = harness_config_hash(config)
+    done, already = check_out(cfg.out, config_hash, cfg.keep_checkpoints, config)
     if done is not None:
         plugin.close()
         return {**done, "already_done": True} if already else done
@@ -369,7 +373,7 @@ def _train_into_out(cfg: FinetuneConfig, stages: list[StageData], info: Any, plu
     base = {**base, "identity": identity}
     if base.get("family") == "auto" and identity.get("family"):  # the family found, not the option's 'auto'
         base["family"] = identity["family"]
-    trainer = Trainer(cfg, hyper, recipe, stages, config_hash)
+    trainer = Trainer(cfg, hyper, recipe, stages, config_hash, config)
     for note in trainer.plan_notes():
         print(note, file=sys.stderr)
     trainer.state["started"] = started  # a resume restores the first attempt's
@@ -381,7 +385,7 @@ def _train_into_out(cfg: FinetuneConfig, stages: list[StageData], info: Any, plu
                if skipped else "no batch held an answer token to learn")
         raise UserError(f"no training sample could be read ({why}); repair the data and delete {cfg.out} to train "
                         "again")
-    manifest = build_manifest(trainer, cfg, base, recipe.plan_info(), counts, config_hash, started)
+    manifest = build_manifest(trainer, cfg, base, recipe.plan_info(), counts, config, started)
     publish(cfg.out, lambda folder: recipe.save(folder, base, cfg.model), manifest, cfg.keep_checkpoints)
     plugin.close()
     return manifest

@@ -26,12 +26,13 @@ def epochs_run(plan: dict[str, Any]) -> float | int:
 
 
 def build_manifest(trainer: Trainer, cfg: FinetuneConfig, base: dict[str, Any], plan_info: dict[str, Any],
-                   counts: tuple[int, int], config_hash: str, started: str) -> dict[str, Any]:
+                   counts: tuple[int, int], config: dict[str, Any], started: str) -> dict[str, Any]:
     import peft
     import torch
     import transformers
 
     from harness import __version__
+    from harness.fingerprint import config_hash
 
     state = trainer.state
     stages = []
@@ -50,7 +51,8 @@ def build_manifest(trainer: Trainer, cfg: FinetuneConfig, base: dict[str, Any], 
     return {
         "format": FORMAT,
         "kind": trainer.recipe.kind,
-        "config_hash": config_hash,
+        "config_hash": config_hash(config),
+        "config": config,  # what the hash hashes: a rerun with other settings is told which differ
         "base_model": base,
         # where the data was read (not in the config hash: the fingerprint says what it was), for the use-line
         "task": {**trainer.stages[-1].describe(), "data_dir": trainer.stages[-1].task.data_dir and str(

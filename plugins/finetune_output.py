@@ -97,11 +97,67 @@ def _read(path: Path) -> dict[str, Any] | None:
         raise UserError(f"cannot read {path}: {exc}; delete the folder to train again") from exc
 
 
-def _same(manifest: dict[str, Any], identity_hash: str, out: Path) -> None:
+def _same(manifest: dict[str, Any], identity_hash: str, out: Path, identity: dict[str, Any] | None) -> None:
     if manifest.get("config_hash") != identity_hash:
-        raise UserError(f"--out {out} holds a different fine-tune (config {manifest.get('config_hash')}, this "
-                        f"one {identity_hash}; or one made by a harness that named the base model otherwise, e.g. "
-                        "a local folder before it was named by its content): choose another --out")
+        differs = settings_differ(manifest.get("config"), identity)
+        why = (f"{differs}" if differs else f"config {manifest.get('config_hash')}, this one {identity_hash}; or "
+               "one made by a harness that named the base model otherwise, e.g. a local folder before it was named "
+               "by its content")
+        raise UserError(f"--out {out} holds a different fine-tune ({why}): choose another --out")
+
+
+_STAGE_FLAGS = {"id": "task", "source": "source", "prompt_variant": "prompt", "data_dir": "data-dir"}
+_STAGE_WORDS = {"fingerprint": "data fingerprint", "n_samples": "samples", "prompt_hash": "prompt text",
+                "image_decoding": "image decoding", "version": "task version", "split": "split"}
+
+
+def _flat(value: Any, path: tuple[Any, ...] = ()) -> dict[tuple[Any, ...], Any]:
+    if isinstance(value, dict):
+        return {k: v for key in value for k, v in _flat(value[key], (*path, key)).items()}
+    if isinstance(value, list) and path == ("stages",):  # stage i counted from the main stage (the last)
+        return {k: v for i, stage in enumerate(value) for k, v in _flat(stage, (*path, len(value) - 1 - i)).items()}
+    return {path: value}
+
+
+def _setting_name(path: tuple[Any, ...]) -> str:
+    """What the user typed (or sees) for one hashed setting: `--lr`, `--model-args dtype`, `stage 1's samples`."""
+    head, *rest = path
+    if head in ("seed", "limit", "method"):
+        return f"--{head}"
+    if head == "hyper":
+        return "--" + str(rest[0]).replace("_", "-")
+    if head == "stages" and len(rest) == 2:
+        back, key = rest
+        prefix = "" if back == 0 else "stage1-"
+        if key in _STAGE_FLAGS:
+            return f"--{prefix}{_STAGE_FLAGS[key]}"
+        return f"{'the main stage' if back == 0 else 'stage 1'}'s {_STAGE_WORDS.get(key, key)}"
+    if head == "base" and rest[:1] == ["args"] and len(rest) == 2:
+        return f"--model-args {rest[1]}"
+    return "the base model's " + ".".join(str(part) for part in rest) if head == "base" else ".".join(map(str, path))
+
+
+def _shown(value: Any) -> str:
+    text = "unset" if value is None else json.dumps(value) if isinstance(value, str) else str(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def settings_differ(held: Any, ours: dict[str, Any] | None) -> str:
+    """The settings by which the fine-tune `held` (a config recorded in --out) differs from `ours`, as
+    '--lr 0.0002 there, 0.01 now; ...' ('' when either is unknown: folders of older harnesses record none)."""
+    if not isinstance(held, dict) or ours is None:
+        return ""
+    there, now = _flat(held), _flat(ours)
+    if len(held.get("stages") or []) != len(ours.get("stages") or []):
+        return f"{len(held.get('stages') or [])} stage(s) there, {len(ours.get('stages') or [])} now"
+    names: dict[str, tuple[Any, Any]] = {}
+    for path in sorted(set(there) | set(now), key=str):
+        if there.get(path) != now.get(path):
+            names.setdefault(_setting_name(path), (there.get(path), now.get(path)))
+    typed = sorted(names, key=lambda name: not name.startswith("--"))  # what the user typed, then what follows
+    shown = [f"{name} {_shown(names[name][0])} there, {_shown(names[name][1])} now" for name in typed[:3]]
+    more = f"; and {len(names) - 3} more" if len(names) > 3 else ""
+    return "; ".join(shown) + more
 
 
 def _remove(path: Path) -> None:
@@ -155,7 +211,8 @@ def held_config_hash(out: Path) -> str | None:
     return ckpt.read_state(checkpoints[-1]).get("config_hash") if checkpoints else None
 
 
-def check_out(out: Path, identity_hash: str, keep_checkpoints: bool = False) -> tuple[dict[str, Any] | None, bool]:
+def check_out(out: Path, identity_hash: str, keep_checkpoints: bool = False,
+              identity: dict[str, Any] | None = None) -> tuple[dict[str, Any] | None, bool]:
     """(manifest, already_done) of the fine-tune in `out`: the finished manifest if it is done (already_done is
     False when this call finished an interrupted publish), (None, False) when it is to be trained or resumed.
     Cleans our own leftovers; raises for a foreign folder or another fine-tune."""
@@ -163,12 +220,12 @@ def check_out(out: Path, identity_hash: str, keep_checkpoints: bool = False) -> 
         return None, False
     done = _read(out / MANIFEST)
     if done is not None:
-        _same(done, identity_hash, out)
+        _same(done, identity_hash, out, identity)
         tidy(out, keep_checkpoints or bool(done.get("keep_checkpoints")))
         return done, True
     ready = _read(out / READY / MANIFEST)
     if ready is not None:
-        _same(ready, identity_hash, out)
+        _same(ready, identity_hash, out, identity)
         _finish(out, keep_checkpoints)
         return ready, False
     found = ckpt.list_checkpoints(out / CHECKPOINTS)
@@ -176,11 +233,12 @@ def check_out(out: Path, identity_hash: str, keep_checkpoints: bool = False) -> 
     if theirs:  # removed with checkpoints/ once the output is written: refused, never deleted
         raise UserError(f"--out {out}: {out / CHECKPOINTS} holds files harness finetune did not write "
                         f"({', '.join(theirs[:5])}): move them out of the folder and rerun (nothing was deleted)")
-    if found and ckpt.read_state(found[-1]).get("config_hash") != identity_hash:
-        raise UserError(f"--out {out} holds checkpoints of a different fine-tune (other model, data, settings "
-                        "or image decoding, or a harness that named the base model otherwise, e.g. a local folder "
-                        f"before it was named by its content): choose another --out, or delete {out / CHECKPOINTS} "
-                        "to start over")
+    if found and (state := ckpt.read_state(found[-1])).get("config_hash") != identity_hash:
+        why = settings_differ(state.get("config"), identity) or (
+            "other model, data, settings or image decoding, or a harness that named the base model otherwise, e.g. "
+            "a local folder before it was named by its content")
+        raise UserError(f"--out {out} holds checkpoints of a different fine-tune ({why}): choose another --out, or "
+                        f"delete {out / CHECKPOINTS} to start over")
     others = [p for p in out.iterdir() if p.name not in (CHECKPOINTS, OWN_LOCK)]
     if not others:
         return None, False

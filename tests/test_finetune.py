@@ -238,8 +238,9 @@ def test_finetune_writes_a_peft_adapter_that_loads_and_acts(tiny_vlm, tmp_path, 
                  "--no-progress"]) == 0
     assert f"warning: {copied / 'manifest.json'} describes other adapter files" in capsys.readouterr().err
     assert json.loads((tmp_path / "run2" / "results.json").read_text())["model"]["adapter_trained"] is None
-    assert main([*args, "--lr", "0.01"]) == 2
-    assert "holds a different fine-tune" in capsys.readouterr().err
+    assert main([*args, "--lr", "0.01", "--seed", "3"]) == 2  # the refusal names what differs
+    assert f"--out {out} holds a different fine-tune (--lr 0.001 there, 0.01 now; --seed 0 there, 3 now): " \
+        "choose another --out" in capsys.readouterr().err
 
 
 def test_finetune_refuses_a_foreign_output_folder(tmp_path, capsys):

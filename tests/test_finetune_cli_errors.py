@@ -162,7 +162,7 @@ def test_settings_the_data_makes_moot_are_the_same_fine_tune(tmp_path, tiny_vlm)
     assert again.returncode == 0, again.stderr
     assert "already trained" in again.stdout + again.stderr, again.stdout + again.stderr
     other = finetune(*base, "--max-steps", "1", cwd=tmp_path)  # one step of two: another fine-tune
-    assert other.returncode == 2 and "holds a different fine-tune" in other.stderr
+    assert other.returncode == 2 and "holds a different fine-tune (--max-steps unset there, 1 now)" in other.stderr
     proc = finetune(*base, "--stage1-task", "phantom-caption", "--prompt", "short", "--out", "adapters/x",
                     cwd=tmp_path)
     assert proc.returncode == 2 and proc.stderr.count("\n") == 1, proc.stderr

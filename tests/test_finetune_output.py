@@ -263,3 +263,32 @@ def test_the_config_hash_an_out_folder_holds_is_read_from_manifest_or_newest_che
     assert held_config_hash(out) == "new"
     (out / MANIFEST).write_text(json.dumps({"config_hash": "done"}))
     assert held_config_hash(out) == "done"
+
+
+def test_a_refused_out_folder_names_the_settings_that_differ(tmp_path):
+    """A rerun into --out with other settings was refused with two config hashes, which say nothing of what the
+    user changed; the folder records what its hash hashes, and the refusal names the differing settings as typed."""
+    from harness.errors import UserError
+    from harness.fingerprint import config_hash
+    from harness.plugins.finetune_output import CHECKPOINTS, check_out, settings_differ
+
+    def config(lr: float, limit: int | None, tasks: list[str], dtype: str) -> dict:
+        stages = [{"id": task, "split": "train", "n_samples": 8, "fingerprint": f"fp-{task}"} for task in tasks]
+        return {"base": {"id": "tiny-vlm", "args": {"dtype": dtype}}, "stages": stages,
+                "hyper": {"lr": lr, "stage1_lr": 1e-3}, "method": "lora", "seed": 0, "limit": limit}
+
+    held = config(1e-3, None, ["phantom-caption", "phantom-vqa"], "float32")
+    ours = config(1e-3, 8, ["rocov2", "phantom-vqa"], "bfloat16")
+    assert settings_differ(held, ours) == ('--model-args dtype "float32" there, "bfloat16" now; --limit unset there, '
+                                           '8 now; --stage1-task "phantom-caption" there, "rocov2" now; and 1 more')
+    assert settings_differ(held, config(2e-4, None, ["phantom-vqa"], "float32")) == "2 stage(s) there, 1 now"
+    assert settings_differ(None, ours) == ""  # a folder of an older harness records no config
+    out = tmp_path / "out"
+    folder = out / CHECKPOINTS / "step-00000002"
+    folder.mkdir(parents=True)
+    (folder / "state.json").write_text(json.dumps({"config_hash": config_hash(held), "config": held}))
+    newer = config(1e-3, None, ["phantom-caption", "phantom-vqa"], "float16")
+    with pytest.raises(UserError, match=r'holds checkpoints of a different fine-tune \(--model-args dtype "float32" '
+                                        r'there, "float16" now\): choose another --out, or delete'):
+        check_out(out, config_hash(newer), identity=newer)
+    assert check_out(out, config_hash(held), identity=held) == (None, False)  # its own settings: resumed
