@@ -78,10 +78,13 @@ def cluster_wilson_interval(values: list[float], clusters: list[Any]) -> list[fl
 
 def cluster_values(records: list[dict[str, Any]], key: str | None) -> list[Any] | None:
     """Each record's cluster (the value of the task source's `cluster_by` field), None without clusters. A list
-    value (`images`, the names of a sample's images: questions on one image) is one cluster per distinct list."""
+    value (`images`, the names of a sample's images: questions on one image) is one cluster per distinct list.
+    Records of which one lacks the field (predictions written before the task clustered by `image_content`) are
+    not clustered: each its own, as they were scored then, rather than all of them one cluster."""
     if not key:
         return None
-    return [tuple(v) if isinstance(v := r.get(key), list) else v for r in records]
+    values = [tuple(v) if isinstance(v := r.get(key), list) else v for r in records]
+    return None if any(v is None for v in values) else values
 
 
 def cluster_groups(n: int, clusters: list[Any] | None) -> list[list[int]]:
@@ -176,7 +179,7 @@ def summarize_slice(judge: JudgePlugin, records: list[dict], rows: list[dict],
     corpus = [name for name, value in values.items() if present[name] and value is not None and name not in proportions
               and not judge.mean_metrics and getattr(judge, "bootstrap_ci", True)]
     corpus_ci = _bootstrap(judge, records, rows, corpus, clusters) if corpus else {}
-    corpus_method = "cluster-bootstrap-corpus" if cluster_key else "bootstrap-corpus"
+    corpus_method = "cluster-bootstrap-corpus" if clusters is not None else "bootstrap-corpus"
     out: dict[str, dict[str, Any]] = {}
     for name, value in values.items():
         if present[name]:

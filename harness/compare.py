@@ -219,8 +219,11 @@ def _compare_judge(a: SavedRun, b: SavedRun, key: str, entry: dict[str, Any], en
     ids = sorted(in_a & in_b)
     counts = {"paired": len(ids), "only_a": len(in_a - in_b), "only_b": len(in_b - in_a)}
     cluster_key = a.results["task"].get("cluster_by")
-    if cluster_key:  # how many groups the intervals and tests draw
-        counts["clusters"] = len(set(cluster_values([a.records[i] for i in ids], cluster_key) or []))
+    clusters = cluster_values([a.records[i] for i in ids], cluster_key)
+    if clusters is not None:  # how many groups the intervals and tests draw
+        counts["clusters"] = len(set(clusters))
+    else:
+        cluster_key = None  # records without the field (written before the task clustered): per sample
     names = [name for name in interval_metrics(entry, entry_b) if not metrics or name in metrics]
     if not ids or not names:
         if not ids or not metrics:

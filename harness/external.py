@@ -12,13 +12,13 @@ from pathlib import Path
 from typing import Any
 
 from harness.errors import UserError
-from harness.fingerprint import config_hash
+from harness.fingerprint import IMAGE_CONTENT, config_hash
 from harness.io import jsonl_objects, read_user_text
 
 REQUIRED = {"vqa": ("id", "answer", "prediction", "answer_type"), "report": ("id", "answer", "prediction"),
             "caption": ("id", "answer", "prediction")}
 NOT_BREAKDOWNS = {"id", "question", "answer", "prediction", "images", "error", "prompt_tokens",
-                  "completion_tokens", "cost_usd", "time_s", "reference_digest"}
+                  "completion_tokens", "cost_usd", "time_s", "reference_digest", IMAGE_CONTENT}
 
 
 def read_external_predictions(path: Path, kind: str) -> tuple[list[dict[str, Any]], str | None]:

@@ -25,10 +25,21 @@ def image_digest(sample: Sample) -> list[str]:
     return digests
 
 
+#: the sample field `cluster_by: image_content` reads: a digest of the sample's image bytes, set once the split is
+#: fingerprinted (the images are read then), for sources whose images have no names (hub copies)
+IMAGE_CONTENT = "image_content"
+
+
+def content_cluster(digests: list[str]) -> str:
+    """One sample's IMAGE_CONTENT value: samples showing byte-identical images share it."""
+    return hashlib.sha256("\n".join(digests).encode("ascii")).hexdigest()[:16]
+
+
 def _labels(fields: dict[str, Any]) -> dict[str, Any]:
-    """The sample's fields (answer_type after the closed rule, question_type, organ, ...) that are plain data."""
+    """The sample's fields (answer_type after the closed rule, question_type, organ, ...) that are plain data (not
+    IMAGE_CONTENT: derived from the image bytes, which are hashed already)."""
     plain = (str, int, float, bool, type(None), list, tuple, dict)
-    return {k: v for k, v in sorted(fields.items()) if isinstance(v, plain)}
+    return {k: v for k, v in sorted(fields.items()) if isinstance(v, plain) and k != IMAGE_CONTENT}
 
 
 # Version 2 (harness 0.1.0 after 2026-11-23) hashes the labels too; version-1 fingerprints were plain
@@ -42,13 +53,15 @@ def fingerprint_version(fingerprint: str) -> int:
     return int(head[1:]) if head.startswith("v") and head[1:].isdigit() else 1
 
 
-def dataset_fingerprint(samples: Iterable[Sample], images: bool = True) -> str:
+def dataset_fingerprint(samples: Iterable[Sample], images: bool = True,
+                        digests_by_id: dict[str, list[str]] | None = None) -> str:
     """sha256 over (id, question, answer, image digests, fields) of every sample, in id order, marked with
     FINGERPRINT_VERSION. `images=False` leaves the image bytes out (a cheap fingerprint of the texts and labels,
-    for a model that learns from them alone); it is marked `-text`, never equal to a full one."""
+    for a model that learns from them alone); it is marked `-text`, never equal to a full one. `digests_by_id`: the
+    samples' image digests when already computed."""
     h = hashlib.sha256()
     for sample in sorted(samples, key=lambda s: s.id):
-        digests = image_digest(sample) if images else []
+        digests = (digests_by_id[sample.id] if digests_by_id is not None else image_digest(sample)) if images else []
         record = [sample.id, sample.question or "", sample.answer, digests, _labels(sample.fields)]
         h.update(json.dumps(record, ensure_ascii=False, default=str).encode("utf-8"))
         h.update(b"\n")

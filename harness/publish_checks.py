@@ -85,6 +85,8 @@ def interval_notes(rows: list[dict[str, Any]], describe: Any) -> list[str]:
                 per_sample = [describe(row) for row, kind in clustered if not kind]
                 notes.append(f"rows of one task and judge whose '{name}' intervals are per sample in some rows and "
                              f"per cluster (cluster_by) in others; score the per-sample ones again with this harness "
-                             f"(harness score DIR) and publish them again: {'; '.join(per_sample)}")
+                             "(harness score DIR; a hub-copy run whose predictions.jsonl lines have no image_content, "
+                             "written before such copies were grouped by image bytes, needs harness run into a new "
+                             f"folder) and publish them again: {'; '.join(per_sample)}")
                 break
     return notes

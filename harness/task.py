@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.errors import UserError, close_hint
-from harness.fingerprint import dataset_fingerprint, text_hash
+from harness.fingerprint import IMAGE_CONTENT, content_cluster, dataset_fingerprint, image_digest, text_hash
 from harness.flags import SEED_MAX
 from harness.loaders import canonical_split, loader_for
 from harness.task_config import IMAGES_CLUSTER, SourceConfig, TaskConfig
@@ -135,7 +135,7 @@ class Task:
         """The source's cluster_by names a field every sample has: samples without it would form one cluster (a
         misspelt name: every interval left out, without a word)."""
         key = self.source.cluster_by
-        if key == IMAGES_CLUSTER:  # the record field every sample has: its images' names
+        if key in (IMAGES_CLUSTER, IMAGE_CONTENT):  # every sample's images' names, or their bytes' digest
             return
         lacking = [s.id for s in loaded if s.fields.get(key) in (None, "")] if key else []
         if lacking:
@@ -190,7 +190,12 @@ class Task:
     def fingerprint(self, split: str | None = None) -> str:
         split = self.canonical_split(split)
         if split not in self._fingerprints:
-            self._fingerprints[split] = dataset_fingerprint(self.samples(split))
+            samples = self.samples(split)
+            digests = {sample.id: image_digest(sample) for sample in samples}
+            self._fingerprints[split] = dataset_fingerprint(samples, digests_by_id=digests)
+            if self.source.cluster_by == IMAGE_CONTENT:  # the images were read just now: no second pass
+                for sample in samples:
+                    sample.fields[IMAGE_CONTENT] = content_cluster(digests[sample.id])
         return self._fingerprints[split]
 
     def prompt_template(self, variant: str | None) -> tuple[str, str]:

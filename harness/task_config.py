@@ -28,7 +28,8 @@ def task_schema() -> dict[str, Any]:
 
 
 #: `cluster_by: images`: samples showing the same images (their names, as predictions.jsonl records them) form one
-#: cluster: the questions asked about one image are not independent
+#: cluster: the questions asked about one image are not independent. `cluster_by: image_content` (fingerprint.
+#: IMAGE_CONTENT): samples showing byte-identical images, for sources whose images have no names (hub copies)
 IMAGES_CLUSTER = "images"
 
 

@@ -167,8 +167,10 @@ def test_per_question_and_per_image_intervals_side_by_side_are_noted(tmp_path, s
     proc = cli("publish", *map(str, runs), "--output", str(tmp_path / "board.json"))
     assert proc.returncode == 0, proc.stderr
     assert ("note: rows of one task and judge whose 'accuracy' intervals are per sample in some rows and per cluster "
-            "(cluster_by) in others; score the per-sample ones again with this harness (harness score DIR) and "
-            "publish them again: prior[by=none] on vqa-rad") in proc.stderr
+            "(cluster_by) in others; score the per-sample ones again with this harness (harness score DIR; a hub-copy "
+            "run whose predictions.jsonl lines have no image_content, written before such copies were grouped by image "
+            "bytes, needs harness run into a new folder) and publish them again: prior[by=none] on vqa-rad") \
+        in proc.stderr
     proc = cli("score", str(runs[1]))  # scored again: per image like the other
     assert proc.returncode == 0, proc.stderr
     proc = cli("publish", *map(str, runs), "--output", str(tmp_path / "board2.json"))
