@@ -20,6 +20,7 @@ from typing import Any
 from harness.errors import UserError, close_hint
 from harness.external import NOT_BREAKDOWNS
 from harness.paired_stats import METHODS, RESAMPLES, mcnemar_exact, paired_differences
+from harness.run_settings_diff import settings_diff
 from harness.scoring import shown_judge as _shown
 
 SAME_TASK_FIELDS = ("id", "version", "split", "fingerprint")
@@ -169,6 +170,7 @@ def compare(a: SavedRun, b: SavedRun, judge: str | None = None, metrics: list[st
         "task": {k: a.results["task"].get(k) for k in (*SAME_TASK_FIELDS, "kind", "cluster_by")},
         "a": _describe(a),
         "b": _describe(b),
+        "differs": settings_diff(a.results, b.results),
         "judges": paired_counts,
         "breakdown": breakdown,
         "resamples": resamples,

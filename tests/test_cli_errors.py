@@ -139,8 +139,13 @@ def test_decoding_flags_on_the_prior_are_said_to_be_ignored_and_make_no_other_ru
     assert proc.returncode == 0, proc.stderr
     assert ("warning: --max-new-tokens 4 and --temperature 0.5 ignored: model 'prior' decodes nothing"
             in proc.stderr)
+    proc = cli(*run, "--prompt", "pefomed")  # it reads no prompt either
+    assert proc.returncode == 0, proc.stderr
+    assert ("warning: --prompt pefomed ignored: model 'prior' reads no prompt (its answers are learnt from the "
+            "training split), so this is the run with the default prompt") in proc.stderr
     (run_dir,) = list((tmp_path / "runs").iterdir())
     assert json.loads((run_dir / "run.json").read_text())["generation"]["temperature"] == 0.0
+    assert json.loads((run_dir / "run.json").read_text())["prompt"]["variant"] == "default"
 
 
 def test_device_flags_are_checked_or_said_to_be_ignored(tmp_path):

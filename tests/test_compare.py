@@ -73,6 +73,32 @@ def test_a_run_against_itself_differs_by_nothing(runs, tmp_path):
     assert proc.returncode == 0, proc.stderr
     line = next(line for line in proc.stdout.splitlines() if line.strip().startswith("accuracy "))
     assert "+0.0000  [+0.0000, +0.0000]" in line and " 1.0000 " in line and "only A right 0, only B right 0" in line
+    assert ("  A and B have the same configuration (the same run id): any difference is the model's nondeterminism"
+            in proc.stdout.splitlines())
+
+
+def test_two_runs_under_one_label_say_what_differs(runs, tmp_path):
+    """Two runs of one model and prompt were two identical 'A: prior' and 'B: prior' lines (only the paths told
+    them apart): the header says which settings differ, and the JSON lists them."""
+    import shutil
+
+    longer = tmp_path / "longer"  # as a model that decodes would have it, run with --max-new-tokens 12
+    shutil.copytree(runs[0], longer)
+    results = json.loads((longer / "results.json").read_text())
+    results["generation"]["max_new_tokens"] = 12
+    results["run_id"] = results["run_id"][:-4] + "beef"
+    (longer / "results.json").write_text(json.dumps(results))
+    report = compared(tmp_path, runs[0], longer)
+    assert report["differs"] == [{"setting": "generation.max_new_tokens", "a": 16, "b": 12}]
+    proc = harness("compare", str(runs[0]), str(longer), "--no-progress")
+    assert "  A and B differ in generation.max_new_tokens 16 in A, 12 in B" in proc.stdout.splitlines()
+    same = run_prior(tmp_path / "same", "--model-args", "by=answer_type")  # the default, typed out: the same run
+    report = compared(tmp_path, runs[0], same)
+    assert report["differs"] == [{"setting": "model.args.by", "a": None, "b": "answer_type"}]
+    proc = harness("compare", str(runs[0]), str(same), "--no-progress")
+    assert "same configuration (the same run id)" in proc.stdout
+    proc = harness("compare", str(runs[0]), str(runs[1]), "--no-progress")  # labels differ: they say it already
+    assert "differ in" not in proc.stdout and "prior[by=question_type]" in proc.stdout
 
 
 def test_a_partial_run_is_compared_on_the_samples_both_have(runs, tmp_path):

@@ -70,6 +70,7 @@ def _p(value: float | None, draws: int, method: str | None) -> str:
 
 
 def format_report(report: dict[str, Any]) -> str:
+    from harness.run_settings_diff import describe_diff
     from harness.scoring import shown_judge
 
     task = report["task"]
@@ -78,6 +79,9 @@ def format_report(report: dict[str, Any]) -> str:
         run = report[side]
         prompt = f", prompt {run['prompt_variant']}" if run["prompt_variant"] else ""
         lines.append(f"  {side.upper()}: {run['model']}{prompt}  ({run['path']})")
+    a, b = report["a"], report["b"]
+    if (a["model"], a["prompt_variant"]) == (b["model"], b["prompt_variant"]):  # one label: say what A and B are
+        lines.append("  " + describe_diff(report.get("differs", []), a["run_id"] == b["run_id"]))
     def label(c: dict[str, Any]) -> str:
         return c["metric"] if c["breakdown"] is None else f"{c['breakdown']}={c['value']}: {c['metric']}"
 
