@@ -63,12 +63,19 @@ def results_summary(results: dict[str, Any], max_breakdowns: int = 1, max_values
         lines.append(f"  judge {name}:")
         for metric, entry in judge["metrics"].items():
             lines.append(f"    {metric:<22} {format_metric(entry)}")
-        for key in list(judge["breakdowns"])[:max_breakdowns]:
+        for key in informative_breakdowns(judge)[:max_breakdowns]:
             for value, metrics in list(judge["breakdowns"][key].items())[:max_values]:
                 shown = _slice_metrics(metrics)
                 if shown:
                     lines.append(f"    {key}={value}: " + "; ".join(f"{m} {format_metric(e)}" for m, e in shown))
     return "\n".join(lines)
+
+
+def informative_breakdowns(judge: dict[str, Any]) -> list[str]:
+    """A judge entry's breakdown keys but those whose one slice is the whole set (IU-Xray per image, all `views=1`:
+    its line would repeat the overall one)."""
+    return [key for key, values in judge["breakdowns"].items()
+            if not (len(values) == 1 and next(iter(values.values())) == judge["metrics"])]
 
 
 def _slice_metrics(metrics: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:

@@ -30,6 +30,10 @@ LATEX = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "_": r"\_", "#": r"\
          ">": r"\textgreater{}", '"': r"\textquotedbl{}", "†": r"$^\dagger$", "‡": r"$^\ddagger$", "§": r"\S{}",
          "[": "{[}", "]": "{]}", "*": "{*}"}  # a row's \\ would read a next row's leading [length] or *
 MARKS = {"partial": "*", "errors": "†", "unscored": "‡", "size_note": "§"}
+#: a cell's interval method, marked where one column holds intervals of several methods (per-sample Wilson beside a
+#: cluster bootstrap: the narrower would look the surer)
+METHOD_MARKS = "ᵃᵇᶜᵈᵉᶠᵍʰⁱʲ"
+LATEX.update({mark: f"$^{{{letter}}}$" for mark, letter in zip(METHOD_MARKS, "abcdefghij")})
 QUALIFIERS = ["task", "split", "source", "prompt", "judge", "judge setup", "configuration", "n"]
 
 
@@ -160,6 +164,28 @@ class Table:
             self.rows.append((row, qualifiers, cells))
         if not self.rows:
             raise UserError("no selected row has a value of the metrics asked for")
+        self.dropped: list[str] = []
+        self._drop_columns()
+        methods = [sorted({c["ci_method"] for _, _, cells in self.rows if (c := cells[j]) and c.get("ci95")
+                           and c.get("ci_method")}) for j in range(len(self.columns))]
+        self.all_methods = sorted({m for found in methods for m in found})
+        self.mixed = [len(found) > 1 for found in methods]
+
+    def _drop_columns(self) -> None:
+        """Columns no row fills (closed_accuracy of OPEN questions) and breakdown columns that repeat the overall
+        numbers in every row (per-image IU-Xray's views=1, every sample; closed_accuracy of CLOSED questions)."""
+        keep = []
+        for j, (name, value) in enumerate(self.columns):
+            cells = [cells[j] for _, _, cells in self.rows]
+            if all(not c or c.get("value") is None for c in cells):
+                continue
+            overall = self.columns.index((name, None))
+            if value is not None and all(cells[i] == line[overall] for i, (_, _, line) in enumerate(self.rows)):
+                self.dropped.append(self.heading(name, value, scaled=False))
+                continue
+            keep.append(j)
+        self.columns = [self.columns[j] for j in keep]
+        self.rows = [(row, qualifiers, [cells[j] for j in keep]) for row, qualifiers, cells in self.rows]
 
     def heading(self, name: str, value: str | None, scaled: bool = True) -> str:
         shown = f"{name} ({value})" if value is not None else name
@@ -171,13 +197,15 @@ class Table:
         scaled = x * (100 if name in self.scaled else 1)
         return repr(scaled) if self.digits is None else f"{scaled:.{self.digits}f}"  # None: unrounded (csv)
 
-    def text(self, name: str, metric: dict[str, Any] | None, row_n: int) -> str:
+    def text(self, name: str, metric: dict[str, Any] | None, row_n: int, mixed: bool = False) -> str:
         if not metric or metric.get("value") is None:
             return "-"
         ci = metric.get("ci95")
         shown = self.number(name, metric["value"])
         if ci and None not in ci:
             shown += f" [{self.number(name, ci[0])}, {self.number(name, ci[1])}]"
+            if mixed and metric.get("ci_method") in self.all_methods:
+                shown += METHOD_MARKS[self.all_methods.index(metric["ci_method"]) % len(METHOD_MARKS)]
         if metric.get("n") is not None and metric["n"] != row_n:
             shown += f" (n={metric['n']})"
         return shown
@@ -208,13 +236,18 @@ class Table:
         scaled = f"; x100: {', '.join(sorted(self.scaled))}" if self.scaled else ""
         notes.append(f"value [95% confidence interval] where recorded; (n=K): samples behind a value when fewer "
                      f"than the row's n{scaled}")
-        methods = sorted({cell["ci_method"] for _, _, cells in self.rows for cell in cells
-                          if cell and cell.get("ci95") and cell.get("ci_method")})
-        if methods:
+        if self.dropped:
+            notes.append(f"not shown, the same numbers as the overall column in every row (the slice holds every "
+                         f"sample behind them): {', '.join(self.dropped)}")
+        if self.all_methods:
             from harness.aggregate import CI_METHODS
 
-            notes.append("intervals: " + "; ".join(f"{m}: {CI_METHODS.get(m, 'as its results file says')}"
-                                                   for m in methods))
+            def mark(method: str) -> str:
+                return METHOD_MARKS[self.all_methods.index(method) % len(METHOD_MARKS)] + " " if any(self.mixed) else ""
+
+            notes.append("intervals" + (" (marked where a column mixes methods)" if any(self.mixed) else "") + ": "
+                         + "; ".join(f"{mark(m)}{m}: {CI_METHODS.get(m, 'as its results file says')}"
+                                     for m in self.all_methods))
         return notes
 
     def shared_names(self) -> dict[str, list[str]]:
@@ -231,7 +264,8 @@ class Table:
         """Header and lines of text cells, without the columns that are empty on every line."""
         header = ["model", *QUALIFIERS, *(self.heading(m, v) for m, v in self.columns)]
         lines = [[row["model"] + self.marks(row), *qualifiers,
-                  *(self.text(m, cell, row["n"]) for (m, _), cell in zip(self.columns, cells))]
+                  *(self.text(m, cell, row["n"], mixed)
+                    for (m, _), cell, mixed in zip(self.columns, cells, self.mixed))]
                  for row, qualifiers, cells in self.rows]
         keep = [i for i in range(len(header)) if i < 2 or any(line[i] not in ("", "-") for line in lines)]
         return [header[i] for i in keep], [[line[i] for i in keep] for line in lines]

@@ -428,3 +428,11 @@ def test_a_slice_line_shows_both_groups_even_with_equal_counts_and_no_slice_wide
     lines = results_summary(results).splitlines()
     assert "    answer_type=CLOSED: closed_recall 0.5000 (n=10); open_recall 0.2500 (n=10)" in lines
     assert "    answer_type=OPEN: gpt4_accuracy 0.7500 (n=48)" in lines
+    # a breakdown whose one slice is the whole set (per-image IU-Xray: views=1 on every sample) repeated the
+    # overall line: the next breakdown is shown instead
+    whole = {"bleu": entry(0.3, 40)}
+    organ = {"lung": {"bleu": entry(0.2, 30)}, "heart": {"bleu": entry(0.6, 10)}}
+    results["judges"] = [{"id": "lexical", "metrics": whole, "breakdowns": {"views": {"1": dict(whole)},
+                                                                           "organ": organ}}]
+    lines = results_summary(results).splitlines()
+    assert not any("views=" in line for line in lines) and "    organ=lung: bleu 0.2000 (n=30)" in lines

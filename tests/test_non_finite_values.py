@@ -96,7 +96,7 @@ def test_a_nan_an_older_version_wrote_into_a_leaderboard_is_one_line(tmp_path):
     before = board.read_text()
     other = tmp_path / "other"  # another row: the first one stays on the leaderboard
     assert harness("run", "--model", "prior", "--task", "phantom-vqa", "--limit", "12", "--judge", "exact",
-                   "--prompt", "pefomed", "--output", str(other), "--no-progress").returncode == 0
+                   "--model-args", "by=none", "--output", str(other), "--no-progress").returncode == 0
     proc = harness("publish", str(other), "--output", str(board))
     assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
     line = proc.stderr.strip().splitlines()[-1]

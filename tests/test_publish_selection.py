@@ -37,7 +37,7 @@ def test_partial_runs_never_replace_complete_ones(tmp_path):
     smoke_first = run_prior(tmp_path / "smoke-first", "--limit", "5")
     full = run_prior(tmp_path / "full")
     smoke = run_prior(tmp_path / "smoke", "--limit", "5")  # same run id, newest, partial
-    smoke_prompt = run_prior(tmp_path / "smoke-prompt", "--limit", "5", "--prompt", "pefomed")
+    smoke_other = run_prior(tmp_path / "smoke-other", "--limit", "5", "--model-args", "by=none")
     train = run_prior(tmp_path / "train", "--split", "train", "--limit", "20")
 
     # A partial row alone is published, with a notice.
@@ -59,9 +59,9 @@ def test_partial_runs_never_replace_complete_ones(tmp_path):
     assert rows(tmp_path / "other.json") == [("test", "default", 361, 361, False)]
     assert [line for line in proc.stderr.splitlines() if line.startswith("note: skipped")] == skipped
 
-    # Another prompt variant and another split are rows of their own, not replacements.
-    proc = harness("publish", str(smoke_prompt), str(train), "-o", str(board))
-    assert sorted(rows(board)) == [("test", "default", 361, 361, False), ("test", "pefomed", 5, 361, True),
+    # Another configuration and another split are rows of their own, not replacements.
+    proc = harness("publish", str(smoke_other), str(train), "-o", str(board))
+    assert sorted(rows(board)) == [("test", "default", 5, 361, True), ("test", "default", 361, 361, False),
                                    ("train", "default", 20, rows(board)[-1][3], True)]
     assert rows(board)[-1][3] > 20
     assert proc.stderr.count("partial row kept") == 2
@@ -70,8 +70,7 @@ def test_partial_runs_never_replace_complete_ones(tmp_path):
     newer = run_prior(tmp_path / "full-again")
     assert json.loads(newer.read_text())["created"] > json.loads(full.read_text())["created"]
     harness("publish", str(newer), str(full), "-o", str(board))
-    test_rows = [r for r in json.loads(board.read_text())["rows"] if r["prompt_variant"] == "default"
-                 and r["split"] == "test"]
+    test_rows = [r for r in json.loads(board.read_text())["rows"] if r["model"] == "prior" and r["split"] == "test"]
     assert [r["provenance"]["results_file"] for r in test_rows] == [str(newer)]
     validate(json.loads(board.read_text()), "leaderboard")
 

@@ -96,7 +96,7 @@ def test_default_output_is_runs_dir_named_by_run_id(tmp_path):
     assert run_dir.name.startswith("phantom-vqa--prior--")
     manifest = json.loads((run_dir / "run.json").read_text())
     assert manifest["run_id"] == run_dir.name
-    other = harness("run", "--model", "prior", "--task", "phantom-vqa", "--limit", "5", "--prompt", "pefomed",
+    other = harness("run", "--model", "prior", "--task", "phantom-vqa", "--limit", "5", "--model-args", "by=none",
                     "--runs-dir", str(tmp_path / "runs"), "--no-progress")
     assert other.returncode == 0, other.stderr
-    assert len(list((tmp_path / "runs").iterdir())) == 2, "another prompt variant is another run"
+    assert len(list((tmp_path / "runs").iterdir())) == 2, "another configuration is another run"

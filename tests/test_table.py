@@ -24,7 +24,7 @@ def board(tmp_path_factory) -> Path:
     for limit, out in (("40", "partial"), (None, "full")):
         args = ["run", "--model", "prior", "--task", "phantom-vqa", "--judge", "exact:pefomed",
                 "--judge", "exact:llava-med", "--output", str(root / out), "--no-progress"]
-        args += ["--limit", limit, "--prompt", "pefomed"] if limit else []
+        args += ["--limit", limit, "--model-args", "by=none"] if limit else []
         assert harness(*args).returncode == 0
     assert harness("publish", str(root / "partial"), str(root / "full"), "-o", str(root / "board.json")).returncode == 0
     return root / "board.json"
@@ -38,8 +38,8 @@ def test_markdown_has_the_choices_the_values_with_intervals_and_footnotes(board)
     header = lines[0]
     assert header.startswith("| model | task | split | source | prompt | judge | n | accuracy x100 |")
     assert "accuracy (CLOSED) x100" in header and "accuracy (OPEN) x100" in header and "judge setup" not in header
-    partial = next(line for line in lines if "| pefomed |" in line)
-    assert partial.startswith("| prior\\* |") and "| 40 of 361 |" in partial
+    partial = next(line for line in lines if "| 40 of 361 |" in line)
+    assert partial.startswith("| prior[by=none]\\* |")
     cells = partial.split(" | ")
     assert cells[7].count("[") == 1 and 0 <= float(cells[7].split()[0]) <= 100  # a percentage with its interval
     assert "(n=" in cells[8] and "(n=" not in cells[7]  # a breakdown value rests on fewer samples: it says so
@@ -54,10 +54,10 @@ def test_csv_is_plain_numbers_with_flags_and_latex_shows_its_notes(board):
         low, value, high = (float(row[k]) for k in ("closed_accuracy low", "closed_accuracy",
                                                     "closed_accuracy high"))
         assert low <= value <= high and int(row["closed_accuracy n"]) <= int(row["n"].split()[0])
-        assert row["model"] == "prior" and row["partial"] in ("true", "false")
-    recorded = {(r["prompt_variant"], r["metrics"]["closed_accuracy"]["value"])
+        assert row["model"] == ("prior[by=none]" if row["partial"] == "true" else "prior")
+    recorded = {(r["model"], r["metrics"]["closed_accuracy"]["value"])
                 for r in json.loads(board.read_text())["rows"] if r["convention"] == "llava-med"}
-    assert {(r["prompt"], float(r["closed_accuracy"])) for r in rows} == recorded  # unrounded (it was 3 decimals)
+    assert {(r["model"], float(r["closed_accuracy"])) for r in rows} == recorded  # unrounded (it was 3 decimals)
     rounded = harness("table", str(board), "--format", "csv", "--metric", "closed_accuracy", "--digits", "2").stdout
     assert all(len(r["closed_accuracy"].split(".")[1]) == 2 for r in csv.DictReader(io.StringIO(rounded)))
     latex = harness("table", str(board), "--format", "latex", "--metric", "closed_accuracy").stdout
@@ -176,3 +176,52 @@ def test_names_from_someone_elses_results_make_no_link_image_or_formula(tmp_path
     assert "[click]\\(https://evil.example) \\![t]\\(https://evil.example/p.png) \\`x\\`" in markdown
     row = list(csv.reader(io.StringIO(harness("table", str(tmp_path / "b.json"), "--format", "csv").stdout)))[1]
     assert row[0] == "'" + name
+
+
+def _edited(board: Path, tmp_path: Path, edit) -> Path:
+    data = json.loads(board.read_text())
+    edit(data["rows"])
+    out = tmp_path / "edited.json"
+    out.write_text(json.dumps(data))
+    return out
+
+
+def test_a_column_of_several_interval_methods_marks_each_cell(board, tmp_path):
+    """A column with per-sample Wilson intervals beside per-image ones named both methods in a footnote, and the
+    reader could not tell which cell had which (the narrower per-sample one looks the surer)."""
+    def cluster_one(rows: list[dict]) -> None:
+        next(r for r in rows if "accuracy" in r["metrics"])["metrics"]["accuracy"]["ci_method"] = "cluster-wilson"
+
+    edited = _edited(board, tmp_path, cluster_one)
+    lines = harness("table", str(edited), "--judge", "exact:pefomed").stdout.splitlines()
+    cells = [line.split(" | ")[7] for line in lines[2:4]]
+    assert sorted(cell.rstrip(" |")[-1] for cell in cells) == ["ᵃ", "ᵇ"], cells  # ᵃ cluster-wilson, ᵇ wilson
+    note = next(line for line in lines if line.startswith("intervals"))
+    assert note.startswith("intervals (marked where a column mixes methods): ᵃ cluster-wilson: ")
+    assert "; ᵇ wilson: Wilson score interval" in note
+    latex = harness("table", str(edited), "--judge", "exact:pefomed", "--format", "latex").stdout
+    assert "$^{a}$" in latex and "$^{b}$" in latex
+    plain = harness("table", str(board), "--judge", "exact:pefomed").stdout  # one method a column: no marks
+    assert "ᵃ" not in plain and "intervals: wilson: " in plain
+
+
+def test_a_breakdown_value_holding_every_sample_and_empty_columns_are_left_out(board, tmp_path):
+    """Per-image IU-Xray's `views=1` is every sample: its columns repeated the overall ones; CSV kept columns no row
+    fills (closed_accuracy of OPEN questions)."""
+    def one_view(rows: list[dict]) -> None:
+        for row in rows:
+            row["breakdowns"]["views"] = {"1": json.loads(json.dumps(row["metrics"]))}
+
+    edited = _edited(board, tmp_path, one_view)
+    proc = harness("table", str(edited), "--judge", "exact:pefomed", "--breakdown", "views")
+    assert proc.returncode == 0, proc.stderr
+    assert "(1)" not in proc.stdout.splitlines()[0]
+    assert ("not shown, the same numbers as the overall column in every row (the slice holds every sample behind "
+            "them): accuracy (1)  ") in proc.stdout
+    header = next(csv.reader(io.StringIO(harness("table", str(board), "--judge", "exact:llava-med", "--metric",
+                                                 "closed_accuracy", "--breakdown", "answer_type",
+                                                 "--format", "csv").stdout)))
+    assert "closed_accuracy" in header and not any("(" in name for name in header)  # OPEN: empty; CLOSED: the same
+    header = next(csv.reader(io.StringIO(harness("table", str(board), "--judge", "exact:pefomed", "--breakdown",
+                                                 "answer_type", "--format", "csv").stdout)))
+    assert "accuracy (CLOSED)" in header and "accuracy (OPEN)" in header
