@@ -19,6 +19,7 @@ from harness import plugin_manager
 from harness.errors import UserError
 from harness.fingerprint import adapter_hash, config_hash, reference_digest, text_hash
 from harness.folder_lock import exclusive
+from harness.ignored_settings import used_settings
 from harness.image_decoding import IMAGE_DECODING, open_images
 from harness.io import append_jsonl, atomic_write_json, iter_batches
 from harness.labels import model_label
@@ -92,18 +93,7 @@ def prepare(spec: RunSpec) -> tuple[Task, Any, dict[str, Any], Path, ModelContex
         raise UserError(f"--adapter {spec.adapter}: no adapter_config.json (expected a folder saved by PEFT, e.g. "
                         "by harness finetune)")
     adapter_digest = adapter_hash(spec.adapter) if spec.adapter else None
-    variant, template = task.prompt_template(spec.prompt)  # checked even where ignored: a mistake is said
-    settings = task.generation_settings(spec.generation)
-    decodes = model_info.capabilities.get("decodes", True) is not False
-    if variant != "default" and not decodes:  # the prior reads no prompt: not another run id, nor another label
-        print(f"warning: --prompt {variant} ignored: model '{model_info.id}' reads no prompt (its answers are learnt "
-              "from the training split), so this is the run with the default prompt", file=sys.stderr)
-        variant, template = task.prompt_template(None)
-    if spec.generation and not decodes:  # the prior: no other run id
-        flags = " and ".join(f"--{k.replace('_', '-')} {v}" for k, v in spec.generation.items())
-        print(f"warning: {flags} ignored: model '{model_info.id}' decodes nothing (its answers are learnt from the "
-              "training split), so this is the run without them", file=sys.stderr)
-        settings = task.generation_settings({})
+    variant, template, settings = used_settings(task, model_info, spec.prompt, spec.generation)
     context = ModelContext(task=task, device=spec.device, dtype=spec.dtype,
                            adapter=Path(spec.adapter) if spec.adapter else None, cache_dir=cache_dir(),
                            split=split, prompt_template=template, generation=settings)

@@ -8,6 +8,10 @@ from __future__ import annotations
 from harness.hookspecs import hookimpl
 from harness.registry import ModelInfo
 
+#: what a local backend leaves unused when decoding greedily (the seed and top-p of its per-sample draws); API models
+#: send their seed even then (OpenAI's), so it stays theirs
+LOCAL_GREEDY_IGNORES = ["seed", "top_p"]
+
 
 @hookimpl
 def register_models(register) -> None:
@@ -62,7 +66,8 @@ def register_models(register) -> None:
             loader="harness.plugins.pefomed:PeFoMedModel",
             description="PeFoMed / MiniGPT-v2 (EVA ViT-g/14 448px + LLaMA-2-chat-7B with LoRA); --model-args "
             "llm=...,vision=eva_vit_g.pth,checkpoint=X.pth, or --adapter DIR from `harness convert pefomed-checkpoint`",
-            capabilities={"task_kinds": ["vqa", "report", "caption"], "needs_weights": True, "adapters": True},
+            capabilities={"task_kinds": ["vqa", "report", "caption"], "needs_weights": True, "adapters": True,
+                          "greedy_ignores": LOCAL_GREEDY_IGNORES},
         )
     )
     register(
@@ -71,6 +76,7 @@ def register_models(register) -> None:
             loader="harness.plugins.vllm_backend:VLLMModel",
             description="Models on vLLM: supported VLMs (model=...), PeFoMed through prompt_embeds (arch=pefomed), "
             "LoRA adapters with an effect probe; offline engine or a vLLM server (base_url=...); needs the vllm extra",
-            capabilities={"task_kinds": kinds, "needs_weights": True, "adapters": True},
+            capabilities={"task_kinds": kinds, "needs_weights": True, "adapters": True,
+                          "greedy_ignores": LOCAL_GREEDY_IGNORES},
         )
     )

@@ -223,6 +223,7 @@ def _load_preset_class(preset_id: str) -> Any:
 def preset_capabilities(preset: HFPreset) -> dict[str, Any]:
     caps: dict[str, Any] = {"task_kinds": list(preset.task_kinds), "needs_weights": True, "backend": "hf",
                             "adapters": True, "hub_id": preset.hub_id, "revision": preset.revision,
+                            "greedy_ignores": ["seed", "top_p"],
                             "family": preset.family, "params_b": preset.params_b}
     if preset.notes:
         caps["notes"] = preset.notes
@@ -238,7 +239,8 @@ def model_infos() -> list[ModelInfo]:
             description="Any Hugging Face image-text-to-text checkpoint: --model-args "
             "model=<hub id or path>[,revision=<sha>]",
             aliases=["transformers", "huggingface"],
-            capabilities={"task_kinds": list(ALL_KINDS), "needs_weights": True, "backend": "hf", "adapters": True},
+            capabilities={"task_kinds": list(ALL_KINDS), "needs_weights": True, "backend": "hf", "adapters": True,
+                          "greedy_ignores": ["seed", "top_p"]},
         ),
         ModelInfo(
             id="tiny-vlm",
@@ -246,7 +248,7 @@ def model_infos() -> list[ModelInfo]:
             description="Tiny LLaVA-architecture model built and pretrained offline on phantom data (the fine-tuning "
             "demo; --model-args base=random for the untrained one)",
             capabilities={"task_kinds": list(ALL_KINDS), "needs_weights": False, "backend": "hf", "adapters": True,
-                          "hub_id": "(built locally)", "revision": "local"},
+                          "hub_id": "(built locally)", "revision": "local", "greedy_ignores": ["seed", "top_p"]},
         ),
     ]
     for preset in PRESETS:

@@ -265,3 +265,27 @@ def test_an_unknown_option_names_the_commands_own_help():
     proc = cli("run", "--model", "prior", "--task", "phantom-vqa", "--bogus")
     assert proc.returncode == 2 and proc.stderr == ("harness run: error: unrecognized arguments: --bogus "
                                                     "(see harness run --help)\n"), proc.stderr
+
+
+def test_the_seed_of_greedy_decoding_makes_no_other_run(tmp_path, capsys):
+    """Greedy decoding draws nothing: `--seed 3` gave tiny-vlm the same answers under another run id (another row);
+    an API model keeps its seed (OpenAI's API takes one even at temperature 0)."""
+    from harness import plugin_manager
+    from harness.ignored_settings import used_settings
+    from harness.plugin_manager import tasks
+    from harness.task import Task
+
+    run = ["run", "--model", "tiny-vlm", "--model-args", "base=random", "--task", "phantom-vqa", "--limit", "2",
+           "--no-progress", "--judge", "exact", "--runs-dir", str(tmp_path / "runs")]
+    assert cli(*run).returncode == 0
+    proc = cli(*run, "--seed", "3")
+    assert proc.returncode == 0, proc.stderr
+    assert ("warning: --seed 3 ignored: decoding is greedy (temperature 0), which draws nothing, so this is the run "
+            "without it") in proc.stderr
+    assert len(list((tmp_path / "runs").iterdir())) == 1
+    proc = cli(*run, "--seed", "3", "--temperature", "0.7")  # sampling: the seed matters
+    assert proc.returncode == 0 and "ignored" not in proc.stderr, proc.stderr
+    assert len(list((tmp_path / "runs").iterdir())) == 2
+    _, _, settings = used_settings(Task(tasks().get("phantom-vqa")), plugin_manager.models().get("gpt-4o"), None,
+                                   {"seed": 3})
+    assert settings.seed == 3 and "ignored" not in capsys.readouterr().err
