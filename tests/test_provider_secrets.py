@@ -243,6 +243,28 @@ def test_the_sdks_base_url_variable_is_honoured_not_bypassed(monkeypatch, tmp_pa
         make_client({"model": "claude"})
 
 
+def test_a_key_inside_the_sdks_base_url_variable_is_refused_not_recorded(monkeypatch, tmp_path, capsys):
+    """OPENAI_BASE_URL=http://host/<key>/v1 (a gateway that takes the key in its path) was recorded verbatim in
+    run.json, results.json, scores.jsonl, the LLM cache and a stderr note; the same URL typed was refused."""
+    monkeypatch.setenv("HARNESS_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("OPENAI_BASE_URL", f"http://127.0.0.1:9/{KEY}/v1")
+    with pytest.raises(UserError) as info:
+        make_client({"model": "gpt-4o"})
+    message = str(info.value)
+    assert message.startswith("OPENAI_BASE_URL in the environment: LLM base URL: it holds the API key of "
+                              "$OPENAI_API_KEY") and "remove it from the URL" in message
+    assert_no_key(message)
+    run = ["run", "--model", "gpt-4o", "--task", "phantom-vqa", "--limit", "2", "--output", str(tmp_path / "run"),
+           "--no-progress", "--judge", "exact"]
+    assert cli_main(run) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "holds the API key of $OPENAI_API_KEY" in err
+    assert_no_key(err)
+    for path in tmp_path.rglob("*"):
+        if path.is_file():
+            assert_no_key(path.read_bytes().decode("utf-8", "replace"))
+
+
 # ------------------------------------------------------------------------------------------------ keys as values
 def test_a_key_typed_on_the_command_line_is_refused_before_anything_records_it(tmp_path, capsys):
     """A key pasted where a model name goes would be written to results, the cache and leaderboards."""

@@ -157,7 +157,7 @@ def normalise_base_url(provider: str, base_url: str | None) -> str:
 
 
 def _checked_url(provider: str, url: str) -> str:
-    from harness.secrets import redact_env
+    from harness.secrets import key_in_arguments, redact_env
 
     if not url:
         raise UserError(f"LLM provider '{provider}': needs a base URL (--judge-base-url)")
@@ -170,6 +170,10 @@ def _checked_url(provider: str, url: str) -> str:
         shown = redact_env(url[:cut]) + url[cut] + "..."
         raise UserError(f"LLM base URL {shown}: a query string or fragment is not accepted (it would be "
                         f"recorded with the results); put API keys in the environment variable ({key_vars})")
+    leaked = key_in_arguments([url])  # a key in the path (.../sk-.../v1): the URL is recorded everywhere
+    if leaked:
+        raise UserError(f"LLM base URL: it holds the API key of ${leaked[0]} (the URL is recorded with the results "
+                        f"and caches); keys go in the key variable only ({key_vars}): remove it from the URL")
     try:
         parts = urlsplit(url)
         host = parts.hostname
