@@ -6,6 +6,7 @@ One JSON object per line with `id`, `answer` (reference), `prediction`, for VQA 
 
 from __future__ import annotations
 
+import math
 import sys
 from datetime import datetime, timezone
 from pathlib import Path
@@ -17,6 +18,8 @@ from harness.io import jsonl_objects, read_user_text
 
 REQUIRED = {"vqa": ("id", "answer", "prediction", "answer_type"), "report": ("id", "answer", "prediction"),
             "caption": ("id", "answer", "prediction")}
+#: the error of a predictions-file line whose prediction is null or NaN (a table's missing output)
+NO_PREDICTION = "no prediction in the file (null or NaN)"
 NOT_BREAKDOWNS = {"id", "question", "answer", "prediction", "images", "error", "prompt_tokens",
                   "completion_tokens", "cost_usd", "time_s", "reference_digest", IMAGE_CONTENT}
 
@@ -26,6 +29,7 @@ def read_external_predictions(path: Path, kind: str) -> tuple[list[dict[str, Any
     skip such samples: there is nothing to score them against), also printed as a warning."""
     records: list[dict[str, Any]] = []
     skipped: list[str] = []
+    missing_predictions: list[str] = []
     seen: set[str] = set()
     try:
         lines = read_user_text(path).split("\n")  # not splitlines(): U+2028 in a JSON string is no line end
@@ -42,8 +46,11 @@ def read_external_predictions(path: Path, kind: str) -> tuple[list[dict[str, Any
         seen.add(row["id"])
         for key in ("answer", "prediction"):
             value = row[key]
-            if value is None:
+            if value is None or (isinstance(value, float) and not math.isfinite(value)):  # null, NaN (pandas)
                 row[key] = ""
+                if key == "prediction":  # no output: a failed sample, as in harness run, not a wrong answer
+                    row["error"] = NO_PREDICTION
+                    missing_predictions.append(f"line {lineno} (id {row['id']})")
             elif isinstance(value, (int, float)) and not isinstance(value, bool):
                 row[key] = str(value)
             elif not isinstance(value, str):
@@ -61,13 +68,22 @@ def read_external_predictions(path: Path, kind: str) -> tuple[list[dict[str, Any
     if not records:
         why = f" with a reference ({len(skipped)} have a null or blank 'answer')" if skipped else ""
         raise UserError(f"{path}: no predictions{why} in the file")
+    if missing_predictions:
+        n = len(missing_predictions)
+        print(f"warning: {path}: {n} prediction{'s are' if n > 1 else ' is'} null or NaN ({_first(missing_predictions)}"
+              "): counted as failed samples, not in the metrics; write \"\" where the model answered nothing",
+              file=sys.stderr)
     return records, _skipped_note(path, skipped)
+
+
+def _first(items: list[str]) -> str:
+    return ", ".join(items[:3]) + (f", and {len(items) - 3} more" if len(items) > 3 else "")
 
 
 def _skipped_note(path: Path, skipped: list[str]) -> str | None:
     if not skipped:
         return None
-    n, shown = len(skipped), ", ".join(skipped[:3]) + (f", and {len(skipped) - 3} more" if len(skipped) > 3 else "")
+    n, shown = len(skipped), _first(skipped)
     note = (f"{path}: {n} prediction{'s' if n > 1 else ''} with a null or blank reference ('answer') skipped "
             f"({shown}); {'they are' if n > 1 else 'it is'} not scored")
     print(f"warning: {note}", file=sys.stderr)

@@ -56,8 +56,9 @@ def results_summary(results: dict[str, Any], max_breakdowns: int = 1, max_values
     if errors:
         first = first_error(results)
         example = f" (first: {first})" if first else ""
-        lines.append(f"  {errors} of {task['n']} sample(s) failed and are not in the metrics{example}; "
-                     f"{IMAGE_ADVICE if image_failed(results) else 'run the same command again to retry them'}")
+        advice = (IMAGE_ADVICE if image_failed(results) else "fill them in the file and score it again"
+                  if task["version"] == "external" else "run the same command again to retry them")
+        lines.append(f"  {errors} of {task['n']} sample(s) failed and are not in the metrics{example}; {advice}")
     for judge in results["judges"]:
         name = judge["id"] + (f" ({judge['convention']})" if judge.get("convention") else "")
         lines.append(f"  judge {name}:")

@@ -165,6 +165,26 @@ def test_predictions_with_a_null_or_blank_reference_are_skipped_with_a_warning(t
                                                     "or blank 'answer') in the file")
 
 
+def test_nan_and_null_from_a_table_are_a_skipped_reference_and_failed_samples_not_text(tmp_path):
+    """A file written from a pandas table (json.dumps of its rows) holds NaN where a cell is empty: the reference
+    NaN was compared as the text "nan", and a NaN or null prediction was scored as a wrong answer (0.25 of 4 where
+    1 of 1 was scorable), with no word."""
+    rows = [{**ROWS[0], "id": "a0", "answer": float("nan")}, {**ROWS[0], "id": "a1", "prediction": float("nan")},
+            {**ROWS[0], "id": "a2", "prediction": None}, {**ROWS[0], "id": "a3"}]
+    preds = tmp_path / "preds.jsonl"
+    preds.write_text("".join(json.dumps(r) + "\n" for r in rows))  # json.dumps writes NaN, as pandas users get
+    proc = cli("score", str(preds), "--task-type", "vqa", "--judge", "exact", "--output", str(tmp_path / "out"))
+    assert proc.returncode == 0, proc.stderr
+    assert (f"warning: {preds}: 2 predictions are null or NaN (line 2 (id a1), line 3 (id a2)): counted as failed "
+            "samples, not in the metrics; write \"\" where the model answered nothing") in proc.stderr
+    assert f"{preds}: 1 prediction with a null or blank reference ('answer') skipped (line 1 (id a0))" in proc.stderr
+    assert "2 of 3 sample(s) failed and are not in the metrics" in proc.stdout
+    assert "fill them in the file and score it again" in proc.stdout
+    results = json.loads((tmp_path / "out" / "results.json").read_text())
+    accuracy = results["judges"][0]["metrics"]["accuracy"]
+    assert (accuracy["value"], accuracy["n"], results["errors"]["count"]) == (1.0, 1, 2)
+
+
 def test_scoring_into_a_folder_of_another_run_is_refused(tmp_path):
     """Scores of a second model went into the first one's folder: scores.jsonl mixed both models' verdicts and
     results.json was replaced without a word (the default <file>-scored folder too, with another --model-name)."""
