@@ -99,6 +99,33 @@ def non_finite(obj: Any, where: str) -> tuple[str, float] | None:
     return None
 
 
+class RepeatedKey(ValueError):
+    """A JSON object of a user's file names one key twice: the last value would silently win."""
+
+    def __init__(self, key: str, first: Any, second: Any) -> None:
+        def shown(value: Any) -> str:
+            text = json.dumps(value, ensure_ascii=False)
+            return text if len(text) <= 40 else text[:37] + "..."
+
+        super().__init__(f"an object repeats the key {json.dumps(key, ensure_ascii=False)} (values {shown(first)} "
+                         f"and {shown(second)}; the last would silently win): keep the one meant")
+
+
+def _no_repeated_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise RepeatedKey(key, out[key], value)
+        out[key] = value
+    return out
+
+
+def loads_user_json(text: str) -> Any:
+    """json.loads for a file a user wrote or edited: an object that repeats a key raises RepeatedKey (a ValueError,
+    not a JSONDecodeError) instead of keeping the last value (a hand edit or merge slip that changes a label)."""
+    return json.loads(text, object_pairs_hook=_no_repeated_keys)
+
+
 def atomic_write_json(path: Path, data: Any) -> None:
     atomic_write_text(path, strict_json(data, path, indent=2, sort_keys=False) + "\n")
 
@@ -107,9 +134,11 @@ def read_json_object(path: Path) -> dict[str, Any]:
     """A JSON file that must hold an object (a manifest, an adapter_config.json); a one-line error naming the
     file when it is unreadable, not JSON, or not an object."""
     try:
-        data = json.loads(read_user_text(path))
+        data = loads_user_json(read_user_text(path))
     except json.JSONDecodeError as exc:
         raise UserError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno})") from None
+    except RepeatedKey as exc:
+        raise UserError(f"{path}: {exc}") from None
     if not isinstance(data, dict):
         raise UserError(f"{path}: expected a JSON object, found {type(data).__name__}")
     return data
@@ -178,9 +207,11 @@ def read_jsonl(path: Path, *, repair_tail: bool = False, skip_torn_tail: bool = 
                     fh.truncate(good_end)
             break
         try:
-            row = json.loads(decode_user_bytes(line, path, line=lineno, offset=line_start))
+            row = loads_user_json(decode_user_bytes(line, path, line=lineno, offset=line_start))
         except json.JSONDecodeError as exc:
             raise UserError(f"{path}:{lineno}: not valid JSON ({exc.msg}){hint}") from None
+        except RepeatedKey as exc:
+            raise UserError(f"{path}:{lineno}: {exc}{hint}") from None
         if not isinstance(row, dict):
             raise UserError(f"{path}:{lineno}: expected a JSON object per line, got {type(row).__name__}{hint}")
         problem = check(row) if check is not None else None
@@ -198,9 +229,11 @@ def jsonl_objects(lines: Iterable[str], path: Path, holds: str) -> Iterator[tupl
         if not line.strip():
             continue
         try:
-            row = json.loads(line)
+            row = loads_user_json(line)
         except json.JSONDecodeError as exc:
             raise UserError(f"{path}:{lineno}: not valid JSON ({exc.msg})") from None
+        except RepeatedKey as exc:
+            raise UserError(f"{path}:{lineno}: {exc}") from None
         if not isinstance(row, dict):
             raise UserError(f"{path}:{lineno}: expected a JSON object with {holds}")
         if (where := lone_surrogate(row)) is not None:

@@ -202,3 +202,25 @@ def test_an_image_that_is_no_regular_file_fails_its_sample_without_blocking(tmp_
     for path in (fifo, Path("/dev/zero")):
         with pytest.raises(OSError, match="is not a regular file"):
             ImageRef(name="x", path=path).read_bytes()
+
+
+def test_a_record_repeating_a_key_is_refused_not_read_as_its_last_value(tmp_path, phantom):
+    """`"answer": "no", "answer": "yes"` (a hand edit or merge slip) was read as "yes" without a word, moving
+    accuracy, where a task YAML repeating a key is refused."""
+    write_mevf(tmp_path, phantom)
+    path = tmp_path / "testset.json"
+    text = path.read_text(encoding="utf-8")
+    first = json.loads(text)[0]
+    answer = json.dumps(first["answer"], ensure_ascii=False)
+    assert text.count(f'"answer": {answer}') >= 1
+    path.write_text(text.replace(f'"answer": {answer}', f'"answer": "no", "answer": {answer}', 1), encoding="utf-8")
+    message = load_error("vqa-rad", tmp_path, source="mevf")
+    assert message == (f'{path}: an object repeats the key "answer" (values "no" and {answer}; the last would '
+                       "silently win): keep the one meant")
+    preds = tmp_path / "preds.jsonl"
+    preds.write_text('{"id": "a", "answer": "no", "answer": "yes", "prediction": "yes", "answer_type": "CLOSED"}\n')
+    proc = subprocess.run([sys.executable, "-m", "harness", "score", str(preds), "--task-type", "vqa"],
+                          capture_output=True, text=True)
+    assert proc.returncode == 2 and error_line(proc) == (
+        f'error: {preds}:1: an object repeats the key "answer" (values "no" and "yes"; the last would silently '
+        "win): keep the one meant")

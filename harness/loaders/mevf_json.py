@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.errors import UserError
-from harness.io import SURROGATE_HINT, lone_surrogate
+from harness.io import SURROGATE_HINT, RepeatedKey, loads_user_json, lone_surrogate
 from harness.loaders.common import (
     SplitSamples,
     as_text,
@@ -75,9 +75,11 @@ def expected_files(source: SourceConfig, split: str) -> list[str]:
 def read_json(path: Path) -> Any:
     try:
         with open(path, encoding="utf-8-sig") as fh:
-            data = json.load(fh)
+            data = loads_user_json(fh.read())
     except json.JSONDecodeError as exc:
         raise UserError(f"{path}: not valid JSON ({exc.msg}: line {exc.lineno} column {exc.colno})") from None
+    except RepeatedKey as exc:
+        raise UserError(f"{path}: {exc}") from None
     except UnicodeDecodeError as exc:
         raise UserError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
     if (where := lone_surrogate(data)) is not None:
