@@ -110,7 +110,10 @@ class Task:
         split = self.canonical_split(split)
         if split not in self._samples:
             module = loader_for(self.source.format)
-            loaded = module.load(self.source, split, self.data_dir, self.kind)
+            try:
+                loaded = module.load(self.source, split, self.data_dir, self.kind)
+            except UserError as exc:
+                raise UserError(f"{exc}{self._split_origin(split)}") if "no split" in str(exc) else exc from None
             skipped = list(getattr(loaded, "skipped", []))
             if not loaded:
                 why = f" ({len(skipped)} skipped: blank reference)" if skipped else ""
@@ -130,6 +133,17 @@ class Task:
                 if note:
                     print(f"warning: {note}", file=sys.stderr)
         return self._samples[split]
+
+    def _split_origin(self, split: str) -> str:
+        """Where a split no source file has came from, when it was the task YAML (its test_split, train_split or
+        a `splits` mapping) and not a --split the user typed."""
+        said = []
+        for field_name, default in (("test_split", "test"), ("train_split", "train")):
+            if getattr(self.config, field_name) == split != default:
+                said.append(f"the task's {field_name}")
+        if self.source.split_name(split) != split:
+            said.append(f"read as '{self.source.split_name(split)}' by source '{self.source.name}''s splits mapping")
+        return f" (split '{split}': {' and '.join(said)}, in {self.config.path})" if said else ""
 
     def _check_clusters(self, split: str, loaded: list[Sample]) -> None:
         """The source's cluster_by names a field every sample has: samples without it would form one cluster (a

@@ -265,3 +265,23 @@ def test_an_empty_stop_string_is_refused_at_its_line(tmp_path):
     path, line = _copy(tmp_path, "  max_new_tokens: 16", "  max_new_tokens: 16\n  stop: ['']")
     error = _error(path)
     assert error.startswith(f"{path}:{line + 1}: ") and "stop" in error and "should be non-empty" in error, error
+
+
+def test_a_split_the_yaml_names_that_no_file_has_says_where_it_came_from(tmp_path):
+    """`test_split: validation` on a format without it said "has no split 'validation'" with no word of the YAML
+    (no --split was typed); `splits: {test: tst}` said "has no split 'test'; its splits: train, test"."""
+    from format_writers import cases, write_mevf
+
+    data = tmp_path / "data"
+    write_mevf(data, cases(4, seed=7))
+    path, _ = _copy(tmp_path, "test_split: test", "test_split: validation")
+    with pytest.raises(UserError) as err:
+        Task(load_task_config(path), data_dir=data, source="mevf").samples()
+    assert str(err.value) == ("source 'mevf' (mevf-json) has no split 'validation'; its splits: train, test (split "
+                              f"'validation': the task's test_split, in {path})")
+    path, _ = _copy(tmp_path, "    sizes: {test: 451, train: 3064}",
+                    "    sizes: {test: 451, train: 3064}\n    splits: {test: tst}")
+    with pytest.raises(UserError) as err:
+        Task(load_task_config(path), data_dir=data, source="mevf").samples("test")
+    assert str(err.value) == ("source 'mevf' (mevf-json) has no split 'tst'; its splits: train, test (split 'test': "
+                              f"read as 'tst' by source 'mevf''s splits mapping, in {path})")

@@ -62,9 +62,8 @@ def split_file(source: SourceConfig, split: str, default_files: dict[str, str]) 
     files = {**default_files, **(source.options.get("files") or {})}
     name = source.split_name(split)
     if name not in files:
-        raise UserError(
-            f"source '{source.name}' ({source.format}) has no split '{split}'; its splits: {', '.join(files)}"
-        )
+        raise UserError(f"source '{source.name}' ({source.format}) has no split '{name}'; its splits: "
+                        f"{', '.join(files)}")  # `name`: what the source's splits mapping made of the split
     return files[name]
 
 
