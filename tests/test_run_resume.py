@@ -100,3 +100,22 @@ def test_default_output_is_runs_dir_named_by_run_id(tmp_path):
                     "--runs-dir", str(tmp_path / "runs"), "--no-progress")
     assert other.returncode == 0, other.stderr
     assert len(list((tmp_path / "runs").iterdir())) == 2, "another configuration is another run"
+
+
+def test_a_resume_from_the_same_data_moved_elsewhere_records_where_it_is_now(tmp_path):
+    """The data folder moved (same bytes, same fingerprint, same run): run.json and results.json went on naming the
+    first folder, which no longer exists."""
+    import shutil
+
+    from format_writers import cases, write_mevf
+
+    first, moved = tmp_path / "first", tmp_path / "moved"
+    write_mevf(first, cases(4, seed=7))
+    run = ["run", "--model", "prior", "--task", "vqa-rad", "--source", "mevf", "--judge", "exact", "--output",
+           str(tmp_path / "run"), "--no-progress"]
+    assert harness(*run, "--data-dir", str(first)).returncode == 0
+    shutil.move(first, moved)
+    proc = harness(*run, "--data-dir", str(moved))
+    assert proc.returncode == 0, proc.stderr
+    for name in ("run.json", "results.json"):
+        assert json.loads((tmp_path / "run" / name).read_text())["task"]["source"]["path"] == str(moved), name
