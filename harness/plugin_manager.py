@@ -304,6 +304,32 @@ def tasks() -> Registry:
     return _collect("register_tasks", Registry("task"), wrap)
 
 
+#: the `plugin` of a task read from a YAML file given to --task (not registered by any plugin)
+TASK_FILE_PLUGIN = "file"
+
+
+def task_config(name: str) -> Any:
+    """The TaskConfig `--task NAME` means: a registered task id or alias, or the path of a task YAML file (a name
+    ending in .yaml or .yml): a task of one's own runs without a plugin to register it. A file whose id is a
+    registered task's is refused: two tasks of one id would meet on one leaderboard."""
+    from harness.task_config import load_task_config
+
+    if not name.endswith((".yaml", ".yml")):
+        return tasks().get(name)
+    path = Path(name).expanduser()
+    if not path.is_file():
+        what = "a directory" if path.is_dir() else "no such file"
+        raise UserError(f"--task {name}: {what} (expected a task id, see harness list tasks, or a task YAML file)")
+    config = load_task_config(path)
+    registered = tasks()
+    if config.id in registered or any(alias in registered for alias in config.aliases):
+        taken = config.id if config.id in registered else next(a for a in config.aliases if a in registered)
+        raise UserError(f"{path}: its id or alias '{taken}' is a registered task's ({registered.get(taken).path}): "
+                        "give the file an id of its own (a copy of a task edited is another task)")
+    config.plugin = TASK_FILE_PLUGIN
+    return config
+
+
 def distribution(plugin: str) -> str | None:
     """`name==version` of the installed package behind a third-party plugin (None for the built-in ones, whose
     version is the harness's own): recorded with its models and judges, and part of a run id, so that an upgraded

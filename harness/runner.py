@@ -72,7 +72,7 @@ def prepare(spec: RunSpec) -> tuple[Task, Any, dict[str, Any], Path, ModelContex
     """Resolve task, model and settings, and compute the manifest and run directory (no weights loaded)."""
     if spec.batch_size is not None and spec.batch_size < 1:
         raise UserError(f"--batch-size {spec.batch_size}: expected at least 1")
-    task = Task(plugin_manager.tasks().get(spec.task), source=spec.source, data_dir=spec.data_dir)
+    task = Task(plugin_manager.task_config(spec.task), source=spec.source, data_dir=spec.data_dir)
     split = task.canonical_split(spec.split)
     model_info = plugin_manager.models().get(spec.model)
     kinds = model_info.capabilities.get("task_kinds")

@@ -208,9 +208,9 @@ class FinetuneConfig:
         from harness.task import Task
 
         with self.stage1_errors():
-            stage1 = Task(plugin_manager.tasks().get(self.stage1_task), source=self.stage1_source,
+            stage1 = Task(plugin_manager.task_config(self.stage1_task), source=self.stage1_source,
                           data_dir=self.stage1_data_dir)
-        if stage1.id == plugin_manager.tasks().get(self.task).id:  # also under another name (an alias)
+        if stage1.id == plugin_manager.task_config(self.task).id:  # also under another name (an alias)
             raise UserError(f"--stage1-task {self.stage1_task} is the same task as --task {self.task}; "
                             "stage 1 is the captioning stage")
         if stage1.kind == "vqa":

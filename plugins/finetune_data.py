@@ -55,7 +55,7 @@ def load_stage_data(task_name: str, *, data_dir: Path | None = None, source: str
     from harness.runner import check_images_exist
     from harness.task import Task
 
-    task = Task(plugin_manager.tasks().get(task_name), source=source, data_dir=data_dir)
+    task = Task(plugin_manager.task_config(task_name), source=source, data_dir=data_dir)
     split = task.config.train_split
     if not split:
         raise UserError(f"task '{task.id}' has no train split to fine-tune on")

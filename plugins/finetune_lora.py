@@ -311,7 +311,7 @@ def _finetune(cfg: FinetuneConfig, progress: bool) -> dict[str, Any]:
     if cfg.stage1_task:
         from harness import plugin_manager
 
-        stage1_prompt, note = cfg.stage1_prompt_variant(plugin_manager.tasks().get(cfg.stage1_task).prompts)
+        stage1_prompt, note = cfg.stage1_prompt_variant(plugin_manager.task_config(cfg.stage1_task).prompts)
         with cfg.stage1_errors():
             stages.append(load_stage_data(cfg.stage1_task, data_dir=cfg.stage1_data_dir, source=cfg.stage1_source,
                                           prompt=stage1_prompt, limit=cfg.limit))
