@@ -177,6 +177,20 @@ def test_missing_concepts_file_warns_once_per_split(copy, capsys):
                      f"{root / 'concepts.csv'}); fields.cuis is missing for all 4 samples"]
 
 
+def test_a_caption_task_of_ones_own_without_concepts_is_not_warned_on_every_run(copy, capsys):
+    """A source whose YAML maps no `cuis` (captions only) was told on every run that its concepts file is missing."""
+    root, _ = copy
+    (root / "test_concepts.csv").unlink()
+    config = tasks().get("rocov2")
+    own = dataclasses.replace(config, sources=[dataclasses.replace(
+        s, fields={k: v for k, v in s.fields.items() if k != "cuis"},
+        options={k: v for k, v in s.options.items() if k != "concepts"}) for s in config.sources])
+    capsys.readouterr()
+    samples = Task(own, data_dir=root, source="imageclef").samples("test")
+    assert len(samples) == 4 and all("cuis" not in s.fields for s in samples)
+    assert "concepts" not in capsys.readouterr().err
+
+
 def test_caption_rows_without_concepts_rows_warn_once_with_the_count(copy, capsys):
     root, rows = copy
     set_lines(root / "test_concepts.csv", lambda lines: lines.__delitem__(slice(2, 4)))  # rows 2 and 3

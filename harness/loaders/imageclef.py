@@ -9,9 +9,10 @@ Column names follow the source's `fields` mapping (id, answer, cuis). The CSVs a
 record (an unbalanced quote), a row with more or fewer fields than the header, an empty or repeated id, or an id
 that does not look like a ROCOv2 image id (option `id_pattern`, default `ROCOv2_2023_train_000001`-like) is an
 error naming the physical line where the record starts. A row with an empty caption is skipped (listed in the
-result's `skipped` as "line N (ID x)"; the Task warns). A missing concepts file, or caption rows without a
-concepts row, give one `warning:` line per split; a sample without an image file fails alone, naming the paths
-that were tried.
+result's `skipped` as "line N (ID x)"; the Task warns). A missing concepts file, where the source's YAML maps
+`fields.cuis` or sets `options.concepts` (ROCOv2 does; a caption task of one's own may have no concepts), or
+caption rows without a concepts row, give one `warning:` line per split; a sample without an image file fails alone,
+naming the paths that were tried.
 """
 
 from __future__ import annotations
@@ -206,7 +207,8 @@ def load(source: SourceConfig, split: str, data_dir: Path | None, kind: str) -> 
             Sample(id=image_id, images=[_image(root, image_patterns, image_id)], answer=caption, fields=fields)
         )
     where = f"source '{source.name}' split '{split}'"
-    if concepts_path is None and samples:
+    wanted = "cuis" in source.fields or "concepts" in source.options  # a caption task of one's own may have none
+    if concepts_path is None and samples and wanted:
         expected = " or ".join(str(p) for p in concept_candidates)
         print(f"warning: {where}: no concepts file ({expected}); fields.cuis is missing for all {len(samples)} "
               "samples", file=sys.stderr)
