@@ -33,9 +33,12 @@ def wasm(counts: list[int] | tuple[int, ...]) -> float | None:
 
 
 def mean_std(values: list[float]) -> tuple[float | None, float | None]:
-    """Mean and sample standard deviation (ddof=1; None with fewer than two values)."""
+    """Mean and sample standard deviation (ddof=1; None with fewer than two values). Repeats that agree give
+    exactly their value and 0 (summing them gave a std of 6.8e-17)."""
     if not values:
         return None, None
+    if len(values) >= 2 and min(values) == max(values):
+        return values[0], 0.0
     mean = sum(values) / len(values)
     if len(values) < 2:
         return mean, None
@@ -122,6 +125,8 @@ class LLMJudge(JudgePlugin):
         from harness.providers import make_client
 
         self.settings = resolve_settings(dict(options.settings), self.convention)
+        if self.settings.repeats > 1:  # a mean over repeats, not a share of verdicts, even where the repeats agree:
+            self.proportion_metrics = ()  # one interval method for one setup (it was Wilson when they all agreed)
         self.template = TEMPLATES[(self.kind, self.convention)]
         # refuse before asking for an API key, and again on the client (the provider layer's own rule)
         self._refuse_external_if_credentialed()

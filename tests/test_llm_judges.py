@@ -192,6 +192,22 @@ def _gpt4(server: FakeLLMServer, **settings) -> GPT4Judge:
     return GPT4Judge(JudgeOptions(convention="pefomed", task_kind="vqa", settings={**base, **settings}))
 
 
+def test_repeats_that_agree_keep_the_repeats_interval_method_and_a_zero_spread():
+    """With --judge-repeats 3 the interval was Wilson's when every repeat agreed on every sample and a bootstrap over
+    repeats when one wavered: one setup, two methods by chance; the std of agreeing repeats was 6.8e-17."""
+    from harness.aggregate import summarize_slice
+
+    records = [r for r in _vqa_records() if r["prediction"] not in ("FLAKY", "HALF", "UNPARSABLE")]
+    with FakeLLMServer(reply=_pefomed_vqa_reply) as server:
+        agreeing = _gpt4(server).score(records)
+        assert all(len(set(row["details"]["verdicts"])) == 1 for row in agreeing)
+        summary = summarize_slice(_gpt4(server), records, agreeing)
+        once = _gpt4(server, repeats=1, temperature=0)
+        single = summarize_slice(once, records, once.score(records))
+    assert summary["accuracy"]["ci_method"] == "bootstrap-corpus" and summary["accuracy_std"]["value"] == 0.0
+    assert single["accuracy"]["ci_method"] == "wilson"  # asked once: a share of 0/1 verdicts
+
+
 def test_gpt4_pefomed_repeats_unscored_and_rerun_without_calls():
     records = _vqa_records()
     with FakeLLMServer(reply=_pefomed_vqa_reply) as server:
