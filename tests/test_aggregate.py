@@ -73,7 +73,7 @@ def test_each_interval_names_its_method():
     plain = summarize(judge, records, judge.score(records), [])["metrics"]
     assert plain["accuracy"]["ci_method"] == "wilson" and plain["recall"]["ci_method"] == "bootstrap-mean"
     grouped = summarize(judge, records, judge.score(records), [], cluster_key="study")["metrics"]
-    assert grouped["accuracy"]["ci_method"] == "cluster-wilson" and grouped["recall"]["ci_method"] == \
+    assert grouped["accuracy"]["ci_method"] == "cluster-wilson-t" and grouped["recall"]["ci_method"] == \
         "cluster-bootstrap-mean"
     corpus = CorpusJudge(JudgeOptions(task_kind="report"))
     grouped_corpus = summarize(corpus, records, corpus.score(records), [], cluster_key="study")["metrics"]
@@ -182,18 +182,34 @@ def test_intervals_do_not_depend_on_the_order_of_the_samples():
 def test_a_clustered_proportion_takes_wilson_with_the_effective_sample_size():
     """Questions on one image: a share of 0/1 verdicts gets Wilson's interval on n / design effect. All wrong (0 of
     58 on 20 images), a percentile cluster bootstrap gave [0, 0]."""
-    from harness.aggregate import cluster_wilson_interval, wilson_interval
+    from harness.aggregate import cluster_wilson_interval, t975, wilson_interval
 
     images = [i // 3 for i in range(60)]
     alike = [float(i // 3 % 2) for i in range(60)]  # every image's three answers all right or all wrong
     # design effect 3 x 20/19 (clusters of 3 perfectly alike; the 20 clusters' small-sample factor): Wilson on 19
-    # samples, not 60
-    assert cluster_wilson_interval(alike, images) == pytest.approx(wilson_interval(9.5, 19))
+    # samples, not 60, with Student's t on 19 degrees of freedom
+    assert cluster_wilson_interval(alike, images) == pytest.approx(wilson_interval(9.5, 19, t975(19)))
     mixed = [float(i % 3 == 0) for i in range(60)]  # one right of each image's three: less spread than chance
-    assert cluster_wilson_interval(mixed, images) == pytest.approx(wilson_interval(20, 60))  # at least Wilson's
+    assert cluster_wilson_interval(mixed, images) == pytest.approx(wilson_interval(20, 60, t975(19)))  # n at most
     # none right (or one image): no spread to estimate the design effect from: plain Wilson, from which one right
     # answer more widens the interval, never narrows it (taking the images' answers as alike there did)
     assert cluster_wilson_interval([0.0] * 58, images[:58]) == wilson_interval(0, 58)
     one_right = cluster_wilson_interval([1.0] + [0.0] * 57, images[:58])
     assert one_right[1] > wilson_interval(0, 58)[1]
     assert cluster_wilson_interval([1.0, 0.0, 1.0], ["one image"] * 3) == pytest.approx(wilson_interval(2, 3))
+
+
+def test_few_clusters_widen_the_interval_by_students_t():
+    """With 5-10 images, Wilson on the effective sample size with z = 1.96 covered 86-92% (simulation in
+    cluster_wilson_interval's docstring); z is now Student's t on images - 1 degrees of freedom."""
+    from scipy.stats import t
+
+    from harness.aggregate import Z95, cluster_wilson_interval, t975, wilson_interval
+
+    assert all(t975(df) == pytest.approx(t.ppf(0.975, df), abs=1e-6) for df in range(1, 400))
+    values = [1.0, 1.0, 0.0, 1.0, 0.0, 0.0, 1.0, 1.0, 0.0, 1.0, 0.0, 1.0]
+    few = [i // 3 for i in range(12)]  # 4 images of 3 questions
+    low, high = cluster_wilson_interval(values, few)
+    z_low, z_high = wilson_interval(7, 12, Z95)  # this design effect is 1 (at least 1): only z differs
+    assert low < z_low and high > z_high and (high - low) > 1.3 * (z_high - z_low)
+    assert cluster_wilson_interval([0.0] * 12, few) == wilson_interval(0, 12)  # no spread: plain Wilson

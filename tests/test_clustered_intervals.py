@@ -42,7 +42,7 @@ def test_per_image_samples_are_resampled_by_study(tmp_path):
 def test_questions_on_one_image_are_resampled_together(tmp_path, shared_data):
     """VQA-RAD asks its 451 test questions about 203 images: the interval counts images (the record's `images`):
     Wilson's on the effective sample size, wider than Wilson's on the questions as independent."""
-    from harness.aggregate import wilson_interval
+    from harness.aggregate import t975, wilson_interval
 
     out = tmp_path / "run"
     proc = subprocess.run([sys.executable, "-m", "harness", "run", "--model", "prior", "--task", "vqa-rad",
@@ -52,7 +52,7 @@ def test_questions_on_one_image_are_resampled_together(tmp_path, shared_data):
     results = json.loads((out / "results.json").read_text())
     assert results["task"]["cluster_by"] == "images"
     metric = results["judges"][0]["metrics"]["accuracy"]
-    assert metric["ci_method"] == "cluster-wilson"
+    assert metric["ci_method"] == "cluster-wilson-t"
     records = {r["id"]: r for r in map(json.loads, (out / "predictions.jsonl").read_text().splitlines())}
     scores = {r["id"]: r["judges"]["exact/pefomed"]["metrics"]["accuracy"]
               for r in map(json.loads, (out / "scores.jsonl").read_text().splitlines())}
@@ -67,6 +67,6 @@ def test_questions_on_one_image_are_resampled_together(tmp_path, shared_data):
         per_image.setdefault(image, []).append(value)
     between = 203 / 202 * sum((sum(v) - share * len(v)) ** 2 for v in per_image.values()) / n**2
     effective = n / (between / (share * (1 - share) / n))
-    assert metric["ci95"] == pytest.approx(wilson_interval(share * effective, effective))
+    assert metric["ci95"] == pytest.approx(wilson_interval(share * effective, effective, t975(202)))
     low, high = wilson_interval(sum(values), len(values))
     assert metric["ci95"][1] - metric["ci95"][0] > 1.2 * (high - low)

@@ -46,7 +46,7 @@ def test_questions_on_one_hub_image_form_one_cluster(tmp_path, hub_copy):
     assert len(by_image) == 4  # one digest per image, each image under one hub row name per question
     results = json.loads((out / "results.json").read_text())
     assert results["task"]["cluster_by"] == "image_content"
-    assert results["judges"][0]["metrics"]["accuracy"]["ci_method"] == "cluster-wilson"
+    assert results["judges"][0]["metrics"]["accuracy"]["ci_method"] == "cluster-wilson-t"
     assert "image_content" not in results["judges"][0]["breakdowns"]
 
 

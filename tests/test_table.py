@@ -190,14 +190,14 @@ def test_a_column_of_several_interval_methods_marks_each_cell(board, tmp_path):
     """A column with per-sample Wilson intervals beside per-image ones named both methods in a footnote, and the
     reader could not tell which cell had which (the narrower per-sample one looks the surer)."""
     def cluster_one(rows: list[dict]) -> None:
-        next(r for r in rows if "accuracy" in r["metrics"])["metrics"]["accuracy"]["ci_method"] = "cluster-wilson"
+        next(r for r in rows if "accuracy" in r["metrics"])["metrics"]["accuracy"]["ci_method"] = "cluster-wilson-t"
 
     edited = _edited(board, tmp_path, cluster_one)
     lines = harness("table", str(edited), "--judge", "exact:pefomed").stdout.splitlines()
     cells = [line.split(" | ")[7] for line in lines[2:4]]
-    assert sorted(cell.rstrip(" |")[-1] for cell in cells) == ["ᵃ", "ᵇ"], cells  # ᵃ cluster-wilson, ᵇ wilson
+    assert sorted(cell.rstrip(" |")[-1] for cell in cells) == ["ᵃ", "ᵇ"], cells  # ᵃ cluster-wilson-t, ᵇ wilson
     note = next(line for line in lines if line.startswith("intervals"))
-    assert note.startswith("intervals (marked where a column mixes methods): ᵃ cluster-wilson: ")
+    assert note.startswith("intervals (marked where a column mixes methods): ᵃ cluster-wilson-t: ")
     assert "; ᵇ wilson: Wilson score interval" in note
     latex = harness("table", str(edited), "--judge", "exact:pefomed", "--format", "latex").stdout
     assert "$^{a}$" in latex and "$^{b}$" in latex
