@@ -222,6 +222,9 @@ def _collect(hook_name: str, make_registry: Registry, wrap: Wrap) -> Registry:
                 if _builtin:
                     raise
                 _skipped(make_registry, _plugin, f"{_item_label(make_registry.kind, item)} skipped: {exc}")
+                stated = _stated_id(item) if make_registry.kind == "task" else None
+                if stated:  # `--task <its id>` names this file, not the closest other id and every broken one
+                    make_registry.skipped_ids[stated] = make_registry.notes[-1]
 
         if builtin:
             impl.function(register=register)
@@ -232,6 +235,20 @@ def _collect(hook_name: str, make_registry: Registry, wrap: Wrap) -> Registry:
             _skipped(make_registry, plugin_name,
                      f"the rest of its {hook_name} hook skipped: it raised {_describe(exc)}")
     return make_registry
+
+
+def _stated_id(item: Any) -> str | None:
+    """The id a task file that failed to load still states on a line of its own (`id: x`), if any."""
+    import re
+
+    if not isinstance(item, (str, os.PathLike)):
+        return None
+    try:
+        text = Path(item).read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return None
+    found = re.search(r"^id:[ \t]*[\"']?([\w.-]+)", text, re.M)
+    return found.group(1) if found else None
 
 
 def _item_label(kind: str, item: Any) -> str:

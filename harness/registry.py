@@ -98,6 +98,7 @@ class Registry:
         self._aliases: dict[str, str] = {}
         self.notes: list[str] = []  # third-party registrations that were skipped, and why
         self.left_out: list[str] = []  # installed third-party plugins HARNESS_PLUGINS leaves out
+        self.skipped_ids: dict[str, str] = {}  # id a skipped (broken) task file states -> its note
 
     def add(self, item_id: str, item: Any, aliases: list[str] | tuple[str, ...] = ()) -> None:
         """Register `item`; an id or alias already taken (as an id or an alias) raises `NameClash`, registering
@@ -127,6 +128,8 @@ class Registry:
     def get(self, name: str) -> Any:
         key = self._aliases.get(name, name)
         if key not in self._items:
+            if name in self.skipped_ids:  # the broken file that states this very id
+                raise UserError(f"{self.kind} '{name}' was skipped because broken: {self.skipped_ids[name]}")
             error = unknown_name(self.kind, name, list(self._items) + list(self._aliases))
             if self.notes:
                 error = UserError(f"{error} (skipped because broken: {'; '.join(self.notes)})")

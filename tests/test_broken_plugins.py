@@ -137,9 +137,12 @@ def test_other_tasks_still_run_and_the_broken_one_says_why(site, tmp_path):
     refused = cli(site, "run", "--model", "prior", "--task", "broken-vqa", "--judge", "exact",
                   "--output", str(tmp_path / "refused"), "--no-progress")
     assert refused.returncode == 2
-    error = refused.stderr.strip().splitlines()[-1]
-    assert error.startswith("error: unknown task 'broken-vqa'")
-    assert "skipped because broken" in error and "broken.yaml:3: field 'kind'" in error
+    error = refused.stderr.strip().splitlines()[-1]  # this file, not a close other id and every broken file
+    assert error.startswith("error: task 'broken-vqa' was skipped because broken: plugin 'half-broken': task file "
+                            "broken.yaml skipped: ")
+    assert "broken.yaml:3: field 'kind'" in error and "clash.yaml" not in error and "Did you mean" not in error
+    other = cli(site, "run", "--model", "prior", "--task", "brokn-vqa", "--output", str(tmp_path / "x"))
+    assert other.stderr.strip().splitlines()[-1].startswith("error: unknown task 'brokn-vqa'.")
 
 
 def test_a_model_of_a_plugin_that_failed_to_import_says_why_it_is_missing(site, tmp_path):

@@ -142,7 +142,9 @@ def test_plugin_task_yaml_mistakes_are_one_warning_line_each_naming_file_and_lin
     run = cli("run", "--model", "prior", "--task", "bad-prompt", "--output", str(tmp_path / "run"), env=env)
     assert run.returncode == 2 and "Traceback" not in run.stderr
     error = run.stderr.strip().splitlines()[-1]
-    assert error.startswith("error: unknown task 'bad-prompt'") and "unknown placeholder {nosuch}" in error
+    assert error.startswith("error: task 'bad-prompt' was skipped because broken: plugin 'clashing': task file "
+                            "bad-prompt.yaml skipped: ") and "unknown placeholder {nosuch}" in error
+    assert "twice-kind.yaml" not in error  # only its own file, not every broken one
     assert not (tmp_path / "run").exists()
 
 
