@@ -68,6 +68,11 @@ def timing_summary(records: list[dict[str, Any]]) -> dict[str, Any]:
         tokens = [r[key] for r in generated if r.get(key) is not None]
         if tokens:
             out[key] = int(sum(tokens))
+    # answers cut at the token limit (kept and scored as cut: the limit is part of the protocol)
+    cut = sum(1 for r in generated if isinstance(r.get("generation_details"), dict)
+              and r["generation_details"].get("truncated") is True)
+    if cut:
+        out["truncated_answers"] = cut
     costs = [r["cost_usd"] for r in records if r.get("cost_usd") is not None]  # a failed call may be billed too
     if costs:
         out["generation_cost_usd"] = round(sum(costs), 6)

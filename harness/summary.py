@@ -59,6 +59,9 @@ def results_summary(results: dict[str, Any], max_breakdowns: int = 1, max_values
         advice = (IMAGE_ADVICE if image_failed(results) else "fill them in the file and score it again"
                   if task["version"] == "external" else "run the same command again to retry them")
         lines.append(f"  {errors} of {task['n']} sample(s) failed and are not in the metrics{example}; {advice}")
+    note = truncation_note(results)
+    if note:
+        lines.append(f"  {note}")
     for judge in results["judges"]:
         name = judge["id"] + (f" ({judge['convention']})" if judge.get("convention") else "")
         lines.append(f"  judge {name}:")
@@ -70,6 +73,18 @@ def results_summary(results: dict[str, Any], max_breakdowns: int = 1, max_values
                 if shown:
                     lines.append(f"    {key}={value}: " + "; ".join(f"{m} {format_metric(e)}" for m, e in shown))
     return "\n".join(lines)
+
+
+def truncation_note(results: dict[str, Any]) -> str | None:
+    """The line on answers cut at the token limit (None: none was), with what to do about it."""
+    cut = (results.get("timings") or {}).get("truncated_answers")
+    if not cut:
+        return None
+    limit = (results.get("generation") or {}).get("max_new_tokens")
+    at = f" ({limit} tokens)" if limit else ""
+    return (f"{cut} of {results['task']['n']} answers were cut at the token limit{at} and scored as cut "
+            "(generation_details.truncated in predictions.jsonl); raise --max-new-tokens to let them finish "
+            "(another run)")
 
 
 def informative_breakdowns(judge: dict[str, Any]) -> list[str]:

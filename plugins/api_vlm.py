@@ -241,8 +241,8 @@ class APIVisionModel(ModelPlugin):
         self.default_batch_size = max(32, 2 * self.resolved.get("concurrency", 16))
         # tokens of every output (cached ones: those of the original call); cost of the calls made now
         self._draws: dict[str, dict[str, int]] = {}  # request key -> sample id -> its draw (see own_draws)
-        self.totals = {"requests": 0, "from_cache": 0, "failed": 0, "input_tokens": 0, "output_tokens": 0,
-                       "cost_usd": 0.0}
+        self.totals = {"requests": 0, "from_cache": 0, "failed": 0, "truncated": 0, "input_tokens": 0,
+                       "output_tokens": 0, "cost_usd": 0.0}
         self.served: dict[str, int] = {}  # the model names the replies gave (live calls; the cache keeps none)
 
     @classmethod
@@ -329,6 +329,9 @@ class APIVisionModel(ModelPlugin):
                 # what this call cost this run: an answer from the cache was paid for before (summing the
                 # costs of several runs sharing a cache must not count it twice)
                 out.cost_usd = 0.0 if result.cached else result.cost_usd  # type: ignore[attr-defined]
+            if result.truncated:  # cut at --max-new-tokens: kept as the protocol's answer, and recorded
+                t["truncated"] += 1
+                out.details = {"truncated": True}
             outputs.append(out)
         return outputs
 
@@ -353,8 +356,9 @@ class APIVisionModel(ModelPlugin):
         from harness.providers import pricing
 
         t = self.totals
+        cut = f", {t['truncated']} cut at the token limit" if t["truncated"] else ""
         line = (f"{self.flavour} ({self.client.provider} {self.client.model}): {t['requests']} requests, "
-                f"{t['from_cache']} from the cache, {t['failed']} failed; {t['input_tokens']} input + "
+                f"{t['from_cache']} from the cache, {t['failed']} failed{cut}; {t['input_tokens']} input + "
                 f"{t['output_tokens']} output tokens; ")
         if not self.client.priced:
             line += f"no API fees counted (not the provider's own endpoint: {self.client.base_url})"

@@ -68,6 +68,9 @@ def run(args: argparse.Namespace) -> int:
     for row in stats["models"]:
         unpriced = row.get("unpriced_entries", 0)
         why = f" ({unpriced} through a custom base URL: no API fees counted)" if unpriced else ""
+        failed = row.get("billed_failures", 0)
+        if failed:  # refused, filtered or empty replies: billed, counted, never served again
+            why += f"; {failed} billed replies without an answer (refused, filtered, empty) counted in the cost"
         print(f"  {row['provider']}:{row['model']}  {row['entries']} entries, est. ${row['cost_usd']:.4f} spent{why}")
     if stats["models"]:
         print(f"spent:   est. ${sum(row['cost_usd'] for row in stats['models']):.4f} in all (list prices)")

@@ -103,8 +103,14 @@ class AnthropicBackend:
         blocks = data.get("content") if isinstance(data, dict) else None
         if not isinstance(blocks, list) or not all(isinstance(b, dict) for b in blocks):
             raise malformed("anthropic", "no content blocks")
-        if data.get("stop_reason") == "refusal":  # declined: no answer to score (nor to cache)
-            raise CallError("fail", "anthropic refused to answer (stop_reason refusal)")
+        usage = data.get("usage")
+        served = data.get("model")
+        result = ChatResult(text=None, input_tokens=token_count("anthropic", usage, "input_tokens"),
+                            output_tokens=token_count("anthropic", usage, "output_tokens"),
+                            served_model=served if isinstance(served, str) and served else None)
+        if data.get("stop_reason") == "refusal":  # declined: no answer to score (nor to cache), billed all the same
+            result.error = "anthropic refused to answer (stop_reason refusal)"
+            return result
         tool = next((b for b in blocks if b.get("type") == "tool_use"), None)
         if tool is not None:
             if not isinstance(tool.get("input"), dict):
@@ -115,13 +121,10 @@ class AnthropicBackend:
             if not all(isinstance(t, str) for t in texts):
                 raise malformed("anthropic", "a text block's text is not text")
             text = "".join(texts)
-        usage = data.get("usage")
-        served = data.get("model")
-        result = ChatResult(text=text, input_tokens=token_count("anthropic", usage, "input_tokens"),
-                            output_tokens=token_count("anthropic", usage, "output_tokens"),
-                            served_model=served if isinstance(served, str) and served else None)
+        result.text = text
+        result.truncated = data.get("stop_reason") == "max_tokens"  # cut at max_tokens: kept, and recorded
         if not text.strip():  # nothing to score, and not cached: the same command asks again (its tokens count)
-            result.text = None
+            result.text, result.truncated = None, False
             result.error = f"anthropic: the reply has no text (stop_reason {data.get('stop_reason')})"
         return result
 

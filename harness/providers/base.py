@@ -32,8 +32,8 @@ class ChatRequest:
 
 @dataclass
 class ChatResult:
-    text: str | None  # None when the call failed for good
-    error: str | None = None
+    text: str | None  # None when the call failed for good, or the reply has no answer (refused, filtered, empty)
+    error: str | None = None  # why text is None; a reply that was billed keeps its token counts (and cost)
     input_tokens: int = 0
     output_tokens: int = 0
     # the cost is not this run's to count: served from the cache (a reply another run used or will count), or
@@ -42,6 +42,9 @@ class ChatResult:
     cost_usd: float = 0.0  # estimated from pricing.py; 0 for unknown models and custom base URLs
     served_model: str | None = None  # the model the reply says answered (not kept in the cache)
     from_cache: bool = False  # read from the cache, whoever counts its cost (an interrupted run's reply: this run)
+    # the reply stopped at max_tokens (OpenAI finish_reason "length", Anthropic stop_reason "max_tokens"): its
+    # text is kept (the limit is part of the protocol), and the cut is recorded (cached with the reply)
+    truncated: bool = False
 
 
 class _RedactedError(UserError):

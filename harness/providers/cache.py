@@ -5,6 +5,8 @@ serves under that name (vLLM's `root` and `parent`, when it says) and the whole 
 their sha256, max_tokens, temperature, seed, json_schema, repeat index). Only successful replies are stored
 (text, token usage, cost, time, base URL), never the prompt and never a credential. Rerunning, resuming or
 re-scoring therefore makes no repeated calls. Several processes may write at once (WAL + busy timeout).
+A reply the provider billed but that is no answer (refused, content-filtered, empty) is not a result to serve again:
+`billed_failures` keeps only its usage and cost, one row per call, so that `harness cache` counts what was spent.
 
 A new entry is stored `unclaimed` and claimed when the call that made it has handed its results to the caller: an
 entry a killed or interrupted run paid for but never used stays unclaimed, and the run that takes it from the
@@ -42,6 +44,10 @@ CREATE TABLE IF NOT EXISTS batches (
     batch_key TEXT PRIMARY KEY, provider TEXT NOT NULL, model TEXT NOT NULL, base_url TEXT NOT NULL,
     batch_id TEXT NOT NULL, n_requests INTEGER NOT NULL, submitted_at REAL NOT NULL,
     request_keys TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS billed_failures (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, key TEXT NOT NULL, provider TEXT NOT NULL, model TEXT NOT NULL,
+    base_url TEXT, input_tokens INTEGER NOT NULL, output_tokens INTEGER NOT NULL, cost_usd REAL NOT NULL,
+    batch INTEGER NOT NULL DEFAULT 0, created_at REAL NOT NULL);
 """
 
 
@@ -96,9 +102,10 @@ def batch_key(provider: str, model: str, base_url: str, keys: Iterable[str]) -> 
 
 def _add_columns(conn: sqlite3.Connection) -> None:
     """Caches written by older versions get the newer columns: base_url (NULL: endpoint not recorded), unclaimed
-    (0: their entries were all used) and owner (NULL: free to claim)."""
+    (0: their entries were all used), owner (NULL: free to claim) and truncated (0: not known to be cut)."""
     columns = {row[1] for row in conn.execute("PRAGMA table_info(results)")}
-    for name, definition in (("base_url", "TEXT"), ("unclaimed", "INTEGER NOT NULL DEFAULT 0"), ("owner", "TEXT")):
+    for name, definition in (("base_url", "TEXT"), ("unclaimed", "INTEGER NOT NULL DEFAULT 0"), ("owner", "TEXT"),
+                             ("truncated", "INTEGER NOT NULL DEFAULT 0")):
         if name in columns:
             continue
         try:
@@ -196,15 +203,17 @@ class LLMCache:
                 chunk = keys[start : start + 500]
                 marks = ",".join("?" * len(chunk))
                 rows = db.execute(
-                    "SELECT key, text, input_tokens, output_tokens, cost_usd, unclaimed, owner FROM results "
+                    "SELECT key, text, input_tokens, output_tokens, cost_usd, unclaimed, owner, truncated FROM results "
                     f"WHERE key IN ({marks})", chunk,
                 ).fetchall()
-                for key, text, n_in, n_out, cost, unclaimed, owner in rows:  # unclaimed: paid, never used: ours
+                # unclaimed: paid, never used: ours
+                for key, text, n_in, n_out, cost, unclaimed, owner, truncated in rows:
                     if not isinstance(text, str) or not text.strip(BLANK):
                         continue  # a reply without text is a failure (never stored now; an old or edited cache)
                     in_flight = bool(unclaimed) and held_by_another_live_process(owner)  # it counts the entry
                     found[key] = ChatResult(text=text, input_tokens=n_in, output_tokens=n_out,
-                                            cached=not unclaimed or in_flight, cost_usd=cost, from_cache=True)
+                                            cached=not unclaimed or in_flight, cost_usd=cost, from_cache=True,
+                                            truncated=bool(truncated))
         return found
 
     def claim(self, keys: list[str]) -> set[str]:
@@ -239,16 +248,30 @@ class LLMCache:
         with self._lock:
             self._db().execute(
                 "INSERT INTO results (key, provider, model, text, input_tokens, output_tokens, cost_usd, "
-                "batch, created_at, base_url, unclaimed, owner) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 1, ?) "
+                "batch, created_at, base_url, unclaimed, owner, truncated) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 1, ?, ?) "
                 # an entry without text (stored by an older harness) is no answer: this one takes its place
                 "ON CONFLICT(key) DO UPDATE SET text = excluded.text, input_tokens = excluded.input_tokens, "
                 "output_tokens = excluded.output_tokens, cost_usd = excluded.cost_usd, batch = excluded.batch, "
                 "created_at = excluded.created_at, base_url = excluded.base_url, unclaimed = 1, "
-                "owner = excluded.owner "
+                "owner = excluded.owner, truncated = excluded.truncated "
                 "WHERE trim(results.text, ' ' || char(9, 10, 11, 12, 13)) = ''",  # BLANK's characters
                 (key, provider, model, result.text, result.input_tokens, result.output_tokens, result.cost_usd,
-                 int(batch), time.time(), base_url, owner()),
+                 int(batch), time.time(), base_url, owner(), int(result.truncated)),
             )
+
+    def put_billed_failure(self, key: str, provider: str, model: str, result: ChatResult, *, batch: bool = False,
+                           base_url: str | None = None) -> None:
+        """Record the usage and cost of a reply that was billed but is no answer (refused, filtered, empty): never
+        served again (the next run asks again), only counted by `stats`."""
+        if not (result.input_tokens or result.output_tokens):
+            return
+        with self._lock:
+            self._db().execute(
+                "INSERT INTO billed_failures (key, provider, model, base_url, input_tokens, output_tokens, cost_usd, "
+                "batch, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (key, provider, model, base_url, result.input_tokens, result.output_tokens, result.cost_usd,
+                 int(batch), time.time()))
 
     def note_endpoint(self, keys: list[str], base_url: str, *, priced: bool) -> None:
         """Record the endpoint of entries stored without it; behind a custom base URL (`priced` false) their
@@ -296,16 +319,19 @@ class LLMCache:
             entries = db.execute("SELECT COUNT(*) FROM results").fetchone()[0]
             batches = db.execute("SELECT COUNT(*) FROM batches").fetchone()[0]
             per_endpoint = db.execute(
-                "SELECT provider, model, base_url, COUNT(*), SUM(cost_usd) FROM results "
-                "GROUP BY provider, model, base_url ORDER BY provider, model, base_url").fetchall()
+                "SELECT provider, model, base_url, COUNT(*), SUM(cost_usd), 0 FROM results "
+                "GROUP BY provider, model, base_url UNION ALL "
+                "SELECT provider, model, base_url, 0, SUM(cost_usd), COUNT(*) FROM billed_failures "
+                "GROUP BY provider, model, base_url ORDER BY 1, 2, 3").fetchall()
         size = sum(p.stat().st_size for p in self._files())
         models: dict[tuple[str, str], dict[str, Any]] = {}
-        for provider, model, base_url, n, cost in per_endpoint:
+        for provider, model, base_url, n, cost, failed in per_endpoint:
             row = models.setdefault((provider, model), {"provider": provider, "model": model, "entries": 0,
                                                         "cost_usd": 0.0, "unpriced_entries": 0,
-                                                        "base_urls": []})
+                                                        "base_urls": [], "billed_failures": 0})
             row["entries"] += n
-            if base_url is not None:
+            row["billed_failures"] += failed  # replies billed but not answers (refused, filtered, empty)
+            if base_url is not None and base_url not in row["base_urls"]:
                 row["base_urls"].append(base_url)
             if base_url is not None and not pricing.priced_endpoint(provider, base_url):
                 row["unpriced_entries"] += n  # custom base URL: no API fees (0 since the endpoint is stored)
@@ -327,6 +353,7 @@ class LLMCache:
             n = db.execute("SELECT COUNT(*) FROM results").fetchone()[0]
             db.execute("DELETE FROM results")
             db.execute("DELETE FROM batches")
+            db.execute("DELETE FROM billed_failures")
             db.execute("VACUUM")
             db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         return n

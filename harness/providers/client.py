@@ -226,6 +226,9 @@ class ProviderClient:
                 saved += 1
                 if cache is not None:
                     cache.put(key, self.provider, self.model, result, batch=self.batch, base_url=self.base_url)
+            elif cache is not None:  # billed, but no answer: never served again, counted by `harness cache`
+                cache.put_billed_failure(key, self.provider, self.model, result, batch=self.batch,
+                                         base_url=self.base_url)
             first, *others = where[key]
             results[first] = replace(result)
             for index in others:  # the same request again: served by that one call, its cost counted once

@@ -194,25 +194,29 @@ class OpenAIBackend:
         message = choice.get("message") if isinstance(choice, dict) else None
         if not isinstance(message, dict):
             raise malformed(self.provider, "no choices[0].message")
+        usage = data.get("usage")
+        served = data.get("model")
+        result = ChatResult(text=None, input_tokens=token_count(self.provider, usage, "prompt_tokens"),
+                            output_tokens=token_count(self.provider, usage, "completion_tokens"),
+                            served_model=served if isinstance(served, str) and served else None)
+        # a refused or content-filtered reply is a failed sample (no answer to score, nor to cache), billed all the
+        # same: its usage stays on the result
         text = message.get("content")
+        if message.get("refusal") and not text:
+            result.error = f"{self.provider} refused: {str(message['refusal'])[:200]}"
+            return result
+        if choice.get("finish_reason") == "content_filter":  # withheld or cut
+            result.error = (f"{self.provider}: the reply was stopped by the content filter "
+                            "(finish_reason content_filter)")
+            return result
         if text is None:
-            refusal = message.get("refusal")
-            if refusal:
-                raise CallError("fail", f"{self.provider} refused: {str(refusal)[:200]}")
             text = ""
-        if choice.get("finish_reason") == "content_filter":  # withheld or cut: no answer to score (nor to cache)
-            raise CallError("fail", f"{self.provider}: the reply was stopped by the content filter "
-                                    "(finish_reason content_filter)")
         if isinstance(text, list) and text and all(isinstance(part, dict) and part.get("type") == "text"
                                                    and isinstance(part.get("text"), str) for part in text):
             text = "".join(part["text"] for part in text)  # content as a list of text parts (some servers, proxies)
         if not isinstance(text, str):
             raise malformed(self.provider, "choices[0].message.content is not text")
-        usage = data.get("usage")
-        served = data.get("model")
-        result = ChatResult(text=text, input_tokens=token_count(self.provider, usage, "prompt_tokens"),
-                            output_tokens=token_count(self.provider, usage, "completion_tokens"),
-                            served_model=served if isinstance(served, str) and served else None)
+        result.text = text
         if not text.strip():  # nothing to score, and not cached: the same command asks again (its tokens count)
             reasoning = next((k for k in ("reasoning_content", "reasoning") if message.get(k)), None)
             finish = choice.get("finish_reason")
@@ -221,6 +225,7 @@ class OpenAIBackend:
             if finish == "length":
                 hint += "; a reasoning model may need more output tokens (--max-new-tokens for a model)"
             result.text, result.error = None, f"{self.provider}: the reply has no text (finish_reason {finish}{hint})"
+        result.truncated = result.text is not None and choice.get("finish_reason") == "length"  # cut at max_tokens
         return result
 
     def classify(self, exc: BaseException) -> CallError:
