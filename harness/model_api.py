@@ -71,6 +71,9 @@ class ModelPlugin:
         return {}
 
     def generate(self, requests: list[GenerationRequest]) -> list[GenerationOutput]:
+        """One output per request, same order. Interrupted (a KeyboardInterrupt), it may set `partial_outputs` on
+        the exception (an output or None per request: the work it finished, e.g. API calls already paid for),
+        which the runner saves before it stops."""
         raise NotImplementedError
 
     def prefetch(self, requests: list[GenerationRequest]) -> None:

@@ -272,16 +272,14 @@ def generate(spec: RunSpec, task: Task, model_info: Any, manifest: dict[str, Any
                 built = ahead.result()
                 if k + 1 < len(batches):
                     ahead = pool.submit(build, batches[k + 1])
-                with third_party_code("model", model_info.id, plugin):
-                    generated = model.generate(built.requests) if built.requests else []
-                outputs = checked_outputs(model_info.id, plugin, generated, [batch[pos].id for pos in built.positions])
-                per_sample = (time.perf_counter() - started) / max(1, len(built.requests))
-                for pos, out in zip(built.positions, outputs):
-                    built.rows[pos] = _record(batch[pos], out.text, out.error, {
-                        "prompt_tokens": out.prompt_tokens, "completion_tokens": out.completion_tokens,
-                        "cost_usd": getattr(out, "cost_usd", None), "time_s": round(per_sample, 6),
-                        **({"generation_details": out.details} if out.details else {})})
-                append_jsonl(pred_path, [r for r in built.rows if r is not None])
+                try:
+                    with third_party_code("model", model_info.id, plugin):
+                        generated = model.generate(built.requests) if built.requests else []
+                except KeyboardInterrupt as exc:  # the outputs the model finished (paid API calls) are kept
+                    _save_partial(pred_path, model_info.id, plugin, batch, built, getattr(exc, "partial_outputs",
+                                                                                           None), started)
+                    raise
+                _save(pred_path, model_info.id, plugin, batch, built, generated, started)
                 bar.update(len(batch))
         if hasattr(model, "identity"):  # again, now with what generation used (API calls, tokens, cost)
             atomic_write_json(out_dir / LOADED_MODEL_FILE, {"identity": model.identity(),
@@ -289,6 +287,33 @@ def generate(spec: RunSpec, task: Task, model_info: Any, manifest: dict[str, Any
     finally:
         bar.close()
         model.close()
+
+
+def _save(pred_path: Path, model_id: str, plugin: str, batch: list[Sample], built: _Batch, generated: list[Any],
+          started: float) -> None:
+    """Append one batch's predictions lines (those of samples whose images failed included)."""
+    outputs = checked_outputs(model_id, plugin, generated, [batch[pos].id for pos in built.positions])
+    per_sample = (time.perf_counter() - started) / max(1, len(built.requests))
+    for pos, out in zip(built.positions, outputs):
+        built.rows[pos] = _record(batch[pos], out.text, out.error, {
+            "prompt_tokens": out.prompt_tokens, "completion_tokens": out.completion_tokens,
+            "cost_usd": getattr(out, "cost_usd", None), "time_s": round(per_sample, 6),
+            **({"generation_details": out.details} if out.details else {})})
+    append_jsonl(pred_path, [r for r in built.rows if r is not None])
+
+
+def _save_partial(pred_path: Path, model_id: str, plugin: str, batch: list[Sample], built: _Batch,
+                  partial: Any, started: float) -> None:
+    """An interrupted batch: the lines of the outputs the model finished before it stopped (`partial_outputs` of
+    its KeyboardInterrupt: an output or None per request, as the API models give), so a rerun neither asks nor pays
+    for them again; the others stay to do."""
+    if not isinstance(partial, list) or len(partial) != len(built.requests):
+        return
+    kept = [(pos, request, out) for pos, request, out in zip(built.positions, built.requests, partial)
+            if out is not None]
+    done = _Batch(rows=list(built.rows), requests=[request for _, request, _ in kept],
+                  positions=[pos for pos, _, _ in kept])
+    _save(pred_path, model_id, plugin, batch, done, [out for _, _, out in kept], started)
 
 
 def _generation_environments(out_dir: Path) -> list[dict[str, Any]]:

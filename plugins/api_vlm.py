@@ -300,40 +300,48 @@ class APIVisionModel(ModelPlugin):
         return out
 
     def generate(self, requests: list[GenerationRequest]) -> list[GenerationOutput]:
+        """One output per request. Interrupted (SIGINT, SIGTERM), the calls already sent finish first and the
+        KeyboardInterrupt carries `partial_outputs` (an output or None per request), which the runner saves."""
         chats = self.own_draws(requests, [self.chat_request(r) for r in requests])
-        results = self.client.run(chats, progress=False)  # the runner shows progress per sample
-        outputs = []
-        for request, result in zip(requests, results):
-            t = self.totals
-            t["requests"] += 1
-            t["from_cache"] += int(result.cached or result.from_cache)  # an interrupted run's reply: paid here
-            t["input_tokens"] += result.input_tokens
-            t["output_tokens"] += result.output_tokens
-            t["cost_usd"] += 0.0 if result.cached else result.cost_usd
-            if result.served_model:
-                self._note_served(result.served_model)
-            if result.text is None:  # a reply without text was billed too: its tokens and cost stay on its line
-                t["failed"] += 1
-                failed = GenerationOutput(text="", error=result.error or "no reply",
-                                          prompt_tokens=result.input_tokens or None,
-                                          completion_tokens=result.output_tokens or None)
-                if _HAS_COST_FIELD and (result.input_tokens or result.output_tokens):
-                    failed.cost_usd = 0.0 if result.cached else result.cost_usd  # type: ignore[attr-defined]
-                outputs.append(failed)
-                continue
-            # cut here too: chat APIs differ in whether they take stop strings, and how many; stripped as the
-            # local backends' texts are (" yes" before a stop string is "yes" there)
-            out = GenerationOutput(text=request.generation.cut_at_stop(result.text).strip(),
-                                   prompt_tokens=result.input_tokens, completion_tokens=result.output_tokens)
-            if _HAS_COST_FIELD:
-                # what this call cost this run: an answer from the cache was paid for before (summing the
-                # costs of several runs sharing a cache must not count it twice)
-                out.cost_usd = 0.0 if result.cached else result.cost_usd  # type: ignore[attr-defined]
-            if result.truncated:  # cut at --max-new-tokens: kept as the protocol's answer, and recorded
-                t["truncated"] += 1
-                out.details = {"truncated": True}
-            outputs.append(out)
-        return outputs
+        try:
+            results = self.client.run(chats, progress=False, keep_partial=True)  # the runner shows progress
+        except KeyboardInterrupt as exc:
+            partial = getattr(exc, "partial_results", None) or []
+            exc.partial_outputs = [None if result is None else self._output(request, result)  # type: ignore
+                                   for request, result in zip(requests, partial)]
+            raise
+        return [self._output(request, result) for request, result in zip(requests, results)]
+
+    def _output(self, request: GenerationRequest, result: Any) -> GenerationOutput:
+        """The output of one reply (counted in `totals`)."""
+        t = self.totals
+        t["requests"] += 1
+        t["from_cache"] += int(result.cached or result.from_cache)  # an interrupted run's reply: paid here
+        t["input_tokens"] += result.input_tokens
+        t["output_tokens"] += result.output_tokens
+        t["cost_usd"] += 0.0 if result.cached else result.cost_usd
+        if result.served_model:
+            self._note_served(result.served_model)
+        if result.text is None:  # a reply without text was billed too: its tokens and cost stay on its line
+            t["failed"] += 1
+            failed = GenerationOutput(text="", error=result.error or "no reply",
+                                      prompt_tokens=result.input_tokens or None,
+                                      completion_tokens=result.output_tokens or None)
+            if _HAS_COST_FIELD and (result.input_tokens or result.output_tokens):
+                failed.cost_usd = 0.0 if result.cached else result.cost_usd  # type: ignore[attr-defined]
+            return failed
+        # cut here too: chat APIs differ in whether they take stop strings, and how many; stripped as the
+        # local backends' texts are (" yes" before a stop string is "yes" there)
+        out = GenerationOutput(text=request.generation.cut_at_stop(result.text).strip(),
+                               prompt_tokens=result.input_tokens, completion_tokens=result.output_tokens)
+        if _HAS_COST_FIELD:
+            # what this call cost this run: an answer from the cache was paid for before (summing the
+            # costs of several runs sharing a cache must not count it twice)
+            out.cost_usd = 0.0 if result.cached else result.cost_usd  # type: ignore[attr-defined]
+        if result.truncated:  # cut at --max-new-tokens: kept as the protocol's answer, and recorded
+            t["truncated"] += 1
+            out.details = {"truncated": True}
+        return out
 
     def _note_served(self, served: str) -> None:
         """Count the model a reply names; one note the first time it is not the model asked for (a proxy or

@@ -32,6 +32,7 @@ from harness.providers.aliases import (
 )
 from harness.providers.base import ChatRequest, ChatResult, ProviderUnavailable
 from harness.providers.cache import LLMCache, request_key
+from harness.providers.interrupts import CallsInterrupted, reraise
 from harness.providers.scheduler import OutageState, ProviderDown, RetryPolicy, run_calls, run_sync
 from harness.secrets import redact_reply
 
@@ -133,11 +134,15 @@ class ProviderClient:
         served = self.served_weights() if self.served_in_key else None
         return request_key(self.provider, self.model, self.base_url, request, served=served)
 
-    def run(self, requests: list[ChatRequest], progress: bool = True) -> list[ChatResult]:
+    def run(self, requests: list[ChatRequest], progress: bool = True, keep_partial: bool = False) -> list[ChatResult]:
         """One result per request, same order: cached ones first, then calls (or one batch) for the rest.
 
         Raises ProviderUnavailable when the provider refuses the key or stays down, BatchPending when a batch
         is still running after `batch_max_wait`; results that arrived before are in the cache either way.
+        Interrupted (SIGINT, SIGTERM), it lets the calls already sent finish (scheduler.run_calls) and raises
+        KeyboardInterrupt (Terminated): their replies are in the cache, unclaimed, so the run that uses them counts
+        them; with `keep_partial` the caller saves them itself: they are claimed now (this run counts them) and
+        the exception carries `partial_results`, one ChatResult or None (no reply) per request.
         """
         if not requests:
             return []
@@ -165,7 +170,14 @@ class ProviderClient:
                         results[index] = replace(hit, cached=True)
             todo = [(key, requests[indices[0]]) for key, indices in where.items()]
             if todo:
-                self._call(todo, where, results, cache, progress)
+                try:
+                    self._call(todo, where, results, cache, progress)
+                except KeyboardInterrupt as exc:
+                    if keep_partial:
+                        if cache is not None:
+                            self._claim(cache, keys, results, {key for key, hit in hits.items() if not hit.cached})
+                        exc.partial_results = list(results)  # type: ignore[attr-defined]
+                    raise
             if cache is not None:  # unclaimed hits, and batch results (another run may collect the same batch),
                 # are counted by whichever run claims them; a live call this run made is counted here regardless
                 paid_once = {key for key, hit in hits.items() if not hit.cached}
@@ -242,6 +254,9 @@ class ProviderClient:
                 run_sync(lambda: run_batch(self, todo, on_result, cache))
             else:
                 run_sync(lambda: self._live(todo, on_result))
+        except CallsInterrupted as exc:
+            bar.leave = True
+            reraise(exc)
         except ProviderDown as exc:
             bar.leave = True  # keep the bar's line: the error that follows starts on a line of its own
             raise ProviderUnavailable(

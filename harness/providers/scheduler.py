@@ -9,6 +9,9 @@
   `down_after` requests in a row running out of retries stop the run with `ProviderDown`. The count lives in an
   `OutageState` that the client keeps across runs (a model plugin runs one small batch at a time), and only a
   success resets it.
+- SIGINT (Ctrl-C) or SIGTERM while calls run on the main thread sends no new call; the calls already sent (paid
+  for) finish, each within its timeout, and their results reach `on_result` (cached, saved) before
+  `CallsInterrupted` ends the run; a second signal abandons them (harness/providers/interrupts.py).
 - A wait of `ANNOUNCE_AFTER` seconds or more (retry-after, back-off) is announced in one warning line, once per
   pause, so a long wait is not silent.
 """
@@ -18,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import signal
 import threading
 import time
 from collections import deque
@@ -26,6 +30,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from harness.providers.base import CallError, ChatResult
+from harness.providers.interrupts import CallsInterrupted, deferred_signals, say
 
 log = logging.getLogger("harness.providers")
 T = TypeVar("T")
@@ -133,17 +138,23 @@ async def run_calls(
     """Call `send(body)` for every (id, body) job and hand each final result to `on_result(id, result)` as it
     arrives (the caller caches it there, so an interrupted run loses nothing it paid for).
 
-    Raises ProviderDown (after cancelling the calls in flight) when the run must stop. `outage` carries the
-    failures in a row over from earlier runs of the same client.
+    Raises ProviderDown (after cancelling the calls in flight) when the run must stop, CallsInterrupted after a
+    SIGINT or SIGTERM (the calls already sent were let finish and handed on first, unless a second signal
+    abandoned them). `outage` carries the failures in a row over from earlier runs of the same client.
     """
     limiter = limiter or AdaptiveLimiter(concurrency)
     state = outage if outage is not None else OutageState()
     queue = deque(jobs)
+    sending: set[asyncio.Task[Any]] = set()  # workers whose request is sent and not answered yet
+    stop: list[int] = []  # the signal that stops the run
 
-    async def one(body: Any) -> ChatResult:
+    async def one(body: Any) -> ChatResult | None:
         attempt = 0
         while True:
             epoch = await limiter.acquire()
+            me = asyncio.current_task()
+            assert me is not None
+            sending.add(me)
             try:
                 result = await asyncio.wait_for(send(body), timeout)
             except asyncio.TimeoutError:
@@ -157,12 +168,16 @@ async def run_calls(
                 await limiter.release(epoch, ok=True)
                 state.failures_in_row = 0
                 return result
+            finally:
+                sending.discard(me)
             honour = err.retry_after if err.status in (429, 503, 529) else None
             await limiter.release(epoch, ok=False, throttled=err.throttled, pause_for=honour)
             if err.kind == "fatal":
                 raise ProviderDown(err.message)
             if err.kind == "fail":
                 return ChatResult(text=None, error=err.message)
+            if stop:  # interrupted: no retry (no reply came, so none was paid for); the sample stays to do
+                return None
             if attempt >= policy.max_retries:
                 state.failures_in_row += 1
                 if state.failures_in_row >= policy.down_after:
@@ -179,18 +194,47 @@ async def run_calls(
             attempt += 1
 
     async def worker() -> None:
-        while queue:
+        while queue and not stop:
             index, body = queue.popleft()
-            on_result(index, await one(body))
+            result = await one(body)
+            if result is not None:
+                on_result(index, result)
 
     workers = [asyncio.create_task(worker()) for _ in range(min(max(1, concurrency), len(jobs)))]
     if not workers:
         return
+
+    def on_signal(signum: int, count: int) -> None:
+        """First signal: no new call; the calls already sent finish. A second: abandon them too."""
+        name = "interrupted" if signum == signal.SIGINT else "terminated"
+        again = "Ctrl-C" if signum == signal.SIGINT else "the signal"
+        if count == 1:
+            stop.append(signum)
+            for task in workers:
+                if task not in sending:
+                    task.cancel()  # waiting for a slot or a retry: nothing sent, nothing paid
+            if sending:
+                say(f"{name}: waiting for the {len(sending)} API call(s) already sent (paid for) to finish, at most "
+                    f"{timeout:g} s, so that their replies are kept and not paid for again; {again} again to "
+                    "abandon them")
+            return
+        if not stop:
+            stop.append(signum)
+        live = [task for task in workers if not task.done()]
+        for task in live:
+            task.cancel()
+        if live:
+            say(f"{name} again: abandoning the API calls in flight (their replies are lost; a rerun pays for them "
+                "again)")
+
     try:
-        done, pending = await asyncio.wait(workers, return_when=asyncio.FIRST_EXCEPTION)
-        for task in done:
-            if task.exception() is not None:
-                raise task.exception()  # type: ignore[misc]
+        with deferred_signals(asyncio.get_running_loop(), on_signal):
+            done, pending = await asyncio.wait(workers, return_when=asyncio.FIRST_EXCEPTION)
+            for task in done:
+                if not task.cancelled() and task.exception() is not None:
+                    raise task.exception()  # type: ignore[misc]
+            if stop:
+                raise CallsInterrupted(stop[0])
     finally:
         for task in workers:
             task.cancel()
