@@ -64,7 +64,7 @@ ACCEPTED_ARGS = ("model", "base_url", "concurrency", "timeout", "max_retries", "
 # Anthropic's 5 MB per image) for nothing the model sees. 0: as is (a server of your own decides).
 MAX_IMAGE_SIDE = {"openai": 2048, "anthropic": 1568, "openai-compatible": 0}
 MOVED_ARGS = {"temperature": "--temperature", "max_tokens": "--max-new-tokens",
-              "max_new_tokens": "--max-new-tokens", "seed": "--seed"}
+              "max_new_tokens": "--max-new-tokens", "seed": "--seed", "top_p": "--top-p"}
 # (name, kind, minimum, maximum); an image side of at most 65535 pixels (JPEG's limit, far above any provider's)
 NUMBER_ARGS = (("concurrency", int, 1, MAX_CONCURRENCY), ("timeout", float, 0.001, None),
                ("max_retries", int, 0, None), ("retry_base_delay", float, 0, None), ("retry_max_delay", float, 0, None),

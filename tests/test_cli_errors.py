@@ -282,10 +282,17 @@ def test_the_seed_of_greedy_decoding_makes_no_other_run(tmp_path, capsys):
     assert proc.returncode == 0, proc.stderr
     assert ("warning: --seed 3 ignored: decoding is greedy (temperature 0), which draws nothing, so this is the run "
             "without it") in proc.stderr
+    proc = cli(*run, "--top-p", "0.5", "--seed", "3")
+    assert "warning: --top-p 0.5 and --seed 3 ignored: decoding is greedy" in proc.stderr, proc.stderr
     assert len(list((tmp_path / "runs").iterdir())) == 1
     proc = cli(*run, "--seed", "3", "--temperature", "0.7")  # sampling: the seed matters
     assert proc.returncode == 0 and "ignored" not in proc.stderr, proc.stderr
     assert len(list((tmp_path / "runs").iterdir())) == 2
+    proc = cli(*run, "--seed", "3", "--temperature", "0.7", "--top-p", "0.9")  # and so does top_p
+    assert proc.returncode == 0 and len(list((tmp_path / "runs").iterdir())) == 3, proc.stderr
+    proc = cli(*run, "--top-p", "0")
+    assert proc.returncode == 2 and "generation setting top_p=0.0 (command line or task 'phantom-vqa'): expected " \
+        "a number in (0, 1]" in proc.stderr
     _, _, settings = used_settings(Task(tasks().get("phantom-vqa")), plugin_manager.models().get("gpt-4o"), None,
                                    {"seed": 3})
     assert settings.seed == 3 and "ignored" not in capsys.readouterr().err

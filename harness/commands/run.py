@@ -44,6 +44,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="longest answer in tokens (default: the task's, e.g. 16 for VQA, 128 for IU-Xray reports)")
     p.add_argument("--temperature", type=float, default=None,
                    help="above 0: sample at this temperature (default: the task's, greedy: 0)")
+    p.add_argument("--top-p", type=float, default=None,
+                   help="nucleus sampling: draw from the smallest set of tokens holding this probability, in (0, 1] "
+                   "(default: the task's, 1: all); used only when sampling")
     p.add_argument("--seed", type=int, default=None, help="seed of sampling (default: the task's, 0)")
     p.add_argument("--output", type=Path, default=None, help="run directory (default: runs/<run-id>/)")
     p.add_argument("--runs-dir", type=Path, default=Path("runs"),
@@ -57,7 +60,8 @@ def main(args: argparse.Namespace) -> int:
     from harness.runner import RunSpec, run
     from harness.summary import check_judges_scored, check_not_all_failed, results_summary
 
-    generation = {"max_new_tokens": args.max_new_tokens, "temperature": args.temperature, "seed": args.seed}
+    generation = {"max_new_tokens": args.max_new_tokens, "temperature": args.temperature, "top_p": args.top_p,
+                  "seed": args.seed}
     spec = RunSpec(
         model=args.model,
         task=args.task,
