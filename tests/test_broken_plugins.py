@@ -9,13 +9,11 @@ a wrong field, a task YAML and a model whose ids clash with built-ins; `unimport
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
+from plugin_site import cli, install_plugin
 
 GOOD_TASK = """\
 id: third-party-vqa
@@ -62,34 +60,17 @@ def register_judges(register):
 """
 
 
-def _install(site: Path, dist: str, module: str, files: dict[str, str]) -> None:
-    package = site / module
-    package.mkdir(parents=True)
-    for name, text in files.items():
-        (package / name).write_text(text)
-    info = site / f"{dist.replace('-', '_')}-0.1.dist-info"
-    info.mkdir()
-    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist}\nVersion: 0.1\n")
-    (info / "entry_points.txt").write_text(f"[harness]\n{dist} = {module}.plugin\n")
-
-
 @pytest.fixture(scope="module")
 def site(tmp_path_factory) -> Path:
     site = tmp_path_factory.mktemp("site")
     broken = GOOD_TASK.replace("id: third-party-vqa", "id: broken-vqa").replace("kind: vqa", "kind: quiz")
     clash = GOOD_TASK.replace("id: third-party-vqa", "id: slake")
-    _install(site, "half-broken", "half_broken", {"__init__.py": "", "plugin.py": PLUGIN, "good.yaml": GOOD_TASK,
-                                                  "broken.yaml": broken, "clash.yaml": clash})
-    _install(site, "unimportable", "unimportable",
-             {"__init__.py": "", "plugin.py": "import a_module_that_is_not_installed\n"})
+    install_plugin(site, "half-broken", "half_broken", {"__init__.py": "", "plugin.py": PLUGIN,
+                                                        "good.yaml": GOOD_TASK, "broken.yaml": broken,
+                                                        "clash.yaml": clash})
+    install_plugin(site, "unimportable", "unimportable",
+                   {"__init__.py": "", "plugin.py": "import a_module_that_is_not_installed\n"})
     return site
-
-
-def cli(site: Path, *args: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(site), os.environ.get("PYTHONPATH", "")])}
-    env.pop("HARNESS_PLUGINS", None)
-    return subprocess.run([sys.executable, "-m", "harness", *args], capture_output=True, text=True, env=env,
-                          timeout=120)
 
 
 def test_list_works_and_warns_once_per_broken_part(site):
@@ -197,9 +178,9 @@ def test_task_yamls_that_hang_or_are_not_utf8_or_run_code_skip_only_themselves(t
     metadata = "metadata:\n" + "\n".join(laughs) + "\n  citation: *l9\n  license: MIT\n  credentialed: false\n"
     bomb = task("bomb-vqa").replace(GOOD_TASK.splitlines()[-1] + "\n", metadata)  # citation: 9**10 values
     apply = task("apply-vqa").replace("kind: vqa", 'kind: !!python/object/apply:os.system ["echo pwned"]')
-    _install(tmp_path, "shaky-yamls", "shaky_yamls", {"__init__.py": "", "plugin.py": SHAKY_PLUGIN,
-                                                    "bomb.yaml": bomb, "apply.yaml": apply,
-                                                    "fine.yaml": task("fine-vqa")})
+    install_plugin(tmp_path, "shaky-yamls", "shaky_yamls", {"__init__.py": "", "plugin.py": SHAKY_PLUGIN,
+                                                          "bomb.yaml": bomb, "apply.yaml": apply,
+                                                          "fine.yaml": task("fine-vqa")})
     folder = tmp_path / "shaky_yamls"
     (folder / "latin1.yaml").write_bytes(task("latin-vqa").replace("A small", "A caf\u00e9").encode("latin-1"))
     started = time.monotonic()
