@@ -121,7 +121,8 @@ class JudgePlugin:
         return mean_aggregator(rows)
 
     def close(self) -> None:
-        """Release resources (a Java process, HTTP clients)."""
+        """Release resources (a Java process, HTTP clients). Called after score(); an exception here is a warning:
+        the rows score() returned are still saved."""
 
 
 def mean_aggregator(rows: list[dict[str, Any]]) -> Aggregator:

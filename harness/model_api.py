@@ -36,7 +36,8 @@ class ModelContext:
 class ModelPlugin:
     """Base class for model plugins (subclassing is optional; the duck-typed contract is what counts)."""
 
-    #: batch size used when the user gives no --batch-size
+    #: batch size used when the user gives no --batch-size: a whole number >= 1 (checked on the class before
+    #: loading and on the instance after __init__, which may set it)
     default_batch_size: int = 8
     #: --model-args that change how outputs are obtained but not what they are (concurrency, timeouts,
     #: retries): left out of the run id, so changing them continues the same run
@@ -64,7 +65,8 @@ class ModelPlugin:
         return dict(args)
 
     def identity(self) -> dict[str, Any]:
-        """Facts about the loaded model (resolved revision, dtype, ...), recorded in results.json.
+        """Facts about the loaded model (resolved revision, dtype, ...), recorded in results.json: a dict of plain
+        JSON data (text, finite numbers, bools, None, lists, dicts).
 
         Must never contain secrets.
         """
@@ -82,4 +84,5 @@ class ModelPlugin:
         at once and must not change the outputs; the next call receives these very request objects."""
 
     def close(self) -> None:
-        """Release resources (GPU memory, servers)."""
+        """Release resources (GPU memory, servers). An exception here is a warning: the run's predictions are kept
+        and scored."""

@@ -25,6 +25,7 @@ from harness.io import append_jsonl, atomic_write_json, iter_batches
 from harness.labels import model_label
 from harness.model_api import ModelContext
 from harness.paths import cache_dir
+from harness.plugin_hooks import checked_batch_size, checked_json_dict, close_plugin
 from harness.plugin_outputs import checked_outputs, third_party_code
 from harness.results import write_results
 from harness.run_files import adapter_training, read_manifest, read_predictions, refreshed_task
@@ -98,13 +99,23 @@ def prepare(spec: RunSpec) -> tuple[Task, Any, dict[str, Any], Path, ModelContex
                            adapter=Path(spec.adapter) if spec.adapter else None, cache_dir=cache_dir(),
                            split=split, prompt_template=template, generation=settings)
     model_cls = model_info.load()
-    with third_party_code("model", model_info.id, getattr(model_info, "plugin", "")):  # cheap checks of the args
-        canonical = (model_cls.canonical_args(spec.model_args, context) if hasattr(model_cls, "canonical_args")
-                     else dict(spec.model_args))
+    plugin = getattr(model_info, "plugin", "")
+    if spec.batch_size is None:  # before anything loads
+        checked_batch_size(model_info.id, plugin, getattr(model_cls, "default_batch_size", 8))
+    canonical = dict(spec.model_args)
+    if hasattr(model_cls, "canonical_args"):
+        with third_party_code("model", model_info.id, plugin, "canonical_args"):  # cheap checks of the args
+            canonical = model_cls.canonical_args(spec.model_args, context)
+        canonical = checked_json_dict("model", model_info.id, plugin, "canonical_args", canonical,
+                                      "a dict of the --model-args as they enter the run id")
     samples = task.samples(split)  # before a model reads another split (the prior's train split): errors name this one
     fingerprint = task.fingerprint(split)
-    with third_party_code("model", model_info.id, getattr(model_info, "plugin", "")):
-        run_identity = model_cls.run_identity(spec.model_args, context) if hasattr(model_cls, "run_identity") else {}
+    run_identity: dict[str, Any] = {}
+    if hasattr(model_cls, "run_identity"):
+        with third_party_code("model", model_info.id, plugin, "run_identity"):
+            run_identity = model_cls.run_identity(spec.model_args, context)
+        run_identity = checked_json_dict("model", model_info.id, plugin, "run_identity", run_identity,
+                                         "a dict of facts that change the outputs")
     transport = set(getattr(model_cls, "transport_args", ()))
     model = {
         "id": model_info.id,
@@ -234,12 +245,36 @@ def generate(spec: RunSpec, task: Task, model_info: Any, manifest: dict[str, Any
               + (f" ({retried} that failed before)" if retried else ""), file=sys.stderr)
     plugin = getattr(model_info, "plugin", "")
     model_cls = model_info.load()
-    with third_party_code("model", model_info.id, plugin):
+    with third_party_code("model", model_info.id, plugin, "__init__"):
         model = model_cls(spec.model_args, context)
+    try:
+        _generate_batches(spec, task, model_info, model, manifest, out_dir, selected, pending)
+    except BaseException:
+        close_plugin("model", model_info.id, plugin, model)  # the error of generating is the one reported
+        raise
+    close_plugin("model", model_info.id, plugin, model, "its predictions are kept and scored")
+
+
+def _loaded_identity(model_info: Any, model: Any) -> dict[str, Any]:
+    """The loaded model's identity() (facts for model.json), checked."""
+    if not hasattr(model, "identity"):
+        return {}
+    plugin = getattr(model_info, "plugin", "")
+    with third_party_code("model", model_info.id, plugin, "identity"):
+        identity = model.identity()
+    return checked_json_dict("model", model_info.id, plugin, "identity", identity,
+                             "a dict of facts about the loaded model")
+
+
+def _generate_batches(spec: RunSpec, task: Task, model_info: Any, model: Any, manifest: dict[str, Any],
+                      out_dir: Path, selected: list[Sample], pending: list[Sample]) -> None:
+    """generate()'s work with the model built: `pending` batch by batch, appended to predictions.jsonl."""
+    plugin = getattr(model_info, "plugin", "")
+    pred_path = out_dir / PREDICTIONS_FILE
     environments = _generation_environments(out_dir)
-    atomic_write_json(out_dir / LOADED_MODEL_FILE, {"identity": model.identity() if hasattr(model, "identity")
-                                                     else {}, "environments": environments})
-    batch_size = spec.batch_size or getattr(model, "default_batch_size", 8)
+    atomic_write_json(out_dir / LOADED_MODEL_FILE, {"identity": _loaded_identity(model_info, model),
+                                                     "environments": environments})
+    batch_size = spec.batch_size or checked_batch_size(model_info.id, plugin, getattr(model, "default_batch_size", 8))
     template = manifest["prompt"]["template"]
     from harness.types import GenerationSettings
 
@@ -256,7 +291,8 @@ def generate(spec: RunSpec, task: Task, model_info: Any, manifest: dict[str, Any
     def build(batch: list[Sample]) -> _Batch:
         built = _build_batch(task, template, settings, batch, decode=getattr(model, "reads_images", True))
         if prefetch is not None and built.requests:
-            prefetch(built.requests)
+            with third_party_code("model", model_info.id, plugin, "prefetch"):
+                prefetch(built.requests)
         return built
 
     from concurrent.futures import ThreadPoolExecutor
@@ -273,7 +309,7 @@ def generate(spec: RunSpec, task: Task, model_info: Any, manifest: dict[str, Any
                 if k + 1 < len(batches):
                     ahead = pool.submit(build, batches[k + 1])
                 try:
-                    with third_party_code("model", model_info.id, plugin):
+                    with third_party_code("model", model_info.id, plugin, "generate"):
                         generated = model.generate(built.requests) if built.requests else []
                 except KeyboardInterrupt as exc:  # the outputs the model finished (paid API calls) are kept
                     _save_partial(pred_path, model_info.id, plugin, batch, built, getattr(exc, "partial_outputs",
@@ -282,11 +318,10 @@ def generate(spec: RunSpec, task: Task, model_info: Any, manifest: dict[str, Any
                 _save(pred_path, model_info.id, plugin, batch, built, generated, started)
                 bar.update(len(batch))
         if hasattr(model, "identity"):  # again, now with what generation used (API calls, tokens, cost)
-            atomic_write_json(out_dir / LOADED_MODEL_FILE, {"identity": model.identity(),
+            atomic_write_json(out_dir / LOADED_MODEL_FILE, {"identity": _loaded_identity(model_info, model),
                                                             "environments": environments})
     finally:
         bar.close()
-        model.close()
 
 
 def _save(pred_path: Path, model_id: str, plugin: str, batch: list[Sample], built: _Batch, generated: list[Any],

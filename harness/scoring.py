@@ -24,6 +24,7 @@ from harness.errors import UserError
 from harness.external import NOT_BREAKDOWNS
 from harness.io import atomic_write_jsonl
 from harness.judge_api import JudgeOptions, JudgePlugin
+from harness.plugin_hooks import close_plugin
 from harness.plugin_outputs import checked_rows, third_party_code
 from harness.run_files import read_scores
 from harness.task_config import TaskConfig
@@ -74,7 +75,7 @@ def _construct(cls: Any, convention: str | None, accepted: tuple[str, ...], info
     )
     judge = cls.__new__(cls)
     judge.id, judge.registered_plugin = info.id, info.plugin  # set first: __init__'s own errors name it too
-    with third_party_code("judge", info.id, info.plugin):
+    with third_party_code("judge", info.id, info.plugin, "__init__"):
         judge.__init__(options)
     return judge
 
@@ -229,19 +230,23 @@ def _score_each(out_dir: Path, judges: list[JudgePlugin], scorable: list[dict[st
     for judge in judges:
         started = time.perf_counter()
         plugin = getattr(judge, "registered_plugin", "")
-        # a plugin's setup(), score(), describe() and aggregate() are its code: an exception is one line naming it
+        # a plugin's setup(), score(), describe() and aggregate() are its code: an exception is one line naming it;
+        # an exception in its close() is a warning once its rows are in hand (they are saved, and summarised)
         try:
-            with third_party_code("judge", judge.id, plugin):
-                if plugin not in plugin_manager.BUILTIN_PLUGINS:  # before any paid call, not after the scoring
+            if plugin not in plugin_manager.BUILTIN_PLUGINS:  # before any paid call, not after the scoring
+                with third_party_code("judge", judge.id, plugin, "setup"):
                     judge.setup()
+            with third_party_code("judge", judge.id, plugin, "score"):
                 rows = judge.score(scorable) if scorable else []
-        finally:
-            judge.close()
+        except BaseException:
+            close_plugin("judge", judge.id, plugin, judge)  # the error of setup() or score() is the one reported
+            raise
+        close_plugin("judge", judge.id, plugin, judge, "its scores are kept")
         rows = checked_rows(judge.id, plugin, rows, [r["id"] for r in scorable])
-        with third_party_code("judge", judge.id, plugin):
+        with third_party_code("judge", judge.id, plugin, "describe"):
             described = judge.describe()
         _merge_scores(out_dir / SCORES_FILE, judge_key(judge), scorable, rows, described.get("setup"))
-        with third_party_code("judge", judge.id, plugin):
+        with third_party_code("judge", judge.id, plugin, "aggregate"):
             summary = summarize(judge, scorable, rows, breakdown_keys, cluster_key)
         entries.append(
             {

@@ -68,8 +68,8 @@ def test_an_exception_in_a_plugins_code_is_one_line_naming_the_plugin_and_keeps_
     proc = harness(*run_args(out, "raise", "--judge", "exact"))
     assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
     line = proc.stderr.strip().splitlines()[-1]
-    assert line.startswith("error: model 'odd-outputs' (plugin 'tests.contract_plugin') raised ValueError: cannot "
-                           "reshape array of size 3 at ") and "contract_plugin.py:" in line, line
+    assert line.startswith("error: model 'odd-outputs' (plugin 'tests.contract_plugin'): generate() raised "
+                           "ValueError: cannot reshape array of size 3 at ") and "contract_plugin.py:" in line, line
     assert len(lines(out / "predictions.jsonl")) == 4  # the first batch is kept; a rerun goes on from there
     proc = harness(*run_args(out, "raise", "--judge", "exact"))  # the rest is one call: no second one to fail
     assert proc.returncode == 0, proc.stderr
@@ -79,7 +79,7 @@ def test_an_exception_in_a_plugins_code_is_one_line_naming_the_plugin_and_keeps_
     proc = harness("score", str(out), "--judge", "tolerance", "--judge-arg", "bad=raise")
     assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
     assert proc.stderr.strip().splitlines()[-1].startswith(
-        "error: judge 'tolerance' (plugin 'tests.contract_plugin') raised KeyError: 'answer_norm' at ")
+        "error: judge 'tolerance' (plugin 'tests.contract_plugin'): score() raised KeyError: 'answer_norm' at ")
     debug = subprocess.run([sys.executable, str(RUNNER), "score", str(out), "--judge", "tolerance", "--judge-arg",
                             "bad=raise", "--no-progress"], capture_output=True, text=True, timeout=300,
                            env={**os.environ, "HARNESS_DEBUG": "1"})
@@ -89,12 +89,12 @@ def test_an_exception_in_a_plugins_code_is_one_line_naming_the_plugin_and_keeps_
     proc = harness("score", str(out), "--judge", "tolerance", "--judge-arg", "bad=aggregate")
     assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
     assert proc.stderr.strip().splitlines()[-1].startswith(
-        "error: judge 'tolerance' (plugin 'tests.contract_plugin') raised ZeroDivisionError: float division by zero "
-        "at ")
+        "error: judge 'tolerance' (plugin 'tests.contract_plugin'): aggregate() raised ZeroDivisionError: float "
+        "division by zero at ")
     proc = harness("score", str(out), "--judge", "weights-judge", "--judge-arg", f"weights={tmp_path / 'none.bin'}")
     assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
     assert proc.stderr.strip().splitlines()[-1].startswith(
-        "error: judge 'weights-judge' (plugin 'tests.contract_plugin') raised FileNotFoundError: ")
+        "error: judge 'weights-judge' (plugin 'tests.contract_plugin'): setup() raised FileNotFoundError: ")
 
 
 def test_a_judges_nan_or_text_metric_is_refused_before_anything_is_saved(tmp_path):
