@@ -49,7 +49,8 @@ class JudgePlugin:
     #: metrics whose per-sample mean is the corpus value (used to pick the confidence interval method)
     mean_metrics: bool = True
     #: metrics whose per-sample values are 0/1 verdicts (correct or not), so that their value is a proportion: they
-    #: get Wilson's interval (others a bootstrap, even where their values happen to be 0 or 1 on some slice)
+    #: get Wilson's interval (others a bootstrap, even where their values happen to be 0 or 1 on some slice); a
+    #: per-sample value outside [0, 1] is refused (between: a share of repeated verdicts, bootstrapped)
     proportion_metrics: tuple[str, ...] = ()
 
     def __init__(self, options: JudgeOptions) -> None:

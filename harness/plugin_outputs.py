@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from contextlib import contextmanager
 from numbers import Integral, Real
 from typing import Any
@@ -103,11 +103,14 @@ def _metric(value: Any) -> tuple[Any, str | None]:
     return (value if isinstance(value, int) else float(value)), None
 
 
-def checked_rows(judge_id: str, plugin: str, rows: Any, sample_ids: list[str]) -> list[dict[str, Any]]:
+def checked_rows(judge_id: str, plugin: str, rows: Any, sample_ids: list[str],
+                 proportions: Collection[str] = ()) -> list[dict[str, Any]]:
     """A judge's per-sample rows, checked before they are saved: one dict per record with a `metrics` dict of
     finite numbers, bools or None and, optionally, `groups` of plain values; the whole row must be JSON without
-    NaN. The judge's own row objects are kept (numpy numbers are made Python ones in place): a judge may find
-    its rows again by identity when it aggregates."""
+    NaN. A metric the judge declares a 0/1 verdict (`proportions`, its proportion_metrics) must lie in [0, 1]: 0, 1,
+    or a share of repeated verdicts (the gpt4 judge's mean over --judge-repeats). The judge's own row objects are
+    kept (numpy numbers are made Python ones in place): a judge may find its rows again by identity when it
+    aggregates."""
     import json
 
     who = named_plugin("judge", judge_id, plugin)
@@ -126,6 +129,9 @@ def checked_rows(judge_id: str, plugin: str, rows: Any, sample_ids: list[str]) -
             plain, problem = _metric(value)
             if not isinstance(name, str):
                 problem = f"a metric named {shown_value(name)}; expected string names"
+            elif problem is None and name in proportions and plain is not None and not 0 <= plain <= 1:
+                problem = (f"{plain}, outside [0, 1]; the judge declares '{name}' a 0/1 verdict (proportion_metrics): "
+                           "expected 0 or 1 (or a share of repeated verdicts between them), or None for unscored")
             if problem is not None:
                 raise UserError(f"{where} metric '{name}' = {problem}")
             if plain is not value:

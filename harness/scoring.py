@@ -242,7 +242,8 @@ def _score_each(out_dir: Path, judges: list[JudgePlugin], scorable: list[dict[st
             close_plugin("judge", judge.id, plugin, judge)  # the error of setup() or score() is the one reported
             raise
         close_plugin("judge", judge.id, plugin, judge, "its scores are kept")
-        rows = checked_rows(judge.id, plugin, rows, [r["id"] for r in scorable])
+        rows = checked_rows(judge.id, plugin, rows, [r["id"] for r in scorable],
+                            tuple(getattr(judge, "proportion_metrics", ()) or ()))
         with third_party_code("judge", judge.id, plugin, "describe"):
             described = judge.describe()
         _merge_scores(out_dir / SCORES_FILE, judge_key(judge), scorable, rows, described.get("setup"))
