@@ -42,6 +42,9 @@ class ModelPlugin:
     #: --model-args that change how outputs are obtained but not what they are (concurrency, timeouts,
     #: retries): left out of the run id, so changing them continues the same run
     transport_args: tuple[str, ...] = ()
+    #: the --model-args keys the plugin reads (its transport_args count too): `harness run` and `harness finetune`
+    #: refuse any other key, with a did-you-mean, before loading; None (not declared): every key is passed on
+    accepted_args: tuple[str, ...] | None = None
     #: False for a model that never looks at the pixels (the `prior`): the runner then only checks that each image
     #: decodes (a missing, non-image or damaged file fails its sample, as for any model) and sends no images
     reads_images: bool = True

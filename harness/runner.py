@@ -24,6 +24,7 @@ from harness.image_decoding import IMAGE_DECODING, open_images
 from harness.io import append_jsonl, atomic_write_json, iter_batches
 from harness.labels import model_label
 from harness.model_api import ModelContext
+from harness.model_args import check_model_args
 from harness.paths import cache_dir
 from harness.plugin_hooks import checked_batch_size, checked_json_dict, close_plugin
 from harness.plugin_outputs import checked_outputs, third_party_code
@@ -100,7 +101,8 @@ def prepare(spec: RunSpec) -> tuple[Task, Any, dict[str, Any], Path, ModelContex
                            split=split, prompt_template=template, generation=settings)
     model_cls = model_info.load()
     plugin = getattr(model_info, "plugin", "")
-    if spec.batch_size is None:  # before anything loads
+    check_model_args(model_info.id, plugin, model_cls, spec.model_args)  # a misspelt key, before anything loads
+    if spec.batch_size is None:
         checked_batch_size(model_info.id, plugin, getattr(model_cls, "default_batch_size", 8))
     canonical = dict(spec.model_args)
     if hasattr(model_cls, "canonical_args"):

@@ -68,6 +68,7 @@ def resolve_model(cfg: FinetuneConfig, task: Any) -> tuple[Any, Any, dict[str, s
     hub id for the `hf` backend. Only transformers models and plugins with training hooks can be trained."""
     from harness import plugin_manager
     from harness.model_api import ModelContext
+    from harness.model_args import check_model_args
     from harness.paths import cache_dir
     from harness.plugins.finetune_recipes import trains_itself
     from harness.plugins.hf import HFModel
@@ -88,6 +89,7 @@ def resolve_model(cfg: FinetuneConfig, task: Any) -> tuple[Any, Any, dict[str, s
     if not (isinstance(cls, type) and (issubclass(cls, HFModel) or trains_itself(cls))):
         raise UserError(f"model '{info.id}' cannot be fine-tuned here: fine-tuning needs the hf backend (a "
                         "preset such as tiny-vlm or llava-1.5-7b, or a checkpoint folder) or pefomed")
+    check_model_args(info.id, info.plugin, cls, cfg.model_args)  # the user's keys, before the model loads
     kinds = info.capabilities.get("task_kinds")
     if kinds and task.kind not in kinds:
         raise UserError(f"model '{info.id}' handles {'/'.join(kinds)} tasks, not '{task.kind}' ({task.id})")

@@ -83,6 +83,16 @@ def test_a_bad_or_misspelt_tolerance_is_one_line_before_anything_runs(tmp_path):
     assert not (tmp_path / "run").exists()
 
 
+def test_a_misspelt_model_arg_of_the_example_model_is_refused_before_anything_runs(tmp_path):
+    """`constant` declares accepted_args: `answr=2` ran as `constant[answr=2]` answering "yes", under a new run id."""
+    line = error_line(cli("run", "--model", "constant", "--model-args", "answr=2", "--task", "example-local-vqa",
+                          "--data-dir", str(DATA), "--output", str(tmp_path / "run"), "--no-progress"))
+    assert line.startswith("error: --model-args answr: model 'constant' (plugin 'example', package "
+                           "harness-plugin-example==") and line.endswith(
+        ") does not read 'answr' (did you mean 'answer'?); it reads answer")
+    assert not (tmp_path / "run").exists()
+
+
 def test_the_example_wheel_ships_its_task_yamls_and_both_entry_points(tmp_path):
     # an editable install reads the YAMLs from the source tree; only a built wheel shows whether they ship
     pytest.importorskip("setuptools", reason="building the example's wheel offline needs setuptools in this venv")

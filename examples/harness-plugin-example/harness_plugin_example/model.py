@@ -8,6 +8,7 @@ from harness.types import GenerationOutput, GenerationRequest
 
 class ConstantModel(ModelPlugin):
     default_batch_size = 64
+    accepted_args = ("answer",)  # harness run refuses any other --model-args key (answr=2: did you mean 'answer'?)
 
     def generate(self, requests: list[GenerationRequest]) -> list[GenerationOutput]:
         answer = self.args.get("answer", "yes")
