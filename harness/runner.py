@@ -17,17 +17,18 @@ from typing import Any
 
 from harness import plugin_manager
 from harness.errors import UserError
-from harness.fingerprint import adapter_hash, config_hash, reference_digest, text_hash
+from harness.fingerprint import adapter_hash, config_hash, text_hash
 from harness.folder_lock import exclusive
 from harness.ignored_settings import used_settings
-from harness.image_decoding import IMAGE_DECODING, open_images
-from harness.io import append_jsonl, atomic_write_json, iter_batches
+from harness.image_decoding import IMAGE_DECODING
+from harness.io import atomic_write_json, iter_batches
 from harness.labels import model_label
 from harness.model_api import ModelContext
 from harness.model_args import check_model_args
 from harness.paths import cache_dir
 from harness.plugin_hooks import checked_batch_size, checked_json_dict, close_plugin
-from harness.plugin_outputs import checked_outputs, third_party_code
+from harness.plugin_outputs import third_party_code
+from harness.prediction_batches import Batch, build_batch, save_batch, save_partial_batch
 from harness.results import write_results
 from harness.run_files import adapter_training, read_manifest, read_predictions, refreshed_task
 from harness.scoring import (
@@ -42,9 +43,6 @@ from harness.scoring import (
 )
 from harness.task import Task
 from harness.types import Sample
-
-CORE_KEYS = ("id", "question", "answer", "prediction", "images", "error", "prompt_tokens",
-             "completion_tokens", "cost_usd", "time_s")
 
 
 @dataclass
@@ -189,16 +187,6 @@ def _claim_run_dir(out_dir: Path, manifest: dict[str, Any]) -> dict[str, Any]:
     return manifest
 
 
-def _record(sample: Sample, prediction: str, error: str | None, extra: dict[str, Any]) -> dict[str, Any]:
-    """One predictions.jsonl line: the sample's identity and texts, its breakdown fields, the output."""
-    record: dict[str, Any] = {"id": sample.id, "question": sample.question, "answer": sample.answer,
-                              "prediction": prediction}
-    record.update({k: v for k, v in sample.fields.items() if k not in CORE_KEYS})
-    record.update(images=[ref.name for ref in sample.images], error=error, **extra)
-    record["reference_digest"] = reference_digest(record)
-    return record
-
-
 def _image_files(samples: list[Sample]) -> list[Path]:
     return [ref.path for s in samples for ref in s.images if ref.path is not None and ref.data is None]
 
@@ -290,8 +278,8 @@ def _generate_batches(spec: RunSpec, task: Task, model_info: Any, model: Any, ma
                **bar_pacing())
     prefetch = getattr(model, "prefetch", None)
 
-    def build(batch: list[Sample]) -> _Batch:
-        built = _build_batch(task, template, settings, batch, decode=getattr(model, "reads_images", True))
+    def build(batch: list[Sample]) -> Batch:
+        built = build_batch(task, template, settings, batch, decode=getattr(model, "reads_images", True))
         if prefetch is not None and built.requests:
             with third_party_code("model", model_info.id, plugin, "prefetch"):
                 prefetch(built.requests)
@@ -314,43 +302,16 @@ def _generate_batches(spec: RunSpec, task: Task, model_info: Any, model: Any, ma
                     with third_party_code("model", model_info.id, plugin, "generate"):
                         generated = model.generate(built.requests) if built.requests else []
                 except KeyboardInterrupt as exc:  # the outputs the model finished (paid API calls) are kept
-                    _save_partial(pred_path, model_info.id, plugin, batch, built, getattr(exc, "partial_outputs",
+                    save_partial_batch(pred_path, model_info.id, plugin, batch, built, getattr(exc, "partial_outputs",
                                                                                            None), started)
                     raise
-                _save(pred_path, model_info.id, plugin, batch, built, generated, started)
+                save_batch(pred_path, model_info.id, plugin, batch, built, generated, started)
                 bar.update(len(batch))
         if hasattr(model, "identity"):  # again, now with what generation used (API calls, tokens, cost)
             atomic_write_json(out_dir / LOADED_MODEL_FILE, {"identity": _loaded_identity(model_info, model),
                                                             "environments": environments})
     finally:
         bar.close()
-
-
-def _save(pred_path: Path, model_id: str, plugin: str, batch: list[Sample], built: _Batch, generated: list[Any],
-          started: float) -> None:
-    """Append one batch's predictions lines (those of samples whose images failed included)."""
-    outputs = checked_outputs(model_id, plugin, generated, [batch[pos].id for pos in built.positions])
-    per_sample = (time.perf_counter() - started) / max(1, len(built.requests))
-    for pos, out in zip(built.positions, outputs):
-        built.rows[pos] = _record(batch[pos], out.text, out.error, {
-            "prompt_tokens": out.prompt_tokens, "completion_tokens": out.completion_tokens,
-            "cost_usd": getattr(out, "cost_usd", None), "time_s": round(per_sample, 6),
-            **({"generation_details": out.details} if out.details else {})})
-    append_jsonl(pred_path, [r for r in built.rows if r is not None])
-
-
-def _save_partial(pred_path: Path, model_id: str, plugin: str, batch: list[Sample], built: _Batch,
-                  partial: Any, started: float) -> None:
-    """An interrupted batch: the lines of the outputs the model finished before it stopped (`partial_outputs` of
-    its KeyboardInterrupt: an output or None per request, as the API models give), so a rerun neither asks nor pays
-    for them again; the others stay to do."""
-    if not isinstance(partial, list) or len(partial) != len(built.requests):
-        return
-    kept = [(pos, request, out) for pos, request, out in zip(built.positions, built.requests, partial)
-            if out is not None]
-    done = _Batch(rows=list(built.rows), requests=[request for _, request, _ in kept],
-                  positions=[pos for pos, _, _ in kept])
-    _save(pred_path, model_id, plugin, batch, done, [out for _, _, out in kept], started)
 
 
 def _generation_environments(out_dir: Path) -> list[dict[str, Any]]:
@@ -363,28 +324,6 @@ def _generation_environments(out_dir: Path) -> list[dict[str, Any]]:
     before = read_json_object(path).get("environments", []) if path.exists() else []
     now = environment()
     return before if before and before[-1] == now else [*before, now]
-
-
-@dataclass
-class _Batch:
-    """One batch of samples made ready for the model: requests for those whose images opened, and the
-    predictions rows (filled in for samples whose images failed)."""
-
-    rows: list[dict[str, Any] | None]
-    requests: list[Any]
-    positions: list[int]
-
-
-def _build_batch(task: Task, template: str, settings: Any, batch: list[Sample], decode: bool = True) -> _Batch:
-    built = _Batch(rows=[None] * len(batch), requests=[], positions=[])
-    for i, sample in enumerate(batch):
-        images, error = open_images(sample, decode=decode)
-        if error:
-            built.rows[i] = _record(sample, "", error, {"time_s": 0.0})
-        else:
-            built.requests.append(task.build_request(sample, template, settings, images))
-            built.positions.append(i)
-    return built
 
 
 def load_selected_records(out_dir: Path, selected_ids: list[str]) -> list[dict[str, Any]]:
