@@ -302,16 +302,8 @@ class HFModel(HFPrompting, HFAdapters, ModelPlugin):
         with torch.inference_mode(), gen.token_ids_only(self.model):  # harness settings only
             out = self.model.generate(**enc, **kwargs)
         sequences = out.sequences if hasattr(out, "sequences") else out
-        input_ids = enc.get("input_ids")
-        mask = enc.get("attention_mask")
-        outputs = []
-        for i, row in enumerate(sequences.tolist()):
-            prompt = input_ids[i].tolist() if input_ids is not None else None
-            ids = gen.completion_ids(row, prompt=prompt, skip_leading=self.skip_leading, eos=self.eos_ids)
-            text = settings.cut_at_stop(self.tokenizer.decode(ids, skip_special_tokens=True))
-            outputs.append(GenerationOutput(text=text.strip(), completion_tokens=len(ids),
-                                            prompt_tokens=int(mask[i].sum()) if mask is not None else 0))
-        return outputs
+        return gen.decoded_outputs(sequences, enc, self.tokenizer, settings, skip_leading=self.skip_leading,
+                                   eos=self.eos_ids)
 
     def _padded(self, chunk: list[int]) -> list[int]:
         """With a static cache (compiled), micro-batch sizes are rounded up to a power of two (at most the

@@ -224,6 +224,27 @@ def completion_ids(row: Sequence[int], *, prompt: Sequence[int] | None, skip_lea
     return ids
 
 
+def decoded_outputs(sequences: Any, enc: Any, tokenizer: Any, settings: Any, *, skip_leading: set[int],
+                    eos: set[int]) -> list[Any]:
+    """One GenerationOutput per row of `generate`'s sequences: the answer text (cut at a stop string), its token
+    counts, and `details.truncated` when it stopped at max_new_tokens (as many tokens as allowed, no end of sequence
+    and no stop string: an answer cut short, which the run's summary counts)."""
+    from harness.types import GenerationOutput
+
+    input_ids, mask = enc.get("input_ids"), enc.get("attention_mask")
+    outputs = []
+    for i, row in enumerate(sequences.tolist()):
+        prompt = input_ids[i].tolist() if input_ids is not None else None
+        ids = completion_ids(row, prompt=prompt, skip_leading=skip_leading, eos=eos)
+        raw = tokenizer.decode(ids, skip_special_tokens=True)
+        text = settings.cut_at_stop(raw)
+        cut = len(ids) >= settings.max_new_tokens and text == raw
+        outputs.append(GenerationOutput(text=text.strip(), completion_tokens=len(ids),
+                                        prompt_tokens=int(mask[i].sum()) if mask is not None else 0,
+                                        details={"truncated": True} if cut else None))
+    return outputs
+
+
 #: what the harness keeps of a checkpoint's generation_config.json
 TOKEN_KEYS = ("bos_token_id", "eos_token_id", "pad_token_id", "decoder_start_token_id")
 

@@ -78,7 +78,7 @@ class HFPrompting:
         for request, out in zip(requests, outputs):
             label = self.modality_labels.pop(request.id, None)
             if label is not None:
-                out.details = {"modality_label": label or None,
+                out.details = {**(out.details or {}), "modality_label": label or None,  # truncated stays
                                "modality_from": "classifier" if predicted else f"field {self.opts['modality_field']}"}
 
     def _prompt(self, req: GenerationRequest) -> str:

@@ -301,8 +301,9 @@ class PeFoMedModel(TrainingMixin, ModelPlugin):
         texts = self.tokenizer.batch_decode(result.tokens, skip_special_tokens=True)
         outs = []
         for text, toks, done, n in zip(texts, result.tokens, result.finished, lengths):
-            outs.append(GenerationOutput(text=settings.cut_at_stop(text).strip(), prompt_tokens=n,
-                                         completion_tokens=len(toks) + done))
+            answer = settings.cut_at_stop(text)  # neither a stop id nor a stop string: cut at max_new_tokens
+            outs.append(GenerationOutput(text=answer.strip(), prompt_tokens=n, completion_tokens=len(toks) + done,
+                                         details=None if done or answer != text else {"truncated": True}))
         return outs
 
     def identity(self) -> dict[str, Any]:

@@ -358,10 +358,10 @@ class VLLMModel(ModelPlugin):
 
     @staticmethod
     def _output(result: Any) -> GenerationOutput:
-        completion = result.outputs[0]
-        prompt_tokens = len(result.prompt_token_ids) if result.prompt_token_ids is not None else None
-        return GenerationOutput(text=completion.text.strip(), prompt_tokens=prompt_tokens,
-                                completion_tokens=len(completion.token_ids))
+        completion, ids = result.outputs[0], result.prompt_token_ids  # finish_reason "length": cut at the limit
+        return GenerationOutput(text=completion.text.strip(), prompt_tokens=len(ids) if ids is not None else None,
+                                completion_tokens=len(completion.token_ids),
+                                details={"truncated": True} if completion.finish_reason == "length" else None)
 
     def _server_prompts(self, requests: list[GenerationRequest]) -> list[Any]:
         return [{"prompt_embeds": e} for e in self.embedder.embed_requests(requests)]

@@ -312,9 +312,11 @@ class CompletionsClient:
             else:
                 choice = (data.get("choices") or [{}])[0]
                 usage = data.get("usage") or {}
+                cut = choice.get("finish_reason") == "length"  # stopped at max_tokens: an answer cut short
                 return GenerationOutput(text=str(choice.get("text") or "").strip(),
                                         prompt_tokens=usage.get("prompt_tokens"),
-                                        completion_tokens=usage.get("completion_tokens"))
+                                        completion_tokens=usage.get("completion_tokens"),
+                                        details={"truncated": True} if cut else None)
             time.sleep(2.0 * (attempt + 1))
         return GenerationOutput(text="", error=f"vLLM server at {self.base_url}: {last}")
 

@@ -183,6 +183,20 @@ def test_stop_strings_cut_the_answer(models_dir):
     assert cut == full[0][: full[0].index(stop)].strip()
 
 
+def test_an_answer_that_reaches_the_token_limit_is_marked_truncated(models_dir):
+    """A report cut at --max-new-tokens was kept and scored with no trace; it is marked on its line (and counted in
+    the run's summary). An answer cut at a stop string is not."""
+    task, reqs = requests_for("phantom-caption", 3, {"max_new_tokens": 6})
+    model = hf_model(models_dir["llava"], task)
+    outputs = model.generate(reqs)
+    assert all(o.completion_tokens == 6 and o.details == {"truncated": True} for o in outputs), outputs
+    longer = hf_model(models_dir["llava"], task).generate(requests_for("phantom-caption", 3, {"max_new_tokens": 12})[1])
+    stop = texts(longer)[0][3:6]
+    settings = GenerationSettings(**{**reqs[0].generation.to_dict(), "stop": [stop], "max_new_tokens": 12})
+    cut = model.generate([replace(reqs[0], generation=settings)])[0]
+    assert cut.text == texts(longer)[0][: texts(longer)[0].index(stop)].strip() and cut.details is None
+
+
 def test_adapter_changes_outputs_and_merging_keeps_them(models_dir, tmp_path):
     task, reqs = requests_for("phantom-vqa", 6)
     adapter = tiny_models.lora_adapter(models_dir["llava"], tmp_path / "adapter")

@@ -136,6 +136,19 @@ def test_checkpoint_and_converted_directory_give_identical_generations(pefomed_t
     assert all(o.prompt_tokens > 64 for o in from_checkpoint)
 
 
+def test_answers_that_reach_the_token_limit_are_marked_and_finished_ones_are_not(model, phantom):
+    """An answer cut at max_new_tokens (no stop id, no stop string) is marked on its predictions line; one that
+    stopped earlier by itself is not (the runner counts the marked ones in the run's summary)."""
+    _, requests = phantom
+    outputs = model.generate(requests)
+    for out in outputs:
+        assert out.details in (None, {"truncated": True})
+        if out.completion_tokens < 8:  # stopped by itself (its stop id counted)
+            assert out.details is None, out
+    cut = [o for o in outputs if o.details]
+    assert cut and all(o.completion_tokens == 8 for o in cut)
+
+
 def test_lora_changes_the_output_and_unmerged_equals_merged(pefomed_tiny, model, phantom, tmp_path):
     _, requests = phantom
     zero = save_checkpoint(tmp_path / "zero_b.pth", make_checkpoint_state(zero_b=True, peft_default=True))

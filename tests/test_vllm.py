@@ -85,6 +85,8 @@ def assert_same_as_reference(rows: list[dict], reference: dict[str, dict]) -> No
     got = {r["id"]: (r["prediction"], r["completion_tokens"]) for r in rows}
     want = {k: (v["text"], v["completion_tokens"]) for k, v in reference.items()}
     assert got == want
+    cut = {r["id"] for r in rows if (r.get("generation_details") or {}).get("truncated")}  # vLLM's finish_reason
+    assert cut == {k for k, v in reference.items() if v["truncated"]}  # as the pefomed plugin marks them
     assert len({text for text, _ in got.values()}) > 1  # not one constant output for every sample
 
 

@@ -75,7 +75,7 @@ def read_predictions(run_dir: Path) -> list[dict]:
 
 def hf_reference(tiny: TinyPeFoMed, limit: int, max_new_tokens: int, cache_dir: Path) -> dict[str, dict]:
     """The transformers path: the `pefomed` plugin (HF LLaMA + PEFT LoRA, unmerged) on the first `limit`
-    phantom-vqa test samples with the pefomed prompt; id -> {text, completion_tokens}."""
+    phantom-vqa test samples with the pefomed prompt; id -> {text, completion_tokens, error, truncated}."""
     from harness import plugin_manager
     from harness.model_api import ModelContext
     from harness.plugins.pefomed import PeFoMedModel
@@ -91,8 +91,8 @@ def hf_reference(tiny: TinyPeFoMed, limit: int, max_new_tokens: int, cache_dir: 
         outputs = model.generate(requests)
     finally:
         model.close()
-    return {s.id: {"text": o.text, "completion_tokens": o.completion_tokens, "error": o.error}
-            for s, o in zip(samples, outputs)}
+    return {s.id: {"text": o.text, "completion_tokens": o.completion_tokens, "error": o.error,
+                   "truncated": bool((o.details or {}).get("truncated"))} for s, o in zip(samples, outputs)}
 
 
 def hf_chat_reference(llm_dir: Path, adapter_dir: Path | None, prompts: list[str], max_new_tokens: int) -> list[str]:
