@@ -2,8 +2,9 @@
 answer must not make another run id (the same answers twice, as two leaderboard rows). Each one dropped is said.
 
 - a model that decodes nothing (the `prior`, capability `decodes: False`) reads no prompt and no decoding setting;
-- greedy decoding (temperature 0) draws nothing, so `--seed` changes no answer of a model that declares it unused
-  when greedy (capability `greedy_ignores`: the local backends; API models send the seed even then).
+- greedy decoding (temperature 0) draws nothing, so `--seed` and `--top-p` change no answer of a model that
+  declares them unused when greedy (capability `greedy_ignores`: the local backends both; the OpenAI API models
+  `top_p` only, as they send their seed even at temperature 0; `claude` both, its API taking neither).
 """
 
 from __future__ import annotations

@@ -8,8 +8,8 @@ from __future__ import annotations
 from harness.hookspecs import hookimpl
 from harness.registry import ModelInfo
 
-#: what a local backend leaves unused when decoding greedily (the seed and top-p of its per-sample draws); API models
-#: send their seed even then (OpenAI's), so it stays theirs
+#: what a local backend leaves unused when decoding greedily (the seed and top-p of its per-sample draws); the OpenAI
+#: API models send their seed even then, so only top_p is theirs; Anthropic's API takes neither
 LOCAL_GREEDY_IGNORES = ["seed", "top_p"]
 
 
@@ -34,7 +34,7 @@ def register_models(register) -> None:
             aliases=["gpt4o"],
             description="OpenAI GPT-4o through the API, zero-shot (pinned dated id; OPENAI_API_KEY)",
             capabilities={"task_kinds": kinds, "needs_weights": False, "external_api": True,
-                          "local_device": False},
+                          "local_device": False, "greedy_ignores": ["top_p"]},  # top_p is sent when sampling
         )
     )
     register(
@@ -43,7 +43,7 @@ def register_models(register) -> None:
             loader="harness.plugins.api_vlm:ClaudeModel",
             description="Anthropic Claude through the API, zero-shot (pinned id; ANTHROPIC_API_KEY)",
             capabilities={"task_kinds": kinds, "needs_weights": False, "external_api": True,
-                          "local_device": False},
+                          "local_device": False, "greedy_ignores": ["seed", "top_p"]},  # the API takes neither
         )
     )
     register(
@@ -52,7 +52,8 @@ def register_models(register) -> None:
             loader="harness.plugins.api_vlm:OpenAICompatibleModel",
             description="A VLM behind an OpenAI-compatible server (vLLM serve, SGLang, TGI): "
             "--model-args base_url=...,model=... (key: OPENAI_COMPATIBLE_API_KEY if the server needs one)",
-            capabilities={"task_kinds": kinds, "needs_weights": False, "local_device": False},
+            capabilities={"task_kinds": kinds, "needs_weights": False, "local_device": False,
+                          "greedy_ignores": ["top_p"]},  # sent when sampling; the seed is sent even at temperature 0
         )
     )
     # the Hugging Face backend, its presets and tiny-vlm (plugins/hf_presets.py imports nothing heavy)

@@ -258,6 +258,29 @@ def test_claude_through_the_anthropic_format(env, harness, answer_from_pixels, t
         assert_secret_absent([proc.stdout, proc.stderr], runs, Path(os.environ["HARNESS_CACHE_DIR"]))
 
 
+def test_greedy_api_runs_drop_what_their_api_is_not_sent(env, harness, answer_from_pixels, tmp_path, monkeypatch):
+    """--top-p on a greedy API run made another run id (another leaderboard row) though nothing of it was sent, and
+    so did --seed on claude (Anthropic's API takes none); an OpenAI-format seed is sent, and stays in the run id."""
+    monkeypatch.setenv("ANTHROPIC_API_KEY", SECRET)
+    monkeypatch.setenv("OPENAI_COMPATIBLE_API_KEY", SECRET)
+    runs = tmp_path / "runs"
+    with FakeLLMServer(reply=answer_from_pixels, api_key=SECRET) as server:
+        compatible = run_args("openai-compatible", f"base_url={server.openai_base_url},model=tiny", runs, "--limit",
+                              "2")
+        assert harness(*compatible).returncode == 0
+        proc = harness(*compatible, "--top-p", "0.5")
+        assert "warning: --top-p 0.5 ignored: decoding is greedy (temperature 0)" in proc.stderr
+        assert len(list(runs.iterdir())) == 1 and all("top_p" not in body for body in server.requests)
+        harness(*compatible, "--seed", "3")
+        assert len(list(runs.iterdir())) == 2 and server.requests[-1]["seed"] == 3  # sent: another run
+        claude = tmp_path / "claude"
+        args = run_args("claude", f"base_url={server.anthropic_base_url}", claude, "--limit", "2")
+        assert harness(*args).returncode == 0
+        proc = harness(*args, "--seed", "3", "--top-p", "0.5")
+        assert "warning: --top-p 0.5 and --seed 3 ignored: decoding is greedy" in proc.stderr
+        assert len(list(claude.iterdir())) == 1
+
+
 def test_gpt4o_refused_key_stops_at_once_and_never_leaks(env, harness, answer_from_pixels, tmp_path,
                                                           monkeypatch):
     runs = tmp_path / "runs"

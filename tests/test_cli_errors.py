@@ -294,5 +294,5 @@ def test_the_seed_of_greedy_decoding_makes_no_other_run(tmp_path, capsys):
     assert proc.returncode == 2 and "generation setting top_p=0.0 (command line or task 'phantom-vqa'): expected " \
         "a number in (0, 1]" in proc.stderr
     _, _, settings = used_settings(Task(tasks().get("phantom-vqa")), plugin_manager.models().get("gpt-4o"), None,
-                                   {"seed": 3})
+                                   {"seed": 3})  # OpenAI's API takes a seed at temperature 0 too
     assert settings.seed == 3 and "ignored" not in capsys.readouterr().err
