@@ -221,11 +221,14 @@ def _compare_judge(a: SavedRun, b: SavedRun, key: str, entry: dict[str, Any], en
     ids = sorted(in_a & in_b)
     counts = {"paired": len(ids), "only_a": len(in_a - in_b), "only_b": len(in_b - in_a)}
     cluster_key = a.results["task"].get("cluster_by")
-    clusters = cluster_values([a.records[i] for i in ids], cluster_key)
+    # a sample's group from whichever run recorded it (one data fingerprint: the same images): an older run's
+    # lines without image_content beside a newer run's are grouped alike in A-B and B-A order
+    grouped = {i: a.records[i] if a.records[i].get(cluster_key or "") is not None else b.records[i] for i in ids}
+    clusters = cluster_values([grouped[i] for i in ids], cluster_key)
     if clusters is not None:  # how many groups the intervals and tests draw
         counts["clusters"] = len(set(clusters))
     else:
-        cluster_key = None  # records without the field (written before the task clustered): per sample
+        cluster_key = None  # neither run recorded the field (written before the task clustered): per sample
     names = [name for name in interval_metrics(entry, entry_b) if not metrics or name in metrics]
     if not ids or not names:
         if not ids or not metrics:
@@ -254,7 +257,7 @@ def _compare_judge(a: SavedRun, b: SavedRun, key: str, entry: dict[str, Any], en
         if aggregate is None:
             notes.append(f"judge {_shown(key)} cannot aggregate saved rows (no saved_aggregator): left out")
             return None
-        records = [a.records[ids[p]] for p in positions]
+        records = [grouped[ids[p]] for p in positions]
         stats: dict[str, dict[str, Any]] = {}
         for at, group in _resampled_together(cls, names, sub_a).items():
             bar.total = (bar.total or 0) + 2 * resamples

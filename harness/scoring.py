@@ -209,6 +209,11 @@ def apply_judges(
     excluded = len(records) - len(scorable)
     # the samples scored, as breakdown_missing counts them (failed samples are in no group either way)
     warn_absent_breakdowns(scorable or records, breakdown_keys, breakdowns_declared_by)
+    lacking = sum(1 for r in scorable if r.get(cluster_key) is None) if cluster_key else 0
+    if lacking:  # aggregate.cluster_values then groups nothing: said, not silently per sample
+        print(f"note: {lacking} of {len(scorable)} predictions lines have no '{cluster_key}' (written before the task "
+              "grouped its samples by it): the intervals take the samples as independent; run the model again into a "
+              "new --output folder to group them", file=sys.stderr)
     entries: list[dict[str, Any]] = []
     try:
         _score_each(out_dir, judges, scorable, excluded, breakdown_keys, cluster_key, entries)

@@ -50,7 +50,7 @@ def test_questions_on_one_hub_image_form_one_cluster(tmp_path, hub_copy):
     assert "image_content" not in results["judges"][0]["breakdowns"]
 
 
-def test_a_hub_run_written_before_grouping_stays_per_question_when_scored_again(tmp_path, hub_copy):
+def test_a_hub_run_written_before_grouping_stays_per_question_when_scored_again(tmp_path, hub_copy, capsys):
     """Its predictions lines have no image_content: scored again, each question is its own cluster, not every
     question one cluster (which would give no interval, or a meaningless one)."""
     from harness.cli import main
@@ -64,3 +64,17 @@ def test_a_hub_run_written_before_grouping_stays_per_question_when_scored_again(
     assert main(["score", str(out), "--no-progress"]) == 0
     accuracy = json.loads((out / "results.json").read_text())["judges"][0]["metrics"]["accuracy"]
     assert accuracy["ci_method"] == "wilson" and accuracy["ci95"][0] < accuracy["value"] < accuracy["ci95"][1]
+    assert (f"note: {len(lines)} of {len(lines)} predictions lines have no 'image_content' (written before the task "
+            "grouped its samples by it): the intervals take the samples as independent; run the model again into a "
+            "new --output folder to group them") in capsys.readouterr().err
+    # beside a newer run, compare groups the samples by the newer run's digests in either order
+    new = tmp_path / "new"
+    assert main(["run", "--model", "prior", "--model-args", "by=none", "--task", "vqa-rad", "--data-dir",
+                 str(hub_copy), "--source", "hf", "--judge", "exact", "--output", str(new), "--no-progress"]) == 0
+    reports = []
+    for first, second in ((out, new), (new, out)):
+        assert main(["compare", str(first), str(second), "-o", str(tmp_path / "c.json"), "--no-progress"]) == 0
+        reports.append(json.loads((tmp_path / "c.json").read_text()))
+    assert [r["judges"]["exact/pefomed"]["clusters"] for r in reports] == [4, 4]
+    forward, backward = (next(c for c in r["comparisons"] if c["metric"] == "accuracy") for r in reports)
+    assert forward["ci95"] == pytest.approx([-x for x in reversed(backward["ci95"])])
