@@ -143,6 +143,9 @@ def prepare(spec: RunSpec) -> tuple[Task, Any, dict[str, Any], Path, ModelContex
         "size_note": task.size_note(split),
         "skipped_note": task.skipped_note(split),
         "image_decoding": IMAGE_DECODING,
+        # a task read from its YAML file (--task PATH), not registered: where `harness score` finds its judges again
+        **({"file": str(Path(task.config.path).resolve())}
+           if task.config.plugin == plugin_manager.TASK_FILE_PLUGIN else {}),
     }
     prompt = {"variant": variant, "hash": text_hash(template), "template": template}
     identity = {

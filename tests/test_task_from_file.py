@@ -34,7 +34,15 @@ def test_a_task_yaml_given_by_path_runs_and_is_recorded_under_its_own_id(tmp_pat
     assert proc.returncode == 0, proc.stderr
     results = json.loads((tmp_path / "run" / "results.json").read_text())
     assert results["task"]["id"] == "my-phantom" and results["judges"][0]["metrics"]["accuracy"]["n"] == 12
-    proc = harness("score", "run", "--judge", "exact:llava-med", "--no-progress", cwd=tmp_path)  # no registry entry
+    assert results["task"]["file"] == str((tmp_path / "my-task.yaml").resolve())
+    proc = harness("score", "run", "--no-progress", cwd=tmp_path)  # no registry entry: the file's default judges
+    assert proc.returncode == 0, proc.stderr
+    assert [j["id"] for j in json.loads((tmp_path / "run" / "results.json").read_text())["judges"]] == ["exact"]
+    (tmp_path / "my-task.yaml").rename(tmp_path / "moved.yaml")
+    proc = harness("score", "run", "--no-progress", cwd=tmp_path)
+    assert proc.returncode == 2 and f"note: task 'my-phantom' was read from {(tmp_path / 'my-task.yaml').resolve()}, " \
+        "which is gone" in proc.stderr
+    proc = harness("score", "run", "--judge", "exact:llava-med", "--no-progress", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -89,7 +90,7 @@ def _score(args: argparse.Namespace, path: Path, out_dir: Path) -> int:
         kind = manifest["task"]["kind"]
         default_judges = []
         registered = plugin_manager.tasks().get(manifest["task"]["id"]) \
-            if manifest["task"]["id"] in plugin_manager.tasks() else None
+            if manifest["task"]["id"] in plugin_manager.tasks() else _task_file(manifest["task"])
         if registered is not None and not args.judge:
             check_default_judges(registered)
             default_judges = registered.judges
@@ -120,6 +121,27 @@ def _score(args: argparse.Namespace, path: Path, out_dir: Path) -> int:
     check_not_all_failed(results)
     check_judges_scored(entries)
     return 0
+
+
+def _task_file(task: dict[str, Any]) -> Any:
+    """The TaskConfig of a run made with --task PATH (its YAML file, recorded as task.file), when the file is still
+    there and still states the run's task id; else None (a note says why when there was a file)."""
+    from harness.task_config import load_task_config
+
+    file = task.get("file")
+    if not file:
+        return None
+    path = Path(file)
+    if not path.is_file():
+        print(f"note: task '{task['id']}' was read from {path}, which is gone: its default judges, breakdowns and "
+              "cluster_by are those the run recorded (pass --judge)", file=sys.stderr)
+        return None
+    config = load_task_config(path)
+    if config.id != task["id"]:
+        print(f"note: {path} now states task id '{config.id}', not the run's '{task['id']}': not read "
+              "(pass --judge)", file=sys.stderr)
+        return None
+    return config
 
 
 def _as_the_task_says_now(manifest: dict[str, Any], registered: Any, write_to: Path | None) -> dict[str, Any]:
