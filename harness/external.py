@@ -50,7 +50,6 @@ def read_external_predictions(path: Path, kind: str) -> tuple[list[dict[str, Any
                 row[key] = ""
                 if key == "prediction":  # no output: a failed sample, as in harness run, not a wrong answer
                     row["error"] = NO_PREDICTION
-                    missing_predictions.append(f"line {lineno} (id {row['id']})")
             elif isinstance(value, (int, float)) and not isinstance(value, bool):
                 row[key] = str(value)
             elif not isinstance(value, str):
@@ -64,6 +63,8 @@ def read_external_predictions(path: Path, kind: str) -> tuple[list[dict[str, Any
         if not row["answer"].strip():
             skipped.append(f"line {lineno} (id {row['id']})")
             continue
+        if row.get("error") == NO_PREDICTION:  # counted once the line is known to be scored (it has a reference)
+            missing_predictions.append(f"line {lineno} (id {row['id']})")
         records.append(row)
     if not records:
         why = f" with a reference ({len(skipped)} have a null or blank 'answer')" if skipped else ""

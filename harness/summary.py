@@ -112,8 +112,10 @@ def check_not_all_failed(results: dict[str, Any]) -> None:
 
     failed, n = results["errors"]["count"], results["task"]["n"]
     if n and failed == n:
+        advice = (IMAGE_ADVICE if image_failed(results) else "fill the predictions in the file and score it again"
+                  if results["task"]["version"] == "external" else "fix the cause and run the same command again")
         raise UserError(f"all {n} samples failed, so there is nothing to score (first: {first_error(results, 300)}); "
-                        f"{IMAGE_ADVICE if image_failed(results) else 'fix the cause and run the same command again'}")
+                        f"{advice}")
 
 
 def check_judges_scored(entries: list[dict[str, Any]]) -> None:

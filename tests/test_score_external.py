@@ -183,6 +183,13 @@ def test_nan_and_null_from_a_table_are_a_skipped_reference_and_failed_samples_no
     results = json.loads((tmp_path / "out" / "results.json").read_text())
     accuracy = results["judges"][0]["metrics"]["accuracy"]
     assert (accuracy["value"], accuracy["n"], results["errors"]["count"]) == (1.0, 1, 2)
+    # a line with neither reference nor prediction is skipped, not counted among the failed; none left to score
+    both = write_preds(tmp_path / "both.jsonl", [{**ROWS[0], "id": "n0", "answer": None, "prediction": None},
+                                                 {**ROWS[0], "id": "n1", "prediction": None}])
+    proc = cli("score", str(both), "--task-type", "vqa", "--judge", "exact", "--output", str(tmp_path / "both"))
+    assert "1 prediction is null or NaN (line 2 (id n1))" in proc.stderr
+    assert proc.returncode == 2 and proc.stderr.strip().splitlines()[-1].endswith(
+        "fill the predictions in the file and score it again")
 
 
 def test_scoring_into_a_folder_of_another_run_is_refused(tmp_path):
