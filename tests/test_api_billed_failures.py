@@ -107,6 +107,23 @@ def test_a_billed_refusal_of_an_llm_judge_keeps_its_tokens(cache, tmp_path, caps
     assert listed["billed_failures"] == 2
 
 
+def test_a_billed_refusal_serving_two_identical_requests_is_paid_once(cache, tmp_path):
+    """Two samples asking the same thing are one call at temperature 0; a refused reply was counted as paid by
+    each copy (an answer was not)."""
+    preds = tmp_path / "preds.jsonl"
+    line = {"question": "Is the image normal?", "answer": "yes", "prediction": "yes", "answer_type": "CLOSED"}
+    preds.write_text("".join(json.dumps({"id": f"q{i}", **line}) + "\n" for i in range(2)))
+    body = openai_reply("content_filter", None)
+    with FakeLLMServer(fault_fn=lambda request, index: Fault(body=body)) as server:
+        cli_main(["score", str(preds), "--task-type", "vqa", "--judge", "gpt4", "--judge-base-url",
+                  server.openai_base_url, "--judge-model", "judge-m", "--judge-provider", "openai-compatible",
+                  "--output", str(tmp_path / "out"), "--no-progress"])
+        assert server.chat_calls == 1
+    (judge,) = json.loads((tmp_path / "out" / "results.json").read_text())["judges"]
+    assert judge["metrics"]["paid_input_tokens"]["value"] == USAGE_IN  # one call, paid once
+    assert cache_listing(cache)["models"][0]["billed_failures"] == 1
+
+
 @pytest.mark.parametrize("model", ["openai-compatible", "claude"])
 def test_an_answer_cut_at_the_token_limit_is_kept_and_recorded_as_cut(model, cache, tmp_path, capsys):
     body = (openai_reply("length", "The lesion is in the left") if model != "claude"

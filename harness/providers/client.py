@@ -244,7 +244,7 @@ class ProviderClient:
             first, *others = where[key]
             results[first] = replace(result)
             for index in others:  # the same request again: served by that one call, its cost counted once
-                results[index] = replace(result, cached=result.text is not None)
+                results[index] = replace(result, cached=True)  # a billed refusal too: one call, one cost
             bar.update(1)
 
         try:
