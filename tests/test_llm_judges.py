@@ -206,6 +206,9 @@ def test_repeats_that_agree_keep_the_repeats_interval_method_and_a_zero_spread()
         single = summarize_slice(once, records, once.score(records))
     assert summary["accuracy"]["ci_method"] == "bootstrap-corpus" and summary["accuracy_std"]["value"] == 0.0
     assert single["accuracy"]["ci_method"] == "wilson"  # asked once: a share of 0/1 verdicts
+    from harness.judges.llm_judge_common import mean_std
+
+    assert mean_std([0.7] * 3) == (0.7, 0.0)  # summed, 0.7 three times gave a std of 1.4e-16
 
 
 def test_gpt4_pefomed_repeats_unscored_and_rerun_without_calls():

@@ -224,3 +224,20 @@ def test_a_record_repeating_a_key_is_refused_not_read_as_its_last_value(tmp_path
     assert proc.returncode == 2 and error_line(proc) == (
         f'error: {preds}:1: an object repeats the key "answer" (values "no" and "yes"; the last would silently '
         "win): keep the one meant")
+    # a run's own files edited by hand: predictions.jsonl and run.json
+    run = tmp_path / "run"
+    harness_cli = [sys.executable, "-m", "harness"]
+    subprocess.run([*harness_cli, "run", "--model", "prior", "--task", "phantom-vqa", "--limit", "3", "--judge",
+                    "exact", "--output", str(run), "--no-progress"], capture_output=True, check=True)
+    lines = (run / "predictions.jsonl").read_text().splitlines()
+    lines[1] = lines[1].replace('"prediction": ', '"prediction": "yes", "prediction": ', 1)
+    (run / "predictions.jsonl").write_text("\n".join(lines) + "\n")
+    proc = subprocess.run([*harness_cli, "score", str(run)], capture_output=True, text=True)
+    assert proc.returncode == 2 and error_line(proc).startswith(
+        f'error: {run / "predictions.jsonl"}:2: an object repeats the key "prediction" (values "yes" and ')
+    (run / "predictions.jsonl").write_text("\n".join(lines).replace('"prediction": "yes", ', "", 1) + "\n")
+    manifest = (run / "run.json").read_text()
+    (run / "run.json").write_text(manifest.replace('"run_id": ', '"run_id": "x", "run_id": ', 1))
+    proc = subprocess.run([*harness_cli, "score", str(run)], capture_output=True, text=True)
+    assert proc.returncode == 2 and error_line(proc).startswith(
+        f'error: {run / "run.json"}: an object repeats the key "run_id" (values "x" and ')
