@@ -99,6 +99,9 @@ def read_state_dict(path: Path | str, trust_pickle: bool = False, what: str = "c
         raise UserError(f"{what} {path} cannot be read by torch.load (not a PyTorch checkpoint?)") from exc
     except (RuntimeError, OSError, EOFError, ValueError) as exc:
         raise UserError(f"{what} {path} cannot be read by torch.load ({_first_line(exc)})") from exc
+    except (IndexError, KeyError, TypeError, AttributeError) as exc:  # bytes that parse as a pickle of nothing sane
+        raise UserError(f"{what} {path} cannot be read by torch.load (not a PyTorch checkpoint? "
+                        f"{type(exc).__name__}: {_first_line(exc)})") from exc
     if isinstance(obj, dict):
         for key in ("model", "state_dict"):
             if isinstance(obj.get(key), dict):

@@ -137,7 +137,13 @@ def load_parts(spec: LoadSpec) -> Parts:
     vision_sd = ckpt.map_lavis_eva(
         ckpt.read_state_dict(spec.vision, opts["trust_pickle"], what="vision weights"), config,
         ln_vision={k: v for k, v in projection.items() if k in ckpt.LN_VISION_KEYS}, source=spec.vision)
-    vision = arch.build_vision(config, vision_sd, device=str(spec.device), dtype=spec.dtype)
+    try:
+        vision = arch.build_vision(config, vision_sd, device=str(spec.device), dtype=spec.dtype)
+    except RuntimeError as exc:  # an EVA of another width or depth (ViT-L given for ViT-g)
+        what = next((ln.strip() for ln in str(exc).splitlines() if "size mismatch" in ln), _last_line(exc))
+        raise UserError(f"vision weights {spec.vision} do not fit the EVA encoder of "
+                        f"{spec.vision_config or 'EVA ViT-g/14'} (hidden size {config.hidden_size}, "
+                        f"{config.num_hidden_layers} blocks): {what[:300]}") from None
     hidden, in_features = llm.config.hidden_size, config.hidden_size * arch.GROUP
     llama_proj = torch.nn.Linear(in_features, hidden, device=spec.device, dtype=spec.dtype)
     if "llama_proj.weight" in projection:
@@ -222,12 +228,21 @@ def _inject_checkpoint_lora(spec: LoadSpec, llm, weights: ckpt.PeFoMedWeights):
     return peft_model
 
 
+def _last_line(exc: BaseException) -> str:
+    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+    return lines[-1] if lines else type(exc).__name__
+
+
 def _load_adapter_dir(spec: LoadSpec, llm):
     from peft import PeftModel
     from safetensors import safe_open
 
     assert spec.adapter_dir is not None
-    peft_model = PeftModel.from_pretrained(llm, str(spec.adapter_dir), is_trainable=spec.train)
+    try:
+        peft_model = PeftModel.from_pretrained(llm, str(spec.adapter_dir), is_trainable=spec.train)
+    except RuntimeError as exc:  # LoRA tensors of another LLM's width
+        raise UserError(f"--adapter {spec.adapter_dir} does not fit LLM {spec.llm_path}: "
+                        f"{_last_line(exc)[:300]}") from None
     file = spec.adapter_dir / ckpt.ADAPTER_WEIGHTS[0]
     if file.is_file():
         with safe_open(str(file), "pt") as fh:

@@ -343,6 +343,34 @@ def test_loading_mistakes_are_one_line_errors(pefomed_tiny, pefomed_converted, t
         load(pefomed_tiny, llm_revision="abc")  # was accepted, another run id of identical answers
 
 
+def test_files_of_another_model_or_no_model_at_all_are_one_line_errors(pefomed_tiny, tmp_path):
+    """Three inputs still ended in a 50-line traceback: a text file named .pth (whose bytes parse as a pickle of
+    nothing), an EVA file of another width (ViT-L given for ViT-g) and an adapter converted for a wider LLM."""
+    from tiny_pefomed import make_eva_state
+
+    notes = tmp_path / "notes.pth"
+    notes.write_text("this is not a checkpoint\n")
+    for arg in ("checkpoint", "vision"):
+        with pytest.raises(UserError, match=rf"{notes} cannot be read by torch.load \(not a PyTorch checkpoint\?"):
+            load(pefomed_tiny, **{arg: str(notes)})
+    wider = tmp_path / "eva_wider.pth"
+    torch.save({k: torch.cat([v, v[..., :16]], -1) if v.dim() and v.shape[-1] == 32 else v
+                for k, v in make_eva_state().items()}, wider)
+    with pytest.raises(UserError, match=rf"^vision weights {wider} do not fit the EVA encoder of .*vision_config\.json "
+                                        r"\(hidden size 32, \d+ blocks\): size mismatch for "):
+        load(pefomed_tiny, vision=str(wider))
+    g = torch.Generator().manual_seed(3)
+    wide = {"llama_proj.weight": torch.randn(128, 128, generator=g), "llama_proj.bias": torch.randn(128, generator=g)}
+    for layer in range(2):
+        for proj in ("q_proj", "v_proj"):
+            base = f"llama_model.base_model.model.model.layers.{layer}.self_attn.{proj}"
+            wide[f"{base}.lora_A.weight"] = torch.randn(64, 128, generator=g)
+            wide[f"{base}.lora_B.weight"] = torch.randn(128, 64, generator=g)
+    assert convert(str(save_checkpoint(tmp_path / "wide.pth", wide)), "--out", str(tmp_path / "wide")) == 0
+    with pytest.raises(UserError, match=rf"^--adapter {tmp_path / 'wide'} does not fit LLM .*size mismatch"):
+        load(pefomed_tiny, adapter=tmp_path / "wide", checkpoint="")
+
+
 def test_the_default_llm_is_a_pinned_commit_and_enters_the_run_identity(pefomed_tiny, monkeypatch, tmp_path):
     from harness.plugins.pefomed import DEFAULT_LLM_REVISION
 
