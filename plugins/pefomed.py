@@ -74,6 +74,9 @@ class PeFoMedModel(TrainingMixin, ModelPlugin):
         if args.get("vision"):
             path = Path(args["vision"]).expanduser()
             out["vision_file"] = {"name": path.name, "sha256": ckpt.file_sha256(path) if path.is_file() else None}
+        if args.get("vision_config"):  # its content (an image size edited in place changes every output)
+            path = Path(args["vision_config"]).expanduser()
+            out["vision_config_sha256"] = ckpt.file_sha256(path) if path.is_file() else None
         if context.generation is not None and context.generation.do_sample:  # draws made otherwise before
             out["sampling"] = row_sampling.SAMPLING_SEED
         return out

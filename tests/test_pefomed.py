@@ -391,6 +391,12 @@ def test_the_default_llm_is_a_pinned_commit_and_enters_the_run_identity(pefomed_
     second = PeFoMedModel.run_identity({"llm": str(llm), "vision": str(vision)}, ModelContext())
     assert first["llm_fingerprint"] != second["llm_fingerprint"]
     assert first["vision_file"]["sha256"] != second["vision_file"]["sha256"]
+    config = tmp_path / "vision_config.json"  # an image size edited in place resumed the run with another model
+    config.write_text('{"image_size": 224}')
+    before = PeFoMedModel.run_identity({"llm": str(llm), "vision_config": str(config)}, ModelContext())
+    config.write_text('{"image_size": 112}')
+    after = PeFoMedModel.run_identity({"llm": str(llm), "vision_config": str(config)}, ModelContext())
+    assert before["vision_config_sha256"] != after["vision_config_sha256"]
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))  # nothing cached: the hub id cannot resolve offline
     with pytest.raises(UserError, match=f"Llama-2-7b-chat-hf: cannot get revision {DEFAULT_LLM_REVISION}"):
