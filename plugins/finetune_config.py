@@ -277,3 +277,19 @@ def hashed_config(cfg: FinetuneConfig, hyper: Hyper, base: dict[str, Any],
     config = {"base": base, "stages": stages, "hyper": settings, "method": cfg.method, "seed": cfg.seed,
               "limit": cfg.limit}
     return json.loads(json.dumps(config, default=str))  # as checkpoints and the manifest record it (same hash)
+
+
+def continued_rank(plugin: Any, hyper: Hyper, cfg: FinetuneConfig) -> Hyper:
+    """`hyper` with the rank of the LoRA a self-training plugin loaded to continue (pefomed `checkpoint=`: it keeps
+    its own rank, whatever --rank says), so that the manifest and config hash record what is trained; `hyper` itself
+    when they agree. A --rank given that differs is refused (it would change nothing)."""
+    from dataclasses import replace
+
+    loaded = (getattr(plugin, "lora_info", None) or {}).get("r")
+    if not loaded or int(loaded) == hyper.rank:
+        return hyper
+    if cfg.overrides.get("rank") is not None:
+        plugin.close()
+        raise UserError(f"--rank {hyper.rank}: the LoRA this fine-tune continues (--model-args) has rank {loaded}, "
+                        f"which it keeps; drop --rank, or give --rank {loaded}")
+    return replace(hyper, rank=int(loaded))

@@ -28,7 +28,7 @@ from harness.errors import Terminated, UserError
 from harness.fingerprint import config_hash as harness_config_hash
 from harness.folder_lock import exclusive
 from harness.plugins import finetune_checkpoint as ckpt
-from harness.plugins.finetune_config import DEFAULT_SAVE_EVERY, FinetuneConfig, Hyper, hashed_config
+from harness.plugins.finetune_config import DEFAULT_SAVE_EVERY, FinetuneConfig, Hyper, continued_rank, hashed_config
 from harness.plugins.finetune_data import StageData, epoch_order
 from harness.plugins.finetune_manifest import base_identity, build_manifest
 from harness.plugins.finetune_output import CHECKPOINTS, MANIFEST, check_out, held_config_hash, out_lock, publish
@@ -340,6 +340,9 @@ def _finetune(cfg: FinetuneConfig, progress: bool) -> dict[str, Any]:
     plugin = cls(args, context)
     if not self_training:
         hyper = cfg.hyperparameters(info.id, plugin.family)
+    elif (kept := continued_rank(plugin, hyper, cfg)) is not hyper:  # a LoRA it continues keeps its rank
+        hyper, args = kept, {**args, "lora_r": str(kept.rank)}
+        base = {"id": info.id, "args": args, **cls.run_identity(args, context)}
     described = [s.describe() for s in stages]
     config = hashed_config(cfg, hyper, base, described, len(stages[-1].samples))
     as_given = hashed_config(cfg, hyper, base, described, None)

@@ -127,3 +127,25 @@ def test_pefomed_refuses_targets_and_methods_it_cannot_train(pefomed_tiny, tmp_p
     cfg.method = "full"
     with pytest.raises(UserError, match="--method full is not available"):
         finetune(cfg, progress=False)
+
+
+def test_a_finetune_continuing_a_checkpoint_records_its_rank_and_refuses_another(pefomed_tiny, tmp_path):
+    """From a rank-16 checkpoint every run trained rank 16, but the manifest said the --rank given (64 by default;
+    --rank 32, silently ignored), and each made another config hash for the same weights."""
+    from tiny_pefomed import make_checkpoint_state, save_checkpoint
+
+    state = make_checkpoint_state()
+    rank16 = save_checkpoint(tmp_path / "rank16.pth", {
+        k: (v[:16] if ".lora_A" in k else v[:, :16] if ".lora_B" in k else v) for k, v in state.items()})
+    cfg = FinetuneConfig(model="pefomed", task="phantom-vqa", out=tmp_path / "out", limit=4, prompt="pefomed",
+                         model_args=pefomed_tiny.model_args(checkpoint=str(rank16)),
+                         overrides={"batch_size": 4, "epochs": 1})
+    manifest = finetune(cfg, progress=False)
+    assert manifest["hyperparameters"]["rank"] == 16 and manifest["config"]["hyper"]["rank"] == 16
+    assert json.loads((tmp_path / "out" / "adapter_config.json").read_text())["r"] == 16
+    cfg.overrides["rank"] = 32
+    with pytest.raises(UserError, match=r"^--rank 32: the LoRA this fine-tune continues \(--model-args\) has rank 16, "
+                                        r"which it keeps; drop --rank, or give --rank 16$"):
+        finetune(cfg, progress=False)
+    cfg.overrides["rank"] = 16  # the same fine-tune: already trained
+    assert finetune(cfg, progress=False)["config_hash"] == manifest["config_hash"]
