@@ -102,7 +102,7 @@ class PeFoMedModel(TrainingMixin, ModelPlugin):
         super().__init__(args, context)
         import torch
 
-        from harness.plugins.pefomed_load import LoadSpec, load_parts, resolve_llm_path
+        from harness.plugins.pefomed_load import LoadSpec, load_parts, resolve_llm_path, warn_other_base
 
         self.train_mode = opts.check_args(args, context.adapter)
         self.device = torch.device(resolve_device(context.device))
@@ -123,6 +123,8 @@ class PeFoMedModel(TrainingMixin, ModelPlugin):
             checkpoint=self._checkpoint, adapter_dir=self._adapter_dir, device=self.device, dtype=self.dtype,
             options=self.options, train=self.train_mode))
         self.lora_info = parts.lora_info
+        if self._adapter_dir is not None:  # a fine-tune's adapter on another LLM or EVA of the same shapes
+            warn_other_base(self._adapter_dir, self.run_identity(args, context))
         self._setup(parts.vision, parts.llama_proj, parts.llm, parts.tokenizer)
 
     @classmethod

@@ -11,6 +11,7 @@ run the LLM themselves and only need the prompt embeddings).
 from __future__ import annotations
 
 import json
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -255,3 +256,31 @@ def _load_adapter_dir(spec: LoadSpec, llm):
                       ] if lacking else []
             raise UserError(f"--adapter {spec.adapter_dir} does not fit LLM {spec.llm_path}: {', '.join(parts)}")
     return peft_model
+
+
+#: what a harness finetune manifest records of the base it trained on, compared with the base loaded now
+BASE_PARTS = {"llm_fingerprint": "its LLM folder's files", "llm_revision": "its LLM's hub revision",
+              "vision_file": "its vision weights", "vision_config_sha256": "its vision config"}
+
+
+def warn_other_base(adapter: Path, now: dict[str, Any]) -> None:
+    """A warning when harness finetune's manifest.json beside `adapter` says it was trained on another LLM or vision
+    encoder than the one loaded now (`now`: the run identity), by content: the same shapes load silently, and the
+    scores would be of a pairing nobody trained."""
+    try:
+        trained = json.loads((adapter / "manifest.json").read_text(encoding="utf-8"))["base_model"]
+    except (OSError, ValueError, KeyError, TypeError):  # not ours (harness convert writes none)
+        return
+    if not isinstance(trained, dict):
+        return
+    differ = []
+    for key, what in BASE_PARTS.items():
+        then, loaded = trained.get(key), now.get(key)
+        if isinstance(then, dict) and isinstance(loaded, dict):  # vision_file: {name, sha256}
+            then, loaded = then.get("sha256"), loaded.get("sha256")
+        if then is not None and loaded is not None and then != loaded:
+            differ.append(what)
+    if differ:
+        print(f"warning: --adapter {adapter} was trained on another base than the one loaded now "
+              f"({' and '.join(differ)} differ from its manifest.json's): these scores are of a pairing nobody "
+              "trained", file=sys.stderr)

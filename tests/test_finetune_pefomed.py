@@ -149,3 +149,23 @@ def test_a_finetune_continuing_a_checkpoint_records_its_rank_and_refuses_another
         finetune(cfg, progress=False)
     cfg.overrides["rank"] = 16  # the same fine-tune: already trained
     assert finetune(cfg, progress=False)["config_hash"] == manifest["config_hash"]
+
+
+def test_a_finetune_adapter_on_another_base_of_the_same_shapes_is_warned(pefomed_tiny, tmp_path, capsys):
+    """A fine-tune's projection and LoRA loaded silently onto another EVA (or LLM) of the same shapes, though its
+    manifest.json names the base it trained on by content."""
+    from tiny_pefomed import make_eva_state
+
+    out = tmp_path / "out"
+    finetune(FinetuneConfig(model="pefomed", task="phantom-vqa", out=out, limit=4, prompt="pefomed",
+                            model_args=pefomed_tiny.model_args(checkpoint=""),
+                            overrides={"batch_size": 4, "epochs": 1}), progress=False)
+    capsys.readouterr()
+    PeFoMedModel(pefomed_tiny.model_args(checkpoint=""), ModelContext(adapter=out, cache_dir=cache_dir()))
+    assert "warning" not in capsys.readouterr().err  # its own base: nothing to say
+    other = tmp_path / "other_eva.pth"
+    torch.save(make_eva_state(seed=7), other)
+    PeFoMedModel(pefomed_tiny.model_args(checkpoint="", vision=str(other)),
+                 ModelContext(adapter=out, cache_dir=cache_dir()))
+    assert (f"warning: --adapter {out} was trained on another base than the one loaded now (its vision weights "
+            "differ from its manifest.json's): these scores are of a pairing nobody trained") in capsys.readouterr().err
