@@ -314,7 +314,8 @@ class PeFoMedModel(TrainingMixin, ModelPlugin):
     def identity(self) -> dict[str, Any]:
         return {
             "architecture": "minigpt-v2 (eva-vit-g/14 448px, 4-token grouping, linear projection, llama)",
-            "llm": str(self.llm_path), "llm_revision": _snapshot_revision(self.llm_path),
+            "llm": str(self.llm_path.resolve()) if self.llm_path else None,  # absolute: read from anywhere
+            "llm_revision": _snapshot_revision(self.llm_path),
             "checkpoint": str(self._checkpoint.resolve()) if self._checkpoint else None,
             "lora": self.lora_info, "device": str(self.device),
             "dtype": str(self.dtype).removeprefix("torch."),

@@ -477,6 +477,8 @@ def test_paths_spelt_otherwise_and_defaults_typed_out_are_the_same_run(pefomed_t
                                       lora_alpha="16")
     assert canonical(respelt, ModelContext(device="cpu")) == plain
     assert plain["llm"] == str(pefomed_tiny.llm_dir.resolve())
+    relative = f"{pefomed_tiny.llm_dir.relative_to(pefomed_tiny.root)}/"  # results.json said "llm": "llm"
+    assert load(pefomed_tiny, llm=relative).identity()["llm"] == str(pefomed_tiny.llm_dir.resolve())
     # a file behind a link (a hub cache's snapshots/<rev>/x.pth -> blobs/<sha>) keeps its own name and suffix
     link = pefomed_tiny.root / "linked" / "pefomed.pth"
     link.parent.mkdir(exist_ok=True)
