@@ -52,6 +52,12 @@ if TYPE_CHECKING:
 
 DEFAULT_LLM = "meta-llama/Llama-2-7b-chat-hf"
 DEFAULT_LLM_REVISION = "f5db02db724555f92da89c216ac04704f23d4590"  # commit pinned as the hf presets' are
+def _check_llm_revision(args: dict[str, str]) -> None:
+    if args.get("llm_revision") and Path(args.get("llm") or DEFAULT_LLM).expanduser().is_dir():
+        raise UserError(f"--model-args llm_revision={args['llm_revision']}: llm={args.get('llm')} is a local "
+                        "folder, which has no hub revisions; drop llm_revision")
+
+
 class PeFoMedModel(TrainingMixin, ModelPlugin):
     default_batch_size = 8
     transport_args = ("vision_batch", "trust_pickle", "embed_only")
@@ -88,6 +94,10 @@ class PeFoMedModel(TrainingMixin, ModelPlugin):
         are one run), without the args whose removal changes nothing (a default typed out)."""
         on_cuda = resolve_device(context.device).startswith("cuda")  # --device, then the args, as when built
         train = opts.check_args(args, context.adapter)
+        _check_llm_revision(args)  # here too: a resumed run with nothing left to generate builds no model
+        if opts.flag_setting(args, "embed_only", False, "--model-args"):
+            raise UserError("model 'pefomed': --model-args embed_only=true loads no LLM and gives embeddings, not "
+                            "text (what a vLLM backend asks for itself); drop it")
         out = {k: (_absolute(v) if k in opts.PATH_ARGS and v else v) for k, v in args.items()}
 
         def effect(given: dict[str, str]) -> tuple[Any, ...]:
@@ -113,9 +123,7 @@ class PeFoMedModel(TrainingMixin, ModelPlugin):
         self.default_batch_size = 128 if on_cuda else 8
         self._checkpoint = Path(args["checkpoint"]).expanduser() if args.get("checkpoint") else None
         self._adapter_dir = Path(context.adapter).expanduser() if context.adapter else None
-        if args.get("llm_revision") and Path(args.get("llm") or DEFAULT_LLM).expanduser().is_dir():
-            raise UserError(f"--model-args llm_revision={args['llm_revision']}: llm={args.get('llm')} is a local "
-                            "folder, which has no hub revisions; drop llm_revision")
+        _check_llm_revision(args)
         revision = llm_revision(args, DEFAULT_LLM, DEFAULT_LLM_REVISION)
         self.llm_path: Path | None = resolve_llm_path(args.get("llm") or DEFAULT_LLM, revision)
         parts = load_parts(LoadSpec(

@@ -477,6 +477,11 @@ def test_paths_spelt_otherwise_and_defaults_typed_out_are_the_same_run(pefomed_t
                                       lora_alpha="16")
     assert canonical(respelt, ModelContext(device="cpu")) == plain
     assert plain["llm"] == str(pefomed_tiny.llm_dir.resolve())
+    # refused before anything is built, so also by a resumed run that has nothing left to generate (it was accepted)
+    with pytest.raises(UserError, match="llm_revision=main: llm=.* is a local folder"):
+        canonical(pefomed_tiny.model_args(llm_revision="main"), ModelContext(device="cpu"))
+    with pytest.raises(UserError, match="embed_only=true loads no LLM and gives embeddings, not text"):
+        canonical(pefomed_tiny.model_args(embed_only="true"), ModelContext(device="cpu"))
     relative = f"{pefomed_tiny.llm_dir.relative_to(pefomed_tiny.root)}/"  # results.json said "llm": "llm"
     assert load(pefomed_tiny, llm=relative).identity()["llm"] == str(pefomed_tiny.llm_dir.resolve())
     # a file behind a link (a hub cache's snapshots/<rev>/x.pth -> blobs/<sha>) keeps its own name and suffix
