@@ -235,8 +235,7 @@ class HFModel(HFPrompting, HFAdapters, ModelPlugin):
         gc = model.generation_config
         eos = gc.eos_token_id if gc.eos_token_id is not None else self.tokenizer.eos_token_id
         self.eos_ids = set(eos if isinstance(eos, list) else [eos]) - {None}
-        self.skip_leading = {t for t in (gc.decoder_start_token_id, gc.bos_token_id) if t is not None} \
-            if self.family in ("blip", "vision-encoder-decoder") else set()
+        self.skip_leading = gen.leading_ids(model.config, gc, self.family)
         self.ignored_generation = gen.ignored_generation_settings(model)  # generate() keeps them out
         cache = self.opts["cache"]
         if cache == "auto":

@@ -224,6 +224,21 @@ def completion_ids(row: Sequence[int], *, prompt: Sequence[int] | None, skip_lea
     return ids
 
 
+def leading_ids(config: Any, generation_config: Any, family: str) -> set[int]:
+    """Token ids an output row starts with that the model did not generate as its answer: the decoder-start and bos
+    ids of BLIP and VisionEncoderDecoder captioners, and the decoder-start id of any encoder-decoder language model
+    (BLIP-2 and InstructBLIP with Flan-T5: left in, it was counted as an answer token, so an answer ending exactly
+    at the limit was marked truncated)."""
+    gc = generation_config
+    ids = {t for t in (gc.decoder_start_token_id, gc.bos_token_id) if t is not None} \
+        if family in ("blip", "vision-encoder-decoder") else set()
+    text = getattr(config, "text_config", None)
+    if getattr(config, "is_encoder_decoder", False) or getattr(text, "is_encoder_decoder", False):
+        ids |= {t for t in (gc.decoder_start_token_id, getattr(text, "decoder_start_token_id", None))
+                if isinstance(t, int)}
+    return ids
+
+
 def decoded_outputs(sequences: Any, enc: Any, tokenizer: Any, settings: Any, *, skip_leading: set[int],
                     eos: set[int]) -> list[Any]:
     """One GenerationOutput per row of `generate`'s sequences: the answer text (cut at a stop string), its token

@@ -201,6 +201,35 @@ def test_an_answer_that_reaches_the_token_limit_is_marked_truncated(models_dir):
     settings = GenerationSettings(**{**reqs[0].generation.to_dict(), "stop": [stop], "max_new_tokens": 12})
     cut = model.generate([replace(reqs[0], generation=settings)])[0]
     assert cut.text == texts(longer)[0][: texts(longer)[0].index(stop)].strip() and cut.details is None
+    # an answer that ends by itself, even with its end-of-sequence token the last one allowed, is not cut
+    model.eos_ids = set(range(len(model.tokenizer)))  # whatever comes first ends the answer
+    for limit in (6, 1):
+        ended = model.generate(requests_for("phantom-caption", 3, {"max_new_tokens": limit})[1])
+        assert all(o.details is None and o.completion_tokens == 0 for o in ended), ended
+
+
+def test_the_decoder_start_of_an_encoder_decoder_language_model_is_no_answer_token():
+    """BLIP-2 / InstructBLIP with Flan-T5 return rows starting with T5's decoder-start id: it was counted as an
+    answer token, and an answer ending exactly at the limit was marked truncated."""
+    import torch
+    from transformers import Blip2Config, GenerationConfig, LlavaConfig, T5Config
+
+    from harness.plugins import hf_generation as gen
+    from harness.types import GenerationSettings
+
+    t5 = Blip2Config(text_config=T5Config(vocab_size=32, d_model=32, num_layers=1, num_heads=4,
+                                          decoder_start_token_id=0).to_dict())
+    skip = gen.leading_ids(t5, GenerationConfig(decoder_start_token_id=0, eos_token_id=1), "blip2")
+    assert skip == {0} and gen.leading_ids(LlavaConfig(), GenerationConfig(bos_token_id=1), "chat") == set()
+
+    class Tok:
+        def decode(self, ids, skip_special_tokens=True):
+            return " ".join(f"w{i}" for i in ids)
+
+    rows = torch.tensor([[0, 5, 6, 7, 1], [0, 5, 6, 7, 8]])  # ended at the limit by itself; cut at the limit
+    out = gen.decoded_outputs(rows, {}, Tok(), GenerationSettings(max_new_tokens=4), skip_leading=skip, eos={1})
+    assert [(o.text, o.completion_tokens, o.details) for o in out] == [
+        ("w5 w6 w7", 3, None), ("w5 w6 w7 w8", 4, {"truncated": True})]
 
 
 def test_adapter_changes_outputs_and_merging_keeps_them(models_dir, tmp_path):

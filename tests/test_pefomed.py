@@ -147,6 +147,17 @@ def test_answers_that_reach_the_token_limit_are_marked_and_finished_ones_are_not
             assert out.details is None, out
     cut = [o for o in outputs if o.details]
     assert cut and all(o.completion_tokens == 8 for o in cut)
+    from dataclasses import replace
+
+    saved = model.stop_ids
+    model.stop_ids = list(range(len(model.tokenizer)))  # whatever comes first ends the answer, at step 1 of 8 or 1
+    try:
+        for limit in (8, 1):
+            settings = replace(requests[0].generation, max_new_tokens=limit)
+            ended = model.generate([replace(r, generation=settings) for r in requests])
+            assert all(o.details is None for o in ended), [(o.completion_tokens, o.details) for o in ended]
+    finally:
+        model.stop_ids = saved
 
 
 def test_lora_changes_the_output_and_unmerged_equals_merged(pefomed_tiny, model, phantom, tmp_path):
