@@ -140,7 +140,9 @@ def load_parts(spec: LoadSpec) -> Parts:
         ln_vision={k: v for k, v in projection.items() if k in ckpt.LN_VISION_KEYS}, source=spec.vision)
     try:
         vision = arch.build_vision(config, vision_sd, device=str(spec.device), dtype=spec.dtype)
-    except RuntimeError as exc:  # an EVA of another width or depth (ViT-L given for ViT-g)
+    except RuntimeError as exc:  # an EVA of another width or depth (ViT-L given for ViT-g); not out of memory
+        if not _state_dict_mismatch(exc):
+            raise
         what = next((ln.strip() for ln in str(exc).splitlines() if "size mismatch" in ln), _last_line(exc))
         raise UserError(f"vision weights {spec.vision} do not fit the EVA encoder of "
                         f"{spec.vision_config or 'EVA ViT-g/14'} (hidden size {config.hidden_size}, "
@@ -229,6 +231,13 @@ def _inject_checkpoint_lora(spec: LoadSpec, llm, weights: ckpt.PeFoMedWeights):
     return peft_model
 
 
+def _state_dict_mismatch(exc: RuntimeError) -> bool:
+    """Whether torch's error is of weights that do not fit the module (torch.OutOfMemoryError is a RuntimeError too:
+    reported as "does not fit", it sent the user to the wrong file)."""
+    text = str(exc)
+    return "size mismatch" in text or "Error(s) in loading state_dict" in text
+
+
 def _last_line(exc: BaseException) -> str:
     lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
     return lines[-1] if lines else type(exc).__name__
@@ -241,7 +250,9 @@ def _load_adapter_dir(spec: LoadSpec, llm):
     assert spec.adapter_dir is not None
     try:
         peft_model = PeftModel.from_pretrained(llm, str(spec.adapter_dir), is_trainable=spec.train)
-    except RuntimeError as exc:  # LoRA tensors of another LLM's width
+    except RuntimeError as exc:  # LoRA tensors of another LLM's width (an out-of-memory error stays what it is)
+        if not _state_dict_mismatch(exc):
+            raise
         raise UserError(f"--adapter {spec.adapter_dir} does not fit LLM {spec.llm_path}: "
                         f"{_last_line(exc)[:300]}") from None
     file = spec.adapter_dir / ckpt.ADAPTER_WEIGHTS[0]

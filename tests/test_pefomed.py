@@ -380,6 +380,9 @@ def test_files_of_another_model_or_no_model_at_all_are_one_line_errors(pefomed_t
     assert convert(str(save_checkpoint(tmp_path / "wide.pth", wide)), "--out", str(tmp_path / "wide")) == 0
     with pytest.raises(UserError, match=rf"^--adapter {tmp_path / 'wide'} does not fit LLM .*size mismatch"):
         load(pefomed_tiny, adapter=tmp_path / "wide", checkpoint="")
+    from harness.plugins.pefomed_load import _state_dict_mismatch  # a GPU out of memory is not "does not fit"
+
+    assert not _state_dict_mismatch(torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB"))
 
 
 def test_the_default_llm_is_a_pinned_commit_and_enters_the_run_identity(pefomed_tiny, monkeypatch, tmp_path):
