@@ -70,8 +70,9 @@ def read_manifest(path: Path) -> dict[str, Any]:
 
 #: what run.json says of the task that is not part of the run id: a task YAML corrected since (its breakdowns, sizes,
 #: cluster_by) is what scoring uses, and the record must say so; credentialed, once said, stays; `source` (the
-#: folder read) is where the same data is now, after a resume from another --data-dir holding it
-REFRESHED_TASK_FIELDS = ("breakdowns", "cluster_by", "size_note", "skipped_note", "credentialed", "source")
+#: folder read) is where the same data is now, after a resume from another --data-dir holding it; `file`: the task
+#: YAML read with --task PATH, where it is now
+REFRESHED_TASK_FIELDS = ("breakdowns", "cluster_by", "size_note", "skipped_note", "credentialed", "source", "file")
 
 
 def refreshed_task(manifest: dict[str, Any], now: dict[str, Any], write_to: Path | None = None) -> dict[str, Any]:

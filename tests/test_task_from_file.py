@@ -44,6 +44,15 @@ def test_a_task_yaml_given_by_path_runs_and_is_recorded_under_its_own_id(tmp_pat
         "which is gone" in proc.stderr
     proc = harness("score", "run", "--judge", "exact:llava-med", "--no-progress", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
+    # the run resumed from the file where it is now records it there; a file broken since still lets --judge score
+    proc = harness("run", "--model", "prior", "--task", "moved.yaml", "--judge", "exact", "--limit", "12",
+                   "--output", "run", "--no-progress", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    run_json = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert run_json["task"]["file"] == str((tmp_path / "moved.yaml").resolve())
+    (tmp_path / "moved.yaml").write_text("id: [unclosed\n")
+    proc = harness("score", "run", "--judge", "exact", "--no-progress", cwd=tmp_path)
+    assert proc.returncode == 0 and "which cannot be read now" in proc.stderr, proc.stderr
 
 
 def test_a_task_file_reusing_a_registered_id_or_missing_is_one_line(tmp_path):

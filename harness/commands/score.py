@@ -136,7 +136,12 @@ def _task_file(task: dict[str, Any]) -> Any:
         print(f"note: task '{task['id']}' was read from {path}, which is gone: its default judges, breakdowns and "
               "cluster_by are those the run recorded (pass --judge)", file=sys.stderr)
         return None
-    config = load_task_config(path)
+    try:
+        config = load_task_config(path)
+    except UserError as exc:  # edited since into a mistake: what the run recorded still scores
+        print(f"note: task '{task['id']}' was read from {path}, which cannot be read now ({exc}): its default "
+              "judges, breakdowns and cluster_by are those the run recorded (pass --judge)", file=sys.stderr)
+        return None
     if config.id != task["id"]:
         print(f"note: {path} now states task id '{config.id}', not the run's '{task['id']}': not read "
               "(pass --judge)", file=sys.stderr)
