@@ -66,6 +66,7 @@ class RunSpec:
     device: str | None = None
     dtype: str | None = None
     progress: bool = True
+    judge: bool = True  # False (--no-judge): generate the predictions only
 
 
 def prepare(spec: RunSpec) -> tuple[Task, Any, dict[str, Any], Path, ModelContext]:
@@ -335,20 +336,25 @@ def load_selected_records(out_dir: Path, selected_ids: list[str]) -> list[dict[s
 
 
 def run(spec: RunSpec) -> tuple[Path, dict[str, Any], list[dict[str, Any]]]:
-    """Generate what is missing, judge, write results.json: (run folder, results, this call's judge entries)."""
+    """Generate what is missing, judge, write results.json: (run folder, results, this call's judge entries).
+    With `spec.judge` False (--no-judge) nothing is judged or written after the predictions: (run folder,
+    {"records": the selected samples' predictions lines}, [])."""
     task, model_info, manifest, out_dir, context = prepare(spec)
     if spec.limit is not None and spec.limit < 1:
         raise UserError(f"--limit must be at least 1, got {spec.limit}")
-    if not spec.judges:
+    if spec.judge and not spec.judges:
         check_default_judges(task.config)
     judges = build_judges(spec.judges or list(task.config.judges), spec.convention, spec.judge_settings,
-                          task.kind, task.config.credentialed, progress=None if spec.progress else False)
+                          task.kind, task.config.credentialed,
+                          progress=None if spec.progress else False) if spec.judge else []
     # a second process on the same run waits for the lock, then finds the work done
     with exclusive(out_dir, owned=RUN_FILES, remove_unless=(PREDICTIONS_FILE,)):
         manifest = _claim_run_dir(out_dir, manifest)
         samples = task.samples(manifest["task"]["split"])[: spec.limit]
         generate(spec, task, model_info, manifest, out_dir, context, samples)
         records = load_selected_records(out_dir, [s.id for s in samples])
+        if not spec.judge:  # --no-judge: predictions.jsonl is the output; results.json is left as it is
+            return out_dir, {"records": records}, []
         entries = apply_judges(out_dir, records, judges, list(task.config.breakdowns), task.source.cluster_by,
                                breakdowns_declared_by=f"task {task.id} source '{task.source.name}'",
                                keep=lambda done: write_results(out_dir, manifest, records, done, limit=spec.limit))

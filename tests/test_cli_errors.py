@@ -296,3 +296,21 @@ def test_the_seed_of_greedy_decoding_makes_no_other_run(tmp_path, capsys):
     _, _, settings = used_settings(Task(tasks().get("phantom-vqa")), plugin_manager.models().get("gpt-4o"), None,
                                    {"seed": 3})  # OpenAI's API takes a seed at temperature 0 too
     assert settings.seed == 3 and "ignored" not in capsys.readouterr().err
+
+
+def test_no_judge_generates_predictions_only_for_scoring_later(tmp_path):
+    """With the light core a report task could not even be generated (its default judge, lexical, needs an extra):
+    --no-judge writes the predictions and nothing else; harness score judges them later."""
+    out = tmp_path / "run"
+    proc = cli("run", "--model", "prior", "--task", "phantom-report", "--limit", "3", "--no-judge", "--output",
+               str(out), "--no-progress")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith(f"predictions: {out / 'predictions.jsonl'} (3 samples, 0 failed); not judged")
+    assert (out / "predictions.jsonl").is_file() and not (out / "results.json").exists()
+    assert not (out / "scores.jsonl").exists()
+    proc = cli("run", "--model", "prior", "--task", "phantom-report", "--no-judge", "--judge", "lexical",
+               "--output", str(out), "--no-progress")
+    assert proc.returncode == 2 and proc.stderr.startswith("error: --no-judge with --judge lexical: choose one")
+    proc = cli("score", str(out), "--no-progress")  # a later stage, on what was generated: the task's judges
+    assert proc.returncode == 0, proc.stderr
+    assert [j["id"] for j in json.loads((out / "results.json").read_text())["judges"]] == ["lexical"]

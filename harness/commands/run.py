@@ -52,6 +52,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--runs-dir", type=Path, default=Path("runs"),
                    help="parent of run directories (default: runs/ in the current directory)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--no-judge", action="store_true",
+                   help="generate the predictions only (score them later with harness score DIR)")
     add_judge_options(p)
     p.set_defaults(func=main)
 
@@ -59,6 +61,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 def main(args: argparse.Namespace) -> int:
     from harness.runner import RunSpec, run
     from harness.summary import check_judges_scored, check_not_all_failed, results_summary
+
+    if args.no_judge and args.judge:
+        raise UserError(f"--no-judge with --judge {args.judge[0]}: choose one (--no-judge generates predictions only)")
 
     generation = {"max_new_tokens": args.max_new_tokens, "temperature": args.temperature, "top_p": args.top_p,
                   "seed": args.seed}
@@ -82,8 +87,18 @@ def main(args: argparse.Namespace) -> int:
         device=args.device,
         dtype=args.dtype,
         progress=not args.no_progress,
+        judge=not args.no_judge,
     )
     out_dir, results, entries = run(spec)
+    if not spec.judge:
+        records = results["records"]
+        failed = sum(1 for r in records if r.get("error"))
+        print(f"predictions: {out_dir / 'predictions.jsonl'} ({len(records)} samples, {failed} failed); not judged "
+              f"(--no-judge): score them with harness score {out_dir} [--judge ID]")
+        if records and failed == len(records):
+            raise UserError(f"all {failed} samples failed (first: {records[0]['id']}: {records[0]['error']}); fix "
+                            "the cause and run the same command again")
+        return 0
     print(results_summary(results))
     print(f"results: {out_dir / 'results.json'}")
     check_not_all_failed(results)
