@@ -314,3 +314,14 @@ def test_no_judge_generates_predictions_only_for_scoring_later(tmp_path):
     proc = cli("score", str(out), "--no-progress")  # a later stage, on what was generated: the task's judges
     assert proc.returncode == 0, proc.stderr
     assert [j["id"] for j in json.loads((out / "results.json").read_text())["judges"]] == ["lexical"]
+
+
+def test_every_command_writing_a_file_takes_o_for_its_output():
+    """`harness compare ... -o x.json` and `harness publish -o` took it; `harness agreement -o` was an error."""
+    from harness.cli import build_parser
+
+    parser = build_parser()
+    for argv in (["agreement", "--labels", "l.csv", "--scores", "run", "--judge", "gpt4", "-o", "x.json"],
+                 ["score", "run", "-o", "x"], ["compare", "a", "b", "-o", "x.json"],
+                 ["publish", "run", "-o", "x.json"]):
+        assert str(parser.parse_args(argv).output) in ("x.json", "x"), argv

@@ -24,7 +24,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="a run directory or its scores.jsonl")
     p.add_argument("--judge", action="append", required=True, metavar="ID",
                    help="judge id (gpt4, likert) or id:convention (gpt4:pefomed; gpt4/pefomed also); repeatable")
-    p.add_argument("--output", type=Path, default=None, metavar="FILE",
+    p.add_argument("--output", "-o", type=Path, default=None, metavar="FILE",
                    help="where to write the JSON report (default: agreement.json next to scores.jsonl)")
     p.set_defaults(func=run)
 

@@ -20,7 +20,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--model-name", default=None, help="model name to record for a predictions file")
     p.add_argument("--breakdown", action="append", default=None,
                    help="field to break metrics down by (default: the task's breakdowns / every text field)")
-    p.add_argument("--output", type=Path, default=None,
+    p.add_argument("--output", "-o", type=Path, default=None,
                    help="folder for scores.jsonl and results.json (default: the run directory itself, or "
                         "<file>-scored beside a predictions file); with a run directory, another folder leaves "
                         "the run's files as they are")
