@@ -13,3 +13,11 @@ def error_line(proc: subprocess.CompletedProcess) -> str:
     assert len(lines) == 1, proc.stderr
     assert lines[0].startswith("error: "), lines[0]
     return lines[0]
+
+
+# A shell starts background jobs (CI runners often are one) with SIGINT ignored, and Python then keeps ignoring
+# Ctrl-C; a child run as `python -c CTRL_C_AS_IN_A_TERMINAL <harness args>` restores the KeyboardInterrupt handler
+# a terminal's foreground Python has, then runs `harness`. (Not a preexec_fn: Python code between fork and exec can
+# deadlock on a lock another thread of pytest held.)
+CTRL_C_AS_IN_A_TERMINAL = ("import runpy, signal; signal.signal(signal.SIGINT, signal.default_int_handler); "
+                           "runpy.run_module('harness', run_name='__main__', alter_sys=True)")

@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 import pytest
+from cli_helpers import CTRL_C_AS_IN_A_TERMINAL
 from fake_llm_servers import FakeLLMServer, echo_reply
 
 KEY = "sk-test-SECRET123456"
@@ -37,8 +38,8 @@ class HeldReplies:
 
 def start(args: list[str], cache: Path) -> tuple[subprocess.Popen, list[str]]:
     env = dict(os.environ, HARNESS_CACHE_DIR=str(cache), OPENAI_COMPATIBLE_API_KEY=KEY, OPENAI_API_KEY=KEY)
-    proc = subprocess.Popen([sys.executable, "-m", "harness", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, env=env)
+    proc = subprocess.Popen([sys.executable, "-c", CTRL_C_AS_IN_A_TERMINAL, *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=env)  # Ctrl-C heard even under a CI runner
     lines: list[str] = []
     threading.Thread(target=lambda: lines.extend(proc.stderr), daemon=True).start()  # type: ignore[arg-type]
     return proc, lines

@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
+from cli_helpers import CTRL_C_AS_IN_A_TERMINAL
 
 REPO = Path(__file__).resolve().parents[1]
 # 8 steps; --save-every 1000 means no checkpoint but the last one unless the stop writes one
@@ -30,11 +31,6 @@ def harness(out: Path, cache: Path, *extra: str) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, cwd=REPO, env=environment(cache), timeout=600)
 
 
-# A shell starts background jobs (CI runners often are one) with SIGINT ignored, and Python then keeps ignoring
-# Ctrl-C; the child restores the KeyboardInterrupt handler a terminal's foreground Python has, then runs `harness`.
-# (Not a preexec_fn: Python code between fork and exec can deadlock on a lock another thread of pytest held.)
-CTRL_C_AS_IN_A_TERMINAL = ("import runpy, signal; signal.signal(signal.SIGINT, signal.default_int_handler); "
-                           "runpy.run_module('harness', run_name='__main__', alter_sys=True)")
 
 
 def start(out: Path, cache: Path, log: Path) -> subprocess.Popen:
