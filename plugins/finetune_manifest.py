@@ -90,5 +90,6 @@ def base_identity(plugin: Any) -> dict[str, Any]:
     except Exception:  # identity is informative only
         return {}
     keep = ("model_class", "commit", "family", "transformers", "hub_id", "revision", "path",
-            "local_fingerprint", "modality_classifier")
+            "local_fingerprint", "modality_classifier",
+            "architecture", "llm", "llm_revision", "transform")  # pefomed's (its manifest said {})
     return {k: v for k, v in info.items() if k in keep}

@@ -56,6 +56,8 @@ def test_two_stage_pefomed_finetune_writes_a_directory_pefomed_loads(pefomed_tin
     assert [c["stage"] for c in manifest["loss_curve"]] == [1, 1, 2, 2, 2, 2]
     assert manifest["hyperparameters"]["rank"] == 64 and manifest["hyperparameters"]["alpha"] == 16
     assert manifest["base_model"]["args"]["train"] == "true"
+    identity = manifest["base_model"]["identity"]  # what the base says of itself (it was {})
+    assert identity["architecture"].startswith("minigpt-v2") and identity["llm"] == str(pefomed_tiny.llm_dir.resolve())
     # PeFoMed trains the projection and LoRA on q/v only: 2 layers x (q, v) x (A, B) + weight and bias.
     proj = 4 * tiny_vision_width(pefomed_tiny) * 64 + 64  # four visual tokens concatenated -> the LLM's width
     lora = 2 * 2 * 64 * (64 + 64)
