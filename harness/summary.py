@@ -38,6 +38,16 @@ IMAGE_ADVICE = ("restore or repair the images that failed and run the same comma
                 "does not meet two fingerprints of one split")
 
 
+def retry_advice(results: dict[str, Any], otherwise: str) -> str:
+    """What to do about failed samples: restore the images, fill in a predictions file made elsewhere, else
+    `otherwise` (run the same command again)."""
+    if image_failed(results):
+        return IMAGE_ADVICE
+    if results["task"]["version"] == "external":
+        return "fill the predictions in the file and score it again"
+    return otherwise
+
+
 def image_failed(results: dict[str, Any]) -> bool:
     """Whether an image failed to open. Images are part of the dataset fingerprint (a missing one hashes as
     'missing'), so restoring them changes the data and the run id: the same command then starts a new run
@@ -56,9 +66,8 @@ def results_summary(results: dict[str, Any], max_breakdowns: int = 1, max_values
     if errors:
         first = first_error(results)
         example = f" (first: {first})" if first else ""
-        advice = (IMAGE_ADVICE if image_failed(results) else "fill them in the file and score it again"
-                  if task["version"] == "external" else "run the same command again to retry them")
-        lines.append(f"  {errors} of {task['n']} sample(s) failed and are not in the metrics{example}; {advice}")
+        lines.append(f"  {errors} of {task['n']} sample(s) failed and are not in the metrics{example}; "
+                     f"{retry_advice(results, 'run the same command again to retry them')}")
     note = truncation_note(results)
     if note:
         lines.append(f"  {note}")
@@ -112,10 +121,8 @@ def check_not_all_failed(results: dict[str, Any]) -> None:
 
     failed, n = results["errors"]["count"], results["task"]["n"]
     if n and failed == n:
-        advice = (IMAGE_ADVICE if image_failed(results) else "fill the predictions in the file and score it again"
-                  if results["task"]["version"] == "external" else "fix the cause and run the same command again")
         raise UserError(f"all {n} samples failed, so there is nothing to score (first: {first_error(results, 300)}); "
-                        f"{advice}")
+                        f"{retry_advice(results, 'fix the cause and run the same command again')}")
 
 
 def check_judges_scored(entries: list[dict[str, Any]]) -> None:

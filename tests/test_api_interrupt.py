@@ -65,6 +65,13 @@ def interrupt(proc: subprocess.Popen, server: FakeLLMServer, held: HeldReplies, 
     return proc.wait(timeout=30)
 
 
+def api_run(server: FakeLLMServer, runs: Path, *, concurrency: int, limit: int) -> list[str]:
+    """`harness run` arguments of an API model on the fake server, `concurrency` calls at a time."""
+    return ["run", "--model", "openai-compatible", "--model-args",
+            f"base_url={server.openai_base_url},model=m,concurrency={concurrency}", "--task", "phantom-vqa",
+            "--limit", str(limit), "--judge", "exact", "--runs-dir", str(runs), "--no-progress"]
+
+
 def distinct(requests: list[dict]) -> bool:
     return len({json.dumps(body, sort_keys=True) for body in requests}) == len(requests)
 
@@ -74,9 +81,7 @@ def test_interrupted_api_run_keeps_the_calls_in_flight_and_the_rerun_sends_nothi
                                                                                          signum):
     held = HeldReplies()
     with FakeLLMServer(reply=held) as server:
-        args = ["run", "--model", "openai-compatible", "--model-args",
-                f"base_url={server.openai_base_url},model=m,concurrency=4", "--task", "phantom-vqa", "--limit", "8",
-                "--judge", "exact", "--runs-dir", str(tmp_path / "runs"), "--no-progress"]
+        args = api_run(server, tmp_path / "runs", concurrency=4, limit=8)
         proc, lines = start(args, own_llm_cache)
         rc = interrupt(proc, server, held, lines, in_flight=4, signum=signum)
         err = "".join(lines)
@@ -110,9 +115,7 @@ def test_interrupted_api_run_keeps_the_calls_in_flight_and_the_rerun_sends_nothi
 def test_a_second_ctrl_c_abandons_the_calls_in_flight(own_llm_cache, tmp_path):
     held = HeldReplies()
     with FakeLLMServer(reply=held) as server:
-        args = ["run", "--model", "openai-compatible", "--model-args",
-                f"base_url={server.openai_base_url},model=m,concurrency=2", "--task", "phantom-vqa", "--limit", "4",
-                "--judge", "exact", "--runs-dir", str(tmp_path / "runs"), "--no-progress"]
+        args = api_run(server, tmp_path / "runs", concurrency=2, limit=4)
         proc, lines = start(args, own_llm_cache)
         rc = interrupt(proc, server, held, lines, in_flight=2, twice=True)
     err = "".join(lines)

@@ -179,7 +179,7 @@ def test_nan_and_null_from_a_table_are_a_skipped_reference_and_failed_samples_no
             "samples, not in the metrics; write \"\" where the model answered nothing") in proc.stderr
     assert f"{preds}: 1 prediction with a null or blank reference ('answer') skipped (line 1 (id a0))" in proc.stderr
     assert "2 of 3 sample(s) failed and are not in the metrics" in proc.stdout
-    assert "fill them in the file and score it again" in proc.stdout
+    assert "fill the predictions in the file and score it again" in proc.stdout
     results = json.loads((tmp_path / "out" / "results.json").read_text())
     accuracy = results["judges"][0]["metrics"]["accuracy"]
     assert (accuracy["value"], accuracy["n"], results["errors"]["count"]) == (1.0, 1, 2)
