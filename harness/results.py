@@ -58,7 +58,10 @@ def error_summary(records: list[dict[str, Any]]) -> dict[str, Any]:
     return {"count": len(failed), "samples": failed}
 
 
-def timing_summary(records: list[dict[str, Any]]) -> dict[str, Any]:
+def timing_summary(records: list[dict[str, Any]], attempts: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    """Time, tokens and answers cut of the predictions scored (`records`, the latest line of each sample); the
+    cost is that of every attempt (`attempts`: each line, as each was a call; a failed call may be billed too, and
+    replies from the cache cost 0)."""
     seconds = sum(float(r.get("time_s") or 0.0) for r in records)
     generated = [r for r in records if not r.get("error")]
     out: dict[str, Any] = {"generation_s": round(seconds, 3)}
@@ -73,7 +76,7 @@ def timing_summary(records: list[dict[str, Any]]) -> dict[str, Any]:
               and r["generation_details"].get("truncated") is True)
     if cut:
         out["truncated_answers"] = cut
-    costs = [r["cost_usd"] for r in records if r.get("cost_usd") is not None]  # a failed call may be billed too
+    costs = [r["cost_usd"] for r in (records if attempts is None else attempts) if r.get("cost_usd") is not None]
     if costs:
         out["generation_cost_usd"] = round(sum(costs), 6)
     return out
@@ -113,9 +116,11 @@ def _judge_names(entries: list[dict[str, Any]]) -> list[str]:
 
 def write_results(
     out_dir: Path, manifest: dict[str, Any], records: list[dict[str, Any]], judge_entries: list[dict[str, Any]],
-    limit: int | None = None,
+    limit: int | None = None, attempts: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """Record the judges' entries for the selected `records` and return the results of this selection.
+    `attempts`: every predictions line of these samples, earlier ones included (what generation cost); by default
+    `records`.
 
     results.json of the same run is merged with, never silently shrunk:
     - same selection: the entries of judges not run this time are kept (a judge run again replaces its own);
@@ -169,7 +174,7 @@ def write_results(
         "generation": manifest.get("generation"),
         "judges": judges,
         "errors": error_summary(records),
-        "timings": timing_summary(records),
+        "timings": timing_summary(records, attempts),
         "environment": environment(),
     }
     data["ci_methods"] = _ci_methods(judges)

@@ -330,9 +330,13 @@ def _generation_environments(out_dir: Path) -> list[dict[str, Any]]:
     return before if before and before[-1] == now else [*before, now]
 
 
-def load_selected_records(out_dir: Path, selected_ids: list[str]) -> list[dict[str, Any]]:
-    by_id = {row["id"]: row for row in read_predictions(out_dir / PREDICTIONS_FILE, repair_tail=True)}
-    return [by_id[i] for i in selected_ids if i in by_id]
+def load_selected_records(out_dir: Path, selected_ids: list[str]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The selected samples' predictions (the latest line of each id) and every line of theirs, earlier attempts
+    included (a failed API call that was billed, then generated again: its cost counts)."""
+    rows = read_predictions(out_dir / PREDICTIONS_FILE, repair_tail=True)
+    by_id = {row["id"]: row for row in rows}
+    chosen = set(selected_ids)
+    return [by_id[i] for i in selected_ids if i in by_id], [row for row in rows if row["id"] in chosen]
 
 
 def run(spec: RunSpec) -> tuple[Path, dict[str, Any], list[dict[str, Any]]]:
@@ -352,12 +356,13 @@ def run(spec: RunSpec) -> tuple[Path, dict[str, Any], list[dict[str, Any]]]:
         manifest = _claim_run_dir(out_dir, manifest)
         samples = task.samples(manifest["task"]["split"])[: spec.limit]
         generate(spec, task, model_info, manifest, out_dir, context, samples)
-        records = load_selected_records(out_dir, [s.id for s in samples])
+        records, attempts = load_selected_records(out_dir, [s.id for s in samples])
         if not spec.judge:  # --no-judge: predictions.jsonl is the output; results.json is left as it is
             return out_dir, {"records": records}, []
         entries = apply_judges(out_dir, records, judges, list(task.config.breakdowns), task.source.cluster_by,
                                breakdowns_declared_by=f"task {task.id} source '{task.source.name}'",
-                               keep=lambda done: write_results(out_dir, manifest, records, done, limit=spec.limit))
+                               keep=lambda done: write_results(out_dir, manifest, records, done, limit=spec.limit,
+                                                               attempts=attempts))
         # A smaller --limit than results.json already holds leaves it as it is (see write_results).
-        results = write_results(out_dir, manifest, records, entries, limit=spec.limit)
+        results = write_results(out_dir, manifest, records, entries, limit=spec.limit, attempts=attempts)
     return out_dir, results, entries

@@ -76,6 +76,7 @@ def _score(args: argparse.Namespace, path: Path, out_dir: Path) -> int:
         rows = read_predictions(path / PREDICTIONS_FILE, repair_tail=not args.output,
                                 skip_torn_tail=bool(args.output))
         records = list({r["id"]: r for r in rows}.values())
+        attempts: list[dict[str, Any]] | None = rows  # earlier lines of a sample were calls too (their cost counts)
         if not records:
             raise UserError(f"{path / PREDICTIONS_FILE} holds no predictions yet: nothing to score (harness run "
                             "generates them)")
@@ -86,7 +87,7 @@ def _score(args: argparse.Namespace, path: Path, out_dir: Path) -> int:
                             "records: lines were added or their ids changed by hand (run the same harness run "
                             "command to regenerate what is missing)")
         if args.output:
-            atomic_write_jsonl(out_dir / PREDICTIONS_FILE, records)
+            atomic_write_jsonl(out_dir / PREDICTIONS_FILE, rows)  # every line: a later one of an id replaces it
         kind = manifest["task"]["kind"]
         default_judges = []
         registered = plugin_manager.tasks().get(manifest["task"]["id"]) \
@@ -99,6 +100,7 @@ def _score(args: argparse.Namespace, path: Path, out_dir: Path) -> int:
     else:
         kind = args.task_type
         records, skipped_note = read_external_predictions(path, kind)
+        attempts = None
         manifest = external_manifest(path, records, kind, args.task_name, args.model_name, skipped_note)
         _refuse_another_runs_folder(out_dir, manifest["run_id"])
         default_judges = ["exact"] if kind == "vqa" else ["lexical"]
@@ -114,8 +116,8 @@ def _score(args: argparse.Namespace, path: Path, out_dir: Path) -> int:
         atomic_write_jsonl(out_dir / PREDICTIONS_FILE, records)  # the samples read, beside their scores (compare)
     declared_by = None if args.breakdown else f"task {manifest['task']['id']} (run {manifest['run_id']})"
     entries = apply_judges(out_dir, records, judges, breakdowns, manifest["task"].get("cluster_by"), declared_by,
-                           keep=lambda done: write_results(out_dir, manifest, records, done))
-    results = write_results(out_dir, manifest, records, entries)
+                           keep=lambda done: write_results(out_dir, manifest, records, done, attempts=attempts))
+    results = write_results(out_dir, manifest, records, entries, attempts=attempts)
     print(results_summary(results))
     print(f"scores: {out_dir / 'scores.jsonl'}\nresults: {out_dir / 'results.json'}")
     check_not_all_failed(results)
