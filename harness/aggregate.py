@@ -6,10 +6,13 @@ is just a subset of rows handed to the judge's own `aggregate`. Confidence inter
 0/1 values, or a corpus metric whose value is the share of its rows' 0/1 values, such as an LLM judge asked once
 per sample); a seeded percentile bootstrap of the mean for other per-sample means (it never leaves the range of
 the values, unlike a normal approximation); a seeded percentile bootstrap of the judge's own aggregate for corpus-level
-metrics (BLEU, CIDEr) whose judge allows it. When samples are not independent (one sample per image of a
-two-view study, the questions on one image), `cluster_key` names the record field that groups them: bootstraps
-resample whole groups, and Wilson's interval takes the effective sample size n / design effect and Student's t on
-groups - 1 degrees of freedom for z (`cluster-wilson-t`; a cluster bootstrap of 0 correct of 58 would be [0, 0]).
+metrics (BLEU, CIDEr) whose judge allows it. Both bootstraps are expanded for the number of units resampled
+(Hesterberg's expanded percentile interval, `*-expanded`): a plain percentile bootstrap is too narrow with few of
+them (0.80-0.93 coverage with 5-20 images, 0.87-0.95 expanded). When samples are not independent (one sample per
+image of a two-view study, the questions on one image), `cluster_key` names the record field that groups them:
+bootstraps resample whole groups, and Wilson's interval takes the effective sample size n / design effect and
+Student's t on groups - 1 degrees of freedom for z (`cluster-wilson-t`; a cluster bootstrap of 0 correct of 58
+would be [0, 0]).
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from harness.plugin_outputs import checked_aggregate
 
 Z95 = 1.959963984540054
 BOOTSTRAP_SAMPLES = 200  # resamples of a corpus metric (each recomputes the judge's aggregate)
+FEW_UNITS, FEW_UNITS_BOOTSTRAP_SAMPLES = 30, 1000  # more where the expanded ends lie far out and resamples are cheap
 MEAN_BOOTSTRAP_SAMPLES = 1000  # resamples of a mean (vectorised, drawn in bounded chunks)
 _CLUSTERS = (", resampling whole groups of the task source's cluster_by field (e.g. the two views of a study, the "
              "questions on one image)")
@@ -46,6 +50,19 @@ CI_METHODS["cluster-wilson"] = (
     "but z = 1.96 whatever the number of groups)")
 CI_METHODS["cluster-bootstrap-mean"] = CI_METHODS["bootstrap-mean"] + _CLUSTERS
 CI_METHODS["cluster-bootstrap-corpus"] = CI_METHODS["bootstrap-corpus"] + _CLUSTERS
+# what this harness records: the four above (recorded by results scored before; too narrow with few samples or
+# groups: 0.80-0.93 coverage with 5-20 images) with their ends moved out for the number of units resampled
+_EXPANDED = ("; expanded for the number k of units resampled (samples, or groups when clustered; Hesterberg's expanded "
+             "percentile interval): the quantiles at a/2 and 1 - a/2, where the standard normal 1 - a/2 quantile is "
+             "sqrt(k / (k - 1)) times Student's t 0.975 quantile on k - 1 degrees of freedom")
+for _plain in ("bootstrap-mean", "bootstrap-corpus", "cluster-bootstrap-mean", "cluster-bootstrap-corpus"):
+    CI_METHODS[f"{_plain}-expanded"] = CI_METHODS[_plain].replace("2.5% and 97.5%", "a/2 and 1 - a/2").replace(
+        "0.025 (k - 1)) and ceil(0.975 (k - 1)) of k finite ones", "a/2 (m - 1)) and ceil((1 - a/2) (m - 1)) of m "
+        "finite ones") + _EXPANDED
+for _plain in ("bootstrap-corpus-expanded", "cluster-bootstrap-corpus-expanded"):
+    CI_METHODS[_plain] = CI_METHODS[_plain].replace(
+        f"{BOOTSTRAP_SAMPLES} resamples", f"{BOOTSTRAP_SAMPLES} resamples ({FEW_UNITS_BOOTSTRAP_SAMPLES} with fewer "
+        f"than {FEW_UNITS} units)")
 
 
 #: Student's t 0.975 quantiles on 1..30 degrees of freedom (scipy.stats.t.ppf, 6 decimals)
@@ -64,6 +81,17 @@ def t975(df: int) -> float:
              (3 * z**7 + 19 * z**5 + 17 * z**3 - 15 * z) / 384,
              (79 * z**9 + 776 * z**7 + 1482 * z**5 - 1920 * z**3 - 945 * z) / 92160)
     return z + sum(term / df ** (i + 1) for i, term in enumerate(terms))
+
+
+def expanded_quantiles(units: int) -> tuple[float, float]:
+    """The quantiles a 95% percentile bootstrap over `units` >= 2 resampled units (samples, or clusters) takes its
+    ends at, moved out for small numbers of units (Hesterberg 2015, "What teachers should know about the bootstrap":
+    the expanded percentile interval): a/2 and 1 - a/2 with Phi^-1(1 - a/2) = sqrt(k / (k - 1)) t_0.975(k - 1).
+    Coverage (benchmarks/interval_coverage.py, a mean over 5, 10, 20 images): 0.87-0.91, 0.92-0.94, 0.94-0.95
+    where the plain 2.5% and 97.5% quantiles give 0.80-0.83, 0.87-0.90, 0.92-0.93."""
+    quantile = math.sqrt(units / (units - 1)) * t975(units - 1)
+    tail = 0.5 * math.erfc(quantile / math.sqrt(2))  # 1 - Phi(quantile)
+    return tail, 1.0 - tail
 
 
 def wilson_interval(successes: float, n: float, z: float = Z95) -> list[float] | None:
@@ -147,7 +175,7 @@ def bootstrap_mean_interval(values: list[float], clusters: list[Any] | None = No
         idx = rng.integers(0, n, size=(stop - start, n), dtype=np.int32)
         total = sums[idx].sum(axis=1)
         means[start:stop] = total / (n if counts is None else counts[idx].sum(axis=1))
-    low, high = np.quantile(means, [0.025, 0.975])
+    low, high = np.quantile(means, expanded_quantiles(n))
     return [float(low), float(high)]
 
 
@@ -160,7 +188,7 @@ def _per_sample_interval(values: list[float], clusters: list[Any] | None,
         if clusters is not None:
             return cluster_wilson_interval(values, clusters), "cluster-wilson-t"
         return wilson_interval(sum(values), len(values)), "wilson"
-    method = "cluster-bootstrap-mean" if clusters is not None else "bootstrap-mean"
+    method = "cluster-bootstrap-mean-expanded" if clusters is not None else "bootstrap-mean-expanded"
     return bootstrap_mean_interval(values, clusters), method
 
 
@@ -173,22 +201,22 @@ def _bootstrap(judge: JudgePlugin, records: list[dict], rows: list[dict], names:
         return dict.fromkeys(names)
     rng = random.Random(0)
     stats: dict[str, list[float]] = {name: [] for name in names}
-    for _ in range(BOOTSTRAP_SAMPLES):
+    for _ in range(BOOTSTRAP_SAMPLES if len(groups) >= FEW_UNITS else FEW_UNITS_BOOTSTRAP_SAMPLES):
         idx = [i for _ in groups for i in groups[rng.randrange(len(groups))]]
         values = judge.aggregate([records[i] for i in idx], [rows[i] for i in idx])
         for name in names:
             value = values.get(name)
             if value is not None and math.isfinite(float(value)):  # undefined on this resample: left out, as None
                 stats[name].append(float(value))
-    return {name: _percentile_interval(stats[name]) for name in names}
+    return {name: _percentile_interval(stats[name], expanded_quantiles(len(groups))) for name in names}
 
 
-def _percentile_interval(stats: list[float]) -> list[float] | None:
+def _percentile_interval(stats: list[float], quantiles: tuple[float, float]) -> list[float] | None:
     if not stats:
         return None
     stats.sort()
-    lo = stats[int(0.025 * (len(stats) - 1))]
-    hi = stats[int(math.ceil(0.975 * (len(stats) - 1)))]
+    lo = stats[int(quantiles[0] * (len(stats) - 1))]
+    hi = stats[int(math.ceil(quantiles[1] * (len(stats) - 1)))]
     return [lo, hi]
 
 
@@ -207,7 +235,7 @@ def summarize_slice(judge: JudgePlugin, records: list[dict], rows: list[dict],
     corpus = [name for name, value in values.items() if present[name] and value is not None and name not in proportions
               and not judge.mean_metrics and getattr(judge, "bootstrap_ci", True)]
     corpus_ci = _bootstrap(judge, records, rows, corpus, clusters) if corpus else {}
-    corpus_method = "cluster-bootstrap-corpus" if clusters is not None else "bootstrap-corpus"
+    corpus_method = "cluster-bootstrap-corpus-expanded" if clusters is not None else "bootstrap-corpus-expanded"
     out: dict[str, dict[str, Any]] = {}
     for name, value in values.items():
         if present[name]:

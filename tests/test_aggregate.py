@@ -71,13 +71,13 @@ def test_each_interval_names_its_method():
     records = [{"id": str(i), "answer": "a", "prediction": "ab"[i % 2], "study": i // 2} for i in range(20)]
     judge = Recall(JudgeOptions(task_kind="vqa"))
     plain = summarize(judge, records, judge.score(records), [])["metrics"]
-    assert plain["accuracy"]["ci_method"] == "wilson" and plain["recall"]["ci_method"] == "bootstrap-mean"
+    assert plain["accuracy"]["ci_method"] == "wilson" and plain["recall"]["ci_method"] == "bootstrap-mean-expanded"
     grouped = summarize(judge, records, judge.score(records), [], cluster_key="study")["metrics"]
     assert grouped["accuracy"]["ci_method"] == "cluster-wilson-t" and grouped["recall"]["ci_method"] == \
-        "cluster-bootstrap-mean"
+        "cluster-bootstrap-mean-expanded"
     corpus = CorpusJudge(JudgeOptions(task_kind="report"))
     grouped_corpus = summarize(corpus, records, corpus.score(records), [], cluster_key="study")["metrics"]
-    assert grouped_corpus["ratio"]["ci_method"] == "cluster-bootstrap-corpus"
+    assert grouped_corpus["ratio"]["ci_method"] == "cluster-bootstrap-corpus-expanded"
 
 
 def test_breakdowns_use_the_same_aggregation_per_slice():
@@ -127,7 +127,7 @@ def test_a_mean_that_merely_happens_to_be_0_or_1_is_not_given_wilson():
     records = [{"id": str(i), "answer": "a", "prediction": "yes"} for i in range(8)]
     judge = Length(JudgeOptions(task_kind="vqa"))
     words = summarize(judge, records, judge.score(records), [])["metrics"]["words"]
-    assert words["value"] == 1.0 and words["ci_method"] == "bootstrap-mean" and words["ci95"] == [1.0, 1.0]
+    assert words["value"] == 1.0 and words["ci_method"] == "bootstrap-mean-expanded" and words["ci95"] == [1.0, 1.0]
 
 
 class ThreeCorpusMetrics(JudgePlugin):
@@ -154,7 +154,7 @@ def test_a_corpus_judges_resamples_are_aggregated_once_for_all_its_metrics():
     records = [{"id": str(i), "answer": "x", "prediction": "y" * (i % 7)} for i in range(40)]
     judge = ThreeCorpusMetrics(JudgeOptions())
     summary = summarize(judge, records, judge.score(records), [])
-    assert all(summary["metrics"][name]["ci_method"] == "bootstrap-corpus" for name in "abc")
+    assert all(summary["metrics"][name]["ci_method"] == "bootstrap-corpus-expanded" for name in "abc")
     low, high = summary["metrics"]["c"]["ci95"]
     assert low < summary["metrics"]["c"]["value"] < high
     assert ThreeCorpusMetrics.calls == 1 + aggregate.BOOTSTRAP_SAMPLES  # not once per resample and metric
@@ -176,7 +176,7 @@ def test_intervals_do_not_depend_on_the_order_of_the_samples():
     rng.shuffle(shuffled)
     first = summarize_slice(judge, records, judge.score(records))["open_recall"]
     second = summarize_slice(judge, shuffled, judge.score(shuffled))["open_recall"]
-    assert first["ci_method"] == "bootstrap-mean" and first == second
+    assert first["ci_method"] == "bootstrap-mean-expanded" and first == second
 
 
 def test_a_clustered_proportion_takes_wilson_with_the_effective_sample_size():

@@ -30,8 +30,8 @@ def test_per_image_samples_are_resampled_by_study(tmp_path):
     assert "expected 1180 samples" in per_image["task"]["size_note"]
     study, image = per_study["judges"][0]["metrics"], per_image["judges"][0]["metrics"]
     for name in ("Bleu_1", "ROUGE_L", "CIDEr"):
-        assert image[name]["ci_method"] == "cluster-bootstrap-corpus"
-        assert study[name]["ci_method"] == "bootstrap-corpus"
+        assert image[name]["ci_method"] == "cluster-bootstrap-corpus-expanded"
+        assert study[name]["ci_method"] == "bootstrap-corpus-expanded"
         width = image[name]["ci95"][1] - image[name]["ci95"][0]
         assert width >= 0.8 * (study[name]["ci95"][1] - study[name]["ci95"][0]), name
     entry = per_study["judges"][0]  # what each figure is stays beside it (describe()'s "metrics" was overwritten)

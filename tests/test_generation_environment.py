@@ -46,6 +46,6 @@ def test_results_spell_out_each_interval_method_they_use(tmp_path):
                  "--no-progress"]) == 0
     data = json.loads((out / "results.json").read_text())
     used = {m["ci_method"] for m in data["judges"][0]["metrics"].values() if m["ci_method"]}
-    assert used == set(data["ci_methods"]) == {"wilson", "bootstrap-mean"}
-    assert "1000 resamples" in data["ci_methods"]["bootstrap-mean"]
-    assert "default_rng(0)" in data["ci_methods"]["bootstrap-mean"]
+    assert used == set(data["ci_methods"]) == {"wilson", "bootstrap-mean-expanded"}
+    assert "1000 resamples" in data["ci_methods"]["bootstrap-mean-expanded"]
+    assert "default_rng(0)" in data["ci_methods"]["bootstrap-mean-expanded"]

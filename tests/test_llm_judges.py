@@ -204,7 +204,7 @@ def test_repeats_that_agree_keep_the_repeats_interval_method_and_a_zero_spread()
         summary = summarize_slice(_gpt4(server), records, agreeing)
         once = _gpt4(server, repeats=1, temperature=0)
         single = summarize_slice(once, records, once.score(records))
-    assert summary["accuracy"]["ci_method"] == "bootstrap-corpus" and summary["accuracy_std"]["value"] == 0.0
+    assert summary["accuracy"]["ci_method"] == "bootstrap-corpus-expanded" and summary["accuracy_std"]["value"] == 0.0
     assert single["accuracy"]["ci_method"] == "wilson"  # asked once: a share of 0/1 verdicts
     from harness.judges.llm_judge_common import mean_std
 

@@ -76,4 +76,4 @@ def test_a_share_of_repeated_verdicts_is_kept(scored):
     assert proc.returncode == 0, proc.stderr
     entry = next(j for j in json.loads((out / "results.json").read_text())["judges"] if j["id"] == "verdict")
     correct = entry["metrics"]["correct"]
-    assert correct["value"] == pytest.approx(5.5 / 6) and correct["ci_method"] == "bootstrap-mean"
+    assert correct["value"] == pytest.approx(5.5 / 6) and correct["ci_method"] == "bootstrap-mean-expanded"

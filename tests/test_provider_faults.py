@@ -238,7 +238,7 @@ def test_an_llm_judge_asked_once_per_sample_gets_wilson_intervals_like_other_sha
     accuracy = summarize_slice(once, RECORDS, rows)["accuracy"]
     assert accuracy["ci_method"] == "wilson" and accuracy["ci95"] == wilson_interval(6, 6)
     assert accuracy["ci95"][0] < 0.7
-    assert summarize_slice(twice, RECORDS, rows2)["accuracy"]["ci_method"] == "bootstrap-corpus"
+    assert summarize_slice(twice, RECORDS, rows2)["accuracy"]["ci_method"] == "bootstrap-corpus-expanded"
 
 
 def test_a_likert_rating_that_happens_to_be_0_or_1_everywhere_is_no_proportion():
@@ -253,7 +253,7 @@ def test_a_likert_rating_that_happens_to_be_0_or_1_everywhere_is_no_proportion()
             "model": "gpt-4o", "base_url": server.openai_base_url, **FAST}))
         rows = likert.score(reports)
     wasm = summarize_slice(likert, reports, rows)["wasm"]
-    assert wasm["value"] == 1.0 and wasm["ci_method"] == "bootstrap-corpus"
+    assert wasm["value"] == 1.0 and wasm["ci_method"] == "bootstrap-corpus-expanded"
 
 
 def test_identical_samples_are_separate_draws_when_the_judge_samples():
