@@ -145,3 +145,29 @@ def test_the_loss_line_says_it_shows_means_of_steps():
     curve = [{"step": i, "loss": float(i)} for i in range(1, 31)]
     assert _loss(curve, "loss") == "loss: 5.5000 (mean of the first 10 steps) -> 25.5000 (of the last 10)"
     assert _loss(curve[:6], "loss") == "loss: 2.0000 (mean of the first 3 steps) -> 5.0000 (of the last 3)"
+
+
+def test_the_use_line_of_a_full_fine_tune_keeps_the_prompt_args_it_was_trained_with(tmp_path, tiny_vlm):
+    """A full fine-tune with prepend_modality=true printed `--model-args model=<out>`: following it evaluated the
+    model on prompts without the modality prefix it was trained with."""
+    import shlex
+    import subprocess
+    import sys
+
+    from harness.commands.finetune import report
+    from harness.plugins.finetune_config import FinetuneConfig
+    from harness.plugins.finetune_lora import finetune
+
+    out = tmp_path / "full"
+    cfg = FinetuneConfig(model="tiny-vlm", model_args={"base": "random", "prepend_modality": "true"},
+                         task="phantom-vqa", out=out, limit=2, method="full",
+                         overrides={"batch_size": 2, "epochs": 1})
+    use = report(finetune(cfg, progress=False), out).splitlines()[-1]
+    command = shlex.split(use.split("(use: harness ", 1)[1].rstrip(")"))
+    assert command[:4] == ["run", "--model", "hf", "--model-args"] and "base=" not in command[4]
+    result = subprocess.run([sys.executable, "-m", "harness", *command, "--limit", "1", "--judge", "exact",
+                             "--runs-dir", str(tmp_path / "runs"), "--no-progress"], capture_output=True, text=True,
+                            cwd=Path(__file__).resolve().parents[1], timeout=600)
+    assert result.returncode == 0, result.stderr
+    (line,) = [json.loads(x) for x in next((tmp_path / "runs").glob("*/predictions.jsonl")).read_text().splitlines()]
+    assert line["generation_details"]["modality_label"], line  # asked as it was trained: with the modality

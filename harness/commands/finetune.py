@@ -113,6 +113,16 @@ def _run_args(base: dict[str, Any]) -> str:
     return f" --model-args {shlex.quote(','.join(f'{k}={v}' for k, v in args.items()))}" if args else ""
 
 
+def _full_model_args(base: dict[str, Any], out: Path) -> str:
+    """The --model-args of a fully fine-tuned model: model=<out> and the base's prompt and decoding args
+    (prepend_modality=true, ...: the model was trained with them), less those of the base's checkpoint."""
+    from harness.plugins.hf_presets import ARGS
+
+    kept = {k: v for k, v in base.get("args", {}).items() if k in ARGS and k not in ("model", "revision",
+                                                                                     "merge_adapter")}
+    return shlex.quote(",".join(f"{k}={v}" for k, v in {"model": str(out), **kept}.items()))
+
+
 def _prompt(manifest: dict[str, Any]) -> str:
     """The data and prompt flags of the use-line: the folder trained on (and its source), the prompt variant."""
     task = manifest["task"]
@@ -212,7 +222,7 @@ def report(manifest: dict[str, Any], out: Path) -> str:
         lines.append(f"resumed at step(s): {', '.join(str(s) for s in manifest['resumed_at_steps'])}")
     lines.append(f"fine-tune config: {manifest['config_hash']} ({out / 'manifest.json'} has every setting)")
     if manifest["kind"] == "full-model":
-        lines.append(f"model: {out}  (use: harness run --model hf --model-args {shlex.quote(f'model={out}')} "
+        lines.append(f"model: {out}  (use: harness run --model hf --model-args {_full_model_args(base, out)} "
                      f"--task {manifest['task']['id']}{_prompt(manifest)})")
     else:
         lines.append(f"adapter: {out}  (use: harness run --model {base['id']}{_run_args(base)} --adapter "
