@@ -204,7 +204,22 @@ def adapter_training(folder: Path, digest: str | None) -> dict[str, Any] | None:
             task = stage.get("task") if isinstance(stage.get("task"), dict) else {}
             stages.append({"name": stage.get("name"), "steps": stage.get("steps"), "epochs": stage.get("epochs"),
                            **{key: task.get(key) for key in ("id", "version", "source", "split", "fingerprint",
-                                                             "n_samples")}})
+                                                             "n_samples", "prompt_variant", "prompt_hash")}})
     return {"config_hash": data.get("config_hash"), "base_model": {"id": base.get("id"),
                                                                   "revision": base.get("revision")},
             "steps": data.get("steps"), "stages": stages}
+
+
+def warn_untrained_prompt(trained: dict[str, Any] | None, folder: Path, task_id: str, variant: str,
+                          template: str) -> None:
+    """A warning when a run asks an adapter about a task it was trained on with another prompt than the one it
+    learnt (`--prompt` left out after `harness finetune --prompt pefomed`): its scores are of untrained prompts."""
+    for stage in reversed((trained or {}).get("stages") or []):  # the main stage is the last
+        if stage.get("id") != task_id or not stage.get("prompt_hash"):
+            continue
+        if stage["prompt_hash"] != text_hash(template):
+            learnt = stage.get("prompt_variant")
+            print(f"warning: --adapter {folder} was trained on {task_id} with its '{learnt}' prompt; this run asks "
+                  f"with '{variant}', a prompt it did not learn (--prompt {learnt} evaluates it as trained)",
+                  file=sys.stderr)
+        return

@@ -30,7 +30,7 @@ from harness.plugin_hooks import checked_batch_size, checked_json_dict, close_pl
 from harness.plugin_outputs import third_party_code
 from harness.prediction_batches import Batch, build_batch, save_batch, save_partial_batch
 from harness.results import write_results
-from harness.run_files import adapter_training, read_manifest, read_predictions, refreshed_task
+from harness.run_files import adapter_training, read_manifest, read_predictions, refreshed_task, warn_untrained_prompt
 from harness.scoring import (
     LOADED_MODEL_FILE,
     MANIFEST_FILE,
@@ -118,6 +118,9 @@ def prepare(spec: RunSpec) -> tuple[Task, Any, dict[str, Any], Path, ModelContex
         run_identity = checked_json_dict("model", model_info.id, plugin, "run_identity", run_identity,
                                          "a dict of facts that change the outputs")
     transport = set(getattr(model_cls, "transport_args", ()))
+    trained = adapter_training(Path(spec.adapter), adapter_digest) if spec.adapter else None
+    if spec.adapter:
+        warn_untrained_prompt(trained, Path(spec.adapter), task.id, variant, template)
     model = {
         "id": model_info.id,
         "label": model_label(model_info.id, canonical, adapter_digest, transport),
@@ -126,7 +129,7 @@ def prepare(spec: RunSpec) -> tuple[Task, Any, dict[str, Any], Path, ModelContex
         "args": dict(spec.model_args),
         "adapter": str(Path(spec.adapter).expanduser().resolve()) if spec.adapter else None,  # where, from anywhere
         "adapter_hash": adapter_digest,
-        "adapter_trained": adapter_training(Path(spec.adapter), adapter_digest) if spec.adapter else None,
+        "adapter_trained": trained,
         "identity": run_identity,
     }
     task_part = {

@@ -224,7 +224,8 @@ def test_finetune_writes_a_peft_adapter_that_loads_and_acts(tiny_vlm, tmp_path, 
     assert trained["config_hash"] == manifest["config_hash"] and trained["steps"] == 2
     assert trained["stages"] == [{"name": "main", "steps": 2, "epochs": 1, "id": "phantom-vqa", "version": "1",
                                   "source": "embedded", "split": "train", "n_samples": 8,
-                                  "fingerprint": manifest["task"]["fingerprint"]}]
+                                  "fingerprint": manifest["task"]["fingerprint"], "prompt_variant": "default",
+                                  "prompt_hash": manifest["task"]["prompt_hash"]}]
     assert main(["publish", str(run), "-o", str(tmp_path / "board.json")]) == 0
     (row,) = json.loads((tmp_path / "board.json").read_text())["rows"]
     assert row["provenance"]["adapter_trained"] == trained
@@ -241,6 +242,27 @@ def test_finetune_writes_a_peft_adapter_that_loads_and_acts(tiny_vlm, tmp_path, 
     assert main([*args, "--lr", "0.01", "--seed", "3"]) == 2  # the refusal names what differs
     assert f"--out {out} holds a different fine-tune (--lr 0.001 there, 0.01 now; --seed 0 there, 3 now): " \
         "choose another --out" in capsys.readouterr().err
+
+
+def test_an_adapter_asked_with_another_prompt_than_it_learnt_is_warned(tiny_vlm, tmp_path, capsys):
+    """Trained with --prompt pefomed, evaluated without --prompt: the run silently asked the default prompt."""
+    from harness.cli import main
+
+    out = tmp_path / "pefomed-prompt"
+    assert main(["finetune", "--model", "tiny-vlm", "--model-args", "base=random", "--task", "phantom-vqa",
+                 "--prompt", "pefomed", "--out", str(out), "--limit", "4", "--batch-size", "4", "--epochs", "1",
+                 "--no-progress"]) == 0
+    capsys.readouterr()
+    run = ["run", "--model", "tiny-vlm", "--model-args", "base=random", "--adapter", str(out), "--task", "phantom-vqa",
+           "--limit", "1", "--judge", "exact", "--no-progress"]
+    assert main([*run, "--output", str(tmp_path / "default")]) == 0
+    err = capsys.readouterr().err
+    assert (f"warning: --adapter {out} was trained on phantom-vqa with its 'pefomed' prompt; this run asks with "
+            "'default', a prompt it did not learn (--prompt pefomed evaluates it as trained)") in err
+    trained = json.loads((tmp_path / "default" / "results.json").read_text())["model"]["adapter_trained"]
+    assert trained["stages"][0]["prompt_variant"] == "pefomed"  # the result says which prompt it learnt
+    assert main([*run, "--prompt", "pefomed", "--output", str(tmp_path / "as-trained")]) == 0
+    assert "a prompt it did not learn" not in capsys.readouterr().err
 
 
 def test_finetune_refuses_a_foreign_output_folder(tmp_path, capsys):
