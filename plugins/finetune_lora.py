@@ -30,6 +30,7 @@ from harness.folder_lock import exclusive
 from harness.plugins import finetune_checkpoint as ckpt
 from harness.plugins.finetune_config import DEFAULT_SAVE_EVERY, FinetuneConfig, Hyper, continued_rank, hashed_config
 from harness.plugins.finetune_data import StageData, epoch_order
+from harness.plugins.finetune_guard import check_loss
 from harness.plugins.finetune_manifest import base_identity, build_manifest
 from harness.plugins.finetune_output import CHECKPOINTS, MANIFEST, check_out, held_config_hash, out_lock, publish
 from harness.summary import plural
@@ -253,6 +254,7 @@ class Trainer:
     def _train_step(self, stage: int, plan: dict[str, Any], opt: Any, sched: Any, bar: Any) -> None:
         started = time.perf_counter()
         loss, lr = self._step(stage, plan, opt, sched)
+        check_loss(loss, self.global_step() + 1, self.stages[stage].task.id, self.cfg.out, self.dtype, self.cfg.method)
         self.state["stage_time_s"][stage] += time.perf_counter() - started
         self.state["stage_steps_timed"][stage] += 1
         self.state["stage_step"] += 1

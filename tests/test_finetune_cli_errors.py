@@ -167,3 +167,18 @@ def test_settings_the_data_makes_moot_are_the_same_fine_tune(tmp_path, tiny_vlm)
                     cwd=tmp_path)
     assert proc.returncode == 2 and proc.stderr.count("\n") == 1, proc.stderr
     assert proc.stderr.startswith("error: ") and "'short'" in proc.stderr
+
+
+def test_a_diverging_fine_tune_stops_at_the_first_non_finite_loss(tmp_path, tiny_vlm):
+    """A loss gone NaN trained on to the last step, then failed to write manifest.json ('the value at
+    loss_curve.3.loss is nan ... a file written by an older version, or a plugin, holds it'), and so did every rerun."""
+    result = finetune("--model-args", "base=random", "--limit", "16", "--batch-size", "2", "--epochs", "1",
+                      "--lr", "1e6", "--max-grad-norm", "0", "--save-every", "1", "--no-progress", cwd=tmp_path)
+    line = error_line(result)
+    assert line.startswith("error: the loss of step ") and " (phantom-vqa) is nan: the fine-tune diverged, and the " \
+        "learning rate is too high for it (lower --lr, or keep --max-grad-norm on); delete adapters/demo and train " \
+        "again with other settings" in line, line
+    step = int(line.split("the loss of step ")[1].split()[0])
+    saved = sorted(int(p.name.split("-")[1]) for p in (tmp_path / "adapters" / "demo" / "checkpoints").glob("step-*"))
+    assert step < 8 and saved and max(saved) == step - 1  # stopped there: no step after it trained or saved
+    assert not (tmp_path / "adapters" / "demo" / "manifest.json").exists()
