@@ -34,6 +34,7 @@ class Task:
         self.data_dir = Path(data_dir).expanduser() if data_dir else None
         self.source = config.source(source) if source else self._pick_source()
         self._samples: dict[str, list[Sample]] = {}
+        self._commit: str | None = None  # the hub commit the samples were read from, where known
         self._fingerprints: dict[str, str] = {}
         self._size_notes: dict[str, str | None] = {}
         self._skipped: dict[str, list[str]] = {}
@@ -126,6 +127,7 @@ class Task:
             self._skipped_notes[split] = self._report_skipped(split, skipped)
             self._size_notes[split] = self._check_size(split, len(loaded))
             self._samples[split] = [_without_non_finite(sample) for sample in loaded]
+            self._commit = getattr(loaded, "commit", None) or self._commit
             self._unsaid.add(split)
         if not quiet and split in self._unsaid:
             self._unsaid.discard(split)
@@ -259,7 +261,8 @@ class Task:
     def describe_source(self) -> dict[str, Any]:
         """Where the samples came from: the folder read when --data-dir was given, as an absolute path (a relative
         one says nothing once the run is read elsewhere; a local copy of a hub data set keeps the hub id as `copy_of`
-        and has no known revision), else the source's own path or hub id. Not part of the run id."""
+        and has no known revision), else the source's own path or hub id, with the hub `commit` read. Not part of
+        the run id."""
         src = self.source
         described = {
             "name": src.name,
@@ -271,6 +274,8 @@ class Task:
         }
         if self.data_dir and src.format == "hf":
             described["copy_of"] = src.path
+        if self._commit:  # the commit `revision` (a branch such as "main") was at, as read
+            described["commit"] = self._commit
         return described
 
     @property

@@ -62,11 +62,13 @@ def record_label(index: int, record_id: Any = None, id_key: str | None = None, u
 
 class SplitSamples(list):  # type: ignore[type-arg]
     """The samples of one split (a plain list of Sample) plus `skipped`: the labels ("record 7 (qid 8)") of the
-    records left out because their reference is null or blank, in file order."""
+    records left out because their reference is null or blank, in file order; and `commit`: the hub commit they
+    were read from, where known (the hub loader)."""
 
     def __init__(self, samples: Iterable[Any] = (), skipped: Iterable[str] = ()) -> None:
         super().__init__(samples)
         self.skipped: list[str] = list(skipped)
+        self.commit: str | None = None
 
 
 def reference_text(value: Any) -> str | None:

@@ -7,18 +7,22 @@ converted to Arrow, in the harness cache dir) or a `DatasetDict.save_to_disk` fo
 The dataset stays Arrow-backed (memory-mapped): the text columns are read without the image column, and each
 ImageRef gets a reader of its row's stored (undecoded) image bytes, so a split's images are read one at a time
 when opened or fingerprinted instead of all being held in RAM. Columns follow the source's
-`fields` mapping: id, image, question (vqa), answer, answer_type (for closed_rule answer_type), plus any
-breakdown name; without an id column the id is "<split>-<row index>" (stable for a pinned revision). A blank
-or repeated id is an error naming the row; a row whose reference (answer, report or caption) is null or blank is
-skipped (listed in the result's `skipped`; the Task warns), since a hub dataset cannot be fixed by the user. A VQA
-question must be a non-empty string and an answer a string or a number, as in the json formats. `--split val`
-(`valid`, `validate`, `dev`) runs as `validation`, as for SLAKE; a local copy without a `validation` split but with
-one of those names (a `valid` split) has that split read as `validation`. A damaged or empty local copy (an
-unreadable dataset_dict.json, state.json or Arrow/parquet file, a split of 0 rows) is one line naming the file.
+`fields` mapping: id, image, question (vqa), answer, answer_type (for closed_rule answer_type), plus any breakdown
+name; without an id column the id is "<split>-<row index>" (stable for a pinned revision). The hub commit read is
+recorded (`SplitSamples.commit`); one other than a pinned commit is refused (offline, datasets reads the latest
+cached copy whatever revision is asked). A blank or repeated id is an error naming the row; a row whose reference
+(answer, report or caption) is null or blank is skipped (listed in the result's `skipped`; the Task warns), since a
+hub dataset cannot be fixed by the user. A VQA question must be a non-empty string and an answer a string or a
+number, as in the json formats. `--split val` (`valid`, `validate`, `dev`) runs as `validation`, as for SLAKE; a
+local copy without a `validation` split but with one of those names (a `valid` split) has that split read as
+`validation`. A damaged or empty local copy (an unreadable dataset_dict.json, state.json or Arrow/parquet file, a
+split of 0 rows) is one line naming the file.
 """
 
 from __future__ import annotations
 
+import re
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +45,7 @@ OPTIONS: tuple[str, ...] = ()  # a hub source is described by path, config, revi
 
 CORE_KEYS = ("id", "image", "question", "answer", "answer_type")
 IMAGE_BATCH = 4096  # rows per Arrow batch when finding where each row's image is (offsets only, no bytes)
+_COMMIT = re.compile(r"[0-9a-f]{7,40}")  # a revision pinned to a commit (or its first 7+ hex digits)
 
 
 def expected_files(source: SourceConfig, split: str) -> list[str]:
@@ -57,13 +62,41 @@ def _load_hub(source: SourceConfig, split: str) -> Any:
 
     if not source.path:
         raise UserError(f"source '{source.name}' (hf) needs a `path` (hub dataset id) or --data-dir")
+    verbosity = datasets.logging.get_verbosity()
+    datasets.logging.set_verbosity_error()  # its "Using the latest cached version" lines: said below, in one
     try:
-        return datasets.load_dataset(source.path, name=source.config, revision=source.revision, split=split)
+        ds = datasets.load_dataset(source.path, name=source.config, revision=source.revision, split=split)
     except (ConnectionError, FileNotFoundError, ValueError, datasets.exceptions.DatasetsError) as exc:
         raise UserError(
             f"cannot load hub dataset '{source.path}' (revision {source.revision or 'default'}, split "
             f"'{split}'): {_first_line(exc)}. Download it while online, or pass --data-dir with a local copy"
         ) from None
+    finally:
+        datasets.logging.set_verbosity(verbosity)
+    commit = loaded_commit(ds)
+    pinned = source.revision if source.revision and _COMMIT.fullmatch(source.revision) else None
+    if commit and pinned and not commit.startswith(pinned):
+        raise UserError(
+            f"hub dataset '{source.path}' split '{split}': revision {pinned} was asked, but the copy in the Hugging "
+            f"Face cache is commit {commit} (offline, datasets reads the latest cached copy whatever revision is "
+            "asked); download the pinned revision while online, or pass --data-dir with a local copy of it"
+        )
+    if commit and not pinned and datasets.config.HF_HUB_OFFLINE:
+        print(f"note: offline: hub dataset '{source.path}' split '{split}' read from the cached commit {commit} "
+              f"(revision {source.revision or 'default'} cannot be resolved offline; recorded as task.source.commit)",
+              file=sys.stderr)
+    return ds
+
+
+def loaded_commit(ds: Any) -> str | None:
+    """The hub commit a dataset loaded through datasets' cache came from: the folder its Arrow files are in, which
+    datasets names by the commit it resolved the revision to (online) or found cached (offline, whatever revision
+    was asked); None when not known (a local copy)."""
+    for entry in getattr(ds, "cache_files", None) or []:
+        folder = Path(str(entry.get("filename", ""))).parent.name
+        if _COMMIT.fullmatch(folder) and len(folder) == 40:
+            return folder
+    return None
 
 
 def _load_local(source: SourceConfig, split: str, data_dir: Path) -> Any:
@@ -332,6 +365,7 @@ def load(source: SourceConfig, split: str, data_dir: Path | None, kind: str) -> 
             )
         )
     check_unique_ids(ids, range(len(ids)), where, id_key or "id", unit="row")  # skipped rows' ids count too
+    samples.commit = None if local is not None else loaded_commit(ds)
     return samples
 
 
