@@ -149,8 +149,7 @@ def rows_from_results(path: Path, notices: list[str] | None = None) -> list[dict
                 **({"judge_distribution": judge["distribution"]} if judge.get("distribution") else {}),
                 **({"model_distribution": data["model"]["distribution"]} if data["model"].get("distribution")
                    else {}),
-                **({"adapter_trained": data["model"]["adapter_trained"]} if data["model"].get("adapter_trained")
-                   else {}),
+                **{key: data["model"][key] for key in ("adapter_trained", "model_trained") if data["model"].get(key)},
                 "judge_settings": judge.get("settings", {}),
                 "prompt_hash": data["prompt"].get("hash"),
                 "image_decoding": data["task"].get("image_decoding"),

@@ -187,16 +187,37 @@ def adapter_training(folder: Path, digest: str | None) -> dict[str, Any] | None:
     epochs, so that a result says what its adapter learnt from. None for an adapter made elsewhere, or one whose
     manifest names other adapter files than those there (`digest`, the adapter's hash: a manifest copied beside
     other weights)."""
-    try:
-        data = json.loads((Path(folder) / "manifest.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    if not isinstance(data, dict) or not str(data.get("format", "")).startswith(FINETUNE_FORMAT):
+    data = _finetune_manifest(Path(folder))
+    if data is None:
         return None
     if data.get("adapter_hash") and digest and data["adapter_hash"] != digest:
         print(f"warning: {Path(folder) / 'manifest.json'} describes other adapter files ({data['adapter_hash']}, "
               f"these are {digest}): what the adapter learnt from is not recorded", file=sys.stderr)
         return None
+    return _training_summary(data)
+
+
+def model_training(model_args: dict[str, str], adapter: str | None) -> dict[str, Any] | None:
+    """What `harness finetune --method full` recorded of the model folder a run loads (`--model-args
+    model=<folder>`, without --adapter), as `adapter_training` says it of an adapter; None for any other model."""
+    folder = model_args.get("model")
+    if adapter or not folder or not Path(folder).expanduser().is_dir():
+        return None
+    data = _finetune_manifest(Path(folder).expanduser())
+    return _training_summary(data) if data is not None and data.get("kind") == "full-model" else None
+
+
+def _finetune_manifest(folder: Path) -> dict[str, Any] | None:
+    try:
+        data = json.loads((folder / "manifest.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(data, dict) or not str(data.get("format", "")).startswith(FINETUNE_FORMAT):
+        return None
+    return data
+
+
+def _training_summary(data: dict[str, Any]) -> dict[str, Any]:
     base = data.get("base_model") if isinstance(data.get("base_model"), dict) else {}
     stages = []
     for stage in data.get("stages") or []:
@@ -210,7 +231,7 @@ def adapter_training(folder: Path, digest: str | None) -> dict[str, Any] | None:
             "steps": data.get("steps"), "stages": stages}
 
 
-def warn_untrained_prompt(trained: dict[str, Any] | None, folder: Path, task_id: str, variant: str,
+def warn_untrained_prompt(trained: dict[str, Any] | None, what: str, task_id: str, variant: str,
                           template: str) -> None:
     """A warning when a run asks an adapter about a task it was trained on with another prompt than the one it
     learnt (`--prompt` left out after `harness finetune --prompt pefomed`): its scores are of untrained prompts."""
@@ -219,7 +240,7 @@ def warn_untrained_prompt(trained: dict[str, Any] | None, folder: Path, task_id:
             continue
         if stage["prompt_hash"] != text_hash(template):
             learnt = stage.get("prompt_variant")
-            print(f"warning: --adapter {folder} was trained on {task_id} with its '{learnt}' prompt; this run asks "
+            print(f"warning: {what} was trained on {task_id} with its '{learnt}' prompt; this run asks "
                   f"with '{variant}', a prompt it did not learn (--prompt {learnt} evaluates it as trained)",
                   file=sys.stderr)
         return

@@ -30,7 +30,14 @@ from harness.plugin_hooks import checked_batch_size, checked_json_dict, close_pl
 from harness.plugin_outputs import third_party_code
 from harness.prediction_batches import Batch, build_batch, save_batch, save_partial_batch
 from harness.results import write_results
-from harness.run_files import adapter_training, read_manifest, read_predictions, refreshed_task, warn_untrained_prompt
+from harness.run_files import (
+    adapter_training,
+    model_training,
+    read_manifest,
+    read_predictions,
+    refreshed_task,
+    warn_untrained_prompt,
+)
 from harness.scoring import (
     LOADED_MODEL_FILE,
     MANIFEST_FILE,
@@ -120,7 +127,10 @@ def prepare(spec: RunSpec) -> tuple[Task, Any, dict[str, Any], Path, ModelContex
     transport = set(getattr(model_cls, "transport_args", ()))
     trained = adapter_training(Path(spec.adapter), adapter_digest) if spec.adapter else None
     if spec.adapter:
-        warn_untrained_prompt(trained, Path(spec.adapter), task.id, variant, template)
+        warn_untrained_prompt(trained, f"--adapter {spec.adapter}", task.id, variant, template)
+    weights_trained = model_training(spec.model_args, spec.adapter)  # a model fully fine-tuned by harness finetune
+    if weights_trained:
+        warn_untrained_prompt(weights_trained, f"the model {spec.model_args['model']}", task.id, variant, template)
     model = {
         "id": model_info.id,
         "label": model_label(model_info.id, canonical, adapter_digest, transport),
@@ -130,6 +140,7 @@ def prepare(spec: RunSpec) -> tuple[Task, Any, dict[str, Any], Path, ModelContex
         "adapter": str(Path(spec.adapter).expanduser().resolve()) if spec.adapter else None,  # where, from anywhere
         "adapter_hash": adapter_digest,
         "adapter_trained": trained,
+        **({"model_trained": weights_trained} if weights_trained else {}),
         "identity": run_identity,
     }
     task_part = {

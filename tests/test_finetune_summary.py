@@ -171,3 +171,35 @@ def test_the_use_line_of_a_full_fine_tune_keeps_the_prompt_args_it_was_trained_w
     assert result.returncode == 0, result.stderr
     (line,) = [json.loads(x) for x in next((tmp_path / "runs").glob("*/predictions.jsonl")).read_text().splitlines()]
     assert line["generation_details"]["modality_label"], line  # asked as it was trained: with the modality
+
+
+def test_a_run_of_a_fully_fine_tuned_model_says_what_it_was_trained_on(tmp_path, tiny_vlm):
+    """A LoRA adapter's runs recorded what it learnt from (adapter_trained); a model folder of --method full
+    loaded with --model-args model=<folder> recorded nothing, so the full-training rows of an ablation lost it."""
+    import subprocess
+    import sys
+
+    from harness.plugins.finetune_config import FinetuneConfig
+    from harness.plugins.finetune_lora import finetune
+
+    out = tmp_path / "full"
+    cfg = FinetuneConfig(model="tiny-vlm", model_args={"base": "random"}, task="phantom-vqa", out=out, limit=2,
+                         method="full", prompt="pefomed", overrides={"batch_size": 2, "epochs": 1})
+    manifest = finetune(cfg, progress=False)
+
+    def harness(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "harness", *args], capture_output=True, text=True,
+                              cwd=Path(__file__).resolve().parents[1], timeout=600)
+
+    done = harness("run", "--model", "hf", "--model-args", f"model={out}", "--task", "phantom-vqa", "--limit", "1",
+                   "--judge", "exact", "--output", str(tmp_path / "run"), "--no-progress")
+    assert done.returncode == 0, done.stderr
+    assert (f"warning: the model {out} was trained on phantom-vqa with its 'pefomed' prompt; this run asks with "
+            "'default'") in done.stderr
+    trained = json.loads((tmp_path / "run" / "results.json").read_text())["model"]["model_trained"]
+    assert trained["config_hash"] == manifest["config_hash"] and trained["base_model"]["id"] == "tiny-vlm"
+    assert [(s["id"], s["prompt_variant"]) for s in trained["stages"]] == [("phantom-vqa", "pefomed")]
+    published = harness("publish", str(tmp_path / "run"), "-o", str(tmp_path / "board.json"))
+    assert published.returncode == 0, published.stderr
+    (row,) = json.loads((tmp_path / "board.json").read_text())["rows"]
+    assert row["provenance"]["model_trained"] == trained
