@@ -98,8 +98,10 @@ def prepare(spec: RunSpec) -> tuple[Task, Any, dict[str, Any], Path, ModelContex
     if spec.adapter is not None and not Path(spec.adapter).is_dir():
         raise UserError(f"--adapter {spec.adapter} is not a directory (expected a PEFT adapter folder)")
     if spec.adapter is not None and not (Path(spec.adapter) / "adapter_config.json").is_file():  # before loading
+        whole = " (it holds a whole model: load it with --model hf --model-args model=<folder>, without --adapter)" \
+            if (Path(spec.adapter) / "config.json").is_file() else ""
         raise UserError(f"--adapter {spec.adapter}: no adapter_config.json (expected a folder saved by PEFT, e.g. "
-                        "by harness finetune)")
+                        f"by harness finetune){whole}")
     adapter_digest = adapter_hash(spec.adapter) if spec.adapter else None
     variant, template, settings = used_settings(task, model_info, spec.prompt, spec.generation)
     context = ModelContext(task=task, device=spec.device, dtype=spec.dtype,

@@ -188,6 +188,11 @@ def test_an_adapter_folder_without_its_config_is_refused_before_the_model_loads(
     assert proc.returncode == 2 and proc.stderr == (f"error: --adapter {empty}: no adapter_config.json (expected a "
                                                     "folder saved by PEFT, e.g. by harness finetune)\n")
     assert not (tmp_path / "run").exists()
+    (empty / "config.json").write_text("{}")  # a whole model (harness finetune --method full) given as --adapter
+    proc = cli("run", "--model", "tiny-vlm", "--task", "phantom-vqa", "--adapter", str(empty), "--limit", "2",
+               "--output", str(tmp_path / "run"), "--no-progress")
+    assert proc.returncode == 2 and proc.stderr.endswith(
+        "(it holds a whole model: load it with --model hf --model-args model=<folder>, without --adapter)\n")
 
 
 @pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs Linux's /dev/full")
