@@ -369,7 +369,7 @@ def _method_and_n(cls: Any, name: str, rows_a: list[dict], rows_b: list[dict], c
     """n (samples with the metric in both runs for a per-sample mean, else every sample of the slice), the interval
     and p-value methods, and for a 0/1 verdict the discordant counts."""
     cluster = "cluster-" if clustered else ""
-    methods = {"ci_method": f"paired-{cluster}bootstrap", "p_method": f"paired-{cluster}randomization"}
+    methods = {"ci_method": f"paired-{cluster}bootstrap-expanded", "p_method": f"paired-{cluster}randomization"}
     if not getattr(cls, "mean_metrics", True):
         return {"n": len(rows_a), **methods}
     pairs = [(ra["metrics"].get(name), rb["metrics"].get(name)) for ra, rb in zip(rows_a, rows_b)]

@@ -4,7 +4,9 @@ bootstrap interval of the difference and a p-value for "no difference".
 A judge's saved aggregator (`JudgePlugin.saved_aggregator`) is built over run A's rows followed by run B's, so that
 position i (run A) and position n + i (run B) are the same sample. Every resample keeps that pairing:
 - the interval resamples samples (or whole clusters of dependent samples) with replacement, the same draw for both
-  runs, and takes the 2.5% and 97.5% quantiles of B - A (numpy.quantile, linear), numpy default_rng(0);
+  runs, and takes the quantiles of B - A (numpy.quantile, linear) at the ends of Hesterberg's expanded percentile
+  interval for the number of units resampled (`aggregate.expanded_quantiles`: 2.5% and 97.5% with many, further
+  out with few, where the plain percentile interval is too narrow), numpy default_rng(0);
 - the p-value swaps A's and B's row of each sample (or cluster) with probability 1/2 (a paired randomization test,
   as Riezler and Maxwell 2005 for BLEU): (1 + draws at least as far from 0 as the observed difference) /
   (1 + draws), numpy default_rng(1);
@@ -18,7 +20,7 @@ import math
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from harness.aggregate import cluster_groups
+from harness.aggregate import cluster_groups, expanded_quantiles
 from harness.judge_api import Aggregator
 
 RESAMPLES = 1000
@@ -33,6 +35,13 @@ METHODS = {
 _CLUSTERS = ", whole clusters of the task source's cluster_by field instead of samples"
 METHODS["paired-cluster-bootstrap"] = METHODS["paired-bootstrap"] + _CLUSTERS
 METHODS["paired-cluster-randomization"] = METHODS["paired-randomization"] + _CLUSTERS
+# what compare records now: the bootstraps above (written by earlier versions) with their ends moved out for the number
+# of units resampled, as aggregate's `*-expanded` intervals
+for _plain in ("paired-bootstrap", "paired-cluster-bootstrap"):
+    METHODS[f"{_plain}-expanded"] = METHODS[_plain].replace(
+        "numpy.quantile 2.5% and 97.5%", "numpy.quantile a/2 and 1 - a/2, where the standard normal 1 - a/2 quantile "
+        "is sqrt(k / (k - 1)) times Student's t 0.975 quantile on k - 1 degrees of freedom for k units (samples, or "
+        "clusters) resampled (Hesterberg's expanded percentile interval)")
 
 
 def mcnemar_exact(a_only: int, b_only: int) -> float:
@@ -86,7 +95,7 @@ def paired_differences(aggregate: Aggregator, n: int, positions: Sequence[int], 
             tick(1)
     for name in wanted:
         if len(boot[name]) >= 2:
-            low, high = np.quantile(np.asarray(boot[name]), [0.025, 0.975])
+            low, high = np.quantile(np.asarray(boot[name]), expanded_quantiles(len(groups)))
             out[name]["ci95"] = [float(low), float(high)]
         if swapped[name]:
             far = abs(observed[name]) - 1e-12 * max(1.0, abs(observed[name]))  # observed, up to rounding

@@ -5,6 +5,7 @@ that are not comparable."""
 from __future__ import annotations
 
 import json
+import math
 import random
 import subprocess
 import sys
@@ -59,7 +60,7 @@ def test_accuracy_difference_uses_mcnemar_on_the_samples_only_one_run_gets_right
     assert overall["difference"] == pytest.approx(
         results[1]["metrics"]["accuracy"]["value"] - results[0]["metrics"]["accuracy"]["value"])
     low, high = overall["ci95"]
-    assert low < overall["difference"] < high and overall["ci_method"] == "paired-bootstrap"
+    assert low < overall["difference"] < high and overall["ci_method"] == "paired-bootstrap-expanded"
     closed = next(c for c in report["comparisons"] if c["value"] == "CLOSED")
     assert closed["b"] == pytest.approx(results[1]["breakdowns"]["answer_type"]["CLOSED"]["accuracy"]["value"])
     # B against A: the same comparison mirrored
@@ -141,7 +142,7 @@ def test_report_metrics_are_the_lexical_judges_corpus_numbers(tmp_path):
     for name, c in by_metric.items():
         assert (c["a"], c["b"]) == (pytest.approx(entries[0][name]["value"]), pytest.approx(entries[1][name]["value"]))
         assert c["ci95"][0] > 0 and c["p_value"] < 0.01, name  # clearly better everywhere
-        assert (c["ci_method"], c["p_method"], c["n"]) == ("paired-bootstrap", "paired-randomization", 24)
+        assert (c["ci_method"], c["p_method"], c["n"]) == ("paired-bootstrap-expanded", "paired-randomization", 24)
     text = harness("compare", *map(str, folders), "--resamples", "200", "--no-progress").stdout
     line = next(line for line in text.splitlines() if line.strip().startswith("CIDEr "))
     assert " <0.0050 " in line  # no draw came as far from 0: p = 1/201, below what 200 draws can tell
@@ -229,7 +230,7 @@ def test_dependent_samples_are_resampled_in_whole_clusters(runs, tmp_path, capsy
     assert counts == {"paired": 361, "only_a": 0, "only_b": 0, "clusters": len(cases)}
     text = harness("compare", str(tmp_path / "ca"), str(tmp_path / "cb"), "--no-progress").stdout
     assert f"judge exact:pefomed: 361 samples scored in both runs, in {len(cases)} clusters (case_id)" in text
-    assert (clustered["ci_method"], clustered["p_method"]) == ("paired-cluster-bootstrap",
+    assert (clustered["ci_method"], clustered["p_method"]) == ("paired-cluster-bootstrap-expanded",
                                                                "paired-cluster-randomization")
     assert clustered["ci95"] != pytest.approx(plain["ci95"])
     # the interval of a bootstrap that draws whole cases, computed here from the per-sample verdicts
@@ -247,7 +248,11 @@ def test_dependent_samples_are_resampled_in_whole_clusters(runs, tmp_path, capsy
     rng = np.random.default_rng(0)
     draws = [sums[pick].sum() / sizes[pick].sum() for pick in (rng.integers(0, len(sums), len(sums))
                                                                for _ in range(1000))]
-    assert clustered["ci95"] == pytest.approx(list(np.quantile(draws, [0.025, 0.975])))
+    from scipy.stats import norm, t
+
+    k = len(sums)  # the expanded percentile interval's ends for k clusters (Hesterberg)
+    tail = norm.sf(math.sqrt(k / (k - 1)) * t.ppf(0.975, k - 1))
+    assert clustered["ci95"] == pytest.approx(list(np.quantile(draws, [tail, 1 - tail])))
 
 
 def test_the_llm_judges_saved_aggregate_is_their_aggregate():
