@@ -179,12 +179,14 @@ def bootstrap_mean_interval(values: list[float], clusters: list[Any] | None = No
     return [float(low), float(high)]
 
 
-def _per_sample_interval(values: list[float], clusters: list[Any] | None,
-                         proportion: bool) -> tuple[list[float] | None, str]:
+def _per_sample_interval(values: list[float], clusters: list[Any] | None, proportion: bool,
+                         unit: bool = False) -> tuple[list[float] | None, str]:
     """Wilson's interval for a metric the judge declares a 0/1 verdict (`proportion_metrics`), else a bootstrap of
     the mean: values that merely happen to be 0 or 1 here (a one-word answer length, a token recall) are no
-    proportion, and Wilson would cap the interval at 1."""
-    if proportion and values and all(v in (0.0, 1.0) for v in values):
+    proportion, and Wilson would cap the interval at 1. But a metric in [0, 1] (`unit_metrics`: a token recall)
+    that is 0 in every sample (or 1 in every sample) gets Wilson's interval: a bootstrap of no spread is [0, 0]."""
+    alike_at_a_bound = unit and bool(values) and (all(v == 0.0 for v in values) or all(v == 1.0 for v in values))
+    if (proportion or alike_at_a_bound) and values and all(v in (0.0, 1.0) for v in values):
         if clusters is not None:
             return cluster_wilson_interval(values, clusters), "cluster-wilson-t"
         return wilson_interval(sum(values), len(values)), "wilson"
@@ -251,7 +253,8 @@ def summarize_slice(judge: JudgePlugin, records: list[dict], rows: list[dict],
                               if clusters else (wilson_interval(sum(scored), n), "wilson"))
             elif judge.mean_metrics:
                 ci, method = _per_sample_interval(scored, [clusters[i] for i in scored_at] if clusters else None,
-                                                  name in getattr(judge, "proportion_metrics", ()))
+                                                  name in getattr(judge, "proportion_metrics", ()),
+                                                  name in getattr(judge, "unit_metrics", ()))
             elif name in corpus_ci:
                 ci, method = corpus_ci[name], corpus_method
         else:  # a corpus-level quantity with no per-sample counterpart (std across repeats, counts, cost)

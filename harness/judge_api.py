@@ -52,6 +52,11 @@ class JudgePlugin:
     #: get Wilson's interval (others a bootstrap, even where their values happen to be 0 or 1 on some slice); a
     #: per-sample value outside [0, 1] is refused (between: a share of repeated verdicts, bootstrapped)
     proportion_metrics: tuple[str, ...] = ()
+    #: metrics whose per-sample values lie in [0, 1] without being 0/1 verdicts (a token recall, an F1): a bootstrap
+    #: interval, except where every value is 0 (or every value 1), where the bootstrap has no spread to resample and
+    #: would give [0, 0] however few the samples: Wilson's interval of 0 (n) of n then, the widest a mean of values in
+    #: [0, 1] needs (a 0/1 variable has the largest variance for its mean)
+    unit_metrics: tuple[str, ...] = ()
 
     def __init__(self, options: JudgeOptions) -> None:
         from harness.errors import UserError

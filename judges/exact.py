@@ -103,6 +103,7 @@ class ExactMatchJudge(JudgePlugin):
     default_convention = "pefomed"
     task_kinds = ("vqa",)
     proportion_metrics = ("accuracy", "closed_accuracy", "open_accuracy")  # 0/1 per sample; recalls, f1 are not
+    unit_metrics = ("open_recall", "recall", "f1")  # in [0, 1]: all 0 on a slice gets Wilson's interval, not [0, 0]
 
     def describe(self) -> dict[str, Any]:
         return {**super().describe(), "rules": dict(RULES[self.convention])}

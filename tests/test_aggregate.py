@@ -213,3 +213,20 @@ def test_few_clusters_widen_the_interval_by_students_t():
     z_low, z_high = wilson_interval(7, 12, Z95)  # this design effect is 1 (at least 1): only z differs
     assert low < z_low and high > z_high and (high - low) > 1.3 * (z_high - z_low)
     assert cluster_wilson_interval([0.0] * 12, few) == wilson_interval(0, 12)  # no spread: plain Wilson
+
+
+def test_a_recall_that_is_0_in_every_sample_gets_an_interval_not_0_to_0():
+    """A token recall of 0 on 58 questions had the 95% interval [0, 0] (a bootstrap of no spread), claiming
+    certainty where accuracy's 0 of 58 gets Wilson's [0, 0.062]: a metric in [0, 1] alike at a bound gets Wilson's."""
+    from harness.judges.exact import ExactMatchJudge
+
+    judge = ExactMatchJudge(JudgeOptions(convention="multimedeval", task_kind="vqa"))
+    records = [{"id": f"q{i:02d}", "answer": "left lung", "prediction": "nothing", "answer_type": "OPEN"}
+               for i in range(58)]
+    metrics = summarize(judge, records, judge.score(records), [])["metrics"]
+    for name in ("recall", "f1", "open_recall"):
+        assert metrics[name]["value"] == 0.0 and metrics[name]["ci_method"] == "wilson", name
+        assert metrics[name]["ci95"] == pytest.approx(wilson_interval(0, 58)), name
+    records[0]["prediction"] = "left"  # some spread: a bootstrap of the mean again
+    metrics = summarize(judge, records, judge.score(records), [])["metrics"]
+    assert metrics["recall"]["ci_method"] == "bootstrap-mean-expanded" and metrics["recall"]["ci95"][1] > 0
