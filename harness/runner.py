@@ -29,6 +29,7 @@ from harness.paths import cache_dir
 from harness.plugin_hooks import checked_batch_size, checked_json_dict, close_plugin
 from harness.plugin_outputs import third_party_code
 from harness.prediction_batches import Batch, build_batch, save_batch, save_partial_batch
+from harness.providers.claims import counted_when_recorded
 from harness.results import write_results
 from harness.run_files import (
     adapter_training,
@@ -375,10 +376,14 @@ def run(spec: RunSpec) -> tuple[Path, dict[str, Any], list[dict[str, Any]]]:
         records, attempts = load_selected_records(out_dir, [s.id for s in samples])
         if not spec.judge:  # --no-judge: predictions.jsonl is the output; results.json is left as it is
             return out_dir, {"records": records}, []
-        entries = apply_judges(out_dir, records, judges, list(task.config.breakdowns), task.source.cluster_by,
-                               breakdowns_declared_by=f"task {task.id} source '{task.source.name}'",
-                               keep=lambda done: write_results(out_dir, manifest, records, done, limit=spec.limit,
-                                                               attempts=attempts))
-        # A smaller --limit than results.json already holds leaves it as it is (see write_results).
-        results = write_results(out_dir, manifest, records, entries, limit=spec.limit, attempts=attempts)
+        with counted_when_recorded() as recorded:  # replies a judge claimed count once results.json records them
+
+            def keep(done: list[dict[str, Any]]) -> None:
+                write_results(out_dir, manifest, records, done, limit=spec.limit, attempts=attempts)
+                recorded()
+
+            entries = apply_judges(out_dir, records, judges, list(task.config.breakdowns), task.source.cluster_by,
+                                   breakdowns_declared_by=f"task {task.id} source '{task.source.name}'", keep=keep)
+            # A smaller --limit than results.json already holds leaves it as it is (see write_results).
+            results = write_results(out_dir, manifest, records, entries, limit=spec.limit, attempts=attempts)
     return out_dir, results, entries

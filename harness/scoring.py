@@ -26,6 +26,7 @@ from harness.io import atomic_write_jsonl
 from harness.judge_api import JudgeOptions, JudgePlugin
 from harness.plugin_hooks import close_plugin
 from harness.plugin_outputs import checked_rows, third_party_code
+from harness.providers import claims
 from harness.run_files import read_scores
 from harness.task_config import TaskConfig
 
@@ -233,40 +234,51 @@ def _score_each(out_dir: Path, judges: list[JudgePlugin], scorable: list[dict[st
                 breakdown_keys: list[str], cluster_key: str | None, entries: list[dict[str, Any]]) -> None:
     """apply_judges' loop: each judge's rows into scores.jsonl and its results entry appended to `entries`."""
     for judge in judges:
-        started = time.perf_counter()
-        plugin = getattr(judge, "registered_plugin", "")
-        # a plugin's setup(), score(), describe() and aggregate() are its code: an exception is one line naming it;
-        # an exception in its close() is a warning once its rows are in hand (they are saved, and summarised)
+        claimed_from = claims.mark()
         try:
-            if plugin not in plugin_manager.BUILTIN_PLUGINS:  # before any paid call, not after the scoring
-                with third_party_code("judge", judge.id, plugin, "setup"):
-                    judge.setup()
-            with third_party_code("judge", judge.id, plugin, "score"):
-                rows = judge.score(scorable) if scorable else []
-        except BaseException:
-            close_plugin("judge", judge.id, plugin, judge)  # the error of setup() or score() is the one reported
+            _score_one(out_dir, judge, scorable, excluded, breakdown_keys, cluster_key, entries)
+        except BaseException:  # nothing records its replies: the run that uses them next counts their cost
+            claims.give_back(claimed_from)
             raise
-        close_plugin("judge", judge.id, plugin, judge, "its scores are kept")
-        rows = checked_rows(judge.id, plugin, rows, [r["id"] for r in scorable],
-                            tuple(getattr(judge, "proportion_metrics", ()) or ()))
-        with third_party_code("judge", judge.id, plugin, "describe"):
-            described = judge.describe()
-        _merge_scores(out_dir / SCORES_FILE, judge_key(judge), scorable, rows, described.get("setup"))
-        with third_party_code("judge", judge.id, plugin, "aggregate"):
-            summary = summarize(judge, scorable, rows, breakdown_keys, cluster_key)
-        entries.append(
-            {
-                **described,
-                **({"distribution": dist} if (dist := plugin_manager.distribution(plugin)) else {}),
-                "n_scored": len(scorable),
-                "n_excluded": excluded,
-                "metrics": summary["metrics"],
-                "breakdowns": summary["breakdowns"],
-                **({"breakdown_missing": summary["missing"]} if summary["missing"] else {}),
-                "scoring_s": round(time.perf_counter() - started, 3),
-                "scored_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            }
-        )
+
+
+def _score_one(out_dir: Path, judge: JudgePlugin, scorable: list[dict[str, Any]], excluded: int,
+               breakdown_keys: list[str], cluster_key: str | None, entries: list[dict[str, Any]]) -> None:
+    """One judge's rows into scores.jsonl and its results entry appended to `entries`."""
+    started = time.perf_counter()
+    plugin = getattr(judge, "registered_plugin", "")
+    # a plugin's setup(), score(), describe() and aggregate() are its code: an exception is one line naming it;
+    # an exception in its close() is a warning once its rows are in hand (they are saved, and summarised)
+    try:
+        if plugin not in plugin_manager.BUILTIN_PLUGINS:  # before any paid call, not after the scoring
+            with third_party_code("judge", judge.id, plugin, "setup"):
+                judge.setup()
+        with third_party_code("judge", judge.id, plugin, "score"):
+            rows = judge.score(scorable) if scorable else []
+    except BaseException:
+        close_plugin("judge", judge.id, plugin, judge)  # the error of setup() or score() is the one reported
+        raise
+    close_plugin("judge", judge.id, plugin, judge, "its scores are kept")
+    rows = checked_rows(judge.id, plugin, rows, [r["id"] for r in scorable],
+                        tuple(getattr(judge, "proportion_metrics", ()) or ()))
+    with third_party_code("judge", judge.id, plugin, "describe"):
+        described = judge.describe()
+    _merge_scores(out_dir / SCORES_FILE, judge_key(judge), scorable, rows, described.get("setup"))
+    with third_party_code("judge", judge.id, plugin, "aggregate"):
+        summary = summarize(judge, scorable, rows, breakdown_keys, cluster_key)
+    entries.append(
+        {
+            **described,
+            **({"distribution": dist} if (dist := plugin_manager.distribution(plugin)) else {}),
+            "n_scored": len(scorable),
+            "n_excluded": excluded,
+            "metrics": summary["metrics"],
+            "breakdowns": summary["breakdowns"],
+            **({"breakdown_missing": summary["missing"]} if summary["missing"] else {}),
+            "scoring_s": round(time.perf_counter() - started, 3),
+            "scored_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        }
+    )
 
 
 def _merge_scores(path: Path, key: str, records: list[dict], rows: list[dict], setup: Any) -> None:

@@ -153,3 +153,49 @@ def test_interrupted_llm_judge_caches_the_calls_in_flight_and_the_rescore_sends_
     assert judge["metrics"]["input_tokens"]["value"] == sum(server.usage(b, "Correctness: 1")[0]
                                                            for b in server.requests)
     assert total == len(server.requests)
+
+
+def blocked_writing_to_a_pipe(pid: int) -> bool:
+    return Path(f"/proc/{pid}/wchan").read_text().strip().endswith("pipe_write")  # anon_pipe_write on newer kernels
+
+
+@pytest.mark.skipif(not Path("/proc/self/wchan").exists() or not hasattr(__import__("fcntl"), "F_SETPIPE_SZ"),
+                    reason="needs Linux /proc and pipe sizes")
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_ctrl_c_after_the_judge_calls_leaves_their_cost_to_the_rerun(own_llm_cache, tmp_path, signum):
+    """Ctrl-C after an LLM judge's calls are done but before results.json records them: the rerun takes every
+    reply from the cache and counts what they cost (before, the interrupted run had marked them as its own and then
+    recorded nothing: paid_input_tokens 0, and no results file counted them)."""
+    import fcntl
+
+    from harness.cli import main as cli_main
+
+    runs = tmp_path / "runs"
+    assert cli_main(["run", "--model", "prior", "--task", "phantom-vqa", "--limit", "6", "--judge", "exact",
+                     "--runs-dir", str(runs), "--no-progress"]) == 0
+    (run_dir,) = runs.iterdir()
+    with FakeLLMServer(reply=lambda body: '{"correct": 1}') as server:
+        server.served_model = "other-m"  # the judge's first stderr line, printed once its calls are done
+        args = ["score", str(run_dir), "--judge", "gpt4", "--judge-model", "judge-m", "--judge-provider",
+                "openai-compatible", "--judge-base-url", server.openai_base_url, "--no-progress"]
+        read_end, write_end = os.pipe()
+        fcntl.fcntl(write_end, fcntl.F_SETPIPE_SZ, 4096)
+        os.write(write_end, b"." * fcntl.fcntl(write_end, fcntl.F_GETPIPE_SZ))  # full: that line's write waits
+        env = dict(os.environ, HARNESS_CACHE_DIR=str(own_llm_cache), OPENAI_COMPATIBLE_API_KEY=KEY)
+        proc = subprocess.Popen([sys.executable, "-c", CTRL_C_AS_IN_A_TERMINAL, *args], stdout=subprocess.DEVNULL,
+                                stderr=write_end, env=env)
+        os.close(write_end)
+        wait_until(lambda: blocked_writing_to_a_pipe(proc.pid), "the judge's note after its calls")
+        proc.send_signal(signum)
+        with os.fdopen(read_end, "rb") as pipe:
+            err = pipe.read().decode(errors="replace")
+        assert proc.wait(timeout=30) == (130 if signum == signal.SIGINT else 143), err
+        assert "finished work is saved" in err
+        first = server.chat_calls
+        assert first > 0
+        again = subprocess.run([sys.executable, "-m", "harness", *args], capture_output=True, text=True, env=env)
+        assert again.returncode == 0, again.stderr
+        assert server.chat_calls == first  # every reply from the cache
+        paid_in = sum(server.usage(body, '{"correct": 1}')[0] for body in server.requests)
+    (judge,) = [j for j in json.loads((run_dir / "results.json").read_text())["judges"] if j["id"] == "gpt4"]
+    assert judge["metrics"]["paid_input_tokens"]["value"] == paid_in  # counted by the run that used them

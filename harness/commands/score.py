@@ -59,6 +59,7 @@ def _score(args: argparse.Namespace, path: Path, out_dir: Path) -> int:
     from harness import plugin_manager
     from harness.external import external_manifest, read_external_predictions
     from harness.io import atomic_write_jsonl
+    from harness.providers.claims import counted_when_recorded
     from harness.results import write_results
     from harness.run_files import read_manifest, read_predictions
     from harness.scoring import MANIFEST_FILE, PREDICTIONS_FILE, apply_judges, build_judges, check_default_judges
@@ -115,9 +116,15 @@ def _score(args: argparse.Namespace, path: Path, out_dir: Path) -> int:
     if not path.is_dir() and (out_dir / PREDICTIONS_FILE).resolve() != path.resolve():
         atomic_write_jsonl(out_dir / PREDICTIONS_FILE, records)  # the samples read, beside their scores (compare)
     declared_by = None if args.breakdown else f"task {manifest['task']['id']} (run {manifest['run_id']})"
-    entries = apply_judges(out_dir, records, judges, breakdowns, manifest["task"].get("cluster_by"), declared_by,
-                           keep=lambda done: write_results(out_dir, manifest, records, done, attempts=attempts))
-    results = write_results(out_dir, manifest, records, entries, attempts=attempts)
+    with counted_when_recorded() as recorded:  # replies a judge claimed count once results.json records them
+
+        def keep(done: list[dict[str, Any]]) -> None:
+            write_results(out_dir, manifest, records, done, attempts=attempts)
+            recorded()
+
+        entries = apply_judges(out_dir, records, judges, breakdowns, manifest["task"].get("cluster_by"), declared_by,
+                               keep=keep)
+        results = write_results(out_dir, manifest, records, entries, attempts=attempts)
     print(results_summary(results))
     print(f"scores: {out_dir / 'scores.jsonl'}\nresults: {out_dir / 'results.json'}")
     check_not_all_failed(results)

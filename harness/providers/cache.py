@@ -31,7 +31,7 @@ from typing import Any, NoReturn
 from harness.errors import UserError
 from harness.paths import cache_dir
 from harness.processes import process_alive, process_started
-from harness.providers import pricing
+from harness.providers import claims, pricing
 from harness.providers.base import ChatRequest, ChatResult
 
 KEY_VERSION = 1
@@ -236,7 +236,17 @@ class LLMCache:
                         db.execute("ROLLBACK")
                     raise
                 claimed.update(key for (key,) in rows)
+                claims.note(self.path, (key for (key,) in rows))
         return claimed
+
+    def unclaim(self, keys: list[str]) -> None:
+        """Give back entries this process claimed and then recorded nothing for (claims.give_back)."""
+        with self._lock:
+            db = self._db()
+            for start in range(0, len(keys), 500):
+                chunk = keys[start : start + 500]
+                marks = ",".join("?" * len(chunk))
+                db.execute(f"UPDATE results SET unclaimed = 1 WHERE unclaimed = 0 AND key IN ({marks})", chunk)
 
     def put(self, key: str, provider: str, model: str, result: ChatResult, *, batch: bool = False,
             base_url: str | None = None) -> None:

@@ -1,0 +1,65 @@
+"""The LLM cache entries this process claimed (`LLMCache.claim`: this run counts what they cost) since a mark.
+
+A judge claims its replies once its calls are done, before its rows and results entry are written. Interrupted
+(Ctrl-C, SIGTERM) or failing before results.json records it, the command records nothing that counts them;
+`give_back` then marks those entries `unclaimed` again, so the run that uses them next (the same command, run
+again) counts them, as it counts the replies of calls an interrupted run made and never used.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import sys
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+_claimed: list[tuple[Path, str]] = []  # (cache file, key) in the order claimed
+
+
+def note(path: Path, keys: Iterable[str]) -> None:
+    """Called by LLMCache.claim with the keys it claimed."""
+    _claimed.extend((path, key) for key in keys)
+
+
+def mark() -> int:
+    """A position to settle or give back from."""
+    return len(_claimed)
+
+
+def settle(since: int) -> None:
+    """The claims made since `since` are counted by results now in hand: forget them."""
+    del _claimed[since:]
+
+
+def give_back(since: int) -> None:
+    """Mark the entries claimed since `since` unclaimed again (best effort: a cache that cannot be written only
+    leaves those replies counted by no run, as before)."""
+    from harness.errors import UserError
+    from harness.providers.cache import LLMCache
+
+    taken = _claimed[since:]
+    del _claimed[since:]
+    by_path: dict[Path, list[str]] = {}
+    for path, key in taken:
+        by_path.setdefault(path, []).append(key)
+    for path, keys in by_path.items():
+        try:
+            with LLMCache(path) as cache:
+                cache.unclaim(keys)
+        except (sqlite3.Error, UserError, OSError) as exc:
+            print(f"note: LLM cache: could not mark {len(keys)} replies as not yet counted, so no run will count "
+                  f"their cost ({exc})", file=sys.stderr)
+
+
+@contextmanager
+def counted_when_recorded() -> Iterator[Callable[[], None]]:
+    """Around judging and writing results.json: the claims made inside are given back when it ends with an
+    exception, except those made before a call of the function it yields (results.json records them now)."""
+    since = mark()
+    try:
+        yield lambda: settle(since)
+    except BaseException:
+        give_back(since)
+        raise
+    settle(since)
