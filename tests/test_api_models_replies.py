@@ -212,6 +212,35 @@ def test_other_weights_served_under_the_same_name_are_another_run_not_cached_ans
     assert answers == {"/ft/run1": {"yes"}, "/ft/run2": {"no"}}
 
 
+def test_an_adapter_retrained_into_the_same_folder_is_another_run_not_cached_answers(cache, tmp_path):
+    """`rm -rf adapters/rad`, a new `harness finetune --out adapters/rad`, `harness serve --adapter rad=adapters/rad`:
+    /v1/models names the same `root` folder, so the run id and cache keys were those of the first adapter and the
+    same command resumed its answers (all samples "already generated"). A folder on this machine of a loopback
+    server enters them by content."""
+    adapter = tmp_path / "adapters" / "rad"
+    adapter.mkdir(parents=True)
+    (adapter / "adapter_config.json").write_text(json.dumps({"peft_type": "LORA", "r": 8}))
+    (adapter / "adapter_model.safetensors").write_bytes(b"first training")
+    with FakeLLMServer(reply=lambda body: "yes") as server:
+        server.model_cards = [{"id": "rad", "object": "model", "root": str(adapter), "parent": "/models/base"}]
+        args = ["run", "--model", "openai-compatible", "--model-args", f"base_url={server.openai_base_url},model=rad",
+                "--task", "phantom-vqa", "--limit", "3", "--judge", "exact", "--runs-dir", str(tmp_path / "runs"),
+                "--no-progress"]
+        assert cli_main(args) == 0 and server.chat_calls == 3
+        (adapter / "adapter_model.safetensors").write_bytes(b"second training")  # retrained in place
+        server.reply = lambda body: "no"
+        assert cli_main(args) == 0
+        assert server.chat_calls == 6  # asked again, not answered from the cache
+        assert cli_main(args) == 0 and server.chat_calls == 6  # the same weights again: resumed, nothing asked
+    answers = {}
+    for run_dir in (tmp_path / "runs").iterdir():
+        served = json.loads((run_dir / "results.json").read_text())["model"]["identity"]["served"]
+        assert served["root"] == str(adapter) and served["root_content"].startswith("files-sha256:")
+        lines = (run_dir / "predictions.jsonl").read_text().splitlines()
+        answers[served["root_content"]] = {json.loads(line)["prediction"] for line in lines}
+    assert sorted(answers.values(), key=str) == [{"no"}, {"yes"}]
+
+
 def test_one_endpoint_spelt_two_ways_is_one_run(cache, tmp_path):
     """`.../v1/` and `HTTP://...` were each a run folder of their own (and the upper-case one new paid calls)."""
     with FakeLLMServer(reply=lambda body: "yes") as server:

@@ -40,6 +40,26 @@ POOL_SIZE = 8  # concurrent calls per HTTP connection pool
 LOCAL_DUMMY_KEY = "EMPTY"  # what local OpenAI-compatible servers (vLLM, llama.cpp, Ollama) accept
 
 
+def folder_content(path: str) -> str | None:
+    """The content hash of a served folder on this machine (an adapter: `adapter_hash`, the files vLLM loads; a model
+    folder: its checkpoint files), None when `path` is not a folder here (a hub id, another machine's path)."""
+    from pathlib import Path
+
+    folder = Path(path)
+    try:
+        if not folder.is_absolute() or not folder.is_dir():
+            return None
+        if (folder / "adapter_config.json").is_file():
+            from harness.fingerprint import adapter_hash
+
+            return adapter_hash(folder)
+        from harness.file_digests import folder_fingerprint
+
+        return folder_fingerprint(folder)
+    except OSError:
+        return None
+
+
 class ProviderClient:
     """Calls one model at one endpoint. Results come back in request order; successes are cached on arrival."""
 
@@ -63,6 +83,7 @@ class ProviderClient:
         self.outage = OutageState()  # failures in a row across run() calls (a model runs small batches)
         self._server: dict[str, Any] | None = None  # what an OpenAI-compatible server says of itself, asked once
         self.served_in_key = False  # API models set it (their run id names the served weights too)
+        self._contents: dict[str, str] | None = None  # served_weights' folder digests, taken once
         if provider == "anthropic":
             from harness.providers.anthropic_client import AnthropicBackend
 
@@ -128,6 +149,11 @@ class ProviderClient:
         another model. (LLM judges leave it out of theirs: a re-score from the cache needs no server.)"""
         card = self.server_description().get("model_card") or {}
         weights = {k: card[k] for k in ("root", "parent") if isinstance(card.get(k), str) and card[k]}
+        if self.is_local:  # folders on this machine by content: an adapter retrained into the same folder is another
+            if self._contents is None:
+                self._contents = {f"{k}_content": digest for k, v in weights.items()
+                                  if (digest := folder_content(v)) is not None}
+            weights.update(self._contents)
         return weights or None
 
     def key(self, request: ChatRequest) -> str:
