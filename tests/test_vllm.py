@@ -238,6 +238,28 @@ def test_serve_with_an_adapter_matches_transformers_and_stops_cleanly(tiny, adap
     assert not port_open(base_url) and not ready.exists()
 
 
+@vllm_test
+def test_serve_stops_the_server_when_its_terminal_closes(tiny, tmp_path):
+    """SIGHUP (the SSH session or terminal of `harness serve` closed) killed harness serve and left vLLM's server,
+    in a session of its own, running: its port and memory held, its ready file saying it was ready."""
+    ready = tmp_path / "ready"
+    cmd = harness_cmd("serve", "--model", str(tiny.llm_dir), "--port", "0", "--dtype", "float32", "--max-model-len",
+                      "512", "--kv-cache-gb", "0.25", "--ready-file", str(ready), "--log", str(tmp_path / "server.log"),
+                      "--", "--enforce-eager")
+    proc = subprocess.Popen(cmd, cwd=REPO, env=harness_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True, stdin=subprocess.DEVNULL)
+    try:
+        base_url = wait_for_file(ready, proc, timeout=400)
+        proc.send_signal(signal.SIGHUP)
+        output = proc.communicate(timeout=120)[0]
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            proc.communicate(timeout=120)
+    assert proc.returncode == 0 and "vLLM server stopped" in output, output[-3000:]
+    assert not port_open(base_url) and not ready.exists()
+
+
 # ---- without vLLM -----------------------------------------------------------------------------------------------
 
 

