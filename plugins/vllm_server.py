@@ -208,6 +208,32 @@ def probe_adapters(base_url: str, base_model: str, adapters: Sequence[tuple[str,
             raise common.adapter_no_effect_error(adapter, f"{base_model} (served as '{name}')")
 
 
+def check_served_base(base: str, llm: str, name: str) -> bool:
+    """Refuse a server whose base model (the adapter's `parent`, a folder on this machine) holds other weights than
+    `llm`: its LoRA would run on another LLM than the one named in this run's args, id and record. False when the
+    base is not a folder here (it cannot be checked)."""
+    from harness.file_digests import file_digests
+
+    served, ours = Path(base).expanduser(), Path(llm).expanduser()
+    if not served.is_dir():
+        print(f"note: the server's base model {base} is not a folder on this machine, so that it holds the weights of "
+              f"{llm} cannot be checked; results.json records both", file=sys.stderr)
+        return False
+    if served.resolve() == ours.resolve():
+        return True
+
+    def weights(folder: Path) -> dict[str, str]:
+        files = sorted(p for p in folder.iterdir() if p.is_file() and (p.suffix in (".safetensors", ".bin")
+                                                                        or p.name == "config.json"))
+        return {p.name: digest for p, digest in file_digests(files, folder).items()}
+
+    if weights(served) != weights(ours):
+        raise UserError(f"--model-args served_model={name}: the server runs it on the base model {base}, whose "
+                        f"weights differ from llm={llm} (the LLM of this run): serve the adapter on that LLM "
+                        f"(harness serve --model {llm} ...) or pass llm={base}")
+    return True
+
+
 def encode_embeds(tensor: Any) -> str:
     """A [T, hidden] tensor as vLLM's prompt_embeds wants it: base64 of torch.save bytes."""
     import torch
@@ -248,9 +274,10 @@ class CompletionsClient:
             self._version = str(found["version"])[:100] if isinstance(found, dict) and "version" in found else None
         return self._version
 
-    def check_adapter(self, adapter: common.AdapterInfo) -> None:
+    def check_adapter(self, adapter: common.AdapterInfo, llm: str | None = None) -> None:
         """The served model must be a LoRA adapter that changes the base model's output: a server answering
-        with its base model would give the base model's scores recorded as the adapter's."""
+        with its base model would give the base model's scores recorded as the adapter's. With `llm` (the LLM
+        folder whose embeddings this run sends), the server's base model must hold the same weights."""
         def is_base(card: dict[str, Any]) -> bool:  # vLLM lists a LoRA with its base as `parent`
             return "parent" in card and not card["parent"]
 
@@ -261,6 +288,9 @@ class CompletionsClient:
         base = self.cards[self.model].get("parent") or next(
             (name for name, card in self.cards.items() if is_base(card)), None)
         self._check_served_root(adapter)
+        if llm and base:
+            self.served_adapter["base"] = str(base)
+            self.served_adapter["base_checked"] = check_served_base(str(base), llm, self.model)
         if base:
             probe_adapters(self.base_url, str(base), [(self.model, adapter)])
 

@@ -198,7 +198,8 @@ def test_serve_with_an_adapter_matches_transformers_and_stops_cleanly(tiny, adap
         assert all(r["error"] is None for r in rows), (rows[0]["error"], server_log_tail(tmp_path / "server.log"))
         assert_same_as_reference(rows, reference)
         loaded = json.loads((out / "results.json").read_text())["model"]["loaded"]
-        assert loaded["served_adapter"] == {"name": "pefomed", "root": str(adapter), "checked": True}
+        assert loaded["served_adapter"] == {"name": "pefomed", "root": str(adapter), "checked": True,
+                                            "base": str(tiny.llm_dir), "base_checked": True}
         assert loaded["vllm"] == common.vllm_version()  # what the server reports at /version (here: one venv)
         assert loaded["dtype"] is None and "harness serve --dtype" in loaded["dtype_source"]
         assert not {"cache", "compile", "attn"} & set(loaded["arch"]) and "merged" not in loaded["arch"]["lora"]
@@ -236,6 +237,39 @@ def test_serve_with_an_adapter_matches_transformers_and_stops_cleanly(tiny, adap
     assert "adapter pefomed: probe passed" in output  # a success was silent: no telling the probe ran
     assert f"evaluate: harness run --model vllm --model-args arch=pefomed,...,base_url={base_url}" in output
     assert not port_open(base_url) and not ready.exists()
+
+
+@vllm_test
+def test_a_served_adapter_on_another_base_llm_than_llm_is_refused(tiny, adapter, tmp_path):
+    """PeFoMed through a server: the served adapter was checked against this run's checkpoint, the server's base
+    LLaMA not at all, so a server started on other weights answered and the run recorded them as llm=..."""
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    other = Path(shutil.copytree(tiny.llm_dir, tmp_path / "other-llm"))
+    weights = load_file(str(other / "model.safetensors"))
+    save_file({k: v + 0.05 if v.ndim == 2 and "embed" not in k else v for k, v in weights.items()},
+              str(other / "model.safetensors"), metadata={"format": "pt"})
+    ready = tmp_path / "ready"
+    cmd = harness_cmd("serve", "--model", str(other), "--adapter", f"pefomed={adapter}", "--port", "0", "--dtype",
+                      "float32", "--max-model-len", "512", "--kv-cache-gb", "0.25", "--enable-prompt-embeds",
+                      "--ready-file", str(ready), "--log", str(tmp_path / "server.log"), "--", "--enforce-eager")
+    proc = subprocess.Popen(cmd, cwd=REPO, env=harness_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True, stdin=subprocess.DEVNULL)
+    try:
+        base_url = wait_for_file(ready, proc, timeout=400)
+        run = run_harness("run", "--model", "vllm", "--model-args",
+                          f"arch=pefomed,{tiny.args_string()},base_url={base_url},served_model=pefomed",
+                          "--prompt", "pefomed", "--output", str(tmp_path / "run"), *RUN_ARGS)
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+        proc.communicate(timeout=120)
+    assert run.returncode == 2, run.stderr[-3000:]
+    error = [line for line in run.stderr.splitlines() if line.startswith("error:")]
+    assert len(error) == 1 and f"base model {other}, whose weights differ from llm={tiny.llm_dir}" in error[0]
+    assert not (tmp_path / "run" / "predictions.jsonl").exists()
 
 
 @vllm_test
