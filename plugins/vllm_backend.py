@@ -157,7 +157,7 @@ class VLLMModel(ModelPlugin):
             embedder = arch_class(own["arch"])
             if hasattr(embedder, "run_identity"):
                 out["arch"] = embedder.run_identity(rest, context)
-        return out
+        return {**out, **common.sampling_identity(context)}
 
     def __init__(self, args: dict[str, str], context: ModelContext) -> None:
         super().__init__(args, context)
@@ -338,9 +338,9 @@ class VLLMModel(ModelPlugin):
         if not requests:
             return []
         if self.client is not None:
-            return self.client.complete(self._server_prompts(requests), [r.generation for r in requests])
+            return self.client.complete(self._server_prompts(requests), requests)
         prompts = self._engine_prompts(requests)
-        params = [sampling_params(r.generation) for r in requests]
+        params = [sampling_params(r.generation, r.id) for r in requests]
         try:
             results = self.engine.generate(prompts, params, lora_request=self.lora_request, use_tqdm=False)
         except ValueError:  # one bad prompt (e.g. too long) fails the batch: find it, keep the others
@@ -390,11 +390,11 @@ class VLLMModel(ModelPlugin):
         self.engine = None
 
 
-def sampling_params(settings: Any) -> Any:
-    """vLLM SamplingParams for the task's generation settings (greedy unless do_sample with temperature > 0)."""
+def sampling_params(settings: Any, sample_id: str) -> Any:
+    """vLLM SamplingParams for one sample's generation settings (greedy unless do_sample with temperature > 0)."""
     from vllm import SamplingParams
 
     sample = bool(settings.do_sample and settings.temperature > 0)
     return SamplingParams(max_tokens=settings.max_new_tokens, temperature=settings.temperature if sample else 0.0,
-                          top_p=settings.top_p if sample else 1.0, seed=settings.seed if sample else None,
+                          top_p=settings.top_p if sample else 1.0, seed=common.request_seed(settings, sample_id),
                           stop=list(settings.stop) or None)

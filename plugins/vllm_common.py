@@ -289,6 +289,25 @@ def same_lora(a: Path, b: Path) -> bool:
     return ta.keys() == tb.keys() and all(torch.equal(ta[k], tb[k]) for k in ta)
 
 
+#: how a sampled vLLM run seeds its requests (run identity `sampling`: runs that gave every request --seed itself,
+#: so that all samples drew the same random numbers and equal prompts the same answer, are other runs)
+SAMPLING_SEED = "vLLM's per-request seed, one per sample: row_sampling.row_seed(--seed, sample id)"
+
+
+def request_seed(settings: Any, sample_id: str) -> int | None:
+    """The seed of one sampled request (None when greedy): the sample's own, from --seed and its id, as the hf
+    backend's generators; --seed for every request made all samples draw the same random numbers."""
+    from harness.plugins.row_sampling import row_seed
+
+    return row_seed(settings.seed, sample_id) if settings.do_sample and settings.temperature > 0 else None
+
+
+def sampling_identity(context: Any) -> dict[str, str]:
+    """{"sampling": SAMPLING_SEED} for a run that samples, else {}."""
+    g = getattr(context, "generation", None)
+    return {"sampling": SAMPLING_SEED} if g is not None and g.do_sample and g.temperature > 0 else {}
+
+
 # what an arch plugin's identity says of its own transformers generation, which vLLM replaces
 TORCH_GENERATION_KEYS = ("cache", "compile", "attn", "min_new_tokens")
 

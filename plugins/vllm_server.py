@@ -313,13 +313,13 @@ class CompletionsClient:
                             "served one came from")
         self.served_adapter["checked"] = True
 
-    def body(self, prompt: dict[str, Any], settings: GenerationSettings) -> dict[str, Any]:
+    def body(self, prompt: dict[str, Any], settings: GenerationSettings, sample_id: str) -> dict[str, Any]:
         sample = bool(settings.do_sample and settings.temperature > 0)
         body: dict[str, Any] = {"model": self.model, "max_tokens": settings.max_new_tokens,
                                 "temperature": settings.temperature if sample else 0.0,
                                 "top_p": settings.top_p if sample else 1.0}
         if sample:
-            body["seed"] = settings.seed
+            body["seed"] = common.request_seed(settings, sample_id)
         if settings.stop:
             body["stop"] = list(settings.stop)
         if "prompt_embeds" in prompt:
@@ -350,7 +350,8 @@ class CompletionsClient:
             time.sleep(2.0 * (attempt + 1))
         return GenerationOutput(text="", error=f"vLLM server at {self.base_url}: {last}")
 
-    def complete(self, prompts: list[dict[str, Any]], settings: list[GenerationSettings]) -> list[GenerationOutput]:
-        bodies = [self.body(p, s) for p, s in zip(prompts, settings)]
+    def complete(self, prompts: list[dict[str, Any]], requests: list[Any]) -> list[GenerationOutput]:
+        """One output per prompt, for the requests (their generation settings and sample ids) in that order."""
+        bodies = [self.body(p, r.generation, r.id) for p, r in zip(prompts, requests)]
         with ThreadPoolExecutor(max_workers=min(self.concurrency, len(bodies)) or 1) as pool:
             return list(pool.map(self._one, bodies))

@@ -138,6 +138,31 @@ def test_text_llm_with_lora_request_gives_the_transformers_tokens(tiny, adapter,
 
 
 @vllm_test
+def test_sampled_answers_draw_per_sample_as_the_hf_backend(tiny, tmp_path):
+    """--temperature > 0: every request had --seed itself, so all samples drew the same random numbers and samples
+    asking the same question got the same "sampled" answer. Now each sample's seed comes from --seed and its id
+    (row_seed, as the hf backend's generators): equal questions draw apart, and a sample draws the same alone."""
+    from collections import defaultdict
+
+    args = ("--model", "vllm", "--model-args", f"model={tiny.llm_dir},images=drop,{ENGINE_ARGS}", "--task",
+            "phantom-vqa", "--max-new-tokens", str(MAX_NEW), "--temperature", "1.0", "--judge", "exact",
+            "--no-progress")
+    proc = run_harness("run", *args, "--limit", "40", "--output", str(tmp_path / "run"))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = read_predictions(tmp_path / "run")
+    by_question = defaultdict(list)
+    for row in rows:
+        by_question[row["question"]].append(row["prediction"])
+    repeated = [answers for answers in by_question.values() if len(answers) > 1]
+    assert len(repeated) >= 3 and all(len(set(answers)) > 1 for answers in repeated), repeated
+    identity = json.loads((tmp_path / "run" / "run.json").read_text())["model"]["identity"]
+    assert identity["sampling"] == common.SAMPLING_SEED
+    alone = run_harness("run", *args, "--limit", "1", "--output", str(tmp_path / "alone"))
+    assert alone.returncode == 0, alone.stderr[-3000:]
+    assert read_predictions(tmp_path / "alone")[0]["prediction"] == rows[0]["prediction"]
+
+
+@vllm_test
 def test_an_adapter_whose_modules_do_not_map_stops_the_run(tiny, adapter, tmp_path):
     """vLLM ignores LoRA tensors under a wrapper prefix and serves the base model; the probe catches it."""
     wrapped = prefixed_adapter(adapter, tmp_path / "wrapped")
