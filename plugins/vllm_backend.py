@@ -163,8 +163,7 @@ class VLLMModel(ModelPlugin):
         super().__init__(args, context)
         own, self.engine_args, rest = split_args(args)
         self.own = own
-        if own.get("adapter") and context.adapter:
-            raise UserError("model 'vllm': give the adapter once, either --adapter DIR or --model-args adapter=DIR")
+        common.check_adapter_args(own, context.adapter)
         self.images = (own.get("images") or "keep").lower()
         if self.images not in ("keep", "drop"):
             raise UserError(f"--model-args images={own['images']}: expected keep or drop")

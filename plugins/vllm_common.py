@@ -253,6 +253,16 @@ def adapter_no_effect_error(adapter: AdapterInfo, model: str) -> UserError:
         "serve it anyway")
 
 
+def check_adapter_args(own: dict[str, str], context_adapter: str | None) -> None:
+    """The adapter given once, and with arch=... as --adapter: that plugin reads --adapter only, so adapter=DIR was
+    recorded (args, run id) while the LoRA of its checkpoint= answered."""
+    if own.get("adapter") and own.get("arch"):
+        raise UserError(f"--model-args adapter={own['adapter']} with arch={own['arch']}: give it as --adapter DIR, "
+                        f"where the {own['arch']} plugin reads it (adapter= would be recorded, not loaded)")
+    if own.get("adapter") and context_adapter:
+        raise UserError("model 'vllm': give the adapter once, either --adapter DIR or --model-args adapter=DIR")
+
+
 def parse_bool(value: str | None, name: str, default: bool) -> bool:
     if value is None or value == "":
         return default

@@ -461,3 +461,8 @@ def test_model_args_mistakes_are_one_line_errors(tmp_path):
             VLLMModel.run_identity(args, context)
             VLLMModel(args, context)
         assert "\n" not in str(err.value)
+    # arch=...'s plugin reads --adapter only: adapter=DIR was recorded (args, run id) while the checkpoint's LoRA
+    # answered
+    with pytest.raises(UserError, match="with arch=pefomed: give it as --adapter DIR") as err:
+        VLLMModel({"arch": "pefomed", "llm": "l", "vision": "v", "adapter": str(tmp_path)}, context)
+    assert "\n" not in str(err.value)
