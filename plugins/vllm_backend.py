@@ -181,6 +181,7 @@ class VLLMModel(ModelPlugin):
             raise UserError(f"--dtype {context.dtype} and --model-args dtype={self.engine_args['dtype']} differ")
         self.embedder: Any = None
         if own.get("arch"):
+            common.check_arch_args(own)
             cls = arch_class(own["arch"])
             if own.get("model"):
                 raise UserError(f"--model-args arch={own['arch']}: the LLM comes from that plugin; drop model=")

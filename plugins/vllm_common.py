@@ -263,6 +263,15 @@ def check_adapter_args(own: dict[str, str], context_adapter: str | None) -> None
         raise UserError("model 'vllm': give the adapter once, either --adapter DIR or --model-args adapter=DIR")
 
 
+def check_arch_args(own: dict[str, str]) -> None:
+    """images=drop and chat_template=none shape the prompts of model=...; an arch=... plugin builds its own prompt
+    embeddings, images included, so they would be recorded (args, run id) and change nothing."""
+    for key, default in (("images", "keep"), ("chat_template", "auto")):
+        if (own.get(key) or default).lower() != default:
+            raise UserError(f"--model-args {key}={own[key]} with arch={own['arch']}: the {own['arch']} plugin builds "
+                            f"the prompts and image embeddings itself, so {key}= would change nothing; drop it")
+
+
 def parse_bool(value: str | None, name: str, default: bool) -> bool:
     if value is None or value == "":
         return default

@@ -466,3 +466,8 @@ def test_model_args_mistakes_are_one_line_errors(tmp_path):
     with pytest.raises(UserError, match="with arch=pefomed: give it as --adapter DIR") as err:
         VLLMModel({"arch": "pefomed", "llm": "l", "vision": "v", "adapter": str(tmp_path)}, context)
     assert "\n" not in str(err.value)
+    # and builds its prompts with the images itself: images=drop (a blind baseline) was recorded, not applied
+    for key, value in (("images", "drop"), ("chat_template", "none")):
+        with pytest.raises(UserError, match=f"{key}={value} with arch=pefomed: .* would change nothing") as err:
+            VLLMModel({"arch": "pefomed", "llm": "l", "vision": "v", key: value}, context)
+        assert "\n" not in str(err.value)
