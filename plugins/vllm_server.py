@@ -94,6 +94,17 @@ def root_url(base_url: str) -> str:
     return base_url.rstrip("/").removesuffix("/v1")
 
 
+def exit_cause(log_tail: str) -> str:
+    """The line of a server's log that says why it exited: the last one naming an error, with the two lines after a
+    pydantic ValidationError header (the field and the message), never pydantic's closing "For further information
+    visit https://errors.pydantic.dev/..." line."""
+    last = [line.strip() for line in log_tail.splitlines() if line.strip() and "errors.pydantic.dev" not in line]
+    found = next((i for i in range(len(last) - 1, -1, -1) if "Error" in last[i] or "error" in last[i]), None)
+    if found is None:
+        return (last[-1] if last else "no output")[:400]
+    return (" ".join(last[found:found + 3]) if "validation error" in last[found] else last[found])[:400]
+
+
 class ServerProcess:
     """A vLLM api_server child process with its output in `log_path`."""
 
@@ -124,9 +135,7 @@ class ServerProcess:
         while True:
             code = self.proc.poll() if self.proc else None
             if code is not None:
-                last = [line for line in self.log_tail(40).splitlines() if line.strip()]
-                cause = next((line for line in reversed(last) if "Error" in line or "error" in line), None)
-                cause = (cause or (last[-1] if last else "no output")).strip()[:400]
+                cause = exit_cause(self.log_tail(40))
                 raise UserError(f"the vLLM server exited with code {code} before it was ready: {cause} "
                                 f"(log: {self.log_path})")
             try:

@@ -298,6 +298,19 @@ def test_a_served_adapter_on_another_base_llm_than_llm_is_refused(tiny, adapter,
 
 
 @vllm_test
+def test_serve_says_which_argument_vllm_refused(tiny, tmp_path):
+    """An argument passed through to vLLM that it refuses stopped the server with pydantic's closing line as the
+    cause ("For further information visit https://errors.pydantic.dev/..."), naming neither argument nor reason."""
+    proc = run_harness("serve", "--model", str(tiny.llm_dir), "--port", "0", "--kv-cache-gb", "0.25",
+                       "--log", str(tmp_path / "server.log"), "--", "--max-num-seqs", "0", timeout=300)
+    assert proc.returncode == 2, proc.stdout[-2000:] + proc.stderr[-2000:]
+    error = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert len(error) == 1 and "before it was ready" in error[0], proc.stderr[-2000:]
+    assert "validation error" in error[0] and "Input should be greater than or equal to 1" in error[0], error[0]
+    assert "errors.pydantic.dev" not in error[0]
+
+
+@vllm_test
 def test_serve_stops_the_server_when_its_terminal_closes(tiny, tmp_path):
     """SIGHUP (the SSH session or terminal of `harness serve` closed) killed harness serve and left vLLM's server,
     in a session of its own, running: its port and memory held, its ready file saying it was ready."""
