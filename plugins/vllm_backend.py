@@ -347,21 +347,20 @@ class VLLMModel(ModelPlugin):
             if len(requests) == 1:
                 raise
             return [self._generate_one(p, s) for p, s in zip(prompts, params)]
-        return [self._output(r) for r in results]
+        return [self._output(r, p) for r, p in zip(results, params)]
 
     def _generate_one(self, prompt: Any, params: Any) -> GenerationOutput:
         try:
             result = self.engine.generate([prompt], [params], lora_request=self.lora_request, use_tqdm=False)[0]
         except ValueError as exc:
             return GenerationOutput(text="", error=f"vLLM refused the prompt: {str(exc).splitlines()[0][:300]}")
-        return self._output(result)
+        return self._output(result, params)
 
-    @staticmethod
-    def _output(result: Any) -> GenerationOutput:
+    def _output(self, result: Any, params: Any) -> GenerationOutput:
         completion, ids = result.outputs[0], result.prompt_token_ids  # finish_reason "length": cut at the limit
-        return GenerationOutput(text=completion.text.strip(), prompt_tokens=len(ids) if ids is not None else None,
-                                completion_tokens=len(completion.token_ids),
-                                details={"truncated": True} if completion.finish_reason == "length" else None)
+        return common.engine_output(completion.text, len(ids) if ids is not None else None, len(completion.token_ids),
+                                    completion.finish_reason == "length", params.max_tokens,
+                                    f"max_model_len={self.engine.model_config.max_model_len}")
 
     def _server_prompts(self, requests: list[GenerationRequest]) -> list[Any]:
         return [{"prompt_embeds": e} for e in self.embedder.embed_requests(requests)]

@@ -272,6 +272,22 @@ def check_arch_args(own: dict[str, str]) -> None:
                             f"the prompts and image embeddings itself, so {key}= would change nothing; drop it")
 
 
+def engine_output(text: str, prompt_tokens: int | None, completion_tokens: int | None, cut: bool, max_tokens: int,
+                  context: str) -> Any:
+    """One vLLM completion as a GenerationOutput. Cut (finish_reason "length") with fewer tokens than asked for, it
+    ran into the context length, not --max-new-tokens: a failed sample naming `context` (what sets that length), not
+    an answer marked cut at the token limit, whose remedy (a larger --max-new-tokens) would change nothing, and which
+    the hf backend, bound by no such length, answers in full."""
+    from harness.types import GenerationOutput
+
+    if cut and completion_tokens is not None and completion_tokens < max_tokens:
+        return GenerationOutput(text="", error=f"the prompt ({prompt_tokens} tokens) left room for {completion_tokens} "
+                                f"of the {max_tokens} new tokens within vLLM's {context}: raise it",
+                                prompt_tokens=prompt_tokens, completion_tokens=completion_tokens)
+    return GenerationOutput(text=text.strip(), prompt_tokens=prompt_tokens, completion_tokens=completion_tokens,
+                            details={"truncated": True} if cut else None)
+
+
 def parse_bool(value: str | None, name: str, default: bool) -> bool:
     if value is None or value == "":
         return default

@@ -352,10 +352,9 @@ class CompletionsClient:
                 choice = (data.get("choices") or [{}])[0]
                 usage = data.get("usage") or {}
                 cut = choice.get("finish_reason") == "length"  # stopped at max_tokens: an answer cut short
-                return GenerationOutput(text=str(choice.get("text") or "").strip(),
-                                        prompt_tokens=usage.get("prompt_tokens"),
-                                        completion_tokens=usage.get("completion_tokens"),
-                                        details={"truncated": True} if cut else None)
+                return common.engine_output(str(choice.get("text") or ""), usage.get("prompt_tokens"),
+                                            usage.get("completion_tokens"), cut, body["max_tokens"],
+                                            "max_model_len (harness serve --max-model-len)")
             time.sleep(2.0 * (attempt + 1))
         return GenerationOutput(text="", error=f"vLLM server at {self.base_url}: {last}")
 

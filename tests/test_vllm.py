@@ -163,6 +163,24 @@ def test_sampled_answers_draw_per_sample_as_the_hf_backend(tiny, tmp_path):
 
 
 @vllm_test
+def test_an_answer_cut_by_max_model_len_is_a_failed_sample_naming_it(tiny, tmp_path):
+    """A prompt that leaves fewer than --max-new-tokens within max_model_len: vLLM stops there (finish_reason
+    "length"), and the shortened answer was scored, marked cut at the token limit with "raise --max-new-tokens" as
+    the remedy (which changes nothing; the hf backend answers in full)."""
+    engine = ENGINE_ARGS.replace("max_model_len=512", "max_model_len=44")
+    out = tmp_path / "run"
+    proc = run_harness("run", "--model", "vllm", "--model-args", f"model={tiny.llm_dir},images=drop,{engine}",
+                       "--output", str(out), *RUN_ARGS)
+    rows = read_predictions(out)
+    short = [r for r in rows if r["prompt_tokens"] + MAX_NEW > 44]
+    assert short and len(short) < len(rows), [r["prompt_tokens"] for r in rows]  # some fit, some do not
+    for row in short:
+        assert row["error"] and "within vLLM's max_model_len=44: raise it" in row["error"], row
+    assert all(r["error"] is None for r in rows if r not in short)
+    assert "raise --max-new-tokens" not in proc.stderr
+
+
+@vllm_test
 def test_an_adapter_whose_modules_do_not_map_stops_the_run(tiny, adapter, tmp_path):
     """vLLM ignores LoRA tensors under a wrapper prefix and serves the base model; the probe catches it."""
     wrapped = prefixed_adapter(adapter, tmp_path / "wrapped")
