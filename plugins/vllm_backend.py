@@ -201,6 +201,7 @@ class VLLMModel(ModelPlugin):
                 raise UserError(f"--model-args model={self.model_path}: no such folder (expected a hub id or a "
                                 "model folder)")
         self.adapter = common.read_adapter(adapter_dir) if adapter_dir else None
+        common.warn_other_base(self.adapter, self.model_path if self.embedder is None else None)  # arch: its own
         if own.get("base_url"):
             from harness.plugins.vllm_server import CompletionsClient
 

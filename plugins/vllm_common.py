@@ -10,6 +10,7 @@ Nothing here imports vLLM or torch at module level.
 from __future__ import annotations
 
 import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -210,6 +211,22 @@ def lora_target_modules(adapters: list[AdapterInfo]) -> list[str] | None:
     if not adapters or any(a.module_names is None for a in adapters):
         return None
     return sorted({name for a in adapters for name in a.module_names or []})
+
+
+def warn_other_base(adapter: AdapterInfo | None, model: str | None, given: str | None = None) -> None:
+    """A warning when the adapter's adapter_config.json names another base model than `model` (names compared by the
+    last part of the hub id or path, as the hf backend does, so a local copy is not flagged): vLLM applies a LoRA
+    of fitting shapes to any base, and its scores would belong to a pairing nobody trained."""
+    if adapter is None or not model:
+        return
+    trained_on = read_json_object(adapter.path / "adapter_config.json").get("base_model_name_or_path")
+
+    def name(value: str) -> str:
+        return Path(value.rstrip("/")).name.lower()
+
+    if isinstance(trained_on, str) and trained_on and name(trained_on) != name(model):
+        print(f"warning: {given or f'--adapter {adapter.path}'} was trained on {trained_on} (its adapter_config.json), "
+              f"not on {model}, the model vLLM runs it on", file=sys.stderr)
 
 
 def parse_named_adapter(value: str) -> tuple[str, AdapterInfo]:

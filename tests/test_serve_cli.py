@@ -53,6 +53,25 @@ def test_sizes_vllm_refuses_are_refused_before_starting(tmp_path):
     assert error_line(serve("--kv-cache-gb", "0", cwd=tmp_path)).startswith("error: --kv-cache-gb 0: expected a size")
 
 
+def test_an_adapter_trained_on_another_base_model_is_named(tmp_path):
+    """vLLM applies a LoRA of fitting shapes to any base model; the hf backend warns when adapter_config.json names
+    another base, harness serve (and the vllm model) said nothing."""
+    import numpy as np
+    from safetensors.numpy import save_file
+
+    folder = tmp_path / "adapters" / "rad"
+    folder.mkdir(parents=True)
+    (folder / "adapter_config.json").write_text(json.dumps({"peft_type": "LORA", "r": 8, "target_modules": ["q_proj"],
+                                                            "base_model_name_or_path": "llava-hf/llava-1.5-7b-hf"}))
+    save_file({"base_model.model.layers.0.q_proj.lora_A.weight": np.zeros((8, 4), np.float32)},
+              str(folder / "adapter_model.safetensors"))
+    err = serve("--adapter", "rad=adapters/rad", cwd=tmp_path).stderr  # the base: qwen2.5-vl-3b
+    assert (f"warning: --adapter rad={folder} was trained on llava-hf/llava-1.5-7b-hf (its adapter_config.json), "
+            "not on qwen2.5-vl-3b, the model vLLM runs it on") in err, err
+    assert "warning:" not in serve("--model", "/models/llava-1.5-7b-hf", "--adapter", "rad=adapters/rad",
+                                   cwd=tmp_path).stderr  # a local copy of the same model
+
+
 def test_a_port_in_use_is_refused_before_starting(tmp_path):
     import socket
 

@@ -87,6 +87,8 @@ def main(args: argparse.Namespace) -> int:
     names = [name for name, _ in adapters]
     if len(set(names)) != len(names):
         raise UserError(f"--adapter: each NAME must be unique, got {', '.join(names)}")
+    for name, adapter in adapters:
+        common.warn_other_base(adapter, args.model, f"--adapter {name}={adapter.path}")
     if args.port < 0 or args.port > 65535:
         raise UserError(f"--port {args.port}: expected 0..65535")
     check_finite(args.kv_cache_gb, f"--kv-cache-gb {args.kv_cache_gb}", minimum=0)
