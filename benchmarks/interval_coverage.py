@@ -16,7 +16,9 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -25,51 +27,43 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from harness import aggregate  # noqa: E402
 
 
-def coverage(images: int, share: float, rho: float, datasets: int, rng: np.random.Generator) -> tuple[float, float]:
+def verdicts(rng: np.random.Generator, chance: float, size: int) -> list[float]:
+    """0/1 verdicts of `size` questions on an image answered right with probability `chance`."""
+    return (rng.random(size) < chance).astype(float).tolist()
+
+
+def scores(rng: np.random.Generator, chance: float, size: int) -> list[float]:
+    """Scores in [0, 1] of `size` questions on an image, Beta around its `chance`."""
+    return rng.beta(chance * 4 + 1e-3, (1 - chance) * 4 + 1e-3, size=size).tolist()
+
+
+def coverage(images: int, share: float, rho: float, datasets: int, rng: np.random.Generator,
+             draw: Callable[[np.random.Generator, float, int], list[float]],
+             interval: Callable[[list[float], list[int]], list[float] | None],
+             before: tuple[str, Callable[..., Any]]) -> tuple[float, float]:
+    """The share of `datasets` data sets whose 95% `interval` holds `share`: the harness's, and the same with
+    aggregate's function `before[0]` replaced by `before[1]` (the interval before)."""
     a, b = share * (1 - rho) / rho, (1 - share) * (1 - rho) / rho
-    with_t = with_z = 0
+    now = then = 0
     for _ in range(datasets):
         sizes = rng.integers(1, 7, size=images)
         chances = rng.beta(a, b, size=images)
         values: list[float] = []
         clusters: list[int] = []
         for image, (size, chance) in enumerate(zip(sizes, chances)):
-            values += (rng.random(size) < chance).astype(float).tolist()
+            values += draw(rng, chance, int(size))
             clusters += [image] * int(size)
-        low, high = aggregate.cluster_wilson_interval(values, clusters)
-        with_t += low <= share <= high
-        saved = aggregate.t975
-        aggregate.t975 = lambda df: aggregate.Z95  # the same interval with z = 1.96
+        low, high = interval(values, clusters)
+        now += low <= share <= high
+        name, stand_in = before
+        saved = getattr(aggregate, name)
+        setattr(aggregate, name, stand_in)
         try:
-            low, high = aggregate.cluster_wilson_interval(values, clusters)
+            low, high = interval(values, clusters)
         finally:
-            aggregate.t975 = saved
-        with_z += low <= share <= high
-    return with_t / datasets, with_z / datasets
-
-
-def mean_coverage(images: int, share: float, rho: float, datasets: int,
-                  rng: np.random.Generator) -> tuple[float, float]:
-    a, b = share * (1 - rho) / rho, (1 - share) * (1 - rho) / rho
-    expanded = plain = 0
-    for _ in range(datasets):
-        sizes = rng.integers(1, 7, size=images)
-        chances = rng.beta(a, b, size=images)
-        values: list[float] = []
-        clusters: list[int] = []
-        for image, (size, chance) in enumerate(zip(sizes, chances)):
-            values += rng.beta(chance * 4 + 1e-3, (1 - chance) * 4 + 1e-3, size=size).tolist()
-            clusters += [image] * int(size)
-        low, high = aggregate.bootstrap_mean_interval(values, clusters)
-        expanded += low <= share <= high
-        saved = aggregate.expanded_quantiles
-        aggregate.expanded_quantiles = lambda units: (0.025, 0.975)  # the plain percentile interval
-        try:
-            low, high = aggregate.bootstrap_mean_interval(values, clusters)
-        finally:
-            aggregate.expanded_quantiles = saved
-        plain += low <= share <= high
-    return expanded / datasets, plain / datasets
+            setattr(aggregate, name, saved)
+        then += low <= share <= high
+    return now / datasets, then / datasets
 
 
 def main() -> None:
@@ -82,14 +76,17 @@ def main() -> None:
     for images in args.images:
         for share in (0.3, 0.7):
             for rho in (0.3, 0.5):
-                t, z = coverage(images, share, rho, args.datasets, rng)
+                t, z = coverage(images, share, rho, args.datasets, rng, verdicts, aggregate.cluster_wilson_interval,
+                                ("t975", lambda df: aggregate.Z95))  # before: z = 1.96
                 print(f"{images:>6} {share:>5} {rho:>4} {t:>11.3f} {z:>9.3f}", flush=True)
     print(f"\nmean of scores in [0, 1]\n{'images':>6} {'share':>5} {'rho':>4} {'expanded (harness)':>18} "
           f"{'plain percentile':>16}")
     for images in args.images:
         for share in (0.3, 0.7):
             for rho in (0.3, 0.5):
-                expanded, plain = mean_coverage(images, share, rho, args.datasets // 2, rng)
+                expanded, plain = coverage(images, share, rho, args.datasets // 2, rng, scores,
+                                           aggregate.bootstrap_mean_interval,
+                                           ("expanded_quantiles", lambda units: (0.025, 0.975)))  # before: plain
                 print(f"{images:>6} {share:>5} {rho:>4} {expanded:>18.3f} {plain:>16.3f}", flush=True)
 
 
