@@ -81,3 +81,21 @@ def test_a_port_in_use_is_refused_before_starting(tmp_path):
         port = busy.getsockname()[1]
         line = error_line(serve("--port", str(port), cwd=tmp_path))
     assert line.startswith(f"error: --port {port}: already in use on 127.0.0.1")
+
+
+def test_a_model_folder_named_relatively_is_served_by_its_absolute_path_under_the_name_typed(tmp_path):
+    """vLLM reported `root: "./llm"` for `--model ./llm`: relative, so openai-compatible runs could not enter the
+    weights by content and a model retrained into that folder kept its run id. vLLM now gets the absolute folder
+    and clients keep the name typed (--served-model-name). The stand-in Python records the command it is given."""
+    (tmp_path / "llm").mkdir()
+    fake = tmp_path / "python"
+    fake.write_text(f"#!{sys.executable}\nimport json, sys\nif sys.argv[1] == '-c':\n    sys.exit(0)\n"
+                    f"json.dump(sys.argv[1:], open({str(tmp_path / 'argv.json')!r}, 'w'))\nsys.exit(1)\n")
+    fake.chmod(0o755)
+    proc = subprocess.run([sys.executable, "-m", "harness", "serve", "--model", "./llm", "--python", str(fake),
+                           "--log", str(tmp_path / "server.log"), "--ready-timeout", "60"],
+                          capture_output=True, text=True, cwd=tmp_path, timeout=120)
+    assert proc.returncode == 2, proc.stdout + proc.stderr  # the stand-in exits before it is ready
+    argv = json.loads((tmp_path / "argv.json").read_text())
+    assert argv[argv.index("--model") + 1] == str(tmp_path / "llm")
+    assert argv[argv.index("--served-model-name") + 1] == "./llm"

@@ -114,7 +114,13 @@ def main(args: argparse.Namespace) -> int:
         # the request's settings only, as offline: not the sampling defaults of the model's generation_config.json
         "generation-config": "vllm",
     }
-    cmd = server.server_command(args.python, args.model, adapters, args.host, port, options, args.vllm_args)
+    model = args.model
+    if Path(model).expanduser().is_dir() and not Path(model).expanduser().is_absolute():
+        # a folder named relatively: vLLM serves it as given, and /v1/models then reports a relative `root` that a
+        # client cannot hash (openai-compatible enters a local root by content); clients still use the name as typed
+        model = str(Path(model).expanduser().resolve())
+        options["served-model-name"] = args.served_model_name or args.model
+    cmd = server.server_command(args.python, model, adapters, args.host, port, options, args.vllm_args)
     connect_host = "127.0.0.1" if args.host in ("0.0.0.0", "::") else args.host
     base_url = f"http://{connect_host}:{port}/v1"
     log = args.log or cache_dir() / "serve" / f"vllm-{port}.log"
