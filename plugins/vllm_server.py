@@ -221,7 +221,7 @@ def check_served_base(base: str, llm: str, name: str) -> bool:
     """Refuse a server whose base model (the adapter's `parent`, a folder on this machine) holds other weights than
     `llm`: its LoRA would run on another LLM than the one named in this run's args, id and record. False when the
     base is not a folder here (it cannot be checked)."""
-    from harness.file_digests import file_digests
+    from harness.file_digests import folder_fingerprint
 
     served, ours = Path(base).expanduser(), Path(llm).expanduser()
     if not served.is_dir():
@@ -231,12 +231,7 @@ def check_served_base(base: str, llm: str, name: str) -> bool:
     if served.resolve() == ours.resolve():
         return True
 
-    def weights(folder: Path) -> dict[str, str]:
-        files = sorted(p for p in folder.iterdir() if p.is_file() and (p.suffix in (".safetensors", ".bin")
-                                                                        or p.name == "config.json"))
-        return {p.name: digest for p, digest in file_digests(files, folder).items()}
-
-    if weights(served) != weights(ours):
+    if folder_fingerprint(served) != folder_fingerprint(ours):
         raise UserError(f"--model-args served_model={name}: the server runs it on the base model {base}, whose "
                         f"weights differ from llm={llm} (the LLM of this run): serve the adapter on that LLM "
                         f"(harness serve --model {llm} ...) or pass llm={base}")

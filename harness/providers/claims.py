@@ -14,12 +14,14 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-_claimed: list[tuple[Path, str]] = []  # (cache file, key) in the order claimed
+_claimed: list[tuple[Path, str]] = []  # (cache file, key) in the order claimed, inside counted_when_recorded
+_open_scopes = 0  # counted_when_recorded blocks running: claims outside them (a model's replies) are not kept
 
 
 def note(path: Path, keys: Iterable[str]) -> None:
     """Called by LLMCache.claim with the keys it claimed."""
-    _claimed.extend((path, key) for key in keys)
+    if _open_scopes:
+        _claimed.extend((path, key) for key in keys)
 
 
 def mark() -> int:
@@ -56,10 +58,14 @@ def give_back(since: int) -> None:
 def counted_when_recorded() -> Iterator[Callable[[], None]]:
     """Around judging and writing results.json: the claims made inside are given back when it ends with an
     exception, except those made before a call of the function it yields (results.json records them now)."""
+    global _open_scopes
     since = mark()
+    _open_scopes += 1
     try:
         yield lambda: settle(since)
     except BaseException:
         give_back(since)
         raise
+    finally:
+        _open_scopes -= 1
     settle(since)
