@@ -48,6 +48,10 @@ class ModelPlugin:
     #: False for a model that never looks at the pixels (the `prior`): the runner then only checks that each image
     #: decodes (a missing, non-image or damaged file fails its sample, as for any model) and sends no images
     reads_images: bool = True
+    #: the --model-args key that names a PEFT adapter folder as --adapter does (`adapter` for vllm), or None: the
+    #: runner records what `harness finetune` trained that adapter on, and warns of an untrained prompt, as for
+    #: --adapter
+    adapter_arg: str | None = None
 
     def __init__(self, args: dict[str, str], context: ModelContext) -> None:
         self.args = dict(args)

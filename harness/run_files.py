@@ -197,7 +197,18 @@ def adapter_training(folder: Path, digest: str | None) -> dict[str, Any] | None:
     return _training_summary(data)
 
 
-def model_training(model_args: dict[str, str], adapter: str | None) -> dict[str, Any] | None:
+def adapter_folder(spec: Any, adapter_arg: str | None) -> tuple[Path | None, str]:
+    """The adapter folder a run loads, and how the user named it: --adapter, or the model's `adapter_arg` key of
+    --model-args (vllm's adapter=DIR) when that names a folder; (None, "") for a run without one."""
+    if spec.adapter:
+        return Path(spec.adapter).expanduser(), f"--adapter {spec.adapter}"
+    value = spec.model_args.get(adapter_arg) if adapter_arg else None
+    if value and Path(value).expanduser().is_dir():
+        return Path(value).expanduser(), f"--model-args {adapter_arg}={value}"
+    return None, ""
+
+
+def model_training(model_args: dict[str, str], adapter: str | Path | None) -> dict[str, Any] | None:
     """What `harness finetune --method full` recorded of the model folder a run loads (`--model-args
     model=<folder>`, without --adapter), as `adapter_training` says it of an adapter; None for any other model."""
     folder = model_args.get("model")

@@ -32,6 +32,7 @@ from harness.prediction_batches import Batch, build_batch, save_batch, save_part
 from harness.providers.claims import counted_when_recorded
 from harness.results import write_results
 from harness.run_files import (
+    adapter_folder,
     adapter_training,
     model_training,
     read_manifest,
@@ -128,10 +129,11 @@ def prepare(spec: RunSpec) -> tuple[Task, Any, dict[str, Any], Path, ModelContex
         run_identity = checked_json_dict("model", model_info.id, plugin, "run_identity", run_identity,
                                          "a dict of facts that change the outputs")
     transport = set(getattr(model_cls, "transport_args", ()))
-    trained = adapter_training(Path(spec.adapter), adapter_digest) if spec.adapter else None
-    if spec.adapter:
-        warn_untrained_prompt(trained, f"--adapter {spec.adapter}", task.id, variant, template)
-    weights_trained = model_training(spec.model_args, spec.adapter)  # a model fully fine-tuned by harness finetune
+    adapter_dir, adapter_what = adapter_folder(spec, getattr(model_cls, "adapter_arg", None))
+    trained = adapter_training(adapter_dir, adapter_digest or adapter_hash(adapter_dir)) if adapter_dir else None
+    if adapter_dir:
+        warn_untrained_prompt(trained, adapter_what, task.id, variant, template)
+    weights_trained = model_training(spec.model_args, adapter_dir)  # a model fully fine-tuned by harness finetune
     if weights_trained:
         warn_untrained_prompt(weights_trained, f"the model {spec.model_args['model']}", task.id, variant, template)
     model = {

