@@ -212,7 +212,7 @@ class VLLMModel(ModelPlugin):
                 # a socket takes timeouts up to about 9.2e9 s (nanoseconds in 64 bits)
                 timeout=common.parse_number(own.get("timeout") or "600", "timeout", float, 1, 1e9))
             if self.adapter is not None:
-                self.client.check_adapter(self.adapter, llm=self.model_path)  # base_url: arch=... only
+                self.client.check_adapter(self.adapter, llm=self.model_path, probe_output=self.probe)  # arch=... only
         else:
             self.client = None
             self._start_engine()

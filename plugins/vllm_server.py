@@ -278,10 +278,11 @@ class CompletionsClient:
             self._version = str(found["version"])[:100] if isinstance(found, dict) and "version" in found else None
         return self._version
 
-    def check_adapter(self, adapter: common.AdapterInfo, llm: str | None = None) -> None:
+    def check_adapter(self, adapter: common.AdapterInfo, llm: str | None = None, probe_output: bool = True) -> None:
         """The served model must be a LoRA adapter that changes the base model's output: a server answering
         with its base model would give the base model's scores recorded as the adapter's. With `llm` (the LLM
-        folder whose embeddings this run sends), the server's base model must hold the same weights."""
+        folder whose embeddings this run sends), the server's base model must hold the same weights.
+        `probe_output=False` (probe=false) skips only the probe; results.json records `probed: false`."""
         def is_base(card: dict[str, Any]) -> bool:  # vLLM lists a LoRA with its base as `parent`
             return "parent" in card and not card["parent"]
 
@@ -295,7 +296,8 @@ class CompletionsClient:
         if llm and base:
             self.served_adapter["base"] = str(base)
             self.served_adapter["base_checked"] = check_served_base(str(base), llm, self.model)
-        if base:
+        self.served_adapter["probed"] = bool(base and probe_output)
+        if self.served_adapter["probed"]:
             probe_adapters(self.base_url, str(base), [(self.model, adapter)])
 
     def _check_served_root(self, adapter: common.AdapterInfo) -> None:

@@ -242,7 +242,7 @@ def test_serve_with_an_adapter_matches_transformers_and_stops_cleanly(tiny, adap
         assert_same_as_reference(rows, reference)
         loaded = json.loads((out / "results.json").read_text())["model"]["loaded"]
         assert loaded["served_adapter"] == {"name": "pefomed", "root": str(adapter), "checked": True,
-                                            "base": str(tiny.llm_dir), "base_checked": True}
+                                            "base": str(tiny.llm_dir), "base_checked": True, "probed": True}
         assert loaded["vllm"] == common.vllm_version()  # what the server reports at /version (here: one venv)
         assert loaded["dtype"] is None and "harness serve --dtype" in loaded["dtype_source"]
         assert not {"cache", "compile", "attn"} & set(loaded["arch"]) and "merged" not in loaded["arch"]["lora"]
