@@ -54,6 +54,37 @@ def _on_sigterm(signum: int, frame: object) -> None:  # noqa: ARG001 - signal ha
 
 
 def main(argv: list[str] | None = None) -> int:
+    """The `harness` command; `argv` None: the process's own arguments (the program itself, not a caller)."""
+    status = _command(argv)
+    if argv is None:
+        _end_quietly_on_signal(status)
+    return status
+
+
+def _end_quietly_on_signal(status: int) -> None:
+    """After the command has returned (its work saved and reported), Ctrl-C or SIGTERM while Python waits for a
+    library's worker threads at exit ends the process with the command's own status: no traceback from threading's
+    shutdown and no death by SIGINT, which scripts read as a failed command."""
+    import os
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return
+
+    def end(signum: int, frame: object) -> None:  # noqa: ARG001 - signal handler signature
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except (OSError, ValueError):
+                pass
+        os._exit(status)
+
+    signal.signal(signal.SIGINT, end)
+    signal.signal(signal.SIGTERM, end)
+
+
+def _command(argv: list[str] | None) -> int:
     from harness.secrets import key_in_arguments
 
     leaked = key_in_arguments(list(sys.argv[1:] if argv is None else argv))
