@@ -261,8 +261,8 @@ class Task:
     def describe_source(self) -> dict[str, Any]:
         """Where the samples came from: the folder read when --data-dir was given, as an absolute path (a relative
         one says nothing once the run is read elsewhere; a local copy of a hub data set keeps the hub id as `copy_of`
-        and has no known revision), else the source's own path or hub id, with the hub `commit` read. Not part of
-        the run id."""
+        and has no known revision, but a `commit` when it is a hub cache snapshot of it), else the source's own path
+        or hub id, with the hub `commit` read. Not part of the run id."""
         src = self.source
         described = {
             "name": src.name,

@@ -88,3 +88,31 @@ def test_a_source_pinned_to_another_commit_is_refused(hub_cache, tmp_path):
     line = error_line(done)
     assert f"revision {OTHER[:12]} was asked, but the copy in the Hugging Face cache is commit {COMMIT}" in line
     assert not (tmp_path / "run" / "predictions.jsonl").exists()
+
+
+def test_a_data_dir_in_the_hub_caches_snapshot_folder_records_its_commit(hub_cache, tmp_path):
+    """--data-dir pointed at what `huggingface-cli download` or `snapshot_download` left
+    (`datasets--<org>--<name>/snapshots/<commit>/`) recorded no commit, although the folder names it; a copy of the
+    same files anywhere else still has none, and a snapshot of another repository gives it no commit."""
+    import datasets
+
+    parquet = tmp_path / "parquet"
+    for split in ("train", "test"):
+        target = parquet / "data" / f"{split}-00000-of-00001.parquet"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        arrow = next((hub_cache / "flaviagiammarino___path-vqa" / "default" / "0.0.0" / COMMIT).glob(
+            f"path-vqa-{split}*.arrow"))
+        datasets.Dataset.from_file(str(arrow)).to_parquet(str(target))
+    where = {"snapshot": tmp_path / "hub" / "datasets--flaviagiammarino--path-vqa" / "snapshots" / OTHER,
+             "other repo": tmp_path / "hub" / "datasets--someone--else" / "snapshots" / OTHER,
+             "plain copy": tmp_path / "copy"}
+    commits = {}
+    for name, folder in where.items():
+        shutil.copytree(parquet, folder)
+        done = harness(hub_cache, "run", "--model", "prior", "--task", "pathvqa", "--source", "hf", "--data-dir",
+                       str(folder), "--judge", "exact", "--output", str(tmp_path / name), "--no-progress")
+        assert done.returncode == 0, done.stderr
+        source = json.loads((tmp_path / name / "results.json").read_text())["task"]["source"]
+        assert source["copy_of"] == "flaviagiammarino/path-vqa" and source["path"] == str(folder)
+        commits[name] = source.get("commit")
+    assert commits == {"snapshot": OTHER, "other repo": None, "plain copy": None}

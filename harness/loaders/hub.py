@@ -1,23 +1,23 @@
 """Loader for Hugging Face datasets (`format: hf`): a hub id, or a local copy of one given with --data-dir.
 
-Hub: `datasets.load_dataset(source.path, name=source.config, revision=source.revision, split=...)`, read
-from the user's Hugging Face cache when offline. Local copy: a folder in hub layout (parquet files such as
+Hub: `datasets.load_dataset(source.path, name=source.config, revision=source.revision, split=...)`, read from the
+user's Hugging Face cache when offline. Local copy: a folder in hub layout (parquet files such as
 `data/test-00000-of-00001.parquet`; only the asked split's files, as `datasets` assigns files to splits, are
-converted to Arrow, in the harness cache dir) or a `DatasetDict.save_to_disk` folder (`dataset_dict.json`).
-The dataset stays Arrow-backed (memory-mapped): the text columns are read without the image column, and each
-ImageRef gets a reader of its row's stored (undecoded) image bytes, so a split's images are read one at a time
-when opened or fingerprinted instead of all being held in RAM. Columns follow the source's
-`fields` mapping: id, image, question (vqa), answer, answer_type (for closed_rule answer_type), plus any breakdown
-name; without an id column the id is "<split>-<row index>" (stable for a pinned revision). The hub commit read is
-recorded (`SplitSamples.commit`); one other than a pinned commit is refused (offline, datasets reads the latest
-cached copy whatever revision is asked). A blank or repeated id is an error naming the row; a row whose reference
-(answer, report or caption) is null or blank is skipped (listed in the result's `skipped`; the Task warns), since a
-hub dataset cannot be fixed by the user. A VQA question must be a non-empty string and an answer a string or a
-number, as in the json formats. `--split val` (`valid`, `validate`, `dev`) runs as `validation`, as for SLAKE; a
-local copy without a `validation` split but with one of those names (a `valid` split) has that split read as
-`validation`. A damaged or empty local copy (an unreadable dataset_dict.json, state.json or Arrow/parquet file, a
-split of 0 rows) is one line naming the file.
-"""
+converted to Arrow, in the harness cache dir) or a `DatasetDict.save_to_disk` folder (`dataset_dict.json`). The
+dataset stays Arrow-backed (memory-mapped): the text columns are read without the image column, and each ImageRef
+gets a reader of its row's stored (undecoded) image bytes, so a split's images are read one at a time when opened or
+fingerprinted instead of all being held in RAM. Columns follow the source's `fields` mapping: id, image, question
+(vqa), answer, answer_type (for closed_rule answer_type), plus any breakdown name; without an id column the id is
+"<split>-<row index>" (stable for a pinned revision). The hub commit read is recorded (`SplitSamples.commit`); one
+other than a pinned commit is refused (offline, datasets reads the latest cached copy whatever revision is asked). A
+local copy inside the hub cache's `snapshots/<commit>` folder of the source's repository records that commit (a
+pinned other one is noted, the copy being the user's choice). A blank or repeated id is an error naming the row; a
+row whose reference (answer, report or caption) is null or blank is skipped (listed in the result's `skipped`; the
+Task warns), since a hub dataset cannot be fixed by the user. A VQA question must be a non-empty string and an
+answer a string or a number, as in the json formats. `--split val` (`valid`, `validate`, `dev`) runs as
+`validation`, as for SLAKE; a local copy without a `validation` split but with one of those names (a `valid` split)
+has that split read as `validation`. A damaged or empty local copy (an unreadable dataset_dict.json, state.json or
+Arrow/parquet file, a split of 0 rows) is one line naming the file."""
 
 from __future__ import annotations
 
@@ -96,6 +96,23 @@ def loaded_commit(ds: Any) -> str | None:
         folder = Path(str(entry.get("filename", ""))).parent.name
         if _COMMIT.fullmatch(folder) and len(folder) == 40:
             return folder
+    return None
+
+
+def snapshot_commit(folder: Path, source: SourceConfig, split: str) -> str | None:
+    """The commit of a --data-dir inside the hub cache's download of this source's repository
+    (`.../datasets--<org>--<name>/snapshots/<commit>/`, as `huggingface-cli download` and `snapshot_download` lay
+    it out): its files are that commit's. None for any other folder, or a snapshot of another repository."""
+    repo_folder = "datasets--" + (source.path or "").replace("/", "--")
+    for part in (folder.resolve(), *folder.resolve().parents):
+        if part.parent.name == "snapshots" and len(part.name) == 40 and _COMMIT.fullmatch(part.name):
+            if part.parent.parent.name.lower() != repo_folder.lower():
+                return None
+            pinned = source.revision if source.revision and _COMMIT.fullmatch(source.revision) else None
+            if pinned and not part.name.startswith(pinned):
+                print(f"note: --data-dir {folder} is commit {part.name} of '{source.path}', not the pinned revision "
+                      f"{pinned} (split '{split}' is read as found; recorded as task.source.commit)", file=sys.stderr)
+            return part.name
     return None
 
 
@@ -365,7 +382,7 @@ def load(source: SourceConfig, split: str, data_dir: Path | None, kind: str) -> 
             )
         )
     check_unique_ids(ids, range(len(ids)), where, id_key or "id", unit="row")  # skipped rows' ids count too
-    samples.commit = None if local is not None else loaded_commit(ds)
+    samples.commit = snapshot_commit(local, source, split_name) if local is not None else loaded_commit(ds)
     return samples
 
 
