@@ -13,9 +13,10 @@ import time
 from datetime import datetime, timedelta, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qs, urlsplit
 
 if TYPE_CHECKING:
-    from fake_llm_servers import FakeLLMServer
+    from fake_llm_servers import FakeLLMServer, Fault
 
 
 def iso(offset_s: float) -> str:
@@ -113,8 +114,10 @@ class Handler(BaseHTTPRequestHandler):
             ("GET", "/version"): self._version,
             ("GET", "/v1/files/{id}/content"): self._file_content,
             ("POST", "/v1/batches"): self._openai_batch_create,
+            ("GET", "/v1/batches"): self._batch_list,
             ("GET", "/v1/batches/{id}"): self._openai_batch_get,
             ("POST", "/v1/messages/batches"): self._anthropic_batch_create,
+            ("GET", "/v1/messages/batches"): self._batch_list,
             ("GET", "/v1/messages/batches/{id}"): self._anthropic_batch_get,
             ("GET", "/v1/messages/batches/{id}/results"): self._anthropic_batch_results,
         }.get((method, route))
@@ -205,13 +208,35 @@ class Handler(BaseHTTPRequestHandler):
         if body.get("input_file_id") not in self.fake.files:
             self._send(400, self.fake.error_body("openai", 400, "unknown input_file_id"))
             return
-        batch = {"id": self.fake._next_id("batch_"), "object": "batch", "endpoint": body["endpoint"],
-                 "input_file_id": body["input_file_id"], "completion_window": body["completion_window"],
-                 "status": "validating", "created_at": int(time.time()), "output_file_id": None,
-                 "error_file_id": None, "metadata": body.get("metadata"),
-                 "request_counts": {"total": 0, "completed": 0, "failed": 0}, "_polls": 0}
-        self.fake.batches[batch["id"]] = batch
+        fault = self.fake.take_create_fault()
+        batch = self.fake.new_openai_batch(body) if fault is None or fault.creates else None
+        self._created(fault, batch)
+
+    def _created(self, fault: Fault | None, batch: dict[str, Any] | None) -> None:
+        """The reply to a create call: the batch, or (after the fault's delay) the fault's error."""
+        if fault is not None:
+            time.sleep(fault.delay)
+            if fault.status != 200 or batch is None:
+                status = 500 if fault.status == 200 else fault.status
+                self._send(status, self.fake.error_body(self._flavor(), status, fault.message))
+                return
+        assert batch is not None
         self._send(200, public(batch))
+
+    def _batch_list(self, raw: bytes) -> None:
+        """Batches newest first, `limit` per page (capped at `list_limit`), after the id `after` / `after_id`."""
+        query = parse_qs(urlsplit(self.path).query)
+        flavor = self._flavor()
+        after = (query.get("after_id" if flavor == "anthropic" else "after") or [None])[0]
+        limit = min(int((query.get("limit") or ["20"])[0]), self.fake.list_limit)
+        prefix = "msgbatch_" if flavor == "anthropic" else "batch_"
+        newest = [public(b) for b in reversed(list(self.fake.batches.values())) if b["id"].startswith(prefix)]
+        ids = [b["id"] for b in newest]
+        start = ids.index(after) + 1 if after in ids else 0
+        page = newest[start:start + limit]
+        listed = {"data": page, "has_more": start + limit < len(newest),
+                  "first_id": page[0]["id"] if page else None, "last_id": page[-1]["id"] if page else None}
+        self._send(200, listed if flavor == "anthropic" else {"object": "list", **listed})
 
     def _openai_batch_get(self, raw: bytes) -> None:
         batch = self.fake.batches.get(self.path.split("/")[3])
@@ -226,14 +251,9 @@ class Handler(BaseHTTPRequestHandler):
 
     def _anthropic_batch_create(self, raw: bytes) -> None:
         body = json.loads(raw)
-        batch = {"id": self.fake._next_id("msgbatch_"), "type": "message_batch",
-                 "processing_status": "in_progress", "created_at": iso(0), "expires_at": iso(86400),
-                 "ended_at": None, "archived_at": None, "cancel_initiated_at": None, "results_url": None,
-                 "request_counts": {"processing": len(body["requests"]), "succeeded": 0, "errored": 0,
-                                    "canceled": 0, "expired": 0},
-                 "_requests": body["requests"], "_polls": 0}
-        self.fake.batches[batch["id"]] = batch
-        self._send(200, public(batch))
+        fault = self.fake.take_create_fault()
+        batch = self.fake.new_anthropic_batch(body["requests"]) if fault is None or fault.creates else None
+        self._created(fault, batch)
 
     def _anthropic_batch_get(self, raw: bytes) -> None:
         batch = self.fake.batches.get(self.path.split("/")[4])

@@ -2,9 +2,9 @@
 
 One `FakeLLMServer` serves both formats on an ephemeral port:
 - OpenAI (`openai_base_url`, ends in /v1): /v1/chat/completions, /v1/files, /v1/files/{id}/content,
-  /v1/batches, /v1/batches/{id};
-- Anthropic (`anthropic_base_url`, no /v1): /v1/messages, /v1/messages/batches, /v1/messages/batches/{id},
-  /v1/messages/batches/{id}/results.
+  /v1/batches (create; list, newest first, `after` and `limit`), /v1/batches/{id};
+- Anthropic (`anthropic_base_url`, no /v1): /v1/messages, /v1/messages/batches (create; list, newest first,
+  `after_id` and `limit`), /v1/messages/batches/{id}, /v1/messages/batches/{id}/results.
 
 Scripting: `reply(request_json) -> str` decides every reply text (`prompt_text(request_json)` gives the
 request's text in either format). Fault injection: `add_faults(Fault(...), ...)` queues faults that the next chat
@@ -15,6 +15,10 @@ Inspection: `requests` (chat bodies in arrival order), `counts` (per "METHOD rou
 `max_in_flight`, `last_key` (the API key of the latest request). `latency` delays every chat reply (the
 benchmark uses 0.2 s). Careless servers: "{key}" in a fault's `message` or `body` (also of batch items) becomes
 the API key the server received, and `batch_failure` makes OpenAI batches end "failed" with that error message.
+Batch creation: `add_create_faults(Fault(...), ...)` queues faults for the next create calls (either format): by
+default the batch is made and then the reply waits `delay` or answers the fault's status (a reply lost after the
+server acted); `Fault(creates=False)` refuses without making one. `list_limit` caps the batches per list page;
+`new_openai_batch(body)` and `new_anthropic_batch(requests)` make a batch as if someone else had.
 
 Usable as a context manager (`with FakeLLMServer(reply=...) as server:`) or via the pytest fixture
 `fake_llm_server` (import it into a test module or a conftest).
@@ -46,6 +50,7 @@ class Fault:
     body: bytes | None = None  # a raw body to send as is (e.g. malformed JSON)
     text: str | None = None  # a reply text that replaces reply(request)
     message: str = "injected fault"
+    creates: bool = True  # for a batch creation: whether the batch is made before the fault answers
 
 
 def prompt_text(request_json: dict[str, Any]) -> str:
@@ -113,8 +118,10 @@ class FakeLLMServer:
         self.in_flight = 0
         self.max_in_flight = 0
         self.files: dict[str, bytes] = {}
-        self.batches: dict[str, dict[str, Any]] = {}
+        self.batches: dict[str, dict[str, Any]] = {}  # in creation order
+        self.list_limit = 100  # the most batches one list page holds
         self._faults: list[Fault] = []
+        self._create_faults: list[Fault] = []
         self._lock = threading.Lock()
         self._ids = itertools.count(1)
         self._httpd: ThreadingHTTPServer | None = None
@@ -162,6 +169,36 @@ class FakeLLMServer:
     def add_faults(self, *faults: Fault) -> None:
         with self._lock:
             self._faults.extend(faults)
+
+    def add_create_faults(self, *faults: Fault) -> None:
+        with self._lock:
+            self._create_faults.extend(faults)
+
+    def take_create_fault(self) -> Fault | None:
+        with self._lock:
+            return self._create_faults.pop(0) if self._create_faults else None
+
+    def new_openai_batch(self, body: dict[str, Any]) -> dict[str, Any]:
+        """A batch as POST /v1/batches makes it from `body` (also one another client made)."""
+        batch = {"id": self._next_id("batch_"), "object": "batch", "endpoint": body["endpoint"],
+                 "input_file_id": body["input_file_id"], "completion_window": body["completion_window"],
+                 "status": "validating", "created_at": int(time.time()), "output_file_id": None,
+                 "error_file_id": None, "metadata": body.get("metadata"),
+                 "request_counts": {"total": 0, "completed": 0, "failed": 0}, "_polls": 0}
+        self.batches[batch["id"]] = batch
+        return batch
+
+    def new_anthropic_batch(self, requests: list[dict[str, Any]]) -> dict[str, Any]:
+        """A Message Batch of `requests` as POST /v1/messages/batches makes it (also one another client made)."""
+        batch = {"id": self._next_id("msgbatch_"), "type": "message_batch",
+                 "processing_status": "in_progress", "created_at": fake_llm_http.iso(0),
+                 "expires_at": fake_llm_http.iso(86400), "ended_at": None, "archived_at": None,
+                 "cancel_initiated_at": None, "results_url": None,
+                 "request_counts": {"processing": len(requests), "succeeded": 0, "errored": 0, "canceled": 0,
+                                    "expired": 0},
+                 "_requests": requests, "_polls": 0}
+        self.batches[batch["id"]] = batch
+        return batch
 
     @property
     def chat_calls(self) -> int:
