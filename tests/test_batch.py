@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+import json
+import logging
+import subprocess
+import sys
+import time
+
 import pytest
 from fake_llm_servers import FakeLLMServer, Fault, prompt_text
 
@@ -133,3 +139,85 @@ def test_resume_with_other_requests_pays_nothing_twice(server):
     assert all(r.cached for r in batch_client(server, "anthropic").run(reqs, progress=False))
     first = again[0]  # cached by the run that did not ask for it, with its usage (a custom base URL: cost 0)
     assert first.input_tokens > 0 and first.output_tokens > 0 and first.cost_usd == 0.0
+
+
+# creation made safe to repeat: a create call whose reply is lost, or a process killed during it, pays once --------
+@pytest.mark.parametrize("provider, fault", [
+    ("openai", Fault(delay=2.0)),  # the batch is made, its reply comes after the client's timeout (0.5 s)
+    ("openai", Fault(status=500)),  # the batch is made, then the server answers 500
+    ("anthropic", Fault(status=500)),
+    ("anthropic", Fault(status=529, message="overloaded")),
+])
+def test_a_lost_create_reply_pays_for_one_batch(server, provider, fault, caplog):
+    server.add_create_faults(fault)
+    results = batch_client(server, provider, timeout=0.5).run(requests(4), progress=False)
+    assert [r.text for r in results] == [f"graded: item {i}" for i in range(4)]
+    assert len(server.batches) == 1 and server.counts[ROUTES[provider]["submit"]] == 1
+    assert f"batch {next(iter(server.batches))}" in caplog.text  # the adopted batch is named
+    with LLMCache() as cache:
+        assert cache.stats()["pending_batches"] == 0
+
+
+_JUDGE = """
+import json, sys
+from harness.providers import ChatRequest, make_client
+provider, url, messages = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
+client = make_client({"model": "gpt-4o" if provider == "openai" else "claude", "provider": provider,
+                      "base_url": url, "batch": True, "batch_poll_interval": 0.02})
+client.run([ChatRequest(messages=m, max_tokens=5) for m in messages], progress=False)
+"""
+
+
+@pytest.mark.parametrize("provider", ["openai", "anthropic"])
+def test_a_run_killed_during_batch_creation_is_collected_next_run(server, provider):
+    # the server makes the batch and holds its reply; the judging process is SIGKILLed before it hears the id
+    server.add_create_faults(Fault(delay=60))
+    reqs = requests(4)
+    url = server.anthropic_base_url if provider == "anthropic" else server.openai_base_url
+    proc = subprocess.Popen([sys.executable, "-c", _JUDGE, provider, url, json.dumps([r.messages for r in reqs])])
+    try:
+        deadline = time.monotonic() + 60
+        while not server.batches and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert server.batches, f"the judging process made no batch (exit code {proc.poll()})"
+    finally:
+        proc.kill()  # SIGKILL: no handler, no cleanup
+        proc.wait()
+    ours = next(iter(server.batches))
+    # others made newer batches meanwhile, and the list comes one batch per page: ours is on the third
+    for i in range(2):
+        if provider == "openai":
+            server.new_openai_batch({"endpoint": "/v1/chat/completions", "input_file_id": f"file-other{i}",
+                                     "completion_window": "24h", "metadata": {"created_by": "another tool"}})
+        else:
+            server.new_anthropic_batch([{"custom_id": "other", "params": {}}])
+    server.list_limit = 1
+    results = batch_client(server, provider).run(reqs, progress=False)
+    assert [r.text for r in results] == [f"graded: item {i}" for i in range(4)]
+    assert server.counts[ROUTES[provider]["submit"]] == 1 and len(server.batches) == 3
+    assert server.batches[ours].get("_done")  # the results came from the batch the killed run paid for
+    with LLMCache() as cache:
+        assert cache.stats()["pending_batches"] == 0
+
+
+@pytest.mark.parametrize("others", [1, 2])
+def test_anthropic_never_uses_results_of_a_batch_it_guessed_wrong(server, others, caplog):
+    # Message Batches carry no metadata: a lost create call's batch is recognised by its size and time only. Here
+    # the create call failed before making one, and someone else made batches of the same size just before.
+    other_ids = [server.new_anthropic_batch([
+        {"custom_id": f"other-{i}", "params": {"model": "claude", "max_tokens": 5,
+                                                "messages": [{"role": "user", "content": f"other {i}"}]}}
+        for i in range(4)])["id"] for _ in range(others)]
+    server.add_create_faults(Fault(status=500, creates=False))
+    reqs = requests(4)
+    with caplog.at_level(logging.WARNING, logger="harness.providers"):
+        results = batch_client(server, "anthropic").run(reqs, progress=False)
+    assert all(r.text in (None, f"graded: item {i}") for i, r in enumerate(results))  # never another's answer
+    if others == 1:  # taken for ours, its results are refused, said in one line; nothing is cached
+        assert all(r.text is None and "missing" in r.error for r in results)
+        assert f"batch {other_ids[0]} holds 4 results of requests this run never sent" in caplog.text
+    else:  # which one? none is taken; the line names both, and a new batch is made
+        assert [r.text for r in results] == [f"graded: item {i}" for i in range(4)]
+        assert f"batches {', '.join(reversed(other_ids))} each hold 4 requests" in caplog.text  # newest first
+    again = batch_client(server, "anthropic").run(reqs, progress=False)
+    assert [r.text for r in again] == [f"graded: item {i}" for i in range(4)]

@@ -302,7 +302,8 @@ class LLMCache:
 
     # batches ---------------------------------------------------------------------------------------------
     def batches_for(self, provider: str, model: str, base_url: str) -> list[dict[str, Any]]:
-        """Submitted, not yet collected batches to this endpoint and model (oldest first)."""
+        """Submitted, not yet collected batches to this endpoint and model (oldest first); a batch id "" marks a
+        chunk whose create call was sent at `submitted_at` and never answered (the run died or gave up)."""
         with self._lock:
             rows = self._db().execute(
                 "SELECT batch_key, batch_id, request_keys, submitted_at FROM batches "
@@ -317,6 +318,11 @@ class LLMCache:
             self._db().execute("INSERT OR REPLACE INTO batches VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                                (key, provider, model, base_url, batch_id, len(request_keys), time.time(),
                                 json.dumps(sorted(request_keys))))
+
+    def batch_ids(self) -> set[str]:
+        """The ids of all stored batches (any endpoint), which no lost create call made."""
+        with self._lock:
+            return {row[0] for row in self._db().execute("SELECT batch_id FROM batches WHERE batch_id != ''")}
 
     def delete_batch(self, key: str) -> None:
         with self._lock:
