@@ -4,7 +4,9 @@ answer must not make another run id (the same answers twice, as two leaderboard 
 - a model that decodes nothing (the `prior`, capability `decodes: False`) reads no prompt and no decoding setting;
 - greedy decoding (temperature 0) draws nothing, so `--seed` and `--top-p` change no answer of a model that
   declares them unused when greedy (capability `greedy_ignores`: the local backends both; the OpenAI API models
-  `top_p` only, as they send their seed even at temperature 0; `claude` both, its API taking neither).
+  `top_p` only, as they send their seed even at temperature 0);
+- a model that sends some settings whatever their value (capability `never_sends`: `claude`, whose API takes no
+  temperature, top_p or seed and samples at the provider's default) is not run with them.
 """
 
 from __future__ import annotations
@@ -35,6 +37,14 @@ def used_settings(task: Any, model_info: Any, prompt: str | None,
                   "learnt from the training split), so this is the run without them", file=sys.stderr)
             settings = task.generation_settings({})
         return variant, template, settings
+    never = {k: v for k, v in generation.items() if k in set(model_info.capabilities.get("never_sends", ()))}
+    if never:
+        them = "it" if len(never) == 1 else "them"
+        print(f"warning: {_flags(never)} ignored: model '{model_info.id}' does not send {them} (its API takes no "
+              f"{', '.join(k.replace('_', '-') for k in model_info.capabilities['never_sends'])}), so this is the run "
+              f"without {them}", file=sys.stderr)
+        generation = {k: v for k, v in generation.items() if k not in never}
+        settings = task.generation_settings(generation)
     unused = set(model_info.capabilities.get("greedy_ignores", ())) if not settings.do_sample else set()
     dropped = {k: v for k, v in generation.items() if k in unused}
     if dropped:

@@ -43,7 +43,7 @@ def register_models(register) -> None:
             loader="harness.plugins.api_vlm:ClaudeModel",
             description="Anthropic Claude through the API, zero-shot (pinned id; ANTHROPIC_API_KEY)",
             capabilities={"task_kinds": kinds, "needs_weights": False, "external_api": True,
-                          "local_device": False, "greedy_ignores": ["seed", "top_p"]},  # the API takes neither
+                          "local_device": False, "never_sends": ["temperature", "top_p", "seed"]},  # the API takes none
         )
     )
     register(

@@ -260,7 +260,8 @@ def test_claude_through_the_anthropic_format(env, harness, answer_from_pixels, t
 
 def test_greedy_api_runs_drop_what_their_api_is_not_sent(env, harness, answer_from_pixels, tmp_path, monkeypatch):
     """--top-p on a greedy API run made another run id (another leaderboard row) though nothing of it was sent, and
-    so did --seed on claude (Anthropic's API takes none); an OpenAI-format seed is sent, and stays in the run id."""
+    so did --seed or --temperature on claude (Anthropic's API takes none); an OpenAI-format seed is sent, and stays
+    in the run id."""
     monkeypatch.setenv("ANTHROPIC_API_KEY", SECRET)
     monkeypatch.setenv("OPENAI_COMPATIBLE_API_KEY", SECRET)
     runs = tmp_path / "runs"
@@ -277,7 +278,13 @@ def test_greedy_api_runs_drop_what_their_api_is_not_sent(env, harness, answer_fr
         args = run_args("claude", f"base_url={server.anthropic_base_url}", claude, "--limit", "2")
         assert harness(*args).returncode == 0
         proc = harness(*args, "--seed", "3", "--top-p", "0.5")
-        assert "warning: --top-p 0.5 and --seed 3 ignored: decoding is greedy" in proc.stderr
+        assert ("warning: --top-p 0.5 and --seed 3 ignored: model 'claude' does not send them (its API takes no "
+                "temperature, top-p, seed), so this is the run without them") in proc.stderr
+        assert len(list(claude.iterdir())) == 1
+        # sampling: the API samples at its default whatever --temperature says, so it made another run id (another
+        # leaderboard row labelled with a temperature never applied)
+        proc = harness(*args, "--temperature", "0.7")
+        assert "warning: --temperature 0.7 ignored: model 'claude' does not send it" in proc.stderr
         assert len(list(claude.iterdir())) == 1
 
 
