@@ -12,7 +12,8 @@ them (0.80-0.93 coverage with 5-20 images, 0.87-0.95 expanded). When samples are
 image of a two-view study, the questions on one image), `cluster_key` names the record field that groups them:
 bootstraps resample whole groups, and Wilson's interval takes the effective sample size n / design effect and
 Student's t on groups - 1 degrees of freedom for z (`cluster-wilson-t`; a cluster bootstrap of 0 correct of 58
-would be [0, 0]).
+would be [0, 0]). A bootstrap whose resamples all give one value (rows all alike) gives no interval (`no_spread`),
+not [v, v], except for the metrics a judge declares in [0, 1] (`unit_metrics`), which get Wilson's at 0 or 1.
 """
 
 from __future__ import annotations
@@ -175,8 +176,17 @@ def bootstrap_mean_interval(values: list[float], clusters: list[Any] | None = No
         idx = rng.integers(0, n, size=(stop - start, n), dtype=np.int32)
         total = sums[idx].sum(axis=1)
         means[start:stop] = total / (n if counts is None else counts[idx].sum(axis=1))
+    if no_spread(float(means.min()), float(means.max())):
+        return None
     low, high = np.quantile(means, expanded_quantiles(n))
     return [float(low), float(high)]
+
+
+def no_spread(low: float, high: float) -> bool:
+    """Whether every bootstrap resample gave the same value (up to rounding): the resamples then say nothing of the
+    uncertainty (the rows are all alike: a BLEU of 0 on each of 3 reports), and [v, v] would claim there is none, so
+    no interval is given."""
+    return high - low <= 1e-12 * max(1.0, abs(low), abs(high))
 
 
 def _per_sample_interval(values: list[float], clusters: list[Any] | None, proportion: bool,
@@ -217,6 +227,8 @@ def _percentile_interval(stats: list[float], quantiles: tuple[float, float]) -> 
     if not stats:
         return None
     stats.sort()
+    if no_spread(stats[0], stats[-1]):
+        return None
     lo = stats[int(quantiles[0] * (len(stats) - 1))]
     hi = stats[int(math.ceil(quantiles[1] * (len(stats) - 1)))]
     return [lo, hi]

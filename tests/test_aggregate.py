@@ -76,8 +76,29 @@ def test_each_interval_names_its_method():
     assert grouped["accuracy"]["ci_method"] == "cluster-wilson-t" and grouped["recall"]["ci_method"] == \
         "cluster-bootstrap-mean-expanded"
     corpus = CorpusJudge(JudgeOptions(task_kind="report"))
-    grouped_corpus = summarize(corpus, records, corpus.score(records), [], cluster_key="study")["metrics"]
+    varied = [{**r, "prediction": "abc"[: 1 + i % 3]} for i, r in enumerate(records)]
+    grouped_corpus = summarize(corpus, varied, corpus.score(varied), [], cluster_key="study")["metrics"]
     assert grouped_corpus["ratio"]["ci_method"] == "cluster-bootstrap-corpus-expanded"
+
+
+def test_a_bootstrap_whose_resamples_all_agree_gives_no_interval_not_a_point():
+    """Rows all alike (a BLEU of 0 on each of a slice's 3 reports, a rating of 4 from every verdict): every
+    resample gives the same value, and the interval was [v, v], claiming no uncertainty from 3 samples. A metric the
+    judge declares in [0, 1] (`unit_metrics`) keeps Wilson's interval at its bound."""
+    class Rated(CorrectJudge):
+        unit_metrics = ("recall",)
+
+        def score(self, records):
+            return [{"metrics": {"rating": 4.0, "recall": 0.0}} for _ in records]
+
+    records = [{"id": str(i), "answer": "abc", "prediction": "a"} for i in range(3)]
+    corpus = CorpusJudge(JudgeOptions(task_kind="report"))
+    ratio = summarize(corpus, records, corpus.score(records), [])["metrics"]["ratio"]
+    assert ratio["value"] == 1 / 3 and ratio["ci95"] is None and ratio["ci_method"] is None
+    judge = Rated(JudgeOptions(task_kind="vqa"))
+    metrics = summarize(judge, records, judge.score(records), [])["metrics"]
+    assert metrics["rating"]["value"] == 4.0 and metrics["rating"]["ci95"] is None
+    assert metrics["recall"]["ci_method"] == "wilson" and metrics["recall"]["ci95"][1] > 0.4
 
 
 def test_breakdowns_use_the_same_aggregation_per_slice():
@@ -127,7 +148,10 @@ def test_a_mean_that_merely_happens_to_be_0_or_1_is_not_given_wilson():
     records = [{"id": str(i), "answer": "a", "prediction": "yes"} for i in range(8)]
     judge = Length(JudgeOptions(task_kind="vqa"))
     words = summarize(judge, records, judge.score(records), [])["metrics"]["words"]
-    assert words["value"] == 1.0 and words["ci_method"] == "bootstrap-mean-expanded" and words["ci95"] == [1.0, 1.0]
+    assert words["value"] == 1.0 and words["ci_method"] is None and words["ci95"] is None  # no spread: no interval
+    records[0]["prediction"] = "yes it is"
+    words = summarize(judge, records, judge.score(records), [])["metrics"]["words"]
+    assert words["ci_method"] == "bootstrap-mean-expanded" and words["ci95"][1] > 1.0
 
 
 class ThreeCorpusMetrics(JudgePlugin):
