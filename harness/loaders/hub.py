@@ -6,7 +6,8 @@ user's Hugging Face cache when offline. Local copy: a folder in hub layout (parq
 converted to Arrow, in the harness cache dir) or a `DatasetDict.save_to_disk` folder (`dataset_dict.json`). The
 dataset stays Arrow-backed (memory-mapped): the text columns are read without the image column, and each ImageRef
 gets a reader of its row's stored (undecoded) image bytes, so a split's images are read one at a time when opened or
-fingerprinted instead of all being held in RAM. Columns follow the source's `fields` mapping: id, image, question
+fingerprinted instead of all being held in RAM (hub_images.py; a hub dataset's image paths are read only inside
+the Hugging Face caches). Columns follow the source's `fields` mapping: id, image, question
 (vqa), answer, answer_type (for closed_rule answer_type), plus any breakdown name; without an id column the id is
 "<split>-<row index>" (stable for a pinned revision). The hub commit read is recorded (`SplitSamples.commit`); one
 other than a pinned commit is refused (offline, datasets reads the latest cached copy whatever revision is asked). A
@@ -34,17 +35,17 @@ from harness.loaders.common import (
     closed_label,
     record_label,
 )
+from harness.loaders.hub_images import image_ref, image_sources
 from harness.loaders.imageclef import split_cuis
 from harness.loaders.mevf_json import answer_text, breakdown_value, question_text, read_json
 from harness.loaders.slake import SPLIT_ALIASES as SPLIT_ALIASES  # the same other names of "validation"
 from harness.paths import cache_dir
 from harness.task_config import SourceConfig
-from harness.types import ImageRef, Sample
+from harness.types import Sample
 
 OPTIONS: tuple[str, ...] = ()  # a hub source is described by path, config, revision and fields alone
 
 CORE_KEYS = ("id", "image", "question", "answer", "answer_type")
-IMAGE_BATCH = 4096  # rows per Arrow batch when finding where each row's image is (offsets only, no bytes)
 _COMMIT = re.compile(r"[0-9a-f]{7,40}")  # a revision pinned to a commit (or its first 7+ hex digits)
 
 
@@ -261,56 +262,6 @@ def _describe_splits(data_files: Any, data_dir: Path) -> str:
     return ", ".join(parts) or "no split"
 
 
-class _RowImage:
-    """The stored bytes of one row's image, read when called from the memory-mapped dataset `images` (its only
-    column is the image column, undecoded). Dataset row access only reads immutable Arrow buffers, so the prefetch
-    thread may call it while the main thread reads other rows."""
-
-    __slots__ = ("images", "column", "row")
-
-    def __init__(self, images: Any, column: str, row: int) -> None:
-        self.images, self.column, self.row = images, column, row
-
-    def __call__(self) -> bytes:
-        value = self.images[self.row][self.column]
-        return value["bytes"] if isinstance(value, dict) else bytes(value)
-
-
-def _image_sources(ds: Any, column: str, data_dir: Path | None) -> list[bool | Path | None]:
-    """Per row, where its image is, found from Arrow offsets and validity without copying image bytes: True
-    (bytes stored in the row), a Path (a stored path, relative ones under data_dir) or None (no image stored).
-    Non-empty stored bytes win over a path; a plain binary column holds bytes, a string column paths."""
-    import pyarrow as pa
-    import pyarrow.compute as pc
-
-    out: list[bool | Path | None] = []
-    for batch in ds.select_columns([column]).with_format("arrow").iter(batch_size=IMAGE_BATCH):
-        values = batch.column(0)
-        kind = values.type
-        n = len(values)
-        names = {kind.field(k).name for k in range(kind.num_fields)} if pa.types.is_struct(kind) else set()
-        stored: list[Any] = [False] * n
-        paths: list[Any] = [None] * n
-        if "bytes" in names:
-            stored = pc.fill_null(pc.greater(pc.binary_length(pc.struct_field(values, "bytes")), 0), False)
-            stored = stored.to_pylist()
-        if "path" in names:
-            paths = pc.struct_field(values, "path").to_pylist()
-        elif pa.types.is_binary(kind) or pa.types.is_large_binary(kind):
-            stored = values.is_valid().to_pylist()
-        elif pa.types.is_string(kind) or pa.types.is_large_string(kind):
-            paths = values.to_pylist()
-        for has_bytes, path in zip(stored, paths):
-            if has_bytes:
-                out.append(True)
-            elif isinstance(path, str) and path:
-                full = Path(path)
-                out.append(data_dir / full if not full.is_absolute() and data_dir is not None else full)
-            else:
-                out.append(None)  # no image stored: the runner records the error for this sample
-    return out
-
-
 def load(source: SourceConfig, split: str, data_dir: Path | None, kind: str) -> SplitSamples:
     import datasets
     import pyarrow
@@ -338,10 +289,15 @@ def load(source: SourceConfig, split: str, data_dir: Path | None, kind: str) -> 
     extra = {name: col for name, col in mapping.items() if name not in CORE_KEYS and col in columns}
     images = ds.select_columns([image_col])
     where = f"{local or source.path} split '{split_name}'"
+    outside: list[str] = []
     try:  # the first read of every row batch: a damaged Arrow file fails here
-        sources = _image_sources(ds, image_col, local)
+        sources = image_sources(ds, image_col, local, outside)
     except (OSError, pyarrow.ArrowException) as exc:
         raise UserError(f"{where}: cannot read its rows ({_first_line(exc)}); save or copy the dataset again") from None
+    if outside:
+        print(f"warning: {where}: {len(outside)} rows name their image by a path outside the Hugging Face cache "
+              f"(e.g. {outside[0][:200]}), a file of the machine that made the data set: not read here, so those "
+              "samples fail (pass --data-dir with a copy that holds the images)", file=sys.stderr)
     text_cols = {col for name, col in mapping.items() if name != "image" and col in columns}
     rows = ds.select_columns([c for c in ds.column_names if c in text_cols])  # iterated lazily, without images
     id_key = mapping.get("id")
@@ -375,7 +331,7 @@ def load(source: SourceConfig, split: str, data_dir: Path | None, kind: str) -> 
         samples.append(
             Sample(
                 id=sample_id,
-                images=[_ref(sources[i], sample_id, images, image_col, i)],
+                images=[image_ref(sources[i], sample_id, images, image_col, i)],
                 answer=answer,
                 question=question,
                 fields=fields,
@@ -384,9 +340,3 @@ def load(source: SourceConfig, split: str, data_dir: Path | None, kind: str) -> 
     check_unique_ids(ids, range(len(ids)), where, id_key or "id", unit="row")  # skipped rows' ids count too
     samples.commit = snapshot_commit(local, source, split_name) if local is not None else loaded_commit(ds)
     return samples
-
-
-def _ref(source: bool | Path | None, name: str, images: Any, column: str, row: int) -> ImageRef:
-    if source is True:
-        return ImageRef(name=name, reader=_RowImage(images, column, row))
-    return ImageRef(name=name, path=source) if isinstance(source, Path) else ImageRef(name=name)
