@@ -161,11 +161,12 @@ def blocked_writing_to_a_pipe(pid: int) -> bool:
 
 @pytest.mark.skipif(not Path("/proc/self/wchan").exists() or not hasattr(__import__("fcntl"), "F_SETPIPE_SZ"),
                     reason="needs Linux /proc and pipe sizes")
-@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM, signal.SIGKILL])
 def test_ctrl_c_after_the_judge_calls_leaves_their_cost_to_the_rerun(own_llm_cache, tmp_path, signum):
     """Ctrl-C after an LLM judge's calls are done but before results.json records them: the rerun takes every
     reply from the cache and counts what they cost (before, the interrupted run had marked them as its own and then
-    recorded nothing: paid_input_tokens 0, and no results file counted them)."""
+    recorded nothing: paid_input_tokens 0, and no results file counted them). Killed outright (SIGKILL) it gives
+    nothing back: its claims were final at once, and the cost was counted by no run."""
     import fcntl
 
     from harness.cli import main as cli_main
@@ -189,8 +190,8 @@ def test_ctrl_c_after_the_judge_calls_leaves_their_cost_to_the_rerun(own_llm_cac
         proc.send_signal(signum)
         with os.fdopen(read_end, "rb") as pipe:
             err = pipe.read().decode(errors="replace")
-        assert proc.wait(timeout=30) == (130 if signum == signal.SIGINT else 143), err
-        assert "finished work is saved" in err
+        assert proc.wait(timeout=30) == {signal.SIGINT: 130, signal.SIGTERM: 143, signal.SIGKILL: -9}[signum], err
+        assert "finished work is saved" in err or signum == signal.SIGKILL
         first = server.chat_calls
         assert first > 0
         again = subprocess.run([sys.executable, "-m", "harness", *args], capture_output=True, text=True, env=env)

@@ -207,7 +207,7 @@ def test_an_owner_pid_now_another_process_does_not_hold_its_entries():
     import socket
 
     from harness.processes import process_started
-    from harness.providers.cache import held_by_another_live_process
+    from harness.providers.entry_owner import held_by_another_live_process
 
     other = subprocess.Popen([sys.executable, "-c", "import sys; sys.stdin.read()"], stdin=subprocess.PIPE)
     try:

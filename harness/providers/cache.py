@@ -12,15 +12,15 @@ A new entry is stored `unclaimed` and claimed when the call that made it has han
 entry a killed or interrupted run paid for but never used stays unclaimed, and the run that takes it from the
 cache later counts its cost as its own (so the costs of runs sharing a cache add up to what was paid). An entry
 records its `owner` (host, process id and start time): while that process still runs on this host it will count the
-entry itself, so another run reading it meanwhile takes it as `cached` (it cost that run nothing).
+entry itself, so another run reading it meanwhile takes it as `cached` (it cost that run nothing). A judge's claim is
+pending (PENDING, with the claimer as owner) until its results file is written: a process killed in between leaves
+it to the next run, as an unclaimed entry.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import os
-import socket
 import sqlite3
 import threading
 import time
@@ -30,9 +30,9 @@ from typing import Any, NoReturn
 
 from harness.errors import UserError
 from harness.paths import cache_dir
-from harness.processes import process_alive, process_started
 from harness.providers import claims, pricing
 from harness.providers.base import ChatRequest, ChatResult
+from harness.providers.entry_owner import PENDING, free_to_claim, owner
 
 KEY_VERSION = 1
 _SCHEMA = """
@@ -115,24 +115,6 @@ def _add_columns(conn: sqlite3.Connection) -> None:
                 raise
 
 
-def owner() -> str:
-    """Who stores an entry: this host, process id and the process's start time (where /proc tells it)."""
-    return f"{socket.gethostname()}:{os.getpid()}:{process_started(os.getpid()) or ''}"
-
-
-def held_by_another_live_process(owner: str | None) -> bool:
-    """Whether an unclaimed entry's owner is another process still running on this host (it claims and counts the
-    entry when it hands its results on). Entries of older caches (no owner), of other hosts (a cache on a shared
-    disk) or of this process are free to claim, as are all on Windows (no cheap liveness check). A process that
-    stored entries and never claimed them (a notebook whose run raised) holds them as long as it runs."""
-    host, pid_text, started = ((owner or "").split(":") + ["", ""])[:3]
-    if host != socket.gethostname() or not pid_text.isdigit() or int(pid_text) == os.getpid() \
-            or not process_alive(int(pid_text)):  # gone: it ended without claiming (killed, interrupted)
-        return False
-    now = process_started(int(pid_text))
-    return not (started and now and now != started)  # another process under the owner's pid: the owner ended
-
-
 class LLMCache:
     """The results and batches tables; one connection shared by the threads of one process (locked)."""
 
@@ -207,19 +189,22 @@ class LLMCache:
                     f"WHERE key IN ({marks})", chunk,
                 ).fetchall()
                 # unclaimed: paid, never used: ours
-                for key, text, n_in, n_out, cost, unclaimed, owner, truncated in rows:
+                for key, text, n_in, n_out, cost, unclaimed, holder, truncated in rows:
                     if not isinstance(text, str) or not text.strip(BLANK):
                         continue  # a reply without text is a failure (never stored now; an old or edited cache)
-                    in_flight = bool(unclaimed) and held_by_another_live_process(owner)  # it counts the entry
+                    counted_elsewhere = bool(unclaimed) and not free_to_claim(unclaimed, holder)
                     found[key] = ChatResult(text=text, input_tokens=n_in, output_tokens=n_out,
-                                            cached=not unclaimed or in_flight, cost_usd=cost, from_cache=True,
-                                            truncated=bool(truncated))
+                                            cached=not unclaimed or counted_elsewhere, cost_usd=cost,
+                                            from_cache=True, truncated=bool(truncated))
         return found
 
     def claim(self, keys: list[str]) -> set[str]:
         """Mark entries as used by the caller, whose run counts their cost; returns the keys it claimed. An entry
-        another process claimed first is not returned (its cost is counted there: once in all)."""
+        another process claimed first is not returned (its cost is counted there: once in all). Inside
+        `claims.counted_when_recorded` the claim is pending (PENDING, this process as owner) until results.json
+        records it (`finalize`): killed before that, the entries are free again once this process is gone."""
         claimed: set[str] = set()
+        state, holder = (PENDING, owner()) if claims.pending() else (0, None)
         with self._lock:
             db = self._db()
             for start in range(0, len(keys), 500):
@@ -227,26 +212,37 @@ class LLMCache:
                 marks = ",".join("?" * len(chunk))
                 db.execute("BEGIN IMMEDIATE")  # read and flip in one write transaction: one claimant per entry
                 try:
-                    rows = db.execute(f"SELECT key FROM results WHERE unclaimed != 0 AND key IN ({marks})",
-                                      chunk).fetchall()
-                    db.execute(f"UPDATE results SET unclaimed = 0 WHERE unclaimed != 0 AND key IN ({marks})", chunk)
+                    rows = db.execute(f"SELECT key, unclaimed, owner FROM results WHERE unclaimed != 0 AND key IN "
+                                      f"({marks})", chunk).fetchall()
+                    free = [key for key, unclaimed, was in rows if free_to_claim(unclaimed, was)]
+                    if free:
+                        db.execute(f"UPDATE results SET unclaimed = ?, owner = coalesce(?, owner) WHERE key IN "
+                                   f"({','.join('?' * len(free))})", [state, holder, *free])
                     db.execute("COMMIT")
                 except BaseException:
                     if db.in_transaction:  # SQLite may have rolled back itself (disk full, I/O error)
                         db.execute("ROLLBACK")
                     raise
-                claimed.update(key for (key,) in rows)
-                claims.note(self.path, (key for (key,) in rows))
+                claimed.update(free)
+                claims.note(self.path, free)
         return claimed
+
+    def finalize(self, keys: list[str]) -> None:
+        """The pending claims of `keys` are counted by a results file now written: final (claims.settle)."""
+        self._set_claim_state(keys, 0, PENDING)
 
     def unclaim(self, keys: list[str]) -> None:
         """Give back entries this process claimed and then recorded nothing for (claims.give_back)."""
+        self._set_claim_state(keys, 1, PENDING)
+
+    def _set_claim_state(self, keys: list[str], state: int, was: int) -> None:
         with self._lock:
             db = self._db()
             for start in range(0, len(keys), 500):
                 chunk = keys[start : start + 500]
                 marks = ",".join("?" * len(chunk))
-                db.execute(f"UPDATE results SET unclaimed = 1 WHERE unclaimed = 0 AND key IN ({marks})", chunk)
+                db.execute(f"UPDATE results SET unclaimed = ? WHERE unclaimed = ? AND owner = ? AND key IN ({marks})",
+                           [state, was, owner(), *chunk])
 
     def put(self, key: str, provider: str, model: str, result: ChatResult, *, batch: bool = False,
             base_url: str | None = None) -> None:
