@@ -240,20 +240,25 @@ class LLMJudge(JudgePlugin):
         return [self._row(results[i * n : (i + 1) * n], values[i * n : (i + 1) * n]) for i in range(len(records))]
 
     def _note_served(self, results: list[Any]) -> None:
-        """Count the model each reply made now names, with a note when it is not the one asked for (a proxy or a
-        server answering with another model); for an OpenAI-compatible server that answered, what it says of the
-        model and itself (GET /v1/models, /version). Recorded by describe(), outside the setup."""
+        """Count the model each reply the verdicts use names, made now or taken from the cache (which keeps the
+        name; a reply cached before it did, or naming none, is counted as UNKNOWN), with a note when one is not the
+        model asked for (a proxy or a server answering with another model); for an OpenAI-compatible server that
+        answered now, what it says of the model and itself (GET /v1/models, /version: a re-score from the cache
+        asks nothing). Recorded by describe(), outside the setup."""
         from collections import Counter
 
         from harness.providers.aliases import same_model
+        from harness.served_models import UNKNOWN
 
         asked = self.client.model
-        self.served = dict(sorted(Counter(res.served_model for res in results if res.served_model).items()))
-        other = [m for m in self.served if not same_model(m, asked)]
+        served = Counter(res.served_model or UNKNOWN for res in results if res.served_model or res.text is not None)
+        self.served = dict(sorted(served.items()))
+        other = [m for m in self.served if m != UNKNOWN and not same_model(m, asked)]
         if other:
             print(f"note: judge '{self.id}': {self.client.base_url} answered as model '{other[0]}', not '{asked}' "
                   "(recorded in results.json as served_models)", file=sys.stderr)
-        self.server = self.client.server_description() if self.served else {}
+        live = any(res.served_model and not res.from_cache for res in results)
+        self.server = self.client.server_description() if live else {}
 
     def _progress(self) -> bool:
         """Show the calls' progress bar: never with the command's --no-progress, else only when stderr is a

@@ -400,7 +400,8 @@ def test_gpt4_batch_mode_goes_through_the_batch_api():
 
 def test_the_model_that_judged_and_its_server_are_recorded(tmp_path, capsys):
     """A proxy or server answering with another model than the judge model asked for is noted and recorded, with
-    what an OpenAI-compatible server says of the model and itself; a re-score from the cache asks nothing."""
+    what an OpenAI-compatible server says of the model and itself; a re-score from the cache asks nothing, and
+    still names and notes the model that made the cached verdicts (it recorded none: the cache kept no name)."""
     from harness.cli import main
 
     preds = tmp_path / "preds.jsonl"
@@ -416,10 +417,12 @@ def test_the_model_that_judged_and_its_server_are_recorded(tmp_path, capsys):
         calls = server.chat_calls
         assert main([*args, "--output", str(tmp_path / "again")]) == 0
         assert server.chat_calls == calls
+        assert "answered as model 'another-model', not 'judge-m'" in capsys.readouterr().err
     (entry,) = json.loads((tmp_path / "first" / "results.json").read_text())["judges"]
     assert entry["served_models"] == {"another-model": len(_vqa_records())}
     assert entry["server"] == {"model_card": {"id": "judge-m", "root": "/models/judge-m", "parent": None},
                                "server_version": "0.32.0"}
     assert "served_model" not in json.dumps(entry["setup"])  # not the setup: a leaderboard row stays one row
     (again,) = json.loads((tmp_path / "again" / "results.json").read_text())["judges"]
-    assert "served_models" not in again and "server" not in again and again["setup"] == entry["setup"]
+    assert again["served_models"] == {"another-model": len(_vqa_records())}
+    assert "server" not in again and again["setup"] == entry["setup"]  # the server was not asked again

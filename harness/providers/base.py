@@ -40,7 +40,7 @@ class ChatResult:
     # by the identical request's call in the same run; tokens and cost are those of the original call
     cached: bool = False
     cost_usd: float = 0.0  # estimated from pricing.py; 0 for unknown models and custom base URLs
-    served_model: str | None = None  # the model the reply says answered (not kept in the cache)
+    served_model: str | None = None  # the model the reply says answered (cached with it; None: it is not known)
     from_cache: bool = False  # read from the cache, whoever counts its cost (an interrupted run's reply: this run)
     # the reply stopped at max_tokens (OpenAI finish_reason "length", Anthropic stop_reason "max_tokens"): its
     # text is kept (the limit is part of the protocol), and the cut is recorded (cached with the reply)

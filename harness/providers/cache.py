@@ -3,8 +3,9 @@
 The key is the sha256 of the provider, resolved model, base URL, the weights an OpenAI-compatible server says it
 serves under that name (vLLM's `root` and `parent`, when it says) and the whole request (messages with images as
 their sha256, max_tokens, temperature, seed, json_schema, repeat index). Only successful replies are stored
-(text, token usage, cost, time, base URL), never the prompt and never a credential. Rerunning, resuming or
-re-scoring therefore makes no repeated calls. Several processes may write at once (WAL + busy timeout).
+(text, token usage, cost, time, base URL, the model the reply says answered), never the prompt and never a
+credential. Rerunning, resuming or re-scoring therefore makes no repeated calls. Several processes may write at
+once (WAL + busy timeout).
 A reply the provider billed but that is no answer (refused, content-filtered, empty) is not a result to serve again:
 `billed_failures` keeps only its usage and cost, one row per call, so that `harness cache` counts what was spent.
 
@@ -102,10 +103,11 @@ def batch_key(provider: str, model: str, base_url: str, keys: Iterable[str]) -> 
 
 def _add_columns(conn: sqlite3.Connection) -> None:
     """Caches written by older versions get the newer columns: base_url (NULL: endpoint not recorded), unclaimed
-    (0: their entries were all used), owner (NULL: free to claim) and truncated (0: not known to be cut)."""
+    (0: their entries were all used), owner (NULL: free to claim), truncated (0: not known to be cut) and
+    served_model (NULL: which model the reply says answered is unknown)."""
     columns = {row[1] for row in conn.execute("PRAGMA table_info(results)")}
     for name, definition in (("base_url", "TEXT"), ("unclaimed", "INTEGER NOT NULL DEFAULT 0"), ("owner", "TEXT"),
-                             ("truncated", "INTEGER NOT NULL DEFAULT 0")):
+                             ("truncated", "INTEGER NOT NULL DEFAULT 0"), ("served_model", "TEXT")):
         if name in columns:
             continue
         try:
@@ -185,17 +187,18 @@ class LLMCache:
                 chunk = keys[start : start + 500]
                 marks = ",".join("?" * len(chunk))
                 rows = db.execute(
-                    "SELECT key, text, input_tokens, output_tokens, cost_usd, unclaimed, owner, truncated FROM results "
-                    f"WHERE key IN ({marks})", chunk,
+                    "SELECT key, text, input_tokens, output_tokens, cost_usd, unclaimed, owner, truncated, "
+                    f"served_model FROM results WHERE key IN ({marks})", chunk,
                 ).fetchall()
                 # unclaimed: paid, never used: ours
-                for key, text, n_in, n_out, cost, unclaimed, holder, truncated in rows:
+                for key, text, n_in, n_out, cost, unclaimed, holder, truncated, served in rows:
                     if not isinstance(text, str) or not text.strip(BLANK):
                         continue  # a reply without text is a failure (never stored now; an old or edited cache)
                     counted_elsewhere = bool(unclaimed) and not free_to_claim(unclaimed, holder)
                     found[key] = ChatResult(text=text, input_tokens=n_in, output_tokens=n_out,
                                             cached=not unclaimed or counted_elsewhere, cost_usd=cost,
-                                            from_cache=True, truncated=bool(truncated))
+                                            from_cache=True, truncated=bool(truncated),
+                                            served_model=served if isinstance(served, str) and served else None)
         return found
 
     def claim(self, keys: list[str]) -> set[str]:
@@ -254,16 +257,16 @@ class LLMCache:
         with self._lock:
             self._db().execute(
                 "INSERT INTO results (key, provider, model, text, input_tokens, output_tokens, cost_usd, "
-                "batch, created_at, base_url, unclaimed, owner, truncated) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 1, ?, ?) "
+                "batch, created_at, base_url, unclaimed, owner, truncated, served_model) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 1, ?, ?, ?) "
                 # an entry without text (stored by an older harness) is no answer: this one takes its place
                 "ON CONFLICT(key) DO UPDATE SET text = excluded.text, input_tokens = excluded.input_tokens, "
                 "output_tokens = excluded.output_tokens, cost_usd = excluded.cost_usd, batch = excluded.batch, "
                 "created_at = excluded.created_at, base_url = excluded.base_url, unclaimed = 1, "
-                "owner = excluded.owner, truncated = excluded.truncated "
+                "owner = excluded.owner, truncated = excluded.truncated, served_model = excluded.served_model "
                 "WHERE trim(results.text, ' ' || char(9, 10, 11, 12, 13)) = ''",  # BLANK's characters
                 (key, provider, model, result.text, result.input_tokens, result.output_tokens, result.cost_usd,
-                 int(batch), time.time(), base_url, owner(), int(result.truncated)),
+                 int(batch), time.time(), base_url, owner(), int(result.truncated), result.served_model),
             )
 
     def put_billed_failure(self, key: str, provider: str, model: str, result: ChatResult, *, batch: bool = False,
