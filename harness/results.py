@@ -18,6 +18,7 @@ from harness.fingerprint import text_hash
 from harness.io import atomic_write_json, read_json_object
 from harness.run_files import read_previous_results
 from harness.scoring import LOADED_MODEL_FILE, RESULTS_FILE, merge_judge_entries
+from harness.served_models import with_served_models
 
 SCHEMA_VERSION = "1.0"
 
@@ -160,7 +161,8 @@ def write_results(
     loaded = out_dir / LOADED_MODEL_FILE
     if loaded.exists():
         loaded_model = read_json_object(loaded)
-        model["loaded"] = loaded_model.get("identity", {})
+        # which models answered these predictions, whichever invocation or cache hit made them
+        model["loaded"] = with_served_models(loaded_model.get("identity", {}), records)
         if loaded_model.get("environments"):  # `environment` below is the one that scored
             model["generated_with"] = loaded_model["environments"]
     data = {

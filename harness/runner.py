@@ -50,6 +50,7 @@ from harness.scoring import (
     build_judges,
     check_default_judges,
 )
+from harness.served_models import latest_lines, note_earlier_models, with_served_models
 from harness.task import Task
 from harness.types import Sample
 
@@ -268,15 +269,16 @@ def generate(spec: RunSpec, task: Task, model_info: Any, manifest: dict[str, Any
     close_plugin("model", model_info.id, plugin, model, "its predictions are kept and scored")
 
 
-def _loaded_identity(model_info: Any, model: Any) -> dict[str, Any]:
-    """The loaded model's identity() (facts for model.json), checked."""
+def _loaded_identity(model_info: Any, model: Any, rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """The loaded model's identity() (facts for model.json), checked; its served_models counted over `rows`, the
+    latest predictions line of each sample (those of earlier invocations too)."""
     if not hasattr(model, "identity"):
         return {}
     plugin = getattr(model_info, "plugin", "")
     with third_party_code("model", model_info.id, plugin, "identity"):
         identity = model.identity()
-    return checked_json_dict("model", model_info.id, plugin, "identity", identity,
-                             "a dict of facts about the loaded model")
+    return with_served_models(checked_json_dict("model", model_info.id, plugin, "identity", identity,
+                                                "a dict of facts about the loaded model"), rows)
 
 
 def _generate_batches(spec: RunSpec, task: Task, model_info: Any, model: Any, manifest: dict[str, Any],
@@ -285,8 +287,10 @@ def _generate_batches(spec: RunSpec, task: Task, model_info: Any, model: Any, ma
     plugin = getattr(model_info, "plugin", "")
     pred_path = out_dir / PREDICTIONS_FILE
     environments = _generation_environments(out_dir)
-    atomic_write_json(out_dir / LOADED_MODEL_FILE, {"identity": _loaded_identity(model_info, model),
-                                                     "environments": environments})
+    earlier = latest_lines(pred_path)
+    identity = _loaded_identity(model_info, model, earlier)
+    note_earlier_models(identity, earlier)  # a resumed run: which model answered its earlier lines
+    atomic_write_json(out_dir / LOADED_MODEL_FILE, {"identity": identity, "environments": environments})
     batch_size = spec.batch_size or checked_batch_size(model_info.id, plugin, getattr(model, "default_batch_size", 8))
     template = manifest["prompt"]["template"]
     from harness.types import GenerationSettings
@@ -331,8 +335,8 @@ def _generate_batches(spec: RunSpec, task: Task, model_info: Any, model: Any, ma
                 save_batch(pred_path, model_info.id, plugin, batch, built, generated, started)
                 bar.update(len(batch))
         if hasattr(model, "identity"):  # again, now with what generation used (API calls, tokens, cost)
-            atomic_write_json(out_dir / LOADED_MODEL_FILE, {"identity": _loaded_identity(model_info, model),
-                                                            "environments": environments})
+            atomic_write_json(out_dir / LOADED_MODEL_FILE, {"identity": _loaded_identity(
+                model_info, model, latest_lines(pred_path)), "environments": environments})
     finally:
         bar.close()
 

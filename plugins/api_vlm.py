@@ -35,7 +35,8 @@ An OpenAI-compatible server's account of the weights behind the model name (vLLM
 If the provider stays down or refuses the key, ProviderUnavailable ends the run with one line; the runner has
 already saved the earlier batches (the default batch size keeps them small) and a rerun resumes. Token counts
 go into each GenerationOutput (predictions.jsonl: prompt_tokens, completion_tokens); the estimated cost (list
-prices of harness.providers.pricing) is summed in `identity()` and printed when the model closes.
+prices of harness.providers.pricing) is summed in `identity()` and printed when the model closes. The model name a
+reply gives (cached with it) goes on its line as `generation_details.served_model`, which `served_models` counts.
 """
 
 from __future__ import annotations
@@ -243,7 +244,9 @@ class APIVisionModel(ModelPlugin):
         self._draws: dict[str, dict[str, int]] = {}  # request key -> sample id -> its draw (see own_draws)
         self.totals = {"requests": 0, "from_cache": 0, "failed": 0, "truncated": 0, "input_tokens": 0,
                        "output_tokens": 0, "cost_usd": 0.0}
-        self.served: dict[str, int] = {}  # the model names the replies gave (live calls; the cache keeps none)
+        # the model names this invocation's replies gave (live or cached); model.json's and results.json's
+        # served_models are counted over every predictions line (harness/served_models.py)
+        self.served: dict[str, int] = {}
 
     @classmethod
     def run_identity(cls, args: dict[str, str], context: ModelContext) -> dict[str, Any]:
@@ -320,13 +323,15 @@ class APIVisionModel(ModelPlugin):
         t["input_tokens"] += result.input_tokens
         t["output_tokens"] += result.output_tokens
         t["cost_usd"] += 0.0 if result.cached else result.cost_usd
+        # which model the reply says answered, on the sample's line (served_models counts the lines)
+        served = {"served_model": result.served_model} if result.served_model else {}
         if result.served_model:
             self._note_served(result.served_model)
         if result.text is None:  # a reply without text was billed too: its tokens and cost stay on its line
             t["failed"] += 1
             failed = GenerationOutput(text="", error=result.error or "no reply",
                                       prompt_tokens=result.input_tokens or None,
-                                      completion_tokens=result.output_tokens or None)
+                                      completion_tokens=result.output_tokens or None, details=served or None)
             if _HAS_COST_FIELD and (result.input_tokens or result.output_tokens):
                 failed.cost_usd = 0.0 if result.cached else result.cost_usd  # type: ignore[attr-defined]
             return failed
@@ -340,7 +345,7 @@ class APIVisionModel(ModelPlugin):
             out.cost_usd = 0.0 if result.cached else result.cost_usd  # type: ignore[attr-defined]
         if result.truncated:  # cut at --max-new-tokens: kept as the protocol's answer, and recorded
             t["truncated"] += 1
-            out.details = {"truncated": True}
+        out.details = {**({"truncated": True} if result.truncated else {}), **served} or None
         return out
 
     def _note_served(self, served: str) -> None:
@@ -355,8 +360,7 @@ class APIVisionModel(ModelPlugin):
         info = dict(self.client.describe())
         info["usage"] = dict(self.totals, cost_usd=round(self.totals["cost_usd"], 6))
         info["priced"] = self.client.priced
-        if self.served:
-            info["served_models"] = dict(sorted(self.served.items()))
+        info["served_models"] = dict(sorted(self.served.items()))  # the runner counts it over predictions lines
         # which weights or adapter (vLLM's root / parent) and server version answered
         return {**info, **self.client.server_description()}
 
