@@ -10,19 +10,36 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Iterable
+from pathlib import Path
 from typing import Any
 
 from harness.types import Sample
 
 
-def image_digest(sample: Sample) -> list[str]:
+def image_digest(sample: Sample, known: dict[Path, str] | None = None) -> list[str]:
+    """The sha256 of each of the sample's images ("missing" for one that cannot be read). `known`: digests of image
+    files already read, by path, filled in as files are read (several questions are asked about one image: PathVQA
+    has about 7 per image, SLAKE 11), so each file is read and hashed once."""
     digests = []
     for ref in sample.images:
+        path = ref.path if known is not None and ref.data is None and ref.reader is None else None
+        if path is not None and known is not None and path in known:
+            digests.append(known[path])
+            continue
         try:
-            digests.append(hashlib.sha256(ref.read_bytes()).hexdigest())
+            digest = hashlib.sha256(ref.read_bytes()).hexdigest()
         except OSError:
-            digests.append("missing")
+            digest = "missing"
+        if path is not None and known is not None:
+            known[path] = digest
+        digests.append(digest)
     return digests
+
+
+def image_digests(samples: Iterable[Sample]) -> dict[str, list[str]]:
+    """`image_digest` of every sample by id, each image file read once."""
+    known: dict[Path, str] = {}
+    return {sample.id: image_digest(sample, known) for sample in samples}
 
 
 #: the sample field `cluster_by: image_content` reads: a digest of the sample's image bytes, set once the split is
@@ -59,9 +76,12 @@ def dataset_fingerprint(samples: Iterable[Sample], images: bool = True,
     FINGERPRINT_VERSION. `images=False` leaves the image bytes out (a cheap fingerprint of the texts and labels,
     for a model that learns from them alone); it is marked `-text`, never equal to a full one. `digests_by_id`: the
     samples' image digests when already computed."""
+    samples = sorted(samples, key=lambda s: s.id)
+    if images and digests_by_id is None:
+        digests_by_id = image_digests(samples)
     h = hashlib.sha256()
-    for sample in sorted(samples, key=lambda s: s.id):
-        digests = (digests_by_id[sample.id] if digests_by_id is not None else image_digest(sample)) if images else []
+    for sample in samples:
+        digests = digests_by_id[sample.id] if images and digests_by_id is not None else []
         record = [sample.id, sample.question or "", sample.answer, digests, _labels(sample.fields)]
         h.update(json.dumps(record, ensure_ascii=False, default=str).encode("utf-8"))
         h.update(b"\n")

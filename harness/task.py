@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.errors import UserError, close_hint
-from harness.fingerprint import IMAGE_CONTENT, content_cluster, dataset_fingerprint, image_digest, text_hash
+from harness.fingerprint import IMAGE_CONTENT, content_cluster, dataset_fingerprint, image_digests, text_hash
 from harness.flags import SEED_MAX
 from harness.loaders import canonical_split, loader_for
 from harness.task_config import IMAGES_CLUSTER, SourceConfig, TaskConfig
@@ -207,7 +207,7 @@ class Task:
         split = self.canonical_split(split)
         if split not in self._fingerprints:
             samples = self.samples(split)
-            digests = {sample.id: image_digest(sample) for sample in samples}
+            digests = image_digests(samples)  # an image file asked about several times is read once
             self._fingerprints[split] = dataset_fingerprint(samples, digests_by_id=digests)
             if self.source.cluster_by == IMAGE_CONTENT:  # the images were read just now: no second pass
                 for sample in samples:
