@@ -111,19 +111,31 @@ def _rescaled(img: Any) -> Any:
 BAND_PIXELS = 1 << 22  # pixels rescaled at a time
 
 
-def open_images(sample: Any, decode: bool = True) -> tuple[list[Any], str | None]:
+def open_images(sample: Any, decode: bool = True,
+                checked: dict[Any, str | None] | None = None) -> tuple[list[Any], str | None]:
     """The decoded images of a sample, or ([], the one-line reason the first undecodable one failed). With
     `decode=False` each image is decoded only to check it and none is returned (a model that ignores pixels fails
-    the same samples as one that reads them)."""
+    the same samples as one that reads them); `checked` then keeps each image file's outcome by path (None, or the
+    reason it failed), so a file that several questions ask about is read and decoded once, not once per question."""
     images = []
     for ref in sample.images:
+        path = ref.path if checked is not None and not decode and ref.data is None and ref.reader is None else None
+        if path is not None and checked is not None and path in checked:
+            if checked[path] is not None:
+                return [], checked[path]
+            continue
         try:
             if decode:
                 images.append(ref.open())
             else:
                 check_decodable(ref.read_bytes())
         except (OSError, ValueError) as exc:
-            return [], image_error(ref.name, ref.path, exc)
+            error = image_error(ref.name, ref.path, exc)
+            if path is not None and checked is not None:
+                checked[path] = error
+            return [], error
+        if path is not None and checked is not None:
+            checked[path] = None
     return images, None
 
 

@@ -30,10 +30,13 @@ class Batch:
     positions: list[int]
 
 
-def build_batch(task: Task, template: str, settings: Any, batch: list[Sample], decode: bool = True) -> Batch:
+def build_batch(task: Task, template: str, settings: Any, batch: list[Sample], decode: bool = True,
+                checked: dict[Any, str | None] | None = None) -> Batch:
+    """The batch's requests and the lines of samples whose images failed. `checked` (with `decode=False`): each image
+    file's decoding check of earlier batches of the run, by path (see `open_images`)."""
     built = Batch(rows=[None] * len(batch), requests=[], positions=[])
     for i, sample in enumerate(batch):
-        images, error = open_images(sample, decode=decode)
+        images, error = open_images(sample, decode=decode, checked=checked)
         if error:
             built.rows[i] = record_line(sample, "", error, {"time_s": 0.0})
         else:

@@ -304,9 +304,11 @@ def _generate_batches(spec: RunSpec, task: Task, model_info: Any, model: Any, ma
                desc=f"{task.id} / {model_info.id}", disable=not spec.progress, dynamic_ncols=True,
                **bar_pacing())
     prefetch = getattr(model, "prefetch", None)
+    checked: dict[Any, str | None] = {}  # a model that ignores pixels: each image file checked once
 
     def build(batch: list[Sample]) -> Batch:
-        built = build_batch(task, template, settings, batch, decode=getattr(model, "reads_images", True))
+        built = build_batch(task, template, settings, batch, decode=getattr(model, "reads_images", True),
+                            checked=checked)
         if prefetch is not None and built.requests:
             with third_party_code("model", model_info.id, plugin, "prefetch"):
                 prefetch(built.requests)

@@ -66,3 +66,23 @@ def test_the_fingerprint_reads_each_image_file_once(tmp_path):
     assert image_bytes <= read < 1.5 * image_bytes, f"read {read} bytes for {image_bytes} bytes of images"
     # the same fingerprint as hashing every sample's images on their own: run ids of earlier runs are unchanged
     assert fingerprint == dataset_fingerprint(samples, digests_by_id={s.id: image_digest(s) for s in samples})
+
+
+def test_the_prior_checks_each_image_file_once_and_fails_every_question_of_a_corrupt_one(tmp_path):
+    from harness.runner import RunSpec, run
+
+    data = tmp_path / "pvqa"
+    image_bytes = write_pathvqa(data, corrupt_first=True)
+    spec = dict(model="prior", task="pathvqa", data_dir=data, judges=["exact"], progress=False)
+    run(RunSpec(**spec, output=tmp_path / "warm-up"))  # the modules a run imports are read before we count
+    before = bytes_read()
+    _, results, _ = run(RunSpec(**spec, output=tmp_path / "run"))
+    read = bytes_read() - before
+    # the fingerprint reads each image once and the decoding check once more; per question it was 1 + 10 times
+    assert read < 3 * image_bytes, f"read {read} bytes for {image_bytes} bytes of images"
+    lines = [json.loads(line) for line in (tmp_path / "run" / "predictions.jsonl").open()]
+    failed = [row for row in lines if row["error"]]
+    assert [row["id"] for row in failed] == [f"test-{k}" for k in range(PER_IMAGE)]  # every question of image 0
+    assert len({row["error"] for row in failed}) == 1 and "images/test/test_0000.png" in failed[0]["error"]
+    assert results["errors"]["count"] == PER_IMAGE
+    assert len(lines) == IMAGES * PER_IMAGE and all(row["prediction"] for row in lines if not row["error"])
