@@ -76,7 +76,8 @@ class HFModel(HFPrompting, HFAdapters, ModelPlugin):
         _, dtype = resolve_device_dtype(context)
         identity: dict[str, Any] = {"hub_id": None if opts["local"] else opts["model"],
                                     "revision": "local" if opts["local"] else opts["revision"],
-                                    "dtype": dtype, "family": opts["family"],
+                                    # family= of a checkpoint by id or path must be the one auto reads
+                                    "dtype": dtype, "family": opts["family"] if cls.preset is not None else "auto",
                                     "checkpoint_generation": "token ids only"}  # not its penalties or sampling
         if opts["local"]:
             identity["path"] = opts["model"]
@@ -99,8 +100,10 @@ class HFModel(HFPrompting, HFAdapters, ModelPlugin):
     @classmethod
     def canonical_args(cls, args: dict[str, str], context: ModelContext) -> dict[str, str]:
         """Without the args whose removal parses to the same options (attn=auto, prepend_modality=false, the
-        preset's own revision, ...) and without merge_adapter when no --adapter is given; a local folder as its
-        absolute path (`llava`, `./llava` and `/abs/llava` are one run); flags in one spelling."""
+        preset's own revision, ...), without merge_adapter when no --adapter is given and without family= for
+        model=<id or path> (a run goes on only when it is the family the checkpoint's config.json says, which auto
+        reads); a local folder as its absolute path (`llava`, `./llava` and `/abs/llava` are one run); flags in one
+        spelling."""
         opts = cls.options(args)
 
         def no_op(key: str) -> bool:
@@ -109,8 +112,9 @@ class HFModel(HFPrompting, HFAdapters, ModelPlugin):
             except UserError:  # needed by another arg (model=, prepend_modality= with modality_field=)
                 return False
 
-        kept = {k: v for k, v in args.items()
-                if not no_op(k) and not (k == "merge_adapter" and context.adapter is None)}
+        kept = {k: v for k, v in args.items()  # family= of a checkpoint by id or path: it must equal the one its
+                if not no_op(k) and not (k == "merge_adapter" and context.adapter is None)  # config.json says
+                and not (k == "family" and cls.preset is None)}
         if opts["local"] and "model" in kept:
             kept["model"] = opts["model"]
         spelled = {"prepend_modality": {"known": "true"}.get(str(opts["prepend_modality"]), opts["prepend_modality"]),

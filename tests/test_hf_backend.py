@@ -609,8 +609,9 @@ def test_settings_that_would_only_change_the_run_id_are_refused(models_dir):
 
 
 def test_typed_out_defaults_keep_the_run_id_and_label(models_dir, tmp_path, monkeypatch):
-    """attn=auto, prepend_modality=false, the preset's own revision, merge_adapter= without an adapter, or one local
-    folder typed another way started another run (and leaderboard row) of the same outputs."""
+    """attn=auto, prepend_modality=false, the preset's own revision, merge_adapter= without an adapter, the family
+    the checkpoint is (a run goes on only then), or one local folder typed another way started another run (and
+    leaderboard row) of the same outputs."""
     from harness import runner
     from harness.plugins.hf_presets import get_preset
 
@@ -621,7 +622,7 @@ def test_typed_out_defaults_keep_the_run_id_and_label(models_dir, tmp_path, monk
 
     plain = prepared()
     typed = prepared(attn="auto", prepend_modality="false", cache="auto", image_backend="pil", merge_adapter="true",
-                     min_new_tokens="0", prefill_chunk="0")
+                     min_new_tokens="0", prefill_chunk="0", family="chat")  # the family its config.json says
     assert typed["run_id"] == plain["run_id"] and typed["model"]["label"] == plain["model"]["label"]
     assert typed["model"]["args"]["attn"] == "auto"  # what was typed is still recorded
     other = prepared(attn="eager")
