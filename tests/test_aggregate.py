@@ -74,7 +74,7 @@ def test_each_interval_names_its_method():
     assert plain["accuracy"]["ci_method"] == "wilson" and plain["recall"]["ci_method"] == "bootstrap-mean-expanded"
     grouped = summarize(judge, records, judge.score(records), [], cluster_key="study")["metrics"]
     assert grouped["accuracy"]["ci_method"] == "cluster-wilson-t" and grouped["recall"]["ci_method"] == \
-        "cluster-bootstrap-mean-expanded"
+        "cluster-bootstrap-t-mean"  # 10 studies: fewer than 30 groups
     corpus = CorpusJudge(JudgeOptions(task_kind="report"))
     varied = [{**r, "prediction": "abc"[: 1 + i % 3]} for i, r in enumerate(records)]
     grouped_corpus = summarize(corpus, varied, corpus.score(varied), [], cluster_key="study")["metrics"]
