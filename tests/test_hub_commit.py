@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 from cli_helpers import error_line
+from hub_cache_layout import build_pathvqa_cache
 
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
 OTHER = "fedcba9876543210fedcba9876543210fedcba98"
@@ -35,28 +36,8 @@ def png(shade: int) -> dict:
 @pytest.fixture(scope="module")
 def hub_cache(tmp_path_factory) -> Path:
     """A Hugging Face datasets cache holding flaviagiammarino/path-vqa at COMMIT (train and test)."""
-    import datasets
-
-    root = tmp_path_factory.mktemp("hub")
-    features = datasets.Features({"image": datasets.Image(), "question": datasets.Value("string"),
-                                  "answer": datasets.Value("string")})
-    files = {}
-    for split, rows in (("train", 6), ("test", 4)):
-        ds = datasets.Dataset.from_dict({"image": [png(40 * i) for i in range(rows)],
-                                         "question": [f"is there a lesion {i}?" for i in range(rows)],
-                                         "answer": ["yes" if i % 2 else "no" for i in range(rows)]}, features=features)
-        files[split] = str(root / f"{split}.parquet")
-        ds.to_parquet(files[split])
-    built = datasets.load_dataset("parquet", data_files=files, cache_dir=str(root / "build"))
-    made = Path(built["test"].cache_files[0]["filename"]).parent
-    cached = root / "cache" / "flaviagiammarino___path-vqa" / "default" / "0.0.0" / COMMIT
-    shutil.copytree(made, cached)
-    for arrow in cached.glob("parquet-*.arrow"):
-        arrow.rename(arrow.with_name(arrow.name.replace("parquet-", "path-vqa-")))
-    info = json.loads((cached / "dataset_info.json").read_text())
-    (cached / "dataset_info.json").write_text(json.dumps({**info, "config_name": "default",
-                                                          "dataset_name": "path-vqa"}))
-    return root / "cache"
+    return build_pathvqa_cache(tmp_path_factory.mktemp("hub"), COMMIT,
+                               {"train": [png(40 * i) for i in range(6)], "test": [png(40 * i) for i in range(4)]})
 
 
 def harness(hub_cache: Path, *args: str) -> subprocess.CompletedProcess:

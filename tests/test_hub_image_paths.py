@@ -15,34 +15,10 @@ import os
 import shutil
 import subprocess
 import sys
-from pathlib import Path
+
+from hub_cache_layout import build_pathvqa_cache
 
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
-
-
-def build_cache(root: Path, paths: list[str]) -> Path:
-    import datasets
-
-    features = datasets.Features({"image": datasets.Image(), "question": datasets.Value("string"),
-                                  "answer": datasets.Value("string")})
-    files = {}
-    for split in ("train", "test"):
-        ds = datasets.Dataset.from_dict({"image": [{"bytes": None, "path": p} for p in paths],
-                                         "question": [f"is there a lesion {i}?" for i in range(len(paths))],
-                                         "answer": ["yes" if i % 2 else "no" for i in range(len(paths))]},
-                                        features=features)
-        files[split] = str(root / f"{split}.parquet")
-        ds.to_parquet(files[split])
-    built = datasets.load_dataset("parquet", data_files=files, cache_dir=str(root / "build"))
-    made = Path(built["test"].cache_files[0]["filename"]).parent
-    cached = root / "cache" / "flaviagiammarino___path-vqa" / "default" / "0.0.0" / COMMIT
-    shutil.copytree(made, cached)
-    for arrow in cached.glob("parquet-*.arrow"):
-        arrow.rename(arrow.with_name(arrow.name.replace("parquet-", "path-vqa-")))
-    info = json.loads((cached / "dataset_info.json").read_text())
-    (cached / "dataset_info.json").write_text(json.dumps({**info, "config_name": "default",
-                                                          "dataset_name": "path-vqa"}))
-    return root / "cache"
 
 
 def test_hub_rows_naming_files_outside_the_hf_cache_are_not_read(tmp_path):
@@ -56,7 +32,8 @@ def test_hub_rows_naming_files_outside_the_hf_cache_are_not_read(tmp_path):
     Image.new("RGB", (8, 8), (0, 200, 0)).save(inside)
     other = tmp_path / "home" / "other.png"
     shutil.copy(private, other)
-    cache = build_cache(tmp_path, [str(private), str(inside), str(other), str(inside)])
+    paths = [{"bytes": None, "path": str(p)} for p in (private, inside, other, inside)]
+    cache = build_pathvqa_cache(tmp_path, COMMIT, {"train": paths, "test": paths})
     env = {**os.environ, "HF_DATASETS_CACHE": str(cache), "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
     done = subprocess.run([sys.executable, "-m", "harness", "run", "--model", "prior", "--task", "pathvqa",
                            "--source", "hf", "--judge", "exact", "--output", str(tmp_path / "run"), "--no-progress"],
