@@ -242,6 +242,41 @@ def test_half_written_cache_is_generated_again(tmp_path, monkeypatch):
     assert loader.load(source, "test", None, "caption")[2].images[0].path.is_file()
 
 
+def test_a_run_needing_the_cases_another_process_is_generating_waits_for_it(tmp_path, monkeypatch):
+    """Two runs on a fresh cache (array jobs): the second one deleted the temporary files of the first one's
+    generation as a killed generation's leftovers, and the first then failed ("error: cannot use
+    .../images/.ph1-0000_frontal.png.x.tmp: No such file or directory"). Here this test is the first process,
+    holding the generation lock with an image half-written."""
+    import os
+    import subprocess
+    import sys
+    import tempfile
+
+    from harness.folder_lock import exclusive
+
+    monkeypatch.setenv("HARNESS_CACHE_DIR", str(tmp_path / "cache"))
+    folder = loader.cache_folder(1, 100)  # phantom-vqa's test split
+    (folder / "images").mkdir(parents=True)
+    with exclusive(folder, loader.GENERATION_LOCK, transient=True):
+        fd, writing = tempfile.mkstemp(prefix=".ph1-0000_frontal.png.", suffix=".tmp", dir=folder / "images")
+        os.write(fd, b"half a png")
+        os.close(fd)
+        second = subprocess.Popen([sys.executable, "-m", "harness", "run", "--model", "constant", "--model-args",
+                                   "answer=yes", "--task", "phantom-vqa", "--limit", "2", "--judge", "exact",
+                                   "--runs-dir", str(tmp_path / "runs"), "--no-progress"],
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        assert second.stderr is not None
+        seen = []
+        while not seen or not ("waiting for it to finish" in seen[-1] or seen[-1] == ""):
+            seen.append(second.stderr.readline())  # "" once it ended without waiting
+        assert Path(writing).exists(), f"the second process deleted the file this one was writing: {seen}"
+        assert f"is using the phantom data {folder}; waiting for it to finish" in seen[-1]
+        os.replace(writing, folder / "images" / "ph1-0000_frontal.png")
+    assert second.wait(timeout=120) == 0, "".join(seen) + second.stderr.read()
+    assert (folder / loader.MARKER).is_file() and not (folder / loader.GENERATION_LOCK).exists()
+    assert not list(folder.rglob("*.tmp"))
+
+
 @pytest.mark.parametrize(
     ("options", "split", "message"),
     [

@@ -4,6 +4,9 @@ Source options (task YAML): `seed` (default 0), `n_train` (300), `n_test` (100).
 with generator seed 2*seed and the test split with 2*seed+1, so the two never share a case. Files go to
 `cache_dir()/phantom/<hash of generator version, seed, n>/`: `images/<case_id>_<view>.png`, `cases.json`,
 and last the marker `complete.json`; a folder without the marker (a killed generation) is generated again.
+One process generates at a time (a lock file beside the marker, `folder_lock.exclusive`): another one that needs
+the same cases waits, then finds them complete; only the lock holder removes temporary files, so it never deletes
+those another process is still writing.
 PNGs are written with stored (uncompressed) deflate blocks by our own encoder, so their bytes do not depend on
 the zlib build of the machine.
 """
@@ -21,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.errors import UserError
+from harness.folder_lock import exclusive
 from harness.io import atomic_write_json, atomic_write_text
 from harness.loaders.common import closed_label
 from harness.paths import cache_dir
@@ -32,6 +36,7 @@ OPTIONS = tuple(DEFAULTS)
 FIELD_KEYS: tuple[str, ...] = ()  # generated: nothing to map
 SPLIT_OFFSET = {"train": 0, "test": 1}
 MARKER = "complete.json"
+GENERATION_LOCK = ".generating.lock"
 MAX_CASES = 100_000
 
 
@@ -77,12 +82,21 @@ def cache_folder(seed: int, n: int) -> Path:
 
 
 def ensure_generated(seed: int, n: int) -> Path:
-    """Generate the cases of (seed, n) into the cache unless a complete copy is already there."""
-    from harness.phantom import GENERATOR_VERSION, generate_cases
-
+    """Generate the cases of (seed, n) into the cache unless a complete copy is already there (waiting while
+    another process generates them)."""
     folder = cache_folder(seed, n)
     if _is_complete(folder, seed, n):
         return folder
+    with exclusive(folder, GENERATION_LOCK, what=f"the phantom data {folder}", transient=True):
+        if not _is_complete(folder, seed, n):  # else another process generated it while this one waited
+            _generate(folder, seed, n)
+    return folder
+
+
+def _generate(folder: Path, seed: int, n: int) -> None:
+    """Write the cases of (seed, n) into `folder` (locked by the caller), the marker last."""
+    from harness.phantom import GENERATOR_VERSION, generate_cases
+
     (folder / "images").mkdir(parents=True, exist_ok=True)
     (folder / MARKER).unlink(missing_ok=True)
     for leftover in folder.glob("**/.*.tmp"):  # temp files of a killed generation
@@ -102,7 +116,6 @@ def ensure_generated(seed: int, n: int) -> Path:
     atomic_write_text(folder / "cases.json", json.dumps(records, indent=1) + "\n")
     marker = {"generator_version": GENERATOR_VERSION, "seed": seed, "n": n, "cases": len(records)}
     atomic_write_json(folder / MARKER, marker)
-    return folder
 
 
 def _is_complete(folder: Path, seed: int, n: int) -> bool:
