@@ -201,13 +201,17 @@ class LLMCache:
                                             served_model=served if isinstance(served, str) and served else None)
         return found
 
-    def claim(self, keys: list[str]) -> set[str]:
+    def claim(self, keys: list[str], stored_here: Iterable[str] = ()) -> set[str]:
         """Mark entries as used by the caller, whose run counts their cost; returns the keys it claimed. An entry
         another process claimed first is not returned (its cost is counted there: once in all). Inside
         `claims.counted_when_recorded` the claim is pending (PENDING, this process as owner) until results.json
-        records it (`finalize`): killed before that, the entries are free again once this process is gone."""
+        records it (`finalize`): killed before that, the entries are free again once this process is gone.
+        `stored_here`: keys of calls this process made itself (it counts what they cost anyway); their entries are
+        claimed only if this process stored them: one another process stored first (the same question asked at
+        the same time; `put` keeps the first) is that process's paid reply, left for the run that uses it."""
         claimed: set[str] = set()
         state, holder = (PENDING, owner()) if claims.pending() else (0, None)
+        mine, own = set(stored_here), owner()
         with self._lock:
             db = self._db()
             for start in range(0, len(keys), 500):
@@ -217,7 +221,8 @@ class LLMCache:
                 try:
                     rows = db.execute(f"SELECT key, unclaimed, owner FROM results WHERE unclaimed != 0 AND key IN "
                                       f"({marks})", chunk).fetchall()
-                    free = [key for key, unclaimed, was in rows if free_to_claim(unclaimed, was)]
+                    free = [key for key, unclaimed, was in rows if free_to_claim(unclaimed, was)
+                            and (key not in mine or was == own)]
                     if free:
                         db.execute(f"UPDATE results SET unclaimed = ?, owner = coalesce(?, owner) WHERE key IN "
                                    f"({','.join('?' * len(free))})", [state, holder, *free])

@@ -221,8 +221,8 @@ class ProviderClient:
         a busy cache only risks a reply being counted again later."""
         counted = [key for key, res in zip(keys, results) if res is not None and res.text is not None
                    and not res.cached]
-        try:
-            claimed = cache.claim(list(dict.fromkeys(counted)))
+        try:  # a live call's key claims only the entry this process stored (counted here regardless)
+            claimed = cache.claim(list(dict.fromkeys(counted)), stored_here=set(counted) - decided_by_claim)
         except (sqlite3.Error, UserError) as exc:
             print(f"note: LLM cache: could not record which replies this run used, so a later run may count them "
                   f"again ({exc})", file=sys.stderr)
