@@ -6,6 +6,8 @@ processor and chat-template files: not a model card, logs or a trainer's `checkp
 Hashing a 7B model reads ~14 GB, so a large file's sha256 is kept in the harness cache (and in this process) under
 what the file system says of that version of it (resolved path, size, modification and change times in ns, inode):
 a file written again, even with its old modification time restored, has another change time and is read again.
+Processes sharing a cache (array jobs hashing their checkpoints at once) add their digests one at a time, under a
+lock beside the file (`folder_lock.exclusive`), so none writes over what another added since it read the file.
 """
 
 from __future__ import annotations
@@ -15,10 +17,12 @@ import json
 import sys
 from pathlib import Path
 
+from harness.folder_lock import exclusive
 from harness.io import atomic_write_json
 from harness.paths import cache_dir
 
 CACHE_FILE = "file-digests.json"
+CACHE_LOCK = f".{CACHE_FILE}.lock"
 KEPT_ENTRIES = 5000  # the newest ones; an entry is ~150 bytes
 ANNOUNCE_BYTES = 1 << 30  # say so on stderr when this much has to be read
 CACHED_FROM_BYTES = 64 << 20  # smaller files are read every time (cheap, and two writes within one tick of the
@@ -61,9 +65,9 @@ def _remember(found: dict[str, str]) -> None:
     global _unwritable_said
     store = cache_dir() / CACHE_FILE
     try:
-        store.parent.mkdir(parents=True, exist_ok=True)
-        merged = {**_read_cache(store), **found}
-        atomic_write_json(store, dict(list(merged.items())[-KEPT_ENTRIES:]))
+        with exclusive(store.parent, CACHE_LOCK, owned=(CACHE_FILE,), what=f"the checkpoint digests {store}"):
+            merged = {**_read_cache(store), **found}
+            atomic_write_json(store, dict(list(merged.items())[-KEPT_ENTRIES:]))
     except OSError as exc:
         if not _unwritable_said:
             _unwritable_said = True

@@ -62,3 +62,35 @@ def test_an_unwritable_cache_is_said_once_and_a_process_reads_a_file_version_onc
     assert folder_fingerprint(folder) == folder_fingerprint(folder) == folder_fingerprint(folder)
     assert reads == ["model.safetensors"]  # a run asks for it several times
     assert capsys.readouterr().err.count("note: cannot keep checkpoint digests in") == 1
+
+
+def test_two_processes_recording_digests_at_once_keep_both(tmp_path, monkeypatch):
+    """Array jobs hashing their own checkpoints at once: each read the digest file, added its own and wrote it
+    back, so the last writer dropped what the others added meanwhile (6 processes finishing together kept 2 of 6
+    digests), and the next commands read those 14 GB checkpoints again. Here this test is a process that has read
+    the file and is about to write it back when another one finishes hashing."""
+    import subprocess
+    import sys
+
+    from harness.folder_lock import exclusive
+    from harness.io import atomic_write_json
+
+    monkeypatch.setenv("HARNESS_CACHE_DIR", str(tmp_path / "cache"))
+    mine, other = tmp_path / "mine.safetensors", tmp_path / "other.safetensors"
+    for path in (mine, other):
+        with open(path, "wb") as fh:
+            fh.truncate(file_digests.CACHED_FROM_BYTES)  # large enough to be kept (sparse: no disk used)
+    store = tmp_path / "cache" / file_digests.CACHE_FILE
+    with exclusive(store.parent, file_digests.CACHE_LOCK):
+        read = file_digests._read_cache(store)
+        hash_other = "import sys; from pathlib import Path; from harness.file_digests import file_sha256; " \
+                     "file_sha256(Path(sys.argv[1]))"
+        proc = subprocess.Popen([sys.executable, "-c", hash_other, str(other)],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        assert proc.stderr is not None
+        said = proc.stderr.readline()  # its note that it waits, or "" once it has ended without waiting
+        atomic_write_json(store, {**read, file_digests._version_key(mine): file_digests._sha256(mine)})
+    assert proc.wait(timeout=60) == 0, said + proc.stderr.read()
+    kept = json.loads(store.read_text())
+    assert set(kept) == {file_digests._version_key(mine), file_digests._version_key(other)}
+    assert f"is using the checkpoint digests {store}; waiting for it to finish" in said
