@@ -10,7 +10,9 @@ check this against pycocoevalcap's own `Meteor()`). `--judge-arg meteor_table=fu
 
 To make the cut fast (well under a second), the table is indexed once into the harness cache (20-60 s and up to
 2 GB of memory while building, about 180 MB on disk): a vocabulary, one token-id array, line offsets and the lines
-grouped by their rarest word, loaded memory-mapped afterwards.
+grouped by their rarest word, loaded memory-mapped afterwards. It is built in a hidden folder named by host and
+process and renamed into place, so a build killed part-way is never used, and what it left is removed by the next
+judge to start once its process is gone (`processes.remove_stale_temporaries`).
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from harness.paths import cache_dir
+from harness.processes import remove_stale_temporaries, temp_tag
 
 INDEX_VERSION = "2"
 # METEOR's Normalizer letter/digit class; a "piece" is a run of it, or any other single non-space character
@@ -149,6 +152,7 @@ def load_index(table: Path) -> ParaphraseIndex | None:
     expected single-space format (then the full table is used)."""
     stat = table.stat()
     folder = cache_dir() / "meteor-paraphrase" / f"v{INDEX_VERSION}-{stat.st_size}-{stat.st_mtime_ns}"
+    remove_stale_temporaries(folder.parent)  # what a build killed part-way left (up to 180 MB each)
     if (folder / "unfilterable").exists():
         return None
     if not (folder / "probs.npy").exists():
@@ -161,8 +165,10 @@ def load_index(table: Path) -> ParaphraseIndex | None:
 
 
 def _build(table: Path, folder: Path) -> None:
+    """Build the index into a hidden temporary folder named by this host and process (`processes.temp_tag`: once
+    that process is gone, `load_index` removes what it left), then rename it into place."""
     folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".build-", dir=folder.parent))
+    tmp = Path(tempfile.mkdtemp(prefix=f".build.{temp_tag()}.", dir=folder.parent))
     try:
         _write_index(table, tmp)
         try:

@@ -36,12 +36,9 @@ Chat format (what fine-tuning must reproduce):
 from __future__ import annotations
 
 import os
-import re
 import shutil
-import socket
 import sys
 import tempfile
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -52,7 +49,7 @@ from harness.model_api import ModelContext
 from harness.plugins.hf import HFModel
 from harness.plugins.hf_presets import ARGS as HF_ARGS
 from harness.plugins.hf_presets import resolve_device_dtype
-from harness.processes import process_alive
+from harness.processes import remove_stale_temporaries, temp_tag
 
 BUILD_VERSION = "6"  # 5: one CPU thread unless OMP_NUM_THREADS said more; 6: always built on one (_build_threads)
 BASES = ("pretrained", "random")
@@ -67,7 +64,6 @@ HEAD_SCALE = 4.0
 CORPUS_CASES = 240
 CORPUS_SEED = 9001
 SPECIAL_TOKENS = ("<pad>", "<s>", "</s>", "<image>")
-STALE_AFTER_S = 3600.0  # a temporary of another host, or of an older harness, is a leftover after this long
 
 CHAT_TEMPLATE = (
     "{{ bos_token }}"
@@ -183,42 +179,6 @@ def _pretrain(random_folder: Path, folder: Path, checkpoint: Path) -> None:
           "(about 6 CPU minutes, once per cache)", file=sys.stderr)
     pretrain(random_folder, folder, checkpoint)
     (folder / "pretraining.json").write_text(json.dumps(Recipe().describe(), indent=2) + "\n", encoding="utf-8")
-
-
-def temp_tag() -> str:
-    """`<host>.<pid>`: what names a temporary file or folder's owner, so later builds can tell leftovers."""
-    host = re.sub(r"[^A-Za-z0-9]", "", socket.gethostname())[:40] or "host"
-    return f"{host}.{os.getpid()}"
-
-
-def remove_stale_temporaries(folder: Path, stale_after_s: float = STALE_AFTER_S) -> list[Path]:
-    """Delete what killed builds left in `folder` (a cache's tiny-vlm folder): hidden temporary build folders and
-    `*.tmp` checkpoint files whose process, named in them, is gone on this host; those that name no process of
-    this host (another host's, an older harness's) once older than `stale_after_s`. Resumable checkpoints
-    (`.<final>.checkpoint.pt`) and finished builds stay. Returns what was removed."""
-    if not folder.is_dir():
-        return []
-    host = temp_tag().split(".")[0]
-    removed = []
-    for entry in folder.iterdir():
-        if not entry.name.startswith(".") or not (entry.is_dir() or entry.name.endswith(".tmp")):
-            continue
-        owner = re.search(r"\.([A-Za-z0-9]+)\.(\d+)\.[^.]+$", entry.name)
-        if owner and owner[1] == host and os.name != "nt":  # (Windows: no liveness check; the age decides)
-            stale = not process_alive(int(owner[2]))
-        else:
-            try:
-                stale = time.time() - entry.stat().st_mtime > stale_after_s
-            except OSError:
-                continue
-        if not stale:
-            continue
-        if entry.is_dir():
-            shutil.rmtree(entry, ignore_errors=True)
-        else:
-            entry.unlink(missing_ok=True)
-        removed.append(entry)
-    return removed
 
 
 def _build_into(final: Path, build: Callable[[Path], None]) -> None:
