@@ -262,7 +262,7 @@ def generate(spec: RunSpec, task: Task, model_info: Any, manifest: dict[str, Any
     with third_party_code("model", model_info.id, plugin, "__init__"):
         model = model_cls(spec.model_args, context)
     try:
-        _generate_batches(spec, task, model_info, model, manifest, out_dir, selected, pending)
+        _generate_batches(spec, task, model_info, model, manifest, out_dir, selected, pending, list(latest.values()))
     except BaseException:
         close_plugin("model", model_info.id, plugin, model)  # the error of generating is the one reported
         raise
@@ -282,12 +282,12 @@ def _loaded_identity(model_info: Any, model: Any, rows: list[dict[str, Any]]) ->
 
 
 def _generate_batches(spec: RunSpec, task: Task, model_info: Any, model: Any, manifest: dict[str, Any],
-                      out_dir: Path, selected: list[Sample], pending: list[Sample]) -> None:
-    """generate()'s work with the model built: `pending` batch by batch, appended to predictions.jsonl."""
+                      out_dir: Path, selected: list[Sample], pending: list[Sample], earlier: list[dict]) -> None:
+    """generate()'s work with the model built: `pending` batch by batch, appended to predictions.jsonl (whose
+    latest line per sample, before this invocation, is `earlier`)."""
     plugin = getattr(model_info, "plugin", "")
     pred_path = out_dir / PREDICTIONS_FILE
     environments = _generation_environments(out_dir)
-    earlier = latest_lines(pred_path)
     identity = _loaded_identity(model_info, model, earlier)
     note_earlier_models(identity, earlier)  # a resumed run: which model answered its earlier lines
     atomic_write_json(out_dir / LOADED_MODEL_FILE, {"identity": identity, "environments": environments})
