@@ -157,3 +157,22 @@ def test_a_cut_answer_served_from_the_cache_is_still_recorded_as_cut(cache, tmp_
     (run_dir,) = (tmp_path / "b").iterdir()
     rows = [json.loads(line) for line in (run_dir / "predictions.jsonl").read_text().splitlines()]
     assert [(r.get("generation_details") or {}).get("truncated") for r in rows] == [True] * 3
+
+
+def test_a_reply_paid_for_while_another_process_stored_its_twin_is_counted_by_harness_cache(cache):
+    """Two processes asking the same at once both pay; the cache keeps the first reply, and `harness cache` counted
+    only that one's cost (the other call's spend was in no total once its run stopped before using it)."""
+    from harness.providers.base import ChatResult
+    from harness.providers.cache import LLMCache, cache_path
+
+    official = "https://api.openai.com/v1"
+    with LLMCache(cache_path()) as first, LLMCache(cache_path()) as second:  # two processes' handles
+        first.put("k", "openai", "gpt-4o-2024-08-06", ChatResult(text="yes", input_tokens=100, output_tokens=2,
+                                                                  cost_usd=0.25), base_url=official)
+        second.put("k", "openai", "gpt-4o-2024-08-06", ChatResult(text="no", input_tokens=100, output_tokens=2,
+                                                                   cost_usd=0.25), base_url=official)
+        second.put("k", "openai", "gpt-4o-2024-08-06", ChatResult(text="yes", input_tokens=100, output_tokens=2,
+                                                                   cost_usd=0.25), batch=True, base_url=official)
+    (row,) = cache_listing(cache)["models"]
+    assert row["entries"] == 1 and row["paid_twice"] == 1  # a batch's result collected again was paid once
+    assert row["cost_usd"] == 0.5

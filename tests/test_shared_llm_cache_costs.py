@@ -83,3 +83,7 @@ def test_a_reply_an_interrupted_run_paid_for_is_counted_though_another_run_asked
         billed = sum(server.usage(body, VERDICT)[0] for body in server.requests)
     assert paid_input_tokens(second) == billed // 2  # B paid for its own call
     assert paid_input_tokens(first) == billed // 2  # A's rerun counts the call A paid for and never used
+    # `harness cache` counts both calls: B's reply found A's stored first (one entry kept), billed all the same
+    listing = subprocess.run([sys.executable, "-m", "harness", "cache"], capture_output=True, text=True, env=env)
+    assert "1 entries" in listing.stdout and "1 replies paid for twice (two runs asked the same at once)" in \
+        listing.stdout, listing.stdout

@@ -71,6 +71,9 @@ def run(args: argparse.Namespace) -> int:
         failed = row.get("billed_failures", 0)
         if failed:  # refused, filtered or empty replies: billed, counted, never served again
             why += f"; {failed} billed replies without an answer (refused, filtered, empty) counted in the cost"
+        twice = row.get("paid_twice", 0)
+        if twice:  # two runs asked the same at once: one reply kept, both billed
+            why += f"; {twice} replies paid for twice (two runs asked the same at once) counted in the cost"
         print(f"  {row['provider']}:{row['model']}  {row['entries']} entries, est. ${row['cost_usd']:.4f} spent{why}")
     if stats["models"]:
         print(f"spent:   est. ${sum(row['cost_usd'] for row in stats['models']):.4f} in all (list prices)")

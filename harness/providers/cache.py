@@ -7,7 +7,9 @@ their sha256, max_tokens, temperature, seed, json_schema, repeat index). Only su
 credential. Rerunning, resuming or re-scoring therefore makes no repeated calls. Several processes may write at
 once (WAL + busy timeout).
 A reply the provider billed but that is no answer (refused, content-filtered, empty) is not a result to serve again:
-`billed_failures` keeps only its usage and cost, one row per call, so that `harness cache` counts what was spent.
+`billed_failures` keeps only its usage and cost, one row per call, so that `harness cache` counts what was spent;
+so does `paid_twice` for a reply paid for while another process stored its answer to the same request first (two
+runs asking the same at once: one entry is kept, both calls were billed).
 
 A new entry is stored `unclaimed` and claimed when the call that made it has handed its results to the caller: an
 entry a killed or interrupted run paid for but never used stays unclaimed, and the run that takes it from the
@@ -46,6 +48,10 @@ CREATE TABLE IF NOT EXISTS batches (
     batch_id TEXT NOT NULL, n_requests INTEGER NOT NULL, submitted_at REAL NOT NULL,
     request_keys TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS billed_failures (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, key TEXT NOT NULL, provider TEXT NOT NULL, model TEXT NOT NULL,
+    base_url TEXT, input_tokens INTEGER NOT NULL, output_tokens INTEGER NOT NULL, cost_usd REAL NOT NULL,
+    batch INTEGER NOT NULL DEFAULT 0, created_at REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS paid_twice (
     id INTEGER PRIMARY KEY AUTOINCREMENT, key TEXT NOT NULL, provider TEXT NOT NULL, model TEXT NOT NULL,
     base_url TEXT, input_tokens INTEGER NOT NULL, output_tokens INTEGER NOT NULL, cost_usd REAL NOT NULL,
     batch INTEGER NOT NULL DEFAULT 0, created_at REAL NOT NULL);
@@ -260,7 +266,7 @@ class LLMCache:
         if result.text is None:
             return
         with self._lock:
-            self._db().execute(
+            stored = self._db().execute(
                 "INSERT INTO results (key, provider, model, text, input_tokens, output_tokens, cost_usd, "
                 "batch, created_at, base_url, unclaimed, owner, truncated, served_model) "
                 "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 1, ?, ?, ?) "
@@ -272,17 +278,24 @@ class LLMCache:
                 "WHERE trim(results.text, ' ' || char(9, 10, 11, 12, 13)) = ''",  # BLANK's characters
                 (key, provider, model, result.text, result.input_tokens, result.output_tokens, result.cost_usd,
                  int(batch), time.time(), base_url, owner(), int(result.truncated), result.served_model),
-            )
+            ).rowcount
+        if not stored and not batch:  # a live call whose twin another process stored first: billed all the same
+            self._put_billed("paid_twice", key, provider, model, result, batch=False, base_url=base_url)
 
     def put_billed_failure(self, key: str, provider: str, model: str, result: ChatResult, *, batch: bool = False,
                            base_url: str | None = None) -> None:
         """Record the usage and cost of a reply that was billed but is no answer (refused, filtered, empty): never
         served again (the next run asks again), only counted by `stats`."""
+        self._put_billed("billed_failures", key, provider, model, result, batch=batch, base_url=base_url)
+
+    def _put_billed(self, table: str, key: str, provider: str, model: str, result: ChatResult, *, batch: bool,
+                    base_url: str | None) -> None:
+        """One billed call that left no entry of its own in `results` (billed_failures, paid_twice)."""
         if not (result.input_tokens or result.output_tokens):
             return
         with self._lock:
             self._db().execute(
-                "INSERT INTO billed_failures (key, provider, model, base_url, input_tokens, output_tokens, cost_usd, "
+                f"INSERT INTO {table} (key, provider, model, base_url, input_tokens, output_tokens, cost_usd, "
                 "batch, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (key, provider, model, base_url, result.input_tokens, result.output_tokens, result.cost_usd,
                  int(batch), time.time()))
@@ -339,18 +352,21 @@ class LLMCache:
             entries = db.execute("SELECT COUNT(*) FROM results").fetchone()[0]
             batches = db.execute("SELECT COUNT(*) FROM batches").fetchone()[0]
             per_endpoint = db.execute(
-                "SELECT provider, model, base_url, COUNT(*), SUM(cost_usd), 0 FROM results "
+                "SELECT provider, model, base_url, COUNT(*), SUM(cost_usd), 0, 0 FROM results "
                 "GROUP BY provider, model, base_url UNION ALL "
-                "SELECT provider, model, base_url, 0, SUM(cost_usd), COUNT(*) FROM billed_failures "
+                "SELECT provider, model, base_url, 0, SUM(cost_usd), COUNT(*), 0 FROM billed_failures "
+                "GROUP BY provider, model, base_url UNION ALL "
+                "SELECT provider, model, base_url, 0, SUM(cost_usd), 0, COUNT(*) FROM paid_twice "
                 "GROUP BY provider, model, base_url ORDER BY 1, 2, 3").fetchall()
         size = sum(p.stat().st_size for p in self._files())
         models: dict[tuple[str, str], dict[str, Any]] = {}
-        for provider, model, base_url, n, cost, failed in per_endpoint:
+        for provider, model, base_url, n, cost, failed, twice in per_endpoint:
             row = models.setdefault((provider, model), {"provider": provider, "model": model, "entries": 0,
                                                         "cost_usd": 0.0, "unpriced_entries": 0,
-                                                        "base_urls": [], "billed_failures": 0})
+                                                        "base_urls": [], "billed_failures": 0, "paid_twice": 0})
             row["entries"] += n
             row["billed_failures"] += failed  # replies billed but not answers (refused, filtered, empty)
+            row["paid_twice"] += twice  # replies another process had stored first (asked at once)
             if base_url is not None and base_url not in row["base_urls"]:
                 row["base_urls"].append(base_url)
             if base_url is not None and not pricing.priced_endpoint(provider, base_url):
@@ -374,6 +390,7 @@ class LLMCache:
             db.execute("DELETE FROM results")
             db.execute("DELETE FROM batches")
             db.execute("DELETE FROM billed_failures")
+            db.execute("DELETE FROM paid_twice")
             db.execute("VACUUM")
             db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         return n
