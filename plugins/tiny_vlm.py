@@ -16,7 +16,8 @@ folder. Two bases:
 Each build goes into a hidden temporary folder that is renamed into place, so the final path never holds a
 half-written model. Temporary folders and files name their host and process (`.<final>.<host>.<pid>.<random>`);
 a build first removes those a killed build left (`remove_stale_temporaries`: its process is gone, or, for names
-without this host's process, older than an hour).
+without this host's process, older than an hour). One process builds at a time (a lock beside the folder): another
+that needs the same build waits, then uses it (array jobs on a fresh cache do not pretrain twice).
 
 The builds are deterministic: the tokenizer corpus is fixed text plus `harness.phantom.generate_cases` with a
 fixed seed, the weights come from `torch.manual_seed(SEED)`, the pretraining data and order from fixed seeds.
@@ -44,6 +45,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.errors import UserError, close_hint
+from harness.folder_lock import exclusive
 from harness.io import make_readable
 from harness.model_api import ModelContext
 from harness.plugins.hf import HFModel
@@ -121,15 +123,20 @@ def ensure_tiny_vlm(cache: Path | None = None, base: str = "pretrained") -> Path
     if final.exists():
         _check_build(final)
         return final
-    one_cpu_thread()
-    with _build_threads():
-        if base == "random":
-            _build_into(final, build_tiny_vlm)
-        else:
-            random_folder = ensure_tiny_vlm(cache, "random")
-            checkpoint = final.parent / f".{final.name}.checkpoint.pt"  # an interrupted build resumes from it
-            _build_into(final, lambda folder: _pretrain(random_folder, folder, checkpoint))
-            checkpoint.unlink(missing_ok=True)
+    # one build at a time (array jobs on a fresh cache): another process waits, then finds the build done
+    with exclusive(final.parent, f".{final.name}.lock", what=f"the tiny-vlm build {final}", transient=True):
+        if final.exists():
+            _check_build(final)
+            return final
+        one_cpu_thread()
+        with _build_threads():
+            if base == "random":
+                _build_into(final, build_tiny_vlm)
+            else:
+                random_folder = ensure_tiny_vlm(cache, "random")
+                checkpoint = final.parent / f".{final.name}.checkpoint.pt"  # an interrupted build resumes from it
+                _build_into(final, lambda folder: _pretrain(random_folder, folder, checkpoint))
+                checkpoint.unlink(missing_ok=True)
     return final
 
 
