@@ -29,6 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
+from harness.io import make_readable
 from harness.paths import cache_dir
 from harness.processes import remove_stale_temporaries, temp_tag
 
@@ -171,6 +172,7 @@ def _build(table: Path, folder: Path) -> None:
     tmp = Path(tempfile.mkdtemp(prefix=f".build.{temp_tag()}.", dir=folder.parent))
     try:
         _write_index(table, tmp)
+        make_readable(tmp)  # mkdtemp's 0700: another user sharing the cache could not read the index
         try:
             os.replace(tmp, folder)
         except OSError:  # another process finished first

@@ -38,3 +38,20 @@ def test_what_a_killed_index_build_left_is_removed_and_a_running_build_is_left_a
         f"v{INDEX_VERSION}-{table.stat().st_size}-{table.stat().st_mtime_ns}"]
     killed.mkdir()  # killed while another process finished the index: the next judge to start removes it
     assert load_index(table) is not None and not killed.exists()
+
+
+def test_the_index_is_readable_by_the_other_users_of_a_shared_cache(tmp_path, monkeypatch):
+    """The index folder came out of mkdtemp with mode 0700: a colleague sharing the harness cache could not read it
+    (and could not build it either, the folder being there)."""
+    import stat
+
+    from harness.io import NEW_DIR_MODE, NEW_FILE_MODE  # the modes under this process's umask
+
+    monkeypatch.setenv("HARNESS_CACHE_DIR", str(tmp_path / "cache"))
+    table = tmp_path / "paraphrase-en.gz"
+    with gzip.open(table, "wb") as fh:
+        fh.write(b"0.5\nbig\nlarge\n")
+    assert load_index(table) is not None
+    (folder,) = [p for p in (tmp_path / "cache" / "meteor-paraphrase").iterdir() if not p.name.startswith(".")]
+    assert NEW_DIR_MODE & 0o055 and stat.S_IMODE(folder.stat().st_mode) == NEW_DIR_MODE
+    assert {stat.S_IMODE(p.stat().st_mode) for p in folder.iterdir()} == {NEW_FILE_MODE}
