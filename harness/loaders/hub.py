@@ -75,7 +75,7 @@ def _load_hub(source: SourceConfig, split: str) -> Any:
     finally:
         datasets.logging.set_verbosity(verbosity)
     commit = loaded_commit(ds)
-    pinned = source.revision if source.revision and _COMMIT.fullmatch(source.revision) else None
+    pinned = pinned_commit(source)
     if commit and pinned and not commit.startswith(pinned):
         raise UserError(
             f"hub dataset '{source.path}' split '{split}': revision {pinned} was asked, but the copy in the Hugging "
@@ -87,6 +87,11 @@ def _load_hub(source: SourceConfig, split: str) -> Any:
               f"(revision {source.revision or 'default'} cannot be resolved offline; recorded as task.source.commit)",
               file=sys.stderr)
     return ds
+
+
+def pinned_commit(source: SourceConfig) -> str | None:
+    """The commit (or its first 7+ hex digits) a source's `revision` pins, None for a branch or tag."""
+    return source.revision if source.revision and _COMMIT.fullmatch(source.revision) else None
 
 
 def loaded_commit(ds: Any) -> str | None:
@@ -109,7 +114,7 @@ def snapshot_commit(folder: Path, source: SourceConfig, split: str) -> str | Non
         if part.parent.name == "snapshots" and len(part.name) == 40 and _COMMIT.fullmatch(part.name):
             if part.parent.parent.name.lower() != repo_folder.lower():
                 return None
-            pinned = source.revision if source.revision and _COMMIT.fullmatch(source.revision) else None
+            pinned = pinned_commit(source)
             if pinned and not part.name.startswith(pinned):
                 print(f"note: --data-dir {folder} is commit {part.name} of '{source.path}', not the pinned revision "
                       f"{pinned} (split '{split}' is read as found; recorded as task.source.commit)", file=sys.stderr)
